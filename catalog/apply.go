@@ -1,0 +1,179 @@
+package catalog
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"time"
+)
+
+// Changes says what Apply did.
+type Changes struct {
+	// Changed is false when the file matched the catalog already.
+	Changed bool
+	// Created lists the plans and keys that are new, as "kind name (id)".
+	Created []string
+	// GeneratedKeys holds the values generated for new keys that had
+	// none, by key id. They are shown once and never stored.
+	GeneratedKeys map[string]string
+}
+
+// Apply merges a file into the current catalog and validates the result.
+//
+// APIs are matched by id, plans and keys by name (or by id when the file
+// gives one). Matched entities keep their id and creation date; new ones
+// get a fresh id and now as creation date. Entities of the catalog that the
+// file does not mention are kept. A key without a value keeps its value if
+// it exists, and gets a generated one if it is new.
+//
+// The current catalog is not modified. On error nothing is applied.
+func Apply(current *Catalog, f *File, now time.Time) (*Catalog, *Changes, error) {
+	return apply(current, f, now, rand.Reader)
+}
+
+func apply(current *Catalog, f *File, now time.Time, rnd io.Reader) (*Catalog, *Changes, error) {
+	next := current.Clone()
+	ch := &Changes{GeneratedKeys: map[string]string{}}
+	src := &f.Catalog
+	p := &problems{file: f}
+
+	if src.Gateway != (Gateway{}) {
+		next.Gateway = src.Gateway
+	}
+	for _, a := range src.APIs {
+		if old := next.API(a.ID); old != nil {
+			*old = a
+		} else {
+			next.APIs = append(next.APIs, a)
+		}
+	}
+	planIDs := map[string]string{} // name → id, for key references
+	for _, pl := range src.UsagePlans {
+		var old *UsagePlan
+		if pl.ID != "" {
+			old = next.Plan(pl.ID)
+		} else {
+			old = next.PlanByNameOrID(pl.Name)
+			if old != nil && old.Name != pl.Name {
+				old = nil // matched an id by accident
+			}
+		}
+		if old != nil {
+			pl.ID, pl.CreatedDate = old.ID, old.CreatedDate
+			*old = pl
+		} else {
+			if pl.ID == "" {
+				pl.ID = newID(rnd)
+			}
+			pl.CreatedDate = now.Unix()
+			next.UsagePlans = append(next.UsagePlans, pl)
+			ch.Created = append(ch.Created, fmt.Sprintf("usage plan %q (%s)", pl.Name, pl.ID))
+		}
+		planIDs[pl.Name] = pl.ID
+	}
+	for _, k := range src.APIKeys {
+		var old *APIKey
+		if k.ID != "" {
+			old = next.KeyByNameOrID(k.ID)
+		} else if o := next.KeyByNameOrID(k.Name); o != nil && o.Name == k.Name {
+			old = o
+		}
+		if k.Value != "" {
+			if msg := CheckKeyValue(k.Value); msg != "" {
+				p.add("apiKeys", k.Name, k.ID, "value", "%s", msg)
+				continue
+			}
+			k.ValueHash, k.ValuePrefix = HashKey(k.Value), k.Value[:4]
+		}
+		refs := make([]string, len(k.UsagePlans))
+		for i, r := range k.UsagePlans {
+			if id, ok := planIDs[r]; ok {
+				refs[i] = id
+			} else if pl := next.PlanByNameOrID(r); pl != nil {
+				refs[i] = pl.ID
+			} else {
+				refs[i] = r // reported by Validate
+			}
+		}
+		k.UsagePlans = refs
+		if old != nil {
+			k.ID, k.CreatedDate = old.ID, old.CreatedDate
+			if k.ValueHash == "" {
+				k.ValueHash, k.ValuePrefix = old.ValueHash, old.ValuePrefix
+			}
+			k.Value = ""
+			*old = k
+			continue
+		}
+		if k.ID == "" {
+			k.ID = newID(rnd)
+		}
+		k.CreatedDate = now.Unix()
+		if k.ValueHash == "" {
+			v := NewKeyValue(rnd)
+			ch.GeneratedKeys[k.ID] = v
+			k.ValueHash, k.ValuePrefix = HashKey(v), v[:4]
+		}
+		k.Value = ""
+		next.APIKeys = append(next.APIKeys, k)
+		ch.Created = append(ch.Created, fmt.Sprintf("API key %q (%s)", k.Name, k.ID))
+	}
+	if err := p.err(); err != nil {
+		return nil, nil, err
+	}
+	if err := Validate(next, f); err != nil {
+		return nil, nil, err
+	}
+	ch.Changed = !current.Equal(next)
+	return next, ch, nil
+}
+
+// Clone returns a deep copy.
+func (c *Catalog) Clone() *Catalog {
+	b, err := json.Marshal(c)
+	if err != nil {
+		panic("catalog: clone: " + err.Error()) // only plain data types: cannot fail
+	}
+	var out Catalog
+	if err := json.Unmarshal(b, &out); err != nil {
+		panic("catalog: clone: " + err.Error())
+	}
+	return &out
+}
+
+// Equal reports whether two catalogs hold the same content.
+func (c *Catalog) Equal(o *Catalog) bool {
+	a, _ := json.Marshal(c)
+	b, _ := json.Marshal(o)
+	return string(a) == string(b)
+}
+
+const idAlphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+// newID returns a 10-character AWS-style id.
+func newID(rnd io.Reader) string { return randomString(rnd, 10, idAlphabet) }
+
+// NewKeyValue returns a 40-character key value from crypto-grade
+// randomness, the length AWS generates.
+func NewKeyValue(rnd io.Reader) string {
+	return randomString(rnd, 40, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+}
+
+func randomString(rnd io.Reader, n int, alphabet string) string {
+	out := make([]byte, 0, n)
+	var buf [64]byte
+	// Rejection sampling keeps the distribution uniform.
+	limit := 256 - 256%len(alphabet)
+	for len(out) < n {
+		if _, err := io.ReadFull(rnd, buf[:]); err != nil {
+			panic("catalog: random source failed: " + err.Error()) // crypto/rand does not fail
+		}
+		for _, b := range buf {
+			if int(b) < limit && len(out) < n {
+				out = append(out, alphabet[int(b)%len(alphabet)])
+			}
+		}
+	}
+	return string(out)
+}

@@ -1,0 +1,100 @@
+package catalog
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// File is a declarative configuration file as read from disk: a Catalog
+// whose keys may carry values and whose plan references may be names.
+type File struct {
+	Name    string // the path, for error messages
+	Catalog Catalog
+	// lines maps an entity's place ("usagePlans[1]") to its line in the
+	// file so that errors point at it.
+	lines map[string]int
+}
+
+// LoadFile reads and parses a configuration file. Unknown fields are
+// errors, so a misspelt setting is never silently ignored.
+func LoadFile(path string) (*File, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return ParseFile(path, b)
+}
+
+// ParseFile parses file content; name is used in error messages.
+func ParseFile(name string, b []byte) (*File, error) {
+	f := &File{Name: name, lines: map[string]int{}}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if len(doc.Content) == 0 {
+		return nil, fmt.Errorf("%s: the file is empty", name)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f.Catalog); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	// Remember where each entity starts.
+	root := doc.Content[0]
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		if v.Kind != yaml.SequenceNode {
+			continue
+		}
+		for j, item := range v.Content {
+			f.lines[k.Value+"["+strconv.Itoa(j)+"]"] = item.Line
+		}
+	}
+	return f, nil
+}
+
+// Line returns the line of an entity such as "apiKeys[0]", or 0.
+func (f *File) Line(place string) int { return f.lines[place] }
+
+// FieldError is one problem with one field of one entity.
+type FieldError struct {
+	File   string // file name, "" when the catalog did not come from a file
+	Line   int    // line of the entity in File, 0 if unknown
+	Entity string // e.g. `usagePlans[0] "Free Tier"`
+	Field  string // e.g. "quota.period"
+	Msg    string
+}
+
+func (e *FieldError) Error() string {
+	var b bytes.Buffer
+	if e.File != "" {
+		b.WriteString(e.File)
+		if e.Line > 0 {
+			b.WriteString(":" + strconv.Itoa(e.Line))
+		}
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Entity)
+	if e.Field != "" {
+		b.WriteString(": " + e.Field)
+	}
+	b.WriteString(": " + e.Msg)
+	return b.String()
+}
+
+// ValidationError lists every problem found; nothing was applied.
+type ValidationError struct{ Problems []*FieldError }
+
+func (e *ValidationError) Error() string {
+	errs := make([]error, len(e.Problems))
+	for i, p := range e.Problems {
+		errs[i] = p
+	}
+	return "invalid configuration:\n" + errors.Join(errs...).Error()
+}

@@ -1,0 +1,65 @@
+package catalog
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// FileStore keeps the catalog as a JSON snapshot in one file, replaced
+// atomically (write to a temporary file, fsync, rename), so a crash leaves
+// either the old or the new catalog, never a mix.
+type FileStore struct {
+	Path string
+}
+
+// Load returns the stored catalog, or an empty one if none was stored.
+func (s FileStore) Load() (*Catalog, error) {
+	b, err := os.ReadFile(s.Path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return &Catalog{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load catalog: %w", err)
+	}
+	var c Catalog
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, fmt.Errorf("load catalog %s: %w", s.Path, err)
+	}
+	return &c, nil
+}
+
+// Save replaces the stored catalog.
+func (s FileStore) Save(c *Catalog) error {
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return fmt.Errorf("save catalog: %w", err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(s.Path), ".catalog-*.json")
+	if err != nil {
+		return fmt.Errorf("save catalog: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(append(b, '\n')); err != nil {
+		tmp.Close()
+		return fmt.Errorf("save catalog: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("save catalog: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("save catalog: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), s.Path); err != nil {
+		return fmt.Errorf("save catalog: %w", err)
+	}
+	if d, err := os.Open(filepath.Dir(s.Path)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}

@@ -1,0 +1,389 @@
+package catalog
+
+import (
+	"fmt"
+	"net/url"
+	"sort"
+	"strings"
+)
+
+// Methods lists the HTTP methods a resource may declare; ANY matches every
+// method not declared on its own, as in AWS.
+var Methods = []string{"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "ANY"}
+
+// MaxBurst and MaxRate bound throttle settings so that bucket arithmetic
+// in nanoseconds cannot overflow.
+const (
+	MaxBurst = 1 << 40
+	MaxRate  = 1e9
+	MinRate  = 1e-6
+)
+
+// problems collects FieldErrors, labelling entities with their place in
+// the source file when they came from one.
+type problems struct {
+	file *File
+	list []*FieldError
+}
+
+// where labels an entity: its place in the file if it is there, else its
+// name and id in the catalog.
+func (p *problems) where(kind, name, id string) (entity string, line int) {
+	if p.file != nil {
+		idx := -1
+		switch kind {
+		case "apis":
+			for i, a := range p.file.Catalog.APIs {
+				if a.ID == id {
+					idx = i
+				}
+			}
+		case "usagePlans":
+			for i, pl := range p.file.Catalog.UsagePlans {
+				if pl.Name == name {
+					idx = i
+				}
+			}
+		case "apiKeys":
+			for i, k := range p.file.Catalog.APIKeys {
+				if k.Name == name {
+					idx = i
+				}
+			}
+		}
+		if idx >= 0 {
+			place := fmt.Sprintf("%s[%d]", kind, idx)
+			return fmt.Sprintf("%s %q", place, name), p.file.Line(place)
+		}
+	}
+	if kind == "gateway" {
+		return "gateway", 0
+	}
+	return fmt.Sprintf("%s %q (id %s)", kind, name, id), 0
+}
+
+func (p *problems) add(kind, name, id, field, format string, args ...any) {
+	e, line := p.where(kind, name, id)
+	fe := &FieldError{Entity: e, Line: line, Field: field, Msg: fmt.Sprintf(format, args...)}
+	if p.file != nil {
+		fe.File = p.file.Name
+	}
+	p.list = append(p.list, fe)
+}
+
+func (p *problems) err() error {
+	if len(p.list) == 0 {
+		return nil
+	}
+	return &ValidationError{Problems: p.list}
+}
+
+// Validate checks a catalog as a whole. src, when not nil, is the file the
+// catalog was merged from, so errors name its places and lines.
+func Validate(c *Catalog, src *File) error {
+	p := &problems{file: src}
+	validateGateway(p, &c.Gateway)
+	validateAPIs(p, c)
+	validatePlans(p, c)
+	validateKeys(p, c)
+	return p.err()
+}
+
+func validateThrottle(p *problems, kind, name, id, field string, t *Throttle) {
+	switch {
+	case !finite(t.RateLimit):
+		p.add(kind, name, id, field+".rateLimit", "must be a finite number, got %v", t.RateLimit)
+	case t.RateLimit < 0:
+		p.add(kind, name, id, field+".rateLimit", "must not be negative, got %v", t.RateLimit)
+	case t.RateLimit > MaxRate:
+		p.add(kind, name, id, field+".rateLimit", "must be at most %g, got %v", float64(MaxRate), t.RateLimit)
+	case t.RateLimit > 0 && t.RateLimit < MinRate:
+		p.add(kind, name, id, field+".rateLimit", "must be 0 or at least %g, got %v", MinRate, t.RateLimit)
+	}
+	switch {
+	case t.BurstLimit < 0:
+		p.add(kind, name, id, field+".burstLimit", "must not be negative, got %d", t.BurstLimit)
+	case t.BurstLimit > MaxBurst:
+		p.add(kind, name, id, field+".burstLimit", "must be at most %d, got %d", int64(MaxBurst), t.BurstLimit)
+	case t.BurstLimit == 0 && t.RateLimit > 0:
+		p.add(kind, name, id, field+".burstLimit", "is 0 while rateLimit is %v: no request could ever pass; set burstLimit to at least 1", t.RateLimit)
+	case t.BurstLimit > 0 && t.RateLimit == 0:
+		p.add(kind, name, id, field+".rateLimit", "is 0 while burstLimit is %d: the bucket would never refill; set a rate, or both to 0 to block every request", t.BurstLimit)
+	}
+}
+
+func validateGateway(p *problems, g *Gateway) {
+	if g.Throttle != nil {
+		validateThrottle(p, "gateway", "", "", "throttle", g.Throttle)
+	}
+	if s := g.UnknownRouteStatus; s != 0 && s != 403 && s != 404 {
+		p.add("gateway", "", "", "unknownRouteStatus", "must be 403 (AWS's Missing Authentication Token) or 404, got %d", s)
+	}
+	if g.UpstreamTimeout < 0 {
+		p.add("gateway", "", "", "upstreamTimeout", "must not be negative")
+	}
+}
+
+func validateAPIs(p *problems, c *Catalog) {
+	ids := map[string]bool{}
+	routes := map[string]string{} // host + prefix → "api/stage"
+	for _, a := range c.APIs {
+		if a.ID == "" {
+			p.add("apis", a.Name, a.ID, "id", "is required")
+		} else if ids[a.ID] {
+			p.add("apis", a.Name, a.ID, "id", "%q is used by two APIs", a.ID)
+		}
+		ids[a.ID] = true
+		if len(a.Stages) == 0 {
+			p.add("apis", a.Name, a.ID, "stages", "at least one stage is required")
+		}
+		stages := map[string]bool{}
+		for i, s := range a.Stages {
+			f := fmt.Sprintf("stages[%d]", i)
+			switch {
+			case s.Name == "":
+				p.add("apis", a.Name, a.ID, f+".name", "is required")
+			case strings.ContainsAny(s.Name, "/:?#% "):
+				p.add("apis", a.Name, a.ID, f+".name", "%q must not contain '/', ':', '?', '#', '%%' or spaces", s.Name)
+			case stages[s.Name]:
+				p.add("apis", a.Name, a.ID, f+".name", "stage %q is declared twice", s.Name)
+			}
+			stages[s.Name] = true
+			u, err := url.Parse(s.Upstream)
+			if s.Upstream == "" {
+				p.add("apis", a.Name, a.ID, f+".upstream", "is required (the URL requests are proxied to)")
+			} else if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+				p.add("apis", a.Name, a.ID, f+".upstream", "%q must be an absolute http:// or https:// URL without query", s.Upstream)
+			}
+			prefix := s.Prefix()
+			if prefix != "" && (!strings.HasPrefix(prefix, "/") || strings.HasSuffix(prefix, "/") || strings.Contains(prefix, "//")) {
+				p.add("apis", a.Name, a.ID, f+".basePath", "%q must start with '/' and not end with '/' (or be empty with a host)", prefix)
+			}
+			if prefix == "" && s.Host == "" {
+				p.add("apis", a.Name, a.ID, f+".basePath", "may be empty only when host is set")
+			}
+			rk := strings.ToLower(s.Host) + prefix
+			if other, ok := routes[rk]; ok {
+				p.add("apis", a.Name, a.ID, f, "host %q and base path %q are already routed to %s", s.Host, prefix, other)
+			}
+			routes[rk] = a.ID + "/" + s.Name
+			if s.Throttle != nil {
+				validateThrottle(p, "apis", a.Name, a.ID, f+".throttle", s.Throttle)
+			}
+		}
+		paths := map[string]bool{}
+		for i, r := range a.Resources {
+			f := fmt.Sprintf("resources[%d]", i)
+			if msg := checkResourcePath(r.Path); msg != "" {
+				p.add("apis", a.Name, a.ID, f+".path", "%q %s", r.Path, msg)
+			}
+			if paths[r.Path] {
+				p.add("apis", a.Name, a.ID, f+".path", "%q is declared twice", r.Path)
+			}
+			paths[r.Path] = true
+			if len(r.Methods) == 0 {
+				p.add("apis", a.Name, a.ID, f+".methods", "at least one method is required")
+			}
+			for _, m := range sortedKeys(r.Methods) {
+				if !validMethod(m) {
+					p.add("apis", a.Name, a.ID, f+".methods."+m, "unknown method; use one of %s", strings.Join(Methods, ", "))
+				}
+			}
+		}
+	}
+}
+
+// checkResourcePath returns "" if path is a valid resource template.
+func checkResourcePath(path string) string {
+	if path == "/" {
+		return ""
+	}
+	if !strings.HasPrefix(path, "/") || strings.HasSuffix(path, "/") {
+		return "must start with '/' and not end with '/'"
+	}
+	segs := strings.Split(path[1:], "/")
+	for i, s := range segs {
+		switch {
+		case s == "":
+			return "has an empty segment"
+		case strings.HasPrefix(s, "{") && strings.HasSuffix(s, "+}"):
+			if i != len(segs)-1 {
+				return "may use a greedy {name+} segment only at the end"
+			}
+		case strings.HasPrefix(s, "{") != strings.HasSuffix(s, "}"):
+			return fmt.Sprintf("segment %q has unbalanced braces", s)
+		case strings.ContainsAny(s, "?#"):
+			return "must not contain '?' or '#'"
+		}
+	}
+	return ""
+}
+
+func validMethod(m string) bool {
+	for _, x := range Methods {
+		if m == x {
+			return true
+		}
+	}
+	return false
+}
+
+func validatePlans(p *problems, c *Catalog) {
+	names := map[string]bool{}
+	ids := map[string]bool{}
+	for _, pl := range c.UsagePlans {
+		if pl.Name == "" {
+			p.add("usagePlans", pl.Name, pl.ID, "name", "is required")
+		} else if names[pl.Name] {
+			p.add("usagePlans", pl.Name, pl.ID, "name", "%q is used by two plans", pl.Name)
+		}
+		names[pl.Name] = true
+		if pl.ID != "" && ids[pl.ID] {
+			p.add("usagePlans", pl.Name, pl.ID, "id", "%q is used by two plans", pl.ID)
+		}
+		ids[pl.ID] = true
+		if pl.Throttle != nil {
+			validateThrottle(p, "usagePlans", pl.Name, pl.ID, "throttle", pl.Throttle)
+		}
+		if q := pl.Quota; q != nil {
+			if !q.Period.Valid() {
+				p.add("usagePlans", pl.Name, pl.ID, "quota.period", "%q is not one of DAY, WEEK, MONTH", q.Period)
+			}
+			if q.Limit < 0 {
+				p.add("usagePlans", pl.Name, pl.ID, "quota.limit", "must not be negative, got %d", q.Limit)
+			}
+			if q.Offset < 0 || q.Offset > q.Limit {
+				p.add("usagePlans", pl.Name, pl.ID, "quota.offset", "must be between 0 and the limit %d, got %d", q.Limit, q.Offset)
+			}
+		}
+		seen := map[string]bool{}
+		for i, as := range pl.APIStages {
+			f := fmt.Sprintf("apiStages[%d]", i)
+			a := c.API(as.APIID)
+			if a == nil {
+				p.add("usagePlans", pl.Name, pl.ID, f+".apiId", "names API %q, which does not exist", as.APIID)
+				continue
+			}
+			if !hasStage(a, as.Stage) {
+				p.add("usagePlans", pl.Name, pl.ID, f+".stage", "API %q has no stage %q", as.APIID, as.Stage)
+				continue
+			}
+			if seen[as.APIID+":"+as.Stage] {
+				p.add("usagePlans", pl.Name, pl.ID, f, "stage %s:%s is listed twice", as.APIID, as.Stage)
+			}
+			seen[as.APIID+":"+as.Stage] = true
+			for _, k := range sortedKeys(as.Throttle) {
+				t := as.Throttle[k]
+				ff := fmt.Sprintf("%s.throttle[%q]", f, k)
+				res, m, ok := SplitMethodKey(k)
+				if !ok {
+					p.add("usagePlans", pl.Name, pl.ID, ff, "must have the form /resource/METHOD, e.g. /items/GET")
+					continue
+				}
+				r := findResource(a, res)
+				if r == nil {
+					p.add("usagePlans", pl.Name, pl.ID, ff, "API %q has no resource %q", a.ID, res)
+					continue
+				}
+				if _, ok := r.Methods[m]; !ok {
+					if _, any := r.Methods["ANY"]; !any || !validMethod(m) {
+						p.add("usagePlans", pl.Name, pl.ID, ff, "resource %q of API %q declares no method %s", res, a.ID, m)
+						continue
+					}
+				}
+				validateThrottle(p, "usagePlans", pl.Name, pl.ID, ff, &t)
+			}
+		}
+	}
+}
+
+// SplitMethodKey splits "/items/{id}/GET" into "/items/{id}" and "GET".
+// The root resource is written "//GET", as AWS writes it.
+func SplitMethodKey(k string) (resource, method string, ok bool) {
+	i := strings.LastIndexByte(k, '/')
+	if i <= 0 || !strings.HasPrefix(k, "/") {
+		return "", "", false
+	}
+	resource, method = k[:i], k[i+1:]
+	if resource == "/" || resource == "" {
+		resource = "/"
+	}
+	if method == "" || strings.ToUpper(method) != method || !validMethod(method) {
+		return "", "", false
+	}
+	return resource, method, true
+}
+
+func hasStage(a *API, stage string) bool {
+	for _, s := range a.Stages {
+		if s.Name == stage {
+			return true
+		}
+	}
+	return false
+}
+
+func findResource(a *API, path string) *Resource {
+	for i := range a.Resources {
+		if a.Resources[i].Path == path {
+			return &a.Resources[i]
+		}
+	}
+	return nil
+}
+
+func validateKeys(p *problems, c *Catalog) {
+	names := map[string]bool{}
+	hashes := map[string]string{}
+	for _, k := range c.APIKeys {
+		if k.Name == "" {
+			p.add("apiKeys", k.Name, k.ID, "name", "is required")
+		} else if names[k.Name] {
+			p.add("apiKeys", k.Name, k.ID, "name", "%q is used by two keys", k.Name)
+		}
+		names[k.Name] = true
+		if other, ok := hashes[k.ValueHash]; ok && k.ValueHash != "" {
+			p.add("apiKeys", k.Name, k.ID, "value", "is the same as the value of key %q; values must be unique", other)
+		}
+		hashes[k.ValueHash] = k.Name
+		stages := map[string]string{} // "api:stage" → plan name
+		for i, ref := range k.UsagePlans {
+			pl := c.Plan(ref)
+			if pl == nil {
+				p.add("apiKeys", k.Name, k.ID, fmt.Sprintf("usagePlans[%d]", i), "names plan %q, which does not exist", ref)
+				continue
+			}
+			for _, as := range pl.APIStages {
+				s := as.APIID + ":" + as.Stage
+				if other, ok := stages[s]; ok && other != pl.Name {
+					p.add("apiKeys", k.Name, k.ID, fmt.Sprintf("usagePlans[%d]", i),
+						"plans %q and %q both cover stage %s; a key may belong to one plan per API stage (as in AWS)", other, pl.Name, s)
+				}
+				stages[s] = pl.Name
+			}
+		}
+	}
+}
+
+// CheckKeyValue returns "" if v is an acceptable API key value: 20 to 128
+// printable ASCII characters without whitespace.
+func CheckKeyValue(v string) string {
+	if len(v) < 20 || len(v) > 128 {
+		return fmt.Sprintf("must be 20 to 128 characters long, got %d", len(v))
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] <= ' ' || v[i] > '~' {
+			return fmt.Sprintf("must be printable ASCII without whitespace; character %d is %q", i+1, v[i])
+		}
+	}
+	return ""
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}

@@ -1,0 +1,127 @@
+package enforcer
+
+import "github.com/tollgate/tollgate/schemas"
+
+// decision is the outcome of the checks on one request.
+type decision struct {
+	outcome schemas.Decision
+	stage   *stageRoute
+	route   *methodRoute
+	key     *keyEntry
+	bind    *binding
+	// For 429s: how long until the request could pass, in nanoseconds.
+	retryAfter int64
+	// For RateLimit headers.
+	tokensLeft, throttleReset int64 // reset in seconds
+	quotaLeft, quotaReset     int64 // reset in seconds
+	throttled, quotaed        bool  // whether a plan throttle / quota applied
+}
+
+// decide runs the checks AWS API Gateway runs, in its order: route, key,
+// then throttles (gateway-wide, stage, then the plan's or the method's
+// bucket), then the quota. A request rejected at any step gives back the
+// tokens it took at earlier steps, so rejected requests consume neither
+// throttle tokens nor quota.
+//
+// keys is the request's x-api-key header values. decide allocates nothing.
+func (t *table) decide(d *decision, host, path, method string, keys []string, now int64) {
+	if len(keys) > 1 {
+		d.outcome = schemas.DecisionBadRequest
+		return
+	}
+	sr, rest := t.route(host, path)
+	if sr == nil {
+		d.outcome = schemas.DecisionMissingToken
+		return
+	}
+	d.stage = sr
+	n := sr.root.match(rest)
+	var mr *methodRoute
+	if n != nil {
+		mr = n.lookup(method)
+	}
+	if mr == nil {
+		d.outcome = schemas.DecisionMissingToken
+		return
+	}
+	d.route = mr
+	var b *binding
+	if mr.keyRequired {
+		var e *keyEntry
+		if len(keys) == 1 {
+			e = t.lookupKey(keys[0])
+		}
+		if e == nil {
+			d.outcome = schemas.DecisionForbidden
+			return
+		}
+		d.key = e
+		if !e.enabled {
+			d.outcome = schemas.DecisionForbidden
+			return
+		}
+		for i := range e.bindings {
+			if e.bindings[i].stage == sr {
+				b = &e.bindings[i]
+				break
+			}
+		}
+		if b == nil {
+			d.outcome = schemas.DecisionForbidden
+			return
+		}
+		d.bind = b
+	}
+
+	// Throttles, most general first.
+	ok, _, wait := t.gateway.take(t.gwState, now)
+	if !ok {
+		d.throttledBy(wait)
+		return
+	}
+	if ok, _, wait = sr.bucket.take(sr.state, now); !ok {
+		t.gateway.refund(t.gwState)
+		d.throttledBy(wait)
+		return
+	}
+	if b == nil {
+		d.outcome = schemas.DecisionAllowed
+		return
+	}
+	p, st := b.plan, b.state
+	pb, tat := &p.bucket, &st.tat
+	if i := b.methodBucket[mr.idx]; i >= 0 {
+		pb, tat = &p.overrides[i], &st.overrides[i]
+	}
+	ok, left, wait := pb.take(tat, now)
+	if !ok {
+		sr.bucket.refund(sr.state)
+		t.gateway.refund(t.gwState)
+		d.throttledBy(wait)
+		d.throttled = !pb.unlimited()
+		return
+	}
+	if d.throttled = !pb.unlimited(); d.throttled {
+		d.tokensLeft = left
+		d.throttleReset = pb.secondsUntilFull(tat, now)
+	}
+	if q := p.quota; q != nil {
+		d.quotaed = true
+		ok, remaining, end := q.take(&st.quota, now)
+		d.quotaLeft, d.quotaReset = remaining, (end-now+1e9-1)/1e9
+		if !ok {
+			pb.refund(tat)
+			sr.bucket.refund(sr.state)
+			t.gateway.refund(t.gwState)
+			d.outcome = schemas.DecisionQuotaExceeded
+			d.retryAfter = end - now
+			return
+		}
+	}
+	d.outcome = schemas.DecisionAllowed
+}
+
+func (d *decision) throttledBy(wait int64) {
+	d.outcome = schemas.DecisionThrottled
+	d.retryAfter = wait
+}

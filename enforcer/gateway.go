@@ -1,0 +1,247 @@
+package enforcer
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tollgate/tollgate/catalog"
+	"github.com/tollgate/tollgate/schemas"
+	"github.com/tollgate/tollgate/usage"
+)
+
+// EventSink takes usage events off the request path. Offer must not block;
+// it returns false when it had to drop the event.
+type EventSink interface {
+	Offer(ev schemas.UsageEvent) bool
+}
+
+// DailySource reads daily usage rollups; the gateway uses it to restore
+// quota counters after a restart.
+type DailySource interface {
+	Daily(ctx context.Context, f usage.Filter) ([]usage.DayCount, error)
+}
+
+// Config configures a Gateway.
+type Config struct {
+	// Events receives one event per request. Nil discards them.
+	Events EventSink
+	// Transport carries requests to upstreams. Nil means NewTransport
+	// with the catalog's upstream timeout.
+	Transport http.RoundTripper
+	// Now returns the current Unix time in nanoseconds. Nil means
+	// time.Now; tests inject a clock.
+	Now func() int64
+	// Logger receives configuration changes, never per-request lines.
+	// Nil discards.
+	Logger *slog.Logger
+}
+
+// Gateway is the enforcer's HTTP handler: it identifies the key, applies
+// the plan, proxies admitted requests and meters every request.
+type Gateway struct {
+	cfg    Config
+	table  atomic.Pointer[table]
+	mu     sync.Mutex // serialises Update
+	states *states
+}
+
+var _ http.Handler = (*Gateway)(nil)
+
+type discard struct{}
+
+func (discard) Offer(schemas.UsageEvent) bool { return true }
+
+// New returns a gateway enforcing c, which must be valid.
+func New(cfg Config, c *catalog.Catalog) (*Gateway, error) {
+	if cfg.Events == nil {
+		cfg.Events = discard{}
+	}
+	if cfg.Now == nil {
+		cfg.Now = func() int64 { return time.Now().UnixNano() }
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Transport == nil {
+		t := time.Duration(c.Gateway.UpstreamTimeout)
+		if t == 0 {
+			t = catalog.DefaultUpstreamTimeout
+		}
+		cfg.Transport = NewTransport(t)
+	}
+	g := &Gateway{cfg: cfg, states: &states{keyPlan: map[string]*keyPlanState{}, global: map[string]*atomic.Int64{}}}
+	if err := g.Update(c); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// Update swaps in a new catalog. Counters of keys and plans that remain
+// carry over; requests in flight finish on the catalog they started with.
+func (g *Gateway) Update(c *catalog.Catalog) error {
+	if err := catalog.Validate(c, nil); err != nil {
+		return fmt.Errorf("update gateway: %w", err)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	t, err := compile(c, g.states, func(apiID string, s catalog.Stage) (*httputil.ReverseProxy, error) {
+		return newStageProxy(s, g.cfg.Transport, proxyError)
+	})
+	if err != nil {
+		return fmt.Errorf("update gateway: %w", err)
+	}
+	g.table.Store(t)
+	g.cfg.Logger.Info("catalog loaded", "apis", len(c.APIs), "usagePlans", len(c.UsagePlans), "apiKeys", len(c.APIKeys))
+	return nil
+}
+
+// RestoreQuotas raises every quota counter to the usage the store holds
+// for the current period, so that a restart never grants free quota.
+func (g *Gateway) RestoreQuotas(ctx context.Context, src DailySource) error {
+	now := g.cfg.Now()
+	t := g.table.Load()
+	// The longest period is a month; read from the earliest start.
+	from := catalog.Month.Start(catalog.Month.Index(now))
+	from = min(from, catalog.Week.Start(catalog.Week.Index(now)))
+	rows, err := src.Daily(ctx, usage.Filter{FromDay: from / 86400e9, ToDay: now / 86400e9})
+	if err != nil {
+		return fmt.Errorf("restore quotas: %w", err)
+	}
+	type kp struct{ key, plan string }
+	sums := map[kp]int64{}
+	starts := map[string]int64{} // plan → first day of its current period
+	for _, e := range t.keys {
+		for _, b := range e.bindings {
+			if q := b.plan.quota; q != nil {
+				start, _ := q.q.Period.Bounds(now)
+				starts[b.plan.id] = start / 86400e9
+			}
+		}
+	}
+	for _, r := range rows {
+		if s, ok := starts[r.PlanID]; ok && r.Day >= s {
+			sums[kp{r.KeyID, r.PlanID}] += r.Admitted
+		}
+	}
+	for _, e := range t.keys {
+		for _, b := range e.bindings {
+			if q := b.plan.quota; q != nil {
+				q.raise(&b.state.quota, now, sums[kp{e.id, b.plan.id}])
+			}
+		}
+	}
+	return nil
+}
+
+// ServeHTTP enforces and proxies one request.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := g.cfg.Now()
+	t := g.table.Load()
+	var d decision
+	t.decide(&d, r.Host, r.URL.Path, r.Method, r.Header[hAPIKey], start)
+	if t.headers {
+		setRateLimitHeaders(w.Header(), &d)
+	}
+	var status int32
+	var in, out int64
+	if d.outcome != schemas.DecisionAllowed {
+		rj := rejectionFor(d.outcome, t.notFound)
+		status, out = int32(rj.status), rj.write(w)
+	} else {
+		status, in, out = g.proxy(w, r, &d)
+	}
+	g.emit(&d, r.Method, start, g.cfg.Now(), status, in, out)
+}
+
+// emit builds the request's usage event and hands it off.
+// end is when the response was complete.
+func (g *Gateway) emit(d *decision, method string, start, end int64, status int32, in, out int64) {
+	ev := schemas.UsageEvent{
+		ID: schemas.NewEventID(start), Time: start, Method: method, Decision: d.outcome,
+		Status: status, BytesIn: in, BytesOut: out,
+	}
+	if d.stage != nil {
+		ev.APIID, ev.Stage = d.stage.apiID, d.stage.stage
+	}
+	if d.route != nil {
+		ev.Resource = d.route.resource
+	}
+	if d.key != nil {
+		ev.KeyID = d.key.id
+	}
+	if d.bind != nil {
+		ev.PlanID = d.bind.plan.id
+	}
+	ev.LatencyMicros = (end - start) / 1e3
+	g.cfg.Events.Offer(ev)
+}
+
+// proxy forwards an admitted request and reports status and body sizes.
+func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, d *decision) (status int32, in, out int64) {
+	// Identify the consumer to the upstream; never pass on what a client
+	// claims in these headers.
+	delete(r.Header, hTollgateKeyID)
+	delete(r.Header, hTollgatePlanID)
+	if d.key != nil {
+		r.Header[hTollgateKeyID] = d.key.idHeader
+	}
+	if d.bind != nil {
+		r.Header[hTollgatePlanID] = d.bind.plan.idHeader
+	}
+	var cb *countingBody
+	if r.ContentLength < 0 && r.Body != nil && r.Body != http.NoBody {
+		cb = &countingBody{ReadCloser: r.Body}
+		r.Body = cb
+	}
+	m := writerPool.Get().(*meteredWriter)
+	m.ResponseWriter, m.status, m.n = w, 0, 0
+	d.stage.proxy.ServeHTTP(m, r)
+	status, out = int32(m.status), m.n
+	m.ResponseWriter = nil
+	writerPool.Put(m)
+	if status == 0 {
+		status = http.StatusOK
+	}
+	in = r.ContentLength
+	if cb != nil {
+		in = cb.n
+	}
+	return status, in, out
+}
+
+// ServerConfig bounds what a client may hold on the gateway listener.
+type ServerConfig struct {
+	// ReadHeaderTimeout bounds reading request headers. Default 10s.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes idle keep-alive connections. Default 120s.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes caps request headers; larger ones get 431. Default
+	// 16 KiB (net/http allows 4 KiB of slack on top).
+	MaxHeaderBytes int
+}
+
+// NewServer returns the gateway's http.Server.
+func NewServer(h http.Handler, sc ServerConfig) *http.Server {
+	if sc.ReadHeaderTimeout == 0 {
+		sc.ReadHeaderTimeout = 10 * time.Second
+	}
+	if sc.IdleTimeout == 0 {
+		sc.IdleTimeout = 120 * time.Second
+	}
+	if sc.MaxHeaderBytes == 0 {
+		sc.MaxHeaderBytes = 16 << 10
+	}
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: sc.ReadHeaderTimeout,
+		IdleTimeout:       sc.IdleTimeout,
+		MaxHeaderBytes:    sc.MaxHeaderBytes,
+		ErrorLog:          nil,
+	}
+}

@@ -1,0 +1,101 @@
+package enforcer
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tollgate/tollgate/catalog"
+)
+
+// NewTransport returns the transport the gateway uses for upstreams:
+// pooled keep-alive connections sized for many concurrent requests to few
+// hosts, HTTP/1.1, and a bound on the wait for response headers.
+func NewTransport(responseHeaderTimeout time.Duration) *http.Transport {
+	return &http.Transport{
+		Proxy:                 nil, // never route upstream traffic through an environment proxy
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   1024,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: responseHeaderTimeout,
+		ExpectContinueTimeout: time.Second,
+		ForceAttemptHTTP2:     false,
+	}
+}
+
+// bufferPool lends the reverse proxy its copy buffers, which it would
+// otherwise allocate (32 KiB) for every response.
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }
+
+var copyBuffers = &bufferPool{}
+
+// newStageProxy builds the reverse proxy of one stage. Rewrite (not
+// Director) starts from a request whose hop-by-hop and X-Forwarded-*
+// headers the proxy already removed; it strips the stage prefix, removes
+// the API key, and sets X-Forwarded-* from the connection, never from what
+// the client sent.
+func newStageProxy(s catalog.Stage, transport http.RoundTripper, onError func(http.ResponseWriter, *http.Request, error)) (*httputil.ReverseProxy, error) {
+	target, err := url.Parse(s.Upstream)
+	if err != nil {
+		return nil, err
+	}
+	prefix := s.Prefix()
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			in := pr.In.URL
+			pr.Out.URL.Path = stripPrefix(in.Path, prefix)
+			pr.Out.URL.RawPath = ""
+			if in.RawPath != "" && strings.HasPrefix(in.RawPath, prefix) {
+				pr.Out.URL.RawPath = stripPrefix(in.RawPath, prefix)
+			}
+			pr.SetURL(target)
+			pr.SetXForwarded()
+			delete(pr.Out.Header, hAPIKey)
+		},
+		Transport:    transport,
+		BufferPool:   copyBuffers,
+		ErrorHandler: onError,
+	}, nil
+}
+
+func stripPrefix(p, prefix string) string {
+	p = p[len(prefix):]
+	if p == "" {
+		return "/"
+	}
+	return p
+}
+
+// proxyError answers a failed upstream exchange: 504 when the upstream
+// took too long, 502 when it could not be reached or answered garbage.
+// A client that went away gets nothing (there is no one to answer).
+func proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	if r.Context().Err() != nil {
+		if m, ok := w.(*meteredWriter); ok {
+			m.status = 499 // client closed request, as nginx records it
+		}
+		return
+	}
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
+		rejTimeout.write(w)
+		return
+	}
+	rejBadGateway.write(w)
+}

@@ -1,0 +1,112 @@
+package enforcer
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/tollgate/tollgate/schemas"
+)
+
+// rejection is a response the gateway gives itself, byte for byte as AWS
+// API Gateway gives it. Header values are shared slices built once, so
+// answering allocates almost nothing: floods of bad keys stay cheap.
+type rejection struct {
+	status  int
+	body    []byte
+	errType []string // x-amzn-ErrorType, nil for none
+}
+
+func newRejection(status int, msg, errType string) *rejection {
+	r := &rejection{status: status, body: []byte(`{"message":"` + msg + `"}`)}
+	if errType != "" {
+		r.errType = []string{errType}
+	}
+	return r
+}
+
+var (
+	rejForbidden    = newRejection(403, "Forbidden", "ForbiddenException")
+	rejMissingToken = newRejection(403, "Missing Authentication Token", "MissingAuthenticationTokenException")
+	rejNotFound     = newRejection(404, "Not Found", "NotFoundException")
+	rejThrottled    = newRejection(429, "Too Many Requests", "TooManyRequestsException")
+	rejQuota        = newRejection(429, "Limit Exceeded", "LimitExceededException")
+	rejBadRequest   = newRejection(400, "Bad Request", "BadRequestException")
+	rejBadGateway   = newRejection(502, "Bad Gateway", "")
+	rejTimeout      = newRejection(504, "Endpoint request timed out", "")
+
+	hvJSON = []string{"application/json"}
+)
+
+const (
+	hErrorType      = "X-Amzn-Errortype" // canonical form of x-amzn-ErrorType
+	hContentType    = "Content-Type"
+	hRetryAfter     = "Retry-After"
+	hRateLimit      = "Ratelimit"
+	hRateLimitPol   = "Ratelimit-Policy"
+	hAPIKey         = "X-Api-Key"
+	hTollgateKeyID  = "X-Tollgate-Key-Id"
+	hTollgatePlanID = "X-Tollgate-Plan-Id"
+)
+
+func rejectionFor(o schemas.Decision, notFound int) *rejection {
+	switch o {
+	case schemas.DecisionForbidden:
+		return rejForbidden
+	case schemas.DecisionMissingToken:
+		if notFound == 404 {
+			return rejNotFound
+		}
+		return rejMissingToken
+	case schemas.DecisionThrottled:
+		return rejThrottled
+	case schemas.DecisionQuotaExceeded:
+		return rejQuota
+	default:
+		return rejBadRequest
+	}
+}
+
+// write sends the rejection; it returns the body length.
+func (rj *rejection) write(w http.ResponseWriter) int64 {
+	h := w.Header()
+	h[hContentType] = hvJSON
+	if rj.errType != nil {
+		h[hErrorType] = rj.errType
+	}
+	w.WriteHeader(rj.status)
+	n, _ := w.Write(rj.body)
+	return int64(n)
+}
+
+// setRateLimitHeaders adds RateLimit-Policy and RateLimit (IETF httpapi
+// draft) for a request that reached a plan, and Retry-After on a 429.
+func setRateLimitHeaders(h http.Header, d *decision) {
+	if d.bind != nil && (d.throttled || d.quotaed) {
+		h[hRateLimitPol] = d.bind.plan.policy
+		var buf [96]byte
+		b := buf[:0]
+		if d.throttled {
+			b = append(b, `"throttle";r=`...)
+			b = strconv.AppendInt(b, d.tokensLeft, 10)
+			b = append(b, ";t="...)
+			b = strconv.AppendInt(b, d.throttleReset, 10)
+		}
+		if d.quotaed {
+			if d.throttled {
+				b = append(b, ", "...)
+			}
+			b = append(b, `"quota";r=`...)
+			b = strconv.AppendInt(b, d.quotaLeft, 10)
+			b = append(b, ";t="...)
+			b = strconv.AppendInt(b, d.quotaReset, 10)
+		}
+		h[hRateLimit] = []string{string(b)}
+	}
+	if d.outcome == schemas.DecisionThrottled || d.outcome == schemas.DecisionQuotaExceeded {
+		secs := int64(1)
+		if d.retryAfter > 0 {
+			secs = max((d.retryAfter+1e9-1)/1e9, 1)
+		}
+		h[hRetryAfter] = []string{strconv.FormatInt(secs, 10)}
+	}
+}

@@ -1,0 +1,43 @@
+package reportapi
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+)
+
+// Config configures the admin API.
+type Config struct {
+	// Ready reports whether the gateway serves; /healthz and /readyz
+	// answer 503 until it does. Required.
+	Ready func() bool
+}
+
+// Validate reports every problem with the configuration.
+func (c *Config) Validate() error {
+	if c.Ready == nil {
+		return errors.New("reportapi: Ready is required")
+	}
+	return nil
+}
+
+// New returns the admin API handler.
+func New(cfg Config) (http.Handler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	r := chi.NewRouter()
+	health := func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if !cfg.Ready() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			w.Write([]byte(`{"status":"starting"}`))
+			return
+		}
+		w.Write([]byte(`{"status":"ok"}`))
+	}
+	r.Get("/healthz", health)
+	r.Get("/readyz", health)
+	return r, nil
+}

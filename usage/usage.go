@@ -1,0 +1,23 @@
+// Package usage holds what every usage store shares: the daily counts that
+// rollups produce and the AWS GetUsage view computed from them.
+//
+// Stores (the embedded SQLite file in usage/sqlitestore, ClickHouse later)
+// keep one row per usage event and a rollup per (plan, key, UTC day); the
+// functions here turn those rollups into quota usage and reports, so every
+// store answers the same way.
+package usage
+
+// DayCount is the rollup of one (plan, key, UTC day).
+type DayCount struct {
+	Day      int64 // days since 1970-01-01, UTC
+	PlanID   string
+	KeyID    string
+	Admitted int64 // requests that consumed quota
+	Rejected int64 // requests rejected by throttle or quota under this plan
+}
+
+// Filter narrows a Daily query. Empty strings match everything.
+type Filter struct {
+	FromDay, ToDay int64 // inclusive, days since 1970-01-01 UTC
+	PlanID, KeyID  string
+}
