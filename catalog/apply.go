@@ -3,6 +3,7 @@ package catalog
 import (
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -38,6 +39,7 @@ func apply(current *Catalog, f *File, now time.Time, rnd io.Reader) (*Catalog, *
 	src := &f.Catalog
 	p := &problems{file: f}
 
+	checkFileNames(p, src)
 	if src.Gateway != (Gateway{}) {
 		next.Gateway = src.Gateway
 	}
@@ -119,14 +121,41 @@ func apply(current *Catalog, f *File, now time.Time, rnd io.Reader) (*Catalog, *
 		next.APIKeys = append(next.APIKeys, k)
 		ch.Created = append(ch.Created, fmt.Sprintf("API key %q (%s)", k.Name, k.ID))
 	}
-	if err := p.err(); err != nil {
-		return nil, nil, err
+	var verr *ValidationError
+	if err := Validate(next, f); err != nil && errors.As(err, &verr) {
+		p.list = append(p.list, verr.Problems...)
 	}
-	if err := Validate(next, f); err != nil {
+	if err := p.err(); err != nil {
 		return nil, nil, err
 	}
 	ch.Changed = !current.Equal(next)
 	return next, ch, nil
+}
+
+// checkFileNames reports names (and API ids) given twice in one file:
+// merging by name would otherwise let the second silently win.
+func checkFileNames(p *problems, src *Catalog) {
+	seen := map[string]bool{}
+	for i, a := range src.APIs {
+		if a.ID != "" && seen[a.ID] {
+			p.addAt("apis", i, a.Name, "id", "%q is used by two APIs", a.ID)
+		}
+		seen[a.ID] = true
+	}
+	clear(seen)
+	for i, pl := range src.UsagePlans {
+		if pl.Name != "" && seen[pl.Name] {
+			p.addAt("usagePlans", i, pl.Name, "name", "%q is used by two plans", pl.Name)
+		}
+		seen[pl.Name] = true
+	}
+	clear(seen)
+	for i, k := range src.APIKeys {
+		if k.Name != "" && seen[k.Name] {
+			p.addAt("apiKeys", i, k.Name, "name", "%q is used by two keys", k.Name)
+		}
+		seen[k.Name] = true
+	}
 }
 
 // Clone returns a deep copy.

@@ -71,6 +71,16 @@ func (p *problems) add(kind, name, id, field, format string, args ...any) {
 	p.list = append(p.list, fe)
 }
 
+// addAt reports a problem of the file's entity at index i.
+func (p *problems) addAt(kind string, i int, name, field, format string, args ...any) {
+	place := fmt.Sprintf("%s[%d]", kind, i)
+	fe := &FieldError{Entity: fmt.Sprintf("%s %q", place, name), Field: field, Msg: fmt.Sprintf(format, args...)}
+	if p.file != nil {
+		fe.File, fe.Line = p.file.Name, p.file.Line(place)
+	}
+	p.list = append(p.list, fe)
+}
+
 func (p *problems) err() error {
 	if len(p.list) == 0 {
 		return nil

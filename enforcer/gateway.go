@@ -47,8 +47,9 @@ type Config struct {
 type Gateway struct {
 	cfg    Config
 	table  atomic.Pointer[table]
-	mu     sync.Mutex // serialises Update
-	states *states
+	mu      sync.Mutex // serialises Update
+	states  *states
+	current *catalog.Catalog // the catalog in force, under mu
 }
 
 var _ http.Handler = (*Gateway)(nil)
@@ -97,6 +98,7 @@ func (g *Gateway) Update(c *catalog.Catalog) error {
 		return fmt.Errorf("update gateway: %w", err)
 	}
 	g.table.Store(t)
+	g.current = c
 	g.cfg.Logger.Info("catalog loaded", "apis", len(c.APIs), "usagePlans", len(c.UsagePlans), "apiKeys", len(c.APIKeys))
 	return nil
 }
@@ -144,7 +146,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := g.cfg.Now()
 	t := g.table.Load()
 	var d decision
-	t.decide(&d, r.Host, r.URL.Path, r.Method, r.Header[hAPIKey], start)
+	if ambiguousLength(r) {
+		d.outcome = schemas.DecisionBadRequest
+	} else {
+		t.decide(&d, r.Host, r.URL.Path, r.Method, r.Header[hAPIKey], start)
+	}
 	if t.headers {
 		setRateLimitHeaders(w.Header(), &d)
 	}
@@ -226,7 +232,8 @@ type ServerConfig struct {
 	MaxHeaderBytes int
 }
 
-// NewServer returns the gateway's http.Server.
+// NewServer returns the gateway's http.Server. Serve it on a listener from
+// WrapListener.
 func NewServer(h http.Handler, sc ServerConfig) *http.Server {
 	if sc.ReadHeaderTimeout == 0 {
 		sc.ReadHeaderTimeout = 10 * time.Second
@@ -242,6 +249,6 @@ func NewServer(h http.Handler, sc ServerConfig) *http.Server {
 		ReadHeaderTimeout: sc.ReadHeaderTimeout,
 		IdleTimeout:       sc.IdleTimeout,
 		MaxHeaderBytes:    sc.MaxHeaderBytes,
-		ErrorLog:          nil,
+		ConnContext:       connContext,
 	}
 }

@@ -26,10 +26,10 @@ type table struct {
 	// request. Only values whose SHA-256 matched a key enter it, so it
 	// holds at most one entry per key however many bad keys arrive.
 	verified sync.Map // string → *keyEntry
-	gateway   bucket
-	gwState   *atomic.Int64
-	notFound  int // status for undeclared routes: 403 or 404
-	headers   bool
+	gateway  bucket
+	gwState  *atomic.Int64
+	notFound int // status for undeclared routes: 403 or 404
+	headers  bool
 }
 
 type stageRoute struct {
