@@ -45,8 +45,8 @@ type Config struct {
 // Gateway is the enforcer's HTTP handler: it identifies the key, applies
 // the plan, proxies admitted requests and meters every request.
 type Gateway struct {
-	cfg    Config
-	table  atomic.Pointer[table]
+	cfg     Config
+	table   atomic.Pointer[table]
 	mu      sync.Mutex // serialises Update
 	states  *states
 	current *catalog.Catalog // the catalog in force, under mu
