@@ -343,8 +343,8 @@ func findResource(a *API, path string) *Resource {
 }
 
 func validateKeys(p *problems, c *Catalog) {
-	names := map[string]bool{}
-	hashes := map[string]string{}
+	names := make(map[string]bool, len(c.APIKeys))
+	hashes := make(map[string]string, len(c.APIKeys))
 	for _, k := range c.APIKeys {
 		if k.Name == "" {
 			p.add("apiKeys", k.Name, k.ID, "name", "is required")

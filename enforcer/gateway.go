@@ -76,7 +76,7 @@ func New(cfg Config, c *catalog.Catalog) (*Gateway, error) {
 		}
 		cfg.Transport = NewTransport(t)
 	}
-	g := &Gateway{cfg: cfg, states: &states{keyPlan: map[string]*keyPlanState{}, global: map[string]*atomic.Int64{}}}
+	g := &Gateway{cfg: cfg, states: &states{keyPlan: map[keyPlan]*keyPlanState{}, global: map[string]*atomic.Int64{}}}
 	if err := g.Update(c); err != nil {
 		return nil, err
 	}

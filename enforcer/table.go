@@ -55,7 +55,8 @@ type binding struct {
 	plan  *planRT
 	state *keyPlanState
 	// methodBucket maps a method route index to a per-method bucket
-	// (index into plan.overrides and state.overrides), or -1.
+	// (index into plan.overrides and state.overrides), or -1. Shared by
+	// every key of the plan.
 	methodBucket []int
 }
 
@@ -75,15 +76,17 @@ type keyPlanState struct {
 	overrides []atomic.Int64
 }
 
-// states keeps counters across recompiles, keyed "keyID/planID" and
-// "stage bucket id".
+// states keeps counters across recompiles, by key and plan id, and by
+// name for the shared (stage and gateway) buckets.
 type states struct {
-	keyPlan map[string]*keyPlanState
+	keyPlan map[keyPlan]*keyPlanState
 	global  map[string]*atomic.Int64
 }
 
+type keyPlan struct{ keyID, planID string }
+
 func (s *states) keyPlanFor(keyID, planID string, nOverrides int) *keyPlanState {
-	k := keyID + "/" + planID
+	k := keyPlan{keyID, planID}
 	st := s.keyPlan[k]
 	if st == nil || len(st.overrides) != nOverrides {
 		n := &keyPlanState{overrides: make([]atomic.Int64, nOverrides)}
@@ -182,6 +185,30 @@ func compile(c *catalog.Catalog, st *states, newProxy func(apiID string, s catal
 		overrideIdx[p.ID] = idx
 	}
 
+	// methodBuckets maps a stage's method routes to a plan's per-method
+	// buckets; every key of the plan shares the one slice.
+	shared := map[string][]int{}
+	methodBuckets := func(planID, stage string, sr *stageRoute) []int {
+		k := planID + "/" + stage
+		if mb, ok := shared[k]; ok {
+			return mb
+		}
+		mb := make([]int, sr.nRoutes)
+		for i := range mb {
+			mb[i] = -1
+		}
+		sr.root.each(func(m *methodRoute) {
+			if i, ok := overrideIdx[planID][stage+m.resource+"/"+m.method]; ok {
+				mb[m.idx] = i
+			}
+		})
+		shared[k] = mb
+		return mb
+	}
+	planByID := make(map[string]*catalog.UsagePlan, len(c.UsagePlans))
+	for i := range c.UsagePlans {
+		planByID[c.UsagePlans[i].ID] = &c.UsagePlans[i]
+	}
 	for _, k := range c.APIKeys {
 		var h [32]byte
 		if _, err := hex.Decode(h[:], []byte(k.ValueHash)); err != nil || len(k.ValueHash) != 64 {
@@ -194,27 +221,14 @@ func compile(c *catalog.Catalog, st *states, newProxy func(apiID string, s catal
 				continue
 			}
 			kp := st.keyPlanFor(k.ID, pid, len(p.overrides))
-			var pl *catalog.UsagePlan
-			for i := range c.UsagePlans {
-				if c.UsagePlans[i].ID == pid {
-					pl = &c.UsagePlans[i]
-				}
-			}
+			pl := planByID[pid]
 			for _, as := range pl.APIStages {
 				sr := stages[as.APIID+":"+as.Stage]
 				if sr == nil {
 					continue
 				}
-				b := binding{stage: sr, plan: p, state: kp, methodBucket: make([]int, sr.nRoutes)}
-				for i := range b.methodBucket {
-					b.methodBucket[i] = -1
-				}
-				sr.root.each(func(m *methodRoute) {
-					if i, ok := overrideIdx[pid][as.APIID+":"+as.Stage+m.resource+"/"+m.method]; ok {
-						b.methodBucket[m.idx] = i
-					}
-				})
-				e.bindings = append(e.bindings, b)
+				e.bindings = append(e.bindings, binding{stage: sr, plan: p, state: kp,
+					methodBucket: methodBuckets(pid, as.APIID+":"+as.Stage, sr)})
 			}
 		}
 		t.keys[h] = e
