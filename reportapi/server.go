@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
 )
 
 // Config configures the admin API.
@@ -12,6 +13,8 @@ type Config struct {
 	// Ready reports whether the gateway serves; /healthz and /readyz
 	// answer 503 until it does. Required.
 	Ready func() bool
+	// Profiling mounts net/http/pprof under /debug/pprof. Off by default.
+	Profiling bool
 }
 
 // Validate reports every problem with the configuration.
@@ -39,5 +42,8 @@ func New(cfg Config) (http.Handler, error) {
 	}
 	r.Get("/healthz", health)
 	r.Get("/readyz", health)
+	if cfg.Profiling {
+		r.Mount("/debug", middleware.Profiler())
+	}
 	return r, nil
 }

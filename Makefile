@@ -1,0 +1,41 @@
+# tollgate — `make help` lists the targets.
+GO        ?= go
+BIN       := bin/tollgate
+DATA_DIR  ?= ./tollgate-data
+BENCHTIME ?= 1s
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## Build bin/tollgate
+	$(GO) build -o $(BIN) ./cmd/tollgate
+
+.PHONY: run
+run: build ## Serve examples/tollgate.yaml with the demo upstream (gateway :8080, admin :8081)
+	$(BIN) serve --config examples/tollgate.yaml --data-dir $(DATA_DIR) --demo-upstream 127.0.0.1:9000
+
+.PHONY: test
+test: ## Run every test (vet included)
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 10m ./...
+
+.PHONY: bench
+bench: ## Run the Go benchmarks of the hot paths
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
+
+.PHONY: loadtest
+loadtest: build ## Load test: tollgate vs a bare reverse proxy, same upstream, same run
+	$(GO) build -o bin/loadtest ./cmd/loadtest
+	bin/loadtest run --tollgate $(BIN) --out bin/loadtest.md
+
+.PHONY: fmt
+fmt: ## gofmt the tree
+	gofmt -w $$(git ls-files '*.go')
+
+.PHONY: clean
+clean: ## Remove build output and the default data folder
+	rm -rf bin $(DATA_DIR)

@@ -1,0 +1,227 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"sort"
+	"sync/atomic"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tollgate/tollgate/catalog"
+	"github.com/tollgate/tollgate/enforcer"
+	"github.com/tollgate/tollgate/ingest"
+	"github.com/tollgate/tollgate/reportapi"
+	"github.com/tollgate/tollgate/usage/sqlitestore"
+)
+
+type serveOptions struct {
+	config       string
+	listen       string
+	adminListen  string
+	dataDir      string
+	demoUpstream string
+	queueSize    int
+	flushEvery   time.Duration
+	pprof        bool
+	// now replaces the clock in tests; nil means time.Now.
+	now func() time.Time
+}
+
+func newServeCmd() *cobra.Command {
+	o := serveOptions{}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the whole pipeline in one process: gateway, metering, admin API",
+		Long: `Run the gateway, the usage metering and the admin API in one process,
+on embedded storage under --data-dir (catalog.json and usage.db).
+
+--config applies a declarative file to the catalog at start; an invalid
+file stops the start and changes nothing.
+
+Unless GOGC is set in the environment, serve runs the collector at
+GOGC=400: the proxy allocates per request, and fewer collections buy
+throughput at the cost of memory (see BENCHMARKS.md).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if os.Getenv("GOGC") == "" {
+				debug.SetGCPercent(400)
+			}
+			logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
+			return runServe(cmd.Context(), o, cmd.OutOrStdout(), logger, nil)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.config, "config", "", "declarative configuration file (YAML) to apply at start")
+	f.StringVar(&o.listen, "listen", "127.0.0.1:8080", "gateway listen address")
+	f.StringVar(&o.adminListen, "admin-listen", "127.0.0.1:8081", "admin API listen address")
+	f.StringVar(&o.dataDir, "data-dir", "./tollgate-data", "folder for the catalog and usage database")
+	f.StringVar(&o.demoUpstream, "demo-upstream", "", "also run the built-in demo upstream on this address (e.g. 127.0.0.1:9000)")
+	f.IntVar(&o.queueSize, "event-queue", 1<<16, "usage events buffered between requests and the store; beyond it events are dropped and counted")
+	f.BoolVar(&o.pprof, "pprof", false, "serve Go profiles under /debug/pprof on the admin listener")
+	f.DurationVar(&o.flushEvery, "flush-interval", 200*time.Millisecond, "longest time a usage event waits before it is written")
+	return cmd
+}
+
+// ready, when not nil, receives the gateway and admin addresses once both
+// listen (tests use it).
+type serveAddrs struct{ gateway, admin string }
+
+func runServe(ctx context.Context, o serveOptions, stdout io.Writer, logger *slog.Logger, ready chan<- serveAddrs) error {
+	if o.now == nil {
+		o.now = time.Now
+	}
+	if err := os.MkdirAll(o.dataDir, 0o750); err != nil {
+		return fmt.Errorf("create data folder: %w", err)
+	}
+	cat, err := loadCatalog(o, stdout, logger)
+	if err != nil {
+		return err
+	}
+	store, err := sqlitestore.Open(filepath.Join(o.dataDir, "usage.db"))
+	if err != nil {
+		return fmt.Errorf("open usage store: %w", err)
+	}
+	defer store.Close()
+
+	queue, err := ingest.NewQueue(o.queueSize)
+	if err != nil {
+		return fmt.Errorf("event queue: %w", err)
+	}
+	drainer, err := ingest.NewDrainer(ingest.DrainerConfig{
+		Queue: queue, Writer: ingest.WriterFunc(store.InsertEvents), Interval: o.flushEvery, Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+	gw, err := enforcer.New(enforcer.Config{Events: queue, Logger: logger, Now: func() int64 { return o.now().UnixNano() }}, cat)
+	if err != nil {
+		return err
+	}
+	if err := gw.RestoreQuotas(ctx, store); err != nil {
+		return err
+	}
+
+	var serving atomic.Bool
+	admin, err := reportapi.New(reportapi.Config{Ready: serving.Load, Profiling: o.pprof})
+	if err != nil {
+		return err
+	}
+	gwLn, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return fmt.Errorf("gateway listen: %w", err)
+	}
+	adLn, err := net.Listen("tcp", o.adminListen)
+	if err != nil {
+		gwLn.Close()
+		return fmt.Errorf("admin listen: %w", err)
+	}
+	gwSrv := enforcer.NewServer(gw, enforcer.ServerConfig{})
+	gwSrv.ErrorLog = slog.NewLogLogger(logger.Handler(), slog.LevelDebug)
+	adSrv := &http.Server{Handler: admin, ReadHeaderTimeout: 10 * time.Second}
+
+	// The servers stop first (finishing requests in flight), then the
+	// drainer flushes every event they produced to the store.
+	drainCtx, stopDrain := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopDrain()
+	drained := make(chan error, 1)
+	go func() { drained <- drainer.Run(drainCtx) }()
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return serveUntil(gctx, gwSrv, enforcer.WrapListener(gwLn)) })
+	g.Go(func() error { return serveUntil(gctx, adSrv, adLn) })
+	if o.demoUpstream != "" {
+		dl, err := net.Listen("tcp", o.demoUpstream)
+		if err != nil {
+			gwLn.Close()
+			adLn.Close()
+			return fmt.Errorf("demo upstream listen: %w", err)
+		}
+		logger.Info("demo upstream listening", "addr", dl.Addr().String())
+		g.Go(func() error { return serveUntil(gctx, newDemoUpstream(), dl) })
+	}
+	serving.Store(true)
+	logger.Info("gateway listening", "addr", gwLn.Addr().String())
+	logger.Info("admin listening", "addr", adLn.Addr().String())
+	if ready != nil {
+		ready <- serveAddrs{gateway: gwLn.Addr().String(), admin: adLn.Addr().String()}
+	}
+	err = g.Wait()
+	serving.Store(false)
+	stopDrain()
+	if derr := <-drained; derr != nil {
+		err = errors.Join(err, derr)
+	}
+	logger.Info("stopped", "eventsWritten", drainer.Written(), "eventsDropped", queue.Dropped())
+	return err
+}
+
+func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shut down %s: %w", ln.Addr(), err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// loadCatalog reads the stored catalog and applies the config file to it.
+func loadCatalog(o serveOptions, stdout io.Writer, logger *slog.Logger) (*catalog.Catalog, error) {
+	fs := catalog.FileStore{Path: filepath.Join(o.dataDir, "catalog.json")}
+	cur, err := fs.Load()
+	if err != nil {
+		return nil, err
+	}
+	if o.config == "" {
+		return cur, nil
+	}
+	f, err := catalog.LoadFile(o.config)
+	if err != nil {
+		return nil, err
+	}
+	next, ch, err := catalog.Apply(cur, f, o.now())
+	if err != nil {
+		return nil, err
+	}
+	if !ch.Changed {
+		logger.Info("configuration unchanged", "file", o.config)
+		return next, nil
+	}
+	if err := fs.Save(next); err != nil {
+		return nil, err
+	}
+	for _, c := range ch.Created {
+		logger.Info("created " + c)
+	}
+	ids := make([]string, 0, len(ch.GeneratedKeys))
+	for id := range ch.GeneratedKeys {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		k := next.KeyByNameOrID(id)
+		// Shown once, on standard output only: the catalog keeps a hash.
+		fmt.Fprintf(stdout, "API key %q (id %s) value: %s\n", k.Name, id, ch.GeneratedKeys[id])
+	}
+	return next, nil
+}

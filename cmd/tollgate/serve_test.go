@@ -1,0 +1,251 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tollgate/tollgate/schemas"
+	"github.com/tollgate/tollgate/usage/sqlitestore"
+)
+
+var frozen = time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+
+const serveYAML = `
+apis:
+  - id: abc123api
+    stages: [{name: prod, upstream: "{{UPSTREAM}}"}]
+    resources:
+      - path: /items
+        methods: {GET: {apiKeyRequired: true}}
+usagePlans:
+  - name: Free Tier
+    throttle: {rateLimit: 1, burstLimit: 3}
+    quota: {limit: 5, period: DAY}
+    apiStages: [{apiId: abc123api, stage: prod}]
+apiKeys:
+  - {name: widget, value: widgetwidgetwidget0001, enabled: true, usagePlans: [Free Tier]}
+  - {name: generated, enabled: true, usagePlans: [Free Tier]}
+`
+
+type node struct {
+	addrs  serveAddrs
+	stdout *bytes.Buffer
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// start runs `tollgate serve` in-process on loopback ports chosen by the
+// system, with a frozen clock.
+func start(t *testing.T, dataDir, config string, now *time.Time) *node {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &node{stdout: &bytes.Buffer{}, cancel: cancel, done: make(chan error, 1)}
+	ready := make(chan serveAddrs, 1)
+	o := serveOptions{config: config, listen: "127.0.0.1:0", adminListen: "127.0.0.1:0", dataDir: dataDir,
+		queueSize: 1024, flushEvery: time.Hour, now: func() time.Time { return *now }}
+	go func() { n.done <- runServe(ctx, o, n.stdout, slog.New(slog.DiscardHandler), ready) }()
+	select {
+	case n.addrs = <-ready:
+	case err := <-n.done:
+		cancel()
+		t.Fatalf("serve did not start: %v", err)
+	}
+	t.Cleanup(func() { n.stop(t) })
+	return n
+}
+
+func (n *node) stop(t *testing.T) {
+	if n.cancel == nil {
+		return
+	}
+	n.cancel()
+	n.cancel = nil
+	if err := <-n.done; err != nil {
+		t.Errorf("serve returned %v", err)
+	}
+}
+
+func get(t *testing.T, url, key string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	if key != "" {
+		req.Header.Set("x-api-key", key)
+	}
+	r, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Body.Close()
+	b, _ := io.ReadAll(r.Body)
+	return r.StatusCode, string(b)
+}
+
+func writeConfig(t *testing.T, dir, upstream string) string {
+	t.Helper()
+	p := filepath.Join(dir, "tollgate.yaml")
+	if err := os.WriteFile(p, []byte(strings.ReplaceAll(serveYAML, "{{UPSTREAM}}", upstream)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestServeMetersAndSurvivesRestart(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	defer up.Close()
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	cfg := writeConfig(t, dir, up.URL)
+	now := frozen
+
+	n := start(t, data, cfg, &now)
+	if !strings.Contains(n.stdout.String(), `API key "generated"`) {
+		t.Errorf("generated key value not shown on stdout: %q", n.stdout.String())
+	}
+	if code, body := get(t, "http://"+n.addrs.admin+"/healthz", ""); code != 200 {
+		t.Fatalf("healthz: %d %s", code, body)
+	}
+	gw := "http://" + n.addrs.gateway + "/prod/items"
+	want := []int{200, 200, 200, 429} // burst 3, frozen clock
+	for i, w := range want {
+		if code, body := get(t, gw, "widgetwidgetwidget0001"); code != w {
+			t.Fatalf("request %d: %d %s, want %d", i, code, body, w)
+		}
+	}
+	if code, _ := get(t, gw, ""); code != 403 {
+		t.Fatalf("no key: %d", code)
+	}
+	n.stop(t)
+
+	// Every request reached the store on shutdown.
+	st, err := sqlitestore.Open(filepath.Join(data, "usage.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := st.Events(context.Background(), 0, 1<<62, 100)
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var allowed int
+	for _, e := range evs {
+		if e.Decision == schemas.DecisionAllowed {
+			allowed++
+		}
+	}
+	if len(evs) != 5 || allowed != 3 {
+		t.Fatalf("stored %d events (%d allowed), want 5 (3)", len(evs), allowed)
+	}
+
+	// Restart a little later: 3 of 5 used today, so 2 more, then 429.
+	now = frozen.Add(10 * time.Second)
+	n = start(t, data, cfg, &now)
+	if n.stdout.Len() != 0 {
+		t.Errorf("restart printed %q; the generated key must be shown once only", n.stdout.String())
+	}
+	gw = "http://" + n.addrs.gateway + "/prod/items"
+	for i, w := range []int{200, 200, 429} {
+		code, body := get(t, gw, "widgetwidgetwidget0001")
+		if code != w {
+			t.Fatalf("after restart, request %d: %d %s, want %d", i, code, body, w)
+		}
+		if w == 429 && body != `{"message":"Limit Exceeded"}` {
+			t.Fatalf("after restart: %s, want Limit Exceeded", body)
+		}
+	}
+	n.stop(t)
+
+	// tollgate usage reads what was metered.
+	out, err := runCLI("usage", "--data-dir", data, "--plan", "Free Tier", "--key", "widget",
+		"--from", "2026-11-26", "--to", "2026-11-27", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var u struct {
+		UsagePlanID string
+		StartDate   string
+		EndDate     string
+		Values      map[string][][2]int64
+	}
+	if err := json.Unmarshal([]byte(out), &u); err != nil {
+		t.Fatalf("usage -o json: %v in %q", err, out)
+	}
+	if u.StartDate != "2026-11-26" || u.EndDate != "2026-11-27" || len(u.Values) != 1 {
+		t.Fatalf("usage = %s", out)
+	}
+	for _, v := range u.Values {
+		if len(v) != 2 || v[0] != [2]int64{0, 5} || v[1] != [2]int64{5, 0} {
+			t.Errorf("values = %v, want [[0 5] [5 0]]", v)
+		}
+	}
+	text, err := runCLI("usage", "--data-dir", data, "--plan", "Free Tier", "--key", "widget", "--from", "2026-11-27", "--to", "2026-11-27")
+	if err != nil || !strings.Contains(text, "2026-11-27  5     0") {
+		t.Errorf("usage text = %q, %v", text, err)
+	}
+}
+
+func TestServeRefusesInvalidConfigAndKeepsCatalog(t *testing.T) {
+	up := httptest.NewServer(http.NotFoundHandler())
+	defer up.Close()
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	cfg := writeConfig(t, dir, up.URL)
+	now := frozen
+	n := start(t, data, cfg, &now)
+	n.stop(t)
+	before, err := os.ReadFile(filepath.Join(data, "catalog.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	bad := strings.ReplaceAll(strings.ReplaceAll(serveYAML, "{{UPSTREAM}}", up.URL), "period: DAY", "period: YEAR")
+	bad = strings.Replace(bad, "limit: 5", "limit: 6", 1)
+	os.WriteFile(cfg, []byte(bad), 0o600)
+	err = runServe(context.Background(), serveOptions{config: cfg, listen: "127.0.0.1:0", adminListen: "127.0.0.1:0",
+		dataDir: data, queueSize: 16, now: func() time.Time { return now }}, io.Discard, slog.New(slog.DiscardHandler), nil)
+	if err == nil || !strings.Contains(err.Error(), "quota.period") || !strings.Contains(err.Error(), "tollgate.yaml:") {
+		t.Fatalf("err = %v, want a validation error naming the file and field", err)
+	}
+	after, _ := os.ReadFile(filepath.Join(data, "catalog.json"))
+	if !bytes.Equal(before, after) {
+		t.Error("the refused file changed the stored catalog")
+	}
+}
+
+func TestUsageFlagErrors(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--plan", "p", "--key", "k", "--from", "2026-11-01", "--to", "yesterday"}, `--to: "yesterday" is not a date`},
+		{[]string{"--plan", "p", "--key", "k", "--from", "2026-11-02", "--to", "2026-11-01"}, "--to 2026-11-01 is before --from 2026-11-02"},
+		{[]string{"--plan", "p", "--key", "k", "--from", "2026-11-01", "--to", "2026-11-02"}, `--plan "p": no usage plan`},
+		{[]string{"--key", "k", "--from", "2026-11-01", "--to", "2026-11-02"}, `"plan" not set`},
+	}
+	for _, tt := range tests {
+		_, err := runCLI(append([]string{"usage", "--data-dir", dir}, tt.args...)...)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("usage %v: err = %v, want %q", tt.args, err, tt.want)
+		}
+	}
+}
+
+func runCLI(args ...string) (string, error) {
+	var out bytes.Buffer
+	root := newRoot()
+	root.SetOut(&out)
+	root.SetErr(io.Discard)
+	root.SetArgs(args)
+	err := root.ExecuteContext(context.Background())
+	return out.String(), err
+}
