@@ -1,0 +1,66 @@
+// Command loadtest is the load benchmark behind `make loadtest`: it measures
+// tollgate against bare baselines on this machine, in one run, and fails
+// when tollgate misses the performance budget of ARCHITECTURE.md.
+//
+//	loadtest run --tollgate bin/tollgate [--conns 64 --duration 10s --rounds 3 --gogc 400 --out FILE]
+//
+// The baselines are subcommands of this same binary, which `run` starts as
+// child processes:
+//
+//	loadtest upstream --listen ADDR              a small JSON upstream
+//	loadtest proxy --listen ADDR --target URL    a bare httputil.ReverseProxy
+//	loadtest reject --listen ADDR                answers 403 at once
+//
+// Each prints "listening on HOST:PORT" once it listens.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := cli(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+const usage = `usage:
+  loadtest [run] --tollgate PATH [--conns 64] [--duration 10s] [--warmup 2s]
+                 [--rounds 3] [--gogc 400] [--out FILE]   compare tollgate with baselines
+  loadtest upstream --listen ADDR                         JSON upstream
+  loadtest proxy --listen ADDR --target URL               bare ReverseProxy baseline
+  loadtest reject --listen ADDR                           403 baseline
+run "loadtest run -h" for all run flags.
+`
+
+// cli runs the subcommand named by args[0] ("run" when absent) and
+// returns the exit code.
+func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cmd, rest := "run", args
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, rest = args[0], args[1:]
+	}
+	switch cmd {
+	case "run":
+		return runCmd(ctx, rest, stdout, stderr)
+	case "upstream":
+		return serveCmd(ctx, "upstream", rest, stdout, stderr, upstreamHandler)
+	case "proxy":
+		return serveCmd(ctx, "proxy", rest, stdout, stderr, proxyHandler)
+	case "reject":
+		return serveCmd(ctx, "reject", rest, stdout, stderr, rejectHandler)
+	case "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "loadtest: unknown subcommand %q\n%s", cmd, usage)
+		return 2
+	}
+}

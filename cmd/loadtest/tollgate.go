@@ -1,0 +1,186 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The keys the scenarios send.
+const (
+	validKey   = "loadtest-key-0000000000000001"
+	unknownKey = "unknown-key-000000000000000000"
+)
+
+// tollgateConfig is the tollgate config the harness runs with: one API
+// with a prod stage on upstream and a key-protected GET /items, and a plan
+// whose limits are far beyond what a load test reaches, so tollgate does
+// all of its enforcement work without ever refusing.
+func tollgateConfig(upstream string) string {
+	return `apis:
+  - id: loadapi
+    name: load-api
+    stages:
+      - name: prod
+        upstream: ` + upstream + `
+    resources:
+      - path: /items
+        methods: {GET: {apiKeyRequired: true}}
+usagePlans:
+  - name: Load
+    throttle: {rateLimit: 1000000000, burstLimit: 1000000000}
+    quota: {limit: 1000000000000, period: DAY}
+    apiStages:
+      - apiId: loadapi
+        stage: prod
+apiKeys:
+  - name: load-key
+    value: ` + validKey + `
+    enabled: true
+    usagePlans: [Load]
+`
+}
+
+// tollgateAddrs are the addresses tollgate announced.
+type tollgateAddrs struct{ gateway, admin string }
+
+// startTollgate writes the config into dir and starts the tollgate binary
+// at path with it, then waits until tollgate has announced both addresses
+// on stderr and its admin /healthz answers 200, all within timeout.
+func startTollgate(ctx context.Context, path, dir, upstreamURL string, env []string, timeout time.Duration) (*child, tollgateAddrs, error) {
+	configFile := filepath.Join(dir, "tollgate.yaml")
+	dataDir := filepath.Join(dir, "data")
+	if err := os.WriteFile(configFile, []byte(tollgateConfig(upstreamURL)), 0o644); err != nil {
+		return nil, tollgateAddrs{}, fmt.Errorf("write tollgate config: %w", err)
+	}
+	if err := os.Mkdir(dataDir, 0o755); err != nil {
+		return nil, tollgateAddrs{}, fmt.Errorf("make tollgate data dir: %w", err)
+	}
+
+	gateway, admin := make(chan string, 1), make(chan string, 1)
+	onLine := func(line string) {
+		kind, addr, ok := parseListenLine(line)
+		switch {
+		case !ok:
+		case kind == "gateway":
+			offer(gateway, addr)
+		case kind == "admin":
+			offer(admin, addr)
+		}
+	}
+	args := []string{"serve", "--config", configFile, "--listen", "127.0.0.1:0",
+		"--admin-listen", "127.0.0.1:0", "--data-dir", dataDir}
+	c, err := startChild(ctx, "tollgate", path, args, env, onLine)
+	if err != nil {
+		return nil, tollgateAddrs{}, err
+	}
+	deadline := time.Now().Add(timeout)
+	var addrs tollgateAddrs
+	if addrs.gateway, err = waitFor(ctx, c, gateway, time.Until(deadline), `"gateway listening" on stderr`); err != nil {
+		return c, addrs, err
+	}
+	if addrs.admin, err = waitFor(ctx, c, admin, time.Until(deadline), `"admin listening" on stderr`); err != nil {
+		return c, addrs, err
+	}
+	if err := waitHealthy(ctx, c, "http://"+addrs.admin+"/healthz", time.Until(deadline)); err != nil {
+		return c, addrs, err
+	}
+	return c, addrs, nil
+}
+
+// offer sends v on ch unless ch already holds a value.
+func offer(ch chan string, v string) {
+	select {
+	case ch <- v:
+	default:
+	}
+}
+
+// waitHealthy polls url until it answers 200, c exits, or timeout passes.
+func waitHealthy(ctx context.Context, c *child, url string, timeout time.Duration) error {
+	client := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(timeout)
+	last := "no answer yet"
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return fmt.Errorf("health check: %w", err)
+		}
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = resp.Status
+		} else {
+			last = err.Error()
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("health check: %w", ctx.Err())
+		}
+		if c.exited() || time.Now().After(deadline) {
+			return fmt.Errorf("%s: GET %s did not answer 200 within %v (last: %s)\n%s", c.name, url, timeout, last, c.failure())
+		}
+		pause(ctx, 50*time.Millisecond)
+	}
+}
+
+// parseListenLine recognises tollgate's slog text lines announcing its
+// listeners, such as
+//
+//	time=... level=INFO msg="gateway listening" addr=127.0.0.1:40123
+//
+// and returns "gateway" or "admin" with the address.
+func parseListenLine(line string) (kind, addr string, ok bool) {
+	fields := parseLogfmt(line)
+	switch fields["msg"] {
+	case "gateway listening":
+		kind = "gateway"
+	case "admin listening":
+		kind = "admin"
+	default:
+		return "", "", false
+	}
+	addr = fields["addr"]
+	if addr == "" {
+		return "", "", false
+	}
+	return kind, addr, true
+}
+
+// parseLogfmt splits a slog text line into its key=value pairs; values may
+// be quoted as strconv.Quote quotes them. Malformed parts are skipped.
+func parseLogfmt(line string) map[string]string {
+	fields := map[string]string{}
+	s := line
+	for {
+		s = strings.TrimLeft(s, " ")
+		if s == "" {
+			return fields
+		}
+		eq := strings.IndexAny(s, "= ")
+		if eq <= 0 || s[eq] != '=' {
+			_, s, _ = strings.Cut(s, " ") // a bare word; skip it
+			continue
+		}
+		key, rest := s[:eq], s[eq+1:]
+		var value string
+		if strings.HasPrefix(rest, `"`) {
+			q, err := strconv.QuotedPrefix(rest)
+			if err != nil {
+				return fields // an unterminated quote ends the line
+			}
+			value, _ = strconv.Unquote(q)
+			s = rest[len(q):]
+		} else {
+			value, s, _ = strings.Cut(rest, " ")
+		}
+		fields[key] = value
+	}
+}
