@@ -98,7 +98,8 @@ func (t *table) decide(d *decision, host, path, method string, keys []string, no
 		sr.bucket.refund(sr.state)
 		t.gateway.refund(t.gwState)
 		d.throttledBy(wait)
-		d.throttled = !pb.unlimited()
+		d.throttled = true
+		d.throttleReset = pb.secondsUntilFull(tat, now)
 		return
 	}
 	if d.throttled = !pb.unlimited(); d.throttled {
@@ -111,6 +112,7 @@ func (t *table) decide(d *decision, host, path, method string, keys []string, no
 		d.quotaLeft, d.quotaReset = remaining, (end-now+1e9-1)/1e9
 		if !ok {
 			pb.refund(tat)
+			d.tokensLeft++ // given back
 			sr.bucket.refund(sr.state)
 			t.gateway.refund(t.gwState)
 			d.outcome = schemas.DecisionQuotaExceeded

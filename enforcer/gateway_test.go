@@ -327,6 +327,9 @@ func TestThrottle(t *testing.T) {
 	if got := r.h.Get("Retry-After"); got != "1" {
 		t.Errorf("Retry-After = %q, want 1", got)
 	}
+	if got := r.h.Get("RateLimit"); got != `"throttle";r=0;t=3` {
+		t.Errorf("RateLimit = %q, want no tokens, full again in 3s", got)
+	}
 	if ev := e.lastEvent(); ev.Decision != schemas.DecisionThrottled || ev.Status != 429 {
 		t.Errorf("event = %+v", ev)
 	}
