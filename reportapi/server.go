@@ -2,7 +2,9 @@ package reportapi
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
+	"strconv"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
@@ -15,6 +17,16 @@ type Config struct {
 	Ready func() bool
 	// Profiling mounts net/http/pprof under /debug/pprof. Off by default.
 	Profiling bool
+	// Metrics returns the values /metrics shows. Nil: no /metrics.
+	Metrics func() []Metric
+}
+
+// Metric is one value in the Prometheus text format.
+type Metric struct {
+	Name  string // e.g. tollgate_usage_events_written_total
+	Help  string
+	Type  string // counter or gauge
+	Value float64
 }
 
 // Validate reports every problem with the configuration.
@@ -42,6 +54,15 @@ func New(cfg Config) (http.Handler, error) {
 	}
 	r.Get("/healthz", health)
 	r.Get("/readyz", health)
+	if cfg.Metrics != nil {
+		r.Get("/metrics", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+			for _, m := range cfg.Metrics() {
+				fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %s\n", m.Name, m.Help, m.Name, m.Type, m.Name,
+					strconv.FormatFloat(m.Value, 'g', -1, 64))
+			}
+		})
+	}
 	if cfg.Profiling {
 		r.Mount("/debug", middleware.Profiler())
 	}

@@ -113,7 +113,15 @@ func runServe(ctx context.Context, o serveOptions, stdout io.Writer, logger *slo
 	}
 
 	var serving atomic.Bool
-	admin, err := reportapi.New(reportapi.Config{Ready: serving.Load, Profiling: o.pprof})
+	admin, err := reportapi.New(reportapi.Config{Ready: serving.Load, Profiling: o.pprof,
+		Metrics: func() []reportapi.Metric {
+			return []reportapi.Metric{
+				{Name: "tollgate_usage_events_written_total", Help: "Usage events written to the store.", Type: "counter", Value: float64(drainer.Written())},
+				{Name: "tollgate_usage_events_dropped_total", Help: "Usage events dropped because the queue was full.", Type: "counter", Value: float64(queue.Dropped())},
+				{Name: "tollgate_usage_events_queued", Help: "Usage events waiting to be written.", Type: "gauge", Value: float64(queue.Len())},
+				{Name: "tollgate_usage_write_failures_total", Help: "Failed batch writes (each retried).", Type: "counter", Value: float64(drainer.Failures())},
+			}
+		}})
 	if err != nil {
 		return err
 	}

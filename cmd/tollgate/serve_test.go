@@ -124,6 +124,9 @@ func TestServeMetersAndSurvivesRestart(t *testing.T) {
 	if code, _ := get(t, gw, ""); code != 403 {
 		t.Fatalf("no key: %d", code)
 	}
+	if _, m := get(t, "http://"+n.addrs.admin+"/metrics", ""); !strings.Contains(m, "tollgate_usage_events_dropped_total 0\n") {
+		t.Errorf("metrics = %q", m)
+	}
 	n.stop(t)
 
 	// Every request reached the store on shutdown.

@@ -1,0 +1,64 @@
+package reportapi
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	r, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Body.Close()
+	b, _ := io.ReadAll(r.Body)
+	return r.StatusCode, string(b)
+}
+
+func TestHealthFollowsReadiness(t *testing.T) {
+	var ready atomic.Bool
+	h, err := New(Config{Ready: ready.Load})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	for _, path := range []string{"/healthz", "/readyz"} {
+		if code, _ := get(t, srv.URL+path); code != 503 {
+			t.Errorf("%s before ready: %d, want 503", path, code)
+		}
+	}
+	ready.Store(true)
+	for _, path := range []string{"/healthz", "/readyz"} {
+		if code, body := get(t, srv.URL+path); code != 200 || body != `{"status":"ok"}` {
+			t.Errorf("%s when ready: %d %s", path, code, body)
+		}
+	}
+	if code, _ := get(t, srv.URL+"/debug/pprof/"); code != 404 {
+		t.Errorf("pprof served without Profiling: %d", code)
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	h, _ := New(Config{Ready: func() bool { return true }, Metrics: func() []Metric {
+		return []Metric{{Name: "tollgate_x_total", Help: "X.", Type: "counter", Value: 42}}
+	}})
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	_, body := get(t, srv.URL+"/metrics")
+	want := "# HELP tollgate_x_total X.\n# TYPE tollgate_x_total counter\ntollgate_x_total 42\n"
+	if body != want {
+		t.Errorf("metrics = %q, want %q", body, want)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	if _, err := New(Config{}); err == nil || !strings.Contains(err.Error(), "Ready is required") {
+		t.Errorf("err = %v", err)
+	}
+}
