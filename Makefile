@@ -30,7 +30,7 @@ bench: ## Run the Go benchmarks of the hot paths
 .PHONY: loadtest
 loadtest: build ## Load test: tollgate vs a bare reverse proxy, same upstream, same run
 	$(GO) build -o bin/loadtest ./cmd/loadtest
-	bin/loadtest run --tollgate $(BIN) --out bin/loadtest.md
+	bin/loadtest run --tollgate $(BIN) --rounds 5 --duration 8s --out bin/loadtest.md
 
 .PHONY: fmt
 fmt: ## gofmt the tree

@@ -2,8 +2,9 @@ package catalog
 
 import (
 	"fmt"
+	"maps"
 	"net/url"
-	"sort"
+	"slices"
 	"strings"
 )
 
@@ -194,7 +195,7 @@ func validateAPIs(p *problems, c *Catalog) {
 			if len(r.Methods) == 0 {
 				p.add("apis", a.Name, a.ID, f+".methods", "at least one method is required")
 			}
-			for _, m := range sortedKeys(r.Methods) {
+			for _, m := range slices.Sorted(maps.Keys(r.Methods)) {
 				if !validMethod(m) {
 					p.add("apis", a.Name, a.ID, f+".methods."+m, "unknown method; use one of %s", strings.Join(Methods, ", "))
 				}
@@ -282,7 +283,7 @@ func validatePlans(p *problems, c *Catalog) {
 				p.add("usagePlans", pl.Name, pl.ID, f, "stage %s:%s is listed twice", as.APIID, as.Stage)
 			}
 			seen[as.APIID+":"+as.Stage] = true
-			for _, k := range sortedKeys(as.Throttle) {
+			for _, k := range slices.Sorted(maps.Keys(as.Throttle)) {
 				t := as.Throttle[k]
 				ff := fmt.Sprintf("%s.throttle[%q]", f, k)
 				res, m, ok := SplitMethodKey(k)
@@ -387,13 +388,4 @@ func CheckKeyValue(v string) string {
 		}
 	}
 	return ""
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }

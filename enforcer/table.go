@@ -3,7 +3,9 @@ package enforcer
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"maps"
 	"net/http/httputil"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -140,7 +142,7 @@ func compile(c *catalog.Catalog, st *states, newProxy func(apiID string, s catal
 			}
 			for _, r := range a.Resources {
 				n := sr.root.insert(r.Path)
-				for _, m := range sortedMethods(r.Methods) {
+				for _, m := range slices.Sorted(maps.Keys(r.Methods)) {
 					n.methods[methodIndex(m)] = &methodRoute{idx: sr.nRoutes, resource: r.Path, method: m, keyRequired: r.Methods[m].APIKeyRequired}
 					sr.nRoutes++
 				}
@@ -174,7 +176,7 @@ func compile(c *catalog.Catalog, st *states, newProxy func(apiID string, s catal
 		rt := &planRT{id: p.ID, idHeader: []string{p.ID}, bucket: throttleBucket(p.Throttle), quota: newQuota(p.Quota, p.CreatedDate)}
 		idx := map[string]int{}
 		for _, as := range p.APIStages {
-			for _, k := range sortedMethods(as.Throttle) {
+			for _, k := range slices.Sorted(maps.Keys(as.Throttle)) {
 				th := as.Throttle[k]
 				idx[as.APIID+":"+as.Stage+k] = len(rt.overrides)
 				rt.overrides = append(rt.overrides, newBucket(th.RateLimit, th.BurstLimit))
@@ -251,15 +253,6 @@ func (n *node) each(f func(*methodRoute)) {
 	if n.greedy != nil {
 		n.greedy.each(f)
 	}
-}
-
-func sortedMethods[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }
 
 // policyHeader renders a plan's limits as an IETF RateLimit-Policy field
