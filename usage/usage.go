@@ -2,9 +2,9 @@
 // rollups produce and the AWS GetUsage view computed from them.
 //
 // Stores (the embedded SQLite file in usage/sqlitestore, ClickHouse later)
-// keep one row per usage event and a rollup per (plan, key, UTC day); the
-// functions here turn those rollups into quota usage and reports, so every
-// store answers the same way.
+// keep every usage event for drill-down and roll them up per minute and
+// per (plan, key, UTC day); the functions here turn those rollups into
+// quota usage and reports, so every store answers the same way.
 package usage
 
 // DayCount is the rollup of one (plan, key, UTC day).

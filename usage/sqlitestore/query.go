@@ -1,9 +1,13 @@
 package sqlitestore
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
+	"math"
+	"slices"
 
 	"github.com/tollgate/tollgate/schemas"
 	"github.com/tollgate/tollgate/usage"
@@ -15,10 +19,25 @@ const dailySQL = `SELECT day, plan_id, key_id, admitted, rejected FROM usage_dai
 WHERE day BETWEEN ? AND ? AND (? = '' OR plan_id = ?) AND (? = '' OR key_id = ?)
 ORDER BY day, plan_id, key_id`
 
-// eventsSQL reads a time range of raw events through usage_events_time.
-const eventsSQL = `SELECT id, time, api_id, stage, key_id, plan_id, method, resource, status, decision, latency_us, bytes_in, bytes_out
-FROM usage_events WHERE time >= ? AND time < ?
-ORDER BY time, id LIMIT ?`
+// eventsSQL reads the batches that may hold events in [?1, ?2), by
+// min_time, through usage_event_batches_time. A batch overlapping the range
+// starts at most the widest span before ?1; the subquery reads that span
+// from usage_event_batches_span and computes ?1 - span without overflowing
+// (?3 is math.MinInt64; a span that overflowed to REAL, or none, means no
+// bound).
+const eventsSQL = `SELECT min_time, n, events FROM usage_event_batches
+WHERE min_time >= (
+	SELECT CASE WHEN typeof(span) = 'integer' AND ?1 >= ?3 + span THEN ?1 - span ELSE ?3 END
+	FROM (SELECT max(max_time - min_time) AS span FROM usage_event_batches))
+AND min_time < ?2 AND max_time >= ?1
+ORDER BY min_time`
+
+// minutesSQL reads a minute range of the per-minute rollup in primary-key
+// order.
+const minutesSQL = `SELECT minute, key_id, plan_id, api_id, stage, method, resource, status, decision,
+	requests, bytes_in, bytes_out, latency_us_sum
+FROM usage_minute WHERE minute >= ? AND minute < ?
+ORDER BY minute, key_id, plan_id, api_id, stage, method, resource, status, decision`
 
 // Daily returns the rollup rows matching f, ordered by day, plan and key.
 func (s *Store) Daily(ctx context.Context, f usage.Filter) ([]usage.DayCount, error) {
@@ -41,38 +60,107 @@ func (s *Store) Daily(ctx context.Context, f usage.Filter) ([]usage.DayCount, er
 	return out, nil
 }
 
+// MinuteCount is one row of the per-minute rollup.
+type MinuteCount struct {
+	Minute                                        int64 // Unix minutes
+	APIID, Stage, KeyID, PlanID, Method, Resource string
+	Status                                        int32
+	Decision                                      schemas.Decision
+	Requests, BytesIn, BytesOut, LatencyMicrosSum int64
+}
+
+// Minutes returns per-minute rollup rows with Minute in [fromMinute, toMinute), ordered by the primary key.
+func (s *Store) Minutes(ctx context.Context, fromMinute, toMinute int64) ([]MinuteCount, error) {
+	rows, err := s.minutes.QueryContext(ctx, fromMinute, toMinute)
+	if err != nil {
+		return nil, fmt.Errorf("query minute usage: %w", err)
+	}
+	defer rows.Close()
+	var out []MinuteCount
+	for rows.Next() {
+		var (
+			m        MinuteCount
+			decision int64
+		)
+		if err := rows.Scan(&m.Minute, &m.KeyID, &m.PlanID, &m.APIID, &m.Stage, &m.Method, &m.Resource,
+			&m.Status, &decision, &m.Requests, &m.BytesIn, &m.BytesOut, &m.LatencyMicrosSum); err != nil {
+			return nil, fmt.Errorf("query minute usage: %w", err)
+		}
+		m.Decision = schemas.Decision(decision)
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("query minute usage: %w", err)
+	}
+	return out, nil
+}
+
 // Events returns at most limit raw events with Time in [from, to) Unix
 // nanoseconds, ordered by time, then id. A limit of zero or less returns
 // none.
+//
+// It decodes the batches overlapping the range in order of their earliest
+// event and keeps the events in range. Once it holds limit events, a batch
+// that starts after the limit-th earliest of them cannot contribute, and it
+// stops.
 func (s *Store) Events(ctx context.Context, from, to int64, limit int) ([]schemas.UsageEvent, error) {
 	if limit <= 0 || from >= to {
 		return nil, nil
 	}
-	rows, err := s.events.QueryContext(ctx, from, to, limit)
+	rows, err := s.events.QueryContext(ctx, from, to, int64(math.MinInt64))
 	if err != nil {
 		return nil, fmt.Errorf("query events: %w", err)
 	}
 	defer rows.Close()
-	out := make([]schemas.UsageEvent, 0, min(limit, 1024))
+	var (
+		out    []schemas.UsageEvent
+		cutoff int64 = math.MaxInt64 // time of the limit-th earliest event kept, once there are limit
+	)
 	for rows.Next() {
 		var (
-			e        schemas.UsageEvent
-			id       sql.RawBytes // valid until Next; copied into e.ID
-			decision int64
+			minTime, n int64
+			blob       sql.RawBytes // valid until Next; the decoder copies what it keeps
 		)
-		if err := rows.Scan(&id, &e.Time, &e.APIID, &e.Stage, &e.KeyID, &e.PlanID, &e.Method, &e.Resource,
-			&e.Status, &decision, &e.LatencyMicros, &e.BytesIn, &e.BytesOut); err != nil {
+		if err := rows.Scan(&minTime, &n, &blob); err != nil {
 			return nil, fmt.Errorf("query events: %w", err)
 		}
-		if len(id) != len(e.ID) {
-			return nil, fmt.Errorf("query events: id of %d bytes, want %d", len(id), len(e.ID))
+		if minTime > cutoff {
+			break
 		}
-		copy(e.ID[:], id)
-		e.Decision = schemas.Decision(decision)
-		out = append(out, e)
+		start := len(out)
+		out, err = appendDecoded(out, blob)
+		if err != nil {
+			return nil, fmt.Errorf("query events: batch from %d: %w", minTime, err)
+		}
+		if got := int64(len(out) - start); got != n {
+			return nil, fmt.Errorf("query events: batch from %d: %d events, want %d", minTime, got, n)
+		}
+		kept := slices.DeleteFunc(out[start:], func(e schemas.UsageEvent) bool {
+			return e.Time < from || e.Time >= to
+		})
+		out = out[:start+len(kept)]
+		if len(out)/2 >= limit { // keep memory bounded by the limit and the batch size
+			sortEvents(out)
+			out = out[:limit]
+			cutoff = out[limit-1].Time
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("query events: %w", err)
 	}
+	sortEvents(out)
+	if len(out) > limit {
+		out = out[:limit]
+	}
 	return out, nil
+}
+
+// sortEvents sorts events by time, then id.
+func sortEvents(events []schemas.UsageEvent) {
+	slices.SortFunc(events, func(a, b schemas.UsageEvent) int {
+		if c := cmp.Compare(a.Time, b.Time); c != 0 {
+			return c
+		}
+		return bytes.Compare(a.ID[:], b.ID[:])
+	})
 }

@@ -10,35 +10,87 @@ import (
 // migrations are applied in order; the database's PRAGMA user_version is the
 // number already applied. Never edit a released migration: append a new one.
 var migrations = []string{
-	// 1: raw events and the daily rollup.
+	// 1: raw events in batches, the per-minute and the daily rollups.
 	`
--- One row per usage event with every field, for drill-down and re-rollups.
-CREATE TABLE usage_events (
-	-- EventID as a 16-byte BLOB key: the dedup key for producer retries (INSERT OR IGNORE).
-	id         BLOB    NOT NULL PRIMARY KEY,
-	time       INTEGER NOT NULL, -- Unix nanoseconds: compares and indexes as a plain integer
-	api_id     TEXT    NOT NULL,
-	stage      TEXT    NOT NULL,
-	key_id     TEXT    NOT NULL,
-	plan_id    TEXT    NOT NULL,
-	method     TEXT    NOT NULL,
-	resource   TEXT    NOT NULL,
-	status     INTEGER NOT NULL,
-	decision   INTEGER NOT NULL, -- schemas.Decision as its number: small, and stable if a name changes
-	latency_us INTEGER NOT NULL,
-	bytes_in   INTEGER NOT NULL,
-	bytes_out  INTEGER NOT NULL
--- STRICT: a wrongly typed value fails the batch instead of being stored converted.
--- WITHOUT ROWID: the id is the B-tree key, one insert per row instead of two
--- (rowid table plus unique index); UUIDv7 ids grow with time, so rows append.
+-- Raw events, kept for drill-down only (reports read the rollups below): one
+-- row per InsertEvents batch, its events packed in one BLOB (layout in
+-- codec.go). A row per event cost ~4.5us of CPU per event (13 bound values,
+-- two B-trees); a row per batch is a handful of B-tree inserts per 100-4096
+-- events, and ~34 bytes per event on disk instead of ~134.
+CREATE TABLE usage_event_batches (
+	-- The batch's first EventID, 16 bytes: the idempotency key. Dedup is per
+	-- batch, not per event: the drainer offers a batch that failed again
+	-- unchanged, so a repeat carries the same first id, and InsertEvents
+	-- (INSERT OR IGNORE) then writes nothing of it, rollups included. That
+	-- suffices in one process: the queue hands each event to exactly one
+	-- batch, so an event never reaches the store in two different batches.
+	-- A source that may regroup events (a Kafka consumer replaying after a
+	-- rebalance) must dedup events before batching them for this store.
+	first_id BLOB    NOT NULL PRIMARY KEY,
+	min_time INTEGER NOT NULL, -- Unix nanoseconds of the batch's earliest event
+	max_time INTEGER NOT NULL, -- and of its latest: events are in the order requests ended, not began
+	n        INTEGER NOT NULL, -- events in the batch; the decoder checks the BLOB against it
+	-- Last: the columns before it stay in the row's first page, so a range
+	-- query that skips a batch never reads the BLOB's overflow pages.
+	events   BLOB    NOT NULL
+-- A rowid table, not WITHOUT ROWID: rows are kilobytes, and a WITHOUT ROWID
+-- table's interior pages hold rows too, a few per page, which makes the tree
+-- deep (SQLite advises it for rows under 1/20 of a page). The extra B-tree
+-- for first_id costs one insert per batch.
+) STRICT;
+
+-- Events reads the batches overlapping [from, to): min_time in
+-- [from - widest span, to) and max_time >= from. min_time first because it
+-- bounds the scan on both sides, where max_time >= from alone would scan
+-- every later batch for an old range. max_time is in the index so that
+-- batches ending before from are skipped without reading their rows; the
+-- order by min_time also lets Events stop early once it has limit events.
+CREATE INDEX usage_event_batches_time ON usage_event_batches (min_time, max_time);
+
+-- The widest batch span (max_time - min_time) is the lower bound above:
+-- max() reads it from the end of this index instead of scanning the table.
+-- Spans are short (the drainer cuts a batch every ~200ms) unless a batch
+-- holds a long request; one wide batch only widens the index scan, and
+-- deleting it (retention) narrows it again, which a stored maximum would not.
+CREATE INDEX usage_event_batches_span ON usage_event_batches (max_time - min_time);
+
+-- One row per (minute, dimensions), incremented as batches are inserted:
+-- what the native usage API reads. Every event counts, also those with no
+-- key or plan (rejected before a key or plan was found), so that rejections
+-- show up in the reports.
+CREATE TABLE usage_minute (
+	minute         INTEGER NOT NULL, -- Unix minutes: floor(time / 60e9)
+	key_id         TEXT    NOT NULL,
+	plan_id        TEXT    NOT NULL,
+	api_id         TEXT    NOT NULL,
+	stage          TEXT    NOT NULL,
+	method         TEXT    NOT NULL,
+	resource       TEXT    NOT NULL,
+	status         INTEGER NOT NULL,
+	decision       INTEGER NOT NULL, -- schemas.Decision as its number, as in usage_daily
+	requests       INTEGER NOT NULL,
+	bytes_in       INTEGER NOT NULL,
+	bytes_out      INTEGER NOT NULL,
+	latency_us_sum INTEGER NOT NULL, -- average latency = latency_us_sum / requests
+	-- minute first: every query is a time range, which this makes one range
+	-- scan, filters on the other columns applied to the few rows per minute.
+	-- It also keeps writes local: a batch only touches its last minute or
+	-- two, at the right edge of the B-tree, so a commit writes a few pages
+	-- (a key-first order would touch one page per key, all over the file).
+	-- Then the dimensions from the most queried to the least: per key (what
+	-- a customer used; GetUsage's shape), per plan, per API and stage, then
+	-- the drill-down ones. A grouping by a prefix of this list (minute;
+	-- minute and key; ...) reads rows already in order and needs no sort.
+	-- A filter by key over a long range still reads every row of the
+	-- range; an index on (key_id, minute) would serve it, for one more
+	-- B-tree write per row and batch, if reports come to need it.
+	PRIMARY KEY (minute, key_id, plan_id, api_id, stage, method, resource, status, decision)
+-- WITHOUT ROWID: small rows always reached by their key; one B-tree, not two.
 ) STRICT, WITHOUT ROWID;
 
--- Events reads [from, to) in (time, id) order straight from this index (its
--- entries are exactly (time, id)), without relying on producers deriving ids
--- from the event time. Costs 10-20% of insert throughput, measured.
-CREATE INDEX usage_events_time ON usage_events (time);
-
--- One row per (UTC day, plan, key), incremented as events are inserted.
+-- One row per (UTC day, plan, key), incremented as batches are inserted:
+-- GetUsage and the quota restore on start read it. Events with neither a
+-- plan nor a key count in usage_minute only.
 CREATE TABLE usage_daily (
 	day      INTEGER NOT NULL, -- days since 1970-01-01 UTC
 	plan_id  TEXT    NOT NULL,

@@ -1,10 +1,15 @@
 // Package sqlitestore is the embedded usage store: one SQLite file, written
 // through modernc.org/sqlite (pure Go, no cgo), holding every usage event
-// and a daily rollup per (plan, key, UTC day).
+// and two rollups: per minute and dimensions (key, plan, API, stage,
+// method, resource, status, decision), and per (plan, key, UTC day).
 //
-// The gateway writes batches in the background while it proxies; readers
-// (the report API, quota checks on restart) query the rollup. WAL mode lets
-// those reads run while a batch is being written.
+// The gateway writes batches in the background while it proxies. Each
+// batch is one row, its events packed in a compact binary BLOB (codec.go):
+// raw events are only read for drill-down (Events), so they are stored for
+// the least CPU per event, and the rollups are computed in Go from the
+// batch and added in a few statements. Readers (the report API, quota
+// checks on restart) query the rollups. WAL mode lets those reads run while
+// a batch is being written.
 //
 //	st, err := sqlitestore.Open("/var/lib/tollgate/usage.db")
 //	if err != nil {
@@ -13,6 +18,7 @@
 //	defer st.Close()
 //	err = st.InsertEvents(ctx, batch)
 //	days, err := st.Daily(ctx, usage.Filter{FromDay: d0, ToDay: d1, KeyID: "k1"})
+//	mins, err := st.Minutes(ctx, from.Unix()/60, to.Unix()/60)
 package sqlitestore
 
 import (
@@ -33,8 +39,9 @@ const (
 	// process's write lock before failing with SQLITE_BUSY. Writers of this
 	// process never wait on each other there: Store serializes them first.
 	busyTimeoutMillis = 5000
-	// maxConns bounds the pool: one connection writes at a time (SQLite
-	// allows a single writer) and the others serve concurrent WAL reads.
+	// maxConns bounds the pool: one connection writes (SQLite allows a
+	// single writer; InsertEvents keeps one for itself, see writer) and the
+	// others serve concurrent WAL reads.
 	maxConns = 4
 )
 
@@ -45,15 +52,14 @@ type Store struct {
 
 	// writeSem serializes InsertEvents in this process, so writers queue
 	// in Go (and honour their context) instead of polling SQLite's busy
-	// handler, and so the scratch buffers below need no other lock.
+	// handler, and so the fields below it need no other lock.
 	writeSem chan struct{}
-	scratch  insertScratch // guarded by writeSem
+	scratch  insertScratch
+	w        *writer // nil after a failure discarded it, until the next batch opens another
 
-	insertRow  *sql.Stmt // one event
-	insertRows *sql.Stmt // insertChunk events in one statement
-	upsertDay  *sql.Stmt // add to one rollup row
-	daily      *sql.Stmt
-	events     *sql.Stmt
+	daily   *sql.Stmt
+	events  *sql.Stmt
+	minutes *sql.Stmt
 }
 
 // Open opens or creates the database file at path (its folder must exist),
@@ -86,11 +92,9 @@ func (s *Store) init(ctx context.Context) error {
 		stmt  **sql.Stmt
 		query string
 	}{
-		{&s.insertRow, insertEventsSQL(1)},
-		{&s.insertRows, insertEventsSQL(insertChunk)},
-		{&s.upsertDay, upsertDailySQL},
 		{&s.daily, dailySQL},
 		{&s.events, eventsSQL},
+		{&s.minutes, minutesSQL},
 	} {
 		st, err := s.db.PrepareContext(ctx, p.query)
 		if err != nil {
@@ -98,6 +102,13 @@ func (s *Store) init(ctx context.Context) error {
 		}
 		*p.stmt = st
 	}
+	// Opened here, not at the first batch, so that Open reports a
+	// statement that does not prepare.
+	w, err := openWriter(ctx, s.db)
+	if err != nil {
+		return err
+	}
+	s.w = w
 	return nil
 }
 
@@ -105,11 +116,17 @@ func (s *Store) init(ctx context.Context) error {
 // the store afterwards.
 func (s *Store) Close() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{s.insertRow, s.insertRows, s.upsertDay, s.daily, s.events} {
+	for _, st := range []*sql.Stmt{s.daily, s.events, s.minutes} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
 	}
+	s.writeSem <- struct{}{} // wait for a batch being written
+	if s.w != nil {
+		errs = append(errs, s.w.close())
+		s.w = nil
+	}
+	<-s.writeSem
 	errs = append(errs, s.db.Close())
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("close usage store: %w", err)

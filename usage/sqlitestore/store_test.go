@@ -1,11 +1,13 @@
 package sqlitestore
 
 import (
+	"cmp"
 	"context"
 	"database/sql/driver"
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -84,6 +86,138 @@ func many(n int, ns int64, plan, key string) []schemas.UsageEvent {
 	return out
 }
 
+func minutes(t *testing.T, s *Store, from, to int64) []MinuteCount {
+	t.Helper()
+	got, err := s.Minutes(context.Background(), from, to)
+	if err != nil {
+		t.Fatalf("Minutes(%d, %d): %v", from, to, err)
+	}
+	return got
+}
+
+func allMinutes(t *testing.T, s *Store) []MinuteCount {
+	t.Helper()
+	return minutes(t, s, math.MinInt64, math.MaxInt64)
+}
+
+func batchRows(t *testing.T, s *Store) int {
+	t.Helper()
+	var n int
+	if err := s.db.QueryRow("SELECT count(*) FROM usage_event_batches").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// state is everything a reader can see of a store.
+type state struct {
+	daily   []usage.DayCount
+	minutes []MinuteCount
+	events  []schemas.UsageEvent
+	batches int
+}
+
+func stateOf(t *testing.T, s *Store) state {
+	t.Helper()
+	return state{daily(t, s, everyDay), allMinutes(t, s), allEvents(t, s), batchRows(t, s)}
+}
+
+// diff reports how got differs from want, or "" if it does not.
+func (got state) diff(want state) string {
+	var b strings.Builder
+	if !slices.Equal(got.daily, want.daily) {
+		fmt.Fprintf(&b, "Daily:\n got %+v\nwant %+v\n", got.daily, want.daily)
+	}
+	if !slices.Equal(got.minutes, want.minutes) {
+		fmt.Fprintf(&b, "Minutes:\n got %+v\nwant %+v\n", got.minutes, want.minutes)
+	}
+	if !slices.Equal(got.events, want.events) {
+		fmt.Fprintf(&b, "Events: got %d events, want %d (or they differ)\n", len(got.events), len(want.events))
+	}
+	if got.batches != want.batches {
+		fmt.Fprintf(&b, "batch rows: got %d, want %d\n", got.batches, want.batches)
+	}
+	return b.String()
+}
+
+// modelMinutes is the per-minute rollup of events, computed the obvious
+// way, in the order Minutes returns it.
+func modelMinutes(events ...[]schemas.UsageEvent) []MinuteCount {
+	sums := map[MinuteCount]MinuteCount{}
+	for _, e := range slices.Concat(events...) {
+		k := MinuteCount{
+			Minute: floorDiv(e.Time, 60e9), APIID: e.APIID, Stage: e.Stage, KeyID: e.KeyID, PlanID: e.PlanID,
+			Method: e.Method, Resource: e.Resource, Status: e.Status, Decision: e.Decision,
+		}
+		m := sums[k]
+		if m.Requests == 0 {
+			m = k
+		}
+		m.Requests++
+		m.BytesIn += e.BytesIn
+		m.BytesOut += e.BytesOut
+		m.LatencyMicrosSum += e.LatencyMicros
+		sums[k] = m
+	}
+	var out []MinuteCount
+	for _, m := range sums {
+		out = append(out, m)
+	}
+	slices.SortFunc(out, compareMinutes)
+	return out
+}
+
+// compareMinutes orders rows as usage_minute's primary key does.
+func compareMinutes(a, b MinuteCount) int {
+	return cmp.Or(
+		cmp.Compare(a.Minute, b.Minute), cmp.Compare(a.KeyID, b.KeyID), cmp.Compare(a.PlanID, b.PlanID), cmp.Compare(a.APIID, b.APIID),
+		cmp.Compare(a.Stage, b.Stage), cmp.Compare(a.Method, b.Method), cmp.Compare(a.Resource, b.Resource),
+		cmp.Compare(a.Status, b.Status), cmp.Compare(a.Decision, b.Decision))
+}
+
+// modelDaily is the daily rollup of events, computed the obvious way.
+func modelDaily(events ...[]schemas.UsageEvent) []usage.DayCount {
+	type key struct {
+		day       int64
+		plan, key string
+	}
+	sums := map[key]usage.DayCount{}
+	for _, e := range slices.Concat(events...) {
+		if e.PlanID == "" && e.KeyID == "" {
+			continue
+		}
+		k := key{e.Day(), e.PlanID, e.KeyID}
+		d := sums[k]
+		d.Day, d.PlanID, d.KeyID = k.day, k.plan, k.key
+		if e.Admitted() {
+			d.Admitted++
+		} else {
+			d.Rejected++
+		}
+		sums[k] = d
+	}
+	var out []usage.DayCount
+	for _, d := range sums {
+		out = append(out, d)
+	}
+	slices.SortFunc(out, func(a, b usage.DayCount) int {
+		return cmp.Or(cmp.Compare(a.Day, b.Day), cmp.Compare(a.PlanID, b.PlanID), cmp.Compare(a.KeyID, b.KeyID))
+	})
+	return out
+}
+
+// modelEvents returns at most limit of events with Time in [from, to),
+// by time then id, as Events should.
+func modelEvents(events []schemas.UsageEvent, from, to int64, limit int) []schemas.UsageEvent {
+	var out []schemas.UsageEvent
+	for _, e := range events {
+		if e.Time >= from && e.Time < to {
+			out = append(out, e)
+		}
+	}
+	sortEvents(out)
+	return out[:min(len(out), max(limit, 0))]
+}
 func TestInsertEventsDaily(t *testing.T) {
 	b1 := []schemas.UsageEvent{
 		ev(day20000-1, "pro", "k1", allowed), // last nanosecond of day 19999
@@ -101,62 +235,78 @@ func TestInsertEventsDaily(t *testing.T) {
 		{Day: 20000, PlanID: "pro", KeyID: "k2", Admitted: 1},
 		{Day: 40000, PlanID: "pro", KeyID: "k1", Admitted: 1},
 	}
-	big := many(300, day20000, "pro", "k1") // spans several multi-row chunks and a tail
-	withDups := slices.Concat(big[:200], big[10:11], big[150:300], big[299:300], big[0:5])
+	big := many(300, day20000, "pro", "k1")
+	neither := []schemas.UsageEvent{
+		ev(day20000, "", "", forbidden),
+		ev(day20000, "", "k9", forbidden),
+		ev(day20000, "basic", "", schemas.DecisionMissingToken),
+		ev(day20000, "", "", schemas.DecisionUnknown),
+	}
 
 	tests := []struct {
-		name       string
-		batches    [][]schemas.UsageEvent
-		want       []usage.DayCount
-		wantEvents int
+		name        string
+		batches     [][]schemas.UsageEvent
+		counted     [][]schemas.UsageEvent // the events that count, for the per-minute model
+		want        []usage.DayCount
+		wantEvents  int
+		wantBatches int
 	}{
-		{name: "across day boundaries", batches: [][]schemas.UsageEvent{b1}, want: want1, wantEvents: len(b1)},
-		{name: "one event per batch", batches: [][]schemas.UsageEvent{b1[:3], b1[3:4], b1[4:]}, want: want1, wantEvents: len(b1)},
-		{name: "same batch twice", batches: [][]schemas.UsageEvent{b1, b1}, want: want1, wantEvents: len(b1)},
-		{name: "duplicate ids inside one batch", batches: [][]schemas.UsageEvent{slices.Concat(b1, b1[2:4], b1[:1])}, want: want1, wantEvents: len(b1)},
 		{
-			name:       "large batch",
-			batches:    [][]schemas.UsageEvent{big},
-			want:       []usage.DayCount{{Day: 20000, PlanID: "pro", KeyID: "k1", Admitted: 300}},
-			wantEvents: 300,
+			name:    "across day boundaries",
+			batches: [][]schemas.UsageEvent{b1}, counted: [][]schemas.UsageEvent{b1},
+			want: want1, wantEvents: len(b1), wantBatches: 1,
 		},
 		{
-			name:       "large batch twice",
-			batches:    [][]schemas.UsageEvent{big, big},
-			want:       []usage.DayCount{{Day: 20000, PlanID: "pro", KeyID: "k1", Admitted: 300}},
-			wantEvents: 300,
+			name:    "one event per batch",
+			batches: [][]schemas.UsageEvent{b1[:3], b1[3:4], b1[4:]}, counted: [][]schemas.UsageEvent{b1},
+			want: want1, wantEvents: len(b1), wantBatches: 3,
 		},
 		{
-			name:       "duplicates inside multi-row chunks of one batch",
-			batches:    [][]schemas.UsageEvent{withDups},
-			want:       []usage.DayCount{{Day: 20000, PlanID: "pro", KeyID: "k1", Admitted: 300}},
-			wantEvents: 300,
+			name:    "same batch twice",
+			batches: [][]schemas.UsageEvent{b1, b1}, counted: [][]schemas.UsageEvent{b1},
+			want: want1, wantEvents: len(b1), wantBatches: 1,
 		},
 		{
-			name:       "batch overlapping a stored one",
-			batches:    [][]schemas.UsageEvent{big[:200], big[100:]},
+			name:    "large batch",
+			batches: [][]schemas.UsageEvent{big}, counted: [][]schemas.UsageEvent{big},
 			want:       []usage.DayCount{{Day: 20000, PlanID: "pro", KeyID: "k1", Admitted: 300}},
-			wantEvents: 300,
+			wantEvents: 300, wantBatches: 1,
 		},
 		{
-			name: "plan or key alone is rolled up, neither is raw only",
-			batches: [][]schemas.UsageEvent{{
-				ev(day20000, "", "", forbidden),
-				ev(day20000, "", "k9", forbidden),
-				ev(day20000, "basic", "", schemas.DecisionMissingToken),
-				ev(day20000, "", "", schemas.DecisionUnknown),
-			}},
+			name:    "large batch twice, another in between",
+			batches: [][]schemas.UsageEvent{big, b1, big}, counted: [][]schemas.UsageEvent{big, b1},
+			want: modelDaily(big, b1), wantEvents: 300 + len(b1), wantBatches: 2,
+		},
+		{
+			// Dedup is per batch: a batch is known by its first event.
+			name:    "batch starting with a stored batch's first event is taken for it",
+			batches: [][]schemas.UsageEvent{big[:200], big[:100]}, counted: [][]schemas.UsageEvent{big[:200]},
+			want:       []usage.DayCount{{Day: 20000, PlanID: "pro", KeyID: "k1", Admitted: 200}},
+			wantEvents: 200, wantBatches: 1,
+		},
+		{
+			// ... and events are not deduplicated: the drainer never
+			// regroups them (see the schema).
+			name:    "overlapping batch with another first event is a new batch",
+			batches: [][]schemas.UsageEvent{big[:200], big[100:]}, counted: [][]schemas.UsageEvent{big[:200], big[100:]},
+			want:       []usage.DayCount{{Day: 20000, PlanID: "pro", KeyID: "k1", Admitted: 400}},
+			wantEvents: 400, wantBatches: 2,
+		},
+		{
+			name:    "plan or key alone is rolled up daily, neither per minute only",
+			batches: [][]schemas.UsageEvent{neither}, counted: [][]schemas.UsageEvent{neither},
 			want: []usage.DayCount{
 				{Day: 20000, PlanID: "", KeyID: "k9", Rejected: 1},
 				{Day: 20000, PlanID: "basic", KeyID: "", Rejected: 1},
 			},
-			wantEvents: 4,
+			wantEvents: 4, wantBatches: 1,
 		},
 		{
 			name:       "before 1970",
 			batches:    [][]schemas.UsageEvent{{ev(-1, "pro", "k1", allowed), ev(-day, "pro", "k1", throttled), ev(-day-1, "pro", "k1", allowed)}},
+			counted:    [][]schemas.UsageEvent{{ev(-1, "pro", "k1", allowed), ev(-day, "pro", "k1", throttled), ev(-day-1, "pro", "k1", allowed)}},
 			want:       []usage.DayCount{{Day: -2, PlanID: "pro", KeyID: "k1", Admitted: 1}, {Day: -1, PlanID: "pro", KeyID: "k1", Admitted: 1, Rejected: 1}},
-			wantEvents: 3,
+			wantEvents: 3, wantBatches: 1,
 		},
 		{name: "empty batch", batches: [][]schemas.UsageEvent{nil, {}}, want: nil, wantEvents: 0},
 	}
@@ -171,10 +321,170 @@ func TestInsertEventsDaily(t *testing.T) {
 			if got := daily(t, s, everyDay); !slices.Equal(got, tt.want) {
 				t.Errorf("Daily:\n got %+v\nwant %+v", got, tt.want)
 			}
+			if got, want := allMinutes(t, s), modelMinutes(tt.counted...); !slices.Equal(got, want) {
+				t.Errorf("Minutes:\n got %+v\nwant %+v", got, want)
+			}
 			if got := len(allEvents(t, s)); got != tt.wantEvents {
 				t.Errorf("Events: got %d events, want %d", got, tt.wantEvents)
 			}
+			if got := batchRows(t, s); got != tt.wantBatches {
+				t.Errorf("batch rows: got %d, want %d", got, tt.wantBatches)
+			}
 		})
+	}
+}
+
+// TestRepeatedBatch checks that a batch offered again, as the drainer does
+// after an error it cannot tell from a failed commit, changes nothing.
+func TestRepeatedBatch(t *testing.T) {
+	s, _ := openTemp(t)
+	ctx := context.Background()
+	b1 := many(150, day20000+59e9, "pro", "k1") // across a minute boundary
+	b1[7].Decision, b1[8].KeyID, b1[9].BytesOut = throttled, "", 1000
+	b2 := many(10, day20000+60e9, "pro", "k2")
+	for _, b := range [][]schemas.UsageEvent{b1, b2} {
+		if err := s.InsertEvents(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := stateOf(t, s)
+	if want.batches != 2 || len(want.minutes) < 4 {
+		t.Fatalf("setup: %d batch rows, %d minute rows", want.batches, len(want.minutes))
+	}
+	for i := range 3 {
+		if err := s.InsertEvents(ctx, b1); err != nil {
+			t.Fatalf("repeat %d: %v", i, err)
+		}
+		if d := stateOf(t, s).diff(want); d != "" {
+			t.Errorf("after repeat %d:\n%s", i, d)
+		}
+	}
+}
+
+func TestMinutes(t *testing.T) {
+	const m0 = day20000 // a minute boundary too
+	const M = m0 / 60e9 // its Unix minute
+	type dims struct {
+		key, plan, stage, method, resource string
+		status                             int32
+		d                                  schemas.Decision
+	}
+	base := dims{"k1", "pro", "prod", "GET", "/items", 200, allowed}
+	e := func(ns int64, x dims, latency, in, out int64) schemas.UsageEvent {
+		return schemas.UsageEvent{
+			ID: schemas.NewEventID(ns), Time: ns, APIID: "api1", Stage: x.stage, KeyID: x.key, PlanID: x.plan,
+			Method: x.method, Resource: x.resource, Status: x.status, Decision: x.d,
+			LatencyMicros: latency, BytesIn: in, BytesOut: out,
+		}
+	}
+	with := func(f func(*dims)) dims { x := base; f(&x); return x }
+	b1 := []schemas.UsageEvent{
+		e(m0-1, base, 100, 10, 1000), // the minute before
+		e(m0, base, 200, 20, 2000),   // first nanosecond of M
+		e(m0+1, with(func(x *dims) { x.status, x.d = 429, throttled }), 1, 0, 50),
+		e(m0+2, with(func(x *dims) { x.status, x.d = 429, quota }), 1, 0, 50), // same status, other decision
+		e(m0+3, dims{status: 403, d: forbidden}, 5, 0, 30),                    // no key, plan, stage, method or resource
+		e(m0+4, with(func(x *dims) { x.key = "k2" }), 7, 1, 2),
+		e(m0+5, with(func(x *dims) { x.method = "POST" }), 7, 1, 2),
+		e(m0+6, with(func(x *dims) { x.stage = "beta" }), 7, 1, 2),
+		e(m0+7, with(func(x *dims) { x.resource = "/items/{id}" }), 7, 1, 2),
+		e(m0+8, with(func(x *dims) { x.plan = "free" }), 7, 1, 2),
+		e(-1, base, 1, 1, 1),      // minute -1
+		e(-60e9, base, 2, 2, 2),   // minute -1 too
+		e(-60e9-1, base, 4, 4, 4), // minute -2
+	}
+	b2 := []schemas.UsageEvent{
+		e(m0+60e9-1, base, 300, 30, 3000), // last nanosecond of M: adds to b1's row
+		e(m0+60e9, base, 400, 40, 4000),   // minute M+1
+	}
+	row := func(minute int64, x dims, requests, latency, in, out int64) MinuteCount {
+		api := "api1"
+		return MinuteCount{
+			Minute: minute, APIID: api, Stage: x.stage, KeyID: x.key, PlanID: x.plan, Method: x.method,
+			Resource: x.resource, Status: x.status, Decision: x.d,
+			Requests: requests, LatencyMicrosSum: latency, BytesIn: in, BytesOut: out,
+		}
+	}
+	want := []MinuteCount{
+		row(-2, base, 1, 4, 4, 4),
+		row(-1, base, 2, 3, 3, 3),
+		row(M-1, base, 1, 100, 10, 1000),
+		row(M, dims{status: 403, d: forbidden}, 1, 5, 0, 30), // "" sorts first
+		row(M, with(func(x *dims) { x.plan = "free" }), 1, 7, 1, 2),
+		row(M, with(func(x *dims) { x.stage = "beta" }), 1, 7, 1, 2),
+		row(M, base, 2, 500, 50, 5000),
+		row(M, with(func(x *dims) { x.status, x.d = 429, throttled }), 1, 1, 0, 50),
+		row(M, with(func(x *dims) { x.status, x.d = 429, quota }), 1, 1, 0, 50),
+		row(M, with(func(x *dims) { x.resource = "/items/{id}" }), 1, 7, 1, 2),
+		row(M, with(func(x *dims) { x.method = "POST" }), 1, 7, 1, 2),
+		row(M, with(func(x *dims) { x.key = "k2" }), 1, 7, 1, 2),
+		row(M+1, base, 1, 400, 40, 4000),
+	}
+
+	s, _ := openTemp(t)
+	for _, b := range [][]schemas.UsageEvent{b1, b2} {
+		if err := s.InsertEvents(context.Background(), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := allMinutes(t, s); !slices.Equal(got, want) {
+		t.Errorf("Minutes:\n got %+v\nwant %+v", got, want)
+	}
+	if got, model := allMinutes(t, s), modelMinutes(b1, b2); !slices.Equal(got, model) {
+		t.Errorf("Minutes differ from the model:\n got %+v\nwant %+v", got, model)
+	}
+
+	ranges := []struct {
+		name     string
+		from, to int64
+		want     []MinuteCount
+	}{
+		{"one minute", M, M + 1, want[3:12]},
+		{"range is [from, to)", M - 1, M + 1, want[2:12]},
+		{"before 1970", -2, 0, want[:2]},
+		{"empty", M, M, nil},
+		{"from after to", M + 1, M, nil},
+		{"nothing there", 0, M - 1, nil},
+	}
+	for _, tt := range ranges {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := minutes(t, s, tt.from, tt.to); !slices.Equal(got, tt.want) {
+				t.Errorf("Minutes(%d, %d):\n got %+v\nwant %+v", tt.from, tt.to, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestRollupsModel inserts random batches with many dimension combinations,
+// so that rollup upserts run in statements of every size and add to rows of
+// earlier batches, and compares both rollups with the obvious computation.
+func TestRollupsModel(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	pick := func(xs ...string) string { return xs[rng.IntN(len(xs))] }
+	s, _ := openTemp(t)
+	var all [][]schemas.UsageEvent
+	for _, size := range []int{1, 2, 31, 32, 33, 63, 64, 65, 100, 500, 1000} {
+		b := make([]schemas.UsageEvent, size)
+		for i := range b {
+			ns := day20000 - 3*60e9 + rng.Int64N(6*60e9) // six minutes around a day boundary
+			d := schemas.Decision(rng.IntN(7))
+			b[i] = schemas.UsageEvent{
+				ID: schemas.NewEventID(ns), Time: ns,
+				APIID: pick("a1", "a2"), Stage: pick("prod", "beta"), KeyID: pick("", "k1", "k2", "k3"), PlanID: pick("", "free", "pro"),
+				Method: pick("GET", "POST"), Resource: pick("", "/items", "/items/{id}"), Status: []int32{200, 404, 429}[rng.IntN(3)], Decision: d,
+				LatencyMicros: rng.Int64N(1e6), BytesIn: rng.Int64N(1e4), BytesOut: rng.Int64N(1e7),
+			}
+		}
+		if err := s.InsertEvents(context.Background(), b); err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, b)
+		if got, want := allMinutes(t, s), modelMinutes(all...); !slices.Equal(got, want) {
+			t.Fatalf("after a batch of %d: Minutes: got %d rows, want %d (or they differ)", size, len(got), len(want))
+		}
+	}
+	if got, want := daily(t, s, everyDay), modelDaily(all...); !slices.Equal(got, want) {
+		t.Errorf("Daily:\n got %+v\nwant %+v", got, want)
 	}
 }
 
@@ -241,7 +551,7 @@ func TestReopen(t *testing.T) {
 	if err := s.InsertEvents(ctx, batch); err != nil {
 		t.Fatal(err)
 	}
-	want := daily(t, s, everyDay)
+	want := stateOf(t, s)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -251,8 +561,8 @@ func TestReopen(t *testing.T) {
 		if err != nil {
 			t.Fatalf("reopen %d: %v", i, err)
 		}
-		if got := daily(t, s2, everyDay); !slices.Equal(got, want) {
-			t.Errorf("reopen %d: Daily:\n got %+v\nwant %+v", i, got, want)
+		if d := stateOf(t, s2).diff(want); d != "" {
+			t.Errorf("reopen %d:\n%s", i, d)
 		}
 		if got := allEvents(t, s2); !slices.Equal(got, batch) {
 			t.Errorf("reopen %d: Events:\n got %+v\nwant %+v", i, got, batch)
@@ -279,12 +589,32 @@ func TestReopen(t *testing.T) {
 
 func TestMigrateOnce(t *testing.T) {
 	s, _ := openTemp(t)
-	var tables int
-	if err := s.db.QueryRow("SELECT count(*) FROM sqlite_schema").Scan(&tables); err != nil {
+	rows, err := s.db.Query("SELECT type || ' ' || name FROM sqlite_schema ORDER BY type, name")
+	if err != nil {
 		t.Fatal(err)
 	}
-	if tables != 3 { // two tables, one index
-		t.Errorf("schema objects = %d, want 3", tables)
+	defer rows.Close()
+	var got []string
+	for rows.Next() {
+		var obj string
+		if err := rows.Scan(&obj); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, obj)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"index sqlite_autoindex_usage_event_batches_1", // first_id
+		"index usage_event_batches_span",
+		"index usage_event_batches_time",
+		"table usage_daily",
+		"table usage_event_batches",
+		"table usage_minute",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("schema objects:\n got %q\nwant %q", got, want)
 	}
 	var sync, busy int
 	if err := s.db.QueryRow("PRAGMA synchronous").Scan(&sync); err != nil {
@@ -353,36 +683,61 @@ func init() {
 
 func TestFailedBatchLeavesNothing(t *testing.T) {
 	baseline := many(10, day20000, "pro", "k1")
+	// manyRows returns n events of distinct minute rows (distinct
+	// resources), with api id api.
+	manyRows := func(n int, api string) []schemas.UsageEvent {
+		b := many(n, day20000+day, "pro", "k2")
+		for i := range b {
+			b[i].APIID, b[i].Resource = api, fmt.Sprint("/r", i)
+		}
+		return b
+	}
 	tests := []struct {
 		name    string
 		trigger string // SQL run before the failing batch
 		batch   []schemas.UsageEvent
 		cancel  string // "before" the call or "during" it (by test_cancel)
+		newConn bool   // the writer's connection is replaced
 	}{
 		{name: "cancelled context", batch: many(200, day20000+day, "pro", "k2"), cancel: "before"},
 		{
-			name:    "context cancelled mid-batch",
-			trigger: `CREATE TRIGGER boom AFTER INSERT ON usage_events WHEN NEW.api_id = 'cancel' BEGIN SELECT test_cancel(); END`,
-			batch:   boom(many(200, day20000+day, "pro", "k2"), 100, func(e *schemas.UsageEvent) { e.APIID = "cancel" }),
+			// The batch row is written; the rollups must not be lost with
+			// it, or the retry would find the batch and skip them.
+			name:    "context cancelled after the batch row",
+			trigger: `CREATE TRIGGER boom AFTER INSERT ON usage_event_batches BEGIN SELECT test_cancel(); END`,
+			batch:   many(200, day20000+day, "pro", "k2"),
 			cancel:  "during",
 		},
 		{
-			name:    "error in a multi-row chunk",
-			trigger: `CREATE TRIGGER boom BEFORE INSERT ON usage_events WHEN NEW.api_id = 'boom' BEGIN SELECT RAISE(ABORT, 'boom'); END`,
-			batch:   boom(many(200, day20000+day, "pro", "k2"), 100, func(e *schemas.UsageEvent) { e.APIID = "boom" }),
+			name:    "error in the batch row",
+			trigger: `CREATE TRIGGER boom BEFORE INSERT ON usage_event_batches WHEN NEW.n = 200 BEGIN SELECT RAISE(ABORT, 'boom'); END`,
+			batch:   many(200, day20000+day, "pro", "k2"),
 		},
 		{
-			name:    "error in the row-by-row tail",
-			trigger: `CREATE TRIGGER boom BEFORE INSERT ON usage_events WHEN NEW.api_id = 'boom' BEGIN SELECT RAISE(ABORT, 'boom'); END`,
-			batch:   boom(many(200, day20000+day, "pro", "k2"), 199, func(e *schemas.UsageEvent) { e.APIID = "boom" }),
+			name:    "error in a multi-row minute upsert",
+			trigger: `CREATE TRIGGER boom BEFORE INSERT ON usage_minute WHEN NEW.api_id = 'boom' BEGIN SELECT RAISE(ABORT, 'boom'); END`,
+			batch:   manyRows(upsertChunk+5, "boom"),
 		},
 		{
-			name:    "error after falling back to row by row",
-			trigger: `CREATE TRIGGER boom BEFORE INSERT ON usage_events WHEN NEW.api_id = 'boom' BEGIN SELECT RAISE(ABORT, 'boom'); END`,
-			batch:   slices.Concat(baseline, boom(many(200, day20000+day, "pro", "k2"), 150, func(e *schemas.UsageEvent) { e.APIID = "boom" })),
+			name:    "error in one of several minute upserts",
+			trigger: `CREATE TRIGGER boom BEFORE INSERT ON usage_minute WHEN NEW.api_id = 'boom' BEGIN SELECT RAISE(ABORT, 'boom'); END`,
+			batch:   slices.Concat(manyRows(2*upsertChunk+3, "api1"), manyRows(1, "boom")),
 		},
 		{
-			name:    "error in the rollup",
+			name:    "error in an update of a stored minute row",
+			trigger: `CREATE TRIGGER boom BEFORE UPDATE ON usage_minute WHEN NEW.requests > 10 BEGIN SELECT RAISE(ABORT, 'boom'); END`,
+			batch:   many(50, day20000, "pro", "k1"), // baseline's minute row
+		},
+		{
+			// The transaction is gone before InsertEvents rolls it back:
+			// its ROLLBACK fails, and it replaces the connection.
+			name:    "error that ends the transaction itself",
+			trigger: `CREATE TRIGGER boom BEFORE INSERT ON usage_daily WHEN NEW.plan_id = 'boom' BEGIN SELECT RAISE(ROLLBACK, 'boom'); END`,
+			batch:   slices.Concat(many(100, day20000+day, "pro", "k2"), many(1, day20000+day, "boom", "k2")),
+			newConn: true,
+		},
+		{
+			name:    "error in the daily rollup",
 			trigger: `CREATE TRIGGER boom BEFORE INSERT ON usage_daily WHEN NEW.plan_id = 'boom' BEGIN SELECT RAISE(ABORT, 'boom'); END`,
 			batch:   slices.Concat(many(100, day20000+day, "pro", "k2"), many(1, day20000+day, "boom", "k2")),
 		},
@@ -393,7 +748,7 @@ func TestFailedBatchLeavesNothing(t *testing.T) {
 			if err := s.InsertEvents(context.Background(), baseline); err != nil {
 				t.Fatal(err)
 			}
-			wantDaily, wantEvents := daily(t, s, everyDay), allEvents(t, s)
+			before := stateOf(t, s)
 			if tt.trigger != "" {
 				if _, err := s.db.Exec(tt.trigger); err != nil {
 					t.Fatal(err)
@@ -409,9 +764,13 @@ func TestFailedBatchLeavesNothing(t *testing.T) {
 				defer cancelMidBatch.Store(nil)
 			}
 
+			w := s.w
 			err := s.InsertEvents(ctx, tt.batch)
 			if err == nil {
 				t.Fatal("InsertEvents: got no error")
+			}
+			if replaced := s.w != w; replaced != tt.newConn {
+				t.Errorf("writer connection replaced: %v, want %v", replaced, tt.newConn)
 			}
 			if !strings.HasPrefix(err.Error(), "insert events: ") {
 				t.Errorf("InsertEvents: got error %q, want it to start with %q", err, "insert events: ")
@@ -419,14 +778,12 @@ func TestFailedBatchLeavesNothing(t *testing.T) {
 			if tt.cancel != "" && !errors.Is(err, context.Canceled) {
 				t.Errorf("InsertEvents: got %v, want context.Canceled", err)
 			}
-			if got := daily(t, s, everyDay); !slices.Equal(got, wantDaily) {
-				t.Errorf("Daily after failed batch:\n got %+v\nwant %+v", got, wantDaily)
-			}
-			if got := allEvents(t, s); !slices.Equal(got, wantEvents) {
-				t.Errorf("Events after failed batch: got %d events, want the %d stored before", len(got), len(wantEvents))
+			if d := stateOf(t, s).diff(before); d != "" {
+				t.Errorf("after the failed batch:\n%s", d)
 			}
 
-			// The store is still usable, and the batch goes in once the cause is gone.
+			// The store is still usable, and the batch goes in, once, when
+			// the cause is gone: as into a store that never failed.
 			cancelMidBatch.Store(nil)
 			if _, err := s.db.Exec("DROP TRIGGER IF EXISTS boom"); err != nil {
 				t.Fatal(err)
@@ -434,32 +791,17 @@ func TestFailedBatchLeavesNothing(t *testing.T) {
 			if err := s.InsertEvents(context.Background(), tt.batch); err != nil {
 				t.Fatalf("InsertEvents after the failure: %v", err)
 			}
-			if got, want := len(allEvents(t, s)), len(baseline)+len(tt.batch)-countShared(baseline, tt.batch); got != want {
-				t.Errorf("Events after retry: got %d, want %d", got, want)
+			ref, _ := openTemp(t)
+			for _, b := range [][]schemas.UsageEvent{baseline, tt.batch} {
+				if err := ref.InsertEvents(context.Background(), b); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if d := stateOf(t, s).diff(stateOf(t, ref)); d != "" {
+				t.Errorf("after the retry:\n%s", d)
 			}
 		})
 	}
-}
-
-// boom returns events with events[i] changed by f.
-func boom(events []schemas.UsageEvent, i int, f func(*schemas.UsageEvent)) []schemas.UsageEvent {
-	f(&events[i])
-	return events
-}
-
-// countShared counts the events of b whose id is in a.
-func countShared(a, b []schemas.UsageEvent) int {
-	ids := make(map[schemas.EventID]bool, len(a))
-	for _, e := range a {
-		ids[e.ID] = true
-	}
-	n := 0
-	for _, e := range b {
-		if ids[e.ID] {
-			n++
-		}
-	}
-	return n
 }
 
 func TestEventsRoundTrip(t *testing.T) {
@@ -526,6 +868,80 @@ func TestEventsRoundTrip(t *testing.T) {
 
 // TestQueryPlans checks the schema comments' promises: both reads are
 // index range scans with no sort step.
+
+// TestEventsAcrossBatches reads ranges that cut through overlapping
+// batches, a batch spanning hours and ties on time, with every limit, and
+// compares with the obvious computation.
+func TestEventsAcrossBatches(t *testing.T) {
+	const t0 = day20000
+	var batches [][]schemas.UsageEvent
+	a := many(100, t0, "pro", "k1")        // t0 .. t0+99µs
+	b := many(100, t0+500, "pro", "k2")    // interleaved with a, half a µs later
+	c := many(50, t0+50_000, "free", "k3") // overlaps a and b's second half
+	ties := many(20, t0, "pro", "k4")      // the times of a's first 20 events, other ids
+	for i := range ties {
+		ties[i].Time = a[i].Time
+	}
+	// Events reach a batch in the order requests end: a long request's
+	// event comes with later ones, so the batch spans hours.
+	wide := slices.Concat(many(5, t0+200_000, "pro", "k1"), many(1, t0-3600e9, "pro", "k5"), many(5, t0+3600e9, "pro", "k1"))
+	late := many(30, t0+10e9, "pro", "k1")
+	slices.Reverse(late) // out of order within the batch
+	batches = append(batches, a, b, c, ties, wide, late)
+
+	s, _ := openTemp(t)
+	var all []schemas.UsageEvent
+	for _, bt := range batches {
+		if err := s.InsertEvents(context.Background(), bt); err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, bt...)
+	}
+
+	points := []int64{
+		math.MinInt64, t0 - 3600e9 - 1, t0 - 3600e9, t0 - 3600e9 + 1, t0 - 1, t0, t0 + 1, t0 + 500, t0 + 19_000, t0 + 19_001,
+		t0 + 49_999, t0 + 50_000, t0 + 75_250, t0 + 99_500, t0 + 99_501, t0 + 100_000, t0 + 200_000, t0 + 1e9,
+		t0 + 10e9, t0 + 10e9 + 15_000, t0 + 3600e9, t0 + 3600e9 + 1, math.MaxInt64,
+	}
+	for _, from := range points {
+		for _, to := range points {
+			for _, limit := range []int{1, 2, 7, 100, 1000} {
+				got, err := s.Events(context.Background(), from, to, limit)
+				if err != nil {
+					t.Fatalf("Events(%d, %d, %d): %v", from-t0, to-t0, limit, err)
+				}
+				if want := modelEvents(all, from, to, limit); !slices.Equal(got, want) {
+					t.Errorf("Events(t0%+d, t0%+d, %d): got %d events, want %d (or they differ)", from-t0, to-t0, limit, len(got), len(want))
+				}
+			}
+		}
+	}
+}
+
+func TestEventsCorruptBatch(t *testing.T) {
+	s, _ := openTemp(t)
+	if err := s.InsertEvents(context.Background(), many(3, day20000, "pro", "k1")); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ name, update string }{
+		{"bad encoding", "UPDATE usage_event_batches SET events = x'01'"},
+		{"count differs", "UPDATE usage_event_batches SET n = 4"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := s.db.Exec(tt.update); err != nil {
+				t.Fatal(err)
+			}
+			_, err := s.Events(context.Background(), math.MinInt64, math.MaxInt64, 10)
+			if err == nil || !strings.HasPrefix(err.Error(), "query events: ") {
+				t.Errorf("Events: got error %v, want one starting with %q", err, "query events: ")
+			}
+		})
+	}
+}
+
+// TestQueryPlans checks the schema comments' promises: every read is an
+// index range scan with no sort step, and the widest span is one index
+// lookup.
 func TestQueryPlans(t *testing.T) {
 	s, _ := openTemp(t)
 	tests := []struct {
@@ -535,7 +951,10 @@ func TestQueryPlans(t *testing.T) {
 	}{
 		{"daily", dailySQL, []any{1, 2, "", "", "", ""}, "SEARCH usage_daily USING PRIMARY KEY (day>? AND day<?)"},
 		{"daily with plan and key", dailySQL, []any{1, 2, "p", "p", "k", "k"}, "SEARCH usage_daily USING PRIMARY KEY (day>? AND day<?)"},
-		{"events", eventsSQL, []any{1, 2, 10}, "SEARCH usage_events USING INDEX usage_events_time (time>? AND time<?)"},
+		{"minutes", minutesSQL, []any{1, 2}, "SEARCH usage_minute USING PRIMARY KEY (minute>? AND minute<?)"},
+		{"events", eventsSQL, []any{1, 2, int64(math.MinInt64)}, "SEARCH usage_event_batches USING INDEX usage_event_batches_time (min_time>? AND min_time<?); " +
+			"SCALAR SUBQUERY 2; CO-ROUTINE (subquery-1); SEARCH usage_event_batches USING COVERING INDEX usage_event_batches_span; SCAN (subquery-1)"},
+		{"widest span", "SELECT max(max_time - min_time) FROM usage_event_batches", nil, "SEARCH usage_event_batches USING COVERING INDEX usage_event_batches_span"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -564,16 +983,36 @@ func TestQueryPlans(t *testing.T) {
 	}
 }
 
-func TestInsertEventsSQL(t *testing.T) {
-	got := insertEventsSQL(2)
-	want := "INSERT OR IGNORE INTO usage_events " +
-		"(id, time, api_id, stage, key_id, plan_id, method, resource, status, decision, latency_us, bytes_in, bytes_out) " +
-		"VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?),(?,?,?,?,?,?,?,?,?,?,?,?,?)"
-	if got != want {
-		t.Errorf("insertEventsSQL(2):\n got %q\nwant %q", got, want)
+func TestUpsertSQL(t *testing.T) {
+	tests := []struct {
+		name, got, want string
+	}{
+		{
+			"minutes", upsertMinutesSQL(2),
+			"INSERT INTO usage_minute (minute, key_id, plan_id, api_id, stage, method, resource, status, decision, " +
+				"requests, bytes_in, bytes_out, latency_us_sum) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?),(?,?,?,?,?,?,?,?,?,?,?,?,?) " +
+				"ON CONFLICT (minute, key_id, plan_id, api_id, stage, method, resource, status, decision) DO UPDATE SET " +
+				"requests = requests + excluded.requests, bytes_in = bytes_in + excluded.bytes_in, " +
+				"bytes_out = bytes_out + excluded.bytes_out, latency_us_sum = latency_us_sum + excluded.latency_us_sum",
+		},
+		{
+			"daily", upsertDailySQL(1),
+			"INSERT INTO usage_daily (day, plan_id, key_id, admitted, rejected) VALUES (?,?,?,?,?) " +
+				"ON CONFLICT (day, plan_id, key_id) DO UPDATE SET admitted = admitted + excluded.admitted, rejected = rejected + excluded.rejected",
+		},
 	}
-	if n := strings.Count(insertEventsSQL(1), "?"); n != eventColumns {
-		t.Errorf("insertEventsSQL(1) has %d parameters, want %d", n, eventColumns)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.got != tt.want {
+				t.Errorf("\n got %q\nwant %q", tt.got, tt.want)
+			}
+		})
+	}
+	if n := strings.Count(upsertMinutesSQL(1), "?"); n != minuteColumns {
+		t.Errorf("upsertMinutesSQL(1) has %d parameters, want %d", n, minuteColumns)
+	}
+	if n := strings.Count(upsertDailySQL(1), "?"); n != dayColumns {
+		t.Errorf("upsertDailySQL(1) has %d parameters, want %d", n, dayColumns)
 	}
 }
 
@@ -583,7 +1022,7 @@ func TestConcurrent(t *testing.T) {
 	ctx := context.Background()
 	const writers, batches, size = 4, 10, 150
 	var wg sync.WaitGroup
-	errs := make(chan error, writers*batches*2)
+	errs := make(chan error, writers*batches*3)
 	for w := range writers {
 		wg.Go(func() {
 			for i := range batches {
@@ -592,6 +1031,9 @@ func TestConcurrent(t *testing.T) {
 					errs <- err
 				}
 				if _, err := s.Daily(ctx, everyDay); err != nil {
+					errs <- err
+				}
+				if _, err := s.Events(ctx, ns, ns+1e9, 10); err != nil {
 					errs <- err
 				}
 			}
@@ -610,5 +1052,15 @@ func TestConcurrent(t *testing.T) {
 		if d.Admitted != batches*size {
 			t.Errorf("Daily %s: admitted = %d, want %d", d.KeyID, d.Admitted, batches*size)
 		}
+	}
+	var requests int64
+	for _, m := range allMinutes(t, s) {
+		requests += m.Requests
+	}
+	if requests != writers*batches*size {
+		t.Errorf("Minutes: %d requests, want %d", requests, writers*batches*size)
+	}
+	if n := len(allEvents(t, s)); n != writers*batches*size {
+		t.Errorf("Events: got %d, want %d", n, writers*batches*size)
 	}
 }
