@@ -26,7 +26,7 @@ const (
 
 var decisionNames = [...]string{"unknown", "allowed", "forbidden", "missing_token", "throttled", "quota_exceeded", "bad_request"}
 
-// String returns the decision's name as stored and reported.
+// String returns the decision's name, as reports show it (stores keep the number).
 func (d Decision) String() string {
 	if int(d) < len(decisionNames) {
 		return decisionNames[d]
