@@ -40,7 +40,10 @@ func apply(current *Catalog, f *File, now time.Time, rnd io.Reader) (*Catalog, *
 	p := &problems{file: f}
 
 	checkFileNames(p, src)
-	if src.Gateway != (Gateway{}) {
+	// The gateway block is declarative as a whole: a file that has one
+	// replaces the stored settings (omitted fields take their defaults);
+	// a file without one leaves them as they are.
+	if f.hasGateway {
 		next.Gateway = src.Gateway
 	}
 	for _, a := range src.APIs {
@@ -56,10 +59,7 @@ func apply(current *Catalog, f *File, now time.Time, rnd io.Reader) (*Catalog, *
 		if pl.ID != "" {
 			old = next.Plan(pl.ID)
 		} else {
-			old = next.PlanByNameOrID(pl.Name)
-			if old != nil && old.Name != pl.Name {
-				old = nil // matched an id by accident
-			}
+			old = next.PlanByName(pl.Name)
 		}
 		if old != nil {
 			pl.ID, pl.CreatedDate = old.ID, old.CreatedDate
@@ -77,9 +77,9 @@ func apply(current *Catalog, f *File, now time.Time, rnd io.Reader) (*Catalog, *
 	for _, k := range src.APIKeys {
 		var old *APIKey
 		if k.ID != "" {
-			old = next.KeyByNameOrID(k.ID)
-		} else if o := next.KeyByNameOrID(k.Name); o != nil && o.Name == k.Name {
-			old = o
+			old = next.Key(k.ID)
+		} else {
+			old = next.KeyByName(k.Name)
 		}
 		if k.Value != "" {
 			if msg := CheckKeyValue(k.Value); msg != "" {
@@ -136,6 +136,20 @@ func apply(current *Catalog, f *File, now time.Time, rnd io.Reader) (*Catalog, *
 // merging by name would otherwise let the second silently win.
 func checkFileNames(p *problems, src *Catalog) {
 	seen := map[string]bool{}
+	for i, pl := range src.UsagePlans {
+		if pl.ID != "" && seen[pl.ID] {
+			p.addAt("usagePlans", i, pl.Name, "id", "%q is given to two plans", pl.ID)
+		}
+		seen[pl.ID] = true
+	}
+	clear(seen)
+	for i, k := range src.APIKeys {
+		if k.ID != "" && seen[k.ID] {
+			p.addAt("apiKeys", i, k.Name, "id", "%q is given to two keys", k.ID)
+		}
+		seen[k.ID] = true
+	}
+	clear(seen)
 	for i, a := range src.APIs {
 		if a.ID != "" && seen[a.ID] {
 			p.addAt("apis", i, a.Name, "id", "%q is used by two APIs", a.ID)

@@ -218,6 +218,30 @@ func TestValidationErrors(t *testing.T) {
 			[]string{`resources[1].path`, "unbalanced braces"}},
 		{"unknown method", repl("{GET: {apiKeyRequired: false}}", "{FETCH: {apiKeyRequired: false}}"),
 			[]string{`resources[2].methods.FETCH`, "unknown method"}},
+		{"sibling path variables", func(s string) string {
+			return strings.Replace(s, "      - path: /health\n", "      - path: /items/{name}\n        methods: {GET: {apiKeyRequired: false}}\n      - path: /health\n", 1)
+		}, []string{"resources[2].path", `"/items/{name}": /items already has the path variable {id}`}},
+		{"sibling greedy variable", func(s string) string {
+			return strings.Replace(s, "      - path: /health\n", "      - path: /items/{proxy+}\n        methods: {GET: {apiKeyRequired: false}}\n      - path: /health\n", 1)
+		}, []string{"resources[2].path", "already has the path variable {id}"}},
+		{"host with port", repl("upstream: http://127.0.0.1:9000", "upstream: http://127.0.0.1:9000\n        host: api.example.com:8443"),
+			[]string{"stages[0].host", "without port"}},
+		{"quota over 40 bits", repl("limit: 100,", "limit: 1099511627776,"),
+			[]string{"quota.limit", "must be at most 1099511627775"}},
+		{"plan listed twice", repl("usagePlans: [Free Tier]", "usagePlans: [Free Tier, Free Tier]"),
+			[]string{`apiKeys[0] "Partner-Widget-Inc"`, "usagePlans[1]", "lists plan"}},
+		{"plan id given twice", func(s string) string {
+			s = strings.Replace(s, "  - name: Free Tier\n", "  - name: Free Tier\n    id: planid0001\n", 1)
+			return strings.Replace(s, "apiKeys:", "  - {name: Other, id: planid0001, apiStages: []}\napiKeys:", 1)
+		}, []string{`usagePlans[1] "Other"`, "id", `"planid0001" is given to two plans`}},
+		{"key id given twice", func(s string) string {
+			s = strings.Replace(s, "  - name: Partner-Widget-Inc\n", "  - name: Partner-Widget-Inc\n    id: keyid00001\n", 1)
+			return s + "  - {name: Other, id: keyid00001, value: otherotherotherother01, enabled: true}\n"
+		}, []string{`apiKeys[1] "Other"`, `"keyid00001" is given to two keys`}},
+		{"method reached through ANY", func(s string) string {
+			s = strings.Replace(s, "{GET: {apiKeyRequired: true}, POST: {apiKeyRequired: true}}", "{ANY: {apiKeyRequired: true}}", 1)
+			return s
+		}, []string{`throttle["/items/POST"]`, "declares no method POST", "through ANY: throttle /items/ANY"}},
 		{"two errors reported together", func(s string) string {
 			return repl("period: DAY", "period: YEAR")(repl("value: widgetwidgetwidget0001", "value: short")(s))
 		}, []string{"quota.period", "value"}},
@@ -293,4 +317,32 @@ func TestParseFileErrors(t *testing.T) {
 
 func repl(old, new string) func(string) string {
 	return func(s string) string { return strings.Replace(s, old, new, 1) }
+}
+
+func TestGatewayBlockIsReplacedWhole(t *testing.T) {
+	withGW := "gateway:\n  throttle: {rateLimit: 5, burstLimit: 5}\n  unknownRouteStatus: 404\n" + issueExample
+	c, _ := mustApply(t, &Catalog{}, withGW)
+	if c.Gateway.Throttle == nil || c.Gateway.UnknownRouteStatus != 404 {
+		t.Fatalf("gateway = %+v", c.Gateway)
+	}
+	// A file without a gateway block leaves the settings alone.
+	c2, ch := mustApply(t, c, issueExample)
+	if ch.Changed || c2.Gateway.Throttle == nil {
+		t.Fatalf("a file without gateway block changed it: %+v", c2.Gateway)
+	}
+	// A file with one replaces them whole: omitted fields are defaults.
+	c3, _ := mustApply(t, c2, "gateway:\n  unknownRouteStatus: 404\n"+issueExample)
+	if c3.Gateway.Throttle != nil || c3.Gateway.UnknownRouteStatus != 404 {
+		t.Fatalf("gateway = %+v, want the throttle gone", c3.Gateway)
+	}
+}
+
+func TestApplyMatchesKeysByIDOnly(t *testing.T) {
+	// A key whose name looks like another key's id is not that key.
+	c, _ := mustApply(t, &Catalog{}, issueExample)
+	id := c.KeyByName("Partner-Widget-Inc").ID
+	c2, _ := mustApply(t, c, issueExample+"  - {name: "+id+", value: otherotherotherother01, enabled: true}\n")
+	if len(c2.APIKeys) != 2 || c2.KeyByName("Partner-Widget-Inc").ID != id {
+		t.Fatalf("keys = %+v", c2.APIKeys)
+	}
 }

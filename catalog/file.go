@@ -18,6 +18,8 @@ type File struct {
 	// lines maps an entity's place ("usagePlans[1]") to its line in the
 	// file so that errors point at it.
 	lines map[string]int
+	// hasGateway records whether the file has a gateway block at all.
+	hasGateway bool
 }
 
 // LoadFile reads and parses a configuration file. Unknown fields are
@@ -49,6 +51,9 @@ func ParseFile(name string, b []byte) (*File, error) {
 	root := doc.Content[0]
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		k, v := root.Content[i], root.Content[i+1]
+		if k.Value == "gateway" {
+			f.hasGateway = true
+		}
 		if v.Kind != yaml.SequenceNode {
 			continue
 		}

@@ -157,14 +157,39 @@ func (c *Catalog) Plan(id string) *UsagePlan {
 	return nil
 }
 
+// PlanByName returns the plan with the given name, or nil.
+func (c *Catalog) PlanByName(name string) *UsagePlan {
+	for i := range c.UsagePlans {
+		if c.UsagePlans[i].Name == name {
+			return &c.UsagePlans[i]
+		}
+	}
+	return nil
+}
+
 // PlanByNameOrID finds a plan by id first, then by name.
 func (c *Catalog) PlanByNameOrID(s string) *UsagePlan {
 	if p := c.Plan(s); p != nil {
 		return p
 	}
-	for i := range c.UsagePlans {
-		if c.UsagePlans[i].Name == s {
-			return &c.UsagePlans[i]
+	return c.PlanByName(s)
+}
+
+// Key returns the key with the given id, or nil.
+func (c *Catalog) Key(id string) *APIKey {
+	for i := range c.APIKeys {
+		if c.APIKeys[i].ID == id {
+			return &c.APIKeys[i]
+		}
+	}
+	return nil
+}
+
+// KeyByName returns the key with the given name, or nil.
+func (c *Catalog) KeyByName(name string) *APIKey {
+	for i := range c.APIKeys {
+		if c.APIKeys[i].Name == name {
+			return &c.APIKeys[i]
 		}
 	}
 	return nil
@@ -172,17 +197,10 @@ func (c *Catalog) PlanByNameOrID(s string) *UsagePlan {
 
 // KeyByNameOrID finds a key by id first, then by name.
 func (c *Catalog) KeyByNameOrID(s string) *APIKey {
-	for i := range c.APIKeys {
-		if c.APIKeys[i].ID == s {
-			return &c.APIKeys[i]
-		}
+	if k := c.Key(s); k != nil {
+		return k
 	}
-	for i := range c.APIKeys {
-		if c.APIKeys[i].Name == s {
-			return &c.APIKeys[i]
-		}
-	}
-	return nil
+	return c.KeyByName(s)
 }
 
 // API returns the API with the given id, or nil.

@@ -13,11 +13,13 @@ import (
 var Methods = []string{"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "ANY"}
 
 // MaxBurst and MaxRate bound throttle settings so that bucket arithmetic
-// in nanoseconds cannot overflow.
+// in nanoseconds cannot overflow; MaxQuota bounds quota limits.
 const (
 	MaxBurst = 1 << 40
 	MaxRate  = 1e9
 	MinRate  = 1e-6
+	// MaxQuota is the largest quota limit: counters keep 40 bits.
+	MaxQuota = 1<<40 - 1
 )
 
 // problems collects FieldErrors, labelling entities with their place in
@@ -173,6 +175,9 @@ func validateAPIs(p *problems, c *Catalog) {
 			if prefix == "" && s.Host == "" {
 				p.add("apis", a.Name, a.ID, f+".basePath", "may be empty only when host is set")
 			}
+			if h := s.Host; h != "" && (strings.ContainsAny(h, ":/[] ") || strings.Trim(h, ".") != h) {
+				p.add("apis", a.Name, a.ID, f+".host", "%q must be a host name without port, scheme or path (requests match it with their port removed)", h)
+			}
 			rk := strings.ToLower(s.Host) + prefix
 			if other, ok := routes[rk]; ok {
 				p.add("apis", a.Name, a.ID, f, "host %q and base path %q are already routed to %s", s.Host, prefix, other)
@@ -183,10 +188,16 @@ func validateAPIs(p *problems, c *Catalog) {
 			}
 		}
 		paths := map[string]bool{}
+		// vars maps a parent path to its one variable child, e.g.
+		// "/items" → "{id}": AWS allows one path variable per level, and
+		// two would be ambiguous (which template, which key requirement?).
+		vars := map[string]string{}
 		for i, r := range a.Resources {
 			f := fmt.Sprintf("resources[%d]", i)
 			if msg := checkResourcePath(r.Path); msg != "" {
 				p.add("apis", a.Name, a.ID, f+".path", "%q %s", r.Path, msg)
+			} else if parent, v, clash := variableClash(vars, r.Path); clash {
+				p.add("apis", a.Name, a.ID, f+".path", "%q: %s already has the path variable %s; a level may have one", r.Path, parent, v)
 			}
 			if paths[r.Path] {
 				p.add("apis", a.Name, a.ID, f+".path", "%q is declared twice", r.Path)
@@ -202,6 +213,26 @@ func validateAPIs(p *problems, c *Catalog) {
 			}
 		}
 	}
+}
+
+// variableClash records the variable segments of a valid template in vars
+// and reports a level that would get a second, differently named one.
+func variableClash(vars map[string]string, path string) (parent, existing string, clash bool) {
+	if path == "/" {
+		return "", "", false
+	}
+	segs := strings.Split(path[1:], "/")
+	for i, s := range segs {
+		if !strings.HasPrefix(s, "{") {
+			continue
+		}
+		parent = "/" + strings.Join(segs[:i], "/")
+		if v, ok := vars[parent]; ok && v != s {
+			return parent, v, true
+		}
+		vars[parent] = s
+	}
+	return "", "", false
 }
 
 // checkResourcePath returns "" if path is a valid resource template.
@@ -262,6 +293,8 @@ func validatePlans(p *problems, c *Catalog) {
 			}
 			if q.Limit < 0 {
 				p.add("usagePlans", pl.Name, pl.ID, "quota.limit", "must not be negative, got %d", q.Limit)
+			} else if q.Limit > MaxQuota {
+				p.add("usagePlans", pl.Name, pl.ID, "quota.limit", "must be at most %d, got %d", int64(MaxQuota), q.Limit)
 			}
 			if q.Offset < 0 || q.Offset > q.Limit {
 				p.add("usagePlans", pl.Name, pl.ID, "quota.offset", "must be between 0 and the limit %d, got %d", q.Limit, q.Offset)
@@ -297,10 +330,14 @@ func validatePlans(p *problems, c *Catalog) {
 					continue
 				}
 				if _, ok := r.Methods[m]; !ok {
-					if _, any := r.Methods["ANY"]; !any || !validMethod(m) {
-						p.add("usagePlans", pl.Name, pl.ID, ff, "resource %q of API %q declares no method %s", res, a.ID, m)
-						continue
+					msg := fmt.Sprintf("resource %q of API %q declares no method %s", res, a.ID, m)
+					if _, any := r.Methods["ANY"]; any {
+						// One bucket per declared method: methods that reach
+						// the resource through ANY share ANY's.
+						msg += fmt.Sprintf(" (it reaches %s through ANY: throttle %s/ANY, or declare %s)", m, res, m)
 					}
+					p.add("usagePlans", pl.Name, pl.ID, ff, "%s", msg)
+					continue
 				}
 				validateThrottle(p, "usagePlans", pl.Name, pl.ID, ff, &t)
 			}
@@ -345,8 +382,13 @@ func findResource(a *API, path string) *Resource {
 
 func validateKeys(p *problems, c *Catalog) {
 	names := make(map[string]bool, len(c.APIKeys))
+	ids := make(map[string]bool, len(c.APIKeys))
 	hashes := make(map[string]string, len(c.APIKeys))
 	for _, k := range c.APIKeys {
+		if k.ID != "" && ids[k.ID] {
+			p.add("apiKeys", k.Name, k.ID, "id", "%q is used by two keys", k.ID)
+		}
+		ids[k.ID] = true
 		if k.Name == "" {
 			p.add("apiKeys", k.Name, k.ID, "name", "is required")
 		} else if names[k.Name] {
@@ -358,7 +400,13 @@ func validateKeys(p *problems, c *Catalog) {
 		}
 		hashes[k.ValueHash] = k.Name
 		stages := map[string]string{} // "api:stage" → plan name
+		listed := map[string]bool{}
 		for i, ref := range k.UsagePlans {
+			if listed[ref] {
+				p.add("apiKeys", k.Name, k.ID, fmt.Sprintf("usagePlans[%d]", i), "lists plan %q twice", ref)
+				continue
+			}
+			listed[ref] = true
 			pl := c.Plan(ref)
 			if pl == nil {
 				p.add("apiKeys", k.Name, k.ID, fmt.Sprintf("usagePlans[%d]", i), "names plan %q, which does not exist", ref)
