@@ -186,3 +186,32 @@ func ts(s string) int64 {
 	}
 	return t.UnixNano()
 }
+
+// A request stamped just before midnight that reaches the counter after
+// one stamped just after counts in the new day: it neither wipes the new
+// day's count nor reopens the exhausted old day.
+func TestQuotaNeverMovesBack(t *testing.T) {
+	q := newQuota(&catalog.Quota{Limit: 1, Period: catalog.Day}, 0)
+	var c atomic.Uint64
+	before, after := ts("2026-11-27T23:59:59.999Z"), ts("2026-11-28T00:00:00Z")
+	if ok, _, _ := q.take(&c, before); !ok {
+		t.Fatal("first request of the old day refused")
+	}
+	if ok, _, _ := q.take(&c, after); !ok {
+		t.Fatal("first request of the new day refused")
+	}
+	ok, _, end := q.take(&c, before) // late: stamped in the old day
+	if ok {
+		t.Fatal("late old-day request admitted: the counter moved back")
+	}
+	if end != ts("2026-11-29T00:00:00Z") {
+		t.Errorf("its period end = %s, want the new day's", time.Unix(0, end).UTC())
+	}
+	if ok, _, _ := q.take(&c, after); ok {
+		t.Fatal("new day admitted a second request after a late one")
+	}
+	q.raise(&c, before, 0)
+	if got := q.used(&c, after); got != 1 {
+		t.Errorf("raise with an old clock changed the new day's count to %d", got)
+	}
+}

@@ -12,22 +12,24 @@ import (
 // Transfer-Encoding: chunked, drops the Content-Length and reads the body
 // chunked (RFC 9112 §6.3). Such a request is the classic vector of request
 // smuggling, and AWS API Gateway refuses it; so does tollgate, with 400.
-// Since net/http removes the evidence before the handler runs, the gateway
-// listener keeps a short window of the raw bytes each connection read, and
-// the handler looks there for the request's header block when — and only
-// when — a request arrives chunked. Requests with a known length (nearly
-// all) pay only the copy into the window.
+//
+// Since net/http removes the evidence before the handler runs, each gateway
+// connection records the raw bytes of the header block it is reading: from
+// the moment the connection is new or idle (between requests) until the
+// blank line that ends the headers. The handler looks at that block when —
+// and only when — a request arrives chunked. Bodies are never copied, and
+// idle connections hold no buffer: a connection borrows one from a pool
+// while it reads headers and returns it when it goes idle or closes.
 
-// framingWindow is the raw bytes kept per connection: two of net/http's
-// 4 KiB reads, enough for the header block of any request under 8 KiB. A
-// chunked request whose Content-Length hides behind more header bytes than
-// that is handled as net/http handles it (the length is ignored); the
-// window is kept small because every open connection holds one.
-const framingWindow = 8 << 10
+// maxHeaderBlock bounds what a connection records; net/http refuses larger
+// headers with 431 anyway (MaxHeaderBytes plus its 4 KiB of slack).
+const maxHeaderBlock = 64 << 10
 
-// WrapListener makes the connections of ln keep the window the framing
-// check needs. Serve the gateway on the wrapped listener with a server
-// from NewServer.
+var headerBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// WrapListener makes the connections of ln record their header blocks for
+// the framing check. Serve the gateway on the wrapped listener with a
+// server from NewServer.
 func WrapListener(ln net.Listener) net.Listener { return framingListener{ln} }
 
 type framingListener struct{ net.Listener }
@@ -37,39 +39,91 @@ func (l framingListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &framingConn{Conn: c}, nil
+	return &framingConn{Conn: c, recording: true}, nil
 }
 
 type framingConn struct {
 	net.Conn
-	mu   sync.Mutex
-	buf  []byte
-	scan int // bytes before this were already matched to a request
+	mu        sync.Mutex
+	buf       *[]byte // the header block read so far; nil when not borrowed
+	recording bool    // until the block's blank line
 }
+
+var crlfcrlf = []byte("\r\n\r\n")
 
 func (c *framingConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 {
 		c.mu.Lock()
-		if c.buf == nil {
-			c.buf = make([]byte, 0, framingWindow)
+		if c.recording {
+			c.record(p[:n])
 		}
-		if len(c.buf)+n > framingWindow {
-			// Keep the newest bytes only.
-			keep := max(framingWindow-n, 0)
-			drop := len(c.buf) - keep
-			c.buf = c.buf[:copy(c.buf, c.buf[drop:])]
-			c.scan = max(c.scan-drop, 0)
-		}
-		c.buf = append(c.buf, p[max(n-framingWindow, 0):n]...)
 		c.mu.Unlock()
 	}
 	return n, err
 }
 
+func (c *framingConn) record(p []byte) {
+	if c.buf == nil {
+		c.buf = headerBufs.Get().(*[]byte)
+		*c.buf = (*c.buf)[:0]
+	}
+	b := *c.buf
+	from := max(len(b)-3, 0) // the blank line may straddle two reads
+	if len(b)+len(p) > maxHeaderBlock {
+		p = p[:max(maxHeaderBlock-len(b), 0)]
+		c.recording = false
+	}
+	b = append(b, p...)
+	if i := bytes.Index(b[from:], crlfcrlf); i >= 0 {
+		b = b[:from+i+4]
+		c.recording = false
+	}
+	*c.buf = b
+}
+
+// idle starts recording the next request's header block.
+func (c *framingConn) idle() {
+	c.mu.Lock()
+	c.releaseLocked()
+	c.recording = true
+	c.mu.Unlock()
+}
+
+func (c *framingConn) release() {
+	c.mu.Lock()
+	c.releaseLocked()
+	c.recording = false
+	c.mu.Unlock()
+}
+
+func (c *framingConn) releaseLocked() {
+	if c.buf != nil {
+		if cap(*c.buf) <= maxHeaderBlock {
+			headerBufs.Put(c.buf)
+		}
+		c.buf = nil
+	}
+}
+
+// connState follows each connection's requests: idle means the next bytes
+// start a new request.
+func connState(c net.Conn, s http.ConnState) {
+	fc, ok := c.(*framingConn)
+	if !ok {
+		return
+	}
+	switch s {
+	case http.StateIdle:
+		fc.idle()
+	case http.StateClosed, http.StateHijacked:
+		fc.release()
+	}
+}
+
 type framingKey struct{}
 
-// connContext lets handlers find their connection's window.
+// connContext lets handlers find their connection.
 func connContext(ctx context.Context, c net.Conn) context.Context {
 	if fc, ok := c.(*framingConn); ok {
 		return context.WithValue(ctx, framingKey{}, fc)
@@ -89,26 +143,14 @@ func ambiguousLength(r *http.Request) bool {
 	}
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
-	line := []byte(r.Method + " " + r.RequestURI + " HTTP/1.")
-	for from := fc.scan; from < len(fc.buf); {
-		i := bytes.Index(fc.buf[from:], line)
-		if i < 0 {
-			return false
-		}
-		start := from + i
-		end := bytes.Index(fc.buf[start:], []byte("\r\n\r\n"))
-		if end < 0 {
-			return false
-		}
-		end += start
-		block := fc.buf[start:end]
-		from = end
-		if hasHeader(block, "transfer-encoding") {
-			fc.scan = end
-			return hasHeader(block, "content-length")
-		}
+	if fc.buf == nil {
+		return false
 	}
-	return false
+	block := *fc.buf
+	if !bytes.HasPrefix(block, []byte(r.Method+" ")) || !bytes.HasSuffix(block, crlfcrlf) {
+		return false // not this request's block (e.g. a pipelined request)
+	}
+	return hasHeader(block, "content-length")
 }
 
 // hasHeader reports whether a raw header block has a field named name

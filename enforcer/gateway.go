@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
+	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,7 +34,7 @@ type Config struct {
 	// Events receives one event per request. Nil discards them.
 	Events EventSink
 	// Transport carries requests to upstreams. Nil means NewTransport
-	// with the catalog's upstream timeout.
+	// with the catalog's upstream timeout, rebuilt when it changes.
 	Transport http.RoundTripper
 	// Now returns the current Unix time in nanoseconds. Nil means
 	// time.Now; tests inject a clock.
@@ -50,6 +52,10 @@ type Gateway struct {
 	mu      sync.Mutex // serialises Update
 	states  *states
 	current *catalog.Catalog // the catalog in force, under mu
+	// ownTransport is set when the gateway built its transport, which it
+	// then rebuilds when the catalog's upstream timeout changes.
+	ownTransport bool
+	timeout      time.Duration
 }
 
 var _ http.Handler = (*Gateway)(nil)
@@ -69,14 +75,8 @@ func New(cfg Config, c *catalog.Catalog) (*Gateway, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.Transport == nil {
-		t := time.Duration(c.Gateway.UpstreamTimeout)
-		if t == 0 {
-			t = catalog.DefaultUpstreamTimeout
-		}
-		cfg.Transport = NewTransport(t)
-	}
-	g := &Gateway{cfg: cfg, states: &states{keyPlan: map[keyPlan]*keyPlanState{}, global: map[string]*atomic.Int64{}}}
+	g := &Gateway{cfg: cfg, ownTransport: cfg.Transport == nil,
+		states: &states{keyPlan: map[keyPlan]*keyPlanState{}, global: map[string]*atomic.Int64{}}}
 	if err := g.Update(c); err != nil {
 		return nil, err
 	}
@@ -91,6 +91,18 @@ func (g *Gateway) Update(c *catalog.Catalog) error {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.ownTransport {
+		timeout := time.Duration(c.Gateway.UpstreamTimeout)
+		if timeout == 0 {
+			timeout = catalog.DefaultUpstreamTimeout
+		}
+		if g.cfg.Transport == nil || timeout != g.timeout {
+			if old, ok := g.cfg.Transport.(*http.Transport); ok {
+				defer old.CloseIdleConnections() // requests in flight finish on it
+			}
+			g.cfg.Transport, g.timeout = NewTransport(timeout), timeout
+		}
+	}
 	t, err := compile(c, g.states, func(apiID string, s catalog.Stage) (*httputil.ReverseProxy, error) {
 		return newStageProxy(s, g.cfg.Transport, proxyError)
 	})
@@ -146,7 +158,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := g.cfg.Now()
 	t := g.table.Load()
 	var d decision
-	if ambiguousLength(r) {
+	if ambiguousLength(r) || unsafePath(r.URL) {
 		d.outcome = schemas.DecisionBadRequest
 	} else {
 		t.decide(&d, r.Host, r.URL.Path, r.Method, r.Header[hAPIKey], start)
@@ -188,10 +200,30 @@ func (g *Gateway) emit(d *decision, method string, start, end int64, status int3
 	g.cfg.Events.Offer(ev)
 }
 
+// unsafePath reports a path whose meaning depends on who reads it: dot
+// segments, which many upstreams resolve after the gateway has matched the
+// unresolved path (/public/../items would reach /items without a key), and
+// encoded slashes, which the gateway would split and the upstream would
+// not. Both are refused with 400 rather than guessed at.
+func unsafePath(u *url.URL) bool {
+	p := u.Path
+	if strings.Contains(p, "/.") {
+		for seg := range strings.SplitSeq(p, "/") {
+			if seg == "." || seg == ".." {
+				return true
+			}
+		}
+	}
+	raw := u.RawPath
+	return raw != "" && (strings.Contains(raw, "%2f") || strings.Contains(raw, "%2F"))
+}
+
 // proxy forwards an admitted request and reports status and body sizes.
 func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, d *decision) (status int32, in, out int64) {
 	// Identify the consumer to the upstream; never pass on what a client
-	// claims in these headers.
+	// claims in these headers. Rewrite copies them to the outbound request
+	// after the proxy has removed hop-by-hop headers, so a client cannot
+	// strip them by naming them in Connection either.
 	delete(r.Header, hTollgateKeyID)
 	delete(r.Header, hTollgatePlanID)
 	if d.key != nil {
@@ -250,5 +282,6 @@ func NewServer(h http.Handler, sc ServerConfig) *http.Server {
 		IdleTimeout:       sc.IdleTimeout,
 		MaxHeaderBytes:    sc.MaxHeaderBytes,
 		ConnContext:       connContext,
+		ConnState:         connState,
 	}
 }

@@ -487,6 +487,39 @@ func TestContentLengthWithTransferEncoding(t *testing.T) {
 	if got != `400 {"message":"Bad Request"}` {
 		t.Errorf("CL+TE: %s, want 400", got)
 	}
+	// Also behind a large header block.
+	e.advance(time.Minute)
+	got = rawRequest(t, e.url, "POST /prod/items HTTP/1.1\r\nHost: x\r\nx-api-key: "+widget+
+		"\r\nX-Pad: "+strings.Repeat("p", 12<<10)+"\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n")
+	if got != `400 {"message":"Bad Request"}` {
+		t.Errorf("CL+TE after 12 KiB of headers: %s, want 400", got)
+	}
+	// On a kept-alive connection, after a request with a body.
+	c, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	for i, req := range []string{
+		// A body that looks like headers must not confuse the check.
+		"POST /prod/items HTTP/1.1\r\nHost: x\r\nx-api-key: " + widget + "\r\nContent-Length: 30\r\n\r\nContent-Length: 5\r\n\r\nxxxxxxxxx",
+		"POST /prod/items HTTP/1.1\r\nHost: x\r\nx-api-key: " + widget + "\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n",
+		"POST /prod/items HTTP/1.1\r\nHost: x\r\nx-api-key: " + widget + "\r\nTransfer-Encoding: chunked\r\ncontent-length: 1\r\n\r\n1\r\na\r\n0\r\n\r\n",
+	} {
+		e.advance(time.Minute)
+		io.WriteString(c, req)
+		r, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, r.Body)
+		r.Body.Close()
+		if want := []int{200, 200, 400}[i]; r.StatusCode != want {
+			t.Errorf("keep-alive request %d: %d, want %d", i, r.StatusCode, want)
+		}
+	}
 	// Either framing alone is fine, and the body reaches the upstream.
 	e.advance(time.Minute)
 	got = rawRequest(t, e.url, "POST /prod/items HTTP/1.1\r\nHost: x\r\nx-api-key: "+widget+
@@ -612,4 +645,59 @@ func TestRestoreQuotas(t *testing.T) {
 		t.Fatalf("5th of 5: %d", r.status)
 	}
 	wantAWS(t, e.do("GET", "/prod/items", "x-api-key", widget), 429, "Limit Exceeded", "LimitExceededException")
+}
+
+func TestUnsafePathsAreRefused(t *testing.T) {
+	y := strings.Replace(gwYAML, "      - path: /health\n", "      - path: /public/{proxy+}\n        methods: {GET: {apiKeyRequired: false}}\n      - path: /health\n", 1)
+	e := newEnv(t, y)
+	for _, p := range []string{"/prod/public/../items", "/prod/public/%2e%2e/items", "/prod/public/..%2Fitems",
+		"/prod/items%2F42", "/prod/public/./x", "/prod/public/.."} {
+		raw := rawRequest(t, e.url, "GET "+p+" HTTP/1.1\r\nHost: x\r\n\r\n")
+		if raw != `400 {"message":"Bad Request"}` {
+			t.Errorf("GET %s: %s, want 400", p, raw)
+		}
+	}
+	if n := e.nSeen(); n != 0 {
+		t.Errorf("upstream received %d requests", n)
+	}
+	// Dots inside a segment are ordinary characters.
+	if r := e.do("GET", "/prod/public/a..b/.well"); r.status != 200 {
+		t.Errorf("dots inside segments: %d", r.status)
+	}
+}
+
+func TestClientCannotStripIdentityHeaders(t *testing.T) {
+	e := newEnv(t, gwYAML)
+	r := e.do("GET", "/prod/items", "x-api-key", widget, "Connection", "X-Tollgate-Key-Id, X-Tollgate-Plan-Id")
+	if r.status != 200 {
+		t.Fatalf("status %d", r.status)
+	}
+	up := e.lastSeen()
+	if up.Header.Get("X-Tollgate-Key-Id") == "" || up.Header.Get("X-Tollgate-Plan-Id") == "" {
+		t.Errorf("identity headers stripped through Connection: %v", up.Header)
+	}
+}
+
+func TestUpgradesAreNotProxied(t *testing.T) {
+	e := newEnv(t, gwYAML)
+	r := e.do("GET", "/prod/items", "x-api-key", widget, "Connection", "Upgrade", "Upgrade", "websocket")
+	if r.status != 200 {
+		t.Fatalf("status %d", r.status)
+	}
+	if up := e.lastSeen(); up.Header.Get("Upgrade") != "" {
+		t.Errorf("upstream was asked to upgrade: %v", up.Header)
+	}
+}
+
+func TestUpdateAppliesUpstreamTimeout(t *testing.T) {
+	e := newEnv(t, gwYAML)
+	c := e.catalogWith(func(c *catalog.Catalog) { c.Gateway.UpstreamTimeout = catalog.Duration(50 * time.Millisecond) })
+	if err := e.gw.Update(c); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	wantAWS(t, e.do("GET", "/prod/slow", "x-api-key", widget), 504, "Endpoint request timed out", "")
+	if d := time.Since(start); d >= 300*time.Millisecond {
+		t.Errorf("504 after %v; the new timeout is 50ms", d)
+	}
 }

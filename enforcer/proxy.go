@@ -67,11 +67,26 @@ func newStageProxy(s catalog.Stage, transport http.RoundTripper, onError func(ht
 			pr.SetURL(target)
 			pr.SetXForwarded()
 			delete(pr.Out.Header, hAPIKey)
+			setFrom(pr.Out.Header, pr.In.Header, hTollgateKeyID)
+			setFrom(pr.Out.Header, pr.In.Header, hTollgatePlanID)
+			// No protocol upgrades (WebSocket): like AWS's REST APIs,
+			// the gateway meters requests, and a tunnel would outlive
+			// its request, its quota and the shutdown's final flush.
+			delete(pr.Out.Header, "Upgrade")
+			delete(pr.Out.Header, "Connection")
 		},
 		Transport:    transport,
 		BufferPool:   copyBuffers,
 		ErrorHandler: onError,
 	}, nil
+}
+
+func setFrom(dst, src http.Header, name string) {
+	if v, ok := src[name]; ok {
+		dst[name] = v
+	} else {
+		delete(dst, name)
+	}
 }
 
 func stripPrefix(p, prefix string) string {

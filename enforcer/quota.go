@@ -27,8 +27,7 @@ func unpack(v uint64, idx int64) (used int64) {
 
 // quota is a plan's compiled quota.
 type quota struct {
-	q       catalog.Quota
-	created int64 // plan creation, Unix seconds
+	q catalog.Quota
 	// firstIdx is the period the plan was created in, where the offset applies.
 	firstIdx int64
 	// cur caches the bounds of the current period: computing a MONTH
@@ -54,7 +53,7 @@ func newQuota(q *catalog.Quota, created int64) *quota {
 	if q == nil {
 		return nil
 	}
-	return &quota{q: *q, created: created, firstIdx: q.Period.Index(created * 1e9)}
+	return &quota{q: *q, firstIdx: q.Period.Index(created * 1e9)}
 }
 
 func (q *quota) limit(idx int64) int64 {
@@ -68,15 +67,23 @@ func (q *quota) limit(idx int64) int64 {
 // requests remaining in the period after it, and the period's end.
 func (q *quota) take(c *atomic.Uint64, now int64) (ok bool, remaining, end int64) {
 	p := q.span(now)
-	lim := q.limit(p.idx)
 	for {
 		old := c.Load()
-		used := unpack(old, p.idx)
-		if used >= lim {
-			return false, 0, p.end
+		idx, end := p.idx, p.end
+		if s := int64(old >> usedBits); s > idx&idxMask {
+			// A request that read the clock before a period ended
+			// reached the counter after one from the next period: count
+			// it there, never move the counter back (that would wipe
+			// the new period's count and reopen an exhausted one).
+			idx, end = s, q.q.Period.Start(s+1)
 		}
-		if c.CompareAndSwap(old, pack(p.idx, used+1)) {
-			return true, lim - used - 1, p.end
+		lim := q.limit(idx)
+		used := unpack(old, idx)
+		if used >= lim {
+			return false, 0, end
+		}
+		if c.CompareAndSwap(old, pack(idx, used+1)) {
+			return true, lim - used - 1, end
 		}
 	}
 }
@@ -92,7 +99,7 @@ func (q *quota) raise(c *atomic.Uint64, now, n int64) {
 	idx := q.span(now).idx
 	for {
 		old := c.Load()
-		if unpack(old, idx) >= n || c.CompareAndSwap(old, pack(idx, n)) {
+		if int64(old>>usedBits) > idx&idxMask || unpack(old, idx) >= n || c.CompareAndSwap(old, pack(idx, n)) {
 			return
 		}
 	}
