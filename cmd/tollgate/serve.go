@@ -34,6 +34,8 @@ type serveOptions struct {
 	queueSize    int
 	flushEvery   time.Duration
 	pprof        bool
+	// shutdownTimeout bounds how long requests in flight may finish.
+	shutdownTimeout time.Duration
 	// now replaces the clock in tests; nil means time.Now.
 	now func() time.Time
 }
@@ -68,6 +70,7 @@ throughput at the cost of memory (see BENCHMARKS.md).`,
 	f.StringVar(&o.dataDir, "data-dir", "./tollgate-data", "folder for the catalog and usage database")
 	f.StringVar(&o.demoUpstream, "demo-upstream", "", "also run the built-in demo upstream on this address (e.g. 127.0.0.1:9000)")
 	f.IntVar(&o.queueSize, "event-queue", 1<<16, "usage events buffered between requests and the store; beyond it events are dropped and counted")
+	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 60*time.Second, "on SIGTERM, how long requests in flight may take to finish (then their connections are cut)")
 	f.BoolVar(&o.pprof, "pprof", false, "serve Go profiles under /debug/pprof on the admin listener")
 	f.DurationVar(&o.flushEvery, "flush-interval", 200*time.Millisecond, "longest time a usage event waits before it is written")
 	return cmd
@@ -125,13 +128,20 @@ func runServe(ctx context.Context, o serveOptions, stdout io.Writer, logger *slo
 	if err != nil {
 		return err
 	}
+	var demoLn net.Listener
+	if o.demoUpstream != "" {
+		if demoLn, err = net.Listen("tcp", o.demoUpstream); err != nil {
+			return fmt.Errorf("demo upstream listen: %w", err)
+		}
+	}
 	gwLn, err := net.Listen("tcp", o.listen)
 	if err != nil {
+		closeAll(demoLn)
 		return fmt.Errorf("gateway listen: %w", err)
 	}
 	adLn, err := net.Listen("tcp", o.adminListen)
 	if err != nil {
-		gwLn.Close()
+		closeAll(demoLn, gwLn)
 		return fmt.Errorf("admin listen: %w", err)
 	}
 	gwSrv := enforcer.NewServer(gw, enforcer.ServerConfig{})
@@ -146,17 +156,11 @@ func runServe(ctx context.Context, o serveOptions, stdout io.Writer, logger *slo
 	go func() { drained <- drainer.Run(drainCtx) }()
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return serveUntil(gctx, gwSrv, enforcer.WrapListener(gwLn)) })
-	g.Go(func() error { return serveUntil(gctx, adSrv, adLn) })
-	if o.demoUpstream != "" {
-		dl, err := net.Listen("tcp", o.demoUpstream)
-		if err != nil {
-			gwLn.Close()
-			adLn.Close()
-			return fmt.Errorf("demo upstream listen: %w", err)
-		}
-		logger.Info("demo upstream listening", "addr", dl.Addr().String())
-		g.Go(func() error { return serveUntil(gctx, newDemoUpstream(), dl) })
+	g.Go(func() error { return serveUntil(gctx, gwSrv, enforcer.WrapListener(gwLn), o.shutdownTimeout) })
+	g.Go(func() error { return serveUntil(gctx, adSrv, adLn, o.shutdownTimeout) })
+	if demoLn != nil {
+		logger.Info("demo upstream listening", "addr", demoLn.Addr().String())
+		g.Go(func() error { return serveUntil(gctx, newDemoUpstream(), demoLn, o.shutdownTimeout) })
 	}
 	serving.Store(true)
 	logger.Info("gateway listening", "addr", gwLn.Addr().String())
@@ -170,11 +174,21 @@ func runServe(ctx context.Context, o serveOptions, stdout io.Writer, logger *slo
 	if derr := <-drained; derr != nil {
 		err = errors.Join(err, derr)
 	}
-	logger.Info("stopped", "eventsWritten", drainer.Written(), "eventsDropped", queue.Dropped())
+	logger.Info("stopped", "eventsWritten", drainer.Written(), "eventsDropped", queue.Dropped(), "eventsLeft", queue.Len())
 	return err
 }
 
-func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener) error {
+func closeAll(ls ...net.Listener) {
+	for _, l := range ls {
+		if l != nil {
+			l.Close()
+		}
+	}
+}
+
+// serveUntil serves until ctx ends, then lets requests in flight finish
+// for up to timeout before it cuts the connections that remain.
+func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, timeout time.Duration) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -182,9 +196,10 @@ func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener) error {
 		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close()
 		return fmt.Errorf("shut down %s: %w", ln.Addr(), err)
 	}
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -52,7 +53,7 @@ func start(t *testing.T, dataDir, config string, now *time.Time) *node {
 	n := &node{stdout: &bytes.Buffer{}, cancel: cancel, done: make(chan error, 1)}
 	ready := make(chan serveAddrs, 1)
 	o := serveOptions{config: config, listen: "127.0.0.1:0", adminListen: "127.0.0.1:0", dataDir: dataDir,
-		queueSize: 1024, flushEvery: time.Hour, now: func() time.Time { return *now }}
+		queueSize: 1024, flushEvery: time.Hour, shutdownTimeout: 10 * time.Second, now: func() time.Time { return *now }}
 	go func() { n.done <- runServe(ctx, o, n.stdout, slog.New(slog.DiscardHandler), ready) }()
 	select {
 	case n.addrs = <-ready:
@@ -214,7 +215,7 @@ func TestServeRefusesInvalidConfigAndKeepsCatalog(t *testing.T) {
 	bad = strings.Replace(bad, "limit: 5", "limit: 6", 1)
 	os.WriteFile(cfg, []byte(bad), 0o600)
 	err = runServe(context.Background(), serveOptions{config: cfg, listen: "127.0.0.1:0", adminListen: "127.0.0.1:0",
-		dataDir: data, queueSize: 16, now: func() time.Time { return now }}, io.Discard, slog.New(slog.DiscardHandler), nil)
+		dataDir: data, queueSize: 16, shutdownTimeout: time.Second, now: func() time.Time { return now }}, io.Discard, slog.New(slog.DiscardHandler), nil)
 	if err == nil || !strings.Contains(err.Error(), "quota.period") || !strings.Contains(err.Error(), "tollgate.yaml:") {
 		t.Fatalf("err = %v, want a validation error naming the file and field", err)
 	}
@@ -251,4 +252,31 @@ func runCLI(args ...string) (string, error) {
 	root.SetArgs(args)
 	err := root.ExecuteContext(context.Background())
 	return out.String(), err
+}
+
+func TestServeListenErrors(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	tests := []struct {
+		name string
+		edit func(*serveOptions)
+		want string
+	}{
+		{"bad gateway address", func(o *serveOptions) { o.listen = "127.0.0.1:notaport" }, "gateway listen:"},
+		{"admin address in use", func(o *serveOptions) { o.adminListen = busy.Addr().String() }, "admin listen:"},
+		{"demo upstream address in use", func(o *serveOptions) { o.demoUpstream = busy.Addr().String() }, "demo upstream listen:"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := serveOptions{listen: "127.0.0.1:0", adminListen: "127.0.0.1:0", dataDir: t.TempDir(), queueSize: 16, shutdownTimeout: time.Second}
+			tt.edit(&o)
+			err := runServe(context.Background(), o, io.Discard, slog.New(slog.DiscardHandler), nil)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want %q", err, tt.want)
+			}
+		})
+	}
 }
