@@ -625,9 +625,49 @@ func TestConcurrentRequestsAdmitExactlyTheQuota(t *testing.T) {
 	}
 }
 
+// fakeDaily answers like a store: rows within the filter's days.
 type fakeDaily []usage.DayCount
 
-func (f fakeDaily) Daily(context.Context, usage.Filter) ([]usage.DayCount, error) { return f, nil }
+func (f fakeDaily) Daily(_ context.Context, fl usage.Filter) ([]usage.DayCount, error) {
+	var out []usage.DayCount
+	for _, r := range f {
+		if r.Day >= fl.FromDay && r.Day <= fl.ToDay {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// Usage earlier in a WEEK or MONTH period counts; usage before the period
+// does not.
+func TestRestoreQuotasLongPeriods(t *testing.T) {
+	for _, tt := range []struct {
+		period        string
+		inPeriod, out string // days with usage
+	}{
+		// testEpoch is Friday 2026-11-27.
+		{"WEEK", "2026-11-23", "2026-11-22"},
+		{"MONTH", "2026-11-01", "2026-10-31"},
+	} {
+		t.Run(tt.period, func(t *testing.T) {
+			e := newEnv(t, strings.Replace(gwYAML, "period: DAY", "period: "+tt.period, 1))
+			k := e.gw.table.Load().lookupKey(widget)
+			plan := k.bindings[0].plan.id
+			day := func(s string) int64 { return ts(s+"T12:00:00Z") / 86400e9 }
+			err := e.gw.RestoreQuotas(context.Background(), fakeDaily{
+				{Day: day(tt.out), PlanID: plan, KeyID: k.id, Admitted: 100},
+				{Day: day(tt.inPeriod), PlanID: plan, KeyID: k.id, Admitted: 4},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r := e.do("GET", "/prod/items", "x-api-key", widget); r.status != 200 {
+				t.Fatalf("5th of 5: %d", r.status)
+			}
+			wantAWS(t, e.do("GET", "/prod/items", "x-api-key", widget), 429, "Limit Exceeded", "LimitExceededException")
+		})
+	}
+}
 
 func TestRestoreQuotas(t *testing.T) {
 	e := newEnv(t, gwYAML)

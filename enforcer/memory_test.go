@@ -7,12 +7,15 @@ import (
 	"unsafe"
 
 	"github.com/tollgate/tollgate/catalog"
+	"github.com/tollgate/tollgate/schemas"
 )
 
 // BenchmarkMemoryPerKey compiles a catalog of one million keys, each with
 // its own bucket and quota counter, and reports the gateway's heap per
-// key (key entry, hash index, counters). The catalog itself is not
-// counted: it is the input, kept by whoever loaded it.
+// key (key entry, hash index, counters), then again once every key has
+// made a request (B/active-key: adds the verified-value cache entry).
+// The catalog itself is not counted: it is the input, kept by whoever
+// loaded it.
 func BenchmarkMemoryPerKey(b *testing.B) {
 	const n = 1_000_000
 	c := testCatalog(b, benchYAML)
@@ -37,9 +40,24 @@ func BenchmarkMemoryPerKey(b *testing.B) {
 		runtime.ReadMemStats(&after)
 		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "B/key")
 		b.ReportMetric(float64(unsafe.Sizeof(keyPlanState{})), "B/bucket+quota")
-		if got := len(g.table.Load().keys); got != n {
+		t := g.table.Load()
+		if got := len(t.keys); got != n {
 			b.Fatalf("%d keys compiled", got)
 		}
+		// Every key active once: its bucket and quota move, and its value
+		// enters the verified-value cache.
+		now := g.cfg.Now()
+		for k := 0; k < n; k++ {
+			var d decision
+			t.decide(&d, "h", "/prod/items", "GET", []string{fmt.Sprintf("bench-key-%020d", k)}, now)
+			if d.outcome != schemas.DecisionAllowed {
+				b.Fatalf("key %d: %v", k, d.outcome)
+			}
+		}
+		runtime.GC()
+		var active runtime.MemStats
+		runtime.ReadMemStats(&active)
+		b.ReportMetric(float64(active.HeapAlloc-before.HeapAlloc)/n, "B/active-key")
 		runtime.KeepAlive(g)
 	}
 }
