@@ -132,43 +132,26 @@ func apply(current *Catalog, f *File, now time.Time, rnd io.Reader) (*Catalog, *
 	return next, ch, nil
 }
 
-// checkFileNames reports names (and API ids) given twice in one file:
-// merging by name would otherwise let the second silently win.
+// checkFileNames reports ids and names given twice in one file: merging
+// by name or id would otherwise let the second silently win.
 func checkFileNames(p *problems, src *Catalog) {
-	seen := map[string]bool{}
-	for i, pl := range src.UsagePlans {
-		if pl.ID != "" && seen[pl.ID] {
-			p.addAt("usagePlans", i, pl.Name, "id", "%q is given to two plans", pl.ID)
+	unique(p, "apis", "APIs", src.APIs, "id", func(a API) (string, string) { return a.Name, a.ID })
+	unique(p, "usagePlans", "plans", src.UsagePlans, "id", func(pl UsagePlan) (string, string) { return pl.Name, pl.ID })
+	unique(p, "usagePlans", "plans", src.UsagePlans, "name", func(pl UsagePlan) (string, string) { return pl.Name, pl.Name })
+	unique(p, "apiKeys", "keys", src.APIKeys, "id", func(k APIKey) (string, string) { return k.Name, k.ID })
+	unique(p, "apiKeys", "keys", src.APIKeys, "name", func(k APIKey) (string, string) { return k.Name, k.Name })
+}
+
+// unique reports the entities of list whose field (as get returns it,
+// with the entity's name) repeats an earlier one's.
+func unique[T any](p *problems, kind, plural string, list []T, field string, get func(T) (name, value string)) {
+	seen := make(map[string]bool, len(list))
+	for i, e := range list {
+		name, v := get(e)
+		if v != "" && seen[v] {
+			p.addAt(kind, i, name, field, "%q is used by two %s", v, plural)
 		}
-		seen[pl.ID] = true
-	}
-	clear(seen)
-	for i, k := range src.APIKeys {
-		if k.ID != "" && seen[k.ID] {
-			p.addAt("apiKeys", i, k.Name, "id", "%q is given to two keys", k.ID)
-		}
-		seen[k.ID] = true
-	}
-	clear(seen)
-	for i, a := range src.APIs {
-		if a.ID != "" && seen[a.ID] {
-			p.addAt("apis", i, a.Name, "id", "%q is used by two APIs", a.ID)
-		}
-		seen[a.ID] = true
-	}
-	clear(seen)
-	for i, pl := range src.UsagePlans {
-		if pl.Name != "" && seen[pl.Name] {
-			p.addAt("usagePlans", i, pl.Name, "name", "%q is used by two plans", pl.Name)
-		}
-		seen[pl.Name] = true
-	}
-	clear(seen)
-	for i, k := range src.APIKeys {
-		if k.Name != "" && seen[k.Name] {
-			p.addAt("apiKeys", i, k.Name, "name", "%q is used by two keys", k.Name)
-		}
-		seen[k.Name] = true
+		seen[v] = true
 	}
 }
 

@@ -233,11 +233,11 @@ func TestValidationErrors(t *testing.T) {
 		{"plan id given twice", func(s string) string {
 			s = strings.Replace(s, "  - name: Free Tier\n", "  - name: Free Tier\n    id: planid0001\n", 1)
 			return strings.Replace(s, "apiKeys:", "  - {name: Other, id: planid0001, apiStages: []}\napiKeys:", 1)
-		}, []string{`usagePlans[1] "Other"`, "id", `"planid0001" is given to two plans`}},
+		}, []string{`usagePlans[1] "Other"`, "id", `"planid0001" is used by two plans`}},
 		{"key id given twice", func(s string) string {
 			s = strings.Replace(s, "  - name: Partner-Widget-Inc\n", "  - name: Partner-Widget-Inc\n    id: keyid00001\n", 1)
 			return s + "  - {name: Other, id: keyid00001, value: otherotherotherother01, enabled: true}\n"
-		}, []string{`apiKeys[1] "Other"`, `"keyid00001" is given to two keys`}},
+		}, []string{`apiKeys[1] "Other"`, `"keyid00001" is used by two keys`}},
 		{"method reached through ANY", func(s string) string {
 			s = strings.Replace(s, "{GET: {apiKeyRequired: true}, POST: {apiKeyRequired: true}}", "{ANY: {apiKeyRequired: true}}", 1)
 			return s
