@@ -146,8 +146,13 @@ func ambiguousLength(r *http.Request) bool {
 	if fc.buf == nil {
 		return false
 	}
+	// The block must be this request's. Its first byte may be missing:
+	// net/http's background read can take one byte of the next request
+	// before the connection is marked idle. So match the request line by
+	// its target and protocol, not by its start.
 	block := *fc.buf
-	if !bytes.HasPrefix(block, []byte(r.Method+" ")) || !bytes.HasSuffix(block, crlfcrlf) {
+	line, _, _ := bytes.Cut(block, []byte("\r\n"))
+	if !bytes.HasSuffix(block, crlfcrlf) || !bytes.HasSuffix(line, []byte(" "+r.RequestURI+" "+r.Proto)) {
 		return false // not this request's block (e.g. a pipelined request)
 	}
 	return hasHeader(block, "content-length")
