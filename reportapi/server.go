@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
@@ -15,6 +16,11 @@ type Config struct {
 	// Ready reports whether the gateway serves; /healthz and /readyz
 	// answer 503 until it does. Required.
 	Ready func() bool
+	// Credentials authenticate every request but /healthz and /readyz.
+	// Required.
+	Credentials Credentials
+	// Now is the clock signatures are checked against. Nil: time.Now.
+	Now func() time.Time
 	// Profiling mounts net/http/pprof under /debug/pprof. Off by default.
 	Profiling bool
 	// Metrics returns the values /metrics shows. Nil: no /metrics.
@@ -31,10 +37,14 @@ type Metric struct {
 
 // Validate reports every problem with the configuration.
 func (c *Config) Validate() error {
+	var errs []error
 	if c.Ready == nil {
-		return errors.New("reportapi: Ready is required")
+		errs = append(errs, errors.New("reportapi: Ready is required"))
 	}
-	return nil
+	if err := c.Credentials.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("reportapi: %w", err))
+	}
+	return errors.Join(errs...)
 }
 
 // New returns the admin API handler.
@@ -54,17 +64,32 @@ func New(cfg Config) (http.Handler, error) {
 	}
 	r.Get("/healthz", health)
 	r.Get("/readyz", health)
-	if cfg.Metrics != nil {
-		r.Get("/metrics", func(w http.ResponseWriter, _ *http.Request) {
-			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-			for _, m := range cfg.Metrics() {
-				fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %s\n", m.Name, m.Help, m.Name, m.Type, m.Name,
-					strconv.FormatFloat(m.Value, 'g', -1, 64))
-			}
-		})
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
-	if cfg.Profiling {
-		r.Mount("/debug", middleware.Profiler())
-	}
+	// Everything else needs credentials, unknown paths included: an
+	// unauthenticated caller learns nothing about which paths exist.
+	auth := newAuthenticator(cfg.Credentials, cfg.Now)
+	r.NotFound(auth.middleware(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		(&apiError{status: 404, errType: "NotFoundException", msg: "Invalid request path"}).write(w)
+	})).ServeHTTP)
+	r.MethodNotAllowed(auth.middleware(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		(&apiError{status: 405, errType: "MethodNotAllowedException", msg: "Method not allowed"}).write(w)
+	})).ServeHTTP)
+	r.Group(func(r chi.Router) {
+		r.Use(auth.middleware)
+		if cfg.Metrics != nil {
+			r.Get("/metrics", func(w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+				for _, m := range cfg.Metrics() {
+					fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %s\n", m.Name, m.Help, m.Name, m.Type, m.Name,
+						strconv.FormatFloat(m.Value, 'g', -1, 64))
+				}
+			})
+		}
+		if cfg.Profiling {
+			r.Mount("/debug", middleware.Profiler())
+		}
+	})
 	return r, nil
 }

@@ -22,7 +22,7 @@ func get(t *testing.T, url string) (int, string) {
 
 func TestHealthFollowsReadiness(t *testing.T) {
 	var ready atomic.Bool
-	h, err := New(Config{Ready: ready.Load})
+	h, err := New(Config{Ready: ready.Load, Credentials: testCreds})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,18 +39,28 @@ func TestHealthFollowsReadiness(t *testing.T) {
 			t.Errorf("%s when ready: %d %s", path, code, body)
 		}
 	}
-	if code, _ := get(t, srv.URL+"/debug/pprof/"); code != 404 {
-		t.Errorf("pprof served without Profiling: %d", code)
+	r, _ := http.NewRequest("GET", srv.URL+"/debug/pprof/", nil)
+	r.Header.Set("Authorization", "Bearer "+testCreds.Token)
+	if got := send(t, r); got.status != 404 {
+		t.Errorf("pprof served without Profiling: %+v", got)
 	}
 }
 
 func TestMetrics(t *testing.T) {
-	h, _ := New(Config{Ready: func() bool { return true }, Metrics: func() []Metric {
+	h, _ := New(Config{Ready: func() bool { return true }, Credentials: testCreds, Metrics: func() []Metric {
 		return []Metric{{Name: "tollgate_x_total", Help: "X.", Type: "counter", Value: 42}}
 	}})
 	srv := httptest.NewServer(h)
 	defer srv.Close()
-	_, body := get(t, srv.URL+"/metrics")
+	r, _ := http.NewRequest("GET", srv.URL+"/metrics", nil)
+	r.Header.Set("Authorization", "Bearer "+testCreds.Token)
+	resp, err := http.DefaultClient.Do(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	body := string(b)
 	want := "# HELP tollgate_x_total X.\n# TYPE tollgate_x_total counter\ntollgate_x_total 42\n"
 	if body != want {
 		t.Errorf("metrics = %q, want %q", body, want)
@@ -58,7 +68,7 @@ func TestMetrics(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	if _, err := New(Config{}); err == nil || !strings.Contains(err.Error(), "Ready is required") {
+	if _, err := New(Config{Credentials: testCreds}); err == nil || !strings.Contains(err.Error(), "Ready is required") {
 		t.Errorf("err = %v", err)
 	}
 }

@@ -125,7 +125,26 @@ func TestServeMetersAndSurvivesRestart(t *testing.T) {
 	if code, _ := get(t, gw, ""); code != 403 {
 		t.Fatalf("no key: %d", code)
 	}
-	if _, m := get(t, "http://"+n.addrs.admin+"/metrics", ""); !strings.Contains(m, "tollgate_usage_events_dropped_total 0\n") {
+	if code, _ := get(t, "http://"+n.addrs.admin+"/metrics", ""); code != 403 {
+		t.Errorf("metrics without credentials: %d, want 403", code)
+	}
+	var creds struct{ Token string }
+	b, err := os.ReadFile(filepath.Join(data, "admin-credentials.json"))
+	if err != nil || json.Unmarshal(b, &creds) != nil || creds.Token == "" {
+		t.Fatalf("admin credentials file: %v %s", err, b)
+	}
+	if !strings.Contains(n.stdout.String(), "export AWS_ACCESS_KEY_ID=TGAK") {
+		t.Errorf("first start did not say how to use the admin credentials: %q", n.stdout.String())
+	}
+	req, _ := http.NewRequest("GET", "http://"+n.addrs.admin+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+creds.Token)
+	mr, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := io.ReadAll(mr.Body)
+	mr.Body.Close()
+	if !strings.Contains(string(m), "tollgate_usage_events_dropped_total 0\n") {
 		t.Errorf("metrics = %q", m)
 	}
 	n.stop(t)

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/tollgate/tollgate/reportapi"
+)
+
+const credentialsFile = "admin-credentials.json"
+
+// adminCredentials returns the admin API's credentials: from
+// TOLLGATE_ADMIN_ACCESS_KEY_ID / TOLLGATE_ADMIN_SECRET_ACCESS_KEY (and
+// TOLLGATE_ADMIN_TOKEN) when set, else from the data folder, where the
+// first start creates them (mode 0600) and tells how to use them.
+func adminCredentials(dataDir string, stdout io.Writer, adminAddr string) (reportapi.Credentials, error) {
+	env := reportapi.Credentials{
+		AccessKeyID:     os.Getenv("TOLLGATE_ADMIN_ACCESS_KEY_ID"),
+		SecretAccessKey: os.Getenv("TOLLGATE_ADMIN_SECRET_ACCESS_KEY"),
+		Token:           os.Getenv("TOLLGATE_ADMIN_TOKEN"),
+	}
+	if env.AccessKeyID != "" || env.SecretAccessKey != "" {
+		if err := env.Validate(); err != nil {
+			return env, fmt.Errorf("TOLLGATE_ADMIN_ACCESS_KEY_ID and TOLLGATE_ADMIN_SECRET_ACCESS_KEY must be set together: %w", err)
+		}
+		return env, nil
+	}
+	path := filepath.Join(dataDir, credentialsFile)
+	b, err := os.ReadFile(path)
+	if err == nil {
+		var c reportapi.Credentials
+		if err := json.Unmarshal(b, &c); err != nil {
+			return c, fmt.Errorf("read %s: %w", path, err)
+		}
+		if env.Token != "" {
+			c.Token = env.Token
+		}
+		if err := c.Validate(); err != nil {
+			return c, fmt.Errorf("%s: %w", path, err)
+		}
+		return c, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return reportapi.Credentials{}, fmt.Errorf("read admin credentials: %w", err)
+	}
+	c := reportapi.Credentials{
+		AccessKeyID:     "TGAK" + randomString(16, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"),
+		SecretAccessKey: randomString(40, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"),
+		Token:           env.Token,
+	}
+	if c.Token == "" {
+		c.Token = randomString(40, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+	}
+	b, _ = json.MarshalIndent(c, "", "  ")
+	if err := os.WriteFile(path, append(b, '\n'), 0o600); err != nil {
+		return c, fmt.Errorf("write admin credentials: %w", err)
+	}
+	fmt.Fprintf(stdout, `Admin API credentials created in %s (keep it private).
+For awscli and boto3:
+  export AWS_ACCESS_KEY_ID=%s AWS_SECRET_ACCESS_KEY=%s AWS_DEFAULT_REGION=us-east-1
+  aws apigateway get-api-keys --endpoint-url http://%s
+For curl:
+  curl -H 'Authorization: Bearer %s' http://%s/metrics
+`, path, c.AccessKeyID, c.SecretAccessKey, adminAddr, c.Token, adminAddr)
+	return c, nil
+}
+
+// randomString draws n characters of alphabet from crypto/rand. The
+// alphabet's length must divide 256 (32 or 64) so that every character is
+// equally likely.
+func randomString(n int, alphabet string) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic("crypto/rand failed: " + err.Error()) // documented never to fail
+	}
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b)
+}

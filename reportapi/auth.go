@@ -1,0 +1,220 @@
+package reportapi
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+)
+
+// Credentials authenticate admin requests: an AWS Signature Version 4
+// signed with the access key pair (what awscli and boto3 send), or
+// `Authorization: Bearer <Token>` for curl.
+type Credentials struct {
+	AccessKeyID     string `json:"accessKeyId"`
+	SecretAccessKey string `json:"secretAccessKey"`
+	// Token is the bearer token. Empty: bearer tokens are refused.
+	Token string `json:"token,omitempty"`
+}
+
+// Validate reports missing parts.
+func (c Credentials) Validate() error {
+	var errs []error
+	if c.AccessKeyID == "" {
+		errs = append(errs, errors.New("admin credentials: access key id is empty"))
+	}
+	if c.SecretAccessKey == "" {
+		errs = append(errs, errors.New("admin credentials: secret access key is empty"))
+	}
+	return errors.Join(errs...)
+}
+
+// maxSignedBody bounds the request body read to check its signature.
+const maxSignedBody = 32 << 20
+
+// maxClockSkew is how far a signature's time may be from ours, as AWS
+// allows.
+const maxClockSkew = 15 * time.Minute
+
+// authenticator checks admin requests. The signature is recomputed with
+// the AWS SDK's own SigV4 signer over the headers the client signed, and
+// compared in constant time: no signing code of our own.
+type authenticator struct {
+	creds  Credentials
+	now    func() time.Time
+	signer *v4.Signer
+}
+
+func newAuthenticator(c Credentials, now func() time.Time) *authenticator {
+	return &authenticator{creds: c, now: now, signer: v4.NewSigner()}
+}
+
+// Errors as AWS answers them.
+var (
+	errMissingToken = &apiError{status: 403, errType: "MissingAuthenticationTokenException", msg: "Missing Authentication Token"}
+	errUnrecognized = &apiError{status: 403, errType: "UnrecognizedClientException", msg: "The security token included in the request is invalid."}
+	errBadSignature = &apiError{status: 403, errType: "InvalidSignatureException",
+		msg: "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details."}
+)
+
+func incomplete(msg string) *apiError {
+	return &apiError{status: 403, errType: "IncompleteSignatureException", msg: msg}
+}
+
+func (a *authenticator) middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := a.check(r); err != nil {
+			err.write(w)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (a *authenticator) check(r *http.Request) *apiError {
+	h := r.Header.Get("Authorization")
+	switch {
+	case h == "":
+		return errMissingToken
+	case strings.HasPrefix(h, "Bearer "):
+		tok := strings.TrimPrefix(h, "Bearer ")
+		if a.creds.Token == "" || subtle.ConstantTimeCompare([]byte(tok), []byte(a.creds.Token)) != 1 {
+			return errUnrecognized
+		}
+		return nil
+	case strings.HasPrefix(h, "AWS4-HMAC-SHA256 "):
+		return a.checkSigV4(r, h)
+	default:
+		return incomplete("Authorization header must be AWS4-HMAC-SHA256 (Signature Version 4) or Bearer")
+	}
+}
+
+// sigV4 is a parsed Signature Version 4 Authorization header.
+type sigV4 struct {
+	accessKey, date, region, service string
+	signedHeaders                    string
+	signature                        string
+}
+
+func parseSigV4(h string) (sigV4, *apiError) {
+	var s sigV4
+	for _, part := range strings.Split(strings.TrimPrefix(h, "AWS4-HMAC-SHA256 "), ",") {
+		k, v, _ := strings.Cut(strings.TrimSpace(part), "=")
+		switch k {
+		case "Credential":
+			scope := strings.Split(v, "/")
+			if len(scope) != 5 || scope[4] != "aws4_request" {
+				return s, incomplete("Credential must have the form ACCESS_KEY/DATE/REGION/SERVICE/aws4_request")
+			}
+			s.accessKey, s.date, s.region, s.service = scope[0], scope[1], scope[2], scope[3]
+		case "SignedHeaders":
+			s.signedHeaders = v
+		case "Signature":
+			s.signature = v
+		}
+	}
+	switch {
+	case s.accessKey == "":
+		return s, incomplete("Authorization header requires 'Credential' parameter.")
+	case s.signedHeaders == "":
+		return s, incomplete("Authorization header requires 'SignedHeaders' parameter.")
+	case s.signature == "":
+		return s, incomplete("Authorization header requires 'Signature' parameter.")
+	}
+	return s, nil
+}
+
+func (a *authenticator) checkSigV4(r *http.Request, h string) *apiError {
+	s, perr := parseSigV4(h)
+	if perr != nil {
+		return perr
+	}
+	if subtle.ConstantTimeCompare([]byte(s.accessKey), []byte(a.creds.AccessKeyID)) != 1 {
+		return errUnrecognized
+	}
+	amzDate := r.Header.Get("X-Amz-Date")
+	t, err := time.Parse("20060102T150405Z", amzDate)
+	if err != nil {
+		return incomplete("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.")
+	}
+	if now := a.now(); t.Before(now.Add(-maxClockSkew)) || t.After(now.Add(maxClockSkew)) {
+		return &apiError{status: 403, errType: "InvalidSignatureException",
+			msg: "Signature expired: " + amzDate + " is not within 15 minutes of the server's time " + now.UTC().Format("20060102T150405Z") + "."}
+	}
+	if s.date != amzDate[:8] {
+		return incomplete("Credential should be scoped to a valid date: " + amzDate[:8] + ".")
+	}
+
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxSignedBody+1))
+	if err != nil {
+		return &apiError{status: 400, errType: "BadRequestException", msg: "could not read the request body: " + err.Error()}
+	}
+	if len(body) > maxSignedBody {
+		return &apiError{status: 413, errType: "BadRequestException", msg: "request body over 32 MiB"}
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	sum := sha256.Sum256(body)
+	payloadHash := hex.EncodeToString(sum[:])
+	if v := r.Header.Get("X-Amz-Content-Sha256"); v == "UNSIGNED-PAYLOAD" {
+		payloadHash = v
+	}
+
+	// Rebuild the request as the client signed it: only its signed
+	// headers, and the signer adds host and content-length itself.
+	u := *r.URL
+	u.Scheme, u.Host = "http", r.Host
+	c := &http.Request{Method: r.Method, URL: &u, Host: r.Host, Header: http.Header{}}
+	signedCL := false
+	for _, name := range strings.Split(s.signedHeaders, ";") {
+		switch name {
+		case "host":
+		case "content-length":
+			signedCL = true
+		default:
+			if vs, ok := r.Header[http.CanonicalHeaderKey(name)]; ok {
+				c.Header[http.CanonicalHeaderKey(name)] = vs
+			}
+		}
+	}
+	if signedCL {
+		c.ContentLength = int64(len(body))
+	}
+	creds := aws.Credentials{AccessKeyID: a.creds.AccessKeyID, SecretAccessKey: a.creds.SecretAccessKey,
+		SessionToken: r.Header.Get("X-Amz-Security-Token")}
+	if err := a.signer.SignHTTP(context.Background(), creds, c, payloadHash, s.service, s.region, t); err != nil {
+		return errBadSignature
+	}
+	mine, _ := parseSigV4(c.Header.Get("Authorization"))
+	if mine.signedHeaders != s.signedHeaders || subtle.ConstantTimeCompare([]byte(mine.signature), []byte(s.signature)) != 1 {
+		return errBadSignature
+	}
+	return nil
+}
+
+// apiError is an error in AWS's wire shape: a status, a JSON message and
+// x-amzn-ErrorType.
+type apiError struct {
+	status  int
+	errType string
+	msg     string
+}
+
+func (e *apiError) Error() string { return e.errType + ": " + e.msg }
+
+func (e *apiError) write(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Amzn-Errortype", e.errType)
+	w.WriteHeader(e.status)
+	b, _ := json.Marshal(map[string]string{"message": e.msg})
+	w.Write(b)
+}
