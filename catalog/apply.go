@@ -100,7 +100,7 @@ func apply(current *Catalog, f *File, now time.Time, rnd io.Reader) (*Catalog, *
 		}
 		k.UsagePlans = refs
 		if old != nil {
-			k.ID, k.CreatedDate = old.ID, old.CreatedDate
+			k.ID, k.CreatedDate, k.LastUpdatedDate = old.ID, old.CreatedDate, old.LastUpdatedDate
 			if k.ValueHash == "" {
 				k.ValueHash, k.ValuePrefix = old.ValueHash, old.ValuePrefix
 			}
@@ -180,9 +180,20 @@ const idAlphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
 // newID returns a 10-character AWS-style id.
 func newID(rnd io.Reader) string { return randomString(rnd, 10, idAlphabet) }
 
-// NewKeyValue returns a 40-character key value from crypto-grade
-// randomness, the length AWS generates.
+// NewID returns a 10-character AWS-style id from rnd (nil: crypto/rand).
+func NewID(rnd io.Reader) string {
+	if rnd == nil {
+		rnd = rand.Reader
+	}
+	return newID(rnd)
+}
+
+// NewKeyValue returns a 40-character key value from rnd (nil:
+// crypto/rand), the length AWS generates.
 func NewKeyValue(rnd io.Reader) string {
+	if rnd == nil {
+		rnd = rand.Reader
+	}
 	return randomString(rnd, 40, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 }
 

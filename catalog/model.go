@@ -138,6 +138,9 @@ type APIKey struct {
 	// file, ids in a catalog.
 	UsagePlans  []string `json:"usagePlans" yaml:"usagePlans"`
 	CreatedDate int64    `json:"createdDate" yaml:"-"`
+	// LastUpdatedDate is when the admin API last changed the key (Unix
+	// seconds); 0 until then.
+	LastUpdatedDate int64 `json:"lastUpdatedDate,omitempty" yaml:"-"`
 }
 
 // HashKey returns the SHA-256 of a key value, hex-encoded as catalogs

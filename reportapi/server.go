@@ -21,6 +21,9 @@ type Config struct {
 	Credentials Credentials
 	// Now is the clock signatures are checked against. Nil: time.Now.
 	Now func() time.Time
+	// Catalog is what the AWS-compatible endpoints read and change. Nil:
+	// those endpoints are not served.
+	Catalog CatalogStore
 	// Profiling mounts net/http/pprof under /debug/pprof. Off by default.
 	Profiling bool
 	// Metrics returns the values /metrics shows. Nil: no /metrics.
@@ -89,6 +92,9 @@ func New(cfg Config) (http.Handler, error) {
 		}
 		if cfg.Profiling {
 			r.Mount("/debug", middleware.Profiler())
+		}
+		if cfg.Catalog != nil {
+			(&apiKeys{cat: cfg.Catalog, now: cfg.Now}).routes(r)
 		}
 	})
 	return r, nil

@@ -114,13 +114,19 @@ func runServe(ctx context.Context, o serveOptions, stdout io.Writer, logger *slo
 	if err := gw.RestoreQuotas(ctx, store); err != nil {
 		return err
 	}
+	// From here on every catalog change (the admin API's) is validated,
+	// stored and handed to the gateway in one step.
+	cats, err := catalog.NewManager(cat, catalog.FileStore{Path: filepath.Join(o.dataDir, "catalog.json")}, gw.Update)
+	if err != nil {
+		return err
+	}
 
 	creds, err := adminCredentials(o.dataDir, stdout, o.adminListen)
 	if err != nil {
 		return err
 	}
 	var serving atomic.Bool
-	admin, err := reportapi.New(reportapi.Config{Ready: serving.Load, Profiling: o.pprof, Credentials: creds,
+	admin, err := reportapi.New(reportapi.Config{Ready: serving.Load, Profiling: o.pprof, Credentials: creds, Catalog: cats,
 		Metrics: func() []reportapi.Metric {
 			return []reportapi.Metric{
 				{Name: "tollgate_usage_events_written_total", Help: "Usage events written to the store.", Type: "counter", Value: float64(drainer.Written())},

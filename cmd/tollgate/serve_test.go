@@ -299,3 +299,53 @@ func TestServeListenErrors(t *testing.T) {
 		})
 	}
 }
+
+// A key disabled through the admin API is refused by the gateway at once,
+// and stays disabled after a restart.
+func TestAdminAPIChangesReachTheGateway(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer up.Close()
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	cfg := writeConfig(t, dir, up.URL)
+	now := frozen
+	n := start(t, data, cfg, &now)
+	gw := "http://" + n.addrs.gateway + "/prod/items"
+	if code, _ := get(t, gw, "widgetwidgetwidget0001"); code != 200 {
+		t.Fatalf("before: %d", code)
+	}
+	var creds struct{ Token string }
+	b, _ := os.ReadFile(filepath.Join(data, "admin-credentials.json"))
+	json.Unmarshal(b, &creds)
+	var list struct {
+		Item []struct{ ID, Name string }
+	}
+	req, _ := http.NewRequest("GET", "http://"+n.addrs.admin+"/apikeys?name=widget", nil)
+	req.Header.Set("Authorization", "Bearer "+creds.Token)
+	r, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.NewDecoder(r.Body).Decode(&list)
+	r.Body.Close()
+	if len(list.Item) != 1 {
+		t.Fatalf("get-api-keys: %+v", list)
+	}
+	patch := `{"patchOperations":[{"op":"replace","path":"/enabled","value":"false"}]}`
+	req, _ = http.NewRequest("PATCH", "http://"+n.addrs.admin+"/apikeys/"+list.Item[0].ID, strings.NewReader(patch))
+	req.Header.Set("Authorization", "Bearer "+creds.Token)
+	r, err = http.DefaultClient.Do(req)
+	if err != nil || r.StatusCode != 200 {
+		t.Fatalf("update-api-key: %v %v", err, r.Status)
+	}
+	r.Body.Close()
+	if code, _ := get(t, gw, "widgetwidgetwidget0001"); code != 403 {
+		t.Fatalf("right after disabling: %d, want 403", code)
+	}
+	n.stop(t)
+	// Restart without --config: the stored catalog keeps the change.
+	n = start(t, data, "", &now)
+	if code, _ := get(t, "http://"+n.addrs.gateway+"/prod/items", "widgetwidgetwidget0001"); code != 403 {
+		t.Fatalf("after restart: %d, want 403", code)
+	}
+}

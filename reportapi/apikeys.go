@@ -1,0 +1,326 @@
+package reportapi
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/tollgate/tollgate/catalog"
+)
+
+// CatalogStore is the catalog the admin API reads and changes
+// (catalog.Manager).
+type CatalogStore interface {
+	Current() *catalog.Catalog
+	Change(f func(c *catalog.Catalog) error) (*catalog.Catalog, error)
+}
+
+var _ CatalogStore = (*catalog.Manager)(nil)
+
+// apiKeyJSON is the ApiKey shape of AWS API Gateway 2015-07-09.
+type apiKeyJSON struct {
+	ID              string            `json:"id"`
+	Value           string            `json:"value,omitempty"`
+	Name            string            `json:"name"`
+	CustomerID      string            `json:"customerId,omitempty"`
+	Description     string            `json:"description,omitempty"`
+	Enabled         bool              `json:"enabled"`
+	CreatedDate     int64             `json:"createdDate"`
+	LastUpdatedDate int64             `json:"lastUpdatedDate"`
+	StageKeys       []string          `json:"stageKeys"`
+	Tags            map[string]string `json:"tags,omitempty"`
+}
+
+// masked shows a stored key's value: AWS returns the value on request;
+// tollgate keeps only its hash, so it shows the first 4 characters.
+func masked(k *catalog.APIKey) string { return k.ValuePrefix + "…" }
+
+func keyJSON(k *catalog.APIKey, includeValue bool) apiKeyJSON {
+	j := apiKeyJSON{ID: k.ID, Name: k.Name, CustomerID: k.CustomerID, Description: k.Description, Enabled: k.Enabled,
+		CreatedDate: k.CreatedDate, LastUpdatedDate: max(k.LastUpdatedDate, k.CreatedDate), StageKeys: []string{}, Tags: k.Tags}
+	if includeValue {
+		j.Value = masked(k)
+	}
+	return j
+}
+
+type apiKeys struct {
+	cat CatalogStore
+	now func() time.Time
+}
+
+func (a *apiKeys) routes(r chi.Router) {
+	r.Post("/apikeys", a.create)
+	r.Get("/apikeys", a.list)
+	r.Get("/apikeys/{id}", a.get)
+	r.Patch("/apikeys/{id}", a.update)
+	r.Delete("/apikeys/{id}", a.delete)
+}
+
+func (a *apiKeys) create(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		Name        *string           `json:"name"`
+		Description string            `json:"description"`
+		Enabled     bool              `json:"enabled"`
+		Value       string            `json:"value"`
+		CustomerID  string            `json:"customerId"`
+		Tags        map[string]string `json:"tags"`
+		StageKeys   []json.RawMessage `json:"stageKeys"`
+		// generateDistinctId is accepted and ignored: ids are always distinct.
+		GenerateDistinctID bool `json:"generateDistinctId"`
+	}
+	if err := decodeBody(r, &in); err != nil {
+		err.write(w)
+		return
+	}
+	if len(in.StageKeys) > 0 {
+		badRequest("stageKeys are not supported: associate the key with a usage plan (create-usage-plan-key)").write(w)
+		return
+	}
+	value := in.Value
+	if value == "" {
+		value = catalog.NewKeyValue(nil)
+	} else if msg := catalog.CheckKeyValue(value); msg != "" {
+		badRequest("API Key value " + msg).write(w)
+		return
+	}
+	hash := catalog.HashKey(value)
+	now := a.now().Unix()
+	var created catalog.APIKey
+	_, err := a.cat.Change(func(c *catalog.Catalog) error {
+		name := ""
+		if in.Name != nil {
+			name = *in.Name
+		}
+		if name == "" {
+			name = "key-" + catalog.NewID(nil)
+		}
+		for i := range c.APIKeys {
+			if c.APIKeys[i].ValueHash == hash {
+				return &apiError{status: 409, errType: "ConflictException", msg: "API Key already exists"}
+			}
+			if c.APIKeys[i].Name == name {
+				return &apiError{status: 409, errType: "ConflictException", msg: fmt.Sprintf("An API key named %q already exists; tollgate requires unique names", name)}
+			}
+		}
+		created = catalog.APIKey{ID: catalog.NewID(nil), Name: name, Description: in.Description, Enabled: in.Enabled,
+			CustomerID: in.CustomerID, Tags: in.Tags, ValueHash: hash, ValuePrefix: value[:4], UsagePlans: []string{},
+			CreatedDate: now, LastUpdatedDate: now}
+		c.APIKeys = append(c.APIKeys, created)
+		return nil
+	})
+	if err != nil {
+		changeError(err).write(w)
+		return
+	}
+	out := keyJSON(&created, false)
+	out.Value = value // the one time the whole value is shown
+	writeJSON(w, http.StatusCreated, out)
+}
+
+func (a *apiKeys) list(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit, perr := pageLimit(q.Get("limit"))
+	if perr != nil {
+		perr.write(w)
+		return
+	}
+	includeValues := q.Get("includeValues") == "true"
+	name, customer := q.Get("name"), q.Get("customerId")
+	c := a.cat.Current()
+	keys := make([]*catalog.APIKey, 0, len(c.APIKeys))
+	for i := range c.APIKeys {
+		k := &c.APIKeys[i]
+		if strings.HasPrefix(k.Name, name) && (customer == "" || k.CustomerID == customer) {
+			keys = append(keys, k)
+		}
+	}
+	slices.SortFunc(keys, func(x, y *catalog.APIKey) int { return strings.Compare(x.ID, y.ID) })
+	page, next, perr := paginate(keys, func(k *catalog.APIKey) string { return k.ID }, q.Get("position"), limit)
+	if perr != nil {
+		perr.write(w)
+		return
+	}
+	items := make([]apiKeyJSON, len(page))
+	for i, k := range page {
+		items[i] = keyJSON(k, includeValues)
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Position string       `json:"position,omitempty"`
+		Item     []apiKeyJSON `json:"item"`
+	}{next, items})
+}
+
+func (a *apiKeys) get(w http.ResponseWriter, r *http.Request) {
+	k := a.cat.Current().Key(chi.URLParam(r, "id"))
+	if k == nil {
+		errKeyNotFound.write(w)
+		return
+	}
+	writeJSON(w, http.StatusOK, keyJSON(k, r.URL.Query().Get("includeValue") == "true"))
+}
+
+var errKeyNotFound = &apiError{status: 404, errType: "NotFoundException", msg: "Invalid API Key identifier specified"}
+
+// keyPatchPaths are the fields UpdateApiKey may change.
+var keyPatchPaths = []string{"/name", "/description", "/enabled", "/customerId"}
+
+func (a *apiKeys) update(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		PatchOperations []patchOp `json:"patchOperations"`
+	}
+	if err := decodeBody(r, &in); err != nil {
+		err.write(w)
+		return
+	}
+	id := chi.URLParam(r, "id")
+	now := a.now().Unix()
+	var updated catalog.APIKey
+	_, err := a.cat.Change(func(c *catalog.Catalog) error {
+		k := c.Key(id)
+		if k == nil {
+			return errKeyNotFound
+		}
+		for i, op := range in.PatchOperations {
+			if op.Op != "replace" {
+				return badRequest(fmt.Sprintf("patchOperations[%d]: op %q is not supported for API keys; use replace", i, op.Op))
+			}
+			switch op.Path {
+			case "/name":
+				if op.Value == "" {
+					return badRequest(fmt.Sprintf("patchOperations[%d]: /name must not be empty", i))
+				}
+				for j := range c.APIKeys {
+					if c.APIKeys[j].Name == op.Value && c.APIKeys[j].ID != id {
+						return &apiError{status: 409, errType: "ConflictException", msg: fmt.Sprintf("An API key named %q already exists", op.Value)}
+					}
+				}
+				k.Name = op.Value
+			case "/description":
+				k.Description = op.Value
+			case "/customerId":
+				k.CustomerID = op.Value
+			case "/enabled":
+				b, err := strconv.ParseBool(op.Value)
+				if err != nil {
+					return badRequest(fmt.Sprintf("patchOperations[%d]: /enabled must be true or false, got %q", i, op.Value))
+				}
+				k.Enabled = b
+			default:
+				return badRequest(fmt.Sprintf("patchOperations[%d]: path %q cannot be changed; use one of %s", i, op.Path, strings.Join(keyPatchPaths, ", ")))
+			}
+		}
+		k.LastUpdatedDate = now
+		updated = *k
+		return nil
+	})
+	if err != nil {
+		changeError(err).write(w)
+		return
+	}
+	writeJSON(w, http.StatusOK, keyJSON(&updated, false))
+}
+
+func (a *apiKeys) delete(w http.ResponseWriter, r *http.Request) {
+	id := chi.URLParam(r, "id")
+	_, err := a.cat.Change(func(c *catalog.Catalog) error {
+		i := slices.IndexFunc(c.APIKeys, func(k catalog.APIKey) bool { return k.ID == id })
+		if i < 0 {
+			return errKeyNotFound
+		}
+		c.APIKeys = slices.Delete(c.APIKeys, i, i+1)
+		return nil
+	})
+	if err != nil {
+		changeError(err).write(w)
+		return
+	}
+	w.WriteHeader(http.StatusAccepted)
+}
+
+type patchOp struct {
+	Op    string `json:"op"`
+	Path  string `json:"path"`
+	Value string `json:"value"`
+	From  string `json:"from"`
+}
+
+func badRequest(msg string) *apiError {
+	return &apiError{status: 400, errType: "BadRequestException", msg: msg}
+}
+
+// changeError maps a failed catalog change to AWS's answer.
+func changeError(err error) *apiError {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	var ve *catalog.ValidationError
+	if errors.As(err, &ve) {
+		return badRequest(strings.TrimPrefix(err.Error(), "invalid configuration:\n"))
+	}
+	return &apiError{status: 500, errType: "InternalServerErrorException", msg: err.Error()}
+}
+
+// maxBody bounds admin request bodies.
+const maxBody = 32 << 20
+
+func decodeBody(r *http.Request, v any) *apiError {
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, maxBody))
+	if err := dec.Decode(v); err != nil {
+		return badRequest("Invalid request body: " + err.Error())
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// pageLimit parses AWS's limit: default 25, at most 500.
+func pageLimit(s string) (int, *apiError) {
+	if s == "" {
+		return 25, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > 500 {
+		return 0, badRequest(fmt.Sprintf("limit must be an integer from 1 to 500, got %q", s))
+	}
+	return n, nil
+}
+
+// paginate returns up to limit items after position (an opaque token
+// naming the last id of the previous page) and the next page's token.
+func paginate[T any](items []T, id func(T) string, position string, limit int) ([]T, string, *apiError) {
+	start := 0
+	if position != "" {
+		b, err := base64.RawURLEncoding.DecodeString(position)
+		if err != nil {
+			return nil, "", badRequest("Invalid position parameter")
+		}
+		after := string(b)
+		start = len(items)
+		for i, it := range items {
+			if id(it) > after {
+				start = i
+				break
+			}
+		}
+	}
+	end := min(start+limit, len(items))
+	next := ""
+	if end < len(items) {
+		next = base64.RawURLEncoding.EncodeToString([]byte(id(items[end-1])))
+	}
+	return items[start:end], next, nil
+}

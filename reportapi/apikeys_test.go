@@ -1,0 +1,279 @@
+package reportapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tollgate/tollgate/catalog"
+)
+
+type memSaver struct{}
+
+func (memSaver) Save(*catalog.Catalog) error { return nil }
+
+type adminClient struct {
+	t   *testing.T
+	url string
+	cat *catalog.Manager
+}
+
+// newAdmin serves the admin API on a frozen clock (bearer tokens carry no
+// time; SigV4 clients need newAdminAt(t, time.Now)).
+func newAdmin(t *testing.T) *adminClient {
+	clock := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	return newAdminAt(t, func() time.Time { return clock })
+}
+
+func newAdminAt(t *testing.T, now func() time.Time) *adminClient {
+	t.Helper()
+	m, err := catalog.NewManager(&catalog.Catalog{}, memSaver{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := New(Config{Ready: func() bool { return true }, Credentials: testCreds, Catalog: m, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return &adminClient{t: t, url: srv.URL, cat: m}
+}
+
+// call sends a bearer-authenticated request and decodes a JSON answer.
+func (c *adminClient) call(method, path string, body any, out any) (int, string) {
+	c.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, c.url+path, rd)
+	req.Header.Set("Authorization", "Bearer "+testCreds.Token)
+	r, err := http.DefaultClient.Do(req)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer r.Body.Close()
+	b, _ := io.ReadAll(r.Body)
+	if r.StatusCode >= 300 {
+		var e struct{ Message string }
+		json.Unmarshal(b, &e)
+		return r.StatusCode, r.Header.Get("x-amzn-ErrorType") + " " + e.Message
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			c.t.Fatalf("decode %s: %v", b, err)
+		}
+	}
+	return r.StatusCode, string(b)
+}
+
+func TestCreateGetUpdateDeleteAPIKey(t *testing.T) {
+	c := newAdmin(t)
+	var k apiKeyJSON
+	code, body := c.call("POST", "/apikeys", map[string]any{"name": "Legacy-Client", "value": "custom-api-key-value-here-min-20-chars",
+		"enabled": true, "customerId": "legacy", "tags": map[string]string{"team": "a"}}, &k)
+	if code != 201 {
+		t.Fatalf("create: %d %s", code, body)
+	}
+	if k.Value != "custom-api-key-value-here-min-20-chars" || len(k.ID) != 10 || !k.Enabled || k.CreatedDate != 1795773600 {
+		t.Fatalf("created %+v", k)
+	}
+	stored := c.cat.Current().Key(k.ID)
+	if stored == nil || stored.ValueHash != catalog.HashKey(k.Value) {
+		t.Fatal("key not in the catalog by its hash")
+	}
+	var got apiKeyJSON
+	c.call("GET", "/apikeys/"+k.ID+"?includeValue=true", nil, &got)
+	if got.Value != "cust…" || got.Name != "Legacy-Client" || got.CustomerID != "legacy" {
+		t.Errorf("get = %+v; the value must be masked after creation", got)
+	}
+	got = apiKeyJSON{}
+	c.call("GET", "/apikeys/"+k.ID, nil, &got)
+	if got.Value != "" {
+		t.Errorf("value shown without includeValue: %q", got.Value)
+	}
+
+	code, body = c.call("PATCH", "/apikeys/"+k.ID, map[string]any{"patchOperations": []map[string]string{
+		{"op": "replace", "path": "/enabled", "value": "false"}, {"op": "replace", "path": "/name", "value": "Renamed"}}}, &got)
+	if code != 200 || got.Enabled || got.Name != "Renamed" {
+		t.Fatalf("update: %d %s %+v", code, body, got)
+	}
+	if c.cat.Current().Key(k.ID).Enabled {
+		t.Error("update did not reach the catalog")
+	}
+	if code, _ := c.call("DELETE", "/apikeys/"+k.ID, nil, nil); code != 202 {
+		t.Fatalf("delete: %d", code)
+	}
+	if code, body := c.call("GET", "/apikeys/"+k.ID, nil, nil); code != 404 || !strings.HasPrefix(body, "NotFoundException ") {
+		t.Errorf("get after delete: %d %s", code, body)
+	}
+}
+
+func TestCreateAPIKeyDefaults(t *testing.T) {
+	c := newAdmin(t)
+	var k apiKeyJSON
+	c.call("POST", "/apikeys", map[string]any{"name": "Partner-Acme-Corp"}, &k)
+	if k.Enabled {
+		t.Error("enabled defaults to false, as in AWS")
+	}
+	if len(k.Value) != 40 || catalog.CheckKeyValue(k.Value) != "" {
+		t.Errorf("generated value %q", k.Value)
+	}
+}
+
+func TestAPIKeyErrors(t *testing.T) {
+	c := newAdmin(t)
+	var k apiKeyJSON
+	c.call("POST", "/apikeys", map[string]any{"name": "a", "value": "aaaaaaaaaaaaaaaaaaaaaaaa"}, &k)
+	tests := []struct {
+		name, method, path string
+		body               any
+		status             int
+		want               string
+	}{
+		{"short value", "POST", "/apikeys", map[string]any{"name": "b", "value": "short"}, 400, "BadRequestException API Key value must be 20 to 128 characters"},
+		{"duplicate value", "POST", "/apikeys", map[string]any{"name": "b", "value": "aaaaaaaaaaaaaaaaaaaaaaaa"}, 409, "ConflictException"},
+		{"duplicate name", "POST", "/apikeys", map[string]any{"name": "a"}, 409, "ConflictException"},
+		{"bad json", "POST", "/apikeys", `{"name": 5}`, 400, "BadRequestException Invalid request body"},
+		{"unknown key", "GET", "/apikeys/nope", nil, 404, "NotFoundException"},
+		{"patch unknown key", "PATCH", "/apikeys/nope", map[string]any{"patchOperations": []any{}}, 404, "NotFoundException"},
+		{"patch bad path", "PATCH", "/apikeys/" + k.ID, map[string]any{"patchOperations": []map[string]string{{"op": "replace", "path": "/value", "value": "x"}}}, 400,
+			`path "/value" cannot be changed; use one of /name, /description, /enabled, /customerId`},
+		{"patch bad enabled", "PATCH", "/apikeys/" + k.ID, map[string]any{"patchOperations": []map[string]string{{"op": "replace", "path": "/enabled", "value": "maybe"}}}, 400,
+			"/enabled must be true or false"},
+		{"delete unknown", "DELETE", "/apikeys/nope", nil, 404, "NotFoundException"},
+		{"bad limit", "GET", "/apikeys?limit=501", nil, 400, "limit must be an integer from 1 to 500"},
+		{"bad position", "GET", "/apikeys?position=!!!", nil, 400, "Invalid position"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var body any = tt.body
+			if s, ok := tt.body.(string); ok {
+				body = json.RawMessage(s)
+			}
+			code, got := c.call(tt.method, tt.path, body, nil)
+			if code != tt.status || !strings.Contains(got, tt.want) {
+				t.Errorf("%d %s, want %d containing %q", code, got, tt.status, tt.want)
+			}
+		})
+	}
+	// Nothing accepted before was lost.
+	if c.cat.Current().Key(k.ID) == nil || len(c.cat.Current().APIKeys) != 1 {
+		t.Error("a refused request changed the catalog")
+	}
+}
+
+func TestListAPIKeysPaginatesAndFilters(t *testing.T) {
+	c := newAdmin(t)
+	for i := 0; i < 1000; i++ {
+		cust := "even"
+		if i%2 == 1 {
+			cust = "odd"
+		}
+		code, body := c.call("POST", "/apikeys", map[string]any{"name": fmt.Sprintf("key-%04d", i), "customerId": cust}, nil)
+		if code != 201 {
+			t.Fatalf("create %d: %d %s", i, code, body)
+		}
+	}
+	seen := map[string]bool{}
+	pos, pages := "", 0
+	for {
+		var page struct {
+			Position string
+			Item     []apiKeyJSON
+		}
+		path := "/apikeys?limit=300"
+		if pos != "" {
+			path += "&position=" + pos
+		}
+		if code, body := c.call("GET", path, nil, &page); code != 200 {
+			t.Fatalf("list: %d %s", code, body)
+		}
+		pages++
+		for _, k := range page.Item {
+			if seen[k.ID] {
+				t.Fatalf("key %s on two pages", k.ID)
+			}
+			seen[k.ID] = true
+		}
+		if page.Position == "" {
+			break
+		}
+		pos = page.Position
+	}
+	if len(seen) != 1000 || pages != 4 {
+		t.Fatalf("%d keys over %d pages, want 1000 over 4", len(seen), pages)
+	}
+	var page struct{ Item []apiKeyJSON }
+	c.call("GET", "/apikeys?name=key-01&customerId=odd&limit=500", nil, &page)
+	if len(page.Item) != 50 {
+		t.Errorf("name prefix key-01 and customer odd: %d keys, want 50", len(page.Item))
+	}
+	c.call("GET", "/apikeys?limit=500", nil, &page)
+	if len(page.Item) != 500 {
+		t.Errorf("limit 500: %d", len(page.Item))
+	}
+	c.call("GET", "/apikeys?name=Key-01", nil, &page)
+	if len(page.Item) != 0 {
+		t.Errorf("name filter is case-sensitive: got %d", len(page.Item))
+	}
+}
+
+// The article's create-api-key commands, through the real aws CLI.
+func TestAWSCLIApiKeys(t *testing.T) {
+	awsBin, err := exec.LookPath("aws")
+	if err != nil {
+		if os.Getenv("TOLLGATE_REQUIRE_AWSCLI") == "1" {
+			t.Fatal("aws CLI not found and TOLLGATE_REQUIRE_AWSCLI=1")
+		}
+		t.Skip("aws CLI not installed")
+	}
+	c := newAdminAt(t, time.Now)
+	aws := func(args ...string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, awsBin, append(append([]string{"apigateway"}, args...), "--endpoint-url", c.url, "--output", "json")...)
+		cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID="+testCreds.AccessKeyID, "AWS_SECRET_ACCESS_KEY="+testCreds.SecretAccessKey,
+			"AWS_DEFAULT_REGION=us-east-1", "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_PAGER=",
+			"AWS_MAX_ATTEMPTS=1", "AWS_EC2_METADATA_DISABLED=true")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("aws %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	aws("create-api-key", "--name", "Partner-Acme-Corp", "--description", "API key for Acme Corp integration", "--enabled")
+	aws("create-api-key", "--name", "Partner-Widget-Inc", "--description", "API key for Widget Inc", "--enabled")
+	out := aws("create-api-key", "--name", "Legacy-Client", "--value", "custom-api-key-value-here-min-20-chars", "--enabled")
+	var k apiKeyJSON
+	if err := json.Unmarshal([]byte(out), &k); err != nil || k.Value != "custom-api-key-value-here-min-20-chars" {
+		t.Fatalf("create-api-key with a value: %v %s", err, out)
+	}
+	var list struct {
+		Items []apiKeyJSON `json:"items"`
+	}
+	json.Unmarshal([]byte(aws("get-api-keys", "--name-query", "Partner-")), &list)
+	if len(list.Items) != 2 {
+		t.Errorf("get-api-keys --name-query Partner-: %+v", list.Items)
+	}
+	aws("update-api-key", "--api-key", k.ID, "--patch-operations", "op=replace,path=/enabled,value=false")
+	if c.cat.Current().Key(k.ID).Enabled {
+		t.Error("update-api-key did not disable the key")
+	}
+	aws("delete-api-key", "--api-key", k.ID)
+	if c.cat.Current().Key(k.ID) != nil {
+		t.Error("delete-api-key did not delete")
+	}
+}
