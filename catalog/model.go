@@ -100,12 +100,13 @@ type Quota struct {
 
 // UsagePlan ties throttle and quota to API stages.
 type UsagePlan struct {
-	ID          string     `json:"id" yaml:"id,omitempty"`
-	Name        string     `json:"name" yaml:"name"`
-	Description string     `json:"description,omitempty" yaml:"description,omitempty"`
-	Throttle    *Throttle  `json:"throttle,omitempty" yaml:"throttle,omitempty"`
-	Quota       *Quota     `json:"quota,omitempty" yaml:"quota,omitempty"`
-	APIStages   []APIStage `json:"apiStages" yaml:"apiStages"`
+	ID          string            `json:"id" yaml:"id,omitempty"`
+	Name        string            `json:"name" yaml:"name"`
+	Description string            `json:"description,omitempty" yaml:"description,omitempty"`
+	Throttle    *Throttle         `json:"throttle,omitempty" yaml:"throttle,omitempty"`
+	Quota       *Quota            `json:"quota,omitempty" yaml:"quota,omitempty"`
+	APIStages   []APIStage        `json:"apiStages" yaml:"apiStages"`
+	Tags        map[string]string `json:"tags,omitempty" yaml:"tags,omitempty"`
 	// CreatedDate is when the plan first entered the catalog (Unix
 	// seconds); it decides which period the quota offset applies to.
 	CreatedDate int64 `json:"createdDate" yaml:"-"`

@@ -40,7 +40,7 @@ func newAdminAt(t *testing.T, now func() time.Time) *adminClient {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := New(Config{Ready: func() bool { return true }, Credentials: testCreds, Catalog: m, Now: now})
+	h, err := New(Config{Ready: func() bool { return true }, Credentials: testCreds, Catalog: m, Usage: fakeUsage{}, Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}

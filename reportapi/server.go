@@ -24,6 +24,8 @@ type Config struct {
 	// Catalog is what the AWS-compatible endpoints read and change. Nil:
 	// those endpoints are not served.
 	Catalog CatalogStore
+	// Usage answers GetUsage. Nil: GetUsage is not served.
+	Usage UsageStore
 	// Profiling mounts net/http/pprof under /debug/pprof. Off by default.
 	Profiling bool
 	// Metrics returns the values /metrics shows. Nil: no /metrics.
@@ -95,6 +97,7 @@ func New(cfg Config) (http.Handler, error) {
 		}
 		if cfg.Catalog != nil {
 			(&apiKeys{cat: cfg.Catalog, now: cfg.Now}).routes(r)
+			(&usagePlans{cat: cfg.Catalog, usage: cfg.Usage, now: cfg.Now}).routes(r)
 		}
 	})
 	return r, nil

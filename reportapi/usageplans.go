@@ -1,0 +1,549 @@
+package reportapi
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/tollgate/tollgate/catalog"
+	"github.com/tollgate/tollgate/usage"
+)
+
+// UsageStore reads daily usage rollups (the embedded store, ClickHouse
+// later).
+type UsageStore interface {
+	Daily(ctx context.Context, f usage.Filter) ([]usage.DayCount, error)
+}
+
+// usagePlanJSON is the UsagePlan shape of AWS API Gateway 2015-07-09. The
+// catalog's types carry the same JSON names for throttle, quota and
+// apiStages.
+type usagePlanJSON struct {
+	ID          string             `json:"id"`
+	Name        string             `json:"name"`
+	Description string             `json:"description,omitempty"`
+	APIStages   []catalog.APIStage `json:"apiStages"`
+	Throttle    *catalog.Throttle  `json:"throttle,omitempty"`
+	Quota       *catalog.Quota     `json:"quota,omitempty"`
+	Tags        map[string]string  `json:"tags,omitempty"`
+}
+
+func planJSON(p *catalog.UsagePlan) usagePlanJSON {
+	st := p.APIStages
+	if st == nil {
+		st = []catalog.APIStage{}
+	}
+	return usagePlanJSON{ID: p.ID, Name: p.Name, Description: p.Description, APIStages: st, Throttle: p.Throttle, Quota: p.Quota, Tags: p.Tags}
+}
+
+type usagePlanKeyJSON struct {
+	ID    string `json:"id"`
+	Type  string `json:"type"`
+	Value string `json:"value"`
+	Name  string `json:"name"`
+}
+
+func planKeyJSON(k *catalog.APIKey) usagePlanKeyJSON {
+	return usagePlanKeyJSON{ID: k.ID, Type: "API_KEY", Value: masked(k), Name: k.Name}
+}
+
+var (
+	errPlanNotFound    = &apiError{status: 404, errType: "NotFoundException", msg: "Invalid Usage Plan ID specified"}
+	errPlanKeyNotFound = &apiError{status: 404, errType: "NotFoundException", msg: "Invalid API Key identifier specified"}
+)
+
+type usagePlans struct {
+	cat   CatalogStore
+	usage UsageStore
+	now   func() time.Time
+}
+
+func (u *usagePlans) routes(r chi.Router) {
+	r.Post("/usageplans", u.create)
+	r.Get("/usageplans", u.list)
+	r.Get("/usageplans/{id}", u.get)
+	r.Patch("/usageplans/{id}", u.update)
+	r.Delete("/usageplans/{id}", u.delete)
+	r.Post("/usageplans/{id}/keys", u.addKey)
+	r.Get("/usageplans/{id}/keys", u.listKeys)
+	r.Get("/usageplans/{id}/keys/{keyId}", u.getKey)
+	r.Delete("/usageplans/{id}/keys/{keyId}", u.removeKey)
+	if u.usage != nil {
+		r.Get("/usageplans/{id}/usage", u.getUsage)
+	}
+}
+
+func (u *usagePlans) create(w http.ResponseWriter, r *http.Request) {
+	var in usagePlanJSON
+	if err := decodeBody(r, &in); err != nil {
+		err.write(w)
+		return
+	}
+	if in.Name == "" {
+		badRequest("Invalid usage plan name specified: name is required").write(w)
+		return
+	}
+	var created catalog.UsagePlan
+	_, err := u.cat.Change(func(c *catalog.Catalog) error {
+		if c.PlanByName(in.Name) != nil {
+			return &apiError{status: 409, errType: "ConflictException", msg: fmt.Sprintf("A usage plan named %q already exists; tollgate requires unique names", in.Name)}
+		}
+		created = catalog.UsagePlan{ID: catalog.NewID(nil), Name: in.Name, Description: in.Description, APIStages: in.APIStages,
+			Throttle: in.Throttle, Quota: in.Quota, Tags: in.Tags, CreatedDate: u.now().Unix()}
+		if created.APIStages == nil {
+			created.APIStages = []catalog.APIStage{}
+		}
+		c.UsagePlans = append(c.UsagePlans, created)
+		return nil
+	})
+	if err != nil {
+		changeError(err).write(w)
+		return
+	}
+	writeJSON(w, http.StatusCreated, planJSON(&created))
+}
+
+func (u *usagePlans) list(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit, perr := pageLimit(q.Get("limit"))
+	if perr != nil {
+		perr.write(w)
+		return
+	}
+	c := u.cat.Current()
+	var only map[string]bool
+	if id := q.Get("keyId"); id != "" {
+		k := c.Key(id)
+		if k == nil {
+			errPlanKeyNotFound.write(w)
+			return
+		}
+		only = map[string]bool{}
+		for _, p := range k.UsagePlans {
+			only[p] = true
+		}
+	}
+	plans := make([]*catalog.UsagePlan, 0, len(c.UsagePlans))
+	for i := range c.UsagePlans {
+		if only == nil || only[c.UsagePlans[i].ID] {
+			plans = append(plans, &c.UsagePlans[i])
+		}
+	}
+	slices.SortFunc(plans, func(x, y *catalog.UsagePlan) int { return strings.Compare(x.ID, y.ID) })
+	page, next, perr := paginate(plans, func(p *catalog.UsagePlan) string { return p.ID }, q.Get("position"), limit)
+	if perr != nil {
+		perr.write(w)
+		return
+	}
+	items := make([]usagePlanJSON, len(page))
+	for i, p := range page {
+		items[i] = planJSON(p)
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Position string          `json:"position,omitempty"`
+		Item     []usagePlanJSON `json:"item"`
+	}{next, items})
+}
+
+func (u *usagePlans) get(w http.ResponseWriter, r *http.Request) {
+	p := u.cat.Current().Plan(chi.URLParam(r, "id"))
+	if p == nil {
+		errPlanNotFound.write(w)
+		return
+	}
+	writeJSON(w, http.StatusOK, planJSON(p))
+}
+
+func (u *usagePlans) delete(w http.ResponseWriter, r *http.Request) {
+	id := chi.URLParam(r, "id")
+	_, err := u.cat.Change(func(c *catalog.Catalog) error {
+		i := slices.IndexFunc(c.UsagePlans, func(p catalog.UsagePlan) bool { return p.ID == id })
+		if i < 0 {
+			return errPlanNotFound
+		}
+		c.UsagePlans = slices.Delete(c.UsagePlans, i, i+1)
+		// The plan's keys leave it with it.
+		for k := range c.APIKeys {
+			c.APIKeys[k].UsagePlans = slices.DeleteFunc(c.APIKeys[k].UsagePlans, func(p string) bool { return p == id })
+		}
+		return nil
+	})
+	if err != nil {
+		changeError(err).write(w)
+		return
+	}
+	w.WriteHeader(http.StatusAccepted)
+}
+
+// planPatchPaths are the paths UpdateUsagePlan accepts, for error messages.
+const planPatchPaths = "/name, /description, /throttle/rateLimit, /throttle/burstLimit, /quota/limit, /quota/period, /quota/offset, " +
+	"/apiStages (add or remove, value apiId:stage), /apiStages/{apiId}:{stage}/throttle/{resource with / as ~1}/{METHOD}/rateLimit or /burstLimit"
+
+func (u *usagePlans) update(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		PatchOperations []patchOp `json:"patchOperations"`
+	}
+	if err := decodeBody(r, &in); err != nil {
+		err.write(w)
+		return
+	}
+	id := chi.URLParam(r, "id")
+	var updated catalog.UsagePlan
+	_, err := u.cat.Change(func(c *catalog.Catalog) error {
+		p := c.Plan(id)
+		if p == nil {
+			return errPlanNotFound
+		}
+		for i, op := range in.PatchOperations {
+			if err := patchPlan(p, op); err != nil {
+				return badRequest(fmt.Sprintf("patchOperations[%d] (%s %s): %s", i, op.Op, op.Path, err.msg))
+			}
+		}
+		updated = *p
+		return nil
+	})
+	if err != nil {
+		changeError(err).write(w)
+		return
+	}
+	writeJSON(w, http.StatusOK, planJSON(&updated))
+}
+
+// patchPlan applies one patch operation; the result is validated with the
+// whole catalog afterwards.
+func patchPlan(p *catalog.UsagePlan, op patchOp) *apiError {
+	num := func() (float64, *apiError) {
+		f, err := strconv.ParseFloat(op.Value, 64)
+		if err != nil {
+			return 0, badRequest(fmt.Sprintf("value %q is not a number", op.Value))
+		}
+		return f, nil
+	}
+	integer := func() (int64, *apiError) {
+		n, err := strconv.ParseInt(op.Value, 10, 64)
+		if err != nil {
+			return 0, badRequest(fmt.Sprintf("value %q is not an integer", op.Value))
+		}
+		return n, nil
+	}
+	throttle := func() *catalog.Throttle {
+		if p.Throttle == nil {
+			p.Throttle = &catalog.Throttle{}
+		}
+		return p.Throttle
+	}
+	quota := func() *catalog.Quota {
+		if p.Quota == nil {
+			p.Quota = &catalog.Quota{Period: catalog.Day}
+		}
+		return p.Quota
+	}
+	switch {
+	case op.Op == "replace" && op.Path == "/name":
+		if op.Value == "" {
+			return badRequest("the name must not be empty")
+		}
+		p.Name = op.Value
+	case op.Op == "replace" && op.Path == "/description":
+		p.Description = op.Value
+	case op.Op == "replace" && op.Path == "/throttle/rateLimit":
+		f, err := num()
+		if err != nil {
+			return err
+		}
+		throttle().RateLimit = f
+	case op.Op == "replace" && op.Path == "/throttle/burstLimit":
+		n, err := integer()
+		if err != nil {
+			return err
+		}
+		throttle().BurstLimit = n
+	case op.Op == "remove" && op.Path == "/throttle":
+		p.Throttle = nil
+	case op.Op == "replace" && op.Path == "/quota/limit":
+		n, err := integer()
+		if err != nil {
+			return err
+		}
+		quota().Limit = n
+	case op.Op == "replace" && op.Path == "/quota/offset":
+		n, err := integer()
+		if err != nil {
+			return err
+		}
+		quota().Offset = n
+	case op.Op == "replace" && op.Path == "/quota/period":
+		quota().Period = catalog.Period(op.Value)
+	case op.Op == "remove" && op.Path == "/quota":
+		p.Quota = nil
+	case op.Path == "/apiStages" && (op.Op == "add" || op.Op == "remove"):
+		apiID, stage, ok := strings.Cut(op.Value, ":")
+		if !ok || apiID == "" || stage == "" {
+			return badRequest(fmt.Sprintf("value %q must be apiId:stage", op.Value))
+		}
+		i := slices.IndexFunc(p.APIStages, func(s catalog.APIStage) bool { return s.APIID == apiID && s.Stage == stage })
+		switch {
+		case op.Op == "add" && i >= 0:
+			return badRequest(fmt.Sprintf("stage %s is already in the plan", op.Value))
+		case op.Op == "add":
+			p.APIStages = append(p.APIStages, catalog.APIStage{APIID: apiID, Stage: stage})
+		case i < 0:
+			return badRequest(fmt.Sprintf("stage %s is not in the plan", op.Value))
+		default:
+			p.APIStages = slices.Delete(p.APIStages, i, i+1)
+		}
+	case strings.HasPrefix(op.Path, "/apiStages/"):
+		return patchMethodThrottle(p, op)
+	default:
+		return badRequest("unsupported operation; the paths are " + planPatchPaths)
+	}
+	return nil
+}
+
+// patchMethodThrottle handles
+// /apiStages/{apiId}:{stage}/throttle/{resource with / as ~1}/{METHOD}[/rateLimit|/burstLimit].
+func patchMethodThrottle(p *catalog.UsagePlan, op patchOp) *apiError {
+	rest := strings.TrimPrefix(op.Path, "/apiStages/")
+	stageRef, rest, _ := strings.Cut(rest, "/throttle/")
+	apiID, stage, ok := strings.Cut(stageRef, ":")
+	parts := strings.Split(rest, "/")
+	if !ok || len(parts) < 2 || len(parts) > 3 {
+		return badRequest("the path must be /apiStages/{apiId}:{stage}/throttle/{resource}/{METHOD}[/rateLimit|/burstLimit], with / in the resource written ~1")
+	}
+	i := slices.IndexFunc(p.APIStages, func(s catalog.APIStage) bool { return s.APIID == apiID && s.Stage == stage })
+	if i < 0 {
+		return badRequest(fmt.Sprintf("stage %s:%s is not in the plan", apiID, stage))
+	}
+	as := &p.APIStages[i]
+	key := strings.ReplaceAll(strings.ReplaceAll(parts[0], "~1", "/"), "~0", "~") + "/" + parts[1]
+	if !strings.HasPrefix(key, "/") {
+		key = "/" + key
+	}
+	if len(parts) == 2 {
+		if op.Op != "remove" {
+			return badRequest("a method's throttle is set field by field: .../rateLimit and .../burstLimit")
+		}
+		if _, ok := as.Throttle[key]; !ok {
+			return badRequest(fmt.Sprintf("there is no throttle for %s", key))
+		}
+		delete(as.Throttle, key)
+		return nil
+	}
+	if op.Op != "replace" && op.Op != "add" {
+		return badRequest("use replace (or add) to set a method's limit, remove on the method to drop it")
+	}
+	if as.Throttle == nil {
+		as.Throttle = map[string]catalog.Throttle{}
+	}
+	t := as.Throttle[key]
+	switch parts[2] {
+	case "rateLimit":
+		f, err := strconv.ParseFloat(op.Value, 64)
+		if err != nil {
+			return badRequest(fmt.Sprintf("value %q is not a number", op.Value))
+		}
+		t.RateLimit = f
+	case "burstLimit":
+		n, err := strconv.ParseInt(op.Value, 10, 64)
+		if err != nil {
+			return badRequest(fmt.Sprintf("value %q is not an integer", op.Value))
+		}
+		t.BurstLimit = n
+	default:
+		return badRequest(fmt.Sprintf("%q is not rateLimit or burstLimit", parts[2]))
+	}
+	as.Throttle[key] = t
+	return nil
+}
+
+func (u *usagePlans) addKey(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		KeyID   string `json:"keyId"`
+		KeyType string `json:"keyType"`
+	}
+	if err := decodeBody(r, &in); err != nil {
+		err.write(w)
+		return
+	}
+	if in.KeyType != "API_KEY" {
+		badRequest(fmt.Sprintf("keyType must be API_KEY, got %q", in.KeyType)).write(w)
+		return
+	}
+	id := chi.URLParam(r, "id")
+	var key catalog.APIKey
+	_, err := u.cat.Change(func(c *catalog.Catalog) error {
+		p := c.Plan(id)
+		if p == nil {
+			return errPlanNotFound
+		}
+		k := c.Key(in.KeyID)
+		if k == nil {
+			return errPlanKeyNotFound
+		}
+		if slices.Contains(k.UsagePlans, id) {
+			return &apiError{status: 409, errType: "ConflictException", msg: fmt.Sprintf("API Key %s is already in usage plan %s", k.ID, id)}
+		}
+		for _, other := range k.UsagePlans {
+			op := c.Plan(other)
+			if op == nil {
+				continue
+			}
+			for _, a := range op.APIStages {
+				for _, b := range p.APIStages {
+					if a.APIID == b.APIID && a.Stage == b.Stage {
+						return &apiError{status: 409, errType: "ConflictException", msg: fmt.Sprintf(
+							"Usage Plan %s cannot be added because API Key %s cannot reference multiple Usage Plans with the same API Stage: %s:%s", id, k.ID, a.APIID, a.Stage)}
+					}
+				}
+			}
+		}
+		k.UsagePlans = append(k.UsagePlans, id)
+		key = *k
+		return nil
+	})
+	if err != nil {
+		changeError(err).write(w)
+		return
+	}
+	writeJSON(w, http.StatusCreated, planKeyJSON(&key))
+}
+
+// planKeys returns the keys of plan id, sorted by id.
+func planKeys(c *catalog.Catalog, id string) []*catalog.APIKey {
+	var keys []*catalog.APIKey
+	for i := range c.APIKeys {
+		if slices.Contains(c.APIKeys[i].UsagePlans, id) {
+			keys = append(keys, &c.APIKeys[i])
+		}
+	}
+	slices.SortFunc(keys, func(x, y *catalog.APIKey) int { return strings.Compare(x.ID, y.ID) })
+	return keys
+}
+
+func (u *usagePlans) listKeys(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit, perr := pageLimit(q.Get("limit"))
+	if perr != nil {
+		perr.write(w)
+		return
+	}
+	c := u.cat.Current()
+	id := chi.URLParam(r, "id")
+	if c.Plan(id) == nil {
+		errPlanNotFound.write(w)
+		return
+	}
+	keys := slices.DeleteFunc(planKeys(c, id), func(k *catalog.APIKey) bool { return !strings.HasPrefix(k.Name, q.Get("name")) })
+	page, next, perr := paginate(keys, func(k *catalog.APIKey) string { return k.ID }, q.Get("position"), limit)
+	if perr != nil {
+		perr.write(w)
+		return
+	}
+	items := make([]usagePlanKeyJSON, len(page))
+	for i, k := range page {
+		items[i] = planKeyJSON(k)
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Position string             `json:"position,omitempty"`
+		Item     []usagePlanKeyJSON `json:"item"`
+	}{next, items})
+}
+
+func (u *usagePlans) getKey(w http.ResponseWriter, r *http.Request) {
+	c := u.cat.Current()
+	id := chi.URLParam(r, "id")
+	if c.Plan(id) == nil {
+		errPlanNotFound.write(w)
+		return
+	}
+	k := c.Key(chi.URLParam(r, "keyId"))
+	if k == nil || !slices.Contains(k.UsagePlans, id) {
+		errPlanKeyNotFound.write(w)
+		return
+	}
+	writeJSON(w, http.StatusOK, planKeyJSON(k))
+}
+
+func (u *usagePlans) removeKey(w http.ResponseWriter, r *http.Request) {
+	id, keyID := chi.URLParam(r, "id"), chi.URLParam(r, "keyId")
+	_, err := u.cat.Change(func(c *catalog.Catalog) error {
+		if c.Plan(id) == nil {
+			return errPlanNotFound
+		}
+		k := c.Key(keyID)
+		if k == nil || !slices.Contains(k.UsagePlans, id) {
+			return errPlanKeyNotFound
+		}
+		k.UsagePlans = slices.DeleteFunc(k.UsagePlans, func(p string) bool { return p == id })
+		return nil
+	})
+	if err != nil {
+		changeError(err).write(w)
+		return
+	}
+	w.WriteHeader(http.StatusAccepted)
+}
+
+// getUsage answers GetUsage: per key of the plan (or the one keyId), per
+// UTC day from startDate to endDate, [used, remaining].
+func (u *usagePlans) getUsage(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	c := u.cat.Current()
+	p := c.Plan(chi.URLParam(r, "id"))
+	if p == nil {
+		errPlanNotFound.write(w)
+		return
+	}
+	from, err := usage.ParseDay(q.Get("startDate"))
+	if err != nil {
+		badRequest("startDate: " + err.Error()).write(w)
+		return
+	}
+	to, err := usage.ParseDay(q.Get("endDate"))
+	if err != nil {
+		badRequest("endDate: " + err.Error()).write(w)
+		return
+	}
+	if to < from {
+		badRequest("endDate is before startDate").write(w)
+		return
+	}
+	limit, perr := pageLimit(q.Get("limit"))
+	if perr != nil {
+		perr.write(w)
+		return
+	}
+	keys := planKeys(c, p.ID)
+	if id := q.Get("keyId"); id != "" {
+		keys = slices.DeleteFunc(keys, func(k *catalog.APIKey) bool { return k.ID != id })
+		if len(keys) == 0 {
+			errPlanKeyNotFound.write(w)
+			return
+		}
+	}
+	page, next, perr := paginate(keys, func(k *catalog.APIKey) string { return k.ID }, q.Get("position"), limit)
+	if perr != nil {
+		perr.write(w)
+		return
+	}
+	rows, err := u.usage.Daily(r.Context(), usage.Filter{FromDay: usage.PeriodStartDay(p, from), ToDay: to, PlanID: p.ID})
+	if err != nil {
+		(&apiError{status: 500, errType: "InternalServerErrorException", msg: "read usage: " + err.Error()}).write(w)
+		return
+	}
+	values := make(map[string][][2]int64, len(page))
+	for _, k := range page {
+		values[k.ID] = usage.Values(p, k.ID, from, to, rows)
+	}
+	out := struct {
+		usage.GetUsage
+		Position string `json:"position,omitempty"`
+	}{usage.GetUsage{UsagePlanID: p.ID, StartDate: q.Get("startDate"), EndDate: q.Get("endDate"), Values: values}, next}
+	writeJSON(w, http.StatusOK, out)
+}
