@@ -2,6 +2,7 @@ package enforcer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -140,7 +141,7 @@ func (g *Gateway) RestoreQuotas(ctx context.Context, src DailySource) error {
 	}
 	for _, r := range rows {
 		if s, ok := starts[r.PlanID]; ok && r.Day >= s {
-			sums[kp{r.KeyID, r.PlanID}] += r.Admitted
+			sums[kp{r.KeyID, r.PlanID}] += r.Admitted + r.Adjustment
 		}
 	}
 	for _, e := range t.keys {
@@ -151,6 +152,46 @@ func (g *Gateway) RestoreQuotas(ctx context.Context, src DailySource) error {
 		}
 	}
 	return nil
+}
+
+// Quota errors of SetRemaining.
+var (
+	ErrNoSuchKeyPlan = errors.New("the key is not in that usage plan")
+	ErrNoQuota       = errors.New("the usage plan has no quota")
+)
+
+// SetRemaining sets the quota a key has left under a plan in the current
+// period (AWS UpdateUsage): requests go on counting from there. It
+// returns the change to the period's used count (to record in the usage
+// store, so a restart restores it) and the day it applies to.
+func (g *Gateway) SetRemaining(planID, keyID string, remaining int64) (delta, day int64, err error) {
+	now := g.cfg.Now()
+	st := g.states.lookup(keyID, planID, &g.mu)
+	t := g.table.Load()
+	var q *quota
+	for _, e := range t.keys {
+		if e.id != keyID {
+			continue
+		}
+		for _, b := range e.bindings {
+			if b.plan.id == planID {
+				q = b.plan.quota
+				if q == nil {
+					return 0, 0, ErrNoQuota
+				}
+			}
+		}
+	}
+	if q == nil || st == nil {
+		return 0, 0, ErrNoSuchKeyPlan
+	}
+	p := q.span(now)
+	lim := q.limit(p.idx)
+	if remaining < 0 || remaining > lim {
+		return 0, 0, fmt.Errorf("remaining must be between 0 and the period's limit %d, got %d", lim, remaining)
+	}
+	delta = q.set(&st.quota, now, lim-remaining)
+	return delta, now / 86400e9, nil
 }
 
 // ServeHTTP enforces and proxies one request.

@@ -3,6 +3,7 @@ package enforcer
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -739,5 +740,48 @@ func TestUpdateAppliesUpstreamTimeout(t *testing.T) {
 	wantAWS(t, e.do("GET", "/prod/slow", "x-api-key", widget), 504, "Endpoint request timed out", "")
 	if d := time.Since(start); d >= 300*time.Millisecond {
 		t.Errorf("504 after %v; the new timeout is 50ms", d)
+	}
+}
+
+func TestSetRemaining(t *testing.T) {
+	e := newEnv(t, gwYAML)
+	k := e.gw.table.Load().lookupKey(widget)
+	plan := k.bindings[0].plan.id
+	e.do("GET", "/prod/items", "x-api-key", widget)
+	e.do("GET", "/prod/items", "x-api-key", widget) // 2 of 5 used
+	delta, day, err := e.gw.SetRemaining(plan, k.id, 1)
+	if err != nil || delta != 2 || day != testEpoch.Unix()/86400 {
+		t.Fatalf("SetRemaining = %d, %d, %v; want used 2 -> 4 (delta 2) today", delta, day, err)
+	}
+	e.advance(10 * time.Second) // the throttle is not what this tests
+	if r := e.do("GET", "/prod/items", "x-api-key", widget); r.status != 200 {
+		t.Fatalf("the one remaining request: %d", r.status)
+	}
+	wantAWS(t, e.do("GET", "/prod/items", "x-api-key", widget), 429, "Limit Exceeded", "LimitExceededException")
+	// Raising what remains works too.
+	if delta, _, err := e.gw.SetRemaining(plan, k.id, 5); err != nil || delta != -5 {
+		t.Fatalf("raise: %d, %v", delta, err)
+	}
+	e.advance(10 * time.Second)
+	if r := e.do("GET", "/prod/items", "x-api-key", widget); r.status != 200 {
+		t.Fatalf("after raising: %d", r.status)
+	}
+	for _, tt := range []struct {
+		plan, key string
+		remaining int64
+		want      string
+	}{
+		{plan, k.id, 6, "between 0 and the period's limit 5"},
+		{plan, k.id, -1, "between 0"},
+		{"nope", k.id, 1, ErrNoSuchKeyPlan.Error()},
+		{plan, "nope", 1, ErrNoSuchKeyPlan.Error()},
+	} {
+		if _, _, err := e.gw.SetRemaining(tt.plan, tt.key, tt.remaining); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("SetRemaining(%s, %s, %d) = %v, want %q", tt.plan, tt.key, tt.remaining, err, tt.want)
+		}
+	}
+	other := e.gw.table.Load().lookupKey("otherotherotherother01")
+	if _, _, err := e.gw.SetRemaining(other.bindings[0].plan.id, other.id, 1); !errors.Is(err, ErrNoQuota) {
+		t.Errorf("plan without quota: %v", err)
 	}
 }

@@ -104,3 +104,16 @@ func (q *quota) raise(c *atomic.Uint64, now, n int64) {
 		}
 	}
 }
+
+// set makes the current period's count used and returns how much it
+// changed.
+func (q *quota) set(c *atomic.Uint64, now, used int64) (delta int64) {
+	idx := q.span(now).idx
+	for {
+		old := c.Load()
+		prev := unpack(old, idx)
+		if c.CompareAndSwap(old, pack(idx, used)) {
+			return used - prev
+		}
+	}
+}

@@ -102,6 +102,14 @@ func (s *states) keyPlanFor(keyID, planID string, nOverrides int) *keyPlanState 
 	return st
 }
 
+// lookup returns the counters of a key under a plan, or nil. mu guards
+// the map against a concurrent compile.
+func (s *states) lookup(keyID, planID string, mu *sync.Mutex) *keyPlanState {
+	mu.Lock()
+	defer mu.Unlock()
+	return s.keyPlan[keyPlan{keyID, planID}]
+}
+
 func (s *states) globalFor(id string) *atomic.Int64 {
 	st := s.global[id]
 	if st == nil {

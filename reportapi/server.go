@@ -26,6 +26,8 @@ type Config struct {
 	Catalog CatalogStore
 	// Usage answers GetUsage. Nil: GetUsage is not served.
 	Usage UsageStore
+	// Quotas carries out UpdateUsage. Nil (or no Usage): not served.
+	Quotas QuotaAdjuster
 	// Profiling mounts net/http/pprof under /debug/pprof. Off by default.
 	Profiling bool
 	// Metrics returns the values /metrics shows. Nil: no /metrics.
@@ -97,7 +99,7 @@ func New(cfg Config) (http.Handler, error) {
 		}
 		if cfg.Catalog != nil {
 			(&apiKeys{cat: cfg.Catalog, now: cfg.Now}).routes(r)
-			(&usagePlans{cat: cfg.Catalog, usage: cfg.Usage, now: cfg.Now}).routes(r)
+			(&usagePlans{cat: cfg.Catalog, usage: cfg.Usage, quotas: cfg.Quotas, now: cfg.Now}).routes(r)
 		}
 	})
 	return r, nil

@@ -58,10 +58,17 @@ var (
 	errPlanKeyNotFound = &apiError{status: 404, errType: "NotFoundException", msg: "Invalid API Key identifier specified"}
 )
 
+// QuotaAdjuster sets what a key has left of its quota under a plan in the
+// current period (UpdateUsage), in the gateway and in the usage store.
+type QuotaAdjuster interface {
+	SetRemaining(ctx context.Context, planID, keyID string, remaining int64) error
+}
+
 type usagePlans struct {
-	cat   CatalogStore
-	usage UsageStore
-	now   func() time.Time
+	cat    CatalogStore
+	usage  UsageStore
+	quotas QuotaAdjuster
+	now    func() time.Time
 }
 
 func (u *usagePlans) routes(r chi.Router) {
@@ -76,6 +83,9 @@ func (u *usagePlans) routes(r chi.Router) {
 	r.Delete("/usageplans/{id}/keys/{keyId}", u.removeKey)
 	if u.usage != nil {
 		r.Get("/usageplans/{id}/usage", u.getUsage)
+	}
+	if u.usage != nil && u.quotas != nil {
+		r.Patch("/usageplans/{id}/keys/{keyId}/usage", u.updateUsage)
 	}
 }
 
@@ -546,4 +556,55 @@ func (u *usagePlans) getUsage(w http.ResponseWriter, r *http.Request) {
 		Position string `json:"position,omitempty"`
 	}{usage.GetUsage{UsagePlanID: p.ID, StartDate: q.Get("startDate"), EndDate: q.Get("endDate"), Values: values}, next}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// updateUsage answers UpdateUsage: replace /remaining sets the quota the
+// key has left in the current period. It answers with the key's usage of
+// the current period's days, as AWS does.
+func (u *usagePlans) updateUsage(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		PatchOperations []patchOp `json:"patchOperations"`
+	}
+	if err := decodeBody(r, &in); err != nil {
+		err.write(w)
+		return
+	}
+	c := u.cat.Current()
+	p := c.Plan(chi.URLParam(r, "id"))
+	if p == nil {
+		errPlanNotFound.write(w)
+		return
+	}
+	k := c.Key(chi.URLParam(r, "keyId"))
+	if k == nil || !slices.Contains(k.UsagePlans, p.ID) {
+		errPlanKeyNotFound.write(w)
+		return
+	}
+	if p.Quota == nil {
+		badRequest("the usage plan has no quota to update").write(w)
+		return
+	}
+	if len(in.PatchOperations) != 1 || in.PatchOperations[0].Op != "replace" || in.PatchOperations[0].Path != "/remaining" {
+		badRequest("patchOperations must be one replace of /remaining").write(w)
+		return
+	}
+	remaining, err := strconv.ParseInt(in.PatchOperations[0].Value, 10, 64)
+	if err != nil {
+		badRequest(fmt.Sprintf("/remaining must be an integer, got %q", in.PatchOperations[0].Value)).write(w)
+		return
+	}
+	if err := u.quotas.SetRemaining(r.Context(), p.ID, k.ID, remaining); err != nil {
+		badRequest(err.Error()).write(w)
+		return
+	}
+	now := u.now().UnixNano()
+	start, _ := p.Quota.Period.Bounds(now)
+	from, to := start/86400e9, now/86400e9
+	rows, err := u.usage.Daily(r.Context(), usage.Filter{FromDay: from, ToDay: to, PlanID: p.ID, KeyID: k.ID})
+	if err != nil {
+		(&apiError{status: 500, errType: "InternalServerErrorException", msg: "read usage: " + err.Error()}).write(w)
+		return
+	}
+	writeJSON(w, http.StatusOK, usage.GetUsage{UsagePlanID: p.ID, StartDate: usage.FormatDay(from), EndDate: usage.FormatDay(to),
+		Values: map[string][][2]int64{k.ID: usage.Values(p, k.ID, from, to, rows)}})
 }

@@ -35,13 +35,15 @@ type GetUsage struct {
 // and key, as AWS reports them: used is the day's admitted requests,
 // remaining is the quota left in the day's period after that day (the
 // period's limit, less the offset in the plan's first period, less what
-// was used in the period up to and including the day). A plan without a
-// quota reports remaining 0.
+// was used in the period up to and including the day, UpdateUsage's
+// adjustments included). A plan without a quota reports remaining 0.
 func Values(p *catalog.UsagePlan, keyID string, fromDay, toDay int64, rows []DayCount) [][2]int64 {
 	used := map[int64]int64{}
+	adjusted := map[int64]int64{} // quota counted without requests (UpdateUsage)
 	for _, r := range rows {
 		if r.PlanID == p.ID && r.KeyID == keyID {
 			used[r.Day] += r.Admitted
+			adjusted[r.Day] += r.Adjustment
 		}
 	}
 	out := make([][2]int64, 0, max(toDay-fromDay+1, 0))
@@ -60,7 +62,7 @@ func Values(p *catalog.UsagePlan, keyID string, fromDay, toDay int64, rows []Day
 		if i := q.Period.Index(d * 86400e9); i != idx {
 			idx, cum = i, 0
 		}
-		cum += used[d]
+		cum += used[d] + adjusted[d]
 		if d >= fromDay {
 			rem := q.LimitAt(idx, p.CreatedDate) - cum
 			out = append(out, [2]int64{used[d], max(rem, 0)})

@@ -14,6 +14,9 @@ type DayCount struct {
 	KeyID    string
 	Admitted int64 // requests that consumed quota
 	Rejected int64 // requests rejected by throttle or quota under this plan
+	// Adjustment is quota counted without requests (UpdateUsage): it
+	// changes what remains, not what was used.
+	Adjustment int64
 }
 
 // Filter narrows a Daily query. Empty strings match everything.

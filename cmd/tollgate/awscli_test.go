@@ -159,6 +159,17 @@ func TestArticleWorkflowWithAWSCLI(t *testing.T) {
 	if used != 5 {
 		t.Fatalf("get-usage used = %v, want 5", used)
 	}
+	// update-usage: two requests left today, then Limit Exceeded.
+	u := aws("update-usage", "--usage-plan-id", str(free, "id"), "--key-id", str(widget, "id"),
+		"--patch-operations", "op=replace,path=/remaining,value=2")
+	if vals, _ := u["items"].(map[string]any); vals == nil {
+		t.Errorf("update-usage printed %v", u)
+	}
+	for i, want := range []int{200, 200, 429} {
+		if code, _ := get(t, gw+"/prod/items", str(widget, "value")); code != want {
+			t.Fatalf("after update-usage, request %d: %d, want %d", i, code, want)
+		}
+	}
 	// Removing the key from its plan takes effect at once.
 	aws("delete-usage-plan-key", "--usage-plan-id", str(free, "id"), "--key-id", str(widget, "id"))
 	if code, _ := get(t, gw+"/prod/items", str(widget, "value")); code != 403 {

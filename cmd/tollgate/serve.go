@@ -126,7 +126,7 @@ func runServe(ctx context.Context, o serveOptions, stdout io.Writer, logger *slo
 		return err
 	}
 	var serving atomic.Bool
-	admin, err := reportapi.New(reportapi.Config{Ready: serving.Load, Profiling: o.pprof, Credentials: creds, Catalog: cats, Usage: store,
+	admin, err := reportapi.New(reportapi.Config{Ready: serving.Load, Profiling: o.pprof, Credentials: creds, Catalog: cats, Usage: store, Quotas: quotaAdjuster{gw, store},
 		Metrics: func() []reportapi.Metric {
 			return []reportapi.Metric{
 				{Name: "tollgate_usage_events_written_total", Help: "Usage events written to the store.", Type: "counter", Value: float64(drainer.Written())},
@@ -257,4 +257,20 @@ func loadCatalog(o serveOptions, stdout io.Writer, logger *slog.Logger) (*catalo
 		fmt.Fprintf(stdout, "API key %q (id %s) value: %s\n", k.Name, id, ch.GeneratedKeys[id])
 	}
 	return next, nil
+}
+
+// quotaAdjuster carries out UpdateUsage: the gateway's counter changes at
+// once, and the change is recorded in the store so that a restart
+// restores it.
+type quotaAdjuster struct {
+	gw    *enforcer.Gateway
+	store *sqlitestore.Store
+}
+
+func (q quotaAdjuster) SetRemaining(ctx context.Context, planID, keyID string, remaining int64) error {
+	delta, day, err := q.gw.SetRemaining(planID, keyID, remaining)
+	if err != nil {
+		return err
+	}
+	return q.store.AdjustQuota(ctx, planID, keyID, day, delta)
 }

@@ -349,3 +349,49 @@ func TestAdminAPIChangesReachTheGateway(t *testing.T) {
 		t.Fatalf("after restart: %d, want 403", code)
 	}
 }
+
+// UpdateUsage survives a restart: the adjustment is in the store.
+func TestUpdateUsageSurvivesRestart(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer up.Close()
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	cfg := writeConfig(t, dir, up.URL)
+	now := frozen
+	n := start(t, data, cfg, &now)
+	var creds struct{ Token string }
+	b, _ := os.ReadFile(filepath.Join(data, "admin-credentials.json"))
+	json.Unmarshal(b, &creds)
+	admin := func(method, path, body string) []byte {
+		t.Helper()
+		req, _ := http.NewRequest(method, "http://"+n.addrs.admin+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+creds.Token)
+		r, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Body.Close()
+		out, _ := io.ReadAll(r.Body)
+		if r.StatusCode != 200 {
+			t.Fatalf("%s %s: %d %s", method, path, r.StatusCode, out)
+		}
+		return out
+	}
+	var plans struct{ Item []struct{ ID string } }
+	json.Unmarshal(admin("GET", "/usageplans", ""), &plans)
+	var keys struct{ Item []struct{ ID string } }
+	json.Unmarshal(admin("GET", "/apikeys?name=widget", ""), &keys)
+	planID, keyID := plans.Item[0].ID, keys.Item[0].ID
+	admin("PATCH", "/usageplans/"+planID+"/keys/"+keyID+"/usage", `{"patchOperations":[{"op":"replace","path":"/remaining","value":"1"}]}`)
+	n.stop(t)
+
+	now = frozen.Add(time.Minute)
+	n = start(t, data, cfg, &now)
+	gw := "http://" + n.addrs.gateway + "/prod/items"
+	if code, _ := get(t, gw, "widgetwidgetwidget0001"); code != 200 {
+		t.Fatalf("the one request left: %d", code)
+	}
+	if code, body := get(t, gw, "widgetwidgetwidget0001"); code != 429 || body != `{"message":"Limit Exceeded"}` {
+		t.Fatalf("after restart: %d %s, want Limit Exceeded (remaining was set to 1)", code, body)
+	}
+}

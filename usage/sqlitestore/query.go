@@ -13,11 +13,31 @@ import (
 	"github.com/tollgate/tollgate/usage"
 )
 
-// dailySQL reads a day range of the rollup in primary-key order; an empty
-// plan or key parameter matches every row.
-const dailySQL = `SELECT day, plan_id, key_id, admitted, rejected FROM usage_daily
-WHERE day BETWEEN ? AND ? AND (? = '' OR plan_id = ?) AND (? = '' OR key_id = ?)
+// dailySQL reads a day range of the rollup, with the quota adjustments of
+// the same days, in primary-key order; an empty plan (?3) or key (?4)
+// parameter matches every row.
+const dailySQL = `SELECT day, plan_id, key_id, sum(admitted), sum(rejected), sum(adjustment) FROM (
+	SELECT day, plan_id, key_id, admitted, rejected, 0 AS adjustment FROM usage_daily
+	WHERE day BETWEEN ?1 AND ?2 AND (?3 = '' OR plan_id = ?3) AND (?4 = '' OR key_id = ?4)
+	UNION ALL
+	SELECT day, plan_id, key_id, 0, 0, delta FROM quota_adjustments
+	WHERE day BETWEEN ?1 AND ?2 AND (?3 = '' OR plan_id = ?3) AND (?4 = '' OR key_id = ?4))
+GROUP BY day, plan_id, key_id
 ORDER BY day, plan_id, key_id`
+
+// adjustSQL adds to a (day, plan, key)'s quota adjustment.
+const adjustSQL = `INSERT INTO quota_adjustments (day, plan_id, key_id, delta) VALUES (?, ?, ?, ?)
+ON CONFLICT (day, plan_id, key_id) DO UPDATE SET delta = delta + excluded.delta`
+
+// AdjustQuota records that the quota used by a key under a plan changes
+// by delta on a day, without requests: UpdateUsage's adjustment of the
+// remaining quota. Daily reports it as Adjustment.
+func (s *Store) AdjustQuota(ctx context.Context, planID, keyID string, day, delta int64) error {
+	if _, err := s.db.ExecContext(ctx, adjustSQL, day, planID, keyID, delta); err != nil {
+		return fmt.Errorf("adjust quota: %w", err)
+	}
+	return nil
+}
 
 // eventsSQL reads the batches that may hold events in [?1, ?2), by
 // min_time, through usage_event_batches_time. A batch overlapping the range
@@ -41,7 +61,7 @@ ORDER BY minute, key_id, plan_id, api_id, stage, method, resource, status, decis
 
 // Daily returns the rollup rows matching f, ordered by day, plan and key.
 func (s *Store) Daily(ctx context.Context, f usage.Filter) ([]usage.DayCount, error) {
-	rows, err := s.daily.QueryContext(ctx, f.FromDay, f.ToDay, f.PlanID, f.PlanID, f.KeyID, f.KeyID)
+	rows, err := s.daily.QueryContext(ctx, f.FromDay, f.ToDay, f.PlanID, f.KeyID)
 	if err != nil {
 		return nil, fmt.Errorf("query daily usage: %w", err)
 	}
@@ -49,7 +69,7 @@ func (s *Store) Daily(ctx context.Context, f usage.Filter) ([]usage.DayCount, er
 	var out []usage.DayCount
 	for rows.Next() {
 		var d usage.DayCount
-		if err := rows.Scan(&d.Day, &d.PlanID, &d.KeyID, &d.Admitted, &d.Rejected); err != nil {
+		if err := rows.Scan(&d.Day, &d.PlanID, &d.KeyID, &d.Admitted, &d.Rejected, &d.Adjustment); err != nil {
 			return nil, fmt.Errorf("query daily usage: %w", err)
 		}
 		out = append(out, d)

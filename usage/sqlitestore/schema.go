@@ -102,6 +102,20 @@ CREATE TABLE usage_daily (
 -- WITHOUT ROWID: small rows always reached by their key.
 ) STRICT, WITHOUT ROWID;
 `,
+	// 2: UpdateUsage's adjustments of remaining quota.
+	`
+-- One row per (UTC day, plan, key): requests the quota counts that were
+-- not made (UpdateUsage lowering or raising what remains), so that a
+-- restart restores the adjusted count and GetUsage reports it. Kept apart
+-- from usage_daily, which counts requests only.
+CREATE TABLE quota_adjustments (
+	day     INTEGER NOT NULL,
+	plan_id TEXT    NOT NULL,
+	key_id  TEXT    NOT NULL,
+	delta   INTEGER NOT NULL, -- added to the period's used count
+	PRIMARY KEY (day, plan_id, key_id)
+) STRICT, WITHOUT ROWID;
+`,
 }
 
 // migrate applies the migrations the database lacks, each in its own

@@ -609,6 +609,7 @@ func TestMigrateOnce(t *testing.T) {
 		"index sqlite_autoindex_usage_event_batches_1", // first_id
 		"index usage_event_batches_span",
 		"index usage_event_batches_time",
+		"table quota_adjustments",
 		"table usage_daily",
 		"table usage_event_batches",
 		"table usage_minute",
@@ -949,8 +950,10 @@ func TestQueryPlans(t *testing.T) {
 		args        []any
 		wantUse     string
 	}{
-		{"daily", dailySQL, []any{1, 2, "", "", "", ""}, "SEARCH usage_daily USING PRIMARY KEY (day>? AND day<?)"},
-		{"daily with plan and key", dailySQL, []any{1, 2, "p", "p", "k", "k"}, "SEARCH usage_daily USING PRIMARY KEY (day>? AND day<?)"},
+		// Both tables by their key's day range; the few rows of a day range
+		// are then merged per (day, plan, key).
+		{"daily", dailySQL, []any{1, 2, "", ""}, "CO-ROUTINE (subquery-2); COMPOUND QUERY; LEFT-MOST SUBQUERY; SEARCH usage_daily USING PRIMARY KEY (day>? AND day<?); UNION ALL; SEARCH quota_adjustments USING PRIMARY KEY (day>? AND day<?); SCAN (subquery-2); USE TEMP B-TREE FOR GROUP BY"},
+		{"daily with plan and key", dailySQL, []any{1, 2, "p", "k"}, "CO-ROUTINE (subquery-2); COMPOUND QUERY; LEFT-MOST SUBQUERY; SEARCH usage_daily USING PRIMARY KEY (day>? AND day<?); UNION ALL; SEARCH quota_adjustments USING PRIMARY KEY (day>? AND day<?); SCAN (subquery-2); USE TEMP B-TREE FOR GROUP BY"},
 		{"minutes", minutesSQL, []any{1, 2}, "SEARCH usage_minute USING PRIMARY KEY (minute>? AND minute<?)"},
 		{"events", eventsSQL, []any{1, 2, int64(math.MinInt64)}, "SEARCH usage_event_batches USING INDEX usage_event_batches_time (min_time>? AND min_time<?); " +
 			"SCALAR SUBQUERY 2; CO-ROUTINE (subquery-1); SEARCH usage_event_batches USING COVERING INDEX usage_event_batches_span; SCAN (subquery-1)"},
@@ -1062,5 +1065,28 @@ func TestConcurrent(t *testing.T) {
 	}
 	if n := len(allEvents(t, s)); n != writers*batches*size {
 		t.Errorf("Events: got %d, want %d", n, writers*batches*size)
+	}
+}
+
+func TestAdjustQuota(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "usage.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	if err := s.AdjustQuota(ctx, "p", "k", 10, 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AdjustQuota(ctx, "p", "k", 10, -2); err != nil {
+		t.Fatal(err)
+	}
+	s.AdjustQuota(ctx, "p", "other", 10, 7)
+	got, err := s.Daily(ctx, usage.Filter{FromDay: 10, ToDay: 10, PlanID: "p", KeyID: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []usage.DayCount{{Day: 10, PlanID: "p", KeyID: "k", Adjustment: 3}}; !slices.Equal(got, want) {
+		t.Errorf("Daily = %+v, want %+v", got, want)
 	}
 }
