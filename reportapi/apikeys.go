@@ -2,6 +2,7 @@ package reportapi
 
 import (
 	"encoding/base64"
+	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -58,7 +59,13 @@ type apiKeys struct {
 }
 
 func (a *apiKeys) routes(r chi.Router) {
-	r.Post("/apikeys", a.create)
+	r.Post("/apikeys", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("mode") == "import" {
+			a.importKeys(w, r)
+			return
+		}
+		a.create(w, r)
+	})
 	r.Get("/apikeys", a.list)
 	r.Get("/apikeys/{id}", a.get)
 	r.Patch("/apikeys/{id}", a.update)
@@ -323,4 +330,128 @@ func paginate[T any](items []T, id func(T) string, position string, limit int) (
 		next = base64.RawURLEncoding.EncodeToString([]byte(id(items[end-1])))
 	}
 	return items[start:end], next, nil
+}
+
+// importKeys answers ImportApiKeys (POST /apikeys?mode=import&format=csv):
+// a CSV whose header names the columns Name, Key, Description, Enabled and
+// UsagePlanIds in any order and case (Key is required; UsagePlanIds lists
+// plan ids separated by commas or semicolons). Rows that cannot be imported
+// become warnings and are skipped, unless failonwarnings=true, which
+// refuses the whole file. Either way the import is one catalog change.
+func (a *apiKeys) importKeys(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if q.Get("format") != "csv" {
+		badRequest(fmt.Sprintf("format must be csv, got %q", q.Get("format"))).write(w)
+		return
+	}
+	failOnWarnings := q.Get("failonwarnings") == "true"
+	rd := csv.NewReader(http.MaxBytesReader(nil, r.Body, maxBody))
+	rd.FieldsPerRecord = -1
+	rd.TrimLeadingSpace = true
+	rows, err := rd.ReadAll()
+	if err != nil {
+		badRequest("Invalid CSV: " + err.Error()).write(w)
+		return
+	}
+	if len(rows) == 0 {
+		badRequest("the CSV is empty: it needs a header row naming Name, Key, Description, Enabled, UsagePlanIds").write(w)
+		return
+	}
+	col := map[string]int{}
+	for i, h := range rows[0] {
+		name := strings.ToLower(strings.TrimSpace(h))
+		switch name {
+		case "name", "key", "description", "enabled", "usageplanids":
+			col[name] = i
+		default:
+			badRequest(fmt.Sprintf("unknown CSV column %q; the columns are Name, Key, Description, Enabled, UsagePlanIds", h)).write(w)
+			return
+		}
+	}
+	if _, ok := col["key"]; !ok {
+		badRequest("the CSV has no Key column (the key values)").write(w)
+		return
+	}
+	field := func(row []string, name string) string {
+		if i, ok := col[name]; ok && i < len(row) {
+			return strings.TrimSpace(row[i])
+		}
+		return ""
+	}
+	now := a.now().Unix()
+	var ids, warnings []string
+	_, cerr := a.cat.Change(func(c *catalog.Catalog) error {
+		names := make(map[string]bool, len(c.APIKeys)+len(rows))
+		hashes := make(map[string]bool, len(c.APIKeys)+len(rows))
+		for _, k := range c.APIKeys {
+			names[k.Name], hashes[k.ValueHash] = true, true
+		}
+		for n, row := range rows[1:] {
+			line := n + 2
+			warn := func(format string, args ...any) {
+				warnings = append(warnings, fmt.Sprintf("Row %d: ", line)+fmt.Sprintf(format, args...))
+			}
+			value := field(row, "key")
+			if msg := catalog.CheckKeyValue(value); msg != "" {
+				warn("Key %s", msg)
+				continue
+			}
+			hash := catalog.HashKey(value)
+			if hashes[hash] {
+				warn("Key already exists")
+				continue
+			}
+			name := field(row, "name")
+			if name == "" {
+				name = "key-" + catalog.NewID(nil)
+			}
+			if names[name] {
+				warn("an API key named %q already exists", name)
+				continue
+			}
+			enabled := false
+			if s := field(row, "enabled"); s != "" {
+				b, err := strconv.ParseBool(s)
+				if err != nil {
+					warn("Enabled must be true or false, got %q", s)
+					continue
+				}
+				enabled = b
+			}
+			var plans []string
+			bad := ""
+			for _, p := range strings.FieldsFunc(field(row, "usageplanids"), func(r rune) bool { return r == ',' || r == ';' }) {
+				p = strings.TrimSpace(p)
+				if c.Plan(p) == nil {
+					bad = p
+					break
+				}
+				plans = append(plans, p)
+			}
+			if bad != "" {
+				warn("usage plan %q does not exist", bad)
+				continue
+			}
+			k := catalog.APIKey{ID: catalog.NewID(nil), Name: name, Description: field(row, "description"), Enabled: enabled,
+				ValueHash: hash, ValuePrefix: value[:4], UsagePlans: append([]string{}, plans...), CreatedDate: now, LastUpdatedDate: now}
+			c.APIKeys = append(c.APIKeys, k)
+			names[name], hashes[hash] = true, true
+			ids = append(ids, k.ID)
+		}
+		if failOnWarnings && len(warnings) > 0 {
+			return badRequest("Import refused (failonwarnings): " + strings.Join(warnings, "; "))
+		}
+		return nil
+	})
+	if cerr != nil {
+		changeError(cerr).write(w)
+		return
+	}
+	if ids == nil {
+		ids = []string{}
+	}
+	writeJSON(w, http.StatusCreated, struct {
+		IDs      []string `json:"ids"`
+		Warnings []string `json:"warnings,omitempty"`
+	}{ids, warnings})
 }

@@ -276,4 +276,111 @@ func TestAWSCLIApiKeys(t *testing.T) {
 	if c.cat.Current().Key(k.ID) != nil {
 		t.Error("delete-api-key did not delete")
 	}
+	csvFile := t.TempDir() + "/keys.csv"
+	os.WriteFile(csvFile, []byte("Name,Key,Enabled\nImported-1,imported-key-value-0000000001,true\nImported-2,imported-key-value-0000000002,false\n"), 0o600)
+	var imported struct{ IDs []string }
+	json.Unmarshal([]byte(aws("import-api-keys", "--body", "fileb://"+csvFile, "--format", "csv", "--fail-on-warnings")), &imported)
+	if len(imported.IDs) != 2 || c.cat.Current().KeyByName("Imported-2") == nil {
+		t.Errorf("import-api-keys: %+v", imported)
+	}
+}
+
+func (c *adminClient) importCSV(query, body string) (int, string) {
+	c.t.Helper()
+	req, _ := http.NewRequest("POST", c.url+"/apikeys?mode=import&format=csv"+query, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+testCreds.Token)
+	req.Header.Set("Content-Type", "text/csv")
+	r, err := http.DefaultClient.Do(req)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer r.Body.Close()
+	b, _ := io.ReadAll(r.Body)
+	return r.StatusCode, string(b)
+}
+
+func TestImportTenThousandKeys(t *testing.T) {
+	c := newAdmin(t)
+	withAPI(t, c)
+	var p usagePlanJSON
+	c.call("POST", "/usageplans", map[string]any{"name": "Free", "apiStages": []map[string]any{{"apiId": "abc123api", "stage": "prod"}}}, &p)
+	var b strings.Builder
+	b.WriteString("usageplanIds,Key,name,Enabled,Description\n")
+	for i := 0; i < 10000; i++ {
+		fmt.Fprintf(&b, "%s,imported-key-value-%08d,imported-%05d,true,row %d\n", p.ID, i, i, i)
+	}
+	start := time.Now()
+	code, body := c.importCSV("", b.String())
+	if code != 201 {
+		t.Fatalf("import: %d %s", code, body)
+	}
+	var out struct {
+		IDs      []string
+		Warnings []string
+	}
+	json.Unmarshal([]byte(body), &out)
+	if len(out.IDs) != 10000 || len(out.Warnings) != 0 {
+		t.Fatalf("imported %d with %d warnings", len(out.IDs), len(out.Warnings))
+	}
+	t.Logf("10,000 keys imported in %v", time.Since(start))
+	cur := c.cat.Current()
+	k := cur.Key(out.IDs[9999])
+	if k == nil || k.Name != "imported-09999" || !k.Enabled || k.Description != "row 9999" || k.ValueHash != catalog.HashKey("imported-key-value-00009999") ||
+		len(k.UsagePlans) != 1 || k.UsagePlans[0] != p.ID {
+		t.Fatalf("imported key %+v", k)
+	}
+}
+
+func TestImportWarnings(t *testing.T) {
+	c := newAdmin(t)
+	csvBody := "Name,Key,Enabled,UsagePlanIds\n" +
+		"good,good-key-value-000000001,true,\n" +
+		"short,short,true,\n" +
+		"good,another-key-value-00000001,true,\n" +
+		"dupvalue,good-key-value-000000001,true,\n" +
+		"badbool,badbool-key-value-000001,yes please,\n" +
+		"noplan,noplan-key-value-0000001,true,nope\n"
+	code, body := c.importCSV("&failonwarnings=true", csvBody)
+	if code != 400 || !strings.Contains(body, "Row 3: Key must be 20 to 128 characters") {
+		t.Fatalf("failonwarnings: %d %s", code, body)
+	}
+	if len(c.cat.Current().APIKeys) != 0 {
+		t.Fatal("a refused import created keys")
+	}
+	code, body = c.importCSV("", csvBody)
+	var out struct {
+		IDs      []string
+		Warnings []string
+	}
+	json.Unmarshal([]byte(body), &out)
+	want := []string{
+		"Row 3: Key must be 20 to 128 characters long, got 5",
+		`Row 4: an API key named "good" already exists`,
+		"Row 5: Key already exists",
+		`Row 6: Enabled must be true or false, got "yes please"`,
+		`Row 7: usage plan "nope" does not exist`,
+	}
+	if code != 201 || len(out.IDs) != 1 || strings.Join(out.Warnings, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("import: %d %s", code, body)
+	}
+	for _, tt := range []struct{ query, body, want string }{
+		{"", "Name,Value\nx,y\n", `unknown CSV column \"Value\"`},
+		{"", "Name,Enabled\nx,true\n", "no Key column"},
+		{"", "", "the CSV is empty"},
+		{"&format=json", "Key\nabc\n", "format must be csv"},
+	} {
+		q := tt.query
+		path := "/apikeys?mode=import"
+		if !strings.Contains(q, "format=") {
+			path += "&format=csv"
+		}
+		req, _ := http.NewRequest("POST", c.url+path+q, strings.NewReader(tt.body))
+		req.Header.Set("Authorization", "Bearer "+testCreds.Token)
+		r, _ := http.DefaultClient.Do(req)
+		b, _ := io.ReadAll(r.Body)
+		r.Body.Close()
+		if r.StatusCode != 400 || !strings.Contains(string(b), tt.want) {
+			t.Errorf("%q: %d %s, want %q", tt.body, r.StatusCode, b, tt.want)
+		}
+	}
 }
