@@ -28,6 +28,8 @@ type Config struct {
 	Usage UsageStore
 	// Quotas carries out UpdateUsage. Nil (or no Usage): not served.
 	Quotas QuotaAdjuster
+	// Minutes answers the native usage API (/v1/...). Nil: not served.
+	Minutes MinuteStore
 	// Profiling mounts net/http/pprof under /debug/pprof. Off by default.
 	Profiling bool
 	// Metrics returns the values /metrics shows. Nil: no /metrics.
@@ -100,6 +102,12 @@ func New(cfg Config) (http.Handler, error) {
 		if cfg.Catalog != nil {
 			(&apiKeys{cat: cfg.Catalog, now: cfg.Now}).routes(r)
 			(&usagePlans{cat: cfg.Catalog, usage: cfg.Usage, quotas: cfg.Quotas, now: cfg.Now}).routes(r)
+			if cfg.Minutes != nil {
+				n := &native{minutes: cfg.Minutes, cat: cfg.Catalog, now: cfg.Now}
+				r.Get("/v1/usage", n.usage)
+				r.Get("/v1/usage/top", n.top)
+				r.Get("/v1/reports/billing", n.billing)
+			}
 		}
 	})
 	return r, nil

@@ -7,6 +7,8 @@
 // quota usage and reports, so every store answers the same way.
 package usage
 
+import "github.com/tollgate/tollgate/schemas"
+
 // DayCount is the rollup of one (plan, key, UTC day).
 type DayCount struct {
 	Day      int64 // days since 1970-01-01, UTC
@@ -17,6 +19,16 @@ type DayCount struct {
 	// Adjustment is quota counted without requests (UpdateUsage): it
 	// changes what remains, not what was used.
 	Adjustment int64
+}
+
+// MinuteCount is one row of the per-minute rollup: requests of one minute
+// with the same dimensions, and their sums.
+type MinuteCount struct {
+	Minute                                        int64 // Unix minutes
+	APIID, Stage, KeyID, PlanID, Method, Resource string
+	Status                                        int32
+	Decision                                      schemas.Decision
+	Requests, BytesIn, BytesOut, LatencyMicrosSum int64
 }
 
 // Filter narrows a Daily query. Empty strings match everything.

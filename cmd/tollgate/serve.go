@@ -126,7 +126,7 @@ func runServe(ctx context.Context, o serveOptions, stdout io.Writer, logger *slo
 		return err
 	}
 	var serving atomic.Bool
-	admin, err := reportapi.New(reportapi.Config{Ready: serving.Load, Profiling: o.pprof, Credentials: creds, Catalog: cats, Usage: store, Quotas: quotaAdjuster{gw, store},
+	admin, err := reportapi.New(reportapi.Config{Ready: serving.Load, Profiling: o.pprof, Credentials: creds, Catalog: cats, Usage: store, Quotas: quotaAdjuster{gw, store}, Minutes: store,
 		Metrics: func() []reportapi.Metric {
 			return []reportapi.Metric{
 				{Name: "tollgate_usage_events_written_total", Help: "Usage events written to the store.", Type: "counter", Value: float64(drainer.Written())},

@@ -395,3 +395,36 @@ func TestUpdateUsageSurvivesRestart(t *testing.T) {
 		t.Fatalf("after restart: %d %s, want Limit Exceeded (remaining was set to 1)", code, body)
 	}
 }
+
+// The native usage API reads what the gateway metered.
+func TestNativeUsageAPI(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer up.Close()
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	cfg := writeConfig(t, dir, up.URL)
+	now := frozen
+	n := start(t, data, cfg, &now)
+	gw := "http://" + n.addrs.gateway + "/prod/items"
+	for i := 0; i < 3; i++ {
+		get(t, gw, "widgetwidgetwidget0001")
+	}
+	get(t, gw, "")
+	n.stop(t) // flushes the events
+	n = start(t, data, "", &now)
+	var creds struct{ Token string }
+	b, _ := os.ReadFile(filepath.Join(data, "admin-credentials.json"))
+	json.Unmarshal(b, &creds)
+	req, _ := http.NewRequest("GET", "http://"+n.addrs.admin+"/v1/usage?from=2026-11-27T00:00:00Z&to=2026-11-28T00:00:00Z&group_by=decision&format=csv", nil)
+	req.Header.Set("Authorization", "Bearer "+creds.Token)
+	r, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(r.Body)
+	r.Body.Close()
+	want := "time,decision,requests,bytes_in,bytes_out,latency_ms_sum\n2026-11-27T00:00:00Z,admitted,3,0,0,0\n2026-11-27T00:00:00Z,forbidden,1,0,23,0\n"
+	if string(body) != want {
+		t.Errorf("/v1/usage:\n%s\nwant\n%s", body, want)
+	}
+}

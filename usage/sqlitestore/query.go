@@ -81,13 +81,7 @@ func (s *Store) Daily(ctx context.Context, f usage.Filter) ([]usage.DayCount, er
 }
 
 // MinuteCount is one row of the per-minute rollup.
-type MinuteCount struct {
-	Minute                                        int64 // Unix minutes
-	APIID, Stage, KeyID, PlanID, Method, Resource string
-	Status                                        int32
-	Decision                                      schemas.Decision
-	Requests, BytesIn, BytesOut, LatencyMicrosSum int64
-}
+type MinuteCount = usage.MinuteCount
 
 // Minutes returns per-minute rollup rows with Minute in [fromMinute, toMinute), ordered by the primary key.
 func (s *Store) Minutes(ctx context.Context, fromMinute, toMinute int64) ([]MinuteCount, error) {

@@ -1,0 +1,463 @@
+package reportapi
+
+import (
+	"cmp"
+	"compress/gzip"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tollgate/tollgate/catalog"
+	"github.com/tollgate/tollgate/schemas"
+	"github.com/tollgate/tollgate/usage"
+)
+
+// MinuteStore reads the per-minute rollup, Minute in [from, to).
+type MinuteStore interface {
+	Minutes(ctx context.Context, fromMinute, toMinute int64) ([]usage.MinuteCount, error)
+}
+
+// dimensions of /v1/usage's group_by, in output order.
+var dimensions = []string{"key", "plan", "api", "stage", "method", "resource", "status", "decision"}
+
+// decisionName is the decision as the native API reports it: requests
+// refused before a plan applied (403s and 400s) are "forbidden".
+func decisionName(d schemas.Decision) string {
+	switch d {
+	case schemas.DecisionAllowed:
+		return "admitted"
+	case schemas.DecisionThrottled:
+		return "throttled"
+	case schemas.DecisionQuotaExceeded:
+		return "quota_exceeded"
+	default:
+		return "forbidden"
+	}
+}
+
+func dimValue(m *usage.MinuteCount, dim string) string {
+	switch dim {
+	case "key":
+		return m.KeyID
+	case "plan":
+		return m.PlanID
+	case "api":
+		return m.APIID
+	case "stage":
+		return m.Stage
+	case "method":
+		return m.Method
+	case "resource":
+		return m.Resource
+	case "status":
+		return strconv.Itoa(int(m.Status))
+	default:
+		return decisionName(m.Decision)
+	}
+}
+
+// usageQuery is a parsed /v1/usage request.
+type usageQuery struct {
+	from, to    time.Time
+	granularity string
+	groupBy     []string
+	filters     map[string]string // dimension → value
+}
+
+func parseUsageQuery(q map[string][]string, now time.Time) (usageQuery, *apiError) {
+	get := func(k string) string {
+		if v := q[k]; len(v) > 0 {
+			return v[0]
+		}
+		return ""
+	}
+	var u usageQuery
+	var err error
+	if u.from, err = time.Parse(time.RFC3339, get("from")); err != nil {
+		return u, badRequest(fmt.Sprintf("from: %q is not an RFC 3339 time such as 2026-11-01T00:00:00Z", get("from")))
+	}
+	u.to = now
+	if s := get("to"); s != "" {
+		if u.to, err = time.Parse(time.RFC3339, s); err != nil {
+			return u, badRequest(fmt.Sprintf("to: %q is not an RFC 3339 time such as 2026-11-02T00:00:00Z", s))
+		}
+	}
+	if !u.to.After(u.from) {
+		return u, badRequest("to: must be after from")
+	}
+	u.granularity = cmp.Or(get("granularity"), "day")
+	if !slices.Contains([]string{"minute", "hour", "day", "month"}, u.granularity) {
+		return u, badRequest(fmt.Sprintf("granularity: %q is not one of minute, hour, day, month", u.granularity))
+	}
+	if s := get("group_by"); s != "" {
+		for _, d := range strings.Split(s, ",") {
+			if !slices.Contains(dimensions, d) {
+				return u, badRequest(fmt.Sprintf("group_by: unknown dimension %q; use %s", d, strings.Join(dimensions, ", ")))
+			}
+			if !slices.Contains(u.groupBy, d) {
+				u.groupBy = append(u.groupBy, d)
+			}
+		}
+	}
+	u.filters = map[string]string{}
+	for _, d := range []string{"key", "plan", "api", "stage"} {
+		if v := get(d); v != "" {
+			u.filters[d] = v
+		}
+	}
+	return u, nil
+}
+
+// bucket returns the start of the granularity bucket holding minute m.
+func bucket(m int64, granularity string) time.Time {
+	switch granularity {
+	case "minute":
+		return time.Unix(m*60, 0).UTC()
+	case "hour":
+		return time.Unix(m/60*3600, 0).UTC()
+	case "month":
+		ns := m * 60e9
+		return time.Unix(0, catalog.Month.Start(catalog.Month.Index(ns))).UTC()
+	default:
+		return time.Unix(m/1440*86400, 0).UTC()
+	}
+}
+
+// usageRow is one row of /v1/usage.
+type usageRow struct {
+	Time                        time.Time
+	Dims                        []string // values of the group_by dimensions
+	Requests, BytesIn, BytesOut int64
+	LatencyMicrosSum            int64
+	dimKey                      string // Dims joined, for sorting
+	sortTime                    int64
+}
+
+// aggregate sums minute rows into the query's buckets and dimensions,
+// ordered by time, then dimension values.
+func aggregate(rows []usage.MinuteCount, u usageQuery) []*usageRow {
+	byKey := map[string]*usageRow{}
+	var out []*usageRow
+	fromMin, toMin := u.from.Unix()/60, (u.to.Unix()+59)/60
+	for i := range rows {
+		m := &rows[i]
+		if m.Minute < fromMin || m.Minute >= toMin {
+			continue
+		}
+		skip := false
+		for d, v := range u.filters {
+			if dimValue(m, d) != v {
+				skip = true
+				break
+			}
+		}
+		if skip {
+			continue
+		}
+		t := bucket(m.Minute, u.granularity)
+		dims := make([]string, len(u.groupBy))
+		for j, d := range u.groupBy {
+			dims[j] = dimValue(m, d)
+		}
+		k := strconv.FormatInt(t.Unix(), 10) + "\x00" + strings.Join(dims, "\x00")
+		r := byKey[k]
+		if r == nil {
+			r = &usageRow{Time: t, Dims: dims, dimKey: strings.Join(dims, "\x00"), sortTime: t.Unix()}
+			byKey[k] = r
+			out = append(out, r)
+		}
+		r.Requests += m.Requests
+		r.BytesIn += m.BytesIn
+		r.BytesOut += m.BytesOut
+		r.LatencyMicrosSum += m.LatencyMicrosSum
+	}
+	slices.SortFunc(out, func(a, b *usageRow) int {
+		return cmp.Or(cmp.Compare(a.sortTime, b.sortTime), strings.Compare(a.dimKey, b.dimKey))
+	})
+	return out
+}
+
+type native struct {
+	minutes MinuteStore
+	cat     CatalogStore
+	now     func() time.Time
+}
+
+// outputFormat picks json, csv or ndjson from format= or Accept.
+func outputFormat(r *http.Request) (string, *apiError) {
+	f := r.URL.Query().Get("format")
+	if f == "" {
+		accept := r.Header.Get("Accept")
+		switch {
+		case strings.Contains(accept, "text/csv"):
+			f = "csv"
+		case strings.Contains(accept, "application/x-ndjson"):
+			f = "ndjson"
+		default:
+			f = "json"
+		}
+	}
+	if f != "json" && f != "csv" && f != "ndjson" {
+		return "", badRequest(fmt.Sprintf("format: %q is not one of json, csv, ndjson", f))
+	}
+	return f, nil
+}
+
+// compressed wraps w in gzip when the client accepts it.
+func compressed(w http.ResponseWriter, r *http.Request) (io.Writer, func()) {
+	if !strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+		return w, func() {}
+	}
+	w.Header().Set("Content-Encoding", "gzip")
+	w.Header().Add("Vary", "Accept-Encoding")
+	gz := gzip.NewWriter(w)
+	return gz, func() { gz.Close() }
+}
+
+func (n *native) usage(w http.ResponseWriter, r *http.Request) {
+	u, perr := parseUsageQuery(r.URL.Query(), n.now())
+	if perr != nil {
+		perr.write(w)
+		return
+	}
+	format, perr := outputFormat(r)
+	if perr != nil {
+		perr.write(w)
+		return
+	}
+	rows, err := n.minutes.Minutes(r.Context(), u.from.Unix()/60, (u.to.Unix()+59)/60)
+	if err != nil {
+		(&apiError{status: 500, errType: "InternalServerErrorException", msg: "read usage: " + err.Error()}).write(w)
+		return
+	}
+	out := aggregate(rows, u)
+	columns := append(append([]string{"time"}, u.groupBy...), "requests", "bytes_in", "bytes_out", "latency_ms_sum")
+	record := func(row *usageRow) []string {
+		rec := append([]string{row.Time.Format(time.RFC3339)}, row.Dims...)
+		return append(rec, strconv.FormatInt(row.Requests, 10), strconv.FormatInt(row.BytesIn, 10),
+			strconv.FormatInt(row.BytesOut, 10), strconv.FormatFloat(float64(row.LatencyMicrosSum)/1000, 'f', -1, 64))
+	}
+	object := func(row *usageRow) map[string]any {
+		m := map[string]any{"time": row.Time.Format(time.RFC3339), "requests": row.Requests, "bytes_in": row.BytesIn,
+			"bytes_out": row.BytesOut, "latency_ms_sum": float64(row.LatencyMicrosSum) / 1000}
+		for i, d := range u.groupBy {
+			if d == "status" {
+				s, _ := strconv.Atoi(row.Dims[i])
+				m[d] = s
+			} else {
+				m[d] = row.Dims[i]
+			}
+		}
+		return m
+	}
+	switch format {
+	case "csv":
+		w.Header().Set("Content-Type", "text/csv")
+	case "ndjson":
+		w.Header().Set("Content-Type", "application/x-ndjson")
+	default:
+		w.Header().Set("Content-Type", "application/json")
+	}
+	bw, done := compressed(w, r)
+	defer done()
+	switch format {
+	case "csv":
+		cw := csv.NewWriter(bw)
+		cw.Write(columns)
+		for _, row := range out {
+			cw.Write(record(row))
+		}
+		cw.Flush()
+	case "ndjson":
+		enc := json.NewEncoder(bw)
+		for _, row := range out {
+			enc.Encode(object(row))
+		}
+	default:
+		// Rows are written one by one, not built into one value.
+		fmt.Fprintf(bw, `{"from":%q,"to":%q,"granularity":%q,"rows":[`, u.from.UTC().Format(time.RFC3339), u.to.UTC().Format(time.RFC3339), u.granularity)
+		for i, row := range out {
+			if i > 0 {
+				io.WriteString(bw, ",")
+			}
+			b, _ := json.Marshal(object(row))
+			bw.Write(b)
+		}
+		io.WriteString(bw, "]}\n")
+	}
+}
+
+// top answers /v1/usage/top: the keys with the most admitted requests in
+// [from, to), optionally within one plan.
+func (n *native) top(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	u, perr := parseUsageQuery(q, n.now())
+	if perr != nil {
+		perr.write(w)
+		return
+	}
+	limit := 10
+	if s := q.Get("limit"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v < 1 || v > 1000 {
+			badRequest(fmt.Sprintf("limit: %q is not an integer from 1 to 1000", s)).write(w)
+			return
+		}
+		limit = v
+	}
+	rows, err := n.minutes.Minutes(r.Context(), u.from.Unix()/60, (u.to.Unix()+59)/60)
+	if err != nil {
+		(&apiError{status: 500, errType: "InternalServerErrorException", msg: "read usage: " + err.Error()}).write(w)
+		return
+	}
+	u.granularity, u.groupBy = "month", []string{"key", "plan", "decision"}
+	type consumer struct {
+		Key        string `json:"key"`
+		Name       string `json:"name"`
+		CustomerID string `json:"customer_id"`
+		Plan       string `json:"plan"`
+		Admitted   int64  `json:"admitted"`
+		Throttled  int64  `json:"throttled"`
+		Limited    int64  `json:"quota_exceeded"`
+	}
+	byKey := map[string]*consumer{}
+	for _, row := range aggregate(rows, u) {
+		key, plan, decision := row.Dims[0], row.Dims[1], row.Dims[2]
+		if key == "" || plan == "" {
+			continue
+		}
+		c := byKey[key+"/"+plan]
+		if c == nil {
+			c = &consumer{Key: key, Plan: plan}
+			byKey[key+"/"+plan] = c
+		}
+		switch decision {
+		case "admitted":
+			c.Admitted += row.Requests
+		case "throttled":
+			c.Throttled += row.Requests
+		case "quota_exceeded":
+			c.Limited += row.Requests
+		}
+	}
+	cat := n.cat.Current()
+	list := make([]*consumer, 0, len(byKey))
+	for _, c := range byKey {
+		if k := cat.Key(c.Key); k != nil {
+			c.Name, c.CustomerID = k.Name, k.CustomerID
+		}
+		list = append(list, c)
+	}
+	slices.SortFunc(list, func(a, b *consumer) int {
+		return cmp.Or(cmp.Compare(b.Admitted, a.Admitted), strings.Compare(a.Key, b.Key))
+	})
+	writeJSON(w, http.StatusOK, map[string]any{"from": u.from.UTC().Format(time.RFC3339), "to": u.to.UTC().Format(time.RFC3339),
+		"rows": list[:min(limit, len(list))]})
+}
+
+// billingRow is one key under one plan in a month.
+type billingRow struct {
+	KeyID       string `json:"key_id"`
+	KeyName     string `json:"key_name"`
+	CustomerID  string `json:"customer_id"`
+	PlanID      string `json:"plan_id"`
+	PlanName    string `json:"plan_name"`
+	Admitted    int64  `json:"requests_admitted"`
+	QuotaLimit  int64  `json:"quota_limit"`
+	QuotaPeriod string `json:"quota_period"`
+	Overage     int64  `json:"overage"`
+	Throttled   int64  `json:"throttled"`
+	Rejected    int64  `json:"rejected"` // refused for the quota (Limit Exceeded)
+}
+
+// billing answers /v1/reports/billing?month=YYYY-MM: per key and plan,
+// the month's admitted requests, the quota, overage (requests admitted
+// beyond the quota in each of the month's quota periods: only an
+// UpdateUsage that raised what remained produces any), throttled and
+// quota-rejected requests.
+func (n *native) billing(w http.ResponseWriter, r *http.Request) {
+	month, err := time.Parse("2006-01", r.URL.Query().Get("month"))
+	if err != nil {
+		badRequest(fmt.Sprintf("month: %q is not a month such as 2026-11", r.URL.Query().Get("month"))).write(w)
+		return
+	}
+	format, perr := outputFormat(r)
+	if perr != nil {
+		perr.write(w)
+		return
+	}
+	end := month.AddDate(0, 1, 0)
+	rows, err := n.minutes.Minutes(r.Context(), month.Unix()/60, end.Unix()/60)
+	if err != nil {
+		(&apiError{status: 500, errType: "InternalServerErrorException", msg: "read usage: " + err.Error()}).write(w)
+		return
+	}
+	cat := n.cat.Current()
+	type kp struct{ key, plan string }
+	out := map[kp]*billingRow{}
+	perPeriod := map[kp]map[int64]int64{} // admitted per quota period index
+	for i := range rows {
+		m := &rows[i]
+		if m.KeyID == "" || m.PlanID == "" {
+			continue
+		}
+		id := kp{m.KeyID, m.PlanID}
+		b := out[id]
+		if b == nil {
+			b = &billingRow{KeyID: m.KeyID, PlanID: m.PlanID}
+			if k := cat.Key(m.KeyID); k != nil {
+				b.KeyName, b.CustomerID = k.Name, k.CustomerID
+			}
+			if p := cat.Plan(m.PlanID); p != nil {
+				b.PlanName = p.Name
+				if p.Quota != nil {
+					b.QuotaLimit, b.QuotaPeriod = p.Quota.Limit, string(p.Quota.Period)
+				}
+			}
+			out[id] = b
+			perPeriod[id] = map[int64]int64{}
+		}
+		switch m.Decision {
+		case schemas.DecisionAllowed:
+			b.Admitted += m.Requests
+			if b.QuotaPeriod != "" {
+				perPeriod[id][catalog.Period(b.QuotaPeriod).Index(m.Minute*60e9)] += m.Requests
+			}
+		case schemas.DecisionThrottled:
+			b.Throttled += m.Requests
+		case schemas.DecisionQuotaExceeded:
+			b.Rejected += m.Requests
+		}
+	}
+	list := make([]*billingRow, 0, len(out))
+	for id, b := range out {
+		if p := cat.Plan(b.PlanID); p != nil && p.Quota != nil {
+			for idx, used := range perPeriod[id] {
+				b.Overage += max(used-p.Quota.LimitAt(idx, p.CreatedDate), 0)
+			}
+		}
+		list = append(list, b)
+	}
+	slices.SortFunc(list, func(a, b *billingRow) int {
+		return cmp.Or(strings.Compare(a.CustomerID, b.CustomerID), strings.Compare(a.KeyID, b.KeyID), strings.Compare(a.PlanID, b.PlanID))
+	})
+	if format == "csv" {
+		w.Header().Set("Content-Type", "text/csv")
+		cw := csv.NewWriter(w)
+		cw.Write([]string{"key_id", "key_name", "customer_id", "plan_id", "plan_name", "requests_admitted", "quota_limit", "quota_period", "overage", "throttled", "rejected"})
+		for _, b := range list {
+			cw.Write([]string{b.KeyID, b.KeyName, b.CustomerID, b.PlanID, b.PlanName, strconv.FormatInt(b.Admitted, 10),
+				strconv.FormatInt(b.QuotaLimit, 10), b.QuotaPeriod, strconv.FormatInt(b.Overage, 10), strconv.FormatInt(b.Throttled, 10), strconv.FormatInt(b.Rejected, 10)})
+		}
+		cw.Flush()
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"month": month.Format("2006-01"), "rows": list})
+}
