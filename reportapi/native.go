@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"compress/gzip"
 	"context"
+	_ "embed"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
@@ -18,6 +19,14 @@ import (
 	"github.com/tollgate/tollgate/schemas"
 	"github.com/tollgate/tollgate/usage"
 )
+
+//go:embed openapi.json
+var openAPI []byte
+
+func serveOpenAPI(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(openAPI)
+}
 
 // MinuteStore reads the per-minute rollup, Minute in [from, to).
 type MinuteStore interface {

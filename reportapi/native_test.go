@@ -184,3 +184,40 @@ func TestTopAndBilling(t *testing.T) {
 		t.Errorf("billing:\n%s\nwant\n%s", body, want)
 	}
 }
+
+// The OpenAPI document parses and describes every native endpoint the
+// router serves.
+func TestOpenAPI(t *testing.T) {
+	url := newNative(t)
+	code, _, body := fetch(t, url+"/openapi.json")
+	var doc struct {
+		OpenAPI string
+		Paths   map[string]map[string]struct {
+			Parameters []struct{ Name string }
+		}
+	}
+	if err := json.Unmarshal([]byte(body), &doc); code != 200 || err != nil {
+		t.Fatalf("%d %v", code, err)
+	}
+	for _, p := range []string{"/v1/usage", "/v1/usage/top", "/v1/reports/billing"} {
+		op, ok := doc.Paths[p]["get"]
+		if !ok {
+			t.Errorf("%s missing", p)
+			continue
+		}
+		// Every documented parameter is accepted: the endpoint answers
+		// 200 when all are given sensible values.
+		q := []string{}
+		for _, prm := range op.Parameters {
+			v := map[string]string{"from": "2026-11-27T00:00:00Z", "to": "2026-11-28T00:00:00Z", "granularity": "hour",
+				"group_by": "key", "format": "json", "limit": "5", "month": "2026-11"}[prm.Name]
+			if v == "" {
+				v = "x"
+			}
+			q = append(q, prm.Name+"="+v)
+		}
+		if code, _, body := fetch(t, url+p+"?"+strings.Join(q, "&")); code != 200 {
+			t.Errorf("%s with every documented parameter: %d %s", p, code, body)
+		}
+	}
+}

@@ -107,6 +107,7 @@ func New(cfg Config) (http.Handler, error) {
 				r.Get("/v1/usage", n.usage)
 				r.Get("/v1/usage/top", n.top)
 				r.Get("/v1/reports/billing", n.billing)
+				r.Get("/openapi.json", serveOpenAPI)
 			}
 		}
 	})
