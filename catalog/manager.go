@@ -1,10 +1,12 @@
 package catalog
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Saver persists a catalog (FileStore does).
@@ -21,6 +23,16 @@ type Manager struct {
 	cur     atomic.Pointer[Catalog]
 	saver   Saver
 	publish func(*Catalog) error
+	audit   *AuditLog
+	now     func() time.Time
+}
+
+// SetAudit makes every change append what it changed to log first; a
+// change that cannot be logged is not made. now stamps the entries.
+func (m *Manager) SetAudit(log *AuditLog, now func() time.Time) {
+	m.mu.Lock()
+	m.audit, m.now = log, now
+	m.mu.Unlock()
 }
 
 // NewManager returns a manager of cur. publish, called after each stored
@@ -42,10 +54,11 @@ func NewManager(cur *Catalog, saver Saver, publish func(*Catalog) error) (*Manag
 func (m *Manager) Current() *Catalog { return m.cur.Load() }
 
 // Change applies f to a copy of the current catalog. If f returns nil and
-// the result is valid, the result is stored, published, and becomes
-// current; otherwise nothing changes and the error (f's, or a
-// *ValidationError) is returned.
-func (m *Manager) Change(f func(c *Catalog) error) (*Catalog, error) {
+// the result is valid, the change is audited (see SetAudit; ctx names the
+// actor, see WithActor), stored, published, and becomes current;
+// otherwise nothing changes and the error (f's, or a *ValidationError) is
+// returned.
+func (m *Manager) Change(ctx context.Context, f func(c *Catalog) error) (*Catalog, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	old := m.cur.Load()
@@ -58,6 +71,12 @@ func (m *Manager) Change(f func(c *Catalog) error) (*Catalog, error) {
 	}
 	if old.Equal(next) {
 		return old, nil
+	}
+	if m.audit != nil {
+		actor, action := actorOf(ctx)
+		if err := m.audit.Append(Diff(old, next, m.now(), actor, action)); err != nil {
+			return nil, err
+		}
 	}
 	if err := m.saver.Save(next); err != nil {
 		return nil, err

@@ -1,10 +1,13 @@
 package catalog
 
 import (
+	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 type failingSaver struct{ err error }
@@ -19,7 +22,7 @@ func TestManagerChange(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	next, err := m.Change(func(c *Catalog) error { c.APIKeys[0].Enabled = false; return nil })
+	next, err := m.Change(context.Background(), func(c *Catalog) error { c.APIKeys[0].Enabled = false; return nil })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,18 +35,18 @@ func TestManagerChange(t *testing.T) {
 	}
 
 	// An invalid result changes nothing.
-	_, err = m.Change(func(c *Catalog) error { c.UsagePlans[0].Quota.Period = "YEAR"; return nil })
+	_, err = m.Change(context.Background(), func(c *Catalog) error { c.UsagePlans[0].Quota.Period = "YEAR"; return nil })
 	var ve *ValidationError
 	if !errors.As(err, &ve) || !strings.Contains(err.Error(), "quota.period") {
 		t.Fatalf("err = %v, want a validation error", err)
 	}
 	// f's own error changes nothing either.
-	_, err = m.Change(func(c *Catalog) error { c.APIKeys = nil; return errors.New("no") })
+	_, err = m.Change(context.Background(), func(c *Catalog) error { c.APIKeys = nil; return errors.New("no") })
 	if err == nil || m.Current() != next || len(published) != 1 {
 		t.Fatal("a failed change took effect")
 	}
 	// A change to nothing is not stored or published again.
-	if _, err := m.Change(func(*Catalog) error { return nil }); err != nil || len(published) != 1 {
+	if _, err := m.Change(context.Background(), func(*Catalog) error { return nil }); err != nil || len(published) != 1 {
 		t.Fatalf("empty change: %v, %d publications", err, len(published))
 	}
 }
@@ -51,16 +54,62 @@ func TestManagerChange(t *testing.T) {
 func TestManagerStoreOrPublishFailure(t *testing.T) {
 	start, _ := mustApply(t, &Catalog{}, issueExample)
 	m, _ := NewManager(start, failingSaver{errors.New("disk full")}, nil)
-	if _, err := m.Change(func(c *Catalog) error { c.APIKeys[0].Enabled = false; return nil }); err == nil || m.Current() != start {
+	if _, err := m.Change(context.Background(), func(c *Catalog) error { c.APIKeys[0].Enabled = false; return nil }); err == nil || m.Current() != start {
 		t.Fatalf("store failure: %v; the change must not take effect", err)
 	}
 	fs := FileStore{Path: filepath.Join(t.TempDir(), "catalog.json")}
 	fs.Save(start)
 	m, _ = NewManager(start, fs, func(*Catalog) error { return errors.New("gateway refused") })
-	if _, err := m.Change(func(c *Catalog) error { c.APIKeys[0].Enabled = false; return nil }); err == nil || m.Current() != start {
+	if _, err := m.Change(context.Background(), func(c *Catalog) error { c.APIKeys[0].Enabled = false; return nil }); err == nil || m.Current() != start {
 		t.Fatalf("publish failure: %v", err)
 	}
 	if stored, _ := fs.Load(); !stored.Equal(start) {
 		t.Error("the stored catalog was not restored after the publish failed")
+	}
+}
+
+func TestManagerAudits(t *testing.T) {
+	start, _ := mustApply(t, &Catalog{}, issueExample)
+	dir := t.TempDir()
+	log := &AuditLog{Path: filepath.Join(dir, "audit.log")}
+	m, _ := NewManager(start, FileStore{Path: filepath.Join(dir, "catalog.json")}, nil)
+	at := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	m.SetAudit(log, func() time.Time { return at })
+	ctx := WithActor(context.Background(), "TGAKEXAMPLE", "PATCH /apikeys/x")
+	id := start.APIKeys[0].ID
+	if _, err := m.Change(ctx, func(c *Catalog) error {
+		c.APIKeys[0].Enabled = false
+		c.UsagePlans = append(c.UsagePlans, UsagePlan{ID: "newplan001", Name: "New", APIStages: []APIStage{}})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := log.Read()
+	if err != nil || len(entries) != 2 {
+		t.Fatalf("entries %+v, %v", entries, err)
+	}
+	k, p := entries[0], entries[1]
+	if k.Kind != "apiKey" || k.ID != id || k.Actor != "TGAKEXAMPLE" || k.Action != "PATCH /apikeys/x" || !k.Time.Equal(at) ||
+		k.KeyPrefix != "widg" || !strings.Contains(string(k.Old), `"enabled":true`) || !strings.Contains(string(k.New), `"enabled":false`) {
+		t.Errorf("key entry %+v", k)
+	}
+	if p.Kind != "usagePlan" || p.Old != nil || p.New == nil {
+		t.Errorf("plan entry %+v", p)
+	}
+
+	// A change that cannot be audited is not made.
+	m.SetAudit(&AuditLog{Path: filepath.Join(dir, "missing", "audit.log")}, time.Now)
+	before := m.Current()
+	if _, err := m.Change(ctx, func(c *Catalog) error { c.APIKeys[0].Enabled = true; return nil }); err == nil || m.Current() != before {
+		t.Fatalf("unaudited change: %v", err)
+	}
+}
+
+func TestAuditLogCorrupt(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "audit.log")
+	os.WriteFile(p, []byte("{\"actor\":\"a\"}\nnot json\n"), 0o600)
+	entries, err := (&AuditLog{Path: p}).Read()
+	if err == nil || !strings.Contains(err.Error(), "line 2") || len(entries) != 1 {
+		t.Errorf("Read = %d entries, %v; want the first and an error naming line 2", len(entries), err)
 	}
 }

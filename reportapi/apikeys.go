@@ -1,6 +1,7 @@
 package reportapi
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/csv"
 	"encoding/json"
@@ -21,7 +22,7 @@ import (
 // (catalog.Manager).
 type CatalogStore interface {
 	Current() *catalog.Catalog
-	Change(f func(c *catalog.Catalog) error) (*catalog.Catalog, error)
+	Change(ctx context.Context, f func(c *catalog.Catalog) error) (*catalog.Catalog, error)
 }
 
 var _ CatalogStore = (*catalog.Manager)(nil)
@@ -102,7 +103,7 @@ func (a *apiKeys) create(w http.ResponseWriter, r *http.Request) {
 	hash := catalog.HashKey(value)
 	now := a.now().Unix()
 	var created catalog.APIKey
-	_, err := a.cat.Change(func(c *catalog.Catalog) error {
+	_, err := a.cat.Change(r.Context(), func(c *catalog.Catalog) error {
 		name := ""
 		if in.Name != nil {
 			name = *in.Name
@@ -191,7 +192,7 @@ func (a *apiKeys) update(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "id")
 	now := a.now().Unix()
 	var updated catalog.APIKey
-	_, err := a.cat.Change(func(c *catalog.Catalog) error {
+	_, err := a.cat.Change(r.Context(), func(c *catalog.Catalog) error {
 		k := c.Key(id)
 		if k == nil {
 			return errKeyNotFound
@@ -238,7 +239,7 @@ func (a *apiKeys) update(w http.ResponseWriter, r *http.Request) {
 
 func (a *apiKeys) delete(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "id")
-	_, err := a.cat.Change(func(c *catalog.Catalog) error {
+	_, err := a.cat.Change(r.Context(), func(c *catalog.Catalog) error {
 		i := slices.IndexFunc(c.APIKeys, func(k catalog.APIKey) bool { return k.ID == id })
 		if i < 0 {
 			return errKeyNotFound
@@ -380,7 +381,7 @@ func (a *apiKeys) importKeys(w http.ResponseWriter, r *http.Request) {
 	}
 	now := a.now().Unix()
 	var ids, warnings []string
-	_, cerr := a.cat.Change(func(c *catalog.Catalog) error {
+	_, cerr := a.cat.Change(r.Context(), func(c *catalog.Catalog) error {
 		names := make(map[string]bool, len(c.APIKeys)+len(rows))
 		hashes := make(map[string]bool, len(c.APIKeys)+len(rows))
 		for _, k := range c.APIKeys {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	"github.com/tollgate/tollgate/catalog"
 )
 
 // Credentials authenticate admin requests: an AWS Signature Version 4
@@ -73,29 +74,35 @@ func incomplete(msg string) *apiError {
 
 func (a *authenticator) middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := a.check(r); err != nil {
+		actor, err := a.check(r)
+		if err != nil {
 			err.write(w)
 			return
 		}
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(w, r.WithContext(catalog.WithActor(r.Context(), actor, r.Method+" "+r.URL.Path)))
 	})
 }
 
-func (a *authenticator) check(r *http.Request) *apiError {
+// check authenticates r and returns who made it: the access key id, or
+// "bearer token".
+func (a *authenticator) check(r *http.Request) (string, *apiError) {
 	h := r.Header.Get("Authorization")
 	switch {
 	case h == "":
-		return errMissingToken
+		return "", errMissingToken
 	case strings.HasPrefix(h, "Bearer "):
 		tok := strings.TrimPrefix(h, "Bearer ")
 		if a.creds.Token == "" || subtle.ConstantTimeCompare([]byte(tok), []byte(a.creds.Token)) != 1 {
-			return errUnrecognized
+			return "", errUnrecognized
 		}
-		return nil
+		return "bearer token", nil
 	case strings.HasPrefix(h, "AWS4-HMAC-SHA256 "):
-		return a.checkSigV4(r, h)
+		if err := a.checkSigV4(r, h); err != nil {
+			return "", err
+		}
+		return a.creds.AccessKeyID, nil
 	default:
-		return incomplete("Authorization header must be AWS4-HMAC-SHA256 (Signature Version 4) or Bearer")
+		return "", incomplete("Authorization header must be AWS4-HMAC-SHA256 (Signature Version 4) or Bearer")
 	}
 }
 

@@ -100,7 +100,7 @@ func (u *usagePlans) create(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var created catalog.UsagePlan
-	_, err := u.cat.Change(func(c *catalog.Catalog) error {
+	_, err := u.cat.Change(r.Context(), func(c *catalog.Catalog) error {
 		if c.PlanByName(in.Name) != nil {
 			return &apiError{status: 409, errType: "ConflictException", msg: fmt.Sprintf("A usage plan named %q already exists; tollgate requires unique names", in.Name)}
 		}
@@ -172,7 +172,7 @@ func (u *usagePlans) get(w http.ResponseWriter, r *http.Request) {
 
 func (u *usagePlans) delete(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "id")
-	_, err := u.cat.Change(func(c *catalog.Catalog) error {
+	_, err := u.cat.Change(r.Context(), func(c *catalog.Catalog) error {
 		i := slices.IndexFunc(c.UsagePlans, func(p catalog.UsagePlan) bool { return p.ID == id })
 		if i < 0 {
 			return errPlanNotFound
@@ -205,7 +205,7 @@ func (u *usagePlans) update(w http.ResponseWriter, r *http.Request) {
 	}
 	id := chi.URLParam(r, "id")
 	var updated catalog.UsagePlan
-	_, err := u.cat.Change(func(c *catalog.Catalog) error {
+	_, err := u.cat.Change(r.Context(), func(c *catalog.Catalog) error {
 		p := c.Plan(id)
 		if p == nil {
 			return errPlanNotFound
@@ -387,7 +387,7 @@ func (u *usagePlans) addKey(w http.ResponseWriter, r *http.Request) {
 	}
 	id := chi.URLParam(r, "id")
 	var key catalog.APIKey
-	_, err := u.cat.Change(func(c *catalog.Catalog) error {
+	_, err := u.cat.Change(r.Context(), func(c *catalog.Catalog) error {
 		p := c.Plan(id)
 		if p == nil {
 			return errPlanNotFound
@@ -482,7 +482,7 @@ func (u *usagePlans) getKey(w http.ResponseWriter, r *http.Request) {
 
 func (u *usagePlans) removeKey(w http.ResponseWriter, r *http.Request) {
 	id, keyID := chi.URLParam(r, "id"), chi.URLParam(r, "keyId")
-	_, err := u.cat.Change(func(c *catalog.Catalog) error {
+	_, err := u.cat.Change(r.Context(), func(c *catalog.Catalog) error {
 		if c.Plan(id) == nil {
 			return errPlanNotFound
 		}

@@ -12,7 +12,7 @@ import (
 // withAPI gives the admin test server's catalog an API to attach plans to.
 func withAPI(t *testing.T, c *adminClient) {
 	t.Helper()
-	_, err := c.cat.Change(func(cat *catalog.Catalog) error {
+	_, err := c.cat.Change(context.Background(), func(cat *catalog.Catalog) error {
 		cat.APIs = append(cat.APIs, catalog.API{ID: "abc123api", Stages: []catalog.Stage{{Name: "prod", Upstream: "http://127.0.0.1:1"}},
 			Resources: []catalog.Resource{{Path: "/items", Methods: map[string]catalog.Method{"GET": {APIKeyRequired: true}, "POST": {APIKeyRequired: true}}}}})
 		return nil

@@ -35,6 +35,6 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCmd(), newUsageCmd())
+	root.AddCommand(newServeCmd(), newUsageCmd(), newAuditCmd())
 	return root
 }

@@ -120,6 +120,7 @@ func runServe(ctx context.Context, o serveOptions, stdout io.Writer, logger *slo
 	if err != nil {
 		return err
 	}
+	cats.SetAudit(auditLog(o.dataDir), o.now)
 
 	creds, err := adminCredentials(o.dataDir, stdout, o.adminListen)
 	if err != nil {
@@ -240,6 +241,9 @@ func loadCatalog(o serveOptions, stdout io.Writer, logger *slog.Logger) (*catalo
 		logger.Info("configuration unchanged", "file", o.config)
 		return next, nil
 	}
+	if err := auditLog(o.dataDir).Append(catalog.Diff(cur, next, o.now(), "config file", "apply "+o.config)); err != nil {
+		return nil, err
+	}
 	if err := fs.Save(next); err != nil {
 		return nil, err
 	}
@@ -273,4 +277,9 @@ func (q quotaAdjuster) SetRemaining(ctx context.Context, planID, keyID string, r
 		return err
 	}
 	return q.store.AdjustQuota(ctx, planID, keyID, day, delta)
+}
+
+// auditLog is the data folder's log of catalog changes.
+func auditLog(dataDir string) *catalog.AuditLog {
+	return &catalog.AuditLog{Path: filepath.Join(dataDir, "audit.log")}
 }

@@ -342,6 +342,41 @@ func TestAdminAPIChangesReachTheGateway(t *testing.T) {
 	if code, _ := get(t, gw, "widgetwidgetwidget0001"); code != 403 {
 		t.Fatalf("right after disabling: %d, want 403", code)
 	}
+	// Both doors are in the audit log: the file's creations, then the
+	// API's change, with who, what, and the values before and after.
+	out, err := runCLI("audit", "--data-dir", data, "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var entries []struct {
+		Actor, Action, Kind, ID, Name, KeyPrefix string
+		Old, New                                 *struct{ Enabled bool }
+	}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var e struct {
+			Actor, Action, Kind, ID, Name, KeyPrefix string
+			Old, New                                 *struct{ Enabled bool }
+		}
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("audit line %q: %v", line, err)
+		}
+		entries = append(entries, e)
+	}
+	last := entries[len(entries)-1]
+	if last.Actor != "bearer token" || last.Action != "PATCH /apikeys/"+list.Item[0].ID || last.Kind != "apiKey" || last.KeyPrefix != "widg" ||
+		last.Old == nil || !last.Old.Enabled || last.New == nil || last.New.Enabled {
+		t.Errorf("last audit entry = %+v", last)
+	}
+	if first := entries[0]; first.Actor != "config file" || first.Old != nil || !strings.HasPrefix(first.Action, "apply ") {
+		t.Errorf("first audit entry = %+v", first)
+	}
+	if strings.Contains(out, "widgetwidgetwidget0001") {
+		t.Error("the audit log holds a key value")
+	}
+	text, _ := runCLI("audit", "--data-dir", data)
+	if !strings.Contains(text, "bearer token") || !strings.Contains(text, "updated") || !strings.Contains(text, "widg…") {
+		t.Errorf("audit text:\n%s", text)
+	}
 	n.stop(t)
 	// Restart without --config: the stored catalog keeps the change.
 	n = start(t, data, "", &now)
