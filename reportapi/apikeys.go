@@ -68,6 +68,7 @@ func (a *apiKeys) routes(r chi.Router) {
 		a.create(w, r)
 	})
 	r.Get("/apikeys", a.list)
+	r.Post("/v1/apply", a.apply)
 	r.Get("/apikeys/{id}", a.get)
 	r.Patch("/apikeys/{id}", a.update)
 	r.Delete("/apikeys/{id}", a.delete)

@@ -384,3 +384,53 @@ func TestImportWarnings(t *testing.T) {
 		}
 	}
 }
+
+func TestApplyThroughTheAPI(t *testing.T) {
+	c := newAdmin(t)
+	file := `
+apis:
+  - id: abc123api
+    stages: [{name: prod, upstream: "http://127.0.0.1:1"}]
+    resources:
+      - path: /items
+        methods: {GET: {apiKeyRequired: true}}
+usagePlans:
+  - name: Free
+    quota: {limit: 100, period: DAY}
+    apiStages: [{apiId: abc123api, stage: prod}]
+apiKeys:
+  - {name: generated, enabled: true, usagePlans: [Free]}
+`
+	post := func(body string) (int, map[string]any) {
+		req, _ := http.NewRequest("POST", c.url+"/v1/apply?name=setup.yaml", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+testCreds.Token)
+		r, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Body.Close()
+		var m map[string]any
+		json.NewDecoder(r.Body).Decode(&m)
+		return r.StatusCode, m
+	}
+	code, out := post(file)
+	gen, _ := out["generatedKeys"].([]any)
+	if code != 200 || out["changed"] != true || len(gen) != 1 {
+		t.Fatalf("first apply: %d %v", code, out)
+	}
+	value := gen[0].(map[string]any)["value"].(string)
+	if k := c.cat.Current().KeyByName("generated"); k == nil || k.ValueHash != catalog.HashKey(value) {
+		t.Fatal("the generated value is not the stored key's")
+	}
+	code, out = post(file)
+	if code != 200 || out["changed"] != false {
+		t.Fatalf("second apply of the same file: %d %v", code, out)
+	}
+	code, out = post(strings.Replace(file, "period: DAY", "period: YEAR", 1))
+	if msg, _ := out["message"].(string); code != 400 || !strings.Contains(msg, "setup.yaml:") || !strings.Contains(msg, "quota.period") {
+		t.Fatalf("invalid file: %d %v", code, out)
+	}
+	if c.cat.Current().PlanByName("Free").Quota.Period != catalog.Day {
+		t.Error("a refused file changed the catalog")
+	}
+}

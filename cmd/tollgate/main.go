@@ -35,6 +35,8 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCmd(), newUsageCmd(), newAuditCmd())
+	usage := newUsageCmd()
+	addUsageSubcommands(usage)
+	root.AddCommand(newServeCmd(), usage, newAuditCmd(), newKeysCmd(), newPlansCmd(), newApplyCmd())
 	return root
 }

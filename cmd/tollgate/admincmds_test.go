@@ -1,0 +1,93 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// The CLI against a running serve: keys, plans, apply, usage.
+func TestAdminCLI(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer up.Close()
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	cfg := writeConfig(t, dir, up.URL)
+	now := frozen
+	n := start(t, data, cfg, &now)
+	ep := "http://" + n.addrs.admin
+	cli := func(args ...string) string {
+		t.Helper()
+		out, err := runCLI(append(args, "--endpoint", ep, "--data-dir", data)...)
+		if err != nil {
+			t.Fatalf("tollgate %v: %v", args, err)
+		}
+		return out
+	}
+	var key map[string]any
+	json.Unmarshal([]byte(cli("keys", "create", "--name", "cli-key", "--value", "cli-key-value-000000000001", "--enabled", "-o", "json")), &key)
+	if key["value"] != "cli-key-value-000000000001" {
+		t.Fatalf("keys create: %v", key)
+	}
+	table := cli("keys", "list", "--name", "cli")
+	if !strings.Contains(table, "cli-key") || !strings.Contains(table, "cli-…") || !strings.HasPrefix(table, "ID") {
+		t.Errorf("keys list table:\n%s", table)
+	}
+	var plans []map[string]any
+	json.Unmarshal([]byte(cli("plans", "list", "-o", "json")), &plans)
+	if len(plans) != 1 {
+		t.Fatalf("plans list: %v", plans)
+	}
+	free := plans[0]["id"].(string)
+	cli("keys", "update", key["id"].(string), "--enabled", "false")
+	if got := cli("keys", "get", key["id"].(string), "-o", "yaml"); !strings.Contains(got, "enabled: false") {
+		t.Errorf("keys get -o yaml:\n%s", got)
+	}
+	cli("keys", "update", key["id"].(string), "--enabled", "true")
+	cli("plans", "add-key", free, key["id"].(string))
+	if got := cli("plans", "keys", free, "-o", "csv"); !strings.Contains(got, key["id"].(string)+",cli-key,API_KEY,cli-…") {
+		t.Errorf("plans keys -o csv:\n%s", got)
+	}
+	gw := "http://" + n.addrs.gateway + "/prod/items"
+	if code, _ := get(t, gw, "cli-key-value-000000000001"); code != 200 {
+		t.Fatalf("the CLI's key at the gateway: %d", code)
+	}
+	cli("usage", "update", "--plan", free, "--key", key["id"].(string), "--remaining", "0")
+	if code, _ := get(t, gw, "cli-key-value-000000000001"); code != 429 {
+		t.Fatalf("after usage update --remaining 0: %d", code)
+	}
+
+	// apply -f: the same file twice changes nothing the second time.
+	extra := filepath.Join(dir, "extra.yaml")
+	os.WriteFile(extra, []byte("usagePlans:\n  - name: Gold\n    apiStages: []\n"), 0o600)
+	if out := cli("apply", "-f", extra); !strings.Contains(out, `created usage plan "Gold"`) {
+		t.Errorf("first apply: %s", out)
+	}
+	if out := cli("apply", "-f", extra); strings.TrimSpace(out) != "unchanged" {
+		t.Errorf("second apply: %s", out)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("usagePlans:\n  - name: Bad\n    quota: {limit: 1, period: YEAR}\n"), 0o600)
+	if _, err := runCLI("apply", "-f", bad, "--endpoint", ep, "--data-dir", data); err == nil || !strings.Contains(err.Error(), "quota.period") {
+		t.Errorf("bad apply: %v", err)
+	}
+
+	csvFile := filepath.Join(dir, "keys.csv")
+	os.WriteFile(csvFile, []byte("Name,Key,Enabled\nimp-1,imported-key-value-000000001,true\nimp-2,short,true\n"), 0o600)
+	if out := cli("keys", "import", csvFile); !strings.Contains(out, "imported 1 keys") || !strings.Contains(out, "warning: Row 3") {
+		t.Errorf("keys import: %s", out)
+	}
+	if out := cli("usage", "billing", "--month", "2026-11"); !strings.Contains(out, "CUSTOMER_ID") {
+		t.Errorf("usage billing: %s", out)
+	}
+	if _, err := runCLI("keys", "list", "--endpoint", ep, "--data-dir", dir); err == nil || !strings.Contains(err.Error(), "no admin token") {
+		t.Errorf("without credentials: %v", err)
+	}
+	if _, err := runCLI("keys", "list", "--endpoint", ep, "--data-dir", data, "-o", "xml"); err == nil || !strings.Contains(err.Error(), `-o "xml"`) {
+		t.Errorf("bad -o: %v", err)
+	}
+}
