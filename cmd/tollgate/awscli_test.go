@@ -170,9 +170,43 @@ func TestArticleWorkflowWithAWSCLI(t *testing.T) {
 			t.Fatalf("after update-usage, request %d: %d, want %d", i, code, want)
 		}
 	}
+	// The article's boto3 dashboard lists the plan's keys and usage.
+	if out, ran := boto3Dashboard(t, "http://"+addrs.admin, str(free, "id")); ran &&
+		(!strings.Contains(out, `"key_name": "Partner-Widget-Inc"`) || !strings.Contains(out, `"total_requests": 7`)) {
+		t.Errorf("dashboard.py printed %q, want Partner-Widget-Inc with 7 requests", out)
+	}
 	// Removing the key from its plan takes effect at once.
 	aws("delete-usage-plan-key", "--usage-plan-id", str(free, "id"), "--key-id", str(widget, "id"))
 	if code, _ := get(t, gw+"/prod/items", str(widget, "value")); code != 403 {
 		t.Fatalf("after delete-usage-plan-key: %d, want 403", code)
 	}
+}
+
+// boto3Dashboard runs testdata/dashboard.py (the article's script) with
+// Python's boto3. TOLLGATE_REQUIRE_BOTO3=1 (CI) makes a missing boto3 a
+// failure instead of a skip.
+func boto3Dashboard(t *testing.T, endpoint, planID string) (out string, ran bool) {
+	t.Helper()
+	py, err := exec.LookPath("python3")
+	if err == nil {
+		err = exec.Command(py, "-c", "import boto3").Run()
+	}
+	if err != nil {
+		if os.Getenv("TOLLGATE_REQUIRE_BOTO3") == "1" {
+			t.Fatalf("python3 with boto3 not found and TOLLGATE_REQUIRE_BOTO3=1: %v", err)
+		}
+		t.Log("python3 with boto3 not installed: dashboard check skipped")
+		return "", false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, py, "testdata/dashboard.py", planID)
+	cmd.Env = append(os.Environ(), "TOLLGATE_ENDPOINT="+endpoint, "AWS_ACCESS_KEY_ID=TGAKARTICLE000000000",
+		"AWS_SECRET_ACCESS_KEY=articlesecretarticlesecretarticlesecret0", "AWS_DEFAULT_REGION=eu-west-1",
+		"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_EC2_METADATA_DISABLED=true")
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("dashboard.py: %v\n%s", err, b)
+	}
+	return string(b), true
 }
