@@ -117,6 +117,7 @@ func newKeysCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
+		c.progress = progressTo(cmd.OutOrStdout())
 		b, err := c.do("POST", "/apikeys?mode=import&format=csv&failonwarnings="+strconv.FormatBool(failOnWarnings), body, "text/csv")
 		if err != nil {
 			return err
@@ -313,6 +314,7 @@ func addUsageSubcommands(usage *cobra.Command) {
 		if to != "" {
 			q.Set("to", to)
 		}
+		c.progress = progressTo(cmd.OutOrStdout())
 		if c.output == "csv" {
 			q.Set("format", "csv")
 			b, err := c.do("GET", "/v1/usage?"+q.Encode(), nil, "")

@@ -23,6 +23,9 @@ type client struct {
 	endpoint, token string
 	output          string
 	http            *http.Client
+	// progress, when set, receives a progress bar for uploads and
+	// downloads (see progressTo).
+	progress io.Writer
 }
 
 // clientFlags adds the flags every admin command shares.
@@ -75,6 +78,9 @@ func (c *client) do(method, path string, body any, contentType string) ([]byte, 
 	case nil:
 	case []byte:
 		rd = bytes.NewReader(b)
+		if c.progress != nil {
+			rd = &progressReader{r: rd, w: c.progress, label: "upload", total: int64(len(b))}
+		}
 	default:
 		j, err := json.Marshal(b)
 		if err != nil {
@@ -95,7 +101,11 @@ func (c *client) do(method, path string, body any, contentType string) ([]byte, 
 		return nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
+	var respBody io.Reader = resp.Body
+	if c.progress != nil && method == "GET" {
+		respBody = &progressReader{r: resp.Body, w: c.progress, label: "download", total: max(resp.ContentLength, 0)}
+	}
+	out, err := io.ReadAll(respBody)
 	if err != nil {
 		return nil, err
 	}
