@@ -30,6 +30,9 @@ type Config struct {
 	Quotas QuotaAdjuster
 	// Minutes answers the native usage API (/v1/...). Nil: not served.
 	Minutes MinuteStore
+	// Throttle limits authenticated requests; zero values take the
+	// defaults (100 requests/s, burst 1000).
+	Throttle AdminThrottle
 	// Profiling mounts net/http/pprof under /debug/pprof. Off by default.
 	Profiling bool
 	// Metrics returns the values /metrics shows. Nil: no /metrics.
@@ -85,8 +88,9 @@ func New(cfg Config) (http.Handler, error) {
 	r.MethodNotAllowed(auth.middleware(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		(&apiError{status: 405, errType: "MethodNotAllowedException", msg: "Method not allowed"}).write(w)
 	})).ServeHTTP)
+	limit := newThrottle(cfg.Throttle, cfg.Now)
 	r.Group(func(r chi.Router) {
-		r.Use(auth.middleware)
+		r.Use(auth.middleware, limit.middleware)
 		if cfg.Metrics != nil {
 			r.Get("/metrics", func(w http.ResponseWriter, _ *http.Request) {
 				w.Header().Set("Content-Type", "text/plain; version=0.0.4")

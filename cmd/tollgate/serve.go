@@ -36,6 +36,8 @@ type serveOptions struct {
 	pprof        bool
 	// shutdownTimeout bounds how long requests in flight may finish.
 	shutdownTimeout time.Duration
+	adminRate       float64
+	adminBurst      int
 	// now replaces the clock in tests; nil means time.Now.
 	now func() time.Time
 }
@@ -71,6 +73,8 @@ throughput at the cost of memory (see BENCHMARKS.md).`,
 	f.StringVar(&o.demoUpstream, "demo-upstream", "", "also run the built-in demo upstream on this address (e.g. 127.0.0.1:9000)")
 	f.IntVar(&o.queueSize, "event-queue", 1<<16, "usage events buffered between requests and the store; beyond it events are dropped and counted")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 60*time.Second, "on SIGTERM, how long requests in flight may take to finish (then their connections are cut)")
+	f.Float64Var(&o.adminRate, "admin-rate-limit", 100, "admin API requests per second; beyond, 429 TooManyRequestsException")
+	f.IntVar(&o.adminBurst, "admin-burst-limit", 1000, "admin API burst")
 	f.BoolVar(&o.pprof, "pprof", false, "serve Go profiles under /debug/pprof on the admin listener")
 	f.DurationVar(&o.flushEvery, "flush-interval", 200*time.Millisecond, "longest time a usage event waits before it is written")
 	return cmd
@@ -128,6 +132,7 @@ func runServe(ctx context.Context, o serveOptions, stdout io.Writer, logger *slo
 	}
 	var serving atomic.Bool
 	admin, err := reportapi.New(reportapi.Config{Ready: serving.Load, Profiling: o.pprof, Credentials: creds, Catalog: cats, Usage: store, Quotas: quotaAdjuster{gw, store}, Minutes: store,
+		Throttle: reportapi.AdminThrottle{RateLimit: o.adminRate, BurstLimit: o.adminBurst},
 		Metrics: func() []reportapi.Metric {
 			return []reportapi.Metric{
 				{Name: "tollgate_usage_events_written_total", Help: "Usage events written to the store.", Type: "counter", Value: float64(drainer.Written())},
