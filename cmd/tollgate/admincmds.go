@@ -238,7 +238,41 @@ func newPlansCmd() *cobra.Command {
 		}
 		return c.print(cmd.OutOrStdout(), items, items, []string{"id", "name", "type", "value"})
 	})}
-	cmd.AddCommand(list, get, create, del, addKey, removeKey, keys)
+	var sets, addStages, removeStages []string
+	update := &cobra.Command{Use: "update PLAN_ID", Args: cobra.ExactArgs(1), Short: "Change a plan (UpdateUsagePlan patch operations)",
+		Long: `Change a plan: --set PATH=VALUE replaces a field, with AWS's patch paths:
+/name, /description, /throttle/rateLimit, /throttle/burstLimit, /quota/limit,
+/quota/period, /quota/offset, or a method's throttle
+/apiStages/API:STAGE/throttle/~1items/GET/rateLimit (/ in the resource as ~1).
+--add-stage and --remove-stage take API:STAGE.`,
+		RunE: run(func(c *client, cmd *cobra.Command, args []string) error {
+			var ops []map[string]string
+			for _, s := range sets {
+				path, value, ok := strings.Cut(s, "=")
+				if !ok {
+					return fmt.Errorf("--set %q: use PATH=VALUE", s)
+				}
+				ops = append(ops, map[string]string{"op": "replace", "path": path, "value": value})
+			}
+			for _, s := range addStages {
+				ops = append(ops, map[string]string{"op": "add", "path": "/apiStages", "value": s})
+			}
+			for _, s := range removeStages {
+				ops = append(ops, map[string]string{"op": "remove", "path": "/apiStages", "value": s})
+			}
+			if len(ops) == 0 {
+				return fmt.Errorf("nothing to change: give --set, --add-stage or --remove-stage")
+			}
+			b, err := c.do("PATCH", "/usageplans/"+url.PathEscape(args[0]), map[string]any{"patchOperations": ops}, "")
+			if err != nil {
+				return err
+			}
+			return printOne(c, cmd, b, planColumns)
+		})}
+	update.Flags().StringArrayVar(&sets, "set", nil, "PATH=VALUE to replace (repeat)")
+	update.Flags().StringArrayVar(&addStages, "add-stage", nil, "API:STAGE to add (repeat)")
+	update.Flags().StringArrayVar(&removeStages, "remove-stage", nil, "API:STAGE to remove (repeat)")
+	cmd.AddCommand(list, get, create, update, del, addKey, removeKey, keys)
 	return cmd
 }
 

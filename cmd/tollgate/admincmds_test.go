@@ -43,6 +43,14 @@ func TestAdminCLI(t *testing.T) {
 		t.Fatalf("plans list: %v", plans)
 	}
 	free := plans[0]["id"].(string)
+	var updated map[string]any
+	json.Unmarshal([]byte(cli("plans", "update", free, "--set", "/quota/limit=7", "--set", "/description=seven a day", "-o", "json")), &updated)
+	if q, _ := updated["quota"].(map[string]any); q["limit"] != float64(7) || updated["description"] != "seven a day" {
+		t.Errorf("plans update: %v", updated)
+	}
+	if _, err := runCLI("plans", "update", free, "--set", "/quota/period=YEAR", "--endpoint", ep, "--data-dir", data); err == nil || !strings.Contains(err.Error(), "quota.period") {
+		t.Errorf("invalid plans update: %v", err)
+	}
 	cli("keys", "update", key["id"].(string), "--enabled", "false")
 	if got := cli("keys", "get", key["id"].(string), "-o", "yaml"); !strings.Contains(got, "enabled: false") {
 		t.Errorf("keys get -o yaml:\n%s", got)
