@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -234,22 +236,45 @@ func loadCatalog(o serveOptions, stdout io.Writer, logger *slog.Logger) (*catalo
 	if o.config == "" {
 		return cur, nil
 	}
-	f, err := catalog.LoadFile(o.config)
+	content, err := os.ReadFile(o.config)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	f, err := catalog.ParseFile(o.config, content)
 	if err != nil {
 		return nil, err
+	}
+	// The file is applied when it differs from the one applied last, so
+	// that restarting with the same --config keeps what the admin API
+	// changed since (a key disabled, a plan's quota raised). An edited
+	// file is applied again: it wins for the entities it names.
+	sum := sha256.Sum256(content)
+	appliedPath := filepath.Join(o.dataDir, "config-applied.sha256")
+	if last, err := os.ReadFile(appliedPath); err == nil && string(last) == hex.EncodeToString(sum[:]) {
+		logger.Info("configuration file unchanged since it was applied; keeping the stored catalog", "file", o.config)
+		return cur, nil
 	}
 	next, ch, err := catalog.Apply(cur, f, o.now())
 	if err != nil {
 		return nil, err
 	}
+	recordApplied := func() error {
+		if err := os.WriteFile(appliedPath, []byte(hex.EncodeToString(sum[:])), 0o600); err != nil {
+			return fmt.Errorf("record the applied configuration: %w", err)
+		}
+		return nil
+	}
 	if !ch.Changed {
 		logger.Info("configuration unchanged", "file", o.config)
-		return next, nil
+		return next, recordApplied()
 	}
 	if err := auditLog(o.dataDir).Append(catalog.Diff(cur, next, o.now(), "config file", "apply "+o.config)); err != nil {
 		return nil, err
 	}
 	if err := fs.Save(next); err != nil {
+		return nil, err
+	}
+	if err := recordApplied(); err != nil {
 		return nil, err
 	}
 	for _, c := range ch.Created {

@@ -378,10 +378,19 @@ func TestAdminAPIChangesReachTheGateway(t *testing.T) {
 		t.Errorf("audit text:\n%s", text)
 	}
 	n.stop(t)
-	// Restart without --config: the stored catalog keeps the change.
-	n = start(t, data, "", &now)
+	// Restart with the same --config: the file has not changed since it
+	// was applied, so the API's change stands.
+	n = start(t, data, cfg, &now)
 	if code, _ := get(t, "http://"+n.addrs.gateway+"/prod/items", "widgetwidgetwidget0001"); code != 403 {
-		t.Fatalf("after restart: %d, want 403", code)
+		t.Fatalf("after restart with the same file: %d, want 403", code)
+	}
+	n.stop(t)
+	// An edited file is applied again and wins for what it names.
+	b, _ = os.ReadFile(cfg)
+	os.WriteFile(cfg, append(b, []byte("# edited\n")...), 0o600)
+	n = start(t, data, cfg, &now)
+	if code, _ := get(t, "http://"+n.addrs.gateway+"/prod/items", "widgetwidgetwidget0001"); code != 200 {
+		t.Fatalf("after restart with an edited file: %d, want 200 (the file says enabled)", code)
 	}
 }
 
