@@ -421,17 +421,31 @@ func (a *apiKeys) importKeys(w http.ResponseWriter, r *http.Request) {
 				enabled = b
 			}
 			var plans []string
-			bad := ""
+			problem := ""
+			stages := map[string]string{} // api:stage → plan, one plan per stage
 			for _, p := range strings.FieldsFunc(field(row, "usageplanids"), func(r rune) bool { return r == ',' || r == ';' }) {
 				p = strings.TrimSpace(p)
-				if c.Plan(p) == nil {
-					bad = p
+				plan := c.Plan(p)
+				switch {
+				case plan == nil:
+					problem = fmt.Sprintf("usage plan %q does not exist", p)
+				case slices.Contains(plans, p):
+					problem = fmt.Sprintf("usage plan %q is listed twice", p)
+				default:
+					for _, as := range plan.APIStages {
+						if other, ok := stages[as.APIID+":"+as.Stage]; ok {
+							problem = fmt.Sprintf("usage plans %q and %q both cover stage %s:%s; a key may be in one", other, p, as.APIID, as.Stage)
+						}
+						stages[as.APIID+":"+as.Stage] = p
+					}
+				}
+				if problem != "" {
 					break
 				}
 				plans = append(plans, p)
 			}
-			if bad != "" {
-				warn("usage plan %q does not exist", bad)
+			if problem != "" {
+				warn("%s", problem)
 				continue
 			}
 			k := catalog.APIKey{ID: catalog.NewID(nil), Name: name, Description: field(row, "description"), Enabled: enabled,

@@ -337,13 +337,20 @@ func TestImportTenThousandKeys(t *testing.T) {
 
 func TestImportWarnings(t *testing.T) {
 	c := newAdmin(t)
+	withAPI(t, c)
+	var p1, p2 usagePlanJSON
+	c.call("POST", "/usageplans", map[string]any{"name": "A", "apiStages": []map[string]any{{"apiId": "abc123api", "stage": "prod"}}}, &p1)
+	c.call("POST", "/usageplans", map[string]any{"name": "B", "apiStages": []map[string]any{{"apiId": "abc123api", "stage": "prod"}}}, &p2)
 	csvBody := "Name,Key,Enabled,UsagePlanIds\n" +
 		"good,good-key-value-000000001,true,\n" +
 		"short,short,true,\n" +
 		"good,another-key-value-00000001,true,\n" +
 		"dupvalue,good-key-value-000000001,true,\n" +
 		"badbool,badbool-key-value-000001,yes please,\n" +
-		"noplan,noplan-key-value-0000001,true,nope\n"
+		"noplan,noplan-key-value-0000001,true,nope\n" +
+		"twice,twice-key-value-00000001,true,PLAN;PLAN\n" +
+		"twostages,twostages-key-value-0001,true,PLAN;PLAN2\n"
+	csvBody = strings.ReplaceAll(strings.ReplaceAll(csvBody, "PLAN2", p2.ID), "PLAN", p1.ID)
 	code, body := c.importCSV("&failonwarnings=true", csvBody)
 	if code != 400 || !strings.Contains(body, "Row 3: Key must be 20 to 128 characters") {
 		t.Fatalf("failonwarnings: %d %s", code, body)
@@ -363,6 +370,8 @@ func TestImportWarnings(t *testing.T) {
 		"Row 5: Key already exists",
 		`Row 6: Enabled must be true or false, got "yes please"`,
 		`Row 7: usage plan "nope" does not exist`,
+		`Row 8: usage plan "` + p1.ID + `" is listed twice`,
+		`Row 9: usage plans "` + p1.ID + `" and "` + p2.ID + `" both cover stage abc123api:prod; a key may be in one`,
 	}
 	if code != 201 || len(out.IDs) != 1 || strings.Join(out.Warnings, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("import: %d %s", code, body)

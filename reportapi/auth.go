@@ -172,8 +172,9 @@ func (a *authenticator) checkSigV4(r *http.Request, h string) *apiError {
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	sum := sha256.Sum256(body)
 	payloadHash := hex.EncodeToString(sum[:])
-	if v := r.Header.Get("X-Amz-Content-Sha256"); v == "UNSIGNED-PAYLOAD" {
-		payloadHash = v
+	if r.Header.Get("X-Amz-Content-Sha256") == "UNSIGNED-PAYLOAD" {
+		// Only S3 accepts an unsigned body; here the body must be signed.
+		return errBadSignature
 	}
 
 	// Rebuild the request as the client signed it: only its signed

@@ -132,6 +132,16 @@ func TestAuthentication(t *testing.T) {
 			r.Header.Set("Content-Type", "text/plain")
 			return r
 		}, result{403, "InvalidSignatureException", errBadSignature.msg}},
+		{"unsigned payload", func() *http.Request {
+			r := req("POST", "/metrics", body)
+			r.Header.Set("X-Amz-Content-Sha256", "UNSIGNED-PAYLOAD")
+			err := v4.NewSigner().SignHTTP(context.Background(), aws.Credentials{AccessKeyID: testCreds.AccessKeyID, SecretAccessKey: testCreds.SecretAccessKey},
+				r, "UNSIGNED-PAYLOAD", "apigateway", "us-east-1", now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return r
+		}, result{403, "InvalidSignatureException", errBadSignature.msg}},
 		{"expired", func() *http.Request {
 			r := req("GET", "/metrics", nil)
 			sign(t, r, nil, testCreds, "us-east-1", now.Add(-20*time.Minute))

@@ -164,7 +164,7 @@ func runServe(ctx context.Context, o serveOptions, stdout io.Writer, logger *slo
 	}
 	gwSrv := enforcer.NewServer(gw, enforcer.ServerConfig{})
 	gwSrv.ErrorLog = slog.NewLogLogger(logger.Handler(), slog.LevelDebug)
-	adSrv := &http.Server{Handler: admin, ReadHeaderTimeout: 10 * time.Second}
+	adSrv := &http.Server{Handler: admin, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute}
 
 	// The servers stop first (finishing requests in flight), then the
 	// drainer flushes every event they produced to the store.
