@@ -36,7 +36,8 @@ func WithActor(ctx context.Context, actor, action string) context.Context {
 	return context.WithValue(ctx, actorKey{}, [2]string{actor, action})
 }
 
-func actorOf(ctx context.Context) (actor, action string) {
+// ActorOf returns what WithActor recorded in ctx.
+func ActorOf(ctx context.Context) (actor, action string) {
 	v, _ := ctx.Value(actorKey{}).([2]string)
 	return v[0], v[1]
 }
@@ -59,9 +60,24 @@ func Diff(old, next *Catalog, at time.Time, actor, action string) []AuditEntry {
 		}
 		out = append(out, e)
 	}
+	// Keys are logged without their value's hash: an unsalted SHA-256 of
+	// a chosen value could be guessed offline. A changed value shows as a
+	// changed valuePrefix, or as keyValueChanged.
+	type auditKey struct {
+		APIKey
+		ValueHash       string `json:"valueHash,omitempty"`
+		KeyValueChanged bool   `json:"keyValueChanged,omitempty"`
+	}
 	diffList(old.APIKeys, next.APIKeys, func(k APIKey) string { return k.ID }, func(o, n *APIKey) {
 		k := pick(o, n)
-		add("apiKey", k.ID, k.Name, k.ValuePrefix, orNil(o), orNil(n))
+		var oa, na any
+		if o != nil {
+			oa = auditKey{APIKey: *o}
+		}
+		if n != nil {
+			na = auditKey{APIKey: *n, KeyValueChanged: o != nil && o.ValueHash != n.ValueHash}
+		}
+		add("apiKey", k.ID, k.Name, k.ValuePrefix, oa, na)
 	})
 	diffList(old.UsagePlans, next.UsagePlans, func(p UsagePlan) string { return p.ID }, func(o, n *UsagePlan) {
 		p := pick(o, n)

@@ -72,16 +72,25 @@ func (m *Manager) Change(ctx context.Context, f func(c *Catalog) error) (*Catalo
 	if old.Equal(next) {
 		return old, nil
 	}
-	if m.audit != nil {
-		actor, action := actorOf(ctx)
-		if err := m.audit.Append(Diff(old, next, m.now(), actor, action)); err != nil {
-			return nil, err
-		}
-	}
 	if err := m.saver.Save(next); err != nil {
 		return nil, err
 	}
+	// Audited once stored, before it takes effect: a change the log
+	// cannot record is undone.
+	if m.audit != nil {
+		actor, action := ActorOf(ctx)
+		if err := m.audit.Append(Diff(old, next, m.now(), actor, action)); err != nil {
+			if rerr := m.saver.Save(old); rerr != nil {
+				return nil, fmt.Errorf("%w (and restoring the stored catalog failed: %v)", err, rerr)
+			}
+			return nil, err
+		}
+	}
 	if err := m.publish(next); err != nil {
+		if m.audit != nil {
+			actor, _ := ActorOf(ctx)
+			m.audit.Append(Diff(next, old, m.now(), actor, "undo (the gateway refused the change)"))
+		}
 		// Keep store and gateway in agreement: put the old one back.
 		if rerr := m.saver.Save(old); rerr != nil {
 			return nil, fmt.Errorf("publish catalog: %w (and restoring the stored catalog failed: %v)", err, rerr)

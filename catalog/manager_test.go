@@ -96,12 +96,18 @@ func TestManagerAudits(t *testing.T) {
 	if p.Kind != "usagePlan" || p.Old != nil || p.New == nil {
 		t.Errorf("plan entry %+v", p)
 	}
+	if strings.Contains(string(k.Old)+string(k.New), "valueHash") {
+		t.Errorf("the audit log holds a key's value hash: %s", k.New)
+	}
 
 	// A change that cannot be audited is not made.
 	m.SetAudit(&AuditLog{Path: filepath.Join(dir, "missing", "audit.log")}, time.Now)
 	before := m.Current()
 	if _, err := m.Change(ctx, func(c *Catalog) error { c.APIKeys[0].Enabled = true; return nil }); err == nil || m.Current() != before {
 		t.Fatalf("unaudited change: %v", err)
+	}
+	if stored, _ := (FileStore{Path: filepath.Join(dir, "catalog.json")}).Load(); !stored.Equal(before) {
+		t.Error("an unaudited change stayed in the stored catalog")
 	}
 }
 

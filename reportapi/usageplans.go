@@ -2,6 +2,7 @@ package reportapi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -56,6 +57,12 @@ func planKeyJSON(k *catalog.APIKey) usagePlanKeyJSON {
 var (
 	errPlanNotFound    = &apiError{status: 404, errType: "NotFoundException", msg: "Invalid Usage Plan ID specified"}
 	errPlanKeyNotFound = &apiError{status: 404, errType: "NotFoundException", msg: "Invalid API Key identifier specified"}
+)
+
+// Errors a QuotaAdjuster wraps, for the status they answer.
+var (
+	ErrNotFound = errors.New("not found") // 404
+	ErrInvalid  = errors.New("invalid")   // 400
 )
 
 // QuotaAdjuster sets what a key has left of its quota under a plan in the
@@ -594,7 +601,14 @@ func (u *usagePlans) updateUsage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := u.quotas.SetRemaining(r.Context(), p.ID, k.ID, remaining); err != nil {
-		badRequest(err.Error()).write(w)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			(&apiError{status: 404, errType: "NotFoundException", msg: err.Error()}).write(w)
+		case errors.Is(err, ErrInvalid):
+			badRequest(err.Error()).write(w)
+		default:
+			(&apiError{status: 500, errType: "InternalServerErrorException", msg: "update usage: " + err.Error()}).write(w)
+		}
 		return
 	}
 	now := u.now().UnixNano()

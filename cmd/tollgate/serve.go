@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -133,7 +134,7 @@ func runServe(ctx context.Context, o serveOptions, stdout io.Writer, logger *slo
 		return err
 	}
 	var serving atomic.Bool
-	admin, err := reportapi.New(reportapi.Config{Ready: serving.Load, Profiling: o.pprof, Credentials: creds, Catalog: cats, Usage: store, Quotas: quotaAdjuster{gw, store}, Minutes: store,
+	admin, err := reportapi.New(reportapi.Config{Ready: serving.Load, Profiling: o.pprof, Credentials: creds, Catalog: cats, Usage: store, Quotas: quotaAdjuster{gw: gw, store: store, audit: auditLog(o.dataDir), now: o.now}, Minutes: store,
 		Throttle: reportapi.AdminThrottle{RateLimit: o.adminRate, BurstLimit: o.adminBurst},
 		Metrics: func() []reportapi.Metric {
 			return []reportapi.Metric{
@@ -294,19 +295,41 @@ func loadCatalog(o serveOptions, stdout io.Writer, logger *slog.Logger) (*catalo
 }
 
 // quotaAdjuster carries out UpdateUsage: the gateway's counter changes at
-// once, and the change is recorded in the store so that a restart
-// restores it.
+// once, the change is recorded in the store so that a restart restores
+// it, and it is audited. If the store refuses, the gateway's counter is
+// put back: the change is made whole or not at all.
 type quotaAdjuster struct {
 	gw    *enforcer.Gateway
 	store *sqlitestore.Store
+	audit *catalog.AuditLog
+	now   func() time.Time
 }
 
 func (q quotaAdjuster) SetRemaining(ctx context.Context, planID, keyID string, remaining int64) error {
 	delta, day, err := q.gw.SetRemaining(planID, keyID, remaining)
-	if err != nil {
+	switch {
+	case errors.Is(err, enforcer.ErrNoSuchKeyPlan):
+		return fmt.Errorf("%w: %v", reportapi.ErrNotFound, err)
+	case err != nil:
+		return fmt.Errorf("%w: %v", reportapi.ErrInvalid, err)
+	}
+	// The client going away must not leave the gateway and store apart.
+	ctx = context.WithoutCancel(ctx)
+	undo := func() { q.gw.SetRemaining(planID, keyID, remaining+delta) }
+	if err := q.store.AdjustQuota(ctx, planID, keyID, day, delta); err != nil {
+		undo()
 		return err
 	}
-	return q.store.AdjustQuota(ctx, planID, keyID, day, delta)
+	actor, action := catalog.ActorOf(ctx)
+	old, _ := json.Marshal(map[string]int64{"remaining": remaining + delta})
+	next, _ := json.Marshal(map[string]int64{"remaining": remaining})
+	if err := q.audit.Append([]catalog.AuditEntry{{Time: q.now(), Actor: actor, Action: action, Kind: "usage",
+		ID: planID + "/" + keyID, Old: old, New: next}}); err != nil {
+		q.store.AdjustQuota(ctx, planID, keyID, day, -delta)
+		undo()
+		return err
+	}
+	return nil
 }
 
 // auditLog is the data folder's log of catalog changes.

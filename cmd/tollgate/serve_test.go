@@ -428,6 +428,10 @@ func TestUpdateUsageSurvivesRestart(t *testing.T) {
 	planID, keyID := plans.Item[0].ID, keys.Item[0].ID
 	admin("PATCH", "/usageplans/"+planID+"/keys/"+keyID+"/usage", `{"patchOperations":[{"op":"replace","path":"/remaining","value":"1"}]}`)
 	n.stop(t)
+	if out, err := runCLI("audit", "--data-dir", data, "-o", "json"); err != nil ||
+		!strings.Contains(out, `"kind":"usage","id":"`+planID+"/"+keyID+`","old":{"remaining":5},"new":{"remaining":1}`) {
+		t.Errorf("UpdateUsage not audited: %v\n%s", err, out)
+	}
 
 	now = frozen.Add(time.Minute)
 	n = start(t, data, cfg, &now)
