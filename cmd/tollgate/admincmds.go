@@ -2,12 +2,16 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	usagepkg "github.com/tollgate/tollgate/usage"
 )
 
 var keyColumns = []string{"id", "name", "enabled", "customerId", "value", "description"}
@@ -301,15 +305,23 @@ func addUsageSubcommands(usage *cobra.Command) {
 		if err != nil {
 			return err
 		}
+		first, err := usagepkg.ParseDay(from)
+		if err != nil {
+			return fmt.Errorf("--from: %w", err)
+		}
 		var rows []map[string]any
 		values, _ := m["values"].(map[string]any)
-		for k, days := range values {
-			for i, d := range days.([]any) {
-				pair := d.([]any)
-				rows = append(rows, map[string]any{"key": k, "day": float64(i), "used": pair[0], "remaining": pair[1]})
+		for _, k := range slices.Sorted(maps.Keys(values)) {
+			days, _ := values[k].([]any)
+			for i, d := range days {
+				pair, _ := d.([]any)
+				if len(pair) != 2 {
+					continue
+				}
+				rows = append(rows, map[string]any{"key": k, "date": usagepkg.FormatDay(first + int64(i)), "used": pair[0], "remaining": pair[1]})
 			}
 		}
-		return c.print(cmd.OutOrStdout(), m, rows, []string{"key", "day", "used", "remaining"})
+		return c.print(cmd.OutOrStdout(), m, rows, []string{"key", "date", "used", "remaining"})
 	}})
 	get.Flags().StringVar(&plan, "plan", "", "usage plan id")
 	get.Flags().StringVar(&key, "key", "", "API key id (default: every key of the plan)")

@@ -89,13 +89,36 @@ func TestAdminCLI(t *testing.T) {
 	if out := cli("keys", "import", csvFile); !strings.Contains(out, "imported 1 keys") || !strings.Contains(out, "warning: Row 3") {
 		t.Errorf("keys import: %s", out)
 	}
-	if out := cli("usage", "billing", "--month", "2026-11"); !strings.Contains(out, "CUSTOMER_ID") {
-		t.Errorf("usage billing: %s", out)
+	// Restart to flush the usage events, then read them back.
+	n.stop(t)
+	n = start(t, data, cfg, &now)
+	ep = "http://" + n.addrs.admin
+	if out := cli("usage", "billing", "--month", "2026-11", "-o", "csv"); !strings.Contains(out, "customer_id,key_id,key_name,plan_name,requests_admitted") ||
+		!strings.Contains(out, ",cli-key,Free Tier,1,7,DAY,0,0,1\n") {
+		t.Errorf("usage billing:\n%s", out)
 	}
+	if out := cli("usage", "get", "--plan", free, "--key", key["id"].(string), "--from", "2026-11-26", "--to", "2026-11-27"); !strings.Contains(out, "2026-11-26") ||
+		!strings.Contains(out, "2026-11-27") {
+		t.Errorf("usage get:\n%s", out)
+	}
+
 	if _, err := runCLI("keys", "list", "--endpoint", ep, "--data-dir", dir); err == nil || !strings.Contains(err.Error(), "no admin token") {
 		t.Errorf("without credentials: %v", err)
 	}
 	if _, err := runCLI("keys", "list", "--endpoint", ep, "--data-dir", data, "-o", "xml"); err == nil || !strings.Contains(err.Error(), `-o "xml"`) {
 		t.Errorf("bad -o: %v", err)
+	}
+	// With access keys and no token, the CLI signs with SigV4.
+	t.Setenv("TOLLGATE_ADMIN_ACCESS_KEY_ID", "TGAKWRONGWRONGWRONG0")
+	t.Setenv("TOLLGATE_ADMIN_SECRET_ACCESS_KEY", "wrong")
+	if _, err := runCLI("keys", "list", "--endpoint", ep, "--data-dir", data); err == nil || !strings.Contains(err.Error(), "UnrecognizedClientException") {
+		t.Errorf("signed with unknown keys: %v", err)
+	}
+}
+
+func TestCellsFormatNumbersPlainly(t *testing.T) {
+	got := cells(map[string]any{"n": float64(1234567), "f": 2.5, "b": true, "s": "x"}, []string{"n", "f", "b", "s", "missing"})
+	if strings.Join(got, "|") != "1234567|2.5|true|x|" {
+		t.Errorf("cells = %q", got)
 	}
 }
