@@ -388,9 +388,10 @@ type billingRow struct {
 
 // billing answers /v1/reports/billing?month=YYYY-MM: per key and plan,
 // the month's admitted requests, the quota, overage (requests admitted
-// beyond the quota in each of the month's quota periods: only an
-// UpdateUsage that raised what remained produces any), throttled and
-// quota-rejected requests.
+// beyond the quota in each quota period that ends in the month, whole
+// periods counted, so a week across two months is charged once, to the
+// month it ends in; only an UpdateUsage that raised what remained
+// produces any), throttled and quota-rejected requests.
 func (n *native) billing(w http.ResponseWriter, r *http.Request) {
 	month, err := time.Parse("2006-01", r.URL.Query().Get("month"))
 	if err != nil {
@@ -403,7 +404,11 @@ func (n *native) billing(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	end := month.AddDate(0, 1, 0)
-	rows, err := n.minutes.Minutes(r.Context(), month.Unix()/60, end.Unix()/60)
+	// A WEEK period that ends in this month may start in the previous
+	// one: read from a week before, count in the month only, and charge
+	// overage to the month in which a period ends.
+	readFrom := month.AddDate(0, 0, -7)
+	rows, err := n.minutes.Minutes(r.Context(), readFrom.Unix()/60, end.Unix()/60)
 	if err != nil {
 		(&apiError{status: 500, errType: "InternalServerErrorException", msg: "read usage: " + err.Error()}).write(w)
 		return
@@ -412,9 +417,25 @@ func (n *native) billing(w http.ResponseWriter, r *http.Request) {
 	type kp struct{ key, plan string }
 	out := map[kp]*billingRow{}
 	perPeriod := map[kp]map[int64]int64{} // admitted per quota period index
+	inMonth := month.Unix() / 60
 	for i := range rows {
 		m := &rows[i]
 		if m.KeyID == "" || m.PlanID == "" {
+			continue
+		}
+		if m.Minute < inMonth {
+			// Before the month: only the quota period it shares with the
+			// month's first days counts, for overage.
+			if p := cat.Plan(m.PlanID); p != nil && p.Quota != nil && m.Decision == schemas.DecisionAllowed {
+				idx := p.Quota.Period.Index(m.Minute * 60e9)
+				if p.Quota.Period.Start(idx+1) > month.UnixNano() {
+					id := kp{m.KeyID, m.PlanID}
+					if perPeriod[id] == nil {
+						perPeriod[id] = map[int64]int64{}
+					}
+					perPeriod[id][idx] += m.Requests
+				}
+			}
 			continue
 		}
 		id := kp{m.KeyID, m.PlanID}
@@ -431,7 +452,9 @@ func (n *native) billing(w http.ResponseWriter, r *http.Request) {
 				}
 			}
 			out[id] = b
-			perPeriod[id] = map[int64]int64{}
+			if perPeriod[id] == nil {
+				perPeriod[id] = map[int64]int64{}
+			}
 		}
 		switch m.Decision {
 		case schemas.DecisionAllowed:
@@ -449,7 +472,9 @@ func (n *native) billing(w http.ResponseWriter, r *http.Request) {
 	for id, b := range out {
 		if p := cat.Plan(b.PlanID); p != nil && p.Quota != nil {
 			for idx, used := range perPeriod[id] {
-				b.Overage += max(used-p.Quota.LimitAt(idx, p.CreatedDate), 0)
+				if periodEnd := p.Quota.Period.Start(idx + 1); periodEnd <= end.UnixNano() {
+					b.Overage += max(used-p.Quota.LimitAt(idx, p.CreatedDate), 0)
+				}
 			}
 		}
 		list = append(list, b)

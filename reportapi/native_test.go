@@ -193,7 +193,14 @@ func TestOpenAPI(t *testing.T) {
 	var doc struct {
 		OpenAPI string
 		Paths   map[string]map[string]struct {
-			Parameters []struct{ Name string }
+			Parameters []struct {
+				Name, In string
+				Required bool
+				Schema   struct {
+					Type, Format string
+					Enum         []string
+				}
+			}
 		}
 	}
 	if err := json.Unmarshal([]byte(body), &doc); code != 200 || err != nil {
@@ -219,5 +226,43 @@ func TestOpenAPI(t *testing.T) {
 		if code, _, body := fetch(t, url+p+"?"+strings.Join(q, "&")); code != 200 {
 			t.Errorf("%s with every documented parameter: %d %s", p, code, body)
 		}
+		// Each constrained parameter is really checked: a value outside
+		// its enum, format or bounds is refused, naming the parameter.
+		for i, prm := range op.Parameters {
+			if len(prm.Schema.Enum) == 0 && prm.Schema.Format == "" && prm.Schema.Type != "integer" && prm.Name != "month" {
+				continue
+			}
+			bad := append([]string{}, q...)
+			bad[i] = prm.Name + "=not-valid"
+			code, _, body := fetch(t, url+p+"?"+strings.Join(bad, "&"))
+			if code != 400 || !strings.Contains(body, prm.Name+":") {
+				t.Errorf("%s with a bad %s: %d %s", p, prm.Name, code, body)
+			}
+		}
+	}
+}
+
+// A WEEK quota period across two months is charged to the month it ends
+// in, counting its days in both.
+func TestBillingWeekAcrossMonths(t *testing.T) {
+	m, _ := catalog.NewManager(&catalog.Catalog{
+		UsagePlans: []catalog.UsagePlan{{ID: "p1", Name: "Weekly", Quota: &catalog.Quota{Limit: 10, Period: catalog.Week}}},
+		APIKeys:    []catalog.APIKey{{ID: "k1", Name: "acme", ValueHash: catalog.HashKey("acmeacmeacmeacmeacme01")}},
+	}, memSaver{}, nil)
+	// Monday 2026-11-30 to Sunday 2026-12-06: 6 requests in November, 6 in December.
+	rows := fakeMinutes{
+		{Minute: minute("2026-11-30T12:00:00Z"), KeyID: "k1", PlanID: "p1", Decision: schemas.DecisionAllowed, Requests: 6},
+		{Minute: minute("2026-12-02T12:00:00Z"), KeyID: "k1", PlanID: "p1", Decision: schemas.DecisionAllowed, Requests: 6},
+	}
+	h, _ := New(Config{Ready: func() bool { return true }, Credentials: testCreds, Catalog: m, Minutes: rows})
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	_, _, nov := fetch(t, srv.URL+"/v1/reports/billing?month=2026-11&format=csv")
+	_, _, dec := fetch(t, srv.URL+"/v1/reports/billing?month=2026-12&format=csv")
+	if !strings.HasSuffix(nov, "k1,acme,,p1,Weekly,6,10,WEEK,0,0,0\n") {
+		t.Errorf("November (the week has not ended):\n%s", nov)
+	}
+	if !strings.HasSuffix(dec, "k1,acme,,p1,Weekly,6,10,WEEK,2,0,0\n") {
+		t.Errorf("December (12 in the week, limit 10):\n%s", dec)
 	}
 }

@@ -2,6 +2,9 @@ package reportapi
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -134,5 +137,90 @@ func TestGetUsageErrors(t *testing.T) {
 		if code, got := c.call("GET", "/usageplans/"+p.ID+"/usage?"+tt.query, nil, nil); code < 400 || !strings.Contains(got, tt.want) {
 			t.Errorf("%s: %d %s, want %q", tt.query, code, got, tt.want)
 		}
+	}
+}
+
+func TestPlanKeysFilterAndPages(t *testing.T) {
+	c := newAdmin(t)
+	withAPI(t, c)
+	var p usagePlanJSON
+	c.call("POST", "/usageplans", map[string]any{"name": "Free", "apiStages": []map[string]any{{"apiId": "abc123api", "stage": "prod"}}}, &p)
+	for i := 0; i < 30; i++ {
+		var k apiKeyJSON
+		name := fmt.Sprintf("a-%02d", i)
+		if i >= 20 {
+			name = fmt.Sprintf("b-%02d", i)
+		}
+		c.call("POST", "/apikeys", map[string]any{"name": name}, &k)
+		c.call("POST", "/usageplans/"+p.ID+"/keys", map[string]any{"keyId": k.ID, "keyType": "API_KEY"}, nil)
+	}
+	var page struct {
+		Position string
+		Item     []usagePlanKeyJSON
+	}
+	c.call("GET", "/usageplans/"+p.ID+"/keys?name=b-", nil, &page)
+	if len(page.Item) != 10 || page.Position != "" {
+		t.Fatalf("name filter b-: %d items, position %q", len(page.Item), page.Position)
+	}
+	c.call("GET", "/usageplans/"+p.ID+"/keys?limit=25", nil, &page)
+	first := len(page.Item)
+	pos := page.Position
+	page.Position = ""
+	c.call("GET", "/usageplans/"+p.ID+"/keys?limit=25&position="+pos, nil, &page)
+	if first != 25 || len(page.Item) != 5 || page.Position != "" {
+		t.Fatalf("pages of 25: %d then %d", first, len(page.Item))
+	}
+	var list struct{ Item []apiKeyJSON }
+	c.call("GET", "/apikeys?limit=1", nil, &list)
+	if len(list.Item) != 1 || list.Item[0].Value != "" {
+		t.Errorf("value listed without includeValues: %+v", list.Item)
+	}
+	c.call("GET", "/apikeys?limit=1&includeValues=true", nil, &list)
+	if !strings.HasSuffix(list.Item[0].Value, "…") {
+		t.Errorf("includeValues: %+v", list.Item)
+	}
+}
+
+type fakeAdjuster struct{ err error }
+
+func (f fakeAdjuster) SetRemaining(context.Context, string, string, int64) error { return f.err }
+
+func TestUpdateUsageErrors(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		err    error
+		body   string
+		status int
+		want   string
+	}{
+		{"not a number", nil, `{"patchOperations":[{"op":"replace","path":"/remaining","value":"lots"}]}`, 400, "/remaining must be an integer"},
+		{"wrong path", nil, `{"patchOperations":[{"op":"replace","path":"/used","value":"1"}]}`, 400, "one replace of /remaining"},
+		{"out of range", fmt.Errorf("%w: remaining must be between 0 and 5", ErrInvalid), `{"patchOperations":[{"op":"replace","path":"/remaining","value":"9"}]}`, 400, "between 0 and 5"},
+		{"gateway lost the key", fmt.Errorf("%w: gone", ErrNotFound), `{"patchOperations":[{"op":"replace","path":"/remaining","value":"1"}]}`, 404, "gone"},
+		{"store failed", fmt.Errorf("disk full"), `{"patchOperations":[{"op":"replace","path":"/remaining","value":"1"}]}`, 500, "disk full"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m, _ := catalog.NewManager(&catalog.Catalog{
+				UsagePlans: []catalog.UsagePlan{{ID: "p1", Name: "Free", Quota: &catalog.Quota{Limit: 5, Period: catalog.Day}, APIStages: []catalog.APIStage{}},
+					{ID: "p2", Name: "NoQuota", APIStages: []catalog.APIStage{}}},
+				APIKeys: []catalog.APIKey{{ID: "k1", Name: "a", ValueHash: catalog.HashKey("aaaaaaaaaaaaaaaaaaaaaa"), UsagePlans: []string{"p1", "p2"}}},
+			}, memSaver{}, nil)
+			h, _ := New(Config{Ready: func() bool { return true }, Credentials: testCreds, Catalog: m, Usage: fakeUsage{}, Quotas: fakeAdjuster{tt.err}})
+			srv := httptest.NewServer(h)
+			defer srv.Close()
+			c := &adminClient{t: t, url: srv.URL, cat: m}
+			var body map[string]any
+			json.Unmarshal([]byte(tt.body), &body)
+			code, got := c.call("PATCH", "/usageplans/p1/keys/k1/usage", body, nil)
+			if code != tt.status || !strings.Contains(got, tt.want) {
+				t.Errorf("%d %s, want %d containing %q", code, got, tt.status, tt.want)
+			}
+			if code, got := c.call("PATCH", "/usageplans/p2/keys/k1/usage", body, nil); code != 400 || !strings.Contains(got, "no quota") {
+				t.Errorf("plan without quota: %d %s", code, got)
+			}
+			if code, _ := c.call("PATCH", "/usageplans/p1/keys/nope/usage", body, nil); code != 404 {
+				t.Errorf("unknown key: %d", code)
+			}
+		})
 	}
 }

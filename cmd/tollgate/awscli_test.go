@@ -114,6 +114,10 @@ func TestArticleWorkflowWithAWSCLI(t *testing.T) {
 	aws("create-usage-plan-key", "--usage-plan-id", str(free, "id"), "--key-id", str(widget, "id"), "--key-type", "API_KEY")
 	aws("create-usage-plan-key", "--usage-plan-id", str(custom, "id"), "--key-id", str(acme, "id"), "--key-type", "API_KEY")
 
+	// The day the requests below are counted in (taken before them, so
+	// that a run across midnight UTC fails the usage check loudly rather
+	// than reading the wrong day).
+	today := time.Now().UTC().Format("2006-01-02")
 	// The gateway enforces it at once.
 	gw := "http://" + addrs.gateway
 	if code, _ := get(t, gw+"/prod/items", str(widget, "value")); code != 200 {
@@ -138,7 +142,6 @@ func TestArticleWorkflowWithAWSCLI(t *testing.T) {
 	if len(items) != 1 || str(items[0].(map[string]any), "name") != "Partner-Widget-Inc" {
 		t.Fatalf("get-usage-plan-keys: %v", keys)
 	}
-	today := time.Now().UTC().Format("2006-01-02")
 	var used float64
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
