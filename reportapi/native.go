@@ -28,9 +28,10 @@ func serveOpenAPI(w http.ResponseWriter, _ *http.Request) {
 	w.Write(openAPI)
 }
 
-// MinuteStore reads the per-minute rollup, Minute in [from, to).
+// MinuteStore reads the per-minute rollup, Minute in [from, to), in
+// minute order, one row at a time.
 type MinuteStore interface {
-	Minutes(ctx context.Context, fromMinute, toMinute int64) ([]usage.MinuteCount, error)
+	EachMinute(ctx context.Context, fromMinute, toMinute int64, f func(*usage.MinuteCount) error) error
 }
 
 // dimensions of /v1/usage's group_by, in output order.
@@ -146,50 +147,82 @@ type usageRow struct {
 	Requests, BytesIn, BytesOut int64
 	LatencyMicrosSum            int64
 	dimKey                      string // Dims joined, for sorting
-	sortTime                    int64
 }
 
-// aggregate sums minute rows into the query's buckets and dimensions,
-// ordered by time, then dimension values.
-func aggregate(rows []usage.MinuteCount, u usageQuery) []*usageRow {
-	byKey := map[string]*usageRow{}
-	var out []*usageRow
-	fromMin, toMin := u.from.Unix()/60, (u.to.Unix()+59)/60
-	for i := range rows {
-		m := &rows[i]
-		if m.Minute < fromMin || m.Minute >= toMin {
-			continue
-		}
-		skip := false
-		for d, v := range u.filters {
-			if dimValue(m, d) != v {
-				skip = true
-				break
-			}
-		}
-		if skip {
-			continue
-		}
-		t := bucket(m.Minute, u.granularity)
-		dims := make([]string, len(u.groupBy))
-		for j, d := range u.groupBy {
-			dims[j] = dimValue(m, d)
-		}
-		k := strconv.FormatInt(t.Unix(), 10) + "\x00" + strings.Join(dims, "\x00")
-		r := byKey[k]
-		if r == nil {
-			r = &usageRow{Time: t, Dims: dims, dimKey: strings.Join(dims, "\x00"), sortTime: t.Unix()}
-			byKey[k] = r
-			out = append(out, r)
-		}
-		r.Requests += m.Requests
-		r.BytesIn += m.BytesIn
-		r.BytesOut += m.BytesOut
-		r.LatencyMicrosSum += m.LatencyMicrosSum
+// aggregator sums minute rows, which arrive in minute order, into the
+// query's buckets and dimensions, and emits each bucket's rows (ordered by
+// dimension values) as soon as the bucket is complete: memory holds one
+// bucket, not the result.
+type aggregator struct {
+	u       usageQuery
+	fromMin int64
+	toMin   int64
+	cur     time.Time
+	byKey   map[string]*usageRow
+	rows    []*usageRow
+	emit    func(*usageRow) error
+	dims    []string
+}
+
+func newAggregator(u usageQuery, emit func(*usageRow) error) *aggregator {
+	return &aggregator{u: u, fromMin: u.from.Unix() / 60, toMin: (u.to.Unix() + 59) / 60, byKey: map[string]*usageRow{}, emit: emit,
+		dims: make([]string, len(u.groupBy))}
+}
+
+func (a *aggregator) add(m *usage.MinuteCount) error {
+	if m.Minute < a.fromMin || m.Minute >= a.toMin {
+		return nil
 	}
-	slices.SortFunc(out, func(a, b *usageRow) int {
-		return cmp.Or(cmp.Compare(a.sortTime, b.sortTime), strings.Compare(a.dimKey, b.dimKey))
-	})
+	for d, v := range a.u.filters {
+		if dimValue(m, d) != v {
+			return nil
+		}
+	}
+	t := bucket(m.Minute, a.u.granularity)
+	if !t.Equal(a.cur) {
+		if err := a.flush(); err != nil {
+			return err
+		}
+		a.cur = t
+	}
+	for j, d := range a.u.groupBy {
+		a.dims[j] = dimValue(m, d)
+	}
+	k := strings.Join(a.dims, "\x00")
+	r := a.byKey[k]
+	if r == nil {
+		r = &usageRow{Time: t, Dims: slices.Clone(a.dims), dimKey: k}
+		a.byKey[k] = r
+		a.rows = append(a.rows, r)
+	}
+	r.Requests += m.Requests
+	r.BytesIn += m.BytesIn
+	r.BytesOut += m.BytesOut
+	r.LatencyMicrosSum += m.LatencyMicrosSum
+	return nil
+}
+
+// flush emits the current bucket's rows.
+func (a *aggregator) flush() error {
+	slices.SortFunc(a.rows, func(x, y *usageRow) int { return strings.Compare(x.dimKey, y.dimKey) })
+	for _, r := range a.rows {
+		if err := a.emit(r); err != nil {
+			return err
+		}
+	}
+	clear(a.byKey)
+	a.rows = a.rows[:0]
+	return nil
+}
+
+// aggregate runs an aggregator over rows held in memory (tests, top).
+func aggregate(rows []usage.MinuteCount, u usageQuery) []*usageRow {
+	var out []*usageRow
+	a := newAggregator(u, func(r *usageRow) error { out = append(out, r); return nil })
+	for i := range rows {
+		a.add(&rows[i])
+	}
+	a.flush()
 	return out
 }
 
@@ -241,12 +274,6 @@ func (n *native) usage(w http.ResponseWriter, r *http.Request) {
 		perr.write(w)
 		return
 	}
-	rows, err := n.minutes.Minutes(r.Context(), u.from.Unix()/60, (u.to.Unix()+59)/60)
-	if err != nil {
-		(&apiError{status: 500, errType: "InternalServerErrorException", msg: "read usage: " + err.Error()}).write(w)
-		return
-	}
-	out := aggregate(rows, u)
 	columns := append(append([]string{"time"}, u.groupBy...), "requests", "bytes_in", "bytes_out", "latency_ms_sum")
 	record := func(row *usageRow) []string {
 		rec := append([]string{row.Time.Format(time.RFC3339)}, row.Dims...)
@@ -276,31 +303,44 @@ func (n *native) usage(w http.ResponseWriter, r *http.Request) {
 	}
 	bw, done := compressed(w, r)
 	defer done()
+	// Rows are written as each time bucket completes: the result is
+	// never held whole. A store error after the first bytes can only cut
+	// the response short.
+	var emit func(*usageRow) error
+	var finish func()
 	switch format {
 	case "csv":
 		cw := csv.NewWriter(bw)
 		cw.Write(columns)
-		for _, row := range out {
-			cw.Write(record(row))
-		}
-		cw.Flush()
+		emit = func(row *usageRow) error { return cw.Write(record(row)) }
+		finish = cw.Flush
 	case "ndjson":
 		enc := json.NewEncoder(bw)
-		for _, row := range out {
-			enc.Encode(object(row))
-		}
+		emit = func(row *usageRow) error { return enc.Encode(object(row)) }
+		finish = func() {}
 	default:
-		// Rows are written one by one, not built into one value.
 		fmt.Fprintf(bw, `{"from":%q,"to":%q,"granularity":%q,"rows":[`, u.from.UTC().Format(time.RFC3339), u.to.UTC().Format(time.RFC3339), u.granularity)
-		for i, row := range out {
-			if i > 0 {
+		written := 0
+		emit = func(row *usageRow) error {
+			if written > 0 {
 				io.WriteString(bw, ",")
 			}
+			written++
 			b, _ := json.Marshal(object(row))
-			bw.Write(b)
+			_, err := bw.Write(b)
+			return err
 		}
-		io.WriteString(bw, "]}\n")
+		finish = func() { io.WriteString(bw, "]}\n") }
 	}
+	agg := newAggregator(u, emit)
+	err := n.minutes.EachMinute(r.Context(), u.from.Unix()/60, (u.to.Unix()+59)/60, agg.add)
+	if err == nil {
+		err = agg.flush()
+	}
+	if err != nil {
+		return // the status is sent; an unfinished body tells the client
+	}
+	finish()
 }
 
 // top answers /v1/usage/top: the keys with the most admitted requests in
@@ -321,8 +361,13 @@ func (n *native) top(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = v
 	}
-	rows, err := n.minutes.Minutes(r.Context(), u.from.Unix()/60, (u.to.Unix()+59)/60)
-	if err != nil {
+	var rows []usage.MinuteCount
+	if err := n.minutes.EachMinute(r.Context(), u.from.Unix()/60, (u.to.Unix()+59)/60, func(m *usage.MinuteCount) error {
+		if m.KeyID != "" && m.PlanID != "" {
+			rows = append(rows, *m)
+		}
+		return nil
+	}); err != nil {
 		(&apiError{status: 500, errType: "InternalServerErrorException", msg: "read usage: " + err.Error()}).write(w)
 		return
 	}
@@ -408,8 +453,13 @@ func (n *native) billing(w http.ResponseWriter, r *http.Request) {
 	// one: read from a week before, count in the month only, and charge
 	// overage to the month in which a period ends.
 	readFrom := month.AddDate(0, 0, -7)
-	rows, err := n.minutes.Minutes(r.Context(), readFrom.Unix()/60, end.Unix()/60)
-	if err != nil {
+	var rows []usage.MinuteCount
+	if err := n.minutes.EachMinute(r.Context(), readFrom.Unix()/60, end.Unix()/60, func(m *usage.MinuteCount) error {
+		if m.KeyID != "" && m.PlanID != "" {
+			rows = append(rows, *m)
+		}
+		return nil
+	}); err != nil {
 		(&apiError{status: 500, errType: "InternalServerErrorException", msg: "read usage: " + err.Error()}).write(w)
 		return
 	}

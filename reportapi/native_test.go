@@ -18,14 +18,15 @@ import (
 
 type fakeMinutes []usage.MinuteCount
 
-func (f fakeMinutes) Minutes(_ context.Context, from, to int64) ([]usage.MinuteCount, error) {
-	var out []usage.MinuteCount
-	for _, m := range f {
-		if m.Minute >= from && m.Minute < to {
-			out = append(out, m)
+func (f fakeMinutes) EachMinute(_ context.Context, from, to int64, fn func(*usage.MinuteCount) error) error {
+	for i := range f {
+		if f[i].Minute >= from && f[i].Minute < to {
+			if err := fn(&f[i]); err != nil {
+				return err
+			}
 		}
 	}
-	return out, nil
+	return nil
 }
 
 func minute(s string) int64 {
@@ -264,5 +265,33 @@ func TestBillingWeekAcrossMonths(t *testing.T) {
 	}
 	if !strings.HasSuffix(dec, "k1,acme,,p1,Weekly,6,10,WEEK,2,0,0\n") {
 		t.Errorf("December (12 in the week, limit 10):\n%s", dec)
+	}
+}
+
+// failingMinutes yields its rows, then fails, as a store that dies mid-scan.
+type failingMinutes struct{ fakeMinutes }
+
+func (f failingMinutes) EachMinute(ctx context.Context, from, to int64, fn func(*usage.MinuteCount) error) error {
+	if err := f.fakeMinutes.EachMinute(ctx, from, to, fn); err != nil {
+		return err
+	}
+	return io.ErrUnexpectedEOF
+}
+
+// Rows leave as their bucket completes; a store failure mid-way leaves
+// the body unterminated rather than pretending the result is whole.
+func TestUsageStreamsAndCutsShortOnFailure(t *testing.T) {
+	m, _ := catalog.NewManager(&catalog.Catalog{}, memSaver{}, nil)
+	h, _ := New(Config{Ready: func() bool { return true }, Credentials: testCreds, Catalog: m, Minutes: failingMinutes{testMinutes},
+		Now: func() time.Time { return time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC) }})
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	code, _, body := fetch(t, srv.URL+"/v1/usage?from=2026-11-26T00:00:00Z&group_by=key")
+	if code != 200 || !strings.Contains(body, `"time":"2026-11-26T00:00:00Z"`) || strings.HasSuffix(strings.TrimSpace(body), "]}") {
+		t.Errorf("%d %q: want the completed buckets and no closing ]}", code, body)
+	}
+	var v any
+	if json.Unmarshal([]byte(body), &v) == nil {
+		t.Error("a cut-short result parses as complete JSON")
 	}
 }

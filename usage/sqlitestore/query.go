@@ -85,28 +85,39 @@ type MinuteCount = usage.MinuteCount
 
 // Minutes returns per-minute rollup rows with Minute in [fromMinute, toMinute), ordered by the primary key.
 func (s *Store) Minutes(ctx context.Context, fromMinute, toMinute int64) ([]MinuteCount, error) {
+	var out []MinuteCount
+	err := s.EachMinute(ctx, fromMinute, toMinute, func(m *MinuteCount) error {
+		out = append(out, *m)
+		return nil
+	})
+	return out, err
+}
+
+// EachMinute calls f for each per-minute rollup row with Minute in
+// [fromMinute, toMinute), in primary-key order (minute first), without
+// holding the rows in memory. f's error stops the scan and is returned.
+func (s *Store) EachMinute(ctx context.Context, fromMinute, toMinute int64, f func(*MinuteCount) error) error {
 	rows, err := s.minutes.QueryContext(ctx, fromMinute, toMinute)
 	if err != nil {
-		return nil, fmt.Errorf("query minute usage: %w", err)
+		return fmt.Errorf("query minute usage: %w", err)
 	}
 	defer rows.Close()
-	var out []MinuteCount
+	var m MinuteCount
 	for rows.Next() {
-		var (
-			m        MinuteCount
-			decision int64
-		)
+		var decision int64
 		if err := rows.Scan(&m.Minute, &m.KeyID, &m.PlanID, &m.APIID, &m.Stage, &m.Method, &m.Resource,
 			&m.Status, &decision, &m.Requests, &m.BytesIn, &m.BytesOut, &m.LatencyMicrosSum); err != nil {
-			return nil, fmt.Errorf("query minute usage: %w", err)
+			return fmt.Errorf("query minute usage: %w", err)
 		}
 		m.Decision = schemas.Decision(decision)
-		out = append(out, m)
+		if err := f(&m); err != nil {
+			return err
+		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("query minute usage: %w", err)
+		return fmt.Errorf("query minute usage: %w", err)
 	}
-	return out, nil
+	return nil
 }
 
 // Events returns at most limit raw events with Time in [from, to) Unix
