@@ -197,6 +197,10 @@ func NewKeyValue(rnd io.Reader) string {
 	return randomString(rnd, 40, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 }
 
+// RandomString returns n characters of alphabet drawn uniformly from
+// crypto/rand, for ids, key values and credentials.
+func RandomString(n int, alphabet string) string { return randomString(rand.Reader, n, alphabet) }
+
 func randomString(rnd io.Reader, n int, alphabet string) string {
 	out := make([]byte, 0, n)
 	var buf [64]byte

@@ -166,27 +166,18 @@ var (
 // store, so a restart restores it) and the day it applies to.
 func (g *Gateway) SetRemaining(planID, keyID string, remaining int64) (delta, day int64, err error) {
 	now := g.cfg.Now()
+	// The counters exist for every key in a plan, whatever stages the plan
+	// covers; compile made them.
 	st := g.states.lookup(keyID, planID, &g.mu)
-	t := g.table.Load()
-	var q *quota
-	for _, e := range t.keys {
-		if e.id != keyID {
-			continue
-		}
-		for _, b := range e.bindings {
-			if b.plan.id == planID {
-				q = b.plan.quota
-				if q == nil {
-					return 0, 0, ErrNoQuota
-				}
-			}
-		}
-	}
-	if q == nil || st == nil {
+	p := g.table.Load().plans[planID]
+	if st == nil || p == nil {
 		return 0, 0, ErrNoSuchKeyPlan
 	}
-	p := q.span(now)
-	lim := q.limit(p.idx)
+	q := p.quota
+	if q == nil {
+		return 0, 0, ErrNoQuota
+	}
+	lim := q.limit(q.span(now).idx)
 	if remaining < 0 || remaining > lim {
 		return 0, 0, fmt.Errorf("remaining must be between 0 and the period's limit %d, got %d", lim, remaining)
 	}

@@ -23,6 +23,7 @@ type table struct {
 	anyHost   []*stageRoute            // stages without a host
 	hostBased bool                     // whether any stage names a host
 	keys      map[[32]byte]*keyEntry
+	plans     map[string]*planRT // by id
 	// verified maps key values seen on requests to their entries, so
 	// that a known key is hashed once per catalog version, not once per
 	// request. Only values whose SHA-256 matched a key enter it, so it
@@ -219,6 +220,7 @@ func compile(c *catalog.Catalog, st *states, newProxy func(apiID string, s catal
 	for i := range c.UsagePlans {
 		planByID[c.UsagePlans[i].ID] = &c.UsagePlans[i]
 	}
+	t.plans = plans
 	for _, k := range c.APIKeys {
 		var h [32]byte
 		if _, err := hex.Decode(h[:], []byte(k.ValueHash)); err != nil || len(k.ValueHash) != 64 {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/tollgate/tollgate/catalog"
 	"github.com/tollgate/tollgate/reportapi"
 )
 
@@ -50,12 +50,12 @@ func adminCredentials(dataDir string, stdout io.Writer, adminAddr string) (repor
 		return reportapi.Credentials{}, fmt.Errorf("read admin credentials: %w", err)
 	}
 	c := reportapi.Credentials{
-		AccessKeyID:     "TGAK" + randomString(16, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"),
-		SecretAccessKey: randomString(40, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"),
+		AccessKeyID:     "TGAK" + catalog.RandomString(16, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"),
+		SecretAccessKey: catalog.RandomString(40, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"),
 		Token:           env.Token,
 	}
 	if c.Token == "" {
-		c.Token = randomString(40, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+		c.Token = catalog.RandomString(40, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 	}
 	b, _ = json.MarshalIndent(c, "", "  ")
 	if err := os.WriteFile(path, append(b, '\n'), 0o600); err != nil {
@@ -69,18 +69,4 @@ For curl:
   curl -H 'Authorization: Bearer %s' http://%s/metrics
 `, path, c.AccessKeyID, c.SecretAccessKey, adminAddr, c.Token, adminAddr)
 	return c, nil
-}
-
-// randomString draws n characters of alphabet from crypto/rand. The
-// alphabet's length must divide 256 (32 or 64) so that every character is
-// equally likely.
-func randomString(n int, alphabet string) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic("crypto/rand failed: " + err.Error()) // documented never to fail
-	}
-	for i := range b {
-		b[i] = alphabet[int(b[i])%len(alphabet)]
-	}
-	return string(b)
 }
