@@ -276,7 +276,13 @@ func changeError(err error) *apiError {
 	if errors.As(err, &ve) {
 		return badRequest(strings.TrimPrefix(err.Error(), "invalid configuration:\n"))
 	}
-	return &apiError{status: 500, errType: "InternalServerErrorException", msg: err.Error()}
+	return internalError("", err)
+}
+
+// internalError is a failure of the server, not of the request: 500,
+// with what was being done.
+func internalError(doing string, err error) *apiError {
+	return &apiError{status: 500, errType: "InternalServerErrorException", msg: doing + err.Error()}
 }
 
 // maxBody bounds admin request bodies.

@@ -368,7 +368,7 @@ func (n *native) top(w http.ResponseWriter, r *http.Request) {
 		}
 		return nil
 	}); err != nil {
-		(&apiError{status: 500, errType: "InternalServerErrorException", msg: "read usage: " + err.Error()}).write(w)
+		internalError("read usage: ", err).write(w)
 		return
 	}
 	u.granularity, u.groupBy = "month", []string{"key", "plan", "decision"}
@@ -460,7 +460,7 @@ func (n *native) billing(w http.ResponseWriter, r *http.Request) {
 		}
 		return nil
 	}); err != nil {
-		(&apiError{status: 500, errType: "InternalServerErrorException", msg: "read usage: " + err.Error()}).write(w)
+		internalError("read usage: ", err).write(w)
 		return
 	}
 	cat := n.cat.Current()

@@ -551,7 +551,7 @@ func (u *usagePlans) getUsage(w http.ResponseWriter, r *http.Request) {
 	}
 	rows, err := u.usage.Daily(r.Context(), usage.Filter{FromDay: usage.PeriodStartDay(p, from), ToDay: to, PlanID: p.ID})
 	if err != nil {
-		(&apiError{status: 500, errType: "InternalServerErrorException", msg: "read usage: " + err.Error()}).write(w)
+		internalError("read usage: ", err).write(w)
 		return
 	}
 	values := make(map[string][][2]int64, len(page))
@@ -607,7 +607,7 @@ func (u *usagePlans) updateUsage(w http.ResponseWriter, r *http.Request) {
 		case errors.Is(err, ErrInvalid):
 			badRequest(err.Error()).write(w)
 		default:
-			(&apiError{status: 500, errType: "InternalServerErrorException", msg: "update usage: " + err.Error()}).write(w)
+			internalError("update usage: ", err).write(w)
 		}
 		return
 	}
@@ -616,7 +616,7 @@ func (u *usagePlans) updateUsage(w http.ResponseWriter, r *http.Request) {
 	from, to := start/86400e9, now/86400e9
 	rows, err := u.usage.Daily(r.Context(), usage.Filter{FromDay: from, ToDay: to, PlanID: p.ID, KeyID: k.ID})
 	if err != nil {
-		(&apiError{status: 500, errType: "InternalServerErrorException", msg: "read usage: " + err.Error()}).write(w)
+		internalError("read usage: ", err).write(w)
 		return
 	}
 	writeJSON(w, http.StatusOK, usage.GetUsage{UsagePlanID: p.ID, StartDate: usage.FormatDay(from), EndDate: usage.FormatDay(to),
