@@ -153,19 +153,7 @@ func (a *apiKeys) list(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	slices.SortFunc(keys, func(x, y *catalog.APIKey) int { return strings.Compare(x.ID, y.ID) })
-	page, next, perr := paginate(keys, func(k *catalog.APIKey) string { return k.ID }, q.Get("position"), limit)
-	if perr != nil {
-		perr.write(w)
-		return
-	}
-	items := make([]apiKeyJSON, len(page))
-	for i, k := range page {
-		items[i] = keyJSON(k, includeValues)
-	}
-	writeJSON(w, http.StatusOK, struct {
-		Position string       `json:"position,omitempty"`
-		Item     []apiKeyJSON `json:"item"`
-	}{next, items})
+	writePage(w, keys, keyID, func(k *catalog.APIKey) apiKeyJSON { return keyJSON(k, includeValues) }, q.Get("position"), limit)
 }
 
 func (a *apiKeys) get(w http.ResponseWriter, r *http.Request) {
@@ -176,6 +164,8 @@ func (a *apiKeys) get(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, keyJSON(k, r.URL.Query().Get("includeValue") == "true"))
 }
+
+func keyID(k *catalog.APIKey) string { return k.ID }
 
 var errKeyNotFound = &apiError{status: 404, errType: "NotFoundException", msg: "Invalid API Key identifier specified"}
 
@@ -312,6 +302,24 @@ func pageLimit(s string) (int, *apiError) {
 		return 0, badRequest(fmt.Sprintf("limit must be an integer from 1 to 500, got %q", s))
 	}
 	return n, nil
+}
+
+// writePage answers a list operation: the page of items after position,
+// each shown by show, with AWS's {position, item} shape.
+func writePage[T, J any](w http.ResponseWriter, items []T, id func(T) string, show func(T) J, position string, limit int) {
+	page, next, perr := paginate(items, id, position, limit)
+	if perr != nil {
+		perr.write(w)
+		return
+	}
+	out := make([]J, len(page))
+	for i, it := range page {
+		out[i] = show(it)
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Position string `json:"position,omitempty"`
+		Item     []J    `json:"item"`
+	}{next, out})
 }
 
 // paginate returns up to limit items after position (an opaque token

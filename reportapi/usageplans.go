@@ -153,19 +153,7 @@ func (u *usagePlans) list(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	slices.SortFunc(plans, func(x, y *catalog.UsagePlan) int { return strings.Compare(x.ID, y.ID) })
-	page, next, perr := paginate(plans, func(p *catalog.UsagePlan) string { return p.ID }, q.Get("position"), limit)
-	if perr != nil {
-		perr.write(w)
-		return
-	}
-	items := make([]usagePlanJSON, len(page))
-	for i, p := range page {
-		items[i] = planJSON(p)
-	}
-	writeJSON(w, http.StatusOK, struct {
-		Position string          `json:"position,omitempty"`
-		Item     []usagePlanJSON `json:"item"`
-	}{next, items})
+	writePage(w, plans, func(p *catalog.UsagePlan) string { return p.ID }, planJSON, q.Get("position"), limit)
 }
 
 func (u *usagePlans) get(w http.ResponseWriter, r *http.Request) {
@@ -457,19 +445,7 @@ func (u *usagePlans) listKeys(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	keys := slices.DeleteFunc(planKeys(c, id), func(k *catalog.APIKey) bool { return !strings.HasPrefix(k.Name, q.Get("name")) })
-	page, next, perr := paginate(keys, func(k *catalog.APIKey) string { return k.ID }, q.Get("position"), limit)
-	if perr != nil {
-		perr.write(w)
-		return
-	}
-	items := make([]usagePlanKeyJSON, len(page))
-	for i, k := range page {
-		items[i] = planKeyJSON(k)
-	}
-	writeJSON(w, http.StatusOK, struct {
-		Position string             `json:"position,omitempty"`
-		Item     []usagePlanKeyJSON `json:"item"`
-	}{next, items})
+	writePage(w, keys, keyID, planKeyJSON, q.Get("position"), limit)
 }
 
 func (u *usagePlans) getKey(w http.ResponseWriter, r *http.Request) {
@@ -544,7 +520,7 @@ func (u *usagePlans) getUsage(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	page, next, perr := paginate(keys, func(k *catalog.APIKey) string { return k.ID }, q.Get("position"), limit)
+	page, next, perr := paginate(keys, keyID, q.Get("position"), limit)
 	if perr != nil {
 		perr.write(w)
 		return

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/reportapi"
 	"github.com/tollgate/tollgate/schemas"
 	"github.com/tollgate/tollgate/usage/sqlitestore"
 )
@@ -128,11 +129,7 @@ func TestServeMetersAndSurvivesRestart(t *testing.T) {
 	if code, _ := get(t, "http://"+n.addrs.admin+"/metrics", ""); code != 403 {
 		t.Errorf("metrics without credentials: %d, want 403", code)
 	}
-	var creds struct{ Token string }
-	b, err := os.ReadFile(filepath.Join(data, "admin-credentials.json"))
-	if err != nil || json.Unmarshal(b, &creds) != nil || creds.Token == "" {
-		t.Fatalf("admin credentials file: %v %s", err, b)
-	}
+	creds := adminCreds(t, data)
 	if !strings.Contains(n.stdout.String(), "export AWS_ACCESS_KEY_ID=TGAK") {
 		t.Errorf("first start did not say how to use the admin credentials: %q", n.stdout.String())
 	}
@@ -314,9 +311,7 @@ func TestAdminAPIChangesReachTheGateway(t *testing.T) {
 	if code, _ := get(t, gw, "widgetwidgetwidget0001"); code != 200 {
 		t.Fatalf("before: %d", code)
 	}
-	var creds struct{ Token string }
-	b, _ := os.ReadFile(filepath.Join(data, "admin-credentials.json"))
-	json.Unmarshal(b, &creds)
+	creds := adminCreds(t, data)
 	var list struct {
 		Item []struct{ ID, Name string }
 	}
@@ -386,7 +381,7 @@ func TestAdminAPIChangesReachTheGateway(t *testing.T) {
 	}
 	n.stop(t)
 	// An edited file is applied again and wins for what it names.
-	b, _ = os.ReadFile(cfg)
+	b, _ := os.ReadFile(cfg)
 	os.WriteFile(cfg, append(b, []byte("# edited\n")...), 0o600)
 	n = start(t, data, cfg, &now)
 	if code, _ := get(t, "http://"+n.addrs.gateway+"/prod/items", "widgetwidgetwidget0001"); code != 200 {
@@ -403,9 +398,7 @@ func TestUpdateUsageSurvivesRestart(t *testing.T) {
 	cfg := writeConfig(t, dir, up.URL)
 	now := frozen
 	n := start(t, data, cfg, &now)
-	var creds struct{ Token string }
-	b, _ := os.ReadFile(filepath.Join(data, "admin-credentials.json"))
-	json.Unmarshal(b, &creds)
+	creds := adminCreds(t, data)
 	admin := func(method, path, body string) []byte {
 		t.Helper()
 		req, _ := http.NewRequest(method, "http://"+n.addrs.admin+path, strings.NewReader(body))
@@ -460,9 +453,7 @@ func TestNativeUsageAPI(t *testing.T) {
 	get(t, gw, "")
 	n.stop(t) // flushes the events
 	n = start(t, data, "", &now)
-	var creds struct{ Token string }
-	b, _ := os.ReadFile(filepath.Join(data, "admin-credentials.json"))
-	json.Unmarshal(b, &creds)
+	creds := adminCreds(t, data)
 	req, _ := http.NewRequest("GET", "http://"+n.addrs.admin+"/v1/usage?from=2026-11-27T00:00:00Z&to=2026-11-28T00:00:00Z&group_by=decision&format=csv", nil)
 	req.Header.Set("Authorization", "Bearer "+creds.Token)
 	r, err := http.DefaultClient.Do(req)
@@ -475,4 +466,15 @@ func TestNativeUsageAPI(t *testing.T) {
 	if string(body) != want {
 		t.Errorf("/v1/usage:\n%s\nwant\n%s", body, want)
 	}
+}
+
+// adminCreds reads the admin credentials serve created in data.
+func adminCreds(t *testing.T, data string) reportapi.Credentials {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(data, credentialsFile))
+	var c reportapi.Credentials
+	if err != nil || json.Unmarshal(b, &c) != nil || c.Token == "" {
+		t.Fatalf("admin credentials file: %v %s", err, b)
+	}
+	return c
 }
