@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 
 	"go.yaml.in/yaml/v3"
@@ -22,17 +21,9 @@ type File struct {
 	hasGateway bool
 }
 
-// LoadFile reads and parses a configuration file. Unknown fields are
-// errors, so a misspelt setting is never silently ignored.
-func LoadFile(path string) (*File, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
-	}
-	return ParseFile(path, b)
-}
-
-// ParseFile parses file content; name is used in error messages.
+// ParseFile parses a configuration file's content; name is used in
+// error messages. Unknown fields are errors, so a misspelt setting is
+// never silently ignored.
 func ParseFile(name string, b []byte) (*File, error) {
 	f := &File{Name: name, lines: map[string]int{}}
 	var doc yaml.Node

@@ -84,9 +84,6 @@ func (h *Histogram) Merge(o *Histogram) {
 	h.sum += o.sum
 }
 
-// Reset empties h.
-func (h *Histogram) Reset() { *h = Histogram{} }
-
 // Count is the number of recorded values.
 func (h *Histogram) Count() uint64 { return h.count }
 
