@@ -1,0 +1,199 @@
+package schemas
+
+import (
+	"errors"
+	"fmt"
+)
+
+// The wire encoding of UsageEvent (EventTypeUsage) is the protocol buffers
+// binary format, written and read by hand: compact (varints, no field
+// names), stable (fields are numbered; readers skip numbers they do not
+// know, so fields can be added without a version bump), and readable with
+// standard tools without a schema:
+//
+//	kcat -C -b HOST:9092 -t tollgate.events -c 1 -f '%s' | protoc --decode_raw
+//
+// Field numbers (never reuse one):
+//
+//	1  id             bytes   16-byte UUIDv7
+//	2  time           sint64  Unix nanoseconds
+//	3  api_id         string
+//	4  stage          string
+//	5  key_id         string
+//	6  plan_id        string
+//	7  method         string
+//	8  resource       string
+//	9  status         uint32
+//	10 decision       uint32  schemas.Decision
+//	11 latency_micros sint64
+//	12 bytes_in       sint64
+//	13 bytes_out      sint64
+//
+// Producer retries may deliver an event twice: consumers drop duplicates
+// by id.
+
+const (
+	wireVarint = 0
+	wireBytes  = 2
+)
+
+// AppendUsageEvent appends e's encoding to dst.
+func AppendUsageEvent(dst []byte, e *UsageEvent) []byte {
+	dst = appendBytesField(dst, 1, e.ID[:])
+	dst = appendSint(dst, 2, e.Time)
+	dst = appendString(dst, 3, e.APIID)
+	dst = appendString(dst, 4, e.Stage)
+	dst = appendString(dst, 5, e.KeyID)
+	dst = appendString(dst, 6, e.PlanID)
+	dst = appendString(dst, 7, e.Method)
+	dst = appendString(dst, 8, e.Resource)
+	dst = appendUint(dst, 9, uint64(uint32(e.Status)))
+	dst = appendUint(dst, 10, uint64(e.Decision))
+	dst = appendSint(dst, 11, e.LatencyMicros)
+	dst = appendSint(dst, 12, e.BytesIn)
+	dst = appendSint(dst, 13, e.BytesOut)
+	return dst
+}
+
+func appendVarint(b []byte, v uint64) []byte {
+	for v >= 0x80 {
+		b = append(b, byte(v)|0x80)
+		v >>= 7
+	}
+	return append(b, byte(v))
+}
+
+func appendTag(b []byte, field, wire int) []byte { return appendVarint(b, uint64(field<<3|wire)) }
+
+func appendUint(b []byte, field int, v uint64) []byte {
+	if v == 0 {
+		return b // proto3: zero values are not written
+	}
+	return appendVarint(appendTag(b, field, wireVarint), v)
+}
+
+func appendSint(b []byte, field int, v int64) []byte {
+	return appendUint(b, field, uint64(v<<1)^uint64(v>>63)) // zigzag
+}
+
+func appendString(b []byte, field int, s string) []byte {
+	if s == "" {
+		return b
+	}
+	b = appendVarint(appendTag(b, field, wireBytes), uint64(len(s)))
+	return append(b, s...)
+}
+
+func appendBytesField(b []byte, field int, v []byte) []byte {
+	b = appendVarint(appendTag(b, field, wireBytes), uint64(len(v)))
+	return append(b, v...)
+}
+
+// ErrMalformed is wrapped by every decoding error.
+var ErrMalformed = errors.New("malformed record")
+
+// DecodeUsageEvent decodes an encoding made by AppendUsageEvent (or any
+// protocol buffers writer of the same fields). Its strings share one
+// allocation: a copy of b.
+func DecodeUsageEvent(b []byte, e *UsageEvent) error {
+	*e = UsageEvent{}
+	if len(b) == 0 {
+		return fmt.Errorf("usage event: %w: empty", ErrMalformed)
+	}
+	// One copy holds every string of the event (one allocation); strings
+	// are taken from it at the offsets parsed in b.
+	buf := string(b)
+	data := b
+	hasID := false
+	for i := 0; i < len(data); {
+		tag, n := readVarint(data[i:])
+		if n <= 0 {
+			return fmt.Errorf("usage event: %w: bad tag at byte %d", ErrMalformed, i)
+		}
+		i += n
+		field, wire := int(tag>>3), int(tag&7)
+		switch wire {
+		case wireVarint:
+			v, n := readVarint(data[i:])
+			if n <= 0 {
+				return fmt.Errorf("usage event: %w: bad varint in field %d", ErrMalformed, field)
+			}
+			i += n
+			sv := int64(v>>1) ^ -int64(v&1)
+			switch field {
+			case 2:
+				e.Time = sv
+			case 9:
+				e.Status = int32(v)
+			case 10:
+				e.Decision = Decision(v)
+			case 11:
+				e.LatencyMicros = sv
+			case 12:
+				e.BytesIn = sv
+			case 13:
+				e.BytesOut = sv
+			}
+		case wireBytes:
+			l, n := readVarint(data[i:])
+			if n <= 0 || l > uint64(len(data)-i-n) {
+				return fmt.Errorf("usage event: %w: bad length in field %d", ErrMalformed, field)
+			}
+			i += n
+			s := buf[i : i+int(l)]
+			i += int(l)
+			switch field {
+			case 1:
+				if len(s) != 16 {
+					return fmt.Errorf("usage event: %w: id has %d bytes, want 16", ErrMalformed, len(s))
+				}
+				copy(e.ID[:], s)
+				hasID = true
+			case 3:
+				e.APIID = s
+			case 4:
+				e.Stage = s
+			case 5:
+				e.KeyID = s
+			case 6:
+				e.PlanID = s
+			case 7:
+				e.Method = s
+			case 8:
+				e.Resource = s
+			}
+		case 1: // 64-bit
+			if len(data)-i < 8 {
+				return fmt.Errorf("usage event: %w: truncated field %d", ErrMalformed, field)
+			}
+			i += 8
+		case 5: // 32-bit
+			if len(data)-i < 4 {
+				return fmt.Errorf("usage event: %w: truncated field %d", ErrMalformed, field)
+			}
+			i += 4
+		default:
+			return fmt.Errorf("usage event: %w: wire type %d in field %d", ErrMalformed, wire, field)
+		}
+	}
+	if !hasID {
+		return fmt.Errorf("usage event: %w: no id", ErrMalformed)
+	}
+	return nil
+}
+
+// readVarint returns the value and its length in bytes, or n <= 0 when b
+// does not start with a valid varint.
+func readVarint(b []byte) (v uint64, n int) {
+	for i := 0; i < len(b) && i < 10; i++ {
+		c := b[i]
+		if i == 9 && c > 1 {
+			return 0, -1 // overflows 64 bits
+		}
+		v |= uint64(c&0x7f) << (7 * i)
+		if c < 0x80 {
+			return v, i + 1
+		}
+	}
+	return 0, 0
+}
