@@ -97,87 +97,50 @@ var ErrMalformed = errors.New("malformed record")
 // allocation: a copy of b.
 func DecodeUsageEvent(b []byte, e *UsageEvent) error {
 	*e = UsageEvent{}
-	if len(b) == 0 {
-		return fmt.Errorf("usage event: %w: empty", ErrMalformed)
-	}
-	// One copy holds every string of the event (one allocation); strings
-	// are taken from it at the offsets parsed in b.
+	// One copy holds every string of the event; strings are taken from it
+	// at the offsets parsed in b.
 	buf := string(b)
-	data := b
 	hasID := false
-	for i := 0; i < len(data); {
-		tag, n := readVarint(data[i:])
-		if n <= 0 {
-			return fmt.Errorf("usage event: %w: bad tag at byte %d", ErrMalformed, i)
+	err := walkFields(b, func(field int, v uint64, off, n int) error {
+		switch field {
+		case 1:
+			if n != 16 {
+				return fmt.Errorf("%w: id has %d bytes, want 16", ErrMalformed, n)
+			}
+			copy(e.ID[:], b[off:off+n])
+			hasID = true
+		case 2:
+			e.Time = unzig(v)
+		case 3:
+			e.APIID = buf[off : off+n]
+		case 4:
+			e.Stage = buf[off : off+n]
+		case 5:
+			e.KeyID = buf[off : off+n]
+		case 6:
+			e.PlanID = buf[off : off+n]
+		case 7:
+			e.Method = buf[off : off+n]
+		case 8:
+			e.Resource = buf[off : off+n]
+		case 9:
+			e.Status = int32(v)
+		case 10:
+			e.Decision = Decision(v)
+		case 11:
+			e.LatencyMicros = unzig(v)
+		case 12:
+			e.BytesIn = unzig(v)
+		case 13:
+			e.BytesOut = unzig(v)
 		}
-		i += n
-		field, wire := int(tag>>3), int(tag&7)
-		switch wire {
-		case wireVarint:
-			v, n := readVarint(data[i:])
-			if n <= 0 {
-				return fmt.Errorf("usage event: %w: bad varint in field %d", ErrMalformed, field)
-			}
-			i += n
-			sv := int64(v>>1) ^ -int64(v&1)
-			switch field {
-			case 2:
-				e.Time = sv
-			case 9:
-				e.Status = int32(v)
-			case 10:
-				e.Decision = Decision(v)
-			case 11:
-				e.LatencyMicros = sv
-			case 12:
-				e.BytesIn = sv
-			case 13:
-				e.BytesOut = sv
-			}
-		case wireBytes:
-			l, n := readVarint(data[i:])
-			if n <= 0 || l > uint64(len(data)-i-n) {
-				return fmt.Errorf("usage event: %w: bad length in field %d", ErrMalformed, field)
-			}
-			i += n
-			s := buf[i : i+int(l)]
-			i += int(l)
-			switch field {
-			case 1:
-				if len(s) != 16 {
-					return fmt.Errorf("usage event: %w: id has %d bytes, want 16", ErrMalformed, len(s))
-				}
-				copy(e.ID[:], s)
-				hasID = true
-			case 3:
-				e.APIID = s
-			case 4:
-				e.Stage = s
-			case 5:
-				e.KeyID = s
-			case 6:
-				e.PlanID = s
-			case 7:
-				e.Method = s
-			case 8:
-				e.Resource = s
-			}
-		case 1: // 64-bit
-			if len(data)-i < 8 {
-				return fmt.Errorf("usage event: %w: truncated field %d", ErrMalformed, field)
-			}
-			i += 8
-		case 5: // 32-bit
-			if len(data)-i < 4 {
-				return fmt.Errorf("usage event: %w: truncated field %d", ErrMalformed, field)
-			}
-			i += 4
-		default:
-			return fmt.Errorf("usage event: %w: wire type %d in field %d", ErrMalformed, wire, field)
-		}
+		return nil
+	})
+	if err == nil && !hasID {
+		err = fmt.Errorf("%w: no id", ErrMalformed)
 	}
-	if !hasID {
-		return fmt.Errorf("usage event: %w: no id", ErrMalformed)
+	if err != nil {
+		return fmt.Errorf("usage event: %w", err)
 	}
 	return nil
 }
