@@ -2,8 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,11 +10,7 @@ import (
 
 // The CLI against a running serve: keys, plans, apply, usage.
 func TestAdminCLI(t *testing.T) {
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
-	defer up.Close()
-	dir := t.TempDir()
-	data := filepath.Join(dir, "data")
-	cfg := writeConfig(t, dir, up.URL)
+	dir, data, cfg := fixture(t)
 	now := frozen
 	n := start(t, data, cfg, &now)
 	ep := "http://" + n.addrs.admin

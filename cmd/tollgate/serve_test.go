@@ -300,11 +300,7 @@ func TestServeListenErrors(t *testing.T) {
 // A key disabled through the admin API is refused by the gateway at once,
 // and stays disabled after a restart.
 func TestAdminAPIChangesReachTheGateway(t *testing.T) {
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
-	defer up.Close()
-	dir := t.TempDir()
-	data := filepath.Join(dir, "data")
-	cfg := writeConfig(t, dir, up.URL)
+	_, data, cfg := fixture(t)
 	now := frozen
 	n := start(t, data, cfg, &now)
 	gw := "http://" + n.addrs.gateway + "/prod/items"
@@ -391,11 +387,7 @@ func TestAdminAPIChangesReachTheGateway(t *testing.T) {
 
 // UpdateUsage survives a restart: the adjustment is in the store.
 func TestUpdateUsageSurvivesRestart(t *testing.T) {
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
-	defer up.Close()
-	dir := t.TempDir()
-	data := filepath.Join(dir, "data")
-	cfg := writeConfig(t, dir, up.URL)
+	_, data, cfg := fixture(t)
 	now := frozen
 	n := start(t, data, cfg, &now)
 	creds := adminCreds(t, data)
@@ -439,11 +431,7 @@ func TestUpdateUsageSurvivesRestart(t *testing.T) {
 
 // The native usage API reads what the gateway metered.
 func TestNativeUsageAPI(t *testing.T) {
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
-	defer up.Close()
-	dir := t.TempDir()
-	data := filepath.Join(dir, "data")
-	cfg := writeConfig(t, dir, up.URL)
+	_, data, cfg := fixture(t)
 	now := frozen
 	n := start(t, data, cfg, &now)
 	gw := "http://" + n.addrs.gateway + "/prod/items"
@@ -477,4 +465,14 @@ func adminCreds(t *testing.T, data string) reportapi.Credentials {
 		t.Fatalf("admin credentials file: %v %s", err, b)
 	}
 	return c
+}
+
+// fixture makes a temporary folder with a config file (serveYAML) whose
+// API points at an upstream answering 200, and names the data folder.
+func fixture(t *testing.T) (dir, data, cfg string) {
+	t.Helper()
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	t.Cleanup(up.Close)
+	dir = t.TempDir()
+	return dir, filepath.Join(dir, "data"), writeConfig(t, dir, up.URL)
 }

@@ -3,8 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,11 +29,7 @@ var listenRE = regexp.MustCompile(`msg="gateway listening" addr=(\S+)`)
 // SIGTERM stops the process cleanly and every request made before it is
 // in the store.
 func TestSIGTERMFlushesEveryEvent(t *testing.T) {
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
-	defer up.Close()
-	dir := t.TempDir()
-	data := filepath.Join(dir, "data")
-	cfg := writeConfig(t, dir, up.URL)
+	_, data, cfg := fixture(t)
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
