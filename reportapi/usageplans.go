@@ -223,20 +223,6 @@ func (u *usagePlans) update(w http.ResponseWriter, r *http.Request) {
 // patchPlan applies one patch operation; the result is validated with the
 // whole catalog afterwards.
 func patchPlan(p *catalog.UsagePlan, op patchOp) *apiError {
-	num := func() (float64, *apiError) {
-		f, err := strconv.ParseFloat(op.Value, 64)
-		if err != nil {
-			return 0, badRequest(fmt.Sprintf("value %q is not a number", op.Value))
-		}
-		return f, nil
-	}
-	integer := func() (int64, *apiError) {
-		n, err := strconv.ParseInt(op.Value, 10, 64)
-		if err != nil {
-			return 0, badRequest(fmt.Sprintf("value %q is not an integer", op.Value))
-		}
-		return n, nil
-	}
 	throttle := func() *catalog.Throttle {
 		if p.Throttle == nil {
 			p.Throttle = &catalog.Throttle{}
@@ -258,31 +244,15 @@ func patchPlan(p *catalog.UsagePlan, op patchOp) *apiError {
 	case op.Op == "replace" && op.Path == "/description":
 		p.Description = op.Value
 	case op.Op == "replace" && op.Path == "/throttle/rateLimit":
-		f, err := num()
-		if err != nil {
-			return err
-		}
-		throttle().RateLimit = f
+		return parseRate(op.Value, &throttle().RateLimit)
 	case op.Op == "replace" && op.Path == "/throttle/burstLimit":
-		n, err := integer()
-		if err != nil {
-			return err
-		}
-		throttle().BurstLimit = n
+		return parseCount(op.Value, &throttle().BurstLimit)
 	case op.Op == "remove" && op.Path == "/throttle":
 		p.Throttle = nil
 	case op.Op == "replace" && op.Path == "/quota/limit":
-		n, err := integer()
-		if err != nil {
-			return err
-		}
-		quota().Limit = n
+		return parseCount(op.Value, &quota().Limit)
 	case op.Op == "replace" && op.Path == "/quota/offset":
-		n, err := integer()
-		if err != nil {
-			return err
-		}
-		quota().Offset = n
+		return parseCount(op.Value, &quota().Offset)
 	case op.Op == "replace" && op.Path == "/quota/period":
 		quota().Period = catalog.Period(op.Value)
 	case op.Op == "remove" && op.Path == "/quota":
@@ -347,21 +317,17 @@ func patchMethodThrottle(p *catalog.UsagePlan, op patchOp) *apiError {
 		as.Throttle = map[string]catalog.Throttle{}
 	}
 	t := as.Throttle[key]
+	var perr *apiError
 	switch parts[2] {
 	case "rateLimit":
-		f, err := strconv.ParseFloat(op.Value, 64)
-		if err != nil {
-			return badRequest(fmt.Sprintf("value %q is not a number", op.Value))
-		}
-		t.RateLimit = f
+		perr = parseRate(op.Value, &t.RateLimit)
 	case "burstLimit":
-		n, err := strconv.ParseInt(op.Value, 10, 64)
-		if err != nil {
-			return badRequest(fmt.Sprintf("value %q is not an integer", op.Value))
-		}
-		t.BurstLimit = n
+		perr = parseCount(op.Value, &t.BurstLimit)
 	default:
-		return badRequest(fmt.Sprintf("%q is not rateLimit or burstLimit", parts[2]))
+		perr = badRequest(fmt.Sprintf("%q is not rateLimit or burstLimit", parts[2]))
+	}
+	if perr != nil {
+		return perr
 	}
 	as.Throttle[key] = t
 	return nil
@@ -597,4 +563,24 @@ func (u *usagePlans) updateUsage(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, usage.GetUsage{UsagePlanID: p.ID, StartDate: usage.FormatDay(from), EndDate: usage.FormatDay(to),
 		Values: map[string][][2]int64{k.ID: usage.Values(p, k.ID, from, to, rows)}})
+}
+
+// parseRate sets *dst to a patch value that must be a number.
+func parseRate(v string, dst *float64) *apiError {
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil {
+		return badRequest(fmt.Sprintf("value %q is not a number", v))
+	}
+	*dst = f
+	return nil
+}
+
+// parseCount sets *dst to a patch value that must be an integer.
+func parseCount(v string, dst *int64) *apiError {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return badRequest(fmt.Sprintf("value %q is not an integer", v))
+	}
+	*dst = n
+	return nil
 }
