@@ -48,11 +48,10 @@ type Config struct {
 // Gateway is the enforcer's HTTP handler: it identifies the key, applies
 // the plan, proxies admitted requests and meters every request.
 type Gateway struct {
-	cfg     Config
-	table   atomic.Pointer[table]
-	mu      sync.Mutex // serialises Update
-	states  *states
-	current *catalog.Catalog // the catalog in force, under mu
+	cfg    Config
+	table  atomic.Pointer[table]
+	mu     sync.Mutex // serialises Update
+	states *states
 	// ownTransport is set when the gateway built its transport, which it
 	// then rebuilds when the catalog's upstream timeout changes.
 	ownTransport bool
@@ -111,7 +110,6 @@ func (g *Gateway) Update(c *catalog.Catalog) error {
 		return fmt.Errorf("update gateway: %w", err)
 	}
 	g.table.Store(t)
-	g.current = c
 	g.cfg.Logger.Info("catalog loaded", "apis", len(c.APIs), "usagePlans", len(c.UsagePlans), "apiKeys", len(c.APIKeys))
 	return nil
 }

@@ -74,6 +74,7 @@ type env struct {
 	t        *testing.T
 	clock    atomic.Int64
 	gw       *Gateway
+	cat      *catalog.Catalog // what gw was built from
 	url      string
 	upstream *httptest.Server
 
@@ -115,7 +116,7 @@ func newEnv(t *testing.T, yaml string) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.gw = gw
+	e.gw, e.cat = gw, c
 	srv := httptest.NewUnstartedServer(nil)
 	srv.Config = NewServer(gw, ServerConfig{})
 	srv.Listener = WrapListener(srv.Listener)
@@ -593,7 +594,7 @@ func TestUpdateAppliesAtOnceAndKeepsCounters(t *testing.T) {
 
 // catalogWith returns the running catalog changed by f.
 func (e *env) catalogWith(f func(*catalog.Catalog)) *catalog.Catalog {
-	c := e.gw.current.Clone()
+	c := e.cat.Clone()
 	f(c)
 	return c
 }
