@@ -1,0 +1,261 @@
+package catalog
+
+import (
+	"errors"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/tollgate/tollgate/schemas"
+)
+
+// sorted returns c with entities in the order a View builds them.
+func sorted(c *Catalog) *Catalog {
+	c = c.Clone()
+	slices.SortFunc(c.APIs, func(a, b API) int { return strings.Compare(a.ID, b.ID) })
+	slices.SortFunc(c.UsagePlans, func(a, b UsagePlan) int { return strings.Compare(a.ID, b.ID) })
+	slices.SortFunc(c.APIKeys, func(a, b APIKey) int { return strings.Compare(a.ID, b.ID) })
+	for i := range c.APIKeys {
+		slices.Sort(c.APIKeys[i].UsagePlans)
+	}
+	return c
+}
+
+// logOf encodes records as a log: offset i holds records[i].
+type testLog struct{ values [][]byte }
+
+func (l *testLog) write(t *testing.T, recs []schemas.ConfigRecord) {
+	t.Helper()
+	for i := range recs {
+		b, err := schemas.EncodeConfigRecord(&recs[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.values = append(l.values, b)
+	}
+}
+
+// replay applies the log to a new view and returns it with the rejections.
+func (l *testLog) replay(t *testing.T) (*View, []error) {
+	t.Helper()
+	v := NewView()
+	var rejected []error
+	for i, b := range l.values {
+		if err := v.Apply(int64(i), b); err != nil {
+			var re *RejectedError
+			if !errors.As(err, &re) {
+				t.Fatalf("offset %d: %v is not a *RejectedError", i, err)
+			}
+			rejected = append(rejected, err)
+		}
+	}
+	return v, rejected
+}
+
+// compact keeps each record key's last version, in log order, as a
+// compacted topic does (tombstones included).
+func (l *testLog) compact(t *testing.T) *testLog {
+	t.Helper()
+	last := map[string]int{}
+	for i, b := range l.values {
+		var r schemas.ConfigRecord
+		if err := schemas.DecodeConfigRecord(b, &r); err != nil {
+			t.Fatal(err)
+		}
+		last[r.Key()] = i
+	}
+	out := &testLog{}
+	for i, b := range l.values {
+		var r schemas.ConfigRecord
+		schemas.DecodeConfigRecord(b, &r)
+		if last[r.Key()] == i {
+			out.values = append(out.values, b)
+		}
+	}
+	return out
+}
+
+func exampleCatalog(t *testing.T) *Catalog {
+	t.Helper()
+	b, err := os.ReadFile("../examples/tollgate.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := mustApply(t, &Catalog{}, string(b))
+	return c
+}
+
+func TestViewRebuildsTheCatalog(t *testing.T) {
+	c := exampleCatalog(t)
+	recs, err := Records(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var l testLog
+	l.write(t, recs)
+	v, rejected := l.replay(t)
+	if len(rejected) > 0 {
+		t.Fatalf("rejected: %v", rejected)
+	}
+	if got, want := v.Catalog(), sorted(c); !got.Equal(want) {
+		t.Fatalf("view catalog differs:\n got %+v\nwant %+v", got, want)
+	}
+	if err := Validate(v.Catalog(), nil); err != nil {
+		t.Fatal(err)
+	}
+	// The snapshot rebuilds the same view.
+	again := NewView()
+	for _, r := range v.Snapshot() {
+		if err := again.Apply(r.Offset, r.Value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !again.Catalog().Equal(v.Catalog()) {
+		t.Fatal("snapshot does not rebuild the view")
+	}
+}
+
+func TestChangeRecordsWritesOnlyWhatChanged(t *testing.T) {
+	c := exampleCatalog(t)
+	next := c.Clone()
+	next.APIKeys[0].Enabled = false
+	recs, err := ChangeRecords(c, next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 1 || recs[0].Kind != schemas.KindAPIKey || recs[0].ID != c.APIKeys[0].ID {
+		t.Fatalf("records = %+v, want the one key", recs)
+	}
+	// Deleting a key deletes its memberships first, then the key.
+	next = c.Clone()
+	gone := next.APIKeys[0]
+	next.APIKeys = next.APIKeys[1:]
+	recs, _ = ChangeRecords(c, next)
+	var keys []string
+	for _, r := range recs {
+		if !r.Tombstone() {
+			t.Errorf("%s is not a tombstone", r.Key())
+		}
+		keys = append(keys, r.Key())
+	}
+	want := []string{}
+	for _, p := range gone.UsagePlans {
+		want = append(want, "usagePlanKey/"+p+"/"+gone.ID)
+	}
+	slices.Sort(want)
+	want = append(want, "apiKey/"+gone.ID)
+	if !slices.Equal(keys, want) {
+		t.Fatalf("records = %v, want %v", keys, want)
+	}
+}
+
+func TestViewFirstWriterWins(t *testing.T) {
+	c := exampleCatalog(t)
+	var l testLog
+	recs, _ := Records(c)
+	l.write(t, recs)
+	k := c.APIKeys[0]
+	twin := k
+	twin.ID, twin.Name, twin.UsagePlans = "twin000001", "twin", nil // same value hash
+	clash := k
+	clash.ID, clash.ValueHash, clash.UsagePlans = "name000001", HashKey("another-value-0000000001"), nil // same name
+	more, _ := ChangeRecords(&Catalog{}, &Catalog{APIKeys: []APIKey{twin, clash}})
+	l.write(t, more)
+	v, rejected := l.replay(t)
+	if len(rejected) != 2 || !strings.Contains(rejected[0].Error()+rejected[1].Error(), "values must be unique") ||
+		!strings.Contains(rejected[0].Error()+rejected[1].Error(), "is taken by key") {
+		t.Fatalf("rejected = %v, want the twin value and the taken name", rejected)
+	}
+	if !v.Catalog().Equal(sorted(c)) {
+		t.Fatal("rejected records changed the catalog")
+	}
+}
+
+func TestViewSurvivesCompactionReordering(t *testing.T) {
+	c := exampleCatalog(t)
+	var l testLog
+	recs, _ := Records(c)
+	l.write(t, recs)
+	// The plans and APIs are rewritten after the keys that use them, and
+	// one key is deleted: compaction moves them behind the memberships.
+	next := c.Clone()
+	for i := range next.UsagePlans {
+		next.UsagePlans[i].Description += " (edited)"
+	}
+	for i := range next.APIs {
+		next.APIs[i].Name += "-v2"
+	}
+	next.APIKeys = next.APIKeys[1:]
+	more, _ := ChangeRecords(c, next)
+	l.write(t, more)
+	full, _ := l.replay(t)
+	compacted, rejected := l.compact(t).replay(t)
+	if len(rejected) > 0 {
+		t.Fatal(rejected)
+	}
+	if !full.Catalog().Equal(sorted(next)) || !compacted.Catalog().Equal(full.Catalog()) {
+		t.Fatalf("compacted replay differs:\n got %+v\nwant %+v", compacted.Catalog(), sorted(next))
+	}
+}
+
+func TestViewResolvesDanglingReferences(t *testing.T) {
+	c := exampleCatalog(t)
+	var l testLog
+	recs, _ := Records(c)
+	l.write(t, recs)
+	// Records from a writer that skipped validation: an API removed
+	// under its plans, a plan removed under its keys.
+	plan := c.UsagePlans[0]
+	l.write(t, []schemas.ConfigRecord{{Kind: schemas.KindAPI, ID: plan.APIStages[0].APIID}, {Kind: schemas.KindUsagePlan, ID: c.UsagePlans[1].ID}})
+	v, rejected := l.replay(t)
+	if len(rejected) > 0 {
+		t.Fatal(rejected)
+	}
+	got := v.Catalog()
+	if err := Validate(got, nil); err != nil {
+		t.Fatalf("resolved catalog is invalid: %v", err)
+	}
+	for _, p := range got.UsagePlans {
+		for _, as := range p.APIStages {
+			if as.APIID == plan.APIStages[0].APIID {
+				t.Errorf("plan %s still covers the deleted API", p.Name)
+			}
+		}
+	}
+	for _, k := range got.APIKeys {
+		if slices.Contains(k.UsagePlans, c.UsagePlans[1].ID) {
+			t.Errorf("key %s is still in the deleted plan", k.Name)
+		}
+	}
+}
+
+func TestViewRejectsBadRecords(t *testing.T) {
+	v := NewView()
+	bad := func(kind, id, entity string) []byte {
+		return []byte(`{"type":"tollgate.config.v1","kind":"` + kind + `","id":"` + id + `","entity":` + entity + `}`)
+	}
+	for _, tc := range []struct {
+		name, want string
+		value      []byte
+	}{
+		{"not a record", "malformed", []byte(`{`)},
+		{"id mismatch", "differs from the record's", bad("apiKey", "k1", `{"id":"k2","name":"n","valueHash":"x"}`)},
+		{"negative rate", "rateLimit", bad("usagePlan", "p1", `{"id":"p1","name":"p","throttle":{"rateLimit":-1,"burstLimit":1}}`)},
+		{"bad period", "quota.period", bad("usagePlan", "p1", `{"id":"p1","name":"p","quota":{"limit":1,"period":"YEAR"}}`)},
+		{"bad method key", "must have the form", bad("usagePlan", "p1", `{"id":"p1","name":"p","apiStages":[{"apiId":"a","stage":"s","throttle":{"items":{"rateLimit":1,"burstLimit":1}}}]}`)},
+		{"wrong entity type", "entity", bad("apiKey", "k1", `{"id":7}`)},
+		{"membership mismatch", "does not match", bad("usagePlanKey", "p1/k1", `{"usagePlanId":"p2","keyId":"k1"}`)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := v.Apply(1, tc.value)
+			var re *RejectedError
+			if !errors.As(err, &re) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want a rejection naming %q", err, tc.want)
+			}
+		})
+	}
+	if c := v.Catalog(); len(c.APIKeys)+len(c.UsagePlans) != 0 {
+		t.Fatalf("rejected records left %+v", c)
+	}
+}
