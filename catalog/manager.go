@@ -14,6 +14,15 @@ type Saver interface {
 	Save(c *Catalog) error
 }
 
+// Errors a Committer may return (wrapped, with the details).
+var (
+	// ErrConflict: another change took a name or value first.
+	ErrConflict = errors.New("conflict")
+	// ErrUnavailable: the change could not be committed now (the log
+	// did not answer); it may still take effect.
+	ErrUnavailable = errors.New("unavailable")
+)
+
 // Committer makes a validated change the catalog in force: on local
 // storage (Local), or on a shared config log (package ingest).
 type Committer interface {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	"github.com/tollgate/tollgate/schemas"
 )
@@ -203,12 +204,22 @@ func (e *RejectedError) Error() string {
 	return fmt.Sprintf("config record %s rejected: %s", e.Key, e.Reason)
 }
 
-// Apply applies the record at offset (the encoded schemas.ConfigRecord).
-// It returns a *RejectedError if the record changes nothing.
-func (v *View) Apply(offset int64, value []byte) error {
+// Apply applies the record at offset: key is its log key (kind/id),
+// value the encoded schemas.ConfigRecord, or nil for a tombstone (the
+// entity was deleted; compaction removes it in time). It returns a
+// *RejectedError if the record changes nothing.
+func (v *View) Apply(offset int64, key, value []byte) error {
 	var r schemas.ConfigRecord
-	if err := schemas.DecodeConfigRecord(value, &r); err != nil {
-		return &RejectedError{Reason: err.Error()}
+	if value == nil {
+		kind, id, _ := strings.Cut(string(key), "/")
+		r = schemas.ConfigRecord{Type: schemas.EventTypeConfig, Kind: kind, ID: id}
+		if b, err := schemas.EncodeConfigRecord(&r); err != nil || schemas.DecodeConfigRecord(b, &r) != nil {
+			return &RejectedError{Key: string(key), Reason: "tombstone for an unknown kind or without id"}
+		}
+	} else if err := schemas.DecodeConfigRecord(value, &r); err != nil {
+		return &RejectedError{Key: string(key), Reason: err.Error()}
+	} else if r.Key() != string(key) {
+		return &RejectedError{Key: string(key), Reason: fmt.Sprintf("the record is for %s", r.Key())}
 	}
 	reject := func(format string, args ...any) error {
 		return &RejectedError{Key: r.Key(), Reason: fmt.Sprintf(format, args...)}
@@ -324,7 +335,7 @@ func (v *View) Apply(offset int64, value []byte) error {
 	if tomb {
 		delete(v.accepted, r.Key())
 	} else {
-		v.accepted[r.Key()] = viewRecord{offset: offset, value: value}
+		v.accepted[r.Key()] = viewRecord{offset: offset, value: slices.Clone(value)}
 	}
 	return nil
 }
@@ -435,10 +446,20 @@ func resolvePlan(p UsagePlan, apis map[string]*API) UsagePlan {
 	return p
 }
 
-// SnapshotRecord is a record in force, as Snapshot lists them.
+// SnapshotRecord is a record in force, as Snapshot lists them (its key
+// is in the value).
 type SnapshotRecord struct {
 	Offset int64           `json:"offset"`
 	Value  json.RawMessage `json:"value"`
+}
+
+// Key returns the record's log key.
+func (r SnapshotRecord) Key() []byte {
+	var rec schemas.ConfigRecord
+	if schemas.DecodeConfigRecord(r.Value, &rec) != nil {
+		return nil
+	}
+	return []byte(rec.Key())
 }
 
 // Snapshot returns the records in force in log order: applied to a new

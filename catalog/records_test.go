@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"slices"
@@ -23,16 +24,19 @@ func sorted(c *Catalog) *Catalog {
 }
 
 // logOf encodes records as a log: offset i holds records[i].
-type testLog struct{ values [][]byte }
+type testLog struct{ keys, values [][]byte }
 
 func (l *testLog) write(t *testing.T, recs []schemas.ConfigRecord) {
 	t.Helper()
 	for i := range recs {
-		b, err := schemas.EncodeConfigRecord(&recs[i])
-		if err != nil {
-			t.Fatal(err)
+		var b []byte
+		if !recs[i].Tombstone() {
+			var err error
+			if b, err = schemas.EncodeConfigRecord(&recs[i]); err != nil {
+				t.Fatal(err)
+			}
 		}
-		l.values = append(l.values, b)
+		l.keys, l.values = append(l.keys, []byte(recs[i].Key())), append(l.values, b)
 	}
 }
 
@@ -42,7 +46,7 @@ func (l *testLog) replay(t *testing.T) (*View, []error) {
 	v := NewView()
 	var rejected []error
 	for i, b := range l.values {
-		if err := v.Apply(int64(i), b); err != nil {
+		if err := v.Apply(int64(i), l.keys[i], b); err != nil {
 			var re *RejectedError
 			if !errors.As(err, &re) {
 				t.Fatalf("offset %d: %v is not a *RejectedError", i, err)
@@ -58,19 +62,13 @@ func (l *testLog) replay(t *testing.T) (*View, []error) {
 func (l *testLog) compact(t *testing.T) *testLog {
 	t.Helper()
 	last := map[string]int{}
-	for i, b := range l.values {
-		var r schemas.ConfigRecord
-		if err := schemas.DecodeConfigRecord(b, &r); err != nil {
-			t.Fatal(err)
-		}
-		last[r.Key()] = i
+	for i, k := range l.keys {
+		last[string(k)] = i
 	}
 	out := &testLog{}
-	for i, b := range l.values {
-		var r schemas.ConfigRecord
-		schemas.DecodeConfigRecord(b, &r)
-		if last[r.Key()] == i {
-			out.values = append(out.values, b)
+	for i, k := range l.keys {
+		if last[string(k)] == i {
+			out.keys, out.values = append(out.keys, k), append(out.values, l.values[i])
 		}
 	}
 	return out
@@ -107,7 +105,7 @@ func TestViewRebuildsTheCatalog(t *testing.T) {
 	// The snapshot rebuilds the same view.
 	again := NewView()
 	for _, r := range v.Snapshot() {
-		if err := again.Apply(r.Offset, r.Value); err != nil {
+		if err := again.Apply(r.Offset, r.Key(), r.Value); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -248,7 +246,12 @@ func TestViewRejectsBadRecords(t *testing.T) {
 		{"membership mismatch", "does not match", bad("usagePlanKey", "p1/k1", `{"usagePlanId":"p2","keyId":"k1"}`)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := v.Apply(1, tc.value)
+			var r schemas.ConfigRecord
+			key := []byte("apiKey/k1")
+			if json.Unmarshal(tc.value, &r) == nil {
+				key = []byte(r.Key())
+			}
+			err := v.Apply(1, key, tc.value)
 			var re *RejectedError
 			if !errors.As(err, &re) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want a rejection naming %q", err, tc.want)
@@ -257,5 +260,24 @@ func TestViewRejectsBadRecords(t *testing.T) {
 	}
 	if c := v.Catalog(); len(c.APIKeys)+len(c.UsagePlans) != 0 {
 		t.Fatalf("rejected records left %+v", c)
+	}
+}
+
+func TestViewKeysAndTombstones(t *testing.T) {
+	v := NewView()
+	rec := []byte(`{"type":"tollgate.config.v1","kind":"apiKey","id":"k1","entity":{"id":"k1","name":"n","enabled":true,"valueHash":"` + HashKey("value-value-value-value-1") + `"}}`)
+	if err := v.Apply(0, []byte("apiKey/k2"), rec); err == nil || !strings.Contains(err.Error(), "the record is for apiKey/k1") {
+		t.Fatalf("a record under another key: %v", err)
+	}
+	if err := v.Apply(1, []byte("apiKey/k1"), rec); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"user/k1", "apiKey", "apiKey/"} {
+		if err := v.Apply(2, []byte(key), nil); err == nil {
+			t.Errorf("tombstone %q accepted", key)
+		}
+	}
+	if err := v.Apply(3, []byte("apiKey/k1"), nil); err != nil || len(v.Catalog().APIKeys) != 0 || len(v.Snapshot()) != 0 {
+		t.Fatalf("tombstone: %v, %+v", err, v.Catalog().APIKeys)
 	}
 }

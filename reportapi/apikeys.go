@@ -263,8 +263,13 @@ func changeError(err error) *apiError {
 		return ae
 	}
 	var ve *catalog.ValidationError
-	if errors.As(err, &ve) {
+	switch {
+	case errors.As(err, &ve):
 		return badRequest(strings.TrimPrefix(err.Error(), "invalid configuration:\n"))
+	case errors.Is(err, catalog.ErrConflict):
+		return &apiError{status: 409, errType: "ConflictException", msg: err.Error()}
+	case errors.Is(err, catalog.ErrUnavailable):
+		return &apiError{status: 503, errType: "ServiceUnavailableException", msg: err.Error()}
 	}
 	return internalError("", err)
 }
