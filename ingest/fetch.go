@@ -1,0 +1,83 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// record is one Kafka record as the readers here use it.
+type record struct {
+	offset     int64
+	key, value []byte // value nil: a tombstone
+}
+
+// fetch long-polls one partition from offset and returns its records
+// (possibly none, after maxWait) and the partition's high watermark.
+func fetch(ctx context.Context, c *kafka.Client, topic string, partition int, offset int64, maxWait time.Duration) ([]record, int64, error) {
+	res, err := c.Fetch(ctx, &kafka.FetchRequest{Topic: topic, Partition: partition, Offset: offset,
+		MinBytes: 1, MaxBytes: 8 << 20, MaxWait: maxWait})
+	if err != nil {
+		return nil, 0, fmt.Errorf("fetch %s/%d at %d: %w", topic, partition, offset, err)
+	}
+	if res.Error != nil {
+		return nil, 0, fmt.Errorf("fetch %s/%d at %d: %w", topic, partition, offset, res.Error)
+	}
+	if res.Records == nil {
+		return nil, res.HighWatermark, nil
+	}
+	if c, ok := res.Records.(io.Closer); ok {
+		defer c.Close()
+	}
+	var out []record
+	for {
+		r, err := res.Records.ReadRecord()
+		if errors.Is(err, io.EOF) {
+			return out, res.HighWatermark, nil
+		}
+		if err != nil {
+			return out, res.HighWatermark, fmt.Errorf("fetch %s/%d: read record: %w", topic, partition, err)
+		}
+		if r.Offset < offset {
+			continue // a batch may start before the offset asked for
+		}
+		rec := record{offset: r.Offset}
+		if r.Key != nil {
+			if rec.key, err = kafka.ReadAll(r.Key); err != nil {
+				return out, res.HighWatermark, err
+			}
+		}
+		if r.Value != nil {
+			if rec.value, err = kafka.ReadAll(r.Value); err != nil {
+				return out, res.HighWatermark, err
+			}
+			if rec.value == nil {
+				rec.value = []byte{} // an empty value is not a tombstone
+			}
+		}
+		out = append(out, rec)
+	}
+}
+
+// offsets returns the first and next (high watermark) offsets of a
+// partition.
+func offsets(ctx context.Context, c *kafka.Client, topic string, partition int) (first, next int64, err error) {
+	res, err := c.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{
+		topic: {kafka.FirstOffsetOf(partition), kafka.LastOffsetOf(partition)}}})
+	if err != nil {
+		return 0, 0, fmt.Errorf("list offsets of %s/%d: %w", topic, partition, err)
+	}
+	for _, p := range res.Topics[topic] {
+		if p.Partition == partition {
+			if p.Error != nil {
+				return 0, 0, fmt.Errorf("list offsets of %s/%d: %w", topic, partition, p.Error)
+			}
+			return p.FirstOffset, p.LastOffset, nil
+		}
+	}
+	return 0, 0, fmt.Errorf("list offsets of %s/%d: partition not in the answer", topic, partition)
+}
