@@ -1,0 +1,304 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/tollgate/tollgate/catalog"
+	"github.com/tollgate/tollgate/internal/kafkatest"
+)
+
+// configNode is one node's config log, running until the test ends.
+type configNode struct {
+	log    *ConfigLog
+	mgr    *catalog.Manager
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func openConfigNode(t *testing.T, k Kafka, snapshot string) *configNode {
+	t.Helper()
+	l, err := OpenConfigLog(ConfigLogConfig{Kafka: k, Snapshot: snapshot, MaxWait: 100 * time.Millisecond, CommitTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startConfigNode(t, l)
+}
+
+func startConfigNode(t *testing.T, l *ConfigLog) *configNode {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &configNode{log: l, mgr: catalog.NewManagerOn(l), cancel: cancel, done: make(chan struct{})}
+	go func() { defer close(n.done); l.Run(ctx) }()
+	t.Cleanup(n.stop)
+	return n
+}
+
+func (n *configNode) stop() {
+	n.cancel()
+	<-n.done
+}
+
+func (n *configNode) waitLoaded(t *testing.T) {
+	t.Helper()
+	select {
+	case <-n.log.Loaded():
+	case <-time.After(10 * time.Second):
+		t.Fatal("config log not loaded after 10s")
+	}
+}
+
+func migrated(t *testing.T, prefix string) (Kafka, func()) {
+	t.Helper()
+	cluster, brokers := kafkatest.Start(t)
+	k := Kafka{Brokers: brokers, Prefix: prefix, Partitions: 2, Timeout: 2 * time.Second}
+	if _, err := Migrate(context.Background(), k); err != nil {
+		t.Fatal(err)
+	}
+	return k, cluster.Close
+}
+
+func addKey(id, name, value string) func(c *catalog.Catalog) error {
+	return func(c *catalog.Catalog) error {
+		c.APIKeys = append(c.APIKeys, catalog.APIKey{ID: id, Name: name, Enabled: true,
+			ValueHash: catalog.HashKey(value), ValuePrefix: value[:4], CreatedDate: 1_700_000_000})
+		return nil
+	}
+}
+
+// eventually polls cond until it holds or 10s pass.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10s: %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func keyIDs(c *catalog.Catalog) []string {
+	var ids []string
+	for _, k := range c.APIKeys {
+		ids = append(ids, k.ID)
+	}
+	return ids
+}
+
+func TestConfigLogReadYourWritesAndPropagation(t *testing.T) {
+	k, _ := migrated(t, "rw.")
+	a, b := openConfigNode(t, k, ""), openConfigNode(t, k, "")
+	a.waitLoaded(t)
+	b.waitLoaded(t)
+	ctx := context.Background()
+
+	cur, err := a.mgr.Change(ctx, addKey("k1", "alice", "alice-key-value-0001"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Read your writes: the change is in force on the node that made it
+	// when Change returns.
+	if cur.Key("k1") == nil || a.log.Current().Key("k1") == nil {
+		t.Fatalf("after Change, node A's catalog has keys %v", keyIDs(a.log.Current()))
+	}
+	eventually(t, "node B sees k1", func() bool { return b.log.Current().Key("k1") != nil })
+
+	// A change made on B (disable, then delete) reaches A.
+	if _, err := b.mgr.Change(ctx, func(c *catalog.Catalog) error { c.Key("k1").Enabled = false; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "node A sees k1 disabled", func() bool { k := a.log.Current().Key("k1"); return k != nil && !k.Enabled })
+	if _, err := b.mgr.Change(ctx, func(c *catalog.Catalog) error { c.APIKeys = c.APIKeys[:0]; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "node A sees k1 deleted", func() bool { return a.log.Current().Key("k1") == nil })
+	if !a.log.Current().Equal(b.log.Current()) {
+		t.Fatalf("nodes differ:\nA %+v\nB %+v", a.log.Current(), b.log.Current())
+	}
+}
+
+func TestConfigLogConflictsResolveIdenticallyEverywhere(t *testing.T) {
+	k, _ := migrated(t, "cf.")
+	nodes := []*configNode{openConfigNode(t, k, ""), openConfigNode(t, k, ""), openConfigNode(t, k, "")}
+	for _, n := range nodes {
+		n.waitLoaded(t)
+	}
+	ctx := context.Background()
+	for round := range 5 {
+		// Three nodes create three keys with one value at once: the first
+		// written wins on every node, the others get a conflict.
+		value := fmt.Sprintf("shared-value-round-%d", round)
+		errs := make([]error, len(nodes))
+		var wg sync.WaitGroup
+		for i, n := range nodes {
+			wg.Go(func() {
+				_, errs[i] = n.mgr.Change(ctx, addKey(fmt.Sprintf("r%dn%d", round, i), fmt.Sprintf("key-%d-%d", round, i), value))
+			})
+		}
+		wg.Wait()
+		won := -1
+		for i, err := range errs {
+			switch {
+			case err == nil && won >= 0:
+				t.Fatalf("round %d: nodes %d and %d both created a key with one value", round, won, i)
+			case err == nil:
+				won = i
+			case !errors.Is(err, catalog.ErrConflict) && !errors.As(err, new(*catalog.ValidationError)):
+				// A node that already applied the winner refuses the
+				// change before writing it; one that had not yet gets
+				// the conflict back from the log.
+				t.Fatalf("round %d node %d: %v, want a conflict or a validation error", round, i, err)
+			}
+		}
+		if won < 0 {
+			t.Fatalf("round %d: every node got a conflict: %v", round, errs)
+		}
+		winner := fmt.Sprintf("r%dn%d", round, won)
+		for i, n := range nodes {
+			eventually(t, fmt.Sprintf("node %d has %s", i, winner), func() bool { return n.log.Current().Key(winner) != nil })
+		}
+	}
+	// The losers' records were undone; every node holds the same catalog.
+	want := nodes[0].log.Current()
+	for i, n := range nodes[1:] {
+		eventually(t, fmt.Sprintf("node %d equals node 0", i+1), func() bool { return n.log.Current().Equal(want) })
+	}
+	if got := len(want.APIKeys); got != 5 {
+		t.Fatalf("%d keys (%v), want one per round", got, keyIDs(want))
+	}
+
+	// The log's own verdict, deterministically: a node commits a change
+	// made on a catalog older than the log (as when two writes race), the
+	// view rejects it, Commit undoes it and reports the conflict.
+	stale := &catalog.Catalog{}
+	next := stale.Clone()
+	addKey("late", "late", "shared-value-round-0")(next)
+	if _, err := nodes[1].log.Commit(ctx, stale, next); !errors.Is(err, catalog.ErrConflict) {
+		t.Fatalf("stale commit: %v, want ErrConflict", err)
+	}
+	for i, n := range nodes {
+		eventually(t, fmt.Sprintf("node %d has undone the rejected key", i), func() bool {
+			return n.log.Current().Key("late") == nil && n.log.Current().Equal(want)
+		})
+	}
+}
+
+func TestConfigLogSnapshotServesWithoutKafka(t *testing.T) {
+	k, stopKafka := migrated(t, "snap.")
+	snap := filepath.Join(t.TempDir(), "catalog.json")
+	a := openConfigNode(t, k, snap)
+	a.waitLoaded(t)
+	if _, err := a.mgr.Change(context.Background(), addKey("k1", "alice", "alice-key-value-0001")); err != nil {
+		t.Fatal(err)
+	}
+	a.stop() // saves the snapshot
+	stopKafka()
+
+	var published []*catalog.Catalog
+	l, err := OpenConfigLog(ConfigLogConfig{Kafka: k, Snapshot: snap, Publish: func(c *catalog.Catalog) error {
+		published = append(published, c)
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(published) != 1 || published[0].Key("k1") == nil {
+		t.Fatalf("opening with Kafka down published %d catalogs, want the snapshot's with k1", len(published))
+	}
+	// Run keeps retrying, the snapshot's catalog stays in force, and a
+	// change cannot be committed: 503, not a hang.
+	b := startConfigNode(t, l)
+	eventually(t, "a failed fetch is counted", func() bool { return l.Failures() > 0 })
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	_, err = b.mgr.Change(ctx, addKey("k2", "bob", "bob-key-value-00002"))
+	if !errors.Is(err, catalog.ErrUnavailable) {
+		t.Fatalf("change with Kafka down: %v, want ErrUnavailable", err)
+	}
+	if l.Current().Key("k1") == nil || l.Current().Key("k2") != nil {
+		t.Fatalf("catalog in force has keys %v, want [k1]", keyIDs(l.Current()))
+	}
+}
+
+func TestConfigLogSnapshotOfAnotherLogIsRebuilt(t *testing.T) {
+	// The snapshot is ahead of the topic (the cluster was rebuilt): the
+	// node rebuilds from the topic's start and drops what it no longer
+	// holds.
+	snap := filepath.Join(t.TempDir(), "catalog.json")
+	k1, _ := migrated(t, "re.")
+	a := openConfigNode(t, k1, snap)
+	a.waitLoaded(t)
+	for i := range 3 {
+		if _, err := a.mgr.Change(context.Background(), addKey(fmt.Sprintf("old%d", i), fmt.Sprintf("old-%d", i), fmt.Sprintf("old-key-value-000%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.stop()
+
+	k2, _ := migrated(t, "re.")
+	fresh := openConfigNode(t, k2, "")
+	fresh.waitLoaded(t)
+	if _, err := fresh.mgr.Change(context.Background(), addKey("new", "new", "new-key-value-00001")); err != nil {
+		t.Fatal(err)
+	}
+	b := openConfigNode(t, k2, snap)
+	b.waitLoaded(t)
+	eventually(t, "the rebuilt node holds only the new log's key", func() bool {
+		ids := keyIDs(b.log.Current())
+		return len(ids) == 1 && ids[0] == "new"
+	})
+}
+
+func TestConfigLogSkipsBadRecordsAndFollowsCompaction(t *testing.T) {
+	cluster, brokers := kafkatest.Start(t)
+	k := Kafka{Brokers: brokers, Prefix: "cp.", Partitions: 1, Timeout: 2 * time.Second}
+	// Compaction in tests must not wait for the production lag.
+	if err := cluster.CreateTopic("cp.config", 1, map[string]string{"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "delete.retention.ms": "0"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Migrate(context.Background(), k); err != nil {
+		t.Fatal(err)
+	}
+	// Another tool wrote garbage to the topic: it is rejected, logged and
+	// skipped, and the log goes on.
+	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: "cp.config", BatchTimeout: time.Millisecond}
+	defer w.Close()
+	if err := w.WriteMessages(context.Background(), kafka.Message{Key: []byte("apiKey/zz"), Value: []byte("not a record")}); err != nil {
+		t.Fatal(err)
+	}
+	a := openConfigNode(t, k, "")
+	a.waitLoaded(t)
+	ctx := context.Background()
+	for i := range 4 {
+		if _, err := a.mgr.Change(ctx, addKey(fmt.Sprintf("k%d", i), fmt.Sprintf("key-%d", i), fmt.Sprintf("key-value-00000%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := a.mgr.Change(ctx, func(c *catalog.Catalog) error { c.APIKeys = c.APIKeys[2:]; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	want := a.log.Current()
+	if len(want.APIKeys) != 2 {
+		t.Fatalf("keys %v, want k2 and k3", keyIDs(want))
+	}
+	cluster.Compact()
+	b := openConfigNode(t, k, "")
+	b.waitLoaded(t)
+	if got := b.log.Current(); !got.Equal(want) {
+		t.Fatalf("after compaction a new node has keys %v, want %v", keyIDs(got), keyIDs(want))
+	}
+}
+
+func TestConfigLogConfigErrors(t *testing.T) {
+	if _, err := OpenConfigLog(ConfigLogConfig{}); err == nil {
+		t.Fatal("a config log without brokers was accepted")
+	}
+}
