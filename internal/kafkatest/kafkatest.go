@@ -4,8 +4,14 @@
 package kafkatest
 
 import (
+	"context"
+	"net"
+	"strings"
 	"testing"
 
+	"github.com/Shopify/toxiproxy/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kfake"
 )
 
@@ -19,4 +25,71 @@ func Start(t testing.TB, opts ...kfake.Opt) (*kfake.Cluster, []string) {
 	}
 	t.Cleanup(c.Close)
 	return c, c.ListenAddrs()
+}
+
+// Proxy stands between clients and a broker (toxiproxy, in-process) so
+// that a test can make the network fail.
+type Proxy struct {
+	p *toxiproxy.Proxy
+}
+
+// StartBehindProxy runs a one-broker cluster whose clients reach it only
+// through a proxy: the broker advertises the proxy's address, so
+// connections made after a metadata refresh go through it too.
+func StartBehindProxy(t testing.TB, opts ...kfake.Opt) (*kfake.Cluster, *Proxy, []string) {
+	t.Helper()
+	logger := zerolog.Nop()
+	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), logger)
+	px := &Proxy{}
+	listen := func(network, address string) (net.Listener, error) {
+		ln, err := net.Listen(network, address)
+		if err != nil {
+			return nil, err
+		}
+		px.p = toxiproxy.NewProxy(srv, "kafka", "127.0.0.1:0", ln.Addr().String())
+		px.p.Logger = &logger
+		if err := px.p.Start(); err != nil {
+			ln.Close()
+			return nil, err
+		}
+		return advertised{ln, px.p}, nil
+	}
+	c, brokers := Start(t, append([]kfake.Opt{kfake.ListenFn(listen)}, opts...)...)
+	t.Cleanup(px.p.Stop)
+	return c, px, brokers
+}
+
+// advertised is the broker's listener, reporting the proxy's address.
+type advertised struct {
+	net.Listener
+	p *toxiproxy.Proxy
+}
+
+func (a advertised) Addr() net.Addr {
+	addr, err := net.ResolveTCPAddr("tcp", a.p.Listen)
+	if err != nil {
+		return a.Listener.Addr()
+	}
+	return addr
+}
+
+// Blackhole makes the network drop every byte both ways, on open
+// connections and new ones, without closing them: the broker looks hung,
+// the harshest outage for a client (every request waits for its
+// timeout).
+func (p *Proxy) Blackhole(t testing.TB) {
+	t.Helper()
+	for _, stream := range []string{"upstream", "downstream"} {
+		body := `{"name":"blackhole-` + stream + `","type":"timeout","stream":"` + stream + `","attributes":{"timeout":0}}`
+		if _, err := p.p.Toxics.AddToxicJson(strings.NewReader(body)); err != nil {
+			t.Fatalf("blackhole: %v", err)
+		}
+	}
+}
+
+// Restore lets bytes flow again. Connections that lost bytes meanwhile
+// are broken for the protocol; clients must notice and reconnect.
+func (p *Proxy) Restore(t testing.TB) {
+	t.Helper()
+	p.p.Toxics.ResetToxics(context.Background())
 }
