@@ -1,0 +1,472 @@
+package ingest
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/tollgate/tollgate/schemas"
+)
+
+// The signals topic holds the aggregator's quota state of every key under
+// every plan: one record per state, keyed "planID/keyID", whose value is
+// schemas.AppendQuotaSignal's encoding, or nil (a tombstone) when the key
+// left the plan. The topic is compacted by that key, so it keeps the
+// latest state of each pair, and a new enforcer reads every current state
+// however long ago it was published. The key also picks the partition
+// (murmur2, as for events): the states of one pair stay in one partition,
+// in order.
+
+// signalKey is the record key of a key's state under a plan.
+func signalKey(planID, keyID string) string { return planID + "/" + keyID }
+
+// SignalWriter publishes quota signals to the signals topic, each
+// acknowledged by all in-sync replicas. Publishing a state again is
+// harmless (enforcers only ever raise their counters to it), so a failed
+// Write may simply be retried.
+type SignalWriter struct {
+	w *kafka.Writer
+}
+
+// NewSignalWriter returns a writer for k's signals topic.
+func NewSignalWriter(k Kafka) (*SignalWriter, error) {
+	if err := k.Validate(); err != nil {
+		return nil, err
+	}
+	k = k.withDefaults()
+	return &SignalWriter{w: &kafka.Writer{
+		Addr:         kafka.TCP(k.Brokers...),
+		Topic:        k.Topics().Signals,
+		Balancer:     &kafka.Murmur2Balancer{},
+		RequiredAcks: kafka.RequireAll,
+		BatchSize:    1 << 16,
+		BatchBytes:   16 << 20,
+		BatchTimeout: time.Millisecond,
+		MaxAttempts:  3,
+		WriteTimeout: k.Timeout,
+		ReadTimeout:  k.Timeout,
+	}}, nil
+}
+
+// Write publishes signals, in order per plan and key.
+func (w *SignalWriter) Write(ctx context.Context, signals []schemas.QuotaSignal) error {
+	if len(signals) == 0 {
+		return nil
+	}
+	msgs := make([]kafka.Message, len(signals))
+	for i := range signals {
+		s := &signals[i]
+		if s.PlanID == "" || s.KeyID == "" {
+			return fmt.Errorf("write signals: signal %d has no plan or key id", i)
+		}
+		msgs[i] = kafka.Message{Key: []byte(signalKey(s.PlanID, s.KeyID)), Value: schemas.AppendQuotaSignal(nil, s)}
+	}
+	if err := w.w.WriteMessages(ctx, msgs...); err != nil {
+		return fmt.Errorf("write signals: %w", err)
+	}
+	return nil
+}
+
+// Delete publishes a tombstone for a key under a plan: readers forget its
+// state, and compaction eventually removes it from the topic.
+func (w *SignalWriter) Delete(ctx context.Context, planID, keyID string) error {
+	if err := w.w.WriteMessages(ctx, kafka.Message{Key: []byte(signalKey(planID, keyID))}); err != nil {
+		return fmt.Errorf("delete signal of %s: %w", signalKey(planID, keyID), err)
+	}
+	return nil
+}
+
+// Close flushes and closes the writer.
+func (w *SignalWriter) Close() error { return w.w.Close() }
+
+// SignalReaderConfig configures a SignalReader.
+type SignalReaderConfig struct {
+	// Kafka names the cluster and the signals topic. Required.
+	Kafka Kafka
+	// Snapshot is the file that keeps the latest signal per plan and key
+	// and the offset reached in each partition, so that an enforcer
+	// starts and enforces the fleet's quota state while Kafka is
+	// unreachable. "" keeps none.
+	Snapshot string
+	// Apply hands each signal to its user (enforcer.Gateway.ApplySignal),
+	// which reports whether the signal applied; the reader keeps every
+	// signal either way. It is called from one goroutine per partition,
+	// so it must be safe for concurrent use. Nil: signals are only kept
+	// (see Latest).
+	Apply func(*schemas.QuotaSignal) bool
+	// MaxWait is the longest a fetch waits for new records; signals
+	// arrive as soon as they are written whatever it is. Default 500ms.
+	MaxWait time.Duration
+	// Logger receives rejected records and connection trouble. Nil
+	// discards.
+	Logger *slog.Logger
+	// Now stamps snapshots and paces their saving. Default time.Now.
+	Now func() time.Time
+}
+
+// Validate reports every problem with the configuration.
+func (c *SignalReaderConfig) Validate() error {
+	var errs []error
+	if err := c.Kafka.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.MaxWait < 0 {
+		errs = append(errs, errors.New("signal reader: max wait must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// SignalReader follows the signals topic: it keeps the latest signal per
+// plan and key, hands each new one to Apply, and keeps both, with the
+// offsets it reached, in a snapshot file.
+type SignalReader struct {
+	cfg    SignalReaderConfig
+	client *kafka.Client
+	topic  string
+
+	mu     sync.Mutex
+	latest map[string]schemas.QuotaSignal // by record key
+	next   map[int]int64                  // partition → the offset to read next
+	dirty  bool                           // changed since the last snapshot
+	saved  time.Time
+
+	saveMu   sync.Mutex // serialises snapshot writes
+	pending  atomic.Int64
+	loaded   chan struct{}
+	loadOnce sync.Once
+	failures atomic.Uint64
+}
+
+// signalSnapshot is the snapshot file's content.
+type signalSnapshot struct {
+	Topic   string           `json:"topic"`
+	SavedAt time.Time        `json:"savedAt"`
+	Next    map[int]int64    `json:"next"` // partition → offset
+	Signals []snapshotSignal `json:"signals"`
+}
+
+// snapshotSignal is schemas.QuotaSignal with JSON names; converting
+// between the two fails to compile if the signal's fields change.
+type snapshotSignal struct {
+	PlanID    string `json:"planId"`
+	KeyID     string `json:"keyId"`
+	Used      int64  `json:"used"`
+	Limit     int64  `json:"limit"`
+	PeriodEnd int64  `json:"periodEnd"`
+	AsOf      int64  `json:"asOf"`
+	Exhausted bool   `json:"exhausted,omitempty"`
+}
+
+// OpenSignalReader loads the snapshot, if any, and applies its signals;
+// Run then follows the topic.
+func OpenSignalReader(cfg SignalReaderConfig) (*SignalReader, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.MaxWait == 0 {
+		cfg.MaxWait = 500 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Apply == nil {
+		cfg.Apply = func(*schemas.QuotaSignal) bool { return false }
+	}
+	r := &SignalReader{cfg: cfg, client: cfg.Kafka.client(), topic: cfg.Kafka.Topics().Signals,
+		latest: map[string]schemas.QuotaSignal{}, next: map[int]int64{}, loaded: make(chan struct{})}
+	if err := r.loadSnapshot(); err != nil {
+		return nil, err
+	}
+	for _, s := range r.Latest() {
+		cfg.Apply(&s)
+	}
+	return r, nil
+}
+
+func (r *SignalReader) loadSnapshot() error {
+	if r.cfg.Snapshot == "" {
+		return nil
+	}
+	b, err := os.ReadFile(r.cfg.Snapshot)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read signals snapshot: %w", err)
+	}
+	var s signalSnapshot
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("read signals snapshot %s: %w (delete it to rebuild from Kafka)", r.cfg.Snapshot, err)
+	}
+	if s.Topic != r.topic {
+		r.cfg.Logger.Warn("signals snapshot is of another topic; reading the topic from its start", "snapshot", s.Topic, "topic", r.topic)
+		return nil
+	}
+	for _, ss := range s.Signals {
+		if ss.PlanID == "" || ss.KeyID == "" {
+			return fmt.Errorf("signals snapshot %s: a signal without plan or key id (delete it to rebuild from Kafka)", r.cfg.Snapshot)
+		}
+		r.latest[signalKey(ss.PlanID, ss.KeyID)] = schemas.QuotaSignal(ss)
+	}
+	for p, off := range s.Next {
+		r.next[p] = off
+	}
+	r.saved = s.SavedAt
+	return nil
+}
+
+// Latest returns the latest signal of every plan and key, sorted by plan
+// and key id.
+func (r *SignalReader) Latest() []schemas.QuotaSignal {
+	r.mu.Lock()
+	out := slices.Collect(maps.Values(r.latest))
+	r.mu.Unlock()
+	slices.SortFunc(out, func(a, b schemas.QuotaSignal) int {
+		return cmp.Or(cmp.Compare(a.PlanID, b.PlanID), cmp.Compare(a.KeyID, b.KeyID))
+	})
+	return out
+}
+
+// Loaded is closed once every partition Run found when it started has
+// been read up to the end it had then.
+func (r *SignalReader) Loaded() <-chan struct{} { return r.loaded }
+
+// Failures counts rejected records and failed requests to Kafka.
+func (r *SignalReader) Failures() uint64 { return r.failures.Load() }
+
+// partitionsEvery is how often Run looks for partitions added to the
+// topic.
+const partitionsEvery = time.Minute
+
+// Run follows every partition of the topic until ctx ends, applying each
+// signal; it retries while Kafka is unreachable (the signals already
+// applied stay in force), and saves the snapshot at most once a second
+// and when it returns. Call it once.
+func (r *SignalReader) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer r.saveSnapshot(true)
+	defer wg.Wait()
+	followed := map[int]bool{}
+	wait := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		parts, err := r.partitions(ctx)
+		if err != nil {
+			r.retry(ctx, "read the signals topic's partitions", err, &wait)
+			continue
+		}
+		wait = 100 * time.Millisecond
+		first := len(followed) == 0
+		if first {
+			r.pending.Store(int64(len(parts)))
+		}
+		for _, p := range parts {
+			if !followed[p] {
+				followed[p] = true
+				wg.Go(func() { r.follow(ctx, p, first) })
+			}
+		}
+		sleep(ctx, partitionsEvery)
+	}
+	return nil
+}
+
+// partitions returns the ids of the topic's partitions.
+func (r *SignalReader) partitions(ctx context.Context) ([]int, error) {
+	meta, err := r.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{r.topic}})
+	if err != nil {
+		return nil, fmt.Errorf("read metadata of %s: %w", r.topic, err)
+	}
+	for _, t := range meta.Topics {
+		if t.Name != r.topic {
+			continue
+		}
+		if t.Error != nil {
+			return nil, fmt.Errorf("read metadata of %s: %w", r.topic, t.Error)
+		}
+		if len(t.Partitions) == 0 {
+			break
+		}
+		ids := make([]int, len(t.Partitions))
+		for i, p := range t.Partitions {
+			ids[i] = p.ID
+		}
+		return ids, nil
+	}
+	return nil, fmt.Errorf("read metadata of %s: the topic has no partitions", r.topic)
+}
+
+// follow reads one partition until ctx ends. counts says whether the
+// partition is one Loaded waits for.
+func (r *SignalReader) follow(ctx context.Context, p int, counts bool) {
+	wait := 100 * time.Millisecond
+	positioned := false
+	var target int64 = -1 // the end to reach before Loaded
+	var applied []schemas.QuotaSignal
+	for ctx.Err() == nil {
+		if !positioned {
+			first, hwm, err := offsets(ctx, r.client, r.topic, p)
+			if err != nil {
+				r.retry(ctx, fmt.Sprintf("read the offsets of signals partition %d", p), err, &wait)
+				continue
+			}
+			r.position(p, first, hwm)
+			positioned = true
+			if target < 0 {
+				target = hwm
+			}
+		}
+		if counts && r.offset(p) >= target {
+			counts = false
+			if r.pending.Add(-1) == 0 {
+				r.loadOnce.Do(func() { close(r.loaded) })
+			}
+		}
+		recs, hwm, err := fetch(ctx, r.client, r.topic, p, r.offset(p), r.cfg.MaxWait)
+		if err != nil {
+			// Kafka is away, or the offset is out of range (the topic
+			// was recreated): ask for the partition's offsets again.
+			positioned = false
+			r.retry(ctx, fmt.Sprintf("fetch signals partition %d", p), err, &wait)
+			continue
+		}
+		wait = 100 * time.Millisecond
+		applied = r.apply(p, recs, hwm, applied[:0])
+		for i := range applied {
+			r.cfg.Apply(&applied[i])
+		}
+		r.saveSnapshot(false)
+	}
+}
+
+// position sets where a partition is read from: where the snapshot or an
+// earlier fetch left it, unless that is outside the partition (the topic
+// was recreated, or records were deleted), then from its first offset.
+func (r *SignalReader) position(p int, first, hwm int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n, ok := r.next[p]
+	if ok && (n > hwm || n < first) {
+		r.cfg.Logger.Warn("signals partition cannot be continued where it was left; reading it from its first offset",
+			"partition", p, "next", n, "first", first, "end", hwm)
+		ok = false
+	}
+	if !ok {
+		r.next[p], r.dirty = first, true
+	}
+}
+
+func (r *SignalReader) offset(p int) int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.next[p]
+}
+
+func (r *SignalReader) retry(ctx context.Context, doing string, err error, wait *time.Duration) {
+	if ctx.Err() != nil {
+		return
+	}
+	r.failures.Add(1)
+	r.cfg.Logger.Warn("signal reader: "+doing+" failed; retrying", "err", err, "in", *wait)
+	sleep(ctx, *wait)
+	*wait = min(*wait*2, 5*time.Second)
+}
+
+// apply keeps the signals of fetched records and appends them to out,
+// for the caller to hand to Apply outside the lock.
+func (r *SignalReader) apply(p int, recs []record, hwm int64, out []schemas.QuotaSignal) []schemas.QuotaSignal {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(recs) == 0 {
+		if hwm > r.next[p] {
+			// Records compacted away between next and hwm.
+			r.next[p], r.dirty = hwm, true
+		}
+		return out
+	}
+	for _, rec := range recs {
+		r.next[p] = rec.offset + 1
+		if rec.value == nil {
+			delete(r.latest, string(rec.key))
+			continue
+		}
+		var s schemas.QuotaSignal
+		if err := decodeSignal(rec.key, rec.value, &s); err != nil {
+			r.failures.Add(1)
+			r.cfg.Logger.Warn("signal record rejected", "partition", p, "offset", rec.offset, "err", err)
+			continue
+		}
+		r.latest[string(rec.key)] = s
+		out = append(out, s)
+	}
+	r.dirty = true
+	return out
+}
+
+// decodeSignal decodes a record's value and checks that its key names
+// the signal's plan and key: compaction keeps one record per key, so a
+// record under another pair's key could hide that pair's state.
+func decodeSignal(key, value []byte, s *schemas.QuotaSignal) error {
+	if err := schemas.DecodeQuotaSignal(value, s); err != nil {
+		return err
+	}
+	if n := len(s.PlanID); len(key) != n+1+len(s.KeyID) || string(key[:n]) != s.PlanID || key[n] != '/' || string(key[n+1:]) != s.KeyID {
+		return fmt.Errorf("quota signal of %s under the record key %q", signalKey(s.PlanID, s.KeyID), key)
+	}
+	return nil
+}
+
+// saveSnapshot writes the snapshot if it changed, at most once a second
+// unless final. A save that finds another in progress leaves the change
+// to the next.
+func (r *SignalReader) saveSnapshot(final bool) {
+	if r.cfg.Snapshot == "" {
+		return
+	}
+	if final {
+		r.saveMu.Lock()
+	} else if !r.saveMu.TryLock() {
+		return
+	}
+	defer r.saveMu.Unlock()
+	r.mu.Lock()
+	if !r.dirty || (!final && r.cfg.Now().Sub(r.saved) < time.Second) {
+		r.mu.Unlock()
+		return
+	}
+	s := signalSnapshot{Topic: r.topic, SavedAt: r.cfg.Now(), Next: maps.Clone(r.next),
+		Signals: make([]snapshotSignal, 0, len(r.latest))}
+	for _, sig := range r.latest {
+		s.Signals = append(s.Signals, snapshotSignal(sig))
+	}
+	r.dirty, r.saved = false, s.SavedAt
+	r.mu.Unlock()
+	slices.SortFunc(s.Signals, func(a, b snapshotSignal) int {
+		return cmp.Or(cmp.Compare(a.PlanID, b.PlanID), cmp.Compare(a.KeyID, b.KeyID))
+	})
+	b, err := json.Marshal(&s)
+	if err == nil {
+		err = writeFileAtomic(filepath.Dir(r.cfg.Snapshot), filepath.Base(r.cfg.Snapshot), b)
+	}
+	if err != nil {
+		r.cfg.Logger.Error("save signals snapshot", "err", err)
+		r.mu.Lock()
+		r.dirty = true // try again with the next change
+		r.mu.Unlock()
+	}
+}

@@ -1,0 +1,366 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/tollgate/tollgate/internal/kafkatest"
+	"github.com/tollgate/tollgate/schemas"
+)
+
+// signalCluster starts a broker with the topics of k's prefix migrated.
+func signalCluster(t *testing.T, prefix string, partitions int) (*kfake.Cluster, Kafka) {
+	t.Helper()
+	cluster, brokers := kafkatest.Start(t)
+	k := Kafka{Brokers: brokers, Prefix: prefix, Partitions: partitions, Timeout: 2 * time.Second}
+	if _, err := Migrate(context.Background(), k); err != nil {
+		t.Fatal(err)
+	}
+	return cluster, k
+}
+
+// signalRecorder is an Apply that keeps what it was handed.
+type signalRecorder struct {
+	mu     sync.Mutex
+	calls  int
+	latest map[string]schemas.QuotaSignal
+}
+
+func newSignalRecorder() *signalRecorder {
+	return &signalRecorder{latest: map[string]schemas.QuotaSignal{}}
+}
+
+func (a *signalRecorder) apply(s *schemas.QuotaSignal) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.calls++
+	a.latest[signalKey(s.PlanID, s.KeyID)] = *s
+	return true
+}
+
+func (a *signalRecorder) has(s schemas.QuotaSignal) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.latest[signalKey(s.PlanID, s.KeyID)] == s
+}
+
+func (a *signalRecorder) nCalls() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.calls
+}
+
+func openSignalReader(t *testing.T, cfg SignalReaderConfig) *SignalReader {
+	t.Helper()
+	if cfg.MaxWait == 0 {
+		cfg.MaxWait = 100 * time.Millisecond
+	}
+	r, err := OpenSignalReader(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// runSignalReader runs r until the returned stop is called (or the test
+// ends) and checks that Run returns nil promptly.
+func runSignalReader(t *testing.T, r *SignalReader) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Error("Run did not return within 10s of the cancel")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func waitSignalsLoaded(t *testing.T, r *SignalReader) {
+	t.Helper()
+	select {
+	case <-r.Loaded():
+	case <-time.After(10 * time.Second):
+		t.Fatal("signal reader not loaded after 10s")
+	}
+}
+
+// pollSignals checks cond every few milliseconds until it holds or 10s
+// pass.
+func pollSignals(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(10 * time.Second)
+	for !cond() {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("after 10s: %s", what)
+		}
+	}
+}
+
+func writeSignals(t *testing.T, k Kafka, signals ...schemas.QuotaSignal) {
+	t.Helper()
+	w, err := NewSignalWriter(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := w.Write(context.Background(), signals); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testSignals are n states of distinct pairs, spread over partitions.
+func testSignals(n int, used int64) []schemas.QuotaSignal {
+	out := make([]schemas.QuotaSignal, n)
+	for i := range out {
+		out[i] = schemas.QuotaSignal{PlanID: fmt.Sprintf("plan%d", i%2), KeyID: fmt.Sprintf("key%02d", i), Used: used,
+			Limit: 10, PeriodEnd: 1_800_000_000_000_000_000, AsOf: 1_799_000_000_000_000_000 + int64(i)}
+	}
+	return out
+}
+
+func TestSignalReaderFollowsTheTopic(t *testing.T) {
+	_, k := signalCluster(t, "sf.", 3)
+	rec := newSignalRecorder()
+	r := openSignalReader(t, SignalReaderConfig{Kafka: k, Apply: rec.apply})
+	runSignalReader(t, r)
+	waitSignalsLoaded(t, r) // an empty topic
+
+	want := testSignals(6, 1)
+	writeSignals(t, k, want...)
+	// The fleet used up key00's quota.
+	want[0].Used, want[0].Exhausted, want[0].AsOf = 10, true, want[0].AsOf+1e9
+	writeSignals(t, k, want[0])
+	for _, s := range want {
+		pollSignals(t, fmt.Sprintf("Apply got %+v", s), func() bool { return rec.has(s) })
+	}
+	if got := r.Latest(); !reflect.DeepEqual(got, sortedSignals(want)) {
+		t.Fatalf("Latest = %+v\nwant %+v", got, sortedSignals(want))
+	}
+
+	// A tombstone forgets the pair.
+	w, err := NewSignalWriter(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := w.Delete(context.Background(), want[1].PlanID, want[1].KeyID); err != nil {
+		t.Fatal(err)
+	}
+	pollSignals(t, "the deleted pair is forgotten", func() bool { return len(r.Latest()) == len(want)-1 })
+	for _, s := range r.Latest() {
+		if s.KeyID == want[1].KeyID {
+			t.Fatalf("Latest still holds %+v", s)
+		}
+	}
+
+	// A reader that starts later is loaded with the latest states.
+	r2 := openSignalReader(t, SignalReaderConfig{Kafka: k})
+	runSignalReader(t, r2)
+	waitSignalsLoaded(t, r2)
+	if got := r2.Latest(); !reflect.DeepEqual(got, r.Latest()) {
+		t.Fatalf("a new reader, once loaded, has %+v\nwant %+v", got, r.Latest())
+	}
+}
+
+func sortedSignals(l []schemas.QuotaSignal) []schemas.QuotaSignal {
+	r := &SignalReader{latest: map[string]schemas.QuotaSignal{}}
+	for _, s := range l {
+		r.latest[signalKey(s.PlanID, s.KeyID)] = s
+	}
+	return r.Latest()
+}
+
+func TestSignalReaderSnapshotServesWithoutKafka(t *testing.T) {
+	cluster, k := signalCluster(t, "ss.", 2)
+	snap := filepath.Join(t.TempDir(), "signals.json")
+	want := testSignals(4, 3)
+	writeSignals(t, k, want...)
+	a := openSignalReader(t, SignalReaderConfig{Kafka: k, Snapshot: snap})
+	stop := runSignalReader(t, a)
+	waitSignalsLoaded(t, a)
+	stop() // saves the snapshot
+	cluster.Close()
+
+	rec := newSignalRecorder()
+	b := openSignalReader(t, SignalReaderConfig{Kafka: k, Snapshot: snap, Apply: rec.apply})
+	if n := rec.nCalls(); n != len(want) {
+		t.Fatalf("opening with Kafka down applied %d signals, want the snapshot's %d", n, len(want))
+	}
+	for _, s := range want {
+		if !rec.has(s) {
+			t.Errorf("the snapshot's %+v was not applied", s)
+		}
+	}
+	// Run keeps retrying; the states stay.
+	runSignalReader(t, b)
+	pollSignals(t, "a failed request to Kafka is counted", func() bool { return b.Failures() > 0 })
+	if got := b.Latest(); !reflect.DeepEqual(got, sortedSignals(want)) {
+		t.Fatalf("Latest with Kafka down = %+v, want the snapshot's", got)
+	}
+}
+
+func TestSignalReaderResumesFromTheSnapshot(t *testing.T) {
+	_, k := signalCluster(t, "sr.", 3)
+	snap := filepath.Join(t.TempDir(), "signals.json")
+	old := testSignals(6, 2)
+	writeSignals(t, k, old...)
+	a := openSignalReader(t, SignalReaderConfig{Kafka: k, Snapshot: snap})
+	stop := runSignalReader(t, a)
+	waitSignalsLoaded(t, a)
+	stop()
+
+	rec := newSignalRecorder()
+	b := openSignalReader(t, SignalReaderConfig{Kafka: k, Snapshot: snap, Apply: rec.apply})
+	runSignalReader(t, b)
+	waitSignalsLoaded(t, b)
+	// Had a partition been read from its start, its records would have
+	// been applied a second time before Loaded.
+	if n := rec.nCalls(); n != len(old) {
+		t.Fatalf("%d signals applied once loaded, want the snapshot's %d and no record again", n, len(old))
+	}
+	for p := range 3 {
+		if got, want := b.offset(p), a.offset(p); got != want {
+			t.Errorf("partition %d: next offset %d, want %d", p, got, want)
+		}
+	}
+	s := old[3]
+	s.Used++
+	writeSignals(t, k, s)
+	pollSignals(t, "the new signal is applied", func() bool { return rec.has(s) })
+	if n := rec.nCalls(); n != len(old)+1 {
+		t.Fatalf("%d signals applied, want %d", n, len(old)+1)
+	}
+}
+
+// A snapshot ahead of the topic (the cluster was rebuilt) is continued
+// from each partition's first offset.
+func TestSignalReaderSnapshotAheadOfTheTopic(t *testing.T) {
+	_, k := signalCluster(t, "sa.", 2)
+	snap := filepath.Join(t.TempDir(), "signals.json")
+	b, err := json.Marshal(signalSnapshot{Topic: "sa.signals", Next: map[int]int64{0: 1000, 1: 1000}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(snap, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	want := testSignals(4, 1)
+	writeSignals(t, k, want...)
+	rec := newSignalRecorder()
+	r := openSignalReader(t, SignalReaderConfig{Kafka: k, Snapshot: snap, Apply: rec.apply})
+	runSignalReader(t, r)
+	waitSignalsLoaded(t, r)
+	if got := r.Latest(); !reflect.DeepEqual(got, sortedSignals(want)) {
+		t.Fatalf("Latest = %+v, want %+v", got, sortedSignals(want))
+	}
+}
+
+// signalLog collects log output.
+type signalLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *signalLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *signalLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func TestSignalReaderSkipsBadRecords(t *testing.T) {
+	_, k := signalCluster(t, "sb.", 1)
+	good := schemas.QuotaSignal{PlanID: "p", KeyID: "k", Used: 7, Limit: 10, PeriodEnd: 2e18, AsOf: 1e18}
+	other := good
+	other.KeyID = "other"
+	w := &kafka.Writer{Addr: kafka.TCP(k.Brokers...), Topic: "sb.signals", BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll}
+	defer w.Close()
+	// Another tool wrote garbage, and a state under another pair's key;
+	// then the real state follows.
+	err := w.WriteMessages(context.Background(),
+		kafka.Message{Key: []byte("p/k"), Value: []byte{0xff, 0xff}},
+		kafka.Message{Key: []byte("p/k"), Value: schemas.AppendQuotaSignal(nil, &other)},
+		kafka.Message{Key: []byte("p/k"), Value: schemas.AppendQuotaSignal(nil, &good)},
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &signalLog{}
+	rec := newSignalRecorder()
+	r := openSignalReader(t, SignalReaderConfig{Kafka: k, Apply: rec.apply, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	runSignalReader(t, r)
+	waitSignalsLoaded(t, r)
+	if got := r.Latest(); !reflect.DeepEqual(got, []schemas.QuotaSignal{good}) {
+		t.Fatalf("Latest = %+v, want only %+v", got, good)
+	}
+	if n := rec.nCalls(); n != 1 || !rec.has(good) {
+		t.Fatalf("Apply called %d times, want once with %+v", n, good)
+	}
+	if n := strings.Count(logs.String(), "signal record rejected"); n != 2 || r.Failures() < 2 {
+		t.Fatalf("%d records rejected in the log, %d failures; want 2 and at least 2\n%s", n, r.Failures(), logs.String())
+	}
+}
+
+func TestSignalReaderConfigErrors(t *testing.T) {
+	cfg := SignalReaderConfig{MaxWait: -1}
+	err := cfg.Validate()
+	if err == nil || !strings.Contains(err.Error(), "at least one broker") || !strings.Contains(err.Error(), "max wait must not be negative") {
+		t.Fatalf("Validate = %v", err)
+	}
+	if _, err := OpenSignalReader(cfg); err == nil {
+		t.Fatal("OpenSignalReader accepted an invalid configuration")
+	}
+	snap := filepath.Join(t.TempDir(), "signals.json")
+	if err := os.WriteFile(snap, []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = OpenSignalReader(SignalReaderConfig{Kafka: Kafka{Brokers: []string{"127.0.0.1:1"}}, Snapshot: snap})
+	if err == nil || !strings.Contains(err.Error(), "delete it to rebuild from Kafka") {
+		t.Fatalf("a corrupt snapshot: %v", err)
+	}
+	if _, err := NewSignalWriter(Kafka{}); err == nil {
+		t.Fatal("NewSignalWriter accepted a configuration without brokers")
+	}
+	w, err := NewSignalWriter(Kafka{Brokers: []string{"127.0.0.1:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := w.Write(context.Background(), []schemas.QuotaSignal{{PlanID: "p"}}); err == nil || !strings.Contains(err.Error(), "no plan or key id") {
+		t.Fatalf("a signal without key id: %v", err)
+	}
+}
