@@ -269,7 +269,7 @@ func TestConfigLogSkipsBadRecordsAndFollowsCompaction(t *testing.T) {
 	}
 	// Another tool wrote garbage to the topic: it is rejected, logged and
 	// skipped, and the log goes on.
-	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: "cp.config", BatchTimeout: time.Millisecond}
+	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: "cp.config", BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll}
 	defer w.Close()
 	if err := w.WriteMessages(context.Background(), kafka.Message{Key: []byte("apiKey/zz"), Value: []byte("not a record")}); err != nil {
 		t.Fatal(err)

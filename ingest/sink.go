@@ -135,12 +135,14 @@ func (s *Sink) WriteEvents(ctx context.Context, events []schemas.UsageEvent) err
 // lost usage once the log is empty.
 func (s *Sink) Run(ctx context.Context) error {
 	wait := s.cfg.RetryMin
+	failing := false
 	for {
 		done, err := s.replayOne(ctx)
 		switch {
 		case ctx.Err() != nil:
 			return nil
 		case err != nil:
+			failing = true
 			s.failures.Add(1)
 			s.cfg.Logger.Debug("replaying spilled events failed", "err", err, "retryIn", wait)
 			if !sleep(ctx, wait) {
@@ -152,8 +154,9 @@ func (s *Sink) Run(ctx context.Context) error {
 			wait = s.cfg.RetryMin
 			continue
 		}
-		if wait != s.cfg.RetryMin {
-			s.cfg.Logger.Info("spilled usage events replayed")
+		if failing {
+			s.cfg.Logger.Info("Kafka is back; spilled usage events replayed")
+			failing = false
 		}
 		wait = s.cfg.RetryMin
 		if err := s.reportLost(ctx); err != nil {
