@@ -273,36 +273,42 @@ func (s *Store) InsertEvents(ctx context.Context, events []schemas.UsageEvent) e
 	}
 	defer func() { <-s.writeSem }()
 
-	if err := s.insertBatch(ctx, events); err != nil {
+	if _, err := s.insertBatch(ctx, events, nil); err != nil {
 		return fmt.Errorf("insert events: %w", err)
 	}
 	return nil
 }
 
 // insertBatch encodes and groups the batch before it takes SQLite's write
-// lock, then writes it in one transaction.
-func (s *Store) insertBatch(ctx context.Context, events []schemas.UsageEvent) (err error) {
+// lock, then writes it in one transaction, and with it the source offset
+// at unless at is nil (InsertEventsAt; events may then be empty). If a
+// batch with the first event's id is stored already, it writes nothing
+// and reports repeated.
+func (s *Store) insertBatch(ctx context.Context, events []schemas.UsageEvent, at *sourceOffset) (repeated bool, err error) {
 	if err := ctx.Err(); err != nil {
-		return err
+		return false, err
 	}
 	sc := &s.scratch
 	defer sc.reset()
-	sc.blob = sc.enc.encode(sc.blob[:0], events)
-	sc.rollup(events)
-	minTime, maxTime := events[0].Time, events[0].Time
-	for i := range events {
-		minTime = min(minTime, events[i].Time)
-		maxTime = max(maxTime, events[i].Time)
+	var minTime, maxTime int64
+	if len(events) > 0 {
+		sc.blob = sc.enc.encode(sc.blob[:0], events)
+		sc.rollup(events)
+		minTime, maxTime = events[0].Time, events[0].Time
+		for i := range events {
+			minTime = min(minTime, events[i].Time)
+			maxTime = max(maxTime, events[i].Time)
+		}
 	}
 
 	if s.w == nil {
 		if s.w, err = openWriter(ctx, s.db); err != nil {
-			return err
+			return false, err
 		}
 	}
 	w := s.w
 	if _, err := w.begin.ExecContext(ctx); err != nil {
-		return fmt.Errorf("begin: %w", err)
+		return false, fmt.Errorf("begin: %w", err)
 	}
 	nc := context.WithoutCancel(ctx) // for the statements: see writer
 	committed := false
@@ -318,32 +324,39 @@ func (s *Store) insertBatch(ctx context.Context, events []schemas.UsageEvent) (e
 		}
 	}()
 
-	res, err := w.insertBatch.ExecContext(nc, events[0].ID[:], minTime, maxTime, int64(len(events)), sc.blob)
-	if err != nil {
-		return fmt.Errorf("add to usage_event_batches: %w", err)
+	if at != nil {
+		if err := recordOffset(nc, w.conn, at); err != nil {
+			return false, err
+		}
 	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return err
-	}
-	if n == 0 {
-		// Stored by an earlier delivery of this batch, rollups included.
-		return nil
-	}
-	if err := w.upsertMinutes.exec(ctx, sc.minuteArgs); err != nil {
-		return fmt.Errorf("add to usage_minute: %w", err)
-	}
-	if err := w.upsertDays.exec(ctx, sc.dayArgs); err != nil {
-		return fmt.Errorf("add to usage_daily: %w", err)
+	if len(events) > 0 {
+		res, err := w.insertBatch.ExecContext(nc, events[0].ID[:], minTime, maxTime, int64(len(events)), sc.blob)
+		if err != nil {
+			return false, fmt.Errorf("add to usage_event_batches: %w", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return false, err
+		}
+		if n == 0 {
+			// Stored by an earlier delivery of this batch, rollups included.
+			return true, nil
+		}
+		if err := w.upsertMinutes.exec(ctx, sc.minuteArgs); err != nil {
+			return false, fmt.Errorf("add to usage_minute: %w", err)
+		}
+		if err := w.upsertDays.exec(ctx, sc.dayArgs); err != nil {
+			return false, fmt.Errorf("add to usage_daily: %w", err)
+		}
 	}
 	if err := ctx.Err(); err != nil {
-		return err
+		return false, err
 	}
 	if _, err := w.commit.ExecContext(nc); err != nil {
-		return fmt.Errorf("commit: %w", err)
+		return false, fmt.Errorf("commit: %w", err)
 	}
 	committed = true
-	return nil
+	return false, nil
 }
 
 // floorDiv returns a / b rounded toward negative infinity (b > 0).

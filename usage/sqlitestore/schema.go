@@ -116,6 +116,25 @@ CREATE TABLE quota_adjustments (
 	PRIMARY KEY (day, plan_id, key_id)
 ) STRICT, WITHOUT ROWID;
 `,
+	// 3: how far each loader of an external log has read (InsertEventsAt).
+	`
+-- One row per (source, partition): the offset of the next record to read
+-- from a partitioned log the events come from (the Kafka events topic,
+-- source "events"). InsertEventsAt writes it in the transaction that adds
+-- the events of the records before it, so the events and the position are
+-- stored together or not at all: a loader that crashes re-reads exactly
+-- the records whose events are not stored. It never goes back: a write
+-- whose offset is not past the stored one is refused (a stale writer).
+-- How this meets the first-id dedup of usage_event_batches: see
+-- InsertEventsAt.
+CREATE TABLE source_offsets (
+	source      TEXT    NOT NULL,
+	partition   INTEGER NOT NULL,
+	next_offset INTEGER NOT NULL,
+	PRIMARY KEY (source, partition)
+-- WITHOUT ROWID: a few small rows always reached by their key.
+) STRICT, WITHOUT ROWID;
+`,
 }
 
 // migrate applies the migrations the database lacks, each in its own

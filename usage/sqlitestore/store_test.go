@@ -610,6 +610,7 @@ func TestMigrateOnce(t *testing.T) {
 		"index usage_event_batches_span",
 		"index usage_event_batches_time",
 		"table quota_adjustments",
+		"table source_offsets",
 		"table usage_daily",
 		"table usage_event_batches",
 		"table usage_minute",
