@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -79,8 +81,58 @@ func (k Kafka) Topics() Topics {
 
 func (k Kafka) client() *kafka.Client {
 	k = k.withDefaults()
-	return &kafka.Client{Addr: kafka.TCP(k.Brokers...), Timeout: k.Timeout}
+	return &kafka.Client{Addr: kafka.TCP(k.Brokers...), Timeout: k.Timeout, Transport: newFreshTransport(k.Timeout)}
 }
+
+// freshTransport is a kafka.Transport that is replaced by a new one after
+// a request fails in transit. kafka-go's Transport refreshes its metadata
+// on a connection of its own; when a network drops packets instead of
+// refusing connections, that refresh can be left waiting after the
+// network came back, and every request waits on it (seen with a
+// blackholed broker: producers stuck for minutes after it returned). A
+// new Transport starts from fresh connections. Errors the broker answers
+// with are inside responses and keep the Transport.
+type freshTransport struct {
+	dialTimeout time.Duration
+	mu          sync.Mutex
+	tr          *kafka.Transport
+}
+
+var _ kafka.RoundTripper = (*freshTransport)(nil)
+
+func newFreshTransport(dialTimeout time.Duration) *freshTransport {
+	f := &freshTransport{dialTimeout: dialTimeout}
+	f.tr = f.build()
+	return f
+}
+
+func (f *freshTransport) build() *kafka.Transport {
+	return &kafka.Transport{DialTimeout: f.dialTimeout}
+}
+
+func (f *freshTransport) current() *kafka.Transport {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.tr
+}
+
+// RoundTrip sends req on the current Transport.
+func (f *freshTransport) RoundTrip(ctx context.Context, addr net.Addr, req kafka.Request) (kafka.Response, error) {
+	tr := f.current()
+	res, err := tr.RoundTrip(ctx, addr, req)
+	if err != nil && ctx.Err() == nil || errors.Is(err, context.DeadlineExceeded) {
+		f.mu.Lock()
+		if f.tr == tr { // the first of concurrent failures replaces it
+			f.tr = f.build()
+			defer tr.CloseIdleConnections()
+		}
+		f.mu.Unlock()
+	}
+	return res, err
+}
+
+// close closes the idle connections of the current Transport.
+func (f *freshTransport) close() { f.current().CloseIdleConnections() }
 
 // Retention settings of the compacted topics, in milliseconds.
 const (
