@@ -63,6 +63,9 @@ var (
 var (
 	ErrNotFound = errors.New("not found") // 404
 	ErrInvalid  = errors.New("invalid")   // 400
+	// ErrNotSupported: this deployment cannot do it (501), the message
+	// says what would.
+	ErrNotSupported = errors.New("not supported")
 )
 
 // QuotaAdjuster sets what a key has left of its quota under a plan in the
@@ -548,6 +551,8 @@ func (u *usagePlans) updateUsage(w http.ResponseWriter, r *http.Request) {
 			(&apiError{status: 404, errType: "NotFoundException", msg: err.Error()}).write(w)
 		case errors.Is(err, ErrInvalid):
 			badRequest(err.Error()).write(w)
+		case errors.Is(err, ErrNotSupported):
+			(&apiError{status: 501, errType: "NotImplementedException", msg: err.Error()}).write(w)
 		default:
 			internalError("update usage: ", err).write(w)
 		}

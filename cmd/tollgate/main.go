@@ -34,9 +34,13 @@ func newRoot() *cobra.Command {
 		Short:         "API gateway with usage plans and API keys, metered",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// Every flag of every command may come from TOLLGATE_<FLAG>.
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return flagsFromEnv(cmd, os.LookupEnv)
+		},
 	}
 	usage := newUsageCmd()
 	addUsageSubcommands(usage)
-	root.AddCommand(newServeCmd(), usage, newAuditCmd(), newKeysCmd(), newPlansCmd(), newApplyCmd())
+	root.AddCommand(newServeCmd(), usage, newAuditCmd(), newKeysCmd(), newPlansCmd(), newApplyCmd(), newMigrateCmd(), newEnforcerCmd(), newReportAPICmd())
 	return root
 }

@@ -43,6 +43,8 @@ type serveOptions struct {
 	adminBurst      int
 	// now replaces the clock in tests; nil means time.Now.
 	now func() time.Time
+	// node holds the fleet settings used with --kafka.
+	node nodeOptions
 }
 
 func newServeCmd() *cobra.Command {
@@ -65,6 +67,9 @@ throughput at the cost of memory (see BENCHMARKS.md).`,
 				debug.SetGCPercent(400)
 			}
 			logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
+			if o.node.kafka.enabled() {
+				return runNode(cmd.Context(), o.fleet(), cmd.OutOrStdout(), logger, nil)
+			}
 			return runServe(cmd.Context(), o, cmd.OutOrStdout(), logger, nil)
 		},
 	}
@@ -80,7 +85,22 @@ throughput at the cost of memory (see BENCHMARKS.md).`,
 	f.IntVar(&o.adminBurst, "admin-burst-limit", 1000, "admin API burst")
 	f.BoolVar(&o.pprof, "pprof", false, "serve Go profiles under /debug/pprof on the admin listener")
 	f.DurationVar(&o.flushEvery, "flush-interval", 200*time.Millisecond, "longest time a usage event waits before it is written")
+	o.node.kafka.addFlags(f, "; with it, serve runs every role of a fleet in one process on Kafka (catalog, events, quota states), the usage store staying embedded")
+	f.Int64Var(&o.node.spillMax, "spill-max-bytes", 1<<30, "with --kafka: cap of the spill log (see tollgate enforcer)")
+	f.DurationVar(&o.node.drainTimeout, "drain-timeout", 30*time.Second, "with --kafka: on SIGTERM, how long to spend handing spilled events to Kafka")
+	host, _ := os.Hostname()
+	f.StringVar(&o.node.node, "node", host, "with --kafka: this enforcer's name in lost-usage records")
 	return cmd
+}
+
+// fleet returns the options of serve --kafka: every role in one process.
+func (o serveOptions) fleet() nodeOptions {
+	n := o.node
+	n.gateway, n.admin = true, true
+	n.config, n.listen, n.adminListen, n.dataDir, n.demoUpstream = o.config, o.listen, o.adminListen, o.dataDir, o.demoUpstream
+	n.queueSize, n.flushEvery, n.pprof, n.shutdownTimeout = o.queueSize, o.flushEvery, o.pprof, o.shutdownTimeout
+	n.adminRate, n.adminBurst, n.now = o.adminRate, o.adminBurst, o.now
+	return n
 }
 
 // ready, when not nil, receives the gateway and admin addresses once both
