@@ -72,6 +72,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/tollgate/tollgate/schemas"
 )
@@ -154,7 +155,8 @@ func (c *SpillConfig) sizes() (maxBytes, segBytes int64) {
 // them in order with Peek and Ack. Every method is safe for concurrent
 // use.
 type Spill struct {
-	cfg SpillConfig
+	lock *os.File // the folder's LOCK, flocked
+	cfg  SpillConfig
 
 	appendMu sync.Mutex // serializes Append; guards the fields below
 	w        *os.File   // the tail segment, open for writing
@@ -212,18 +214,39 @@ func OpenSpill(cfg SpillConfig) (*Spill, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("spill: create dir: %w", err)
 	}
+	lock, err := lockDir(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
 	s := &Spill{
 		cfg:  cfg,
 		buf:  make([]byte, framePrefix, 64<<10),
 		lost: make(map[lostKey]*lostTally),
+		lock: lock,
 	}
 	if err := s.recover(); err != nil {
 		if s.w != nil {
 			s.w.Close()
 		}
+		lock.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// lockDir takes an exclusive lock on dir's LOCK file, held until the file
+// is closed (by the process ending, too): two enforcers given one data
+// folder would interleave their records and corrupt the log.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_RDWR|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("spill: lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("spill: folder %s is in use by another process (one enforcer per data folder): %w", dir, err)
+	}
+	return f, nil
 }
 
 func (s *Spill) recover() error {
@@ -898,6 +921,7 @@ func (s *Spill) Close() error {
 	if err := s.w.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("spill: close: %w", err))
 	}
+	errs = append(errs, s.lock.Close())
 	return errors.Join(errs...)
 }
 

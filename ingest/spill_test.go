@@ -749,3 +749,19 @@ func writeAt(t *testing.T, path string, off int64, b []byte) {
 		t.Fatal(err)
 	}
 }
+
+func TestSpillFolderTakenByOneProcess(t *testing.T) {
+	dir := t.TempDir()
+	s := openTestSpill(t, SpillConfig{Dir: dir})
+	if _, err := OpenSpill(SpillConfig{Dir: dir}); err == nil || !strings.Contains(err.Error(), "in use by another process") {
+		t.Fatalf("second open of one folder: %v, want an in-use error", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := OpenSpill(SpillConfig{Dir: dir})
+	if err != nil {
+		t.Fatalf("open after close: %v", err)
+	}
+	again.Close()
+}
