@@ -38,6 +38,7 @@ apis:
 usagePlans:
   - name: Fleet
     throttle: {rateLimit: 100000, burstLimit: 100000}
+    quota: {limit: 100000000, period: DAY}
     apiStages: [{apiId: fleetapi, stage: prod}]
 apiKeys:
   - {name: widget, value: widgetwidgetwidget0001, enabled: true, usagePlans: [Fleet]}
@@ -67,7 +68,8 @@ func newFleet(t *testing.T) *fleet {
 	t.Helper()
 	_, px, brokers := kafkatest.StartBehindProxy(t)
 	f := &fleet{t: t, proxy: px, dir: t.TempDir(),
-		kafka: kafkaOptions{brokers: brokers, prefix: "tollgate.", partitions: 4, timeout: 2 * time.Second}}
+		kafka:   kafkaOptions{brokers: brokers, prefix: "tollgate.", partitions: 4, timeout: 2 * time.Second},
+		logging: os.Getenv("FLEET_LOG") != ""} // FLEET_LOG=1 shows the nodes' logs
 	k, err := f.kafka.config()
 	if err != nil {
 		t.Fatal(err)
@@ -453,7 +455,6 @@ func TestFleetServesThroughABrokerOutage(t *testing.T) {
 		t.Skip("10s outage")
 	}
 	f := newFleet(t)
-	f.logging = os.Getenv("FLEET_LOG") != ""
 	ao := f.options(false, true)
 	ao.config = f.config
 	admin := f.start(ao)
