@@ -35,8 +35,40 @@ apis:
 
 // The article's workflow, step by step, with the real aws CLI pointed at
 // tollgate's admin API; then the gateway enforces what it created, and
-// get-usage reports it.
+// get-usage reports it. Embedded (serve) and on a Kafka catalog (serve
+// --kafka: the changes go through the config topic, the usage through the
+// events topic).
 func TestArticleWorkflowWithAWSCLI(t *testing.T) {
+	t.Run("serve", func(t *testing.T) {
+		articleWorkflow(t, func(t *testing.T, cfg, data string) serveAddrs {
+			ctx, cancel := context.WithCancel(context.Background())
+			ready := make(chan serveAddrs, 1)
+			done := make(chan error, 1)
+			go func() {
+				done <- runServe(ctx, serveOptions{config: cfg, listen: "127.0.0.1:0", adminListen: "127.0.0.1:0", dataDir: data,
+					queueSize: 1024, flushEvery: 20 * time.Millisecond, shutdownTimeout: 5 * time.Second}, io.Discard, slog.New(slog.DiscardHandler), ready)
+			}()
+			t.Cleanup(func() { cancel(); <-done })
+			select {
+			case addrs := <-ready:
+				return addrs
+			case err := <-done:
+				t.Fatal(err)
+			}
+			return serveAddrs{}
+		})
+	})
+	t.Run("serve --kafka", func(t *testing.T) {
+		articleWorkflow(t, func(t *testing.T, cfg, data string) serveAddrs {
+			f := newFleet(t)
+			o := f.options(true, true)
+			o.config, o.dataDir, o.flushEvery = cfg, data, 20*time.Millisecond
+			return f.start(o).addrs
+		})
+	})
+}
+
+func articleWorkflow(t *testing.T, start func(t *testing.T, cfg, data string) serveAddrs) {
 	awsBin, err := exec.LookPath("aws")
 	if err != nil {
 		if os.Getenv("TOLLGATE_REQUIRE_AWSCLI") == "1" {
@@ -52,20 +84,7 @@ func TestArticleWorkflowWithAWSCLI(t *testing.T) {
 	t.Setenv("TOLLGATE_ADMIN_ACCESS_KEY_ID", "TGAKARTICLE000000000")
 	t.Setenv("TOLLGATE_ADMIN_SECRET_ACCESS_KEY", "articlesecretarticlesecretarticlesecret0")
 
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan serveAddrs, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- runServe(ctx, serveOptions{config: cfg, listen: "127.0.0.1:0", adminListen: "127.0.0.1:0", dataDir: filepath.Join(dir, "data"),
-			queueSize: 1024, flushEvery: 20 * time.Millisecond, shutdownTimeout: 5 * time.Second}, io.Discard, slog.New(slog.DiscardHandler), ready)
-	}()
-	var addrs serveAddrs
-	select {
-	case addrs = <-ready:
-	case err := <-done:
-		t.Fatal(err)
-	}
-	defer func() { cancel(); <-done }()
+	addrs := start(t, cfg, filepath.Join(dir, "data"))
 
 	aws := func(args ...string) map[string]any {
 		t.Helper()
