@@ -1,11 +1,30 @@
 // Package ingest moves usage events from the request path to where they
-// are kept, without ever making a request wait.
+// are kept, without ever making a request wait, and carries the catalog
+// and the quota states between the nodes of a fleet.
 //
 // The enforcer offers each event to a Queue: a bounded, lock-free ring
 // (Dmitry Vyukov's MPMC design) that copies the event in and never
 // allocates or blocks; when it is full the event is dropped and counted.
 // A Drainer takes events out in batches and hands each batch to a
-// BatchWriter — the embedded usage store in one-process mode, a Kafka
-// producer in distributed mode — retrying a failed batch until it is
-// accepted or shutdown ends the wait.
+// BatchWriter — the embedded usage store in one-process mode, a Sink in
+// distributed mode — retrying a failed batch until it is accepted or
+// shutdown ends the wait.
+//
+// On Kafka (topics and their shapes in topics.go; Migrate creates them):
+//
+//   - Sink hands batches to an EventProducer (one produce request per
+//     partition, acks from all in-sync replicas, every answer checked) or,
+//     while Kafka fails or is slow, to a Spill log on disk, replayed in
+//     order once Kafka is back; what the spill's cap drops is reported as
+//     lost usage.
+//   - ConfigLog materialises the compacted config topic into the catalog
+//     every node applies in the same order, and commits changes to it,
+//     reading its own writes (catalog.Committer).
+//   - SignalReader follows the compacted signals topic into the gateway's
+//     quota counters.
+//   - Loader loads the events topic into the embedded usage store exactly
+//     once (offsets stored with the rows, duplicates dropped by event id).
+//
+// Every reader keeps a snapshot on disk so that a node starts and serves
+// while Kafka is unreachable, and retries with backoff until it returns.
 package ingest
