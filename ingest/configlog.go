@@ -2,13 +2,9 @@ package ingest
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -113,19 +109,9 @@ func OpenConfigLog(cfg ConfigLogConfig) (*ConfigLog, error) {
 }
 
 func (l *ConfigLog) loadSnapshot() error {
-	if l.cfg.Snapshot == "" {
-		return nil
-	}
-	b, err := os.ReadFile(l.cfg.Snapshot)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("read catalog snapshot: %w", err)
-	}
 	var s configSnapshot
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("read catalog snapshot %s: %w (delete it to rebuild from Kafka)", l.cfg.Snapshot, err)
+	if ok, err := readSnapshot(l.cfg.Snapshot, "catalog", &s); !ok {
+		return err
 	}
 	if s.Topic != l.topic {
 		l.cfg.Logger.Warn("catalog snapshot is of another topic; rebuilding from Kafka", "snapshot", s.Topic, "topic", l.topic)
@@ -262,11 +248,7 @@ func (l *ConfigLog) saveSnapshot(final bool) {
 	s := configSnapshot{Topic: l.topic, Next: l.next, SavedAt: l.cfg.Now(), Records: l.view.Snapshot()}
 	l.dirty, l.saved, l.fresh = false, s.SavedAt, false
 	l.mu.Unlock()
-	b, err := json.Marshal(&s)
-	if err == nil {
-		err = writeFileAtomic(filepath.Dir(l.cfg.Snapshot), filepath.Base(l.cfg.Snapshot), b)
-	}
-	if err != nil {
+	if err := writeSnapshot(l.cfg.Snapshot, &s); err != nil {
 		l.cfg.Logger.Error("save catalog snapshot", "err", err)
 	}
 }

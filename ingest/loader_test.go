@@ -151,24 +151,7 @@ func startLoader(t testing.TB, cfg LoaderConfig) (*Loader, func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- l.Run(ctx) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			case <-time.After(30 * time.Second):
-				t.Errorf("Run did not return 30s after its context ended")
-			}
-		})
-	}
-	t.Cleanup(stop)
+	stop := runUntilStopped(t, l.Run)
 	return l, stop
 }
 

@@ -3,14 +3,10 @@ package ingest
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"maps"
-	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -200,19 +196,9 @@ func OpenSignalReader(cfg SignalReaderConfig) (*SignalReader, error) {
 }
 
 func (r *SignalReader) loadSnapshot() error {
-	if r.cfg.Snapshot == "" {
-		return nil
-	}
-	b, err := os.ReadFile(r.cfg.Snapshot)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("read signals snapshot: %w", err)
-	}
 	var s signalSnapshot
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("read signals snapshot %s: %w (delete it to rebuild from Kafka)", r.cfg.Snapshot, err)
+	if ok, err := readSnapshot(r.cfg.Snapshot, "signals", &s); !ok {
+		return err
 	}
 	if s.Topic != r.topic {
 		r.cfg.Logger.Warn("signals snapshot is of another topic; reading the topic from its start", "snapshot", s.Topic, "topic", r.topic)
@@ -459,11 +445,7 @@ func (r *SignalReader) saveSnapshot(final bool) {
 	slices.SortFunc(s.Signals, func(a, b snapshotSignal) int {
 		return cmp.Or(cmp.Compare(a.PlanID, b.PlanID), cmp.Compare(a.KeyID, b.KeyID))
 	})
-	b, err := json.Marshal(&s)
-	if err == nil {
-		err = writeFileAtomic(filepath.Dir(r.cfg.Snapshot), filepath.Base(r.cfg.Snapshot), b)
-	}
-	if err != nil {
+	if err := writeSnapshot(r.cfg.Snapshot, &s); err != nil {
 		r.cfg.Logger.Error("save signals snapshot", "err", err)
 		r.mu.Lock()
 		r.dirty = true // try again with the next change

@@ -79,25 +79,7 @@ func openSignalReader(t *testing.T, cfg SignalReaderConfig) *SignalReader {
 // ends) and checks that Run returns nil promptly.
 func runSignalReader(t *testing.T, r *SignalReader) (stop func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Error("Run did not return within 10s of the cancel")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
+	return runUntilStopped(t, r.Run)
 }
 
 func waitSignalsLoaded(t *testing.T, r *SignalReader) {
