@@ -81,3 +81,27 @@ func offsets(ctx context.Context, c *kafka.Client, topic string, partition int) 
 	}
 	return 0, 0, fmt.Errorf("list offsets of %s/%d: partition not in the answer", topic, partition)
 }
+
+// partitionIDs returns the ids of a topic's partitions, from metadata.
+func partitionIDs(ctx context.Context, c *kafka.Client, topic string) ([]int, error) {
+	meta, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return nil, fmt.Errorf("read metadata of %s: %w", topic, err)
+	}
+	var ids []int
+	for _, t := range meta.Topics {
+		if t.Name != topic {
+			continue
+		}
+		if t.Error != nil {
+			return nil, fmt.Errorf("read metadata of %s: %w", topic, t.Error)
+		}
+		for _, p := range t.Partitions {
+			ids = append(ids, p.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return nil, fmt.Errorf("topic %s has no partitions (run tollgate migrate kafka)", topic)
+	}
+	return ids, nil
+}

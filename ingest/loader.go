@@ -212,7 +212,7 @@ func (l *Loader) Run(ctx context.Context) error {
 	started := map[int]bool{}
 	var wait time.Duration
 	for ctx.Err() == nil {
-		parts, err := l.partitions(ctx)
+		parts, err := partitionIDs(ctx, l.client, l.topic)
 		if err != nil {
 			l.retry(ctx, &wait, "loader: read the events topic's partitions", "err", err)
 			continue
@@ -232,30 +232,6 @@ func (l *Loader) Run(ctx context.Context) error {
 		sleep(ctx, rediscoverEvery)
 	}
 	return nil
-}
-
-// partitions returns the ids of the events topic's partitions.
-func (l *Loader) partitions(ctx context.Context) ([]int, error) {
-	meta, err := l.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{l.topic}})
-	if err != nil {
-		return nil, fmt.Errorf("read metadata of %s: %w", l.topic, err)
-	}
-	var ids []int
-	for _, t := range meta.Topics {
-		if t.Name != l.topic {
-			continue
-		}
-		if t.Error != nil {
-			return nil, fmt.Errorf("read metadata of %s: %w", l.topic, t.Error)
-		}
-		for _, p := range t.Partitions {
-			ids = append(ids, p.ID)
-		}
-	}
-	if len(ids) == 0 {
-		return nil, fmt.Errorf("topic %s has no partitions (run migrate)", l.topic)
-	}
-	return ids, nil
 }
 
 // retry counts a failure, logs it and waits before the next attempt:

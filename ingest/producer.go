@@ -61,28 +61,12 @@ func (p *EventProducer) partitions(ctx context.Context) ([]int, error) {
 	if p.parts != nil && time.Since(p.partsAt) < p.partsEvery {
 		return p.parts, nil
 	}
-	md, err := p.c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{p.topic}})
+	parts, err := partitionIDs(ctx, p.c, p.topic)
 	if err != nil {
-		return nil, fmt.Errorf("read metadata of %s: %w", p.topic, err)
+		return nil, err
 	}
-	for _, t := range md.Topics {
-		if t.Name != p.topic {
-			continue
-		}
-		if t.Error != nil {
-			return nil, fmt.Errorf("read metadata of %s: %w", p.topic, t.Error)
-		}
-		parts := make([]int, 0, len(t.Partitions))
-		for _, pt := range t.Partitions {
-			parts = append(parts, pt.ID)
-		}
-		if len(parts) == 0 {
-			break
-		}
-		p.parts, p.partsAt = parts, time.Now()
-		return parts, nil
-	}
-	return nil, fmt.Errorf("topic %s has no partitions (run tollgate migrate kafka)", p.topic)
+	p.parts, p.partsAt = parts, time.Now()
+	return parts, nil
 }
 
 // Produce writes events and returns those that were not written (every

@@ -251,7 +251,7 @@ func (r *SignalReader) Run(ctx context.Context) error {
 	followed := map[int]bool{}
 	wait := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		parts, err := r.partitions(ctx)
+		parts, err := partitionIDs(ctx, r.client, r.topic)
 		if err != nil {
 			r.retry(ctx, "read the signals topic's partitions", err, &wait)
 			continue
@@ -270,31 +270,6 @@ func (r *SignalReader) Run(ctx context.Context) error {
 		sleep(ctx, partitionsEvery)
 	}
 	return nil
-}
-
-// partitions returns the ids of the topic's partitions.
-func (r *SignalReader) partitions(ctx context.Context) ([]int, error) {
-	meta, err := r.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{r.topic}})
-	if err != nil {
-		return nil, fmt.Errorf("read metadata of %s: %w", r.topic, err)
-	}
-	for _, t := range meta.Topics {
-		if t.Name != r.topic {
-			continue
-		}
-		if t.Error != nil {
-			return nil, fmt.Errorf("read metadata of %s: %w", r.topic, t.Error)
-		}
-		if len(t.Partitions) == 0 {
-			break
-		}
-		ids := make([]int, len(t.Partitions))
-		for i, p := range t.Partitions {
-			ids[i] = p.ID
-		}
-		return ids, nil
-	}
-	return nil, fmt.Errorf("read metadata of %s: the topic has no partitions", r.topic)
 }
 
 // follow reads one partition until ctx ends. counts says whether the
