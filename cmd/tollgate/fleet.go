@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -408,9 +405,8 @@ func applyConfigToFleet(ctx context.Context, mgr *catalog.Manager, o nodeOptions
 	if err != nil {
 		return err
 	}
-	sum := sha256.Sum256(content)
-	appliedPath := filepath.Join(o.dataDir, "config-applied.sha256")
-	if last, err := os.ReadFile(appliedPath); err == nil && string(last) == hex.EncodeToString(sum[:]) {
+	applied := newAppliedConfig(o.dataDir, content)
+	if applied.unchanged() {
 		logger.Info("configuration file unchanged since this node applied it; keeping the fleet's catalog", "file", o.config)
 		return nil
 	}
@@ -433,27 +429,14 @@ func applyConfigToFleet(ctx context.Context, mgr *catalog.Manager, o nodeOptions
 	if err != nil {
 		return fmt.Errorf("apply %s: %w", o.config, err)
 	}
-	if err := os.WriteFile(appliedPath, []byte(hex.EncodeToString(sum[:])), 0o600); err != nil {
-		return fmt.Errorf("record the applied configuration: %w", err)
+	if err := applied.record(); err != nil {
+		return err
 	}
 	if ch == nil || !ch.Changed {
 		logger.Info("configuration unchanged", "file", o.config)
 		return nil
 	}
-	for _, c := range ch.Created {
-		logger.Info("created " + c)
-	}
-	ids := make([]string, 0, len(ch.GeneratedKeys))
-	for id := range ch.GeneratedKeys {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	cur := mgr.Current()
-	for _, id := range ids {
-		if k := cur.Key(id); k != nil {
-			fmt.Fprintf(stdout, "API key %q (id %s) value: %s\n", k.Name, id, ch.GeneratedKeys[id])
-		}
-	}
+	reportApplied(stdout, logger, mgr.Current(), ch)
 	return nil
 }
 

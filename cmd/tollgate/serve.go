@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
-	"sort"
 	"sync/atomic"
 	"time"
 
@@ -265,13 +262,8 @@ func loadCatalog(o serveOptions, stdout io.Writer, logger *slog.Logger) (*catalo
 	if err != nil {
 		return nil, err
 	}
-	// The file is applied when it differs from the one applied last, so
-	// that restarting with the same --config keeps what the admin API
-	// changed since (a key disabled, a plan's quota raised). An edited
-	// file is applied again: it wins for the entities it names.
-	sum := sha256.Sum256(content)
-	appliedPath := filepath.Join(o.dataDir, "config-applied.sha256")
-	if last, err := os.ReadFile(appliedPath); err == nil && string(last) == hex.EncodeToString(sum[:]) {
+	applied := newAppliedConfig(o.dataDir, content)
+	if applied.unchanged() {
 		logger.Info("configuration file unchanged since it was applied; keeping the stored catalog", "file", o.config)
 		return cur, nil
 	}
@@ -279,15 +271,9 @@ func loadCatalog(o serveOptions, stdout io.Writer, logger *slog.Logger) (*catalo
 	if err != nil {
 		return nil, err
 	}
-	recordApplied := func() error {
-		if err := os.WriteFile(appliedPath, []byte(hex.EncodeToString(sum[:])), 0o600); err != nil {
-			return fmt.Errorf("record the applied configuration: %w", err)
-		}
-		return nil
-	}
 	if !ch.Changed {
 		logger.Info("configuration unchanged", "file", o.config)
-		return next, recordApplied()
+		return next, applied.record()
 	}
 	if err := auditLog(o.dataDir).Append(catalog.Diff(cur, next, o.now(), "config file", "apply "+o.config)); err != nil {
 		return nil, err
@@ -295,22 +281,10 @@ func loadCatalog(o serveOptions, stdout io.Writer, logger *slog.Logger) (*catalo
 	if err := fs.Save(next); err != nil {
 		return nil, err
 	}
-	if err := recordApplied(); err != nil {
+	if err := applied.record(); err != nil {
 		return nil, err
 	}
-	for _, c := range ch.Created {
-		logger.Info("created " + c)
-	}
-	ids := make([]string, 0, len(ch.GeneratedKeys))
-	for id := range ch.GeneratedKeys {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	for _, id := range ids {
-		k := next.KeyByNameOrID(id)
-		// Shown once, on standard output only: the catalog keeps a hash.
-		fmt.Fprintf(stdout, "API key %q (id %s) value: %s\n", k.Name, id, ch.GeneratedKeys[id])
-	}
+	reportApplied(stdout, logger, next, ch)
 	return next, nil
 }
 
