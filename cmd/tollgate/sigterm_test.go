@@ -3,10 +3,13 @@ package main
 import (
 	"bufio"
 	"context"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -80,4 +83,107 @@ func TestSIGTERMFlushesEveryEvent(t *testing.T) {
 	if len(evs) != n {
 		t.Fatalf("%d events stored after SIGTERM, want %d", len(evs), n)
 	}
+}
+
+var adminListenRE = regexp.MustCompile(`msg="admin listening" addr=(\S+)`)
+
+// An enforcer killed (SIGKILL) with events in its spill log loses none of
+// them: the next start replays the log to Kafka.
+func TestEnforcerKilledReplaysItsSpillLog(t *testing.T) {
+	f := newFleet(t)
+	ao := f.options(false, true)
+	ao.config = f.config
+	f.start(ao)
+	eo := f.options(true, false)
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "enforcer", "--kafka", strings.Join(f.kafka.brokers, ","), "--kafka-timeout", "2s",
+		"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data-dir", eo.dataDir, "--flush-interval", "5ms")
+	cmd.Env = append(os.Environ(), "TOLLGATE_TEST_MAIN=1")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	sc := bufio.NewScanner(stderr)
+	var gw, admin string
+	for (gw == "" || admin == "") && sc.Scan() {
+		if m := listenRE.FindStringSubmatch(sc.Text()); m != nil {
+			gw = m[1]
+		}
+		if m := adminListenRE.FindStringSubmatch(sc.Text()); m != nil {
+			admin = m[1]
+		}
+	}
+	if gw == "" || admin == "" {
+		t.Fatal("the enforcer never said where it listens")
+	}
+	go func() {
+		for sc.Scan() {
+		}
+	}()
+	e := &fleetNode{addrs: serveAddrs{gateway: gw, admin: admin}, data: eo.dataDir}
+	e.waitStatus(t, "widgetwidgetwidget0001", 200, 10*time.Second)
+
+	f.proxy.Blackhole(t)
+	const n = 100
+	for i := range n {
+		if code := e.status("widgetwidgetwidget0001"); code != 200 {
+			t.Fatalf("request %d: %d", i, code)
+		}
+	}
+	// Kill it once every event is on disk (the queue is memory: what a
+	// kill finds there is lost, which is why the drainer flushes every
+	// --flush-interval).
+	deadline := time.Now().Add(30 * time.Second)
+	for metric(t, e, "tollgate_usage_events_spill_pending") < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("spill log holds %v events after 30s, want %d", metric(t, e, "tollgate_usage_events_spill_pending"), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+
+	f.proxy.Restore(t)
+	f.start(eo) // the same data folder
+	k, _ := f.kafka.config()
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		got := distinctIDs(readEvents(t, k))
+		if got == n+1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d distinct events in Kafka 30s after the restart, want %d", got, n+1)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// metric reads one value from a node's /metrics.
+func metric(t *testing.T, n *fleetNode, name string) float64 {
+	t.Helper()
+	req, _ := http.NewRequest("GET", "http://"+n.addrs.admin+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+adminCreds(t, n.data).Token)
+	r, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Body.Close()
+	sc := bufio.NewScanner(r.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	t.Fatalf("/metrics has no %s", name)
+	return 0
 }
