@@ -105,3 +105,38 @@ func partitionIDs(ctx context.Context, c *kafka.Client, topic string) ([]int, er
 	}
 	return ids, nil
 }
+
+// Record is one Kafka record as a Fetcher returns it.
+type Record struct {
+	Offset     int64
+	Key, Value []byte // Value nil: a tombstone
+}
+
+// Fetcher reads partitions by offset, for consumers that keep their own
+// position (the aggregator keeps it in ClickHouse). Its client replaces
+// its connections after a failure in transit (see freshTransport).
+type Fetcher struct{ c *kafka.Client }
+
+// Fetcher returns a Fetcher on k's cluster.
+func (k Kafka) Fetcher() *Fetcher { return &Fetcher{c: k.client()} }
+
+// Fetch long-polls a partition from offset for up to maxWait and returns
+// its records (possibly none) and its high watermark.
+func (f *Fetcher) Fetch(ctx context.Context, topic string, partition int, offset int64, maxWait time.Duration) ([]Record, int64, error) {
+	recs, hwm, err := fetch(ctx, f.c, topic, partition, offset, maxWait)
+	out := make([]Record, len(recs))
+	for i, r := range recs {
+		out[i] = Record{Offset: r.offset, Key: r.key, Value: r.value}
+	}
+	return out, hwm, err
+}
+
+// Offsets returns a partition's first offset and its high watermark.
+func (f *Fetcher) Offsets(ctx context.Context, topic string, partition int) (first, next int64, err error) {
+	return offsets(ctx, f.c, topic, partition)
+}
+
+// Partitions returns the ids of a topic's partitions.
+func (f *Fetcher) Partitions(ctx context.Context, topic string) ([]int, error) {
+	return partitionIDs(ctx, f.c, topic)
+}

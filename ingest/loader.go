@@ -26,7 +26,7 @@ package ingest
 // answers), and Kafka then has the event twice, with one id (a UUIDv7),
 // in one partition (the producer picks it from the API key id), usually
 // seconds apart. The goroutine remembers the ids of its partition's last
-// DedupWindow events (idWindow: a ring and a hash index) and drops an
+// DedupWindow events (IDWindow: a ring and a hash index) and drops an
 // event whose id is there. On start it reads back up to DedupWindow
 // records before the stored offset to refill the window, so a restart
 // between the two copies opens no gap.
@@ -43,9 +43,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"log/slog"
-	"math/bits"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -89,7 +87,7 @@ type LoaderConfig struct {
 	// drop copies of an event. Default: 1<<20 shared by the partitions
 	// known at start (87381 each of 12). Rewrites come within seconds
 	// (see above), so the windows must cover seconds of the fleet's
-	// events: 1<<20 holds 10s at 100k events/s, in 24-28 MiB (idWindow;
+	// events: 1<<20 holds 10s at 100k events/s, in 24-28 MiB (IDWindow;
 	// a quiet partition fills its window slowly and uses less). Every
 	// start reads back up to a window of records per partition: a larger
 	// window makes a longer start. At most 1<<30.
@@ -225,7 +223,7 @@ func (l *Loader) Run(ctx context.Context) error {
 		for _, p := range parts {
 			if !started[p] {
 				started[p] = true
-				pl := &partitionLoader{l: l, partition: p, win: newIDWindow(window)}
+				pl := &partitionLoader{l: l, partition: p, win: NewIDWindow(window)}
 				wg.Go(func() { pl.run(ctx) })
 			}
 		}
@@ -256,7 +254,7 @@ var errTombstone = errors.New("no value (a tombstone)")
 type partitionLoader struct {
 	l         *Loader
 	partition int
-	win       *idWindow
+	win       *IDWindow
 
 	next  int64 // the offset to fetch next
 	done  int64 // the records before it are accounted for in the store
@@ -306,7 +304,7 @@ func (p *partitionLoader) start(ctx context.Context) bool {
 			continue
 		}
 		off, ok := stored[p.partition]
-		p.win.reset()
+		p.win.Reset()
 		clear(p.batch)
 		p.batch, p.due = p.batch[:0], time.Time{}
 		switch {
@@ -326,7 +324,7 @@ func (p *partitionLoader) start(ctx context.Context) bool {
 			// Stored with the first batch, so the gap counts once.
 			p.next, p.done, p.due = first, off, time.Now()
 		default:
-			if err := p.refill(ctx, max(first, off-int64(p.win.size)), off); err != nil {
+			if err := p.refill(ctx, max(first, off-int64(p.win.Size())), off); err != nil {
 				l.retry(ctx, &p.wait, "loader: read back the ids before the stored offset", "partition", p.partition, "err", err)
 				continue
 			}
@@ -355,7 +353,7 @@ func (p *partitionLoader) refill(ctx context.Context, from, to int64) error {
 				return nil
 			}
 			if r.value != nil && schemas.DecodeUsageEvent(r.value, &e) == nil {
-				p.win.add(e.ID)
+				p.win.Add(e.ID)
 			}
 			pos = r.offset + 1
 		}
@@ -429,7 +427,7 @@ func (p *partitionLoader) add(r *record) {
 			l.cfg.Logger.Warn("loader: skipped a record that is not a usage event (logged once a batch; see LoaderStats.Poison)",
 				"partition", p.partition, "offset", r.offset, "err", err)
 		}
-	case !p.win.add(e.ID):
+	case !p.win.Add(e.ID):
 		p.batch = p.batch[:len(p.batch)-1]
 		l.duplicates.Add(1)
 	}
@@ -470,101 +468,4 @@ func (p *partitionLoader) insert(ctx context.Context) error {
 	clear(p.batch) // drop the strings
 	p.batch, p.done, p.due, p.wait, p.poisonLogged = p.batch[:0], p.next, time.Time{}, 0, false
 	return nil
-}
-
-// idWindow remembers the last size distinct event ids added: a ring of
-// them in the order they came, and a hash index over the ring (open
-// addressing, linear probing, backward-shift deletion: no tombstones).
-// Both grow to size as ids come, then stay: an id added to a full window
-// takes the place of the oldest, and adding allocates nothing. 24-28
-// bytes an id: the ring's 16 and the index's 4 a slot at a load of 1/4
-// to 1/2. (A ring and a Go map took 44-70 bytes an id, measured at 87381
-// and 1<<20 ids, the map growing as deletes left tombstones.)
-type idWindow struct {
-	size  int
-	ring  []schemas.EventID
-	old   int     // when the ring is full, the index of its oldest id
-	slots []int32 // ring index + 1 of the id whose probe passes there; 0 empty
-	seed  maphash.Seed
-}
-
-func newIDWindow(size int) *idWindow {
-	return &idWindow{size: size, seed: maphash.MakeSeed()}
-}
-
-// add adds id and reports true, or reports false if it is in the window.
-func (w *idWindow) add(id schemas.EventID) bool {
-	if len(w.ring) == cap(w.ring) && len(w.ring) < w.size {
-		w.grow()
-	}
-	i, found := w.find(id)
-	if found {
-		return false
-	}
-	r := len(w.ring)
-	if r < w.size {
-		w.ring = append(w.ring, id)
-	} else {
-		oldest, _ := w.find(w.ring[w.old])
-		w.remove(oldest)
-		i, _ = w.find(id) // the slot may have moved into its chain
-		r = w.old
-		w.ring[r] = id
-		w.old = (w.old + 1) % w.size
-	}
-	w.slots[i] = int32(r + 1)
-	return true
-}
-
-// find returns the slot holding id, or the empty slot where it would go.
-func (w *idWindow) find(id schemas.EventID) (slot int, found bool) {
-	mask := len(w.slots) - 1
-	for i := w.home(id); ; i = (i + 1) & mask {
-		s := w.slots[i]
-		if s == 0 {
-			return i, false
-		}
-		if w.ring[s-1] == id {
-			return i, true
-		}
-	}
-}
-
-func (w *idWindow) home(id schemas.EventID) int {
-	return int(maphash.Bytes(w.seed, id[:]) & uint64(len(w.slots)-1))
-}
-
-// remove empties slot i, moving back the ids after it in its probe
-// chain that may take its place, so that every chain stays unbroken.
-func (w *idWindow) remove(i int) {
-	mask := len(w.slots) - 1
-	for j := (i + 1) & mask; w.slots[j] != 0; j = (j + 1) & mask {
-		h := w.home(w.ring[w.slots[j]-1])
-		if (j-h)&mask >= (j-i)&mask { // i lies on the way from h to j
-			w.slots[i] = w.slots[j]
-			i = j
-		}
-	}
-	w.slots[i] = 0
-}
-
-// grow makes room for twice as many ids (size at most) and rebuilds the
-// index at a load of at most 1/2. Only while the ring is not yet full,
-// so its ids are in order from index 0.
-func (w *idWindow) grow() {
-	n := min(max(2*cap(w.ring), 1024), w.size)
-	ring := make([]schemas.EventID, len(w.ring), n)
-	copy(ring, w.ring)
-	w.ring = ring
-	w.slots = make([]int32, 1<<bits.Len(uint(2*n-1)))
-	for r, id := range w.ring {
-		i, _ := w.find(id)
-		w.slots[i] = int32(r + 1)
-	}
-}
-
-// reset forgets every id, keeping the memory.
-func (w *idWindow) reset() {
-	clear(w.slots)
-	w.ring, w.old = w.ring[:0], 0
 }
