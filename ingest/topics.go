@@ -71,12 +71,16 @@ type Topics struct {
 	// LostUsage: counts of events an enforcer had to drop, for
 	// reconciliation.
 	LostUsage string
+	// DeadLetter: records of the events topic the aggregator could not
+	// take (undecodable, absurd values), as they were, for inspection.
+	DeadLetter string
 }
 
 // Topics returns the topic names under the configured prefix.
 func (k Kafka) Topics() Topics {
 	p := k.withDefaults().Prefix
-	return Topics{Events: p + "events", Config: p + "config", Signals: p + "signals", LostUsage: p + "lost-usage"}
+	return Topics{Events: p + "events", Config: p + "config", Signals: p + "signals", LostUsage: p + "lost-usage",
+		DeadLetter: p + "events-dead-letter"}
 }
 
 func (k Kafka) client() *kafka.Client {
@@ -172,6 +176,7 @@ func (k Kafka) specs() []topicSpec {
 		{name: t.Config, partitions: 1, exact: true, compact: true, configs: compacted},
 		{name: t.Signals, partitions: k.Partitions, compact: true, configs: compacted},
 		{name: t.LostUsage, partitions: 1, configs: map[string]string{"cleanup.policy": "delete"}},
+		{name: t.DeadLetter, partitions: 1, configs: map[string]string{"cleanup.policy": "delete"}},
 	}
 }
 

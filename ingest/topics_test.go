@@ -17,7 +17,7 @@ func TestMigrateCreatesAndChecksTopics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"t1.events", "t1.config", "t1.signals", "t1.lost-usage"}
+	want := []string{"t1.events", "t1.config", "t1.signals", "t1.lost-usage", "t1.events-dead-letter"}
 	if !slices.Equal(rep.Created, want) {
 		t.Fatalf("created %v, want %v", rep.Created, want)
 	}
