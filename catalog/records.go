@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -159,10 +160,14 @@ func entityRecords(c *Catalog) (recordSet, error) {
 // second plan of a key on one stage (by plan id) are left out.
 //
 // Uniqueness is the one rule that depends on order: after compaction a
-// rejected record could come before the record that beat it. The writer
-// of a rejected record therefore deletes or restores its entity at once
-// (the admin API does), and topics are created with
-// min.compaction.lag.ms so that this happens before any compaction.
+// rejected record could come before the record that beat it. Every
+// writer of the log therefore writes back, at once, the version in force
+// of any entity whose latest record was rejected (Repairs), and topics
+// are created with min.compaction.lag.ms (1h) so that this happens long
+// before compaction. One case remains: the entity that won changes again
+// before the repair is written (milliseconds), and the log's active
+// segment happens to begin between that change and the repair; then a
+// node rebuilding from the compacted log may see the rejected record win.
 //
 // A View is not safe for concurrent use.
 type View struct {
@@ -175,6 +180,12 @@ type View struct {
 	keyNames  map[string]string        // name → key id
 	keyHashes map[string]string        // value hash → key id
 	accepted  map[string]viewRecord    // record key → the version in force
+	// rejected holds the record keys whose latest record was rejected:
+	// until a writer repairs them (Repairs), compaction could keep the
+	// rejected record and drop the version in force.
+	rejected map[string]bool
+	// deletedAt: record key → offset of the tombstone in force.
+	deletedAt map[string]int64
 }
 
 type viewRecord struct {
@@ -187,7 +198,8 @@ func NewView() *View {
 	return &View{
 		apis: map[string]*API{}, plans: map[string]*UsagePlan{}, keys: map[string]*APIKey{},
 		members: map[string]planKeyEntity{}, planNames: map[string]string{}, keyNames: map[string]string{},
-		keyHashes: map[string]string{}, accepted: map[string]viewRecord{},
+		keyHashes: map[string]string{}, accepted: map[string]viewRecord{}, rejected: map[string]bool{},
+		deletedAt: map[string]int64{},
 	}
 }
 
@@ -209,6 +221,81 @@ func (e *RejectedError) Error() string {
 // entity was deleted; compaction removes it in time). It returns a
 // *RejectedError if the record changes nothing.
 func (v *View) Apply(offset int64, key, value []byte) error {
+	err := v.apply(offset, key, value)
+	var re *RejectedError
+	switch {
+	case err == nil:
+		delete(v.rejected, string(key))
+	case errors.As(err, &re) && validRecordKey(string(key)):
+		v.rejected[string(key)] = true
+	}
+	return err
+}
+
+// validRecordKey reports whether key names an entity a tombstone can
+// address: a known kind and an id.
+func validRecordKey(key string) bool {
+	kind, id, ok := strings.Cut(key, "/")
+	if !ok || id == "" {
+		return false
+	}
+	switch kind {
+	case schemas.KindGateway, schemas.KindAPI, schemas.KindUsagePlan, schemas.KindAPIKey, schemas.KindUsagePlanKey:
+		return true
+	}
+	return false
+}
+
+// Repair is a record that puts back the version in force of an entity
+// whose latest record was rejected: the accepted value, or a tombstone
+// (Value nil) if none was ever accepted.
+type Repair struct {
+	Key   string
+	Value []byte
+}
+
+// Repairs returns the records that make the version in force the latest
+// record again for every key whose latest record was rejected, sorted by
+// key. A writer of the log writes them at once (every writer does, so it
+// does not matter which one survives): compaction keeps only a key's
+// latest record, and a rejected one kept instead of the version in force
+// would make a node that rebuilds from the compacted log disagree with
+// the nodes that applied it live.
+func (v *View) Repairs() []Repair {
+	var out []Repair
+	for _, k := range slices.Sorted(maps.Keys(v.rejected)) {
+		r := Repair{Key: k}
+		if a, ok := v.accepted[k]; ok {
+			r.Value = slices.Clone(a.value)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// LatestAt returns the record keys whose version in force is one of the
+// records at offsets: what a writer of those records may still undo
+// without overwriting a later change of another writer.
+func (v *View) LatestAt(offsets []int64) map[string]bool {
+	at := make(map[int64]bool, len(offsets))
+	for _, o := range offsets {
+		at[o] = true
+	}
+	out := map[string]bool{}
+	for k, r := range v.accepted {
+		if at[r.offset] {
+			out[k] = true
+		}
+	}
+	for k, o := range v.deletedAt {
+		if at[o] {
+			out[k] = true
+		}
+	}
+	return out
+}
+
+func (v *View) apply(offset int64, key, value []byte) error {
 	var r schemas.ConfigRecord
 	if value == nil {
 		kind, id, _ := strings.Cut(string(key), "/")
@@ -334,7 +421,9 @@ func (v *View) Apply(offset int64, key, value []byte) error {
 	}
 	if tomb {
 		delete(v.accepted, r.Key())
+		v.deletedAt[r.Key()] = offset
 	} else {
+		delete(v.deletedAt, r.Key())
 		v.accepted[r.Key()] = viewRecord{offset: offset, value: slices.Clone(value)}
 	}
 	return nil

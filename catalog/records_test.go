@@ -281,3 +281,64 @@ func TestViewKeysAndTombstones(t *testing.T) {
 		t.Fatalf("tombstone: %v, %+v", err, v.Catalog().APIKeys)
 	}
 }
+
+// A rejected record left as its key's latest would survive compaction in
+// place of the version in force. Repairs put the version in force back
+// on top, so a node rebuilding from the compacted log agrees with one
+// that applied it live.
+func TestViewRepairsMakeCompactionSafe(t *testing.T) {
+	key := func(id, name, value string) APIKey {
+		return APIKey{ID: id, Name: name, Enabled: true, ValueHash: HashKey(value), CreatedDate: 1}
+	}
+	y := key("y000000001", "y", "shared-value-000000001")
+	x := key("x000000001", "x", "shared-value-000000001") // Y's value: rejected
+	var l testLog
+	recs, _ := ChangeRecords(&Catalog{}, &Catalog{APIKeys: []APIKey{y}})
+	l.write(t, recs)
+	recs, _ = ChangeRecords(&Catalog{}, &Catalog{APIKeys: []APIKey{x}})
+	l.write(t, recs)
+	// Y renamed: only the Y record moves on; X's rejected record stays
+	// its key's latest.
+	y2 := y
+	y2.Name = "y-renamed"
+	recs, _ = ChangeRecords(&Catalog{APIKeys: []APIKey{y}}, &Catalog{APIKeys: []APIKey{y2}})
+	l.write(t, recs)
+	live, rejected := l.replay(t)
+	if len(rejected) != 1 {
+		t.Fatalf("rejected %v, want X", rejected)
+	}
+	// Without repair the compacted log rebuilds another catalog.
+	if rebuilt, _ := l.compact(t).replay(t); rebuilt.Catalog().Equal(live.Catalog()) {
+		t.Fatal("the unrepaired compacted log rebuilt the live catalog: the test shows nothing")
+	}
+	repairs := live.Repairs()
+	if len(repairs) != 1 || repairs[0].Key != "apiKey/x000000001" || repairs[0].Value != nil {
+		t.Fatalf("repairs %+v, want a tombstone for X", repairs)
+	}
+	for _, r := range repairs {
+		l.keys, l.values = append(l.keys, []byte(r.Key)), append(l.values, r.Value)
+	}
+	live, _ = l.replay(t)
+	if len(live.Repairs()) != 0 {
+		t.Fatalf("repairs after repairing: %+v", live.Repairs())
+	}
+	rebuilt, _ := l.compact(t).replay(t)
+	if !rebuilt.Catalog().Equal(live.Catalog()) {
+		t.Fatalf("after repair, compacted replay differs:\n got %+v\nwant %+v", rebuilt.Catalog(), live.Catalog())
+	}
+
+	// A rejected change of an accepted entity is repaired with its
+	// version in force (here: Y renamed to a name X... taken by Z).
+	z := key("z000000001", "z", "z-value-0000000000001")
+	recs, _ = ChangeRecords(&Catalog{}, &Catalog{APIKeys: []APIKey{z}})
+	l.write(t, recs)
+	y3 := y2
+	y3.Name, y3.Enabled = "z", false
+	recs, _ = ChangeRecords(&Catalog{APIKeys: []APIKey{y2}}, &Catalog{APIKeys: []APIKey{y3}})
+	l.write(t, recs)
+	live, _ = l.replay(t)
+	repairs = live.Repairs()
+	if len(repairs) != 1 || repairs[0].Key != "apiKey/y000000001" || !strings.Contains(string(repairs[0].Value), `"y-renamed"`) {
+		t.Fatalf("repairs %+v, want Y as in force", repairs)
+	}
+}

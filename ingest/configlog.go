@@ -2,6 +2,8 @@ package ingest
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -37,6 +39,26 @@ type ConfigLogConfig struct {
 	Logger *slog.Logger
 	// Now stamps snapshots. Default time.Now.
 	Now func() time.Time
+	// Repair makes this node, a writer of the log (an admin API), write
+	// back the version in force of every entity whose latest record was
+	// rejected, as soon as it sees one (catalog.View.Repairs): whichever
+	// writer made the rejected change, and whether or not it survived.
+	Repair bool
+}
+
+// Validate reports every problem with the configuration.
+func (c *ConfigLogConfig) Validate() error {
+	var errs []error
+	if err := c.Kafka.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.MaxWait < 0 {
+		errs = append(errs, fmt.Errorf("config log: MaxWait must not be negative, got %v", c.MaxWait))
+	}
+	if c.CommitTimeout < 0 {
+		errs = append(errs, fmt.Errorf("config log: CommitTimeout must not be negative, got %v", c.CommitTimeout))
+	}
+	return errors.Join(errs...)
 }
 
 // ConfigLog is the catalog shared through the config topic: it
@@ -55,6 +77,14 @@ type ConfigLog struct {
 	next     int64           // the offset to read next
 	rejected map[int64]error // recent rejections, for Commit
 	fresh    bool            // the view was rebuilt from the topic's start
+	// rebuilding: the view is being rebuilt while the catalog of the
+	// snapshot serves; nothing is published until it has caught up.
+	rebuilding bool
+	target     int64      // the end of the topic when Run (re)started
+	last       lastRecord // the record before next, to recognise the topic
+	// repairedTo: repairs were written up to this offset; none are
+	// written again until the view has applied them.
+	repairedTo int64
 
 	cur      atomic.Pointer[catalog.Catalog]
 	loaded   chan struct{}
@@ -69,6 +99,7 @@ var _ catalog.Committer = (*ConfigLog)(nil)
 type configSnapshot struct {
 	Topic   string                   `json:"topic"`
 	Next    int64                    `json:"next"`
+	Last    lastRecord               `json:"last"`
 	SavedAt time.Time                `json:"savedAt"`
 	Records []catalog.SnapshotRecord `json:"records"`
 }
@@ -76,7 +107,7 @@ type configSnapshot struct {
 // OpenConfigLog loads the snapshot, if any, and publishes its catalog;
 // Run then follows the topic.
 func OpenConfigLog(cfg ConfigLogConfig) (*ConfigLog, error) {
-	if err := cfg.Kafka.Validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if cfg.MaxWait == 0 {
@@ -122,8 +153,42 @@ func (l *ConfigLog) loadSnapshot() error {
 			return fmt.Errorf("catalog snapshot %s: %w (delete it to rebuild from Kafka)", l.cfg.Snapshot, err)
 		}
 	}
-	l.next, l.saved = s.Next, s.SavedAt
+	l.next, l.saved, l.last = s.Next, s.SavedAt, s.Last
 	return nil
+}
+
+// lastRecord identifies a record of the topic: a snapshot names the one
+// before its offset, so that a topic deleted and created again (whose
+// offsets start over and may pass the snapshot's) is not mistaken for the
+// one the snapshot came from.
+type lastRecord struct {
+	Offset int64  `json:"offset"`
+	Key    string `json:"key"`
+	SHA256 string `json:"sha256"`
+}
+
+func lastOf(r *record) lastRecord {
+	sum := sha256.Sum256(r.value)
+	return lastRecord{Offset: r.offset, Key: string(r.key), SHA256: hex.EncodeToString(sum[:])}
+}
+
+// sameTopic reports whether the topic still holds the snapshot's last
+// record (or compaction removed it, which says nothing either way).
+func (l *ConfigLog) sameTopic(ctx context.Context) (bool, error) {
+	want := l.last
+	if want.Key == "" {
+		return true, nil
+	}
+	recs, _, err := fetch(ctx, l.client, l.topic, 0, want.Offset, 10*time.Millisecond)
+	switch {
+	case errors.Is(err, kafka.OffsetOutOfRange):
+		return false, nil
+	case err != nil:
+		return false, err
+	case len(recs) == 0 || recs[0].offset != want.Offset:
+		return true, nil
+	}
+	return lastOf(&recs[0]) == want, nil
 }
 
 // Current returns the catalog in force.
@@ -155,24 +220,36 @@ func (l *ConfigLog) Run(ctx context.Context) error {
 		if target < 0 {
 			first, hwm, err := offsets(ctx, l.client, l.topic, 0)
 			if err != nil {
-				l.retry(ctx, "read the config topic's offsets", err, &wait)
+				l.retry(ctx, "read the config topic's offsets (has `tollgate migrate kafka` run?)", err, &wait)
+				continue
+			}
+			same, err := l.sameTopic(ctx)
+			if err != nil {
+				l.retry(ctx, "read the config topic", err, &wait)
 				continue
 			}
 			l.mu.Lock()
-			if stale := l.cfg.Now().Sub(l.saved) > TombstoneRetention-24*time.Hour; l.next > hwm || l.next < first || (l.next > 0 && stale && !l.fresh) {
+			if stale := l.cfg.Now().Sub(l.saved) > TombstoneRetention-24*time.Hour; !same || l.next > hwm || l.next < first || (l.next > 0 && stale && !l.fresh) {
 				// The snapshot may have missed deletes (the topic was
 				// recreated, or tombstones expired): rebuild from the
-				// start; the catalog in force serves meanwhile.
-				l.cfg.Logger.Warn("catalog snapshot cannot be continued; rebuilding from the topic's start", "next", l.next, "first", first, "end", hwm)
-				l.view, l.next, l.fresh = catalog.NewView(), first, true
+				// start; the catalog in force serves until the new view
+				// has caught up.
+				l.cfg.Logger.Warn("catalog snapshot cannot be continued; rebuilding from the topic's start", "next", l.next, "first", first, "end", hwm, "sameTopic", same)
+				l.view, l.next, l.fresh, l.rebuilding, l.last = catalog.NewView(), first, true, true, lastRecord{}
+				l.rejected = map[int64]error{}
 			}
+			target, l.target = hwm, hwm
 			l.mu.Unlock()
-			target = hwm
 			if l.Offset() >= target {
 				l.markLoaded()
 			}
 		}
 		recs, hwm, err := fetch(ctx, l.client, l.topic, 0, l.Offset(), l.cfg.MaxWait)
+		if errors.Is(err, kafka.OffsetOutOfRange) {
+			target = -1 // the topic was truncated or recreated: look again
+			l.retry(ctx, "fetch the config topic", err, &wait)
+			continue
+		}
 		if err != nil {
 			l.retry(ctx, "fetch the config topic", err, &wait)
 			continue
@@ -181,10 +258,45 @@ func (l *ConfigLog) Run(ctx context.Context) error {
 		l.apply(recs, hwm)
 		if l.Offset() >= target {
 			l.markLoaded()
+			if l.cfg.Repair {
+				l.repair(ctx)
+			}
 		}
 		l.saveSnapshot(false)
 	}
 	return nil
+}
+
+// repair writes the repairs the view asks for (catalog.View.Repairs),
+// once per offset reached: a writer that sees a rejected record puts the
+// version in force back on top of it.
+func (l *ConfigLog) repair(ctx context.Context) {
+	l.mu.Lock()
+	if l.next <= l.repairedTo {
+		l.mu.Unlock()
+		return
+	}
+	reps := l.view.Repairs()
+	l.mu.Unlock()
+	if len(reps) == 0 {
+		return
+	}
+	recs := make([]kafka.Record, len(reps))
+	for i, r := range reps {
+		recs[i] = kafka.Record{Key: kafka.NewBytes([]byte(r.Key)), Value: kafka.NewBytes(r.Value)}
+	}
+	wctx, cancel := context.WithTimeout(ctx, l.cfg.CommitTimeout)
+	defer cancel()
+	offs, err := l.produce(wctx, recs)
+	if err != nil {
+		l.failures.Add(1)
+		l.cfg.Logger.Warn("config log: write repairs of rejected records; retrying", "records", len(reps), "err", err)
+		return
+	}
+	l.mu.Lock()
+	l.repairedTo = offs[len(offs)-1]
+	l.mu.Unlock()
+	l.cfg.Logger.Info("config log: repaired rejected records", "records", len(reps))
 }
 
 func (l *ConfigLog) retry(ctx context.Context, doing string, err error, wait *time.Duration) {
@@ -211,17 +323,26 @@ func (l *ConfigLog) apply(recs []record, hwm int64) {
 		}
 		return
 	}
-	for _, r := range recs {
+	for i := range recs {
+		r := &recs[i]
 		if err := l.view.Apply(r.offset, r.key, r.value); err != nil {
 			l.cfg.Logger.Warn("config record rejected", "offset", r.offset, "err", err)
 			l.rejected[r.offset] = err
 		}
-		l.next = r.offset + 1
+		l.next, l.last = r.offset+1, lastOf(r)
 	}
 	for off := range l.rejected {
 		if off < l.next-100_000 {
 			delete(l.rejected, off) // nobody waits that long
 		}
+	}
+	l.dirty = true
+	l.cond.Broadcast()
+	if l.rebuilding {
+		if l.next < l.target {
+			return // a partial catalog would drop what is not read yet
+		}
+		l.rebuilding = false
 	}
 	c := l.view.Catalog()
 	if err := l.cfg.Publish(c); err != nil {
@@ -230,8 +351,6 @@ func (l *ConfigLog) apply(recs []record, hwm int64) {
 	} else {
 		l.cur.Store(c)
 	}
-	l.dirty = true
-	l.cond.Broadcast()
 }
 
 // saveSnapshot writes the snapshot if it changed, at most once a second
@@ -245,7 +364,11 @@ func (l *ConfigLog) saveSnapshot(final bool) {
 		l.mu.Unlock()
 		return
 	}
-	s := configSnapshot{Topic: l.topic, Next: l.next, SavedAt: l.cfg.Now(), Records: l.view.Snapshot()}
+	if l.rebuilding {
+		l.mu.Unlock()
+		return // the snapshot in force stays until the new view is whole
+	}
+	s := configSnapshot{Topic: l.topic, Next: l.next, Last: l.last, SavedAt: l.cfg.Now(), Records: l.view.Snapshot()}
 	l.dirty, l.saved, l.fresh = false, s.SavedAt, false
 	l.mu.Unlock()
 	if err := writeSnapshot(l.cfg.Snapshot, &s); err != nil {
@@ -285,20 +408,57 @@ func (l *ConfigLog) Commit(ctx context.Context, old, next *catalog.Catalog) (*ca
 	if len(conflicts) == 0 {
 		return l.Current(), nil
 	}
-	// Undo at once: records rejected now must not survive to be
-	// reordered by compaction (see catalog.View), and a change is whole
-	// or not at all.
-	undo, err := catalog.ChangeRecords(next, old)
-	if err == nil {
-		var uoffs []int64
-		if uoffs, err = l.write(context.WithoutCancel(ctx), undo); err == nil && len(uoffs) > 0 {
-			err = l.waitApplied(ctx, uoffs[len(uoffs)-1])
-		}
-	}
-	if err != nil {
-		l.cfg.Logger.Error("undo a rejected change", "err", err)
+	// Undo the accepted part at once, and repair the rejected records:
+	// a change is whole or not at all, and a rejected record must not
+	// stay its key's latest (see catalog.View.Repairs). The undo writes
+	// old's version only of entities this change wrote and the log did
+	// not change since; the repair puts back the version in force of the
+	// rejected ones, as the log holds it now.
+	if err := l.undo(context.WithoutCancel(ctx), old, next, offs); err != nil {
+		l.cfg.Logger.Error("undo the accepted part of a rejected change (repairs follow from any writer)", "err", err)
 	}
 	return nil, fmt.Errorf("%w: %v", catalog.ErrConflict, errors.Join(conflicts...))
+}
+
+// undo puts back old's version of the entities whose records at offs
+// were accepted and are still their keys' latest, and repairs the
+// rejected ones, then waits until the view has applied it.
+func (l *ConfigLog) undo(ctx context.Context, old, next *catalog.Catalog, offs []int64) error {
+	back, err := catalog.ChangeRecords(next, old)
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	mine := l.view.LatestAt(offs)
+	reps := l.view.Repairs()
+	l.mu.Unlock()
+	var recs []kafka.Record
+	for i := range back {
+		k := back[i].Key()
+		if !mine[k] {
+			continue // rejected (repaired below), or changed since by another writer
+		}
+		var value []byte
+		if !back[i].Tombstone() {
+			if value, err = schemas.EncodeConfigRecord(&back[i]); err != nil {
+				return err
+			}
+		}
+		recs = append(recs, kafka.Record{Key: kafka.NewBytes([]byte(k)), Value: kafka.NewBytes(value)})
+	}
+	for _, r := range reps {
+		recs = append(recs, kafka.Record{Key: kafka.NewBytes([]byte(r.Key)), Value: kafka.NewBytes(r.Value)})
+	}
+	if len(recs) == 0 {
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, l.cfg.CommitTimeout)
+	defer cancel()
+	uoffs, err := l.produce(wctx, recs)
+	if err != nil {
+		return err
+	}
+	return l.waitApplied(wctx, uoffs[len(uoffs)-1])
 }
 
 // maxProduceBytes bounds one produce request (brokers refuse batches over
@@ -307,33 +467,7 @@ const maxProduceBytes = 512 << 10
 
 // write produces recs in order to partition 0 and returns their offsets.
 func (l *ConfigLog) write(ctx context.Context, recs []schemas.ConfigRecord) ([]int64, error) {
-	var offs []int64
-	var batch []kafka.Record
-	size := 0
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		res, err := l.client.Produce(ctx, &kafka.ProduceRequest{Topic: l.topic, Partition: 0,
-			RequiredAcks: kafka.RequireAll, Records: kafka.NewRecordReader(batch...)})
-		if err == nil {
-			err = res.Error
-		}
-		if err == nil && len(res.RecordErrors) > 0 {
-			for _, e := range res.RecordErrors {
-				err = e
-				break
-			}
-		}
-		if err != nil {
-			return err
-		}
-		for i := range batch {
-			offs = append(offs, res.BaseOffset+int64(i))
-		}
-		batch, size = batch[:0], 0
-		return nil
-	}
+	out := make([]kafka.Record, len(recs))
 	for i := range recs {
 		var value []byte
 		if !recs[i].Tombstone() {
@@ -342,16 +476,44 @@ func (l *ConfigLog) write(ctx context.Context, recs []schemas.ConfigRecord) ([]i
 				return nil, err
 			}
 		}
-		if size+len(value) > maxProduceBytes {
-			if err := flush(); err != nil {
-				return nil, err
+		out[i] = kafka.Record{Key: kafka.NewBytes([]byte(recs[i].Key())), Value: kafka.NewBytes(value)}
+	}
+	return l.produce(ctx, out)
+}
+
+// produce writes recs in order to partition 0, in requests of at most
+// maxProduceBytes, and returns their offsets. A change larger than one
+// request that fails part way is partly in force: the error says so.
+func (l *ConfigLog) produce(ctx context.Context, recs []kafka.Record) ([]int64, error) {
+	var offs []int64
+	for start := 0; start < len(recs); {
+		end, size := start, 0
+		for end < len(recs) && (end == start || size < maxProduceBytes) {
+			if v := recs[end].Value; v != nil {
+				size += v.Len()
+			}
+			size += 64
+			end++
+		}
+		res, err := l.client.Produce(ctx, &kafka.ProduceRequest{Topic: l.topic, Partition: 0,
+			RequiredAcks: kafka.RequireAll, Records: kafka.NewRecordReader(recs[start:end]...)})
+		if err == nil {
+			err = res.Error
+			for _, e := range res.RecordErrors {
+				err = e
+				break
 			}
 		}
-		batch = append(batch, kafka.Record{Key: kafka.NewBytes([]byte(recs[i].Key())), Value: kafka.NewBytes(value)})
-		size += len(value) + 64
-	}
-	if err := flush(); err != nil {
-		return nil, err
+		if err != nil {
+			if start > 0 {
+				return nil, fmt.Errorf("%d of %d records written, the rest failed (the written part is in force; retry the change): %w", start, len(recs), err)
+			}
+			return nil, err
+		}
+		for i := start; i < end; i++ {
+			offs = append(offs, res.BaseOffset+int64(i-start))
+		}
+		start = end
 	}
 	return offs, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/tollgate/tollgate/catalog"
 	"github.com/tollgate/tollgate/internal/kafkatest"
+	"github.com/tollgate/tollgate/schemas"
 )
 
 // configNode is one node's config log, running until the test ends.
@@ -23,9 +25,11 @@ type configNode struct {
 	done   chan struct{}
 }
 
+// openConfigNode opens a writer's config log (an admin API's: it
+// repairs rejected records).
 func openConfigNode(t *testing.T, k Kafka, snapshot string) *configNode {
 	t.Helper()
-	l, err := OpenConfigLog(ConfigLogConfig{Kafka: k, Snapshot: snapshot, MaxWait: 100 * time.Millisecond, CommitTimeout: 5 * time.Second})
+	l, err := OpenConfigLog(ConfigLogConfig{Kafka: k, Snapshot: snapshot, MaxWait: 100 * time.Millisecond, CommitTimeout: 5 * time.Second, Repair: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,9 +268,7 @@ func TestConfigLogSkipsBadRecordsAndFollowsCompaction(t *testing.T) {
 	if err := cluster.CreateTopic("cp.config", 1, map[string]string{"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "delete.retention.ms": "0"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Migrate(context.Background(), k); err != nil {
-		t.Fatal(err)
-	}
+	migrateAllBut(t, k, "cp.config")
 	// Another tool wrote garbage to the topic: it is rejected, logged and
 	// skipped, and the log goes on.
 	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: "cp.config", BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll}
@@ -300,5 +302,142 @@ func TestConfigLogSkipsBadRecordsAndFollowsCompaction(t *testing.T) {
 func TestConfigLogConfigErrors(t *testing.T) {
 	if _, err := OpenConfigLog(ConfigLogConfig{}); err == nil {
 		t.Fatal("a config log without brokers was accepted")
+	}
+}
+
+// A change rejected on one node is undone without reverting what another
+// writer changed meanwhile: the undo writes back what the log holds now.
+func TestConfigLogUndoKeepsAConcurrentChange(t *testing.T) {
+	k, _ := migrated(t, "un.")
+	a, b := openConfigNode(t, k, ""), openConfigNode(t, k, "")
+	a.waitLoaded(t)
+	b.waitLoaded(t)
+	ctx := context.Background()
+	if _, err := a.mgr.Change(ctx, addKey("x", "x", "x-value-00000000001")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.mgr.Change(ctx, addKey("z", "z", "z-value-00000000001")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "B has x and z", func() bool { return b.log.Current().Key("z") != nil })
+	stale := a.log.Current()
+	// B revokes x; then A, working from before that, renames x to a name
+	// z holds: rejected.
+	if _, err := b.mgr.Change(ctx, func(c *catalog.Catalog) error { c.Key("x").Enabled = false; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "A sees x disabled", func() bool { return !a.log.Current().Key("x").Enabled })
+	next := stale.Clone()
+	next.Key("x").Name = "z"
+	if _, err := a.log.Commit(ctx, stale, next); !errors.Is(err, catalog.ErrConflict) {
+		t.Fatalf("rename to a taken name: %v, want a conflict", err)
+	}
+	for name, n := range map[string]*configNode{"A": a, "B": b} {
+		eventually(t, name+" keeps x disabled and named x", func() bool {
+			x := n.log.Current().Key("x")
+			return x != nil && !x.Enabled && x.Name == "x"
+		})
+	}
+}
+
+// A rejected record whose writer never undid it (it crashed) is repaired
+// by any writer, so that compaction keeps the version in force.
+func TestConfigLogRepairsRejectedRecordsOfOthers(t *testing.T) {
+	cluster, brokers := kafkatest.Start(t)
+	k := Kafka{Brokers: brokers, Prefix: "rp.", Partitions: 1, Timeout: 2 * time.Second}
+	if err := cluster.CreateTopic("rp.config", 1, map[string]string{"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "delete.retention.ms": "0"}); err != nil {
+		t.Fatal(err)
+	}
+	migrateAllBut(t, k, "rp.config")
+	a := openConfigNode(t, k, "")
+	a.waitLoaded(t)
+	ctx := context.Background()
+	if _, err := a.mgr.Change(ctx, addKey("y", "y", "shared-value-000001")); err != nil {
+		t.Fatal(err)
+	}
+	// A crashed writer's record: x with y's value, rejected, never
+	// undone. Then y is renamed: x's rejected record stays its latest.
+	recs, _ := catalog.ChangeRecords(&catalog.Catalog{}, func() *catalog.Catalog {
+		c := &catalog.Catalog{}
+		addKey("x", "x", "shared-value-000001")(c)
+		return c
+	}())
+	value, _ := schemas.EncodeConfigRecord(&recs[0])
+	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: "rp.config", BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll}
+	defer w.Close()
+	if err := w.WriteMessages(ctx, kafka.Message{Key: []byte(recs[0].Key()), Value: value}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.mgr.Change(ctx, func(c *catalog.Catalog) error { c.Key("y").Name = "y2"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	// The repair (a tombstone for x) is written at once; after it, a
+	// node rebuilding from the compacted topic holds what A holds.
+	// (Without it, x's rejected record would outlive y's first version
+	// and win y's value in a rebuild.)
+	eventually(t, "A repaired x", func() bool {
+		a.log.mu.Lock()
+		defer a.log.mu.Unlock()
+		return len(a.log.view.Repairs()) == 0 && a.log.repairedTo > 0
+	})
+	// One more change, so that the repair is not the log's last record
+	// (compaction leaves the newest records alone).
+	if _, err := a.mgr.Change(ctx, addKey("w", "w", "w-value-00000000001")); err != nil {
+		t.Fatal(err)
+	}
+	want := a.log.Current()
+	cluster.Compact()
+	b := openConfigNode(t, k, "")
+	b.waitLoaded(t)
+	if got := b.log.Current(); !got.Equal(want) {
+		t.Fatalf("after repair and compaction a new node has keys %v, want %v", keyIDs(got), keyIDs(want))
+	}
+}
+
+// A node whose snapshot is of a config topic since deleted and created
+// again rebuilds from the new topic, even once the new topic has passed
+// the snapshot's offset.
+func TestConfigLogNoticesARecreatedTopic(t *testing.T) {
+	cluster, brokers := kafkatest.Start(t)
+	k := Kafka{Brokers: brokers, Prefix: "rc.", Partitions: 1, Timeout: 2 * time.Second}
+	ctx := context.Background()
+	if _, err := Migrate(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	snap := filepath.Join(t.TempDir(), "catalog.json")
+	a := openConfigNode(t, k, snap)
+	a.waitLoaded(t)
+	for i := range 3 {
+		if _, err := a.mgr.Change(ctx, addKey(fmt.Sprintf("old%d", i), fmt.Sprintf("old-%d", i), fmt.Sprintf("old-key-value-000%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.stop()
+	if err := cluster.DeleteTopic("rc.config"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Migrate(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	b := openConfigNode(t, k, "")
+	b.waitLoaded(t)
+	for i := range 6 { // past the old topic's offsets
+		if _, err := b.mgr.Change(ctx, addKey(fmt.Sprintf("new%d", i), fmt.Sprintf("new-%d", i), fmt.Sprintf("new-key-value-000%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := b.log.Current()
+	c := openConfigNode(t, k, snap)
+	c.waitLoaded(t)
+	eventually(t, "the node with the old snapshot holds the new topic's catalog", func() bool { return c.log.Current().Equal(want) })
+}
+
+// migrateAllBut creates the topics, one of which the test made by hand
+// with settings Migrate refuses (compaction at once).
+func migrateAllBut(t *testing.T, k Kafka, handMade string) {
+	t.Helper()
+	_, err := Migrate(context.Background(), k)
+	if err == nil || !strings.Contains(err.Error(), "topic "+handMade+" has min.compaction.lag.ms=0") {
+		t.Fatalf("migrate: %v, want only a complaint about %s", err, handMade)
 	}
 }
