@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -103,6 +104,9 @@ func partitionIDs(ctx context.Context, c *kafka.Client, topic string) ([]int, er
 	if len(ids) == 0 {
 		return nil, fmt.Errorf("topic %s has no partitions (run tollgate migrate kafka)", topic)
 	}
+	// Sorted: murmur2 maps a key to an index into this list, and every
+	// producer must agree on it.
+	slices.Sort(ids)
 	return ids, nil
 }
 

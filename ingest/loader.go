@@ -140,6 +140,23 @@ type Loader struct {
 	running atomic.Bool
 
 	loaded, duplicates, poison, expired, failures atomic.Uint64
+
+	// caughtUp closes once every partition found at start has been
+	// stored up to the end it had when its loader started.
+	caughtUp     chan struct{}
+	caughtOnce   sync.Once
+	behind       atomic.Int64
+	behindPrimed atomic.Bool
+}
+
+// CaughtUp is closed once the store holds every partition up to where it
+// ended when Run started.
+func (l *Loader) CaughtUp() <-chan struct{} { return l.caughtUp }
+
+func (l *Loader) partitionCaughtUp() {
+	if l.behind.Add(-1) == 0 {
+		l.caughtOnce.Do(func() { close(l.caughtUp) })
+	}
 }
 
 // NewLoader returns a Loader; Run starts it.
@@ -166,7 +183,7 @@ func NewLoader(cfg LoaderConfig) (*Loader, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Loader{cfg: cfg, client: cfg.Kafka.client(), topic: cfg.Kafka.Topics().Events}, nil
+	return &Loader{cfg: cfg, client: cfg.Kafka.client(), topic: cfg.Kafka.Topics().Events, caughtUp: make(chan struct{})}, nil
 }
 
 // LoaderStats counts what a Loader did since it started.
@@ -220,10 +237,14 @@ func (l *Loader) Run(ctx context.Context) error {
 		if window == 0 {
 			window = max(defaultDedupIDs/len(parts), 1)
 		}
+		first := l.behindPrimed.CompareAndSwap(false, true)
+		if first {
+			l.behind.Store(int64(len(parts)))
+		}
 		for _, p := range parts {
 			if !started[p] {
 				started[p] = true
-				pl := &partitionLoader{l: l, partition: p, win: NewIDWindow(window)}
+				pl := &partitionLoader{l: l, partition: p, win: NewIDWindow(window), counts: first, startEnd: -1}
 				wg.Go(func() { pl.run(ctx) })
 			}
 		}
@@ -264,6 +285,17 @@ type partitionLoader struct {
 	due          time.Time
 	wait         time.Duration // backoff
 	poisonLogged bool          // since the last batch stored
+	// counts: this partition is one CaughtUp waits for, until done
+	// reaches startEnd (the partition's end at the first start).
+	counts   bool
+	startEnd int64
+}
+
+func (p *partitionLoader) checkCaughtUp() {
+	if p.counts && p.startEnd >= 0 && p.done >= p.startEnd {
+		p.counts = false
+		p.l.partitionCaughtUp()
+	}
 }
 
 // run loads the partition until ctx ends.
@@ -331,6 +363,10 @@ func (p *partitionLoader) start(ctx context.Context) bool {
 			p.next, p.done = off, off
 		}
 		p.wait = 0
+		if p.startEnd < 0 {
+			p.startEnd = end
+		}
+		p.checkCaughtUp()
 		return true
 	}
 	return false
@@ -467,5 +503,6 @@ func (p *partitionLoader) insert(ctx context.Context) error {
 	l.loaded.Add(uint64(len(p.batch)))
 	clear(p.batch) // drop the strings
 	p.batch, p.done, p.due, p.wait, p.poisonLogged = p.batch[:0], p.next, time.Time{}, 0, false
+	p.checkCaughtUp()
 	return nil
 }

@@ -124,3 +124,6 @@ func (q *Queue) Dropped() uint64 { return q.dropped.Load() }
 
 // Wake is signalled when the queue passes half full.
 func (q *Queue) Wake() <-chan struct{} { return q.wake }
+
+// Cap returns how many events the queue holds at most.
+func (q *Queue) Cap() int { return len(q.cells) }

@@ -45,6 +45,17 @@ type SinkConfig struct {
 	RetryMin, RetryMax time.Duration
 	// Logger receives state changes (producer down, back). Nil discards.
 	Logger *slog.Logger
+	// Pressure reports that the queue in front of the sink is filling
+	// (the drainer cannot keep up because Kafka is slow, not down):
+	// batches then go to the spill log at once instead of waiting on
+	// the producer, so that the queue does not overflow. Nil: never.
+	Pressure func() bool
+	// QueueDropped returns how many events the queue has dropped since
+	// start; the sink reports them as lost usage (LostQueueFull) with
+	// Node. Nil: not reported.
+	QueueDropped func() uint64
+	// Node names this enforcer in lost-usage records.
+	Node string
 }
 
 // Validate reports every problem with the configuration.
@@ -78,6 +89,8 @@ type Sink struct {
 	spilled  atomic.Uint64 // events written to the spill log
 	replayed atomic.Uint64 // events replayed from the spill log
 	failures atomic.Uint64 // failed produce attempts
+	// queueReported: queue drops reported as lost usage so far.
+	queueReported uint64
 }
 
 var _ BatchWriter = (*Sink)(nil)
@@ -107,7 +120,7 @@ func NewSink(cfg SinkConfig) (*Sink, error) {
 func (s *Sink) WriteEvents(ctx context.Context, events []schemas.UsageEvent) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cfg.Spill.Len() == 0 {
+	if s.cfg.Spill.Len() == 0 && (s.cfg.Pressure == nil || !s.cfg.Pressure()) {
 		pctx, cancel := context.WithTimeout(ctx, s.cfg.ProduceTimeout)
 		failed, err := s.cfg.Producer.Produce(pctx, events)
 		cancel()
@@ -142,9 +155,12 @@ func (s *Sink) Run(ctx context.Context) error {
 		case ctx.Err() != nil:
 			return nil
 		case err != nil:
-			failing = true
 			s.failures.Add(1)
-			s.cfg.Logger.Debug("replaying spilled events failed", "err", err, "retryIn", wait)
+			if !failing || wait >= s.cfg.RetryMax {
+				// Once when it starts failing, then at each longest wait.
+				s.cfg.Logger.Warn("replaying spilled events failed; retrying", "err", err, "retryIn", wait, "pending", s.cfg.Spill.Len())
+			}
+			failing = true
 			if !sleep(ctx, wait) {
 				return nil
 			}
@@ -160,7 +176,7 @@ func (s *Sink) Run(ctx context.Context) error {
 		}
 		wait = s.cfg.RetryMin
 		if err := s.reportLost(ctx); err != nil {
-			s.cfg.Logger.Debug("reporting lost usage failed", "err", err)
+			s.cfg.Logger.Warn("reporting lost usage failed; retrying", "err", err)
 			if !sleep(ctx, s.cfg.RetryMax) {
 				return nil
 			}
@@ -221,11 +237,26 @@ func (s *Sink) reportLost(ctx context.Context) error {
 		return nil
 	}
 	lost := s.cfg.Spill.Lost()
+	for i := range lost {
+		if lost[i].Reason == "" {
+			lost[i].Reason = schemas.LostSpillFull
+		}
+	}
+	var queued uint64
+	if s.cfg.QueueDropped != nil {
+		if queued = s.cfg.QueueDropped() - s.queueReported; queued > 0 {
+			lost = append(lost, schemas.LostUsage{Node: s.cfg.Node, Count: int64(queued), Reason: schemas.LostQueueFull})
+		}
+	}
 	if len(lost) == 0 {
 		return nil
 	}
 	if err := s.cfg.Lost.ReportLost(ctx, lost); err != nil {
 		return err
+	}
+	s.queueReported += queued
+	if queued > 0 {
+		lost = lost[:len(lost)-1]
 	}
 	return s.cfg.Spill.Reported(lost)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -530,4 +531,59 @@ func TestSinkSpillCapReportsLostUsage(t *testing.T) {
 			t.Errorf("key %s: lost %d (%d admitted), want %d (%d admitted)", key, g.Count, g.Admitted, w.Count, w.Admitted)
 		}
 	}
+}
+
+// lostRecorder is a LostReporter that keeps what it was given.
+type lostRecorder struct {
+	mu   sync.Mutex
+	lost []schemas.LostUsage
+}
+
+func (r *lostRecorder) ReportLost(_ context.Context, lost []schemas.LostUsage) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lost = append(r.lost, lost...)
+	return nil
+}
+
+func (r *lostRecorder) all() []schemas.LostUsage {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.lost)
+}
+
+// Under pressure (Kafka slow: the queue filling) batches go to the spill
+// log without waiting on the producer; the queue's drops are reported as
+// lost usage.
+func TestSinkSpillsUnderPressureAndReportsQueueDrops(t *testing.T) {
+	_, k := sinkCluster(t)
+	p := &switchProducer{up: newTestEventProducer(t, k)}
+	p.isUp.Store(true)
+	var pressure atomic.Bool
+	var dropped atomic.Uint64
+	rec := &lostRecorder{}
+	s := newTestSink(t, SinkConfig{Producer: p, Spill: openTestSpill(t, SpillConfig{Dir: t.TempDir()}), Lost: rec,
+		Pressure: pressure.Load, QueueDropped: dropped.Load, Node: "edge-1"})
+	pressure.Store(true)
+	events := sinkEvents(0, 300)
+	sinkWrite(t, s, events[:100])
+	sinkWrite(t, s, events[100:200])
+	if n := p.calls.Load(); n != 0 {
+		t.Fatalf("under pressure the producer was called %d times, want 0", n)
+	}
+	if st := s.Stats(); st.Spilled != 200 {
+		t.Fatalf("spilled %d, want 200", st.Spilled)
+	}
+	dropped.Store(7)
+	pressure.Store(false)
+	runSink(t, s)
+	sinkWrite(t, s, events[200:])
+	eventually(t, "everything produced and the queue's drops reported", func() bool {
+		st := s.Stats()
+		return st.Replayed+st.Produced == 300 && len(rec.all()) == 1
+	})
+	if got := rec.all()[0]; got.Reason != schemas.LostQueueFull || got.Count != 7 || got.Node != "edge-1" {
+		t.Fatalf("reported %+v, want 7 queue-full drops of edge-1", got)
+	}
+	checkDelivered(t, events, readEvents(t, k))
 }

@@ -275,19 +275,31 @@ func Migrate(ctx context.Context, k Kafka) (*MigrateReport, error) {
 			problems = append(problems, fmt.Errorf("topic %s: describe configs: %w", r.ResourceName, r.Error))
 			continue
 		}
-		policy := "delete" // Kafka's default
+		// Kafka's defaults, where the topic does not set them.
+		policy, lag, retention := "delete", int64(0), int64(24*60*60*1000)
 		for _, e := range r.ConfigEntries {
-			if e.ConfigName == "cleanup.policy" {
+			switch e.ConfigName {
+			case "cleanup.policy":
 				policy = e.ConfigValue
+			case "min.compaction.lag.ms":
+				lag, _ = strconv.ParseInt(e.ConfigValue, 10, 64)
+			case "delete.retention.ms":
+				retention, _ = strconv.ParseInt(e.ConfigValue, 10, 64)
 			}
 		}
 		for _, s := range specs {
 			if s.name != r.ResourceName {
 				continue
 			}
-			if s.compact && !strings.Contains(policy, "compact") {
-				problems = append(problems, fmt.Errorf("topic %s has cleanup.policy=%s but must be compacted (it holds the latest state per key); fix: kafka-configs.sh --bootstrap-server %s --alter --entity-type topics --entity-name %s --add-config cleanup.policy=compact,min.compaction.lag.ms=%d",
-					s.name, policy, k.Brokers[0], s.name, minCompactionLagMs))
+			fix := fmt.Sprintf("kafka-configs.sh --bootstrap-server %s --alter --entity-type topics --entity-name %s --add-config cleanup.policy=compact,min.compaction.lag.ms=%d,delete.retention.ms=%d",
+				k.Brokers[0], s.name, minCompactionLagMs, tombstoneRetentionMs)
+			switch {
+			case s.compact && !strings.Contains(policy, "compact"):
+				problems = append(problems, fmt.Errorf("topic %s has cleanup.policy=%s but must be compacted (it holds the latest state per key); fix: %s", s.name, policy, fix))
+			case s.compact && lag < minCompactionLagMs:
+				problems = append(problems, fmt.Errorf("topic %s has min.compaction.lag.ms=%d, must be at least %d (writers repair rejected records before compaction may reorder them); fix: %s", s.name, lag, minCompactionLagMs, fix))
+			case s.compact && retention < tombstoneRetentionMs:
+				problems = append(problems, fmt.Errorf("topic %s has delete.retention.ms=%d, must be at least %d (a node away for less than that must still see deletes); fix: %s", s.name, retention, tombstoneRetentionMs, fix))
 			}
 			if !s.compact && strings.Contains(policy, "compact") {
 				problems = append(problems, fmt.Errorf("topic %s has cleanup.policy=%s but must delete by age (compaction would keep one event per key); fix: kafka-configs.sh --bootstrap-server %s --alter --entity-type topics --entity-name %s --add-config cleanup.policy=delete",
@@ -301,7 +313,8 @@ func Migrate(ctx context.Context, k Kafka) (*MigrateReport, error) {
 func describeResources(specs []topicSpec) []kafka.DescribeConfigRequestResource {
 	out := make([]kafka.DescribeConfigRequestResource, len(specs))
 	for i, s := range specs {
-		out[i] = kafka.DescribeConfigRequestResource{ResourceType: kafka.ResourceTypeTopic, ResourceName: s.name, ConfigNames: []string{"cleanup.policy"}}
+		out[i] = kafka.DescribeConfigRequestResource{ResourceType: kafka.ResourceTypeTopic, ResourceName: s.name,
+			ConfigNames: []string{"cleanup.policy", "min.compaction.lag.ms", "delete.retention.ms"}}
 	}
 	return out
 }

@@ -59,6 +59,7 @@ func TestMigrateRefusesWrongTopics(t *testing.T) {
 		"topic t2.signals has cleanup.policy=delete but must be compacted",
 		"--entity-name t2.signals --add-config cleanup.policy=compact",
 		"topic t2.config has 3 partitions, must have exactly 1",
+		"topic t2.config has min.compaction.lag.ms=0, must be at least 3600000",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not say %q", err, want)

@@ -8,8 +8,8 @@ import (
 // EventTypeLostUsage names the layout of LostUsage.
 const EventTypeLostUsage = "tollgate.lost_usage.v1"
 
-// LostUsage reports usage events an enforcer dropped (its spill log was
-// full), for reconciliation: Count events of one key/plan/api/stage with
+// LostUsage reports usage events an enforcer dropped (its spill log or
+// its queue was full), for reconciliation: Count events of one key/plan/api/stage with
 // times in [From, To] (Unix nanoseconds) were never produced.
 //
 // The encoding is JSON: drops are rare, one record covers many events, and
@@ -28,7 +28,18 @@ type LostUsage struct {
 	Admitted int64 `json:"admitted"`
 	From     int64 `json:"from"`
 	To       int64 `json:"to"`
+	// Reason is where they were dropped: LostSpillFull (the spill log
+	// was at its cap; counted per key, plan, API and stage) or
+	// LostQueueFull (the in-memory queue was full; counted per
+	// enforcer only, as keeping more on that path would cost requests).
+	Reason string `json:"reason,omitempty"`
 }
+
+// Reasons of LostUsage.
+const (
+	LostSpillFull = "spill-full"
+	LostQueueFull = "queue-full"
+)
 
 // EncodeLostUsage returns l's encoding, with Type set to
 // EventTypeLostUsage.
