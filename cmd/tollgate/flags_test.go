@@ -132,6 +132,17 @@ func TestServeOnKafka(t *testing.T) {
 	if a, b := n.status("widgetwidgetwidget0001"), n.status("widgetwidgetwidget0001"); a != 200 || b != 429 {
 		t.Fatalf("after setting remaining to 1: %d then %d, want 200 then 429", a, b)
 	}
+	// A restart restores the counters from the store (and from the
+	// events the store had not loaded yet): the quota stays used up.
+	n.stop(t)
+	n = f.start(o)
+	deadline = time.Now().Add(10 * time.Second)
+	for code := n.status("widgetwidgetwidget0001"); code != 429; code = n.status("widgetwidgetwidget0001") {
+		if code != 200 || time.Now().After(deadline) {
+			t.Fatalf("after a restart: %d, want 429 (the quota was used up before it)", code)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func TestNodeStopsCleanlyWhileWaitingForKafka(t *testing.T) {

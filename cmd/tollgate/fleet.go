@@ -107,7 +107,9 @@ func openKafkaEdge(k ingest.Kafka, o nodeOptions, logger *slog.Logger) (*kafkaEd
 	// Short enough that the queue does not overflow while the first
 	// batch of an outage waits, long enough for a healthy broker's acks.
 	if e.sink, err = ingest.NewSink(ingest.SinkConfig{Producer: producer, Spill: spill, Lost: e.lost,
-		ProduceTimeout: time.Second, Logger: logger}); err != nil {
+		ProduceTimeout: time.Second, Logger: logger, Node: o.node, QueueDropped: queue.Dropped,
+		// Kafka slow rather than down: spill before the queue overflows.
+		Pressure: func() bool { return queue.Len() > queue.Cap()*3/4 }}); err != nil {
 		e.close()
 		return nil, err
 	}
@@ -184,9 +186,17 @@ func runNode(ctx context.Context, o nodeOptions, stdout io.Writer, logger *slog.
 	if err := os.MkdirAll(o.dataDir, 0o750); err != nil {
 		return fmt.Errorf("create data folder: %w", err)
 	}
+	// Background readers stop before what they write to is closed.
+	var store *sqlitestore.Store
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	var bgWG sync.WaitGroup
-	defer func() { stopBG(); bgWG.Wait() }()
+	defer func() {
+		stopBG()
+		bgWG.Wait()
+		if store != nil {
+			store.Close()
+		}
+	}()
 	goBG := func(f func(context.Context) error) {
 		bgWG.Go(func() { f(bg) })
 	}
@@ -221,7 +231,7 @@ func runNode(ctx context.Context, o nodeOptions, stdout io.Writer, logger *slog.
 		}
 	}
 	cl, err := ingest.OpenConfigLog(ingest.ConfigLogConfig{Kafka: k, Snapshot: filepath.Join(o.dataDir, "catalog-snapshot.json"),
-		Publish: publish, Logger: logger, Now: o.now})
+		Publish: publish, Logger: logger, Now: o.now, Repair: o.admin})
 	if err != nil {
 		if edge != nil {
 			edge.close()
@@ -254,16 +264,14 @@ func runNode(ctx context.Context, o nodeOptions, stdout io.Writer, logger *slog.
 
 	// The admin role keeps the usage store, fed from the events topic.
 	var (
-		store *sqlitestore.Store
-		mgr   *catalog.Manager
+		mgr    *catalog.Manager
+		loader *ingest.Loader
 	)
 	if o.admin {
 		if store, err = sqlitestore.Open(filepath.Join(o.dataDir, "usage.db")); err != nil {
 			return errors.Join(fmt.Errorf("open usage store: %w", err), stopEdge(edge, o, logger))
 		}
-		defer store.Close()
-		loader, err := ingest.NewLoader(ingest.LoaderConfig{Kafka: k, Store: store, Logger: logger})
-		if err != nil {
+		if loader, err = ingest.NewLoader(ingest.LoaderConfig{Kafka: k, Store: store, Logger: logger}); err != nil {
 			return errors.Join(err, stopEdge(edge, o, logger))
 		}
 		goBG(loader.Run)
@@ -296,15 +304,36 @@ func runNode(ctx context.Context, o nodeOptions, stdout io.Writer, logger *slog.
 			return errors.Join(err, stopEdge(edge, o, logger))
 		}
 	}
+	if gw != nil && store != nil {
+		// serve --kafka: the gateway's quota counters start from the
+		// store, as serve's do, and again once the loader has caught
+		// up with what the topic held (raising never lowers a count).
+		if err := gw.RestoreQuotas(ctx, store); err != nil {
+			return errors.Join(err, stopEdge(edge, o, logger))
+		}
+		goBG(func(ctx context.Context) error {
+			select {
+			case <-loader.CaughtUp():
+				if err := gw.RestoreQuotas(ctx, store); err != nil {
+					logger.Error("restore quota counters after catching up", "err", err)
+				}
+			case <-ctx.Done():
+			}
+			return nil
+		})
+	}
 
 	var handlers []namedServer
 	var serving atomic.Bool
+	// Ready once serving on a catalog: the topic's, or, for an enforcer,
+	// its snapshot's (it serves while Kafka is away; a readiness probe
+	// must not take it out of rotation for that).
 	loaded := func() bool {
 		select {
 		case <-cl.Loaded():
 			return serving.Load()
 		default:
-			return false
+			return serving.Load() && o.gateway && !o.admin && hadSnapshot
 		}
 	}
 	if o.adminListen != "" {
