@@ -140,12 +140,12 @@ func TestQuotaPeriods(t *testing.T) {
 			var c atomic.Uint64
 			want := tt.limit - tt.offset
 			for i := int64(0); i < want; i++ {
-				ok, rem, _ := q.take(&c, ts(tt.first))
+				ok, _, rem, _ := q.take(&c, ts(tt.first))
 				if !ok || rem != want-i-1 {
 					t.Fatalf("request %d: ok=%v remaining=%d, want ok, %d", i, ok, rem, want-i-1)
 				}
 			}
-			ok, _, end := q.take(&c, ts(tt.stillSame))
+			ok, _, _, end := q.take(&c, ts(tt.stillSame))
 			if ok {
 				t.Fatal("admitted past the limit in the same period")
 			}
@@ -153,11 +153,11 @@ func TestQuotaPeriods(t *testing.T) {
 				t.Errorf("period end = %s, want %s", time.Unix(0, end).UTC(), tt.next)
 			}
 			for i := int64(0); i < tt.limit; i++ {
-				if ok, _, _ := q.take(&c, ts(tt.next)); !ok {
+				if ok, _, _, _ := q.take(&c, ts(tt.next)); !ok {
 					t.Fatalf("next period request %d refused; the full limit %d applies after the first period", i, tt.limit)
 				}
 			}
-			if ok, _, _ := q.take(&c, ts(tt.next)); ok {
+			if ok, _, _, _ := q.take(&c, ts(tt.next)); ok {
 				t.Fatal("next period admitted past the limit")
 			}
 		})
@@ -194,24 +194,43 @@ func TestQuotaNeverMovesBack(t *testing.T) {
 	q := newQuota(&catalog.Quota{Limit: 1, Period: catalog.Day}, 0)
 	var c atomic.Uint64
 	before, after := ts("2026-11-27T23:59:59.999Z"), ts("2026-11-28T00:00:00Z")
-	if ok, _, _ := q.take(&c, before); !ok {
+	if ok, _, _, _ := q.take(&c, before); !ok {
 		t.Fatal("first request of the old day refused")
 	}
-	if ok, _, _ := q.take(&c, after); !ok {
+	if ok, _, _, _ := q.take(&c, after); !ok {
 		t.Fatal("first request of the new day refused")
 	}
-	ok, _, end := q.take(&c, before) // late: stamped in the old day
+	ok, _, _, end := q.take(&c, before) // late: stamped in the old day
 	if ok {
 		t.Fatal("late old-day request admitted: the counter moved back")
 	}
 	if end != ts("2026-11-29T00:00:00Z") {
 		t.Errorf("its period end = %s, want the new day's", time.Unix(0, end).UTC())
 	}
-	if ok, _, _ := q.take(&c, after); ok {
+	if ok, _, _, _ := q.take(&c, after); ok {
 		t.Fatal("new day admitted a second request after a late one")
 	}
 	q.raise(&c, before, 0)
 	if got := q.used(&c, after); got != 1 {
 		t.Errorf("raise with an old clock changed the new day's count to %d", got)
+	}
+}
+
+// The local count starts over with each period and drops a count of a
+// period older than the one it holds.
+func TestCountLocal(t *testing.T) {
+	q := newQuota(&catalog.Quota{Limit: 10, Period: catalog.Day}, 0)
+	var c atomic.Uint64
+	day1, day2 := ts("2026-11-27T12:00:00Z"), ts("2026-11-28T12:00:00Z")
+	i1, i2 := q.span(day1).idx, q.span(day2).idx
+	countLocal(&c, i1)
+	countLocal(&c, i1)
+	if got := q.used(&c, day1); got != 2 {
+		t.Fatalf("day 1: %d, want 2", got)
+	}
+	countLocal(&c, i2)
+	countLocal(&c, i1) // late
+	if got := q.used(&c, day2); got != 1 {
+		t.Errorf("day 2: %d, want 1 (a new day starts over; a late count of day 1 is dropped)", got)
 	}
 }

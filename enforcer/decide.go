@@ -108,7 +108,7 @@ func (t *table) decide(d *decision, host, path, method string, keys []string, no
 	}
 	if q := p.quota; q != nil {
 		d.quotaed = true
-		ok, remaining, end := q.take(&st.quota, now)
+		ok, idx, remaining, end := q.take(&st.quota, now)
 		d.quotaLeft, d.quotaReset = remaining, (end-now+1e9-1)/1e9
 		if !ok {
 			pb.refund(tat)
@@ -119,6 +119,9 @@ func (t *table) decide(d *decision, host, path, method string, keys []string, no
 			d.retryAfter = end - now
 			return
 		}
+		// What this enforcer admitted, for signals to tell from what
+		// the aggregator has counted (ApplySignal).
+		countLocal(&st.local, idx)
 	}
 	d.outcome = schemas.DecisionAllowed
 }

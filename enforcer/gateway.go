@@ -43,6 +43,14 @@ type Config struct {
 	// Logger receives configuration changes, never per-request lines.
 	// Nil discards.
 	Logger *slog.Logger
+	// Node names this enforcer in its usage events (UsageEvent.Node).
+	// The aggregator counts admitted requests per node and signals the
+	// counts back, which is how an enforcer tells its own admissions
+	// already counted from those still on their way (see ApplySignal).
+	// Every enforcer sharing an events topic needs its own name, stable
+	// across restarts (a host name, a pod name). Default "": right for a
+	// single enforcer.
+	Node string
 }
 
 // Gateway is the enforcer's HTTP handler: it identifies the key, applies
@@ -162,6 +170,16 @@ var (
 // period (AWS UpdateUsage): requests go on counting from there. It
 // returns the change to the period's used count (to record in the usage
 // store, so a restart restores it) and the day it applies to.
+//
+// It sets this enforcer's counter only. Alone (no quota signals), that
+// counter is the key's usage and delta is the change to record. In a
+// fleet, once a signal applied, the counter is this enforcer's lease
+// (see ApplySignal): remaining then holds here until the next signal,
+// and delta is the change to the lease, not to the fleet's usage; the
+// quota authority computes the fleet's adjustment from its own count
+// (the period's limit - remaining - its Used) and the next signal, with
+// that adjustment in Used, replaces every enforcer's lease, this one's
+// included. What this enforcer admitted is counted as before.
 func (g *Gateway) SetRemaining(planID, keyID string, remaining int64) (delta, day int64, err error) {
 	now := g.cfg.Now()
 	// The counters exist for every key in a plan, whatever stages the plan
@@ -212,7 +230,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (g *Gateway) emit(d *decision, method string, start, end int64, status int32, in, out int64) {
 	ev := schemas.UsageEvent{
 		ID: schemas.NewEventID(start), Time: start, Method: method, Decision: d.outcome,
-		Status: status, BytesIn: in, BytesOut: out,
+		Status: status, BytesIn: in, BytesOut: out, Node: g.cfg.Node,
 	}
 	if d.stage != nil {
 		ev.APIID, ev.Stage = d.stage.apiID, d.stage.stage

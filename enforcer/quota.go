@@ -10,6 +10,13 @@ import (
 // requests used in that period in the low 40. Checking, rolling over to a
 // new period and counting are one compare-and-swap, so concurrent requests
 // never lose a count and never admit past the limit.
+//
+// Each key and plan has two such words (keyPlanState): the quota counter,
+// which decides (it is what the key may still use here, as a lease set by
+// quota signals, see ApplySignal), and the local counter, which only
+// counts: the requests this enforcer admitted in the period, whatever
+// signals did to the quota counter. Packing the period into both means a
+// new period resets them without anyone resetting them.
 const (
 	usedBits = 40
 	usedMask = 1<<usedBits - 1
@@ -64,8 +71,9 @@ func (q *quota) limit(idx int64) int64 {
 }
 
 // take counts one request at now. It returns whether it was admitted, the
-// requests remaining in the period after it, and the period's end.
-func (q *quota) take(c *atomic.Uint64, now int64) (ok bool, remaining, end int64) {
+// period it counted in (for countLocal), the requests remaining in the
+// period after it, and the period's end.
+func (q *quota) take(c *atomic.Uint64, now int64) (ok bool, idx, remaining, end int64) {
 	p := q.span(now)
 	for {
 		old := c.Load()
@@ -80,10 +88,54 @@ func (q *quota) take(c *atomic.Uint64, now int64) (ok bool, remaining, end int64
 		lim := q.limit(idx)
 		used := unpack(old, idx)
 		if used >= lim {
-			return false, 0, end
+			return false, idx, 0, end
 		}
 		if c.CompareAndSwap(old, pack(idx, used+1)) {
-			return true, lim - used - 1, end
+			return true, idx, lim - used - 1, end
+		}
+	}
+}
+
+// countLocal adds one admitted request of period idx to a local counter,
+// starting the period's count when the counter holds an older one. A
+// count for a period older than the counter's is dropped: that period is
+// over, and no signal of it applies any more.
+func countLocal(c *atomic.Uint64, idx int64) {
+	want := uint64(idx & idxMask)
+	for {
+		old := c.Load()
+		next := old + 1
+		switch s := old >> usedBits; {
+		case s > want:
+			return
+		case s < want:
+			next = pack(idx, 1)
+		}
+		if c.CompareAndSwap(old, next) {
+			return
+		}
+	}
+}
+
+// lease sets the quota counter of period idx to what signal-based
+// allocation leaves this enforcer: with share its part of the fleet's
+// remaining quota and counted what the aggregator has counted of its
+// admissions, the allowance is share minus its admissions not counted
+// yet, and the counter becomes lim - allowance, lower or higher than it
+// was (see ApplySignal). If a request is taken between reading the
+// counter and setting it, the compare-and-swap fails and both words are
+// read again, so the request is in the local count that sized the lease
+// rather than taken from an older one.
+func (q *quota) lease(c, local *atomic.Uint64, idx, lim, share, counted int64) {
+	for {
+		old := c.Load()
+		if int64(old>>usedBits) > idx&idxMask {
+			return // the counter is in a later period already
+		}
+		inFlight := max(unpack(local.Load(), idx)-counted, 0)
+		allowance := min(max(share-inFlight, 0), lim)
+		if c.CompareAndSwap(old, pack(idx, lim-allowance)) {
+			return
 		}
 	}
 }

@@ -74,8 +74,14 @@ type planRT struct {
 
 // keyPlanState holds the counters of one key under one plan.
 type keyPlanState struct {
-	tat       atomic.Int64
-	quota     atomic.Uint64
+	tat   atomic.Int64
+	quota atomic.Uint64 // what decides: period and count (or leased count, see ApplySignal)
+	// local counts the requests this enforcer admitted in the period
+	// (packed like quota); signals never change it.
+	local atomic.Uint64
+	// asOf is the AsOf of the last signal applied, so that an older one,
+	// arriving late, is not applied over it.
+	asOf      atomic.Int64
 	overrides []atomic.Int64
 }
 
@@ -96,6 +102,8 @@ func (s *states) keyPlanFor(keyID, planID string, nOverrides int) *keyPlanState 
 		if st != nil {
 			n.tat.Store(st.tat.Load())
 			n.quota.Store(st.quota.Load())
+			n.local.Store(st.local.Load())
+			n.asOf.Store(st.asOf.Load())
 		}
 		st = n
 		s.keyPlan[k] = st

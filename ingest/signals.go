@@ -157,13 +157,37 @@ type signalSnapshot struct {
 // snapshotSignal is schemas.QuotaSignal with JSON names; converting
 // between the two fails to compile if the signal's fields change.
 type snapshotSignal struct {
-	PlanID    string `json:"planId"`
-	KeyID     string `json:"keyId"`
-	Used      int64  `json:"used"`
-	Limit     int64  `json:"limit"`
-	PeriodEnd int64  `json:"periodEnd"`
-	AsOf      int64  `json:"asOf"`
-	Exhausted bool   `json:"exhausted,omitempty"`
+	PlanID    string         `json:"planId"`
+	KeyID     string         `json:"keyId"`
+	Used      int64          `json:"used"`
+	Limit     int64          `json:"limit"`
+	PeriodEnd int64          `json:"periodEnd"`
+	AsOf      int64          `json:"asOf"`
+	Exhausted bool           `json:"exhausted,omitempty"`
+	Nodes     []snapshotNode `json:"nodes,omitempty"`
+}
+
+type snapshotNode struct {
+	Node    string `json:"node"`
+	Counted int64  `json:"counted"`
+}
+
+func (s snapshotSignal) signal() schemas.QuotaSignal {
+	q := schemas.QuotaSignal{PlanID: s.PlanID, KeyID: s.KeyID, Used: s.Used, Limit: s.Limit, PeriodEnd: s.PeriodEnd,
+		AsOf: s.AsOf, Exhausted: s.Exhausted}
+	for _, n := range s.Nodes {
+		q.Nodes = append(q.Nodes, schemas.NodeCount{Node: n.Node, Counted: n.Counted})
+	}
+	return q
+}
+
+func snapshotOf(q schemas.QuotaSignal) snapshotSignal {
+	s := snapshotSignal{PlanID: q.PlanID, KeyID: q.KeyID, Used: q.Used, Limit: q.Limit, PeriodEnd: q.PeriodEnd,
+		AsOf: q.AsOf, Exhausted: q.Exhausted}
+	for _, n := range q.Nodes {
+		s.Nodes = append(s.Nodes, snapshotNode{Node: n.Node, Counted: n.Counted})
+	}
+	return s
 }
 
 // OpenSignalReader loads the snapshot, if any, and applies its signals;
@@ -208,7 +232,7 @@ func (r *SignalReader) loadSnapshot() error {
 		if ss.PlanID == "" || ss.KeyID == "" {
 			return fmt.Errorf("signals snapshot %s: a signal without plan or key id (delete it to rebuild from Kafka)", r.cfg.Snapshot)
 		}
-		r.latest[signalKey(ss.PlanID, ss.KeyID)] = schemas.QuotaSignal(ss)
+		r.latest[signalKey(ss.PlanID, ss.KeyID)] = ss.signal()
 	}
 	for p, off := range s.Next {
 		r.next[p] = off
@@ -413,7 +437,7 @@ func (r *SignalReader) saveSnapshot(final bool) {
 	s := signalSnapshot{Topic: r.topic, SavedAt: r.cfg.Now(), Next: maps.Clone(r.next),
 		Signals: make([]snapshotSignal, 0, len(r.latest))}
 	for _, sig := range r.latest {
-		s.Signals = append(s.Signals, snapshotSignal(sig))
+		s.Signals = append(s.Signals, snapshotOf(sig))
 	}
 	r.dirty, r.saved = false, s.SavedAt
 	r.mu.Unlock()

@@ -54,7 +54,8 @@ func (a *signalRecorder) apply(s *schemas.QuotaSignal) bool {
 func (a *signalRecorder) has(s schemas.QuotaSignal) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.latest[signalKey(s.PlanID, s.KeyID)] == s
+	got, ok := a.latest[signalKey(s.PlanID, s.KeyID)]
+	return ok && reflect.DeepEqual(got, s)
 }
 
 func (a *signalRecorder) nCalls() int {

@@ -102,6 +102,11 @@ type UsageEvent struct {
 	LatencyMicros int64
 	BytesIn       int64 // request body bytes
 	BytesOut      int64 // response body bytes
+	// Node names the enforcer that admitted or refused the request
+	// (enforcer.Config.Node). The aggregator counts admitted events per
+	// node, so that each enforcer can tell which of its own admissions a
+	// quota signal already holds. "" for a single unnamed enforcer.
+	Node string
 }
 
 // Admitted reports whether the event consumed quota.

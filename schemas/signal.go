@@ -11,11 +11,23 @@ const EventTypeQuotaSignal = "tollgate.quota_signal.v1"
 type QuotaSignal struct {
 	PlanID    string
 	KeyID     string
-	Used      int64 // requests counted in the period
+	Used      int64 // requests counted in the period: the sum of Nodes' counts plus UpdateUsage adjustments
 	Limit     int64 // the period's limit (offset applied)
 	PeriodEnd int64 // Unix nanoseconds when the period ends
 	AsOf      int64 // Unix nanoseconds of the newest event counted
 	Exhausted bool  // Used >= Limit
+	// Nodes is, per enforcer that admitted requests of the key under the
+	// plan in the period, how many of them the aggregator has counted
+	// (UsageEvent.Node). An enforcer compares its own count with what it
+	// admitted to know how many of its admissions are still on their way;
+	// the number of entries is how many enforcers share the key.
+	Nodes []NodeCount
+}
+
+// NodeCount is what the aggregator has counted from one enforcer.
+type NodeCount struct {
+	Node    string // UsageEvent.Node; "" for an unnamed enforcer
+	Counted int64  // admitted events counted in the period
 }
 
 // Remaining is what the key has left in the period.
@@ -23,7 +35,10 @@ func (s *QuotaSignal) Remaining() int64 { return max(s.Limit-s.Used, 0) }
 
 // Field numbers of QuotaSignal's protobuf encoding (never reuse one):
 // 1 plan_id string, 2 key_id string, 3 used sint64, 4 limit sint64,
-// 5 period_end sint64, 6 as_of sint64, 7 exhausted bool.
+// 5 period_end sint64, 6 as_of sint64, 7 exhausted bool,
+// 8 nodes repeated NodeCount, an embedded message of
+// {1 node string, 2 counted sint64} (one entry per enforcer; readers
+// older than the field skip it).
 
 // AppendQuotaSignal appends s's encoding to dst.
 func AppendQuotaSignal(dst []byte, s *QuotaSignal) []byte {
@@ -36,14 +51,43 @@ func AppendQuotaSignal(dst []byte, s *QuotaSignal) []byte {
 	if s.Exhausted {
 		dst = appendUint(dst, 7, 1)
 	}
+	for i := range s.Nodes {
+		dst = appendNodeCount(dst, 8, &s.Nodes[i])
+	}
 	return dst
 }
 
-// DecodeQuotaSignal decodes AppendQuotaSignal's encoding.
+// appendNodeCount writes nc as an embedded message. Its length is
+// computed first, so the message is written in place, with no buffer.
+func appendNodeCount(dst []byte, field int, nc *NodeCount) []byte {
+	n := 0
+	if nc.Node != "" {
+		n += 1 + varintLen(uint64(len(nc.Node))) + len(nc.Node)
+	}
+	if z := zig(nc.Counted); z != 0 {
+		n += 1 + varintLen(z)
+	}
+	dst = appendVarint(appendTag(dst, field, wireBytes), uint64(n))
+	dst = appendString(dst, 1, nc.Node)
+	return appendSint(dst, 2, nc.Counted)
+}
+
+func varintLen(v uint64) int {
+	n := 1
+	for v >= 0x80 {
+		v >>= 7
+		n++
+	}
+	return n
+}
+
+// DecodeQuotaSignal decodes AppendQuotaSignal's encoding. Its strings
+// share one allocation, a copy of b; Nodes, when present, is one more.
 func DecodeQuotaSignal(b []byte, s *QuotaSignal) error {
 	*s = QuotaSignal{}
 	buf := string(b)
-	err := walkFields(b, func(field int, v uint64, off, n int) error {
+	nodes := 0
+	err := walkFields(b, func(field, wire int, v uint64, off, n int) error {
 		switch field {
 		case 1:
 			s.PlanID = buf[off : off+n]
@@ -59,9 +103,30 @@ func DecodeQuotaSignal(b []byte, s *QuotaSignal) error {
 			s.AsOf = unzig(v)
 		case 7:
 			s.Exhausted = v != 0
+		case 8:
+			if wire != wireBytes {
+				return fmt.Errorf("%w: nodes entry of wire type %d", ErrMalformed, wire)
+			}
+			nodes++
 		}
 		return nil
 	})
+	if err == nil && nodes > 0 {
+		// A second pass, now that the entries are counted: one
+		// allocation of the right size.
+		s.Nodes = make([]NodeCount, 0, nodes)
+		err = walkFields(b, func(field, _ int, _ uint64, off, n int) error {
+			if field != 8 {
+				return nil
+			}
+			nc, err := decodeNodeCount(b[off:off+n], buf[off:off+n])
+			if err != nil {
+				return err
+			}
+			s.Nodes = append(s.Nodes, nc)
+			return nil
+		})
+	}
 	if err != nil {
 		return fmt.Errorf("quota signal: %w", err)
 	}
@@ -71,12 +136,37 @@ func DecodeQuotaSignal(b []byte, s *QuotaSignal) error {
 	return nil
 }
 
+// decodeNodeCount decodes one embedded NodeCount; buf is b as a string,
+// for the node name to share it.
+func decodeNodeCount(b []byte, buf string) (NodeCount, error) {
+	var nc NodeCount
+	err := walkFields(b, func(field, wire int, v uint64, off, n int) error {
+		switch {
+		case field == 1 && wire == wireBytes:
+			nc.Node = buf[off : off+n]
+		case field == 2 && wire == wireVarint:
+			nc.Counted = unzig(v)
+		case field == 1 || field == 2:
+			return fmt.Errorf("%w: nodes entry field %d of wire type %d", ErrMalformed, field, wire)
+		}
+		return nil
+	})
+	if err != nil {
+		return NodeCount{}, fmt.Errorf("nodes entry: %w", err)
+	}
+	return nc, nil
+}
+
+// zig is the zigzag encoding of sint64 fields (as appendSint writes
+// them); unzig decodes it.
+func zig(v int64) uint64 { return uint64(v<<1) ^ uint64(v>>63) }
+
 func unzig(v uint64) int64 { return int64(v>>1) ^ -int64(v&1) }
 
-// walkFields calls f for each field of a protobuf message: varints with
-// their value, length-delimited fields with their offset and length in b.
-// Fixed-width fields are skipped.
-func walkFields(b []byte, f func(field int, v uint64, off, n int) error) error {
+// walkFields calls f for each field of a protobuf message with its wire
+// type: varints with their value, length-delimited fields with their
+// offset and length in b. Fixed-width fields are skipped.
+func walkFields(b []byte, f func(field, wire int, v uint64, off, n int) error) error {
 	for i := 0; i < len(b); {
 		tag, n := readVarint(b[i:])
 		if n <= 0 {
@@ -94,7 +184,7 @@ func walkFields(b []byte, f func(field int, v uint64, off, n int) error) error {
 				return fmt.Errorf("%w: bad varint in field %d", ErrMalformed, field)
 			}
 			i += n
-			if err := f(field, v, 0, 0); err != nil {
+			if err := f(field, wire, v, 0, 0); err != nil {
 				return err
 			}
 		case wireBytes:
@@ -103,7 +193,7 @@ func walkFields(b []byte, f func(field int, v uint64, off, n int) error) error {
 				return fmt.Errorf("%w: bad length in field %d", ErrMalformed, field)
 			}
 			i += n
-			if err := f(field, 0, i, int(l)); err != nil {
+			if err := f(field, wire, 0, i, int(l)); err != nil {
 				return err
 			}
 			i += int(l)

@@ -28,6 +28,9 @@ import (
 //	11 latency_micros sint64
 //	12 bytes_in       sint64
 //	13 bytes_out      sint64
+//	14 node           string  the enforcer (enforcer.Config.Node); readers
+//	                          older than it skip it, records older than it
+//	                          decode with Node ""
 //
 // Producer retries may deliver an event twice: consumers drop duplicates
 // by id.
@@ -52,6 +55,7 @@ func AppendUsageEvent(dst []byte, e *UsageEvent) []byte {
 	dst = appendSint(dst, 11, e.LatencyMicros)
 	dst = appendSint(dst, 12, e.BytesIn)
 	dst = appendSint(dst, 13, e.BytesOut)
+	dst = appendString(dst, 14, e.Node)
 	return dst
 }
 
@@ -101,7 +105,7 @@ func DecodeUsageEvent(b []byte, e *UsageEvent) error {
 	// at the offsets parsed in b.
 	buf := string(b)
 	hasID := false
-	err := walkFields(b, func(field int, v uint64, off, n int) error {
+	err := walkFields(b, func(field, _ int, v uint64, off, n int) error {
 		switch field {
 		case 1:
 			if n != 16 {
@@ -133,6 +137,8 @@ func DecodeUsageEvent(b []byte, e *UsageEvent) error {
 			e.BytesIn = unzig(v)
 		case 13:
 			e.BytesOut = unzig(v)
+		case 14:
+			e.Node = buf[off : off+n]
 		}
 		return nil
 	})

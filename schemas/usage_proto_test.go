@@ -30,6 +30,34 @@ func TestUsageEventGolden(t *testing.T) {
 	if got != want {
 		t.Errorf("encoding changed:\n got %s\nwant %s", got, want)
 	}
+
+	// Field 14 (node) came later: it is appended, so a record written
+	// before it is the same bytes minus the field, and decodes with
+	// Node "". Readers that predate it skip it.
+	e.Node = "edge-a"
+	const withNode = want + "7206656467652d61" // 72 = field 14, bytes | 06 "edge-a"
+	if got := hex.EncodeToString(AppendUsageEvent(nil, &e)); got != withNode {
+		t.Errorf("encoding with node changed:\n got %s\nwant %s", got, withNode)
+	}
+	for _, tt := range []struct {
+		name, hex string
+		node      string
+	}{
+		{"record from before field 14", want, ""},
+		{"record with field 14", withNode, "edge-a"},
+		{"record with a field from the future", withNode + "f80601", "edge-a"}, // field 111, varint 1
+	} {
+		b, _ := hex.DecodeString(tt.hex)
+		var got UsageEvent
+		if err := DecodeUsageEvent(b, &got); err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		want := sampleEvent()
+		want.Node = tt.node
+		if got != want {
+			t.Errorf("%s:\n got %+v\nwant %+v", tt.name, got, want)
+		}
+	}
 }
 
 func TestUsageEventRoundTrip(t *testing.T) {
@@ -37,6 +65,7 @@ func TestUsageEventRoundTrip(t *testing.T) {
 		sampleEvent(),
 		{ID: NewEventID(0)}, // zero values are omitted and come back zero
 		{ID: NewEventID(1), Time: -5, Status: -1, LatencyMicros: -1, BytesIn: 1 << 62, BytesOut: -(1 << 62), Decision: DecisionBadRequest},
+		{ID: NewEventID(2), Decision: DecisionAllowed, Node: "enforcer-eu-west-1a-7"},
 	} {
 		var got UsageEvent
 		if err := DecodeUsageEvent(AppendUsageEvent(nil, &e), &got); err != nil {
@@ -76,6 +105,8 @@ func TestDecodeUsageEventRejectsMalformed(t *testing.T) {
 func FuzzDecodeUsageEvent(f *testing.F) {
 	e := sampleEvent()
 	f.Add(AppendUsageEvent(nil, &e))
+	e.Node = "edge-a"
+	f.Add(AppendUsageEvent(nil, &e))
 	f.Add([]byte{0x0a, 0x10})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var got UsageEvent
@@ -94,6 +125,7 @@ func FuzzDecodeUsageEvent(f *testing.F) {
 // readable alternative: encode into a reused buffer and decode.
 func BenchmarkUsageEventCodec(b *testing.B) {
 	e := sampleEvent()
+	e.Node = "edge-a" // as every enforcer of a fleet stamps it
 	b.Run("protobuf-wire", func(b *testing.B) {
 		buf := make([]byte, 0, 256)
 		var got UsageEvent
