@@ -36,3 +36,15 @@ type Filter struct {
 	FromDay, ToDay int64 // inclusive, days since 1970-01-01 UTC
 	PlanID, KeyID  string
 }
+
+// NodeDayCount is a key's quota use under a plan on one day, by the
+// enforcer that admitted the requests (Node), for the quota authority to
+// restore its state; Adjustment rows (UpdateUsage) have no node.
+type NodeDayCount struct {
+	Day        int64
+	PlanID     string
+	KeyID      string
+	Node       string
+	Admitted   int64
+	Adjustment int64
+}

@@ -1,0 +1,508 @@
+package chstore
+
+import (
+	"context"
+	"errors"
+	"math"
+	mrand "math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/tollgate/tollgate/schemas"
+	"github.com/tollgate/tollgate/usage"
+)
+
+func TestMigrate(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, err := Open(ctx, testDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+
+	want := []string{"0001_usage_events", "0002_usage_minute", "0003_usage_daily", "0004_quota_adjustments"}
+	applied, err := s.Migrate(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(applied, want) {
+		t.Errorf("first Migrate applied %q, want %q", applied, want)
+	}
+	applied, err = s.Migrate(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(applied) != 0 {
+		t.Errorf("second Migrate applied %q, want none", applied)
+	}
+
+	rows, err := s.conn.Query(ctx, `SELECT version, name, applied_at > toDateTime('2020-01-01 00:00:00') FROM tollgate_migrations ORDER BY version`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recorded []string
+	for rows.Next() {
+		var (
+			v    uint32
+			name string
+			ok   uint8
+		)
+		if err := rows.Scan(&v, &name, &ok); err != nil {
+			t.Fatal(err)
+		}
+		if ok != 1 {
+			t.Errorf("migration %d: applied_at not set", v)
+		}
+		recorded = append(recorded, migrationName(migration{version: v, name: name}))
+	}
+	rows.Close()
+	if !slices.Equal(recorded, want) {
+		t.Errorf("tollgate_migrations holds %q, want %q once each", recorded, want)
+	}
+	for _, table := range []string{"usage_events", "usage_minute", "usage_daily", "quota_adjustments"} {
+		var n uint64
+		if err := s.conn.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = ?", table).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 1 {
+			t.Errorf("table %s: not created", table)
+		}
+	}
+
+	// A migration this program does not know: a newer program's.
+	if err := s.conn.Exec(ctx, recordMigrationSQL, uint32(len(migrations)+1), "future"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Migrate(ctx); err == nil {
+		t.Error("Migrate of a database with a newer migration: no error")
+	}
+}
+
+// insertAll writes the records of partition p in batches of size records
+// with InsertBatch, chaining the watermarks it returns.
+func insertAll(t testing.TB, s *Store, p int, recs []record, size int) Watermark {
+	t.Helper()
+	wm := watermark(t, s, p)
+	for chunk := range slices.Chunk(recs, size) {
+		var err error
+		if wm, err = s.InsertBatch(context.Background(), batchOf(p, chunk), wm); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return wm
+}
+
+func TestInsertBatchMatchesSQLite(t *testing.T) {
+	t.Parallel()
+	s := openTest(t)
+	r := mrand.New(mrand.NewPCG(1, 2))
+	// Three partitions; one runs over a midnight, one over the end of a
+	// month (2024-10-31), so batches split into runs.
+	var all []schemas.UsageEvent
+	starts := []int64{day20000 + 3600e9, 20027*dayNS - 30e9, 20026*dayNS + dayNS - 20e9}
+	for p, start := range starts {
+		events := genEvents(r, 3000, start, 20e6, "p"+itoa(p)+"-")
+		all = append(all, events...)
+		last := insertAll(t, s, p, topic(r, events), 500)
+		if got := watermark(t, s, p); got.Raw != last.Raw {
+			t.Errorf("partition %d: Watermarks Raw %d, InsertBatch returned %d", p, got.Raw, last.Raw)
+		}
+	}
+	sameAsOracle(t, s, oracle(t, all))
+}
+
+func TestDailyFilter(t *testing.T) {
+	t.Parallel()
+	s := openTest(t)
+	var batch []schemas.UsageEvent
+	ev := func(ns int64, plan, key string, d schemas.Decision) schemas.UsageEvent {
+		return schemas.UsageEvent{ID: schemas.NewEventID(ns), Time: ns, APIID: "api1", Stage: "prod",
+			PlanID: plan, KeyID: key, Method: "GET", Resource: "/items/{id}", Status: 200, Decision: d}
+	}
+	for d := int64(0); d < 3; d++ {
+		for _, plan := range []string{"free", "pro"} {
+			for _, key := range []string{"k1", "k2"} {
+				batch = append(batch, ev(day20000+d*dayNS+1, plan, key, schemas.DecisionAllowed),
+					ev(day20000+d*dayNS+2, plan, key, schemas.DecisionThrottled))
+			}
+		}
+	}
+	var recs []record
+	for i := range batch {
+		recs = append(recs, record{offset: int64(i), event: &batch[i]})
+	}
+	insertAll(t, s, 0, recs, len(recs))
+	o := oracle(t, batch)
+	ctx := context.Background()
+	for _, f := range []usage.Filter{
+		everyDay,
+		{FromDay: 20001, ToDay: 20001},
+		{FromDay: 20000, ToDay: 20002, PlanID: "pro"},
+		{FromDay: 20001, ToDay: 20002, KeyID: "k2"},
+		{FromDay: 0, ToDay: 30000, PlanID: "free", KeyID: "k1"},
+		{FromDay: 20000, ToDay: 20002, PlanID: "enterprise"},
+		{FromDay: 19000, ToDay: 19999},
+		{FromDay: 20003, ToDay: 21000},
+		{FromDay: 20002, ToDay: 20000},
+		{FromDay: 20000, ToDay: 20002, PlanID: "pr%"},
+		{FromDay: 20000, ToDay: 20002, KeyID: "k1' OR '1'='1"},
+		{FromDay: math.MinInt64, ToDay: -1},
+		{FromDay: 100000, ToDay: math.MaxInt64},
+	} {
+		got, err := s.Daily(ctx, f)
+		if err != nil {
+			t.Fatalf("Daily(%+v): %v", f, err)
+		}
+		want, err := o.Daily(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("Daily(%+v):\n got %+v\nwant %+v", f, got, want)
+		}
+	}
+	// A minute range within the data, and one across its edges.
+	for _, rng := range [][2]int64{{20001 * 1440, 20002 * 1440}, {20000*1440 - 5, 20001*1440 + 1}, {0, 1}, {5, 5}} {
+		got, err := s.Minutes(ctx, rng[0], rng[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := o.Minutes(ctx, rng[0], rng[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("Minutes(%d, %d):\n got %+v\nwant %+v", rng[0], rng[1], got, want)
+		}
+	}
+	// Events: a limit, and a range that cuts the data.
+	got, err := s.Events(ctx, day20000+dayNS, day20000+2*dayNS+2, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := o.Events(ctx, day20000+dayNS, day20000+2*dayNS+2, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("Events with a limit:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+// TestLostReply: the inserts of a batch succeed but the caller does not
+// learn it; it reads the watermarks and retries, with the same batch or
+// with the consumer's next, larger one.
+func TestLostReply(t *testing.T) {
+	t.Parallel()
+	s := openTest(t)
+	ctx := context.Background()
+	r := mrand.New(mrand.NewPCG(3, 4))
+	events := genEvents(r, 2000, day20000, 1e6, "")
+	recs := topic(r, events)
+	first, rest := recs[:800], recs[800:]
+
+	wm := watermark(t, s, 7)
+	if wm != NoWatermark {
+		t.Fatalf("empty partition: Watermarks %+v, want %+v", wm, NoWatermark)
+	}
+	if _, err := s.InsertBatch(ctx, batchOf(7, first), wm); err != nil {
+		t.Fatal(err)
+	}
+	// The reply is lost. The watermarks show the batch stored.
+	wm = watermark(t, s, 7)
+	if last := first[len(first)-1].offset; wm.Raw != last || wm.Minute != last || wm.Daily != last {
+		t.Fatalf("after a batch up to %d: Watermarks %+v", last, wm)
+	}
+	// The same batch again writes nothing.
+	again, err := s.InsertBatch(ctx, batchOf(7, first), wm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again != wm {
+		t.Errorf("retried batch: watermark %+v, want %+v", again, wm)
+	}
+	// The consumer re-reads from the committed offset (0) and cuts a
+	// larger batch: only its new records are written.
+	if _, err := s.InsertBatch(ctx, batchOf(7, recs[:1300]), wm); err != nil {
+		t.Fatal(err)
+	}
+	insertAll(t, s, 7, rest[500:], 300)
+	sameAsOracle(t, s, oracle(t, events))
+}
+
+// TestCrashBetweenTables: a batch is written to some tables only (the
+// aggregator stopped between two INSERTs, or between two runs of one
+// table); the next attempt, from the watermarks, completes it exactly.
+func TestCrashBetweenTables(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		// crash writes part of b, as a crash would leave it.
+		crash func(t *testing.T, s *Store, b *Batch)
+	}{
+		{"after raw", func(t *testing.T, s *Store, b *Batch) {
+			if _, err := s.InsertBatch(context.Background(), b, Watermark{Raw: -1, Minute: b.Last, Daily: b.Last}); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"after minute", func(t *testing.T, s *Store, b *Batch) {
+			if _, err := s.InsertBatch(context.Background(), b, Watermark{Raw: -1, Minute: -1, Daily: b.Last}); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"between runs", func(t *testing.T, s *Store, b *Batch) {
+			// The first run of each table written, as InsertBatch writes
+			// it: the same rows under the same tag.
+			runs := splitRuns(nil, b, 0, tableRaw)
+			if len(runs) < 2 {
+				t.Fatalf("batch is %d runs; the test wants more", len(runs))
+			}
+			r := runs[0]
+			prefix := &Batch{Partition: b.Partition, Last: r.tag, Offsets: b.Offsets[:r.hi], Events: b.Events[:r.hi]}
+			if _, err := s.InsertBatch(context.Background(), prefix, Watermark{Raw: -1, Minute: r.tag, Daily: r.tag}); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"context cancelled", func(t *testing.T, s *Store, b *Batch) {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			if _, err := s.InsertBatch(ctx, b, NoWatermark); !errors.Is(err, context.Canceled) {
+				t.Fatalf("InsertBatch with a cancelled context: %v", err)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := openTest(t)
+			r := mrand.New(mrand.NewPCG(5, 6))
+			// Around midnight, so that raw splits into runs.
+			events := genEvents(r, 1500, 20001*dayNS-1e9, 1e6, "")
+			recs := topic(r, events)
+			b := batchOf(2, recs)
+			tt.crash(t, s, b)
+			wm := watermark(t, s, 2)
+			got, err := s.InsertBatch(context.Background(), b, wm)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := (Watermark{b.Last, b.Last, b.Last}); got != want {
+				t.Errorf("InsertBatch returned %+v, want %+v", got, want)
+			}
+			sameAsOracle(t, s, oracle(t, events))
+		})
+	}
+}
+
+// TestFailuresModel runs partitions' records through InsertBatch the way
+// an aggregator does (read watermarks, insert a batch, commit), with a
+// failure at random after each attempt: the reply lost, or the writer
+// stopped after one or two tables, or part way (a prefix of the batch
+// written). Then either the writer restarts (Watermarks, and a batch of
+// another size from the last commit) or it retries the same batch
+// (BatchWatermark). Whatever happened, the store ends up holding every
+// event once. The negative control retries without reading the store (as
+// a store without watermarks would) and must count some events twice.
+func TestFailuresModel(t *testing.T) {
+	for _, mode := range []string{"restart", "retry", "negative control"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			s := openTest(t)
+			ctx := context.Background()
+			r := mrand.New(mrand.NewPCG(7, 8))
+			var all []schemas.UsageEvent
+			failures := 0
+			for p := range 2 {
+				// Partition 0: 5 s over the end of October (2024-10-31,
+				// day 20027), a batch or two split into runs; partition 1:
+				// five days around it, most batches split.
+				start, step := 20028*dayNS-2e9, int64(2e6)
+				if p == 1 {
+					start, step = 20025*dayNS, 172.8e9
+				}
+				events := genEvents(r, 2500, start, step, "p"+itoa(p)+"-")
+				all = append(all, events...)
+				recs := topic(r, events)
+				committed := 0 // index of the next record to read
+				committedWM := NoWatermark
+				for committed < len(recs) {
+					n := min(1+r.IntN(600), len(recs)-committed)
+					b := batchOf(p, recs[committed:committed+n])
+					wm := committedWM
+					if mode == "restart" {
+						wm = watermark(t, s, p)
+					}
+					if fate := r.IntN(6); fate >= 2 {
+						failures++
+						fail(t, s, r, fate, b, wm)
+						switch mode {
+						case "restart":
+							continue // a batch of another size, from the last commit
+						case "retry":
+							var err error
+							if wm, err = s.BatchWatermark(ctx, b, wm); err != nil {
+								t.Fatal(err)
+							}
+						}
+					}
+					got, err := s.InsertBatch(ctx, b, wm)
+					if err != nil {
+						t.Fatal(err)
+					}
+					committed += n
+					committedWM = got
+				}
+			}
+			err := diffOracle(s, oracle(t, all))
+			if mode == "negative control" {
+				if err == nil {
+					t.Fatalf("stale watermarks over %d failures: the store matches the oracle; the test cannot see double counts", failures)
+				}
+				t.Logf("negative control fails as it must: %v", err)
+				return
+			}
+			if err != nil {
+				t.Fatalf("after %d failures: %v", failures, err)
+			}
+			t.Logf("%d failures, store exact", failures)
+		})
+	}
+}
+
+// fail leaves the store as a failed InsertBatch(b, wm) may: fate 2 all
+// written but the reply lost; 3 stopped after raw; 4 after minute; 5 a
+// prefix of the batch written, as a stop between runs leaves it.
+func fail(t *testing.T, s *Store, r *mrand.Rand, fate int, b *Batch, wm Watermark) {
+	t.Helper()
+	ctx := context.Background()
+	var err error
+	switch fate {
+	case 2:
+		_, err = s.InsertBatch(ctx, b, wm)
+	case 3:
+		_, err = s.InsertBatch(ctx, b, Watermark{wm.Raw, max(wm.Minute, b.Last), max(wm.Daily, b.Last)})
+	case 4:
+		_, err = s.InsertBatch(ctx, b, Watermark{wm.Raw, wm.Minute, max(wm.Daily, b.Last)})
+	case 5:
+		if len(b.Events) == 0 {
+			return
+		}
+		k := r.IntN(len(b.Events))
+		_, err = s.InsertBatch(ctx, &Batch{Partition: b.Partition, Last: b.Offsets[k], Offsets: b.Offsets[:k+1], Events: b.Events[:k+1]}, wm)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestInvalidBatch(t *testing.T) {
+	t.Parallel()
+	s := openTest(t)
+	e := schemas.UsageEvent{ID: schemas.NewEventID(day20000), Time: day20000, KeyID: "k", Decision: schemas.DecisionAllowed}
+	old := e
+	old.Time = -1
+	late := e
+	late.Time = 49673 * dayNS // 2106-01-01
+	for _, tt := range []struct {
+		name string
+		b    Batch
+	}{
+		{"partition", Batch{Partition: 70000, Last: 0, Offsets: []int64{0}, Events: []schemas.UsageEvent{e}}},
+		{"negative partition", Batch{Partition: -1, Last: 0, Offsets: []int64{0}, Events: []schemas.UsageEvent{e}}},
+		{"offsets and events", Batch{Last: 1, Offsets: []int64{0, 1}, Events: []schemas.UsageEvent{e}}},
+		{"offsets not ascending", Batch{Last: 5, Offsets: []int64{3, 3}, Events: []schemas.UsageEvent{e, e}}},
+		{"offset past last", Batch{Last: 5, Offsets: []int64{6}, Events: []schemas.UsageEvent{e}}},
+		{"negative last", Batch{Last: -1}},
+		{"before 1970", Batch{Last: 1, Offsets: []int64{0, 1}, Events: []schemas.UsageEvent{e, old}}},
+		{"after 2105", Batch{Last: 1, Offsets: []int64{0, 1}, Events: []schemas.UsageEvent{e, late}}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			wm, err := s.InsertBatch(context.Background(), &tt.b, NoWatermark)
+			if !errors.Is(err, ErrInvalidBatch) {
+				t.Errorf("InsertBatch: %v, want ErrInvalidBatch", err)
+			}
+			if wm != NoWatermark {
+				t.Errorf("InsertBatch returned %+v, want the watermark given", wm)
+			}
+		})
+	}
+	if err := CheckEvent(&e); err != nil {
+		t.Errorf("CheckEvent(2024-10-04): %v", err)
+	}
+	if err := CheckEvent(&late); err == nil {
+		t.Error("CheckEvent(2106-01-01): no error")
+	}
+	if got := watermark(t, s, 0); got != NoWatermark {
+		t.Errorf("after refused batches: Watermarks %+v, want %+v", got, NoWatermark)
+	}
+}
+
+// TestMergesChangeNothing: after ClickHouse merged every part, the
+// answers and the watermarks are what they were.
+func TestMergesChangeNothing(t *testing.T) {
+	t.Parallel()
+	s := openTest(t)
+	ctx := context.Background()
+	r := mrand.New(mrand.NewPCG(9, 10))
+	events := genEvents(r, 3000, day20000, 1e7, "")
+	recs := topic(r, events)
+	for i := 0; i < 3; i++ { // the same minutes and keys in several batches
+		insertAll(t, s, 1, recs[i*len(recs)/3:(i+1)*len(recs)/3], 100)
+	}
+	if err := s.AdjustQuota(ctx, "free", "key-0", 20000, 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AdjustQuota(ctx, "free", "key-0", 20000, -5); err != nil {
+		t.Fatal(err)
+	}
+	o := oracle(t, events)
+	o.AdjustQuota(ctx, "free", "key-0", 20000, 5)
+	o.AdjustQuota(ctx, "free", "key-0", 20000, -5)
+	before := watermark(t, s, 1)
+	sameAsOracle(t, s, o)
+	for _, table := range []string{"usage_events", "usage_minute", "usage_daily", "quota_adjustments"} {
+		if err := s.conn.Exec(ctx, "OPTIMIZE TABLE "+table+" FINAL"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sameAsOracle(t, s, o)
+	if after := watermark(t, s, 1); after != before {
+		t.Errorf("after merges: Watermarks %+v, before %+v", after, before)
+	}
+}
+
+func TestWatermarksPartitions(t *testing.T) {
+	t.Parallel()
+	s := openTest(t)
+	ctx := context.Background()
+	r := mrand.New(mrand.NewPCG(11, 12))
+	events := genEvents(r, 100, day20000, 1e6, "")
+	recs := topic(r, events)
+	insertAll(t, s, 3, recs, 40)
+	// Anonymous events only: usage_daily gets no rows of this batch.
+	anon := []schemas.UsageEvent{{ID: schemas.NewEventID(day20000), Time: day20000, Status: 403, Decision: schemas.DecisionForbidden}}
+	if _, err := s.InsertBatch(ctx, &Batch{Partition: 4, Last: 9, Offsets: []int64{8}, Events: anon}, NoWatermark); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Watermarks(ctx, []int{3, 4, 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := recs[len(recs)-1].offset
+	want := map[int]Watermark{3: {last, last, last}, 4: {9, 9, -1}, 5: NoWatermark}
+	for p, w := range want {
+		if got[p] != w {
+			t.Errorf("partition %d: %+v, want %+v", p, got[p], w)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("Watermarks: %d partitions, want %d", len(got), len(want))
+	}
+	if _, err := s.Watermarks(ctx, []int{70000}); err == nil {
+		t.Error("Watermarks of partition 70000: no error")
+	}
+	if got, err := s.Watermarks(ctx, nil); err != nil || len(got) != 0 {
+		t.Errorf("Watermarks(nil) = %v, %v", got, err)
+	}
+}

@@ -1,0 +1,225 @@
+package chstore
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+// A migration is one DDL statement (clickhouse-go runs one per call).
+// ClickHouse has no transactional DDL: a migration and the row recording
+// it are two statements, so a process that stops between them runs the
+// migration again next time. Every statement must therefore be idempotent
+// (IF NOT EXISTS). Never edit a released migration: append a new one.
+type migration struct {
+	version uint32
+	name    string
+	sql     string
+}
+
+// migrationsTable records the migrations applied: one row per migration
+// and run (two processes migrating at once may both record one; readers
+// take distinct versions). Its ORDER BY is its only query's.
+const migrationsTable = `CREATE TABLE IF NOT EXISTS tollgate_migrations (
+	version    UInt32,
+	name       String,
+	applied_at DateTime
+) ENGINE = MergeTree ORDER BY version`
+
+// Columns are written in the order of the ORDER BY keys, then the rest:
+// nothing depends on it (every INSERT names its columns), it only makes
+// SHOW CREATE TABLE read like the sort order.
+var migrations = []migration{
+	// usage_events: one row per event, for drill-down and restatement;
+	// reports read the rollups.
+	//
+	// PARTITION BY the UTC day: retention (DropRawBefore) drops whole
+	// days, a metadata operation that rewrites nothing, and a query on a
+	// time range reads only its days' partitions. A day, not a month: a
+	// raw table at 100k events/s holds ~8.6e9 rows a day, and a month per
+	// partition would make retention 30 days coarse. (Many partitions
+	// cost parts and files; ~one per day kept is fine.)
+	//
+	// ORDER BY (key_id, time_ns): drill-down names a key ("what did key K
+	// do between t1 and t2"), so the primary index narrows each day to
+	// that key's granules, and its events are in time order there. Key
+	// first also compresses well: a key's rows repeat plan, API, stage.
+	// A query by time alone (Events) reads its days' partitions whole;
+	// it is the rarer query, and bounded by the day pruning.
+	//
+	// src_partition, src_offset: the events topic's partition and the
+	// last offset of the batch (run, see InsertBatch) the row was written
+	// in. max(src_offset) per src_partition is what the table holds of
+	// that partition (Watermarks). kafka_offset is the event's own
+	// record.
+	{1, "usage_events", `CREATE TABLE IF NOT EXISTS usage_events (
+	day           Date,
+	key_id        String,
+	time_ns       Int64,
+	id            FixedString(16),
+	plan_id       String,
+	api_id        String,
+	stage         String,
+	method        String,
+	resource      String,
+	status        Int32,
+	decision      UInt8,
+	latency_us    Int64,
+	bytes_in      Int64,
+	bytes_out     Int64,
+	node          String,
+	kafka_offset  Int64,
+	src_partition UInt16,
+	src_offset    Int64
+) ENGINE = MergeTree
+PARTITION BY toYYYYMMDD(day)
+ORDER BY (key_id, time_ns)`},
+
+	// usage_minute: the per-minute rollup /v1/usage reads, with the
+	// dimensions and sums of sqlitestore's usage_minute. minute is Unix
+	// minutes (Int64, as in sqlitestore); day is the minute's UTC day,
+	// there only to partition by (DateTime is not used: 18.16 has no
+	// DateTime64, and its DateTime's time zone handling differs from
+	// current releases').
+	//
+	// ORDER BY minute, then the dimensions as sqlitestore's primary key:
+	// every query is a minute range, one range of the index, and
+	// EachMinute's order is this key's prefix. src_partition, src_offset
+	// end the key, so rows of different batches never merge: a merge
+	// sums only rows of one batch, and max(src_offset) per partition stays
+	// exact (the effectively-once design in the package doc). The price:
+	// the table keeps one row per (minute, dimensions) per batch, not per
+	// minute; queries sum at query time (as they must anyway: merges are
+	// eventual).
+	//
+	// PARTITION BY month: a minute range reads only its months, and old
+	// months can be dropped whole if retention of this rollup is wanted.
+	// A batch writes one part per partition it touches, which is why
+	// InsertBatch splits a batch at month boundaries.
+	{2, "usage_minute", `CREATE TABLE IF NOT EXISTS usage_minute (
+	day            Date,
+	minute         Int64,
+	key_id         String,
+	plan_id        String,
+	api_id         String,
+	stage          String,
+	method         String,
+	resource       String,
+	status         Int32,
+	decision       UInt8,
+	src_partition  UInt16,
+	src_offset     Int64,
+	requests       Int64,
+	bytes_in       Int64,
+	bytes_out      Int64,
+	latency_us_sum Int64
+) ENGINE = SummingMergeTree((requests, bytes_in, bytes_out, latency_us_sum))
+PARTITION BY toYYYYMM(day)
+ORDER BY (minute, key_id, plan_id, api_id, stage, method, resource, status, decision, src_partition, src_offset)`},
+
+	// usage_daily: per (UTC day, plan, key, enforcer node), what
+	// GetUsage, billing and the quota restore read; admitted counts
+	// Decision allowed, rejected every other decision. Events with
+	// neither plan nor key count in usage_minute only, as in sqlitestore.
+	// node (UsageEvent.Node) is there for the quota authority, which
+	// restores admitted requests per enforcer (QuotaUsage); reports sum
+	// it away.
+	//
+	// ORDER BY (day, plan_id, key_id, node): every query is a day range,
+	// often of one plan (GetUsage names a usage plan) and key; the key
+	// order is the report's order. node after them: no report filters on
+	// it. src_partition, src_offset end the key for the same reason as in
+	// usage_minute. PARTITION BY month, as usage_minute.
+	{3, "usage_daily", `CREATE TABLE IF NOT EXISTS usage_daily (
+	day           Date,
+	plan_id       String,
+	key_id        String,
+	node          String,
+	src_partition UInt16,
+	src_offset    Int64,
+	admitted      Int64,
+	rejected      Int64
+) ENGINE = SummingMergeTree((admitted, rejected))
+PARTITION BY toYYYYMM(day)
+ORDER BY (day, plan_id, key_id, node, src_partition, src_offset)`},
+
+	// quota_adjustments: UpdateUsage's changes of the quota used, per
+	// (UTC day, plan, key), added to usage_daily's admitted by the quota
+	// restore and reported as Adjustment. Same ORDER BY as usage_daily,
+	// whose queries it joins. No partitions: a row per admin action,
+	// kept as long as the rollups.
+	//
+	// updates counts the AdjustQuota calls summed in a row. It is there
+	// because SummingMergeTree deletes a row whose summed columns are all
+	// zero: deltas that cancel out (+5, -5) would make the row vanish at
+	// some merge, and Daily would answer differently before and after it
+	// (sqlitestore keeps the row).
+	{4, "quota_adjustments", `CREATE TABLE IF NOT EXISTS quota_adjustments (
+	day     Date,
+	plan_id String,
+	key_id  String,
+	delta   Int64,
+	updates Int64
+) ENGINE = SummingMergeTree((delta, updates))
+ORDER BY (day, plan_id, key_id)`},
+}
+
+// Migrate creates the migrations table if needed and applies, in order,
+// the migrations it does not record, recording each. It returns the names
+// of those it applied: none when the database is up to date. It fails if
+// the database records a migration this program does not know (a newer
+// program migrated it).
+func Migrate(ctx context.Context, conn driver.Conn) (applied []string, err error) {
+	if err := conn.Exec(ctx, migrationsTable); err != nil {
+		return nil, fmt.Errorf("migrate: create tollgate_migrations: %w", err)
+	}
+	done, err := appliedVersions(ctx, conn)
+	if err != nil {
+		return nil, fmt.Errorf("migrate: %w", err)
+	}
+	for v := range done {
+		if int(v) > len(migrations) {
+			return nil, fmt.Errorf("migrate: the database has migration %d, newer than this program's %d", v, len(migrations))
+		}
+	}
+	for _, m := range migrations {
+		if done[m.version] {
+			continue
+		}
+		if err := conn.Exec(ctx, m.sql); err != nil {
+			return applied, fmt.Errorf("migrate: %d %s: %w", m.version, m.name, err)
+		}
+		if err := conn.Exec(ctx, recordMigrationSQL, m.version, m.name); err != nil {
+			return applied, fmt.Errorf("migrate: record %d %s: %w", m.version, m.name, err)
+		}
+		applied = append(applied, migrationName(m))
+	}
+	return applied, nil
+}
+
+// recordMigrationSQL takes applied_at from the server's clock.
+const recordMigrationSQL = `INSERT INTO tollgate_migrations (version, name, applied_at) SELECT toUInt32(?), ?, now()`
+
+func migrationName(m migration) string { return fmt.Sprintf("%04d_%s", m.version, m.name) }
+
+// appliedVersions returns the versions tollgate_migrations records.
+func appliedVersions(ctx context.Context, conn driver.Conn) (map[uint32]bool, error) {
+	rows, err := conn.Query(ctx, `SELECT DISTINCT version FROM tollgate_migrations`)
+	if err != nil {
+		return nil, fmt.Errorf("read tollgate_migrations: %w", err)
+	}
+	defer rows.Close()
+	done := map[uint32]bool{}
+	for rows.Next() {
+		var v uint32
+		if err := rows.Scan(&v); err != nil {
+			return nil, fmt.Errorf("read tollgate_migrations: %w", err)
+		}
+		done[v] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read tollgate_migrations: %w", err)
+	}
+	return done, nil
+}

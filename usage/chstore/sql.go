@@ -1,0 +1,232 @@
+package chstore
+
+import (
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/tollgate/tollgate/usage"
+)
+
+// The queries are built here, by pure functions, so that tests can read
+// them as strings. Values go as clickhouse-go's positional (?) arguments,
+// which it binds on the client: the server-side {name:Type} parameters
+// do not exist in 18.16. Partition numbers, checked ints, are written
+// into the text.
+
+// watermarksSQL reads max(src_offset) per partition of each table, the
+// table as tableRaw, tableMinute or tableDaily.
+func watermarksSQL(partitions []int) string {
+	in := inList(partitions)
+	var b strings.Builder
+	for i, t := range []uint8{tableRaw, tableMinute, tableDaily} {
+		if i > 0 {
+			b.WriteString("\nUNION ALL\n")
+		}
+		b.WriteString("SELECT toUInt8(" + strconv.Itoa(int(t)) + ") AS t, src_partition, max(src_offset) FROM " + tableNames[t] +
+			" WHERE src_partition IN (" + in + ") GROUP BY src_partition")
+	}
+	return b.String()
+}
+
+// inList formats ints as a comma-separated list.
+func inList(xs []int) string {
+	var b strings.Builder
+	for i, x := range xs {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(strconv.Itoa(x))
+	}
+	return b.String()
+}
+
+// dayArg formats a day (days since 1970-01-01) as 'YYYY-MM-DD', which
+// ClickHouse compares with a Date column. (18.16 refuses to compare a
+// Date with a number.)
+func dayArg(day int64) string { return dayTime(day).Format("2006-01-02") }
+
+// clampDays narrows [from, to] to the days a Date holds; ok is false when
+// nothing is left.
+func clampDays(from, to int64) (lo, hi int64, ok bool) {
+	lo, hi = max(from, minDay), min(to, maxDay)
+	return lo, hi, lo <= hi
+}
+
+// dailyQuery returns Daily's query for f: the daily rollup and the quota
+// adjustments of f's days, plan and key, summed per (day, plan, key), in
+// that order. ok is false when no day can match.
+func dailyQuery(f usage.Filter) (query string, args []any, ok bool) {
+	from, to, ok := clampDays(f.FromDay, f.ToDay)
+	if !ok {
+		return "", nil, false
+	}
+	where := "day BETWEEN ? AND ?"
+	args = []any{dayArg(from), dayArg(to)}
+	if f.PlanID != "" {
+		where += " AND plan_id = ?"
+		args = append(args, f.PlanID)
+	}
+	if f.KeyID != "" {
+		where += " AND key_id = ?"
+		args = append(args, f.KeyID)
+	}
+	return dayCountsSQL(where, where), append(args, args...), true
+}
+
+// quotaUsageQuery returns QuotaUsage's query: from day fromDay on, the
+// admitted requests of the partitions' rows of usage_daily per (day,
+// plan, key, node), and the quota adjustments (node ”) of the keys those
+// partitions' rows name, on any day: adjustments carry no partition, and
+// a key's events all go to one partition.
+func quotaUsageQuery(partitions []int, fromDay int64) (query string, args []any, ok bool) {
+	from, _, ok := clampDays(fromDay, maxDay)
+	if !ok || len(partitions) == 0 {
+		return "", nil, false
+	}
+	in := inList(partitions)
+	return `SELECT toUInt16(day), plan_id, key_id, node, sum(admitted), sum(adjustment) FROM (
+	SELECT day, plan_id, key_id, node, admitted, toInt64(0) AS adjustment FROM usage_daily
+	WHERE day >= ? AND src_partition IN (` + in + `) AND admitted != 0
+	UNION ALL
+	SELECT day, plan_id, key_id, '' AS node, toInt64(0) AS admitted, delta AS adjustment FROM quota_adjustments
+	WHERE day >= ? AND key_id IN (SELECT key_id FROM usage_daily WHERE src_partition IN (` + in + `))
+)
+GROUP BY day, plan_id, key_id, node
+ORDER BY day, plan_id, key_id, node`, []any{dayArg(from), dayArg(from)}, true
+}
+
+// dayCountsSQL sums usage_daily rows matching dailyWhere and
+// quota_adjustments rows matching adjustWhere per (day, plan, key), in
+// that order. The sums are at query time: SummingMergeTree merges
+// eventually, and usage_daily keeps a row per batch anyway. The day is
+// read as a number: a Date read as time.Time is in the server's time
+// zone.
+func dayCountsSQL(dailyWhere, adjustWhere string) string {
+	return `SELECT toUInt16(day), plan_id, key_id, sum(admitted), sum(rejected), sum(adjustment) FROM (
+	SELECT day, plan_id, key_id, admitted, rejected, toInt64(0) AS adjustment FROM usage_daily WHERE ` + dailyWhere + `
+	UNION ALL
+	SELECT day, plan_id, key_id, toInt64(0) AS admitted, toInt64(0) AS rejected, delta AS adjustment FROM quota_adjustments WHERE ` + adjustWhere + `
+)
+GROUP BY day, plan_id, key_id
+ORDER BY day, plan_id, key_id`
+}
+
+// minutesQuery returns EachMinute's query: the minute rollup of
+// [fromMinute, toMinute) summed per minute and dimensions, in the order
+// of the table's key (minute first). The day condition prunes months.
+func minutesQuery(fromMinute, toMinute int64) (query string, args []any, ok bool) {
+	if fromMinute >= toMinute {
+		return "", nil, false
+	}
+	from, to, ok := clampDays(floorDiv(fromMinute, 24*60), floorDiv(toMinute-1, 24*60))
+	if !ok {
+		return "", nil, false
+	}
+	const dims = "minute, key_id, plan_id, api_id, stage, method, resource, status, decision"
+	return `SELECT ` + dims + `, sum(requests), sum(bytes_in), sum(bytes_out), sum(latency_us_sum)
+FROM usage_minute
+WHERE day BETWEEN ? AND ? AND minute >= ? AND minute < ?
+GROUP BY ` + dims + `
+ORDER BY ` + dims, []any{dayArg(from), dayArg(to), fromMinute, toMinute}, true
+}
+
+// eventsQuery returns Events' query: at most limit raw events with
+// time_ns in [from, to), by time then id.
+func eventsQuery(from, to int64, limit int) (query string, args []any, ok bool) {
+	if limit <= 0 || from >= to {
+		return "", nil, false
+	}
+	dfrom, dto, ok := clampDays(floorDiv(from, 86400e9), floorDiv(to-1, 86400e9))
+	if !ok {
+		return "", nil, false
+	}
+	return `SELECT id, time_ns, api_id, stage, key_id, plan_id, method, resource, status, decision, latency_us, bytes_in, bytes_out, node
+FROM usage_events
+WHERE day BETWEEN ? AND ? AND time_ns >= ? AND time_ns < ?
+ORDER BY time_ns, id
+LIMIT ` + strconv.Itoa(limit), []any{dayArg(dfrom), dayArg(dto), from, to}, true
+}
+
+const adjustSQL = `INSERT INTO quota_adjustments (day, plan_id, key_id, delta, updates)`
+
+// rawPartitionsSQL lists the partitions of usage_events that hold data.
+const rawPartitionsSQL = `SELECT DISTINCT partition_id FROM system.parts
+WHERE database = currentDatabase() AND table = 'usage_events' AND active
+ORDER BY partition_id`
+
+// dropPartitionSQL drops one partition of usage_events by its id (the
+// day as YYYYMMDD, checked by the caller).
+func dropPartitionSQL(id string) string {
+	return "ALTER TABLE usage_events DROP PARTITION ID '" + id + "'"
+}
+
+// maxKeysInQuery bounds the keys batchWatermarkQuery names; a batch of
+// more keys is looked up by day and time only.
+const maxKeysInQuery = 1000
+
+// batchWatermarkQuery returns BatchWatermark's query: per table whose
+// watermark in before is below b.Last, the highest src_offset among the
+// rows of b's partition that b's events would have written, narrowed by
+// their days, times and keys so that each table's primary index and
+// partitions bound the read. ok is false when no table needs reading.
+func batchWatermarkQuery(b *Batch, before Watermark) (query string, args []any, ok bool) {
+	if len(b.Events) == 0 {
+		return "", nil, false
+	}
+	minT, maxT := b.Events[0].Time, b.Events[0].Time
+	keys := map[string]bool{}
+	for i := range b.Events {
+		e := &b.Events[i]
+		minT, maxT = min(minT, e.Time), max(maxT, e.Time)
+		if len(keys) <= maxKeysInQuery {
+			keys[e.KeyID] = true
+		}
+	}
+	keyCond := ""
+	if len(keys) <= maxKeysInQuery {
+		sorted := make([]string, 0, len(keys))
+		for k := range keys {
+			sorted = append(sorted, k)
+		}
+		slices.Sort(sorted)
+		var kb strings.Builder
+		kb.WriteString(" AND key_id IN (")
+		for i, k := range sorted {
+			if i > 0 {
+				kb.WriteString(", ")
+			}
+			kb.WriteString(quote(k))
+		}
+		kb.WriteString(")")
+		keyCond = kb.String()
+	}
+	days := []any{dayArg(floorDiv(minT, 86400e9)), dayArg(floorDiv(maxT, 86400e9))}
+	part := strconv.Itoa(b.Partition)
+	var q strings.Builder
+	add := func(table uint8, cond string, condArgs ...any) {
+		if q.Len() > 0 {
+			q.WriteString("\nUNION ALL\n")
+		}
+		q.WriteString("SELECT toUInt8(" + strconv.Itoa(int(table)) + ") AS t, max(src_offset) FROM " + tableNames[table] +
+			" WHERE src_partition = " + part + " AND day BETWEEN ? AND ?" + cond + keyCond + " GROUP BY src_partition")
+		args = append(append(args, days...), condArgs...)
+	}
+	if before.Raw < b.Last {
+		add(tableRaw, " AND time_ns BETWEEN ? AND ?", minT, maxT)
+	}
+	if before.Minute < b.Last {
+		add(tableMinute, " AND minute BETWEEN ? AND ?", floorDiv(minT, 60e9), floorDiv(maxT, 60e9))
+	}
+	if before.Daily < b.Last {
+		add(tableDaily, "")
+	}
+	return q.String(), args, q.Len() > 0
+}
+
+// stringQuoter escapes a ClickHouse string literal's body (as
+// clickhouse-go does for bound strings).
+var stringQuoter = strings.NewReplacer(`\`, `\\`, `'`, `\'`, "\x00", `\0`)
+
+// quote returns s as a ClickHouse string literal.
+func quote(s string) string { return "'" + stringQuoter.Replace(s) + "'" }
