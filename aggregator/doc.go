@@ -1,0 +1,69 @@
+// Package aggregator rolls the usage events of the events topic up into
+// ClickHouse, counting every admitted request exactly once, and is the
+// quota authority of the fleet: it publishes each key's quota state to the
+// signals topic for the enforcers.
+//
+// # Counting each event once
+//
+// Aggregators form a Kafka consumer group on the events topic; each owns
+// some partitions (a key's events all land in one partition, so one
+// aggregator counts a key). Per partition, a worker builds a batch from
+// consecutive records, inserts it, then commits the offset to the group.
+// Two mechanisms make the count exact whatever fails:
+//
+//  1. Offsets stored with the rows. Every row of every table (raw events,
+//     minute and day rollups) carries the partition and the last offset of
+//     the batch it came from, and that offset is part of each rollup's
+//     ORDER BY, so rows of two batches never merge and the highest offset
+//     per table and partition (the watermark, chstore.Watermark) is exact.
+//     Each table's part of a batch is one INSERT block, which ClickHouse
+//     writes whole or not at all. A worker starts from the lowest of its
+//     partition's watermarks, not from the group's committed offset, and
+//     writes to each table only what lies beyond that table's watermark.
+//     After a failed insert it reads the watermarks again before retrying.
+//  2. Event ids. A producer retry may write one event twice, at two
+//     offsets of the same partition, close together. A worker remembers
+//     the last DedupWindow ids of its partition (ingest.IDWindow) and drops
+//     copies; on start it refills the window from the records just before
+//     its starting offset.
+//
+// The failure cases this covers, each exercised by the accounting test:
+//
+//   - killed between fetch and insert: nothing stored, nothing committed;
+//     the next owner reads the records again from the watermark.
+//   - killed between insert and commit, or the commit lost: the store has
+//     the batch; the group's offset is behind, but the next owner starts
+//     from the watermark, past the batch.
+//   - killed between two tables' inserts: one table is ahead; the next
+//     owner reads from the lowest watermark and writes each table only
+//     what it lacks.
+//   - an insert whose acknowledgement was lost (connection cut): the
+//     watermark read before the retry shows whether it landed.
+//   - a rebalance: the old owner stops at the generation's end without
+//     storing what it holds; the new owner starts from the watermark.
+//   - producer duplicates: dropped by id.
+//
+// What it does not cover: a copy of an event further from the original
+// than the window (an enforcer cut off from Kafka for longer than the
+// window takes to fill, replaying a batch it had partly written), and an
+// insert that ClickHouse had received whole but not yet written when a
+// rebalance completed (a write slower than the group's rebalance timeout).
+//
+// Records that are not usage events, or whose values no enforcer writes
+// (a time decades away, a status outside 100-599), go to the dead-letter
+// topic with their origin and the reason in headers; they never hold
+// their partition.
+//
+// # Quota authority
+//
+// For the keys of its partitions the aggregator keeps, per plan, the
+// requests admitted in the plan's current period, by enforcer (restored
+// from ClickHouse when a partition is assigned). It publishes the state of
+// the keys that changed at least every SignalInterval (1s), and at once
+// when a key crosses 80% or 100% of its quota. A signal carries the total
+// used and how much of it came from each enforcer, so that an enforcer
+// can tell what it admitted that the aggregator has not counted yet (see
+// enforcer.Gateway.ApplySignal, which splits what remains between the
+// enforcers: the fleet cannot admit more than the quota in one signal
+// round).
+package aggregator

@@ -1,0 +1,262 @@
+package aggregator
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/tollgate/tollgate/ingest"
+	"github.com/tollgate/tollgate/schemas"
+	"github.com/tollgate/tollgate/usage/chstore"
+)
+
+// partitionWorker aggregates one partition of the events topic for one
+// generation of the consumer group. Only its goroutine uses it.
+type partitionWorker struct {
+	a         *Aggregator
+	partition int
+	committed int64 // the group's committed offset at assignment (< 0: none)
+	commit    func(next int64) error
+	win       *ingest.IDWindow
+
+	wm    chstore.Watermark // what the store holds of this partition
+	next  int64             // the offset to fetch next
+	batch chstore.Batch
+	due   time.Time // when the batch must be stored; zero while empty
+	wait  time.Duration
+	// crashed: a test hook stopped the worker as a kill would.
+	crashed bool
+}
+
+// run aggregates until ctx ends (the generation ended or the aggregator
+// stops). What it read and did not store is read again by the next owner,
+// from the store's watermark: it never stores after ctx ended.
+func (w *partitionWorker) run(ctx context.Context) {
+	a := w.a
+	if !w.start(ctx) {
+		return
+	}
+	defer a.quota.drop(w.partition)
+	for ctx.Err() == nil && !w.crashed {
+		maxWait := a.cfg.FlushInterval
+		if !w.due.IsZero() {
+			if maxWait = time.Until(w.due); maxWait <= 0 {
+				w.flush(ctx)
+				continue
+			}
+		}
+		recs, _, err := a.fetcher.Fetch(ctx, a.topics.Events, w.partition, w.next, max(maxWait, time.Millisecond))
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			a.retry(ctx, &w.wait, "aggregator: fetch", "partition", w.partition, "offset", w.next, "err", err)
+			continue
+		}
+		w.wait = 0
+		for i := range recs {
+			w.add(ctx, &recs[i])
+			if len(w.batch.Events) >= a.cfg.FlushEvents {
+				if w.flush(ctx); w.crashed || ctx.Err() != nil {
+					return
+				}
+			}
+		}
+	}
+}
+
+// start finds where the store left the partition, restores the keys'
+// quota state and refills the id window; false if ctx ended first.
+func (w *partitionWorker) start(ctx context.Context) bool {
+	a := w.a
+	for ctx.Err() == nil {
+		wms, err := a.cfg.Store.Watermarks(ctx, []int{w.partition})
+		if err != nil {
+			a.retry(ctx, &w.wait, "aggregator: read the store's watermark", "partition", w.partition, "err", err)
+			continue
+		}
+		first, end, err := a.fetcher.Offsets(ctx, a.topics.Events, w.partition)
+		if err != nil {
+			a.retry(ctx, &w.wait, "aggregator: read the partition's offsets", "partition", w.partition, "err", err)
+			continue
+		}
+		wm, ok := wms[w.partition]
+		if !ok {
+			wm = chstore.Watermark{Raw: -1, Minute: -1, Daily: -1}
+		}
+		from := min(wm.Raw, wm.Minute, wm.Daily) + 1
+		if a.cfg.dedupOff {
+			// The negative control: trust the group's committed offset
+			// and forget what the store holds.
+			wm, from = chstore.Watermark{Raw: -1, Minute: -1, Daily: -1}, max(w.committed, 0)
+		} else if from == 0 && w.committed > 0 {
+			from = w.committed // nothing stored: where the group left it
+		}
+		if from > end {
+			a.retry(ctx, &w.wait, "aggregator: the store holds offsets past the partition's end; was the topic recreated? (then clear the tables)",
+				"partition", w.partition, "stored", from-1, "end", end)
+			continue
+		}
+		if from < first {
+			a.expired.Add(uint64(first - from))
+			a.cfg.Logger.Error("aggregator: records were deleted by retention before they were aggregated", "partition", w.partition,
+				"from", from, "first", first, "lost", first-from)
+			from = first
+		}
+		w.win.Reset()
+		if !a.cfg.dedupOff {
+			if err := w.refill(ctx, max(first, from-int64(w.win.Size())), from); err != nil {
+				a.retry(ctx, &w.wait, "aggregator: read back the ids before the watermark", "partition", w.partition, "err", err)
+				continue
+			}
+		}
+		if err := a.restoreQuota(ctx, w.partition); err != nil {
+			a.retry(ctx, &w.wait, "aggregator: restore quota state", "partition", w.partition, "err", err)
+			continue
+		}
+		w.wm, w.next, w.wait = wm, from, 0
+		w.batch = chstore.Batch{Partition: w.partition, Last: from - 1}
+		w.due = time.Time{}
+		a.cfg.Logger.Info("aggregator: partition assigned", "partition", w.partition, "from", from, "watermark", wm)
+		return true
+	}
+	return false
+}
+
+// refill adds to the window the ids of the records in [from, to).
+func (w *partitionWorker) refill(ctx context.Context, from, to int64) error {
+	a := w.a
+	var e schemas.UsageEvent
+	for pos := from; pos < to; {
+		recs, _, err := a.fetcher.Fetch(ctx, a.topics.Events, w.partition, pos, a.cfg.FlushInterval)
+		if err != nil {
+			return err
+		}
+		if len(recs) == 0 {
+			return nil
+		}
+		for i := range recs {
+			r := &recs[i]
+			if r.Offset >= to {
+				return nil
+			}
+			if r.Value != nil && schemas.DecodeUsageEvent(r.Value, &e) == nil {
+				w.win.Add(e.ID)
+			}
+			pos = r.Offset + 1
+		}
+	}
+	return nil
+}
+
+// add takes a record into the batch: a usage event not seen in the window
+// goes in; a copy is counted and dropped; poison goes to the dead-letter
+// topic. Either way the batch covers its offset.
+func (w *partitionWorker) add(ctx context.Context, r *ingest.Record) {
+	a := w.a
+	if w.due.IsZero() {
+		w.due = time.Now().Add(a.cfg.FlushInterval)
+	}
+	w.next, w.batch.Last = r.Offset+1, r.Offset
+	w.batch.Events = append(w.batch.Events, schemas.UsageEvent{})
+	e := &w.batch.Events[len(w.batch.Events)-1]
+	err := errTombstone
+	if r.Value != nil {
+		err = schemas.DecodeUsageEvent(r.Value, e)
+	}
+	if err == nil {
+		err = plausible(e, a.cfg.Now())
+	}
+	if err == nil {
+		err = chstore.CheckEvent(e)
+	}
+	switch {
+	case err != nil:
+		w.batch.Events = w.batch.Events[:len(w.batch.Events)-1]
+		a.deadLetter(ctx, w.partition, r, err)
+	case !a.cfg.dedupOff && !w.win.Add(e.ID):
+		w.batch.Events = w.batch.Events[:len(w.batch.Events)-1]
+		a.duplicates.Add(1)
+	default:
+		w.batch.Offsets = append(w.batch.Offsets, r.Offset)
+	}
+}
+
+var errTombstone = errors.New("a record without a value")
+
+// insertTimeout bounds one insert attempt; below the group's rebalance
+// timeout (10s), so that an owner finishes before the next one starts.
+const insertTimeout = 8 * time.Second
+
+// plausible refuses events no enforcer writes: a record that decodes but
+// would corrupt the rollups (a time decades away, negative sizes).
+func plausible(e *schemas.UsageEvent, now time.Time) error {
+	const year = int64(365 * 24 * time.Hour)
+	switch {
+	case e.Time < now.UnixNano()-10*year || e.Time > now.UnixNano()+year:
+		return errors.New("event time more than 10 years ago or a year ahead")
+	case e.LatencyMicros < 0 || e.BytesIn < 0 || e.BytesOut < 0:
+		return errors.New("negative latency or size")
+	case e.Status < 100 || e.Status > 599:
+		return errors.New("status outside 100-599")
+	}
+	return nil
+}
+
+// flush stores the batch, retrying until the store takes it or ctx ends,
+// then commits the offset to the group and counts the batch's quota use.
+// After a failure the store's watermark is read again: an insert whose
+// answer was lost may have landed, and the retry then writes only what
+// the store lacks.
+func (w *partitionWorker) flush(ctx context.Context) {
+	a := w.a
+	if h := a.cfg.hooks.beforeInsert; h != nil && h(w.partition) {
+		w.crashed = true // between fetch and insert
+		return
+	}
+	for ctx.Err() == nil && len(w.batch.Events) > 0 {
+		// An insert under way is not abandoned when the generation ends:
+		// ClickHouse may complete an INSERT whose client gave up, after
+		// the next owner read the watermarks. The group waits for this
+		// worker to return before it hands the partition on, so
+		// finishing the insert here keeps one writer per partition
+		// (unless it takes longer than the rebalance timeout).
+		ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), insertTimeout)
+		wm, err := a.cfg.Store.InsertBatch(ictx, &w.batch, w.wm)
+		cancel()
+		if err == nil {
+			w.wm = wm
+			break
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		a.insertFailures.Add(1)
+		a.retry(ctx, &w.wait, "aggregator: store a batch", "partition", w.partition, "events", len(w.batch.Events), "err", err)
+		if a.cfg.dedupOff {
+			continue
+		}
+		// The insert may have landed (its answer lost), in part or
+		// whole: ask what the store holds of this batch.
+		if wm, err := a.cfg.Store.BatchWatermark(ctx, &w.batch, w.wm); err == nil {
+			w.wm = wm
+		}
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	if h := a.cfg.hooks.afterInsert; h != nil && h(w.partition) {
+		w.crashed = true // between insert and commit: the watermark has it
+		return
+	}
+	a.stored.Add(uint64(len(w.batch.Events)))
+	a.quota.count(w.partition, w.batch.Events, a.catalog(), a.cfg.Now().UnixNano())
+	if err := w.commit(w.batch.Last + 1); err != nil {
+		// Harmless: the store's watermark, not the group's offset, says
+		// where the next owner starts.
+		a.cfg.Logger.Debug("aggregator: commit offset", "partition", w.partition, "err", err)
+	}
+	clear(w.batch.Events)
+	w.batch.Events, w.batch.Offsets = w.batch.Events[:0], w.batch.Offsets[:0]
+	w.due, w.wait = time.Time{}, 0
+}

@@ -1,0 +1,221 @@
+package aggregator
+
+import (
+	"cmp"
+	"slices"
+	"sync"
+
+	"github.com/tollgate/tollgate/catalog"
+	"github.com/tollgate/tollgate/schemas"
+	"github.com/tollgate/tollgate/usage"
+)
+
+// authority is the quota state of the keys of the partitions this
+// aggregator owns: per key and plan, the requests admitted in the plan's
+// current period, by the enforcer that admitted them. A key's events all
+// land in one partition, so the owner of the partition is the only
+// aggregator counting the key.
+type authority struct {
+	mu   sync.Mutex
+	keys map[string]*keyUsage // by "planID/keyID"
+	// urgent is signalled when a key crosses 80% or 100% of its quota,
+	// for the publisher not to wait for its tick.
+	urgent chan struct{}
+}
+
+type keyUsage struct {
+	partition   int
+	plan, key   string
+	idx, end    int64            // the period counted, and its end (Unix ns)
+	limit       int64            // the period's limit
+	nodes       map[string]int64 // admitted in the period, by enforcer
+	adjustments int64            // UpdateUsage deltas in the period
+	asOf        int64            // time of the newest event counted
+	changed     bool             // since the last signal
+	sentUsed    int64            // Used of the last signal
+}
+
+func (k *keyUsage) used() int64 {
+	n := k.adjustments
+	for _, c := range k.nodes {
+		n += c
+	}
+	return n
+}
+
+func newAuthority() *authority {
+	return &authority{keys: map[string]*keyUsage{}, urgent: make(chan struct{}, 1)}
+}
+
+// planQuota is what the authority needs of a plan.
+type planQuota struct {
+	q          catalog.Quota
+	createdIdx int64
+}
+
+func quotaOf(p *catalog.UsagePlan) (planQuota, bool) {
+	if p == nil || p.Quota == nil || !p.Quota.Period.Valid() {
+		return planQuota{}, false
+	}
+	return planQuota{q: *p.Quota, createdIdx: p.Quota.Period.Index(p.CreatedDate * 1e9)}, true
+}
+
+// limit is the period's limit: AWS's offset applies to the period the plan
+// was created in.
+func (pq planQuota) limit(idx int64) int64 {
+	if idx == pq.createdIdx {
+		return max(pq.q.Limit-pq.q.Offset, 0)
+	}
+	return pq.q.Limit
+}
+
+// restore replaces the state of a partition's keys with what the store
+// holds for their current periods.
+func (a *authority) restore(partition int, rows []usage.NodeDayCount, cat *catalog.Catalog, now int64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.dropLocked(partition)
+	for _, r := range rows {
+		pq, ok := quotaOf(cat.Plan(r.PlanID))
+		if !ok {
+			continue
+		}
+		start, _ := pq.q.Period.Bounds(now)
+		if r.Day*86400e9 < start {
+			continue
+		}
+		k := a.keyLocked(partition, r.PlanID, r.KeyID, pq, now)
+		k.nodes[r.Node] += r.Admitted
+		k.adjustments += r.Adjustment
+		// Enforcers ignore a signal older than one they applied: the
+		// restored state is as of now.
+		k.asOf = max(k.asOf, now)
+		k.changed = true
+	}
+}
+
+// drop forgets a partition's keys (another aggregator owns them now).
+func (a *authority) drop(partition int) {
+	a.mu.Lock()
+	a.dropLocked(partition)
+	a.mu.Unlock()
+}
+
+func (a *authority) dropLocked(partition int) {
+	for id, k := range a.keys {
+		if k.partition == partition {
+			delete(a.keys, id)
+		}
+	}
+}
+
+func (a *authority) keyLocked(partition int, plan, key string, pq planQuota, now int64) *keyUsage {
+	id := plan + "/" + key
+	k := a.keys[id]
+	idx := pq.q.Period.Index(now)
+	if k == nil || k.idx < idx {
+		k = &keyUsage{partition: partition, plan: plan, key: key, idx: idx, end: pq.q.Period.Start(idx + 1),
+			nodes: map[string]int64{}}
+		a.keys[id] = k
+	}
+	k.limit = pq.limit(k.idx)
+	return k
+}
+
+// count adds a stored batch's admitted events to their keys' usage.
+func (a *authority) count(partition int, events []schemas.UsageEvent, cat *catalog.Catalog, now int64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	urgent := false
+	for i := range events {
+		e := &events[i]
+		if !e.Admitted() || e.PlanID == "" || e.KeyID == "" {
+			continue
+		}
+		pq, ok := quotaOf(cat.Plan(e.PlanID))
+		if !ok {
+			continue
+		}
+		k := a.keyLocked(partition, e.PlanID, e.KeyID, pq, now)
+		if pq.q.Period.Index(e.Time) != k.idx {
+			continue // another period's event, late or early
+		}
+		before := k.used()
+		k.nodes[e.Node]++
+		k.asOf = max(k.asOf, e.Time)
+		k.changed = true
+		if crossed(before, before+1, k.limit) {
+			urgent = true
+		}
+	}
+	if urgent {
+		select {
+		case a.urgent <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// adjust adds an UpdateUsage delta to a key's period.
+func (a *authority) adjust(partition int, plan, key string, delta int64, cat *catalog.Catalog, now int64) {
+	pq, ok := quotaOf(cat.Plan(plan))
+	if !ok {
+		return
+	}
+	a.mu.Lock()
+	k := a.keyLocked(partition, plan, key, pq, now)
+	k.adjustments += delta
+	k.changed = true
+	a.mu.Unlock()
+}
+
+// crossed reports whether going from before to after passes 80% or 100%
+// of limit: the points where enforcers must hear at once.
+func crossed(before, after, limit int64) bool {
+	if limit <= 0 {
+		return false
+	}
+	at80 := (limit*8 + 9) / 10
+	return (before < at80 && after >= at80) || (before < limit && after >= limit)
+}
+
+// changed returns the signals of the keys that changed since the last
+// call, sorted by plan and key, and marks them sent.
+func (a *authority) changed(now int64) []schemas.QuotaSignal {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []schemas.QuotaSignal
+	for id, k := range a.keys {
+		if k.end <= now && !k.changed {
+			delete(a.keys, id) // a period that ended: its state is in the store
+			continue
+		}
+		if !k.changed {
+			continue
+		}
+		used := k.used()
+		s := schemas.QuotaSignal{PlanID: k.plan, KeyID: k.key, Used: used, Limit: k.limit, PeriodEnd: k.end,
+			AsOf: k.asOf, Exhausted: used >= k.limit}
+		for n, c := range k.nodes {
+			s.Nodes = append(s.Nodes, schemas.NodeCount{Node: n, Counted: c})
+		}
+		slices.SortFunc(s.Nodes, func(a, b schemas.NodeCount) int { return cmp.Compare(a.Node, b.Node) })
+		out = append(out, s)
+		k.changed, k.sentUsed = false, used
+	}
+	slices.SortFunc(out, func(a, b schemas.QuotaSignal) int {
+		return cmp.Or(cmp.Compare(a.PlanID, b.PlanID), cmp.Compare(a.KeyID, b.KeyID))
+	})
+	return out
+}
+
+// unsend marks signals as changed again (their write failed).
+func (a *authority) unsend(sigs []schemas.QuotaSignal) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, s := range sigs {
+		if k := a.keys[s.PlanID+"/"+s.KeyID]; k != nil {
+			k.changed = true
+		}
+	}
+}
