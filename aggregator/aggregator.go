@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -120,6 +123,9 @@ type Aggregator struct {
 	stored, duplicates, poison, expired atomic.Uint64
 	insertFailures, deadLetterFailures  atomic.Uint64
 	signals, signalFailures             atomic.Uint64
+
+	ownedMu sync.Mutex
+	owned   map[int]bool // partitions with a running worker
 }
 
 // New returns an Aggregator; Run starts it.
@@ -149,7 +155,7 @@ func New(cfg Config) (*Aggregator, error) {
 		cfg.Now = time.Now
 	}
 	t := cfg.Kafka.Topics()
-	return &Aggregator{cfg: cfg, topics: t, fetcher: cfg.Kafka.Fetcher(), quota: newAuthority(),
+	return &Aggregator{cfg: cfg, topics: t, fetcher: cfg.Kafka.Fetcher(), quota: newAuthority(), owned: map[int]bool{},
 		dlq: &kafka.Writer{Addr: kafka.TCP(cfg.Kafka.Brokers...), Topic: t.DeadLetter, RequiredAcks: kafka.RequireAll,
 			BatchTimeout: time.Millisecond, MaxAttempts: 3}}, nil
 }
@@ -219,12 +225,27 @@ func (a *Aggregator) publish(ctx context.Context) {
 	}
 	t := time.NewTicker(a.cfg.SignalInterval)
 	defer t.Stop()
+	// UpdateUsage adjustments reach the store from the admin API: the
+	// keys' state is read again from the store every few seconds (it
+	// holds every stored batch, counted or not yet).
+	refresh := time.NewTicker(refreshEvery)
+	defer refresh.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-a.quota.urgent:
+		case <-refresh.C:
+			a.ownedMu.Lock()
+			parts := slices.Sorted(maps.Keys(a.owned))
+			a.ownedMu.Unlock()
+			for _, p := range parts {
+				if err := a.restoreQuota(ctx, p); err != nil {
+					a.cfg.Logger.Warn("aggregator: refresh quota state", "partition", p, "err", err)
+				}
+			}
+			continue
 		}
 		sigs := a.quota.changed(a.cfg.Now().UnixNano())
 		if len(sigs) == 0 {
@@ -237,6 +258,19 @@ func (a *Aggregator) publish(ctx context.Context) {
 			continue
 		}
 		a.signals.Add(uint64(len(sigs)))
+	}
+}
+
+// refreshEvery is how often the quota state is read again from the store.
+const refreshEvery = 5 * time.Second
+
+func (a *Aggregator) own(partition int, owned bool) {
+	a.ownedMu.Lock()
+	defer a.ownedMu.Unlock()
+	if owned {
+		a.owned[partition] = true
+	} else {
+		delete(a.owned, partition)
 	}
 }
 

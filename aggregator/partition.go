@@ -36,7 +36,8 @@ func (w *partitionWorker) run(ctx context.Context) {
 	if !w.start(ctx) {
 		return
 	}
-	defer a.quota.drop(w.partition)
+	a.own(w.partition, true)
+	defer func() { a.own(w.partition, false); a.quota.drop(w.partition) }()
 	for ctx.Err() == nil && !w.crashed {
 		maxWait := a.cfg.FlushInterval
 		if !w.due.IsZero() {

@@ -55,8 +55,9 @@ is how APIs and stages reach the fleet); the same file applied again by
 this node is skipped, so restarts keep what the admin API changed since.
 GET /healthz answers 200 once the catalog is loaded.
 
-Usage reports read an embedded store in --data-dir that this process fills
-from the events topic (distributed mode part 2 moves it to ClickHouse).
+Usage reports read ClickHouse (--clickhouse), where tollgate aggregator
+keeps usage; without it, an embedded store in --data-dir that this
+process fills from the events topic.
 
 Every flag can also be set from the environment: TOLLGATE_ and the flag's
 name in capitals, dashes as underscores.`,
@@ -69,5 +70,6 @@ name in capitals, dashes as underscores.`,
 	f := cmd.Flags()
 	o.addCommonFlags(f, "127.0.0.1:8081")
 	f.StringVar(&o.config, "config", "", "declarative configuration file (YAML) to apply to the fleet's catalog at start")
+	f.StringVar(&o.clickhouse, "clickhouse", "", "ClickHouse DSN (clickhouse://HOST:9000/DATABASE) where the aggregators keep usage; reports read it. \"\": an embedded store fed from the events topic")
 	return cmd
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,15 +23,18 @@ import (
 	"github.com/tollgate/tollgate/enforcer"
 	"github.com/tollgate/tollgate/ingest"
 	"github.com/tollgate/tollgate/reportapi"
+	"github.com/tollgate/tollgate/usage"
+	"github.com/tollgate/tollgate/usage/chstore"
 	"github.com/tollgate/tollgate/usage/sqlitestore"
 )
 
 // nodeOptions configure a node of a fleet: an enforcer (gateway), an
 // admin and report API, or both (serve --kafka).
 type nodeOptions struct {
-	kafka   kafkaOptions
-	gateway bool // run the gateway (enforcer role)
-	admin   bool // run the admin and report API (reportapi role)
+	kafka      kafkaOptions
+	clickhouse string // the usage store's DSN; "" keeps it embedded
+	gateway    bool   // run the gateway (enforcer role)
+	admin      bool   // run the admin and report API (reportapi role)
 
 	config       string
 	listen       string
@@ -58,7 +63,7 @@ func (o *nodeOptions) addEdgeFlags(f *pflag.FlagSet) {
 	f.Int64Var(&o.spillMax, "spill-max-bytes", 1<<30, "cap of the spill log (events kept on disk while Kafka is unreachable); beyond it the newest events are dropped, counted and reported as lost usage")
 	f.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, how long to spend handing spilled events to Kafka; what is left stays on disk for the next start")
 	host, _ := os.Hostname()
-	f.StringVar(&o.node, "node", host, "this enforcer's name in lost-usage records")
+	f.StringVar(&o.node, "node", host, "this enforcer's name in usage events, quota signals and lost-usage records: unique and stable per enforcer (quota leases are split by it)")
 }
 
 // addCommonFlags adds the flags every role has.
@@ -213,7 +218,8 @@ func runNode(ctx context.Context, o nodeOptions, stdout io.Writer, logger *slog.
 		if edge, err = openKafkaEdge(k, o, logger); err != nil {
 			return err
 		}
-		if gw, err = enforcer.New(enforcer.Config{Events: edge.queue, Logger: logger, Now: func() int64 { return o.now().UnixNano() }}, &catalog.Catalog{}); err != nil {
+		if gw, err = enforcer.New(enforcer.Config{Events: edge.queue, Logger: logger, Node: o.node,
+			Now: func() int64 { return o.now().UnixNano() }}, &catalog.Catalog{}); err != nil {
 			edge.close()
 			return err
 		}
@@ -267,7 +273,16 @@ func runNode(ctx context.Context, o nodeOptions, stdout io.Writer, logger *slog.
 		mgr    *catalog.Manager
 		loader *ingest.Loader
 	)
-	if o.admin {
+	var ch *chstore.Store
+	if o.admin && o.clickhouse != "" {
+		// Usage from ClickHouse, where the aggregators keep it.
+		if ch, err = chstore.Open(ctx, o.clickhouse); err != nil {
+			return errors.Join(err, stopEdge(edge, o, logger))
+		}
+		defer ch.Close()
+		mgr = catalog.NewManagerOn(cl)
+		mgr.SetAudit(auditLog(o.dataDir), o.now)
+	} else if o.admin {
 		if store, err = sqlitestore.Open(filepath.Join(o.dataDir, "usage.db")); err != nil {
 			return errors.Join(fmt.Errorf("open usage store: %w", err), stopEdge(edge, o, logger))
 		}
@@ -350,7 +365,11 @@ func runNode(ctx context.Context, o nodeOptions, stdout io.Writer, logger *slog.
 				}
 				return all
 			}}
-		if o.admin {
+		switch {
+		case o.admin && ch != nil:
+			cfg.Catalog, cfg.Usage, cfg.Minutes = mgr, ch, ch
+			cfg.Quotas = clickhouseQuotas{store: ch, cat: cl, audit: auditLog(o.dataDir), now: o.now}
+		case o.admin:
 			cfg.Catalog, cfg.Usage, cfg.Minutes = mgr, store, store
 			cfg.Quotas = fleetQuotas{gw: gw, store: store, audit: auditLog(o.dataDir), now: o.now}
 		}
@@ -484,7 +503,61 @@ type fleetQuotas struct {
 
 func (q fleetQuotas) SetRemaining(ctx context.Context, planID, keyID string, remaining int64) error {
 	if q.gw == nil {
-		return fmt.Errorf("%w: UpdateUsage needs the quota authority (tollgate aggregator), which this fleet does not run yet; run it through `tollgate serve --kafka`, whose gateway holds the counters", reportapi.ErrNotSupported)
+		return fmt.Errorf("%w: UpdateUsage needs the quota authority: run tollgate aggregator and give this reportapi --clickhouse (or use serve --kafka, whose gateway holds the counters)", reportapi.ErrNotSupported)
 	}
 	return quotaAdjuster{gw: q.gw, store: q.store, audit: q.audit, now: q.now}.SetRemaining(ctx, planID, keyID, remaining)
+}
+
+// clickhouseQuotas carries out UpdateUsage on a fleet whose usage is in
+// ClickHouse: it records the adjustment that makes what remains of the
+// period's quota the value asked for, given what the store holds; the
+// aggregator that owns the key reads it within seconds and signals the
+// new state to every enforcer. Requests the aggregator has not stored yet
+// (its flush interval, 500 ms) are not in that count.
+type clickhouseQuotas struct {
+	store *chstore.Store
+	cat   interface{ Current() *catalog.Catalog }
+	audit *catalog.AuditLog
+	now   func() time.Time
+}
+
+func (q clickhouseQuotas) SetRemaining(ctx context.Context, planID, keyID string, remaining int64) error {
+	c := q.cat.Current()
+	p := c.Plan(planID)
+	if p == nil || c.Key(keyID) == nil || !slices.Contains(c.Key(keyID).UsagePlans, planID) {
+		return fmt.Errorf("%w: %v", reportapi.ErrNotFound, enforcer.ErrNoSuchKeyPlan)
+	}
+	if p.Quota == nil {
+		return fmt.Errorf("%w: %v", reportapi.ErrInvalid, enforcer.ErrNoQuota)
+	}
+	now := q.now().UnixNano()
+	idx := p.Quota.Period.Index(now)
+	limit := p.Quota.Limit
+	if idx == p.Quota.Period.Index(p.CreatedDate*1e9) {
+		limit = max(limit-p.Quota.Offset, 0)
+	}
+	if remaining < 0 || remaining > limit {
+		return fmt.Errorf("%w: remaining must be between 0 and the period's limit %d, got %d", reportapi.ErrInvalid, limit, remaining)
+	}
+	start, _ := p.Quota.Period.Bounds(now)
+	rows, err := q.store.Daily(ctx, usage.Filter{FromDay: start / 86400e9, ToDay: now / 86400e9, PlanID: planID, KeyID: keyID})
+	if err != nil {
+		return err
+	}
+	var used int64
+	for _, r := range rows {
+		used += r.Admitted + r.Adjustment
+	}
+	delta := limit - remaining - used
+	if delta == 0 {
+		return nil
+	}
+	if err := q.store.AdjustQuota(context.WithoutCancel(ctx), planID, keyID, now/86400e9, delta); err != nil {
+		return err
+	}
+	actor, action := catalog.ActorOf(ctx)
+	old, _ := json.Marshal(map[string]int64{"remaining": limit - used})
+	next, _ := json.Marshal(map[string]int64{"remaining": remaining})
+	return q.audit.Append([]catalog.AuditEntry{{Time: q.now(), Actor: actor, Action: action, Kind: "usage",
+		ID: planID + "/" + keyID, Old: old, New: next}})
 }

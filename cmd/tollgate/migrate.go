@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tollgate/tollgate/ingest"
+	"github.com/tollgate/tollgate/usage/chstore"
 )
 
 func newMigrateCmd() *cobra.Command {
@@ -13,7 +14,41 @@ func newMigrateCmd() *cobra.Command {
 		Use:   "migrate",
 		Short: "Create or check what a fleet needs in its shared services",
 	}
-	cmd.AddCommand(newMigrateKafkaCmd())
+	cmd.AddCommand(newMigrateKafkaCmd(), newMigrateClickHouseCmd())
+	return cmd
+}
+
+func newMigrateClickHouseCmd() *cobra.Command {
+	var dsn string
+	cmd := &cobra.Command{
+		Use:   "clickhouse",
+		Short: "Apply the ClickHouse schema migrations the binary carries",
+		Long: `Apply, in order, the versioned schema migrations embedded in this binary
+(usage events, minute and day rollups, quota adjustments) that the
+database does not record yet in tollgate_migrations. Running it again
+applies nothing.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dsn == "" {
+				return fmt.Errorf("--clickhouse is required (or %s), e.g. clickhouse://127.0.0.1:9000/default", envName("clickhouse"))
+			}
+			st, err := chstore.Open(cmd.Context(), dsn)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			applied, err := st.Migrate(cmd.Context())
+			for _, m := range applied {
+				fmt.Fprintf(cmd.OutOrStdout(), "applied %s\n", m)
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "clickhouse schema is up to date")
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dsn, "clickhouse", "", "ClickHouse DSN, native protocol (clickhouse://HOST:9000/DATABASE)")
 	return cmd
 }
 

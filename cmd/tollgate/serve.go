@@ -86,7 +86,7 @@ throughput at the cost of memory (see BENCHMARKS.md).`,
 	f.Int64Var(&o.node.spillMax, "spill-max-bytes", 1<<30, "with --kafka: cap of the spill log (see tollgate enforcer)")
 	f.DurationVar(&o.node.drainTimeout, "drain-timeout", 30*time.Second, "with --kafka: on SIGTERM, how long to spend handing spilled events to Kafka")
 	host, _ := os.Hostname()
-	f.StringVar(&o.node.node, "node", host, "with --kafka: this enforcer's name in lost-usage records")
+	f.StringVar(&o.node.node, "node", host, "with --kafka: this enforcer's name in usage events, quota signals and lost-usage records")
 	return cmd
 }
 

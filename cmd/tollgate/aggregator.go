@@ -1,0 +1,102 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tollgate/tollgate/aggregator"
+	"github.com/tollgate/tollgate/ingest"
+	"github.com/tollgate/tollgate/usage/chstore"
+)
+
+type aggregatorOptions struct {
+	kafka         kafkaOptions
+	clickhouse    string
+	dataDir       string
+	group         string
+	flushInterval time.Duration
+	flushEvents   int
+}
+
+func newAggregatorCmd() *cobra.Command {
+	var o aggregatorOptions
+	cmd := &cobra.Command{
+		Use:   "aggregator",
+		Short: "Roll the fleet's usage events up into ClickHouse and publish quota state",
+		Long: `Consume the events topic as a member of a consumer group (run several for
+more partitions at once), store every event exactly once in ClickHouse
+(raw events, minute and day rollups), send records that are not usage
+events to the dead-letter topic, and publish each key's quota state to
+the signals topic: at least every second for keys that changed, at once
+when a key crosses 80% or 100% of its quota. Run tollgate migrate kafka
+and tollgate migrate clickhouse first.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
+			return runAggregator(cmd.Context(), o, logger)
+		},
+	}
+	f := cmd.Flags()
+	o.kafka.addFlags(f, " (required)")
+	f.StringVar(&o.clickhouse, "clickhouse", "", "ClickHouse DSN, native protocol (clickhouse://HOST:9000/DATABASE) (required)")
+	f.StringVar(&o.dataDir, "data-dir", "./tollgate-data", "folder for the catalog snapshot (plans and their quotas)")
+	f.StringVar(&o.group, "group", "tollgate-aggregator", "consumer group of the aggregators")
+	f.DurationVar(&o.flushInterval, "flush-interval", 500*time.Millisecond, "longest an event waits before its batch is stored (usage visible within about 2s)")
+	f.IntVar(&o.flushEvents, "flush-events", 1<<16, "events per partition that make a batch be stored at once")
+	return cmd
+}
+
+func runAggregator(ctx context.Context, o aggregatorOptions, logger *slog.Logger) error {
+	if !o.kafka.enabled() {
+		return fmt.Errorf("--kafka is required (or %s)", envName("kafka"))
+	}
+	if o.clickhouse == "" {
+		return fmt.Errorf("--clickhouse is required (or %s)", envName("clickhouse"))
+	}
+	k, err := o.kafka.config()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(o.dataDir, 0o750); err != nil {
+		return fmt.Errorf("create data folder: %w", err)
+	}
+	store, err := chstore.Open(ctx, o.clickhouse)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	cl, err := ingest.OpenConfigLog(ingest.ConfigLogConfig{Kafka: k, Snapshot: filepath.Join(o.dataDir, "catalog-snapshot.json"), Logger: logger})
+	if err != nil {
+		return err
+	}
+	signals, err := ingest.NewSignalWriter(k)
+	if err != nil {
+		return err
+	}
+	defer signals.Close()
+	agg, err := aggregator.New(aggregator.Config{Kafka: k, Store: store, GroupID: o.group, FlushEvents: o.flushEvents,
+		FlushInterval: o.flushInterval, Catalog: cl.Current, Signals: signals, Logger: logger})
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	clCtx, stopCL := context.WithCancel(context.WithoutCancel(ctx))
+	wg.Go(func() { cl.Run(clCtx) })
+	defer func() { stopCL(); wg.Wait() }()
+	logger.Info("aggregator running", "group", o.group, "topic", k.Topics().Events)
+	err = agg.Run(ctx)
+	st := agg.Stats()
+	logger.Info("aggregator stopped", "stored", st.Stored, "duplicates", st.Duplicates, "poison", st.Poison, "signals", st.Signals)
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
