@@ -32,6 +32,14 @@ loadtest: build ## Load test: tollgate vs a bare reverse proxy, same upstream, s
 	$(GO) build -o bin/loadtest ./cmd/loadtest
 	bin/loadtest run --tollgate $(BIN) --rounds 5 --duration 8s --out bin/loadtest.md
 
+.PHONY: up
+up: ## Run the whole fleet in Docker (Kafka, ClickHouse, aggregator, report API, two enforcers on :8080)
+	docker compose up -d --build
+
+.PHONY: down
+down: ## Stop the fleet and remove its volumes
+	docker compose down -v
+
 .PHONY: fmt
 fmt: ## gofmt the tree
 	gofmt -w $$(git ls-files '*.go')

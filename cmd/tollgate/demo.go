@@ -2,8 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
+	"net"
 	"net/http"
 	"time"
+
+	"github.com/spf13/cobra"
 )
 
 // newDemoUpstream is a small service for `make run` and the README: it
@@ -24,4 +28,23 @@ func newDemoUpstream() *http.Server {
 		})
 	})
 	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+}
+
+func newDemoUpstreamCmd() *cobra.Command {
+	var listen string
+	cmd := &cobra.Command{
+		Use:   "demo-upstream",
+		Short: "Run only the demo upstream (it echoes each request it receives as JSON)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ln, err := net.Listen("tcp", listen)
+			if err != nil {
+				return fmt.Errorf("demo upstream listen: %w", err)
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "demo upstream listening on %s\n", ln.Addr())
+			return serveUntil(cmd.Context(), newDemoUpstream(), ln, 10*time.Second)
+		},
+	}
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:9000", "listen address")
+	return cmd
 }
