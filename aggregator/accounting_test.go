@@ -24,7 +24,7 @@ import (
 // rig is a Kafka cluster, a ClickHouse database behind a proxy that can
 // cut its connections, and the events written so far.
 type rig struct {
-	t      *testing.T
+	t      testing.TB
 	k      ingest.Kafka
 	store  *chstore.Store // through the proxy
 	direct *chstore.Store // not: for the test's own reads
@@ -32,7 +32,7 @@ type rig struct {
 	sent   []schemas.UsageEvent // every event once, as the oracle counts them
 }
 
-func newRig(t *testing.T) *rig {
+func newRig(t testing.TB) *rig {
 	t.Helper()
 	dsn := chtest.Database(t)
 	ctx := context.Background()
@@ -128,7 +128,7 @@ func (r *rig) start(cfg Config) *aggregatorRun {
 	return run
 }
 
-func (run *aggregatorRun) stop(t *testing.T) {
+func (run *aggregatorRun) stop(t testing.TB) {
 	t.Helper()
 	run.cancel()
 	select {
