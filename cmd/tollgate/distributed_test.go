@@ -7,8 +7,11 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -154,4 +157,110 @@ func requestsOnly(csv string) string {
 		}
 	}
 	return strings.Join(lines, "\n")
+}
+
+// quotaYAML is one key on a plan with a quota of 10,000 a day.
+const quotaYAML = `
+apis:
+  - id: quotaapi
+    stages: [{name: prod, upstream: "{{UPSTREAM}}"}]
+    resources:
+      - path: /items
+        methods: {GET: {apiKeyRequired: true}}
+usagePlans:
+  - name: Metered
+    throttle: {rateLimit: 100000, burstLimit: 100000}
+    quota: {limit: 10000, period: DAY}
+    apiStages: [{apiId: quotaapi, stage: prod}]
+apiKeys:
+  - {name: shared, value: sharedsharedshared0001, enabled: true, usagePlans: [Metered]}
+`
+
+// Three enforcers share a key at 3,000 requests/s in all into a quota of
+// 10,000 a day: with the aggregator's signals and the enforcers' leases,
+// the fleet admits at most 1% more than the quota.
+func TestFleetQuotaOvershootUnder1Percent(t *testing.T) {
+	if testing.Short() {
+		t.Skip("6s of load")
+	}
+	dsn := chtest.Database(t)
+	st, err := chstore.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	f := newFleet(t)
+	up := strings.Split(string(must(os.ReadFile(f.config))), "upstream: \"")[1]
+	up = up[:strings.Index(up, "\"")]
+	cfg := filepath.Join(f.dir, "quota.yaml")
+	if err := os.WriteFile(cfg, []byte(strings.ReplaceAll(quotaYAML, "{{UPSTREAM}}", up)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ao := f.options(false, true)
+	ao.config, ao.clickhouse = cfg, dsn
+	f.start(ao)
+	var enforcers []*fleetNode
+	for range 3 {
+		enforcers = append(enforcers, f.start(f.options(true, false)))
+	}
+	aggCtx, stopAgg := context.WithCancel(context.Background())
+	aggDone := make(chan error, 1)
+	go func() {
+		aggDone <- runAggregator(aggCtx, aggregatorOptions{kafka: f.kafka, clickhouse: dsn, dataDir: filepath.Join(f.dir, "agg"),
+			group: "tollgate-aggregator", flushInterval: 100 * time.Millisecond, flushEvents: 1 << 16}, slog.New(slog.DiscardHandler))
+	}()
+	t.Cleanup(func() { stopAgg(); <-aggDone })
+	const key = "sharedsharedshared0001"
+	for _, e := range enforcers {
+		e.waitStatus(t, key, 200, 10*time.Second)
+	}
+	// 1,000 requests/s to each enforcer for 6s: the quota is reached
+	// after about 3.3s.
+	var admitted, sent atomic.Int64
+	admitted.Add(3) // the waits
+	var wg sync.WaitGroup
+	end := time.Now().Add(6 * time.Second)
+	for _, e := range enforcers {
+		jobs := make(chan struct{}, 64)
+		for range 8 {
+			wg.Go(func() {
+				for range jobs {
+					if e.status(key) == 200 {
+						admitted.Add(1)
+					}
+				}
+			})
+		}
+		wg.Go(func() {
+			defer close(jobs)
+			tick := time.NewTicker(time.Millisecond)
+			defer tick.Stop()
+			for now := range tick.C {
+				if now.After(end) {
+					return
+				}
+				jobs <- struct{}{}
+				sent.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	got := admitted.Load()
+	t.Logf("sent %d requests, admitted %d into a quota of 10,000", sent.Load(), got)
+	if got > 10_100 {
+		t.Fatalf("admitted %d, more than 10,100 (1%% over the quota)", got)
+	}
+	if got < 9_000 {
+		t.Fatalf("admitted %d: the fleet held back more than 10%% of the quota", got)
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }
