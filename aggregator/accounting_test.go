@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segmentio/kafka-go"
+
 	"github.com/tollgate/tollgate/catalog"
 	"github.com/tollgate/tollgate/ingest"
 	"github.com/tollgate/tollgate/internal/chtest"
@@ -372,4 +374,51 @@ func (r *rig) lag() int64 {
 		lag += max(end-1-wm.Raw, 0)
 	}
 	return lag
+}
+
+// A poison record (not a usage event, or one with absurd values) goes to
+// the dead-letter topic, counted, and the partition goes on.
+func TestPoisonGoesToTheDeadLetterTopic(t *testing.T) {
+	r := newRig(t)
+	rng := rand.New(rand.NewPCG(3, 4))
+	r.produce(1000, 0, rng)
+	w := &kafka.Writer{Addr: kafka.TCP(r.k.Brokers...), Topic: r.k.Topics().Events, Balancer: &kafka.Murmur2Balancer{},
+		RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond}
+	defer w.Close()
+	absurd := schemas.UsageEvent{ID: schemas.NewEventID(1), Time: 1, KeyID: "k001", Status: 200, Decision: schemas.DecisionAllowed}
+	if err := w.WriteMessages(context.Background(),
+		kafka.Message{Key: []byte("k001"), Value: []byte("not a usage event")},
+		kafka.Message{Key: []byte("k001"), Value: schemas.AppendUsageEvent(nil, &absurd)}, // 1970
+	); err != nil {
+		t.Fatal(err)
+	}
+	r.produce(1000, 0, rng) // after the poison, in the same partitions
+	a := r.start(Config{})
+	defer a.stop(t)
+	r.drained(60 * time.Second)
+	if n, detail := r.mismatches(); n != 0 {
+		t.Fatalf("%d counts differ: %s", n, detail)
+	}
+	if st := a.a.Stats(); st.Poison != 2 || st.DeadLetterFailures != 0 {
+		t.Fatalf("stats %+v, want 2 poison records, all sent", st)
+	}
+	dlq := kafka.NewReader(kafka.ReaderConfig{Brokers: r.k.Brokers, Topic: r.k.Topics().DeadLetter, Partition: 0, MaxWait: 50 * time.Millisecond})
+	defer dlq.Close()
+	for i := range 2 {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		m, err := dlq.ReadMessage(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("dead letter %d: %v", i, err)
+		}
+		var reason string
+		for _, h := range m.Headers {
+			if h.Key == "tollgate-error" {
+				reason = string(h.Value)
+			}
+		}
+		if string(m.Key) != "k001" || reason == "" {
+			t.Fatalf("dead letter %d: key %q reason %q", i, m.Key, reason)
+		}
+	}
 }

@@ -226,8 +226,10 @@ func (a *Aggregator) publish(ctx context.Context) {
 	t := time.NewTicker(a.cfg.SignalInterval)
 	defer t.Stop()
 	// UpdateUsage adjustments reach the store from the admin API: the
-	// keys' state is read again from the store every few seconds (it
-	// holds every stored batch, counted or not yet).
+	// keys' state is read again from the store every second (it holds
+	// every stored batch, counted or not yet; a batch stored but not yet
+	// counted is counted twice until the next refresh, which errs on the
+	// side of refusing).
 	refresh := time.NewTicker(refreshEvery)
 	defer refresh.Stop()
 	for {
@@ -262,7 +264,7 @@ func (a *Aggregator) publish(ctx context.Context) {
 }
 
 // refreshEvery is how often the quota state is read again from the store.
-const refreshEvery = 5 * time.Second
+const refreshEvery = time.Second
 
 func (a *Aggregator) own(partition int, owned bool) {
 	a.ownedMu.Lock()

@@ -176,13 +176,10 @@ apiKeys:
   - {name: shared, value: sharedsharedshared0001, enabled: true, usagePlans: [Metered]}
 `
 
-// Three enforcers share a key at 3,000 requests/s in all into a quota of
-// 10,000 a day: with the aggregator's signals and the enforcers' leases,
-// the fleet admits at most 1% more than the quota.
-func TestFleetQuotaOvershootUnder1Percent(t *testing.T) {
-	if testing.Short() {
-		t.Skip("6s of load")
-	}
+// startQuotaFleet runs quotaYAML on a fleet: a report API on ClickHouse,
+// n enforcers and an aggregator.
+func startQuotaFleet(t *testing.T, n int) (*fleet, *fleetNode, []*fleetNode) {
+	t.Helper()
 	dsn := chtest.Database(t)
 	st, err := chstore.Open(context.Background(), dsn)
 	if err != nil {
@@ -201,9 +198,9 @@ func TestFleetQuotaOvershootUnder1Percent(t *testing.T) {
 	}
 	ao := f.options(false, true)
 	ao.config, ao.clickhouse = cfg, dsn
-	f.start(ao)
+	admin := f.start(ao)
 	var enforcers []*fleetNode
-	for range 3 {
+	for range n {
 		enforcers = append(enforcers, f.start(f.options(true, false)))
 	}
 	aggCtx, stopAgg := context.WithCancel(context.Background())
@@ -213,6 +210,17 @@ func TestFleetQuotaOvershootUnder1Percent(t *testing.T) {
 			group: "tollgate-aggregator", flushInterval: 100 * time.Millisecond, flushEvents: 1 << 16}, slog.New(slog.DiscardHandler))
 	}()
 	t.Cleanup(func() { stopAgg(); <-aggDone })
+	return f, admin, enforcers
+}
+
+// Three enforcers share a key at 3,000 requests/s in all into a quota of
+// 10,000 a day: with the aggregator's signals and the enforcers' leases,
+// the fleet admits at most 1% more than the quota.
+func TestFleetQuotaOvershootUnder1Percent(t *testing.T) {
+	if testing.Short() {
+		t.Skip("6s of load")
+	}
+	_, _, enforcers := startQuotaFleet(t, 3)
 	const key = "sharedsharedshared0001"
 	for _, e := range enforcers {
 		e.waitStatus(t, key, 200, 10*time.Second)
@@ -263,4 +271,51 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// UpdateUsage on a report API on ClickHouse reaches the enforcers: the
+// aggregator reads the adjustment and signals the new state.
+func TestUpdateUsageReachesTheFleet(t *testing.T) {
+	_, admin, enforcers := startQuotaFleet(t, 1)
+	e := enforcers[0]
+	const key = "sharedsharedshared0001"
+	e.waitStatus(t, key, 200, 10*time.Second)
+	plan := planID(t, admin, "Metered")
+	_, keys := admin.admin(t, "GET", "/apikeys?name=shared", "")
+	id := keys["item"].([]any)[0].(map[string]any)["id"].(string)
+	// The first request must be in the store for the adjustment to count
+	// it: what the store holds is what remains is computed from.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, out := admin.admin(t, "GET", fmt.Sprintf("/usageplans/%s/usage?keyId=%s&startDate=%s&endDate=%s", plan, id,
+			time.Now().UTC().Format("2006-01-02"), time.Now().UTC().Format("2006-01-02")), "")
+		if code == 200 && strings.Contains(fmt.Sprint(out["values"]), "[[1 9999]]") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("usage not stored after 10s: %d %v", code, out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if code, out := admin.admin(t, "PATCH", "/usageplans/"+plan+"/keys/"+id+"/usage", `{"patchOperations":[{"op":"replace","path":"/remaining","value":"2"}]}`); code != 200 {
+		t.Fatalf("update-usage: %d %v", code, out)
+	}
+	// Within the aggregator's refresh (1s) and a signal, the enforcer
+	// refuses (what it admits meanwhile is counted, and is over the 2).
+	deadline = time.Now().Add(5 * time.Second)
+	admitted := 0
+	for {
+		code := e.status(key)
+		if code == 200 {
+			admitted++
+		}
+		if code == 429 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no 429 5s after update-usage set remaining to 2 (%d admitted since)", admitted)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("admitted %d after update-usage, until the signal arrived", admitted)
 }
