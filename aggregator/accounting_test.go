@@ -112,11 +112,15 @@ func (r *rig) start(cfg Config) *aggregatorRun {
 	if os.Getenv("AGG_DIRECT") != "" {
 		cfg.Store = r.direct
 	}
-	cfg.Catalog = func() *catalog.Catalog { return &catalog.Catalog{} }
+	if cfg.Catalog == nil {
+		cfg.Catalog = func() *catalog.Catalog { return &catalog.Catalog{} }
+	}
 	if cfg.FlushEvents == 0 {
 		cfg.FlushEvents = 4096
 	}
-	cfg.FlushInterval = 200 * time.Millisecond
+	if cfg.FlushInterval == 0 {
+		cfg.FlushInterval = 200 * time.Millisecond
+	}
 	if os.Getenv("AGG_LOG") != "" {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
