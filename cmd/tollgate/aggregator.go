@@ -24,6 +24,7 @@ type aggregatorOptions struct {
 	group         string
 	flushInterval time.Duration
 	flushEvents   int
+	rawRetention  time.Duration
 }
 
 func newAggregatorCmd() *cobra.Command {
@@ -51,6 +52,7 @@ and tollgate migrate clickhouse first.`,
 	f.StringVar(&o.group, "group", "tollgate-aggregator", "consumer group of the aggregators")
 	f.DurationVar(&o.flushInterval, "flush-interval", 500*time.Millisecond, "longest an event waits before its batch is stored (usage visible within about 2s)")
 	f.IntVar(&o.flushEvents, "flush-events", 1<<16, "events per partition that make a batch be stored at once")
+	f.DurationVar(&o.rawRetention, "raw-retention", 90*24*time.Hour, "how long raw events are kept (whole days are dropped, hourly); the rollups reports read are kept; 0 keeps everything")
 	return cmd
 }
 
@@ -91,6 +93,9 @@ func runAggregator(ctx context.Context, o aggregatorOptions, logger *slog.Logger
 	clCtx, stopCL := context.WithCancel(context.WithoutCancel(ctx))
 	wg.Go(func() { cl.Run(clCtx) })
 	defer func() { stopCL(); wg.Wait() }()
+	if o.rawRetention > 0 {
+		wg.Go(func() { keepRawFor(clCtx, store, o.rawRetention, time.Hour, time.Now, logger) })
+	}
 	logger.Info("aggregator running", "group", o.group, "topic", k.Topics().Events)
 	err = agg.Run(ctx)
 	st := agg.Stats()
@@ -99,4 +104,27 @@ func runAggregator(ctx context.Context, o aggregatorOptions, logger *slog.Logger
 		return nil
 	}
 	return err
+}
+
+// keepRawFor drops, now and every interval, the raw-event partitions (days)
+// older than retention. Every aggregator may run it: dropping a partition
+// that is gone already is a no-op.
+func keepRawFor(ctx context.Context, store *chstore.Store, retention, interval time.Duration, now func() time.Time, logger *slog.Logger) {
+	for {
+		before := now().Add(-retention).UnixNano() / 86400e9
+		dropped, err := store.DropRawBefore(ctx, before)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			logger.Warn("aggregator: drop raw events past their retention", "err", err)
+		case len(dropped) > 0:
+			logger.Info("aggregator: dropped raw events past their retention", "days", dropped)
+		}
+		t := time.NewTimer(interval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
 }
