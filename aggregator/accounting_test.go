@@ -147,7 +147,9 @@ func (run *aggregatorRun) stop(t testing.TB) {
 	}
 }
 
-// drained waits until the store holds every partition to its end.
+// drained waits until the store holds every partition to its end. It
+// reads the watermarks (a scan of each table) every 200ms, so as not to
+// take the server from the aggregator.
 func (r *rig) drained(timeout time.Duration) {
 	t := r.t
 	t.Helper()
@@ -174,7 +176,7 @@ func (r *rig) drained(timeout time.Duration) {
 		if time.Now().After(deadline) {
 			t.Fatalf("store not drained after %v (watermarks %v, err %v)", timeout, wms, err)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 

@@ -25,7 +25,7 @@ func BenchmarkPipeline(b *testing.B) {
 			rng := rand.New(rand.NewPCG(1, 2))
 			// Sustained rate: the group has assigned every partition
 			// before the clock starts.
-			a := r.start(Config{FlushEvents: 1 << 16})
+			a := r.start(Config{FlushEvents: 1 << 16, FlushInterval: 500 * time.Millisecond})
 			for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
 				a.a.ownedMu.Lock()
 				owned := len(a.a.owned)
