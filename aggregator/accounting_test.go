@@ -32,9 +32,13 @@ type rig struct {
 	direct *chstore.Store // not: for the test's own reads
 	proxy  *kafkatest.Proxy
 	sent   []schemas.UsageEvent // every event once, as the oracle counts them
+	parts  int
 }
 
-func newRig(t testing.TB) *rig {
+func newRig(t testing.TB) *rig { return newRigN(t, 4) }
+
+// newRigN is newRig with n partitions.
+func newRigN(t testing.TB, n int) *rig {
 	t.Helper()
 	dsn := chtest.Database(t)
 	ctx := context.Background()
@@ -55,11 +59,11 @@ func newRig(t testing.TB) *rig {
 	}
 	t.Cleanup(func() { store.Close() })
 	_, brokers := kafkatest.Start(t)
-	k := ingest.Kafka{Brokers: brokers, Partitions: 4, Timeout: 5 * time.Second}
+	k := ingest.Kafka{Brokers: brokers, Partitions: n, Timeout: 5 * time.Second}
 	if _, err := ingest.Migrate(ctx, k); err != nil {
 		t.Fatal(err)
 	}
-	return &rig{t: t, k: k, store: store, direct: direct, proxy: px}
+	return &rig{t: t, k: k, store: store, direct: direct, proxy: px, parts: n}
 }
 
 // produce writes n events with known ids over three days, and writes a
@@ -158,8 +162,8 @@ func (r *rig) drained(timeout time.Duration) {
 	deadline := time.Now().Add(timeout)
 	for {
 		done := true
-		wms, err := r.direct.Watermarks(ctx, []int{0, 1, 2, 3})
-		for p := 0; p < 4 && err == nil; p++ {
+		wms, err := r.direct.Watermarks(ctx, r.partitions())
+		for p := 0; p < r.parts && err == nil; p++ {
 			_, end, ferr := f.Offsets(ctx, r.k.Topics().Events, p)
 			if ferr != nil {
 				err = ferr
@@ -362,12 +366,12 @@ func TestAccountingNegativeControl(t *testing.T) {
 func (r *rig) lag() int64 {
 	f := r.k.Fetcher()
 	ctx := context.Background()
-	wms, err := r.direct.Watermarks(ctx, []int{0, 1, 2, 3})
+	wms, err := r.direct.Watermarks(ctx, r.partitions())
 	if err != nil {
 		return 1
 	}
 	var lag int64
-	for p := 0; p < 4; p++ {
+	for p := 0; p < r.parts; p++ {
 		_, end, err := f.Offsets(ctx, r.k.Topics().Events, p)
 		if err != nil {
 			return 1
@@ -427,4 +431,12 @@ func TestPoisonGoesToTheDeadLetterTopic(t *testing.T) {
 			t.Fatalf("dead letter %d: key %q reason %q", i, m.Key, reason)
 		}
 	}
+}
+
+func (r *rig) partitions() []int {
+	out := make([]int, r.parts)
+	for i := range out {
+		out[i] = i
+	}
+	return out
 }
