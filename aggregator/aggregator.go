@@ -226,10 +226,7 @@ func (a *Aggregator) publish(ctx context.Context) {
 	t := time.NewTicker(a.cfg.SignalInterval)
 	defer t.Stop()
 	// UpdateUsage adjustments reach the store from the admin API: the
-	// keys' state is read again from the store every second (it holds
-	// every stored batch, counted or not yet; a batch stored but not yet
-	// counted is counted twice until the next refresh, which errs on the
-	// side of refusing).
+	// store's view of the keys is merged into their state every second.
 	refresh := time.NewTicker(refreshEvery)
 	defer refresh.Stop()
 	for {
@@ -243,7 +240,7 @@ func (a *Aggregator) publish(ctx context.Context) {
 			parts := slices.Sorted(maps.Keys(a.owned))
 			a.ownedMu.Unlock()
 			for _, p := range parts {
-				if err := a.restoreQuota(ctx, p); err != nil {
+				if err := a.refreshQuota(ctx, p); err != nil {
 					a.cfg.Logger.Warn("aggregator: refresh quota state", "partition", p, "err", err)
 				}
 			}
@@ -274,6 +271,21 @@ func (a *Aggregator) own(partition int, owned bool) {
 	} else {
 		delete(a.owned, partition)
 	}
+}
+
+// refreshQuota merges what the store holds of a partition's keys into
+// their state: UpdateUsage adjustments, and counts never below the
+// store's (the state counts events as they are read, the store once they
+// are stored).
+func (a *Aggregator) refreshQuota(ctx context.Context, partition int) error {
+	now := a.cfg.Now().UnixNano()
+	from := min(catalog.Month.Start(catalog.Month.Index(now)), catalog.Week.Start(catalog.Week.Index(now)))
+	rows, err := a.cfg.Store.QuotaUsage(ctx, []int{partition}, from/86400e9)
+	if err != nil {
+		return err
+	}
+	a.quota.merge(partition, rows, a.catalog(), now)
+	return nil
 }
 
 // restoreQuota loads the quota state of a partition's keys from the store.

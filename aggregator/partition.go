@@ -180,6 +180,11 @@ func (w *partitionWorker) add(ctx context.Context, r *ingest.Record) {
 		a.duplicates.Add(1)
 	default:
 		w.batch.Offsets = append(w.batch.Offsets, r.Offset)
+		// Counted for quota as soon as it is read, not once stored: a
+		// signal then waits for no flush. If the batch is never stored
+		// (a crash, a rebalance), the partition's next owner restores
+		// the state from the store and reads the batch again.
+		a.quota.count(w.partition, w.batch.Events[len(w.batch.Events)-1:], a.catalog(), a.cfg.Now().UnixNano())
 	}
 }
 
@@ -251,7 +256,6 @@ func (w *partitionWorker) flush(ctx context.Context) {
 		return
 	}
 	a.stored.Add(uint64(len(w.batch.Events)))
-	a.quota.count(w.partition, w.batch.Events, a.catalog(), a.cfg.Now().UnixNano())
 	if err := w.commit(w.batch.Last + 1); err != nil {
 		// Harmless: the store's watermark, not the group's offset, says
 		// where the next owner starts.

@@ -94,6 +94,47 @@ func (a *authority) restore(partition int, rows []usage.NodeDayCount, cat *catal
 	}
 }
 
+// merge takes from the store's rows the adjustments of the partition's
+// keys, and raises their counts per enforcer to the store's where the
+// store has more (it never has: events are counted when read, before
+// they are stored; but a state restored late is caught up this way).
+func (a *authority) merge(partition int, rows []usage.NodeDayCount, cat *catalog.Catalog, now int64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	type kn struct{ id, node string }
+	nodes := map[kn]int64{}
+	adj := map[string]int64{}
+	keys := map[string]*keyUsage{}
+	for _, r := range rows {
+		pq, ok := quotaOf(cat.Plan(r.PlanID))
+		if !ok {
+			continue
+		}
+		start, _ := pq.q.Period.Bounds(now)
+		if r.Day*86400e9 < start {
+			continue
+		}
+		k := a.keyLocked(partition, r.PlanID, r.KeyID, pq, now)
+		id := r.PlanID + "/" + r.KeyID
+		keys[id] = k
+		if r.Admitted > 0 {
+			nodes[kn{id, r.Node}] += r.Admitted
+		}
+		adj[id] += r.Adjustment
+	}
+	for id, k := range keys {
+		if k.adjustments != adj[id] {
+			k.adjustments, k.changed = adj[id], true
+			k.asOf = max(k.asOf, now)
+		}
+	}
+	for x, n := range nodes {
+		if k := keys[x.id]; k.nodes[x.node] < n {
+			k.nodes[x.node], k.changed = n, true
+		}
+	}
+}
+
 // drop forgets a partition's keys (another aggregator owns them now).
 func (a *authority) drop(partition int) {
 	a.mu.Lock()

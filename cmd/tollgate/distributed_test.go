@@ -23,15 +23,7 @@ import (
 // mode (3 enforcers, a report API on ClickHouse, an aggregator) gives the
 // same GetUsage, /v1/usage request counts and billing report.
 func TestDistributedReportsEqualEmbedded(t *testing.T) {
-	dsn := chtest.Database(t)
-	st, err := chstore.Open(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.Migrate(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	st.Close()
+	dsn := migratedClickHouse(t)
 
 	// Distributed: the fleet's report API on ClickHouse, 3 enforcers, an
 	// aggregator.
@@ -43,13 +35,7 @@ func TestDistributedReportsEqualEmbedded(t *testing.T) {
 	for range 3 {
 		enforcers = append(enforcers, f.start(f.options(true, false)))
 	}
-	aggCtx, stopAgg := context.WithCancel(context.Background())
-	aggDone := make(chan error, 1)
-	go func() {
-		aggDone <- runAggregator(aggCtx, aggregatorOptions{kafka: f.kafka, clickhouse: dsn, dataDir: filepath.Join(f.dir, "agg"),
-			group: "tollgate-aggregator", flushInterval: 100 * time.Millisecond, flushEvents: 1 << 16}, slog.New(slog.DiscardHandler))
-	}()
-	t.Cleanup(func() { stopAgg(); <-aggDone })
+	startAggregator(t, f, dsn)
 
 	// Embedded: serve on the same configuration file.
 	embData := filepath.Join(f.dir, "embedded")
@@ -180,15 +166,7 @@ apiKeys:
 // n enforcers and an aggregator.
 func startQuotaFleet(t *testing.T, n int) (*fleet, *fleetNode, []*fleetNode) {
 	t.Helper()
-	dsn := chtest.Database(t)
-	st, err := chstore.Open(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.Migrate(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	st.Close()
+	dsn := migratedClickHouse(t)
 	f := newFleet(t)
 	up := strings.Split(string(must(os.ReadFile(f.config))), "upstream: \"")[1]
 	up = up[:strings.Index(up, "\"")]
@@ -203,13 +181,7 @@ func startQuotaFleet(t *testing.T, n int) (*fleet, *fleetNode, []*fleetNode) {
 	for range n {
 		enforcers = append(enforcers, f.start(f.options(true, false)))
 	}
-	aggCtx, stopAgg := context.WithCancel(context.Background())
-	aggDone := make(chan error, 1)
-	go func() {
-		aggDone <- runAggregator(aggCtx, aggregatorOptions{kafka: f.kafka, clickhouse: dsn, dataDir: filepath.Join(f.dir, "agg"),
-			group: "tollgate-aggregator", flushInterval: 100 * time.Millisecond, flushEvents: 1 << 16}, slog.New(slog.DiscardHandler))
-	}()
-	t.Cleanup(func() { stopAgg(); <-aggDone })
+	startAggregator(t, f, dsn)
 	return f, admin, enforcers
 }
 
@@ -318,4 +290,38 @@ func TestUpdateUsageReachesTheFleet(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	t.Logf("admitted %d after update-usage, until the signal arrived", admitted)
+}
+
+// migratedClickHouse returns the DSN of a database of the test's own with
+// the schema applied.
+func migratedClickHouse(t *testing.T) string {
+	t.Helper()
+	dsn := chtest.Database(t)
+	st, err := chstore.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return dsn
+}
+
+// startAggregator runs tollgate aggregator on the fleet until the test
+// ends.
+func startAggregator(t *testing.T, f *fleet, dsn string) {
+	t.Helper()
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- runAggregator(ctx, aggregatorOptions{kafka: f.kafka, clickhouse: dsn, dataDir: filepath.Join(f.dir, "agg"),
+			group: "tollgate-aggregator", flushInterval: 100 * time.Millisecond, flushEvents: 1 << 16}, slog.New(slog.DiscardHandler))
+	}()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("aggregator: %v", err)
+		}
+	})
 }
