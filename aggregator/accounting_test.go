@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/url"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -70,6 +71,12 @@ func newRigN(t testing.TB, n int) *rig {
 // share dup of them a second time (as producer retries do), close to the
 // first copy.
 func (r *rig) produce(n int, dup float64, rng *rand.Rand) {
+	r.produceOver(n, dup, 72*time.Hour, rng)
+}
+
+// produceOver is produce with the events' times spread over span: a
+// span of a day or more ends at the start of today, a shorter one now.
+func (r *rig) produceOver(n int, dup float64, span time.Duration, rng *rand.Rand) {
 	t := r.t
 	t.Helper()
 	p, err := ingest.NewEventProducer(r.k)
@@ -77,14 +84,20 @@ func (r *rig) produce(n int, dup float64, rng *rand.Rand) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	now := time.Now().Truncate(24 * time.Hour).Add(-48 * time.Hour).UnixNano()
+	now := time.Now().Truncate(24 * time.Hour).Add(-span).UnixNano()
+	if span < 24*time.Hour {
+		now = time.Now().Add(-span).UnixNano()
+	}
 	const chunk = 4096
+	r.sent = slices.Grow(r.sent, n)
+	batch := make([]schemas.UsageEvent, 0, chunk+chunk/10)
 	for start := 0; start < n; start += chunk {
-		var batch, again []schemas.UsageEvent
+		batch = batch[:0]
+		var again []schemas.UsageEvent
 		for i := start; i < min(start+chunk, n); i++ {
 			// Time moves forward as in traffic (a batch crosses a
 			// midnight at most once), with a little disorder.
-			at := now + int64(i)*int64(72*time.Hour)/int64(n) + rng.Int64N(int64(time.Second))
+			at := now + int64(i)*int64(span)/int64(n) + rng.Int64N(int64(time.Second))
 			e := schemas.UsageEvent{ID: schemas.NewEventID(at), Time: at, APIID: "api", Stage: "prod",
 				KeyID: fmt.Sprintf("k%03d", rng.IntN(300)), PlanID: "plan", Method: "GET", Resource: "/items",
 				Status: 200, Decision: schemas.DecisionAllowed, LatencyMicros: 100, Node: fmt.Sprintf("n%d", rng.IntN(3))}
