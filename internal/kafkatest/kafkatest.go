@@ -93,3 +93,33 @@ func (p *Proxy) Restore(t testing.TB) {
 	t.Helper()
 	p.p.Toxics.ResetToxics(context.Background())
 }
+
+// NewProxy runs a proxy on a free loopback port to upstream (any TCP
+// service: the tests put one in front of ClickHouse) until the test ends.
+func NewProxy(t testing.TB, upstream string) *Proxy {
+	t.Helper()
+	logger := zerolog.Nop()
+	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), logger)
+	p := toxiproxy.NewProxy(srv, "proxy", "127.0.0.1:0", upstream)
+	p.Logger = &logger
+	if err := p.Start(); err != nil {
+		t.Fatalf("start proxy to %s: %v", upstream, err)
+	}
+	t.Cleanup(p.Stop)
+	return &Proxy{p: p}
+}
+
+// Addr is where clients connect to reach the upstream.
+func (p *Proxy) Addr() string { return p.p.Listen }
+
+// CutConnections resets every connection through the proxy, open or
+// opened until Restore (a TCP RST, as when a peer or a middlebox dies).
+func (p *Proxy) CutConnections(t testing.TB) {
+	t.Helper()
+	for _, stream := range []string{"upstream", "downstream"} {
+		body := `{"name":"cut-` + stream + `","type":"reset_peer","stream":"` + stream + `","attributes":{"timeout":0}}`
+		if _, err := p.p.Toxics.AddToxicJson(strings.NewReader(body)); err != nil {
+			t.Fatalf("cut connections: %v", err)
+		}
+	}
+}
