@@ -16,7 +16,7 @@ build: ## Build bin/tollgate
 
 .PHONY: run
 run: build ## Serve examples/tollgate.yaml with the demo upstream (gateway :8080, admin :8081)
-	$(BIN) serve --config examples/tollgate.yaml --data-dir $(DATA_DIR) --demo-upstream 127.0.0.1:9000
+	$(BIN) serve --config examples/tollgate.yaml --data-dir $(DATA_DIR) --demo-upstream 127.0.0.1:9080
 
 .PHONY: test
 test: ## Run every test (vet included)

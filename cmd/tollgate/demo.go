@@ -45,6 +45,6 @@ func newDemoUpstreamCmd() *cobra.Command {
 			return serveUntil(cmd.Context(), newDemoUpstream(), ln, 10*time.Second)
 		},
 	}
-	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:9000", "listen address")
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:9080", "listen address")
 	return cmd
 }

@@ -75,7 +75,7 @@ throughput at the cost of memory (see BENCHMARKS.md).`,
 	f.StringVar(&o.listen, "listen", "127.0.0.1:8080", "gateway listen address")
 	f.StringVar(&o.adminListen, "admin-listen", "127.0.0.1:8081", "admin API listen address")
 	f.StringVar(&o.dataDir, "data-dir", "./tollgate-data", "folder for the catalog and usage database")
-	f.StringVar(&o.demoUpstream, "demo-upstream", "", "also run the built-in demo upstream on this address (e.g. 127.0.0.1:9000)")
+	f.StringVar(&o.demoUpstream, "demo-upstream", "", "also run the built-in demo upstream on this address (e.g. 127.0.0.1:9080)")
 	f.IntVar(&o.queueSize, "event-queue", 1<<16, "usage events buffered between requests and the store; beyond it events are dropped and counted")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 60*time.Second, "on SIGTERM, how long requests in flight may take to finish (then their connections are cut)")
 	f.Float64Var(&o.adminRate, "admin-rate-limit", 100, "admin API requests per second; beyond, 429 TooManyRequestsException")
