@@ -250,6 +250,8 @@ type killer struct {
 	mu      sync.Mutex
 	points  map[int64]string // flush number → "before" or "after"
 	killed  chan struct{}
+	// cut, when set, runs once, before the next insert.
+	cut atomic.Value
 }
 
 func newKiller(rng *rand.Rand, kills int, within int64) *killer {
@@ -288,7 +290,13 @@ func (k *killer) hooks() hooks {
 			mu.Lock()
 			cur[p] = n
 			mu.Unlock()
-			return at(n, "before")
+			if at(n, "before") {
+				return true
+			}
+			if f, ok := k.cut.Swap(func() {}).(func()); ok {
+				f() // this insert, which will run, finds its connections cut
+			}
+			return false
 		},
 		afterInsert: func(p int) bool {
 			mu.Lock()
@@ -316,19 +324,23 @@ func TestAccountingExactlyOnce(t *testing.T) {
 	kill := newKiller(rng, 5, 12)
 	a := r.start(Config{hooks: kill.hooks()})
 	var second *aggregatorRun
+	var insertFailures uint64
 	for kills := 0; kills < 5; {
 		select {
 		case <-kill.killed:
 			kills++
 			a.stop(t)
+			insertFailures += a.a.Stats().InsertFailures
 			a = r.start(Config{hooks: kill.hooks()})
 			switch kills {
 			case 2:
 				second = r.start(Config{}) // joins: a rebalance
 			case 3:
-				r.proxy.CutConnections(t)
-				time.Sleep(300 * time.Millisecond) // a cut of that long, under load
-				r.proxy.Restore(t)
+				// The next insert finds its connections cut (for 300ms).
+				kill.cut.Store(func() {
+					r.proxy.CutConnections(t)
+					time.AfterFunc(300*time.Millisecond, func() { r.proxy.Restore(t) })
+				})
 			case 4:
 				second.stop(t) // leaves: another rebalance
 			}
@@ -338,9 +350,14 @@ func TestAccountingExactlyOnce(t *testing.T) {
 	}
 	r.drained(90 * time.Second)
 	a.stop(t)
+	insertFailures += a.a.Stats().InsertFailures
 	if n, detail := r.mismatches(); n != 0 {
 		t.Fatalf("%d (day, key) counts differ from the oracle; first: %s", n, detail)
 	}
+	if insertFailures == 0 {
+		t.Fatal("no insert failed: the cut connections were not exercised")
+	}
+	t.Logf("insert failures (cut connections), all retried: %d", insertFailures)
 	t.Logf("flushes %d; last aggregator: %+v", kill.flushes.Load(), a.a.Stats())
 }
 
