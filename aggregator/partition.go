@@ -106,7 +106,7 @@ func (w *partitionWorker) start(ctx context.Context) bool {
 		}
 		w.win.Reset()
 		if !a.cfg.dedupOff {
-			if err := w.refill(ctx, max(first, from-int64(w.win.Size())), from); err != nil {
+			if err := a.fetcher.FillWindow(ctx, a.topics.Events, w.partition, first, from, a.cfg.FlushInterval, w.win); err != nil {
 				a.retry(ctx, &w.wait, "aggregator: read back the ids before the watermark", "partition", w.partition, "err", err)
 				continue
 			}
@@ -122,32 +122,6 @@ func (w *partitionWorker) start(ctx context.Context) bool {
 		return true
 	}
 	return false
-}
-
-// refill adds to the window the ids of the records in [from, to).
-func (w *partitionWorker) refill(ctx context.Context, from, to int64) error {
-	a := w.a
-	var e schemas.UsageEvent
-	for pos := from; pos < to; {
-		recs, _, err := a.fetcher.Fetch(ctx, a.topics.Events, w.partition, pos, a.cfg.FlushInterval)
-		if err != nil {
-			return err
-		}
-		if len(recs) == 0 {
-			return nil
-		}
-		for i := range recs {
-			r := &recs[i]
-			if r.Offset >= to {
-				return nil
-			}
-			if r.Value != nil && schemas.DecodeUsageEvent(r.Value, &e) == nil {
-				w.win.Add(e.ID)
-			}
-			pos = r.Offset + 1
-		}
-	}
-	return nil
 }
 
 // add takes a record into the batch: a usage event not seen in the window

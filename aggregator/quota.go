@@ -49,25 +49,20 @@ func newAuthority() *authority {
 
 // planQuota is what the authority needs of a plan.
 type planQuota struct {
-	q          catalog.Quota
-	createdIdx int64
+	q       catalog.Quota
+	created int64 // Unix seconds
 }
 
 func quotaOf(p *catalog.UsagePlan) (planQuota, bool) {
 	if p == nil || p.Quota == nil || !p.Quota.Period.Valid() {
 		return planQuota{}, false
 	}
-	return planQuota{q: *p.Quota, createdIdx: p.Quota.Period.Index(p.CreatedDate * 1e9)}, true
+	return planQuota{q: *p.Quota, created: p.CreatedDate}, true
 }
 
-// limit is the period's limit: AWS's offset applies to the period the plan
-// was created in.
-func (pq planQuota) limit(idx int64) int64 {
-	if idx == pq.createdIdx {
-		return max(pq.q.Limit-pq.q.Offset, 0)
-	}
-	return pq.q.Limit
-}
+// limit is the period's limit (AWS's offset applies to the period the
+// plan was created in).
+func (pq planQuota) limit(idx int64) int64 { return pq.q.LimitAt(idx, pq.created) }
 
 // restore replaces the state of a partition's keys with what the store
 // holds for their current periods.
@@ -75,32 +70,20 @@ func (a *authority) restore(partition int, rows []usage.NodeDayCount, cat *catal
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.dropLocked(partition)
-	for _, r := range rows {
-		pq, ok := quotaOf(cat.Plan(r.PlanID))
-		if !ok {
-			continue
-		}
-		start, _ := pq.q.Period.Bounds(now)
-		if r.Day*86400e9 < start {
-			continue
-		}
-		k := a.keyLocked(partition, r.PlanID, r.KeyID, pq, now)
-		k.nodes[r.Node] += r.Admitted
-		k.adjustments += r.Adjustment
-		// Enforcers ignore a signal older than one they applied: the
-		// restored state is as of now.
-		k.asOf = max(k.asOf, now)
-		k.changed = true
-	}
+	a.mergeLocked(partition, rows, cat, now)
 }
 
 // merge takes from the store's rows the adjustments of the partition's
 // keys, and raises their counts per enforcer to the store's where the
-// store has more (it never has: events are counted when read, before
-// they are stored; but a state restored late is caught up this way).
+// store has more (it never has while the partition is owned: events are
+// counted when read, before they are stored; restore starts from it).
 func (a *authority) merge(partition int, rows []usage.NodeDayCount, cat *catalog.Catalog, now int64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.mergeLocked(partition, rows, cat, now)
+}
+
+func (a *authority) mergeLocked(partition int, rows []usage.NodeDayCount, cat *catalog.Catalog, now int64) {
 	type kn struct{ id, node string }
 	nodes := map[kn]int64{}
 	adj := map[string]int64{}
@@ -114,23 +97,23 @@ func (a *authority) merge(partition int, rows []usage.NodeDayCount, cat *catalog
 		if r.Day*86400e9 < start {
 			continue
 		}
-		k := a.keyLocked(partition, r.PlanID, r.KeyID, pq, now)
 		id := r.PlanID + "/" + r.KeyID
-		keys[id] = k
+		keys[id] = a.keyLocked(partition, r.PlanID, r.KeyID, pq, now)
 		if r.Admitted > 0 {
 			nodes[kn{id, r.Node}] += r.Admitted
 		}
 		adj[id] += r.Adjustment
 	}
+	// A changed state is as of now: enforcers ignore a signal older than
+	// one they applied.
 	for id, k := range keys {
-		if k.adjustments != adj[id] {
-			k.adjustments, k.changed = adj[id], true
-			k.asOf = max(k.asOf, now)
+		if k.adjustments != adj[id] || len(k.nodes) == 0 {
+			k.adjustments, k.changed, k.asOf = adj[id], true, max(k.asOf, now)
 		}
 	}
 	for x, n := range nodes {
 		if k := keys[x.id]; k.nodes[x.node] < n {
-			k.nodes[x.node], k.changed = n, true
+			k.nodes[x.node], k.changed, k.asOf = n, true, max(k.asOf, now)
 		}
 	}
 }
@@ -195,19 +178,6 @@ func (a *authority) count(partition int, events []schemas.UsageEvent, cat *catal
 		default:
 		}
 	}
-}
-
-// adjust adds an UpdateUsage delta to a key's period.
-func (a *authority) adjust(partition int, plan, key string, delta int64, cat *catalog.Catalog, now int64) {
-	pq, ok := quotaOf(cat.Plan(plan))
-	if !ok {
-		return
-	}
-	a.mu.Lock()
-	k := a.keyLocked(partition, plan, key, pq, now)
-	k.adjustments += delta
-	k.changed = true
-	a.mu.Unlock()
 }
 
 // crossed reports whether going from before to after passes 80% or 100%

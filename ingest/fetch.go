@@ -144,3 +144,9 @@ func (f *Fetcher) Offsets(ctx context.Context, topic string, partition int) (fir
 func (f *Fetcher) Partitions(ctx context.Context, topic string) ([]int, error) {
 	return partitionIDs(ctx, f.c, topic)
 }
+
+// FillWindow adds to win the ids of the usage events just before offset
+// to of a partition (at most win.Size(), none before first).
+func (f *Fetcher) FillWindow(ctx context.Context, topic string, partition int, first, to int64, maxWait time.Duration, win *IDWindow) error {
+	return refillWindow(ctx, f.c, topic, partition, first, to, maxWait, win)
+}

@@ -356,7 +356,7 @@ func (p *partitionLoader) start(ctx context.Context) bool {
 			// Stored with the first batch, so the gap counts once.
 			p.next, p.done, p.due = first, off, time.Now()
 		default:
-			if err := p.refill(ctx, max(first, off-int64(p.win.Size())), off); err != nil {
+			if err := refillWindow(ctx, l.client, l.topic, p.partition, first, off, l.cfg.MaxWait, p.win); err != nil {
 				l.retry(ctx, &p.wait, "loader: read back the ids before the stored offset", "partition", p.partition, "err", err)
 				continue
 			}
@@ -370,31 +370,6 @@ func (p *partitionLoader) start(ctx context.Context) bool {
 		return true
 	}
 	return false
-}
-
-// refill adds to the window the ids of the records in [from, to).
-func (p *partitionLoader) refill(ctx context.Context, from, to int64) error {
-	var e schemas.UsageEvent
-	for pos := from; pos < to; {
-		recs, _, err := fetch(ctx, p.l.client, p.l.topic, p.partition, pos, p.l.cfg.MaxWait)
-		if err != nil {
-			return err
-		}
-		if len(recs) == 0 {
-			return nil // none left below to (only control records)
-		}
-		for i := range recs {
-			r := &recs[i]
-			if r.offset >= to {
-				return nil
-			}
-			if r.value != nil && schemas.DecodeUsageEvent(r.value, &e) == nil {
-				p.win.Add(e.ID)
-			}
-			pos = r.offset + 1
-		}
-	}
-	return nil
 }
 
 // follow reads records and stores them in batches until ctx ends or the

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -177,7 +176,7 @@ func (e *kafkaEdge) metrics() []reportapi.Metric {
 }
 
 // runNode runs the roles o names on a Kafka fleet until ctx ends.
-func runNode(ctx context.Context, o nodeOptions, stdout io.Writer, logger *slog.Logger, ready chan<- serveAddrs) error {
+func runNode(ctx context.Context, o nodeOptions, stdout io.Writer, logger *slog.Logger, ready chan<- serveAddrs) (err error) {
 	if o.now == nil {
 		o.now = time.Now
 	}
@@ -218,9 +217,11 @@ func runNode(ctx context.Context, o nodeOptions, stdout io.Writer, logger *slog.
 		if edge, err = openKafkaEdge(k, o, logger); err != nil {
 			return err
 		}
+		// However runNode ends, the edge hands its events on (or keeps
+		// them in the spill log): after the servers stopped, last.
+		defer func() { err = errors.Join(err, edge.shutdown(o, logger)) }()
 		if gw, err = enforcer.New(enforcer.Config{Events: edge.queue, Logger: logger, Node: o.node,
 			Now: func() int64 { return o.now().UnixNano() }}, &catalog.Catalog{}); err != nil {
-			edge.close()
 			return err
 		}
 		publish = func(c *catalog.Catalog) error {
@@ -239,9 +240,6 @@ func runNode(ctx context.Context, o nodeOptions, stdout io.Writer, logger *slog.
 	cl, err := ingest.OpenConfigLog(ingest.ConfigLogConfig{Kafka: k, Snapshot: filepath.Join(o.dataDir, "catalog-snapshot.json"),
 		Publish: publish, Logger: logger, Now: o.now, Repair: o.admin})
 	if err != nil {
-		if edge != nil {
-			edge.close()
-		}
 		return err
 	}
 	hadSnapshot := cl.Offset() > 0
@@ -250,7 +248,6 @@ func runNode(ctx context.Context, o nodeOptions, stdout io.Writer, logger *slog.
 		sr, err := ingest.OpenSignalReader(ingest.SignalReaderConfig{Kafka: k, Snapshot: filepath.Join(o.dataDir, "signals-snapshot.json"),
 			Apply: gw.ApplySignal, Logger: logger, Now: o.now})
 		if err != nil {
-			edge.close()
 			return err
 		}
 		signals.Store(sr)
@@ -277,17 +274,17 @@ func runNode(ctx context.Context, o nodeOptions, stdout io.Writer, logger *slog.
 	if o.admin && o.clickhouse != "" {
 		// Usage from ClickHouse, where the aggregators keep it.
 		if ch, err = chstore.Open(ctx, o.clickhouse); err != nil {
-			return errors.Join(err, stopEdge(edge, o, logger))
+			return err
 		}
 		defer ch.Close()
 		mgr = catalog.NewManagerOn(cl)
 		mgr.SetAudit(auditLog(o.dataDir), o.now)
 	} else if o.admin {
 		if store, err = sqlitestore.Open(filepath.Join(o.dataDir, "usage.db")); err != nil {
-			return errors.Join(fmt.Errorf("open usage store: %w", err), stopEdge(edge, o, logger))
+			return fmt.Errorf("open usage store: %w", err)
 		}
 		if loader, err = ingest.NewLoader(ingest.LoaderConfig{Kafka: k, Store: store, Logger: logger}); err != nil {
-			return errors.Join(err, stopEdge(edge, o, logger))
+			return err
 		}
 		goBG(loader.Run)
 		metrics = append(metrics, func() []reportapi.Metric {
@@ -311,12 +308,12 @@ func runNode(ctx context.Context, o nodeOptions, stdout io.Writer, logger *slog.
 		select {
 		case <-cl.Loaded():
 		case <-ctx.Done():
-			return stopEdge(edge, o, logger)
+			return nil
 		}
 	}
 	if o.config != "" {
 		if err := applyConfigToFleet(ctx, mgr, o, stdout, logger); err != nil {
-			return errors.Join(err, stopEdge(edge, o, logger))
+			return err
 		}
 	}
 	if gw != nil && store != nil {
@@ -324,7 +321,7 @@ func runNode(ctx context.Context, o nodeOptions, stdout io.Writer, logger *slog.
 		// store, as serve's do, and again once the loader has caught
 		// up with what the topic held (raising never lowers a count).
 		if err := gw.RestoreQuotas(ctx, store); err != nil {
-			return errors.Join(err, stopEdge(edge, o, logger))
+			return err
 		}
 		goBG(func(ctx context.Context) error {
 			select {
@@ -354,7 +351,7 @@ func runNode(ctx context.Context, o nodeOptions, stdout io.Writer, logger *slog.
 	if o.adminListen != "" {
 		creds, err := adminCredentials(o.dataDir, stdout, o.adminListen)
 		if err != nil {
-			return errors.Join(err, stopEdge(edge, o, logger))
+			return err
 		}
 		cfg := reportapi.Config{Ready: loaded, Profiling: o.pprof, Credentials: creds,
 			Throttle: reportapi.AdminThrottle{RateLimit: o.adminRate, BurstLimit: o.adminBurst},
@@ -375,7 +372,7 @@ func runNode(ctx context.Context, o nodeOptions, stdout io.Writer, logger *slog.
 		}
 		h, err := reportapi.New(cfg)
 		if err != nil {
-			return errors.Join(err, stopEdge(edge, o, logger))
+			return err
 		}
 		handlers = append(handlers, namedServer{name: "admin", addr: o.adminListen,
 			srv: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute}})
@@ -392,7 +389,7 @@ func runNode(ctx context.Context, o nodeOptions, stdout io.Writer, logger *slog.
 	for i, h := range handlers {
 		if lns[i], err = net.Listen("tcp", h.addr); err != nil {
 			closeAll(lns...)
-			return errors.Join(fmt.Errorf("%s listen: %w", h.name, err), stopEdge(edge, o, logger))
+			return fmt.Errorf("%s listen: %w", h.name, err)
 		}
 	}
 
@@ -419,8 +416,8 @@ func runNode(ctx context.Context, o nodeOptions, stdout io.Writer, logger *slog.
 	err = g.Wait()
 	serving.Store(false)
 	// The servers have stopped: every event they produced is in the
-	// queue; hand it to Kafka (or the spill log) before leaving.
-	return errors.Join(err, stopEdge(edge, o, logger))
+	// queue, which the deferred shutdown hands on.
+	return err
 }
 
 type namedServer struct {
@@ -429,10 +426,8 @@ type namedServer struct {
 	wrap       func(net.Listener) net.Listener
 }
 
-func stopEdge(e *kafkaEdge, o nodeOptions, logger *slog.Logger) error {
-	if e == nil {
-		return nil
-	}
+// shutdown stops the edge if it was started, or closes it.
+func (e *kafkaEdge) shutdown(o nodeOptions, logger *slog.Logger) error {
 	if e.drainStop == nil { // never started
 		return e.close()
 	}
@@ -531,11 +526,7 @@ func (q clickhouseQuotas) SetRemaining(ctx context.Context, planID, keyID string
 		return fmt.Errorf("%w: %v", reportapi.ErrInvalid, enforcer.ErrNoQuota)
 	}
 	now := q.now().UnixNano()
-	idx := p.Quota.Period.Index(now)
-	limit := p.Quota.Limit
-	if idx == p.Quota.Period.Index(p.CreatedDate*1e9) {
-		limit = max(limit-p.Quota.Offset, 0)
-	}
+	limit := p.Quota.LimitAt(p.Quota.Period.Index(now), p.CreatedDate)
 	if remaining < 0 || remaining > limit {
 		return fmt.Errorf("%w: remaining must be between 0 and the period's limit %d, got %d", reportapi.ErrInvalid, limit, remaining)
 	}
@@ -555,9 +546,5 @@ func (q clickhouseQuotas) SetRemaining(ctx context.Context, planID, keyID string
 	if err := q.store.AdjustQuota(context.WithoutCancel(ctx), planID, keyID, now/86400e9, delta); err != nil {
 		return err
 	}
-	actor, action := catalog.ActorOf(ctx)
-	old, _ := json.Marshal(map[string]int64{"remaining": limit - used})
-	next, _ := json.Marshal(map[string]int64{"remaining": remaining})
-	return q.audit.Append([]catalog.AuditEntry{{Time: q.now(), Actor: actor, Action: action, Kind: "usage",
-		ID: planID + "/" + keyID, Old: old, New: next}})
+	return auditRemaining(ctx, q.audit, q.now(), planID, keyID, limit-used, remaining)
 }

@@ -314,16 +314,22 @@ func (q quotaAdjuster) SetRemaining(ctx context.Context, planID, keyID string, r
 		undo()
 		return err
 	}
-	actor, action := catalog.ActorOf(ctx)
-	old, _ := json.Marshal(map[string]int64{"remaining": remaining + delta})
-	next, _ := json.Marshal(map[string]int64{"remaining": remaining})
-	if err := q.audit.Append([]catalog.AuditEntry{{Time: q.now(), Actor: actor, Action: action, Kind: "usage",
-		ID: planID + "/" + keyID, Old: old, New: next}}); err != nil {
+	if err := auditRemaining(ctx, q.audit, q.now(), planID, keyID, remaining+delta, remaining); err != nil {
 		q.store.AdjustQuota(ctx, planID, keyID, day, -delta)
 		undo()
 		return err
 	}
 	return nil
+}
+
+// auditRemaining records an UpdateUsage in the audit log: what remained
+// of the key's quota before and after.
+func auditRemaining(ctx context.Context, audit *catalog.AuditLog, at time.Time, planID, keyID string, before, after int64) error {
+	actor, action := catalog.ActorOf(ctx)
+	old, _ := json.Marshal(map[string]int64{"remaining": before})
+	next, _ := json.Marshal(map[string]int64{"remaining": after})
+	return audit.Append([]catalog.AuditEntry{{Time: at, Actor: actor, Action: action, Kind: "usage",
+		ID: planID + "/" + keyID, Old: old, New: next}})
 }
 
 // auditLog is the data folder's log of catalog changes.
