@@ -33,7 +33,9 @@ type rig struct {
 	direct *chstore.Store // not: for the test's own reads
 	proxy  *kafkatest.Proxy
 	sent   []schemas.UsageEvent // every event once, as the oracle counts them
-	parts  int
+	// insertFailures counts failed InsertBatch calls of every aggregator.
+	insertFailures atomic.Int64
+	parts          int
 }
 
 func newRig(t testing.TB) *rig { return newRigN(t, 4) }
@@ -125,7 +127,7 @@ type aggregatorRun struct {
 
 func (r *rig) start(cfg Config) *aggregatorRun {
 	r.t.Helper()
-	cfg.Kafka, cfg.Store = r.k, r.store
+	cfg.Kafka, cfg.Store = r.k, countingStore{r.store, &r.insertFailures}
 	if os.Getenv("AGG_DIRECT") != "" {
 		cfg.Store = r.direct
 	}
@@ -324,22 +326,27 @@ func TestAccountingExactlyOnce(t *testing.T) {
 	kill := newKiller(rng, 5, 12)
 	a := r.start(Config{hooks: kill.hooks()})
 	var second *aggregatorRun
-	var insertFailures uint64
 	for kills := 0; kills < 5; {
 		select {
 		case <-kill.killed:
 			kills++
 			a.stop(t)
-			insertFailures += a.a.Stats().InsertFailures
 			a = r.start(Config{hooks: kill.hooks()})
 			switch kills {
 			case 2:
 				second = r.start(Config{}) // joins: a rebalance
 			case 3:
-				// The next insert finds its connections cut (for 300ms).
+				// The next insert finds its connections cut, until an
+				// insert has failed (at most 5s: the test then fails).
 				kill.cut.Store(func() {
 					r.proxy.CutConnections(t)
-					time.AfterFunc(300*time.Millisecond, func() { r.proxy.Restore(t) })
+					before := r.insertFailures.Load()
+					go func() {
+						for deadline := time.Now().Add(5 * time.Second); r.insertFailures.Load() == before && time.Now().Before(deadline); {
+							time.Sleep(10 * time.Millisecond)
+						}
+						r.proxy.Restore(t)
+					}()
 				})
 			case 4:
 				second.stop(t) // leaves: another rebalance
@@ -350,10 +357,10 @@ func TestAccountingExactlyOnce(t *testing.T) {
 	}
 	r.drained(90 * time.Second)
 	a.stop(t)
-	insertFailures += a.a.Stats().InsertFailures
 	if n, detail := r.mismatches(); n != 0 {
 		t.Fatalf("%d (day, key) counts differ from the oracle; first: %s", n, detail)
 	}
+	insertFailures := r.insertFailures.Load()
 	if insertFailures == 0 {
 		t.Fatal("no insert failed: the cut connections were not exercised")
 	}
@@ -469,4 +476,18 @@ func (r *rig) partitions() []int {
 		out[i] = i
 	}
 	return out
+}
+
+// countingStore counts failed inserts.
+type countingStore struct {
+	*chstore.Store
+	fails *atomic.Int64
+}
+
+func (s countingStore) InsertBatch(ctx context.Context, b *chstore.Batch, wm chstore.Watermark) (chstore.Watermark, error) {
+	wm, err := s.Store.InsertBatch(ctx, b, wm)
+	if err != nil {
+		s.fails.Add(1)
+	}
+	return wm, err
 }
