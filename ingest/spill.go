@@ -72,8 +72,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 
+	"github.com/tollgate/tollgate/internal/dirlock"
 	"github.com/tollgate/tollgate/schemas"
 )
 
@@ -155,7 +155,7 @@ func (c *SpillConfig) sizes() (maxBytes, segBytes int64) {
 // them in order with Peek and Ack. Every method is safe for concurrent
 // use.
 type Spill struct {
-	lock *os.File // the folder's LOCK, flocked
+	lock *dirlock.Lock // the folder's LOCK: one enforcer per spill folder, or records would interleave
 	cfg  SpillConfig
 
 	appendMu sync.Mutex // serializes Append; guards the fields below
@@ -214,7 +214,7 @@ func OpenSpill(cfg SpillConfig) (*Spill, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("spill: create dir: %w", err)
 	}
-	lock, err := lockDir(cfg.Dir)
+	lock, err := dirlock.Acquire(cfg.Dir, "LOCK")
 	if err != nil {
 		return nil, err
 	}
@@ -228,25 +228,10 @@ func OpenSpill(cfg SpillConfig) (*Spill, error) {
 		if s.w != nil {
 			s.w.Close()
 		}
-		lock.Close()
+		lock.Release()
 		return nil, err
 	}
 	return s, nil
-}
-
-// lockDir takes an exclusive lock on dir's LOCK file, held until the file
-// is closed (by the process ending, too): two enforcers given one data
-// folder would interleave their records and corrupt the log.
-func lockDir(dir string) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_RDWR|os.O_CREATE, 0o640)
-	if err != nil {
-		return nil, fmt.Errorf("spill: lock: %w", err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("spill: folder %s is in use by another process (one enforcer per data folder): %w", dir, err)
-	}
-	return f, nil
 }
 
 func (s *Spill) recover() error {
@@ -921,7 +906,7 @@ func (s *Spill) Close() error {
 	if err := s.w.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("spill: close: %w", err))
 	}
-	errs = append(errs, s.lock.Close())
+	errs = append(errs, s.lock.Release())
 	return errors.Join(errs...)
 }
 
