@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -24,8 +26,15 @@ type File struct {
 // ParseFile parses a configuration file's content; name is used in
 // error messages. Unknown fields are errors, so a misspelt setting is
 // never silently ignored.
+//
+// The file must be UTF-8 (a byte-order mark is allowed) and hold exactly
+// one YAML document: a second one (after "---") would be ignored by the
+// decoder, and with it whatever the operator meant by it.
 func ParseFile(name string, b []byte) (*File, error) {
 	f := &File{Name: name, lines: map[string]int{}}
+	if err := checkUTF8(b); err != nil {
+		return nil, fmt.Errorf("%s:%w", name, err)
+	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(b, &doc); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
@@ -37,6 +46,14 @@ func ParseFile(name string, b []byte) (*File, error) {
 	dec.KnownFields(true)
 	if err := dec.Decode(&f.Catalog); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	var next yaml.Node
+	switch err := dec.Decode(&next); {
+	case errors.Is(err, io.EOF):
+	case err != nil:
+		return nil, fmt.Errorf("%s: %w", name, err)
+	default:
+		return nil, fmt.Errorf("%s:%d: a second YAML document: the file must hold one (remove the \"---\" and what follows, or merge it into the first)", name, next.Line)
 	}
 	// Remember where each entity starts.
 	root := doc.Content[0]
@@ -53,6 +70,32 @@ func ParseFile(name string, b []byte) (*File, error) {
 		}
 	}
 	return f, nil
+}
+
+// checkUTF8 reports the line and column of the first byte that is not
+// UTF-8. YAML must be Unicode, and the parser's own message names no line.
+func checkUTF8(b []byte) error {
+	if utf8.Valid(b) {
+		return nil
+	}
+	line, col := 1, 1
+	for len(b) > 0 {
+		r, n := utf8.DecodeRune(b)
+		if r == utf8.RuneError && n <= 1 {
+			hint := ""
+			if len(b) >= 2 && (b[0] == 0xff && b[1] == 0xfe || b[0] == 0xfe && b[1] == 0xff) {
+				hint = " (the file looks like UTF-16)"
+			}
+			return fmt.Errorf("%d:%d: byte 0x%02x is not UTF-8%s: save the file as UTF-8", line, col, b[0], hint)
+		}
+		if r == '\n' {
+			line, col = line+1, 1
+		} else {
+			col++
+		}
+		b = b[n:]
+	}
+	return nil
 }
 
 // Line returns the line of an entity such as "apiKeys[0]", or 0.
