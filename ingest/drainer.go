@@ -35,6 +35,10 @@ type DrainerConfig struct {
 	// ShutdownTimeout bounds the final flush when Run's context ends.
 	// Default 30s.
 	ShutdownTimeout time.Duration
+	// UnhealthyAfter is how many writes in a row must fail before Health
+	// reports the writer as failing. Default 3 (with the default backoff,
+	// about a third of a second of failures).
+	UnhealthyAfter int
 	// Logger receives write failures. Nil discards them.
 	Logger *slog.Logger
 }
@@ -48,7 +52,7 @@ func (c *DrainerConfig) Validate() error {
 	if c.Writer == nil {
 		errs = append(errs, errors.New("drainer: Writer is required"))
 	}
-	if c.MaxBatch < 0 || c.Interval < 0 || c.MaxBackoff < 0 || c.ShutdownTimeout < 0 {
+	if c.MaxBatch < 0 || c.Interval < 0 || c.MaxBackoff < 0 || c.ShutdownTimeout < 0 || c.UnhealthyAfter < 0 {
 		errs = append(errs, errors.New("drainer: sizes and durations must not be negative"))
 	}
 	return errors.Join(errs...)
@@ -60,6 +64,10 @@ type Drainer struct {
 	buf     []schemas.UsageEvent
 	written atomic.Uint64
 	failed  atomic.Uint64
+	// inARow counts the failed writes since the last accepted one;
+	// lastErr is the newest of them.
+	inARow  atomic.Int64
+	lastErr atomic.Pointer[error]
 }
 
 // NewDrainer returns a Drainer; call Run to start it.
@@ -78,6 +86,9 @@ func NewDrainer(cfg DrainerConfig) (*Drainer, error) {
 	}
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = 30 * time.Second
+	}
+	if cfg.UnhealthyAfter == 0 {
+		cfg.UnhealthyAfter = 3
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -131,9 +142,14 @@ func (d *Drainer) writeWithRetry(ctx context.Context) error {
 	for {
 		err := d.cfg.Writer.WriteEvents(ctx, d.buf)
 		if err == nil {
+			d.inARow.Store(0)
 			return nil
 		}
 		d.failed.Add(1)
+		d.lastErr.Store(&err)
+		if d.inARow.Add(1) == int64(d.cfg.UnhealthyAfter) {
+			d.cfg.Logger.Error("usage store refuses writes: not ready until a batch is accepted", "failuresInARow", d.cfg.UnhealthyAfter, "err", err)
+		}
 		d.cfg.Logger.Warn("write usage events failed; retrying", "events", len(d.buf), "err", err, "backoff", backoff)
 		select {
 		case <-ctx.Done():
@@ -149,6 +165,22 @@ func (d *Drainer) Written() uint64 { return d.written.Load() }
 
 // Failures returns how many batch writes failed (each was retried).
 func (d *Drainer) Failures() uint64 { return d.failed.Load() }
+
+// Health returns nil while the writer accepts batches, and an error that
+// says why once UnhealthyAfter writes in a row have failed (events then
+// wait in the queue, and are dropped when it is full). It turns nil again
+// at the next accepted batch. Readiness checks report it.
+func (d *Drainer) Health() error {
+	n := d.inARow.Load()
+	if n < int64(d.cfg.UnhealthyAfter) {
+		return nil
+	}
+	var last error
+	if p := d.lastErr.Load(); p != nil {
+		last = *p
+	}
+	return fmt.Errorf("usage store refuses writes: the last %d batch writes failed (%d events queued): %w", n, d.cfg.Queue.Len(), last)
+}
 
 // WriterFunc adapts a function to BatchWriter.
 type WriterFunc func(ctx context.Context, events []schemas.UsageEvent) error

@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -207,5 +208,48 @@ func BenchmarkQueueOffer(b *testing.B) {
 		if i&4095 == 4095 {
 			buf = q.Drain(buf[:0], 1<<16)
 		}
+	}
+}
+
+// Health turns to an error naming the cause after UnhealthyAfter failed
+// writes in a row, and back to nil at the next accepted batch.
+func TestDrainerHealthFollowsWrites(t *testing.T) {
+	q, _ := NewQueue(64)
+	var d *Drainer
+	var seen []bool // Health() != nil as each write began
+	calls := 0
+	w := WriterFunc(func(context.Context, []schemas.UsageEvent) error {
+		calls++
+		seen = append(seen, d.Health() != nil)
+		if calls <= 4 {
+			return errors.New("database disk image is malformed")
+		}
+		return nil
+	})
+	d, _ = NewDrainer(DrainerConfig{Queue: q, Writer: w, MaxBackoff: time.Millisecond, UnhealthyAfter: 3})
+	q.Offer(ev(1))
+	if err := d.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if want := []bool{false, false, false, true, true}; !slices.Equal(seen, want) {
+		t.Fatalf("unhealthy at each write: got %v, want %v", seen, want)
+	}
+	if err := d.Health(); err != nil {
+		t.Fatalf("Health after an accepted batch: %v", err)
+	}
+	// The reason is the writer's.
+	calls = 0
+	q.Offer(ev(2))
+	ctx, cancel := context.WithCancel(context.Background())
+	w2 := WriterFunc(func(context.Context, []schemas.UsageEvent) error {
+		if calls++; calls == 3 {
+			cancel()
+		}
+		return errors.New("database disk image is malformed")
+	})
+	d, _ = NewDrainer(DrainerConfig{Queue: q, Writer: w2, MaxBackoff: time.Millisecond})
+	d.Flush(ctx)
+	if err := d.Health(); err == nil || !strings.Contains(err.Error(), "malformed") || !strings.Contains(err.Error(), "last 3 batch writes failed") {
+		t.Fatalf("Health after 3 failures: %v", err)
 	}
 }

@@ -1,6 +1,7 @@
 package reportapi
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -16,6 +17,11 @@ type Config struct {
 	// Ready reports whether the gateway serves; /healthz and /readyz
 	// answer 503 until it does. Required.
 	Ready func() bool
+	// Health, when not nil, reports a fault that makes the process unfit
+	// for traffic though it serves (the usage store refusing writes, so
+	// metering has stopped): /readyz then answers 503 with the reason,
+	// while /healthz stays 200 (restarting would not mend it). Nil: none.
+	Health func() error
 	// Credentials authenticate every request but /healthz and /readyz.
 	// Required.
 	Credentials Credentials
@@ -75,7 +81,17 @@ func New(cfg Config) (http.Handler, error) {
 		w.Write([]byte(`{"status":"ok"}`))
 	}
 	r.Get("/healthz", health)
-	r.Get("/readyz", health)
+	r.Get("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if cfg.Health != nil && cfg.Ready() {
+			if err := cfg.Health(); err != nil {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusServiceUnavailable)
+				json.NewEncoder(w).Encode(map[string]string{"status": "unavailable", "reason": err.Error()})
+				return
+			}
+		}
+		health(w, r)
+	})
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}

@@ -1,6 +1,7 @@
 package reportapi
 
 import (
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -43,6 +44,35 @@ func TestHealthFollowsReadiness(t *testing.T) {
 	r.Header.Set("Authorization", "Bearer "+testCreds.Token)
 	if got := send(t, r); got.status != 404 {
 		t.Errorf("pprof served without Profiling: %+v", got)
+	}
+}
+
+// A fault Health reports (metering stopped) makes /readyz answer 503 with
+// the reason, while /healthz stays 200; it clears with the fault.
+func TestReadinessReportsHealth(t *testing.T) {
+	var fault atomic.Pointer[error]
+	h, err := New(Config{Ready: func() bool { return true }, Credentials: testCreds, Health: func() error {
+		if p := fault.Load(); p != nil {
+			return *p
+		}
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	e := errors.New("usage store refuses writes: database disk image is malformed")
+	fault.Store(&e)
+	if code, body := get(t, srv.URL+"/readyz"); code != 503 || !strings.Contains(body, `"reason":"usage store refuses writes: database disk image is malformed"`) {
+		t.Errorf("readyz with a fault: %d %s", code, body)
+	}
+	if code, _ := get(t, srv.URL+"/healthz"); code != 200 {
+		t.Errorf("healthz with a fault: %d, want 200", code)
+	}
+	fault.Store(nil)
+	if code, body := get(t, srv.URL+"/readyz"); code != 200 || body != `{"status":"ok"}` {
+		t.Errorf("readyz after the fault: %d %s", code, body)
 	}
 }
 

@@ -30,7 +30,8 @@ import (
 	"path/filepath"
 	"strings"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"modernc.org/sqlite" // registers the "sqlite" driver
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // Connection settings, applied to every connection of the pool.
@@ -62,9 +63,22 @@ type Store struct {
 	minutes *sql.Stmt
 }
 
+// ErrCorrupt is wrapped by Open's error when the file fails its integrity
+// check.
+var ErrCorrupt = errors.New("usage store is corrupt")
+
 // Open opens or creates the database file at path (its folder must exist),
-// sets WAL journal mode, synchronous=NORMAL and a busy timeout, and brings
-// the schema up to date. Opening an up-to-date file changes nothing.
+// checks its integrity, sets WAL journal mode, synchronous=NORMAL and a
+// busy timeout, and brings the schema up to date. Opening an up-to-date
+// file changes nothing.
+//
+// A file that fails the check is refused (the error wraps ErrCorrupt):
+// SQLite opens a damaged file without complaint and fails later, at the
+// pages that are damaged, so a store opened unchecked could accept the
+// gateway's start and then refuse every batch. The check is SQLite's
+// quick_check: every page of every B-tree is read and checked for
+// structure (not index-vs-table consistency), which costs one sequential
+// read of the file (BENCHMARKS.md has the figure).
 func Open(path string) (*Store, error) {
 	name, err := dsn(path)
 	if err != nil {
@@ -85,6 +99,9 @@ func Open(path string) (*Store, error) {
 }
 
 func (s *Store) init(ctx context.Context) error {
+	if err := quickCheck(ctx, s.db); err != nil {
+		return err
+	}
 	if _, err := migrate(ctx, s.db); err != nil {
 		return err
 	}
@@ -110,6 +127,63 @@ func (s *Store) init(ctx context.Context) error {
 	}
 	s.w = w
 	return nil
+}
+
+// HasUsage reports whether the store holds anything a restart depends
+// on: events or quota adjustments. Each table is probed for one row.
+func (s *Store) HasUsage(ctx context.Context) (bool, error) {
+	var any bool
+	err := s.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM usage_event_batches) OR EXISTS (SELECT 1 FROM quota_adjustments)`).Scan(&any)
+	if err != nil {
+		return false, fmt.Errorf("read usage store: %w", err)
+	}
+	return any, nil
+}
+
+// quickCheck runs PRAGMA quick_check and turns its findings (at most a
+// few, to keep the message short) into an error wrapping ErrCorrupt.
+func quickCheck(ctx context.Context, db *sql.DB) error {
+	rows, err := db.QueryContext(ctx, "PRAGMA quick_check(5)")
+	if err != nil {
+		if isCorruption(err) {
+			return fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
+		return fmt.Errorf("integrity check: %w", err)
+	}
+	defer rows.Close()
+	var found []string
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			return fmt.Errorf("integrity check: %w", err)
+		}
+		if line != "ok" {
+			found = append(found, line)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		if isCorruption(err) {
+			return fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
+		return fmt.Errorf("integrity check: %w", err)
+	}
+	if len(found) > 0 {
+		return fmt.Errorf("%w: %s", ErrCorrupt, strings.Join(found, "; "))
+	}
+	return nil
+}
+
+// isCorruption reports SQLite's errors for a damaged or foreign file.
+func isCorruption(err error) bool {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.Code() & 0xff { // the primary code of an extended one
+	case sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB:
+		return true
+	}
+	return false
 }
 
 // Close closes the statements and the database. The caller must not use
