@@ -2,6 +2,8 @@ package catalog
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,7 +26,8 @@ type Changes struct {
 //
 // APIs are matched by id, plans and keys by name (or by id when the file
 // gives one). Matched entities keep their id and creation date; new ones
-// get a fresh id and now as creation date. Entities of the catalog that the
+// get now as creation date and, unless the file gives one, an id derived
+// from their name (see fileID). Entities of the catalog that the
 // file does not mention are kept. A key without a value keeps its value if
 // it exists, and gets a generated one if it is new.
 //
@@ -66,7 +69,7 @@ func apply(current *Catalog, f *File, now time.Time, rnd io.Reader) (*Catalog, *
 			*old = pl
 		} else {
 			if pl.ID == "" {
-				pl.ID = newID(rnd)
+				pl.ID = fileID(next, "usagePlan", pl.Name, rnd)
 			}
 			pl.CreatedDate = now.Unix()
 			next.UsagePlans = append(next.UsagePlans, pl)
@@ -109,7 +112,7 @@ func apply(current *Catalog, f *File, now time.Time, rnd io.Reader) (*Catalog, *
 			continue
 		}
 		if k.ID == "" {
-			k.ID = newID(rnd)
+			k.ID = fileID(next, "apiKey", k.Name, rnd)
 		}
 		k.CreatedDate = now.Unix()
 		if k.ValueHash == "" {
@@ -176,6 +179,42 @@ func (c *Catalog) Equal(o *Catalog) bool {
 }
 
 const idAlphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+// fileID returns the id of a plan or key that a file names without an id:
+// derived from its kind and name, so that applying the same file to an
+// empty catalog gives the same ids every time. A catalog that was lost and
+// is rebuilt from its file thus finds its stored usage and quota counters
+// again, which are kept by id. If the derived id is taken (an entity
+// created through the admin API, or renamed there, holds it), the id is
+// random, as the admin API's are.
+func fileID(c *Catalog, kind, name string, rnd io.Reader) string {
+	id := randomString(&hashStream{seed: "tollgate " + kind + "\x00" + name}, 10, idAlphabet)
+	if c.Plan(id) != nil || c.Key(id) != nil || c.API(id) != nil {
+		return newID(rnd)
+	}
+	return id
+}
+
+// hashStream is an endless deterministic byte stream: SHA-256 of the
+// seed and a block counter, block after block.
+type hashStream struct {
+	seed  string
+	block uint64
+	buf   []byte
+}
+
+func (h *hashStream) Read(p []byte) (int, error) {
+	for n := 0; n < len(p); {
+		if len(h.buf) == 0 {
+			sum := sha256.Sum256(binary.BigEndian.AppendUint64([]byte(h.seed), h.block))
+			h.block++
+			h.buf = sum[:]
+		}
+		c := copy(p[n:], h.buf)
+		h.buf, n = h.buf[c:], n+c
+	}
+	return len(p), nil
+}
 
 // newID returns a 10-character AWS-style id.
 func newID(rnd io.Reader) string { return randomString(rnd, 10, idAlphabet) }

@@ -346,3 +346,58 @@ func TestApplyMatchesKeysByIDOnly(t *testing.T) {
 		t.Fatalf("keys = %+v", c2.APIKeys)
 	}
 }
+
+// A file applied to an empty catalog gives the same plan and key ids every
+// time: a catalog rebuilt from its file finds its usage again (kept by id).
+func TestApplyDerivesIDsFromNames(t *testing.T) {
+	a, _ := mustApply(t, &Catalog{}, issueExample)
+	b, _ := mustApply(t, &Catalog{}, issueExample)
+	if len(a.UsagePlans) == 0 || len(a.APIKeys) == 0 {
+		t.Fatal("example has no plans or keys")
+	}
+	for i := range a.UsagePlans {
+		if a.UsagePlans[i].ID != b.UsagePlans[i].ID {
+			t.Errorf("plan %q: id %s, then %s", a.UsagePlans[i].Name, a.UsagePlans[i].ID, b.UsagePlans[i].ID)
+		}
+	}
+	for i := range a.APIKeys {
+		if a.APIKeys[i].ID != b.APIKeys[i].ID {
+			t.Errorf("key %q: id %s, then %s", a.APIKeys[i].Name, a.APIKeys[i].ID, b.APIKeys[i].ID)
+		}
+	}
+	// Different names, different ids; AWS's shape (10 of [a-z0-9]).
+	if p, k := a.UsagePlans[0].ID, a.APIKeys[0].ID; p == k || len(p) != 10 || strings.Trim(p, idAlphabet) != "" {
+		t.Errorf("plan id %q, key id %q", p, k)
+	}
+	// An id already taken (here by a key the admin API renamed) is not
+	// reused: the new entity gets a random one.
+	c := a.Clone()
+	c.APIKeys[0].Name = "renamed"
+	c.APIKeys[0].ValueHash = HashKey("another-value-another-value")
+	next, _ := mustApply(t, c, issueExample)
+	if got := next.KeyByName(a.APIKeys[0].Name); got == nil || got.ID == a.APIKeys[0].ID {
+		t.Fatalf("re-created key got id %v, the renamed key holds %s", got, a.APIKeys[0].ID)
+	}
+}
+
+func TestParseFileRefusesWhatItWouldMisread(t *testing.T) {
+	for _, tc := range []struct {
+		name, content, want string
+	}{
+		{"latin-1 byte", "apis: []\nusagePlans:\n  - name: Caf\xe9\n", "x.yaml:3:14: byte 0xe9 is not UTF-8"},
+		{"utf-16", "\xff\xfea\x00p\x00i\x00", "x.yaml:1:1: byte 0xff is not UTF-8 (the file looks like UTF-16)"},
+		{"second document", "apis: []\n---\nusagePlans: []\n", "x.yaml:2: a second YAML document"},
+		{"second document after content", issueExample + "---\napiKeys: []\n", "a second YAML document"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseFile("x.yaml", []byte(tc.content))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+	// A UTF-8 byte-order mark and non-ASCII names are fine.
+	if _, err := ParseFile("x.yaml", []byte("\xef\xbb\xbfapis: []\nusagePlans:\n  - name: Café\n    quota: {limit: 1, period: DAY}\n")); err != nil {
+		t.Fatalf("UTF-8 with a BOM: %v", err)
+	}
+}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -67,9 +66,11 @@ func runAggregator(ctx context.Context, o aggregatorOptions, logger *slog.Logger
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(o.dataDir, 0o750); err != nil {
-		return fmt.Errorf("create data folder: %w", err)
+	lock, err := openDataDir(o.dataDir)
+	if err != nil {
+		return err
 	}
+	defer lock.Release()
 	store, err := chstore.Open(ctx, o.clickhouse)
 	if err != nil {
 		return err

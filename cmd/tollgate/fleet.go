@@ -187,9 +187,11 @@ func runNode(ctx context.Context, o nodeOptions, stdout io.Writer, logger *slog.
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(o.dataDir, 0o750); err != nil {
-		return fmt.Errorf("create data folder: %w", err)
+	lock, err := openDataDir(o.dataDir)
+	if err != nil {
+		return err
 	}
+	defer lock.Release()
 	// Background readers stop before what they write to is closed.
 	var store *sqlitestore.Store
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))

@@ -40,6 +40,9 @@ type serveOptions struct {
 	adminBurst      int
 	// now replaces the clock in tests; nil means time.Now.
 	now func() time.Time
+	// recreateMissing starts on a data folder that checkDataDir finds
+	// inconsistent, making the missing state anew.
+	recreateMissing bool
 	// node holds the fleet settings used with --kafka.
 	node nodeOptions
 }
@@ -81,6 +84,7 @@ throughput at the cost of memory (see BENCHMARKS.md).`,
 	f.Float64Var(&o.adminRate, "admin-rate-limit", 100, "admin API requests per second; beyond, 429 TooManyRequestsException")
 	f.IntVar(&o.adminBurst, "admin-burst-limit", 1000, "admin API burst")
 	f.BoolVar(&o.pprof, "pprof", false, "serve Go profiles under /debug/pprof on the admin listener")
+	f.BoolVar(&o.recreateMissing, "recreate-missing", false, "start on a data folder whose catalog.json or usage.db is missing, making it anew (serve refuses such a folder otherwise, and says what is lost)")
 	f.DurationVar(&o.flushEvery, "flush-interval", 200*time.Millisecond, "longest time a usage event waits before it is written")
 	o.node.kafka.addFlags(f, "; with it, serve runs every role of a fleet in one process on Kafka (catalog, events, quota states), the usage store staying embedded")
 	f.Int64Var(&o.node.spillMax, "spill-max-bytes", 1<<30, "with --kafka: cap of the spill log (see tollgate enforcer)")
@@ -108,18 +112,33 @@ func runServe(ctx context.Context, o serveOptions, stdout io.Writer, logger *slo
 	if o.now == nil {
 		o.now = time.Now
 	}
-	if err := os.MkdirAll(o.dataDir, 0o750); err != nil {
-		return fmt.Errorf("create data folder: %w", err)
+	lock, err := openDataDir(o.dataDir)
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
+	// The usage store opens (and is created) before the catalog is
+	// written: a first start cut short between the two leaves an empty
+	// store and no catalog, which checkDataDir accepts, never a catalog
+	// without its store.
+	usagePath := filepath.Join(o.dataDir, usageFile)
+	_, statErr := os.Stat(usagePath)
+	usageExisted := statErr == nil
+	store, err := sqlitestore.Open(usagePath)
+	if errors.Is(err, sqlitestore.ErrCorrupt) {
+		return fmt.Errorf("%w\nRestore %s from a backup; or move it aside and start with --recreate-missing to begin an empty usage store (every quota counter restarts at 0)", err, usagePath)
+	}
+	if err != nil {
+		return dataDirError(o.dataDir, "open usage store", err)
+	}
+	defer store.Close()
+	if err := checkDataDir(ctx, o.dataDir, usageExisted, store, o.recreateMissing); err != nil {
+		return err
 	}
 	cat, err := loadCatalog(o, stdout, logger)
 	if err != nil {
 		return err
 	}
-	store, err := sqlitestore.Open(filepath.Join(o.dataDir, "usage.db"))
-	if err != nil {
-		return fmt.Errorf("open usage store: %w", err)
-	}
-	defer store.Close()
 
 	queue, err := ingest.NewQueue(o.queueSize)
 	if err != nil {
@@ -151,7 +170,7 @@ func runServe(ctx context.Context, o serveOptions, stdout io.Writer, logger *slo
 		return err
 	}
 	var serving atomic.Bool
-	admin, err := reportapi.New(reportapi.Config{Ready: serving.Load, Profiling: o.pprof, Credentials: creds, Catalog: cats, Usage: store, Quotas: quotaAdjuster{gw: gw, store: store, audit: auditLog(o.dataDir), now: o.now}, Minutes: store,
+	admin, err := reportapi.New(reportapi.Config{Ready: serving.Load, Health: drainer.Health, Profiling: o.pprof, Credentials: creds, Catalog: cats, Usage: store, Quotas: quotaAdjuster{gw: gw, store: store, audit: auditLog(o.dataDir), now: o.now}, Minutes: store,
 		Throttle: reportapi.AdminThrottle{RateLimit: o.adminRate, BurstLimit: o.adminBurst},
 		Metrics: func() []reportapi.Metric {
 			return []reportapi.Metric{
@@ -246,12 +265,17 @@ func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, timeout 
 
 // loadCatalog reads the stored catalog and applies the config file to it.
 func loadCatalog(o serveOptions, stdout io.Writer, logger *slog.Logger) (*catalog.Catalog, error) {
-	fs := catalog.FileStore{Path: filepath.Join(o.dataDir, "catalog.json")}
+	fs := catalog.FileStore{Path: filepath.Join(o.dataDir, catalogFile)}
+	_, statErr := os.Stat(fs.Path)
+	stored := statErr == nil
 	cur, err := fs.Load()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w\nRestore %s from a backup, or move it aside and start with --config and --recreate-missing to rebuild it", err, fs.Path)
 	}
 	if o.config == "" {
+		if !stored { // a new folder: its catalog exists from the first start on
+			return cur, fs.Save(cur)
+		}
 		return cur, nil
 	}
 	content, err := os.ReadFile(o.config)
@@ -263,7 +287,9 @@ func loadCatalog(o serveOptions, stdout io.Writer, logger *slog.Logger) (*catalo
 		return nil, err
 	}
 	applied := newAppliedConfig(o.dataDir, content)
-	if applied.unchanged() {
+	// Without a stored catalog the record of the last file proves nothing
+	// (checkDataDir let the start go on, so the catalog is to be rebuilt).
+	if stored && applied.unchanged() {
 		logger.Info("configuration file unchanged since it was applied; keeping the stored catalog", "file", o.config)
 		return cur, nil
 	}
@@ -271,7 +297,7 @@ func loadCatalog(o serveOptions, stdout io.Writer, logger *slog.Logger) (*catalo
 	if err != nil {
 		return nil, err
 	}
-	if !ch.Changed {
+	if !ch.Changed && stored {
 		logger.Info("configuration unchanged", "file", o.config)
 		return next, applied.record()
 	}
