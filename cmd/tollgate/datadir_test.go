@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -93,6 +94,7 @@ func TestEveryRoleLocksItsDataFolder(t *testing.T) {
 		{"serve"},
 		{"serve", "--kafka", "127.0.0.1:1"},
 		{"enforcer", "--kafka", "127.0.0.1:1"},
+		{"reportapi", "--kafka", "127.0.0.1:1"},
 		{"aggregator", "--kafka", "127.0.0.1:1", "--clickhouse", "clickhouse://127.0.0.1:1/default"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
@@ -102,11 +104,21 @@ func TestEveryRoleLocksItsDataFolder(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer l.Release()
-			args = append(args, "--data-dir", data, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0")
-			if args[0] == "aggregator" {
-				args = args[:len(args)-4]
+			args = append(args, "--data-dir", data)
+			switch args[0] {
+			case "serve", "enforcer":
+				args = append(args, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0")
+			case "reportapi":
+				args = append(args, "--admin-listen", "127.0.0.1:0")
 			}
-			_, err = runCLI(args...)
+			// Bounded: a role that ignored the lock would go on serving.
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			root := newRoot()
+			root.SetOut(io.Discard)
+			root.SetErr(io.Discard)
+			root.SetArgs(args)
+			err = root.ExecuteContext(ctx)
 			if !errors.Is(err, dirlock.ErrHeld) || !strings.Contains(err.Error(), "locked by process "+strconv.Itoa(os.Getpid())) {
 				t.Fatalf("got %v, want the folder named as locked by this process", err)
 			}
