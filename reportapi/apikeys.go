@@ -1,17 +1,21 @@
 package reportapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 
@@ -280,13 +284,135 @@ func internalError(doing string, err error) *apiError {
 	return &apiError{status: 500, errType: "InternalServerErrorException", msg: doing + err.Error()}
 }
 
-// maxBody bounds admin request bodies.
-const maxBody = 32 << 20
-
+// decodeBody decodes a JSON request body into v, strictly: one object and
+// nothing after it, each field once (encoding/json would let the last of
+// two win, matching names in any case), valid UTF-8 (encoding/json would
+// turn it into U+FFFD).
 func decodeBody(r *http.Request, v any) *apiError {
-	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, maxBody))
+	b, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxJSONBody))
+	if err != nil {
+		return bodyError(err, maxJSONBody)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
 	if err := dec.Decode(v); err != nil {
 		return badRequest("Invalid request body: " + err.Error())
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return badRequest("Invalid request body: unexpected data after the JSON object")
+	}
+	bad := -1
+	if !utf8.Valid(b) {
+		bad = invalidUTF8At(b)
+	}
+	if err := checkJSON(json.NewDecoder(bytes.NewReader(b)), reflect.TypeOf(v), "", int64(bad)); err != nil {
+		return badRequest("Invalid request body: " + err.Error())
+	}
+	return nil
+}
+
+// invalidUTF8At returns the offset of b's first byte that is not valid
+// UTF-8.
+func invalidUTF8At(b []byte) int {
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n == 1 {
+			return i
+		}
+		i += n
+	}
+	return -1
+}
+
+// checkJSON walks the next JSON value of dec, which decodes into t, and
+// reports a field given twice: within an object that decodes into a
+// struct, names that encoding/json would match to the same field (any
+// case); within one that decodes into a map, equal keys. bad, if not -1,
+// is the offset of invalid UTF-8, reported with the field it is in.
+func checkJSON(dec *json.Decoder, t reflect.Type, path string, bad int64) error {
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	if bad >= 0 && dec.InputOffset() > bad {
+		if path == "" {
+			return errors.New("the body is not valid UTF-8")
+		}
+		return fmt.Errorf("%q is not valid UTF-8", path)
+	}
+	switch tok {
+	case json.Delim('{'):
+		seen := map[string]bool{}
+		for dec.More() {
+			kt, err := dec.Token()
+			if err != nil {
+				return err
+			}
+			k, _ := kt.(string)
+			field := join(path, k)
+			if bad >= 0 && dec.InputOffset() > bad {
+				return fmt.Errorf("%q is not valid UTF-8", field)
+			}
+			var elem reflect.Type
+			norm := k
+			switch {
+			case t == nil:
+			case t.Kind() == reflect.Struct:
+				norm = strings.ToLower(strings.ToUpper(k))
+				elem = fieldType(t, k)
+			case t.Kind() == reflect.Map:
+				elem = t.Elem()
+			}
+			if seen[norm] {
+				return fmt.Errorf("duplicate field %q", field)
+			}
+			seen[norm] = true
+			if err := checkJSON(dec, elem, field, bad); err != nil {
+				return err
+			}
+		}
+		_, err = dec.Token()
+		return err
+	case json.Delim('['):
+		var elem reflect.Type
+		if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
+			elem = t.Elem()
+		}
+		for i := 0; dec.More(); i++ {
+			if err := checkJSON(dec, elem, path+"["+strconv.Itoa(i)+"]", bad); err != nil {
+				return err
+			}
+		}
+		_, err = dec.Token()
+		return err
+	}
+	return nil
+}
+
+func join(path, k string) string {
+	if path == "" {
+		return k
+	}
+	return path + "." + k
+}
+
+// fieldType returns the type of the field of struct t that encoding/json
+// would decode the name k into, or nil.
+func fieldType(t reflect.Type, k string) reflect.Type {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" || !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		if strings.EqualFold(name, k) {
+			return f.Type
+		}
 	}
 	return nil
 }
@@ -366,7 +492,7 @@ func (a *apiKeys) importKeys(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	failOnWarnings := q.Get("failonwarnings") == "true"
-	rd := csv.NewReader(http.MaxBytesReader(nil, r.Body, maxBody))
+	rd := csv.NewReader(http.MaxBytesReader(nil, r.Body, maxFileBody))
 	rd.FieldsPerRecord = -1
 	rd.TrimLeadingSpace = true
 	rows, err := rd.ReadAll()
