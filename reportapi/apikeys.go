@@ -1,6 +1,7 @@
 package reportapi
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/base64"
@@ -479,6 +480,63 @@ func paginate[T any](items []T, id func(T) string, position string, limit int) (
 	return items[start:end], next, nil
 }
 
+// keysCSV is an ImportApiKeys file: its rows after the header, and the
+// index of each column it has (by lowercase name).
+type keysCSV struct {
+	col  map[string]int
+	rows [][]string
+}
+
+// keyColumns are the columns of an ImportApiKeys file, lowercase.
+var keyColumns = []string{"name", "key", "description", "enabled", "usageplanids"}
+
+// parseKeysCSV reads an ImportApiKeys file. A UTF-8 byte order mark at the
+// start (spreadsheets write one) is skipped; a column named twice is an
+// error, as is a column other than keyColumns, or no Key column.
+func parseKeysCSV(r io.Reader) (*keysCSV, *apiError) {
+	br := bufio.NewReader(r)
+	if bom, _ := br.Peek(3); string(bom) == "\uFEFF" {
+		br.Discard(3)
+	}
+	rd := csv.NewReader(br)
+	rd.FieldsPerRecord = -1
+	rd.TrimLeadingSpace = true
+	rows, err := rd.ReadAll()
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, tooLarge(maxFileBody)
+		}
+		return nil, badRequest("Invalid CSV: " + err.Error())
+	}
+	if len(rows) == 0 {
+		return nil, badRequest("the CSV is empty: it needs a header row naming Name, Key, Description, Enabled, UsagePlanIds")
+	}
+	f := &keysCSV{col: map[string]int{}, rows: rows[1:]}
+	for i, h := range rows[0] {
+		name := strings.ToLower(strings.TrimSpace(h))
+		if !slices.Contains(keyColumns, name) {
+			return nil, badRequest(fmt.Sprintf("unknown CSV column %q; the columns are Name, Key, Description, Enabled, UsagePlanIds", h))
+		}
+		if j, ok := f.col[name]; ok {
+			return nil, badRequest(fmt.Sprintf("CSV column %q is named twice (columns %d and %d)", h, j+1, i+1))
+		}
+		f.col[name] = i
+	}
+	if _, ok := f.col["key"]; !ok {
+		return nil, badRequest("the CSV has no Key column (the key values)")
+	}
+	return f, nil
+}
+
+// field returns the trimmed value of column name in row, or "".
+func (f *keysCSV) field(row []string, name string) string {
+	if i, ok := f.col[name]; ok && i < len(row) {
+		return strings.TrimSpace(row[i])
+	}
+	return ""
+}
+
 // importKeys answers ImportApiKeys (POST /apikeys?mode=import&format=csv):
 // a CSV whose header names the columns Name, Key, Description, Enabled and
 // UsagePlanIds in any order and case (Key is required; UsagePlanIds lists
@@ -492,39 +550,12 @@ func (a *apiKeys) importKeys(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	failOnWarnings := q.Get("failonwarnings") == "true"
-	rd := csv.NewReader(http.MaxBytesReader(nil, r.Body, maxFileBody))
-	rd.FieldsPerRecord = -1
-	rd.TrimLeadingSpace = true
-	rows, err := rd.ReadAll()
-	if err != nil {
-		badRequest("Invalid CSV: " + err.Error()).write(w)
+	f, perr := parseKeysCSV(http.MaxBytesReader(nil, r.Body, maxFileBody))
+	if perr != nil {
+		perr.write(w)
 		return
 	}
-	if len(rows) == 0 {
-		badRequest("the CSV is empty: it needs a header row naming Name, Key, Description, Enabled, UsagePlanIds").write(w)
-		return
-	}
-	col := map[string]int{}
-	for i, h := range rows[0] {
-		name := strings.ToLower(strings.TrimSpace(h))
-		switch name {
-		case "name", "key", "description", "enabled", "usageplanids":
-			col[name] = i
-		default:
-			badRequest(fmt.Sprintf("unknown CSV column %q; the columns are Name, Key, Description, Enabled, UsagePlanIds", h)).write(w)
-			return
-		}
-	}
-	if _, ok := col["key"]; !ok {
-		badRequest("the CSV has no Key column (the key values)").write(w)
-		return
-	}
-	field := func(row []string, name string) string {
-		if i, ok := col[name]; ok && i < len(row) {
-			return strings.TrimSpace(row[i])
-		}
-		return ""
-	}
+	rows, field := f.rows, f.field
 	now := a.now().Unix()
 	var ids, warnings []string
 	_, cerr := a.cat.Change(r.Context(), func(c *catalog.Catalog) error {
@@ -533,7 +564,7 @@ func (a *apiKeys) importKeys(w http.ResponseWriter, r *http.Request) {
 		for _, k := range c.APIKeys {
 			names[k.Name], hashes[k.ValueHash] = true, true
 		}
-		for n, row := range rows[1:] {
+		for n, row := range rows {
 			line := n + 2
 			warn := func(format string, args ...any) {
 				warnings = append(warnings, fmt.Sprintf("Row %d: ", line)+fmt.Sprintf(format, args...))
@@ -551,6 +582,15 @@ func (a *apiKeys) importKeys(w http.ResponseWriter, r *http.Request) {
 			name := field(row, "name")
 			if name == "" {
 				name = "key-" + catalog.NewID(nil)
+			}
+			if msg := catalog.CheckName(name); msg != "" {
+				warn("Name %s", msg)
+				continue
+			}
+			description := field(row, "description")
+			if msg := catalog.CheckDescription(description); msg != "" {
+				warn("Description %s", msg)
+				continue
 			}
 			if names[name] {
 				warn("an API key named %q already exists", name)
@@ -593,7 +633,7 @@ func (a *apiKeys) importKeys(w http.ResponseWriter, r *http.Request) {
 				warn("%s", problem)
 				continue
 			}
-			k := catalog.APIKey{ID: catalog.NewID(nil), Name: name, Description: field(row, "description"), Enabled: enabled,
+			k := catalog.APIKey{ID: catalog.NewID(nil), Name: name, Description: description, Enabled: enabled,
 				ValueHash: hash, ValuePrefix: value[:4], UsagePlans: append([]string{}, plans...), CreatedDate: now, LastUpdatedDate: now}
 			c.APIKeys = append(c.APIKeys, k)
 			names[name], hashes[hash] = true, true
