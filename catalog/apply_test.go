@@ -242,6 +242,20 @@ func TestValidationErrors(t *testing.T) {
 			s = strings.Replace(s, "{GET: {apiKeyRequired: true}, POST: {apiKeyRequired: true}}", "{ANY: {apiKeyRequired: true}}", 1)
 			return s
 		}, []string{`throttle["/items/POST"]`, "declares no method POST", "through ANY: throttle /items/ANY"}},
+		{"bidi override in a description", repl("description: Free plan for evaluation", `description: "Free plan\u202e"`),
+			[]string{"tollgate.yaml:", `usagePlans[0] "Free Tier"`, "description", "contains the bidirectional control U+202E at character 10"}},
+		{"control character in a key name", repl("name: Partner-Widget-Inc", `name: "Partner\a"`),
+			[]string{"tollgate.yaml:", `apiKeys[0] "Partner\a"`, ": name: contains the control character U+0007"}},
+		{"newline in an API name", repl("name: items-api", `name: "items\napi"`),
+			[]string{"tollgate.yaml:", `apis[0]`, ": name: contains the control character U+000A"}},
+		{"long customer id", repl("customerId: widget-inc", "customerId: "+strings.Repeat("c", 1025)),
+			[]string{"tollgate.yaml:", `apiKeys[0]`, "customerId: must be at most 1024 characters, got 1025"}},
+		{"long key name, cut in the message", repl("name: Partner-Widget-Inc", "name: "+strings.Repeat("n", 2000)),
+			[]string{`apiKeys[0] "` + strings.Repeat("n", 64) + `…"`, "name: must be at most 1024 characters, got 2000"}},
+		{"long tag value", repl("customerId: widget-inc", "customerId: widget-inc\n    tags: {team: "+strings.Repeat("v", 257)+"}"),
+			[]string{"tollgate.yaml:", `apiKeys[0]`, `tags["team"]: must be at most 256 characters, got 257`}},
+		{"bidi in a tag key", repl("customerId: widget-inc", `customerId: widget-inc`+"\n    tags: {\"a\\u2067\": x}"),
+			[]string{`apiKeys[0]`, "tags: key \"a\\u2067\" contains the bidirectional control U+2067"}},
 		{"two errors reported together", func(s string) string {
 			return repl("period: DAY", "period: YEAR")(repl("value: widgetwidgetwidget0001", "value: short")(s))
 		}, []string{"quota.period", "value"}},
@@ -399,5 +413,31 @@ func TestParseFileRefusesWhatItWouldMisread(t *testing.T) {
 	// A UTF-8 byte-order mark and non-ASCII names are fine.
 	if _, err := ParseFile("x.yaml", []byte("\xef\xbb\xbfapis: []\nusagePlans:\n  - name: Café\n    quota: {limit: 1, period: DAY}\n")); err != nil {
 		t.Fatalf("UTF-8 with a BOM: %v", err)
+	}
+}
+
+func TestCheckName(t *testing.T) {
+	tests := []struct{ name, in, want string }{
+		{"plain", "Partner Widget, Inc. — Ünïcode", ""},
+		{"replacement character written out", "a\uFFFDb", ""},
+		{"invalid UTF-8", "caf\xe9", "is not valid UTF-8 (byte 4)"},
+		{"truncated sequence", "ab\xe2\x80", "is not valid UTF-8 (byte 3)"},
+		{"DEL", "a\x7f", "contains the control character U+007F at character 2"},
+		{"C1 control", "a\u0085", "contains the control character U+0085 at character 2"},
+		{"tab", "a\tb", "contains the control character U+0009 at character 2"},
+		{"left-to-right embedding", "\u202a", "contains the bidirectional control U+202A at character 1"},
+		{"pop directional isolate", "x\u2069", "contains the bidirectional control U+2069 at character 2"},
+		{"1024 characters", strings.Repeat("é", 1024), ""},
+		{"1025 characters", strings.Repeat("é", 1025), "must be at most 1024 characters, got 1025"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := CheckName(tt.in); got != tt.want {
+				t.Errorf("CheckName(%q) = %q, want %q", tt.in, got, tt.want)
+			}
+		})
+	}
+	if got := CheckDescription("line 1\r\n\tline 2"); got != "" {
+		t.Errorf("CheckDescription with line breaks and tabs = %q, want \"\"", got)
 	}
 }

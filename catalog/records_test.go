@@ -3,6 +3,7 @@ package catalog
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"slices"
 	"strings"
@@ -242,6 +243,9 @@ func TestViewRejectsBadRecords(t *testing.T) {
 		{"negative rate", "rateLimit", bad("usagePlan", "p1", `{"id":"p1","name":"p","throttle":{"rateLimit":-1,"burstLimit":1}}`)},
 		{"bad period", "quota.period", bad("usagePlan", "p1", `{"id":"p1","name":"p","quota":{"limit":1,"period":"YEAR"}}`)},
 		{"bad method key", "must have the form", bad("usagePlan", "p1", `{"id":"p1","name":"p","apiStages":[{"apiId":"a","stage":"s","throttle":{"items":{"rateLimit":1,"burstLimit":1}}}]}`)},
+		{"bidi override in a key name", "name: contains the bidirectional control U+202E", bad("apiKey", "k1", `{"id":"k1","name":"a\u202eb","valueHash":"x"}`)},
+		{"control character in a plan description", "description: contains the control character U+001B", bad("usagePlan", "p1", `{"id":"p1","name":"p","description":"\u001b[2J"}`)},
+		{"too many tags on a plan", "tags: at most 50", bad("usagePlan", "p1", `{"id":"p1","name":"p","tags":{`+manyTags(51)+`}}`)},
 		{"wrong entity type", "entity", bad("apiKey", "k1", `{"id":7}`)},
 		{"membership mismatch", "does not match", bad("usagePlanKey", "p1/k1", `{"usagePlanId":"p2","keyId":"k1"}`)},
 	} {
@@ -341,4 +345,13 @@ func TestViewRepairsMakeCompactionSafe(t *testing.T) {
 	if len(repairs) != 1 || repairs[0].Key != "apiKey/y000000001" || !strings.Contains(string(repairs[0].Value), `"y-renamed"`) {
 		t.Fatalf("repairs %+v, want Y as in force", repairs)
 	}
+}
+
+// manyTags is n tags as JSON object members.
+func manyTags(n int) string {
+	parts := make([]string, n)
+	for i := range parts {
+		parts[i] = fmt.Sprintf(`"t%d":"v"`, i)
+	}
+	return strings.Join(parts, ",")
 }

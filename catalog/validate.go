@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Methods lists the HTTP methods a resource may declare; ANY matches every
@@ -21,6 +23,97 @@ const (
 	// MaxQuota is the largest quota limit: counters keep 40 bits.
 	MaxQuota = 1<<40 - 1
 )
+
+// Bounds on text fields, in characters. AWS documents those of tags (50
+// per resource, keys of 1 to 128 characters, values of up to 256); names
+// and descriptions have none documented, so these leave room for any
+// sensible one while keeping every catalog copy, audit entry and config
+// log record small.
+const (
+	MaxNameLen        = 1024 // names, ids and customer ids
+	MaxDescriptionLen = 4096
+	MaxTags           = 50
+	MaxTagKeyLen      = 128
+	MaxTagValueLen    = 256
+)
+
+// CheckName returns "" if s is an acceptable name (or id, or customer
+// id): valid UTF-8, at most MaxNameLen characters, without control
+// characters or bidirectional controls (which make a name display as
+// another).
+func CheckName(s string) string { return checkText(s, MaxNameLen, false) }
+
+// CheckDescription returns "" if s is an acceptable description: as a
+// name, but up to MaxDescriptionLen characters, and tabs and line breaks
+// are allowed.
+func CheckDescription(s string) string { return checkText(s, MaxDescriptionLen, true) }
+
+func checkText(s string, maxLen int, multiline bool) string {
+	n := 0
+	for i, r := range s {
+		n++
+		switch {
+		case r == utf8.RuneError && invalidAt(s, i):
+			return fmt.Sprintf("is not valid UTF-8 (byte %d)", i+1)
+		case multiline && (r == '\t' || r == '\n' || r == '\r'):
+		case unicode.IsControl(r):
+			return fmt.Sprintf("contains the control character %U at character %d", r, n)
+		case r >= 0x202A && r <= 0x202E || r >= 0x2066 && r <= 0x2069:
+			return fmt.Sprintf("contains the bidirectional control %U at character %d", r, n)
+		}
+	}
+	if n > maxLen {
+		return fmt.Sprintf("must be at most %d characters, got %d", maxLen, n)
+	}
+	return ""
+}
+
+// invalidAt reports whether s has an invalid byte at i (rather than a
+// U+FFFD written out).
+func invalidAt(s string, i int) bool {
+	_, size := utf8.DecodeRuneInString(s[i:])
+	return size == 1
+}
+
+// checkTags reports the problems of a resource's tags.
+func checkTags(p *problems, kind, name, id string, tags map[string]string) {
+	if len(tags) > MaxTags {
+		p.add(kind, name, id, "tags", "at most %d, got %d", MaxTags, len(tags))
+	}
+	for _, k := range slices.Sorted(maps.Keys(tags)) {
+		switch n := utf8.RuneCountInString(k); {
+		case k == "":
+			p.add(kind, name, id, "tags", "a key is empty")
+			continue
+		case n > MaxTagKeyLen:
+			p.add(kind, name, id, "tags", "key of %d characters; at most %d", n, MaxTagKeyLen)
+			continue
+		}
+		if msg := checkText(k, MaxTagKeyLen, false); msg != "" {
+			p.add(kind, name, id, "tags", "key %q %s", k, msg)
+			continue
+		}
+		if msg := checkText(tags[k], MaxTagValueLen, false); msg != "" {
+			p.add(kind, name, id, fmt.Sprintf("tags[%q]", k), "%s", msg)
+		}
+	}
+}
+
+// checkNames reports the problems of an entity's text fields, given as
+// field name and value pairs; description is checked as a description,
+// the others as names.
+func checkNames(p *problems, kind, name, id string, fields ...string) {
+	for i := 0; i+1 < len(fields); i += 2 {
+		f, v := fields[i], fields[i+1]
+		check := CheckName
+		if f == "description" {
+			check = CheckDescription
+		}
+		if msg := check(v); msg != "" {
+			p.add(kind, name, id, f, "%s", msg)
+		}
+	}
+}
 
 // problems collects FieldErrors, labelling entities with their place in
 // the source file when they came from one.
@@ -56,13 +149,27 @@ func (p *problems) where(kind, name, id string) (entity string, line int) {
 		}
 		if idx >= 0 {
 			place := fmt.Sprintf("%s[%d]", kind, idx)
-			return fmt.Sprintf("%s %q", place, name), p.file.Line(place)
+			return fmt.Sprintf("%s %q", place, shown(name)), p.file.Line(place)
 		}
 	}
 	if kind == "gateway" {
 		return "gateway", 0
 	}
-	return fmt.Sprintf("%s %q (id %s)", kind, name, id), 0
+	return fmt.Sprintf("%s %q (id %s)", kind, shown(name), shown(id)), 0
+}
+
+// shown cuts a name for error messages: a name too long to be valid is
+// not repeated whole.
+func shown(name string) string {
+	const most = 64
+	if len(name) <= most {
+		return name
+	}
+	i := most
+	for i > 0 && !utf8.RuneStart(name[i]) {
+		i--
+	}
+	return name[:i] + "…"
 }
 
 func (p *problems) add(kind, name, id, field, format string, args ...any) {
@@ -77,7 +184,7 @@ func (p *problems) add(kind, name, id, field, format string, args ...any) {
 // addAt reports a problem of the file's entity at index i.
 func (p *problems) addAt(kind string, i int, name, field, format string, args ...any) {
 	place := fmt.Sprintf("%s[%d]", kind, i)
-	fe := &FieldError{Entity: fmt.Sprintf("%s %q", place, name), Field: field, Msg: fmt.Sprintf(format, args...)}
+	fe := &FieldError{Entity: fmt.Sprintf("%s %q", place, shown(name)), Field: field, Msg: fmt.Sprintf(format, args...)}
 	if p.file != nil {
 		fe.File, fe.Line = p.file.Name, p.file.Line(place)
 	}
@@ -147,6 +254,7 @@ func validateAPIs(p *problems, c *Catalog) {
 			p.add("apis", a.Name, a.ID, "id", "%q is used by two APIs", a.ID)
 		}
 		ids[a.ID] = true
+		checkNames(p, "apis", a.Name, a.ID, "id", a.ID, "name", a.Name)
 		if len(a.Stages) == 0 {
 			p.add("apis", a.Name, a.ID, "stages", "at least one stage is required")
 		}
@@ -158,6 +266,8 @@ func validateAPIs(p *problems, c *Catalog) {
 				p.add("apis", a.Name, a.ID, f+".name", "is required")
 			case strings.ContainsAny(s.Name, "/:?#% "):
 				p.add("apis", a.Name, a.ID, f+".name", "%q must not contain '/', ':', '?', '#', '%%' or spaces", s.Name)
+			case CheckName(s.Name) != "":
+				p.add("apis", a.Name, a.ID, f+".name", "%s", CheckName(s.Name))
 			case stages[s.Name]:
 				p.add("apis", a.Name, a.ID, f+".name", "stage %q is declared twice", s.Name)
 			}
@@ -284,6 +394,8 @@ func validatePlans(p *problems, c *Catalog) {
 			p.add("usagePlans", pl.Name, pl.ID, "id", "%q is used by two plans", pl.ID)
 		}
 		ids[pl.ID] = true
+		checkNames(p, "usagePlans", pl.Name, pl.ID, "name", pl.Name, "description", pl.Description)
+		checkTags(p, "usagePlans", pl.Name, pl.ID, pl.Tags)
 		if pl.Throttle != nil {
 			validateThrottle(p, "usagePlans", pl.Name, pl.ID, "throttle", pl.Throttle)
 		}
@@ -395,6 +507,8 @@ func validateKeys(p *problems, c *Catalog) {
 			p.add("apiKeys", k.Name, k.ID, "name", "%q is used by two keys", k.Name)
 		}
 		names[k.Name] = true
+		checkNames(p, "apiKeys", k.Name, k.ID, "name", k.Name, "description", k.Description, "customerId", k.CustomerID)
+		checkTags(p, "apiKeys", k.Name, k.ID, k.Tags)
 		if other, ok := hashes[k.ValueHash]; ok && k.ValueHash != "" {
 			p.add("apiKeys", k.Name, k.ID, "value", "is the same as the value of key %q; values must be unique", other)
 		}

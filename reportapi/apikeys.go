@@ -1,17 +1,22 @@
 package reportapi
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 
@@ -280,13 +285,135 @@ func internalError(doing string, err error) *apiError {
 	return &apiError{status: 500, errType: "InternalServerErrorException", msg: doing + err.Error()}
 }
 
-// maxBody bounds admin request bodies.
-const maxBody = 32 << 20
-
+// decodeBody decodes a JSON request body into v, strictly: one object and
+// nothing after it, each field once (encoding/json would let the last of
+// two win, matching names in any case), valid UTF-8 (encoding/json would
+// turn it into U+FFFD).
 func decodeBody(r *http.Request, v any) *apiError {
-	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, maxBody))
+	b, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxJSONBody))
+	if err != nil {
+		return bodyError(err, maxJSONBody)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
 	if err := dec.Decode(v); err != nil {
 		return badRequest("Invalid request body: " + err.Error())
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return badRequest("Invalid request body: unexpected data after the JSON object")
+	}
+	bad := -1
+	if !utf8.Valid(b) {
+		bad = invalidUTF8At(b)
+	}
+	if err := checkJSON(json.NewDecoder(bytes.NewReader(b)), reflect.TypeOf(v), "", int64(bad)); err != nil {
+		return badRequest("Invalid request body: " + err.Error())
+	}
+	return nil
+}
+
+// invalidUTF8At returns the offset of b's first byte that is not valid
+// UTF-8.
+func invalidUTF8At(b []byte) int {
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n == 1 {
+			return i
+		}
+		i += n
+	}
+	return -1
+}
+
+// checkJSON walks the next JSON value of dec, which decodes into t, and
+// reports a field given twice: within an object that decodes into a
+// struct, names that encoding/json would match to the same field (any
+// case); within one that decodes into a map, equal keys. bad, if not -1,
+// is the offset of invalid UTF-8, reported with the field it is in.
+func checkJSON(dec *json.Decoder, t reflect.Type, path string, bad int64) error {
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	if bad >= 0 && dec.InputOffset() > bad {
+		if path == "" {
+			return errors.New("the body is not valid UTF-8")
+		}
+		return fmt.Errorf("%q is not valid UTF-8", path)
+	}
+	switch tok {
+	case json.Delim('{'):
+		seen := map[string]bool{}
+		for dec.More() {
+			kt, err := dec.Token()
+			if err != nil {
+				return err
+			}
+			k, _ := kt.(string)
+			field := join(path, k)
+			if bad >= 0 && dec.InputOffset() > bad {
+				return fmt.Errorf("%q is not valid UTF-8", field)
+			}
+			var elem reflect.Type
+			norm := k
+			switch {
+			case t == nil:
+			case t.Kind() == reflect.Struct:
+				norm = strings.ToLower(strings.ToUpper(k))
+				elem = fieldType(t, k)
+			case t.Kind() == reflect.Map:
+				elem = t.Elem()
+			}
+			if seen[norm] {
+				return fmt.Errorf("duplicate field %q", field)
+			}
+			seen[norm] = true
+			if err := checkJSON(dec, elem, field, bad); err != nil {
+				return err
+			}
+		}
+		_, err = dec.Token()
+		return err
+	case json.Delim('['):
+		var elem reflect.Type
+		if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
+			elem = t.Elem()
+		}
+		for i := 0; dec.More(); i++ {
+			if err := checkJSON(dec, elem, path+"["+strconv.Itoa(i)+"]", bad); err != nil {
+				return err
+			}
+		}
+		_, err = dec.Token()
+		return err
+	}
+	return nil
+}
+
+func join(path, k string) string {
+	if path == "" {
+		return k
+	}
+	return path + "." + k
+}
+
+// fieldType returns the type of the field of struct t that encoding/json
+// would decode the name k into, or nil.
+func fieldType(t reflect.Type, k string) reflect.Type {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" || !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		if strings.EqualFold(name, k) {
+			return f.Type
+		}
 	}
 	return nil
 }
@@ -353,6 +480,63 @@ func paginate[T any](items []T, id func(T) string, position string, limit int) (
 	return items[start:end], next, nil
 }
 
+// keysCSV is an ImportApiKeys file: its rows after the header, and the
+// index of each column it has (by lowercase name).
+type keysCSV struct {
+	col  map[string]int
+	rows [][]string
+}
+
+// keyColumns are the columns of an ImportApiKeys file, lowercase.
+var keyColumns = []string{"name", "key", "description", "enabled", "usageplanids"}
+
+// parseKeysCSV reads an ImportApiKeys file. A UTF-8 byte order mark at the
+// start (spreadsheets write one) is skipped; a column named twice is an
+// error, as is a column other than keyColumns, or no Key column.
+func parseKeysCSV(r io.Reader) (*keysCSV, *apiError) {
+	br := bufio.NewReader(r)
+	if bom, _ := br.Peek(3); string(bom) == "\uFEFF" {
+		br.Discard(3)
+	}
+	rd := csv.NewReader(br)
+	rd.FieldsPerRecord = -1
+	rd.TrimLeadingSpace = true
+	rows, err := rd.ReadAll()
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, tooLarge(maxFileBody)
+		}
+		return nil, badRequest("Invalid CSV: " + err.Error())
+	}
+	if len(rows) == 0 {
+		return nil, badRequest("the CSV is empty: it needs a header row naming Name, Key, Description, Enabled, UsagePlanIds")
+	}
+	f := &keysCSV{col: map[string]int{}, rows: rows[1:]}
+	for i, h := range rows[0] {
+		name := strings.ToLower(strings.TrimSpace(h))
+		if !slices.Contains(keyColumns, name) {
+			return nil, badRequest(fmt.Sprintf("unknown CSV column %q; the columns are Name, Key, Description, Enabled, UsagePlanIds", h))
+		}
+		if j, ok := f.col[name]; ok {
+			return nil, badRequest(fmt.Sprintf("CSV column %q is named twice (columns %d and %d)", h, j+1, i+1))
+		}
+		f.col[name] = i
+	}
+	if _, ok := f.col["key"]; !ok {
+		return nil, badRequest("the CSV has no Key column (the key values)")
+	}
+	return f, nil
+}
+
+// field returns the trimmed value of column name in row, or "".
+func (f *keysCSV) field(row []string, name string) string {
+	if i, ok := f.col[name]; ok && i < len(row) {
+		return strings.TrimSpace(row[i])
+	}
+	return ""
+}
+
 // importKeys answers ImportApiKeys (POST /apikeys?mode=import&format=csv):
 // a CSV whose header names the columns Name, Key, Description, Enabled and
 // UsagePlanIds in any order and case (Key is required; UsagePlanIds lists
@@ -366,39 +550,12 @@ func (a *apiKeys) importKeys(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	failOnWarnings := q.Get("failonwarnings") == "true"
-	rd := csv.NewReader(http.MaxBytesReader(nil, r.Body, maxBody))
-	rd.FieldsPerRecord = -1
-	rd.TrimLeadingSpace = true
-	rows, err := rd.ReadAll()
-	if err != nil {
-		badRequest("Invalid CSV: " + err.Error()).write(w)
+	f, perr := parseKeysCSV(http.MaxBytesReader(nil, r.Body, maxFileBody))
+	if perr != nil {
+		perr.write(w)
 		return
 	}
-	if len(rows) == 0 {
-		badRequest("the CSV is empty: it needs a header row naming Name, Key, Description, Enabled, UsagePlanIds").write(w)
-		return
-	}
-	col := map[string]int{}
-	for i, h := range rows[0] {
-		name := strings.ToLower(strings.TrimSpace(h))
-		switch name {
-		case "name", "key", "description", "enabled", "usageplanids":
-			col[name] = i
-		default:
-			badRequest(fmt.Sprintf("unknown CSV column %q; the columns are Name, Key, Description, Enabled, UsagePlanIds", h)).write(w)
-			return
-		}
-	}
-	if _, ok := col["key"]; !ok {
-		badRequest("the CSV has no Key column (the key values)").write(w)
-		return
-	}
-	field := func(row []string, name string) string {
-		if i, ok := col[name]; ok && i < len(row) {
-			return strings.TrimSpace(row[i])
-		}
-		return ""
-	}
+	rows, field := f.rows, f.field
 	now := a.now().Unix()
 	var ids, warnings []string
 	_, cerr := a.cat.Change(r.Context(), func(c *catalog.Catalog) error {
@@ -407,7 +564,7 @@ func (a *apiKeys) importKeys(w http.ResponseWriter, r *http.Request) {
 		for _, k := range c.APIKeys {
 			names[k.Name], hashes[k.ValueHash] = true, true
 		}
-		for n, row := range rows[1:] {
+		for n, row := range rows {
 			line := n + 2
 			warn := func(format string, args ...any) {
 				warnings = append(warnings, fmt.Sprintf("Row %d: ", line)+fmt.Sprintf(format, args...))
@@ -425,6 +582,15 @@ func (a *apiKeys) importKeys(w http.ResponseWriter, r *http.Request) {
 			name := field(row, "name")
 			if name == "" {
 				name = "key-" + catalog.NewID(nil)
+			}
+			if msg := catalog.CheckName(name); msg != "" {
+				warn("Name %s", msg)
+				continue
+			}
+			description := field(row, "description")
+			if msg := catalog.CheckDescription(description); msg != "" {
+				warn("Description %s", msg)
+				continue
 			}
 			if names[name] {
 				warn("an API key named %q already exists", name)
@@ -467,7 +633,7 @@ func (a *apiKeys) importKeys(w http.ResponseWriter, r *http.Request) {
 				warn("%s", problem)
 				continue
 			}
-			k := catalog.APIKey{ID: catalog.NewID(nil), Name: name, Description: field(row, "description"), Enabled: enabled,
+			k := catalog.APIKey{ID: catalog.NewID(nil), Name: name, Description: description, Enabled: enabled,
 				ValueHash: hash, ValuePrefix: value[:4], UsagePlans: append([]string{}, plans...), CreatedDate: now, LastUpdatedDate: now}
 			c.APIKeys = append(c.APIKeys, k)
 			names[name], hashes[hash] = true, true

@@ -447,3 +447,35 @@ apiKeys:
 		t.Error("a refused file changed the catalog")
 	}
 }
+
+func TestImportCSVForm(t *testing.T) {
+	tests := []struct {
+		name, body string
+		wantCode   int
+		want       string // in the answer
+	}{
+		{"byte order mark", "\uFEFFName,Key\nbom,bom-key-value-0000000001\n", 201, `"ids":["`},
+		{"byte order mark alone", "\uFEFF", 400, "the CSV is empty"},
+		{"column named twice", "Name,Key,name\na,dup-key-value-0000000001,b\n", 400, `CSV column \"name\" is named twice (columns 1 and 3)`},
+		{"key column named twice", "Key,KEY\ndup-key-value-0000000001,x\n", 400, `CSV column \"KEY\" is named twice`},
+		{"control character in a name", "Name,Key\n\"a\x1bb\",ctl-key-value-0000000001\n", 201, "Row 2: Name contains the control character U+001B"},
+		{"bidi override in a description", "Name,Key,Description\nd,bidi-key-value-000000001,\"a\u202eb\"\n", 201,
+			"Row 2: Description contains the bidirectional control U+202E"},
+		{"invalid UTF-8 in a name", "Name,Key\n\"caf\xe9\",utf-key-value-0000000001\n", 201, "Row 2: Name is not valid UTF-8"},
+		{"long description", "Name,Key,Description\nlong,long-key-value-000000001," + strings.Repeat("d", 4097) + "\n", 201,
+			"Row 2: Description must be at most 4096 characters"},
+		{"file over the bound", "Name,Key,Description\nbig,big-key-value-0000000001," + strings.Repeat("d", maxFileBody) + "\n", 413, "Request Too Long"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newAdmin(t)
+			code, body := c.importCSV("", tt.body)
+			if len(body) > 300 {
+				body = body[:300] + "…"
+			}
+			if code != tt.wantCode || !strings.Contains(body, tt.want) {
+				t.Errorf("got %d %s, want %d with %q", code, body, tt.wantCode, tt.want)
+			}
+		})
+	}
+}

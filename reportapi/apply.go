@@ -13,9 +13,9 @@ import (
 // at start: one validated, audited change, idempotent (the same file
 // twice changes nothing). ?name= names the file in error messages.
 func (a *apiKeys) apply(w http.ResponseWriter, r *http.Request) {
-	b, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBody))
+	b, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxFileBody))
 	if err != nil {
-		badRequest("read body: " + err.Error()).write(w)
+		bodyError(err, maxFileBody).write(w)
 		return
 	}
 	name := r.URL.Query().Get("name")

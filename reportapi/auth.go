@@ -10,6 +10,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -40,9 +41,6 @@ func (c Credentials) Validate() error {
 	return errors.Join(errs...)
 }
 
-// maxSignedBody bounds the request body read to check its signature.
-const maxSignedBody = 32 << 20
-
 // maxClockSkew is how far a signature's time may be from ours, as AWS
 // allows.
 const maxClockSkew = 15 * time.Minute
@@ -50,14 +48,35 @@ const maxClockSkew = 15 * time.Minute
 // authenticator checks admin requests. The signature is recomputed with
 // the AWS SDK's own SigV4 signer over the headers the client signed, and
 // compared in constant time: no signing code of our own.
+//
+// A SigV4 signature covers the body's hash, so the body is read before the
+// caller is known; anyone who has seen the access key id (it is not
+// secret) can make the server read one. What that costs is bounded:
+// every header check is made first, the body may not exceed its route's
+// bound (bodyLimit), and past its first freeRead bytes a body is read
+// only in one of bigReads slots.
 type authenticator struct {
 	creds  Credentials
 	now    func() time.Time
 	signer *v4.Signer
+	// slots holds a token per body being read past freeRead before its
+	// sender is authenticated.
+	slots chan struct{}
+	// slotWait is how long a body waits for a slot before 429.
+	slotWait time.Duration
 }
 
+// Reading unauthenticated bodies: up to freeRead bytes at once on every
+// connection, more in at most bigReads requests at a time, each waiting at
+// most slotWait for its turn.
+const (
+	freeRead = 64 << 10
+	bigReads = 4
+	slotWait = 10 * time.Second
+)
+
 func newAuthenticator(c Credentials, now func() time.Time) *authenticator {
-	return &authenticator{creds: c, now: now, signer: v4.NewSigner()}
+	return &authenticator{creds: c, now: now, signer: v4.NewSigner(), slots: make(chan struct{}, bigReads), slotWait: slotWait}
 }
 
 // Errors as AWS answers them.
@@ -74,6 +93,8 @@ func incomplete(msg string) *apiError {
 
 func (a *authenticator) middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Handlers read through the same bound (and answer 413 past it).
+		r.Body = http.MaxBytesReader(w, r.Body, bodyLimit(r))
 		actor, err := a.check(r)
 		if err != nil {
 			err.write(w)
@@ -161,21 +182,25 @@ func (a *authenticator) checkSigV4(r *http.Request, h string) *apiError {
 	if s.date != amzDate[:8] {
 		return incomplete("Credential should be scoped to a valid date: " + amzDate[:8] + ".")
 	}
-
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxSignedBody+1))
-	if err != nil {
-		return &apiError{status: 400, errType: "BadRequestException", msg: "could not read the request body: " + err.Error()}
+	if perr := checkSignedHeaders(r, s.signedHeaders); perr != nil {
+		return perr
 	}
-	if len(body) > maxSignedBody {
-		return &apiError{status: 413, errType: "BadRequestException", msg: "request body over 32 MiB"}
-	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	sum := sha256.Sum256(body)
-	payloadHash := hex.EncodeToString(sum[:])
 	if r.Header.Get("X-Amz-Content-Sha256") == "UNSIGNED-PAYLOAD" {
 		// Only S3 accepts an unsigned body; here the body must be signed.
 		return errBadSignature
 	}
+	// Everything that can be checked without the body has passed.
+	limit := bodyLimit(r)
+	if r.ContentLength > limit {
+		return tooLarge(limit)
+	}
+	body, perr := a.readBody(r, limit)
+	if perr != nil {
+		return perr
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	sum := sha256.Sum256(body)
+	payloadHash := hex.EncodeToString(sum[:])
 
 	// Rebuild the request as the client signed it: only its signed
 	// headers, and the signer adds host and content-length itself.
@@ -208,6 +233,77 @@ func (a *authenticator) checkSigV4(r *http.Request, h string) *apiError {
 	}
 	return nil
 }
+
+// checkSignedHeaders refuses, before any body is read, a SignedHeaders
+// list that no signature could match: names must be lowercase, sorted and
+// each listed once (as SigV4 canonicalises them), host and x-amz-date
+// must be among them (every SigV4 signer signs both), and every name must
+// be in the request.
+func checkSignedHeaders(r *http.Request, list string) *apiError {
+	names := strings.Split(list, ";")
+	var host, date bool
+	for i, name := range names {
+		switch {
+		case name == "" || strings.ToLower(name) != name:
+			return incomplete("SignedHeaders must list lowercase header names separated by ';'.")
+		case i > 0 && names[i-1] >= name:
+			return incomplete("SignedHeaders must list each header once, sorted.")
+		case name == "host":
+			host = true
+		case name == "content-length":
+			if r.ContentLength < 0 {
+				return incomplete("SignedHeaders lists content-length, which the request does not have.")
+			}
+		default:
+			if _, ok := r.Header[http.CanonicalHeaderKey(name)]; !ok {
+				return incomplete("SignedHeaders lists " + strconv.Quote(name) + ", which the request does not have.")
+			}
+			date = date || name == "x-amz-date"
+		}
+	}
+	if !host || !date {
+		return incomplete("SignedHeaders must include host and x-amz-date.")
+	}
+	return nil
+}
+
+// readBody reads the body of a request whose sender is not yet known: up
+// to freeRead bytes at once, the rest (at most limit in all) only in one
+// of the authenticator's slots.
+func (a *authenticator) readBody(r *http.Request, limit int64) ([]byte, *apiError) {
+	size := r.ContentLength
+	// The extra MinRead keeps ReadFrom from growing a buffer that already
+	// holds the whole body.
+	buf := bytes.NewBuffer(make([]byte, 0, min(max(size, 0), freeRead)+bytes.MinRead))
+	if _, err := buf.ReadFrom(io.LimitReader(r.Body, freeRead)); err != nil {
+		return nil, bodyError(err, limit)
+	}
+	if buf.Len() < freeRead || size == freeRead {
+		return buf.Bytes(), nil
+	}
+	wait := time.NewTimer(a.slotWait)
+	defer wait.Stop()
+	select {
+	case a.slots <- struct{}{}:
+		defer func() { <-a.slots }()
+	case <-wait.C:
+		return nil, errBusy
+	case <-r.Context().Done():
+		return nil, errBusy
+	}
+	if size > 0 {
+		buf.Grow(int(size) - buf.Len() + bytes.MinRead)
+	}
+	if _, err := buf.ReadFrom(r.Body); err != nil {
+		return nil, bodyError(err, limit)
+	}
+	return buf.Bytes(), nil
+}
+
+// errBusy answers a body that waited too long for a slot: AWS's throttling
+// error, which SDKs retry.
+var errBusy = &apiError{status: 429, errType: "TooManyRequestsException",
+	msg: "Too Many Requests: too many large request bodies are being read; retry"}
 
 // apiError is an error in AWS's wire shape: a status, a JSON message and
 // x-amzn-ErrorType.

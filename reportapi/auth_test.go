@@ -6,12 +6,17 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"runtime"
+	"runtime/debug"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -152,6 +157,30 @@ func TestAuthentication(t *testing.T) {
 			r.Header.Set("Authorization", "AWS4-HMAC-SHA256 Signature=abc")
 			return r
 		}, result{403, "IncompleteSignatureException", "Authorization header requires 'Credential' parameter."}},
+		{"signed headers without host", func() *http.Request {
+			r := req("GET", "/metrics", nil)
+			sign(t, r, nil, testCreds, "us-east-1", now)
+			r.Header.Set("Authorization", strings.Replace(r.Header.Get("Authorization"), "content-type;host;", "content-type;", 1))
+			return r
+		}, result{403, "IncompleteSignatureException", "SignedHeaders must include host and x-amz-date."}},
+		{"signed headers unsorted", func() *http.Request {
+			r := req("GET", "/metrics", nil)
+			sign(t, r, nil, testCreds, "us-east-1", now)
+			r.Header.Set("Authorization", strings.Replace(r.Header.Get("Authorization"), "host;x-amz-date", "x-amz-date;host", 1))
+			return r
+		}, result{403, "IncompleteSignatureException", "SignedHeaders must list each header once, sorted."}},
+		{"signed header missing", func() *http.Request {
+			r := req("GET", "/metrics", nil)
+			sign(t, r, nil, testCreds, "us-east-1", now)
+			r.Header.Del("Content-Type")
+			return r
+		}, result{403, "IncompleteSignatureException", "SignedHeaders lists \"content-type\", which the request does not have."}},
+		{"body over the route's bound", func() *http.Request {
+			big := bytes.Repeat([]byte("a"), maxJSONBody+1)
+			r := req("POST", "/nope", big)
+			sign(t, r, big, testCreds, "us-east-1", now)
+			return r
+		}, result{413, "PayloadTooLargeException", ""}},
 		{"other scheme", func() *http.Request {
 			r := req("GET", "/metrics", nil)
 			r.Header.Set("Authorization", "Basic YTpi")
@@ -207,5 +236,155 @@ func TestAWSCLISignatures(t *testing.T) {
 	}
 	if out := run("wrongwrongwrongwrongwrongwrongwrongwrong"); !strings.Contains(out, "InvalidSignatureException") {
 		t.Errorf("aws with a wrong secret: %s", out)
+	}
+}
+
+// zeros is an endless body that costs the sender nothing.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// Callers who know only the access key id (it is not secret) send large
+// bodies with bogus signatures: the server answers each promptly and
+// holds a bounded amount of memory, because it reads no more than the
+// route takes, and reads beyond the first bytes a few at a time.
+func TestUnauthenticatedBodiesAreBounded(t *testing.T) {
+	c := newAdminAt(t, time.Now)
+	bogus := testCreds
+	bogus.SecretAccessKey = "wrongwrongwrongwrongwrongwrongwrongwrong"
+	type shot struct {
+		name    string
+		path    string
+		size    int64
+		chunked bool // no Content-Length: the server finds out by reading
+		n       int
+		want    int
+	}
+	shots := []shot{
+		{"JSON route, declared length", "/apikeys", 24 << 20, false, 6, 413},
+		{"JSON route, chunked", "/usageplans", 24 << 20, true, 6, 413},
+		{"import over its bound, declared length", "/apikeys?mode=import&format=csv", 24 << 20, false, 4, 413},
+		{"import over its bound, chunked", "/apikeys?mode=import&format=csv", 24 << 20, true, 2, 413},
+		{"import within its bound", "/apikeys?mode=import&format=csv", 8 << 20, false, 6, 403},
+	}
+	// Collect often, so that heap in use follows what is live.
+	defer debug.SetGCPercent(debug.SetGCPercent(10))
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	var peak atomic.Uint64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		var m runtime.MemStats
+		for {
+			runtime.ReadMemStats(&m)
+			if m.HeapInuse > peak.Load() {
+				peak.Store(m.HeapInuse)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	}()
+	type answer struct {
+		shot    string
+		status  int
+		elapsed time.Duration
+		err     error
+	}
+	answers := make(chan answer, 64)
+	var wg sync.WaitGroup
+	for _, s := range shots {
+		for range s.n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				req, _ := http.NewRequest("POST", c.url+s.path, io.LimitReader(zeros{}, s.size))
+				if !s.chunked {
+					req.ContentLength = s.size
+				}
+				sign(t, req, nil, bogus, "us-east-1", time.Now())
+				start := time.Now()
+				resp, err := http.DefaultClient.Do(req)
+				a := answer{shot: s.name, err: err, elapsed: time.Since(start)}
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					a.status = resp.StatusCode
+				}
+				answers <- a
+			}()
+		}
+	}
+	wg.Wait()
+	close(stop)
+	<-sampled
+	close(answers)
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	want := map[string]int{}
+	for _, s := range shots {
+		want[s.name] = s.want
+	}
+	for a := range answers {
+		if a.err != nil {
+			t.Errorf("%s: %v", a.shot, a.err)
+			continue
+		}
+		if a.status != want[a.shot] {
+			t.Errorf("%s: status %d, want %d", a.shot, a.status, want[a.shot])
+		}
+		if a.elapsed > 20*time.Second {
+			t.Errorf("%s: answered after %v, want promptly", a.shot, a.elapsed)
+		}
+	}
+	const mib = 1 << 20
+	inuse := int64(peak.Load()) - int64(before.HeapInuse)
+	alloc := after.TotalAlloc - before.TotalAlloc
+	t.Logf("peak heap in use +%d MiB, allocated %d MiB", inuse/mib, alloc/mib)
+	// A few file-sized reads at once, each at most twice the bound while
+	// its buffer grows (a body of unknown length).
+	if limit := int64(bigReads*2*maxFileBody + 16*mib); inuse > limit {
+		t.Errorf("peak heap in use grew by %d MiB, want at most %d MiB", inuse/mib, limit/mib)
+	}
+	if limit := uint64(256 * mib); alloc > limit {
+		t.Errorf("allocated %d MiB, want at most %d MiB", alloc/mib, limit/mib)
+	}
+}
+
+// A body past the first bytes waits for one of the few slots, and gets
+// 429 (which SDKs retry) if none frees up in time.
+func TestLargeBodyWaitsForASlot(t *testing.T) {
+	a := newAuthenticator(testCreds, time.Now)
+	a.slotWait = 10 * time.Millisecond
+	srv := httptest.NewServer(a.middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprint(w, n)
+	})))
+	t.Cleanup(srv.Close)
+	post := func(size int) result {
+		body := bytes.Repeat([]byte("a"), size)
+		r, _ := http.NewRequest("POST", srv.URL+"/apikeys", bytes.NewReader(body))
+		sign(t, r, body, testCreds, "us-east-1", time.Now())
+		return send(t, r)
+	}
+	if got := post(freeRead + 1); got.status != 200 {
+		t.Fatalf("with slots free: got %+v, want 200", got)
+	}
+	for range bigReads {
+		a.slots <- struct{}{}
+	}
+	if got := post(freeRead); got.status != 200 {
+		t.Errorf("small body, slots taken: got %+v, want 200", got)
+	}
+	if got := post(freeRead + 1); got.status != 429 || got.errType != "TooManyRequestsException" {
+		t.Errorf("large body, slots taken: got %+v, want 429 TooManyRequestsException", got)
 	}
 }

@@ -65,6 +65,43 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// Request body bounds, per route. Bodies are read (and for SigV4 hashed)
+// before the caller is authenticated, so each route takes no more than it
+// needs.
+const (
+	// maxJSONBody bounds the JSON bodies of the AWS-compatible
+	// operations: the largest, a usage plan with its stages and method
+	// throttles, takes a few KiB.
+	maxJSONBody = 1 << 20
+	// maxFileBody bounds the files: ImportApiKeys' CSV and /v1/apply's
+	// configuration. 10 MiB is API Gateway's payload quota and holds
+	// AWS's 10,000 keys per account many times over.
+	maxFileBody = 10 << 20
+)
+
+// bodyLimit returns the largest body r's route takes.
+func bodyLimit(r *http.Request) int64 {
+	if r.Method == http.MethodPost && (r.URL.Path == "/v1/apply" || r.URL.Path == "/apikeys" && r.URL.Query().Get("mode") == "import") {
+		return maxFileBody
+	}
+	return maxJSONBody
+}
+
+// tooLarge answers a body over its route's bound.
+func tooLarge(limit int64) *apiError {
+	return &apiError{status: http.StatusRequestEntityTooLarge, errType: "PayloadTooLargeException",
+		msg: fmt.Sprintf("Request Too Long: this operation takes a body of at most %d bytes", limit)}
+}
+
+// bodyError answers a failed read of a body bounded by limit.
+func bodyError(err error, limit int64) *apiError {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return tooLarge(limit)
+	}
+	return badRequest("could not read the request body: " + err.Error())
+}
+
 // New returns the admin API handler.
 func New(cfg Config) (http.Handler, error) {
 	if err := cfg.Validate(); err != nil {
