@@ -125,7 +125,7 @@ func apply(current *Catalog, f *File, now time.Time, rnd io.Reader) (*Catalog, *
 		ch.Created = append(ch.Created, fmt.Sprintf("API key %q (%s)", k.Name, k.ID))
 	}
 	var verr *ValidationError
-	if err := Validate(next, f); err != nil && errors.As(err, &verr) {
+	if err := ValidateChange(current, next, f); err != nil && errors.As(err, &verr) {
 		p.list = append(p.list, verr.Problems...)
 	}
 	if err := p.err(); err != nil {

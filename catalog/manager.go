@@ -82,7 +82,7 @@ func (m *Manager) Change(ctx context.Context, f func(c *Catalog) error) (*Catalo
 	if err := f(next); err != nil {
 		return nil, err
 	}
-	if err := Validate(next, nil); err != nil {
+	if err := ValidateChange(old, next, nil); err != nil {
 		return nil, err
 	}
 	if old.Equal(next) {

@@ -198,15 +198,94 @@ func (p *problems) err() error {
 	return &ValidationError{Problems: p.list}
 }
 
-// Validate checks a catalog as a whole. src, when not nil, is the file the
-// catalog was merged from, so errors name its places and lines.
+// Validate checks a catalog's structure as a whole: references, unique
+// names, ids and values, limits. src, when not nil, is the file the
+// catalog was merged from, so errors name its places and lines. It does
+// not apply the text rules (CheckName, CheckDescription, tags): those
+// judge input, see ValidateChange.
 func Validate(c *Catalog, src *File) error {
 	p := &problems{file: src}
+	validateStructure(p, c)
+	return p.err()
+}
+
+// ValidateChange checks next as Validate does, and the text that the
+// change from old to next brings in (names, ids, descriptions, customer
+// ids, tags of new entities, and the fields a change alters) against the
+// text rules. Text already stored is not judged again: a rule added in a
+// later version must not make a stored catalog, or the fleet's config log,
+// unusable (an embedded node would refuse to start, a fleet would drop the
+// entity). Every way into the catalog (admin API, configuration file,
+// import) goes through it.
+func ValidateChange(old, next *Catalog, src *File) error {
+	p := &problems{file: src}
+	validateStructure(p, next)
+	validateText(p, old, next)
+	return p.err()
+}
+
+func validateStructure(p *problems, c *Catalog) {
 	validateGateway(p, &c.Gateway)
 	validateAPIs(p, c)
 	validatePlans(p, c)
 	validateKeys(p, c)
-	return p.err()
+}
+
+// validateText applies the text rules to what next adds or alters.
+func validateText(p *problems, old, next *Catalog) {
+	apis := make(map[string]*API, len(old.APIs))
+	for i := range old.APIs {
+		apis[old.APIs[i].ID] = &old.APIs[i]
+	}
+	for _, a := range next.APIs {
+		o := apis[a.ID]
+		if o == nil || o.Name != a.Name {
+			checkNames(p, "apis", a.Name, a.ID, "id", a.ID, "name", a.Name)
+		}
+		for i, s := range a.Stages {
+			if o != nil && slices.ContainsFunc(o.Stages, func(os Stage) bool { return os.Name == s.Name }) {
+				continue
+			}
+			if msg := CheckName(s.Name); msg != "" {
+				p.add("apis", a.Name, a.ID, fmt.Sprintf("stages[%d].name", i), "%s", msg)
+			}
+		}
+	}
+	plans := make(map[string]*UsagePlan, len(old.UsagePlans))
+	for i := range old.UsagePlans {
+		plans[old.UsagePlans[i].ID] = &old.UsagePlans[i]
+	}
+	for _, pl := range next.UsagePlans {
+		o := plans[pl.ID]
+		if o == nil || o.Name != pl.Name {
+			checkNames(p, "usagePlans", pl.Name, pl.ID, "name", pl.Name)
+		}
+		if o == nil || o.Description != pl.Description {
+			checkNames(p, "usagePlans", pl.Name, pl.ID, "description", pl.Description)
+		}
+		if o == nil || !maps.Equal(o.Tags, pl.Tags) {
+			checkTags(p, "usagePlans", pl.Name, pl.ID, pl.Tags)
+		}
+	}
+	keys := make(map[string]*APIKey, len(old.APIKeys))
+	for i := range old.APIKeys {
+		keys[old.APIKeys[i].ID] = &old.APIKeys[i]
+	}
+	for _, k := range next.APIKeys {
+		o := keys[k.ID]
+		if o == nil || o.Name != k.Name {
+			checkNames(p, "apiKeys", k.Name, k.ID, "name", k.Name)
+		}
+		if o == nil || o.Description != k.Description {
+			checkNames(p, "apiKeys", k.Name, k.ID, "description", k.Description)
+		}
+		if o == nil || o.CustomerID != k.CustomerID {
+			checkNames(p, "apiKeys", k.Name, k.ID, "customerId", k.CustomerID)
+		}
+		if o == nil || !maps.Equal(o.Tags, k.Tags) {
+			checkTags(p, "apiKeys", k.Name, k.ID, k.Tags)
+		}
+	}
 }
 
 func validateThrottle(p *problems, kind, name, id, field string, t *Throttle) {
@@ -254,7 +333,6 @@ func validateAPIs(p *problems, c *Catalog) {
 			p.add("apis", a.Name, a.ID, "id", "%q is used by two APIs", a.ID)
 		}
 		ids[a.ID] = true
-		checkNames(p, "apis", a.Name, a.ID, "id", a.ID, "name", a.Name)
 		if len(a.Stages) == 0 {
 			p.add("apis", a.Name, a.ID, "stages", "at least one stage is required")
 		}
@@ -266,8 +344,6 @@ func validateAPIs(p *problems, c *Catalog) {
 				p.add("apis", a.Name, a.ID, f+".name", "is required")
 			case strings.ContainsAny(s.Name, "/:?#% "):
 				p.add("apis", a.Name, a.ID, f+".name", "%q must not contain '/', ':', '?', '#', '%%' or spaces", s.Name)
-			case CheckName(s.Name) != "":
-				p.add("apis", a.Name, a.ID, f+".name", "%s", CheckName(s.Name))
 			case stages[s.Name]:
 				p.add("apis", a.Name, a.ID, f+".name", "stage %q is declared twice", s.Name)
 			}
@@ -394,8 +470,6 @@ func validatePlans(p *problems, c *Catalog) {
 			p.add("usagePlans", pl.Name, pl.ID, "id", "%q is used by two plans", pl.ID)
 		}
 		ids[pl.ID] = true
-		checkNames(p, "usagePlans", pl.Name, pl.ID, "name", pl.Name, "description", pl.Description)
-		checkTags(p, "usagePlans", pl.Name, pl.ID, pl.Tags)
 		if pl.Throttle != nil {
 			validateThrottle(p, "usagePlans", pl.Name, pl.ID, "throttle", pl.Throttle)
 		}
@@ -507,8 +581,6 @@ func validateKeys(p *problems, c *Catalog) {
 			p.add("apiKeys", k.Name, k.ID, "name", "%q is used by two keys", k.Name)
 		}
 		names[k.Name] = true
-		checkNames(p, "apiKeys", k.Name, k.ID, "name", k.Name, "description", k.Description, "customerId", k.CustomerID)
-		checkTags(p, "apiKeys", k.Name, k.ID, k.Tags)
 		if other, ok := hashes[k.ValueHash]; ok && k.ValueHash != "" {
 			p.add("apiKeys", k.Name, k.ID, "value", "is the same as the value of key %q; values must be unique", other)
 		}
