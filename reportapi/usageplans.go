@@ -156,7 +156,7 @@ func (u *usagePlans) list(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	slices.SortFunc(plans, func(x, y *catalog.UsagePlan) int { return strings.Compare(x.ID, y.ID) })
-	writePage(w, plans, func(p *catalog.UsagePlan) string { return p.ID }, planJSON, q.Get("position"), limit)
+	writePage(w, plans, func(p *catalog.UsagePlan) string { return p.ID }, planJSON, "usageplans", q.Get("position"), limit)
 }
 
 func (u *usagePlans) get(w http.ResponseWriter, r *http.Request) {
@@ -414,7 +414,7 @@ func (u *usagePlans) listKeys(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	keys := slices.DeleteFunc(planKeys(c, id), func(k *catalog.APIKey) bool { return !strings.HasPrefix(k.Name, q.Get("name")) })
-	writePage(w, keys, keyID, planKeyJSON, q.Get("position"), limit)
+	writePage(w, keys, keyID, planKeyJSON, "usageplans/"+id+"/keys", q.Get("position"), limit)
 }
 
 func (u *usagePlans) getKey(w http.ResponseWriter, r *http.Request) {
@@ -489,7 +489,7 @@ func (u *usagePlans) getUsage(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	page, next, perr := paginate(keys, keyID, q.Get("position"), limit)
+	page, next, perr := paginate(keys, keyID, "usageplans/"+p.ID+"/usage", q.Get("position"), limit)
 	if perr != nil {
 		perr.write(w)
 		return
