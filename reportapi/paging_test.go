@@ -54,3 +54,38 @@ func TestPositionTokens(t *testing.T) {
 		})
 	}
 }
+
+// Whatever position a client sends, paginate answers a page or a 400,
+// never panics, and accepts only the tokens of its own list.
+func FuzzPaginate(f *testing.F) {
+	ids := []string{"a1", "b2", "c3", "d4", "e5"}
+	_, next, _ := paginate(ids, func(s string) string { return s }, "usageplans/p1/usage", "", 2)
+	for _, seed := range []string{"", next, "!!!", base64.RawURLEncoding.EncodeToString([]byte("b2")),
+		base64.RawURLEncoding.EncodeToString([]byte("usageplans/p2/usage\x00b2")), base64.RawURLEncoding.EncodeToString([]byte("\x00"))} {
+		f.Add(seed, uint16(2))
+	}
+	f.Fuzz(func(t *testing.T, position string, l uint16) {
+		limit := int(l%500) + 1 // pageLimit allows 1 to 500
+		page, next, perr := paginate(ids, func(s string) string { return s }, "usageplans/p1/usage", position, limit)
+		if perr != nil {
+			if perr.status != 400 || !strings.Contains(perr.msg, "position") {
+				t.Fatalf("error %d %q does not name position", perr.status, perr.msg)
+			}
+			return
+		}
+		if len(page) > limit {
+			t.Fatalf("%d items, limit %d", len(page), limit)
+		}
+		if position != "" {
+			b, _ := base64.RawURLEncoding.DecodeString(position)
+			if !strings.HasPrefix(string(b), "usageplans/p1/usage\x00") {
+				t.Fatalf("accepted %q, a token of another list", b)
+			}
+		}
+		if next != "" {
+			if _, _, perr := paginate(ids, func(s string) string { return s }, "usageplans/p2/usage", next, limit); perr == nil {
+				t.Fatal("another plan's list accepted this list's token")
+			}
+		}
+	})
+}
