@@ -385,3 +385,34 @@ func TestGetUsagePageIsBounded(t *testing.T) {
 		})
 	}
 }
+
+// Whatever times and granularity a client sends, /v1/usage's parameters
+// are refused with a 400 naming one, or are a range the stores hold, no
+// longer than the granularity's bound, whose buckets compute without
+// overflow.
+func FuzzUsageQuery(f *testing.F) {
+	f.Add("2026-11-01T00:00:00Z", "2026-11-02T00:00:00Z", "minute")
+	f.Add("0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "month")
+	f.Add("1970-01-01T00:00:00Z", "1970-04-03T00:00:00Z", "day")
+	f.Add("2105-12-31T00:00:00+14:00", "", "hour")
+	now := time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, from, to, granularity string) {
+		u, perr := parseUsageQuery(map[string][]string{"from": {from}, "to": {to}, "granularity": {granularity}}, now)
+		if perr == nil {
+			perr = checkSpan(u, maxSpan[u.granularity], "granularity="+u.granularity)
+		}
+		if perr != nil {
+			if perr.status != 400 || !strings.Contains(perr.msg, ":") {
+				t.Fatalf("%d %q names no parameter", perr.status, perr.msg)
+			}
+			return
+		}
+		if u.from.Before(earliest) || u.to.After(latest) || u.to.Sub(u.from) > maxSpan[u.granularity] {
+			t.Fatalf("accepted %s .. %s by %s", u.from, u.to, u.granularity)
+		}
+		first, last := bucket(u.from.Unix()/60, u.granularity), bucket((u.to.Unix()-1)/60, u.granularity)
+		if first.After(u.from) || last.After(u.to) || first.Year() < 1970 || last.Year() > 2106 {
+			t.Fatalf("buckets %s .. %s for %s .. %s", first, last, u.from, u.to)
+		}
+	})
+}
