@@ -158,7 +158,7 @@ func (a *apiKeys) list(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	slices.SortFunc(keys, func(x, y *catalog.APIKey) int { return strings.Compare(x.ID, y.ID) })
-	writePage(w, keys, keyID, func(k *catalog.APIKey) apiKeyJSON { return keyJSON(k, includeValues) }, q.Get("position"), limit)
+	writePage(w, keys, keyID, func(k *catalog.APIKey) apiKeyJSON { return keyJSON(k, includeValues) }, "apikeys", q.Get("position"), limit)
 }
 
 func (a *apiKeys) get(w http.ResponseWriter, r *http.Request) {
@@ -438,8 +438,8 @@ func pageLimit(s string) (int, *apiError) {
 
 // writePage answers a list operation: the page of items after position,
 // each shown by show, with AWS's {position, item} shape.
-func writePage[T, J any](w http.ResponseWriter, items []T, id func(T) string, show func(T) J, position string, limit int) {
-	page, next, perr := paginate(items, id, position, limit)
+func writePage[T, J any](w http.ResponseWriter, items []T, id func(T) string, show func(T) J, scope, position string, limit int) {
+	page, next, perr := paginate(items, id, scope, position, limit)
 	if perr != nil {
 		perr.write(w)
 		return
@@ -454,16 +454,22 @@ func writePage[T, J any](w http.ResponseWriter, items []T, id func(T) string, sh
 	}{next, out})
 }
 
-// paginate returns up to limit items after position (an opaque token
-// naming the last id of the previous page) and the next page's token.
-func paginate[T any](items []T, id func(T) string, position string, limit int) ([]T, string, *apiError) {
+// paginate returns up to limit items after position and the next page's
+// token. A token names its list (scope: the operation and the parent's
+// id) and the last id of the previous page; one that does not decode, or
+// comes from another list, is refused, rather than starting over or
+// skipping silently.
+func paginate[T any](items []T, id func(T) string, scope, position string, limit int) ([]T, string, *apiError) {
 	start := 0
 	if position != "" {
 		b, err := base64.RawURLEncoding.DecodeString(position)
-		if err != nil {
-			return nil, "", badRequest("Invalid position parameter")
+		tokScope, after, ok := strings.Cut(string(b), "\x00")
+		if err != nil || !ok || after == "" {
+			return nil, "", badRequest("Invalid position parameter: position is not a token this API returned")
 		}
-		after := string(b)
+		if tokScope != scope {
+			return nil, "", badRequest("Invalid position parameter: position belongs to another list; pass the position of this list's previous page")
+		}
 		start = len(items)
 		for i, it := range items {
 			if id(it) > after {
@@ -475,7 +481,7 @@ func paginate[T any](items []T, id func(T) string, position string, limit int) (
 	end := min(start+limit, len(items))
 	next := ""
 	if end < len(items) {
-		next = base64.RawURLEncoding.EncodeToString([]byte(id(items[end-1])))
+		next = base64.RawURLEncoding.EncodeToString([]byte(scope + "\x00" + id(items[end-1])))
 	}
 	return items[start:end], next, nil
 }

@@ -1,6 +1,7 @@
 package reportapi
 
 import (
+	"bufio"
 	"cmp"
 	"compress/gzip"
 	"context"
@@ -73,6 +74,103 @@ func dimValue(m *usage.MinuteCount, dim string) string {
 	}
 }
 
+// earliest and latest bound the times a native report may name: the days
+// every store holds (usage.MinDay to usage.MaxDay, 1970-2105).
+var (
+	earliest = time.Unix(usage.MinDay*86400, 0).UTC()
+	latest   = time.Unix((usage.MaxDay+1)*86400, 0).UTC()
+)
+
+// The longest range each report reads at once. Every native report reads
+// the per-minute rollup of its range and sums it here, as the rows
+// stream (the sums may move into the stores' SQL later); what a request
+// holds at once is bounded by one time bucket's rows (/v1/usage) or one
+// row per key and plan (top, billing), but the rows it reads, the time it
+// takes and the size of its answer grow with the range. So:
+//   - minute: 1 day, 1,440 buckets per series;
+//   - hour: 31 days, 744 buckets, a whole month;
+//   - day and month, and /v1/usage/top: 92 days, the longest calendar
+//     quarter (so any quarter fits), and of the order of the 90 days AWS
+//     keeps for GetUsage: at most a quarter of minute rows per request;
+//   - billing reads one month, and the 7 days before it (a WEEK quota
+//     period that ends in the month), by construction.
+var maxSpan = map[string]time.Duration{
+	"minute": 24 * time.Hour,
+	"hour":   31 * 24 * time.Hour,
+	"day":    92 * 24 * time.Hour,
+	"month":  92 * 24 * time.Hour,
+}
+
+// maxTopSpan bounds /v1/usage/top's range (see maxSpan).
+const maxTopSpan = 92 * 24 * time.Hour
+
+// checkSpan refuses a range longer than max; what names the report.
+func checkSpan(u usageQuery, max time.Duration, what string) *apiError {
+	if d := u.to.Sub(u.from); d > max {
+		return badRequest(fmt.Sprintf("to: the range from %s to %s is %s; %s reads at most %s at once",
+			u.from.UTC().Format(time.RFC3339), u.to.UTC().Format(time.RFC3339), days(d), what, days(max)))
+	}
+	return nil
+}
+
+// days formats d in days (and hours, when not whole).
+func days(d time.Duration) string {
+	n, h := int64(d/(24*time.Hour)), int64(d%(24*time.Hour)/time.Hour)
+	s := strconv.FormatInt(n, 10) + " day"
+	if n != 1 {
+		s += "s"
+	}
+	if h != 0 {
+		s += " " + strconv.FormatInt(h, 10) + "h"
+	}
+	return s
+}
+
+// resolveFilters checks the key, plan, api and stage filters against the
+// catalog: a key or plan is named by id or name (the filter becomes the
+// id); one the catalog does not know is a 404 that names it, rather than
+// an empty report. (A deleted key's or plan's rows still show without
+// the filter.)
+func resolveFilters(u *usageQuery, c *catalog.Catalog) *apiError {
+	notFound := func(msg string) *apiError {
+		return &apiError{status: 404, errType: "NotFoundException", msg: msg}
+	}
+	if v, ok := u.filters["key"]; ok {
+		k := c.KeyByNameOrID(v)
+		if k == nil {
+			return notFound(fmt.Sprintf("key: no API key has the id or name %q", v))
+		}
+		u.filters["key"] = k.ID
+	}
+	if v, ok := u.filters["plan"]; ok {
+		p := c.PlanByNameOrID(v)
+		if p == nil {
+			return notFound(fmt.Sprintf("plan: no usage plan has the id or name %q", v))
+		}
+		u.filters["plan"] = p.ID
+	}
+	apiID, hasAPI := u.filters["api"]
+	if hasAPI && c.API(apiID) == nil {
+		return notFound(fmt.Sprintf("api: no API has the id %q", apiID))
+	}
+	if st, ok := u.filters["stage"]; ok {
+		found := false
+		for i := range c.APIs {
+			if hasAPI && c.APIs[i].ID != apiID {
+				continue
+			}
+			found = found || slices.ContainsFunc(c.APIs[i].Stages, func(s catalog.Stage) bool { return s.Name == st })
+		}
+		if !found {
+			if hasAPI {
+				return notFound(fmt.Sprintf("stage: API %q has no stage %q", apiID, st))
+			}
+			return notFound(fmt.Sprintf("stage: no API has a stage %q", st))
+		}
+	}
+	return nil
+}
+
 // usageQuery is a parsed /v1/usage request.
 type usageQuery struct {
 	from, to    time.Time
@@ -99,6 +197,15 @@ func parseUsageQuery(q map[string][]string, now time.Time) (usageQuery, *apiErro
 			return u, badRequest(fmt.Sprintf("to: %q is not an RFC 3339 time such as 2026-11-02T00:00:00Z", s))
 		}
 	}
+	for _, t := range []struct {
+		name string
+		t    time.Time
+	}{{"from", u.from}, {"to", u.to}} {
+		if t.t.Before(earliest) || t.t.After(latest) {
+			return u, badRequest(fmt.Sprintf("%s: %s is outside %s ... %s", t.name, t.t.Format(time.RFC3339),
+				earliest.Format(time.RFC3339), latest.Format(time.RFC3339)))
+		}
+	}
 	if !u.to.After(u.from) {
 		return u, badRequest("to: must be after from")
 	}
@@ -123,6 +230,16 @@ func parseUsageQuery(q map[string][]string, now time.Time) (usageQuery, *apiErro
 		}
 	}
 	return u, nil
+}
+
+// matches reports whether m passes the query's filters.
+func (u *usageQuery) matches(m *usage.MinuteCount) bool {
+	for d, v := range u.filters {
+		if dimValue(m, d) != v {
+			return false
+		}
+	}
+	return true
 }
 
 // bucket returns the start of the granularity bucket holding minute m.
@@ -173,10 +290,8 @@ func (a *aggregator) add(m *usage.MinuteCount) error {
 	if m.Minute < a.fromMin || m.Minute >= a.toMin {
 		return nil
 	}
-	for d, v := range a.u.filters {
-		if dimValue(m, d) != v {
-			return nil
-		}
+	if !a.u.matches(m) {
+		return nil
 	}
 	t := bucket(m.Minute, a.u.granularity)
 	if !t.Equal(a.cur) {
@@ -265,6 +380,12 @@ func compressed(w http.ResponseWriter, r *http.Request) (io.Writer, func()) {
 
 func (n *native) usage(w http.ResponseWriter, r *http.Request) {
 	u, perr := parseUsageQuery(r.URL.Query(), n.now())
+	if perr == nil {
+		perr = checkSpan(u, maxSpan[u.granularity], "granularity="+u.granularity)
+	}
+	if perr == nil {
+		perr = resolveFilters(&u, n.cat.Current())
+	}
 	if perr != nil {
 		perr.write(w)
 		return
@@ -343,11 +464,56 @@ func (n *native) usage(w http.ResponseWriter, r *http.Request) {
 	finish()
 }
 
+// consumer is one key under one plan in /v1/usage/top.
+type consumer struct {
+	Key        string `json:"key"`
+	Name       string `json:"name"`
+	CustomerID string `json:"customer_id"`
+	Plan       string `json:"plan"`
+	Admitted   int64  `json:"admitted"`
+	Throttled  int64  `json:"throttled"`
+	Limited    int64  `json:"quota_exceeded"`
+}
+
+// consumers sums minute rows per key and plan as they stream: it holds
+// one row per (key, plan) seen, whatever the number of minute rows.
+type consumers struct {
+	u     *usageQuery
+	byKey map[[2]string]*consumer
+}
+
+func (cs *consumers) add(m *usage.MinuteCount) error {
+	if m.KeyID == "" || m.PlanID == "" || !cs.u.matches(m) {
+		return nil
+	}
+	c := cs.byKey[[2]string{m.KeyID, m.PlanID}]
+	if c == nil {
+		c = &consumer{Key: m.KeyID, Plan: m.PlanID}
+		cs.byKey[[2]string{m.KeyID, m.PlanID}] = c
+	}
+	switch m.Decision {
+	case schemas.DecisionAllowed:
+		c.Admitted += m.Requests
+	case schemas.DecisionThrottled:
+		c.Throttled += m.Requests
+	case schemas.DecisionQuotaExceeded:
+		c.Limited += m.Requests
+	}
+	return nil
+}
+
 // top answers /v1/usage/top: the keys with the most admitted requests in
 // [from, to), optionally within one plan.
 func (n *native) top(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	u, perr := parseUsageQuery(q, n.now())
+	if perr == nil {
+		perr = checkSpan(u, maxTopSpan, "/v1/usage/top")
+	}
+	cat := n.cat.Current()
+	if perr == nil {
+		perr = resolveFilters(&u, cat)
+	}
 	if perr != nil {
 		perr.write(w)
 		return
@@ -361,59 +527,26 @@ func (n *native) top(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = v
 	}
-	var rows []usage.MinuteCount
-	if err := n.minutes.EachMinute(r.Context(), u.from.Unix()/60, (u.to.Unix()+59)/60, func(m *usage.MinuteCount) error {
-		if m.KeyID != "" && m.PlanID != "" {
-			rows = append(rows, *m)
-		}
-		return nil
-	}); err != nil {
+	cs := &consumers{u: &u, byKey: map[[2]string]*consumer{}}
+	if err := n.minutes.EachMinute(r.Context(), u.from.Unix()/60, (u.to.Unix()+59)/60, cs.add); err != nil {
 		internalError("read usage: ", err).write(w)
 		return
 	}
-	u.granularity, u.groupBy = "month", []string{"key", "plan", "decision"}
-	type consumer struct {
-		Key        string `json:"key"`
-		Name       string `json:"name"`
-		CustomerID string `json:"customer_id"`
-		Plan       string `json:"plan"`
-		Admitted   int64  `json:"admitted"`
-		Throttled  int64  `json:"throttled"`
-		Limited    int64  `json:"quota_exceeded"`
-	}
-	byKey := map[string]*consumer{}
-	for _, row := range aggregate(rows, u) {
-		key, plan, decision := row.Dims[0], row.Dims[1], row.Dims[2]
-		if key == "" || plan == "" {
-			continue
-		}
-		c := byKey[key+"/"+plan]
-		if c == nil {
-			c = &consumer{Key: key, Plan: plan}
-			byKey[key+"/"+plan] = c
-		}
-		switch decision {
-		case "admitted":
-			c.Admitted += row.Requests
-		case "throttled":
-			c.Throttled += row.Requests
-		case "quota_exceeded":
-			c.Limited += row.Requests
-		}
-	}
-	cat := n.cat.Current()
-	list := make([]*consumer, 0, len(byKey))
-	for _, c := range byKey {
-		if k := cat.Key(c.Key); k != nil {
-			c.Name, c.CustomerID = k.Name, k.CustomerID
-		}
+	list := make([]*consumer, 0, len(cs.byKey))
+	for _, c := range cs.byKey {
 		list = append(list, c)
 	}
 	slices.SortFunc(list, func(a, b *consumer) int {
-		return cmp.Or(cmp.Compare(b.Admitted, a.Admitted), strings.Compare(a.Key, b.Key))
+		return cmp.Or(cmp.Compare(b.Admitted, a.Admitted), strings.Compare(a.Key, b.Key), strings.Compare(a.Plan, b.Plan))
 	})
+	list = list[:min(limit, len(list))]
+	for _, c := range list {
+		if k := cat.Key(c.Key); k != nil {
+			c.Name, c.CustomerID = k.Name, k.CustomerID
+		}
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"from": u.from.UTC().Format(time.RFC3339), "to": u.to.UTC().Format(time.RFC3339),
-		"rows": list[:min(limit, len(list))]})
+		"rows": list})
 }
 
 // billingRow is one key under one plan in a month.
@@ -438,9 +571,15 @@ type billingRow struct {
 // month it ends in; only an UpdateUsage that raised what remained
 // produces any), throttled and quota-rejected requests.
 func (n *native) billing(w http.ResponseWriter, r *http.Request) {
-	month, err := time.Parse("2006-01", r.URL.Query().Get("month"))
+	ms := r.URL.Query().Get("month")
+	month, err := time.Parse("2006-01", ms)
 	if err != nil {
-		badRequest(fmt.Sprintf("month: %q is not a month such as 2026-11", r.URL.Query().Get("month"))).write(w)
+		badRequest(fmt.Sprintf("month: %q is not a month such as 2026-11", ms)).write(w)
+		return
+	}
+	end := month.AddDate(0, 1, 0)
+	if month.Before(earliest) || end.After(latest) {
+		badRequest(fmt.Sprintf("month: %s is outside %s ... %s", ms, earliest.Format("2006-01"), latest.AddDate(0, -1, 0).Format("2006-01"))).write(w)
 		return
 	}
 	format, perr := outputFormat(r)
@@ -448,90 +587,16 @@ func (n *native) billing(w http.ResponseWriter, r *http.Request) {
 		perr.write(w)
 		return
 	}
-	end := month.AddDate(0, 1, 0)
 	// A WEEK period that ends in this month may start in the previous
 	// one: read from a week before, count in the month only, and charge
 	// overage to the month in which a period ends.
 	readFrom := month.AddDate(0, 0, -7)
-	var rows []usage.MinuteCount
-	if err := n.minutes.EachMinute(r.Context(), readFrom.Unix()/60, end.Unix()/60, func(m *usage.MinuteCount) error {
-		if m.KeyID != "" && m.PlanID != "" {
-			rows = append(rows, *m)
-		}
-		return nil
-	}); err != nil {
+	b := &bill{cat: n.cat.Current(), month: month, out: map[[2]string]*billingRow{}, perPeriod: map[[2]string]map[int64]int64{}}
+	if err := n.minutes.EachMinute(r.Context(), readFrom.Unix()/60, end.Unix()/60, b.add); err != nil {
 		internalError("read usage: ", err).write(w)
 		return
 	}
-	cat := n.cat.Current()
-	type kp struct{ key, plan string }
-	out := map[kp]*billingRow{}
-	perPeriod := map[kp]map[int64]int64{} // admitted per quota period index
-	inMonth := month.Unix() / 60
-	for i := range rows {
-		m := &rows[i]
-		if m.KeyID == "" || m.PlanID == "" {
-			continue
-		}
-		if m.Minute < inMonth {
-			// Before the month: only the quota period it shares with the
-			// month's first days counts, for overage.
-			if p := cat.Plan(m.PlanID); p != nil && p.Quota != nil && m.Decision == schemas.DecisionAllowed {
-				idx := p.Quota.Period.Index(m.Minute * 60e9)
-				if p.Quota.Period.Start(idx+1) > month.UnixNano() {
-					id := kp{m.KeyID, m.PlanID}
-					if perPeriod[id] == nil {
-						perPeriod[id] = map[int64]int64{}
-					}
-					perPeriod[id][idx] += m.Requests
-				}
-			}
-			continue
-		}
-		id := kp{m.KeyID, m.PlanID}
-		b := out[id]
-		if b == nil {
-			b = &billingRow{KeyID: m.KeyID, PlanID: m.PlanID}
-			if k := cat.Key(m.KeyID); k != nil {
-				b.KeyName, b.CustomerID = k.Name, k.CustomerID
-			}
-			if p := cat.Plan(m.PlanID); p != nil {
-				b.PlanName = p.Name
-				if p.Quota != nil {
-					b.QuotaLimit, b.QuotaPeriod = p.Quota.Limit, string(p.Quota.Period)
-				}
-			}
-			out[id] = b
-			if perPeriod[id] == nil {
-				perPeriod[id] = map[int64]int64{}
-			}
-		}
-		switch m.Decision {
-		case schemas.DecisionAllowed:
-			b.Admitted += m.Requests
-			if b.QuotaPeriod != "" {
-				perPeriod[id][catalog.Period(b.QuotaPeriod).Index(m.Minute*60e9)] += m.Requests
-			}
-		case schemas.DecisionThrottled:
-			b.Throttled += m.Requests
-		case schemas.DecisionQuotaExceeded:
-			b.Rejected += m.Requests
-		}
-	}
-	list := make([]*billingRow, 0, len(out))
-	for id, b := range out {
-		if p := cat.Plan(b.PlanID); p != nil && p.Quota != nil {
-			for idx, used := range perPeriod[id] {
-				if periodEnd := p.Quota.Period.Start(idx + 1); periodEnd <= end.UnixNano() {
-					b.Overage += max(used-p.Quota.LimitAt(idx, p.CreatedDate), 0)
-				}
-			}
-		}
-		list = append(list, b)
-	}
-	slices.SortFunc(list, func(a, b *billingRow) int {
-		return cmp.Or(strings.Compare(a.CustomerID, b.CustomerID), strings.Compare(a.KeyID, b.KeyID), strings.Compare(a.PlanID, b.PlanID))
-	})
+	list := b.rows(end)
 	if format == "csv" {
 		w.Header().Set("Content-Type", "text/csv")
 		cw := csv.NewWriter(w)
@@ -543,5 +608,97 @@ func (n *native) billing(w http.ResponseWriter, r *http.Request) {
 		cw.Flush()
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"month": month.Format("2006-01"), "rows": list})
+	// One row at a time: the list is held once, not again as its JSON.
+	w.Header().Set("Content-Type", "application/json")
+	bw := bufio.NewWriter(w)
+	fmt.Fprintf(bw, `{"month":%q,"rows":[`, month.Format("2006-01"))
+	for i, b := range list {
+		if i > 0 {
+			bw.WriteByte(',')
+		}
+		row, _ := json.Marshal(b)
+		bw.Write(row)
+	}
+	bw.WriteString("]}\n")
+	bw.Flush()
+}
+
+// bill sums a month's minute rows per key and plan as they stream: it
+// holds one billingRow per (key, plan) and one count per quota period of
+// each, whatever the number of minute rows.
+type bill struct {
+	cat       *catalog.Catalog
+	month     time.Time
+	out       map[[2]string]*billingRow
+	perPeriod map[[2]string]map[int64]int64 // admitted per quota period index
+}
+
+func (b *bill) add(m *usage.MinuteCount) error {
+	if m.KeyID == "" || m.PlanID == "" {
+		return nil
+	}
+	id := [2]string{m.KeyID, m.PlanID}
+	if m.Minute < b.month.Unix()/60 {
+		// Before the month: only the quota period it shares with the
+		// month's first days counts, for overage.
+		if p := b.cat.Plan(m.PlanID); p != nil && p.Quota != nil && m.Decision == schemas.DecisionAllowed {
+			idx := p.Quota.Period.Index(m.Minute * 60e9)
+			if p.Quota.Period.Start(idx+1) > b.month.UnixNano() {
+				if b.perPeriod[id] == nil {
+					b.perPeriod[id] = map[int64]int64{}
+				}
+				b.perPeriod[id][idx] += m.Requests
+			}
+		}
+		return nil
+	}
+	row := b.out[id]
+	if row == nil {
+		row = &billingRow{KeyID: m.KeyID, PlanID: m.PlanID}
+		if k := b.cat.Key(m.KeyID); k != nil {
+			row.KeyName, row.CustomerID = k.Name, k.CustomerID
+		}
+		if p := b.cat.Plan(m.PlanID); p != nil {
+			row.PlanName = p.Name
+			if p.Quota != nil {
+				row.QuotaLimit, row.QuotaPeriod = p.Quota.Limit, string(p.Quota.Period)
+			}
+		}
+		b.out[id] = row
+		if b.perPeriod[id] == nil {
+			b.perPeriod[id] = map[int64]int64{}
+		}
+	}
+	switch m.Decision {
+	case schemas.DecisionAllowed:
+		row.Admitted += m.Requests
+		if row.QuotaPeriod != "" {
+			b.perPeriod[id][catalog.Period(row.QuotaPeriod).Index(m.Minute*60e9)] += m.Requests
+		}
+	case schemas.DecisionThrottled:
+		row.Throttled += m.Requests
+	case schemas.DecisionQuotaExceeded:
+		row.Rejected += m.Requests
+	}
+	return nil
+}
+
+// rows returns the month's rows with their overage (of the quota periods
+// ending by end), by customer, key and plan.
+func (b *bill) rows(end time.Time) []*billingRow {
+	list := make([]*billingRow, 0, len(b.out))
+	for id, row := range b.out {
+		if p := b.cat.Plan(row.PlanID); p != nil && p.Quota != nil {
+			for idx, used := range b.perPeriod[id] {
+				if periodEnd := p.Quota.Period.Start(idx + 1); periodEnd <= end.UnixNano() {
+					row.Overage += max(used-p.Quota.LimitAt(idx, p.CreatedDate), 0)
+				}
+			}
+		}
+		list = append(list, row)
+	}
+	slices.SortFunc(list, func(a, b *billingRow) int {
+		return cmp.Or(strings.Compare(a.CustomerID, b.CustomerID), strings.Compare(a.KeyID, b.KeyID), strings.Compare(a.PlanID, b.PlanID))
+	})
+	return list
 }

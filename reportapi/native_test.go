@@ -45,11 +45,16 @@ var testMinutes = fakeMinutes{
 
 func newNative(t *testing.T) string {
 	t.Helper()
-	m, _ := catalog.NewManager(&catalog.Catalog{
+	m, err := catalog.NewManager(&catalog.Catalog{
+		APIs: []catalog.API{{ID: "a", Stages: []catalog.Stage{{Name: "prod", Upstream: "http://127.0.0.1:1"}},
+			Resources: []catalog.Resource{{Path: "/items", Methods: map[string]catalog.Method{"GET": {APIKeyRequired: true}}}}}},
 		UsagePlans: []catalog.UsagePlan{{ID: "p1", Name: "Free", Quota: &catalog.Quota{Limit: 6, Period: catalog.Day}}},
 		APIKeys: []catalog.APIKey{{ID: "k1", Name: "acme", CustomerID: "acme-corp", ValueHash: catalog.HashKey("acmeacmeacmeacmeacme01")},
 			{ID: "k2", Name: "widget", CustomerID: "widget-inc", ValueHash: catalog.HashKey("widgetwidgetwidget0001")}},
 	}, memSaver{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	h, err := New(Config{Ready: func() bool { return true }, Credentials: testCreds, Catalog: m, Minutes: testMinutes,
 		Now: func() time.Time { return time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC) }})
 	if err != nil {
@@ -218,7 +223,8 @@ func TestOpenAPI(t *testing.T) {
 		q := []string{}
 		for _, prm := range op.Parameters {
 			v := map[string]string{"from": "2026-11-27T00:00:00Z", "to": "2026-11-28T00:00:00Z", "granularity": "hour",
-				"group_by": "key", "format": "json", "limit": "5", "month": "2026-11"}[prm.Name]
+				"group_by": "key", "format": "json", "limit": "5", "month": "2026-11",
+				"key": "k1", "plan": "p1", "api": "a", "stage": "prod"}[prm.Name]
 			if v == "" {
 				v = "x"
 			}

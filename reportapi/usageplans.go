@@ -1,7 +1,9 @@
 package reportapi
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -156,7 +158,7 @@ func (u *usagePlans) list(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	slices.SortFunc(plans, func(x, y *catalog.UsagePlan) int { return strings.Compare(x.ID, y.ID) })
-	writePage(w, plans, func(p *catalog.UsagePlan) string { return p.ID }, planJSON, q.Get("position"), limit)
+	writePage(w, plans, func(p *catalog.UsagePlan) string { return p.ID }, planJSON, "usageplans", q.Get("position"), limit)
 }
 
 func (u *usagePlans) get(w http.ResponseWriter, r *http.Request) {
@@ -414,7 +416,7 @@ func (u *usagePlans) listKeys(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	keys := slices.DeleteFunc(planKeys(c, id), func(k *catalog.APIKey) bool { return !strings.HasPrefix(k.Name, q.Get("name")) })
-	writePage(w, keys, keyID, planKeyJSON, q.Get("position"), limit)
+	writePage(w, keys, keyID, planKeyJSON, "usageplans/"+id+"/keys", q.Get("position"), limit)
 }
 
 func (u *usagePlans) getKey(w http.ResponseWriter, r *http.Request) {
@@ -454,6 +456,11 @@ func (u *usagePlans) removeKey(w http.ResponseWriter, r *http.Request) {
 
 // getUsage answers GetUsage: per key of the plan (or the one keyId), per
 // UTC day from startDate to endDate, [used, remaining].
+//
+// What it holds is bounded by the page: at most 500 keys (limit) × 90
+// days (usage.MaxGetUsageDays), plus the days before startDate in its
+// quota period (at most 30). It reads the page's keys' rollups only and
+// writes each key's values as they are computed.
 func (u *usagePlans) getUsage(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	c := u.cat.Current()
@@ -462,18 +469,9 @@ func (u *usagePlans) getUsage(w http.ResponseWriter, r *http.Request) {
 		errPlanNotFound.write(w)
 		return
 	}
-	from, err := usage.ParseDay(q.Get("startDate"))
+	from, to, err := usage.ParseRange("startDate", q.Get("startDate"), "endDate", q.Get("endDate"))
 	if err != nil {
-		badRequest("startDate: " + err.Error()).write(w)
-		return
-	}
-	to, err := usage.ParseDay(q.Get("endDate"))
-	if err != nil {
-		badRequest("endDate: " + err.Error()).write(w)
-		return
-	}
-	if to < from {
-		badRequest("endDate is before startDate").write(w)
+		badRequest(err.Error()).write(w)
 		return
 	}
 	limit, perr := pageLimit(q.Get("limit"))
@@ -489,25 +487,76 @@ func (u *usagePlans) getUsage(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	page, next, perr := paginate(keys, keyID, q.Get("position"), limit)
+	page, next, perr := paginate(keys, keyID, "usageplans/"+p.ID+"/usage", q.Get("position"), limit)
 	if perr != nil {
 		perr.write(w)
 		return
 	}
-	rows, err := u.usage.Daily(r.Context(), usage.Filter{FromDay: usage.PeriodStartDay(p, from), ToDay: to, PlanID: p.ID})
-	if err != nil {
-		internalError("read usage: ", err).write(w)
-		return
+	ids := make([]string, len(page))
+	for i, k := range page {
+		ids[i] = k.ID
 	}
-	values := make(map[string][][2]int64, len(page))
-	for _, k := range page {
-		values[k.ID] = usage.Values(p, k.ID, from, to, rows)
+	var rows []usage.DayCount
+	if len(ids) > 0 {
+		rows, err = u.usage.Daily(r.Context(), usage.Filter{FromDay: usage.PeriodStartDay(p, from), ToDay: to, PlanID: p.ID, KeyIDs: ids})
+		if err != nil {
+			internalError("read usage: ", err).write(w)
+			return
+		}
 	}
-	out := struct {
-		usage.GetUsage
-		Position string `json:"position,omitempty"`
-	}{usage.GetUsage{UsagePlanID: p.ID, StartDate: q.Get("startDate"), EndDate: q.Get("endDate"), Values: values}, next}
-	writeJSON(w, http.StatusOK, out)
+	// Each key's rows together, in day order, for Values.
+	slices.SortStableFunc(rows, func(a, b usage.DayCount) int { return strings.Compare(a.KeyID, b.KeyID) })
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	bw := bufio.NewWriter(w)
+	buf := []byte(`{"usagePlanId":`)
+	buf = appendJSONString(buf, p.ID)
+	buf = append(buf, `,"startDate":`...)
+	buf = appendJSONString(buf, q.Get("startDate"))
+	buf = append(buf, `,"endDate":`...)
+	buf = appendJSONString(buf, q.Get("endDate"))
+	buf = append(buf, `,"values":{`...)
+	for i, id := range ids {
+		lo, _ := slices.BinarySearchFunc(rows, id, func(d usage.DayCount, id string) int { return strings.Compare(d.KeyID, id) })
+		hi := lo
+		for hi < len(rows) && rows[hi].KeyID == id {
+			hi++
+		}
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = appendJSONString(buf, id)
+		buf = append(buf, ":["...)
+		for j, v := range usage.Values(p, id, from, to, rows[lo:hi]) {
+			if j > 0 {
+				buf = append(buf, ',')
+			}
+			buf = append(buf, '[')
+			buf = strconv.AppendInt(buf, v[0], 10)
+			buf = append(buf, ',')
+			buf = strconv.AppendInt(buf, v[1], 10)
+			buf = append(buf, ']')
+		}
+		buf = append(buf, ']')
+		if _, err := bw.Write(buf); err != nil {
+			return // the client left
+		}
+		buf = buf[:0]
+	}
+	buf = append(buf, '}')
+	if next != "" {
+		buf = append(buf, `,"position":`...)
+		buf = appendJSONString(buf, next)
+	}
+	buf = append(buf, "}\n"...)
+	bw.Write(buf)
+	bw.Flush()
+}
+
+// appendJSONString appends s as a JSON string.
+func appendJSONString(dst []byte, s string) []byte {
+	b, _ := json.Marshal(s)
+	return append(dst, b...)
 }
 
 // updateUsage answers UpdateUsage: replace /remaining sets the quota the

@@ -131,7 +131,7 @@ func TestGetUsageErrors(t *testing.T) {
 	for _, tt := range []struct{ query, want string }{
 		{"startDate=2026-11-01", `endDate: "" is not a date`},
 		{"startDate=11/01/2026&endDate=2026-11-02", "startDate:"},
-		{"startDate=2026-11-02&endDate=2026-11-01", "endDate is before startDate"},
+		{"startDate=2026-11-02&endDate=2026-11-01", "endDate 2026-11-01 is before startDate 2026-11-02"},
 		{"startDate=2026-11-01&endDate=2026-11-02&keyId=nope", "Invalid API Key identifier"},
 	} {
 		if code, got := c.call("GET", "/usageplans/"+p.ID+"/usage?"+tt.query, nil, nil); code < 400 || !strings.Contains(got, tt.want) {

@@ -31,10 +31,14 @@ type MinuteCount struct {
 	Requests, BytesIn, BytesOut, LatencyMicrosSum int64
 }
 
-// Filter narrows a Daily query. Empty strings match everything.
+// Filter narrows a Daily query. Empty strings and lists match everything.
 type Filter struct {
 	FromDay, ToDay int64 // inclusive, days since 1970-01-01 UTC
 	PlanID, KeyID  string
+	// KeyIDs keeps the rows of these keys only: a page of GetUsage reads
+	// its own keys' rows, so what it holds is bounded by the page, not by
+	// the plan's keys.
+	KeyIDs []string
 }
 
 // NodeDayCount is a key's quota use under a plan on one day, by the

@@ -95,6 +95,24 @@ func TestAdminCLI(t *testing.T) {
 		!strings.Contains(out, "2026-11-27") {
 		t.Errorf("usage get:\n%s", out)
 	}
+	// Every report is bounded; past the bound, the server's 400 names the
+	// parameter and the limit.
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"usage", "get", "--plan", free, "--from", "0001-01-01", "--to", "9999-12-31"}, `startDate: "0001-01-01" is outside 1970-01-01 ... 2105-12-31`},
+		{[]string{"usage", "get", "--plan", free, "--from", "2026-01-01", "--to", "2026-12-31"}, "at most 90 days"},
+		{[]string{"usage", "export", "--from", "2026-11-01T00:00:00Z", "--to", "2026-11-03T00:00:00Z", "--granularity", "minute"}, "granularity=minute reads at most 1 day"},
+		{[]string{"usage", "export", "--from", "0001-01-01T00:00:00Z", "--granularity", "month"}, "from: 0001-01-01T00:00:00Z is outside"},
+		{[]string{"usage", "export", "--from", "2026-11-01T00:00:00Z", "--key", "nobody"}, `key: no API key has the id or name "nobody"`},
+		{[]string{"usage", "top", "--from", "2025-01-01T00:00:00Z"}, "/v1/usage/top reads at most 92 days"},
+		{[]string{"usage", "billing", "--month", "0001-01"}, "month: 0001-01 is outside 1970-01 ... 2105-12"},
+	} {
+		if _, err := runCLI(append(tt.args, "--endpoint", ep, "--data-dir", data)...); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("tollgate %v: %v, want an error containing %q", tt.args, err, tt.want)
+		}
+	}
 
 	if _, err := runCLI("keys", "list", "--endpoint", ep, "--data-dir", dir); err == nil || !strings.Contains(err.Error(), "no admin token") {
 		t.Errorf("without credentials: %v", err)

@@ -249,6 +249,10 @@ func TestUsageFlagErrors(t *testing.T) {
 	}{
 		{[]string{"--plan", "p", "--key", "k", "--from", "2026-11-01", "--to", "yesterday"}, `--to: "yesterday" is not a date`},
 		{[]string{"--plan", "p", "--key", "k", "--from", "2026-11-02", "--to", "2026-11-01"}, "--to 2026-11-01 is before --from 2026-11-02"},
+		{[]string{"--plan", "p", "--key", "k", "--from", "0001-01-01", "--to", "9999-12-31"}, `--from: "0001-01-01" is outside 1970-01-01 ... 2105-12-31`},
+		{[]string{"--plan", "p", "--key", "k", "--from", "2026-01-01", "--to", "2106-01-01"}, `--to: "2106-01-01" is outside`},
+		{[]string{"--plan", "p", "--key", "k", "--from", "2026-01-01", "--to", "2026-12-31"}, "--to: the range from 2026-01-01 to 2026-12-31 is 365 days; at most 90 days"},
+		{[]string{"--plan", "p", "--key", "k", "--from", "2026-01-01", "--to", "2026-03-31"}, `--plan "p": no usage plan`}, // 90 days
 		{[]string{"--plan", "p", "--key", "k", "--from", "2026-11-01", "--to", "2026-11-02"}, `--plan "p": no usage plan`},
 		{[]string{"--key", "k", "--from", "2026-11-01", "--to", "2026-11-02"}, `"plan" not set`},
 	}

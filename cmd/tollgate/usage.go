@@ -20,20 +20,14 @@ func newUsageCmd() *cobra.Command {
 		Short: "Print a key's daily usage under a plan, as AWS GetUsage reports it",
 		Long: `Print, for each UTC day from --from to --to, the requests a key used under a
 plan and the quota remaining in that day's period: [used, remaining], the
-shape of AWS's get-usage. Reads the data folder of a running or stopped
-tollgate serve.`,
+shape of AWS's get-usage, for at most 90 days at once (AWS's GetUsage
+bound). Reads the data folder of a running or stopped tollgate serve.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			fromDay, err := usage.ParseDay(from)
+			// GetUsage's bound: at most 90 days (usage.MaxGetUsageDays).
+			fromDay, toDay, err := usage.ParseRange("--from", from, "--to", to)
 			if err != nil {
-				return fmt.Errorf("--from: %w", err)
-			}
-			toDay, err := usage.ParseDay(to)
-			if err != nil {
-				return fmt.Errorf("--to: %w", err)
-			}
-			if toDay < fromDay {
-				return fmt.Errorf("--to %s is before --from %s", to, from)
+				return err
 			}
 			if output != "text" && output != "json" {
 				return fmt.Errorf("-o %q: use text or json", output)
@@ -81,7 +75,7 @@ tollgate serve.`,
 	f.StringVar(&plan, "plan", "", "usage plan name or id (required)")
 	f.StringVar(&key, "key", "", "API key name or id (required)")
 	f.StringVar(&from, "from", "", "first day, YYYY-MM-DD (UTC, required)")
-	f.StringVar(&to, "to", "", "last day, YYYY-MM-DD (UTC, required)")
+	f.StringVar(&to, "to", "", "last day, YYYY-MM-DD (UTC, required; at most 90 days from --from)")
 	f.StringVarP(&output, "output", "o", "text", "text or json (the AWS GetUsage shape)")
 	for _, n := range []string{"plan", "key", "from", "to"} {
 		cmd.MarkFlagRequired(n)

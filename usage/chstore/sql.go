@@ -54,7 +54,7 @@ func clampDays(from, to int64) (lo, hi int64, ok bool) {
 }
 
 // dailyQuery returns Daily's query for f: the daily rollup and the quota
-// adjustments of f's days, plan and key, summed per (day, plan, key), in
+// adjustments of f's days, plan and keys, summed per (day, plan, key), in
 // that order. ok is false when no day can match.
 func dailyQuery(f usage.Filter) (query string, args []any, ok bool) {
 	from, to, ok := clampDays(f.FromDay, f.ToDay)
@@ -70,6 +70,20 @@ func dailyQuery(f usage.Filter) (query string, args []any, ok bool) {
 	if f.KeyID != "" {
 		where += " AND key_id = ?"
 		args = append(args, f.KeyID)
+	}
+	if len(f.KeyIDs) > 0 {
+		// Written into the text, quoted, as batchWatermarkQuery's keys: a
+		// page of GetUsage, at most 500.
+		var b strings.Builder
+		b.WriteString(" AND key_id IN (")
+		for i, k := range f.KeyIDs {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(quote(k))
+		}
+		b.WriteString(")")
+		where += b.String()
 	}
 	return dayCountsSQL(where, where), append(args, args...), true
 }

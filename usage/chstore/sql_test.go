@@ -59,6 +59,8 @@ func TestDailyQuery(t *testing.T) {
 		{"days", usage.Filter{FromDay: 20000, ToDay: 20001}, "day BETWEEN ? AND ?", []any{"2024-10-04", "2024-10-05"}, true},
 		{"plan", usage.Filter{FromDay: 20000, ToDay: 20000, PlanID: "pro"}, "day BETWEEN ? AND ? AND plan_id = ?", []any{"2024-10-04", "2024-10-04", "pro"}, true},
 		{"plan and key", usage.Filter{FromDay: 0, ToDay: 1, PlanID: "p", KeyID: "k"}, "day BETWEEN ? AND ? AND plan_id = ? AND key_id = ?", []any{"1970-01-01", "1970-01-02", "p", "k"}, true},
+		{"a page of keys", usage.Filter{FromDay: 0, ToDay: 1, PlanID: "p", KeyIDs: []string{"k1", `it's`}},
+			`day BETWEEN ? AND ? AND plan_id = ? AND key_id IN ('k1', 'it\'s')`, []any{"1970-01-01", "1970-01-02", "p"}, true},
 		{"every day, clamped", usage.Filter{FromDay: math.MinInt64, ToDay: math.MaxInt64}, "day BETWEEN ? AND ?", []any{"1970-01-01", "2105-12-31"}, true},
 		{"from after to", usage.Filter{FromDay: 5, ToDay: 4}, "", nil, false},
 		{"before 1970", usage.Filter{FromDay: math.MinInt64, ToDay: -1}, "", nil, false},

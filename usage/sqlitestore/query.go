@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"math"
 	"slices"
@@ -15,13 +16,16 @@ import (
 
 // dailySQL reads a day range of the rollup, with the quota adjustments of
 // the same days, in primary-key order; an empty plan (?3) or key (?4)
-// parameter matches every row.
+// parameter matches every row, and so does an empty key list (?5, a JSON
+// array of key ids: one prepared statement for any number of keys).
 const dailySQL = `SELECT day, plan_id, key_id, sum(admitted), sum(rejected), sum(adjustment) FROM (
 	SELECT day, plan_id, key_id, admitted, rejected, 0 AS adjustment FROM usage_daily
 	WHERE day BETWEEN ?1 AND ?2 AND (?3 = '' OR plan_id = ?3) AND (?4 = '' OR key_id = ?4)
+		AND (?5 = '[]' OR key_id IN (SELECT value FROM json_each(?5)))
 	UNION ALL
 	SELECT day, plan_id, key_id, 0, 0, delta FROM quota_adjustments
-	WHERE day BETWEEN ?1 AND ?2 AND (?3 = '' OR plan_id = ?3) AND (?4 = '' OR key_id = ?4))
+	WHERE day BETWEEN ?1 AND ?2 AND (?3 = '' OR plan_id = ?3) AND (?4 = '' OR key_id = ?4)
+		AND (?5 = '[]' OR key_id IN (SELECT value FROM json_each(?5))))
 GROUP BY day, plan_id, key_id
 ORDER BY day, plan_id, key_id`
 
@@ -61,7 +65,14 @@ ORDER BY minute, key_id, plan_id, api_id, stage, method, resource, status, decis
 
 // Daily returns the rollup rows matching f, ordered by day, plan and key.
 func (s *Store) Daily(ctx context.Context, f usage.Filter) ([]usage.DayCount, error) {
-	rows, err := s.daily.QueryContext(ctx, f.FromDay, f.ToDay, f.PlanID, f.KeyID)
+	keys := []byte("[]")
+	if len(f.KeyIDs) > 0 {
+		var err error
+		if keys, err = json.Marshal(f.KeyIDs); err != nil {
+			return nil, fmt.Errorf("query daily usage: %w", err)
+		}
+	}
+	rows, err := s.daily.QueryContext(ctx, f.FromDay, f.ToDay, f.PlanID, f.KeyID, string(keys))
 	if err != nil {
 		return nil, fmt.Errorf("query daily usage: %w", err)
 	}

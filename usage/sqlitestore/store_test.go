@@ -946,6 +946,11 @@ func TestEventsCorruptBatch(t *testing.T) {
 // lookup.
 func TestQueryPlans(t *testing.T) {
 	s, _ := openTemp(t)
+	// The key list (GetUsage's page) is a list subquery checked per row
+	// of the day range, through a Bloom filter.
+	const dailyPlan = "CO-ROUTINE (subquery-4); COMPOUND QUERY; LEFT-MOST SUBQUERY; SEARCH usage_daily USING PRIMARY KEY (day>? AND day<?); " +
+		"LIST SUBQUERY 1; SCAN json_each VIRTUAL TABLE INDEX 1:; CREATE BLOOM FILTER; UNION ALL; SEARCH quota_adjustments USING PRIMARY KEY (day>? AND day<?); " +
+		"LIST SUBQUERY 3; SCAN json_each VIRTUAL TABLE INDEX 1:; CREATE BLOOM FILTER; SCAN (subquery-4); USE TEMP B-TREE FOR GROUP BY"
 	tests := []struct {
 		name, query string
 		args        []any
@@ -953,8 +958,9 @@ func TestQueryPlans(t *testing.T) {
 	}{
 		// Both tables by their key's day range; the few rows of a day range
 		// are then merged per (day, plan, key).
-		{"daily", dailySQL, []any{1, 2, "", ""}, "CO-ROUTINE (subquery-2); COMPOUND QUERY; LEFT-MOST SUBQUERY; SEARCH usage_daily USING PRIMARY KEY (day>? AND day<?); UNION ALL; SEARCH quota_adjustments USING PRIMARY KEY (day>? AND day<?); SCAN (subquery-2); USE TEMP B-TREE FOR GROUP BY"},
-		{"daily with plan and key", dailySQL, []any{1, 2, "p", "k"}, "CO-ROUTINE (subquery-2); COMPOUND QUERY; LEFT-MOST SUBQUERY; SEARCH usage_daily USING PRIMARY KEY (day>? AND day<?); UNION ALL; SEARCH quota_adjustments USING PRIMARY KEY (day>? AND day<?); SCAN (subquery-2); USE TEMP B-TREE FOR GROUP BY"},
+		{"daily", dailySQL, []any{1, 2, "", "", "[]"}, dailyPlan},
+		{"daily with plan and key", dailySQL, []any{1, 2, "p", "k", "[]"}, dailyPlan},
+		{"daily of a page of keys", dailySQL, []any{1, 2, "p", "", `["k1","k2"]`}, dailyPlan},
 		{"minutes", minutesSQL, []any{1, 2}, "SEARCH usage_minute USING PRIMARY KEY (minute>? AND minute<?)"},
 		{"events", eventsSQL, []any{1, 2, int64(math.MinInt64)}, "SEARCH usage_event_batches USING INDEX usage_event_batches_time (min_time>? AND min_time<?); " +
 			"SCALAR SUBQUERY 2; CO-ROUTINE (subquery-1); SEARCH usage_event_batches USING COVERING INDEX usage_event_batches_span; SCAN (subquery-1)"},
