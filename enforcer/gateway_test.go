@@ -46,6 +46,8 @@ apis:
         methods: {GET: {apiKeyRequired: true}}
       - path: /bigheaders
         methods: {GET: {apiKeyRequired: true}}
+      - path: /cut
+        methods: {GET: {apiKeyRequired: true}}
   - id: otherapi
     stages:
       - name: v1
@@ -120,6 +122,10 @@ func newEnvServer(t testing.TB, yaml string, sc ServerConfig) *env {
 			io.WriteString(w, "first part;")
 			w.(http.Flusher).Flush()
 			<-r.Context().Done()
+		case "/cut": // a first part of the body, then the connection drops
+			io.WriteString(w, "first part;")
+			w.(http.Flusher).Flush()
+			panic(http.ErrAbortHandler)
 		case "/bigheaders":
 			for i := range 100 {
 				w.Header().Set(fmt.Sprintf("X-Big-%d", i), strings.Repeat("h", 1000))

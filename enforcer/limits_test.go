@@ -244,6 +244,26 @@ func TestExchangeDeadline(t *testing.T) {
 	}
 }
 
+// An upstream that fails mid-body makes the reverse proxy abort the
+// response (net/http cuts the connection); the request is still metered.
+func TestUpstreamCutMidBodyIsMetered(t *testing.T) {
+	e := newEnv(t, gwYAML)
+	conn, br := e.dial(t, 5*time.Second)
+	io.WriteString(conn, "GET /prod/cut HTTP/1.1\r\nHost: x\r\nx-api-key: "+widget+"\r\n\r\n")
+	r, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(r.Body)
+	if r.StatusCode != 200 || string(body) != "first part;" || err == nil {
+		t.Errorf("client got %d %q, error %v; want 200, the first part, then a cut", r.StatusCode, body, err)
+	}
+	ev := e.lastEvent()
+	if ev.Status != 502 || ev.Decision != schemas.DecisionAllowed || ev.BytesOut != int64(len("first part;")) {
+		t.Errorf("event status %d decision %v bytes out %d, want 502 allowed %d", ev.Status, ev.Decision, ev.BytesOut, len("first part;"))
+	}
+}
+
 func TestUpstreamHeadersTooLarge(t *testing.T) {
 	e := newEnv(t, gwYAML)
 	wantAWS(t, e.do("GET", "/prod/bigheaders", "x-api-key", widget), 502, "Bad Gateway", "")
