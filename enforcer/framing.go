@@ -30,9 +30,10 @@ import (
 // another may already sit in its buffer when the connection goes idle, so
 // that the recorded block is missing, or starts in the middle of the
 // request. The block counts as this request's only if it is complete, its
-// request line is this request's, and it has one header line per value
-// net/http parsed; a chunked or HTTP/1.0 request whose block cannot be
-// proven its own is refused with 400, like an ambiguous one. Every
+// request line is this request's, and its lines account for every header
+// line net/http parsed (see inspectBlock); a chunked or HTTP/1.0 request
+// whose block cannot be proven its own is refused with 400, like an
+// ambiguous one. Every
 // rejection closes the connection, so nothing after a refused request is
 // ever read as a request.
 
@@ -213,29 +214,39 @@ func badFraming(r *http.Request, fc *framingConn) bool {
 	if fc.buf == nil || fc.recording {
 		return true // nothing recorded, or not up to the blank line
 	}
-	block := *fc.buf
-	if !blockMatches(block, r) {
+	f, ok := inspectBlock(*fc.buf, r)
+	if !ok {
 		return true
 	}
 	if chunked {
-		return hasField(block, "content-length")
+		return f.contentLength > 0
 	}
-	return hasField(block, "transfer-encoding")
+	return f.transferEncoding > 0
 }
 
-// blockMatches reports whether block, a complete header block, is r's:
-// the same request line, and one header line for each header value r
-// has. A block recorded from the middle of r's headers (a pipelined
-// request already partly buffered) has fewer lines than r has values,
-// even where its first line happens to read like r's request line. The
-// fields net/http removes or moves (Host, Transfer-Encoding,
-// Content-Length, Trailer) are left out of both counts.
-func blockMatches(block []byte, r *http.Request) bool {
+// framing counts the fields of a header block that net/http removes or
+// rewrites before the handler sees the request.
+type framing struct {
+	host, transferEncoding, contentLength, trailer int
+}
+
+// inspectBlock counts the framing fields of block, a complete header
+// block, and reports whether it is r's own. It is if it has r's request
+// line and every line of r's header accounts for one: one line per value
+// net/http parsed, exactly one Host line (HTTP/1.1) and, when chunked,
+// exactly one Transfer-Encoding line and no Trailer (a chunked request
+// announcing trailers fails the check). A block recorded from the middle
+// of r's headers (a pipelined request already partly buffered) lacks at
+// least the line it starts in, even where its first line happens to read
+// like r's request line: that line would have to be one whose absence
+// cannot be seen, and the only such lines are Content-Length's, which
+// net/http refuses with anything after the number.
+func inspectBlock(block []byte, r *http.Request) (f framing, ok bool) {
 	line, rest := nextLine(block)
 	if !isRequestLine(line, r) {
-		return false
+		return f, false
 	}
-	n := 0
+	other := 0
 	for len(rest) > 0 {
 		line, rest = nextLine(rest)
 		if len(line) == 0 {
@@ -244,20 +255,44 @@ func blockMatches(block []byte, r *http.Request) bool {
 		if line[0] == ' ' || line[0] == '\t' {
 			continue // obs-fold: part of the previous field's value
 		}
-		name, _, ok := bytes.Cut(line, []byte(":"))
-		if !ok {
-			return false // net/http would have refused it
-		}
-		if !uncounted(name) {
-			n++
+		name, _, found := bytes.Cut(line, []byte(":"))
+		switch {
+		case !found:
+			return f, false // net/http would have refused it
+		case fieldIs(name, "host"):
+			f.host++
+		case fieldIs(name, "transfer-encoding"):
+			f.transferEncoding++
+		case fieldIs(name, "content-length"):
+			f.contentLength++
+		case fieldIs(name, "trailer"):
+			f.trailer++
+		default:
+			other++
 		}
 	}
+	chunked := len(r.TransferEncoding) > 0
 	for k, vs := range r.Header {
-		if !uncounted([]byte(k)) {
-			n -= len(vs)
+		switch k {
+		case "Host", "Transfer-Encoding", "Content-Length":
+			// Removed, or deduplicated, by net/http: counted below.
+		case "Trailer":
+			f.trailer -= len(vs) // kept unless chunked
+		default:
+			other -= len(vs)
 		}
 	}
-	return n == 0
+	switch {
+	case other != 0:
+		return f, false
+	case r.ProtoAtLeast(1, 1) && f.host != 1 || f.host > 1:
+		return f, false
+	case chunked && (f.transferEncoding != 1 || f.trailer != 0 || len(r.Trailer) != 0):
+		return f, false
+	case !chunked && (f.trailer != 0 || (f.contentLength > 0) != (len(r.Header["Content-Length"]) > 0)):
+		return f, false
+	}
+	return f, true
 }
 
 func isRequestLine(line []byte, r *http.Request) bool {
@@ -280,28 +315,9 @@ func nextLine(b []byte) (line, rest []byte) {
 	return line, rest
 }
 
-func uncounted(name []byte) bool {
-	for _, s := range [...]string{"host", "transfer-encoding", "content-length", "trailer"} {
-		if len(name) == len(s) && bytes.EqualFold(name, []byte(s)) {
-			return true
-		}
-	}
-	return false
-}
-
-// hasField reports whether a complete header block has a field named name
-// (lower case), in any case. Folded continuation lines are values, not
-// fields.
-func hasField(block []byte, name string) bool {
-	_, rest := nextLine(block) // the request line
-	for len(rest) > 0 {
-		var line []byte
-		line, rest = nextLine(rest)
-		if len(line) > len(name) && line[len(name)] == ':' && bytes.EqualFold(line[:len(name)], []byte(name)) {
-			return true
-		}
-	}
-	return false
+// fieldIs reports whether a field name is name (lower case), in any case.
+func fieldIs(field []byte, name string) bool {
+	return len(field) == len(name) && bytes.EqualFold(field, []byte(name))
 }
 
 // arm starts the deadlines of an admitted request: lim.BodyTimeout to read

@@ -128,6 +128,10 @@ func TestFramingMatrix(t *testing.T) {
 		{"CL folded, bare LF", post("HTTP/1.1", "\n", "Transfer-Encoding: chunked\nX-Note: a\n\tContent-Length: 4\n", chunks) + smuggled, []int{200, 200}, []string{up, rep}, false},
 		{"CL+TE with a folded line between", post("HTTP/1.1", "\r\n", "Content-Length: 4\r\nX-Note: a\r\n b\r\nTransfer-Encoding: chunked\r\n", chunks) + smuggled, []int{400}, nil, false},
 
+		// A chunked request that announces trailers cannot be proven
+		// unambiguous (see inspectBlock).
+		{"TE with a Trailer", post("HTTP/1.1", "\r\n", "Transfer-Encoding: chunked\r\nTrailer: X-Sum\r\n", "4\r\nabcd\r\n0\r\nX-Sum: 1\r\n\r\n") + smuggled, []int{400}, nil, false},
+
 		// Content-Length twice.
 		{"CL twice, same value", post("HTTP/1.1", "\r\n", "Content-Length: 4\r\nContent-Length: 4\r\n", "abcd") + smuggled, []int{200, 200}, []string{up, rep}, false},
 		{"CL twice, values differ", post("HTTP/1.1", "\r\n", "Content-Length: 4\r\nContent-Length: 9\r\n", "abcd") + smuggled, []int{400}, nil, true},
@@ -242,6 +246,45 @@ func TestRejectionsCloseTheConnection(t *testing.T) {
 			}
 			if ev := e.lastEvent(); int(ev.Status) != tt.status {
 				t.Errorf("event status %d, want %d", ev.Status, tt.status)
+			}
+		})
+	}
+}
+
+// A block recorded from the middle of a request's headers (net/http had
+// buffered the start of a pipelined request when the connection went
+// idle, and a read split the rest at an attacker's choosing) must not
+// pass for the request, least of all without its Content-Length.
+func TestInspectBlockRefusesPartialBlocks(t *testing.T) {
+	tests := []struct {
+		name string
+		req  string
+		from string // the recorded block starts at its first occurrence after the request line
+	}{
+		{"split in a header value", "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nX-A: aPOST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", "POST"},
+		{"split in a Trailer line", "POST /p HTTP/1.1\r\nContent-Length: 4\r\nTrailer: xPOST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTrailer: xPOST /p HTTP/1.1\r\n\r\n", "POST"},
+		{"split in an obs-fold line", "POST /p HTTP/1.1\r\nContent-Length: 4\r\nX-A: 1\r\n POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", "POST"},
+		{"split in the Host line", "POST /p HTTP/1.1\nContent-Length: 4\nHost:POST /p HTTP/1.1\nTransfer-Encoding: chunked\n\n", "POST"},
+		{"from the next line", "POST /p HTTP/1.1\r\nContent-Length: 4\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", "Host"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := http.ReadRequest(bufio.NewReader(strings.NewReader(tt.req)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if own, ok := recordAll([]byte(tt.req)); ok {
+				if f, ok := inspectBlock(own, r); ok && f.contentLength == 0 {
+					t.Fatalf("the request's own block passes without its Content-Length")
+				}
+			}
+			i := strings.Index(tt.req[1:], tt.from) + 1
+			block, complete := recordAll([]byte(tt.req[i:]))
+			if !complete {
+				t.Fatalf("block from %d incomplete", i)
+			}
+			if f, ok := inspectBlock(block, r); ok {
+				t.Errorf("block %q passes for the request (framing %+v)", block, f)
 			}
 		})
 	}
