@@ -73,9 +73,10 @@ type framingConn struct {
 	hasStray bool
 
 	// The exchange deadline of the request in flight (see arm).
-	timer   *time.Timer
-	armed   bool // a request is in flight under the deadline
-	expired bool // the deadline passed while it was
+	timer    *time.Timer
+	deadline time.Time
+	armed    bool // a request is in flight under the deadline
+	expired  bool // the deadline passed while it was
 	// A read failed on its deadline since arm: the body deadline, unless
 	// expired says the exchange deadline set it.
 	readTimedOut bool
@@ -329,11 +330,13 @@ func fieldIs(field []byte, name string) bool {
 // cancels the request's context, which ends the upstream exchange. The
 // exchange timer is the connection's, reset for each request.
 func (c *framingConn) arm(body bool, lim *limits) {
+	now := time.Now()
 	if body {
-		c.Conn.SetReadDeadline(time.Now().Add(lim.bodyTimeout))
+		c.Conn.SetReadDeadline(now.Add(lim.bodyTimeout))
 	}
 	c.mu.Lock()
 	c.armed, c.expired, c.readTimedOut = true, false, false
+	c.deadline = now.Add(lim.exchangeTimeout)
 	if c.timer == nil {
 		c.timer = time.AfterFunc(lim.exchangeTimeout, c.expire)
 	} else {
@@ -348,8 +351,11 @@ var aLongTimeAgo = time.Unix(1, 0)
 func (c *framingConn) expire() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.armed {
-		return // the request finished first
+	if !c.armed || time.Now().Before(c.deadline) {
+		// The request finished first; or this is the timer of the
+		// connection's previous request, which fired as it finished
+		// and took the lock only after the next one was armed.
+		return
 	}
 	c.armed, c.expired = false, true
 	c.Conn.SetReadDeadline(aLongTimeAgo)
