@@ -205,24 +205,37 @@ func (g *Gateway) SetRemaining(planID, keyID string, remaining int64) (delta, da
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := g.cfg.Now()
 	t := g.table.Load()
+	fc := connOf(r)
+	lim := &defaultLimits
+	if fc != nil && fc.lim != nil {
+		lim = fc.lim
+	}
 	var d decision
-	if ambiguousLength(r) || unsafePath(r.URL) {
+	var rj *rejection
+	switch {
+	case badFraming(r, fc) || unsafePath(r.URL):
 		d.outcome = schemas.DecisionBadRequest
-	} else {
+	case r.ContentLength > lim.maxBodyBytes:
+		// Refused before a byte of the body is read.
+		d.outcome, rj = schemas.DecisionBadRequest, rejTooLarge
+	default:
 		t.decide(&d, r.Host, r.URL.Path, r.Method, r.Header[hAPIKey], start)
 	}
 	if t.headers {
 		setRateLimitHeaders(w.Header(), &d)
 	}
-	var status int32
-	var in, out int64
-	if d.outcome != schemas.DecisionAllowed {
-		rj := rejectionFor(d.outcome, t.notFound)
-		status, out = int32(rj.status), rj.write(w)
-	} else {
-		status, in, out = g.proxy(w, r, &d)
+	if d.outcome == schemas.DecisionAllowed {
+		g.proxy(w, r, &d, fc, lim, start)
+		return
 	}
-	g.emit(&d, r.Method, start, g.cfg.Now(), status, in, out)
+	if rj == nil {
+		rj = rejectionFor(d.outcome, t.notFound)
+	}
+	out := rj.write(w)
+	if r.ContentLength != 0 {
+		linger(w, fc)
+	}
+	g.emit(&d, r.Method, start, g.cfg.Now(), int32(rj.status), 0, out)
 }
 
 // emit builds the request's usage event and hands it off.
@@ -266,8 +279,13 @@ func unsafePath(u *url.URL) bool {
 	return raw != "" && (strings.Contains(raw, "%2f") || strings.Contains(raw, "%2F"))
 }
 
-// proxy forwards an admitted request and reports status and body sizes.
-func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, d *decision) (status int32, in, out int64) {
+// proxy forwards an admitted request and meters it. A response cut while
+// streaming (the exchange deadline, the upstream or the client failing)
+// makes the reverse proxy panic with http.ErrAbortHandler, so that
+// net/http cuts the connection rather than end the response as if it were
+// complete; the request is metered before the panic goes on, with 504,
+// 502 or 499 for what cut it.
+func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, d *decision, fc *framingConn, lim *limits, start int64) {
 	// Identify the consumer to the upstream; never pass on what a client
 	// claims in these headers. Rewrite copies them to the outbound request
 	// after the proxy has removed hop-by-hop headers, so a client cannot
@@ -282,26 +300,53 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, d *decision) (st
 	}
 	var cb *countingBody
 	if r.ContentLength < 0 && r.Body != nil && r.Body != http.NoBody {
-		cb = &countingBody{ReadCloser: r.Body}
+		cb = &countingBody{ReadCloser: r.Body, max: lim.maxBodyBytes}
 		r.Body = cb
 	}
+	if fc != nil {
+		fc.arm(r.ContentLength != 0, lim)
+	}
 	m := writerPool.Get().(*meteredWriter)
-	m.ResponseWriter, m.status, m.n = w, 0, 0
+	m.ResponseWriter, m.status, m.n, m.fc = w, 0, 0, fc
+	done := false
+	defer func() {
+		if done {
+			return
+		}
+		// Panicking: the response was cut (see above).
+		status := int32(http.StatusBadGateway)
+		if fc != nil && fc.disarm() {
+			status = http.StatusGatewayTimeout
+		} else if r.Context().Err() != nil {
+			status = 499
+		}
+		g.emit(d, r.Method, start, g.cfg.Now(), status, bytesIn(r, cb), m.n)
+	}()
 	d.stage.proxy.ServeHTTP(m, r)
-	status, out = int32(m.status), m.n
-	m.ResponseWriter = nil
+	done = true
+	if fc != nil {
+		fc.disarm()
+	}
+	status, out := int32(m.status), m.n
+	m.ResponseWriter, m.fc = nil, nil
 	writerPool.Put(m)
 	if status == 0 {
 		status = http.StatusOK
 	}
-	in = r.ContentLength
-	if cb != nil {
-		in = cb.n
-	}
-	return status, in, out
+	g.emit(d, r.Method, start, g.cfg.Now(), status, bytesIn(r, cb), out)
 }
 
-// ServerConfig bounds what a client may hold on the gateway listener.
+// bytesIn is the request body's size: as declared, or as counted when
+// chunked.
+func bytesIn(r *http.Request, cb *countingBody) int64 {
+	if cb != nil {
+		return cb.n
+	}
+	return r.ContentLength
+}
+
+// ServerConfig bounds what a client may hold on the gateway listener. Zero
+// fields take their defaults.
 type ServerConfig struct {
 	// ReadHeaderTimeout bounds reading request headers. Default 10s.
 	ReadHeaderTimeout time.Duration
@@ -310,26 +355,90 @@ type ServerConfig struct {
 	// MaxHeaderBytes caps request headers; larger ones get 431. Default
 	// 16 KiB (net/http allows 4 KiB of slack on top).
 	MaxHeaderBytes int
+	// BodyTimeout bounds reading an admitted request's body, from the
+	// start of its proxying. Past it the upstream request is aborted,
+	// the client gets 408 if the upstream has not answered yet, and the
+	// connection is closed. Default 29s, AWS's integration timeout.
+	BodyTimeout time.Duration
+	// MaxBodyBytes caps request bodies. A larger Content-Length gets 413
+	// before anything is read or proxied; a chunked body that grows past
+	// it is cut, the upstream request aborted, and the client gets 413 if
+	// the upstream has not answered yet. Default 10 MiB, AWS's payload
+	// limit.
+	MaxBodyBytes int64
+	// ExchangeTimeout bounds an admitted request as a whole: reading its
+	// body, the upstream's answer and the streaming of its body. Past it
+	// the client gets 504 if no response had started; a response already
+	// streaming is cut (the connection is closed mid-body). The catalog's
+	// upstreamTimeout bounds the wait for the response headers within
+	// it. Default 60s: a body read in BodyTimeout and an answer in AWS's
+	// 29 s.
+	ExchangeTimeout time.Duration
 }
+
+// Validate reports negative limits.
+func (sc ServerConfig) Validate() error {
+	var errs []error
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"ReadHeaderTimeout", int64(sc.ReadHeaderTimeout)}, {"IdleTimeout", int64(sc.IdleTimeout)},
+		{"MaxHeaderBytes", int64(sc.MaxHeaderBytes)}, {"BodyTimeout", int64(sc.BodyTimeout)},
+		{"MaxBodyBytes", sc.MaxBodyBytes}, {"ExchangeTimeout", int64(sc.ExchangeTimeout)},
+	} {
+		if f.v < 0 {
+			errs = append(errs, fmt.Errorf("server config: %s must not be negative, got %d", f.name, f.v))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Defaults of ServerConfig.
+const (
+	DefaultBodyTimeout     = 29 * time.Second
+	DefaultMaxBodyBytes    = 10 << 20
+	DefaultExchangeTimeout = 60 * time.Second
+)
+
+// limits are the bounds the handler applies, from the ServerConfig of the
+// server its connection came through.
+type limits struct {
+	bodyTimeout     time.Duration
+	maxBodyBytes    int64
+	exchangeTimeout time.Duration
+}
+
+var defaultLimits = limits{DefaultBodyTimeout, DefaultMaxBodyBytes, DefaultExchangeTimeout}
 
 // NewServer returns the gateway's http.Server. Serve it on a listener from
 // WrapListener.
 func NewServer(h http.Handler, sc ServerConfig) *http.Server {
-	if sc.ReadHeaderTimeout == 0 {
+	if sc.ReadHeaderTimeout <= 0 {
 		sc.ReadHeaderTimeout = 10 * time.Second
 	}
-	if sc.IdleTimeout == 0 {
+	if sc.IdleTimeout <= 0 {
 		sc.IdleTimeout = 120 * time.Second
 	}
-	if sc.MaxHeaderBytes == 0 {
+	if sc.MaxHeaderBytes <= 0 {
 		sc.MaxHeaderBytes = 16 << 10
+	}
+	lim := defaultLimits
+	if sc.BodyTimeout > 0 {
+		lim.bodyTimeout = sc.BodyTimeout
+	}
+	if sc.MaxBodyBytes > 0 {
+		lim.maxBodyBytes = sc.MaxBodyBytes
+	}
+	if sc.ExchangeTimeout > 0 {
+		lim.exchangeTimeout = sc.ExchangeTimeout
 	}
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: sc.ReadHeaderTimeout,
 		IdleTimeout:       sc.IdleTimeout,
 		MaxHeaderBytes:    sc.MaxHeaderBytes,
-		ConnContext:       connContext,
+		ConnContext:       connContext(&lim),
 		ConnState:         connState,
 	}
 }

@@ -42,6 +42,12 @@ apis:
         methods: {GET: {apiKeyRequired: true}}
       - path: /slow
         methods: {GET: {apiKeyRequired: true}}
+      - path: /dribble
+        methods: {GET: {apiKeyRequired: true}}
+      - path: /bigheaders
+        methods: {GET: {apiKeyRequired: true}}
+      - path: /cut
+        methods: {GET: {apiKeyRequired: true}}
   - id: otherapi
     stages:
       - name: v1
@@ -71,7 +77,7 @@ const widget = "widgetwidgetwidget0001"
 // env is a gateway on loopback in front of a recording upstream, with a
 // clock the test moves.
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	clock    atomic.Int64
 	gw       *Gateway
 	cat      *catalog.Catalog // what gw was built from
@@ -80,6 +86,7 @@ type env struct {
 
 	mu     sync.Mutex
 	seen   []*http.Request // requests the upstream received
+	bodies []int           // body bytes the upstream read, -1 when the read failed
 	events []schemas.UsageEvent
 }
 
@@ -90,7 +97,13 @@ func (e *env) Offer(ev schemas.UsageEvent) bool {
 	return true
 }
 
-func newEnv(t *testing.T, yaml string) *env {
+func newEnv(t testing.TB, yaml string) *env {
+	t.Helper()
+	return newEnvServer(t, yaml, ServerConfig{})
+}
+
+// newEnvServer is newEnv with the gateway listener configured by sc.
+func newEnvServer(t testing.TB, yaml string, sc ServerConfig) *env {
 	t.Helper()
 	e := &env{t: t}
 	e.clock.Store(testEpoch.UnixNano())
@@ -104,8 +117,29 @@ func newEnv(t *testing.T, yaml string) *env {
 			io.WriteString(w, "upstream broke")
 		case "/slow":
 			<-r.Context().Done() // until the gateway gives up
+		case "/dribble": // headers and a first part of the body, then nothing
+			w.Header().Set("Content-Type", "text/plain")
+			io.WriteString(w, "first part;")
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+		case "/cut": // a first part of the body, then the connection drops
+			io.WriteString(w, "first part;")
+			w.(http.Flusher).Flush()
+			panic(http.ErrAbortHandler)
+		case "/bigheaders":
+			for i := range 100 {
+				w.Header().Set(fmt.Sprintf("X-Big-%d", i), strings.Repeat("h", 1000))
+			}
+			io.WriteString(w, "ok")
 		default:
-			body, _ := io.ReadAll(r.Body)
+			body, err := io.ReadAll(r.Body)
+			e.mu.Lock()
+			if err != nil {
+				e.bodies = append(e.bodies, -1)
+			} else {
+				e.bodies = append(e.bodies, len(body))
+			}
+			e.mu.Unlock()
 			w.Header().Set("Content-Type", "text/plain")
 			fmt.Fprintf(w, "%s %s %d", r.Method, r.URL.RequestURI(), len(body))
 		}
@@ -118,7 +152,7 @@ func newEnv(t *testing.T, yaml string) *env {
 	}
 	e.gw, e.cat = gw, c
 	srv := httptest.NewUnstartedServer(nil)
-	srv.Config = NewServer(gw, ServerConfig{})
+	srv.Config = NewServer(gw, sc)
 	srv.Listener = WrapListener(srv.Listener)
 	srv.Start()
 	t.Cleanup(srv.Close)

@@ -16,19 +16,26 @@ import (
 
 // NewTransport returns the transport the gateway uses for upstreams:
 // pooled keep-alive connections sized for many concurrent requests to few
-// hosts, HTTP/1.1, and a bound on the wait for response headers.
+// hosts, HTTP/1.1, a bound on the wait for response headers and one on
+// their size (MaxResponseHeaderBytes; larger ones get 502).
 func NewTransport(responseHeaderTimeout time.Duration) *http.Transport {
 	return &http.Transport{
-		Proxy:                 nil, // never route upstream traffic through an environment proxy
-		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   1024,
-		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: responseHeaderTimeout,
-		ExpectContinueTimeout: time.Second,
-		ForceAttemptHTTP2:     false,
+		Proxy:                  nil, // never route upstream traffic through an environment proxy
+		DialContext:            (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:           1024,
+		MaxIdleConnsPerHost:    1024,
+		IdleConnTimeout:        90 * time.Second,
+		ResponseHeaderTimeout:  responseHeaderTimeout,
+		MaxResponseHeaderBytes: MaxResponseHeaderBytes,
+		ExpectContinueTimeout:  time.Second,
+		ForceAttemptHTTP2:      false,
 	}
 }
+
+// MaxResponseHeaderBytes bounds an upstream's response headers (net/http's
+// default is 10 MiB). 64 KiB is four times what the gateway accepts from
+// clients.
+const MaxResponseHeaderBytes = 64 << 10
 
 // bufferPool lends the reverse proxy its copy buffers, which it would
 // otherwise allocate (32 KiB) for every response.
@@ -98,19 +105,44 @@ func stripPrefix(p, prefix string) string {
 }
 
 // proxyError answers a failed upstream exchange: 504 when the upstream
-// took too long, 502 when it could not be reached or answered garbage.
-// A client that went away gets nothing (there is no one to answer).
+// took too long or the exchange deadline passed, 502 when it could not be
+// reached or answered garbage (or headers over MaxResponseHeaderBytes),
+// 413 for a chunked body over the limit, 408 for a body that did not
+// arrive within the body deadline. A client that went away gets nothing
+// (there is no one to answer).
 func proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	if r.Context().Err() != nil {
-		if m, ok := w.(*meteredWriter); ok {
+	m, _ := w.(*meteredWriter)
+	var fc *framingConn
+	if m != nil {
+		fc = m.fc
+	}
+	var exchangeTimeout, bodyTimeout bool
+	if fc != nil {
+		exchangeTimeout, bodyTimeout = fc.timedOut()
+	}
+	var ne net.Error
+	var rj *rejection
+	switch {
+	// The deadlines first: they fail the client's connection, which
+	// cancels the request's context.
+	case exchangeTimeout:
+		rj = rejTimeout
+	case bodyTimeout:
+		rj = rejBodyTimeout
+	case errors.Is(err, errBodyTooLarge):
+		rj = rejTooLarge
+	case r.Context().Err() != nil:
+		if m != nil {
 			m.status = 499 // client closed request, as nginx records it
 		}
 		return
+	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
+		rj = rejTimeout
+	default:
+		rj = rejBadGateway
 	}
-	var ne net.Error
-	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
-		rejTimeout.write(w)
-		return
+	rj.write(w)
+	if r.ContentLength != 0 && rj != rejBodyTimeout {
+		linger(w, fc)
 	}
-	rejBadGateway.write(w)
 }

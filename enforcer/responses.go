@@ -10,6 +10,10 @@ import (
 // rejection is a response the gateway gives itself, byte for byte as AWS
 // API Gateway gives it. Header values are shared slices built once, so
 // answering allocates almost nothing: floods of bad keys stay cheap.
+//
+// Every rejection closes the connection (Connection: close): nothing the
+// client sent after a refused request is read as a request, and its body,
+// if any, is not read before the answer (see linger for after).
 type rejection struct {
 	status  int
 	body    []byte
@@ -33,13 +37,21 @@ var (
 	rejBadRequest   = newRejection(400, "Bad Request", "BadRequestException")
 	rejBadGateway   = newRejection(502, "Bad Gateway", "")
 	rejTimeout      = newRejection(504, "Endpoint request timed out", "")
+	// AWS answers a payload over its 10 MB limit with 413 (the
+	// REQUEST_TOO_LARGE gateway response); its body is not documented.
+	rejTooLarge = newRejection(413, "Request Too Long", "")
+	// A request body that did not arrive in time; AWS documents no
+	// answer of its own for it.
+	rejBodyTimeout = newRejection(408, "Request Timeout", "")
 
-	hvJSON = []string{"application/json"}
+	hvJSON  = []string{"application/json"}
+	hvClose = []string{"close"}
 )
 
 const (
 	hErrorType      = "X-Amzn-Errortype" // canonical form of x-amzn-ErrorType
 	hContentType    = "Content-Type"
+	hConnection     = "Connection"
 	hRetryAfter     = "Retry-After"
 	hRateLimit      = "Ratelimit"
 	hRateLimitPol   = "Ratelimit-Policy"
@@ -70,6 +82,7 @@ func rejectionFor(o schemas.Decision, notFound int) *rejection {
 func (rj *rejection) write(w http.ResponseWriter) int64 {
 	h := w.Header()
 	h[hContentType] = hvJSON
+	h[hConnection] = hvClose
 	if rj.errType != nil {
 		h[hErrorType] = rj.errType
 	}

@@ -1,6 +1,7 @@
 package enforcer
 
 import (
+	"errors"
 	"io"
 	"net/http"
 	"sync"
@@ -12,6 +13,7 @@ type meteredWriter struct {
 	http.ResponseWriter
 	status int
 	n      int64
+	fc     *framingConn // the client's connection, for proxyError; may be nil
 }
 
 var writerPool = sync.Pool{New: func() any { return new(meteredWriter) }}
@@ -37,14 +39,26 @@ func (m *meteredWriter) Write(b []byte) (int, error) {
 func (m *meteredWriter) Unwrap() http.ResponseWriter { return m.ResponseWriter }
 
 // countingBody counts request body bytes when the length is not known in
-// advance (chunked uploads).
+// advance (chunked uploads), and cuts the body past max bytes.
 type countingBody struct {
 	io.ReadCloser
-	n int64
+	n, max int64
 }
 
+// errBodyTooLarge ends a chunked body that grew past the limit; the
+// transport aborts the upstream request with it.
+var errBodyTooLarge = errors.New("request body over the size limit")
+
 func (c *countingBody) Read(p []byte) (int, error) {
+	// One byte past the limit tells a body of exactly max bytes from a
+	// larger one.
+	if rem := c.max - c.n + 1; int64(len(p)) > rem {
+		p = p[:rem]
+	}
 	n, err := c.ReadCloser.Read(p)
 	c.n += int64(n)
+	if c.n > c.max {
+		return 0, errBodyTooLarge
+	}
 	return n, err
 }

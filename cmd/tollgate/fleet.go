@@ -52,10 +52,13 @@ type nodeOptions struct {
 	adminBurst      int
 	// now replaces the clock in tests; nil means time.Now.
 	now func() time.Time
+	// limits bound the gateway listener.
+	limits edgeLimits
 }
 
 // addEdgeFlags adds the flags of the gateway role.
 func (o *nodeOptions) addEdgeFlags(f *pflag.FlagSet) {
+	o.limits.addFlags(f)
 	f.StringVar(&o.listen, "listen", "127.0.0.1:8080", "gateway listen address")
 	f.IntVar(&o.queueSize, "event-queue", 1<<16, "usage events buffered between requests and Kafka; beyond it events are dropped and counted")
 	f.DurationVar(&o.flushEvery, "flush-interval", 200*time.Millisecond, "longest time a usage event waits before it is handed to Kafka")
@@ -380,7 +383,7 @@ func runNode(ctx context.Context, o nodeOptions, stdout io.Writer, logger *slog.
 			srv: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute}})
 	}
 	if o.gateway {
-		srv := enforcer.NewServer(gw, enforcer.ServerConfig{})
+		srv := enforcer.NewServer(gw, o.limits.serverConfig())
 		srv.ErrorLog = slog.NewLogLogger(logger.Handler(), slog.LevelDebug)
 		handlers = append([]namedServer{{name: "gateway", addr: o.listen, srv: srv, wrap: enforcer.WrapListener}}, handlers...)
 	}

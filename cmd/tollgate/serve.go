@@ -86,6 +86,7 @@ throughput at the cost of memory (see BENCHMARKS.md).`,
 	f.BoolVar(&o.pprof, "pprof", false, "serve Go profiles under /debug/pprof on the admin listener")
 	f.BoolVar(&o.recreateMissing, "recreate-missing", false, "start on a data folder whose catalog.json or usage.db is missing, making it anew (serve refuses such a folder otherwise, and says what is lost)")
 	f.DurationVar(&o.flushEvery, "flush-interval", 200*time.Millisecond, "longest time a usage event waits before it is written")
+	o.node.limits.addFlags(f)
 	o.node.kafka.addFlags(f, "; with it, serve runs every role of a fleet in one process on Kafka (catalog, events, quota states), the usage store staying embedded")
 	f.Int64Var(&o.node.spillMax, "spill-max-bytes", 1<<30, "with --kafka: cap of the spill log (see tollgate enforcer)")
 	f.DurationVar(&o.node.drainTimeout, "drain-timeout", 30*time.Second, "with --kafka: on SIGTERM, how long to spend handing spilled events to Kafka")
@@ -199,7 +200,7 @@ func runServe(ctx context.Context, o serveOptions, stdout io.Writer, logger *slo
 		closeAll(demoLn, gwLn)
 		return fmt.Errorf("admin listen: %w", err)
 	}
-	gwSrv := enforcer.NewServer(gw, enforcer.ServerConfig{})
+	gwSrv := enforcer.NewServer(gw, o.node.limits.serverConfig())
 	gwSrv.ErrorLog = slog.NewLogLogger(logger.Handler(), slog.LevelDebug)
 	adSrv := &http.Server{Handler: admin, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute}
 
