@@ -119,7 +119,8 @@ func TestRejectionsEqualPerRequestEvents(t *testing.T) {
 					status, in, out = int32(rj.status), 0, int64(len(rj.body))
 				}
 				end := now + r.Int64N(2e6)
-				ev := g.event(&d, method, now, end, status, in, out)
+				var ev schemas.UsageEvent
+				g.event(&ev, &d, method, now, end, status, in, out)
 				if aggregated(&d) {
 					// Counted in the minute it ended, under the method
 					// the table keeps.

@@ -239,12 +239,14 @@ func (g *Gateway) emit(d *decision, method string, start, end int64, status int3
 		g.rejections.add(d, method, end, status, (end-start)/1e3, in, out)
 		return
 	}
-	g.cfg.Events.Offer(g.event(d, method, start, end, status, in, out))
+	var ev schemas.UsageEvent
+	g.event(&ev, d, method, start, end, status, in, out)
+	g.cfg.Events.Offer(ev)
 }
 
-// event is the usage event of one request.
-func (g *Gateway) event(d *decision, method string, start, end int64, status int32, in, out int64) schemas.UsageEvent {
-	ev := schemas.UsageEvent{
+// event fills in the usage event of one request.
+func (g *Gateway) event(ev *schemas.UsageEvent, d *decision, method string, start, end int64, status int32, in, out int64) {
+	*ev = schemas.UsageEvent{
 		ID: schemas.NewEventID(start), Time: start, Method: method, Decision: d.outcome,
 		Status: status, BytesIn: in, BytesOut: out, Node: g.cfg.Node,
 	}
@@ -261,7 +263,6 @@ func (g *Gateway) event(d *decision, method string, start, end int64, status int
 		ev.PlanID = d.bind.plan.id
 	}
 	ev.LatencyMicros = (end - start) / 1e3
-	return ev
 }
 
 // unsafePath reports a path whose meaning depends on who reads it: dot
