@@ -50,7 +50,10 @@
 // rebalance completed (a write slower than the group's rebalance timeout).
 //
 // Records that are not usage events, or whose values no enforcer writes
-// (a time decades away, a status outside 100-599), go to the dead-letter
+// (a time decades away, a status outside 100-599, an admitted event with a
+// count above 1: enforcers count only requests rejected before a key was
+// identified per minute, and quotas count admitted events one by one; the
+// stores add every other event's count), go to the dead-letter
 // topic with their origin and the reason in headers; they never hold
 // their partition.
 //

@@ -179,6 +179,11 @@ func plausible(e *schemas.UsageEvent, now time.Time) error {
 		return errors.New("negative latency or size")
 	case e.Status < 100 || e.Status > 599:
 		return errors.New("status outside 100-599")
+	case e.Count > 1 && e.Admitted():
+		// Enforcers count only requests rejected before a key was
+		// identified per minute; every admitted request is an event of
+		// its own, which is what quota counting relies on.
+		return errors.New("an admitted event standing for more than one request")
 	}
 	return nil
 }

@@ -43,9 +43,43 @@ func BenchmarkDecide(b *testing.B) {
 }
 
 // BenchmarkDecideUnknownKey is the flood of bad keys: every request is
-// hashed (SHA-256) and looked up, then refused with 403 and metered.
+// hashed (SHA-256) and looked up, then refused with 403 and counted in
+// the rejections table.
 func BenchmarkDecideUnknownKey(b *testing.B) {
 	benchDecide(b, "unknown-key-00000000000000000001", "/prod/items", schemas.DecisionForbidden)
+}
+
+// BenchmarkDecideMissingToken is the flood of undeclared paths: no key
+// is hashed, so the metering is most of the cost.
+func BenchmarkDecideMissingToken(b *testing.B) {
+	benchDecide(b, "unknown-key-00000000000000000001", "/prod/nope", schemas.DecisionMissingToken)
+}
+
+// BenchmarkDecideUnknownKeyParallel is the flood of bad keys from every
+// core, all counted in one group of the rejections table.
+func BenchmarkDecideUnknownKeyParallel(b *testing.B) {
+	c := testCatalog(b, benchYAML)
+	q, _ := ingest.NewQueue(1 << 16)
+	g, err := New(Config{Events: q}, c)
+	if err != nil {
+		b.Fatal(err)
+	}
+	t := g.table.Load()
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		keys := []string{"unknown-key-00000000000000000001"}
+		for pb.Next() {
+			now := g.cfg.Now()
+			var d decision
+			t.decide(&d, "h", "/prod/items", "GET", keys, now)
+			g.emit(&d, "GET", now, now, 403, 0, 23)
+		}
+	})
+	b.StopTimer()
+	if n := g.FlushRejections(); n == 0 {
+		b.Fatal("nothing counted")
+	}
 }
 
 func benchDecide(b *testing.B, key, path string, want schemas.Decision) {

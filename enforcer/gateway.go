@@ -32,7 +32,10 @@ type DailySource interface {
 
 // Config configures a Gateway.
 type Config struct {
-	// Events receives one event per request. Nil discards them.
+	// Events receives one event per request, except for requests
+	// rejected before a key was identified, which are counted and sent
+	// as one event per group and minute (see Run and FlushRejections).
+	// Nil discards them.
 	Events EventSink
 	// Transport carries requests to upstreams. Nil means NewTransport
 	// with the catalog's upstream timeout, rebuilt when it changes.
@@ -64,6 +67,9 @@ type Gateway struct {
 	// then rebuilds when the catalog's upstream timeout changes.
 	ownTransport bool
 	timeout      time.Duration
+	// rejections counts requests rejected before a key was identified
+	// (flood.go).
+	rejections *rejections
 }
 
 var _ http.Handler = (*Gateway)(nil)
@@ -83,7 +89,7 @@ func New(cfg Config, c *catalog.Catalog) (*Gateway, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	g := &Gateway{cfg: cfg, ownTransport: cfg.Transport == nil,
+	g := &Gateway{cfg: cfg, ownTransport: cfg.Transport == nil, rejections: newRejections(),
 		states: &states{keyPlan: map[keyPlan]*keyPlanState{}, global: map[string]*atomic.Int64{}}}
 	if err := g.Update(c); err != nil {
 		return nil, err
@@ -238,10 +244,22 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.emit(&d, r.Method, start, g.cfg.Now(), int32(rj.status), 0, out)
 }
 
-// emit builds the request's usage event and hands it off.
-// end is when the response was complete.
+// emit builds the request's usage event and hands it off, or counts the
+// request in the rejections table if it was rejected before a key was
+// identified. end is when the response was complete.
 func (g *Gateway) emit(d *decision, method string, start, end int64, status int32, in, out int64) {
-	ev := schemas.UsageEvent{
+	if aggregated(d) {
+		g.rejections.add(d, method, end, status, (end-start)/1e3, in, out)
+		return
+	}
+	var ev schemas.UsageEvent
+	g.event(&ev, d, method, start, end, status, in, out)
+	g.cfg.Events.Offer(ev)
+}
+
+// event fills in the usage event of one request.
+func (g *Gateway) event(ev *schemas.UsageEvent, d *decision, method string, start, end int64, status int32, in, out int64) {
+	*ev = schemas.UsageEvent{
 		ID: schemas.NewEventID(start), Time: start, Method: method, Decision: d.outcome,
 		Status: status, BytesIn: in, BytesOut: out, Node: g.cfg.Node,
 	}
@@ -258,7 +276,6 @@ func (g *Gateway) emit(d *decision, method string, start, end int64, status int3
 		ev.PlanID = d.bind.plan.id
 	}
 	ev.LatencyMicros = (end - start) / 1e3
-	g.cfg.Events.Offer(ev)
 }
 
 // unsafePath reports a path whose meaning depends on who reads it: dot

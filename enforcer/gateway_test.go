@@ -186,6 +186,15 @@ func (e *env) do(method, path string, hdr ...string) resp {
 	return resp{r.StatusCode, string(b), r.Header}
 }
 
+// lastRejection is lastEvent once the rejections table has emitted its
+// counts: requests rejected before a key was identified have no event of
+// their own.
+func (e *env) lastRejection() schemas.UsageEvent {
+	e.t.Helper()
+	e.gw.FlushRejections()
+	return e.lastEvent()
+}
+
 func (e *env) lastEvent() schemas.UsageEvent {
 	e.t.Helper()
 	e.mu.Lock()
@@ -304,7 +313,7 @@ func TestForbidden(t *testing.T) {
 			if n := e.nSeen(); n != 0 {
 				t.Errorf("upstream received %d requests", n)
 			}
-			if ev := e.lastEvent(); ev.Decision != schemas.DecisionForbidden || ev.Status != 403 || ev.Stage == "" {
+			if ev := e.lastRejection(); ev.Decision != schemas.DecisionForbidden || ev.Status != 403 || ev.Stage == "" {
 				t.Errorf("event = %+v", ev)
 			}
 		})
@@ -316,7 +325,7 @@ func TestUndeclaredRoutes(t *testing.T) {
 		t.Run(path, func(t *testing.T) {
 			e := newEnv(t, gwYAML)
 			wantAWS(t, e.do("GET", path, "x-api-key", widget), 403, "Missing Authentication Token", "MissingAuthenticationTokenException")
-			if ev := e.lastEvent(); ev.Decision != schemas.DecisionMissingToken {
+			if ev := e.lastRejection(); ev.Decision != schemas.DecisionMissingToken {
 				t.Errorf("decision = %v", ev.Decision)
 			}
 		})
@@ -489,7 +498,7 @@ func TestUpstreamFailures(t *testing.T) {
 func TestBadRequests(t *testing.T) {
 	e := newEnv(t, gwYAML)
 	wantAWS(t, e.do("GET", "/prod/items", "x-api-key", widget, "X-API-KEY", widget), 400, "Bad Request", "BadRequestException")
-	if ev := e.lastEvent(); ev.Decision != schemas.DecisionBadRequest {
+	if ev := e.lastRejection(); ev.Decision != schemas.DecisionBadRequest {
 		t.Errorf("decision = %v", ev.Decision)
 	}
 

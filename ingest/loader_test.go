@@ -67,6 +67,9 @@ func testEvents(rng *rand.Rand, n int) []schemas.UsageEvent {
 		switch {
 		case i%50 == 13:
 			e.KeyID, e.PlanID, e.Status, e.Decision = "", "", 403, schemas.DecisionForbidden
+			if i%100 == 13 {
+				e.Count = uint32(2 + rng.IntN(1000)) // an enforcer's count of refused requests
+			}
 		case i%10 == 9:
 			e.Status, e.Decision = 429, schemas.DecisionThrottled
 		}
@@ -237,12 +240,15 @@ func checkCounts(t *testing.T, st *sqlitestore.Store, distinct []schemas.UsageEv
 	}
 	gotDays, gotMins, gotIDs := read(st)
 	wantDays, wantMins, wantIDs := read(ref)
-	var requests int64
+	var requests, want int64
 	for _, m := range gotMins {
 		requests += m.Requests
 	}
-	if requests != int64(len(distinct)) {
-		t.Errorf("Minutes count %d requests, want %d (the distinct events)", requests, len(distinct))
+	for _, e := range distinct {
+		want += e.Requests()
+	}
+	if requests != want {
+		t.Errorf("Minutes count %d requests, want %d (those of the distinct events)", requests, want)
 	}
 	if d := firstDiff(gotDays, wantDays); d != "" {
 		t.Errorf("Daily differs from the oracle's: %s", d)

@@ -760,9 +760,9 @@ func (s *Spill) tally(e *schemas.UsageEvent) {
 		t = &lostTally{from: e.Time, to: e.Time}
 		s.lost[k] = t
 	}
-	t.count++
+	t.count += e.Requests() // requests, not events: LostUsage.Count
 	if e.Admitted() {
-		t.admitted++
+		t.admitted += e.Requests()
 	}
 	t.from = min(t.from, e.Time)
 	t.to = max(t.to, e.Time)

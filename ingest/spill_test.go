@@ -445,21 +445,25 @@ func TestSpillCapKeepsWhatFitsAndTalliesTheRest(t *testing.T) {
 		t.Fatalf("Append(10) = %d, %v; want 6 kept", kept, err)
 	}
 	// Dropped: 6 (k0, admitted), 7 (k1), 8 (k2, admitted), 9 (k0).
-	second := spillEvents(100, 3) // k1 admitted, k2, k0 admitted: re-key them
+	second := spillEvents(100, 4) // k1 admitted, k2, k0 admitted: re-key them; then an aggregated one
 	for i := range second {
 		second[i].KeyID, second[i].PlanID = "k3", "p2"
 	}
+	// The enforcer's per-minute count of rejected requests without a key:
+	// one event, 500 requests lost.
+	second[3].KeyID, second[3].PlanID, second[3].Decision, second[3].Count = "", "", schemas.DecisionForbidden, 500
 	if kept, err := s.Append(second); err != nil || kept != 0 {
 		t.Fatalf("Append to a full log = %d, %v; want 0 kept", kept, err)
 	}
-	if s.Dropped() != 7 || s.Len() != 6 || s.Bytes() != spillRecordSize(first[:6]) {
-		t.Fatalf("Dropped, Len, Bytes = %d, %d, %d; want 7, 6, %d", s.Dropped(), s.Len(), s.Bytes(), spillRecordSize(first[:6]))
+	if s.Dropped() != 8 || s.Len() != 6 || s.Bytes() != spillRecordSize(first[:6]) {
+		t.Fatalf("Dropped, Len, Bytes = %d, %d, %d; want 8, 6, %d", s.Dropped(), s.Len(), s.Bytes(), spillRecordSize(first[:6]))
 	}
 	lost := func(key, plan string, count, admitted int64, from, to int) schemas.LostUsage {
 		return schemas.LostUsage{Type: schemas.EventTypeLostUsage, Node: "edge-1", KeyID: key, PlanID: plan, APIID: "a1", Stage: "prod",
 			Count: count, Admitted: admitted, From: spillT0 + int64(from), To: spillT0 + int64(to)}
 	}
 	want := []schemas.LostUsage{
+		lost("", "", 500, 0, 103, 103),
 		lost("k0", "p1", 2, 1, 6, 9),
 		lost("k1", "p1", 1, 0, 7, 7),
 		lost("k2", "p1", 1, 1, 8, 8),
@@ -477,7 +481,7 @@ func TestSpillCapKeepsWhatFitsAndTalliesTheRest(t *testing.T) {
 	}
 
 	// Reported subtracts; a partial report leaves the rest.
-	if err := s.Reported([]schemas.LostUsage{want[0], want[1], {KeyID: "k3", PlanID: "p2", APIID: "a1", Stage: "prod", Count: 1, Admitted: 1}}); err != nil {
+	if err := s.Reported([]schemas.LostUsage{want[0], want[1], want[2], {KeyID: "k3", PlanID: "p2", APIID: "a1", Stage: "prod", Count: 1, Admitted: 1}}); err != nil {
 		t.Fatal(err)
 	}
 	want = []schemas.LostUsage{lost("k2", "p1", 1, 1, 8, 8), lost("k3", "p2", 2, 1, 100, 102)}

@@ -62,7 +62,8 @@ func (k Kafka) withDefaults() Kafka {
 
 // Topics are the names of tollgate's topics.
 type Topics struct {
-	// Events: one usage event per request, keyed by API key id.
+	// Events: one usage event per request (or per group and minute of
+	// requests rejected before a key was identified), keyed by API key id.
 	Events string
 	// Config: the catalog as a compacted log, one record per entity.
 	Config string

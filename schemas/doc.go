@@ -1,5 +1,7 @@
 // Package schemas holds the wire formats tollgate components exchange: the
-// usage event every request produces (UsageEvent), catalog changes on the
+// usage event (UsageEvent: one per request, or, for requests rejected
+// before a key was identified, one per minute and group of alike requests,
+// with their Count), catalog changes on the
 // config log (ConfigRecord) and the aggregator's quota state per key
 // (QuotaSignal).
 //
@@ -10,5 +12,8 @@
 //
 // Record types carry versioned names (see EventTypeUsage) so that a consumer
 // can tell which layout it reads and old records stay readable after a
-// change.
+// change. Fields are added without a version bump when their absence keeps
+// the old meaning: UsageEvent.Count (field 15) is absent, 0, on every
+// event of one request and on every record written before it, and 0
+// means one request; a consumer adds UsageEvent.Requests(), never 1.
 package schemas

@@ -84,9 +84,19 @@ func (id EventID) UnixMilli() int64 {
 	return int64(binary.BigEndian.Uint64(id[0:8]) >> 16)
 }
 
-// UsageEvent is one request as metered by an enforcer. Every request
-// produces exactly one, admitted or not. Strings point into the enforcer's
-// catalog and are never built per request.
+// UsageEvent is one request as metered by an enforcer, or, when Count is
+// above 1, that many requests with the same dimensions. Every admitted
+// request, and every request rejected once its key was identified,
+// produces one event of its own. Requests rejected before a key was
+// identified (no key or an unknown one, an undeclared route, a malformed
+// request, a throttle on a route that needs no key) are what an
+// unauthenticated flood is made of: the enforcer counts them per API,
+// stage, resource, method, decision and status, and emits one event per
+// minute for each such group, with Count requests, summed latency and
+// sizes (enforcer/flood.go). Such an event has no KeyID, PlanID or ID of a
+// request, its Time is the start of its minute, and it never counts
+// against a quota. Strings point into the enforcer's catalog and are never
+// built per request.
 type UsageEvent struct {
 	ID       EventID
 	Time     int64  // Unix nanoseconds when the request arrived
@@ -107,7 +117,17 @@ type UsageEvent struct {
 	// node, so that each enforcer can tell which of its own admissions a
 	// quota signal already holds. "" for a single unnamed enforcer.
 	Node string
+	// Count is the number of requests the event stands for; 0 means 1,
+	// so that events and stored records from before the field existed
+	// (and every event of one request) keep their meaning. LatencyMicros,
+	// BytesIn and BytesOut are then sums over those requests. Consumers
+	// add Requests(), never 1.
+	Count uint32
 }
+
+// Requests returns the number of requests the event stands for: Count, or
+// 1 when Count is 0.
+func (e *UsageEvent) Requests() int64 { return int64(max(e.Count, 1)) }
 
 // Admitted reports whether the event consumed quota.
 func (e *UsageEvent) Admitted() bool { return e.Decision == DecisionAllowed }

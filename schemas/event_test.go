@@ -65,3 +65,23 @@ func TestDay(t *testing.T) {
 		t.Errorf("Day() before 1970 = %d, want -1", e.Day())
 	}
 }
+
+// Count 0 is one request: every event and record from before the field
+// existed keeps its meaning.
+func TestRequests(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		count uint32
+		want  int64
+	}{
+		{"unset is one request", 0, 1},
+		{"one", 1, 1},
+		{"aggregated", 1234, 1234},
+		{"largest", 1<<32 - 1, 1<<32 - 1},
+	} {
+		e := UsageEvent{Count: tt.count}
+		if got := e.Requests(); got != tt.want {
+			t.Errorf("%s: Requests() = %d, want %d", tt.name, got, tt.want)
+		}
+	}
+}

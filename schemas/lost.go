@@ -9,8 +9,10 @@ import (
 const EventTypeLostUsage = "tollgate.lost_usage.v1"
 
 // LostUsage reports usage events an enforcer dropped (its spill log or
-// its queue was full), for reconciliation: Count events of one key/plan/api/stage with
-// times in [From, To] (Unix nanoseconds) were never produced.
+// its queue was full), for reconciliation: Count requests of one key/plan/api/stage with
+// times in [From, To] (Unix nanoseconds) were never produced. Count is
+// requests, not events: a dropped event with a UsageEvent.Count adds its
+// count.
 //
 // The encoding is JSON: drops are rare, one record covers many events, and
 // an operator reading a topic dump should not need a decoder to see what

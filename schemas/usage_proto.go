@@ -3,6 +3,7 @@ package schemas
 import (
 	"errors"
 	"fmt"
+	"math"
 )
 
 // The wire encoding of UsageEvent (EventTypeUsage) is the protocol buffers
@@ -31,6 +32,9 @@ import (
 //	14 node           string  the enforcer (enforcer.Config.Node); readers
 //	                          older than it skip it, records older than it
 //	                          decode with Node ""
+//	15 count          uint32  requests the event stands for (UsageEvent.Count);
+//	                          absent (0) means 1: events of one request never
+//	                          write it, records older than it are one request
 //
 // Producer retries may deliver an event twice: consumers drop duplicates
 // by id.
@@ -56,6 +60,7 @@ func AppendUsageEvent(dst []byte, e *UsageEvent) []byte {
 	dst = appendSint(dst, 12, e.BytesIn)
 	dst = appendSint(dst, 13, e.BytesOut)
 	dst = appendString(dst, 14, e.Node)
+	dst = appendUint(dst, 15, uint64(e.Count))
 	return dst
 }
 
@@ -139,6 +144,11 @@ func DecodeUsageEvent(b []byte, e *UsageEvent) error {
 			e.BytesOut = unzig(v)
 		case 14:
 			e.Node = buf[off : off+n]
+		case 15:
+			if v > math.MaxUint32 {
+				return fmt.Errorf("%w: count %d overflows 32 bits", ErrMalformed, v)
+			}
+			e.Count = uint32(v)
 		}
 		return nil
 	})

@@ -39,13 +39,23 @@ func TestUsageEventGolden(t *testing.T) {
 	if got := hex.EncodeToString(AppendUsageEvent(nil, &e)); got != withNode {
 		t.Errorf("encoding with node changed:\n got %s\nwant %s", got, withNode)
 	}
+	// Field 15 (count) came later still: events of one request never
+	// write it (0 means 1), so their bytes are unchanged by it; an
+	// aggregated event appends it.
+	e.Count = 1000
+	const withCount = withNode + "78e807" // 78 = field 15, varint | e807 = 1000
+	if got := hex.EncodeToString(AppendUsageEvent(nil, &e)); got != withCount {
+		t.Errorf("encoding with count changed:\n got %s\nwant %s", got, withCount)
+	}
 	for _, tt := range []struct {
 		name, hex string
 		node      string
+		count     uint32
 	}{
-		{"record from before field 14", want, ""},
-		{"record with field 14", withNode, "edge-a"},
-		{"record with a field from the future", withNode + "f80601", "edge-a"}, // field 111, varint 1
+		{"record from before field 14", want, "", 0},
+		{"record with field 14", withNode, "edge-a", 0},
+		{"record with a field from the future", withNode + "f80601", "edge-a", 0}, // field 111, varint 1
+		{"record with field 15", withCount, "edge-a", 1000},
 	} {
 		b, _ := hex.DecodeString(tt.hex)
 		var got UsageEvent
@@ -53,7 +63,7 @@ func TestUsageEventGolden(t *testing.T) {
 			t.Fatalf("%s: %v", tt.name, err)
 		}
 		want := sampleEvent()
-		want.Node = tt.node
+		want.Node, want.Count = tt.node, tt.count
 		if got != want {
 			t.Errorf("%s:\n got %+v\nwant %+v", tt.name, got, want)
 		}
@@ -66,6 +76,7 @@ func TestUsageEventRoundTrip(t *testing.T) {
 		{ID: NewEventID(0)}, // zero values are omitted and come back zero
 		{ID: NewEventID(1), Time: -5, Status: -1, LatencyMicros: -1, BytesIn: 1 << 62, BytesOut: -(1 << 62), Decision: DecisionBadRequest},
 		{ID: NewEventID(2), Decision: DecisionAllowed, Node: "enforcer-eu-west-1a-7"},
+		{ID: NewEventID(3), Decision: DecisionForbidden, Status: 403, Method: "OTHER", Count: 1<<32 - 1, LatencyMicros: 1 << 40},
 	} {
 		var got UsageEvent
 		if err := DecodeUsageEvent(AppendUsageEvent(nil, &e), &got); err != nil {
@@ -88,12 +99,13 @@ func TestDecodeUsageEventRejectsMalformed(t *testing.T) {
 		}
 	}
 	for name, b := range map[string][]byte{
-		"empty":          nil,
-		"no id":          {0x10, 0x02},
-		"short id":       {0x0a, 0x02, 1, 2},
-		"length too big": {0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f},
-		"bad varint":     {0x10, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f},
-		"bad wire type":  {0x0b},
+		"empty":              nil,
+		"no id":              {0x10, 0x02},
+		"short id":           {0x0a, 0x02, 1, 2},
+		"length too big":     {0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f},
+		"bad varint":         {0x10, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f},
+		"bad wire type":      {0x0b},
+		"count over 32 bits": append(AppendUsageEvent(nil, &e), 0x78, 0x80, 0x80, 0x80, 0x80, 0x10), // 1<<32
 	} {
 		var got UsageEvent
 		if err := DecodeUsageEvent(b, &got); !errors.Is(err, ErrMalformed) {
@@ -106,6 +118,8 @@ func FuzzDecodeUsageEvent(f *testing.F) {
 	e := sampleEvent()
 	f.Add(AppendUsageEvent(nil, &e))
 	e.Node = "edge-a"
+	f.Add(AppendUsageEvent(nil, &e))
+	e.Count = 70000
 	f.Add(AppendUsageEvent(nil, &e))
 	f.Add([]byte{0x0a, 0x10})
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,7 +17,9 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/internal/chtest"
+	"github.com/tollgate/tollgate/schemas"
 	"github.com/tollgate/tollgate/usage/chstore"
+	"github.com/tollgate/tollgate/usage/sqlitestore"
 )
 
 // The same traffic through the embedded mode (serve) and the distributed
@@ -68,7 +71,18 @@ func TestDistributedReportsEqualEmbedded(t *testing.T) {
 		}
 		return enforcers[i%3].status(key)
 	})
+	// A flood without keys, to both: each side counts it per group and
+	// minute, and its reports must still show every request.
+	flood(t, "http://"+emb.addrs.gateway)
+	for i, e := range enforcers {
+		flood(t, "http://"+e.addrs.gateway, i)
+	}
 	emb.stop(t) // writes every event
+	// Stopped, the enforcers hand their events to Kafka, the counts of
+	// the minute under way included.
+	for _, e := range enforcers {
+		e.stop(t)
+	}
 	emb = start(t, embData, "", &now)
 
 	embCreds := adminCreds(t, embData)
@@ -111,6 +125,28 @@ func TestDistributedReportsEqualEmbedded(t *testing.T) {
 		return []string{normalize(usage, n, token), normalize(requestsOnly(v1), n, token), normalize(bill, n, token)}
 	}
 	want := reports(embNode, embCreds.Token)
+	// Every request of the flood is in the reports: 9 of the traffic
+	// above and the flood's were refused (for their key or their route:
+	// /v1/usage calls both forbidden).
+	v1 := read(emb.addrs.admin, embCreds.Token, fmt.Sprintf("/v1/usage?from=%sT00:00:00Z&to=%s&group_by=decision&format=csv",
+		day, time.Now().UTC().Add(24*time.Hour).Format("2006-01-02T00:00:00Z")))
+	if w := fmt.Sprintf(",forbidden,%d,", 9+floodForbidden+floodMissing); !strings.Contains(v1, w) {
+		t.Errorf("embedded /v1/usage:\n%s\nwant a row with %s", v1, w)
+	}
+	// ...and costs a few stored events, not one per request.
+	st, err := sqlitestore.Open(filepath.Join(embData, "usage.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := st.Events(context.Background(), 0, math.MaxInt64, 1<<20)
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("embedded store: %d events without a key for %d requests", keyless(evs), 9+floodForbidden+floodMissing)
+	if n := keyless(evs); n > floodGroups*3 {
+		t.Errorf("embedded store: %d events without a key for %d requests, want at most %d", n, 9+floodForbidden+floodMissing, floodGroups*3)
+	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		got := reports(admin, distToken)
@@ -122,6 +158,68 @@ func TestDistributedReportsEqualEmbedded(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	cs, err := chstore.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	evs, err = cs.Events(context.Background(), 0, math.MaxInt64, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("ClickHouse: %d events without a key for %d requests", keyless(evs), 9+floodForbidden+floodMissing)
+	if n := keyless(evs); n > 3*floodGroups*3 {
+		t.Errorf("ClickHouse: %d events without a key for %d requests, want at most %d", n, 9+floodForbidden+floodMissing, 3*floodGroups*3)
+	}
+}
+
+// What flood sends: floodForbidden requests without a key to a declared
+// route, floodMissing to an undeclared route or method, in floodGroups
+// groups of the rejections table.
+const (
+	floodForbidden = 400
+	floodMissing   = 2 * 400
+	floodGroups    = 3
+)
+
+// flood sends the flood to a gateway, split among the parts enforcers
+// given (none: all to this one).
+func flood(t *testing.T, gateway string, part ...int) {
+	t.Helper()
+	c := &http.Client{}
+	defer c.CloseIdleConnections()
+	for i := range floodForbidden + floodMissing {
+		if len(part) > 0 && i%3 != part[0] {
+			continue
+		}
+		method, path := "GET", "/prod/items" // forbidden: no key
+		switch i % 3 {
+		case 1:
+			path = "/prod/nope" // missing token
+		case 2:
+			method = "BREW" // missing token, method "OTHER"
+		}
+		req, _ := http.NewRequest(method, gateway+path, nil)
+		r, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, r.Body)
+		r.Body.Close()
+		if r.StatusCode != 403 {
+			t.Fatalf("%s %s: %d, want 403", method, path, r.StatusCode)
+		}
+	}
+}
+
+func keyless(evs []schemas.UsageEvent) int {
+	n := 0
+	for _, e := range evs {
+		if e.KeyID == "" {
+			n++
+		}
+	}
+	return n
 }
 
 // requestsOnly keeps the columns of a /v1/usage CSV up to requests:

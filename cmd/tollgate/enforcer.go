@@ -15,7 +15,8 @@ func newEnforcerCmd() *cobra.Command {
 materialises from the config topic (and keeps a snapshot of it, and of the
 last quota states, in --data-dir, so that it starts and serves while Kafka
 is unreachable), applies the quota states the aggregator signals, and
-hands one usage event per request to the events topic.
+hands one usage event per request to the events topic (requests refused
+before a key was identified: one event per group and minute, with a count).
 
 Emitting an event never blocks a request: events wait in a bounded queue;
 while Kafka is unreachable or slow they go to a spill log in --data-dir

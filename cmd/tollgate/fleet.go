@@ -414,6 +414,9 @@ func runNode(ctx context.Context, o nodeOptions, stdout io.Writer, logger *slog.
 			addrs.admin = lns[i].Addr().String()
 		}
 	}
+	if gw != nil {
+		g.Go(func() error { return gw.Run(gctx) }) // per-minute counts of requests rejected before a key was identified
+	}
 	serving.Store(true)
 	if ready != nil {
 		ready <- addrs
@@ -421,7 +424,11 @@ func runNode(ctx context.Context, o nodeOptions, stdout io.Writer, logger *slog.
 	err = g.Wait()
 	serving.Store(false)
 	// The servers have stopped: every event they produced is in the
-	// queue, which the deferred shutdown hands on.
+	// queue, with the counts of the minute under way, and the deferred
+	// shutdown hands them on.
+	if gw != nil {
+		gw.FlushRejections()
+	}
 	return err
 }
 

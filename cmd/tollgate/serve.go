@@ -214,6 +214,7 @@ func runServe(ctx context.Context, o serveOptions, stdout io.Writer, logger *slo
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return serveUntil(gctx, gwSrv, enforcer.WrapListener(gwLn), o.shutdownTimeout) })
 	g.Go(func() error { return serveUntil(gctx, adSrv, adLn, o.shutdownTimeout) })
+	g.Go(func() error { return gw.Run(gctx) }) // per-minute counts of requests rejected before a key was identified
 	if demoLn != nil {
 		logger.Info("demo upstream listening", "addr", demoLn.Addr().String())
 		g.Go(func() error { return serveUntil(gctx, newDemoUpstream(), demoLn, o.shutdownTimeout) })
@@ -226,6 +227,7 @@ func runServe(ctx context.Context, o serveOptions, stdout io.Writer, logger *slo
 	}
 	err = g.Wait()
 	serving.Store(false)
+	gw.FlushRejections() // the minute under way, before the last drain
 	stopDrain()
 	if derr := <-drained; derr != nil {
 		err = errors.Join(err, derr)

@@ -21,6 +21,15 @@
 //	wm, err := st.InsertBatch(ctx, b, wms[p]) // chain wm to the next batch
 //	// after an error: wm, err = st.BatchWatermark(ctx, b, wms[p]), then InsertBatch(ctx, b, wm) again
 //
+// An event may stand for many requests (schemas.UsageEvent.Count: the
+// enforcer sends one event per minute for each group of alike requests
+// rejected before a key was identified, so that a flood of them costs a
+// row per group and minute, not per request). usage_events keeps it in
+// requests (migration 5, DEFAULT 1: rows written before it are one request
+// each, and read with Count 0), and the rollups add it: usage_minute's
+// requests and usage_daily's admitted and rejected count requests, not
+// events.
+//
 // The schema is versioned migrations (migrate.go, with the reasons for
 // each table's ORDER BY and partitioning), recorded in tollgate_migrations.
 // It keeps to what ClickHouse 18.16 (Debian's, which CI runs) and current

@@ -339,7 +339,7 @@ func (s *Store) send(ctx context.Context, query string, cols []any) error {
 	return batch.Send()
 }
 
-const insertRawSQL = `INSERT INTO usage_events (day, key_id, time_ns, id, plan_id, api_id, stage, method, resource, status, decision, latency_us, bytes_in, bytes_out, node, kafka_offset, src_partition, src_offset)`
+const insertRawSQL = `INSERT INTO usage_events (day, key_id, time_ns, id, plan_id, api_id, stage, method, resource, status, decision, latency_us, bytes_in, bytes_out, requests, node, kafka_offset, src_partition, src_offset)`
 
 func (s *Store) insertRaw(ctx context.Context, sc *insertScratch, b *Batch, r run) error {
 	c := &sc.cols
@@ -361,12 +361,13 @@ func (s *Store) insertRaw(ctx context.Context, sc *insertScratch, b *Batch, r ru
 		c.i64[1] = append(c.i64[1], e.LatencyMicros)
 		c.i64[2] = append(c.i64[2], e.BytesIn)
 		c.i64[3] = append(c.i64[3], e.BytesOut)
+		c.requests = append(c.requests, uint32(e.Requests()))
 		c.i64[4] = append(c.i64[4], b.Offsets[i])
 	}
 	c.tag(r.hi-r.lo, b.Partition, r.tag)
 	return s.send(ctx, insertRawSQL, append(c.args[:0],
 		c.day, c.str[0], c.i64[0], c.id, c.str[1], c.str[2], c.str[3], c.str[4], c.str[5],
-		c.status, c.decision, c.i64[1], c.i64[2], c.i64[3], c.str[6], c.i64[4], c.partition, c.offset))
+		c.status, c.decision, c.i64[1], c.i64[2], c.i64[3], c.requests, c.str[6], c.i64[4], c.partition, c.offset))
 }
 
 const insertMinuteSQL = `INSERT INTO usage_minute (day, minute, key_id, plan_id, api_id, stage, method, resource, status, decision, src_partition, src_offset, requests, bytes_in, bytes_out, latency_us_sum)`
@@ -430,6 +431,7 @@ type columns struct {
 	id        [][]byte
 	status    []int32
 	decision  []uint8
+	requests  []uint32
 	partition []uint16
 	offset    []int64
 	args      []any
@@ -455,7 +457,7 @@ func (c *columns) reset() {
 	}
 	clear(c.id)
 	c.id = c.id[:0]
-	c.status, c.decision = c.status[:0], c.decision[:0]
+	c.status, c.decision, c.requests = c.status[:0], c.decision[:0], c.requests[:0]
 	c.partition, c.offset = c.partition[:0], c.offset[:0]
 	clear(c.args)
 	c.args = c.args[:0]
@@ -519,7 +521,7 @@ func (sc *insertScratch) rollupMinutes(events []schemas.UsageEvent) {
 			sc.minuteSums = append(sc.minuteSums, minuteSums{})
 		}
 		m := &sc.minuteSums[r]
-		m.requests++
+		m.requests += e.Requests()
 		m.bytesIn += e.BytesIn
 		m.bytesOut += e.BytesOut
 		m.latency += e.LatencyMicros
@@ -546,9 +548,9 @@ func (sc *insertScratch) rollupDays(events []schemas.UsageEvent) {
 			sc.dayCounts = append(sc.dayCounts, dayCounts{})
 		}
 		if e.Decision == schemas.DecisionAllowed {
-			sc.dayCounts[r].admitted++
+			sc.dayCounts[r].admitted += e.Requests()
 		} else {
-			sc.dayCounts[r].rejected++
+			sc.dayCounts[r].rejected += e.Requests()
 		}
 	}
 }

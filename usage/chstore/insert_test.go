@@ -7,6 +7,7 @@ import (
 	mrand "math/rand/v2"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/tollgate/tollgate/schemas"
 	"github.com/tollgate/tollgate/usage"
@@ -21,7 +22,7 @@ func TestMigrate(t *testing.T) {
 	}
 	defer s.Close()
 
-	want := []string{"0001_usage_events", "0002_usage_minute", "0003_usage_daily", "0004_quota_adjustments"}
+	want := []string{"0001_usage_events", "0002_usage_minute", "0003_usage_daily", "0004_quota_adjustments", "0005_usage_events_requests"}
 	applied, err := s.Migrate(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -76,6 +77,86 @@ func TestMigrate(t *testing.T) {
 	}
 	if _, err := s.Migrate(ctx); err == nil {
 		t.Error("Migrate of a database with a newer migration: no error")
+	}
+}
+
+// A database migrated before usage_events had requests keeps its rows,
+// each read as one request, and takes events with a count after the
+// migration. The migration is idempotent although 18.16 has no ADD
+// COLUMN IF NOT EXISTS: a process that stopped after the ALTER, before
+// recording it, records it on the next run.
+func TestMigrateRequestsColumn(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, tt := range []struct {
+		name         string
+		alteredFirst bool // the ALTER ran, its record did not
+	}{
+		{"from version 4", false},
+		{"stopped after the ALTER", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := Open(ctx, testDatabase(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if _, err := migrateWith(ctx, s.conn, migrations[:4]); err != nil {
+				t.Fatal(err)
+			}
+			old := genEvents(mrand.New(mrand.NewPCG(3, 4)), 50, day20000, 1e9, "old-")
+			for i := range old {
+				old[i].Count = 0 // written by a program without counts
+			}
+			// The raw row as the program before migration 5 wrote it.
+			const oldInsertRaw = `INSERT INTO usage_events (day, key_id, time_ns, id, plan_id, api_id, stage, method, resource, status, decision, latency_us, bytes_in, bytes_out, node, kafka_offset, src_partition, src_offset)`
+			for i, e := range old {
+				if err := s.send(ctx, oldInsertRaw, []any{[]time.Time{dayTime(e.Day())}, []string{e.KeyID}, []int64{e.Time}, [][]byte{e.ID[:]},
+					[]string{e.PlanID}, []string{e.APIID}, []string{e.Stage}, []string{e.Method}, []string{e.Resource}, []int32{e.Status},
+					[]uint8{uint8(e.Decision)}, []int64{e.LatencyMicros}, []int64{e.BytesIn}, []int64{e.BytesOut}, []string{e.Node},
+					[]int64{int64(i)}, []uint16{0}, []int64{int64(i)}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tt.alteredFirst {
+				if err := s.conn.Exec(ctx, migrations[4].sql); err != nil {
+					t.Fatal(err)
+				}
+			}
+			applied, err := s.Migrate(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := []string{"0005_usage_events_requests"}; !slices.Equal(applied, want) {
+				t.Errorf("Migrate applied %q, want %q", applied, want)
+			}
+			counted := []schemas.UsageEvent{{ID: schemas.NewEventID(day20000 + 3600e9), Time: day20000 + 3600e9, APIID: "api1", Stage: "prod",
+				Method: "OTHER", Status: 403, Decision: schemas.DecisionForbidden, Count: 4000, LatencyMicros: 4000 * 3}}
+			if _, err := s.InsertBatch(ctx, &Batch{Partition: 0, Last: 1000, Offsets: []int64{1000}, Events: counted}, Watermark{Raw: 49, Minute: 1000, Daily: 1000}); err != nil {
+				t.Fatal(err)
+			}
+			var sum uint64
+			if err := s.conn.QueryRow(ctx, "SELECT sum(requests) FROM usage_events").Scan(&sum); err != nil {
+				t.Fatal(err)
+			}
+			if sum != 50+4000 {
+				t.Errorf("sum(requests) = %d, want %d (50 old rows of one request, one of 4000)", sum, 50+4000)
+			}
+			got, err := s.Events(ctx, math.MinInt64, math.MaxInt64, 1000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var n int64
+			for _, e := range got {
+				n += e.Requests()
+				if e.Time != counted[0].Time && e.Count != 0 {
+					t.Errorf("an old row reads with Count %d, want 0", e.Count)
+				}
+			}
+			if n != 50+4000 {
+				t.Errorf("Events stand for %d requests, want %d", n, 50+4000)
+			}
+		})
 	}
 }
 

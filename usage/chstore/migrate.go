@@ -11,11 +11,16 @@ import (
 // ClickHouse has no transactional DDL: a migration and the row recording
 // it are two statements, so a process that stops between them runs the
 // migration again next time. Every statement must therefore be idempotent
-// (IF NOT EXISTS). Never edit a released migration: append a new one.
+// (IF NOT EXISTS), or come with a done query that tells whether its change
+// is there already (18.16 has no ADD COLUMN IF NOT EXISTS). Never edit a
+// released migration: append a new one.
 type migration struct {
 	version uint32
 	name    string
 	sql     string
+	// done, if set, returns one UInt64, nonzero when the change is made
+	// already: the statement is then skipped and only recorded.
+	done string
 }
 
 // migrationsTable records the migrations applied: one row per migration
@@ -74,7 +79,7 @@ var migrations = []migration{
 	src_offset    Int64
 ) ENGINE = MergeTree
 PARTITION BY toYYYYMMDD(day)
-ORDER BY (key_id, time_ns)`},
+ORDER BY (key_id, time_ns)`, ""},
 
 	// usage_minute: the per-minute rollup /v1/usage reads, with the
 	// dimensions and sums of sqlitestore's usage_minute. minute is Unix
@@ -116,7 +121,7 @@ ORDER BY (key_id, time_ns)`},
 	latency_us_sum Int64
 ) ENGINE = SummingMergeTree((requests, bytes_in, bytes_out, latency_us_sum))
 PARTITION BY toYYYYMM(day)
-ORDER BY (minute, key_id, plan_id, api_id, stage, method, resource, status, decision, src_partition, src_offset)`},
+ORDER BY (minute, key_id, plan_id, api_id, stage, method, resource, status, decision, src_partition, src_offset)`, ""},
 
 	// usage_daily: per (UTC day, plan, key, enforcer node), what
 	// GetUsage, billing and the quota restore read; admitted counts
@@ -142,7 +147,7 @@ ORDER BY (minute, key_id, plan_id, api_id, stage, method, resource, status, deci
 	rejected      Int64
 ) ENGINE = SummingMergeTree((admitted, rejected))
 PARTITION BY toYYYYMM(day)
-ORDER BY (day, plan_id, key_id, node, src_partition, src_offset)`},
+ORDER BY (day, plan_id, key_id, node, src_partition, src_offset)`, ""},
 
 	// quota_adjustments: UpdateUsage's changes of the quota used, per
 	// (UTC day, plan, key), added to usage_daily's admitted by the quota
@@ -162,7 +167,18 @@ ORDER BY (day, plan_id, key_id, node, src_partition, src_offset)`},
 	delta   Int64,
 	updates Int64
 ) ENGINE = SummingMergeTree((delta, updates))
-ORDER BY (day, plan_id, key_id)`},
+ORDER BY (day, plan_id, key_id)`, ""},
+
+	// usage_events.requests: how many requests the event stands for
+	// (schemas.UsageEvent.Requests(); the enforcer counts requests
+	// rejected before a key was identified per minute and sends one
+	// event for many). DEFAULT 1: every row written before this
+	// migration was one request, and reads it as such without a
+	// rewrite (ClickHouse fills a new column's default in at read time
+	// for parts that lack it). The rollups already hold requests, not
+	// events: their columns do not change.
+	{5, "usage_events_requests", `ALTER TABLE usage_events ADD COLUMN requests UInt32 DEFAULT 1 AFTER bytes_out`,
+		`SELECT count() FROM system.columns WHERE database = currentDatabase() AND table = 'usage_events' AND name = 'requests'`},
 }
 
 // Migrate creates the migrations table if needed and applies, in order,
@@ -171,6 +187,12 @@ ORDER BY (day, plan_id, key_id)`},
 // the database records a migration this program does not know (a newer
 // program migrated it).
 func Migrate(ctx context.Context, conn driver.Conn) (applied []string, err error) {
+	return migrateWith(ctx, conn, migrations)
+}
+
+// migrateWith is Migrate with the given list of migrations (tests apply a
+// prefix of them to build an older schema).
+func migrateWith(ctx context.Context, conn driver.Conn, migrations []migration) (applied []string, err error) {
 	if err := conn.Exec(ctx, migrationsTable); err != nil {
 		return nil, fmt.Errorf("migrate: create tollgate_migrations: %w", err)
 	}
@@ -187,8 +209,16 @@ func Migrate(ctx context.Context, conn driver.Conn) (applied []string, err error
 		if done[m.version] {
 			continue
 		}
-		if err := conn.Exec(ctx, m.sql); err != nil {
-			return applied, fmt.Errorf("migrate: %d %s: %w", m.version, m.name, err)
+		made := uint64(0)
+		if m.done != "" {
+			if err := conn.QueryRow(ctx, m.done).Scan(&made); err != nil {
+				return applied, fmt.Errorf("migrate: %d %s: check whether it is made: %w", m.version, m.name, err)
+			}
+		}
+		if made == 0 {
+			if err := conn.Exec(ctx, m.sql); err != nil {
+				return applied, fmt.Errorf("migrate: %d %s: %w", m.version, m.name, err)
+			}
 		}
 		if err := conn.Exec(ctx, recordMigrationSQL, m.version, m.name); err != nil {
 			return applied, fmt.Errorf("migrate: record %d %s: %w", m.version, m.name, err)

@@ -137,7 +137,8 @@ func (s *Store) Minutes(ctx context.Context, fromMinute, toMinute int64) ([]usag
 
 // Events returns at most limit raw events with Time in [from, to) Unix
 // nanoseconds, ordered by time, then id. A limit of zero or less returns
-// none. It reads the days' partitions of usage_events whole (the table is
+// none. An event of one request has Count 0, whatever it was written
+// with (0 and 1 mean the same). It reads the days' partitions of usage_events whole (the table is
 // ordered by key): a drill-down tool, not a report.
 func (s *Store) Events(ctx context.Context, from, to int64, limit int) ([]schemas.UsageEvent, error) {
 	q, args, ok := eventsQuery(from, to, limit)
@@ -153,15 +154,19 @@ func (s *Store) Events(ctx context.Context, from, to int64, limit int) ([]schema
 		out      []schemas.UsageEvent
 		id       string
 		decision uint8
+		requests uint32
 	)
 	for rows.Next() {
 		var e schemas.UsageEvent
 		if err := rows.Scan(&id, &e.Time, &e.APIID, &e.Stage, &e.KeyID, &e.PlanID, &e.Method, &e.Resource,
-			&e.Status, &decision, &e.LatencyMicros, &e.BytesIn, &e.BytesOut, &e.Node); err != nil {
+			&e.Status, &decision, &e.LatencyMicros, &e.BytesIn, &e.BytesOut, &requests, &e.Node); err != nil {
 			return nil, fmt.Errorf("query events: %w", err)
 		}
 		copy(e.ID[:], id)
 		e.Decision = schemas.Decision(decision)
+		if requests > 1 {
+			e.Count = requests // one request reads as Count 0, as on the wire
+		}
 		out = append(out, e)
 	}
 	if err := rows.Err(); err != nil {

@@ -253,6 +253,11 @@ func genEvents(r *mrand.Rand, n int, start, step int64, prefix string) []schemas
 		case x < 20:
 			e.Status = 500
 		}
+		if e.KeyID == "" && r.IntN(2) == 0 {
+			// The enforcer's per-minute count of rejected requests: one
+			// event, many requests (1 would read back as 0, the same).
+			e.Count = uint32(2 + r.IntN(5000))
+		}
 		out[i] = e
 	}
 	return out

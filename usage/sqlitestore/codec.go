@@ -10,17 +10,25 @@ import (
 	"github.com/tollgate/tollgate/schemas"
 )
 
-// The events of one batch are stored as one BLOB in this layout (version
-// 1). uvarint is unsigned LEB128 and varint is zigzag then uvarint, both as
-// encoding/binary writes them.
+// The events of one batch are stored as one BLOB in this layout (versions
+// 1 and 2). uvarint is unsigned LEB128 and varint is zigzag then uvarint,
+// both as encoding/binary writes them.
 //
-//	batch = version:byte(1)
+//	batch = version:byte(1 or 2)
 //	        nstrings:uvarint { len:uvarint bytes }   the dictionary
 //	        nevents:uvarint  { event }
 //	event = id:16 bytes
 //	        dtime:varint       Time - previous event's Time (0 before the first), wrapping
 //	        api stage key plan method resource: uvarint each, an index into the dictionary
 //	        status:varint decision:byte latency:varint bytesIn:varint bytesOut:varint
+//	        count:uvarint      version 2 only: UsageEvent.Count (0 means one request)
+//
+// Version 2 came with UsageEvent.Count. A batch in which no event has a
+// count is still written as version 1, byte for byte as before, so the
+// per-request traffic pays nothing for it; a batch with an aggregated
+// event (the enforcer's per-minute counts of rejected requests) is
+// written as version 2. Both are read: stored batches of either stay
+// readable, and a version 1 event decodes with Count 0.
 //
 // Why this shape: the strings of an event come from the enforcer's catalog,
 // so a batch holds few distinct ones; each is written once and an event
@@ -30,10 +38,13 @@ import (
 // order requests end, not begin. A realistic event takes ~33 bytes, 16 of
 // them its random id. The dictionary lists strings in order of first use,
 // so equal batches encode to equal bytes.
-const batchVersion = 1
+const (
+	batchVersion      = 1 // no event has a count
+	batchVersionCount = 2 // events end with their count
+)
 
 // minEventLen is the fewest bytes an encoded event takes: its id and one
-// byte for each of the other twelve fields. The decoder checks the event
+// byte for each of the other twelve fields (thirteen in version 2). The decoder checks the event
 // count against it before allocating.
 const minEventLen = len(schemas.EventID{}) + 12
 
@@ -85,7 +96,14 @@ func (enc *batchEncoder) encode(dst []byte, events []schemas.UsageEvent) []byte 
 		last = fields
 	}
 
-	dst = append(dst, batchVersion)
+	version := byte(batchVersion)
+	for i := range events {
+		if events[i].Count != 0 {
+			version = batchVersionCount
+			break
+		}
+	}
+	dst = append(dst, version)
 	dst = binary.AppendUvarint(dst, uint64(len(enc.strs)))
 	for _, s := range enc.strs {
 		dst = binary.AppendUvarint(dst, uint64(len(s)))
@@ -106,6 +124,9 @@ func (enc *batchEncoder) encode(dst []byte, events []schemas.UsageEvent) []byte 
 		dst = binary.AppendVarint(dst, e.LatencyMicros)
 		dst = binary.AppendVarint(dst, e.BytesIn)
 		dst = binary.AppendVarint(dst, e.BytesOut)
+		if version == batchVersionCount {
+			dst = binary.AppendUvarint(dst, uint64(e.Count))
+		}
 	}
 	return dst
 }
@@ -135,7 +156,8 @@ var errCorruptBatch = errors.New("corrupt event batch")
 
 // decodeBatch decodes an encoded batch. It returns an error, never panics,
 // for any input that encodeBatch cannot have produced: an unknown version,
-// a truncated field, a varint longer than 64 bits, a status outside int32,
+// a truncated field, a varint longer than 64 bits, a status or count
+// outside its 32 bits,
 // a dictionary index out of range, or bytes after the last event. It
 // allocates in proportion to len(b), whatever the counts in b claim.
 func decodeBatch(b []byte) ([]schemas.UsageEvent, error) {
@@ -149,8 +171,9 @@ func appendDecoded(dst []schemas.UsageEvent, b []byte) ([]schemas.UsageEvent, er
 	if len(b) == 0 {
 		return dst, fmt.Errorf("%w: empty", errCorruptBatch)
 	}
-	if v := d.byte(); v != batchVersion {
-		return dst, fmt.Errorf("%w: unknown version %d", errCorruptBatch, v)
+	version := d.byte()
+	if version != batchVersion && version != batchVersionCount {
+		return dst, fmt.Errorf("%w: unknown version %d", errCorruptBatch, version)
 	}
 
 	nstr := d.uvarint()
@@ -200,6 +223,13 @@ func appendDecoded(dst []schemas.UsageEvent, b []byte) ([]schemas.UsageEvent, er
 		e.LatencyMicros = d.varint()
 		e.BytesIn = d.varint()
 		e.BytesOut = d.varint()
+		if version == batchVersionCount {
+			count := d.uvarint()
+			if count > math.MaxUint32 {
+				d.fail("count %d out of range", count)
+			}
+			e.Count = uint32(count)
+		}
 		if d.err != nil {
 			return dst, d.err
 		}

@@ -51,6 +51,20 @@ const goldenHex = "01" + // version
 	"000106060406" + // a p "" "" GET ""
 	"a606" + "02" + "06" + "0e" + "30" // 403, forbidden, 3, 7, 24
 
+// goldenCountHex is goldenBatch with a count on its third event (the
+// enforcer's per-minute count of rejected requests): version 2, each event
+// ending with its count, the rest as in goldenHex. Change it only with a
+// new batchVersion.
+const goldenCountHex = "02" + // version
+	"07" + "0161" + "0170" + "026b31" + "0370726f" + "03474554" + "022f78" + "00" +
+	"03" +
+	"018bcfe5680070008000000000000001" + "8080d0e2c6bfce972f" + "000102030405" + "9003" + "01" + "b817" + "00" + "8008" +
+	"00" + // count 0: one request
+	"018bcfe5680070008000000000000002" + "d00f" + "000102030405" + "da06" + "04" + "28" + "00" + "00" +
+	"00" +
+	"018bcfe567ff70008000000000000003" + "cf987a" + "000106060406" + "a606" + "02" + "06" + "0e" + "30" +
+	"e807" // count 1000
+
 func TestEncodeBatchGolden(t *testing.T) {
 	got := encodeBatch(nil, goldenBatch)
 	if h := hex.EncodeToString(got); h != goldenHex {
@@ -64,6 +78,18 @@ func TestEncodeBatchGolden(t *testing.T) {
 	if !slices.Equal(evs, goldenBatch) {
 		t.Errorf("decodeBatch:\n got %+v\nwant %+v", evs, goldenBatch)
 	}
+
+	// With a count: version 2; version 1 batches stay readable (above).
+	counted := slices.Clone(goldenBatch)
+	counted[2].Count = 1000
+	if h := hex.EncodeToString(encodeBatch(nil, counted)); h != goldenCountHex {
+		t.Errorf("encodeBatch with a count:\n got %s\nwant %s", h, goldenCountHex)
+	}
+	b, _ := hex.DecodeString(goldenCountHex)
+	if evs, err := decodeBatch(b); err != nil || !slices.Equal(evs, counted) {
+		t.Errorf("decodeBatch of version 2:\n got %+v, %v\nwant %+v", evs, err, counted)
+	}
+
 	// Appending keeps what dst held.
 	prefix := []byte("xyz")
 	if got := encodeBatch(prefix, goldenBatch); !bytes.Equal(got, append([]byte("xyz"), want...)) {
@@ -87,7 +113,10 @@ func roundTripBatches() map[string][]schemas.UsageEvent {
 	realistic := make([]schemas.UsageEvent, 1000)
 	t := int64(1_750_000_000e9)
 	fillBatch(realistic, &t)
+	aggregated := slices.Clone(realistic[:30])
+	aggregated[3].Count, aggregated[7].Count, aggregated[8].Count = 1, 1<<32-1, 70000
 	return map[string][]schemas.UsageEvent{
+		"aggregated":      aggregated,
 		"empty":           nil,
 		"zero event":      {{}},
 		"golden":          goldenBatch,
@@ -147,7 +176,9 @@ func TestDecodeBatchErrors(t *testing.T) {
 		in   []byte
 	}{
 		{"empty", nil},
-		{"unknown version", append([]byte{2}, valid[1:]...)},
+		{"unknown version", append([]byte{3}, valid[1:]...)},
+		{"version 2 event without its count", append([]byte{batchVersionCount}, valid[1:]...)},
+		{"count above uint32", append(rawBatch{batchVersionCount}, valid[1:]...).u(1 << 32)},
 		{"version 0", append([]byte{0}, valid[1:]...)},
 		{"dictionary count beyond the input", rawBatch{batchVersion}.u(1 << 62)},
 		{"string longer than the input", rawBatch{batchVersion}.u(1).u(1000).b('a', 'b')},
@@ -212,6 +243,7 @@ func FuzzDecodeBatch(f *testing.F) {
 	}
 	f.Add([]byte{})
 	f.Add([]byte{batchVersion, 0, 0})
+	f.Add([]byte{batchVersionCount, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		evs, err := decodeBatch(b)
 		if err != nil {

@@ -182,7 +182,7 @@ func (sc *insertScratch) rollup(events []schemas.UsageEvent) {
 			sc.minuteSums = append(sc.minuteSums, minuteSums{})
 		}
 		m := &sc.minuteSums[r]
-		m.requests++
+		m.requests += e.Requests()
 		m.bytesIn += e.BytesIn
 		m.bytesOut += e.BytesOut
 		m.latency += e.LatencyMicros

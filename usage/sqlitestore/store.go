@@ -11,6 +11,13 @@
 // checks on restart) query the rollups. WAL mode lets those reads run while
 // a batch is being written.
 //
+// An event may stand for many requests (schemas.UsageEvent.Count: the
+// enforcer's per-minute count of requests rejected before a key was
+// identified). The rollups add its count, not 1: usage_minute.requests
+// and usage_daily's admitted and rejected are requests, not events. Its
+// count is kept in the raw batch (layout version 2, codec.go); batches
+// written before it, and batches without a count, read with Count 0.
+//
 //	st, err := sqlitestore.Open("/var/lib/tollgate/usage.db")
 //	if err != nil {
 //		return err
