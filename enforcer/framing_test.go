@@ -54,12 +54,18 @@ func (e *env) upstreamSaw() []string {
 	return s
 }
 
+// eventStatuses returns the status of every request metered so far, in
+// order, counted rejections (emitted per minute, here flushed first) last:
+// a counted event stands for Requests() requests.
 func (e *env) eventStatuses() []int {
+	e.gw.FlushRejections()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var s []int
 	for _, ev := range e.events {
-		s = append(s, int(ev.Status))
+		for range ev.Requests() {
+			s = append(s, int(ev.Status))
+		}
 	}
 	return s
 }
@@ -201,15 +207,18 @@ func TestRejectionClosesTheConnection(t *testing.T) {
 	if got := e.upstreamSaw(); len(got) != 0 {
 		t.Errorf("upstream received %q", got)
 	}
+	e.gw.FlushRejections() // a 400 before a key is known is counted per minute
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	var n int64
 	for _, ev := range e.events {
 		if ev.KeyID != "" || ev.Decision != schemas.DecisionBadRequest {
 			t.Errorf("event %+v: billed to a key", ev)
 		}
+		n += ev.Requests()
 	}
-	if len(e.events) != 1 {
-		t.Errorf("%d events, want 1", len(e.events))
+	if n != 1 {
+		t.Errorf("%d requests metered, want 1", n)
 	}
 }
 
@@ -244,8 +253,9 @@ func TestRejectionsCloseTheConnection(t *testing.T) {
 			if n := e.nSeen(); n != before {
 				t.Errorf("upstream received %d requests", n-before)
 			}
-			if ev := e.lastEvent(); int(ev.Status) != tt.status {
-				t.Errorf("event status %d, want %d", ev.Status, tt.status)
+			e.gw.FlushRejections() // rejections before a key is known are counted per minute
+			if ev := e.lastEvent(); int(ev.Status) != tt.status || ev.Requests() != 1 {
+				t.Errorf("event status %d for %d requests, want %d for 1", ev.Status, ev.Requests(), tt.status)
 			}
 		})
 	}

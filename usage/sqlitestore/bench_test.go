@@ -3,7 +3,9 @@ package sqlitestore
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 
 	"github.com/tollgate/tollgate/schemas"
@@ -115,4 +117,46 @@ func BenchmarkDecodeBatch(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N*len(batch))/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkOpen measures what the integrity check costs a start: Open of a
+// file of N events (about 40 bytes each on disk), from the page cache. The
+// MB/s figure is the check's read rate, so the start cost of a larger file
+// is its size over that rate. TOLLGATE_BENCH_OPEN_EVENTS sets N (default
+// 1M; BENCHMARKS.md has 10M).
+func BenchmarkOpen(b *testing.B) {
+	n := 1_000_000
+	if v, err := strconv.Atoi(os.Getenv("TOLLGATE_BENCH_OPEN_EVENTS")); err == nil && v > 0 {
+		n = v
+	}
+	path := filepath.Join(b.TempDir(), "usage.db")
+	s, err := Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	batch := make([]schemas.UsageEvent, 4096)
+	t := int64(1_764_000_000e9)
+	for done := 0; done < n; done += len(batch) {
+		fillBatch(batch, &t)
+		if err := s.InsertEvents(context.Background(), batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		b.Fatal(err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(st.Size())
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		s, err := Open(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		s.Close()
+	}
 }
