@@ -222,22 +222,30 @@ func TestRejectionClosesTheConnection(t *testing.T) {
 	}
 }
 
-// Every answer the gateway gives itself closes the connection: what
-// follows the refused request on it is never read.
+// A rejection of a request with a body closes the connection: what
+// follows the refused request on it is never read. A rejection of a
+// request without a body leaves nothing unread, and keeps the connection
+// for the client's next request, as an admitted request does.
 func TestRejectionsCloseTheConnection(t *testing.T) {
 	e := newEnvServer(t, strings.Replace(gwYAML, "gateway:\n", "gateway:\n  unknownRouteStatus: 404\n", 1), ServerConfig{MaxBodyBytes: 10})
+	const healthClose = "GET /prod/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 	tests := []struct {
 		name    string
 		request string
 		status  int
+		keep    bool // no body: the connection serves the next request
 	}{
-		{"400 two keys", "GET /prod/items HTTP/1.1\r\nHost: x\r\nx-api-key: " + widget + "\r\nX-API-Key: " + widget + "\r\n\r\n", 400},
-		{"400 dot segment", "GET /prod/items/../items HTTP/1.1\r\nHost: x\r\nx-api-key: " + widget + "\r\n\r\n", 400},
-		{"403 no key", "GET /prod/items HTTP/1.1\r\nHost: x\r\n\r\n", 403},
-		{"403 no key, with a body", "POST /prod/items HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nabcd", 403},
-		{"404 undeclared", "GET /prod/nothing HTTP/1.1\r\nHost: x\r\n\r\n", 404},
-		{"413 body too large", "POST /prod/items HTTP/1.1\r\nHost: x\r\nx-api-key: " + widget + "\r\nContent-Length: 11\r\n\r\n", 413},
-		{"429 throttled", "POST /prod/items HTTP/1.1\r\nHost: x\r\nx-api-key: " + widget + "\r\nContent-Length: 1\r\n\r\na", 429},
+		{"400 two keys", "GET /prod/items HTTP/1.1\r\nHost: x\r\nx-api-key: " + widget + "\r\nX-API-Key: " + widget + "\r\n\r\n", 400, true},
+		{"400 two keys, with a body", "POST /prod/items HTTP/1.1\r\nHost: x\r\nx-api-key: " + widget + "\r\nX-API-Key: " + widget + "\r\nContent-Length: 4\r\n\r\nabcd", 400, false},
+		{"400 dot segment", "GET /prod/items/../items HTTP/1.1\r\nHost: x\r\nx-api-key: " + widget + "\r\n\r\n", 400, true},
+		{"403 no key", "GET /prod/items HTTP/1.1\r\nHost: x\r\n\r\n", 403, true},
+		{"403 no key, empty body", "POST /prod/items HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 403, true},
+		{"403 no key, with a body", "POST /prod/items HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nabcd", 403, false},
+		{"403 no key, chunked", "POST /prod/items HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks, 403, false},
+		{"404 undeclared", "GET /prod/nothing HTTP/1.1\r\nHost: x\r\n\r\n", 404, true},
+		{"404 undeclared, with a body", "POST /prod/nothing HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nabcd", 404, false},
+		{"413 body too large", "POST /prod/items HTTP/1.1\r\nHost: x\r\nx-api-key: " + widget + "\r\nContent-Length: 11\r\n\r\n", 413, false},
+		{"429 throttled, with a body", "POST /prod/items HTTP/1.1\r\nHost: x\r\nx-api-key: " + widget + "\r\nContent-Length: 1\r\n\r\na", 429, false},
 	}
 	// The POST method's bucket holds one token: take it.
 	if r := e.do("POST", "/prod/items", "x-api-key", widget); r.status != 200 {
@@ -246,15 +254,29 @@ func TestRejectionsCloseTheConnection(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := e.nSeen()
-			statuses, closed := rawExchange(t, e.url, tt.request+health)
-			if !slices.Equal(statuses, []int{tt.status}) || !closed {
-				t.Errorf("client got %v (closed: %v), want [%d] and the connection closed", statuses, closed, tt.status)
+			want, wantSeen := []int{tt.status}, 0
+			payload := tt.request + health
+			if tt.keep {
+				want, wantSeen = []int{tt.status, 200}, 1
+				payload = tt.request + healthClose
 			}
-			if n := e.nSeen(); n != before {
-				t.Errorf("upstream received %d requests", n-before)
+			statuses, closed := rawExchange(t, e.url, payload)
+			if !slices.Equal(statuses, want) || !closed {
+				t.Errorf("client got %v (closed: %v), want %v and the connection closed after the last", statuses, closed, want)
+			}
+			if n := e.nSeen() - before; n != wantSeen {
+				t.Errorf("upstream received %d requests, want %d", n, wantSeen)
 			}
 			e.gw.FlushRejections() // rejections before a key is known are counted per minute
-			if ev := e.lastEvent(); int(ev.Status) != tt.status || ev.Requests() != 1 {
+			var ev schemas.UsageEvent
+			e.mu.Lock()
+			for _, x := range e.events {
+				if x.Status != 200 {
+					ev = x // the last rejection's
+				}
+			}
+			e.mu.Unlock()
+			if int(ev.Status) != tt.status || ev.Requests() != 1 {
 				t.Errorf("event status %d for %d requests, want %d for 1", ev.Status, ev.Requests(), tt.status)
 			}
 		})

@@ -218,8 +218,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var d decision
 	var rj *rejection
+	ambiguous := false
 	switch {
-	case badFraming(r, fc) || unsafePath(r.URL):
+	case badFraming(r, fc):
+		d.outcome, ambiguous = schemas.DecisionBadRequest, true
+	case unsafePath(r.URL):
 		d.outcome = schemas.DecisionBadRequest
 	case r.ContentLength > lim.maxBodyBytes:
 		// Refused before a byte of the body is read.
@@ -237,8 +240,16 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rj == nil {
 		rj = rejectionFor(d.outcome, t.notFound)
 	}
-	out := rj.write(w)
-	if r.ContentLength != 0 {
+	// A refused request that carried a body, or whose framing the
+	// check could not trust, ends its connection: bytes the gateway did
+	// not read must never be taken for the next request. A refused
+	// request without a body (no Transfer-Encoding, no or a zero
+	// Content-Length) left nothing unread, so the connection stays open,
+	// exactly as it does after an admitted request without a body: a
+	// flood of keyless GETs costs no handshake per refusal.
+	hasBody := r.ContentLength != 0
+	out := rj.write(w, hasBody || ambiguous)
+	if hasBody {
 		linger(w, fc)
 	}
 	g.emit(&d, r.Method, start, g.cfg.Now(), int32(rj.status), 0, out)

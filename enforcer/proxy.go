@@ -141,7 +141,7 @@ func proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	default:
 		rj = rejBadGateway
 	}
-	rj.write(w)
+	rj.write(w, true)
 	if r.ContentLength != 0 && rj != rejBodyTimeout {
 		linger(w, fc)
 	}

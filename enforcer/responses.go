@@ -11,9 +11,12 @@ import (
 // API Gateway gives it. Header values are shared slices built once, so
 // answering allocates almost nothing: floods of bad keys stay cheap.
 //
-// Every rejection closes the connection (Connection: close): nothing the
-// client sent after a refused request is read as a request, and its body,
-// if any, is not read before the answer (see linger for after).
+// A rejection of a request with a body (or of one whose framing could not
+// be trusted, and every answer to a failed exchange) closes the connection
+// (Connection: close): nothing the client sent after the refused request
+// is read as a request, and its body is not read before the answer (see
+// linger for after). A refused request without a body keeps its
+// connection: nothing of it is left unread (see Gateway.ServeHTTP).
 type rejection struct {
 	status  int
 	body    []byte
@@ -78,11 +81,14 @@ func rejectionFor(o schemas.Decision, notFound int) *rejection {
 	}
 }
 
-// write sends the rejection; it returns the body length.
-func (rj *rejection) write(w http.ResponseWriter) int64 {
+// write sends the rejection, closing the connection after it when close
+// is set; it returns the body length.
+func (rj *rejection) write(w http.ResponseWriter, close bool) int64 {
 	h := w.Header()
 	h[hContentType] = hvJSON
-	h[hConnection] = hvClose
+	if close {
+		h[hConnection] = hvClose
+	}
 	if rj.errType != nil {
 		h[hErrorType] = rj.errType
 	}
