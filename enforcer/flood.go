@@ -248,7 +248,17 @@ func (c *rejectionCell) emit(slot int, m int64, sink EventSink, node string) int
 		ev.ID = schemas.NewEventID(t)
 		ev.Count = uint32(min(left, math.MaxUint32))
 		left -= int64(ev.Count)
-		sink.Offer(ev) // a full queue drops it and counts the drop, as any event
+		if !sink.Offer(ev) {
+			// The queue is full: the counts go back into the cell and
+			// out with its next flush (under that flush's minute if the
+			// slot has moved on), never dropped for a single event's
+			// worth of loss accounting while they stand for many.
+			s.requests.Add(int64(ev.Count) + left)
+			s.latency.Add(ev.LatencyMicros)
+			s.bytesIn.Add(ev.BytesIn)
+			s.bytesOut.Add(ev.BytesOut)
+			return n - int64(ev.Count) - left
+		}
 		ev.LatencyMicros, ev.BytesIn, ev.BytesOut = 0, 0, 0
 	}
 	return n

@@ -474,3 +474,50 @@ func TestRejectionsConcurrentCountsAreExact(t *testing.T) {
 		t.Errorf("events stand for %d requests and %d bytes, want %d of each", requests, bytesOut, workers*each)
 	}
 }
+
+// fullQueue refuses the first refuse offers, as a full event queue does.
+type fullQueue struct {
+	events
+	refuse int
+}
+
+func (q *fullQueue) Offer(ev schemas.UsageEvent) bool {
+	if q.refuse > 0 {
+		q.refuse--
+		return false
+	}
+	return q.events.Offer(ev)
+}
+
+// A counted event the queue refuses goes back into its cell and out with
+// the next flush: counts stand for many requests, and are never dropped.
+func TestRejectionsRefusedByAFullQueueAreKept(t *testing.T) {
+	q := &fullQueue{refuse: 1}
+	now := testEpoch.UnixNano() + 10e9
+	g, err := New(Config{Events: q, Now: func() int64 { return now }}, testCatalog(t, floodYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 7 {
+		var d decision
+		g.table.Load().decide(&d, "h", "/prod/items", "GET", nil, now)
+		g.emit(&d, "GET", now, now, 403, 0, 23)
+	}
+	if n := g.FlushRejections(); n != 0 {
+		t.Fatalf("a flush the queue refused reported %d requests emitted", n)
+	}
+	if evs := q.take(); len(evs) != 0 {
+		t.Fatalf("refused flush left %d events", len(evs))
+	}
+	if n := g.FlushRejections(); n != 7 {
+		t.Fatalf("next flush emitted %d requests, want 7", n)
+	}
+	var got, out int64
+	for _, ev := range q.take() {
+		got += ev.Requests()
+		out += ev.BytesOut
+	}
+	if got != 7 || out != 7*23 {
+		t.Fatalf("stored %d requests, %d bytes out; want 7, %d", got, out, 7*23)
+	}
+}

@@ -359,6 +359,11 @@ func (c *framingConn) expire() {
 	}
 	c.armed, c.expired = false, true
 	c.Conn.SetReadDeadline(aLongTimeAgo)
+	// Writes too: a client that stopped reading holds the proxy in a
+	// write to it, which only a write deadline ends. Not at once, so that
+	// the 504 of an exchange that had not begun its response still goes
+	// out; the connection closes after it either way.
+	c.Conn.SetWriteDeadline(time.Now().Add(lingerTimeout))
 }
 
 // disarm ends the request's exchange deadline; it reports whether the

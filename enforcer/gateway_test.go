@@ -48,6 +48,8 @@ apis:
         methods: {GET: {apiKeyRequired: true}}
       - path: /cut
         methods: {GET: {apiKeyRequired: true}}
+      - path: /huge
+        methods: {GET: {apiKeyRequired: true}}
   - id: otherapi
     stages:
       - name: v1
@@ -126,6 +128,13 @@ func newEnvServer(t testing.TB, yaml string, sc ServerConfig) *env {
 			io.WriteString(w, "first part;")
 			w.(http.Flusher).Flush()
 			panic(http.ErrAbortHandler)
+		case "/huge": // far more than socket buffers hold, until the gateway gives up
+			chunk := make([]byte, 64<<10)
+			for range 4096 { // 256 MiB at most
+				if _, err := w.Write(chunk); err != nil {
+					return
+				}
+			}
 		case "/bigheaders":
 			for i := range 100 {
 				w.Header().Set(fmt.Sprintf("X-Big-%d", i), strings.Repeat("h", 1000))

@@ -250,6 +250,35 @@ func TestExchangeDeadline(t *testing.T) {
 	}
 }
 
+// A client that stops reading holds its exchange no longer than the
+// deadline: the write the proxy is blocked in is cut too, not only reads.
+func TestExchangeDeadlineCutsAStalledReader(t *testing.T) {
+	e := newEnvServer(t, gwYAML, ServerConfig{ExchangeTimeout: 300 * time.Millisecond})
+	conn, _ := e.dial(t, 10*time.Second)
+	start := time.Now()
+	io.WriteString(conn, "GET /prod/huge HTTP/1.1\r\nHost: x\r\nx-api-key: "+widget+"\r\n\r\n")
+	// Never read: the gateway's writes block once the socket buffers
+	// are full, until the deadline cuts them.
+	var ev schemas.UsageEvent
+	for time.Since(start) < 5*time.Second {
+		e.mu.Lock()
+		if n := len(e.events); n > 0 {
+			ev = e.events[n-1]
+		}
+		e.mu.Unlock()
+		if ev.Status != 0 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if ev.Status != 504 || ev.Decision != schemas.DecisionAllowed {
+		t.Fatalf("after %v: event %+v, want the exchange metered as 504 once its 300ms deadline cut it", time.Since(start), ev)
+	}
+	if ev.BytesOut >= 256<<20 {
+		t.Errorf("the whole body was written (%d bytes) to a client that read nothing", ev.BytesOut)
+	}
+}
+
 // An upstream that fails mid-body makes the reverse proxy abort the
 // response (net/http cuts the connection); the request is still metered.
 func TestUpstreamCutMidBodyIsMetered(t *testing.T) {
