@@ -19,12 +19,12 @@ import (
 	"github.com/tollgate/tollgate/internal/dirlock"
 )
 
-// startProcess runs `tollgate serve` as a real process on cfg and data
-// and returns it once it listens.
-func startProcess(t *testing.T, ctx context.Context, data, cfg string) *exec.Cmd {
+// startProcess runs `tollgate serve` as a real process on cfg and data,
+// with extra flags, and returns it and its gateway address once it listens.
+func startProcess(t *testing.T, ctx context.Context, data, cfg string, extra ...string) (*exec.Cmd, string) {
 	t.Helper()
-	cmd := exec.CommandContext(ctx, os.Args[0], "serve", "--config", cfg, "--data-dir", data,
-		"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0")
+	cmd := exec.CommandContext(ctx, os.Args[0], append([]string{"serve", "--config", cfg, "--data-dir", data,
+		"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"}, extra...)...)
 	cmd.Env = append(os.Environ(), "TOLLGATE_TEST_MAIN=1")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -36,16 +36,16 @@ func startProcess(t *testing.T, ctx context.Context, data, cfg string) *exec.Cmd
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	sc := bufio.NewScanner(stderr)
 	for sc.Scan() {
-		if listenRE.MatchString(sc.Text()) {
+		if m := listenRE.FindStringSubmatch(sc.Text()); m != nil {
 			go func() {
 				for sc.Scan() {
 				}
 			}()
-			return cmd
+			return cmd, m[1]
 		}
 	}
 	t.Fatal("serve never said where it listens")
-	return nil
+	return nil, ""
 }
 
 // A second serve on a data folder in use exits at once, naming the pid of
@@ -54,7 +54,7 @@ func TestSecondServeOnOneDataFolderExits(t *testing.T) {
 	_, data, cfg := fixture(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	first := startProcess(t, ctx, data, cfg)
+	first, _ := startProcess(t, ctx, data, cfg)
 	catalogBefore, err := os.ReadFile(filepath.Join(data, catalogFile))
 	if err != nil {
 		t.Fatal(err)

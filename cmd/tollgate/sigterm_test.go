@@ -36,30 +36,7 @@ func TestSIGTERMFlushesEveryEvent(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "serve", "--config", cfg, "--data-dir", data,
-		"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--flush-interval", "1h")
-	cmd.Env = append(os.Environ(), "TOLLGATE_TEST_MAIN=1")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(stderr)
-	var addr string
-	for addr == "" && sc.Scan() {
-		if m := listenRE.FindStringSubmatch(sc.Text()); m != nil {
-			addr = m[1]
-		}
-	}
-	if addr == "" {
-		t.Fatal("serve never said where it listens")
-	}
-	go func() {
-		for sc.Scan() {
-		}
-	}()
+	cmd, addr := startProcess(t, ctx, data, cfg, "--flush-interval", "1h")
 	const n = 50
 	for i := 0; i < n; i++ {
 		get(t, "http://"+addr+"/prod/items", "widgetwidgetwidget0001")
