@@ -71,9 +71,10 @@ type authenticator struct {
 
 // Reading bodies before their senders are known: at most
 // unknownBodyBudget bytes of them at once in all, each body within
-// unknownBodyTimeout. The budget holds six of the largest bodies a route
-// takes (maxFileBody); the timeout asks 1 MiB/s of a client sending that
-// largest body.
+// unknownBodyTimeout. The budget holds two of the largest bodies a route
+// takes (maxFileBody, about 26 MiB with the buffers outgrown on the way)
+// or thirty of the largest JSON bodies; the timeout asks 1 MiB/s of a
+// client sending the largest body.
 const (
 	unknownBodyBudget  = 64 << 20
 	unknownBodyTimeout = 10 * time.Second
@@ -203,12 +204,12 @@ func (a *authenticator) checkSigV4(w http.ResponseWriter, r *http.Request, h str
 	if r.ContentLength > limit {
 		return tooLarge(limit)
 	}
-	body, perr := a.readBody(w, r, limit)
+	body, held, perr := a.readBody(w, r, limit)
 	if perr != nil {
 		return perr
 	}
 	// The body is the caller's to keep once known, and garbage if not.
-	defer a.budget.give(int64(cap(body)))
+	defer a.budget.give(held)
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	sum := sha256.Sum256(body)
 	payloadHash := hex.EncodeToString(sum[:])
@@ -280,14 +281,16 @@ func checkSignedHeaders(r *http.Request, list string) *apiError {
 
 // readBody reads the body of a request whose sender is not yet known, of
 // at most limit bytes. Its buffer grows (doubling) only as bytes arrive,
-// each growth taken from the budget first: past the budget, errBusy. The
-// whole body must arrive within a.bodyTimeout: past it, errBodyTimeout,
-// and the connection stays past its read deadline, so that nothing more
-// is read from it. On success the caller gives cap(body) back to the
-// budget; on failure readBody has.
-func (a *authenticator) readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, *apiError) {
+// and every buffer it makes, outgrown ones included (they stay on the heap
+// until collected), is taken from the budget first: past the budget,
+// errBusy. A body of n bytes so takes about 2n, at most 2.6n. The whole
+// body must arrive within a.bodyTimeout: past it, errBodyTimeout, and the
+// connection stays past its read deadline, so that nothing more is read
+// from it. On success the caller gives held back to the budget; on
+// failure readBody has.
+func (a *authenticator) readBody(w http.ResponseWriter, r *http.Request, limit int64) (body []byte, held int64, _ *apiError) {
 	if r.ContentLength == 0 {
-		return nil, nil
+		return nil, 0, nil
 	}
 	rc := http.NewResponseController(w)
 	// A writer that cannot set deadlines (a test recorder) reads no
@@ -306,10 +309,11 @@ func (a *authenticator) readBody(w http.ResponseWriter, r *http.Request, limit i
 				break
 			}
 			grown := min(max(2*int64(cap(buf)), bytes.MinRead), most)
-			if !a.budget.take(grown - int64(cap(buf))) {
-				a.budget.give(int64(cap(buf)))
-				return nil, errBusy
+			if !a.budget.take(grown) {
+				a.budget.give(held)
+				return nil, 0, errBusy
 			}
+			held += grown
 			buf = append(make([]byte, 0, grown), buf...)
 		}
 		n, err := r.Body.Read(buf[len(buf):cap(buf)])
@@ -318,8 +322,8 @@ func (a *authenticator) readBody(w http.ResponseWriter, r *http.Request, limit i
 			break
 		}
 		if err != nil {
-			a.budget.give(int64(cap(buf)))
-			return nil, bodyError(err, limit)
+			a.budget.give(held)
+			return nil, 0, bodyError(err, limit)
 		}
 	}
 	if timed {
@@ -328,7 +332,7 @@ func (a *authenticator) readBody(w http.ResponseWriter, r *http.Request, limit i
 		// end; this does not depend on it.)
 		rc.SetReadDeadline(time.Time{})
 	}
-	return buf, nil
+	return buf, held, nil
 }
 
 // bodyBudget is a number of bytes shared by the requests that take from

@@ -249,7 +249,7 @@ func (zeros) Read(p []byte) (int, error) {
 // Callers who know only the access key id (it is not secret) send large
 // bodies with bogus signatures: the server answers each promptly and
 // holds a bounded amount of memory, because it reads no more than the
-// route takes, and reads beyond the first bytes a few at a time.
+// route takes, and the bodies read at once share one budget.
 func TestUnauthenticatedBodiesAreBounded(t *testing.T) {
 	c := newAdminAt(t, time.Now)
 	bogus := testCreds
@@ -332,23 +332,29 @@ func TestUnauthenticatedBodiesAreBounded(t *testing.T) {
 	for _, s := range shots {
 		want[s.name] = s.want
 	}
+	busy := 0
 	for a := range answers {
 		if a.err != nil {
 			t.Errorf("%s: %v", a.shot, a.err)
 			continue
 		}
-		if a.status != want[a.shot] {
-			t.Errorf("%s: status %d, want %d", a.shot, a.status, want[a.shot])
+		// 429: the bodies read at once took the whole budget.
+		if a.status != want[a.shot] && a.status != 429 {
+			t.Errorf("%s: status %d, want %d (or 429)", a.shot, a.status, want[a.shot])
+		}
+		if a.status == 429 {
+			busy++
 		}
 		if a.elapsed > 20*time.Second {
 			t.Errorf("%s: answered after %v, want promptly", a.shot, a.elapsed)
 		}
 	}
+	t.Logf("%d answered 429", busy)
 	const mib = 1 << 20
 	inuse := int64(peak.Load()) - int64(before.HeapInuse)
 	alloc := after.TotalAlloc - before.TotalAlloc
 	t.Logf("peak heap in use +%d MiB, allocated %d MiB", inuse/mib, alloc/mib)
-	// The budget, and the garbage its growing buffers leave to collect.
+	// The budget (outgrown buffers count in it too), and some slack.
 	if limit := int64(unknownBodyBudget + 16*mib); inuse > limit {
 		t.Errorf("peak heap in use grew by %d MiB, want at most %d MiB", inuse/mib, limit/mib)
 	}

@@ -196,15 +196,20 @@ func TestSilentBodiesCostLittle(t *testing.T) {
 // a caller gets 429 at once (SDKs retry), and what a refused or cut
 // request held is given back.
 func TestUnauthenticatedBodiesShareABudget(t *testing.T) {
+	// Each holder sends 60 KiB: its buffers, 512 bytes doubling to
+	// 64 KiB, take 128 KiB - 512 of the budget, and four fill it.
+	const sent, takes = 60 << 10, 128<<10 - 512
 	a := newAuthenticator(testCreds, time.Now)
-	a.budget = newBodyBudget(256 << 10)
+	a.budget = newBodyBudget(4 * takes)
 	a.bodyTimeout = time.Hour // the holders leave by hanging up
 	srv, probe := newProbedServer(t, a)
-	const sent = 60 << 10
 	var holders []net.Conn
 	for i := range 4 {
 		holders = append(holders, rawPost(t, srv, "/apikeys", 120<<10, sent))
 		waitFor(t, fmt.Sprintf("holder %d's bytes are read", i), func() bool { return probe.read.Load() == int64(i+1)*sent })
+	}
+	if got, want := a.budget.held(), int64(4*takes); got != want {
+		t.Errorf("holders take %d bytes of the budget, want %d", got, want)
 	}
 	for i := range 3 {
 		c := rawPost(t, srv, "/apikeys", 120<<10, sent)
