@@ -2,7 +2,9 @@ package reportapi
 
 import (
 	"net"
+	"net/http"
 	"sync"
+	"time"
 )
 
 // MaxConns bounds the connections the admin listener holds open at once
@@ -58,4 +60,18 @@ func (c *limitedConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() { <-c.l.open })
 	return err
+}
+
+// MaxHeaderBytes bounds a request's headers on the admin listener (net/http
+// reads 4 KiB past it before refusing): larger ones get 431. A SigV4
+// request's headers, session token included, take a few KiB.
+const MaxHeaderBytes = 32 << 10
+
+// NewServer returns the server for the admin API handler h: it waits 10 s
+// for a request's headers (MaxHeaderBytes at most), 2 min for the whole
+// request (the body of one from an unknown sender: 10 s), and keeps an
+// idle connection 2 min. Serve it on a listener from WrapListener.
+func NewServer(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 2 * time.Minute,
+		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: MaxHeaderBytes}
 }

@@ -202,7 +202,7 @@ func runServe(ctx context.Context, o serveOptions, stdout io.Writer, logger *slo
 	}
 	gwSrv := enforcer.NewServer(gw, o.node.limits.serverConfig())
 	gwSrv.ErrorLog = slog.NewLogLogger(logger.Handler(), slog.LevelDebug)
-	adSrv := &http.Server{Handler: admin, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute}
+	adSrv := reportapi.NewServer(admin)
 
 	// The servers stop first (finishing requests in flight), then the
 	// drainer flushes every event they produced to the store.
