@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -53,30 +54,34 @@ const maxClockSkew = 15 * time.Minute
 // caller is known; anyone who has seen the access key id (it is not
 // secret) can make the server read one. What that costs is bounded:
 // every header check is made first, the body may not exceed its route's
-// bound (bodyLimit), and past its first freeRead bytes a body is read
-// only in one of bigReads slots.
+// bound (bodyLimit), its buffer grows only as its bytes arrive, all such
+// buffers together take at most unknownBodyBudget bytes (past it, 429), and
+// a body must arrive whole within unknownBodyTimeout (past it, 408).
 type authenticator struct {
 	creds  Credentials
 	now    func() time.Time
 	signer *v4.Signer
-	// slots holds a token per body being read past freeRead before its
-	// sender is authenticated.
-	slots chan struct{}
-	// slotWait is how long a body waits for a slot before 429.
-	slotWait time.Duration
+	// budget holds the bytes of the bodies being read before their
+	// senders are known, across all connections.
+	budget *bodyBudget
+	// bodyTimeout is how long the server waits for the whole of such a
+	// body.
+	bodyTimeout time.Duration
 }
 
-// Reading unauthenticated bodies: up to freeRead bytes at once on every
-// connection, more in at most bigReads requests at a time, each waiting at
-// most slotWait for its turn.
+// Reading bodies before their senders are known: at most
+// unknownBodyBudget bytes of them at once in all, each body within
+// unknownBodyTimeout. The budget holds two of the largest bodies a route
+// takes (maxFileBody, about 26 MiB with the buffers outgrown on the way)
+// or thirty of the largest JSON bodies; the timeout asks 1 MiB/s of a
+// client sending the largest body.
 const (
-	freeRead = 64 << 10
-	bigReads = 4
-	slotWait = 10 * time.Second
+	unknownBodyBudget  = 64 << 20
+	unknownBodyTimeout = 10 * time.Second
 )
 
 func newAuthenticator(c Credentials, now func() time.Time) *authenticator {
-	return &authenticator{creds: c, now: now, signer: v4.NewSigner(), slots: make(chan struct{}, bigReads), slotWait: slotWait}
+	return &authenticator{creds: c, now: now, signer: v4.NewSigner(), budget: newBodyBudget(unknownBodyBudget), bodyTimeout: unknownBodyTimeout}
 }
 
 // Errors as AWS answers them.
@@ -95,8 +100,13 @@ func (a *authenticator) middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Handlers read through the same bound (and answer 413 past it).
 		r.Body = http.MaxBytesReader(w, r.Body, bodyLimit(r))
-		actor, err := a.check(r)
+		actor, err := a.check(w, r)
 		if err != nil {
+			if r.ContentLength != 0 {
+				// Part of the body may be unread: close rather than
+				// read the rest of it to keep the connection.
+				w.Header().Set("Connection", "close")
+			}
 			err.write(w)
 			return
 		}
@@ -106,7 +116,7 @@ func (a *authenticator) middleware(next http.Handler) http.Handler {
 
 // check authenticates r and returns who made it: the access key id, or
 // "bearer token".
-func (a *authenticator) check(r *http.Request) (string, *apiError) {
+func (a *authenticator) check(w http.ResponseWriter, r *http.Request) (string, *apiError) {
 	h := r.Header.Get("Authorization")
 	switch {
 	case h == "":
@@ -118,7 +128,7 @@ func (a *authenticator) check(r *http.Request) (string, *apiError) {
 		}
 		return "bearer token", nil
 	case strings.HasPrefix(h, "AWS4-HMAC-SHA256 "):
-		if err := a.checkSigV4(r, h); err != nil {
+		if err := a.checkSigV4(w, r, h); err != nil {
 			return "", err
 		}
 		return a.creds.AccessKeyID, nil
@@ -162,7 +172,7 @@ func parseSigV4(h string) (sigV4, *apiError) {
 	return s, nil
 }
 
-func (a *authenticator) checkSigV4(r *http.Request, h string) *apiError {
+func (a *authenticator) checkSigV4(w http.ResponseWriter, r *http.Request, h string) *apiError {
 	s, perr := parseSigV4(h)
 	if perr != nil {
 		return perr
@@ -194,10 +204,12 @@ func (a *authenticator) checkSigV4(r *http.Request, h string) *apiError {
 	if r.ContentLength > limit {
 		return tooLarge(limit)
 	}
-	body, perr := a.readBody(r, limit)
+	body, held, perr := a.readBody(w, r, limit)
 	if perr != nil {
 		return perr
 	}
+	// The body is the caller's to keep once known, and garbage if not.
+	defer a.budget.give(held)
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	sum := sha256.Sum256(body)
 	payloadHash := hex.EncodeToString(sum[:])
@@ -267,43 +279,106 @@ func checkSignedHeaders(r *http.Request, list string) *apiError {
 	return nil
 }
 
-// readBody reads the body of a request whose sender is not yet known: up
-// to freeRead bytes at once, the rest (at most limit in all) only in one
-// of the authenticator's slots.
-func (a *authenticator) readBody(r *http.Request, limit int64) ([]byte, *apiError) {
-	size := r.ContentLength
-	// The extra MinRead keeps ReadFrom from growing a buffer that already
-	// holds the whole body.
-	buf := bytes.NewBuffer(make([]byte, 0, min(max(size, 0), freeRead)+bytes.MinRead))
-	if _, err := buf.ReadFrom(io.LimitReader(r.Body, freeRead)); err != nil {
-		return nil, bodyError(err, limit)
+// readBody reads the body of a request whose sender is not yet known, of
+// at most limit bytes. Its buffer grows (doubling) only as bytes arrive,
+// and every buffer it makes, outgrown ones included (they stay on the heap
+// until collected), is taken from the budget first: past the budget,
+// errBusy. A body of n bytes so takes about 2n, at most 2.6n. The whole
+// body must arrive within a.bodyTimeout: past it, errBodyTimeout, and the
+// connection stays past its read deadline, so that nothing more is read
+// from it. On success the caller gives held back to the budget; on
+// failure readBody has.
+func (a *authenticator) readBody(w http.ResponseWriter, r *http.Request, limit int64) (body []byte, held int64, _ *apiError) {
+	if r.ContentLength == 0 {
+		return nil, 0, nil
 	}
-	if buf.Len() < freeRead || size == freeRead {
-		return buf.Bytes(), nil
+	rc := http.NewResponseController(w)
+	// A writer that cannot set deadlines (a test recorder) reads no
+	// network: the server's own ReadTimeout is the bound then.
+	timed := rc.SetReadDeadline(time.Now().Add(a.bodyTimeout)) == nil
+	// The most the buffer may need: the declared length, or one byte
+	// past the bound (which MaxBytesReader turns into an error).
+	most := limit + 1
+	if r.ContentLength > 0 {
+		most = r.ContentLength
 	}
-	wait := time.NewTimer(a.slotWait)
-	defer wait.Stop()
-	select {
-	case a.slots <- struct{}{}:
-		defer func() { <-a.slots }()
-	case <-wait.C:
-		return nil, errBusy
-	case <-r.Context().Done():
-		return nil, errBusy
+	var buf []byte
+	for {
+		if len(buf) == cap(buf) {
+			if int64(len(buf)) == r.ContentLength {
+				break
+			}
+			grown := min(max(2*int64(cap(buf)), bytes.MinRead), most)
+			if !a.budget.take(grown) {
+				a.budget.give(held)
+				return nil, 0, errBusy
+			}
+			held += grown
+			buf = append(make([]byte, 0, grown), buf...)
+		}
+		n, err := r.Body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			a.budget.give(held)
+			return nil, 0, bodyError(err, limit)
+		}
 	}
-	if size > 0 {
-		buf.Grow(int(size) - buf.Len() + bytes.MinRead)
+	if timed {
+		// The body is in: the handler's time is not the sender's.
+		// (net/http clears the deadline too once it sees the body's
+		// end; this does not depend on it.)
+		rc.SetReadDeadline(time.Time{})
 	}
-	if _, err := buf.ReadFrom(r.Body); err != nil {
-		return nil, bodyError(err, limit)
-	}
-	return buf.Bytes(), nil
+	return buf, held, nil
 }
 
-// errBusy answers a body that waited too long for a slot: AWS's throttling
-// error, which SDKs retry.
+// bodyBudget is a number of bytes shared by the requests that take from
+// it.
+type bodyBudget struct {
+	mu   sync.Mutex
+	size int64
+	used int64
+}
+
+func newBodyBudget(size int64) *bodyBudget { return &bodyBudget{size: size} }
+
+// take takes n bytes if that many are left.
+func (b *bodyBudget) take(n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.used+n > b.size {
+		return false
+	}
+	b.used += n
+	return true
+}
+
+// give gives n bytes back.
+func (b *bodyBudget) give(n int64) {
+	b.mu.Lock()
+	b.used -= n
+	b.mu.Unlock()
+}
+
+// held reports the bytes taken.
+func (b *bodyBudget) held() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used
+}
+
+// errBusy answers a body that would take the budget past its size: AWS's
+// throttling error, which SDKs retry.
 var errBusy = &apiError{status: 429, errType: "TooManyRequestsException",
-	msg: "Too Many Requests: too many large request bodies are being read; retry"}
+	msg: "Too Many Requests: too many request bodies are being read before their senders are known; retry"}
+
+// errBodyTimeout answers a body that did not arrive in time; SDKs retry
+// it too.
+var errBodyTimeout = &apiError{status: http.StatusRequestTimeout, errType: "RequestTimeoutException",
+	msg: "Request Timeout: the request body did not arrive in time"}
 
 // apiError is an error in AWS's wire shape: a status, a JSON message and
 // x-amzn-ErrorType.

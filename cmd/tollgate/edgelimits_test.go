@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tollgate/tollgate/enforcer"
+	"github.com/tollgate/tollgate/reportapi"
 )
 
 func TestEdgeLimitFlags(t *testing.T) {
@@ -100,6 +101,47 @@ func TestServeAppliesEdgeLimits(t *testing.T) {
 		r.Body.Close()
 		if r.StatusCode != tt.status {
 			t.Errorf("body of %d bytes: %d, want %d", len(tt.body), r.StatusCode, tt.status)
+		}
+	}
+}
+
+// serve bounds what a caller can make the admin listener hold while it
+// reads request headers, before anyone is authenticated.
+func TestServeAdminListenerBoundsHeaders(t *testing.T) {
+	_, data, cfg := fixture(t)
+	o := serveOptions{config: cfg, listen: "127.0.0.1:0", adminListen: "127.0.0.1:0", dataDir: data,
+		queueSize: 1024, flushEvery: time.Hour, shutdownTimeout: 10 * time.Second, now: func() time.Time { return frozen }}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	ready := make(chan serveAddrs, 1)
+	go func() { done <- runServe(ctx, o, &strings.Builder{}, slog.New(slog.DiscardHandler), ready) }()
+	var addrs serveAddrs
+	select {
+	case addrs = <-ready:
+	case err := <-done:
+		cancel()
+		t.Fatalf("serve did not start: %v", err)
+	}
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve returned %v", err)
+		}
+	}()
+	for _, tt := range []struct {
+		name   string
+		size   int
+		status int
+	}{{"small header", 1 << 10, 200}, {"header past the bound", reportapi.MaxHeaderBytes + 8<<10, 431}} {
+		req, _ := http.NewRequest("GET", "http://"+addrs.admin+"/healthz", nil)
+		req.Header.Set("X-Filler", strings.Repeat("a", tt.size))
+		r, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+		if r.StatusCode != tt.status {
+			t.Errorf("%s (%d bytes): %d, want %d", tt.name, tt.size, r.StatusCode, tt.status)
 		}
 	}
 }

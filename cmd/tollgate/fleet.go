@@ -380,7 +380,7 @@ func runNode(ctx context.Context, o nodeOptions, stdout io.Writer, logger *slog.
 			return err
 		}
 		handlers = append(handlers, namedServer{name: "admin", addr: o.adminListen,
-			srv: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute}})
+			srv: reportapi.NewServer(h), wrap: reportapi.WrapListener})
 	}
 	if o.gateway {
 		srv := enforcer.NewServer(gw, o.limits.serverConfig())

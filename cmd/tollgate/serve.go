@@ -202,7 +202,7 @@ func runServe(ctx context.Context, o serveOptions, stdout io.Writer, logger *slo
 	}
 	gwSrv := enforcer.NewServer(gw, o.node.limits.serverConfig())
 	gwSrv.ErrorLog = slog.NewLogLogger(logger.Handler(), slog.LevelDebug)
-	adSrv := &http.Server{Handler: admin, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute}
+	adSrv := reportapi.NewServer(admin)
 
 	// The servers stop first (finishing requests in flight), then the
 	// drainer flushes every event they produced to the store.
@@ -213,7 +213,7 @@ func runServe(ctx context.Context, o serveOptions, stdout io.Writer, logger *slo
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return serveUntil(gctx, gwSrv, enforcer.WrapListener(gwLn), o.shutdownTimeout) })
-	g.Go(func() error { return serveUntil(gctx, adSrv, adLn, o.shutdownTimeout) })
+	g.Go(func() error { return serveUntil(gctx, adSrv, reportapi.WrapListener(adLn), o.shutdownTimeout) })
 	g.Go(func() error { return gw.Run(gctx) }) // per-minute counts of requests rejected before a key was identified
 	if demoLn != nil {
 		logger.Info("demo upstream listening", "addr", demoLn.Addr().String())
