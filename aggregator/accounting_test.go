@@ -8,11 +8,14 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/tollgate/tollgate/catalog"
@@ -32,6 +35,7 @@ type rig struct {
 	store  *chstore.Store // through the proxy
 	direct *chstore.Store // not: for the test's own reads
 	proxy  *kafkatest.Proxy
+	dsn    string               // the test's database
 	sent   []schemas.UsageEvent // every event once, as the oracle counts them
 	// insertFailures counts failed InsertBatch calls of every aggregator.
 	insertFailures atomic.Int64
@@ -66,7 +70,7 @@ func newRigN(t testing.TB, n int) *rig {
 	if _, err := ingest.Migrate(ctx, k); err != nil {
 		t.Fatal(err)
 	}
-	return &rig{t: t, k: k, store: store, direct: direct, proxy: px, parts: n}
+	return &rig{t: t, k: k, store: store, direct: direct, proxy: px, dsn: dsn, parts: n}
 }
 
 // produce writes n events with known ids over three days, and writes a
@@ -245,6 +249,50 @@ func (r *rig) mismatches() (n int, detail string) {
 	return n, detail
 }
 
+// storedTwice describes the records usage_events holds more than once:
+// per partition, how many rows, the range of their offsets and the tags
+// of the batches that wrote them, so that a failure says which batches
+// were written twice.
+func (r *rig) storedTwice() string {
+	ctx := context.Background()
+	opts, err := clickhouse.ParseDSN(r.dsn)
+	if err != nil {
+		return err.Error()
+	}
+	conn, err := clickhouse.Open(opts)
+	if err != nil {
+		return err.Error()
+	}
+	defer conn.Close()
+	rows, err := conn.Query(ctx, `SELECT src_partition, groupArray(src_offset), min(kafka_offset), max(kafka_offset), count() FROM (
+	SELECT src_partition, kafka_offset, groupArray(src_offset) AS tags, count() AS n FROM usage_events
+	GROUP BY src_partition, kafka_offset HAVING n > 1
+) ARRAY JOIN tags AS src_offset GROUP BY src_partition ORDER BY src_partition`)
+	if err != nil {
+		return err.Error()
+	}
+	defer rows.Close()
+	var b strings.Builder
+	for rows.Next() {
+		var (
+			p      uint16
+			tags   []int64
+			lo, hi int64
+			n      uint64
+		)
+		if err := rows.Scan(&p, &tags, &lo, &hi, &n); err != nil {
+			return err.Error()
+		}
+		slices.Sort(tags)
+		tags = slices.Compact(tags)
+		fmt.Fprintf(&b, "[partition %d: %d rows of offsets %d-%d, tags %v] ", p, n, lo, hi, tags)
+	}
+	if b.Len() == 0 {
+		return "none in usage_events"
+	}
+	return b.String()
+}
+
 // killer crashes aggregators at chosen flushes: the n-th flush of the
 // whole test, before its insert or after it (before the commit).
 type killer struct {
@@ -318,8 +366,7 @@ func TestAccountingExactlyOnce(t *testing.T) {
 	if testing.Short() {
 		t.Skip("200k events through ClickHouse")
 	}
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	seed := testSeed(t)
 	rng := rand.New(rand.NewPCG(seed, 5))
 	r := newRig(t)
 	r.produce(200_000, 0.02, rng)
@@ -358,7 +405,7 @@ func TestAccountingExactlyOnce(t *testing.T) {
 	r.drained(90 * time.Second)
 	a.stop(t)
 	if n, detail := r.mismatches(); n != 0 {
-		t.Fatalf("%d (day, key) counts differ from the oracle; first: %s", n, detail)
+		t.Fatalf("%d (day, key) counts differ from the oracle; first: %s; records stored twice: %s", n, detail, r.storedTwice())
 	}
 	insertFailures := r.insertFailures.Load()
 	if insertFailures == 0 {
@@ -366,6 +413,21 @@ func TestAccountingExactlyOnce(t *testing.T) {
 	}
 	t.Logf("insert failures (cut connections), all retried: %d", insertFailures)
 	t.Logf("flushes %d; last aggregator: %+v", kill.flushes.Load(), a.a.Stats())
+}
+
+// testSeed returns the seed of a randomized test: TOLLGATE_ACCOUNTING_SEED
+// if set (to replay a failure), else a new one. It is logged either way.
+func testSeed(t testing.TB) uint64 {
+	t.Helper()
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("TOLLGATE_ACCOUNTING_SEED"); s != "" {
+		var err error
+		if seed, err = strconv.ParseUint(s, 10, 64); err != nil {
+			t.Fatalf("TOLLGATE_ACCOUNTING_SEED %q: not an unsigned integer: %v", s, err)
+		}
+	}
+	t.Logf("seed %d (replay with TOLLGATE_ACCOUNTING_SEED=%d)", seed, seed)
+	return seed
 }
 
 // The negative control: without the watermarks and the id window, the
