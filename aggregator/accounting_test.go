@@ -39,7 +39,11 @@ type rig struct {
 	sent   []schemas.UsageEvent // every event once, as the oracle counts them
 	// insertFailures counts failed InsertBatch calls of every aggregator.
 	insertFailures atomic.Int64
-	parts          int
+	// cut, when set, runs once, at the start of the next InsertBatch of
+	// any aggregator (one that runs, unlike a flush whose generation
+	// ends before it inserts).
+	cut   atomic.Value
+	parts int
 }
 
 func newRig(t testing.TB) *rig { return newRigN(t, 4) }
@@ -131,7 +135,7 @@ type aggregatorRun struct {
 
 func (r *rig) start(cfg Config) *aggregatorRun {
 	r.t.Helper()
-	cfg.Kafka, cfg.Store = r.k, countingStore{r.store, &r.insertFailures}
+	cfg.Kafka, cfg.Store = r.k, countingStore{r.store, r}
 	if os.Getenv("AGG_DIRECT") != "" {
 		cfg.Store = r.direct
 	}
@@ -300,8 +304,6 @@ type killer struct {
 	mu      sync.Mutex
 	points  map[int64]string // flush number → "before" or "after"
 	killed  chan struct{}
-	// cut, when set, runs once, before the next insert.
-	cut atomic.Value
 }
 
 func newKiller(rng *rand.Rand, kills int, within int64) *killer {
@@ -340,13 +342,7 @@ func (k *killer) hooks() hooks {
 			mu.Lock()
 			cur[p] = n
 			mu.Unlock()
-			if at(n, "before") {
-				return true
-			}
-			if f, ok := k.cut.Swap(func() {}).(func()); ok {
-				f() // this insert, which will run, finds its connections cut
-			}
-			return false
+			return at(n, "before")
 		},
 		afterInsert: func(p int) bool {
 			mu.Lock()
@@ -385,7 +381,7 @@ func TestAccountingExactlyOnce(t *testing.T) {
 			case 3:
 				// The next insert finds its connections cut, until an
 				// insert has failed (at most 5s: the test then fails).
-				kill.cut.Store(func() {
+				r.cut.Store(func() {
 					r.proxy.CutConnections(t)
 					before := r.insertFailures.Load()
 					go func() {
@@ -540,16 +536,20 @@ func (r *rig) partitions() []int {
 	return out
 }
 
-// countingStore counts failed inserts.
+// countingStore counts failed inserts, and cuts the connections when the
+// rig says so.
 type countingStore struct {
 	*chstore.Store
-	fails *atomic.Int64
+	r *rig
 }
 
 func (s countingStore) InsertBatch(ctx context.Context, b *chstore.Batch, wm chstore.Watermark) (chstore.Watermark, error) {
+	if f, ok := s.r.cut.Swap(func() {}).(func()); ok {
+		f() // this insert finds its connections cut
+	}
 	wm, err := s.Store.InsertBatch(ctx, b, wm)
 	if err != nil {
-		s.fails.Add(1)
+		s.r.insertFailures.Add(1)
 	}
 	return wm, err
 }
