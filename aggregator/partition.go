@@ -190,9 +190,9 @@ func plausible(e *schemas.UsageEvent, now time.Time) error {
 
 // flush stores the batch, retrying until the store takes it or ctx ends,
 // then commits the offset to the group and counts the batch's quota use.
-// After a failure the store's watermark is read again: an insert whose
-// answer was lost may have landed, and the retry then writes only what
-// the store lacks.
+// After a failure the store's watermark is read again, and the batch is
+// retried only once it has been: an insert whose answer was lost may have
+// landed, and the retry then writes only what the store lacks.
 func (w *partitionWorker) flush(ctx context.Context) {
 	a := w.a
 	if h := a.cfg.hooks.beforeInsert; h != nil && h(w.partition) {
@@ -222,9 +222,12 @@ func (w *partitionWorker) flush(ctx context.Context) {
 			continue
 		}
 		// The insert may have landed (its answer lost), in part or
-		// whole: ask what the store holds of this batch.
-		if wm, err := a.cfg.Store.BatchWatermark(ctx, &w.batch, w.wm); err == nil {
-			w.wm = wm
+		// whole: the batch is not written again before the store has said
+		// what it holds of it. A retry from the watermark of before the
+		// failure would write again whatever landed.
+		w.wm = wm // with the tables InsertBatch wrote before it failed
+		if !w.readBack(ctx) {
+			return
 		}
 	}
 	if ctx.Err() != nil {
@@ -243,4 +246,23 @@ func (w *partitionWorker) flush(ctx context.Context) {
 	clear(w.batch.Events)
 	w.batch.Events, w.batch.Offsets = w.batch.Events[:0], w.batch.Offsets[:0]
 	w.due, w.wait = time.Time{}, 0
+}
+
+// readBack sets the watermark to what the store holds of the batch after
+// a failed insert, retrying the read until it succeeds; false if ctx
+// ended first.
+func (w *partitionWorker) readBack(ctx context.Context) bool {
+	a := w.a
+	for {
+		wm, err := a.cfg.Store.BatchWatermark(ctx, &w.batch, w.wm)
+		if err == nil {
+			w.wm = wm
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		a.retry(ctx, &w.wait, "aggregator: read back what the store holds of a failed batch", "partition", w.partition,
+			"last", w.batch.Last, "err", err)
+	}
 }
