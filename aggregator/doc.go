@@ -38,7 +38,9 @@
 //     owner reads from the lowest watermark and writes each table only
 //     what it lacks.
 //   - an insert whose acknowledgement was lost (connection cut): the
-//     watermark read before the retry shows whether it landed.
+//     watermark read before the retry shows whether it landed; the worker
+//     does not insert again until that read has answered (retrying with
+//     the watermark of before the failure wrote the batch twice).
 //   - a rebalance: the old owner stops at the generation's end without
 //     storing what it holds; the new owner starts from the watermark.
 //   - producer duplicates: dropped by id.
@@ -47,7 +49,10 @@
 // than the window (an enforcer cut off from Kafka for longer than the
 // window takes to fill, replaying a batch it had partly written), and an
 // insert that ClickHouse had received whole but not yet written when a
-// rebalance completed (a write slower than the group's rebalance timeout).
+// rebalance completed, or when the worker's own insert timeout (8 s) gave
+// up on it and read the watermark (the timeout stops the client waiting,
+// not the server writing): exactly once assumes inserts finish well within
+// both.
 //
 // Records that are not usage events, or whose values no enforcer writes
 // (a time decades away, a status outside 100-599, an admitted event with a
