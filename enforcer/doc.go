@@ -22,10 +22,14 @@
 // upstreamTimeout bounds the wait for the upstream's headers, and their
 // size is capped at MaxResponseHeaderBytes (then 502).
 //
-// Every answer the gateway gives itself closes the connection, without
+// A refusal of a request that carries a body, or whose framing the check
+// could not trust, and every failed exchange close the connection without
 // reading the request body first (see framing.go for why this matters to
-// request smuggling); the framing check on chunked and HTTP/1.0 requests
-// fails closed. The deadlines work on the client connection's read
-// deadline and one reusable timer per connection, so that the admitted
-// request path allocates nothing for them.
+// request smuggling); a refused request without a body left nothing
+// unread and keeps its connection. The framing check on chunked and
+// HTTP/1.0 requests fails closed. The deadlines work on the client
+// connection's deadlines (reads; writes too once the exchange deadline
+// passes, for a client that stopped reading) and one reusable timer per
+// connection, so that the admitted request path allocates nothing for
+// them.
 package enforcer
