@@ -187,8 +187,7 @@ func TestServeRefusesAnInconsistentDataFolder(t *testing.T) {
 	run := func(extra ...string) error {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		o := serveOptions{config: cfg, listen: "127.0.0.1:0", adminListen: "127.0.0.1:0", dataDir: data,
-			queueSize: 1024, flushEvery: time.Hour, shutdownTimeout: 10 * time.Second, now: func() time.Time { return now }}
+		o := testServeOptions(data, cfg, &now)
 		for _, e := range extra {
 			if e == "--recreate-missing" {
 				o.recreateMissing = true

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"context"
-	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -68,26 +66,10 @@ func TestEdgeLimitFlags(t *testing.T) {
 // serve applies the limits to its gateway listener.
 func TestServeAppliesEdgeLimits(t *testing.T) {
 	_, data, cfg := fixture(t)
-	o := serveOptions{config: cfg, listen: "127.0.0.1:0", adminListen: "127.0.0.1:0", dataDir: data,
-		queueSize: 1024, flushEvery: time.Hour, shutdownTimeout: 10 * time.Second, now: func() time.Time { return frozen }}
+	now := frozen
+	o := testServeOptions(data, cfg, &now)
 	o.node.limits.maxBodyBytes = 10
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	ready := make(chan serveAddrs, 1)
-	go func() { done <- runServe(ctx, o, &strings.Builder{}, slog.New(slog.DiscardHandler), ready) }()
-	var addrs serveAddrs
-	select {
-	case addrs = <-ready:
-	case err := <-done:
-		cancel()
-		t.Fatalf("serve did not start: %v", err)
-	}
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve returned %v", err)
-		}
-	}()
+	addrs := startWith(t, o).addrs
 	for _, tt := range []struct {
 		body   string
 		status int
@@ -109,25 +91,9 @@ func TestServeAppliesEdgeLimits(t *testing.T) {
 // reads request headers, before anyone is authenticated.
 func TestServeAdminListenerBoundsHeaders(t *testing.T) {
 	_, data, cfg := fixture(t)
-	o := serveOptions{config: cfg, listen: "127.0.0.1:0", adminListen: "127.0.0.1:0", dataDir: data,
-		queueSize: 1024, flushEvery: time.Hour, shutdownTimeout: 10 * time.Second, now: func() time.Time { return frozen }}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	ready := make(chan serveAddrs, 1)
-	go func() { done <- runServe(ctx, o, &strings.Builder{}, slog.New(slog.DiscardHandler), ready) }()
-	var addrs serveAddrs
-	select {
-	case addrs = <-ready:
-	case err := <-done:
-		cancel()
-		t.Fatalf("serve did not start: %v", err)
-	}
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve returned %v", err)
-		}
-	}()
+	now := frozen
+	o := testServeOptions(data, cfg, &now)
+	addrs := startWith(t, o).addrs
 	for _, tt := range []struct {
 		name   string
 		size   int

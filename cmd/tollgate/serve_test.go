@@ -50,11 +50,21 @@ type node struct {
 // system, with a frozen clock.
 func start(t *testing.T, dataDir, config string, now *time.Time) *node {
 	t.Helper()
+	return startWith(t, testServeOptions(dataDir, config, now))
+}
+
+// testServeOptions are the options start runs serve with.
+func testServeOptions(dataDir, config string, now *time.Time) serveOptions {
+	return serveOptions{config: config, listen: "127.0.0.1:0", adminListen: "127.0.0.1:0", dataDir: dataDir,
+		queueSize: 1024, flushEvery: time.Hour, shutdownTimeout: 10 * time.Second, now: func() time.Time { return *now }}
+}
+
+// startWith is start with the options given.
+func startWith(t *testing.T, o serveOptions) *node {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &node{stdout: &bytes.Buffer{}, cancel: cancel, done: make(chan error, 1)}
 	ready := make(chan serveAddrs, 1)
-	o := serveOptions{config: config, listen: "127.0.0.1:0", adminListen: "127.0.0.1:0", dataDir: dataDir,
-		queueSize: 1024, flushEvery: time.Hour, shutdownTimeout: 10 * time.Second, now: func() time.Time { return *now }}
 	go func() { n.done <- runServe(ctx, o, n.stdout, slog.New(slog.DiscardHandler), ready) }()
 	select {
 	case n.addrs = <-ready:
