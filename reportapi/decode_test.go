@@ -22,19 +22,43 @@ func (c *adminClient) raw(method, path, body string) (int, string) {
 	return r.StatusCode, r.Header.Get("x-amzn-ErrorType") + " " + string(b)
 }
 
-func TestAdminJSONIsStrict(t *testing.T) {
+// adminWithAKey is an admin API with one key, "existing", and its id.
+func adminWithAKey(t *testing.T) (*adminClient, string) {
+	t.Helper()
 	c := newAdmin(t)
 	code, body := c.raw("POST", "/apikeys", `{"name":"existing","value":"existing-key-value-0000001"}`)
 	if code != 201 {
 		t.Fatalf("create: %d %s", code, body)
 	}
 	id := body[strings.Index(body, `"id":"`)+6:]
-	id = id[:strings.IndexByte(id, '"')]
-	tests := []struct {
-		name, method, path, body string
-		wantCode                 int
-		want                     string // in the answer
-	}{
+	return c, id[:strings.IndexByte(id, '"')]
+}
+
+// bodyCase is a request whose answer must have wantCode and contain want.
+type bodyCase struct {
+	name, method, path, body string
+	wantCode                 int
+	want                     string
+}
+
+func runBodyCases(t *testing.T, c *adminClient, tests []bodyCase) {
+	t.Helper()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, body := c.raw(tt.method, tt.path, tt.body)
+			if len(body) > 300 {
+				body = body[:300] + "…"
+			}
+			if code != tt.wantCode || !strings.Contains(body, tt.want) {
+				t.Errorf("got %d %s, want %d with %q", code, body, tt.wantCode, tt.want)
+			}
+		})
+	}
+}
+
+func TestAdminJSONIsStrict(t *testing.T) {
+	c, id := adminWithAKey(t)
+	tests := []bodyCase{
 		{"trailing object", "POST", "/apikeys", `{"name":"a"} {"name":"b"}`, 400, "after the JSON object"},
 		{"trailing garbage", "POST", "/apikeys", `{"name":"a"}x`, 400, "after the JSON object"},
 		{"trailing whitespace is fine", "POST", "/apikeys", "{\"name\":\"ws\"}\n\t ", 201, `"name":"ws"`},
@@ -50,35 +74,14 @@ func TestAdminJSONIsStrict(t *testing.T) {
 		{"invalid UTF-8 in a tag", "POST", "/apikeys", "{\"name\":\"a\",\"tags\":{\"team\":\"\xff\"}}", 400, `\"tags.team\" is not valid UTF-8`},
 		{"body over the bound", "POST", "/apikeys", `{"name":"a","description":"` + strings.Repeat("d", maxJSONBody) + `"}`, 413, "PayloadTooLargeException"},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			code, body := c.raw(tt.method, tt.path, tt.body)
-			if len(body) > 300 {
-				body = body[:300] + "…"
-			}
-			if code != tt.wantCode || !strings.Contains(body, tt.want) {
-				t.Errorf("got %d %s, want %d with %q", code, body, tt.wantCode, tt.want)
-			}
-		})
-	}
+	runBodyCases(t, c, tests)
 }
 
 // Names, descriptions, customer ids and tags follow the catalog's rules
-// (catalog.CheckName), which the configuration file and the config log
-// share.
+// (catalog.CheckName), which the configuration file and imports share.
 func TestAdminFieldRules(t *testing.T) {
-	c := newAdmin(t)
-	code, body := c.raw("POST", "/apikeys", `{"name":"existing","value":"existing-key-value-0000001"}`)
-	if code != 201 {
-		t.Fatalf("create: %d %s", code, body)
-	}
-	id := body[strings.Index(body, `"id":"`)+6:]
-	id = id[:strings.IndexByte(id, '"')]
-	tests := []struct {
-		name, method, path, body string
-		wantCode                 int
-		want                     string // in the answer
-	}{
+	c, id := adminWithAKey(t)
+	tests := []bodyCase{
 		{"bidi override in a key name", "POST", "/apikeys", `{"name":"admin\u202etxt.exe"}`, 400, "name: contains the bidirectional control U+202E"},
 		{"bidi isolate in a plan name", "POST", "/usageplans", `{"name":"Free\u2066"}`, 400, "name: contains the bidirectional control U+2066"},
 		{"control character in a key name", "POST", "/apikeys", `{"name":"a\u0007b"}`, 400, "name: contains the control character U+0007"},
@@ -95,17 +98,7 @@ func TestAdminFieldRules(t *testing.T) {
 		{"empty tag key", "POST", "/usageplans", `{"name":"p","tags":{"":"v"}}`, 400, "tags: a key is empty"},
 		{"long tag value", "POST", "/apikeys", `{"name":"a","tags":{"k":"` + strings.Repeat("v", 257) + `"}}`, 400, `tags[\"k\"]: must be at most 256 characters`},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			code, body := c.raw(tt.method, tt.path, tt.body)
-			if len(body) > 300 {
-				body = body[:300] + "…"
-			}
-			if code != tt.wantCode || !strings.Contains(body, tt.want) {
-				t.Errorf("got %d %s, want %d with %q", code, body, tt.wantCode, tt.want)
-			}
-		})
-	}
+	runBodyCases(t, c, tests)
 }
 
 // manyTags is a key creation with n tags.
