@@ -233,10 +233,7 @@ func validateStructure(p *problems, c *Catalog) {
 
 // validateText applies the text rules to what next adds or alters.
 func validateText(p *problems, old, next *Catalog) {
-	apis := make(map[string]*API, len(old.APIs))
-	for i := range old.APIs {
-		apis[old.APIs[i].ID] = &old.APIs[i]
-	}
+	apis := byID(old.APIs, func(a *API) string { return a.ID })
 	for _, a := range next.APIs {
 		o := apis[a.ID]
 		if o == nil || o.Name != a.Name {
@@ -251,41 +248,52 @@ func validateText(p *problems, old, next *Catalog) {
 			}
 		}
 	}
-	plans := make(map[string]*UsagePlan, len(old.UsagePlans))
-	for i := range old.UsagePlans {
-		plans[old.UsagePlans[i].ID] = &old.UsagePlans[i]
-	}
+	plans := byID(old.UsagePlans, func(pl *UsagePlan) string { return pl.ID })
 	for _, pl := range next.UsagePlans {
-		o := plans[pl.ID]
-		if o == nil || o.Name != pl.Name {
-			checkNames(p, "usagePlans", pl.Name, pl.ID, "name", pl.Name)
+		var was *textFields
+		if o := plans[pl.ID]; o != nil {
+			was = &textFields{[]string{o.Name, o.Description}, o.Tags}
 		}
-		if o == nil || o.Description != pl.Description {
-			checkNames(p, "usagePlans", pl.Name, pl.ID, "description", pl.Description)
-		}
-		if o == nil || !maps.Equal(o.Tags, pl.Tags) {
-			checkTags(p, "usagePlans", pl.Name, pl.ID, pl.Tags)
-		}
+		checkChanged(p, "usagePlans", pl.Name, pl.ID, was, pl.Tags, "name", pl.Name, "description", pl.Description)
 	}
-	keys := make(map[string]*APIKey, len(old.APIKeys))
-	for i := range old.APIKeys {
-		keys[old.APIKeys[i].ID] = &old.APIKeys[i]
-	}
+	keys := byID(old.APIKeys, func(k *APIKey) string { return k.ID })
 	for _, k := range next.APIKeys {
-		o := keys[k.ID]
-		if o == nil || o.Name != k.Name {
-			checkNames(p, "apiKeys", k.Name, k.ID, "name", k.Name)
+		var was *textFields
+		if o := keys[k.ID]; o != nil {
+			was = &textFields{[]string{o.Name, o.Description, o.CustomerID}, o.Tags}
 		}
-		if o == nil || o.Description != k.Description {
-			checkNames(p, "apiKeys", k.Name, k.ID, "description", k.Description)
-		}
-		if o == nil || o.CustomerID != k.CustomerID {
-			checkNames(p, "apiKeys", k.Name, k.ID, "customerId", k.CustomerID)
-		}
-		if o == nil || !maps.Equal(o.Tags, k.Tags) {
-			checkTags(p, "apiKeys", k.Name, k.ID, k.Tags)
+		checkChanged(p, "apiKeys", k.Name, k.ID, was, k.Tags, "name", k.Name, "description", k.Description, "customerId", k.CustomerID)
+	}
+}
+
+// textFields are an entity's stored text: its field values in the order
+// checkChanged is given them, and its tags.
+type textFields struct {
+	values []string
+	tags   map[string]string
+}
+
+// checkChanged applies the text rules to the fields (name and value
+// pairs) and tags of an entity that differ from was, its stored text (all
+// of them when was is nil: a new entity).
+func checkChanged(p *problems, kind, name, id string, was *textFields, tags map[string]string, fields ...string) {
+	for i := 0; i+1 < len(fields); i += 2 {
+		if was == nil || was.values[i/2] != fields[i+1] {
+			checkNames(p, kind, name, id, fields[i], fields[i+1])
 		}
 	}
+	if was == nil || !maps.Equal(was.tags, tags) {
+		checkTags(p, kind, name, id, tags)
+	}
+}
+
+// byID indexes items by id.
+func byID[T any](items []T, id func(*T) string) map[string]*T {
+	m := make(map[string]*T, len(items))
+	for i := range items {
+		m[id(&items[i])] = &items[i]
+	}
+	return m
 }
 
 func validateThrottle(p *problems, kind, name, id, field string, t *Throttle) {
