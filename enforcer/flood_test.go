@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"slices"
@@ -47,25 +48,10 @@ apiKeys:
 `
 
 // events is an EventSink that keeps what it is offered.
-type events struct {
-	mu  sync.Mutex
-	evs []schemas.UsageEvent
-}
+// events is an event sink whose take returns every event offered since.
+type events struct{ eventLog }
 
-func (s *events) Offer(ev schemas.UsageEvent) bool {
-	s.mu.Lock()
-	s.evs = append(s.evs, ev)
-	s.mu.Unlock()
-	return true
-}
-
-func (s *events) take() []schemas.UsageEvent {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := s.evs
-	s.evs = nil
-	return out
-}
+func (s *events) take() []schemas.UsageEvent { return s.eventLog.take(math.MaxInt64) }
 
 // group is what the rejections table keeps apart, with the minute.
 type group struct {
