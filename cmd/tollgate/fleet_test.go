@@ -291,6 +291,19 @@ func TestFleetConflictingWritesResolveIdentically(t *testing.T) {
 	for _, e := range nodes[2:] {
 		e.waitStatus(t, "last-value-000000000001", 403, 10*time.Second) // known, in no plan
 	}
+	// The admin nodes too: admin 0 reads its own writes at once, admin
+	// 1's only when it has applied them.
+	for i, a := range admins {
+		for start := time.Now(); ; time.Sleep(time.Millisecond) {
+			_, out := a.admin(t, "GET", "/apikeys?name=last-1", "")
+			if items, _ := out["item"].([]any); len(items) == 1 {
+				break
+			}
+			if time.Since(start) > 10*time.Second {
+				t.Fatalf("admin %d never listed last-1", i)
+			}
+		}
+	}
 	var want []byte
 	for i, n := range nodes {
 		n.stop(t)
