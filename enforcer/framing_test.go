@@ -17,14 +17,21 @@ import (
 // rawExchange writes payload to the gateway in one write and reads every
 // response until the gateway closes the connection. closed reports that
 // it did (rather than the read deadline passing).
-func rawExchange(t *testing.T, url, payload string) (statuses []int, closed bool) {
+// rawConn dials the gateway at url, with 5 s to do everything on it.
+func rawConn(t *testing.T, url string) net.Conn {
 	t.Helper()
 	c, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
+	return c
+}
+
+func rawExchange(t *testing.T, url, payload string) (statuses []int, closed bool) {
+	t.Helper()
+	c := rawConn(t, url)
+	defer c.Close()
 	if _, err := io.WriteString(c, payload); err != nil {
 		t.Fatal(err)
 	}

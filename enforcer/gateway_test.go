@@ -519,12 +519,8 @@ func TestBadRequests(t *testing.T) {
 
 func rawRequest(t *testing.T, url, req string) string {
 	t.Helper()
-	c, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := rawConn(t, url)
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
 	io.WriteString(c, req)
 	r, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {

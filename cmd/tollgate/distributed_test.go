@@ -199,16 +199,7 @@ func flood(t *testing.T, gateway string, part ...int) {
 		case 2:
 			method = "BREW" // missing token, method "OTHER"
 		}
-		req, _ := http.NewRequest(method, gateway+path, nil)
-		r, err := c.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, r.Body)
-		r.Body.Close()
-		if r.StatusCode != 403 {
-			t.Fatalf("%s %s: %d, want 403", method, path, r.StatusCode)
-		}
+		wantForbidden(t, c, method, gateway+path)
 	}
 }
 

@@ -73,16 +73,7 @@ func TestServeFloodIsStoredPerMinute(t *testing.T) {
 			case 3:
 				path = fmt.Sprintf("/prod/items/%d", i) // undeclared
 			}
-			req, _ := http.NewRequest(method, "http://"+addrs.gateway+path, nil)
-			r, err := c.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			io.Copy(io.Discard, r.Body)
-			r.Body.Close()
-			if r.StatusCode != 403 {
-				t.Fatalf("%s %s: %d, want 403", method, path, r.StatusCode)
-			}
+			wantForbidden(t, c, method, "http://"+addrs.gateway+path)
 		}
 		clock.Add(int64(time.Minute))
 		if m == minutes-1 {
@@ -130,5 +121,20 @@ func TestServeFloodIsStoredPerMinute(t *testing.T) {
 		if got := perMin[frozen.Unix()/60+m]; got != perMinute {
 			t.Errorf("minute %d: %d requests in the store, want %d", m, got, perMinute)
 		}
+	}
+}
+
+// wantForbidden sends a request without a key and fails unless it gets 403.
+func wantForbidden(t *testing.T, c *http.Client, method, url string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, nil)
+	r, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, r.Body)
+	r.Body.Close()
+	if r.StatusCode != 403 {
+		t.Fatalf("%s %s: %d, want 403", method, url, r.StatusCode)
 	}
 }
