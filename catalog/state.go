@@ -346,3 +346,29 @@ func DiffStates(old, next *State) *Change {
 	}
 	return ch
 }
+
+// Builder builds a State from entities read in bulk (a store's rows, a
+// snapshot), fastest when each kind arrives in id order. Not safe for
+// concurrent use.
+type Builder struct{ s *State }
+
+// NewBuilder returns an empty builder.
+func NewBuilder() *Builder { return &Builder{s: NewState()} }
+
+// Add adds an entity: a Gateway, an API, a *UsagePlan or an *APIKey
+// (kept: the caller gives it up). Anything else is ignored.
+func (b *Builder) Add(v any) {
+	switch e := v.(type) {
+	case Gateway:
+		b.s.gateway = e
+	case API:
+		b.s.putAPI(e)
+	case *UsagePlan:
+		b.s.putPlan(e)
+	case *APIKey:
+		b.s.putKey(e)
+	}
+}
+
+// State returns the state built; the builder must not be used after.
+func (b *Builder) State() *State { return b.s }
