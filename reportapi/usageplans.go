@@ -394,7 +394,6 @@ func (u *usagePlans) addKey(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, planKeyJSON(&key))
 }
 
-
 func (u *usagePlans) listKeys(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	limit, perr := pageLimit(q.Get("limit"))
