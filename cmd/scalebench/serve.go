@@ -11,6 +11,7 @@ import (
 // admin operations, GetApiKeys, restart and, withImport, ImportApiKeys.
 func (b *bench) serve(ctx context.Context, r *sizeResult, dir, file string, withImport bool) {
 	n := r.keys
+	r.imported = withImport
 	var ps procs
 	defer ps.stopAll()
 	data := filepath.Join(dir, "serve-data")
@@ -63,11 +64,7 @@ func (b *bench) serve(ctx context.Context, r *sizeResult, dir, file string, with
 		}
 		return timeToServe(ctx, b.client, srv, lastKey)
 	})
-	if !withImport {
-		return
-	}
-	r.imported = true
-	if r.serveRestart.err != nil {
+	if !withImport || r.serveRestart.err != nil {
 		return
 	}
 	csv := importCSV(b.cfg.importRows, planID)
