@@ -32,6 +32,11 @@ loadtest: build ## Load test: tollgate vs a bare reverse proxy, same upstream, s
 	$(GO) build -o bin/loadtest ./cmd/loadtest
 	bin/loadtest run --tollgate $(BIN) --rounds 5 --duration 8s --out bin/loadtest.md
 
+.PHONY: bench-scale
+bench-scale: build ## Scale benchmark: catalogs of 10k, 100k and 1M keys, each figure beside its target (SCALE_FLAGS="--sizes 2000,10000")
+	$(GO) build -o bin/scalebench ./cmd/scalebench
+	bin/scalebench --tollgate $(BIN) --out bin/scalebench.md $(SCALE_FLAGS)
+
 .PHONY: up
 up: ## Run the whole fleet in Docker (Kafka, ClickHouse, aggregator, report API, two enforcers on :8080)
 	docker compose up -d --build
