@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -59,14 +58,14 @@ on embedded storage under --data-dir (catalog.db and usage.db).
 --config applies a declarative file to the catalog at start; an invalid
 file stops the start and changes nothing.
 
-Unless GOGC is set in the environment, serve runs the collector at
-GOGC=400: the proxy allocates per request, and fewer collections buy
-throughput at the cost of memory (see BENCHMARKS.md).`,
+Unless GOGC is set in the environment, serve lets about 256 MB of
+garbage build up between collections: GOGC=400 with a small catalog
+(the proxy allocates per request, and fewer collections buy throughput,
+see BENCHMARKS.md), less as the catalog grows, so that a million keys
+do not cost four times their memory.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if os.Getenv("GOGC") == "" {
-				debug.SetGCPercent(400)
-			}
+			go tuneGC(cmd.Context(), 10*time.Second)
 			logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
 			if o.node.kafka.enabled() {
 				return runNode(cmd.Context(), o.fleet(), cmd.OutOrStdout(), logger, nil)
@@ -142,6 +141,7 @@ func runServe(ctx context.Context, o serveOptions, stdout io.Writer, logger *slo
 		return err
 	}
 	defer catDB.Close()
+	retuneGC() // the catalog is loaded: the collector's setting follows it
 
 	queue, err := ingest.NewQueue(o.queueSize)
 	if err != nil {
