@@ -71,7 +71,8 @@ usagePlans:
 
 // BenchmarkParseFile reads files of 10k and 100k keys, YAML and JSON.
 // A 1M-key file must be read well within the 30 s start budget:
-// TOLLGATE_BENCH_1M=1 adds that size.
+// TOLLGATE_BENCH_1M=1 adds that size (~2.5 s and 320 MB as JSON on 2
+// cores; ~20 s and 3.5 GB as YAML).
 func BenchmarkParseFile(b *testing.B) {
 	sizes := []int{10_000, 100_000}
 	if os.Getenv("TOLLGATE_BENCH_1M") != "" {
