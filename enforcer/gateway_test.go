@@ -634,7 +634,7 @@ func TestUpdateAppliesAtOnceAndKeepsCounters(t *testing.T) {
 	if r := e.do("GET", "/prod/items", "x-api-key", widget); r.status != 429 {
 		t.Errorf("after update: %d, want 429 (3 of burst 3 used before the update)", r.status)
 	}
-	if err := e.gw.Update(e.catalogWith(func(c *catalog.Catalog) { c.APIKeys[0].Enabled = false })); err != nil {
+	if err := e.gw.Update(e.catalogWith(func(c *catalog.Catalog) { c.KeyByName("widget").Enabled = false })); err != nil {
 		t.Fatal(err)
 	}
 	wantAWS(t, e.do("GET", "/prod/items", "x-api-key", widget), 403, "Forbidden", "ForbiddenException")
