@@ -121,7 +121,7 @@ func (t *table) decide(d *decision, host, path, method string, keys []string, no
 		}
 		// What this enforcer admitted, for signals to tell from what
 		// the aggregator has counted (ApplySignal).
-		countLocal(&st.local, idx)
+		q.countLocal(&st.local, idx)
 	}
 	d.outcome = schemas.DecisionAllowed
 }
