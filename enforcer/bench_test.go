@@ -157,9 +157,10 @@ func BenchmarkDecideParallel(b *testing.B) {
 			})
 			b.StopTimer()
 			var used int64
-			for _, e := range t.keys {
-				used += e.bindings[0].plan.quota.used(&e.bindings[0].state.quota, g.cfg.Now())
-			}
+			t.keys.byID.each(func(e *keyEntry) bool {
+				used += t.plans[e.plans[0].plan].quota.used(&e.plans[0].state.quota, g.cfg.Now())
+				return true
+			})
 			if used != admitted.Load() {
 				b.Fatalf("quota counted %d, admitted %d", used, admitted.Load())
 			}

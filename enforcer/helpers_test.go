@@ -55,3 +55,22 @@ func (b *eventBuffer) Drain(buf []schemas.UsageEvent, max int) []schemas.UsageEv
 	b.n = copy(b.evs, b.evs[n:b.n])
 	return buf
 }
+
+// keyPlanOf is what tests read of a key: its id, and its first plan and
+// counters under it.
+type keyPlanOf struct {
+	id    string
+	plan  *planRT
+	state *keyPlanState
+}
+
+// firstPlan looks a key up by value. It fails (nil pointer) for unknown
+// values, as tests only ask for keys they made.
+func (t *table) firstPlan(v string) *keyPlanOf {
+	e := t.keys.lookup(v)
+	k := &keyPlanOf{id: e.keyID()}
+	if len(e.plans) > 0 {
+		k.plan, k.state = t.plans[e.plans[0].plan], e.plans[0].state
+	}
+	return k
+}
