@@ -1,7 +1,9 @@
 package enforcer
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httputil"
 	"slices"
@@ -125,11 +127,15 @@ func (g *Gateway) Apply(ch *catalog.Change) error {
 		g.table.Store(&c)
 		g.freeIdx = append(g.freeIdx, freed...)
 	}
-	level := g.cfg.Logger.Debug
+	// Changes of keys alone come by the thousand when keys are created
+	// in bulk: Debug, and not even the arguments unless it is on.
+	level := slog.LevelDebug
 	if ch.Gateway || ch.APIs || len(ch.Plans) > 0 {
-		level = g.cfg.Logger.Info
+		level = slog.LevelInfo
 	}
-	level("catalog changed", "gateway", ch.Gateway, "apis", ch.APIs, "usagePlans", len(ch.Plans), "apiKeys", len(ch.Keys))
+	if ctx := context.Background(); g.cfg.Logger.Enabled(ctx, level) {
+		g.cfg.Logger.Log(ctx, level, "catalog changed", "gateway", ch.Gateway, "apis", ch.APIs, "usagePlans", len(ch.Plans), "apiKeys", len(ch.Keys))
+	}
 	return nil
 }
 
