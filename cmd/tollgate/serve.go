@@ -153,8 +153,11 @@ func runServe(ctx context.Context, o serveOptions, stdout io.Writer, logger *slo
 	if err != nil {
 		return err
 	}
-	gw, err := enforcer.New(enforcer.Config{Events: queue, Logger: logger, Now: func() int64 { return o.now().UnixNano() }}, cat.Catalog())
+	gw, err := enforcer.New(enforcer.Config{Events: queue, Logger: logger, Now: func() int64 { return o.now().UnixNano() }}, nil)
 	if err != nil {
+		return err
+	}
+	if err := gw.Load(cat); err != nil {
 		return err
 	}
 	if err := gw.RestoreQuotas(ctx, store); err != nil {
@@ -162,7 +165,7 @@ func runServe(ctx context.Context, o serveOptions, stdout io.Writer, logger *slo
 	}
 	// From here on every catalog change (the admin API's) is validated,
 	// stored and handed to the gateway in one step.
-	cats, err := catalog.NewManager(cat, catDB, func(ch *catalog.Change) error { return gw.Update(ch.New.Catalog()) })
+	cats, err := catalog.NewManager(cat, catDB, gw.Apply)
 	if err != nil {
 		return err
 	}
