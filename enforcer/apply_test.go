@@ -305,7 +305,7 @@ func (w *applyWorld) change() (*catalog.Change, string) {
 	return ch, what
 }
 
-// randomValueFor returns the x-api-key of a request: the value of a
+// requestKey returns the x-api-key of a request: the value of a
 // key, an old value, an unknown one, or none.
 func (w *applyWorld) requestKey() []string {
 	r := w.rnd
