@@ -570,3 +570,104 @@ func TestViewSnapshotKeepsEveryKeyField(t *testing.T) {
 		t.Fatalf("after the snapshot:\n got %+v\nwant %+v", got, k)
 	}
 }
+
+// plainSeeds are records as the admin API writes them, and variations.
+func plainSeeds() [][2]string {
+	h := HashKey("value-value-value-value-1")
+	key := `{"id":"k1","name":"alice","description":"d","enabled":true,"customerId":"c","tags":{"a":"b","c":""},"valueHash":"` + h + `","valuePrefix":"valu","usagePlans":null,"createdDate":1700000000,"lastUpdatedDate":-5}`
+	env := func(kind, id, entity string) string {
+		return `{"type":"tollgate.config.v1","kind":"` + kind + `","id":"` + id + `","entity":` + entity + `}`
+	}
+	return [][2]string{
+		{"apiKey/k1", env("apiKey", "k1", key)},
+		{"apiKey/k1", env("apiKey", "k1", `{"id":"k1","name":"a","enabled":false,"valueHash":"x","usagePlans":["p1","p2"],"createdDate":0}`)},
+		{"apiKey/k1", env("apiKey", "k1", `null`)},
+		{"apiKey/k1", " \n" + env("apiKey", "k1", `{ "id" : "k1" , "tags" : { } , "usagePlans" : [ ] }`) + "\t"},
+		{"apiKey/k1", env("apiKey", "k1", `{"id":"k2","name":""}`)},
+		{"usagePlanKey/p1/k1", env("usagePlanKey", "p1/k1", `{"usagePlanId":"p1","keyId":"k1"}`)},
+		{"usagePlanKey/p/x/k", env("usagePlanKey", "p/x/k", `{"usagePlanId":"p","keyId":"x/k"}`)},
+		{"usagePlanKey/p1/k1", env("usagePlanKey", "p1/k1", `{"usagePlanId":"p2","keyId":"k1"}`)},
+		{"usagePlanKey/p1/k1", env("usagePlanKey", "p1/k1", `{"keyId":"k1"}`)},
+		{"usagePlanKey/p1/k1", env("usagePlanKey", "p1/k1", `null`)},
+		{"apiKey/k1", `{"kind":"apiKey","id":"k1","entity":{"id":"k1"},"type":"tollgate.config.v1"}`},
+		{"apiKey/k1", env("apiKey", "k1", `{"id":"k1","createdDate":9223372036854775807,"lastUpdatedDate":-9223372036854775808}`)},
+		{"apiKey/k1", env("apiKey", "k1", `{"id":"k1","createdDate":9223372036854775808}`)},
+		{"apiKey/k1", env("apiKey", "k1", `{"id":"k1","createdDate":1e3}`)},
+		{"apiKey/k1", env("apiKey", "k1", `{"id":"k1","createdDate":01}`)},
+		{"apiKey/k1", env("apiKey", "k1", `{"id":"k1","enabled":null}`)},
+		{"apiKey/k1", env("apiKey", "k1", `{"id":"k1","ID":"k2"}`)},
+		{"apiKey/k1", env("apiKey", "k1", `{"id":"k1","name":"a\"b"}`)},
+		{"apiKey/k1", env("apiKey", "k1", `{"id":"k1","name":"é"}`)},
+		{"apiKey/k1", env("apiKey", "k1", `{"id":"k1","name":"a\nb"}`)},
+		{"apiKey/k1", env("apiKey", "k1", `{"id":"k1","name":"\u0041"}`)},
+		{"apiKey/k1", env("apiKey", "k1", "{\"id\":\"k1\",\"name\":\"\xff\"}")},
+		{"apiKey/k1", env("apiKey", "k1", "{\"id\":\"k1\",\"name\":\"a\tb\"}")},
+		{"apiKey/k1", env("apiKey", "k1", `{"id":"k1","tags":{"a":"1","a":"2"}}`)},
+		{"apiKey/k1", env("apiKey", "k1", `{"id":"k1","tags":{"a":"1"},"tags":{"b":"2"}}`)},
+		{"apiKey/k1", env("apiKey", "k1", `{"id":"k1","usagePlans":[1]}`)},
+		{"apiKey/k1", env("apiKey", "k1", `{"id":"k1"}`) + `x`},
+		{"apiKey/k1", `{"type":"tollgate.config.v1","kind":"apiKey","id":"k1"}`},
+		{"apiKey/k1", `{"type":"tollgate.config.v1","kind":"apiKey","id":"k1","id":"k1","entity":null}`},
+		{"apiKey/k1", `{"type":"tollgate.config.v1","Kind":"apiKey","id":"k1","entity":null}`},
+	}
+}
+
+// What decodePlain reads, the JSON decoding reads the same; on records
+// it declines, decodeRecord decides as the JSON decoding does.
+func TestPlainDecodingMatchesJSON(t *testing.T) {
+	plain := 0
+	for _, s := range plainSeeds() {
+		if checkPlainDecoding(t, []byte(s[0]), []byte(s[1])) {
+			plain++
+		}
+	}
+	if plain < 8 {
+		t.Fatalf("decodePlain read %d of the seeds, want the admin API's records at least", plain)
+	}
+	// Variations: every byte changed, and white space anywhere.
+	r := rand.New(rand.NewPCG(1, 1))
+	for _, s := range plainSeeds()[:7] {
+		for range 300 {
+			v := []byte(s[1])
+			i := r.IntN(len(v))
+			switch r.IntN(3) {
+			case 0:
+				const chars = " \"{}[],:0123456789-eE.truefalsn\\\x00\xff"
+				v[i] = chars[r.IntN(len(chars))]
+			case 1:
+				v = slices.Insert(v, i, ' ')
+			default:
+				v = slices.Delete(v, i, i+1)
+			}
+			checkPlainDecoding(t, []byte(s[0]), v)
+		}
+	}
+}
+
+func FuzzPlainDecoding(f *testing.F) {
+	for _, s := range plainSeeds() {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, key, value string) { checkPlainDecoding(t, []byte(key), []byte(value)) })
+}
+
+// checkPlainDecoding compares decodePlain with the JSON decoding on one
+// record; it reports whether decodePlain read it.
+func checkPlainDecoding(t *testing.T, key, value []byte) bool {
+	t.Helper()
+	got, ok := decodePlain(key, value)
+	want, err := decodeSlow(key, value)
+	if !ok {
+		return false
+	}
+	if err != nil {
+		t.Fatalf("%s %s: decodePlain read what the JSON decoding refuses (%v)", key, value, err)
+	}
+	if want.key != nil {
+		want.key.UsagePlans = nil // not kept: memberships are records of their own
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("%s %s:\n plain %+v %+v\n  json %+v %+v", key, value, got, got.key, want, want.key)
+	}
+	return true
+}

@@ -36,6 +36,20 @@ func newBulkStore() *bulkStore {
 		members: map[string]planKeyEntity{}, planNames: map[string]string{}, keyNames: map[string]string{}, keyHashes: map[string]string{}}
 }
 
+// grow makes room for about n keys and as many memberships: a map that
+// grows a million entries one at a time rebuilds itself all along.
+func (b *bulkStore) grow(n int) {
+	if n <= len(b.keys) {
+		return
+	}
+	keys, names, hashes, members := make(map[string]*APIKey, n), make(map[string]string, n), make(map[string]string, n), make(map[string]planKeyEntity, n)
+	maps.Copy(keys, b.keys)
+	maps.Copy(names, b.keyNames)
+	maps.Copy(hashes, b.keyHashes)
+	maps.Copy(members, b.members)
+	b.keys, b.keyNames, b.keyHashes, b.members = keys, names, hashes, members
+}
+
 func (b *bulkStore) setGateway(g Gateway, set bool) {
 	b.gateway, b.gatewaySet, b.changed = g, set, true
 }
@@ -86,11 +100,11 @@ func (b *bulkStore) memberAt(recordID string) (planKeyEntity, bool) {
 	return m, ok
 }
 
-func (b *bulkStore) putMember(m planKeyEntity) {
-	b.members[m.UsagePlanID+"/"+m.KeyID], b.changed = m, true
+func (b *bulkStore) putMember(recordID string, m planKeyEntity) {
+	b.members[recordID], b.changed = m, true
 }
 
-func (b *bulkStore) deleteMember(m planKeyEntity) { delete(b.members, m.UsagePlanID+"/"+m.KeyID) }
+func (b *bulkStore) deleteMember(recordID string, _ planKeyEntity) { delete(b.members, recordID) }
 
 func (b *bulkStore) entityInForce(kind, id string) any {
 	switch kind {
@@ -152,8 +166,21 @@ func (v *View) settle() {
 			more[m.KeyID] = append(more[m.KeyID], m.UsagePlanID)
 		}
 	}
-	keys := slices.Collect(maps.Values(b.keys))
-	sortParallel(keys, func(a, b *APIKey) int { return strings.Compare(a.ID, b.ID) })
+	// Sorted as (id, key) pairs side by side, not through the keys.
+	type byID struct {
+		id string
+		k  *APIKey
+	}
+	ids := make([]byID, 0, len(b.keys))
+	for id, k := range b.keys {
+		ids = append(ids, byID{id, k})
+	}
+	sortParallel(ids, func(a, b byID) int { return strings.Compare(a.id, b.id) })
+	keys := make([]*APIKey, len(ids))
+	for i := range ids {
+		keys[i] = ids[i].k
+	}
+	ids = nil
 	var raw []string
 	kept := make([]string, 0, len(b.members)) // the keys' UsagePlans, one allocation
 	for _, k := range keys {
@@ -184,22 +211,30 @@ func (v *View) settle() {
 // id, all at once.
 func keyOrdersOf(keys []*APIKey) *keyOrders {
 	var o keyOrders
-	order := func(dst *[]int32, value func(*APIKey) string) {
-		list := make([]int32, 0, len(keys))
+	// Sorted as (value, position) pairs side by side: comparing through
+	// the keys would fetch one from memory at each step.
+	type item struct {
+		v   string
+		pos int32
+	}
+	order := func(value func(*APIKey) string, all bool) []int32 {
+		items := make([]item, 0, len(keys))
 		for i, k := range keys {
-			if dst != &o.customers || k.CustomerID != "" { // only keys with one are indexed
-				list = append(list, int32(i))
+			if v := value(k); all || v != "" {
+				items = append(items, item{v, int32(i)})
 			}
 		}
-		slices.SortFunc(list, func(a, b int32) int {
-			return cmp.Or(strings.Compare(value(keys[a]), value(keys[b])), cmp.Compare(a, b))
-		})
-		*dst = list
+		slices.SortFunc(items, func(a, b item) int { return cmp.Or(strings.Compare(a.v, b.v), cmp.Compare(a.pos, b.pos)) })
+		out := make([]int32, len(items))
+		for i := range items {
+			out[i] = items[i].pos
+		}
+		return out
 	}
 	var wg sync.WaitGroup
-	wg.Go(func() { order(&o.names, func(k *APIKey) string { return k.Name }) })
-	wg.Go(func() { order(&o.hashes, func(k *APIKey) string { return k.ValueHash }) })
-	wg.Go(func() { order(&o.customers, func(k *APIKey) string { return k.CustomerID }) })
+	wg.Go(func() { o.names = order(func(k *APIKey) string { return k.Name }, true) })
+	wg.Go(func() { o.hashes = order(func(k *APIKey) string { return k.ValueHash }, true) })
+	wg.Go(func() { o.customers = order(func(k *APIKey) string { return k.CustomerID }, false) }) // keys that have one
 	wg.Wait()
 	return &o
 }

@@ -14,7 +14,8 @@ import (
 // decodedRecord is a record decoded and checked on its own, ready for
 // the rules that depend on the records in force (View.apply).
 type decodedRecord struct {
-	kind, id string
+	logKey   string // kind/id, the record's key
+	kind, id string // parts of logKey
 	tomb     bool
 	gateway  Gateway
 	api      *API
@@ -29,7 +30,10 @@ type decodedRecord struct {
 // *RejectedError for a record to reject. It depends on nothing but its
 // arguments: records are decoded in parallel (View.ApplyBatch).
 func decodeRecord(key, value []byte) (*decodedRecord, error) {
-	d, ok := decodeFast(key, value)
+	d, ok := decodePlain(key, value)
+	if !ok {
+		d, ok = decodeFast(key, value)
+	}
 	if !ok {
 		var err error
 		if d, err = decodeSlow(key, value); err != nil {
@@ -58,8 +62,9 @@ func decodeFast(key, value []byte) (*decodedRecord, bool) {
 	if value == nil || !plainEnvelope(value) {
 		return nil, false
 	}
-	kind, id, _ := strings.Cut(string(key), "/")
-	d := &decodedRecord{kind: kind, id: id}
+	logKey := string(key)
+	kind, id, _ := strings.Cut(logKey, "/")
+	d := &decodedRecord{logKey: logKey, kind: kind, id: id}
 	var (
 		t, k, i string
 		err     error
@@ -130,7 +135,7 @@ func decodeSlow(key, value []byte) (*decodedRecord, error) {
 	} else if r.Key() != string(key) {
 		return nil, &RejectedError{Key: string(key), Reason: fmt.Sprintf("the record is for %s", r.Key())}
 	}
-	d := &decodedRecord{kind: r.Kind, id: r.ID, tomb: r.Tombstone()}
+	d := &decodedRecord{logKey: r.Key(), kind: r.Kind, id: r.ID, tomb: r.Tombstone()}
 	if d.tomb {
 		return d, nil
 	}
@@ -162,7 +167,7 @@ func checkAlone(d *decodedRecord) error {
 		return nil
 	}
 	reject := func(format string, args ...any) error {
-		return &RejectedError{Key: d.kind + "/" + d.id, Reason: fmt.Sprintf(format, args...)}
+		return &RejectedError{Key: d.logKey, Reason: fmt.Sprintf(format, args...)}
 	}
 	switch d.kind {
 	case schemas.KindGateway:

@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"runtime"
 	"slices"
 	"sync"
 
@@ -37,46 +38,61 @@ type keyOrders struct {
 // loadKeys fills the key indexes of an empty State from keys sorted by
 // id, the orders of the other indexes, and the sorted ids of the plans
 // the keys are in. Each index is built by inserting in ascending order
-// (a B-tree's cheapest), all at once (they share nothing). The keys are
-// kept.
+// (a B-tree's cheapest), one per core at a time, the longest first. The
+// keys are kept.
 func (s *State) loadKeys(keys []*APIKey, o *keyOrders, planIDs []string) {
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for i := range keys {
-			s.keys.ReplaceOrInsert(keys[i])
-		}
-	})
-	wg.Go(func() {
-		// Memberships by plan, then key: bucketed, not sorted.
-		index := make(map[string]int, len(planIDs))
-		for i, id := range planIDs {
-			index[id] = i
-		}
-		buckets := make([][]int32, len(planIDs))
-		for i := range keys {
-			for _, p := range keys[i].UsagePlans {
-				b := index[p]
-				buckets[b] = append(buckets[b], int32(i))
+	byPair := func(tree *btree.BTreeG[pair], order []int32, value func(*APIKey) string) func() {
+		return func() {
+			for _, i := range order {
+				tree.ReplaceOrInsert(pair{value(keys[i]), keys[i].ID})
 			}
 		}
-		for b, list := range buckets {
-			for _, i := range list {
-				s.members.ReplaceOrInsert(pair{planIDs[b], keys[i].ID})
+	}
+	jobs := []func(){
+		byPair(s.keyNames, o.names, func(k *APIKey) string { return k.Name }),
+		byPair(s.keyHashes, o.hashes, func(k *APIKey) string { return k.ValueHash }),
+		func() {
+			// Memberships by plan, then key: bucketed, not sorted.
+			index := make(map[string]int, len(planIDs))
+			for i, id := range planIDs {
+				index[id] = i
 			}
-		}
-	})
-	for _, idx := range []struct {
-		order []int32
-		tree  *btree.BTreeG[pair]
-		value func(*APIKey) string
-	}{
-		{o.names, s.keyNames, func(k *APIKey) string { return k.Name }},
-		{o.hashes, s.keyHashes, func(k *APIKey) string { return k.ValueHash }},
-		{o.customers, s.customers, func(k *APIKey) string { return k.CustomerID }},
-	} {
+			buckets := make([][]int32, len(planIDs))
+			for i := range keys {
+				for _, p := range keys[i].UsagePlans {
+					b := index[p]
+					buckets[b] = append(buckets[b], int32(i))
+				}
+			}
+			for b, list := range buckets {
+				for _, i := range list {
+					s.members.ReplaceOrInsert(pair{planIDs[b], keys[i].ID})
+				}
+			}
+		},
+		func() {
+			for _, k := range keys {
+				s.keys.ReplaceOrInsert(k)
+			}
+		},
+		byPair(s.customers, o.customers, func(k *APIKey) string { return k.CustomerID }),
+	}
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		next int
+	)
+	for range min(runtime.GOMAXPROCS(0), len(jobs)) {
 		wg.Go(func() {
-			for _, i := range idx.order {
-				idx.tree.ReplaceOrInsert(pair{idx.value(keys[i]), keys[i].ID})
+			for {
+				mu.Lock()
+				j := next
+				next++
+				mu.Unlock()
+				if j >= len(jobs) {
+					return
+				}
+				jobs[j]()
 			}
 		})
 	}
