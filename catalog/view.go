@@ -459,8 +459,11 @@ func (v *View) planNamed(name string) string { return first(v.st.planNames, name
 func (v *View) keyNamed(name string) string  { return first(v.st.keyNames, name) }
 func (v *View) keyValued(hash string) string { return first(v.st.keyHashes, hash) }
 func (v *View) putMember(_ string, m planKeyEntity) {
-	v.addDropped(m.KeyID, m.UsagePlanID)
-	v.resolveKey(m.KeyID, "")
+	if v.st.Key(m.KeyID) == nil {
+		v.addDropped(m.KeyID, m.UsagePlanID) // of a missing key
+		return
+	}
+	v.resolveKey(m.KeyID, "", m.UsagePlanID)
 }
 
 func (v *View) putPlan(p *UsagePlan) {
@@ -536,7 +539,7 @@ func (v *View) setPlan(id string, raw *UsagePlan) {
 		each(v.st.members, id, "", func(k string) bool { ids = append(ids, k); return true })
 		each(v.droppedByPlan, id, "", func(k string) bool { ids = append(ids, k); return true })
 		for _, k := range ids {
-			v.resolveKey(k, "")
+			v.resolveKey(k, "", "")
 		}
 	}
 }
@@ -592,13 +595,18 @@ func (v *View) deleteKey(id string) {
 }
 
 // resolveKey resolves the memberships of key id again, without the
-// membership of plan except (if not ""), which leaves.
-func (v *View) resolveKey(id, except string) {
+// membership of plan except (if not ""), which leaves, and with that of
+// plan join (if not ""), which comes.
+func (v *View) resolveKey(id, except, join string) {
 	k := v.st.Key(id)
 	if k == nil {
 		return // its memberships are all dropped already
 	}
 	raw := v.membershipsOf(id, k, except)
+	if join != "" {
+		i, _ := slices.BinarySearch(raw, join)
+		raw = slices.Insert(slices.Clip(raw), i, join)
+	}
 	kept := v.keep(raw)
 	v.setDropped(id, raw, kept)
 	if slices.Equal(kept, k.UsagePlans) {
@@ -708,6 +716,6 @@ func (v *View) memberAt(recordID string) (planKeyEntity, bool) {
 // deleteMember takes a membership in force out.
 func (v *View) deleteMember(_ string, m planKeyEntity) {
 	if !v.removeDropped(m.KeyID, m.UsagePlanID) {
-		v.resolveKey(m.KeyID, m.UsagePlanID)
+		v.resolveKey(m.KeyID, m.UsagePlanID, "")
 	}
 }

@@ -248,8 +248,10 @@ func checkAgainstReference(t *testing.T, l *testLog, c referenceCase) {
 	t.Helper()
 	v, ref := NewView(), newRefView()
 	var (
-		loaded *View
-		prev   *State
+		loaded        *View
+		prev          *State
+		handedOut     []*State
+		handedOutJSON []string
 	)
 	for start := 0; start < len(l.keys); {
 		end := min(start+c.batchOf, len(l.keys))
@@ -309,6 +311,8 @@ func checkAgainstReference(t *testing.T, l *testLog, c referenceCase) {
 		}
 		checkDelta(t, prev, cur, d)
 		prev = cur
+		handedOut = append(handedOut, cur)
+		handedOutJSON = append(handedOutJSON, want)
 		if loaded == nil && last >= c.snapAt {
 			loaded = snapshotRoundTrip(t, v)
 		}
@@ -316,6 +320,16 @@ func checkAgainstReference(t *testing.T, l *testLog, c referenceCase) {
 	checkIndexes(t, v.st, StateOf(v.Catalog()))
 	if loaded != nil {
 		checkIndexes(t, loaded.st, StateOf(v.Catalog()))
+	}
+	// The states handed out did not change since.
+	for i, s := range handedOut {
+		c := s.Catalog()
+		if c.APIs == nil {
+			c.APIs = []API{}
+		}
+		if got := catalogJSON(c); got != handedOutJSON[i] {
+			t.Fatalf("a state handed out changed since:\n now %s\n was %s", got, handedOutJSON[i])
+		}
 	}
 }
 
