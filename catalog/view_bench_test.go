@@ -314,6 +314,13 @@ func BenchmarkViewSnapshotFile(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.ReportMetric(float64(v.st.NumKeys()), "keys")
+		b.StopTimer()
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		b.ReportMetric(float64(ms.HeapAlloc)/1e6, "live-heap-MB")
+		runtime.KeepAlive(v)
+		b.StartTimer()
 	}
 	b.ReportMetric(float64((cpuTime()-cpu0).Milliseconds())/float64(b.N), "cpu-ms/op")
 }

@@ -19,7 +19,8 @@ import (
 
 // A view snapshot is what a node keeps on disk to start serving without
 // the log: the records in force, as entities, in a compact binary
-// encoding that loads a million keys in about a second.
+// encoding that loads a million keys in a few seconds of CPU, most of
+// it building the State's indexes (BenchmarkViewSnapshotFile).
 //
 // Only what the records hold is kept, already resolved: loading decodes
 // and indexes, it does not validate or resolve again (the view did when

@@ -259,6 +259,12 @@ func (l *ConfigLog) Run(ctx context.Context) error {
 			}
 			target, l.target = hwm, hwm
 			l.view.Grow(int(hwm - l.next)) // a view that loads makes room at once
+			if l.whole && l.next >= l.target {
+				// Rebuilt from a topic with nothing to read: its
+				// catalog is the empty one.
+				l.rebuilding = false
+				l.publish()
+			}
 			l.mu.Unlock()
 			if l.Offset() >= target {
 				l.markLoaded()

@@ -20,8 +20,8 @@ import (
 
 // The config log's snapshot: where the view stopped in the topic, and
 // the view itself in catalog's binary form (catalog.ViewSnapshot), which
-// loads a million keys in a second or two where replaying their records
-// took minutes:
+// loads a million keys in a few seconds where replaying their records
+// would cost a first start's time:
 //
 //	"tollgate config snapshot 2\n"
 //	header length (4 bytes, little-endian), header (JSON), CRC-32C of

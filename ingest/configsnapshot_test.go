@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/catalog"
+	"github.com/tollgate/tollgate/internal/kafkatest"
 	"github.com/tollgate/tollgate/schemas"
 )
 
@@ -182,5 +183,36 @@ func TestConfigLogSnapshotForms(t *testing.T) {
 	os.WriteFile(snap, b, 0o600)
 	if _, err := OpenConfigLog(ConfigLogConfig{Kafka: k, Snapshot: snap}); err == nil || !errors.Is(err, catalog.ErrSnapshotFormat) {
 		t.Fatalf("damaged snapshot: %v", err)
+	}
+}
+
+// A node whose snapshot is of a topic since deleted and created again,
+// still empty, holds the empty catalog once it has looked.
+func TestConfigLogRebuildOnAnEmptyTopic(t *testing.T) {
+	cluster, brokers := kafkatest.Start(t)
+	k := Kafka{Brokers: brokers, Prefix: "et.", Partitions: 1, Timeout: 2 * time.Second}
+	ctx := context.Background()
+	if _, err := Migrate(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	snap := filepath.Join(t.TempDir(), "catalog-snapshot")
+	a := openConfigNode(t, k, snap)
+	a.waitLoaded(t)
+	if _, err := a.mgr.Change(ctx, addKey("old", "old", "old-key-value-00001")); err != nil {
+		t.Fatal(err)
+	}
+	a.stop()
+	if err := cluster.DeleteTopic("et.config"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Migrate(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	var pub changeLog
+	b := openPublishingNode(t, k, snap, &pub)
+	b.waitLoaded(t)
+	eventually(t, "the node holds the empty topic's catalog", func() bool { return b.log.State().NumKeys() == 0 })
+	if got := pub.list(); len(got) != 2 || !got[1].Full || got[1].New.NumKeys() != 0 {
+		t.Fatalf("published %d changes, want the snapshot's then the empty catalog", len(got))
 	}
 }
