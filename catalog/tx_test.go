@@ -127,7 +127,7 @@ func TestTxValidationEqualsWholeCatalog(t *testing.T) {
 			}
 			accepted++
 			s = tx.State
-			checkIndexes(t, s)
+			checkStateIndexes(t, s)
 		}
 	}
 	if accepted < 500 || refused < 500 {
@@ -135,8 +135,8 @@ func TestTxValidationEqualsWholeCatalog(t *testing.T) {
 	}
 }
 
-// checkIndexes compares every index lookup with a scan of the catalog.
-func checkIndexes(t *testing.T, s *State) {
+// checkStateIndexes compares every index lookup with a scan of the catalog.
+func checkStateIndexes(t *testing.T, s *State) {
 	t.Helper()
 	c := s.Catalog()
 	for _, k := range c.APIKeys {

@@ -317,9 +317,9 @@ func checkAgainstReference(t *testing.T, l *testLog, c referenceCase) {
 			loaded = snapshotRoundTrip(t, v)
 		}
 	}
-	checkIndexes(t, v.st, StateOf(v.Catalog()))
+	checkSameIndexes(t, v.st, StateOf(v.Catalog()))
 	if loaded != nil {
-		checkIndexes(t, loaded.st, StateOf(v.Catalog()))
+		checkSameIndexes(t, loaded.st, StateOf(v.Catalog()))
 	}
 	// The states handed out did not change since.
 	for i, s := range handedOut {
@@ -375,8 +375,8 @@ func checkRepairs(t *testing.T, got, want []Repair) {
 	}
 }
 
-// checkIndexes compares every index of two states.
-func checkIndexes(t *testing.T, got, want *State) {
+// checkSameIndexes compares every index of two states.
+func checkSameIndexes(t *testing.T, got, want *State) {
 	t.Helper()
 	if n := reflect.TypeOf(State{}).NumField(); n != 9 {
 		t.Fatalf("State has %d fields: check that viewstate.go keeps them all, then update this test", n)

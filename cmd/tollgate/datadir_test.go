@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/catalog"
+	"github.com/tollgate/tollgate/catalog/catalogdb"
 	"github.com/tollgate/tollgate/internal/dirlock"
 )
 
@@ -55,10 +56,7 @@ func TestSecondServeOnOneDataFolderExits(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	first, _ := startProcess(t, ctx, data, cfg)
-	catalogBefore, err := os.ReadFile(filepath.Join(data, catalogFile))
-	if err != nil {
-		t.Fatal(err)
-	}
+	catalogBefore := catalogBytes(t, data)
 
 	second := exec.CommandContext(ctx, os.Args[0], "serve", "--config", cfg, "--data-dir", data,
 		"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0")
@@ -75,7 +73,7 @@ func TestSecondServeOnOneDataFolderExits(t *testing.T) {
 	if want := "locked by process " + strconv.Itoa(first.Process.Pid); !strings.Contains(string(out), want) {
 		t.Fatalf("second serve said %q, want it to contain %q", out, want)
 	}
-	if after, _ := os.ReadFile(filepath.Join(data, catalogFile)); string(after) != string(catalogBefore) {
+	if after := catalogBytes(t, data); after != catalogBefore {
 		t.Fatal("the second serve changed the first's catalog")
 	}
 	if first.ProcessState != nil {
@@ -179,10 +177,7 @@ func TestServeRefusesAnInconsistentDataFolder(t *testing.T) {
 		}
 	}
 	n.stop(t)
-	before, err := catalog.FileStore{Path: filepath.Join(data, catalogFile)}.Load()
-	if err != nil {
-		t.Fatal(err)
-	}
+	before := loadCatalogDB(t, data)
 
 	run := func(extra ...string) error {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -207,17 +202,19 @@ func TestServeRefusesAnInconsistentDataFolder(t *testing.T) {
 
 	// The catalog gone, the record of the applied file and the usage
 	// still there.
-	os.Rename(filepath.Join(data, catalogFile), filepath.Join(data, "moved.json"))
-	err = run()
-	for _, want := range []string{"is inconsistent", "catalog.json is missing", "config-applied.sha256", "usage.db (usage was recorded)", "--recreate-missing"} {
+	for _, f := range []string{catalogFile, catalogFile + "-wal", catalogFile + "-shm"} {
+		os.Rename(filepath.Join(data, f), filepath.Join(data, "moved-"+f))
+	}
+	err := run()
+	for _, want := range []string{"is inconsistent", "catalog.db is missing", "config-applied.sha256", "usage.db (usage was recorded)", "--recreate-missing"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Fatalf("start without catalog.json: got %v, want it to say %q", err, want)
+			t.Fatalf("start without catalog.db: got %v, want it to say %q", err, want)
 		}
 	}
 	// Both the catalog and the record gone: still refused (usage stays).
 	os.Remove(filepath.Join(data, appliedFile))
 	if err := run(); err == nil || !strings.Contains(err.Error(), "usage.db (usage was recorded)") {
-		t.Fatalf("start without catalog.json and record: got %v", err)
+		t.Fatalf("start without catalog.db and record: got %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(data, catalogFile)); err == nil {
 		t.Fatal("a refused start wrote a catalog")
@@ -226,10 +223,7 @@ func TestServeRefusesAnInconsistentDataFolder(t *testing.T) {
 	if err := run("--recreate-missing"); err != nil {
 		t.Fatal(err)
 	}
-	after, err := catalog.FileStore{Path: filepath.Join(data, catalogFile)}.Load()
-	if err != nil {
-		t.Fatal(err)
-	}
+	after := loadCatalogDB(t, data)
 	for _, p := range before.UsagePlans {
 		if got := after.PlanByName(p.Name); got == nil || got.ID != p.ID {
 			t.Errorf("plan %q: id %s before, %v after the rebuild", p.Name, p.ID, got)
@@ -284,4 +278,37 @@ func TestServeRefusesACorruptUsageStore(t *testing.T) {
 			t.Fatalf("got %v, want it to say %q", err, want)
 		}
 	}
+}
+
+// catalogBytes is the content of the catalog's database files, to see
+// that a process left them alone.
+func catalogBytes(t *testing.T, data string) string {
+	t.Helper()
+	var b strings.Builder
+	for _, f := range []string{catalogFile, catalogFile + "-wal"} {
+		c, err := os.ReadFile(filepath.Join(data, f))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+		b.Write(c)
+	}
+	if b.Len() == 0 {
+		t.Fatalf("no catalog in %s", data)
+	}
+	return b.String()
+}
+
+// loadCatalogDB reads the catalog a stopped serve left in data.
+func loadCatalogDB(t *testing.T, data string) *catalog.Catalog {
+	t.Helper()
+	db, err := catalogdb.Open(filepath.Join(data, catalogFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	st, err := db.Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Catalog()
 }
