@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/catalog/catalogdb"
 	"github.com/tollgate/tollgate/reportapi"
 	"github.com/tollgate/tollgate/schemas"
 	"github.com/tollgate/tollgate/usage/sqlitestore"
@@ -249,6 +250,14 @@ func TestServeRefusesInvalidConfigAndKeepsCatalog(t *testing.T) {
 
 func TestUsageFlagErrors(t *testing.T) {
 	dir := t.TempDir()
+	db, err := catalogdb.Open(filepath.Join(dir, catalogFile)) // an empty catalog
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if _, err := runCLI("usage", "--data-dir", t.TempDir(), "--plan", "p", "--key", "k", "--from", "2026-11-01", "--to", "2026-11-02"); err == nil || !strings.Contains(err.Error(), "no catalog.db here") {
+		t.Errorf("usage on a folder without a catalog: err = %v, want it to say there is no catalog.db", err)
+	}
 	tests := []struct {
 		args []string
 		want string
