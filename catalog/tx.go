@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+
+	"github.com/google/btree"
 )
 
 // Tx prepares a change of a State: reads see the change so far (the
@@ -19,12 +21,15 @@ type Tx struct {
 	apis, gateway bool
 	// validated is set when the Tx was validated since its last write.
 	validated bool
-	// keyIDs caches the sorted ids of keys (nil: to compute again).
+	// keyIDs caches the sorted ids of keys, delta what Delta returns
+	// (nil: to compute again).
 	keyIDs []string
+	delta  *Delta
 }
 
-// touched notes a write to keys: the Tx must be validated again.
-func (tx *Tx) touched() { tx.validated, tx.keyIDs = false, nil }
+// touched notes a write: the Tx must be validated again, and what it
+// touched is to be listed again.
+func (tx *Tx) touched() { tx.validated, tx.keyIDs, tx.delta = false, nil, nil }
 
 // touchedKeys returns the ids of the keys the Tx touched, sorted. Delta,
 // validation and the text checks each walk them: with a file of a
@@ -67,7 +72,8 @@ func (tx *Tx) DeleteKey(id string) bool {
 // PutPlan adds p, or replaces the plan with its id.
 func (tx *Tx) PutPlan(p UsagePlan) {
 	tx.putPlan(&p)
-	tx.plans[p.ID], tx.validated = true, false
+	tx.plans[p.ID] = true
+	tx.touched()
 }
 
 // DeletePlan removes a plan; it reports whether there was one. The keys
@@ -77,14 +83,16 @@ func (tx *Tx) DeletePlan(id string) bool {
 	if tx.deletePlan(id) == nil {
 		return false
 	}
-	tx.plans[id], tx.validated = true, false
+	tx.plans[id] = true
+	tx.touched()
 	return true
 }
 
 // PutAPI adds a, or replaces the API with its id.
 func (tx *Tx) PutAPI(a API) {
 	tx.putAPI(a)
-	tx.apis, tx.validated = true, false
+	tx.apis = true
+	tx.touched()
 }
 
 // DeleteAPI removes an API; it reports whether there was one.
@@ -92,13 +100,15 @@ func (tx *Tx) DeleteAPI(id string) bool {
 	if !tx.deleteAPI(id) {
 		return false
 	}
-	tx.apis, tx.validated = true, false
+	tx.apis = true
+	tx.touched()
 	return true
 }
 
 // SetGateway replaces the gateway settings.
 func (tx *Tx) SetGateway(g Gateway) {
-	tx.gateway, tx.validated = true, false
+	tx.gateway = true
+	tx.touched()
 	tx.State.gateway = g
 }
 
@@ -131,6 +141,14 @@ type Change struct {
 // Delta returns what the Tx changed, leaving out entities written back
 // unchanged.
 func (tx *Tx) Delta() Delta {
+	if tx.delta == nil {
+		d := tx.diff()
+		tx.delta = &d
+	}
+	return *tx.delta
+}
+
+func (tx *Tx) diff() Delta {
 	var d Delta
 	d.Gateway = tx.gateway && !sameJSON(tx.base.gateway, tx.State.gateway)
 	d.APIs = tx.apis && !sameJSON(tx.base.apis, tx.State.apis)
@@ -140,7 +158,10 @@ func (tx *Tx) Delta() Delta {
 		}
 	}
 	for _, id := range tx.touchedKeys() {
-		if o, n := tx.base.Key(id), tx.Key(id); o == nil || n == nil || !sameJSON(o, n) {
+		// A key new to the base is in the delta: no need to look it up.
+		if o := tx.base.Key(id); o == nil {
+			d.Keys = append(d.Keys, id)
+		} else if n := tx.Key(id); n == nil || !sameJSON(o, n) {
 			d.Keys = append(d.Keys, id)
 		}
 	}
@@ -215,7 +236,18 @@ func (tx *Tx) validate(p *problems) {
 			})
 		}
 	}
-	for _, id := range tx.touchedKeys() {
+	keys := tx.touchedKeys()
+	nameHolders := func(v string) []string { return holders(n.keyNames, v) }
+	hashHolders := func(v string) []string { return holders(n.keyHashes, v) }
+	if walkIndexes(len(keys), n.NumKeys()) {
+		// A search per key costs a few cache misses per tree level; a
+		// walk of each index finds every shared value in one sequential
+		// pass.
+		names, hashes := sharedValues(n.keyNames), sharedValues(n.keyHashes)
+		nameHolders = func(v string) []string { return names[v] }
+		hashHolders = func(v string) []string { return hashes[v] }
+	}
+	for _, id := range keys {
 		k := n.Key(id)
 		if k == nil {
 			continue
@@ -223,10 +255,10 @@ func (tx *Tx) validate(p *problems) {
 		if k.ID == "" {
 			p.add("apiKeys", k.Name, k.ID, "id", "is required")
 		}
-		if h := holders(n.keyNames, k.Name); k.Name != "" && len(h) > 1 {
+		if h := nameHolders(k.Name); k.Name != "" && len(h) > 1 {
 			p.add("apiKeys", k.Name, k.ID, "name", "%q is used by two keys", k.Name)
 		}
-		if h := holders(n.keyHashes, k.ValueHash); k.ValueHash != "" && len(h) > 1 {
+		if h := hashHolders(k.ValueHash); k.ValueHash != "" && len(h) > 1 {
 			other := h[0]
 			if other == k.ID {
 				other = h[1]
@@ -239,6 +271,28 @@ func (tx *Tx) validate(p *problems) {
 		}
 	}
 	tx.validateText(p)
+}
+
+// walkIndexes decides whether validation walks the key indexes whole
+// (touched keys in a catalog of size) rather than searching them per key.
+var walkIndexes = func(touched, size int) bool { return touched > size/16 }
+
+// sharedValues returns the values of idx that more than one entity
+// holds, each with its first two holders (what holders returns for it).
+func sharedValues(idx *btree.BTreeG[pair]) map[string][]string {
+	out := map[string][]string{}
+	var prev pair
+	first := true
+	idx.Ascend(func(p pair) bool {
+		if !first && p.v == prev.v {
+			if h := out[p.v]; len(h) == 0 {
+				out[p.v] = []string{prev.id, p.id}
+			}
+		}
+		prev, first = p, false
+		return true
+	})
+	return out
 }
 
 // maxProblems bounds the problems one change reports: a file of a
