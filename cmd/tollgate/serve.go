@@ -351,7 +351,7 @@ func applyConfig(o serveOptions, db *catalogdb.Store, cur *catalog.State, stored
 		return cur, applied.record()
 	}
 	change := &catalog.Change{Old: cur, New: tx.State, Delta: tx.Delta()}
-	if err := auditLog(o.dataDir).Append(catalog.AuditEntries(change, o.now(), "config file", "apply "+o.config)); err != nil {
+	if err := auditLog(o.dataDir).AppendChange(change, o.now(), "config file", "apply "+o.config); err != nil {
 		return nil, err
 	}
 	if err := db.Save(change); err != nil {
