@@ -177,3 +177,31 @@ func BenchmarkSaveNewKeys(b *testing.B) {
 		b.StartTimer()
 	}
 }
+
+// SaveWhile commits only when the work beside it succeeded.
+func TestSaveWhile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "catalog.db")
+	db, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s := sample(3000)
+	full := &catalog.Change{Old: catalog.NewState(), New: s, Delta: catalog.Delta{Full: true}}
+	refused := errors.New("audit log: disk full")
+	if err := db.SaveWhile(full, func() error { return refused }); err != refused {
+		t.Fatalf("SaveWhile with a failing first: %v", err)
+	}
+	if empty, err := db.Empty(context.Background()); err != nil || !empty {
+		t.Fatalf("a refused change was stored (empty %v, %v)", empty, err)
+	}
+	ran := false
+	if err := db.SaveWhile(full, func() error { ran = true; return nil }); err != nil || !ran {
+		t.Fatalf("SaveWhile: %v (first ran: %v)", err, ran)
+	}
+	got, err := db.Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameCatalog(t, got, s)
+}

@@ -351,10 +351,12 @@ func applyConfig(o serveOptions, db *catalogdb.Store, cur *catalog.State, stored
 		return cur, applied.record()
 	}
 	change := &catalog.Change{Old: cur, New: tx.State, Delta: tx.Delta()}
-	if err := auditLog(o.dataDir).AppendChange(change, o.now(), "config file", "apply "+o.config); err != nil {
-		return nil, err
-	}
-	if err := db.Save(change); err != nil {
+	// Audited before it takes effect: the catalog database commits once
+	// the audit log holds the change (both are written at once).
+	at := o.now()
+	if err := db.SaveWhile(change, func() error {
+		return auditLog(o.dataDir).AppendChange(change, at, "config file", "apply "+o.config)
+	}); err != nil {
 		return nil, err
 	}
 	if err := applied.record(); err != nil {
