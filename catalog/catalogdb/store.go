@@ -142,10 +142,12 @@ func (s *Store) Load(ctx context.Context) (*catalog.State, error) {
 	}
 	defer rows.Close()
 
+	// The body is scanned into a string: the one copy of the row's
+	// text a decoded key's strings then point into.
 	type row struct {
 		kind int
 		id   string
-		body []byte
+		body string
 	}
 	const batch = 4096
 	type job struct {
@@ -230,17 +232,17 @@ func (s *Store) Load(ctx context.Context) (*catalog.State, error) {
 	return b.State(), nil
 }
 
-func decode(kind int, body []byte) (any, error) {
+func decode(kind int, body string) (any, error) {
 	switch kind {
 	case kindGateway:
 		var g catalog.Gateway
-		return g, json.Unmarshal(body, &g)
+		return g, json.Unmarshal([]byte(body), &g)
 	case kindAPI:
 		var a catalog.API
-		return a, json.Unmarshal(body, &a)
+		return a, json.Unmarshal([]byte(body), &a)
 	case kindPlan:
 		p := new(catalog.UsagePlan)
-		return p, json.Unmarshal(body, p)
+		return p, json.Unmarshal([]byte(body), p)
 	case kindKey:
 		return decodeKey(body)
 	}
