@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -25,29 +23,8 @@ import (
 // "crash-test-token" and returns it with its admin address.
 func startServe(t *testing.T, ctx context.Context, data, cfg string, extra ...string) (*exec.Cmd, string) {
 	t.Helper()
-	cmd := exec.CommandContext(ctx, os.Args[0], append([]string{"serve", "--config", cfg, "--data-dir", data,
-		"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--admin-rate-limit", "1000"}, extra...)...)
-	cmd.Env = append(os.Environ(), "TOLLGATE_TEST_MAIN=1", "TOLLGATE_ADMIN_TOKEN=crash-test-token")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	sc := bufio.NewScanner(stderr)
-	for sc.Scan() {
-		if m := adminListenRE.FindStringSubmatch(sc.Text()); m != nil {
-			go func() {
-				for sc.Scan() {
-				}
-			}()
-			return cmd, m[1]
-		}
-	}
-	t.Fatal("serve never said where its admin API listens")
-	return nil, ""
+	return serveProcess(t, ctx, []string{"TOLLGATE_ADMIN_TOKEN=crash-test-token"}, adminListenRE, append([]string{"serve", "--config", cfg, "--data-dir", data,
+		"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--admin-rate-limit", "1000"}, extra...))
 }
 
 func adminRequest(t *testing.T, method, url, contentType string, body io.Reader) (*http.Request, error) {
