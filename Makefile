@@ -8,7 +8,7 @@ BENCHTIME ?= 1s
 
 .PHONY: help
 help: ## List the targets
-	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
 build: ## Build bin/tollgate
@@ -31,6 +31,11 @@ bench: ## Run the Go benchmarks of the hot paths
 loadtest: build ## Load test: tollgate vs a bare reverse proxy, same upstream, same run
 	$(GO) build -o bin/loadtest ./cmd/loadtest
 	bin/loadtest run --tollgate $(BIN) --rounds 5 --duration 8s --out bin/loadtest.md
+
+.PHONY: bench-scale
+bench-scale: build ## Scale benchmark: catalogs of 10k, 100k and 1M keys, each figure beside its target (SCALE_FLAGS="--sizes 2000,10000")
+	$(GO) build -o bin/scalebench ./cmd/scalebench
+	bin/scalebench --tollgate $(BIN) --out bin/scalebench.md $(SCALE_FLAGS)
 
 .PHONY: up
 up: ## Run the whole fleet in Docker (Kafka, ClickHouse, aggregator, report API, two enforcers on :8080)

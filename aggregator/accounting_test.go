@@ -145,7 +145,7 @@ func (r *rig) start(cfg Config) *aggregatorRun {
 		cfg.Store = countingStore{r.store, r}
 	}
 	if cfg.Catalog == nil {
-		cfg.Catalog = func() *catalog.Catalog { return &catalog.Catalog{} }
+		cfg.Catalog = func() *catalog.State { return catalog.NewState() }
 	}
 	if cfg.FlushEvents == 0 {
 		cfg.FlushEvents = 4096

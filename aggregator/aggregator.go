@@ -67,7 +67,7 @@ type Config struct {
 	DedupWindow int
 	// Catalog returns the catalog in force (plans and their quotas).
 	// Required.
-	Catalog func() *catalog.Catalog
+	Catalog func() *catalog.State
 	// Signals receives the quota state of changed keys. Nil: none.
 	Signals SignalWriter
 	// SignalInterval is the longest a changed key's state waits before
@@ -160,11 +160,14 @@ func New(cfg Config) (*Aggregator, error) {
 			BatchTimeout: time.Millisecond, MaxAttempts: 3}}, nil
 }
 
-func (a *Aggregator) catalog() *catalog.Catalog {
+// emptyState stands in for the catalog before the config log has one.
+var emptyState = catalog.NewState()
+
+func (a *Aggregator) catalog() *catalog.State {
 	if c := a.cfg.Catalog(); c != nil {
 		return c
 	}
-	return &catalog.Catalog{}
+	return emptyState
 }
 
 // Run consumes until ctx ends. Each generation of the group assigns

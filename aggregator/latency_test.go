@@ -28,7 +28,7 @@ func TestFreshnessAndSignalLatency(t *testing.T) {
 	ctx := context.Background()
 	const keys = 40
 	plans := []catalog.UsagePlan{{ID: "plan", Name: "plan", Quota: &catalog.Quota{Limit: 100, Period: catalog.Day}}}
-	cat := &catalog.Catalog{UsagePlans: plans}
+	cat := catalog.StateOf(&catalog.Catalog{UsagePlans: plans})
 	sw, err := ingest.NewSignalWriter(r.k)
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +56,7 @@ func TestFreshnessAndSignalLatency(t *testing.T) {
 	defer func() { stopSR(); <-srDone }()
 
 	a := r.start(Config{FlushEvents: 1 << 16, Signals: sw, FlushInterval: 500 * time.Millisecond, // the default, not the rig's
-		Catalog: func() *catalog.Catalog { return cat }})
+		Catalog: func() *catalog.State { return cat }})
 	defer a.stop(t)
 	p, err := ingest.NewEventProducer(r.k)
 	if err != nil {

@@ -66,7 +66,7 @@ func (pq planQuota) limit(idx int64) int64 { return pq.q.LimitAt(idx, pq.created
 
 // restore replaces the state of a partition's keys with what the store
 // holds for their current periods.
-func (a *authority) restore(partition int, rows []usage.NodeDayCount, cat *catalog.Catalog, now int64) {
+func (a *authority) restore(partition int, rows []usage.NodeDayCount, cat *catalog.State, now int64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.dropLocked(partition)
@@ -77,13 +77,13 @@ func (a *authority) restore(partition int, rows []usage.NodeDayCount, cat *catal
 // keys, and raises their counts per enforcer to the store's where the
 // store has more (it never has while the partition is owned: events are
 // counted when read, before they are stored; restore starts from it).
-func (a *authority) merge(partition int, rows []usage.NodeDayCount, cat *catalog.Catalog, now int64) {
+func (a *authority) merge(partition int, rows []usage.NodeDayCount, cat *catalog.State, now int64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.mergeLocked(partition, rows, cat, now)
 }
 
-func (a *authority) mergeLocked(partition int, rows []usage.NodeDayCount, cat *catalog.Catalog, now int64) {
+func (a *authority) mergeLocked(partition int, rows []usage.NodeDayCount, cat *catalog.State, now int64) {
 	type kn struct{ id, node string }
 	nodes := map[kn]int64{}
 	adj := map[string]int64{}
@@ -147,7 +147,7 @@ func (a *authority) keyLocked(partition int, plan, key string, pq planQuota, now
 }
 
 // count adds a stored batch's admitted events to their keys' usage.
-func (a *authority) count(partition int, events []schemas.UsageEvent, cat *catalog.Catalog, now int64) {
+func (a *authority) count(partition int, events []schemas.UsageEvent, cat *catalog.State, now int64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	urgent := false

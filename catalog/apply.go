@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -22,7 +21,19 @@ type Changes struct {
 	GeneratedKeys map[string]string
 }
 
-// Apply merges a file into the current catalog and validates the result.
+// Apply merges a file into the current catalog and validates the result
+// (ApplyFile on a whole catalog, for tests and tools).
+func Apply(current *Catalog, f *File, now time.Time) (*Catalog, *Changes, error) {
+	tx := StateOf(current).Begin()
+	ch, err := applyFile(tx, f, now, rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	return tx.State.Catalog(), ch, nil
+}
+
+// ApplyFile merges a file into the catalog of tx and validates what it
+// changed.
 //
 // APIs are matched by id, plans and keys by name (or by id when the file
 // gives one). Matched entities keep their id and creation date; new ones
@@ -31,13 +42,14 @@ type Changes struct {
 // file does not mention are kept. A key without a value keeps its value if
 // it exists, and gets a generated one if it is new.
 //
-// The current catalog is not modified. On error nothing is applied.
-func Apply(current *Catalog, f *File, now time.Time) (*Catalog, *Changes, error) {
-	return apply(current, f, now, rand.Reader)
+// It costs O(entities in the file): each is looked up through the
+// indexes and written only if it differs. On error the Tx must be
+// abandoned.
+func ApplyFile(tx *Tx, f *File, now time.Time) (*Changes, error) {
+	return applyFile(tx, f, now, rand.Reader)
 }
 
-func apply(current *Catalog, f *File, now time.Time, rnd io.Reader) (*Catalog, *Changes, error) {
-	next := current.Clone()
+func applyFile(tx *Tx, f *File, now time.Time, rnd io.Reader) (*Changes, error) {
 	ch := &Changes{GeneratedKeys: map[string]string{}}
 	src := &f.Catalog
 	p := &problems{file: f}
@@ -46,33 +58,33 @@ func apply(current *Catalog, f *File, now time.Time, rnd io.Reader) (*Catalog, *
 	// The gateway block is declarative as a whole: a file that has one
 	// replaces the stored settings (omitted fields take their defaults);
 	// a file without one leaves them as they are.
-	if f.hasGateway {
-		next.Gateway = src.Gateway
+	if f.hasGateway && !sameJSON(tx.Gateway(), src.Gateway) {
+		tx.SetGateway(src.Gateway)
 	}
 	for _, a := range src.APIs {
-		if old := next.API(a.ID); old != nil {
-			*old = a
-		} else {
-			next.APIs = append(next.APIs, a)
+		if old := tx.API(a.ID); old == nil || !sameJSON(old, &a) {
+			tx.PutAPI(a)
 		}
 	}
-	planIDs := map[string]string{} // name → id, for key references
+	planIDs := make(map[string]string, len(src.UsagePlans)) // name → id, for key references
 	for _, pl := range src.UsagePlans {
 		var old *UsagePlan
 		if pl.ID != "" {
-			old = next.Plan(pl.ID)
+			old = tx.Plan(pl.ID)
 		} else {
-			old = next.PlanByName(pl.Name)
+			old = tx.PlanByName(pl.Name)
 		}
 		if old != nil {
 			pl.ID, pl.CreatedDate = old.ID, old.CreatedDate
-			*old = pl
+			if !sameJSON(old, &pl) {
+				tx.PutPlan(pl)
+			}
 		} else {
 			if pl.ID == "" {
-				pl.ID = fileID(next, "usagePlan", pl.Name, rnd)
+				pl.ID = fileID(tx.State, "usagePlan", pl.Name, rnd)
 			}
 			pl.CreatedDate = now.Unix()
-			next.UsagePlans = append(next.UsagePlans, pl)
+			tx.PutPlan(pl)
 			ch.Created = append(ch.Created, fmt.Sprintf("usage plan %q (%s)", pl.Name, pl.ID))
 		}
 		planIDs[pl.Name] = pl.ID
@@ -80,9 +92,9 @@ func apply(current *Catalog, f *File, now time.Time, rnd io.Reader) (*Catalog, *
 	for _, k := range src.APIKeys {
 		var old *APIKey
 		if k.ID != "" {
-			old = next.Key(k.ID)
+			old = tx.Key(k.ID)
 		} else {
-			old = next.KeyByName(k.Name)
+			old = tx.KeyByName(k.Name)
 		}
 		if k.Value != "" {
 			if msg := CheckKeyValue(k.Value); msg != "" {
@@ -95,24 +107,26 @@ func apply(current *Catalog, f *File, now time.Time, rnd io.Reader) (*Catalog, *
 		for i, r := range k.UsagePlans {
 			if id, ok := planIDs[r]; ok {
 				refs[i] = id
-			} else if pl := next.PlanByNameOrID(r); pl != nil {
+			} else if pl := tx.PlanByNameOrID(r); pl != nil {
 				refs[i] = pl.ID
 			} else {
-				refs[i] = r // reported by Validate
+				refs[i] = r // reported by validation
 			}
 		}
 		k.UsagePlans = refs
+		k.Value = ""
 		if old != nil {
 			k.ID, k.CreatedDate, k.LastUpdatedDate = old.ID, old.CreatedDate, old.LastUpdatedDate
 			if k.ValueHash == "" {
 				k.ValueHash, k.ValuePrefix = old.ValueHash, old.ValuePrefix
 			}
-			k.Value = ""
-			*old = k
+			if !sameJSON(old, &k) {
+				tx.PutKey(k)
+			}
 			continue
 		}
 		if k.ID == "" {
-			k.ID = fileID(next, "apiKey", k.Name, rnd)
+			k.ID = fileID(tx.State, "apiKey", k.Name, rnd)
 		}
 		k.CreatedDate = now.Unix()
 		if k.ValueHash == "" {
@@ -120,19 +134,16 @@ func apply(current *Catalog, f *File, now time.Time, rnd io.Reader) (*Catalog, *
 			ch.GeneratedKeys[k.ID] = v
 			k.ValueHash, k.ValuePrefix = HashKey(v), v[:4]
 		}
-		k.Value = ""
-		next.APIKeys = append(next.APIKeys, k)
+		tx.PutKey(k)
 		ch.Created = append(ch.Created, fmt.Sprintf("API key %q (%s)", k.Name, k.ID))
 	}
-	var verr *ValidationError
-	if err := ValidateChange(current, next, f); err != nil && errors.As(err, &verr) {
-		p.list = append(p.list, verr.Problems...)
-	}
+	tx.validate(p)
 	if err := p.err(); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	ch.Changed = !current.Equal(next)
-	return next, ch, nil
+	tx.validated = true
+	ch.Changed = !tx.Delta().Empty()
+	return ch, nil
 }
 
 // checkFileNames reports ids and names given twice in one file: merging
@@ -187,9 +198,9 @@ const idAlphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
 // again, which are kept by id. If the derived id is taken (an entity
 // created through the admin API, or renamed there, holds it), the id is
 // random, as the admin API's are.
-func fileID(c *Catalog, kind, name string, rnd io.Reader) string {
+func fileID(s *State, kind, name string, rnd io.Reader) string {
 	id := randomString(&hashStream{seed: "tollgate " + kind + "\x00" + name}, 10, idAlphabet)
-	if c.Plan(id) != nil || c.Key(id) != nil || c.API(id) != nil {
+	if s.Plan(id) != nil || s.Key(id) != nil || s.API(id) != nil {
 		return newID(rnd)
 	}
 	return id

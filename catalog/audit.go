@@ -42,8 +42,9 @@ func ActorOf(ctx context.Context) (actor, action string) {
 	return v[0], v[1]
 }
 
-// Diff lists the entities that differ between two catalogs.
-func Diff(old, next *Catalog, at time.Time, actor, action string) []AuditEntry {
+// AuditEntries lists the entities a change altered, keys first, then
+// plans, APIs and the gateway, each kind in id order.
+func AuditEntries(ch *Change, at time.Time, actor, action string) []AuditEntry {
 	var out []AuditEntry
 	add := func(kind, id, name, prefix string, o, n any) {
 		ob, _ := json.Marshal(o)
@@ -68,7 +69,8 @@ func Diff(old, next *Catalog, at time.Time, actor, action string) []AuditEntry {
 		ValueHash       string `json:"valueHash,omitempty"`
 		KeyValueChanged bool   `json:"keyValueChanged,omitempty"`
 	}
-	diffList(old.APIKeys, next.APIKeys, func(k APIKey) string { return k.ID }, func(o, n *APIKey) {
+	for _, id := range ch.Keys {
+		o, n := ch.Old.Key(id), ch.New.Key(id)
 		k := pick(o, n)
 		var oa, na any
 		if o != nil {
@@ -78,17 +80,28 @@ func Diff(old, next *Catalog, at time.Time, actor, action string) []AuditEntry {
 			na = auditKey{APIKey: *n, KeyValueChanged: o != nil && o.ValueHash != n.ValueHash}
 		}
 		add("apiKey", k.ID, k.Name, k.ValuePrefix, oa, na)
-	})
-	diffList(old.UsagePlans, next.UsagePlans, func(p UsagePlan) string { return p.ID }, func(o, n *UsagePlan) {
+	}
+	for _, id := range ch.Plans {
+		o, n := ch.Old.Plan(id), ch.New.Plan(id)
 		p := pick(o, n)
 		add("usagePlan", p.ID, p.Name, "", orNil(o), orNil(n))
-	})
-	diffList(old.APIs, next.APIs, func(a API) string { return a.ID }, func(o, n *API) {
-		a := pick(o, n)
-		add("api", a.ID, a.Name, "", orNil(o), orNil(n))
-	})
-	add("gateway", "gateway", "", "", old.Gateway, next.Gateway)
+	}
+	if ch.APIs {
+		diffList(ch.Old.APIs(), ch.New.APIs(), func(a API) string { return a.ID }, func(o, n *API) {
+			a := pick(o, n)
+			add("api", a.ID, a.Name, "", orNil(o), orNil(n))
+		})
+	}
+	if ch.Gateway {
+		add("gateway", "gateway", "", "", ch.Old.Gateway(), ch.New.Gateway())
+	}
 	return out
+}
+
+// Diff lists the entities that differ between two catalogs (O(size): for
+// whole catalogs, never on a change's path).
+func Diff(old, next *Catalog, at time.Time, actor, action string) []AuditEntry {
+	return AuditEntries(DiffStates(StateOf(old), StateOf(next)), at, actor, action)
 }
 
 func pick[T any](o, n *T) *T {

@@ -3,11 +3,36 @@
 // AWS API Gateway so that a file written here reads like `aws apigateway`
 // output.
 //
-// A Catalog is a plain value. Apply merges a declarative file into the
-// current catalog (matching plans and keys by name, keeping their ids and
-// creation dates, so applying the same file twice changes nothing) and
-// validates the result as a whole; an invalid result is refused entirely.
-// API key values never enter a Catalog: only their SHA-256 hashes do.
+// The catalog in force is a State: an immutable snapshot indexed by id,
+// name, key value hash, customer id and plan membership, on copy-on-write
+// B-trees. Any number of readers (the admin API's pages, the usage
+// reports) read a State while a change is prepared on a Tx, which clones
+// the trees in O(1) and copies only the nodes it writes. A change is made
+// through a Manager:
 //
-//	cat, changes, err := catalog.Apply(current, file, time.Now())
+//	m.Change(ctx, func(tx *catalog.Tx) error {
+//		k := *tx.Key(id)
+//		k.Enabled = false
+//		tx.PutKey(k)
+//		return nil
+//	})
+//
+// The Manager validates what the Tx touched against the whole catalog
+// through the indexes (unique names and values, references, one plan per
+// key per API stage: the rules of Validate, with the same messages),
+// audits it, and hands a Change (old state, new state, and the Delta:
+// which entities it touched) to a Committer: Local stores it (package
+// catalogdb writes the touched rows) and publishes it to the gateway,
+// which updates the entries of those entities; the fleet's config log
+// (package ingest) writes one record per touched entity. A change to one
+// key therefore costs the same in a catalog of a thousand keys as in one
+// of a million: O(log n) in the trees, one row, one record, one gateway
+// entry.
+//
+// A Catalog is the same content as a plain value: what files hold and
+// exports give. ApplyFile merges a declarative file into a Tx (matching
+// plans and keys by name, keeping their ids and creation dates, so
+// applying the same file twice changes nothing), in O(entities in the
+// file). API key values never enter a catalog: only their SHA-256 hashes
+// do.
 package catalog

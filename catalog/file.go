@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
@@ -16,9 +17,11 @@ import (
 type File struct {
 	Name    string // the path, for error messages
 	Catalog Catalog
-	// lines maps an entity's place ("usagePlans[1]") to its line in the
-	// file so that errors point at it.
-	lines map[string]int
+	// lines holds the line where each entity of a list starts, so that
+	// errors point at it: lines["usagePlans"][1] for usagePlans[1]. (A
+	// slice a list, not a map entry an entity: a million keys would
+	// cost a million map entries and strings.)
+	lines map[string][]int
 	// hasGateway records whether the file has a gateway block at all.
 	hasGateway bool
 }
@@ -30,46 +33,103 @@ type File struct {
 // The file must be UTF-8 (a byte-order mark is allowed) and hold exactly
 // one YAML document: a second one (after "---") would be ignored by the
 // decoder, and with it whatever the operator meant by it.
+//
+// A file that starts as a JSON object does (`{` and a quoted key, or
+// `{}`) is read as JSON, with encoding/json: programs that import a whole
+// customer base write JSON, and yaml.v3 would take half a minute over a
+// million keys. The JSON reading accepts what the YAML reading of the same
+// text accepts, with the same result (filejson.go lists the few
+// differences).
 func ParseFile(name string, b []byte) (*File, error) {
-	f := &File{Name: name, lines: map[string]int{}}
+	f := &File{Name: name, lines: map[string][]int{}}
 	if err := checkUTF8(b); err != nil {
 		return nil, fmt.Errorf("%s:%w", name, err)
 	}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(b, &doc); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+	if body, ok := jsonObject(b); ok {
+		if err := f.readJSON(body); err != nil {
+			return nil, err
+		}
+		return f, nil
 	}
-	if len(doc.Content) == 0 {
-		return nil, fmt.Errorf("%s: the file is empty", name)
+	if err := f.readYAML(b); err != nil {
+		return nil, err
 	}
+	return f, nil
+}
+
+// readYAML reads a YAML file in one parse: the decoder checks the fields
+// (KnownFields) and fills the catalog, then decodes the same parsed
+// document again into yamlLines for where each entity starts.
+func (f *File) readYAML(b []byte) error {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
-	if err := dec.Decode(&f.Catalog); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+	var doc yamlDoc
+	switch err := dec.Decode(&doc); {
+	case errors.Is(err, io.EOF):
+		return fmt.Errorf("%s: the file is empty", f.Name)
+	case err != nil:
+		return fmt.Errorf("%s: %w", f.Name, err)
 	}
 	var next yaml.Node
 	switch err := dec.Decode(&next); {
 	case errors.Is(err, io.EOF):
 	case err != nil:
-		return nil, fmt.Errorf("%s: %w", name, err)
+		return fmt.Errorf("%s: %w", f.Name, err)
 	default:
-		return nil, fmt.Errorf("%s:%d: a second YAML document: the file must hold one (remove the \"---\" and what follows, or merge it into the first)", name, next.Line)
+		return fmt.Errorf("%s:%d: a second YAML document: the file must hold one (remove the \"---\" and what follows, or merge it into the first)", f.Name, next.Line)
 	}
-	// Remember where each entity starts.
-	root := doc.Content[0]
-	for i := 0; i+1 < len(root.Content); i += 2 {
-		k, v := root.Content[i], root.Content[i+1]
-		if k.Value == "gateway" {
-			f.hasGateway = true
-		}
-		if v.Kind != yaml.SequenceNode {
+	f.Catalog = doc.cat
+	f.hasGateway = doc.lines.Gateway.Kind != 0
+	for _, l := range []struct {
+		list string
+		node *yaml.Node
+	}{{"apis", &doc.lines.APIs}, {"usagePlans", &doc.lines.UsagePlans}, {"apiKeys", &doc.lines.APIKeys}} {
+		if l.node.Kind != yaml.SequenceNode {
 			continue
 		}
-		for j, item := range v.Content {
-			f.lines[k.Value+"["+strconv.Itoa(j)+"]"] = item.Line
+		lines := make([]int, 0, len(l.node.Content))
+		for _, item := range l.node.Content {
+			if !isNull(item) { // the decoder drops a null from the list
+				lines = append(lines, item.Line)
+			}
 		}
+		f.lines[l.list] = lines
 	}
-	return f, nil
+	return nil
+}
+
+// yamlDoc decodes one document twice without parsing it twice: yaml.v3
+// hands the old-style UnmarshalYAML a function that decodes the parsed
+// document with the decoder itself, KnownFields included (Node.Decode
+// would lose it).
+type yamlDoc struct {
+	cat   Catalog
+	lines yamlLines
+}
+
+func (d *yamlDoc) UnmarshalYAML(unmarshal func(any) error) error {
+	if err := unmarshal(&d.cat); err != nil {
+		return err
+	}
+	return unmarshal(&d.lines)
+}
+
+// yamlLines has Catalog's fields (KnownFields applies to it too), as
+// nodes: where each entity starts.
+type yamlLines struct {
+	Gateway    yaml.Node `yaml:"gateway"`
+	APIs       yaml.Node `yaml:"apis"`
+	UsagePlans yaml.Node `yaml:"usagePlans"`
+	APIKeys    yaml.Node `yaml:"apiKeys"`
+}
+
+// isNull reports whether a list item is null (directly or through an
+// alias), which yaml.v3 drops from a list of structs.
+func isNull(n *yaml.Node) bool {
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	return n.ShortTag() == "!!null"
 }
 
 // checkUTF8 reports the line and column of the first byte that is not
@@ -99,7 +159,14 @@ func checkUTF8(b []byte) error {
 }
 
 // Line returns the line of an entity such as "apiKeys[0]", or 0.
-func (f *File) Line(place string) int { return f.lines[place] }
+func (f *File) Line(place string) int {
+	list, index, _ := strings.Cut(strings.TrimSuffix(place, "]"), "[")
+	i, err := strconv.Atoi(index)
+	if err != nil || i < 0 || i >= len(f.lines[list]) {
+		return 0
+	}
+	return f.lines[list][i]
+}
 
 // FieldError is one problem with one field of one entity.
 type FieldError struct {

@@ -20,6 +20,8 @@ func FuzzParseFile(f *testing.F) {
 	f.Add([]byte("apis: []\n---\napis: []\n"))
 	f.Add([]byte("usagePlans:\n  - name: a\n    quota: {limit: 1, period: DAY}\napiKeys:\n  - name: k\n    usagePlans: [a]\n"))
 	f.Add([]byte("\xef\xbb\xbfgateway: {unknownRouteStatus: 404}\n"))
+	f.Add([]byte(`{"usagePlans": [{"name": "a", "quota": {"limit": 1, "period": "DAY"}}], "apiKeys": [null, {"name": "k", "usagePlans": ["a"]}]}`))
+	f.Add([]byte(`{"gateway": {"upstreamTimeout": "1s"}, "apiKeys": [{"name": 12, "enabled": "yes", "value": "\u00e9\/"}]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		file, err := ParseFile("f.yaml", b)
 		if err != nil {

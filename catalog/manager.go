@@ -9,9 +9,10 @@ import (
 	"time"
 )
 
-// Saver persists a catalog (FileStore does).
-type Saver interface {
-	Save(c *Catalog) error
+// Store persists changes: it writes the entities a change touched (the
+// SQLite store of package catalog/catalogdb does, in one transaction).
+type Store interface {
+	Save(ch *Change) error
 }
 
 // Errors a Committer may return (wrapped, with the details).
@@ -26,18 +27,18 @@ var (
 // Committer makes a validated change the catalog in force: on local
 // storage (Local), or on a shared config log (package ingest).
 type Committer interface {
-	// Current returns the catalog in force. It is shared: do not modify it.
-	Current() *Catalog
-	// Commit makes next, a valid successor of old, the catalog in force,
-	// and returns the catalog in force once it is; on error nothing
-	// changed, or (for a log that did not answer) the change may still
-	// take effect later: the error says which.
-	Commit(ctx context.Context, old, next *Catalog) (*Catalog, error)
+	// State returns the catalog in force.
+	State() *State
+	// Commit makes ch.New, a valid successor of ch.Old, the catalog in
+	// force, and returns the catalog in force once it is; on error
+	// nothing changed, or (for a log that did not answer) the change may
+	// still take effect later: the error says which.
+	Commit(ctx context.Context, ch *Change) (*State, error)
 }
 
 // Manager serialises the changes to the catalog: the admin API and file
-// applies both go through Change, so every change is validated as a
-// whole, audited, and committed, or not made at all.
+// applies both go through Change, so every change is validated, audited,
+// and committed, or not made at all.
 type Manager struct {
 	mu    sync.Mutex
 	c     Committer
@@ -55,8 +56,8 @@ func (m *Manager) SetAudit(log *AuditLog, now func() time.Time) {
 
 // NewManager returns a manager of cur on local storage: each change is
 // saved, then handed to publish (the gateway; nil publishes nowhere).
-func NewManager(cur *Catalog, saver Saver, publish func(*Catalog) error) (*Manager, error) {
-	l, err := NewLocal(cur, saver, publish)
+func NewManager(cur *State, store Store, publish func(*Change) error) (*Manager, error) {
+	l, err := NewLocal(cur, store, publish)
 	if err != nil {
 		return nil, err
 	}
@@ -66,84 +67,91 @@ func NewManager(cur *Catalog, saver Saver, publish func(*Catalog) error) (*Manag
 // NewManagerOn returns a manager that commits through c.
 func NewManagerOn(c Committer) *Manager { return &Manager{c: c} }
 
-// Current returns the catalog in force. It is shared: do not modify it.
-func (m *Manager) Current() *Catalog { return m.c.Current() }
+// State returns the catalog in force.
+func (m *Manager) State() *State { return m.c.State() }
 
-// Change applies f to a copy of the current catalog. If f returns nil and
-// the result is valid, the change is audited (see SetAudit; ctx names the
-// actor, see WithActor) and committed; otherwise nothing changes and the
-// error (f's, a *ValidationError, the audit log's or the committer's) is
-// returned.
-func (m *Manager) Change(ctx context.Context, f func(c *Catalog) error) (*Catalog, error) {
+// Change runs f on a Tx of the catalog in force. If f returns nil and
+// the change is valid, it is audited (see SetAudit; ctx names the actor,
+// see WithActor) and committed; otherwise nothing changes and the error
+// (f's, a *ValidationError, the audit log's or the committer's) is
+// returned. Its cost is that of what f touches, not of the catalog.
+func (m *Manager) Change(ctx context.Context, f func(tx *Tx) error) (*State, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	old := m.c.Current()
-	next := old.Clone()
-	if err := f(next); err != nil {
+	old := m.c.State()
+	tx := old.Begin()
+	if err := f(tx); err != nil {
 		return nil, err
 	}
-	if err := ValidateChange(old, next, nil); err != nil {
-		return nil, err
+	if !tx.validated {
+		if err := tx.Validate(nil); err != nil {
+			return nil, err
+		}
 	}
-	if old.Equal(next) {
+	d := tx.Delta()
+	if d.Empty() {
 		return old, nil
 	}
+	ch := &Change{Old: old, New: tx.State, Delta: d}
 	// Audited before it takes effect: a change the log cannot record is
 	// not made.
 	actor, action := ActorOf(ctx)
 	if m.audit != nil {
-		if err := m.audit.Append(Diff(old, next, m.now(), actor, action)); err != nil {
+		if err := m.audit.Append(AuditEntries(ch, m.now(), actor, action)); err != nil {
 			return nil, err
 		}
 	}
-	cur, err := m.c.Commit(ctx, old, next)
+	cur, err := m.c.Commit(ctx, ch)
 	if err != nil {
 		if m.audit != nil {
-			m.audit.Append(Diff(next, old, m.now(), actor, "undo ("+err.Error()+")"))
+			m.audit.Append(AuditEntries(ch.Reverse(), m.now(), actor, "undo ("+err.Error()+")"))
 		}
 		return nil, err
 	}
 	return cur, nil
 }
 
-// Local keeps the catalog in force in memory and in a Saver, and hands
+// Reverse returns the change that undoes ch.
+func (ch *Change) Reverse() *Change { return &Change{Old: ch.New, New: ch.Old, Delta: ch.Delta} }
+
+// Local keeps the catalog in force in memory and in a Store, and hands
 // each change to a publish hook.
 type Local struct {
-	cur     atomic.Pointer[Catalog]
-	saver   Saver
-	publish func(*Catalog) error
+	cur     atomic.Pointer[State]
+	store   Store
+	publish func(*Change) error
 }
 
 var _ Committer = (*Local)(nil)
 
 // NewLocal returns a Local holding cur. publish nil publishes nowhere.
-func NewLocal(cur *Catalog, saver Saver, publish func(*Catalog) error) (*Local, error) {
-	if cur == nil || saver == nil {
-		return nil, errors.New("catalog manager: a catalog and a saver are required")
+func NewLocal(cur *State, store Store, publish func(*Change) error) (*Local, error) {
+	if cur == nil || store == nil {
+		return nil, errors.New("catalog manager: a catalog and a store are required")
 	}
 	if publish == nil {
-		publish = func(*Catalog) error { return nil }
+		publish = func(*Change) error { return nil }
 	}
-	l := &Local{saver: saver, publish: publish}
+	l := &Local{store: store, publish: publish}
 	l.cur.Store(cur)
 	return l, nil
 }
 
-// Current returns the catalog in force.
-func (l *Local) Current() *Catalog { return l.cur.Load() }
+// State returns the catalog in force.
+func (l *Local) State() *State { return l.cur.Load() }
 
-// Commit saves next, then publishes it; if publishing fails, the saved
-// catalog is put back, so that store and gateway agree.
-func (l *Local) Commit(_ context.Context, old, next *Catalog) (*Catalog, error) {
-	if err := l.saver.Save(next); err != nil {
+// Commit saves the change, then publishes it; if publishing fails, the
+// store is put back, so that store and gateway agree.
+func (l *Local) Commit(_ context.Context, ch *Change) (*State, error) {
+	if err := l.store.Save(ch); err != nil {
 		return nil, err
 	}
-	if err := l.publish(next); err != nil {
-		if rerr := l.saver.Save(old); rerr != nil {
+	if err := l.publish(ch); err != nil {
+		if rerr := l.store.Save(ch.Reverse()); rerr != nil {
 			return nil, fmt.Errorf("publish catalog: %w (and restoring the stored catalog failed: %v)", err, rerr)
 		}
 		return nil, fmt.Errorf("publish catalog: %w", err)
 	}
-	l.cur.Store(next)
-	return next, nil
+	l.cur.Store(ch.New)
+	return ch.New, nil
 }

@@ -3,6 +3,7 @@ package catalog
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"maps"
 	"math"
 	"time"
 )
@@ -219,3 +220,23 @@ func (c *Catalog) API(id string) *API {
 
 // finite reports whether f is a usable limit.
 func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
+
+// Clone returns a deep copy of the plan, for a change that edits its
+// throttles, quota or stages in place.
+func (p *UsagePlan) Clone() UsagePlan {
+	c := *p
+	if p.Throttle != nil {
+		t := *p.Throttle
+		c.Throttle = &t
+	}
+	if p.Quota != nil {
+		q := *p.Quota
+		c.Quota = &q
+	}
+	c.APIStages = make([]APIStage, len(p.APIStages))
+	for i, as := range p.APIStages {
+		c.APIStages[i] = APIStage{APIID: as.APIID, Stage: as.Stage, Throttle: maps.Clone(as.Throttle)}
+	}
+	c.Tags = maps.Clone(p.Tags)
+	return c
+}

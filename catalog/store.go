@@ -11,7 +11,10 @@ import (
 
 // FileStore keeps the catalog as a JSON snapshot in one file, replaced
 // atomically (write to a temporary file, fsync, rename), so a crash leaves
-// either the old or the new catalog, never a mix.
+// either the old or the new catalog, never a mix. It is how versions
+// before the catalog database kept the catalog (catalog.json): serve
+// reads it once to import it, and tools may write whole catalogs with it.
+// Every change rewrites the whole file: it is not a store for changes.
 type FileStore struct {
 	Path string
 }

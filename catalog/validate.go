@@ -120,33 +120,40 @@ func checkNames(p *problems, kind, name, id string, fields ...string) {
 type problems struct {
 	file *File
 	list []*FieldError
+	// places indexes the file's entities: kind → id (APIs) or name
+	// (plans, keys) → index, built on the first problem.
+	places map[string]map[string]int
+}
+
+// place returns the index in the file of an entity, or -1.
+func (p *problems) place(kind, name, id string) int {
+	if p.places == nil {
+		p.places = map[string]map[string]int{"apis": {}, "usagePlans": {}, "apiKeys": {}}
+		for i, a := range p.file.Catalog.APIs {
+			p.places["apis"][a.ID] = i
+		}
+		for i, pl := range p.file.Catalog.UsagePlans {
+			p.places["usagePlans"][pl.Name] = i
+		}
+		for i, k := range p.file.Catalog.APIKeys {
+			p.places["apiKeys"][k.Name] = i
+		}
+	}
+	v := name
+	if kind == "apis" {
+		v = id
+	}
+	if i, ok := p.places[kind][v]; ok {
+		return i
+	}
+	return -1
 }
 
 // where labels an entity: its place in the file if it is there, else its
 // name and id in the catalog.
 func (p *problems) where(kind, name, id string) (entity string, line int) {
 	if p.file != nil {
-		idx := -1
-		switch kind {
-		case "apis":
-			for i, a := range p.file.Catalog.APIs {
-				if a.ID == id {
-					idx = i
-				}
-			}
-		case "usagePlans":
-			for i, pl := range p.file.Catalog.UsagePlans {
-				if pl.Name == name {
-					idx = i
-				}
-			}
-		case "apiKeys":
-			for i, k := range p.file.Catalog.APIKeys {
-				if k.Name == name {
-					idx = i
-				}
-			}
-		}
+		idx := p.place(kind, name, id)
 		if idx >= 0 {
 			place := fmt.Sprintf("%s[%d]", kind, idx)
 			return fmt.Sprintf("%s %q", place, shown(name)), p.file.Line(place)
@@ -233,21 +240,7 @@ func validateStructure(p *problems, c *Catalog) {
 
 // validateText applies the text rules to what next adds or alters.
 func validateText(p *problems, old, next *Catalog) {
-	apis := byID(old.APIs, func(a *API) string { return a.ID })
-	for _, a := range next.APIs {
-		o := apis[a.ID]
-		if o == nil || o.Name != a.Name {
-			checkNames(p, "apis", a.Name, a.ID, "id", a.ID, "name", a.Name)
-		}
-		for i, s := range a.Stages {
-			if o != nil && slices.ContainsFunc(o.Stages, func(os Stage) bool { return os.Name == s.Name }) {
-				continue
-			}
-			if msg := CheckName(s.Name); msg != "" {
-				p.add("apis", a.Name, a.ID, fmt.Sprintf("stages[%d].name", i), "%s", msg)
-			}
-		}
-	}
+	validateAPIText(p, old.APIs, next.APIs)
 	plans := byID(old.UsagePlans, func(pl *UsagePlan) string { return pl.ID })
 	for _, pl := range next.UsagePlans {
 		var was *textFields
@@ -263,6 +256,26 @@ func validateText(p *problems, old, next *Catalog) {
 			was = &textFields{[]string{o.Name, o.Description, o.CustomerID}, o.Tags}
 		}
 		checkChanged(p, "apiKeys", k.Name, k.ID, was, k.Tags, "name", k.Name, "description", k.Description, "customerId", k.CustomerID)
+	}
+}
+
+// validateAPIText applies the text rules to the APIs and stages that
+// next adds or renames.
+func validateAPIText(p *problems, old, next []API) {
+	apis := byID(old, func(a *API) string { return a.ID })
+	for _, a := range next {
+		o := apis[a.ID]
+		if o == nil || o.Name != a.Name {
+			checkNames(p, "apis", a.Name, a.ID, "id", a.ID, "name", a.Name)
+		}
+		for i, s := range a.Stages {
+			if o != nil && slices.ContainsFunc(o.Stages, func(os Stage) bool { return os.Name == s.Name }) {
+				continue
+			}
+			if msg := CheckName(s.Name); msg != "" {
+				p.add("apis", a.Name, a.ID, fmt.Sprintf("stages[%d].name", i), "%s", msg)
+			}
+		}
 	}
 }
 
@@ -467,10 +480,9 @@ func validMethod(m string) bool {
 func validatePlans(p *problems, c *Catalog) {
 	names := map[string]bool{}
 	ids := map[string]bool{}
-	for _, pl := range c.UsagePlans {
-		if pl.Name == "" {
-			p.add("usagePlans", pl.Name, pl.ID, "name", "is required")
-		} else if names[pl.Name] {
+	for i := range c.UsagePlans {
+		pl := &c.UsagePlans[i]
+		if pl.Name != "" && names[pl.Name] {
 			p.add("usagePlans", pl.Name, pl.ID, "name", "%q is used by two plans", pl.Name)
 		}
 		names[pl.Name] = true
@@ -478,63 +490,72 @@ func validatePlans(p *problems, c *Catalog) {
 			p.add("usagePlans", pl.Name, pl.ID, "id", "%q is used by two plans", pl.ID)
 		}
 		ids[pl.ID] = true
-		if pl.Throttle != nil {
-			validateThrottle(p, "usagePlans", pl.Name, pl.ID, "throttle", pl.Throttle)
+		validatePlan(p, pl, c.API)
+	}
+}
+
+// validatePlan checks one plan on its own and against the APIs (api
+// finds one by id); uniqueness is its caller's.
+func validatePlan(p *problems, pl *UsagePlan, api func(id string) *API) {
+	if pl.Name == "" {
+		p.add("usagePlans", pl.Name, pl.ID, "name", "is required")
+	}
+	if pl.Throttle != nil {
+		validateThrottle(p, "usagePlans", pl.Name, pl.ID, "throttle", pl.Throttle)
+	}
+	if q := pl.Quota; q != nil {
+		if !q.Period.Valid() {
+			p.add("usagePlans", pl.Name, pl.ID, "quota.period", "%q is not one of DAY, WEEK, MONTH", q.Period)
 		}
-		if q := pl.Quota; q != nil {
-			if !q.Period.Valid() {
-				p.add("usagePlans", pl.Name, pl.ID, "quota.period", "%q is not one of DAY, WEEK, MONTH", q.Period)
-			}
-			if q.Limit < 0 {
-				p.add("usagePlans", pl.Name, pl.ID, "quota.limit", "must not be negative, got %d", q.Limit)
-			} else if q.Limit > MaxQuota {
-				p.add("usagePlans", pl.Name, pl.ID, "quota.limit", "must be at most %d, got %d", int64(MaxQuota), q.Limit)
-			}
-			if q.Offset < 0 || q.Offset > q.Limit {
-				p.add("usagePlans", pl.Name, pl.ID, "quota.offset", "must be between 0 and the limit %d, got %d", q.Limit, q.Offset)
-			}
+		if q.Limit < 0 {
+			p.add("usagePlans", pl.Name, pl.ID, "quota.limit", "must not be negative, got %d", q.Limit)
+		} else if q.Limit > MaxQuota {
+			p.add("usagePlans", pl.Name, pl.ID, "quota.limit", "must be at most %d, got %d", int64(MaxQuota), q.Limit)
 		}
-		seen := map[string]bool{}
-		for i, as := range pl.APIStages {
-			f := fmt.Sprintf("apiStages[%d]", i)
-			a := c.API(as.APIID)
-			if a == nil {
-				p.add("usagePlans", pl.Name, pl.ID, f+".apiId", "names API %q, which does not exist", as.APIID)
+		if q.Offset < 0 || q.Offset > q.Limit {
+			p.add("usagePlans", pl.Name, pl.ID, "quota.offset", "must be between 0 and the limit %d, got %d", q.Limit, q.Offset)
+		}
+	}
+	seen := map[string]bool{}
+	for i, as := range pl.APIStages {
+		f := fmt.Sprintf("apiStages[%d]", i)
+		a := api(as.APIID)
+		if a == nil {
+			p.add("usagePlans", pl.Name, pl.ID, f+".apiId", "names API %q, which does not exist", as.APIID)
+			continue
+		}
+		if !hasStage(a, as.Stage) {
+			p.add("usagePlans", pl.Name, pl.ID, f+".stage", "API %q has no stage %q", as.APIID, as.Stage)
+			continue
+		}
+		if seen[as.APIID+":"+as.Stage] {
+			p.add("usagePlans", pl.Name, pl.ID, f, "stage %s:%s is listed twice", as.APIID, as.Stage)
+		}
+		seen[as.APIID+":"+as.Stage] = true
+		for _, k := range slices.Sorted(maps.Keys(as.Throttle)) {
+			t := as.Throttle[k]
+			ff := fmt.Sprintf("%s.throttle[%q]", f, k)
+			res, m, ok := SplitMethodKey(k)
+			if !ok {
+				p.add("usagePlans", pl.Name, pl.ID, ff, "must have the form /resource/METHOD, e.g. /items/GET")
 				continue
 			}
-			if !hasStage(a, as.Stage) {
-				p.add("usagePlans", pl.Name, pl.ID, f+".stage", "API %q has no stage %q", as.APIID, as.Stage)
+			r := findResource(a, res)
+			if r == nil {
+				p.add("usagePlans", pl.Name, pl.ID, ff, "API %q has no resource %q", a.ID, res)
 				continue
 			}
-			if seen[as.APIID+":"+as.Stage] {
-				p.add("usagePlans", pl.Name, pl.ID, f, "stage %s:%s is listed twice", as.APIID, as.Stage)
+			if _, ok := r.Methods[m]; !ok {
+				msg := fmt.Sprintf("resource %q of API %q declares no method %s", res, a.ID, m)
+				if _, any := r.Methods["ANY"]; any {
+					// One bucket per declared method: methods that reach
+					// the resource through ANY share ANY's.
+					msg += fmt.Sprintf(" (it reaches %s through ANY: throttle %s/ANY, or declare %s)", m, res, m)
+				}
+				p.add("usagePlans", pl.Name, pl.ID, ff, "%s", msg)
+				continue
 			}
-			seen[as.APIID+":"+as.Stage] = true
-			for _, k := range slices.Sorted(maps.Keys(as.Throttle)) {
-				t := as.Throttle[k]
-				ff := fmt.Sprintf("%s.throttle[%q]", f, k)
-				res, m, ok := SplitMethodKey(k)
-				if !ok {
-					p.add("usagePlans", pl.Name, pl.ID, ff, "must have the form /resource/METHOD, e.g. /items/GET")
-					continue
-				}
-				r := findResource(a, res)
-				if r == nil {
-					p.add("usagePlans", pl.Name, pl.ID, ff, "API %q has no resource %q", a.ID, res)
-					continue
-				}
-				if _, ok := r.Methods[m]; !ok {
-					msg := fmt.Sprintf("resource %q of API %q declares no method %s", res, a.ID, m)
-					if _, any := r.Methods["ANY"]; any {
-						// One bucket per declared method: methods that reach
-						// the resource through ANY share ANY's.
-						msg += fmt.Sprintf(" (it reaches %s through ANY: throttle %s/ANY, or declare %s)", m, res, m)
-					}
-					p.add("usagePlans", pl.Name, pl.ID, ff, "%s", msg)
-					continue
-				}
-				validateThrottle(p, "usagePlans", pl.Name, pl.ID, ff, &t)
-			}
+			validateThrottle(p, "usagePlans", pl.Name, pl.ID, ff, &t)
 		}
 	}
 }
@@ -578,14 +599,14 @@ func validateKeys(p *problems, c *Catalog) {
 	names := make(map[string]bool, len(c.APIKeys))
 	ids := make(map[string]bool, len(c.APIKeys))
 	hashes := make(map[string]string, len(c.APIKeys))
-	for _, k := range c.APIKeys {
+	plans := byID(c.UsagePlans, func(pl *UsagePlan) string { return pl.ID })
+	for i := range c.APIKeys {
+		k := &c.APIKeys[i]
 		if k.ID != "" && ids[k.ID] {
 			p.add("apiKeys", k.Name, k.ID, "id", "%q is used by two keys", k.ID)
 		}
 		ids[k.ID] = true
-		if k.Name == "" {
-			p.add("apiKeys", k.Name, k.ID, "name", "is required")
-		} else if names[k.Name] {
+		if k.Name != "" && names[k.Name] {
 			p.add("apiKeys", k.Name, k.ID, "name", "%q is used by two keys", k.Name)
 		}
 		names[k.Name] = true
@@ -593,27 +614,40 @@ func validateKeys(p *problems, c *Catalog) {
 			p.add("apiKeys", k.Name, k.ID, "value", "is the same as the value of key %q; values must be unique", other)
 		}
 		hashes[k.ValueHash] = k.Name
-		stages := map[string]string{} // "api:stage" → plan name
-		listed := map[string]bool{}
-		for i, ref := range k.UsagePlans {
-			if listed[ref] {
-				p.add("apiKeys", k.Name, k.ID, fmt.Sprintf("usagePlans[%d]", i), "lists plan %q twice", ref)
-				continue
+		validateKey(p, k, func(id string) *UsagePlan { return plans[id] })
+	}
+}
+
+// validateKey checks one key on its own and against the plans it lists
+// (plan finds one by id); uniqueness is its caller's.
+func validateKey(p *problems, k *APIKey, plan func(id string) *UsagePlan) {
+	if k.Name == "" {
+		p.add("apiKeys", k.Name, k.ID, "name", "is required")
+	}
+	var stages map[string]string // "api:stage" → plan name
+	for i, ref := range k.UsagePlans {
+		if slices.Contains(k.UsagePlans[:i], ref) {
+			p.add("apiKeys", k.Name, k.ID, fmt.Sprintf("usagePlans[%d]", i), "lists plan %q twice", ref)
+			continue
+		}
+		pl := plan(ref)
+		if pl == nil {
+			p.add("apiKeys", k.Name, k.ID, fmt.Sprintf("usagePlans[%d]", i), "names plan %q, which does not exist", ref)
+			continue
+		}
+		if len(k.UsagePlans) == 1 {
+			break
+		}
+		if stages == nil {
+			stages = map[string]string{}
+		}
+		for _, as := range pl.APIStages {
+			s := as.APIID + ":" + as.Stage
+			if other, ok := stages[s]; ok && other != pl.Name {
+				p.add("apiKeys", k.Name, k.ID, fmt.Sprintf("usagePlans[%d]", i),
+					"plans %q and %q both cover stage %s; a key may belong to one plan per API stage (as in AWS)", other, pl.Name, s)
 			}
-			listed[ref] = true
-			pl := c.Plan(ref)
-			if pl == nil {
-				p.add("apiKeys", k.Name, k.ID, fmt.Sprintf("usagePlans[%d]", i), "names plan %q, which does not exist", ref)
-				continue
-			}
-			for _, as := range pl.APIStages {
-				s := as.APIID + ":" + as.Stage
-				if other, ok := stages[s]; ok && other != pl.Name {
-					p.add("apiKeys", k.Name, k.ID, fmt.Sprintf("usagePlans[%d]", i),
-						"plans %q and %q both cover stage %s; a key may belong to one plan per API stage (as in AWS)", other, pl.Name, s)
-				}
-				stages[s] = pl.Name
-			}
+			stages[s] = pl.Name
 		}
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tollgate/tollgate/ingest"
 	"github.com/tollgate/tollgate/schemas"
 )
 
@@ -59,7 +58,7 @@ func BenchmarkDecideMissingToken(b *testing.B) {
 // core, all counted in one group of the rejections table.
 func BenchmarkDecideUnknownKeyParallel(b *testing.B) {
 	c := testCatalog(b, benchYAML)
-	q, _ := ingest.NewQueue(1 << 16)
+	q := newEventBuffer(1 << 16)
 	g, err := New(Config{Events: q}, c)
 	if err != nil {
 		b.Fatal(err)
@@ -84,7 +83,7 @@ func BenchmarkDecideUnknownKeyParallel(b *testing.B) {
 
 func benchDecide(b *testing.B, key, path string, want schemas.Decision) {
 	c := testCatalog(b, benchYAML)
-	q, _ := ingest.NewQueue(1 << 16)
+	q := newEventBuffer(1 << 16)
 	g, err := New(Config{Events: q}, c)
 	if err != nil {
 		b.Fatal(err)
@@ -158,9 +157,10 @@ func BenchmarkDecideParallel(b *testing.B) {
 			})
 			b.StopTimer()
 			var used int64
-			for _, e := range t.keys {
-				used += e.bindings[0].plan.quota.used(&e.bindings[0].state.quota, g.cfg.Now())
-			}
+			t.keys.byID.each(func(e *keyEntry) bool {
+				used += t.plans[e.plans[0].plan].quota.used(&e.plans[0].state.quota, g.cfg.Now())
+				return true
+			})
 			if used != admitted.Load() {
 				b.Fatalf("quota counted %d, admitted %d", used, admitted.Load())
 			}

@@ -223,14 +223,47 @@ func TestCountLocal(t *testing.T) {
 	var c atomic.Uint64
 	day1, day2 := ts("2026-11-27T12:00:00Z"), ts("2026-11-28T12:00:00Z")
 	i1, i2 := q.span(day1).idx, q.span(day2).idx
-	countLocal(&c, i1)
-	countLocal(&c, i1)
+	q.countLocal(&c, i1)
+	q.countLocal(&c, i1)
 	if got := q.used(&c, day1); got != 2 {
 		t.Fatalf("day 1: %d, want 2", got)
 	}
-	countLocal(&c, i2)
-	countLocal(&c, i1) // late
+	q.countLocal(&c, i2)
+	q.countLocal(&c, i1) // late
 	if got := q.used(&c, day2); got != 1 {
 		t.Errorf("day 2: %d, want 1 (a new day starts over; a late count of day 1 is dropped)", got)
+	}
+}
+
+// A plan whose quota period changes kind keeps its counters (they carry
+// over catalog changes), and a counter of another kind of period holds
+// nothing for the new one: a day's index, far larger than a month's,
+// must not be taken for a later month.
+func TestQuotaPeriodKindChange(t *testing.T) {
+	now := ts("2026-11-27T12:00:00Z")
+	day := newQuota(&catalog.Quota{Limit: 3, Period: catalog.Day}, 0)
+	var c, local atomic.Uint64
+	for range 3 {
+		ok, idx, _, _ := day.take(&c, now)
+		if !ok {
+			t.Fatal("day quota refused")
+		}
+		day.countLocal(&local, idx)
+	}
+	month := newQuota(&catalog.Quota{Limit: 5, Period: catalog.Month}, 0)
+	if got := month.used(&c, now); got != 0 {
+		t.Errorf("month used %d of a day's counter, want 0", got)
+	}
+	ok, idx, remaining, end := month.take(&c, now)
+	if !ok || remaining != 4 || end != ts("2026-12-01T00:00:00Z") {
+		t.Errorf("month take = %v, %d left, end %s; want admitted, 4 left, end of November", ok, remaining, time.Unix(0, end).UTC())
+	}
+	month.countLocal(&local, idx)
+	if got := month.used(&local, now); got != 1 {
+		t.Errorf("month local count %d, want 1", got)
+	}
+	// And back: the month's counter holds nothing for the day.
+	if got := day.used(&c, now); got != 0 {
+		t.Errorf("day used %d of a month's counter, want 0", got)
 	}
 }

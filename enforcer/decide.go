@@ -8,7 +8,7 @@ type decision struct {
 	stage   *stageRoute
 	route   *methodRoute
 	key     *keyEntry
-	bind    *binding
+	plan    *planRT // the key's plan for the stage
 	// For 429s: how long until the request could pass, in nanoseconds.
 	retryAfter int64
 	// For RateLimit headers.
@@ -23,7 +23,11 @@ type decision struct {
 // tokens it took at earlier steps, so rejected requests consume neither
 // throttle tokens nor quota.
 //
-// keys is the request's x-api-key header values. decide allocates nothing.
+// keys is the request's x-api-key header values. decide allocates nothing,
+// except on a key's first request to a method with a per-method throttle
+// under a plan, and again after the plan's set of per-method throttles
+// changed: that request lays out the key's per-method counters
+// (keyPlanState.methodTat).
 func (t *table) decide(d *decision, host, path, method string, keys []string, now int64) {
 	if len(keys) > 1 {
 		d.outcome = schemas.DecisionBadRequest
@@ -45,11 +49,13 @@ func (t *table) decide(d *decision, host, path, method string, keys []string, no
 		return
 	}
 	d.route = mr
-	var b *binding
+	var p *planRT
+	var st *keyPlanState
+	var mb []int
 	if mr.keyRequired {
 		var e *keyEntry
 		if len(keys) == 1 {
-			e = t.lookupKey(keys[0])
+			e = t.keys.lookup(keys[0])
 		}
 		if e == nil {
 			d.outcome = schemas.DecisionForbidden
@@ -60,17 +66,11 @@ func (t *table) decide(d *decision, host, path, method string, keys []string, no
 			d.outcome = schemas.DecisionForbidden
 			return
 		}
-		for i := range e.bindings {
-			if e.bindings[i].stage == sr {
-				b = &e.bindings[i]
-				break
-			}
-		}
-		if b == nil {
+		if p, st, mb = t.bind(e, sr); p == nil {
 			d.outcome = schemas.DecisionForbidden
 			return
 		}
-		d.bind = b
+		d.plan = p
 	}
 
 	// Throttles, most general first.
@@ -84,14 +84,13 @@ func (t *table) decide(d *decision, host, path, method string, keys []string, no
 		d.throttledBy(wait)
 		return
 	}
-	if b == nil {
+	if p == nil {
 		d.outcome = schemas.DecisionAllowed
 		return
 	}
-	p, st := b.plan, b.state
 	pb, tat := &p.bucket, &st.tat
-	if i := b.methodBucket[mr.idx]; i >= 0 {
-		pb, tat = &p.overrides[i], &st.overrides[i]
+	if i := mb[mr.idx]; i >= 0 {
+		pb, tat = &p.overrides[i], st.methodTat(p, i)
 	}
 	ok, left, wait := pb.take(tat, now)
 	if !ok {
@@ -121,7 +120,7 @@ func (t *table) decide(d *decision, host, path, method string, keys []string, no
 		}
 		// What this enforcer admitted, for signals to tell from what
 		// the aggregator has counted (ApplySignal).
-		countLocal(&st.local, idx)
+		q.countLocal(&st.local, idx)
 	}
 	d.outcome = schemas.DecisionAllowed
 }

@@ -120,11 +120,11 @@ func (n *fleetNode) admitUntilRefused(t testing.TB, max int) int {
 
 // signal is a signal for the shared key in the day of the fleet's clock.
 func (n *fleetNode) signal(used, asOf int64, nodes ...schemas.NodeCount) *schemas.QuotaSignal {
-	k := n.gw.table.Load().lookupKey(sharedKey)
-	q := k.bindings[0].plan.quota
+	k := n.gw.table.Load().firstPlan(sharedKey)
+	q := k.plan.quota
 	now := n.gw.cfg.Now()
 	lim := q.limit(q.span(now).idx)
-	return &schemas.QuotaSignal{PlanID: k.bindings[0].plan.id, KeyID: k.id, Used: used, Limit: lim,
+	return &schemas.QuotaSignal{PlanID: k.plan.id, KeyID: k.id, Used: used, Limit: lim,
 		PeriodEnd: q.span(now).end, AsOf: asOf, Exhausted: used >= lim, Nodes: nodes}
 }
 
@@ -262,9 +262,8 @@ func (f fleetSim) run(t testing.TB) fleetResult {
 // counter to the fleet's Used, never lower it, and count local requests
 // on top. Kept here as the negative control of TestFleetQuota.
 func raiseOnly(g *Gateway, s *schemas.QuotaSignal) bool {
-	st := g.states.lookup(s.KeyID, s.PlanID, &g.mu)
-	p := g.table.Load().plans[s.PlanID]
-	if st == nil || p == nil || p.quota == nil {
+	st, p := g.table.Load().keyPlan(s.KeyID, s.PlanID)
+	if st == nil || p.quota == nil {
 		return false
 	}
 	now := g.cfg.Now()

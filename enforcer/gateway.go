@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/http/httputil"
 	"net/url"
 	"strings"
 	"sync"
@@ -59,10 +58,20 @@ type Config struct {
 // Gateway is the enforcer's HTTP handler: it identifies the key, applies
 // the plan, proxies admitted requests and meters every request.
 type Gateway struct {
-	cfg    Config
-	table  atomic.Pointer[table]
-	mu     sync.Mutex // serialises Update
-	states *states
+	cfg   Config
+	table atomic.Pointer[table]
+	// mu serialises changes (Load, Apply, Update) and guards what
+	// follows.
+	mu sync.Mutex
+	// global holds the counters of the shared buckets (gateway, stages)
+	// by name, so that they survive new tables.
+	global map[string]*atomic.Int64
+	// planIdx gives each plan its index in table.plans for as long as it
+	// exists. An index freed by a change is reused only by a later
+	// change (see Apply).
+	planIdx map[string]int32
+	freeIdx []int32
+	nextIdx int32
 	// ownTransport is set when the gateway built its transport, which it
 	// then rebuilds when the catalog's upstream timeout changes.
 	ownTransport bool
@@ -78,7 +87,8 @@ type discard struct{}
 
 func (discard) Offer(schemas.UsageEvent) bool { return true }
 
-// New returns a gateway enforcing c, which must be valid.
+// New returns a gateway enforcing c, which must be valid. c nil is an
+// empty catalog, for a gateway that Load or Apply fill.
 func New(cfg Config, c *catalog.Catalog) (*Gateway, error) {
 	if cfg.Events == nil {
 		cfg.Events = discard{}
@@ -90,42 +100,27 @@ func New(cfg Config, c *catalog.Catalog) (*Gateway, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	g := &Gateway{cfg: cfg, ownTransport: cfg.Transport == nil, rejections: newRejections(),
-		states: &states{keyPlan: map[keyPlan]*keyPlanState{}, global: map[string]*atomic.Int64{}}}
-	if err := g.Update(c); err != nil {
+		global: map[string]*atomic.Int64{}, planIdx: map[string]int32{}}
+	var err error
+	if c == nil {
+		err = g.Load(catalog.NewState())
+	} else {
+		err = g.Update(c)
+	}
+	if err != nil {
 		return nil, err
 	}
 	return g, nil
 }
 
-// Update swaps in a new catalog. Counters of keys and plans that remain
-// carry over; requests in flight finish on the catalog they started with.
+// Update swaps in a new catalog, validating it first: a full load (see
+// Load). Counters of keys and plans that remain carry over; requests in
+// flight finish on the catalog they started with.
 func (g *Gateway) Update(c *catalog.Catalog) error {
 	if err := catalog.Validate(c, nil); err != nil {
 		return fmt.Errorf("update gateway: %w", err)
 	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.ownTransport {
-		timeout := time.Duration(c.Gateway.UpstreamTimeout)
-		if timeout == 0 {
-			timeout = catalog.DefaultUpstreamTimeout
-		}
-		if g.cfg.Transport == nil || timeout != g.timeout {
-			if old, ok := g.cfg.Transport.(*http.Transport); ok {
-				defer old.CloseIdleConnections() // requests in flight finish on it
-			}
-			g.cfg.Transport, g.timeout = NewTransport(timeout), timeout
-		}
-	}
-	t, err := compile(c, g.states, func(apiID string, s catalog.Stage) (*httputil.ReverseProxy, error) {
-		return newStageProxy(s, g.cfg.Transport, proxyError)
-	})
-	if err != nil {
-		return fmt.Errorf("update gateway: %w", err)
-	}
-	g.table.Store(t)
-	g.cfg.Logger.Info("catalog loaded", "apis", len(c.APIs), "usagePlans", len(c.UsagePlans), "apiKeys", len(c.APIKeys))
-	return nil
+	return g.Load(catalog.StateOf(c))
 }
 
 // RestoreQuotas raises every quota counter to the usage the store holds
@@ -143,12 +138,10 @@ func (g *Gateway) RestoreQuotas(ctx context.Context, src DailySource) error {
 	type kp struct{ key, plan string }
 	sums := map[kp]int64{}
 	starts := map[string]int64{} // plan → first day of its current period
-	for _, e := range t.keys {
-		for _, b := range e.bindings {
-			if q := b.plan.quota; q != nil {
-				start, _ := q.q.Period.Bounds(now)
-				starts[b.plan.id] = start / 86400e9
-			}
+	for _, p := range t.plans {
+		if p != nil && p.quota != nil {
+			start, _ := p.quota.q.Period.Bounds(now)
+			starts[p.id] = start / 86400e9
 		}
 	}
 	for _, r := range rows {
@@ -156,11 +149,9 @@ func (g *Gateway) RestoreQuotas(ctx context.Context, src DailySource) error {
 			sums[kp{r.KeyID, r.PlanID}] += r.Admitted + r.Adjustment
 		}
 	}
-	for _, e := range t.keys {
-		for _, b := range e.bindings {
-			if q := b.plan.quota; q != nil {
-				q.raise(&b.state.quota, now, sums[kp{e.id, b.plan.id}])
-			}
+	for k, n := range sums {
+		if st, p := t.keyPlan(k.key, k.plan); st != nil {
+			p.quota.raise(&st.quota, now, n)
 		}
 	}
 	return nil
@@ -189,10 +180,9 @@ var (
 func (g *Gateway) SetRemaining(planID, keyID string, remaining int64) (delta, day int64, err error) {
 	now := g.cfg.Now()
 	// The counters exist for every key in a plan, whatever stages the plan
-	// covers; compile made them.
-	st := g.states.lookup(keyID, planID, &g.mu)
-	p := g.table.Load().plans[planID]
-	if st == nil || p == nil {
+	// covers.
+	st, p := g.table.Load().keyPlan(keyID, planID)
+	if st == nil {
 		return 0, 0, ErrNoSuchKeyPlan
 	}
 	q := p.quota
@@ -281,10 +271,10 @@ func (g *Gateway) event(ev *schemas.UsageEvent, d *decision, method string, star
 		ev.Resource = d.route.resource
 	}
 	if d.key != nil {
-		ev.KeyID = d.key.id
+		ev.KeyID = d.key.keyID()
 	}
-	if d.bind != nil {
-		ev.PlanID = d.bind.plan.id
+	if d.plan != nil {
+		ev.PlanID = d.plan.id
 	}
 	ev.LatencyMicros = (end - start) / 1e3
 }
@@ -321,10 +311,10 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, d *decision, fc 
 	delete(r.Header, hTollgateKeyID)
 	delete(r.Header, hTollgatePlanID)
 	if d.key != nil {
-		r.Header[hTollgateKeyID] = d.key.idHeader
+		r.Header[hTollgateKeyID] = d.key.id[:]
 	}
-	if d.bind != nil {
-		r.Header[hTollgatePlanID] = d.bind.plan.idHeader
+	if d.plan != nil {
+		r.Header[hTollgatePlanID] = d.plan.idHeader
 	}
 	var cb *countingBody
 	if r.ContentLength < 0 && r.Body != nil && r.Body != http.NoBody {

@@ -254,15 +254,15 @@ func TestAdmittedRequestIsProxied(t *testing.T) {
 		t.Fatalf("got %d %q, want 200 from the upstream with the stage stripped", r.status, r.body)
 	}
 	up := e.lastSeen()
-	k := e.gw.table.Load().lookupKey(widget)
+	k := e.gw.table.Load().firstPlan(widget)
 	if got := up.Header.Get("X-Api-Key"); got != "" {
 		t.Errorf("upstream saw x-api-key %q; it must be removed", got)
 	}
 	if got := up.Header.Get("X-Tollgate-Key-Id"); got != k.id {
 		t.Errorf("X-Tollgate-Key-Id = %q, want %q", got, k.id)
 	}
-	if got := up.Header.Get("X-Tollgate-Plan-Id"); got != k.bindings[0].plan.id {
-		t.Errorf("X-Tollgate-Plan-Id = %q, want %q", got, k.bindings[0].plan.id)
+	if got := up.Header.Get("X-Tollgate-Plan-Id"); got != k.plan.id {
+		t.Errorf("X-Tollgate-Plan-Id = %q, want %q", got, k.plan.id)
 	}
 	if got := up.Header.Values("X-Forwarded-For"); len(got) != 1 || got[0] != "127.0.0.1" {
 		t.Errorf("X-Forwarded-For = %q, want only the connection's address", got)
@@ -278,7 +278,7 @@ func TestAdmittedRequestIsProxied(t *testing.T) {
 	}
 	ev := e.lastEvent()
 	want := schemas.UsageEvent{ID: ev.ID, Time: testEpoch.UnixNano(), APIID: "abc123api", Stage: "prod", KeyID: k.id,
-		PlanID: k.bindings[0].plan.id, Method: "GET", Resource: "/items/{id}", Status: 200,
+		PlanID: k.plan.id, Method: "GET", Resource: "/items/{id}", Status: 200,
 		Decision: schemas.DecisionAllowed, BytesOut: int64(len(r.body))}
 	if ev != want {
 		t.Errorf("event = %+v\nwant    %+v", ev, want)
@@ -634,7 +634,7 @@ func TestUpdateAppliesAtOnceAndKeepsCounters(t *testing.T) {
 	if r := e.do("GET", "/prod/items", "x-api-key", widget); r.status != 429 {
 		t.Errorf("after update: %d, want 429 (3 of burst 3 used before the update)", r.status)
 	}
-	if err := e.gw.Update(e.catalogWith(func(c *catalog.Catalog) { c.APIKeys[0].Enabled = false })); err != nil {
+	if err := e.gw.Update(e.catalogWith(func(c *catalog.Catalog) { c.KeyByName("widget").Enabled = false })); err != nil {
 		t.Fatal(err)
 	}
 	wantAWS(t, e.do("GET", "/prod/items", "x-api-key", widget), 403, "Forbidden", "ForbiddenException")
@@ -701,8 +701,8 @@ func TestRestoreQuotasLongPeriods(t *testing.T) {
 	} {
 		t.Run(tt.period, func(t *testing.T) {
 			e := newEnv(t, strings.Replace(gwYAML, "period: DAY", "period: "+tt.period, 1))
-			k := e.gw.table.Load().lookupKey(widget)
-			plan := k.bindings[0].plan.id
+			k := e.gw.table.Load().firstPlan(widget)
+			plan := k.plan.id
 			day := func(s string) int64 { return ts(s+"T12:00:00Z") / 86400e9 }
 			err := e.gw.RestoreQuotas(context.Background(), fakeDaily{
 				{Day: day(tt.out), PlanID: plan, KeyID: k.id, Admitted: 100},
@@ -721,8 +721,8 @@ func TestRestoreQuotasLongPeriods(t *testing.T) {
 
 func TestRestoreQuotas(t *testing.T) {
 	e := newEnv(t, gwYAML)
-	k := e.gw.table.Load().lookupKey(widget)
-	plan := k.bindings[0].plan.id
+	k := e.gw.table.Load().firstPlan(widget)
+	plan := k.plan.id
 	today := testEpoch.UnixNano() / 86400e9
 	err := e.gw.RestoreQuotas(context.Background(), fakeDaily{
 		{Day: today - 1, PlanID: plan, KeyID: k.id, Admitted: 5}, // yesterday: another period
@@ -794,8 +794,8 @@ func TestUpdateAppliesUpstreamTimeout(t *testing.T) {
 
 func TestSetRemaining(t *testing.T) {
 	e := newEnv(t, gwYAML)
-	k := e.gw.table.Load().lookupKey(widget)
-	plan := k.bindings[0].plan.id
+	k := e.gw.table.Load().firstPlan(widget)
+	plan := k.plan.id
 	e.do("GET", "/prod/items", "x-api-key", widget)
 	e.do("GET", "/prod/items", "x-api-key", widget) // 2 of 5 used
 	delta, day, err := e.gw.SetRemaining(plan, k.id, 1)
@@ -829,8 +829,8 @@ func TestSetRemaining(t *testing.T) {
 			t.Errorf("SetRemaining(%s, %s, %d) = %v, want %q", tt.plan, tt.key, tt.remaining, err, tt.want)
 		}
 	}
-	other := e.gw.table.Load().lookupKey("otherotherotherother01")
-	if _, _, err := e.gw.SetRemaining(other.bindings[0].plan.id, other.id, 1); !errors.Is(err, ErrNoQuota) {
+	other := e.gw.table.Load().firstPlan("otherotherotherother01")
+	if _, _, err := e.gw.SetRemaining(other.plan.id, other.id, 1); !errors.Is(err, ErrNoQuota) {
 		t.Errorf("plan without quota: %v", err)
 	}
 }

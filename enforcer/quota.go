@@ -1,14 +1,16 @@
 package enforcer
 
 import (
+	"slices"
 	"sync/atomic"
 
 	"github.com/tollgate/tollgate/catalog"
 )
 
-// A quota counter is one uint64: the period index in the top 24 bits, the
-// requests used in that period in the low 40. Checking, rolling over to a
-// new period and counting are one compare-and-swap, so concurrent requests
+// A quota counter is one uint64: the period in the top 24 bits (its
+// kind, DAY, WEEK or MONTH, in 2 bits and its index in 22), the requests
+// used in that period in the low 40. Checking, rolling over to a new
+// period and counting are one compare-and-swap, so concurrent requests
 // never lose a count and never admit past the limit.
 //
 // Each key and plan has two such words (keyPlanState): the quota counter,
@@ -16,17 +18,37 @@ import (
 // quota signals, see ApplySignal), and the local counter, which only
 // counts: the requests this enforcer admitted in the period, whatever
 // signals did to the quota counter. Packing the period into both means a
-// new period resets them without anyone resetting them.
+// new period resets them without anyone resetting them; packing its kind
+// means a plan whose quota changes from DAY to MONTH (say) does not read
+// a day's index as a month's: a counter of another kind of period holds
+// nothing for this one, as an empty counter does.
 const (
 	usedBits = 40
 	usedMask = 1<<usedBits - 1
-	idxMask  = 1<<(64-usedBits) - 1
+	idxBits  = 22
+	idxMask  = 1<<idxBits - 1
 )
 
-func pack(idx, used int64) uint64 { return uint64(idx&idxMask)<<usedBits | uint64(used)&usedMask }
+// pack returns the counter word of period idx with used requests.
+func (q *quota) pack(idx, used int64) uint64 {
+	return uint64(q.kind)<<(usedBits+idxBits) | uint64(idx&idxMask)<<usedBits | uint64(used)&usedMask
+}
 
-func unpack(v uint64, idx int64) (used int64) {
-	if int64(v>>usedBits) != idx&idxMask {
+// period returns the index of the period a counter word holds, and false
+// if it holds a period of another kind (or is empty).
+func (q *quota) period(v uint64) (int64, bool) {
+	return int64(v>>usedBits) & idxMask, int(v>>(usedBits+idxBits)) == q.kind
+}
+
+// later reports whether a counter word holds a period after idx.
+func (q *quota) later(v uint64, idx int64) bool {
+	p, ok := q.period(v)
+	return ok && p > idx&idxMask
+}
+
+// unpack returns the requests a counter word holds for period idx.
+func (q *quota) unpack(v uint64, idx int64) (used int64) {
+	if p, ok := q.period(v); !ok || p != idx&idxMask {
 		return 0 // another period: nothing used yet in this one
 	}
 	return int64(v & usedMask)
@@ -34,7 +56,8 @@ func unpack(v uint64, idx int64) (used int64) {
 
 // quota is a plan's compiled quota.
 type quota struct {
-	q catalog.Quota
+	q    catalog.Quota
+	kind int // of the period: 1 DAY, 2 WEEK, 3 MONTH
 	// firstIdx is the period the plan was created in, where the offset applies.
 	firstIdx int64
 	// cur caches the bounds of the current period: computing a MONTH
@@ -60,7 +83,8 @@ func newQuota(q *catalog.Quota, created int64) *quota {
 	if q == nil {
 		return nil
 	}
-	return &quota{q: *q, firstIdx: q.Period.Index(created * 1e9)}
+	kind := 1 + slices.Index([]catalog.Period{catalog.Day, catalog.Week, catalog.Month}, q.Period)
+	return &quota{q: *q, kind: kind, firstIdx: q.Period.Index(created * 1e9)}
 }
 
 func (q *quota) limit(idx int64) int64 {
@@ -78,38 +102,38 @@ func (q *quota) take(c *atomic.Uint64, now int64) (ok bool, idx, remaining, end 
 	for {
 		old := c.Load()
 		idx, end := p.idx, p.end
-		if s := int64(old >> usedBits); s > idx&idxMask {
+		if q.later(old, idx) {
 			// A request that read the clock before a period ended
 			// reached the counter after one from the next period: count
 			// it there, never move the counter back (that would wipe
 			// the new period's count and reopen an exhausted one).
-			idx, end = s, q.q.Period.Start(s+1)
+			idx, _ = q.period(old)
+			end = q.q.Period.Start(idx + 1)
 		}
 		lim := q.limit(idx)
-		used := unpack(old, idx)
+		used := q.unpack(old, idx)
 		if used >= lim {
 			return false, idx, 0, end
 		}
-		if c.CompareAndSwap(old, pack(idx, used+1)) {
+		if c.CompareAndSwap(old, q.pack(idx, used+1)) {
 			return true, idx, lim - used - 1, end
 		}
 	}
 }
 
 // countLocal adds one admitted request of period idx to a local counter,
-// starting the period's count when the counter holds an older one. A
-// count for a period older than the counter's is dropped: that period is
-// over, and no signal of it applies any more.
-func countLocal(c *atomic.Uint64, idx int64) {
-	want := uint64(idx & idxMask)
+// starting the period's count when the counter holds an older one (or
+// one of another kind). A count for a period older than the counter's is
+// dropped: that period is over, and no signal of it applies any more.
+func (q *quota) countLocal(c *atomic.Uint64, idx int64) {
 	for {
 		old := c.Load()
 		next := old + 1
-		switch s := old >> usedBits; {
-		case s > want:
+		switch p, ok := q.period(old); {
+		case ok && p > idx&idxMask:
 			return
-		case s < want:
-			next = pack(idx, 1)
+		case !ok || p < idx&idxMask:
+			next = q.pack(idx, 1)
 		}
 		if c.CompareAndSwap(old, next) {
 			return
@@ -129,12 +153,12 @@ func countLocal(c *atomic.Uint64, idx int64) {
 func (q *quota) lease(c, local *atomic.Uint64, idx, lim, share, counted int64) {
 	for {
 		old := c.Load()
-		if int64(old>>usedBits) > idx&idxMask {
+		if q.later(old, idx) {
 			return // the counter is in a later period already
 		}
-		inFlight := max(unpack(local.Load(), idx)-counted, 0)
+		inFlight := max(q.unpack(local.Load(), idx)-counted, 0)
 		allowance := min(max(share-inFlight, 0), lim)
-		if c.CompareAndSwap(old, pack(idx, lim-allowance)) {
+		if c.CompareAndSwap(old, q.pack(idx, lim-allowance)) {
 			return
 		}
 	}
@@ -142,7 +166,7 @@ func (q *quota) lease(c, local *atomic.Uint64, idx, lim, share, counted int64) {
 
 // used returns the requests counted in the period containing now.
 func (q *quota) used(c *atomic.Uint64, now int64) int64 {
-	return unpack(c.Load(), q.span(now).idx)
+	return q.unpack(c.Load(), q.span(now).idx)
 }
 
 // raise sets the period's count to at least n (restoring after a restart
@@ -151,7 +175,7 @@ func (q *quota) raise(c *atomic.Uint64, now, n int64) {
 	idx := q.span(now).idx
 	for {
 		old := c.Load()
-		if int64(old>>usedBits) > idx&idxMask || unpack(old, idx) >= n || c.CompareAndSwap(old, pack(idx, n)) {
+		if q.later(old, idx) || q.unpack(old, idx) >= n || c.CompareAndSwap(old, q.pack(idx, n)) {
 			return
 		}
 	}
@@ -163,8 +187,8 @@ func (q *quota) set(c *atomic.Uint64, now, used int64) (delta int64) {
 	idx := q.span(now).idx
 	for {
 		old := c.Load()
-		prev := unpack(old, idx)
-		if c.CompareAndSwap(old, pack(idx, used)) {
+		prev := q.unpack(old, idx)
+		if c.CompareAndSwap(old, q.pack(idx, used)) {
 			return used - prev
 		}
 	}

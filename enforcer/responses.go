@@ -100,8 +100,8 @@ func (rj *rejection) write(w http.ResponseWriter, close bool) int64 {
 // setRateLimitHeaders adds RateLimit-Policy and RateLimit (IETF httpapi
 // draft) for a request that reached a plan, and Retry-After on a 429.
 func setRateLimitHeaders(h http.Header, d *decision) {
-	if d.bind != nil && (d.throttled || d.quotaed) {
-		h[hRateLimitPol] = d.bind.plan.policy
+	if d.plan != nil && (d.throttled || d.quotaed) {
+		h[hRateLimitPol] = d.plan.policy
 		var buf [96]byte
 		b := buf[:0]
 		if d.throttled {

@@ -87,22 +87,16 @@ import "github.com/tollgate/tollgate/schemas"
 //
 // ApplySignal does not allocate (except once per period, when it is the
 // first to see the period begin) and is safe to call concurrently with
-// requests and Update. Signals of one key are expected one at a time
-// (one reader per partition of the signals topic): two applied
+// requests and catalog changes. Signals of one key are expected one at a
+// time (one reader per partition of the signals topic): two applied
 // concurrently may leave the older one's lease.
 func (g *Gateway) ApplySignal(s *schemas.QuotaSignal) bool {
 	now := g.cfg.Now()
-	// The counters exist for every key in a plan; compile made them. A
-	// key removed from the plan may keep its counters (states outlive
-	// recompiles), and the plan check below cannot tell: leasing them is
-	// harmless, as no binding uses them until the key joins the plan
-	// again, where the next signal leases them anew.
-	st := g.states.lookup(s.KeyID, s.PlanID, &g.mu)
-	if st == nil {
-		return false
-	}
-	p := g.table.Load().plans[s.PlanID]
-	if p == nil || p.quota == nil {
+	// The counters exist for every key in a plan, and only while it is
+	// in the plan: a signal for a key that left the plan has nothing to
+	// lease.
+	st, p := g.table.Load().keyPlan(s.KeyID, s.PlanID)
+	if st == nil || p.quota == nil {
 		return false
 	}
 	q := p.quota

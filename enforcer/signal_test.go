@@ -15,8 +15,8 @@ import (
 // the aggregator's counts per enforcer; newEnv's gateway is the unnamed
 // one ("").
 func (e *env) widgetSignal(used int64, nodes ...schemas.NodeCount) *schemas.QuotaSignal {
-	k := e.gw.table.Load().lookupKey(widget)
-	return &schemas.QuotaSignal{PlanID: k.bindings[0].plan.id, KeyID: k.id, Used: used, Limit: 5,
+	k := e.gw.table.Load().firstPlan(widget)
+	return &schemas.QuotaSignal{PlanID: k.plan.id, KeyID: k.id, Used: used, Limit: 5,
 		PeriodEnd: ts("2026-11-28T00:00:00Z"), AsOf: e.clock.Load(), Exhausted: used >= 5, Nodes: nodes}
 }
 
@@ -104,11 +104,11 @@ func TestApplySignalIgnored(t *testing.T) {
 		{"unknown key", func(_ *env, s *schemas.QuotaSignal) { s.KeyID = "nope" }},
 		{"unknown plan", func(_ *env, s *schemas.QuotaSignal) { s.PlanID = "nope" }},
 		{"key not in the plan", func(e *env, s *schemas.QuotaSignal) {
-			s.KeyID = e.gw.table.Load().lookupKey("planlessplanless000001").id
+			s.KeyID = e.gw.table.Load().firstPlan("planlessplanless000001").id
 		}},
 		{"plan without quota", func(e *env, s *schemas.QuotaSignal) {
-			o := e.gw.table.Load().lookupKey("otherotherotherother01")
-			s.KeyID, s.PlanID = o.id, o.bindings[0].plan.id
+			o := e.gw.table.Load().firstPlan("otherotherotherother01")
+			s.KeyID, s.PlanID = o.id, o.plan.id
 		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -162,8 +162,8 @@ func BenchmarkApplySignal(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	k := g.table.Load().lookupKey("bench-key-00000000000000000001")
-	s := schemas.QuotaSignal{PlanID: k.bindings[0].plan.id, KeyID: k.id, Limit: 1_000_000_000_000,
+	k := g.table.Load().firstPlan("bench-key-00000000000000000001")
+	s := schemas.QuotaSignal{PlanID: k.plan.id, KeyID: k.id, Limit: 1_000_000_000_000,
 		PeriodEnd: ts("2026-12-01T00:00:00Z"), AsOf: now} // benchYAML's quota is MONTHly
 	b.ReportAllocs()
 	for b.Loop() {
@@ -281,8 +281,8 @@ func TestApplySignalPeriodResetsLocal(t *testing.T) {
 	var clock atomic.Int64
 	clock.Store(testEpoch.UnixNano())
 	n := newFleetNode(t, fleetCatalog(t, 100), "b", &clock)
-	st := n.gw.table.Load().lookupKey(sharedKey).bindings[0].state
-	q := n.gw.table.Load().lookupKey(sharedKey).bindings[0].plan.quota
+	st := n.gw.table.Load().firstPlan(sharedKey).state
+	q := n.gw.table.Load().firstPlan(sharedKey).plan.quota
 	for range 60 {
 		n.get()
 	}
@@ -350,8 +350,8 @@ func BenchmarkApplySignalFleet(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	k := g.table.Load().lookupKey("bench-key-00000000000000000001")
-	s := schemas.QuotaSignal{PlanID: k.bindings[0].plan.id, KeyID: k.id, Limit: 1_000_000_000_000,
+	k := g.table.Load().firstPlan("bench-key-00000000000000000001")
+	s := schemas.QuotaSignal{PlanID: k.plan.id, KeyID: k.id, Limit: 1_000_000_000_000,
 		PeriodEnd: ts("2026-12-01T00:00:00Z"), AsOf: now,
 		Nodes: []schemas.NodeCount{{Node: "edge-a"}, {Node: "edge-b"}, {Node: "edge-c"}}}
 	b.ReportAllocs()

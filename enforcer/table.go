@@ -1,7 +1,6 @@
 package enforcer
 
 import (
-	"crypto/sha256"
 	"encoding/hex"
 	"maps"
 	"net/http/httputil"
@@ -9,30 +8,30 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 
 	"github.com/tollgate/tollgate/catalog"
 )
 
-// table is the catalog compiled for the request path: immutable once
-// built, swapped atomically on change. Counters live in states, which
-// survive recompiles.
+// table is the catalog compiled for the request path. Its routes (the
+// stages, their resource trees and buckets) and plan runtimes are
+// immutable: a change of APIs, gateway settings or plans publishes a new
+// table, copying only those (O(APIs + plans)). Its keys live in a keySet
+// that changes in place, one key at a time, and is shared by the tables
+// that follow until a full load builds a new one. See doc.go.
 type table struct {
 	byHost    map[string][]*stageRoute // lower-case host → stages, longest prefix first
 	anyHost   []*stageRoute            // stages without a host
 	hostBased bool                     // whether any stage names a host
-	keys      map[[32]byte]*keyEntry
-	plans     map[string]*planRT // by id
-	// verified maps key values seen on requests to their entries, so
-	// that a known key is hashed once per catalog version, not once per
-	// request. Only values whose SHA-256 matched a key enter it, so it
-	// holds at most one entry per key however many bad keys arrive.
-	verified sync.Map // string → *keyEntry
-	gateway  bucket
-	gwState  *atomic.Int64
-	notFound int // status for undeclared routes: 403 or 404
-	headers  bool
+	stages    map[string]*stageRoute   // by "apiID:stage"
+	gateway   bucket
+	gwState   *atomic.Int64
+	notFound  int // status for undeclared routes: 403 or 404
+	headers   bool
+	// plans holds the runtime of each plan by its index (binding.plan);
+	// nil where no plan has the index.
+	plans []*planRT
+	keys  *keySet
 }
 
 type stageRoute struct {
@@ -45,34 +44,44 @@ type stageRoute struct {
 	proxy        *httputil.ReverseProxy
 }
 
-type keyEntry struct {
-	id       string
-	enabled  bool
-	idHeader []string // precomputed X-Tollgate-Key-Id value
-	bindings []binding
-}
-
-// binding is a key's plan for one stage.
-type binding struct {
-	stage *stageRoute
-	plan  *planRT
-	state *keyPlanState
-	// methodBucket maps a method route index to a per-method bucket
-	// (index into plan.overrides and state.overrides), or -1. Shared by
-	// every key of the plan.
-	methodBucket []int
-}
-
+// planRT is a plan compiled against a table's routes. Keys refer to
+// their plans by index, so a new planRT reaches every key of the plan
+// without touching them.
 type planRT struct {
 	id        string
 	idHeader  []string
 	bucket    bucket
 	quota     *quota
 	overrides []bucket
-	policy    []string // RateLimit-Policy value
+	layout    *overrideLayout // the names of overrides, in their order
+	policy    []string        // RateLimit-Policy value
+	stages    []planStage     // the stages the plan covers
 }
 
-// keyPlanState holds the counters of one key under one plan.
+// planStage is one stage a plan covers.
+type planStage struct {
+	sr *stageRoute
+	// methodBucket maps a method route index of the stage to a
+	// per-method bucket (index into planRT.overrides), or -1.
+	methodBucket []int
+}
+
+// overrideLayout names a plan's per-method buckets ("apiID:stage" +
+// "/resource/METHOD"), sorted: the position of each in planRT.overrides
+// and in a key's methodTats. A plan keeps its layout (the same pointer)
+// as long as the names stay the same.
+type overrideLayout struct{ names []string }
+
+func (l *overrideLayout) index(name string) int {
+	i, ok := slices.BinarySearch(l.names, name)
+	if !ok {
+		return -1
+	}
+	return i
+}
+
+// keyPlanState holds the counters of one key under one plan. It lives as
+// long as the key is in the plan: successive entries of the key share it.
 type keyPlanState struct {
 	tat   atomic.Int64
 	quota atomic.Uint64 // what decides: period and count (or leased count, see ApplySignal)
@@ -81,51 +90,80 @@ type keyPlanState struct {
 	local atomic.Uint64
 	// asOf is the AsOf of the last signal applied, so that an older one,
 	// arriving late, is not applied over it.
-	asOf      atomic.Int64
-	overrides []atomic.Int64
+	asOf atomic.Int64
+	// methods holds the per-method buckets' tats, laid out as the plan's
+	// overrides: made on the first request that needs one, and laid out
+	// again (keeping those whose names remain) when a request finds the
+	// plan's layout changed.
+	methods atomic.Pointer[methodTats]
 }
 
-// states keeps counters across recompiles, by key and plan id, and by
-// name for the shared (stage and gateway) buckets.
-type states struct {
-	keyPlan map[keyPlan]*keyPlanState
-	global  map[string]*atomic.Int64
+type methodTats struct {
+	layout *overrideLayout
+	tat    []atomic.Int64
 }
 
-type keyPlan struct{ keyID, planID string }
-
-func (s *states) keyPlanFor(keyID, planID string, nOverrides int) *keyPlanState {
-	k := keyPlan{keyID, planID}
-	st := s.keyPlan[k]
-	if st == nil || len(st.overrides) != nOverrides {
-		n := &keyPlanState{overrides: make([]atomic.Int64, nOverrides)}
-		if st != nil {
-			n.tat.Store(st.tat.Load())
-			n.quota.Store(st.quota.Load())
-			n.local.Store(st.local.Load())
-			n.asOf.Store(st.asOf.Load())
+// methodTat returns the tat of the plan's per-method bucket i.
+func (st *keyPlanState) methodTat(p *planRT, i int) *atomic.Int64 {
+	for {
+		m := st.methods.Load()
+		if m != nil && m.layout == p.layout {
+			return &m.tat[i]
 		}
-		st = n
-		s.keyPlan[k] = st
+		n := &methodTats{layout: p.layout, tat: make([]atomic.Int64, len(p.layout.names))}
+		if m != nil {
+			for j, name := range m.layout.names {
+				if k := p.layout.index(name); k >= 0 {
+					n.tat[k].Store(m.tat[j].Load())
+				}
+			}
+		}
+		if st.methods.CompareAndSwap(m, n) {
+			return &n.tat[i]
+		}
 	}
-	return st
 }
 
-// lookup returns the counters of a key under a plan, or nil. mu guards
-// the map against a concurrent compile.
-func (s *states) lookup(keyID, planID string, mu *sync.Mutex) *keyPlanState {
-	mu.Lock()
-	defer mu.Unlock()
-	return s.keyPlan[keyPlan{keyID, planID}]
+// planAt returns the plan with index i, or nil. An entry may be newer
+// than the table a request loaded, and name a plan index the table does
+// not have yet: such a binding does not apply.
+func (t *table) planAt(i int32) *planRT {
+	if int(i) >= len(t.plans) {
+		return nil
+	}
+	return t.plans[i]
 }
 
-func (s *states) globalFor(id string) *atomic.Int64 {
-	st := s.global[id]
-	if st == nil {
-		st = new(atomic.Int64)
-		s.global[id] = st
+// bind finds the key's plan for stage sr.
+func (t *table) bind(e *keyEntry, sr *stageRoute) (*planRT, *keyPlanState, []int) {
+	for i := range e.plans {
+		b := &e.plans[i]
+		p := t.planAt(b.plan)
+		if p == nil {
+			continue
+		}
+		for j := range p.stages {
+			if p.stages[j].sr == sr {
+				return p, b.state, p.stages[j].methodBucket
+			}
+		}
 	}
-	return st
+	return nil, nil, nil
+}
+
+// keyPlan returns the counters of a key under a plan and the plan, or
+// nils when the key is not in the plan.
+func (t *table) keyPlan(keyID, planID string) (*keyPlanState, *planRT) {
+	e := t.keys.entry(keyID)
+	if e == nil {
+		return nil, nil
+	}
+	for _, b := range e.plans {
+		if p := t.planAt(b.plan); p != nil && p.id == planID {
+			return b.state, p
+		}
+	}
+	return nil, nil
 }
 
 func throttleBucket(t *catalog.Throttle) bucket {
@@ -135,27 +173,28 @@ func throttleBucket(t *catalog.Throttle) bucket {
 	return newBucket(t.RateLimit, t.BurstLimit)
 }
 
-// compile builds a table from a validated catalog. newProxy builds the
+// compileRoutes builds the routes of a table: its stages and the
+// gateway-wide settings. global returns the shared counter of a bucket
+// by name (so that counters survive new tables); newProxy builds the
 // reverse proxy of a stage.
-func compile(c *catalog.Catalog, st *states, newProxy func(apiID string, s catalog.Stage) (*httputil.ReverseProxy, error)) (*table, error) {
+func compileRoutes(gw catalog.Gateway, apis []catalog.API, global func(string) *atomic.Int64, newProxy func(apiID string, s catalog.Stage) (*httputil.ReverseProxy, error)) (*table, error) {
 	t := &table{
 		byHost:   map[string][]*stageRoute{},
-		keys:     make(map[[32]byte]*keyEntry, len(c.APIKeys)),
-		gateway:  throttleBucket(c.Gateway.Throttle),
-		gwState:  st.globalFor("gateway"),
+		stages:   map[string]*stageRoute{},
+		gateway:  throttleBucket(gw.Throttle),
+		gwState:  global("gateway"),
 		notFound: 403,
-		headers:  c.Gateway.RateLimitHeadersOn(),
+		headers:  gw.RateLimitHeadersOn(),
 	}
-	if c.Gateway.UnknownRouteStatus == 404 {
+	if gw.UnknownRouteStatus == 404 {
 		t.notFound = 404
 	}
-	stages := map[string]*stageRoute{} // "api:stage"
-	for _, a := range c.APIs {
+	for _, a := range apis {
 		for _, s := range a.Stages {
 			sr := &stageRoute{
 				apiID: a.ID, stage: s.Name, prefix: s.Prefix(), root: &node{},
 				bucket: throttleBucket(s.Throttle),
-				state:  st.globalFor("stage/" + a.ID + ":" + s.Name),
+				state:  global("stage/" + a.ID + ":" + s.Name),
 			}
 			for _, r := range a.Resources {
 				n := sr.root.insert(r.Path)
@@ -169,7 +208,7 @@ func compile(c *catalog.Catalog, st *states, newProxy func(apiID string, s catal
 				return nil, err
 			}
 			sr.proxy = p
-			stages[a.ID+":"+s.Name] = sr
+			t.stages[a.ID+":"+s.Name] = sr
 			if s.Host == "" {
 				t.anyHost = append(t.anyHost, sr)
 			} else {
@@ -180,80 +219,95 @@ func compile(c *catalog.Catalog, st *states, newProxy func(apiID string, s catal
 		}
 	}
 	byLongest := func(l []*stageRoute) {
-		sort.Slice(l, func(i, j int) bool { return len(l[i].prefix) > len(l[j].prefix) })
+		sort.SliceStable(l, func(i, j int) bool { return len(l[i].prefix) > len(l[j].prefix) })
 	}
 	byLongest(t.anyHost)
 	for _, l := range t.byHost {
 		byLongest(l)
 	}
+	return t, nil
+}
 
-	plans := map[string]*planRT{}
-	overrideIdx := map[string]map[string]int{} // plan → "api:stage/resource/METHOD" → index
-	for _, p := range c.UsagePlans {
-		rt := &planRT{id: p.ID, idHeader: []string{p.ID}, bucket: throttleBucket(p.Throttle), quota: newQuota(p.Quota, p.CreatedDate)}
-		idx := map[string]int{}
-		for _, as := range p.APIStages {
-			for _, k := range slices.Sorted(maps.Keys(as.Throttle)) {
-				th := as.Throttle[k]
-				idx[as.APIID+":"+as.Stage+k] = len(rt.overrides)
-				rt.overrides = append(rt.overrides, newBucket(th.RateLimit, th.BurstLimit))
-			}
+// compilePlan builds the runtime of a plan against t's routes. prev is
+// the plan's previous runtime, or nil: its override layout is kept when
+// the names are the same, so that keys' per-method counters stay laid
+// out.
+func compilePlan(p *catalog.UsagePlan, t *table, prev *planRT) *planRT {
+	rt := &planRT{id: p.ID, idHeader: []string{p.ID}, bucket: throttleBucket(p.Throttle),
+		quota: newQuota(p.Quota, p.CreatedDate), policy: []string{policyHeader(*p)}}
+	ths := map[string]catalog.Throttle{}
+	for _, as := range p.APIStages {
+		for k, th := range as.Throttle {
+			ths[as.APIID+":"+as.Stage+k] = th
 		}
-		rt.policy = []string{policyHeader(p)}
-		plans[p.ID] = rt
-		overrideIdx[p.ID] = idx
 	}
-
-	// methodBuckets maps a stage's method routes to a plan's per-method
-	// buckets; every key of the plan shares the one slice.
-	shared := map[string][]int{}
-	methodBuckets := func(planID, stage string, sr *stageRoute) []int {
-		k := planID + "/" + stage
-		if mb, ok := shared[k]; ok {
-			return mb
+	names := slices.Sorted(maps.Keys(ths))
+	for _, name := range names {
+		th := ths[name]
+		rt.overrides = append(rt.overrides, newBucket(th.RateLimit, th.BurstLimit))
+	}
+	if prev != nil && prev.id == p.ID && slices.Equal(prev.layout.names, names) {
+		rt.layout = prev.layout
+	} else {
+		rt.layout = &overrideLayout{names: names}
+	}
+	for _, as := range p.APIStages {
+		stage := as.APIID + ":" + as.Stage
+		sr := t.stages[stage]
+		if sr == nil {
+			continue // validated catalogs name existing stages
 		}
 		mb := make([]int, sr.nRoutes)
 		for i := range mb {
 			mb[i] = -1
 		}
 		sr.root.each(func(m *methodRoute) {
-			if i, ok := overrideIdx[planID][stage+m.resource+"/"+m.method]; ok {
-				mb[m.idx] = i
-			}
+			mb[m.idx] = rt.layout.index(stage + m.resource + "/" + m.method)
 		})
-		shared[k] = mb
-		return mb
+		rt.stages = append(rt.stages, planStage{sr: sr, methodBucket: mb})
 	}
-	planByID := make(map[string]*catalog.UsagePlan, len(c.UsagePlans))
-	for i := range c.UsagePlans {
-		planByID[c.UsagePlans[i].ID] = &c.UsagePlans[i]
+	return rt
+}
+
+// newEntry builds the entry of a key; planIndex gives the index of a plan
+// by id (false if there is none). The key keeps the counters old (its
+// previous entry, or nil) had for the plans it stays in. It returns nil
+// for a key without a valid value hash (validated catalogs always carry
+// one).
+func newEntry(k *catalog.APIKey, old *keyEntry, planIndex func(string) (int32, bool)) *keyEntry {
+	var h [32]byte
+	if len(k.ValueHash) != 64 {
+		return nil
 	}
-	t.plans = plans
-	for _, k := range c.APIKeys {
-		var h [32]byte
-		if _, err := hex.Decode(h[:], []byte(k.ValueHash)); err != nil || len(k.ValueHash) != 64 {
-			continue // validated catalogs always carry a hash
+	if _, err := hex.Decode(h[:], []byte(k.ValueHash)); err != nil {
+		return nil
+	}
+	e := &keyEntry{enabled: k.Enabled, hash: h, id: [1]string{k.ID}}
+	if len(k.UsagePlans) <= 1 {
+		e.plans = e.one[:0]
+	} else {
+		e.plans = make([]binding, 0, len(k.UsagePlans))
+	}
+	for _, pid := range k.UsagePlans {
+		i, ok := planIndex(pid)
+		if !ok {
+			continue
 		}
-		e := &keyEntry{id: k.ID, enabled: k.Enabled, idHeader: []string{k.ID}}
-		for _, pid := range k.UsagePlans {
-			p := plans[pid]
-			if p == nil {
-				continue
-			}
-			kp := st.keyPlanFor(k.ID, pid, len(p.overrides))
-			pl := planByID[pid]
-			for _, as := range pl.APIStages {
-				sr := stages[as.APIID+":"+as.Stage]
-				if sr == nil {
-					continue
+		var st *keyPlanState
+		if old != nil {
+			for _, b := range old.plans {
+				if b.plan == i {
+					st = b.state
+					break
 				}
-				e.bindings = append(e.bindings, binding{stage: sr, plan: p, state: kp,
-					methodBucket: methodBuckets(pid, as.APIID+":"+as.Stage, sr)})
 			}
 		}
-		t.keys[h] = e
+		if st == nil {
+			st = new(keyPlanState)
+		}
+		e.plans = append(e.plans, binding{plan: i, state: st})
 	}
-	return t, nil
+	return e
 }
 
 func (n *node) each(f func(*methodRoute)) {
@@ -286,24 +340,6 @@ func policyHeader(p catalog.UsagePlan) string {
 		items = append(items, `"quota";q=`+strconv.FormatInt(q.Limit, 10)+";w="+strconv.FormatInt(q.Period.Seconds(), 10))
 	}
 	return strings.Join(items, ", ")
-}
-
-// lookupKey finds a key by its value. Values longer than any valid key
-// are refused without hashing.
-func (t *table) lookupKey(v string) *keyEntry {
-	if len(v) < 20 || len(v) > 128 {
-		return nil
-	}
-	if e, ok := t.verified.Load(v); ok {
-		return e.(*keyEntry)
-	}
-	var buf [128]byte
-	n := copy(buf[:], v)
-	e := t.keys[sha256.Sum256(buf[:n])]
-	if e != nil {
-		t.verified.Store(strings.Clone(v), e)
-	}
-	return e
 }
 
 // route finds the stage and remaining path of a request.

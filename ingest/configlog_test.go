@@ -36,7 +36,7 @@ func openConfigNode(t *testing.T, k Kafka, snapshot string) *configNode {
 	return startConfigNode(t, l)
 }
 
-func startConfigNode(t *testing.T, l *ConfigLog) *configNode {
+func startConfigNode(t testing.TB, l *ConfigLog) *configNode {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &configNode{log: l, mgr: catalog.NewManagerOn(l), cancel: cancel, done: make(chan struct{})}
@@ -59,7 +59,7 @@ func (n *configNode) waitLoaded(t *testing.T) {
 	}
 }
 
-func migrated(t *testing.T, prefix string) (Kafka, func()) {
+func migrated(t testing.TB, prefix string) (Kafka, func()) {
 	t.Helper()
 	cluster, brokers := kafkatest.Start(t)
 	k := Kafka{Brokers: brokers, Prefix: prefix, Partitions: 2, Timeout: 2 * time.Second}
@@ -69,13 +69,46 @@ func migrated(t *testing.T, prefix string) (Kafka, func()) {
 	return k, cluster.Close
 }
 
-func addKey(id, name, value string) func(c *catalog.Catalog) error {
-	return func(c *catalog.Catalog) error {
-		c.APIKeys = append(c.APIKeys, catalog.APIKey{ID: id, Name: name, Enabled: true,
+func addKey(id, name, value string) func(tx *catalog.Tx) error {
+	return func(tx *catalog.Tx) error {
+		tx.PutKey(catalog.APIKey{ID: id, Name: name, Enabled: true,
 			ValueHash: catalog.HashKey(value), ValuePrefix: value[:4], CreatedDate: 1_700_000_000})
 		return nil
 	}
 }
+
+// editKey changes key id with f.
+func editKey(id string, f func(k *catalog.APIKey)) func(tx *catalog.Tx) error {
+	return func(tx *catalog.Tx) error {
+		k := *tx.Key(id)
+		f(&k)
+		tx.PutKey(k)
+		return nil
+	}
+}
+
+func deleteKeys(ids ...string) func(tx *catalog.Tx) error {
+	return func(tx *catalog.Tx) error {
+		for _, id := range ids {
+			tx.DeleteKey(id)
+		}
+		return nil
+	}
+}
+
+// changeOf makes a change of old with f, as a Manager does, without
+// checking it against the catalog in force.
+func changeOf(t *testing.T, old *catalog.State, f func(tx *catalog.Tx) error) *catalog.Change {
+	t.Helper()
+	tx := old.Begin()
+	if err := f(tx); err != nil {
+		t.Fatal(err)
+	}
+	return &catalog.Change{Old: old, New: tx.State, Delta: tx.Delta()}
+}
+
+// sameCatalog reports whether two states hold the same catalog.
+func sameCatalog(a, b *catalog.State) bool { return a.Catalog().Equal(b.Catalog()) }
 
 // eventually polls cond until it holds or 10s pass.
 func eventually(t *testing.T, what string, cond func() bool) {
@@ -89,11 +122,9 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func keyIDs(c *catalog.Catalog) []string {
+func keyIDs(s *catalog.State) []string {
 	var ids []string
-	for _, k := range c.APIKeys {
-		ids = append(ids, k.ID)
-	}
+	s.Keys("", func(k *catalog.APIKey) bool { ids = append(ids, k.ID); return true })
 	return ids
 }
 
@@ -110,22 +141,22 @@ func TestConfigLogReadYourWritesAndPropagation(t *testing.T) {
 	}
 	// Read your writes: the change is in force on the node that made it
 	// when Change returns.
-	if cur.Key("k1") == nil || a.log.Current().Key("k1") == nil {
-		t.Fatalf("after Change, node A's catalog has keys %v", keyIDs(a.log.Current()))
+	if cur.Key("k1") == nil || a.log.State().Key("k1") == nil {
+		t.Fatalf("after Change, node A's catalog has keys %v", keyIDs(a.log.State()))
 	}
-	eventually(t, "node B sees k1", func() bool { return b.log.Current().Key("k1") != nil })
+	eventually(t, "node B sees k1", func() bool { return b.log.State().Key("k1") != nil })
 
 	// A change made on B (disable, then delete) reaches A.
-	if _, err := b.mgr.Change(ctx, func(c *catalog.Catalog) error { c.Key("k1").Enabled = false; return nil }); err != nil {
+	if _, err := b.mgr.Change(ctx, editKey("k1", func(k *catalog.APIKey) { k.Enabled = false })); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "node A sees k1 disabled", func() bool { k := a.log.Current().Key("k1"); return k != nil && !k.Enabled })
-	if _, err := b.mgr.Change(ctx, func(c *catalog.Catalog) error { c.APIKeys = c.APIKeys[:0]; return nil }); err != nil {
+	eventually(t, "node A sees k1 disabled", func() bool { k := a.log.State().Key("k1"); return k != nil && !k.Enabled })
+	if _, err := b.mgr.Change(ctx, deleteKeys("k1")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "node A sees k1 deleted", func() bool { return a.log.Current().Key("k1") == nil })
-	if !a.log.Current().Equal(b.log.Current()) {
-		t.Fatalf("nodes differ:\nA %+v\nB %+v", a.log.Current(), b.log.Current())
+	eventually(t, "node A sees k1 deleted", func() bool { return a.log.State().Key("k1") == nil })
+	if !sameCatalog(a.log.State(), b.log.State()) {
+		t.Fatalf("nodes differ:\nA %+v\nB %+v", a.log.State(), b.log.State())
 	}
 }
 
@@ -167,30 +198,28 @@ func TestConfigLogConflictsResolveIdenticallyEverywhere(t *testing.T) {
 		}
 		winner := fmt.Sprintf("r%dn%d", round, won)
 		for i, n := range nodes {
-			eventually(t, fmt.Sprintf("node %d has %s", i, winner), func() bool { return n.log.Current().Key(winner) != nil })
+			eventually(t, fmt.Sprintf("node %d has %s", i, winner), func() bool { return n.log.State().Key(winner) != nil })
 		}
 	}
 	// The losers' records were undone; every node holds the same catalog.
-	want := nodes[0].log.Current()
+	want := nodes[0].log.State()
 	for i, n := range nodes[1:] {
-		eventually(t, fmt.Sprintf("node %d equals node 0", i+1), func() bool { return n.log.Current().Equal(want) })
+		eventually(t, fmt.Sprintf("node %d equals node 0", i+1), func() bool { return sameCatalog(n.log.State(), want) })
 	}
-	if got := len(want.APIKeys); got != 5 {
+	if got := want.NumKeys(); got != 5 {
 		t.Fatalf("%d keys (%v), want one per round", got, keyIDs(want))
 	}
 
 	// The log's own verdict, deterministically: a node commits a change
 	// made on a catalog older than the log (as when two writes race), the
 	// view rejects it, Commit undoes it and reports the conflict.
-	stale := &catalog.Catalog{}
-	next := stale.Clone()
-	addKey("late", "late", "shared-value-round-0")(next)
-	if _, err := nodes[1].log.Commit(ctx, stale, next); !errors.Is(err, catalog.ErrConflict) {
+	stale := catalog.NewState()
+	if _, err := nodes[1].log.Commit(ctx, changeOf(t, stale, addKey("late", "late", "shared-value-round-0"))); !errors.Is(err, catalog.ErrConflict) {
 		t.Fatalf("stale commit: %v, want ErrConflict", err)
 	}
 	for i, n := range nodes {
 		eventually(t, fmt.Sprintf("node %d has undone the rejected key", i), func() bool {
-			return n.log.Current().Key("late") == nil && n.log.Current().Equal(want)
+			return n.log.State().Key("late") == nil && sameCatalog(n.log.State(), want)
 		})
 	}
 }
@@ -206,16 +235,16 @@ func TestConfigLogSnapshotServesWithoutKafka(t *testing.T) {
 	a.stop() // saves the snapshot
 	stopKafka()
 
-	var published []*catalog.Catalog
-	l, err := OpenConfigLog(ConfigLogConfig{Kafka: k, Snapshot: snap, Publish: func(c *catalog.Catalog) error {
-		published = append(published, c)
+	var published []*catalog.Change
+	l, err := OpenConfigLog(ConfigLogConfig{Kafka: k, Snapshot: snap, Publish: func(ch *catalog.Change) error {
+		published = append(published, ch)
 		return nil
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(published) != 1 || published[0].Key("k1") == nil {
-		t.Fatalf("opening with Kafka down published %d catalogs, want the snapshot's with k1", len(published))
+	if len(published) != 1 || published[0].New.Key("k1") == nil || !published[0].Full || published[0].Old.NumKeys() != 0 {
+		t.Fatalf("opening with Kafka down published %d changes, want the snapshot's catalog with k1, whole", len(published))
 	}
 	// Run keeps retrying, the snapshot's catalog stays in force, and a
 	// change cannot be committed: 503, not a hang.
@@ -227,8 +256,8 @@ func TestConfigLogSnapshotServesWithoutKafka(t *testing.T) {
 	if !errors.Is(err, catalog.ErrUnavailable) {
 		t.Fatalf("change with Kafka down: %v, want ErrUnavailable", err)
 	}
-	if l.Current().Key("k1") == nil || l.Current().Key("k2") != nil {
-		t.Fatalf("catalog in force has keys %v, want [k1]", keyIDs(l.Current()))
+	if l.State().Key("k1") == nil || l.State().Key("k2") != nil {
+		t.Fatalf("catalog in force has keys %v, want [k1]", keyIDs(l.State()))
 	}
 }
 
@@ -256,7 +285,7 @@ func TestConfigLogSnapshotOfAnotherLogIsRebuilt(t *testing.T) {
 	b := openConfigNode(t, k2, snap)
 	b.waitLoaded(t)
 	eventually(t, "the rebuilt node holds only the new log's key", func() bool {
-		ids := keyIDs(b.log.Current())
+		ids := keyIDs(b.log.State())
 		return len(ids) == 1 && ids[0] == "new"
 	})
 }
@@ -284,17 +313,17 @@ func TestConfigLogSkipsBadRecordsAndFollowsCompaction(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := a.mgr.Change(ctx, func(c *catalog.Catalog) error { c.APIKeys = c.APIKeys[2:]; return nil }); err != nil {
+	if _, err := a.mgr.Change(ctx, deleteKeys("k0", "k1")); err != nil {
 		t.Fatal(err)
 	}
-	want := a.log.Current()
-	if len(want.APIKeys) != 2 {
+	want := a.log.State()
+	if want.NumKeys() != 2 {
 		t.Fatalf("keys %v, want k2 and k3", keyIDs(want))
 	}
 	cluster.Compact()
 	b := openConfigNode(t, k, "")
 	b.waitLoaded(t)
-	if got := b.log.Current(); !got.Equal(want) {
+	if got := b.log.State(); !sameCatalog(got, want) {
 		t.Fatalf("after compaction a new node has keys %v, want %v", keyIDs(got), keyIDs(want))
 	}
 }
@@ -319,22 +348,20 @@ func TestConfigLogUndoKeepsAConcurrentChange(t *testing.T) {
 	if _, err := a.mgr.Change(ctx, addKey("z", "z", "z-value-00000000001")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "B has x and z", func() bool { return b.log.Current().Key("z") != nil })
-	stale := a.log.Current()
+	eventually(t, "B has x and z", func() bool { return b.log.State().Key("z") != nil })
+	stale := a.log.State()
 	// B revokes x; then A, working from before that, renames x to a name
 	// z holds: rejected.
-	if _, err := b.mgr.Change(ctx, func(c *catalog.Catalog) error { c.Key("x").Enabled = false; return nil }); err != nil {
+	if _, err := b.mgr.Change(ctx, editKey("x", func(k *catalog.APIKey) { k.Enabled = false })); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "A sees x disabled", func() bool { return !a.log.Current().Key("x").Enabled })
-	next := stale.Clone()
-	next.Key("x").Name = "z"
-	if _, err := a.log.Commit(ctx, stale, next); !errors.Is(err, catalog.ErrConflict) {
+	eventually(t, "A sees x disabled", func() bool { return !a.log.State().Key("x").Enabled })
+	if _, err := a.log.Commit(ctx, changeOf(t, stale, editKey("x", func(k *catalog.APIKey) { k.Name = "z" }))); !errors.Is(err, catalog.ErrConflict) {
 		t.Fatalf("rename to a taken name: %v, want a conflict", err)
 	}
 	for name, n := range map[string]*configNode{"A": a, "B": b} {
 		eventually(t, name+" keeps x disabled and named x", func() bool {
-			x := n.log.Current().Key("x")
+			x := n.log.State().Key("x")
 			return x != nil && !x.Enabled && x.Name == "x"
 		})
 	}
@@ -357,18 +384,14 @@ func TestConfigLogRepairsRejectedRecordsOfOthers(t *testing.T) {
 	}
 	// A crashed writer's record: x with y's value, rejected, never
 	// undone. Then y is renamed: x's rejected record stays its latest.
-	recs, _ := catalog.ChangeRecords(&catalog.Catalog{}, func() *catalog.Catalog {
-		c := &catalog.Catalog{}
-		addKey("x", "x", "shared-value-000001")(c)
-		return c
-	}())
+	recs, _ := catalog.ChangeRecordsOf(changeOf(t, catalog.NewState(), addKey("x", "x", "shared-value-000001")))
 	value, _ := schemas.EncodeConfigRecord(&recs[0])
 	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: "rp.config", BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll}
 	defer w.Close()
 	if err := w.WriteMessages(ctx, kafka.Message{Key: []byte(recs[0].Key()), Value: value}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.mgr.Change(ctx, func(c *catalog.Catalog) error { c.Key("y").Name = "y2"; return nil }); err != nil {
+	if _, err := a.mgr.Change(ctx, editKey("y", func(k *catalog.APIKey) { k.Name = "y2" })); err != nil {
 		t.Fatal(err)
 	}
 	// The repair (a tombstone for x) is written at once; after it, a
@@ -385,11 +408,11 @@ func TestConfigLogRepairsRejectedRecordsOfOthers(t *testing.T) {
 	if _, err := a.mgr.Change(ctx, addKey("w", "w", "w-value-00000000001")); err != nil {
 		t.Fatal(err)
 	}
-	want := a.log.Current()
+	want := a.log.State()
 	cluster.Compact()
 	b := openConfigNode(t, k, "")
 	b.waitLoaded(t)
-	if got := b.log.Current(); !got.Equal(want) {
+	if got := b.log.State(); !sameCatalog(got, want) {
 		t.Fatalf("after repair and compaction a new node has keys %v, want %v", keyIDs(got), keyIDs(want))
 	}
 }
@@ -426,10 +449,10 @@ func TestConfigLogNoticesARecreatedTopic(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	want := b.log.Current()
+	want := b.log.State()
 	c := openConfigNode(t, k, snap)
 	c.waitLoaded(t)
-	eventually(t, "the node with the old snapshot holds the new topic's catalog", func() bool { return c.log.Current().Equal(want) })
+	eventually(t, "the node with the old snapshot holds the new topic's catalog", func() bool { return sameCatalog(c.log.State(), want) })
 }
 
 // migrateAllBut creates the topics, one of which the test made by hand

@@ -18,8 +18,18 @@
 //     order once Kafka is back; what the spill's cap drops is reported as
 //     lost usage.
 //   - ConfigLog materialises the compacted config topic into the catalog
-//     every node applies in the same order, and commits changes to it,
-//     reading its own writes (catalog.Committer).
+//     every node applies in the same order (a catalog.View: one record
+//     per entity, applied at a cost that does not grow with the
+//     catalog), and commits changes to it, reading its own writes
+//     (catalog.Committer): a change writes the records of the entities
+//     it touched, and every node publishes to its gateway a
+//     catalog.Change (the state before, the state after, what differs).
+//     A node that starts on a long log (a first start, a rebuild)
+//     applies it all and publishes once. A change larger than one
+//     produce request (an import) is a transaction: readers hold its
+//     records until its commit marker, so a writer's crash leaves none
+//     of it in force, and admin nodes abort what a dead writer left
+//     (configtxn.go).
 //   - SignalReader follows the compacted signals topic into the gateway's
 //     quota counters.
 //   - Loader loads the events topic into the embedded usage store exactly
@@ -27,4 +37,6 @@
 //
 // Every reader keeps a snapshot on disk so that a node starts and serves
 // while Kafka is unreachable, and retries with backoff until it returns.
+// The config log's is binary (configsnapshot.go): a catalog of a million
+// keys loads in a couple of seconds.
 package ingest

@@ -15,13 +15,24 @@ import (
 type record struct {
 	offset     int64
 	key, value []byte // value nil: a tombstone
+	// txn is the transaction the record belongs to (the config topic's
+	// txnHeader; see configtxn.go), "" if none.
+	txn string
 }
+
+// fetchBytes is how much one fetch asks for.
+const fetchBytes = 8 << 20
 
 // fetch long-polls one partition from offset and returns its records
 // (possibly none, after maxWait) and the partition's high watermark.
 func fetch(ctx context.Context, c *kafka.Client, topic string, partition int, offset int64, maxWait time.Duration) ([]record, int64, error) {
+	return fetchUpTo(ctx, c, topic, partition, offset, maxWait, fetchBytes)
+}
+
+// fetchUpTo is fetch, asking for up to maxBytes.
+func fetchUpTo(ctx context.Context, c *kafka.Client, topic string, partition int, offset int64, maxWait time.Duration, maxBytes int) ([]record, int64, error) {
 	res, err := c.Fetch(ctx, &kafka.FetchRequest{Topic: topic, Partition: partition, Offset: offset,
-		MinBytes: 1, MaxBytes: 8 << 20, MaxWait: maxWait})
+		MinBytes: 1, MaxBytes: int64(maxBytes), MaxWait: maxWait})
 	if err != nil {
 		return nil, 0, fmt.Errorf("fetch %s/%d at %d: %w", topic, partition, offset, err)
 	}
@@ -47,6 +58,11 @@ func fetch(ctx context.Context, c *kafka.Client, topic string, partition int, of
 			continue // a batch may start before the offset asked for
 		}
 		rec := record{offset: r.Offset}
+		for _, h := range r.Headers {
+			if h.Key == txnHeader {
+				rec.txn = string(h.Value)
+			}
+		}
 		if r.Key != nil {
 			if rec.key, err = kafka.ReadAll(r.Key); err != nil {
 				return out, res.HighWatermark, err

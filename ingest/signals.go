@@ -253,6 +253,15 @@ func (r *SignalReader) Latest() []schemas.QuotaSignal {
 	return out
 }
 
+// Get returns the latest signal of a plan and key, if there is one: a
+// map lookup, for a node that gained one key and wants its state.
+func (r *SignalReader) Get(planID, keyID string) (schemas.QuotaSignal, bool) {
+	r.mu.Lock()
+	s, ok := r.latest[signalKey(planID, keyID)]
+	r.mu.Unlock()
+	return s, ok
+}
+
 // Loaded is closed once every partition Run found when it started has
 // been read up to the end it had then.
 func (r *SignalReader) Loaded() <-chan struct{} { return r.loaded }

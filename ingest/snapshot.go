@@ -9,9 +9,11 @@ import (
 	"path/filepath"
 )
 
-// The readers of the compacted topics (ConfigLog, SignalReader) keep a
-// JSON snapshot of what they materialised and where they stopped, so
-// that a node starts and serves while Kafka is unreachable.
+// The readers of the compacted topics keep a snapshot of what they
+// materialised and where they stopped, so that a node starts and serves
+// while Kafka is unreachable: SignalReader's is JSON (read and written
+// here), ConfigLog's binary (configsnapshot.go), as a catalog of a
+// million keys needs.
 
 // readSnapshot reads the snapshot at path into v. ok is false when there
 // is none: no path configured, or no file yet. what names it in errors.

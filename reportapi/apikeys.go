@@ -26,8 +26,8 @@ import (
 // CatalogStore is the catalog the admin API reads and changes
 // (catalog.Manager).
 type CatalogStore interface {
-	Current() *catalog.Catalog
-	Change(ctx context.Context, f func(c *catalog.Catalog) error) (*catalog.Catalog, error)
+	State() *catalog.State
+	Change(ctx context.Context, f func(tx *catalog.Tx) error) (*catalog.State, error)
 }
 
 var _ CatalogStore = (*catalog.Manager)(nil)
@@ -109,7 +109,7 @@ func (a *apiKeys) create(w http.ResponseWriter, r *http.Request) {
 	hash := catalog.HashKey(value)
 	now := a.now().Unix()
 	var created catalog.APIKey
-	_, err := a.cat.Change(r.Context(), func(c *catalog.Catalog) error {
+	_, err := a.cat.Change(r.Context(), func(tx *catalog.Tx) error {
 		name := ""
 		if in.Name != nil {
 			name = *in.Name
@@ -117,18 +117,16 @@ func (a *apiKeys) create(w http.ResponseWriter, r *http.Request) {
 		if name == "" {
 			name = "key-" + catalog.NewID(nil)
 		}
-		for i := range c.APIKeys {
-			if c.APIKeys[i].ValueHash == hash {
-				return &apiError{status: 409, errType: "ConflictException", msg: "API Key already exists"}
-			}
-			if c.APIKeys[i].Name == name {
-				return &apiError{status: 409, errType: "ConflictException", msg: fmt.Sprintf("An API key named %q already exists; tollgate requires unique names", name)}
-			}
+		if tx.KeyByHash(hash) != nil {
+			return &apiError{status: 409, errType: "ConflictException", msg: "API Key already exists"}
 		}
-		created = catalog.APIKey{ID: catalog.NewID(nil), Name: name, Description: in.Description, Enabled: in.Enabled,
+		if tx.KeyByName(name) != nil {
+			return &apiError{status: 409, errType: "ConflictException", msg: fmt.Sprintf("An API key named %q already exists; tollgate requires unique names", name)}
+		}
+		created = catalog.APIKey{ID: newKeyID(tx), Name: name, Description: in.Description, Enabled: in.Enabled,
 			CustomerID: in.CustomerID, Tags: in.Tags, ValueHash: hash, ValuePrefix: value[:4], UsagePlans: []string{},
 			CreatedDate: now, LastUpdatedDate: now}
-		c.APIKeys = append(c.APIKeys, created)
+		tx.PutKey(created)
 		return nil
 	})
 	if err != nil {
@@ -149,20 +147,44 @@ func (a *apiKeys) list(w http.ResponseWriter, r *http.Request) {
 	}
 	includeValues := q.Get("includeValues") == "true"
 	name, customer := q.Get("name"), q.Get("customerId")
-	c := a.cat.Current()
-	keys := make([]*catalog.APIKey, 0, len(c.APIKeys))
-	for i := range c.APIKeys {
-		k := &c.APIKeys[i]
-		if strings.HasPrefix(k.Name, name) && (customer == "" || k.CustomerID == customer) {
-			keys = append(keys, k)
+	s := a.cat.State()
+	// Each filter walks its index from the position: a page costs its
+	// size (plus, with both filters, the customer's keys whose name does
+	// not match), wherever it starts. A name filter lists keys by name,
+	// the others by id.
+	var walk func(after string, f func(*catalog.APIKey) bool)
+	position := keyID
+	scope := "apikeys"
+	switch {
+	case customer != "":
+		scope += "?customerId=" + customer + "&name=" + name
+		walk = func(after string, f func(*catalog.APIKey) bool) {
+			s.KeysOfCustomer(customer, after, func(k *catalog.APIKey) bool {
+				return !strings.HasPrefix(k.Name, name) || f(k)
+			})
+		}
+	case name != "":
+		scope += "?name=" + name
+		position = func(k *catalog.APIKey) string { return k.Name }
+		walk = func(after string, f func(*catalog.APIKey) bool) { s.KeysByName(name, after, f) }
+	default:
+		walk = s.Keys
+	}
+	writeWalk(w, walk, position, func(k *catalog.APIKey) apiKeyJSON { return keyJSON(k, includeValues) }, scope, q.Get("position"), limit)
+}
+
+// newKeyID returns an id no key, plan or API of tx holds.
+func newKeyID(tx *catalog.Tx) string {
+	for {
+		id := catalog.NewID(nil)
+		if tx.Key(id) == nil && tx.Plan(id) == nil && tx.API(id) == nil {
+			return id
 		}
 	}
-	slices.SortFunc(keys, func(x, y *catalog.APIKey) int { return strings.Compare(x.ID, y.ID) })
-	writePage(w, keys, keyID, func(k *catalog.APIKey) apiKeyJSON { return keyJSON(k, includeValues) }, "apikeys", q.Get("position"), limit)
 }
 
 func (a *apiKeys) get(w http.ResponseWriter, r *http.Request) {
-	k := a.cat.Current().Key(chi.URLParam(r, "id"))
+	k := a.cat.State().Key(chi.URLParam(r, "id"))
 	if k == nil {
 		errKeyNotFound.write(w)
 		return
@@ -188,11 +210,12 @@ func (a *apiKeys) update(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "id")
 	now := a.now().Unix()
 	var updated catalog.APIKey
-	_, err := a.cat.Change(r.Context(), func(c *catalog.Catalog) error {
-		k := c.Key(id)
-		if k == nil {
+	_, err := a.cat.Change(r.Context(), func(tx *catalog.Tx) error {
+		cur := tx.Key(id)
+		if cur == nil {
 			return errKeyNotFound
 		}
+		k := *cur
 		for i, op := range in.PatchOperations {
 			if op.Op != "replace" {
 				return badRequest(fmt.Sprintf("patchOperations[%d]: op %q is not supported for API keys; use replace", i, op.Op))
@@ -202,10 +225,8 @@ func (a *apiKeys) update(w http.ResponseWriter, r *http.Request) {
 				if op.Value == "" {
 					return badRequest(fmt.Sprintf("patchOperations[%d]: /name must not be empty", i))
 				}
-				for j := range c.APIKeys {
-					if c.APIKeys[j].Name == op.Value && c.APIKeys[j].ID != id {
-						return &apiError{status: 409, errType: "ConflictException", msg: fmt.Sprintf("An API key named %q already exists", op.Value)}
-					}
+				if o := tx.KeyByName(op.Value); o != nil && o.ID != id {
+					return &apiError{status: 409, errType: "ConflictException", msg: fmt.Sprintf("An API key named %q already exists", op.Value)}
 				}
 				k.Name = op.Value
 			case "/description":
@@ -223,7 +244,8 @@ func (a *apiKeys) update(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		k.LastUpdatedDate = now
-		updated = *k
+		tx.PutKey(k)
+		updated = k
 		return nil
 	})
 	if err != nil {
@@ -235,12 +257,10 @@ func (a *apiKeys) update(w http.ResponseWriter, r *http.Request) {
 
 func (a *apiKeys) delete(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "id")
-	_, err := a.cat.Change(r.Context(), func(c *catalog.Catalog) error {
-		i := slices.IndexFunc(c.APIKeys, func(k catalog.APIKey) bool { return k.ID == id })
-		if i < 0 {
+	_, err := a.cat.Change(r.Context(), func(tx *catalog.Tx) error {
+		if !tx.DeleteKey(id) {
 			return errKeyNotFound
 		}
-		c.APIKeys = slices.Delete(c.APIKeys, i, i+1)
 		return nil
 	})
 	if err != nil {
@@ -454,6 +474,62 @@ func writePage[T, J any](w http.ResponseWriter, items []T, id func(T) string, sh
 	}{next, out})
 }
 
+// writeWalk answers a list operation from an index: walk calls its
+// function for the items after a position, in order, until it returns
+// false; pos gives an item's position (its id, or its name in a list by
+// name). A page costs its size, wherever it starts.
+func writeWalk[T, J any](w http.ResponseWriter, walk func(after string, f func(T) bool), pos func(T) string, show func(T) J, scope, position string, limit int) {
+	after, perr := decodePosition(scope, position)
+	if perr != nil {
+		perr.write(w)
+		return
+	}
+	out := make([]J, 0, min(limit, 64))
+	var last T
+	more := false
+	walk(after, func(it T) bool {
+		if len(out) == limit {
+			more = true
+			return false
+		}
+		out = append(out, show(it))
+		last = it
+		return true
+	})
+	next := ""
+	if more {
+		next = encodePosition(scope, pos(last))
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Position string `json:"position,omitempty"`
+		Item     []J    `json:"item"`
+	}{next, out})
+}
+
+// decodePosition returns the position a token holds ("" for none). A
+// token names its list (scope: the operation, its parent's id and its
+// filters) and the last position of the previous page; one that does not
+// decode, or comes from another list, is refused, rather than starting
+// over or skipping silently.
+func decodePosition(scope, position string) (string, *apiError) {
+	if position == "" {
+		return "", nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(position)
+	tokScope, after, ok := strings.Cut(string(b), "\x00")
+	if err != nil || !ok || after == "" {
+		return "", badRequest("Invalid position parameter: position is not a token this API returned")
+	}
+	if tokScope != scope {
+		return "", badRequest("Invalid position parameter: position belongs to another list; pass the position of this list's previous page")
+	}
+	return after, nil
+}
+
+func encodePosition(scope, after string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(scope + "\x00" + after))
+}
+
 // paginate returns up to limit items after position and the next page's
 // token. A token names its list (scope: the operation and the parent's
 // id) and the last id of the previous page; one that does not decode, or
@@ -461,15 +537,11 @@ func writePage[T, J any](w http.ResponseWriter, items []T, id func(T) string, sh
 // skipping silently.
 func paginate[T any](items []T, id func(T) string, scope, position string, limit int) ([]T, string, *apiError) {
 	start := 0
-	if position != "" {
-		b, err := base64.RawURLEncoding.DecodeString(position)
-		tokScope, after, ok := strings.Cut(string(b), "\x00")
-		if err != nil || !ok || after == "" {
-			return nil, "", badRequest("Invalid position parameter: position is not a token this API returned")
-		}
-		if tokScope != scope {
-			return nil, "", badRequest("Invalid position parameter: position belongs to another list; pass the position of this list's previous page")
-		}
+	after, perr := decodePosition(scope, position)
+	if perr != nil {
+		return nil, "", perr
+	}
+	if after != "" {
 		start = len(items)
 		for i, it := range items {
 			if id(it) > after {
@@ -481,7 +553,7 @@ func paginate[T any](items []T, id func(T) string, scope, position string, limit
 	end := min(start+limit, len(items))
 	next := ""
 	if end < len(items) {
-		next = base64.RawURLEncoding.EncodeToString([]byte(scope + "\x00" + id(items[end-1])))
+		next = encodePosition(scope, id(items[end-1]))
 	}
 	return items[start:end], next, nil
 }
@@ -564,12 +636,7 @@ func (a *apiKeys) importKeys(w http.ResponseWriter, r *http.Request) {
 	rows, field := f.rows, f.field
 	now := a.now().Unix()
 	var ids, warnings []string
-	_, cerr := a.cat.Change(r.Context(), func(c *catalog.Catalog) error {
-		names := make(map[string]bool, len(c.APIKeys)+len(rows))
-		hashes := make(map[string]bool, len(c.APIKeys)+len(rows))
-		for _, k := range c.APIKeys {
-			names[k.Name], hashes[k.ValueHash] = true, true
-		}
+	_, cerr := a.cat.Change(r.Context(), func(tx *catalog.Tx) error {
 		for n, row := range rows {
 			line := n + 2
 			warn := func(format string, args ...any) {
@@ -581,7 +648,7 @@ func (a *apiKeys) importKeys(w http.ResponseWriter, r *http.Request) {
 				continue
 			}
 			hash := catalog.HashKey(value)
-			if hashes[hash] {
+			if tx.KeyByHash(hash) != nil {
 				warn("Key already exists")
 				continue
 			}
@@ -598,7 +665,7 @@ func (a *apiKeys) importKeys(w http.ResponseWriter, r *http.Request) {
 				warn("Description %s", msg)
 				continue
 			}
-			if names[name] {
+			if tx.KeyByName(name) != nil {
 				warn("an API key named %q already exists", name)
 				continue
 			}
@@ -616,7 +683,7 @@ func (a *apiKeys) importKeys(w http.ResponseWriter, r *http.Request) {
 			stages := map[string]string{} // api:stage → plan, one plan per stage
 			for _, p := range strings.FieldsFunc(field(row, "usageplanids"), func(r rune) bool { return r == ',' || r == ';' }) {
 				p = strings.TrimSpace(p)
-				plan := c.Plan(p)
+				plan := tx.Plan(p)
 				switch {
 				case plan == nil:
 					problem = fmt.Sprintf("usage plan %q does not exist", p)
@@ -639,10 +706,9 @@ func (a *apiKeys) importKeys(w http.ResponseWriter, r *http.Request) {
 				warn("%s", problem)
 				continue
 			}
-			k := catalog.APIKey{ID: catalog.NewID(nil), Name: name, Description: description, Enabled: enabled,
+			k := catalog.APIKey{ID: newKeyID(tx), Name: name, Description: description, Enabled: enabled,
 				ValueHash: hash, ValuePrefix: value[:4], UsagePlans: append([]string{}, plans...), CreatedDate: now, LastUpdatedDate: now}
-			c.APIKeys = append(c.APIKeys, k)
-			names[name], hashes[hash] = true, true
+			tx.PutKey(k)
 			ids = append(ids, k.ID)
 		}
 		if failOnWarnings && len(warnings) > 0 {

@@ -19,7 +19,7 @@ import (
 
 type memSaver struct{}
 
-func (memSaver) Save(*catalog.Catalog) error { return nil }
+func (memSaver) Save(*catalog.Change) error { return nil }
 
 type adminClient struct {
 	t   *testing.T
@@ -36,7 +36,7 @@ func newAdmin(t *testing.T) *adminClient {
 
 func newAdminAt(t *testing.T, now func() time.Time) *adminClient {
 	t.Helper()
-	m, err := catalog.NewManager(&catalog.Catalog{}, memSaver{}, nil)
+	m, err := catalog.NewManager(catalog.StateOf(&catalog.Catalog{}), memSaver{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func TestCreateGetUpdateDeleteAPIKey(t *testing.T) {
 	if k.Value != "custom-api-key-value-here-min-20-chars" || len(k.ID) != 10 || !k.Enabled || k.CreatedDate != 1795773600 {
 		t.Fatalf("created %+v", k)
 	}
-	stored := c.cat.Current().Key(k.ID)
+	stored := c.cat.State().Key(k.ID)
 	if stored == nil || stored.ValueHash != catalog.HashKey(k.Value) {
 		t.Fatal("key not in the catalog by its hash")
 	}
@@ -111,7 +111,7 @@ func TestCreateGetUpdateDeleteAPIKey(t *testing.T) {
 	if code != 200 || got.Enabled || got.Name != "Renamed" {
 		t.Fatalf("update: %d %s %+v", code, body, got)
 	}
-	if c.cat.Current().Key(k.ID).Enabled {
+	if c.cat.State().Key(k.ID).Enabled {
 		t.Error("update did not reach the catalog")
 	}
 	if code, _ := c.call("DELETE", "/apikeys/"+k.ID, nil, nil); code != 202 {
@@ -171,7 +171,7 @@ func TestAPIKeyErrors(t *testing.T) {
 		})
 	}
 	// Nothing accepted before was lost.
-	if c.cat.Current().Key(k.ID) == nil || len(c.cat.Current().APIKeys) != 1 {
+	if c.cat.State().Key(k.ID) == nil || c.cat.State().NumKeys() != 1 {
 		t.Error("a refused request changed the catalog")
 	}
 }
@@ -273,18 +273,18 @@ func TestAWSCLIApiKeys(t *testing.T) {
 		t.Errorf("get-api-keys --name-query Partner-: %+v", list.Items)
 	}
 	aws("update-api-key", "--api-key", k.ID, "--patch-operations", "op=replace,path=/enabled,value=false")
-	if c.cat.Current().Key(k.ID).Enabled {
+	if c.cat.State().Key(k.ID).Enabled {
 		t.Error("update-api-key did not disable the key")
 	}
 	aws("delete-api-key", "--api-key", k.ID)
-	if c.cat.Current().Key(k.ID) != nil {
+	if c.cat.State().Key(k.ID) != nil {
 		t.Error("delete-api-key did not delete")
 	}
 	csvFile := t.TempDir() + "/keys.csv"
 	os.WriteFile(csvFile, []byte("Name,Key,Enabled\nImported-1,imported-key-value-0000000001,true\nImported-2,imported-key-value-0000000002,false\n"), 0o600)
 	var imported struct{ IDs []string }
 	json.Unmarshal([]byte(aws("import-api-keys", "--body", "fileb://"+csvFile, "--format", "csv", "--fail-on-warnings")), &imported)
-	if len(imported.IDs) != 2 || c.cat.Current().KeyByName("Imported-2") == nil {
+	if len(imported.IDs) != 2 || c.cat.State().KeyByName("Imported-2") == nil {
 		t.Errorf("import-api-keys: %+v", imported)
 	}
 }
@@ -327,7 +327,7 @@ func TestImportTenThousandKeys(t *testing.T) {
 		t.Fatalf("imported %d with %d warnings", len(out.IDs), len(out.Warnings))
 	}
 	t.Logf("10,000 keys imported in %v", time.Since(start))
-	cur := c.cat.Current()
+	cur := c.cat.State()
 	k := cur.Key(out.IDs[9999])
 	if k == nil || k.Name != "imported-09999" || !k.Enabled || k.Description != "row 9999" || k.ValueHash != catalog.HashKey("imported-key-value-00009999") ||
 		len(k.UsagePlans) != 1 || k.UsagePlans[0] != p.ID {
@@ -355,7 +355,7 @@ func TestImportWarnings(t *testing.T) {
 	if code != 400 || !strings.Contains(body, "Row 3: Key must be 20 to 128 characters") {
 		t.Fatalf("failonwarnings: %d %s", code, body)
 	}
-	if len(c.cat.Current().APIKeys) != 0 {
+	if c.cat.State().NumKeys() != 0 {
 		t.Fatal("a refused import created keys")
 	}
 	code, body = c.importCSV("", csvBody)
@@ -432,7 +432,7 @@ apiKeys:
 		t.Fatalf("first apply: %d %v", code, out)
 	}
 	value := gen[0].(map[string]any)["value"].(string)
-	if k := c.cat.Current().KeyByName("generated"); k == nil || k.ValueHash != catalog.HashKey(value) {
+	if k := c.cat.State().KeyByName("generated"); k == nil || k.ValueHash != catalog.HashKey(value) {
 		t.Fatal("the generated value is not the stored key's")
 	}
 	code, out = post(file)
@@ -443,7 +443,7 @@ apiKeys:
 	if msg, _ := out["message"].(string); code != 400 || !strings.Contains(msg, "setup.yaml:") || !strings.Contains(msg, "quota.period") {
 		t.Fatalf("invalid file: %d %v", code, out)
 	}
-	if c.cat.Current().PlanByName("Free").Quota.Period != catalog.Day {
+	if c.cat.State().PlanByName("Free").Quota.Period != catalog.Day {
 		t.Error("a refused file changed the catalog")
 	}
 }

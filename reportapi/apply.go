@@ -28,13 +28,10 @@ func (a *apiKeys) apply(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var ch *catalog.Changes
-	_, cerr := a.cat.Change(r.Context(), func(c *catalog.Catalog) error {
-		next, changes, err := catalog.Apply(c, f, a.now())
-		if err != nil {
-			return err
-		}
-		*c, ch = *next, changes
-		return nil
+	_, cerr := a.cat.Change(r.Context(), func(tx *catalog.Tx) error {
+		changes, err := catalog.ApplyFile(tx, f, a.now())
+		ch = changes
+		return err
 	})
 	if cerr != nil {
 		changeError(cerr).write(w)

@@ -38,13 +38,13 @@ func (s *countingStore) EachMinute(context.Context, int64, int64, func(*usage.Mi
 // boundsCatalog is a plan with a key, an API and a stage, for reports.
 func boundsCatalog(t *testing.T) *catalog.Manager {
 	t.Helper()
-	m, err := catalog.NewManager(&catalog.Catalog{
+	m, err := catalog.NewManager(catalog.StateOf(&catalog.Catalog{
 		APIs: []catalog.API{{ID: "a", Stages: []catalog.Stage{{Name: "prod", Upstream: "http://127.0.0.1:1"}},
 			Resources: []catalog.Resource{{Path: "/items", Methods: map[string]catalog.Method{"GET": {APIKeyRequired: true}}}}}},
 		UsagePlans: []catalog.UsagePlan{{ID: "p1", Name: "Free", Quota: &catalog.Quota{Limit: 6, Period: catalog.Month}, APIStages: []catalog.APIStage{}}},
 		APIKeys: []catalog.APIKey{{ID: "k1", Name: "acme", ValueHash: catalog.HashKey("acmeacmeacmeacmeacme01"), UsagePlans: []string{"p1"}},
 			{ID: "k2", Name: "widget", ValueHash: catalog.HashKey("widgetwidgetwidget0001"), UsagePlans: []string{"p1"}}},
-	}, memSaver{}, nil)
+	}), memSaver{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,7 +335,7 @@ func TestGetUsagePageIsBounded(t *testing.T) {
 	for _, st := range stores {
 		t.Run(st.name, func(t *testing.T) {
 			store := &recordingDaily{UsageStore: st.open(t)}
-			m, err := catalog.NewManager(cat, memSaver{}, nil)
+			m, err := catalog.NewManager(catalog.StateOf(cat), memSaver{}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -95,7 +95,7 @@ func FuzzImportKeys(f *testing.F) {
 		UsagePlans: []catalog.UsagePlan{{ID: "plan000001", Name: "Free", APIStages: []catalog.APIStage{{APIID: "api1", Stage: "prod"}}}},
 	}
 	f.Fuzz(func(t *testing.T, file []byte, failOnWarnings bool) {
-		m, err := catalog.NewManager(start.Clone(), memSaver{}, nil)
+		m, err := catalog.NewManager(catalog.StateOf(start.Clone()), memSaver{}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -106,7 +106,7 @@ func FuzzImportKeys(f *testing.F) {
 		}
 		w := httptest.NewRecorder()
 		a.importKeys(w, httptest.NewRequest("POST", target, bytes.NewReader(file)))
-		keys := len(m.Current().APIKeys)
+		keys := m.State().NumKeys()
 		if w.Code != 201 {
 			if w.Code != 400 && w.Code != 413 {
 				t.Fatalf("status %d: %s", w.Code, w.Body)
@@ -133,7 +133,7 @@ func FuzzImportKeys(f *testing.F) {
 		if failOnWarnings && len(out.Warnings) > 0 {
 			t.Fatalf("failonwarnings imported with warnings %q", out.Warnings)
 		}
-		if err := catalog.Validate(m.Current(), nil); err != nil {
+		if err := catalog.Validate(m.State().Catalog(), nil); err != nil {
 			t.Fatalf("the import left an invalid catalog: %v", err)
 		}
 	})

@@ -131,7 +131,7 @@ func days(d time.Duration) string {
 // id); one the catalog does not know is a 404 that names it, rather than
 // an empty report. (A deleted key's or plan's rows still show without
 // the filter.)
-func resolveFilters(u *usageQuery, c *catalog.Catalog) *apiError {
+func resolveFilters(u *usageQuery, c *catalog.State) *apiError {
 	notFound := func(msg string) *apiError {
 		return &apiError{status: 404, errType: "NotFoundException", msg: msg}
 	}
@@ -155,11 +155,11 @@ func resolveFilters(u *usageQuery, c *catalog.Catalog) *apiError {
 	}
 	if st, ok := u.filters["stage"]; ok {
 		found := false
-		for i := range c.APIs {
-			if hasAPI && c.APIs[i].ID != apiID {
+		for _, a := range c.APIs() {
+			if hasAPI && a.ID != apiID {
 				continue
 			}
-			found = found || slices.ContainsFunc(c.APIs[i].Stages, func(s catalog.Stage) bool { return s.Name == st })
+			found = found || slices.ContainsFunc(a.Stages, func(s catalog.Stage) bool { return s.Name == st })
 		}
 		if !found {
 			if hasAPI {
@@ -384,7 +384,7 @@ func (n *native) usage(w http.ResponseWriter, r *http.Request) {
 		perr = checkSpan(u, maxSpan[u.granularity], "granularity="+u.granularity)
 	}
 	if perr == nil {
-		perr = resolveFilters(&u, n.cat.Current())
+		perr = resolveFilters(&u, n.cat.State())
 	}
 	if perr != nil {
 		perr.write(w)
@@ -510,7 +510,7 @@ func (n *native) top(w http.ResponseWriter, r *http.Request) {
 	if perr == nil {
 		perr = checkSpan(u, maxTopSpan, "/v1/usage/top")
 	}
-	cat := n.cat.Current()
+	cat := n.cat.State()
 	if perr == nil {
 		perr = resolveFilters(&u, cat)
 	}
@@ -591,7 +591,7 @@ func (n *native) billing(w http.ResponseWriter, r *http.Request) {
 	// one: read from a week before, count in the month only, and charge
 	// overage to the month in which a period ends.
 	readFrom := month.AddDate(0, 0, -7)
-	b := &bill{cat: n.cat.Current(), month: month, out: map[[2]string]*billingRow{}, perPeriod: map[[2]string]map[int64]int64{}}
+	b := &bill{cat: n.cat.State(), month: month, out: map[[2]string]*billingRow{}, perPeriod: map[[2]string]map[int64]int64{}}
 	if err := n.minutes.EachMinute(r.Context(), readFrom.Unix()/60, end.Unix()/60, b.add); err != nil {
 		internalError("read usage: ", err).write(w)
 		return
@@ -627,7 +627,7 @@ func (n *native) billing(w http.ResponseWriter, r *http.Request) {
 // holds one billingRow per (key, plan) and one count per quota period of
 // each, whatever the number of minute rows.
 type bill struct {
-	cat       *catalog.Catalog
+	cat       *catalog.State
 	month     time.Time
 	out       map[[2]string]*billingRow
 	perPeriod map[[2]string]map[int64]int64 // admitted per quota period index

@@ -45,13 +45,13 @@ var testMinutes = fakeMinutes{
 
 func newNative(t *testing.T) string {
 	t.Helper()
-	m, err := catalog.NewManager(&catalog.Catalog{
+	m, err := catalog.NewManager(catalog.StateOf(&catalog.Catalog{
 		APIs: []catalog.API{{ID: "a", Stages: []catalog.Stage{{Name: "prod", Upstream: "http://127.0.0.1:1"}},
 			Resources: []catalog.Resource{{Path: "/items", Methods: map[string]catalog.Method{"GET": {APIKeyRequired: true}}}}}},
 		UsagePlans: []catalog.UsagePlan{{ID: "p1", Name: "Free", Quota: &catalog.Quota{Limit: 6, Period: catalog.Day}}},
 		APIKeys: []catalog.APIKey{{ID: "k1", Name: "acme", CustomerID: "acme-corp", ValueHash: catalog.HashKey("acmeacmeacmeacmeacme01")},
 			{ID: "k2", Name: "widget", CustomerID: "widget-inc", ValueHash: catalog.HashKey("widgetwidgetwidget0001")}},
-	}, memSaver{}, nil)
+	}), memSaver{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,10 +252,10 @@ func TestOpenAPI(t *testing.T) {
 // A WEEK quota period across two months is charged to the month it ends
 // in, counting its days in both.
 func TestBillingWeekAcrossMonths(t *testing.T) {
-	m, _ := catalog.NewManager(&catalog.Catalog{
+	m, _ := catalog.NewManager(catalog.StateOf(&catalog.Catalog{
 		UsagePlans: []catalog.UsagePlan{{ID: "p1", Name: "Weekly", Quota: &catalog.Quota{Limit: 10, Period: catalog.Week}}},
 		APIKeys:    []catalog.APIKey{{ID: "k1", Name: "acme", ValueHash: catalog.HashKey("acmeacmeacmeacmeacme01")}},
-	}, memSaver{}, nil)
+	}), memSaver{}, nil)
 	// Monday 2026-11-30 to Sunday 2026-12-06: 6 requests in November, 6 in December.
 	rows := fakeMinutes{
 		{Minute: minute("2026-11-30T12:00:00Z"), KeyID: "k1", PlanID: "p1", Decision: schemas.DecisionAllowed, Requests: 6},
@@ -287,7 +287,7 @@ func (f failingMinutes) EachMinute(ctx context.Context, from, to int64, fn func(
 // Rows leave as their bucket completes; a store failure mid-way leaves
 // the body unterminated rather than pretending the result is whole.
 func TestUsageStreamsAndCutsShortOnFailure(t *testing.T) {
-	m, _ := catalog.NewManager(&catalog.Catalog{}, memSaver{}, nil)
+	m, _ := catalog.NewManager(catalog.StateOf(&catalog.Catalog{}), memSaver{}, nil)
 	h, _ := New(Config{Ready: func() bool { return true }, Credentials: testCreds, Catalog: m, Minutes: failingMinutes{testMinutes},
 		Now: func() time.Time { return time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC) }})
 	srv := httptest.NewServer(h)

@@ -112,16 +112,16 @@ func (u *usagePlans) create(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var created catalog.UsagePlan
-	_, err := u.cat.Change(r.Context(), func(c *catalog.Catalog) error {
-		if c.PlanByName(in.Name) != nil {
+	_, err := u.cat.Change(r.Context(), func(tx *catalog.Tx) error {
+		if tx.PlanByName(in.Name) != nil {
 			return &apiError{status: 409, errType: "ConflictException", msg: fmt.Sprintf("A usage plan named %q already exists; tollgate requires unique names", in.Name)}
 		}
-		created = catalog.UsagePlan{ID: catalog.NewID(nil), Name: in.Name, Description: in.Description, APIStages: in.APIStages,
+		created = catalog.UsagePlan{ID: newKeyID(tx), Name: in.Name, Description: in.Description, APIStages: in.APIStages,
 			Throttle: in.Throttle, Quota: in.Quota, Tags: in.Tags, CreatedDate: u.now().Unix()}
 		if created.APIStages == nil {
 			created.APIStages = []catalog.APIStage{}
 		}
-		c.UsagePlans = append(c.UsagePlans, created)
+		tx.PutPlan(created)
 		return nil
 	})
 	if err != nil {
@@ -138,31 +138,29 @@ func (u *usagePlans) list(w http.ResponseWriter, r *http.Request) {
 		perr.write(w)
 		return
 	}
-	c := u.cat.Current()
-	var only map[string]bool
+	c := u.cat.State()
+	walk := c.Plans
+	scope := "usageplans"
 	if id := q.Get("keyId"); id != "" {
 		k := c.Key(id)
 		if k == nil {
 			errPlanKeyNotFound.write(w)
 			return
 		}
-		only = map[string]bool{}
-		for _, p := range k.UsagePlans {
-			only[p] = true
+		scope += "?keyId=" + id
+		walk = func(after string, f func(*catalog.UsagePlan) bool) {
+			for _, pid := range slices.Sorted(slices.Values(k.UsagePlans)) {
+				if p := c.Plan(pid); p != nil && pid > after && !f(p) {
+					return
+				}
+			}
 		}
 	}
-	plans := make([]*catalog.UsagePlan, 0, len(c.UsagePlans))
-	for i := range c.UsagePlans {
-		if only == nil || only[c.UsagePlans[i].ID] {
-			plans = append(plans, &c.UsagePlans[i])
-		}
-	}
-	slices.SortFunc(plans, func(x, y *catalog.UsagePlan) int { return strings.Compare(x.ID, y.ID) })
-	writePage(w, plans, func(p *catalog.UsagePlan) string { return p.ID }, planJSON, "usageplans", q.Get("position"), limit)
+	writeWalk(w, walk, func(p *catalog.UsagePlan) string { return p.ID }, planJSON, scope, q.Get("position"), limit)
 }
 
 func (u *usagePlans) get(w http.ResponseWriter, r *http.Request) {
-	p := u.cat.Current().Plan(chi.URLParam(r, "id"))
+	p := u.cat.State().Plan(chi.URLParam(r, "id"))
 	if p == nil {
 		errPlanNotFound.write(w)
 		return
@@ -172,16 +170,18 @@ func (u *usagePlans) get(w http.ResponseWriter, r *http.Request) {
 
 func (u *usagePlans) delete(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "id")
-	_, err := u.cat.Change(r.Context(), func(c *catalog.Catalog) error {
-		i := slices.IndexFunc(c.UsagePlans, func(p catalog.UsagePlan) bool { return p.ID == id })
-		if i < 0 {
+	_, err := u.cat.Change(r.Context(), func(tx *catalog.Tx) error {
+		if tx.Plan(id) == nil {
 			return errPlanNotFound
 		}
-		c.UsagePlans = slices.Delete(c.UsagePlans, i, i+1)
-		// The plan's keys leave it with it.
-		for k := range c.APIKeys {
-			c.APIKeys[k].UsagePlans = slices.DeleteFunc(c.APIKeys[k].UsagePlans, func(p string) bool { return p == id })
+		// The plan's keys leave it with it (O(keys of the plan)).
+		var keys []catalog.APIKey
+		tx.PlanKeys(id, "", func(k *catalog.APIKey) bool { keys = append(keys, *k); return true })
+		for _, k := range keys {
+			k.UsagePlans = slices.DeleteFunc(slices.Clone(k.UsagePlans), func(p string) bool { return p == id })
+			tx.PutKey(k)
 		}
+		tx.DeletePlan(id)
 		return nil
 	})
 	if err != nil {
@@ -205,17 +205,19 @@ func (u *usagePlans) update(w http.ResponseWriter, r *http.Request) {
 	}
 	id := chi.URLParam(r, "id")
 	var updated catalog.UsagePlan
-	_, err := u.cat.Change(r.Context(), func(c *catalog.Catalog) error {
-		p := c.Plan(id)
-		if p == nil {
+	_, err := u.cat.Change(r.Context(), func(tx *catalog.Tx) error {
+		cur := tx.Plan(id)
+		if cur == nil {
 			return errPlanNotFound
 		}
+		p := cur.Clone() // patchPlan writes into the throttle, quota and stages
 		for i, op := range in.PatchOperations {
-			if err := patchPlan(p, op); err != nil {
+			if err := patchPlan(&p, op); err != nil {
 				return badRequest(fmt.Sprintf("patchOperations[%d] (%s %s): %s", i, op.Op, op.Path, err.msg))
 			}
 		}
-		updated = *p
+		tx.PutPlan(p)
+		updated = p
 		return nil
 	})
 	if err != nil {
@@ -353,20 +355,21 @@ func (u *usagePlans) addKey(w http.ResponseWriter, r *http.Request) {
 	}
 	id := chi.URLParam(r, "id")
 	var key catalog.APIKey
-	_, err := u.cat.Change(r.Context(), func(c *catalog.Catalog) error {
-		p := c.Plan(id)
+	_, err := u.cat.Change(r.Context(), func(tx *catalog.Tx) error {
+		p := tx.Plan(id)
 		if p == nil {
 			return errPlanNotFound
 		}
-		k := c.Key(in.KeyID)
-		if k == nil {
+		cur := tx.Key(in.KeyID)
+		if cur == nil {
 			return errPlanKeyNotFound
 		}
+		k := *cur
 		if slices.Contains(k.UsagePlans, id) {
 			return &apiError{status: 409, errType: "ConflictException", msg: fmt.Sprintf("API Key %s is already in usage plan %s", k.ID, id)}
 		}
 		for _, other := range k.UsagePlans {
-			op := c.Plan(other)
+			op := tx.Plan(other)
 			if op == nil {
 				continue
 			}
@@ -379,8 +382,9 @@ func (u *usagePlans) addKey(w http.ResponseWriter, r *http.Request) {
 				}
 			}
 		}
-		k.UsagePlans = append(k.UsagePlans, id)
-		key = *k
+		k.UsagePlans = append(slices.Clone(k.UsagePlans), id)
+		tx.PutKey(k)
+		key = k
 		return nil
 	})
 	if err != nil {
@@ -390,18 +394,6 @@ func (u *usagePlans) addKey(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, planKeyJSON(&key))
 }
 
-// planKeys returns the keys of plan id, sorted by id.
-func planKeys(c *catalog.Catalog, id string) []*catalog.APIKey {
-	var keys []*catalog.APIKey
-	for i := range c.APIKeys {
-		if slices.Contains(c.APIKeys[i].UsagePlans, id) {
-			keys = append(keys, &c.APIKeys[i])
-		}
-	}
-	slices.SortFunc(keys, func(x, y *catalog.APIKey) int { return strings.Compare(x.ID, y.ID) })
-	return keys
-}
-
 func (u *usagePlans) listKeys(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	limit, perr := pageLimit(q.Get("limit"))
@@ -409,18 +401,27 @@ func (u *usagePlans) listKeys(w http.ResponseWriter, r *http.Request) {
 		perr.write(w)
 		return
 	}
-	c := u.cat.Current()
+	c := u.cat.State()
 	id := chi.URLParam(r, "id")
 	if c.Plan(id) == nil {
 		errPlanNotFound.write(w)
 		return
 	}
-	keys := slices.DeleteFunc(planKeys(c, id), func(k *catalog.APIKey) bool { return !strings.HasPrefix(k.Name, q.Get("name")) })
-	writePage(w, keys, keyID, planKeyJSON, "usageplans/"+id+"/keys", q.Get("position"), limit)
+	// By id through the membership index; a name filter skips the keys
+	// whose name does not match (AWS's nameQuery on this list).
+	name := q.Get("name")
+	scope := "usageplans/" + id + "/keys"
+	if name != "" {
+		scope += "?name=" + name
+	}
+	walk := func(after string, f func(*catalog.APIKey) bool) {
+		c.PlanKeys(id, after, func(k *catalog.APIKey) bool { return !strings.HasPrefix(k.Name, name) || f(k) })
+	}
+	writeWalk(w, walk, keyID, planKeyJSON, scope, q.Get("position"), limit)
 }
 
 func (u *usagePlans) getKey(w http.ResponseWriter, r *http.Request) {
-	c := u.cat.Current()
+	c := u.cat.State()
 	id := chi.URLParam(r, "id")
 	if c.Plan(id) == nil {
 		errPlanNotFound.write(w)
@@ -436,15 +437,17 @@ func (u *usagePlans) getKey(w http.ResponseWriter, r *http.Request) {
 
 func (u *usagePlans) removeKey(w http.ResponseWriter, r *http.Request) {
 	id, keyID := chi.URLParam(r, "id"), chi.URLParam(r, "keyId")
-	_, err := u.cat.Change(r.Context(), func(c *catalog.Catalog) error {
-		if c.Plan(id) == nil {
+	_, err := u.cat.Change(r.Context(), func(tx *catalog.Tx) error {
+		if tx.Plan(id) == nil {
 			return errPlanNotFound
 		}
-		k := c.Key(keyID)
-		if k == nil || !slices.Contains(k.UsagePlans, id) {
+		cur := tx.Key(keyID)
+		if cur == nil || !slices.Contains(cur.UsagePlans, id) {
 			return errPlanKeyNotFound
 		}
-		k.UsagePlans = slices.DeleteFunc(k.UsagePlans, func(p string) bool { return p == id })
+		k := *cur
+		k.UsagePlans = slices.DeleteFunc(slices.Clone(k.UsagePlans), func(p string) bool { return p == id })
+		tx.PutKey(k)
 		return nil
 	})
 	if err != nil {
@@ -463,7 +466,7 @@ func (u *usagePlans) removeKey(w http.ResponseWriter, r *http.Request) {
 // writes each key's values as they are computed.
 func (u *usagePlans) getUsage(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	c := u.cat.Current()
+	c := u.cat.State()
 	p := c.Plan(chi.URLParam(r, "id"))
 	if p == nil {
 		errPlanNotFound.write(w)
@@ -479,18 +482,33 @@ func (u *usagePlans) getUsage(w http.ResponseWriter, r *http.Request) {
 		perr.write(w)
 		return
 	}
-	keys := planKeys(c, p.ID)
-	if id := q.Get("keyId"); id != "" {
-		keys = slices.DeleteFunc(keys, func(k *catalog.APIKey) bool { return k.ID != id })
-		if len(keys) == 0 {
-			errPlanKeyNotFound.write(w)
-			return
-		}
-	}
-	page, next, perr := paginate(keys, keyID, "usageplans/"+p.ID+"/usage", q.Get("position"), limit)
+	scope := "usageplans/" + p.ID + "/usage"
+	after, perr := decodePosition(scope, q.Get("position"))
 	if perr != nil {
 		perr.write(w)
 		return
+	}
+	// The page's keys, through the membership index: O(page).
+	var page []*catalog.APIKey
+	next := ""
+	if id := q.Get("keyId"); id != "" {
+		k := c.Key(id)
+		if k == nil || !slices.Contains(k.UsagePlans, p.ID) {
+			errPlanKeyNotFound.write(w)
+			return
+		}
+		if id > after {
+			page = append(page, k)
+		}
+	} else {
+		c.PlanKeys(p.ID, after, func(k *catalog.APIKey) bool {
+			if len(page) == limit {
+				next = encodePosition(scope, page[len(page)-1].ID)
+				return false
+			}
+			page = append(page, k)
+			return true
+		})
 	}
 	ids := make([]string, len(page))
 	for i, k := range page {
@@ -570,7 +588,7 @@ func (u *usagePlans) updateUsage(w http.ResponseWriter, r *http.Request) {
 		err.write(w)
 		return
 	}
-	c := u.cat.Current()
+	c := u.cat.State()
 	p := c.Plan(chi.URLParam(r, "id"))
 	if p == nil {
 		errPlanNotFound.write(w)

@@ -15,8 +15,8 @@ import (
 // withAPI gives the admin test server's catalog an API to attach plans to.
 func withAPI(t *testing.T, c *adminClient) {
 	t.Helper()
-	_, err := c.cat.Change(context.Background(), func(cat *catalog.Catalog) error {
-		cat.APIs = append(cat.APIs, catalog.API{ID: "abc123api", Stages: []catalog.Stage{{Name: "prod", Upstream: "http://127.0.0.1:1"}},
+	_, err := c.cat.Change(context.Background(), func(tx *catalog.Tx) error {
+		tx.PutAPI(catalog.API{ID: "abc123api", Stages: []catalog.Stage{{Name: "prod", Upstream: "http://127.0.0.1:1"}},
 			Resources: []catalog.Resource{{Path: "/items", Methods: map[string]catalog.Method{"GET": {APIKeyRequired: true}, "POST": {APIKeyRequired: true}}}}})
 		return nil
 	})
@@ -46,7 +46,7 @@ func TestUsagePlanLifecycle(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("update: %d %s", code, body)
 	}
-	stored := c.cat.Current().Plan(p.ID)
+	stored := c.cat.State().Plan(p.ID)
 	if stored.Name != "Free 2" || stored.Throttle.RateLimit != 5 || stored.Quota.Limit != 50 || stored.Quota.Period != catalog.Week ||
 		stored.APIStages[0].Throttle["/items/POST"] != (catalog.Throttle{RateLimit: 1, BurstLimit: 2}) {
 		t.Fatalf("stored plan %+v %+v", stored, stored.APIStages)
@@ -64,7 +64,7 @@ func TestUsagePlanLifecycle(t *testing.T) {
 	if code, _ := c.call("DELETE", "/usageplans/"+p.ID, nil, nil); code != 202 {
 		t.Fatalf("delete: %d", code)
 	}
-	if refs := c.cat.Current().Key(k.ID).UsagePlans; len(refs) != 0 {
+	if refs := c.cat.State().Key(k.ID).UsagePlans; len(refs) != 0 {
 		t.Errorf("the deleted plan is still on the key: %v", refs)
 	}
 }
@@ -113,9 +113,9 @@ func TestUsagePlanErrors(t *testing.T) {
 		})
 	}
 	// Nothing accepted before was lost.
-	cur := c.cat.Current()
-	if len(cur.UsagePlans) != 2 || cur.Plan(p.ID).Quota != nil || len(cur.Key(k.ID).UsagePlans) != 1 {
-		t.Errorf("a refused request changed the catalog: %+v", cur.UsagePlans)
+	cur := c.cat.State()
+	if cur.NumPlans() != 2 || cur.Plan(p.ID).Quota != nil || len(cur.Key(k.ID).UsagePlans) != 1 {
+		t.Errorf("a refused request changed the catalog: %+v", cur.Catalog().UsagePlans)
 	}
 }
 
@@ -200,11 +200,11 @@ func TestUpdateUsageErrors(t *testing.T) {
 		{"store failed", fmt.Errorf("disk full"), `{"patchOperations":[{"op":"replace","path":"/remaining","value":"1"}]}`, 500, "disk full"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			m, _ := catalog.NewManager(&catalog.Catalog{
+			m, _ := catalog.NewManager(catalog.StateOf(&catalog.Catalog{
 				UsagePlans: []catalog.UsagePlan{{ID: "p1", Name: "Free", Quota: &catalog.Quota{Limit: 5, Period: catalog.Day}, APIStages: []catalog.APIStage{}},
 					{ID: "p2", Name: "NoQuota", APIStages: []catalog.APIStage{}}},
 				APIKeys: []catalog.APIKey{{ID: "k1", Name: "a", ValueHash: catalog.HashKey("aaaaaaaaaaaaaaaaaaaaaa"), UsagePlans: []string{"p1", "p2"}}},
-			}, memSaver{}, nil)
+			}), memSaver{}, nil)
 			h, _ := New(Config{Ready: func() bool { return true }, Credentials: testCreds, Catalog: m, Usage: fakeUsage{}, Quotas: fakeAdjuster{tt.err}})
 			srv := httptest.NewServer(h)
 			defer srv.Close()

@@ -86,7 +86,7 @@ func runAggregator(ctx context.Context, o aggregatorOptions, logger *slog.Logger
 	}
 	defer signals.Close()
 	agg, err := aggregator.New(aggregator.Config{Kafka: k, Store: store, GroupID: o.group, FlushEvents: o.flushEvents,
-		FlushInterval: o.flushInterval, Catalog: cl.Current, Signals: signals, Logger: logger})
+		FlushInterval: o.flushInterval, Catalog: cl.State, Signals: signals, Logger: logger})
 	if err != nil {
 		return err
 	}

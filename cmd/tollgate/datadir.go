@@ -17,11 +17,14 @@ import (
 // The files of serve's data folder. catalog.json and usage.db hold state
 // that nothing else can give back; the others record what was done.
 const (
-	catalogFile  = "catalog.json"
-	usageFile    = "usage.db"
-	auditFile    = "audit.log"
-	appliedFile  = "config-applied.sha256"
-	dataLockFile = "tollgate.lock"
+	catalogFile = "catalog.db"
+	// legacyCatalogFile is the catalog of versions before catalog.db:
+	// imported once, then renamed catalog.json.imported.
+	legacyCatalogFile = "catalog.json"
+	usageFile         = "usage.db"
+	auditFile         = "audit.log"
+	appliedFile       = "config-applied.sha256"
+	dataLockFile      = "tollgate.lock"
 )
 
 // openDataDir creates the data folder if need be and takes its lock, held
@@ -68,11 +71,10 @@ func checkDataDir(ctx context.Context, dir string, usageExisted bool, store *sql
 	if recreate {
 		return nil
 	}
-	has := func(name string) bool {
-		st, err := os.Stat(filepath.Join(dir, name))
-		return err == nil && st.Size() > 0
-	}
-	catalogThere := has(catalogFile)
+	has := func(name string) bool { return hasFile(dir, name) }
+	// Under WAL a database killed before its first checkpoint is an empty
+	// file beside its -wal.
+	catalogThere := has(catalogFile) || has(catalogFile+"-wal") || has(legacyCatalogFile)
 	var why []string
 	if !catalogThere {
 		if has(appliedFile) {
@@ -106,4 +108,10 @@ func checkDataDir(ctx context.Context, dir string, usageExisted bool, store *sql
 			dir, catalogFile, usageFile, usageFile)
 	}
 	return nil
+}
+
+// hasFile reports whether dir holds a non-empty file name.
+func hasFile(dir, name string) bool {
+	st, err := os.Stat(filepath.Join(dir, name))
+	return err == nil && st.Size() > 0
 }

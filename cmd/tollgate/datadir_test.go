@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/catalog"
+	"github.com/tollgate/tollgate/catalog/catalogdb"
 	"github.com/tollgate/tollgate/internal/dirlock"
 )
 
@@ -23,9 +25,17 @@ import (
 // with extra flags, and returns it and its gateway address once it listens.
 func startProcess(t *testing.T, ctx context.Context, data, cfg string, extra ...string) (*exec.Cmd, string) {
 	t.Helper()
-	cmd := exec.CommandContext(ctx, os.Args[0], append([]string{"serve", "--config", cfg, "--data-dir", data,
-		"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"}, extra...)...)
-	cmd.Env = append(os.Environ(), "TOLLGATE_TEST_MAIN=1")
+	return serveProcess(t, ctx, nil, listenRE, append([]string{"serve", "--config", cfg, "--data-dir", data,
+		"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"}, extra...))
+}
+
+// serveProcess runs the test binary as tollgate with args and the
+// environment variables env, and returns it and the address its log
+// reports (the first submatch of addr) once it does.
+func serveProcess(t *testing.T, ctx context.Context, env []string, addr *regexp.Regexp, args []string) (*exec.Cmd, string) {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, os.Args[0], args...)
+	cmd.Env = append(append(os.Environ(), "TOLLGATE_TEST_MAIN=1"), env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -36,7 +46,7 @@ func startProcess(t *testing.T, ctx context.Context, data, cfg string, extra ...
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	sc := bufio.NewScanner(stderr)
 	for sc.Scan() {
-		if m := listenRE.FindStringSubmatch(sc.Text()); m != nil {
+		if m := addr.FindStringSubmatch(sc.Text()); m != nil {
 			go func() {
 				for sc.Scan() {
 				}
@@ -44,7 +54,7 @@ func startProcess(t *testing.T, ctx context.Context, data, cfg string, extra ...
 			return cmd, m[1]
 		}
 	}
-	t.Fatal("serve never said where it listens")
+	t.Fatalf("%v never logged a line like %s", args, addr)
 	return nil, ""
 }
 
@@ -55,10 +65,7 @@ func TestSecondServeOnOneDataFolderExits(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	first, _ := startProcess(t, ctx, data, cfg)
-	catalogBefore, err := os.ReadFile(filepath.Join(data, catalogFile))
-	if err != nil {
-		t.Fatal(err)
-	}
+	catalogBefore := catalogBytes(t, data)
 
 	second := exec.CommandContext(ctx, os.Args[0], "serve", "--config", cfg, "--data-dir", data,
 		"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0")
@@ -75,7 +82,7 @@ func TestSecondServeOnOneDataFolderExits(t *testing.T) {
 	if want := "locked by process " + strconv.Itoa(first.Process.Pid); !strings.Contains(string(out), want) {
 		t.Fatalf("second serve said %q, want it to contain %q", out, want)
 	}
-	if after, _ := os.ReadFile(filepath.Join(data, catalogFile)); string(after) != string(catalogBefore) {
+	if after := catalogBytes(t, data); after != catalogBefore {
 		t.Fatal("the second serve changed the first's catalog")
 	}
 	if first.ProcessState != nil {
@@ -179,10 +186,7 @@ func TestServeRefusesAnInconsistentDataFolder(t *testing.T) {
 		}
 	}
 	n.stop(t)
-	before, err := catalog.FileStore{Path: filepath.Join(data, catalogFile)}.Load()
-	if err != nil {
-		t.Fatal(err)
-	}
+	before := loadCatalogDB(t, data)
 
 	run := func(extra ...string) error {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -207,17 +211,19 @@ func TestServeRefusesAnInconsistentDataFolder(t *testing.T) {
 
 	// The catalog gone, the record of the applied file and the usage
 	// still there.
-	os.Rename(filepath.Join(data, catalogFile), filepath.Join(data, "moved.json"))
-	err = run()
-	for _, want := range []string{"is inconsistent", "catalog.json is missing", "config-applied.sha256", "usage.db (usage was recorded)", "--recreate-missing"} {
+	for _, f := range []string{catalogFile, catalogFile + "-wal", catalogFile + "-shm"} {
+		os.Rename(filepath.Join(data, f), filepath.Join(data, "moved-"+f))
+	}
+	err := run()
+	for _, want := range []string{"is inconsistent", "catalog.db is missing", "config-applied.sha256", "usage.db (usage was recorded)", "--recreate-missing"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Fatalf("start without catalog.json: got %v, want it to say %q", err, want)
+			t.Fatalf("start without catalog.db: got %v, want it to say %q", err, want)
 		}
 	}
 	// Both the catalog and the record gone: still refused (usage stays).
 	os.Remove(filepath.Join(data, appliedFile))
 	if err := run(); err == nil || !strings.Contains(err.Error(), "usage.db (usage was recorded)") {
-		t.Fatalf("start without catalog.json and record: got %v", err)
+		t.Fatalf("start without catalog.db and record: got %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(data, catalogFile)); err == nil {
 		t.Fatal("a refused start wrote a catalog")
@@ -226,10 +232,7 @@ func TestServeRefusesAnInconsistentDataFolder(t *testing.T) {
 	if err := run("--recreate-missing"); err != nil {
 		t.Fatal(err)
 	}
-	after, err := catalog.FileStore{Path: filepath.Join(data, catalogFile)}.Load()
-	if err != nil {
-		t.Fatal(err)
-	}
+	after := loadCatalogDB(t, data)
 	for _, p := range before.UsagePlans {
 		if got := after.PlanByName(p.Name); got == nil || got.ID != p.ID {
 			t.Errorf("plan %q: id %s before, %v after the rebuild", p.Name, p.ID, got)
@@ -284,4 +287,37 @@ func TestServeRefusesACorruptUsageStore(t *testing.T) {
 			t.Fatalf("got %v, want it to say %q", err, want)
 		}
 	}
+}
+
+// catalogBytes is the content of the catalog's database files, to see
+// that a process left them alone.
+func catalogBytes(t *testing.T, data string) string {
+	t.Helper()
+	var b strings.Builder
+	for _, f := range []string{catalogFile, catalogFile + "-wal"} {
+		c, err := os.ReadFile(filepath.Join(data, f))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+		b.Write(c)
+	}
+	if b.Len() == 0 {
+		t.Fatalf("no catalog in %s", data)
+	}
+	return b.String()
+}
+
+// loadCatalogDB reads the catalog a stopped serve left in data.
+func loadCatalogDB(t *testing.T, data string) *catalog.Catalog {
+	t.Helper()
+	db, err := catalogdb.Open(filepath.Join(data, catalogFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	st, err := db.Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Catalog()
 }

@@ -216,7 +216,7 @@ func runNode(ctx context.Context, o nodeOptions, stdout io.Writer, logger *slog.
 		gw      *enforcer.Gateway
 		edge    *kafkaEdge
 		signals atomic.Pointer[ingest.SignalReader]
-		publish func(*catalog.Catalog) error
+		publish func(*catalog.Change) error
 	)
 	if o.gateway {
 		if edge, err = openKafkaEdge(k, o, logger); err != nil {
@@ -226,18 +226,15 @@ func runNode(ctx context.Context, o nodeOptions, stdout io.Writer, logger *slog.
 		// them in the spill log): after the servers stopped, last.
 		defer func() { err = errors.Join(err, edge.shutdown(o, logger)) }()
 		if gw, err = enforcer.New(enforcer.Config{Events: edge.queue, Logger: logger, Node: o.node,
-			Now: func() int64 { return o.now().UnixNano() }}, &catalog.Catalog{}); err != nil {
+			Now: func() int64 { return o.now().UnixNano() }}, nil); err != nil {
 			return err
 		}
-		publish = func(c *catalog.Catalog) error {
-			if err := gw.Update(c); err != nil {
+		publish = func(ch *catalog.Change) error {
+			if err := gw.Apply(ch); err != nil {
 				return err
 			}
-			// Quota states of keys and plans the catalog just gained.
 			if sr := signals.Load(); sr != nil {
-				for _, s := range sr.Latest() {
-					gw.ApplySignal(&s)
-				}
+				applyGainedSignals(gw, sr, ch)
 			}
 			return nil
 		}
@@ -432,6 +429,41 @@ func runNode(ctx context.Context, o nodeOptions, stdout io.Writer, logger *slog.
 	return err
 }
 
+// applyGainedSignals hands the gateway the quota states of what a change
+// gave it: each key put, in each of its plans, and every key of a plan
+// the catalog did not have. A key or plan the gateway already held keeps
+// its counters, so the cost is that of the change, not of the catalog
+// (a full change, a first load or a rebuild, takes every signal).
+func applyGainedSignals(gw *enforcer.Gateway, sr *ingest.SignalReader, ch *catalog.Change) {
+	if ch.Delta.Full {
+		for _, s := range sr.Latest() {
+			gw.ApplySignal(&s)
+		}
+		return
+	}
+	apply := func(planID, keyID string) {
+		if s, ok := sr.Get(planID, keyID); ok {
+			gw.ApplySignal(&s)
+		}
+	}
+	for _, id := range ch.Delta.Keys {
+		if k := ch.New.Key(id); k != nil {
+			for _, p := range k.UsagePlans {
+				apply(p, id)
+			}
+		}
+	}
+	for _, id := range ch.Delta.Plans {
+		if ch.Old.Plan(id) != nil || ch.New.Plan(id) == nil {
+			continue
+		}
+		ch.New.PlanKeys(id, "", func(k *catalog.APIKey) bool {
+			apply(id, k.ID)
+			return true
+		})
+	}
+}
+
 type namedServer struct {
 	name, addr string
 	srv        *http.Server
@@ -468,13 +500,9 @@ func applyConfigToFleet(ctx context.Context, mgr *catalog.Manager, o nodeOptions
 	actx := catalog.WithActor(ctx, "config file", "apply "+o.config)
 	var ch *catalog.Changes
 	for attempt := 0; ; attempt++ {
-		_, err = mgr.Change(actx, func(c *catalog.Catalog) error {
-			next, changes, err := catalog.Apply(c, f, o.now())
-			if err != nil {
-				return err
-			}
-			*c, ch = *next, changes
-			return nil
+		_, err = mgr.Change(actx, func(tx *catalog.Tx) error {
+			ch, err = catalog.ApplyFile(tx, f, o.now())
+			return err
 		})
 		if !errors.Is(err, catalog.ErrConflict) || attempt == 2 {
 			break
@@ -491,7 +519,7 @@ func applyConfigToFleet(ctx context.Context, mgr *catalog.Manager, o nodeOptions
 		logger.Info("configuration unchanged", "file", o.config)
 		return nil
 	}
-	reportApplied(stdout, logger, mgr.Current(), ch)
+	reportApplied(stdout, logger, mgr.State(), ch)
 	return nil
 }
 
@@ -523,13 +551,13 @@ func (q fleetQuotas) SetRemaining(ctx context.Context, planID, keyID string, rem
 // (its flush interval, 500 ms) are not in that count.
 type clickhouseQuotas struct {
 	store *chstore.Store
-	cat   interface{ Current() *catalog.Catalog }
+	cat   interface{ State() *catalog.State }
 	audit *catalog.AuditLog
 	now   func() time.Time
 }
 
 func (q clickhouseQuotas) SetRemaining(ctx context.Context, planID, keyID string, remaining int64) error {
-	c := q.cat.Current()
+	c := q.cat.State()
 	p := c.Plan(planID)
 	if p == nil || c.Key(keyID) == nil || !slices.Contains(c.Key(keyID).UsagePlans, planID) {
 		return fmt.Errorf("%w: %v", reportapi.ErrNotFound, enforcer.ErrNoSuchKeyPlan)

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tollgate/tollgate/catalog"
+	"github.com/tollgate/tollgate/catalog/catalogdb"
 	"github.com/tollgate/tollgate/enforcer"
 	"github.com/tollgate/tollgate/ingest"
 	"github.com/tollgate/tollgate/reportapi"
@@ -53,19 +53,19 @@ func newServeCmd() *cobra.Command {
 		Use:   "serve",
 		Short: "Run the whole pipeline in one process: gateway, metering, admin API",
 		Long: `Run the gateway, the usage metering and the admin API in one process,
-on embedded storage under --data-dir (catalog.json and usage.db).
+on embedded storage under --data-dir (catalog.db and usage.db).
 
 --config applies a declarative file to the catalog at start; an invalid
 file stops the start and changes nothing.
 
-Unless GOGC is set in the environment, serve runs the collector at
-GOGC=400: the proxy allocates per request, and fewer collections buy
-throughput at the cost of memory (see BENCHMARKS.md).`,
+Unless GOGC is set in the environment, serve lets about 256 MB of
+garbage build up between collections: GOGC=400 with a small catalog
+(the proxy allocates per request, and fewer collections buy throughput,
+see BENCHMARKS.md), less as the catalog grows, so that a million keys
+do not cost four times their memory.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if os.Getenv("GOGC") == "" {
-				debug.SetGCPercent(400)
-			}
+			go tuneGC(cmd.Context(), 10*time.Second)
 			logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
 			if o.node.kafka.enabled() {
 				return runNode(cmd.Context(), o.fleet(), cmd.OutOrStdout(), logger, nil)
@@ -84,7 +84,7 @@ throughput at the cost of memory (see BENCHMARKS.md).`,
 	f.Float64Var(&o.adminRate, "admin-rate-limit", 100, "admin API requests per second; beyond, 429 TooManyRequestsException")
 	f.IntVar(&o.adminBurst, "admin-burst-limit", 1000, "admin API burst")
 	f.BoolVar(&o.pprof, "pprof", false, "serve Go profiles under /debug/pprof on the admin listener")
-	f.BoolVar(&o.recreateMissing, "recreate-missing", false, "start on a data folder whose catalog.json or usage.db is missing, making it anew (serve refuses such a folder otherwise, and says what is lost)")
+	f.BoolVar(&o.recreateMissing, "recreate-missing", false, "start on a data folder whose catalog.db or usage.db is missing, making it anew (serve refuses such a folder otherwise, and says what is lost)")
 	f.DurationVar(&o.flushEvery, "flush-interval", 200*time.Millisecond, "longest time a usage event waits before it is written")
 	o.node.limits.addFlags(f)
 	o.node.kafka.addFlags(f, "; with it, serve runs every role of a fleet in one process on Kafka (catalog, events, quota states), the usage store staying embedded")
@@ -136,10 +136,12 @@ func runServe(ctx context.Context, o serveOptions, stdout io.Writer, logger *slo
 	if err := checkDataDir(ctx, o.dataDir, usageExisted, store, o.recreateMissing); err != nil {
 		return err
 	}
-	cat, err := loadCatalog(o, stdout, logger)
+	cat, catDB, err := loadCatalog(ctx, o, stdout, logger)
 	if err != nil {
 		return err
 	}
+	defer catDB.Close()
+	retuneGC() // the catalog is loaded: the collector's setting follows it
 
 	queue, err := ingest.NewQueue(o.queueSize)
 	if err != nil {
@@ -151,8 +153,11 @@ func runServe(ctx context.Context, o serveOptions, stdout io.Writer, logger *slo
 	if err != nil {
 		return err
 	}
-	gw, err := enforcer.New(enforcer.Config{Events: queue, Logger: logger, Now: func() int64 { return o.now().UnixNano() }}, cat)
+	gw, err := enforcer.New(enforcer.Config{Events: queue, Logger: logger, Now: func() int64 { return o.now().UnixNano() }}, nil)
 	if err != nil {
+		return err
+	}
+	if err := gw.Load(cat); err != nil {
 		return err
 	}
 	if err := gw.RestoreQuotas(ctx, store); err != nil {
@@ -160,7 +165,7 @@ func runServe(ctx context.Context, o serveOptions, stdout io.Writer, logger *slo
 	}
 	// From here on every catalog change (the admin API's) is validated,
 	// stored and handed to the gateway in one step.
-	cats, err := catalog.NewManager(cat, catalog.FileStore{Path: filepath.Join(o.dataDir, "catalog.json")}, gw.Update)
+	cats, err := catalog.NewManager(cat, catDB, gw.Apply)
 	if err != nil {
 		return err
 	}
@@ -266,19 +271,59 @@ func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, timeout 
 	return nil
 }
 
-// loadCatalog reads the stored catalog and applies the config file to it.
-func loadCatalog(o serveOptions, stdout io.Writer, logger *slog.Logger) (*catalog.Catalog, error) {
-	fs := catalog.FileStore{Path: filepath.Join(o.dataDir, catalogFile)}
-	_, statErr := os.Stat(fs.Path)
-	stored := statErr == nil
-	cur, err := fs.Load()
+// loadCatalog opens the catalog database, reads the stored catalog
+// (importing a catalog.json of an earlier version once), and applies the
+// config file to it.
+func loadCatalog(ctx context.Context, o serveOptions, stdout io.Writer, logger *slog.Logger) (*catalog.State, *catalogdb.Store, error) {
+	path := filepath.Join(o.dataDir, catalogFile)
+	stored := hasFile(o.dataDir, catalogFile) || hasFile(o.dataDir, catalogFile+"-wal")
+	db, err := catalogdb.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w\nRestore %s from a backup, or move it aside and start with --config and --recreate-missing to rebuild it", err, fs.Path)
+		return nil, nil, fmt.Errorf("%w\nRestore %s from a backup, or move it aside and start with --config and --recreate-missing to rebuild it", err, path)
 	}
-	if o.config == "" {
-		if !stored { // a new folder: its catalog exists from the first start on
-			return cur, fs.Save(cur)
+	cur, err := readCatalog(ctx, db, o.dataDir, logger)
+	if err == nil {
+		stored = stored || cur.NumKeys() > 0 || cur.NumPlans() > 0
+		cur, err = applyConfig(o, db, cur, stored, stdout, logger)
+	}
+	if err != nil {
+		db.Close()
+		return nil, nil, err
+	}
+	return cur, db, nil
+}
+
+// readCatalog loads the catalog database. An empty one beside the
+// catalog.json of an earlier version imports it (in one transaction) and
+// renames it catalog.json.imported.
+func readCatalog(ctx context.Context, db *catalogdb.Store, dir string, logger *slog.Logger) (*catalog.State, error) {
+	empty, err := db.Empty(ctx)
+	if err != nil {
+		return nil, err
+	}
+	legacy := filepath.Join(dir, legacyCatalogFile)
+	if empty && hasFile(dir, legacyCatalogFile) {
+		c, err := catalog.FileStore{Path: legacy}.Load()
+		if err != nil {
+			return nil, fmt.Errorf("%w\nRestore %s from a backup, or move it aside and start with --config and --recreate-missing to rebuild it", err, legacy)
 		}
+		s := catalog.StateOf(c)
+		if err := db.Save(&catalog.Change{Old: catalog.NewState(), New: s, Delta: catalog.Delta{Full: true}}); err != nil {
+			return nil, err
+		}
+		if err := os.Rename(legacy, legacy+".imported"); err != nil {
+			return nil, fmt.Errorf("import %s: %w", legacy, err)
+		}
+		logger.Info("catalog imported into the catalog database", "from", legacy, "to", filepath.Join(dir, catalogFile), "keys", s.NumKeys())
+		return s, nil
+	}
+	return db.Load(ctx)
+}
+
+// applyConfig applies --config to cur, storing the change in one
+// transaction.
+func applyConfig(o serveOptions, db *catalogdb.Store, cur *catalog.State, stored bool, stdout io.Writer, logger *slog.Logger) (*catalog.State, error) {
+	if o.config == "" {
 		return cur, nil
 	}
 	content, err := os.ReadFile(o.config)
@@ -296,25 +341,27 @@ func loadCatalog(o serveOptions, stdout io.Writer, logger *slog.Logger) (*catalo
 		logger.Info("configuration file unchanged since it was applied; keeping the stored catalog", "file", o.config)
 		return cur, nil
 	}
-	next, ch, err := catalog.Apply(cur, f, o.now())
+	tx := cur.Begin()
+	ch, err := catalog.ApplyFile(tx, f, o.now())
 	if err != nil {
 		return nil, err
 	}
-	if !ch.Changed && stored {
+	if !ch.Changed {
 		logger.Info("configuration unchanged", "file", o.config)
-		return next, applied.record()
+		return cur, applied.record()
 	}
-	if err := auditLog(o.dataDir).Append(catalog.Diff(cur, next, o.now(), "config file", "apply "+o.config)); err != nil {
+	change := &catalog.Change{Old: cur, New: tx.State, Delta: tx.Delta()}
+	if err := auditLog(o.dataDir).Append(catalog.AuditEntries(change, o.now(), "config file", "apply "+o.config)); err != nil {
 		return nil, err
 	}
-	if err := fs.Save(next); err != nil {
+	if err := db.Save(change); err != nil {
 		return nil, err
 	}
 	if err := applied.record(); err != nil {
 		return nil, err
 	}
-	reportApplied(stdout, logger, next, ch)
-	return next, nil
+	reportApplied(stdout, logger, tx.State, ch)
+	return tx.State, nil
 }
 
 // quotaAdjuster carries out UpdateUsage: the gateway's counter changes at

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/catalog/catalogdb"
 	"github.com/tollgate/tollgate/reportapi"
 	"github.com/tollgate/tollgate/schemas"
 	"github.com/tollgate/tollgate/usage/sqlitestore"
@@ -232,27 +233,31 @@ func TestServeRefusesInvalidConfigAndKeepsCatalog(t *testing.T) {
 	now := frozen
 	n := start(t, data, cfg, &now)
 	n.stop(t)
-	before, err := os.ReadFile(filepath.Join(data, "catalog.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	before := catalogBytes(t, data)
 
 	bad := strings.ReplaceAll(strings.ReplaceAll(serveYAML, "{{UPSTREAM}}", up.URL), "period: DAY", "period: YEAR")
 	bad = strings.Replace(bad, "limit: 5", "limit: 6", 1)
 	os.WriteFile(cfg, []byte(bad), 0o600)
-	err = runServe(context.Background(), serveOptions{config: cfg, listen: "127.0.0.1:0", adminListen: "127.0.0.1:0",
+	err := runServe(context.Background(), serveOptions{config: cfg, listen: "127.0.0.1:0", adminListen: "127.0.0.1:0",
 		dataDir: data, queueSize: 16, shutdownTimeout: time.Second, now: func() time.Time { return now }}, io.Discard, slog.New(slog.DiscardHandler), nil)
 	if err == nil || !strings.Contains(err.Error(), "quota.period") || !strings.Contains(err.Error(), "tollgate.yaml:") {
 		t.Fatalf("err = %v, want a validation error naming the file and field", err)
 	}
-	after, _ := os.ReadFile(filepath.Join(data, "catalog.json"))
-	if !bytes.Equal(before, after) {
+	if after := catalogBytes(t, data); after != before {
 		t.Error("the refused file changed the stored catalog")
 	}
 }
 
 func TestUsageFlagErrors(t *testing.T) {
 	dir := t.TempDir()
+	db, err := catalogdb.Open(filepath.Join(dir, catalogFile)) // an empty catalog
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if _, err := runCLI("usage", "--data-dir", t.TempDir(), "--plan", "p", "--key", "k", "--from", "2026-11-01", "--to", "2026-11-02"); err == nil || !strings.Contains(err.Error(), "no catalog.db here") {
+		t.Errorf("usage on a folder without a catalog: err = %v, want it to say there is no catalog.db", err)
+	}
 	tests := []struct {
 		args []string
 		want string

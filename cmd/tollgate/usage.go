@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tollgate/tollgate/catalog"
+	"github.com/tollgate/tollgate/catalog/catalogdb"
 	"github.com/tollgate/tollgate/usage"
 	"github.com/tollgate/tollgate/usage/sqlitestore"
 )
@@ -32,7 +32,15 @@ bound). Reads the data folder of a running or stopped tollgate serve.`,
 			if output != "text" && output != "json" {
 				return fmt.Errorf("-o %q: use text or json", output)
 			}
-			cat, err := catalog.FileStore{Path: filepath.Join(dataDir, "catalog.json")}.Load()
+			if !hasFile(dataDir, catalogFile) {
+				return fmt.Errorf("%s: no %s here (is it the data folder of tollgate serve, started at least once by this version?)", dataDir, catalogFile)
+			}
+			db, err := catalogdb.Open(filepath.Join(dataDir, catalogFile))
+			if err != nil {
+				return err
+			}
+			cat, err := db.Load(cmd.Context())
+			db.Close()
 			if err != nil {
 				return err
 			}

@@ -1,0 +1,148 @@
+package catalogdb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/tollgate/tollgate/catalog"
+)
+
+func sample(n int) *catalog.State {
+	tx := catalog.NewState().Begin()
+	tx.PutAPI(catalog.API{ID: "api1", Stages: []catalog.Stage{{Name: "prod", Upstream: "http://127.0.0.1:1"}},
+		Resources: []catalog.Resource{{Path: "/items", Methods: map[string]catalog.Method{"GET": {APIKeyRequired: true}}}}})
+	tx.PutPlan(catalog.UsagePlan{ID: "plan1", Name: "Free", APIStages: []catalog.APIStage{{APIID: "api1", Stage: "prod"}},
+		Quota: &catalog.Quota{Limit: 100, Period: catalog.Day}})
+	for i := range n {
+		tx.PutKey(catalog.APIKey{ID: fmt.Sprintf("key%05d", i), Name: fmt.Sprintf("name%05d", i), Enabled: true,
+			ValueHash: catalog.HashKey(fmt.Sprintf("value-value-value-%05d", i)), UsagePlans: []string{"plan1"}})
+	}
+	return tx.State
+}
+
+func sameCatalog(t *testing.T, got, want *catalog.State) {
+	t.Helper()
+	if d := catalog.DiffStates(want, got); !d.Empty() {
+		t.Fatalf("stored catalog differs: %+v", d.Delta)
+	}
+}
+
+// A change writes what it touched; Load gives back the catalog in force.
+func TestSaveLoad(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "catalog.db")
+	db, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := sample(5000)
+	if err := db.Save(&catalog.Change{Old: catalog.NewState(), New: s, Delta: catalog.Delta{Full: true}}); err != nil {
+		t.Fatal(err)
+	}
+	tx := s.Begin()
+	k := *tx.Key("key00007")
+	k.Enabled = false
+	tx.PutKey(k)
+	tx.DeleteKey("key00008")
+	tx.PutKey(catalog.APIKey{ID: "new", Name: "new", ValueHash: catalog.HashKey("new-new-new-new-new-new"), UsagePlans: []string{"plan1"}})
+	p := tx.Plan("plan1").Clone()
+	p.Quota.Limit = 5
+	tx.PutPlan(p)
+	if err := tx.Validate(nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Save(&catalog.Change{Old: s, New: tx.State, Delta: tx.Delta()}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	db, err = Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	got, err := db.Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameCatalog(t, got, tx.State)
+	if got.Key("key00007").Enabled || got.Key("key00008") != nil || got.Plan("plan1").Quota.Limit != 5 || got.NumKeys() != 5000 {
+		t.Fatal("the change was not stored")
+	}
+}
+
+// A damaged file is refused at Open with ErrCorrupt, not at the first
+// change.
+func TestCorruptFileRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "catalog.db")
+	db, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Save(&catalog.Change{Old: catalog.NewState(), New: sample(3000), Delta: catalog.Delta{Full: true}}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) < 64<<10 {
+		t.Fatalf("database of %d bytes: %v", len(b), err)
+	}
+	for i := 20 << 10; i < 40<<10; i++ {
+		b[i] = 0xA5
+	}
+	os.WriteFile(path, b, 0o600)
+	if _, err := Open(path); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Open of a damaged file: %v, want ErrCorrupt", err)
+	}
+}
+
+func BenchmarkLoad(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "catalog.db")
+	db, err := Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Save(&catalog.Change{Old: catalog.NewState(), New: sample(100000), Delta: catalog.Delta{Full: true}}); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := db.Load(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/100000, "ns/key")
+}
+
+func BenchmarkSaveOneKey(b *testing.B) {
+	for _, n := range []int{1000, 100000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			db, err := Open(filepath.Join(b.TempDir(), "catalog.db"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer db.Close()
+			s := sample(n)
+			if err := db.Save(&catalog.Change{Old: catalog.NewState(), New: s, Delta: catalog.Delta{Full: true}}); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				tx := s.Begin()
+				k := *tx.Key(fmt.Sprintf("key%05d", i%n))
+				k.Enabled = !k.Enabled
+				tx.PutKey(k)
+				next := tx.State
+				if err := db.Save(&catalog.Change{Old: s, New: next, Delta: tx.Delta()}); err != nil {
+					b.Fatal(err)
+				}
+				s = next
+				i++
+			}
+		})
+	}
+}

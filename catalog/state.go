@@ -1,0 +1,374 @@
+package catalog
+
+import (
+	"cmp"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/google/btree"
+)
+
+// State is the catalog in force, indexed: an immutable snapshot that any
+// number of goroutines may read while a Tx prepares its successor.
+//
+// Keys and plans live in copy-on-write B-trees (github.com/google/btree):
+// a Tx clones them in O(1) and each change copies only the nodes on its
+// path (O(log n), a few kilobytes), so a change to one key costs the same
+// in a catalog of a thousand keys as in one of a million, and a snapshot
+// handed to a reader never changes under it. Names, key value hashes,
+// customer ids and plan memberships are indexed the same way, so that
+// validation, lookups and pages cost O(log n) plus what they return. APIs
+// and the gateway settings are few and small: they are copied whole.
+//
+// Entities returned by a State are shared: do not modify them; change
+// them through a Tx.
+type State struct {
+	gateway Gateway
+	apis    []API // sorted by id
+
+	plans     *btree.BTreeG[*UsagePlan] // by id
+	planNames *btree.BTreeG[pair]       // (name, plan id)
+	keys      *btree.BTreeG[*APIKey]    // by id
+	keyNames  *btree.BTreeG[pair]       // (name, key id)
+	keyHashes *btree.BTreeG[pair]       // (value hash, key id)
+	customers *btree.BTreeG[pair]       // (customer id, key id), keys that have one
+	members   *btree.BTreeG[pair]       // (plan id, key id)
+}
+
+// pair is an index entry: a value and the id of the entity that holds
+// it. Unique values have one pair; a Tx that gives a value to a second
+// entity makes a second pair, which validation reports.
+type pair struct{ v, id string }
+
+func pairLess(a, b pair) bool { return a.v < b.v || a.v == b.v && a.id < b.id }
+
+// degree is the B-trees' minimum degree: nodes hold up to 2*degree-1
+// items, so a change copies about four nodes of ~60 items per tree.
+const degree = 32
+
+// NewState returns an empty state.
+func NewState() *State {
+	return &State{
+		plans:     btree.NewG(degree, func(a, b *UsagePlan) bool { return a.ID < b.ID }),
+		planNames: btree.NewG(degree, pairLess),
+		keys:      btree.NewG(degree, func(a, b *APIKey) bool { return a.ID < b.ID }),
+		keyNames:  btree.NewG(degree, pairLess),
+		keyHashes: btree.NewG(degree, pairLess),
+		customers: btree.NewG(degree, pairLess),
+		members:   btree.NewG(degree, pairLess),
+	}
+}
+
+// StateOf indexes a catalog. Entities are copied; c is not kept.
+func StateOf(c *Catalog) *State {
+	s := NewState()
+	s.gateway = c.Gateway
+	s.apis = slices.Clone(c.APIs)
+	slices.SortStableFunc(s.apis, func(a, b API) int { return cmp.Compare(a.ID, b.ID) })
+	for i := range c.UsagePlans {
+		p := c.UsagePlans[i]
+		s.putPlan(&p)
+	}
+	for i := range c.APIKeys {
+		k := c.APIKeys[i]
+		k.UsagePlans = slices.Clone(k.UsagePlans)
+		s.putKey(&k)
+	}
+	return s
+}
+
+// clone returns a state that shares every node with s until either is
+// changed. Not safe to call concurrently with another clone of s.
+func (s *State) clone() *State {
+	return &State{
+		gateway: s.gateway, apis: s.apis,
+		plans: s.plans.Clone(), planNames: s.planNames.Clone(),
+		keys: s.keys.Clone(), keyNames: s.keyNames.Clone(), keyHashes: s.keyHashes.Clone(),
+		customers: s.customers.Clone(), members: s.members.Clone(),
+	}
+}
+
+// Gateway returns the gateway settings.
+func (s *State) Gateway() Gateway { return s.gateway }
+
+// APIs returns the APIs sorted by id (shared: do not modify).
+func (s *State) APIs() []API { return s.apis }
+
+// API returns the API with the given id, or nil.
+func (s *State) API(id string) *API {
+	i, ok := slices.BinarySearchFunc(s.apis, id, func(a API, id string) int { return strings.Compare(a.ID, id) })
+	if !ok {
+		return nil
+	}
+	return &s.apis[i]
+}
+
+// NumKeys returns the number of keys.
+func (s *State) NumKeys() int { return s.keys.Len() }
+
+// NumPlans returns the number of plans.
+func (s *State) NumPlans() int { return s.plans.Len() }
+
+// Key returns the key with the given id, or nil.
+func (s *State) Key(id string) *APIKey {
+	k, _ := s.keys.Get(&APIKey{ID: id})
+	return k
+}
+
+// KeyByName returns the key with the given name, or nil.
+func (s *State) KeyByName(name string) *APIKey { return s.Key(first(s.keyNames, name)) }
+
+// KeyByHash returns the key whose value has the given hash, or nil.
+func (s *State) KeyByHash(hash string) *APIKey { return s.Key(first(s.keyHashes, hash)) }
+
+// KeyByNameOrID finds a key by id first, then by name.
+func (s *State) KeyByNameOrID(v string) *APIKey {
+	if k := s.Key(v); k != nil {
+		return k
+	}
+	return s.KeyByName(v)
+}
+
+// Plan returns the plan with the given id, or nil.
+func (s *State) Plan(id string) *UsagePlan {
+	p, _ := s.plans.Get(&UsagePlan{ID: id})
+	return p
+}
+
+// PlanByName returns the plan with the given name, or nil.
+func (s *State) PlanByName(name string) *UsagePlan { return s.Plan(first(s.planNames, name)) }
+
+// PlanByNameOrID finds a plan by id first, then by name.
+func (s *State) PlanByNameOrID(v string) *UsagePlan {
+	if p := s.Plan(v); p != nil {
+		return p
+	}
+	return s.PlanByName(v)
+}
+
+// Keys calls f for each key with an id greater than after, in id order,
+// until f returns false.
+func (s *State) Keys(after string, f func(*APIKey) bool) {
+	s.keys.AscendGreaterOrEqual(&APIKey{ID: after}, func(k *APIKey) bool {
+		return after != "" && k.ID == after || f(k)
+	})
+}
+
+// KeysByName calls f for each key whose name starts with prefix and
+// sorts after the name after, in name order, until f returns false.
+func (s *State) KeysByName(prefix, after string, f func(*APIKey) bool) {
+	from := pair{v: max(prefix, after)}
+	s.keyNames.AscendGreaterOrEqual(from, func(p pair) bool {
+		if !strings.HasPrefix(p.v, prefix) {
+			return false
+		}
+		if after != "" && p.v == after {
+			return true
+		}
+		return f(s.Key(p.id))
+	})
+}
+
+// KeysOfCustomer calls f for each key of the customer id with an id
+// greater than after, in id order, until f returns false.
+func (s *State) KeysOfCustomer(customer, after string, f func(*APIKey) bool) {
+	each(s.customers, customer, after, func(id string) bool { return f(s.Key(id)) })
+}
+
+// PlanKeys calls f for each key of the plan with an id greater than
+// after, in id order, until f returns false.
+func (s *State) PlanKeys(planID, after string, f func(*APIKey) bool) {
+	each(s.members, planID, after, func(id string) bool { return f(s.Key(id)) })
+}
+
+// NumPlanKeys counts the keys of a plan, in O(keys of the plan).
+func (s *State) NumPlanKeys(planID string) int {
+	n := 0
+	each(s.members, planID, "", func(string) bool { n++; return true })
+	return n
+}
+
+// Plans calls f for each plan with an id greater than after, in id
+// order, until f returns false.
+func (s *State) Plans(after string, f func(*UsagePlan) bool) {
+	s.plans.AscendGreaterOrEqual(&UsagePlan{ID: after}, func(p *UsagePlan) bool {
+		return after != "" && p.ID == after || f(p)
+	})
+}
+
+// Catalog returns the whole catalog as a plain value, entities sorted by
+// id: O(size), for exports and files, never on a change's path.
+func (s *State) Catalog() *Catalog {
+	c := &Catalog{Gateway: s.gateway, APIs: slices.Clone(s.apis),
+		UsagePlans: make([]UsagePlan, 0, s.plans.Len()), APIKeys: make([]APIKey, 0, s.keys.Len())}
+	s.plans.Ascend(func(p *UsagePlan) bool { c.UsagePlans = append(c.UsagePlans, *p); return true })
+	s.keys.Ascend(func(k *APIKey) bool {
+		kk := *k
+		kk.UsagePlans = slices.Clone(k.UsagePlans)
+		c.APIKeys = append(c.APIKeys, kk)
+		return true
+	})
+	return c
+}
+
+// first returns the id of the first entity that holds v in idx, or "".
+func first(idx *btree.BTreeG[pair], v string) string {
+	id := ""
+	idx.AscendGreaterOrEqual(pair{v: v}, func(p pair) bool {
+		if p.v == v {
+			id = p.id
+		}
+		return false
+	})
+	return id
+}
+
+// holders returns up to two ids that hold v in idx.
+func holders(idx *btree.BTreeG[pair], v string) []string {
+	var out []string
+	each(idx, v, "", func(id string) bool { out = append(out, id); return len(out) < 2 })
+	return out
+}
+
+// each calls f for the ids holding v in idx that are greater than after.
+func each(idx *btree.BTreeG[pair], v, after string, f func(id string) bool) {
+	idx.AscendGreaterOrEqual(pair{v: v, id: after}, func(p pair) bool {
+		if p.v != v {
+			return false
+		}
+		if after != "" && p.id == after {
+			return true
+		}
+		return f(p.id)
+	})
+}
+
+// putKey replaces or adds a key, keeping the indexes. k is kept: the
+// caller gives up its copy.
+func (s *State) putKey(k *APIKey) {
+	if old, ok := s.keys.ReplaceOrInsert(k); ok {
+		s.unindexKey(old)
+	}
+	s.keyNames.ReplaceOrInsert(pair{k.Name, k.ID})
+	s.keyHashes.ReplaceOrInsert(pair{k.ValueHash, k.ID})
+	if k.CustomerID != "" {
+		s.customers.ReplaceOrInsert(pair{k.CustomerID, k.ID})
+	}
+	for _, p := range k.UsagePlans {
+		s.members.ReplaceOrInsert(pair{p, k.ID})
+	}
+}
+
+// deleteKey removes a key and its index entries; it returns the key
+// removed, or nil.
+func (s *State) deleteKey(id string) *APIKey {
+	old, ok := s.keys.Delete(&APIKey{ID: id})
+	if !ok {
+		return nil
+	}
+	s.unindexKey(old)
+	return old
+}
+
+func (s *State) unindexKey(k *APIKey) {
+	s.keyNames.Delete(pair{k.Name, k.ID})
+	s.keyHashes.Delete(pair{k.ValueHash, k.ID})
+	if k.CustomerID != "" {
+		s.customers.Delete(pair{k.CustomerID, k.ID})
+	}
+	for _, p := range k.UsagePlans {
+		s.members.Delete(pair{p, k.ID})
+	}
+}
+
+// putPlan replaces or adds a plan, keeping the name index.
+func (s *State) putPlan(p *UsagePlan) {
+	if old, ok := s.plans.ReplaceOrInsert(p); ok {
+		s.planNames.Delete(pair{old.Name, old.ID})
+	}
+	s.planNames.ReplaceOrInsert(pair{p.Name, p.ID})
+}
+
+// deletePlan removes a plan (not its memberships); it returns the plan
+// removed, or nil.
+func (s *State) deletePlan(id string) *UsagePlan {
+	old, ok := s.plans.Delete(&UsagePlan{ID: id})
+	if !ok {
+		return nil
+	}
+	s.planNames.Delete(pair{old.Name, old.ID})
+	return old
+}
+
+// putAPI replaces or adds an API (copying the small APIs slice).
+func (s *State) putAPI(a API) {
+	apis := slices.Clone(s.apis)
+	i, ok := slices.BinarySearchFunc(apis, a.ID, func(x API, id string) int { return strings.Compare(x.ID, id) })
+	if ok {
+		apis[i] = a
+	} else {
+		apis = slices.Insert(apis, i, a)
+	}
+	s.apis = apis
+}
+
+// deleteAPI removes an API; it reports whether there was one.
+func (s *State) deleteAPI(id string) bool {
+	i, ok := slices.BinarySearchFunc(s.apis, id, func(x API, id string) int { return strings.Compare(x.ID, id) })
+	if ok {
+		s.apis = slices.Delete(slices.Clone(s.apis), i, i+1)
+	}
+	return ok
+}
+
+// DiffStates returns the change from old to next, comparing every
+// entity: O(size), for tests, rebuilds and whole-catalog tools.
+func DiffStates(old, next *State) *Change {
+	ch := &Change{Old: old, New: next}
+	ch.Gateway = !sameJSON(old.gateway, next.gateway)
+	ch.APIs = !sameJSON(old.apis, next.apis)
+	ids := map[string]bool{}
+	old.Plans("", func(p *UsagePlan) bool { ids[p.ID] = true; return true })
+	next.Plans("", func(p *UsagePlan) bool { ids[p.ID] = true; return true })
+	for _, id := range slices.Sorted(maps.Keys(ids)) {
+		if o, n := old.Plan(id), next.Plan(id); o == nil || n == nil || !sameJSON(o, n) {
+			ch.Plans = append(ch.Plans, id)
+		}
+	}
+	clear(ids)
+	old.Keys("", func(k *APIKey) bool { ids[k.ID] = true; return true })
+	next.Keys("", func(k *APIKey) bool { ids[k.ID] = true; return true })
+	for _, id := range slices.Sorted(maps.Keys(ids)) {
+		if o, n := old.Key(id), next.Key(id); o == nil || n == nil || !sameJSON(o, n) {
+			ch.Keys = append(ch.Keys, id)
+		}
+	}
+	return ch
+}
+
+// Builder builds a State from entities read in bulk (a store's rows, a
+// snapshot), fastest when each kind arrives in id order. Not safe for
+// concurrent use.
+type Builder struct{ s *State }
+
+// NewBuilder returns an empty builder.
+func NewBuilder() *Builder { return &Builder{s: NewState()} }
+
+// Add adds an entity: a Gateway, an API, a *UsagePlan or an *APIKey
+// (kept: the caller gives it up). Anything else is ignored.
+func (b *Builder) Add(v any) {
+	switch e := v.(type) {
+	case Gateway:
+		b.s.gateway = e
+	case API:
+		b.s.putAPI(e)
+	case *UsagePlan:
+		b.s.putPlan(e)
+	case *APIKey:
+		b.s.putKey(e)
+	}
+}
+
+// State returns the state built; the builder must not be used after.
+func (b *Builder) State() *State { return b.s }

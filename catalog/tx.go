@@ -1,0 +1,270 @@
+package catalog
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+)
+
+// Tx prepares a change of a State: reads see the change so far (the
+// embedded *State is the successor being built), writes replace or
+// delete whole entities. Nothing is visible to others until a Manager
+// validates and commits it. A Tx is not safe for concurrent use.
+type Tx struct {
+	*State
+	base *State
+	// touched entities, by id (an id whose entity is gone was deleted).
+	keys, plans   map[string]bool
+	apis, gateway bool
+	// validated is set when the Tx was validated since its last write.
+	validated bool
+}
+
+// Begin returns a Tx on s; s itself never changes.
+func (s *State) Begin() *Tx {
+	return &Tx{State: s.clone(), base: s, keys: map[string]bool{}, plans: map[string]bool{}}
+}
+
+// Base returns the state the Tx started from.
+func (tx *Tx) Base() *State { return tx.base }
+
+// PutKey adds k, or replaces the key with its id. Its UsagePlans are
+// plan ids.
+func (tx *Tx) PutKey(k APIKey) {
+	k.UsagePlans = slices.Clone(k.UsagePlans)
+	k.Value = ""
+	tx.putKey(&k)
+	tx.keys[k.ID], tx.validated = true, false
+}
+
+// DeleteKey removes a key; it reports whether there was one.
+func (tx *Tx) DeleteKey(id string) bool {
+	if tx.deleteKey(id) == nil {
+		return false
+	}
+	tx.keys[id], tx.validated = true, false
+	return true
+}
+
+// PutPlan adds p, or replaces the plan with its id.
+func (tx *Tx) PutPlan(p UsagePlan) {
+	tx.putPlan(&p)
+	tx.plans[p.ID], tx.validated = true, false
+}
+
+// DeletePlan removes a plan; it reports whether there was one. The keys
+// in it must be taken out of it in the same Tx (see PlanKeys), or the
+// change is invalid.
+func (tx *Tx) DeletePlan(id string) bool {
+	if tx.deletePlan(id) == nil {
+		return false
+	}
+	tx.plans[id], tx.validated = true, false
+	return true
+}
+
+// PutAPI adds a, or replaces the API with its id.
+func (tx *Tx) PutAPI(a API) {
+	tx.putAPI(a)
+	tx.apis, tx.validated = true, false
+}
+
+// DeleteAPI removes an API; it reports whether there was one.
+func (tx *Tx) DeleteAPI(id string) bool {
+	if !tx.deleteAPI(id) {
+		return false
+	}
+	tx.apis, tx.validated = true, false
+	return true
+}
+
+// SetGateway replaces the gateway settings.
+func (tx *Tx) SetGateway(g Gateway) {
+	tx.gateway, tx.validated = true, false
+	tx.State.gateway = g
+}
+
+// Delta names what a change touched: a consumer of changes (the gateway,
+// a store, the config log) updates those entities and nothing else.
+type Delta struct {
+	// Full: anything may have changed (a first load, a rebuild); the
+	// other fields are then empty.
+	Full    bool
+	Gateway bool
+	APIs    bool
+	// Plans and Keys are the ids of the plans and keys put or deleted,
+	// sorted.
+	Plans []string
+	Keys  []string
+}
+
+// Empty reports whether the delta names nothing.
+func (d Delta) Empty() bool {
+	return !d.Full && !d.Gateway && !d.APIs && len(d.Plans) == 0 && len(d.Keys) == 0
+}
+
+// Change is a validated change: the state before, the state after, and
+// what differs.
+type Change struct {
+	Old, New *State
+	Delta
+}
+
+// Delta returns what the Tx changed, leaving out entities written back
+// unchanged.
+func (tx *Tx) Delta() Delta {
+	var d Delta
+	d.Gateway = tx.gateway && !sameJSON(tx.base.gateway, tx.State.gateway)
+	d.APIs = tx.apis && !sameJSON(tx.base.apis, tx.State.apis)
+	for _, id := range slices.Sorted(maps.Keys(tx.plans)) {
+		if o, n := tx.base.Plan(id), tx.Plan(id); o == nil || n == nil || !sameJSON(o, n) {
+			d.Plans = append(d.Plans, id)
+		}
+	}
+	for _, id := range slices.Sorted(maps.Keys(tx.keys)) {
+		if o, n := tx.base.Key(id), tx.Key(id); o == nil || n == nil || !sameJSON(o, n) {
+			d.Keys = append(d.Keys, id)
+		}
+	}
+	return d
+}
+
+func sameJSON(a, b any) bool {
+	x, _ := json.Marshal(a)
+	y, _ := json.Marshal(b)
+	return string(x) == string(y)
+}
+
+// Validate checks what the Tx touched against the whole state: the
+// structural rules of Validate through the indexes (unique names and
+// values, references, one plan per key per API stage), and the text
+// rules for what the change brings in (see ValidateChange). Its cost is
+// that of the entities touched (plus, for a plan whose stages change,
+// its keys; for a change of APIs, the plans), never that of the
+// catalog. src, when not nil, is the file the change came from.
+func (tx *Tx) Validate(src *File) error {
+	p := &problems{file: src}
+	tx.validate(p)
+	if err := p.err(); err != nil {
+		return err
+	}
+	tx.validated = true
+	return nil
+}
+
+func (tx *Tx) validate(p *problems) {
+	n := tx.State
+	if tx.gateway {
+		validateGateway(p, &n.gateway)
+	}
+	plans := slices.Sorted(maps.Keys(tx.plans))
+	if tx.apis {
+		validateAPIs(p, &Catalog{APIs: n.apis})
+		// Every plan names APIs: check those the Tx did not touch too
+		// (there are few plans; keys name plans, not APIs).
+		n.Plans("", func(pl *UsagePlan) bool {
+			if !tx.plans[pl.ID] {
+				plans = append(plans, pl.ID)
+			}
+			return true
+		})
+	}
+	for _, id := range plans {
+		pl := n.Plan(id)
+		if pl == nil {
+			// Deleted: no key may still list it.
+			n.PlanKeys(id, "", func(k *APIKey) bool {
+				i := slices.Index(k.UsagePlans, id)
+				p.add("apiKeys", k.Name, k.ID, fmt.Sprintf("usagePlans[%d]", i), "names plan %q, which does not exist", id)
+				return len(p.list) < maxProblems
+			})
+			continue
+		}
+		if h := holders(n.planNames, pl.Name); pl.Name != "" && len(h) > 1 {
+			p.add("usagePlans", pl.Name, pl.ID, "name", "%q is used by two plans", pl.Name)
+		}
+		if pl.ID == "" {
+			p.add("usagePlans", pl.Name, pl.ID, "id", "is required")
+		}
+		validatePlan(p, pl, n.API)
+		if o := tx.base.Plan(id); o != nil && !sameStages(o.APIStages, pl.APIStages) {
+			// Its keys may now have two plans on one stage.
+			n.PlanKeys(id, "", func(k *APIKey) bool {
+				if !tx.keys[k.ID] && len(k.UsagePlans) > 1 {
+					validateKey(p, k, n.Plan)
+				}
+				return len(p.list) < maxProblems
+			})
+		}
+	}
+	for _, id := range slices.Sorted(maps.Keys(tx.keys)) {
+		k := n.Key(id)
+		if k == nil {
+			continue
+		}
+		if k.ID == "" {
+			p.add("apiKeys", k.Name, k.ID, "id", "is required")
+		}
+		if h := holders(n.keyNames, k.Name); k.Name != "" && len(h) > 1 {
+			p.add("apiKeys", k.Name, k.ID, "name", "%q is used by two keys", k.Name)
+		}
+		if h := holders(n.keyHashes, k.ValueHash); k.ValueHash != "" && len(h) > 1 {
+			other := h[0]
+			if other == k.ID {
+				other = h[1]
+			}
+			p.add("apiKeys", k.Name, k.ID, "value", "is the same as the value of key %q; values must be unique", n.Key(other).Name)
+		}
+		validateKey(p, k, n.Plan)
+		if len(p.list) >= maxProblems {
+			break
+		}
+	}
+	tx.validateText(p)
+}
+
+// maxProblems bounds the problems one change reports: a file of a
+// million bad keys gets the first ones, not a million lines.
+const maxProblems = 1000
+
+func sameStages(a, b []APIStage) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].APIID != b[i].APIID || a[i].Stage != b[i].Stage {
+			return false
+		}
+	}
+	return true
+}
+
+// validateText applies the text rules to what the Tx adds or alters.
+func (tx *Tx) validateText(p *problems) {
+	if tx.apis {
+		validateAPIText(p, tx.base.apis, tx.State.apis)
+	}
+	for _, id := range slices.Sorted(maps.Keys(tx.plans)) {
+		pl := tx.Plan(id)
+		if pl == nil {
+			continue
+		}
+		var was *textFields
+		if o := tx.base.Plan(id); o != nil {
+			was = &textFields{[]string{o.Name, o.Description}, o.Tags}
+		}
+		checkChanged(p, "usagePlans", pl.Name, pl.ID, was, pl.Tags, "name", pl.Name, "description", pl.Description)
+	}
+	for _, id := range slices.Sorted(maps.Keys(tx.keys)) {
+		k := tx.Key(id)
+		if k == nil {
+			continue
+		}
+		var was *textFields
+		if o := tx.base.Key(id); o != nil {
+			was = &textFields{[]string{o.Name, o.Description, o.CustomerID}, o.Tags}
+		}
+		checkChanged(p, "apiKeys", k.Name, k.ID, was, k.Tags, "name", k.Name, "description", k.Description, "customerId", k.CustomerID)
+	}
+}

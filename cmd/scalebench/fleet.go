@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// enforcers is how many enforcers the fleet runs.
+const enforcers = 2
+
+// fleet measures a fleet on the n-key file: a Kafka-protocol broker in
+// this process, `reportapi --config` writing the file to the config log,
+// enforcers starting from that log and from their snapshots, and the time
+// admin changes take to reach them.
+func (b *bench) fleet(ctx context.Context, r *sizeResult, dir, file string) {
+	n := r.keys
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		r.fleetLoad.err = fmt.Errorf("start the Kafka broker: %w", err)
+		return
+	}
+	defer cluster.Close()
+	kafka := strings.Join(cluster.ListenAddrs(), ",")
+	var ps procs
+	defer ps.stopAll() // before the broker closes
+	if err := b.step(ctx, n, "migrate kafka", func(ctx context.Context) error {
+		out, err := exec.CommandContext(ctx, b.cfg.tollgate, "migrate", "kafka", "--kafka", kafka, "--partitions", "4").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("tollgate migrate kafka: %w: %s", err, out)
+		}
+		return nil
+	}); err != nil {
+		r.fleetLoad.err = err
+		return
+	}
+
+	var a *admin
+	r.fleetLoad = b.timing(ctx, n, "reportapi --config", func(ctx context.Context) (time.Duration, error) {
+		p, err := ps.start("reportapi", b.cfg.tollgate, []string{"reportapi", "--kafka", kafka, "--config", file,
+			"--admin-listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "fleet-admin"),
+			"--admin-rate-limit", "1000000", "--admin-burst-limit", "1000000"}, b.env)
+		if err != nil {
+			return 0, err
+		}
+		addr, err := p.addr(ctx, "admin")
+		if err != nil {
+			return 0, err
+		}
+		a = newAdmin(addr, b.token, b.client)
+		if err := a.healthy(ctx); err != nil {
+			return 0, err
+		}
+		return time.Since(p.started), nil
+	})
+	if r.fleetLoad.err != nil {
+		return
+	}
+
+	lastKey := fileKeyValue(n - 1)
+	enforcer := func(ctx context.Context, name string) (*proc, time.Duration, error) {
+		p, err := ps.start(name, b.cfg.tollgate, []string{"enforcer", "--kafka", kafka, "--listen", "127.0.0.1:0",
+			"--data-dir", filepath.Join(dir, name), "--node", name}, b.env)
+		if err != nil {
+			return nil, 0, err
+		}
+		d, err := timeToServe(ctx, b.client, p, lastKey)
+		return p, d, err
+	}
+	gws := make([]*proc, enforcers)
+	r.enforcerStart = b.timing(ctx, n, "enforcer first start", func(ctx context.Context) (d time.Duration, err error) {
+		gws[0], d, err = enforcer(ctx, "enforcer1")
+		return d, err
+	})
+	if r.enforcerStart.err != nil {
+		return
+	}
+	r.rssEnforcer = b.memory(n, "enforcer RSS after its first start", gws[0])
+	var others error // the other enforcers are needed for the propagation only
+	for i := 1; i < enforcers && others == nil; i++ {
+		name := fmt.Sprintf("enforcer%d", i+1)
+		others = b.step(ctx, n, name+" first start", func(ctx context.Context) (err error) {
+			gws[i], _, err = enforcer(ctx, name)
+			return err
+		})
+	}
+
+	if !gws[0].stop() {
+		b.logf(n, "enforcer1 did not stop within %v of SIGTERM; killed", stopGrace)
+	}
+	// A restart without the snapshot would be a first start again.
+	if _, err := os.Stat(filepath.Join(dir, "enforcer1", "catalog-snapshot.json")); err != nil {
+		r.enforcerRestart.err = fmt.Errorf("no catalog snapshot after the enforcer stopped: %w", err)
+		return
+	}
+	r.enforcerRestart = b.timing(ctx, n, "enforcer restart from its snapshot", func(ctx context.Context) (d time.Duration, err error) {
+		gws[0], d, err = enforcer(ctx, "enforcer1")
+		return d, err
+	})
+	switch {
+	case others != nil:
+		r.propagation.err = others
+	case r.enforcerRestart.err == nil:
+		r.propagation = b.propagation(ctx, n, a, gws)
+	}
+}
+
+// propagation creates --fleet-changes keys, each with create-api-key and
+// then create-usage-plan-key, and times from the answer to the second
+// until every enforcer admits the new key (polled every millisecond).
+func (b *bench) propagation(ctx context.Context, n int, a *admin, gws []*proc) latencies {
+	l := latencies{want: b.cfg.fleetChanges}
+	l.err = b.step(ctx, n, "changes to every enforcer", func(ctx context.Context) error {
+		planID, err := a.planID(ctx)
+		if err != nil {
+			return err
+		}
+		addrs := make([]string, len(gws))
+		for i, p := range gws {
+			if addrs[i], err = p.addr(ctx, "gateway"); err != nil {
+				return err
+			}
+		}
+		for i := range b.cfg.fleetChanges {
+			value := fmt.Sprintf("scalebench-fleet-key-%010d", i)
+			id, err := a.createKey(ctx, fmt.Sprintf("sb-fleet-%06d", i), value)
+			if err != nil {
+				return err
+			}
+			if err := a.addToPlan(ctx, planID, id); err != nil {
+				return err
+			}
+			answered := time.Now()
+			lags := make([]time.Duration, len(addrs))
+			errs := make([]error, len(addrs))
+			var wg sync.WaitGroup
+			for j, addr := range addrs {
+				wg.Go(func() {
+					at, err := waitAdmitted(ctx, b.client, addr, value, time.Millisecond, gws[j])
+					lags[j], errs[j] = at.Sub(answered), err
+				})
+			}
+			wg.Wait()
+			for _, err := range errs {
+				if err != nil {
+					return err
+				}
+			}
+			l.samples = append(l.samples, slices.Max(lags))
+		}
+		return nil
+	})
+	if l.err == nil {
+		b.logf(n, "changes to every enforcer: p50 %s, p99 %s over %d", dur(l.quantile(0.5)), dur(l.quantile(0.99)), len(l.samples))
+	}
+	return l
+}
