@@ -293,8 +293,16 @@ type Repair struct {
 // the nodes that applied it live. The entity in force is encoded again
 // from the view (the same entity, not necessarily the same bytes).
 func (v *View) Repairs() []Repair {
-	var out []Repair
-	for _, k := range slices.Sorted(maps.Keys(v.rejected)) {
+	return v.Restore(slices.Sorted(maps.Keys(v.rejected)))
+}
+
+// Restore returns, for each record key, the record of its version in
+// force: the entity, or a tombstone if there is none. Written on top of
+// records that must not win compaction (rejected ones, those of a change
+// its writer abandoned), it makes the version in force the latest again.
+func (v *View) Restore(keys []string) []Repair {
+	out := make([]Repair, 0, len(keys))
+	for _, k := range keys {
 		r := Repair{Key: k}
 		kind, id, _ := strings.Cut(k, "/")
 		if e := v.store().entityInForce(kind, id); e != nil {

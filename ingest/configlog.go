@@ -35,8 +35,10 @@ type ConfigLogConfig struct {
 	// MaxWait is the longest a fetch waits for new records; changes
 	// arrive as soon as they are written whatever it is. Default 500ms.
 	MaxWait time.Duration
-	// CommitTimeout bounds how long Commit waits for a change to be
-	// written and read back. Default 10s.
+	// CommitTimeout bounds each produce request of a commit, and how
+	// long Commit waits for a change to be read back, plus 100µs a
+	// record (a change of a million records is read back in tens of
+	// seconds). Default 10s.
 	CommitTimeout time.Duration
 	// Logger receives rejected records and connection trouble. Nil
 	// discards.
@@ -81,7 +83,11 @@ type ConfigLog struct {
 	view     *catalog.View
 	next     int64           // the offset to read next
 	rejected map[int64]error // recent rejections, for Commit
-	fresh    bool            // the view was rebuilt from the topic's start
+	// txns are the transactions whose records are held until their
+	// marker, held their records by record key (see configtxn.go).
+	txns  map[string]*heldTxn
+	held  map[string][]heldRef
+	fresh bool // the view was rebuilt from the topic's start
 	// rebuilding: the view is being rebuilt while the catalog of the
 	// snapshot serves; nothing is published until it has caught up.
 	rebuilding bool
@@ -91,6 +97,7 @@ type ConfigLog struct {
 	// written again until the view has applied them.
 	repairedTo int64
 	fetchBytes int // how much a fetch asks for (tests make it small)
+	maxTxn     int // records of a transaction: maxTxnRecords (tests make it small)
 
 	cur atomic.Pointer[catalog.State]
 	// unpublished is what changed since cur and could not be published
@@ -135,7 +142,8 @@ func OpenConfigLog(cfg ConfigLogConfig) (*ConfigLog, error) {
 		cfg.Publish = func(*catalog.Change) error { return nil }
 	}
 	l := &ConfigLog{cfg: cfg, client: cfg.Kafka.client(), topic: cfg.Kafka.Topics().Config,
-		view: catalog.NewView(), rejected: map[int64]error{}, loaded: make(chan struct{}), fetchBytes: fetchBytes}
+		view: catalog.NewView(), rejected: map[int64]error{}, txns: map[string]*heldTxn{}, held: map[string][]heldRef{},
+		loaded: make(chan struct{}), fetchBytes: fetchBytes, maxTxn: maxTxnRecords}
 	l.cond = sync.NewCond(&l.mu)
 	if err := l.loadSnapshot(); err != nil {
 		return nil, err
@@ -256,6 +264,7 @@ func (l *ConfigLog) Run(ctx context.Context) error {
 				l.cfg.Logger.Warn("catalog snapshot cannot be continued; rebuilding from the topic's start", "next", l.next, "first", first, "end", hwm, "sameTopic", same)
 				l.view, l.next, l.fresh, l.rebuilding, l.last = catalog.NewView(), first, true, true, lastRecord{}
 				l.rejected, l.whole = map[int64]error{}, true
+				l.txns, l.held = map[string]*heldTxn{}, map[string][]heldRef{}
 			}
 			target, l.target = hwm, hwm
 			l.view.Grow(int(hwm - l.next)) // a view that loads makes room at once
@@ -286,6 +295,7 @@ func (l *ConfigLog) Run(ctx context.Context) error {
 			l.markLoaded()
 			if l.cfg.Repair {
 				l.repair(ctx)
+				l.abortAbandoned(ctx)
 			}
 		}
 		l.saveSnapshot(false)
@@ -353,20 +363,28 @@ func (l *ConfigLog) apply(recs []record, hwm int64) {
 		}
 		return
 	}
-	batch := make([]catalog.Record, len(recs))
+	batch := make([]catalog.Record, 0, len(recs))
 	for i := range recs {
-		batch[i] = catalog.Record{Offset: recs[i].offset, Key: recs[i].key, Value: recs[i].value}
-	}
-	for i, err := range l.view.ApplyBatch(batch) {
-		if err != nil {
-			l.cfg.Logger.Warn("config record rejected", "offset", recs[i].offset, "err", err)
-			l.rejected[recs[i].offset] = err
+		r := &recs[i]
+		switch {
+		case r.txn != "":
+			l.hold(r)
+		case isTxnMarker(r.key):
+			l.applyRecords(batch)
+			batch = batch[:0]
+			l.endTxn(r)
+		default:
+			if len(l.held) > 0 {
+				l.supersede(r.key, r.offset)
+			}
+			batch = append(batch, catalog.Record{Offset: r.offset, Key: r.key, Value: r.value})
 		}
 	}
+	l.applyRecords(batch)
 	last := &recs[len(recs)-1]
 	l.next, l.last = last.offset+1, lastOf(last)
 	for off := range l.rejected {
-		if off < l.next-100_000 {
+		if off < l.next-4*maxTxnRecords {
 			delete(l.rejected, off) // nobody waits that long
 		}
 	}
@@ -379,6 +397,20 @@ func (l *ConfigLog) apply(recs []record, hwm int64) {
 	}
 	l.rebuilding = false
 	l.publish()
+}
+
+// applyRecords applies records to the view and keeps its rejections for
+// Commit. Called with l.mu held.
+func (l *ConfigLog) applyRecords(batch []catalog.Record) {
+	if len(batch) == 0 {
+		return
+	}
+	for i, err := range l.view.ApplyBatch(batch) {
+		if err != nil {
+			l.cfg.Logger.Warn("config record rejected", "offset", batch[i].Offset, "err", err)
+			l.rejected[batch[i].Offset] = err
+		}
+	}
 }
 
 // publish hands what changed in the view since the catalog in force to
@@ -434,9 +466,11 @@ func (l *ConfigLog) saveSnapshot(final bool) {
 		l.mu.Unlock()
 		return
 	}
-	if l.rebuilding || l.next < l.target {
+	if l.rebuilding || l.next < l.target || len(l.txns) > 0 {
+		// The snapshot in force stays until the view has caught up, and
+		// while a transaction is held (its records are behind next).
 		l.mu.Unlock()
-		return // the snapshot in force stays until the view has caught up
+		return
 	}
 	h := configSnapshotHeader{Topic: l.topic, Next: l.next, Last: l.last, SavedAt: l.cfg.Now()}
 	view := l.view.Snapshot() // O(1): the view goes on while it is written
@@ -481,13 +515,13 @@ func (l *ConfigLog) Commit(ctx context.Context, ch *catalog.Change) (*catalog.St
 	if len(recs) == 0 {
 		return l.State(), nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, l.cfg.CommitTimeout)
-	defer cancel()
 	offs, err := l.write(ctx, recs)
 	if err != nil {
 		return nil, fmt.Errorf("%w: write the change to %s: %v", catalog.ErrUnavailable, l.topic, err)
 	}
-	if err := l.waitApplied(ctx, offs[len(offs)-1]); err != nil {
+	wctx, cancel := context.WithTimeout(ctx, l.cfg.CommitTimeout+time.Duration(len(offs))*100*time.Microsecond)
+	defer cancel()
+	if err := l.waitApplied(wctx, offs[len(offs)-1]); err != nil {
 		return nil, fmt.Errorf("%w: the change was written but not yet read back: %v", catalog.ErrUnavailable, err)
 	}
 	var conflicts []error
@@ -507,7 +541,7 @@ func (l *ConfigLog) Commit(ctx context.Context, ch *catalog.Change) (*catalog.St
 	// old's version only of entities this change wrote and the log did
 	// not change since; the repair puts back the version in force of the
 	// rejected ones, as the log holds it now.
-	if err := l.undo(context.WithoutCancel(ctx), ch, recs, offs); err != nil {
+	if err := l.undo(context.WithoutCancel(wctx), ch, recs, offs); err != nil {
 		l.cfg.Logger.Error("undo the accepted part of a rejected change (repairs follow from any writer)", "err", err)
 	}
 	return nil, fmt.Errorf("%w: %v", catalog.ErrConflict, errors.Join(conflicts...))
@@ -566,25 +600,59 @@ func (l *ConfigLog) undo(ctx context.Context, ch *catalog.Change, written []sche
 // message.max.bytes, 1 MiB by default).
 const maxProduceBytes = 512 << 10
 
+// maxTxnRecords bounds a transaction: readers hold its records until its
+// marker. It is above what one admin request changes (an ImportApiKeys
+// of 100,000 keys in a plan is 200,000 records), so that every admin
+// request is all or nothing; a larger change (a whole catalog file
+// applied) is written as several transactions, in order, and a crash
+// leaves a prefix of them in force, which applying the file again
+// completes.
+const maxTxnRecords = 1 << 18
+
 // write produces recs in order to partition 0 and returns their offsets.
+// Records that do not fit in one produce request are written as a
+// transaction (see configtxn.go), of at most maxTxnRecords: the offset
+// of each transaction's commit marker follows theirs, and the last
+// offset is the last marker's.
 func (l *ConfigLog) write(ctx context.Context, recs []schemas.ConfigRecord) ([]int64, error) {
-	out := make([]kafka.Record, len(recs))
-	for i := range recs {
-		var value []byte
-		if !recs[i].Tombstone() {
-			var err error
-			if value, err = schemas.EncodeConfigRecord(&recs[i]); err != nil {
-				return nil, err
+	var offs []int64
+	for start := 0; start < len(recs); start += l.maxTxn {
+		part := recs[start:min(start+l.maxTxn, len(recs))]
+		out := make([]kafka.Record, len(part), len(part)+1)
+		size := 0
+		for i := range part {
+			var value []byte
+			if !part[i].Tombstone() {
+				var err error
+				if value, err = schemas.EncodeConfigRecord(&part[i]); err != nil {
+					return nil, err
+				}
 			}
+			size += len(value) + 64
+			out[i] = kafka.Record{Key: kafka.NewBytes([]byte(part[i].Key())), Value: kafka.NewBytes(value)}
 		}
-		out[i] = kafka.Record{Key: kafka.NewBytes([]byte(recs[i].Key())), Value: kafka.NewBytes(value)}
+		if len(out) > 1 && size > maxProduceBytes {
+			id := newTxnID()
+			h := []kafka.Header{{Key: txnHeader, Value: []byte(id)}}
+			for i := range out {
+				out[i].Headers = h
+			}
+			out = append(out, kafka.Record{Key: kafka.NewBytes(txnMarker(txnCommit, id)), Value: kafka.NewBytes([]byte{})})
+		}
+		o, err := l.produce(ctx, out)
+		if err != nil {
+			if start > 0 {
+				return nil, fmt.Errorf("the first %d of %d records are in force (a change this large is written as transactions of %d), the rest failed: %w", start, len(recs), l.maxTxn, err)
+			}
+			return nil, err
+		}
+		offs = append(offs, o...)
 	}
-	return l.produce(ctx, out)
+	return offs, nil
 }
 
 // produce writes recs in order to partition 0, in requests of at most
-// maxProduceBytes, and returns their offsets. A change larger than one
-// request that fails part way is partly in force: the error says so.
+// maxProduceBytes (each given CommitTimeout), and returns their offsets.
 func (l *ConfigLog) produce(ctx context.Context, recs []kafka.Record) ([]int64, error) {
 	var offs []int64
 	for start := 0; start < len(recs); {
@@ -596,8 +664,10 @@ func (l *ConfigLog) produce(ctx context.Context, recs []kafka.Record) ([]int64, 
 			size += 64
 			end++
 		}
-		res, err := l.client.Produce(ctx, &kafka.ProduceRequest{Topic: l.topic, Partition: 0,
+		rctx, cancel := context.WithTimeout(ctx, l.cfg.CommitTimeout)
+		res, err := l.client.Produce(rctx, &kafka.ProduceRequest{Topic: l.topic, Partition: 0,
 			RequiredAcks: kafka.RequireAll, Records: kafka.NewRecordReader(recs[start:end]...)})
+		cancel()
 		if err == nil {
 			err = res.Error
 			for _, e := range res.RecordErrors {
@@ -607,7 +677,7 @@ func (l *ConfigLog) produce(ctx context.Context, recs []kafka.Record) ([]int64, 
 		}
 		if err != nil {
 			if start > 0 {
-				return nil, fmt.Errorf("%d of %d records written, the rest failed (the written part is in force; retry the change): %w", start, len(recs), err)
+				return nil, fmt.Errorf("%d of %d records written, the rest failed: %w", start, len(recs), err)
 			}
 			return nil, err
 		}

@@ -25,7 +25,11 @@
 //     it touched, and every node publishes to its gateway a
 //     catalog.Change (the state before, the state after, what differs).
 //     A node that starts on a long log (a first start, a rebuild)
-//     applies it all and publishes once.
+//     applies it all and publishes once. A change larger than one
+//     produce request (an import) is a transaction: readers hold its
+//     records until its commit marker, so a writer's crash leaves none
+//     of it in force, and admin nodes abort what a dead writer left
+//     (configtxn.go).
 //   - SignalReader follows the compacted signals topic into the gateway's
 //     quota counters.
 //   - Loader loads the events topic into the embedded usage store exactly

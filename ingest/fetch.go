@@ -15,6 +15,9 @@ import (
 type record struct {
 	offset     int64
 	key, value []byte // value nil: a tombstone
+	// txn is the transaction the record belongs to (the config topic's
+	// txnHeader; see configtxn.go), "" if none.
+	txn string
 }
 
 // fetchBytes is how much one fetch asks for.
@@ -55,6 +58,11 @@ func fetchUpTo(ctx context.Context, c *kafka.Client, topic string, partition int
 			continue // a batch may start before the offset asked for
 		}
 		rec := record{offset: r.Offset}
+		for _, h := range r.Headers {
+			if h.Key == txnHeader {
+				rec.txn = string(h.Value)
+			}
+		}
 		if r.Key != nil {
 			if rec.key, err = kafka.ReadAll(r.Key); err != nil {
 				return out, res.HighWatermark, err

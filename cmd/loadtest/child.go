@@ -10,6 +10,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/procgroup"
 )
 
 // child is a server process the harness started. It runs in its own
@@ -42,8 +44,8 @@ func startChild(ctx context.Context, name, path string, args, env []string, onLi
 	cmd.Env = env
 	cmd.Stdout = &lineWriter{onLine: lines}
 	cmd.Stderr = &lineWriter{onLine: lines}
-	setProcessGroup(cmd)
-	cmd.Cancel = func() error { return signalGroup(cmd.Process, syscall.SIGKILL) }
+	procgroup.Set(cmd)
+	cmd.Cancel = func() error { return procgroup.Signal(cmd.Process, syscall.SIGKILL) }
 	cmd.WaitDelay = stopGrace // bounds Wait if a grandchild holds the pipes
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
@@ -92,13 +94,13 @@ func (c *child) stop() {
 	if c.exited() {
 		return
 	}
-	signalGroup(c.cmd.Process, syscall.SIGTERM)
+	procgroup.Signal(c.cmd.Process, syscall.SIGTERM)
 	select {
 	case <-c.done:
 		return
 	case <-time.After(stopGrace):
 	}
-	signalGroup(c.cmd.Process, syscall.SIGKILL)
+	procgroup.Signal(c.cmd.Process, syscall.SIGKILL)
 	select {
 	case <-c.done:
 	case <-time.After(2 * stopGrace):

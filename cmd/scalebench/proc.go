@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/procgroup"
 )
 
 // stopGrace is how long a process has to exit after SIGTERM before
@@ -51,7 +53,7 @@ func startProc(name, path string, args, env []string) (*proc, error) {
 	if err != nil {
 		return nil, err
 	}
-	setProcessGroup(cmd)
+	procgroup.Set(cmd)
 	p.started = time.Now()
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
@@ -149,13 +151,13 @@ func (p *proc) stop() bool {
 		return true
 	default:
 	}
-	signalGroup(p.cmd.Process, syscall.SIGTERM)
+	procgroup.Signal(p.cmd.Process, syscall.SIGTERM)
 	select {
 	case <-p.done:
 		return true
 	case <-time.After(stopGrace):
 	}
-	signalGroup(p.cmd.Process, syscall.SIGKILL)
+	procgroup.Signal(p.cmd.Process, syscall.SIGKILL)
 	<-p.done
 	return false
 }

@@ -71,6 +71,7 @@ type sizeResult struct {
 
 	fleetLoad, enforcerStart, enforcerRestart timing
 	propagation                               latencies
+	rssEnforcer                               memory // after its first start
 
 	wall time.Duration
 }
@@ -83,6 +84,6 @@ func newSizeResult(keys int) *sizeResult {
 	for _, l := range []*latencies{&r.ops[0], &r.ops[1], &r.ops[2], &r.pages, &r.propagation} {
 		l.err = errNotReached
 	}
-	r.rssStart.err, r.rssChanged.err = errNotReached, errNotReached
+	r.rssStart.err, r.rssChanged.err, r.rssEnforcer.err = errNotReached, errNotReached, errNotReached
 	return r
 }

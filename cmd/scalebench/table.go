@@ -66,7 +66,7 @@ func rows(cfg config, base *sizeResult) []row {
 			return timingCell(r.serveRestart, 5*time.Second)
 		}},
 		row{"serve: RSS after start", "≤ 1 KB per key", func(r *sizeResult) string {
-			return rssCell(r, base)
+			return rssCell(r, base, func(r *sizeResult) memory { return r.rssStart }, 1024)
 		}},
 		row{"serve: RSS after the admin changes", "no growth with the changes", func(r *sizeResult) string {
 			return rssGrowthCell(r)
@@ -88,6 +88,9 @@ func rows(cfg config, base *sizeResult) []row {
 			}},
 			row{"fleet: enforcer first start from the config log to serving the last key", "≤ 30 s", func(r *sizeResult) string {
 				return timingCell(r.enforcerStart, 30*time.Second)
+			}},
+			row{"fleet: enforcer RSS after its first start", "— (measured)", func(r *sizeResult) string {
+				return rssCell(r, base, func(r *sizeResult) memory { return r.rssEnforcer }, 0)
 			}},
 			row{"fleet: enforcer restart from its snapshot to serving the last key", "≤ 3 s", func(r *sizeResult) string {
 				return timingCell(r.enforcerRestart, 3*time.Second)
@@ -140,19 +143,21 @@ func timingCell(t timing, target time.Duration) string {
 	return s
 }
 
-// rssCell shows the RSS after start, and for sizes above the baseline the
-// bytes each key beyond the baseline's added to it.
-func rssCell(r, base *sizeResult) string {
-	if r.rssStart.err != nil {
-		return failure(r.rssStart.err)
+// rssCell shows an RSS (of), and for sizes above the baseline the bytes
+// each key beyond the baseline's added to it, marked if over limit (0:
+// none).
+func rssCell(r, base *sizeResult, of func(*sizeResult) memory, limit float64) string {
+	m, b := of(r), of(base)
+	if m.err != nil {
+		return failure(m.err)
 	}
-	s := "RSS " + mib(r.rssStart.rss)
-	if r == base || base.rssStart.err != nil || r.keys <= base.keys {
+	s := "RSS " + mib(m.rss)
+	if r == base || b.err != nil || r.keys <= base.keys {
 		return s
 	}
-	perKey := float64(r.rssStart.rss-base.rssStart.rss) / float64(r.keys-base.keys)
+	perKey := float64(m.rss-b.rss) / float64(r.keys-base.keys)
 	s = fmt.Sprintf("%.0f B/key (%s)", perKey, s)
-	if perKey > 1024 {
+	if limit > 0 && perKey > limit {
 		s += miss
 	}
 	return s

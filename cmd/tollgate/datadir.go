@@ -14,7 +14,7 @@ import (
 	"github.com/tollgate/tollgate/usage/sqlitestore"
 )
 
-// The files of serve's data folder. catalog.json and usage.db hold state
+// The files of serve's data folder. catalog.db and usage.db hold state
 // that nothing else can give back; the others record what was done.
 const (
 	catalogFile = "catalog.db"

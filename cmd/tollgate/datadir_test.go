@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -24,9 +25,17 @@ import (
 // with extra flags, and returns it and its gateway address once it listens.
 func startProcess(t *testing.T, ctx context.Context, data, cfg string, extra ...string) (*exec.Cmd, string) {
 	t.Helper()
-	cmd := exec.CommandContext(ctx, os.Args[0], append([]string{"serve", "--config", cfg, "--data-dir", data,
-		"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"}, extra...)...)
-	cmd.Env = append(os.Environ(), "TOLLGATE_TEST_MAIN=1")
+	return serveProcess(t, ctx, nil, listenRE, append([]string{"serve", "--config", cfg, "--data-dir", data,
+		"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"}, extra...))
+}
+
+// serveProcess runs the test binary as tollgate with args and the
+// environment variables env, and returns it and the address its log
+// reports (the first submatch of addr) once it does.
+func serveProcess(t *testing.T, ctx context.Context, env []string, addr *regexp.Regexp, args []string) (*exec.Cmd, string) {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, os.Args[0], args...)
+	cmd.Env = append(append(os.Environ(), "TOLLGATE_TEST_MAIN=1"), env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -37,7 +46,7 @@ func startProcess(t *testing.T, ctx context.Context, data, cfg string, extra ...
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	sc := bufio.NewScanner(stderr)
 	for sc.Scan() {
-		if m := listenRE.FindStringSubmatch(sc.Text()); m != nil {
+		if m := addr.FindStringSubmatch(sc.Text()); m != nil {
 			go func() {
 				for sc.Scan() {
 				}
@@ -45,7 +54,7 @@ func startProcess(t *testing.T, ctx context.Context, data, cfg string, extra ...
 			return cmd, m[1]
 		}
 	}
-	t.Fatal("serve never said where it listens")
+	t.Fatalf("%v never logged a line like %s", args, addr)
 	return nil, ""
 }
 

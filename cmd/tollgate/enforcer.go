@@ -2,6 +2,7 @@ package main
 
 import (
 	"log/slog"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -25,10 +26,14 @@ On SIGTERM the servers finish their requests, then the queue and the spill
 log are handed to Kafka for up to --drain-timeout; what is left stays on
 disk for the next start.
 
+Unless GOGC is set in the environment, the collector keeps about 256 MB of
+garbage between collections, as serve does (see serve --help).
+
 Every flag can also be set from the environment: TOLLGATE_ and the flag's
 name in capitals, dashes as underscores (TOLLGATE_KAFKA, TOLLGATE_LISTEN).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			go tuneGC(cmd.Context(), 10*time.Second)
 			logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
 			return runNode(cmd.Context(), o, cmd.OutOrStdout(), logger, nil)
 		},
