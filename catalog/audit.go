@@ -205,12 +205,15 @@ func (l *AuditLog) Append(entries []AuditEntry) error {
 // file) is a few seconds and a few megabytes of buffers, not a million
 // entries in memory.
 func (l *AuditLog) AppendChange(ch *Change, at time.Time, actor, action string) error {
+	const chunk = 2048
+	if len(ch.Keys) <= chunk {
+		return l.appendSmall(ch, at, actor, action)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	w := &lazyFile{path: l.Path}
 	bw := bufio.NewWriterSize(w, 1<<20)
 
-	const chunk = 2048
 	type job struct {
 		ids  []string
 		out  bytes.Buffer
@@ -266,6 +269,44 @@ func (l *AuditLog) AppendChange(ch *Change, at time.Time, actor, action string) 
 		if cerr := w.f.Close(); err == nil {
 			err = cerr
 		}
+	}
+	if err != nil {
+		return fmt.Errorf("audit log: %w", err)
+	}
+	return nil
+}
+
+// appendSmall is AppendChange for a change of a few keys (an admin
+// call): encoded here into one buffer the size of its entries, written
+// and synced. The large path's 1 MiB writer and workers would be
+// allocated per call: a megabyte of garbage for each create-api-key,
+// which at a million keys (a live heap of ~650 MB, so a collection's
+// mark phase of ~0.6 s) put a collection under every few hundred calls
+// and their p99 from 2 ms to 20-40 ms.
+func (l *AuditLog) appendSmall(ch *Change, at time.Time, actor, action string) error {
+	var b bytes.Buffer
+	err := encodeEntries(&b, at, actor, action, func(emit emitter) {
+		auditKeys(ch, ch.Keys, emit)
+		auditOthers(ch, emit)
+	})
+	if err != nil || b.Len() == 0 {
+		if err != nil {
+			return fmt.Errorf("audit log: %w", err)
+		}
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f, err := os.OpenFile(l.Path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("audit log: %w", err)
+	}
+	_, err = f.Write(b.Bytes())
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
 	if err != nil {
 		return fmt.Errorf("audit log: %w", err)
