@@ -32,6 +32,21 @@ func sameState(t *testing.T, a, b *State) {
 		if x, y := treeItems(idx.a), treeItems(idx.b); !slices.Equal(x, y) {
 			t.Fatalf("index %s differs:\n%v\n%v", idx.name, x, y)
 		}
+		for _, x := range treeItems(idx.a) {
+			if !idx.a.Has(x) {
+				t.Fatalf("index %s: %v is listed but not found", idx.name, x)
+			}
+		}
+	}
+	for _, k := range treeItems(a.keys) {
+		if a.Key(k.ID) != k {
+			t.Fatalf("key %s is listed but not found by id", k.ID)
+		}
+	}
+	for _, p := range treeItems(a.plans) {
+		if a.Plan(p.ID) != p {
+			t.Fatalf("plan %s is listed but not found by id", p.ID)
+		}
 	}
 }
 
@@ -62,7 +77,17 @@ func TestBuilderMatchesIncremental(t *testing.T) {
 				inc.putKey(&k2)
 			}
 		}
-		sameState(t, b.State(), inc)
+		built := b.State()
+		sameState(t, built, inc)
+		// The built trees take later changes as the others do.
+		for range 10 {
+			k := w.key()
+			k2 := k
+			k2.UsagePlans = slices.Clone(k.UsagePlans)
+			built.putKey(&k)
+			inc.putKey(&k2)
+		}
+		sameState(t, built, inc)
 	}
 }
 
