@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -137,7 +136,7 @@ func runServe(ctx context.Context, o serveOptions, stdout io.Writer, logger *slo
 	if err := checkDataDir(ctx, o.dataDir, usageExisted, store, o.recreateMissing); err != nil {
 		return err
 	}
-	cat, catDB, applied, err := loadCatalog(ctx, o, stdout, logger)
+	cat, catDB, err := loadCatalog(ctx, o, stdout, logger)
 	if err != nil {
 		return err
 	}
@@ -162,15 +161,6 @@ func runServe(ctx context.Context, o serveOptions, stdout io.Writer, logger *slo
 	}
 	if err := gw.RestoreQuotas(ctx, store); err != nil {
 		return err
-	}
-	if applied {
-		// Applying a file leaves garbage several times the catalog's
-		// size (the parsed file, the audit's and the rows' encodings),
-		// and the runtime hands freed memory back to the OS only
-		// gradually: after a million-key start the RSS was 1230 MB for
-		// a heap of 675 MiB in use. One collection that returns it now
-		// (~0.6 s there): 721 MB.
-		debug.FreeOSMemory()
 	}
 	retuneGC() // the catalog is loaded: the collector's setting follows it
 	// From here on every catalog change (the admin API's) is validated,
@@ -240,6 +230,7 @@ func runServe(ctx context.Context, o serveOptions, stdout io.Writer, logger *slo
 	if ready != nil {
 		ready <- serveAddrs{gateway: gwLn.Addr().String(), admin: adLn.Addr().String()}
 	}
+	go releaseStartMemory(logger)
 	err = g.Wait()
 	serving.Store(false)
 	gw.FlushRejections() // the minute under way, before the last drain
@@ -284,25 +275,23 @@ func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, timeout 
 // loadCatalog opens the catalog database, reads the stored catalog
 // (importing a catalog.json of an earlier version once), and applies the
 // config file to it.
-func loadCatalog(ctx context.Context, o serveOptions, stdout io.Writer, logger *slog.Logger) (_ *catalog.State, _ *catalogdb.Store, applied bool, _ error) {
+func loadCatalog(ctx context.Context, o serveOptions, stdout io.Writer, logger *slog.Logger) (*catalog.State, *catalogdb.Store, error) {
 	path := filepath.Join(o.dataDir, catalogFile)
 	stored := hasFile(o.dataDir, catalogFile) || hasFile(o.dataDir, catalogFile+"-wal")
 	db, err := catalogdb.Open(path)
 	if err != nil {
-		return nil, nil, false, fmt.Errorf("%w\nRestore %s from a backup, or move it aside and start with --config and --recreate-missing to rebuild it", err, path)
+		return nil, nil, fmt.Errorf("%w\nRestore %s from a backup, or move it aside and start with --config and --recreate-missing to rebuild it", err, path)
 	}
 	cur, err := readCatalog(ctx, db, o.dataDir, logger)
 	if err == nil {
 		stored = stored || cur.NumKeys() > 0 || cur.NumPlans() > 0
-		read := cur
 		cur, err = applyConfig(o, db, cur, stored, stdout, logger)
-		applied = cur != read
 	}
 	if err != nil {
 		db.Close()
-		return nil, nil, false, err
+		return nil, nil, err
 	}
-	return cur, db, applied, nil
+	return cur, db, nil
 }
 
 // readCatalog loads the catalog database. An empty one beside the
