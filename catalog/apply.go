@@ -7,6 +7,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 )
 
@@ -55,6 +58,11 @@ func applyFile(tx *Tx, f *File, now time.Time, rnd io.Reader) (*Changes, error) 
 	p := &problems{file: f}
 
 	checkFileNames(p, src)
+	// New keys are gathered and added in one sorted pass at the end (see
+	// addKeys), unless the file names a key twice: then, as before, a
+	// later entry matches the earlier one, and validation reports it.
+	bulk := bulkNewKeys && len(p.list) == 0
+	var added []newKey
 	// The gateway block is declarative as a whole: a file that has one
 	// replaces the stored settings (omitted fields take their defaults);
 	// a file without one leaves them as they are.
@@ -125,17 +133,34 @@ func applyFile(tx *Tx, f *File, now time.Time, rnd io.Reader) (*Changes, error) 
 			}
 			continue
 		}
-		if k.ID == "" {
+		derived := k.ID == ""
+		if derived {
 			k.ID = fileID(tx.State, "apiKey", k.Name, rnd)
 		}
 		k.CreatedDate = now.Unix()
+		var generated string
 		if k.ValueHash == "" {
-			v := NewKeyValue(rnd)
-			ch.GeneratedKeys[k.ID] = v
-			k.ValueHash, k.ValuePrefix = HashKey(v), v[:4]
+			generated = NewKeyValue(rnd)
+			k.ValueHash, k.ValuePrefix = HashKey(generated), generated[:4]
+		}
+		if bulk {
+			added = append(added, newKey{&k, derived, generated})
+			continue
+		}
+		if generated != "" {
+			ch.GeneratedKeys[k.ID] = generated
 		}
 		tx.PutKey(k)
 		ch.Created = append(ch.Created, fmt.Sprintf("API key %q (%s)", k.Name, k.ID))
+	}
+	if len(added) > 0 {
+		tx.addKeys(added, rnd)
+		for _, a := range added {
+			if a.generated != "" {
+				ch.GeneratedKeys[a.k.ID] = a.generated
+			}
+			ch.Created = append(ch.Created, fmt.Sprintf("API key %q (%s)", a.k.Name, a.k.ID))
+		}
 	}
 	tx.validate(p)
 	if err := p.err(); err != nil {
@@ -144,6 +169,141 @@ func applyFile(tx *Tx, f *File, now time.Time, rnd io.Reader) (*Changes, error) 
 	tx.validated = true
 	ch.Changed = !tx.Delta().Empty()
 	return ch, nil
+}
+
+// bulkNewKeys turns addKeys on; tests turn it off to compare.
+var bulkNewKeys = true
+
+// newKey is a key of a file that is new to the catalog, gathered for
+// addKeys.
+type newKey struct {
+	k *APIKey
+	// derived: its id was derived from its name (fileID), not given.
+	derived   bool
+	generated string // the value generated for it, if any
+}
+
+// addKeys adds the new keys of a file to tx in one pass, sorted (see
+// State.fillKeys): a file of a million keys is then a sort and a fill of
+// each tree, not a million searches of growing trees.
+//
+// The ids were checked against the catalog (fileID) but not against each
+// other: two keys whose derived ids collide, or a derived id equal to an
+// id the file gives another key, leave one key with the id (the one
+// whose id was given, else the first in the file) and give the others a
+// random id, as fileID does for an id the catalog holds.
+func (tx *Tx) addKeys(added []newKey, rnd io.Reader) {
+	keys := make([]*APIKey, len(added))
+	for i := range added {
+		keys[i] = added[i].k
+	}
+	byID := func(a, b *APIKey) int { return strings.Compare(a.ID, b.ID) }
+	slices.SortStableFunc(keys, byID)
+	var moved bool
+	for i := 0; i < len(keys); {
+		j := i + 1
+		for j < len(keys) && keys[j].ID == keys[i].ID {
+			j++
+		}
+		if j-i > 1 {
+			keep := i // the given id, else the first in the file
+			for m := i; m < j; m++ {
+				if !isDerived(added, keys[m]) {
+					keep = m
+					break
+				}
+			}
+			for m := i; m < j; m++ {
+				if m == keep {
+					continue
+				}
+				for {
+					id := newID(rnd)
+					if tx.Plan(id) == nil && tx.Key(id) == nil && tx.API(id) == nil && !hasID(keys, id) {
+						keys[m].ID = id
+						break
+					}
+				}
+				moved = true
+			}
+		}
+		i = j
+	}
+	if moved {
+		slices.SortFunc(keys, byID)
+	}
+	compactKeys(keys)
+	var wg sync.WaitGroup
+	tx.State.fillKeys(&wg, keys)
+	wg.Wait()
+	for _, k := range keys {
+		tx.keys[k.ID] = true
+	}
+	tx.touched()
+}
+
+// compactKeys moves keys, new to the catalog, into memory of their own:
+// the structs into arrays of a few hundred, each key's strings into one
+// allocation (as a key read from the catalog database has them), its
+// plan list into an array shared with its neighbours. Replaced in keys.
+//
+// The keys of a file are made among the file's own garbage (the parsed
+// file, lookups, hashes) of the same sizes; left there, the pages they
+// share with it stay in use after it is collected: a million-key start
+// kept ~300 MB of such pages. Copied together once the garbage is made,
+// they fill whole pages, and the pages of the garbage are given back.
+// A key changed later is a new allocation; an array is freed with the
+// last of its keys.
+func compactKeys(keys []*APIKey) {
+	const perArray = 256
+	var arr []APIKey
+	var plans []string
+	for i, k := range keys {
+		if len(arr) == 0 {
+			arr = make([]APIKey, min(perArray, len(keys)-i))
+			n := 0
+			for _, k := range keys[i : i+len(arr)] {
+				n += len(k.UsagePlans)
+			}
+			plans = make([]string, n)
+		}
+		c := &arr[0]
+		arr = arr[1:]
+		*c = *k
+		var b strings.Builder
+		b.Grow(len(k.ID) + len(k.Name) + len(k.Description) + len(k.CustomerID) + len(k.ValueHash) + len(k.ValuePrefix))
+		fields := [...]*string{&c.ID, &c.Name, &c.Description, &c.CustomerID, &c.ValueHash, &c.ValuePrefix}
+		for _, f := range fields {
+			b.WriteString(*f)
+		}
+		all, at := b.String(), 0
+		for _, f := range fields {
+			n := len(*f)
+			*f = all[at : at+n]
+			at += n
+		}
+		if k.UsagePlans != nil {
+			n := copy(plans, k.UsagePlans)
+			c.UsagePlans, plans = plans[:n:n], plans[n:]
+		}
+		keys[i] = c
+	}
+}
+
+// isDerived reports whether k's id was derived from its name.
+func isDerived(added []newKey, k *APIKey) bool {
+	for _, a := range added {
+		if a.k == k {
+			return a.derived
+		}
+	}
+	return true
+}
+
+// hasID reports whether keys, sorted by id, hold id.
+func hasID(keys []*APIKey, id string) bool {
+	_, ok := slices.BinarySearchFunc(keys, id, func(k *APIKey, id string) int { return strings.Compare(k.ID, id) })
+	return ok
 }
 
 // checkFileNames reports ids and names given twice in one file: merging
@@ -254,13 +414,16 @@ func RandomString(n int, alphabet string) string { return randomString(rand.Read
 func randomString(rnd io.Reader, n int, alphabet string) string {
 	out := make([]byte, 0, n)
 	var buf [64]byte
-	// Rejection sampling keeps the distribution uniform.
+	// Rejection sampling keeps the distribution uniform. Reads ask for
+	// about what n characters take (an id derived from a name is then
+	// one SHA-256 block of its hashStream, not two).
 	limit := 256 - 256%len(alphabet)
+	chunk := buf[:min(len(buf), n+n/4+2)]
 	for len(out) < n {
-		if _, err := io.ReadFull(rnd, buf[:]); err != nil {
+		if _, err := io.ReadFull(rnd, chunk); err != nil {
 			panic("catalog: random source failed: " + err.Error()) // crypto/rand does not fail
 		}
-		for _, b := range buf {
+		for _, b := range chunk {
 			if int(b) < limit && len(out) < n {
 				out = append(out, alphabet[int(b)%len(alphabet)])
 			}

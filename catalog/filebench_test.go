@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"testing"
+	"time"
 )
 
 // bigFile renders a configuration file of n keys spread over four plans,
@@ -96,5 +97,35 @@ func BenchmarkParseFile(b *testing.B) {
 				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/key")
 			})
 		}
+	}
+}
+
+// BenchmarkApplyFileNewKeys applies a file of 100k keys to an empty
+// catalog (a first start), with the one-by-one path for comparison.
+func BenchmarkApplyFileNewKeys(b *testing.B) {
+	const n = 100_000
+	content := bigFile(n, true)
+	for _, bulk := range []bool{true, false} {
+		b.Run(fmt.Sprintf("bulk=%v", bulk), func(b *testing.B) {
+			bulkNewKeys = bulk
+			defer func() { bulkNewKeys = true }()
+			b.ReportAllocs()
+			for b.Loop() {
+				b.StopTimer()
+				f, err := ParseFile("big.json", content)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				tx := NewState().Begin()
+				if _, err := ApplyFile(tx, f, time.Unix(1_800_000_000, 0)); err != nil {
+					b.Fatal(err)
+				}
+				if tx.NumKeys() != n {
+					b.Fatalf("%d keys", tx.NumKeys())
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/key")
+		})
 	}
 }

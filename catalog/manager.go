@@ -97,14 +97,14 @@ func (m *Manager) Change(ctx context.Context, f func(tx *Tx) error) (*State, err
 	// not made.
 	actor, action := ActorOf(ctx)
 	if m.audit != nil {
-		if err := m.audit.Append(AuditEntries(ch, m.now(), actor, action)); err != nil {
+		if err := m.audit.AppendChange(ch, m.now(), actor, action); err != nil {
 			return nil, err
 		}
 	}
 	cur, err := m.c.Commit(ctx, ch)
 	if err != nil {
 		if m.audit != nil {
-			m.audit.Append(AuditEntries(ch.Reverse(), m.now(), actor, "undo ("+err.Error()+")"))
+			m.audit.AppendChange(ch.Reverse(), m.now(), actor, "undo ("+err.Error()+")")
 		}
 		return nil, err
 	}

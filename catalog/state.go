@@ -5,6 +5,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/google/btree"
 )
@@ -43,6 +44,9 @@ type pair struct{ v, id string }
 
 func pairLess(a, b pair) bool { return a.v < b.v || a.v == b.v && a.id < b.id }
 
+func planLess(a, b *UsagePlan) bool { return a.ID < b.ID }
+func keyLess(a, b *APIKey) bool     { return a.ID < b.ID }
+
 // degree is the B-trees' minimum degree: nodes hold up to 2*degree-1
 // items, so a change copies about four nodes of ~60 items per tree.
 const degree = 32
@@ -50,9 +54,9 @@ const degree = 32
 // NewState returns an empty state.
 func NewState() *State {
 	return &State{
-		plans:     btree.NewG(degree, func(a, b *UsagePlan) bool { return a.ID < b.ID }),
+		plans:     btree.NewG(degree, planLess),
 		planNames: btree.NewG(degree, pairLess),
-		keys:      btree.NewG(degree, func(a, b *APIKey) bool { return a.ID < b.ID }),
+		keys:      btree.NewG(degree, keyLess),
 		keyNames:  btree.NewG(degree, pairLess),
 		keyHashes: btree.NewG(degree, pairLess),
 		customers: btree.NewG(degree, pairLess),
@@ -112,9 +116,22 @@ func (s *State) NumPlans() int { return s.plans.Len() }
 
 // Key returns the key with the given id, or nil.
 func (s *State) Key(id string) *APIKey {
-	k, _ := s.keys.Get(&APIKey{ID: id})
+	probe := keyProbes.Get().(*APIKey)
+	probe.ID = id
+	k, _ := s.keys.Get(probe)
+	probe.ID = ""
+	keyProbes.Put(probe)
 	return k
 }
+
+// keyProbes and planProbes hold the search values of Key and Plan. The
+// trees hold pointers and compare them through a func value, so a probe
+// made on the spot escapes: it was a 176-byte allocation per lookup, and
+// a start that applies a million keys looks keys up millions of times.
+var (
+	keyProbes  = sync.Pool{New: func() any { return new(APIKey) }}
+	planProbes = sync.Pool{New: func() any { return new(UsagePlan) }}
+)
 
 // KeyByName returns the key with the given name, or nil.
 func (s *State) KeyByName(name string) *APIKey { return s.Key(first(s.keyNames, name)) }
@@ -132,7 +149,11 @@ func (s *State) KeyByNameOrID(v string) *APIKey {
 
 // Plan returns the plan with the given id, or nil.
 func (s *State) Plan(id string) *UsagePlan {
-	p, _ := s.plans.Get(&UsagePlan{ID: id})
+	probe := planProbes.Get().(*UsagePlan)
+	probe.ID = id
+	p, _ := s.plans.Get(probe)
+	probe.ID = ""
+	planProbes.Put(probe)
 	return p
 }
 
@@ -348,9 +369,15 @@ func DiffStates(old, next *State) *Change {
 }
 
 // Builder builds a State from entities read in bulk (a store's rows, a
-// snapshot), fastest when each kind arrives in id order. Not safe for
+// snapshot, the new keys of a file). Entities are gathered, then State
+// sorts each tree's items and inserts them in one pass, the trees side
+// by side; a later Add of an id given before replaces it. Not safe for
 // concurrent use.
-type Builder struct{ s *State }
+type Builder struct {
+	s     *State
+	plans []*UsagePlan
+	keys  []*APIKey
+}
 
 // NewBuilder returns an empty builder.
 func NewBuilder() *Builder { return &Builder{s: NewState()} }
@@ -364,11 +391,183 @@ func (b *Builder) Add(v any) {
 	case API:
 		b.s.putAPI(e)
 	case *UsagePlan:
-		b.s.putPlan(e)
+		b.plans = append(b.plans, e)
 	case *APIKey:
-		b.s.putKey(e)
+		b.keys = append(b.keys, e)
 	}
 }
 
 // State returns the state built; the builder must not be used after.
-func (b *Builder) State() *State { return b.s }
+func (b *Builder) State() *State {
+	s := b.s
+	plans := lastByID(b.plans, func(p *UsagePlan) string { return p.ID })
+	keys := lastByID(b.keys, func(k *APIKey) string { return k.ID })
+	b.plans, b.keys = nil, nil
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		fill(&s.plans, planLess, plans)
+		fill(&s.planNames, pairLess, pairsOf(plans, func(p *UsagePlan, add func(pair)) { add(pair{p.Name, p.ID}) }))
+	})
+	s.fillKeys(&wg, keys)
+	wg.Wait()
+	return s
+}
+
+// fillKeys adds keys (sorted by id, ids unique and new to s) to the key
+// tree and its indexes, each tree on a goroutine of wg.
+func (s *State) fillKeys(wg *sync.WaitGroup, keys []*APIKey) {
+	wg.Go(func() { fill(&s.keys, keyLess, keys) })
+	wg.Go(func() {
+		fill(&s.keyNames, pairLess, pairsOf(keys, func(k *APIKey, add func(pair)) { add(pair{k.Name, k.ID}) }))
+	})
+	wg.Go(func() {
+		fill(&s.keyHashes, pairLess, pairsOf(keys, func(k *APIKey, add func(pair)) { add(pair{k.ValueHash, k.ID}) }))
+	})
+	wg.Go(func() {
+		fill(&s.customers, pairLess, pairsOf(keys, func(k *APIKey, add func(pair)) {
+			if k.CustomerID != "" {
+				add(pair{k.CustomerID, k.ID})
+			}
+		}))
+	})
+	wg.Go(func() {
+		fill(&s.members, pairLess, pairsOf(keys, func(k *APIKey, add func(pair)) {
+			for i, p := range k.UsagePlans {
+				if !slices.Contains(k.UsagePlans[:i], p) { // a plan named twice is one membership
+					add(pair{p, k.ID})
+				}
+			}
+		}))
+	})
+}
+
+// lastByID sorts list by id, keeping the last of the entities given
+// with one id (as inserting them one by one would). A list already in
+// id order, as a store reads it, is only checked.
+func lastByID[T any](list []T, id func(T) string) []T {
+	if !slices.IsSortedFunc(list, func(a, b T) int { return cmp.Compare(id(a), id(b)) }) {
+		slices.SortStableFunc(list, func(a, b T) int { return cmp.Compare(id(a), id(b)) })
+	}
+	out := list[:0]
+	for i, e := range list {
+		if i+1 < len(list) && id(list[i+1]) == id(e) {
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// pairsOf returns the index pairs of list that index gives, sorted.
+func pairsOf[T any](list []T, index func(T, func(pair))) []pair {
+	out := make([]pair, 0, len(list))
+	add := func(p pair) { out = append(out, p) }
+	for _, e := range list {
+		index(e, add)
+	}
+	sortPairs(out)
+	return out
+}
+
+// sortPairs sorts index pairs. The strings of a million pairs lie all
+// over the heap, and a comparison sort reads two of them per comparison:
+// a cache miss each, most of the time of the sort. So each pair is
+// sorted with the first 16 bytes of its value beside it, which decide
+// nearly every comparison (a key name, an SHA-256 in hex), and only ties
+// read the strings. A slice already in order (the memberships of keys
+// read in id order) is left as it is.
+func sortPairs(ps []pair) {
+	if slices.IsSortedFunc(ps, comparePairs) {
+		return
+	}
+	type keyed struct {
+		k0, k1 uint64
+		p      pair
+	}
+	ks := make([]keyed, len(ps))
+	for i, p := range ps {
+		ks[i] = keyed{prefix(p.v, 0), prefix(p.v, 8), p}
+	}
+	slices.SortFunc(ks, func(a, b keyed) int {
+		if a.k0 != b.k0 {
+			return cmp.Compare(a.k0, b.k0)
+		}
+		if a.k1 != b.k1 {
+			return cmp.Compare(a.k1, b.k1)
+		}
+		return comparePairs(a.p, b.p)
+	})
+	for i := range ks {
+		ps[i] = ks[i].p
+	}
+}
+
+// prefix returns bytes [from, from+8) of s as a big-endian number, zero
+// past the end of s: numbers that differ order their strings as the
+// strings compare (a string that ends sorts before any that goes on);
+// equal ones decide nothing.
+func prefix(s string, from int) uint64 {
+	var x uint64
+	for i := from; i < from+8; i++ {
+		x <<= 8
+		if i < len(s) {
+			x |= uint64(s[i])
+		}
+	}
+	return x
+}
+
+func comparePairs(a, b pair) int {
+	if c := strings.Compare(a.v, b.v); c != 0 {
+		return c
+	}
+	return strings.Compare(a.id, b.id)
+}
+
+// fill inserts sorted items into t, last first.
+//
+// Descending order is what makes the nodes full. The tree splits a full
+// node (63 items) in the middle, moving the upper half to a new node
+// whose slice is allocated for those 31 items (32 slots); the lower
+// half stays in the old node and takes the following (smaller) items.
+// So every node left behind is a split-off upper half: 31 items in 32
+// slots. Ascending order would leave the lower halves behind instead,
+// 31 items in the 64 slots of the split node (half the memory wasted),
+// and random order about two thirds full, after a search of the whole
+// tree per item. The BenchmarkBuild figures are in build_test.go.
+//
+// An empty tree (a start, a first apply) is replaced by one built
+// without comparisons: see bulkTree. Items must then be unique: ids are
+// (lastByID), and so are the index pairs that hold them.
+func fill[T any](t **btree.BTreeG[T], less func(a, b T) bool, sorted []T) {
+	if (*t).Len() == 0 && len(sorted) > 0 {
+		*t = bulkTree(less, sorted)
+		return
+	}
+	for i := len(sorted) - 1; i >= 0; i-- {
+		(*t).ReplaceOrInsert(sorted[i])
+	}
+}
+
+// bulkTree returns a new tree of sorted (ascending, unique) items,
+// inserted last first while its comparison answers true.
+//
+// Each item inserted last first is less than every item in the tree,
+// and ReplaceOrInsert asks only less(item, x) (is the new item before
+// x?) until it has its place; less(x, item) is asked only when the
+// first answer was false. So "true" puts each item at the front of its
+// leaf, as the real comparison would, without the ~24 comparisons of
+// strings spread over the heap that each insert cost: at a million keys
+// those were 2.7 s of a 8.4 s restart. Once built the tree compares for
+// real. TestBuilderMatchesIncremental checks the trees (order, lookups,
+// later changes) against ones built by inserting items one by one, so a
+// version of the B-tree that asked otherwise would fail it.
+func bulkTree[T any](less func(a, b T) bool, sorted []T) *btree.BTreeG[T] {
+	building := true
+	t := btree.NewG(degree, func(a, b T) bool { return building || less(a, b) })
+	for i := len(sorted) - 1; i >= 0; i-- {
+		t.ReplaceOrInsert(sorted[i])
+	}
+	building = false
+	return t
+}

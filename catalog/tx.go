@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+
+	"github.com/google/btree"
 )
 
 // Tx prepares a change of a State: reads see the change so far (the
@@ -19,6 +21,24 @@ type Tx struct {
 	apis, gateway bool
 	// validated is set when the Tx was validated since its last write.
 	validated bool
+	// keyIDs caches the sorted ids of keys, delta what Delta returns
+	// (nil: to compute again).
+	keyIDs []string
+	delta  *Delta
+}
+
+// touched notes a write: the Tx must be validated again, and what it
+// touched is to be listed again.
+func (tx *Tx) touched() { tx.validated, tx.keyIDs, tx.delta = false, nil, nil }
+
+// touchedKeys returns the ids of the keys the Tx touched, sorted. Delta,
+// validation and the text checks each walk them: with a file of a
+// million keys, sorting them once rather than three times is seconds.
+func (tx *Tx) touchedKeys() []string {
+	if tx.keyIDs == nil {
+		tx.keyIDs = slices.Sorted(maps.Keys(tx.keys))
+	}
+	return tx.keyIDs
 }
 
 // Begin returns a Tx on s; s itself never changes.
@@ -35,7 +55,8 @@ func (tx *Tx) PutKey(k APIKey) {
 	k.UsagePlans = slices.Clone(k.UsagePlans)
 	k.Value = ""
 	tx.putKey(&k)
-	tx.keys[k.ID], tx.validated = true, false
+	tx.keys[k.ID] = true
+	tx.touched()
 }
 
 // DeleteKey removes a key; it reports whether there was one.
@@ -43,14 +64,16 @@ func (tx *Tx) DeleteKey(id string) bool {
 	if tx.deleteKey(id) == nil {
 		return false
 	}
-	tx.keys[id], tx.validated = true, false
+	tx.keys[id] = true
+	tx.touched()
 	return true
 }
 
 // PutPlan adds p, or replaces the plan with its id.
 func (tx *Tx) PutPlan(p UsagePlan) {
 	tx.putPlan(&p)
-	tx.plans[p.ID], tx.validated = true, false
+	tx.plans[p.ID] = true
+	tx.touched()
 }
 
 // DeletePlan removes a plan; it reports whether there was one. The keys
@@ -60,14 +83,16 @@ func (tx *Tx) DeletePlan(id string) bool {
 	if tx.deletePlan(id) == nil {
 		return false
 	}
-	tx.plans[id], tx.validated = true, false
+	tx.plans[id] = true
+	tx.touched()
 	return true
 }
 
 // PutAPI adds a, or replaces the API with its id.
 func (tx *Tx) PutAPI(a API) {
 	tx.putAPI(a)
-	tx.apis, tx.validated = true, false
+	tx.apis = true
+	tx.touched()
 }
 
 // DeleteAPI removes an API; it reports whether there was one.
@@ -75,13 +100,15 @@ func (tx *Tx) DeleteAPI(id string) bool {
 	if !tx.deleteAPI(id) {
 		return false
 	}
-	tx.apis, tx.validated = true, false
+	tx.apis = true
+	tx.touched()
 	return true
 }
 
 // SetGateway replaces the gateway settings.
 func (tx *Tx) SetGateway(g Gateway) {
-	tx.gateway, tx.validated = true, false
+	tx.gateway = true
+	tx.touched()
 	tx.State.gateway = g
 }
 
@@ -114,6 +141,14 @@ type Change struct {
 // Delta returns what the Tx changed, leaving out entities written back
 // unchanged.
 func (tx *Tx) Delta() Delta {
+	if tx.delta == nil {
+		d := tx.diff()
+		tx.delta = &d
+	}
+	return *tx.delta
+}
+
+func (tx *Tx) diff() Delta {
 	var d Delta
 	d.Gateway = tx.gateway && !sameJSON(tx.base.gateway, tx.State.gateway)
 	d.APIs = tx.apis && !sameJSON(tx.base.apis, tx.State.apis)
@@ -122,8 +157,11 @@ func (tx *Tx) Delta() Delta {
 			d.Plans = append(d.Plans, id)
 		}
 	}
-	for _, id := range slices.Sorted(maps.Keys(tx.keys)) {
-		if o, n := tx.base.Key(id), tx.Key(id); o == nil || n == nil || !sameJSON(o, n) {
+	for _, id := range tx.touchedKeys() {
+		// A key new to the base is in the delta: no need to look it up.
+		if o := tx.base.Key(id); o == nil {
+			d.Keys = append(d.Keys, id)
+		} else if n := tx.Key(id); n == nil || !sameJSON(o, n) {
 			d.Keys = append(d.Keys, id)
 		}
 	}
@@ -198,18 +236,25 @@ func (tx *Tx) validate(p *problems) {
 			})
 		}
 	}
-	for _, id := range slices.Sorted(maps.Keys(tx.keys)) {
-		k := n.Key(id)
-		if k == nil {
-			continue
-		}
+	keys := tx.touchedKeys()
+	nameHolders := func(v string) []string { return holders(n.keyNames, v) }
+	hashHolders := func(v string) []string { return holders(n.keyHashes, v) }
+	if walkIndexes(len(keys), n.NumKeys()) {
+		// A search per key costs a few cache misses per tree level; a
+		// walk of each index finds every shared value in one sequential
+		// pass.
+		names, hashes := sharedValues(n.keyNames), sharedValues(n.keyHashes)
+		nameHolders = func(v string) []string { return names[v] }
+		hashHolders = func(v string) []string { return hashes[v] }
+	}
+	tx.eachTouchedKey(func(k *APIKey) bool {
 		if k.ID == "" {
 			p.add("apiKeys", k.Name, k.ID, "id", "is required")
 		}
-		if h := holders(n.keyNames, k.Name); k.Name != "" && len(h) > 1 {
+		if h := nameHolders(k.Name); k.Name != "" && len(h) > 1 {
 			p.add("apiKeys", k.Name, k.ID, "name", "%q is used by two keys", k.Name)
 		}
-		if h := holders(n.keyHashes, k.ValueHash); k.ValueHash != "" && len(h) > 1 {
+		if h := hashHolders(k.ValueHash); k.ValueHash != "" && len(h) > 1 {
 			other := h[0]
 			if other == k.ID {
 				other = h[1]
@@ -217,11 +262,48 @@ func (tx *Tx) validate(p *problems) {
 			p.add("apiKeys", k.Name, k.ID, "value", "is the same as the value of key %q; values must be unique", n.Key(other).Name)
 		}
 		validateKey(p, k, n.Plan)
-		if len(p.list) >= maxProblems {
-			break
+		return len(p.list) < maxProblems
+	})
+	tx.validateText(p)
+}
+
+// eachTouchedKey calls f for each key the Tx touched that its state
+// holds, in id order, until f returns false: by a walk of the state's
+// keys when the Tx touched many (see walkIndexes: a lookup per key costs
+// a few cache misses per tree level), else by a lookup of each.
+func (tx *Tx) eachTouchedKey(f func(*APIKey) bool) {
+	ids := tx.touchedKeys()
+	if walkIndexes(len(ids), tx.NumKeys()) {
+		tx.State.keys.Ascend(func(k *APIKey) bool { return !tx.keys[k.ID] || f(k) })
+		return
+	}
+	for _, id := range ids {
+		if k := tx.Key(id); k != nil && !f(k) {
+			return
 		}
 	}
-	tx.validateText(p)
+}
+
+// walkIndexes decides whether validation walks the key indexes whole
+// (touched keys in a catalog of size) rather than searching them per key.
+var walkIndexes = func(touched, size int) bool { return touched > size/16 }
+
+// sharedValues returns the values of idx that more than one entity
+// holds, each with its first two holders (what holders returns for it).
+func sharedValues(idx *btree.BTreeG[pair]) map[string][]string {
+	out := map[string][]string{}
+	var prev pair
+	first := true
+	idx.Ascend(func(p pair) bool {
+		if !first && p.v == prev.v {
+			if h := out[p.v]; len(h) == 0 {
+				out[p.v] = []string{prev.id, p.id}
+			}
+		}
+		prev, first = p, false
+		return true
+	})
+	return out
 }
 
 // maxProblems bounds the problems one change reports: a file of a
@@ -256,15 +338,12 @@ func (tx *Tx) validateText(p *problems) {
 		}
 		checkChanged(p, "usagePlans", pl.Name, pl.ID, was, pl.Tags, "name", pl.Name, "description", pl.Description)
 	}
-	for _, id := range slices.Sorted(maps.Keys(tx.keys)) {
-		k := tx.Key(id)
-		if k == nil {
-			continue
-		}
+	tx.eachTouchedKey(func(k *APIKey) bool {
 		var was *textFields
-		if o := tx.base.Key(id); o != nil {
+		if o := tx.base.Key(k.ID); o != nil {
 			was = &textFields{[]string{o.Name, o.Description, o.CustomerID}, o.Tags}
 		}
 		checkChanged(p, "apiKeys", k.Name, k.ID, was, k.Tags, "name", k.Name, "description", k.Description, "customerId", k.CustomerID)
-	}
+		return true
+	})
 }

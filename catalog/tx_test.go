@@ -109,6 +109,8 @@ func TestTxValidationEqualsWholeCatalog(t *testing.T) {
 	t.Logf("seed %d (TOLLGATE_TX_SEED)", seed)
 	w := txWorld{rand.New(rand.NewPCG(seed, 0))}
 	accepted, refused := 0, 0
+	defaultWalk := walkIndexes
+	defer func() { walkIndexes = defaultWalk }()
 	for run := range 600 {
 		s := NewState()
 		for step := range 40 {
@@ -117,6 +119,15 @@ func TestTxValidationEqualsWholeCatalog(t *testing.T) {
 				w.change(tx)
 			}
 			txErr := tx.Validate(nil)
+			// Walking the indexes or searching them per key finds the
+			// same problems, in the same order.
+			for _, walk := range []bool{false, true} {
+				walkIndexes = func(int, int) bool { return walk }
+				if err := tx.Validate(nil); fmt.Sprint(err) != fmt.Sprint(txErr) {
+					t.Fatalf("run %d step %d: walking the indexes %v: %v, else %v", run, step, walk, err, txErr)
+				}
+			}
+			walkIndexes = defaultWalk
 			whole := ValidateChange(s.Catalog(), tx.State.Catalog(), nil)
 			if (txErr == nil) != (whole == nil) {
 				t.Fatalf("run %d step %d: the Tx's validation says %v, the whole catalog's %v", run, step, txErr, whole)

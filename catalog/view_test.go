@@ -388,7 +388,18 @@ func checkSameIndexes(t *testing.T, got, want *State) {
 		if !slices.Equal(x, y) {
 			t.Fatalf("index %s:\n got %v\nwant %v", name, x, y)
 		}
+		for _, p := range x { // listed is not enough: found by search
+			if !a.Has(p) {
+				t.Fatalf("index %s: %v is listed but not found", name, p)
+			}
+		}
 	}
+	got.keys.Ascend(func(k *APIKey) bool {
+		if got.Key(k.ID) != k {
+			t.Fatalf("key %s is listed but not found", k.ID)
+		}
+		return true
+	})
 	pairs("planNames", got.planNames, want.planNames)
 	pairs("keyNames", got.keyNames, want.keyNames)
 	pairs("keyHashes", got.keyHashes, want.keyHashes)

@@ -37,20 +37,25 @@ type keyOrders struct {
 
 // loadKeys fills the key indexes of an empty State from keys sorted by
 // id, the orders of the other indexes, and the sorted ids of the plans
-// the keys are in. Each index is built by inserting in ascending order
-// (a B-tree's cheapest), one per core at a time, the longest first. The
-// keys are kept.
+// the keys are in. Each index's entries are laid out in its order and
+// the tree built from them without comparisons (bulkTree), one index per
+// core at a time, the longest first. An order that is not in fact sorted
+// (checked: one comparison per entry) is sorted first, so a wrong order
+// costs time, never a wrong tree. The keys are kept.
 func (s *State) loadKeys(keys []*APIKey, o *keyOrders, planIDs []string) {
-	byPair := func(tree *btree.BTreeG[pair], order []int32, value func(*APIKey) string) func() {
+	byPair := func(tree **btree.BTreeG[pair], order []int32, value func(*APIKey) string) func() {
 		return func() {
-			for _, i := range order {
-				tree.ReplaceOrInsert(pair{value(keys[i]), keys[i].ID})
+			ps := make([]pair, len(order))
+			for n, i := range order {
+				ps[n] = pair{value(keys[i]), keys[i].ID}
 			}
+			sortPairs(ps) // only checked, when in order
+			fill(tree, pairLess, ps)
 		}
 	}
 	jobs := []func(){
-		byPair(s.keyNames, o.names, func(k *APIKey) string { return k.Name }),
-		byPair(s.keyHashes, o.hashes, func(k *APIKey) string { return k.ValueHash }),
+		byPair(&s.keyNames, o.names, func(k *APIKey) string { return k.Name }),
+		byPair(&s.keyHashes, o.hashes, func(k *APIKey) string { return k.ValueHash }),
 		func() {
 			// Memberships by plan, then key: bucketed, not sorted.
 			index := make(map[string]int, len(planIDs))
@@ -58,24 +63,31 @@ func (s *State) loadKeys(keys []*APIKey, o *keyOrders, planIDs []string) {
 				index[id] = i
 			}
 			buckets := make([][]int32, len(planIDs))
+			n := 0
 			for i := range keys {
-				for _, p := range keys[i].UsagePlans {
-					b := index[p]
-					buckets[b] = append(buckets[b], int32(i))
+				for m, p := range keys[i].UsagePlans {
+					if !slices.Contains(keys[i].UsagePlans[:m], p) { // a plan named twice is one membership
+						b := index[p]
+						buckets[b] = append(buckets[b], int32(i))
+						n++
+					}
 				}
 			}
+			ps := make([]pair, 0, n)
 			for b, list := range buckets {
 				for _, i := range list {
-					s.members.ReplaceOrInsert(pair{planIDs[b], keys[i].ID})
+					ps = append(ps, pair{planIDs[b], keys[i].ID})
 				}
 			}
+			sortPairs(ps)
+			fill(&s.members, pairLess, ps)
 		},
 		func() {
-			for _, k := range keys {
-				s.keys.ReplaceOrInsert(k)
-			}
+			// lastByID only checks keys in id order, and drops an id
+			// given twice; on a copy, since the orders are positions.
+			fill(&s.keys, keyLess, lastByID(slices.Clone(keys), func(k *APIKey) string { return k.ID }))
 		},
-		byPair(s.customers, o.customers, func(k *APIKey) string { return k.CustomerID }),
+		byPair(&s.customers, o.customers, func(k *APIKey) string { return k.CustomerID }),
 	}
 	var (
 		wg   sync.WaitGroup

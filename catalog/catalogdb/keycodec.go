@@ -54,18 +54,17 @@ func encodeKey(k *catalog.APIKey) ([]byte, error) {
 
 var errKeyRow = errors.New("malformed key row")
 
-// decodeKey decodes a key row. Its strings share one allocation: the
-// row, copied once.
-func decodeKey(row []byte) (*catalog.APIKey, error) {
-	if len(row) > 0 && row[0] == '{' {
+// decodeKey decodes a key row. Its strings point into s, the row as
+// read (one allocation for the whole key's text).
+func decodeKey(s string) (*catalog.APIKey, error) {
+	if len(s) > 0 && s[0] == '{' {
 		k := new(catalog.APIKey)
-		return k, json.Unmarshal(row, k)
+		return k, json.Unmarshal([]byte(s), k)
 	}
-	if len(row) < 2 || row[0] != keyFormat1 || row[1] != 1 {
+	if len(s) < 2 || s[0] != keyFormat1 || s[1] != 1 {
 		return nil, errKeyRow
 	}
-	s := string(row) // the one copy every field points into
-	b := unsafe.Slice(unsafe.StringData(s), len(s))
+	b := unsafe.Slice(unsafe.StringData(s), len(s)) // read only
 	i := 2
 	str := func() (string, bool) {
 		n, w := binary.Uvarint(b[i:])

@@ -146,3 +146,62 @@ func BenchmarkSaveOneKey(b *testing.B) {
 		})
 	}
 }
+
+// Saving a change of 100k new keys (an ImportApiKeys; a first start from
+// a file is ten of them).
+func BenchmarkSaveNewKeys(b *testing.B) {
+	base := sample(1000)
+	tx := base.Begin()
+	for i := range 100000 {
+		tx.PutKey(catalog.APIKey{ID: fmt.Sprintf("new%06d", i), Name: fmt.Sprintf("new%06d", i), Enabled: true,
+			ValueHash: catalog.HashKey(fmt.Sprintf("value-value-value-%06d", i)), UsagePlans: []string{"plan1"}})
+	}
+	ch := &catalog.Change{Old: base, New: tx.State, Delta: tx.Delta()}
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		path := filepath.Join(b.TempDir(), "catalog.db")
+		db, err := Open(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := db.Save(&catalog.Change{Old: catalog.NewState(), New: base, Delta: catalog.Delta{Full: true}}); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		if err := db.Save(ch); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		db.Close()
+		b.StartTimer()
+	}
+}
+
+// SaveWhile commits only when the work beside it succeeded.
+func TestSaveWhile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "catalog.db")
+	db, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s := sample(3000)
+	full := &catalog.Change{Old: catalog.NewState(), New: s, Delta: catalog.Delta{Full: true}}
+	refused := errors.New("audit log: disk full")
+	if err := db.SaveWhile(full, func() error { return refused }); err != refused {
+		t.Fatalf("SaveWhile with a failing first: %v", err)
+	}
+	if empty, err := db.Empty(context.Background()); err != nil || !empty {
+		t.Fatalf("a refused change was stored (empty %v, %v)", empty, err)
+	}
+	ran := false
+	if err := db.SaveWhile(full, func() error { ran = true; return nil }); err != nil || !ran {
+		t.Fatalf("SaveWhile: %v (first ran: %v)", err, ran)
+	}
+	got, err := db.Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameCatalog(t, got, s)
+}

@@ -83,7 +83,7 @@ func (b *bench) fleet(ctx context.Context, r *sizeResult, dir, file string) {
 	if r.enforcerStart.err != nil {
 		return
 	}
-	r.rssEnforcer = b.memory(n, "enforcer RSS after its first start", gws[0])
+	r.rssEnforcer = b.settledMemory(ctx, n, "enforcer RSS after its first start", gws[0])
 	var others error // the other enforcers are needed for the propagation only
 	for i := 1; i < enforcers && others == nil; i++ {
 		name := fmt.Sprintf("enforcer%d", i+1)

@@ -32,10 +32,11 @@ type proc struct {
 	done    chan struct{} // closed once the process has exited
 	err     error         // what Wait returned; read after done
 
-	mu      sync.Mutex
-	tail    []string
-	addrs   map[string]string // "gateway", "admin" → host:port
-	changed chan struct{}     // closed and replaced when addrs changes
+	mu       sync.Mutex
+	tail     []string
+	addrs    map[string]string // "gateway", "admin" → host:port
+	released bool              // it logged "start memory released"
+	changed  chan struct{}     // closed and replaced when addrs or released change
 }
 
 const tailLines = 20
@@ -88,6 +89,11 @@ func (p *proc) line(s string) {
 		p.tail = append(p.tail[:0], p.tail[1:]...)
 	}
 	p.tail = append(p.tail, s)
+	if strings.Contains(s, `msg="start memory released"`) {
+		p.released = true
+		close(p.changed)
+		p.changed = make(chan struct{})
+	}
 	for _, kind := range []string{"gateway", "admin"} {
 		if !strings.Contains(s, `msg="`+kind+` listening"`) {
 			continue
@@ -117,6 +123,27 @@ func (p *proc) addr(ctx context.Context, kind string) (string, error) {
 			return "", fmt.Errorf("%s exited before its %s listened: %s", p.name, kind, p.failure())
 		case <-ctx.Done():
 			return "", ctx.Err()
+		}
+	}
+}
+
+// settled waits until the process reports that it has handed the
+// memory of its start back to the OS (serve does so once serving, on
+// its own), exits, or ctx ends: RSS is measured after that.
+func (p *proc) settled(ctx context.Context) error {
+	for {
+		p.mu.Lock()
+		done, changed := p.released, p.changed
+		p.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-p.done:
+			return fmt.Errorf("%s exited before it released its start's memory: %s", p.name, p.failure())
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
 }

@@ -63,6 +63,7 @@ type sizeResult struct {
 	serveStart, serveRestart timing
 	ops                      [len(adminOps)]latencies
 	rssStart, rssChanged     memory
+	rssRestart               memory
 	changes                  int // admin changes made between rssStart and rssChanged
 	pages                    latencies
 	// importKeys is measured at the smallest size only (imported true).
@@ -84,6 +85,6 @@ func newSizeResult(keys int) *sizeResult {
 	for _, l := range []*latencies{&r.ops[0], &r.ops[1], &r.ops[2], &r.pages, &r.propagation} {
 		l.err = errNotReached
 	}
-	r.rssStart.err, r.rssChanged.err, r.rssEnforcer.err = errNotReached, errNotReached, errNotReached
+	r.rssStart.err, r.rssChanged.err, r.rssRestart.err, r.rssEnforcer.err = errNotReached, errNotReached, errNotReached, errNotReached
 	return r
 }

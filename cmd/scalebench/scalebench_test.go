@@ -36,8 +36,8 @@ func TestSmallRunFillsEveryRow(t *testing.T) {
 	t.Logf("\n%s", stdout.String())
 
 	rows := tableRows(stdout.String())
-	if len(rows) != 15 {
-		t.Fatalf("%d rows, want 15 (every measurement, fleet included, and the wall time)", len(rows))
+	if len(rows) != 16 {
+		t.Fatalf("%d rows, want 16 (every measurement, fleet included, and the wall time)", len(rows))
 	}
 	for _, cells := range rows {
 		if len(cells) != 4 {

@@ -34,7 +34,7 @@ func (b *bench) serve(ctx context.Context, r *sizeResult, dir, file string, with
 	if r.serveStart.err != nil {
 		return
 	}
-	r.rssStart = b.memory(n, "RSS after start", srv)
+	r.rssStart = b.settledMemory(ctx, n, "RSS after start", srv)
 
 	var a *admin
 	var planID string
@@ -64,7 +64,11 @@ func (b *bench) serve(ctx context.Context, r *sizeResult, dir, file string, with
 		}
 		return timeToServe(ctx, b.client, srv, lastKey)
 	})
-	if !withImport || r.serveRestart.err != nil {
+	if r.serveRestart.err != nil {
+		return
+	}
+	r.rssRestart = b.settledMemory(ctx, n, "RSS after the restart", srv)
+	if !withImport {
 		return
 	}
 	csv := importCSV(b.cfg.importRows, planID)
@@ -149,6 +153,15 @@ func (b *bench) walkKeys(ctx context.Context, n int, a *admin, atLeast int) late
 		b.logf(n, "GetApiKeys: %d pages, %d keys, slowest %s", len(l.samples), listed, dur(l.quantile(1)))
 	}
 	return l
+}
+
+// settledMemory is memory once p has released its start's memory
+// (bounded by the step timeout).
+func (b *bench) settledMemory(ctx context.Context, n int, what string, p *proc) memory {
+	if err := b.step(ctx, n, what+": wait for the start's memory to be released", p.settled); err != nil {
+		return memory{err: err}
+	}
+	return b.memory(n, what, p)
 }
 
 // memory reads p's RSS.

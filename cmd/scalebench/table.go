@@ -71,6 +71,9 @@ func rows(cfg config, base *sizeResult) []row {
 		row{"serve: RSS after the admin changes", "no growth with the changes", func(r *sizeResult) string {
 			return rssGrowthCell(r)
 		}},
+		row{"serve: RSS after the restart", "≤ 1 KB per key", func(r *sizeResult) string {
+			return rssCell(r, base, func(r *sizeResult) memory { return r.rssRestart }, 1024)
+		}},
 		row{"GetApiKeys, page of 500: slowest (first, middle, last)", "≤ 50 ms", func(r *sizeResult) string {
 			return pagesCell(r.pages)
 		}},

@@ -418,6 +418,13 @@ func runNode(ctx context.Context, o nodeOptions, stdout io.Writer, logger *slog.
 	if ready != nil {
 		ready <- addrs
 	}
+	go func() {
+		select {
+		case <-cl.Loaded(): // the whole catalog is in: its start's garbage is made
+			releaseStartMemory(logger)
+		case <-gctx.Done():
+		}
+	}()
 	err = g.Wait()
 	serving.Store(false)
 	// The servers have stopped: every event they produced is in the

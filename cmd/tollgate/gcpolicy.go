@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"runtime/debug"
 	"runtime/metrics"
@@ -60,4 +61,27 @@ func tuneGC(ctx context.Context, interval time.Duration) {
 			set()
 		}
 	}
+}
+
+// releaseStartMemory runs one collection that hands the start's garbage
+// back to the OS, then sets the collector from the live heap it found.
+//
+// A start leaves garbage several times the catalog's size (the rows read,
+// the sorted index entries; a first start also the parsed file and the
+// audit's and rows' encodings), and the runtime returns freed memory only
+// gradually: a million-key start held 1.0-1.2 GB of RSS for ~700 MiB of
+// heap in use. The collection takes ~0.6 s there, so it runs once the
+// start is serving (called on a goroutine) rather than before; the log
+// line says when it is done and what is left.
+func releaseStartMemory(logger *slog.Logger) {
+	began := time.Now()
+	debug.FreeOSMemory()
+	retuneGC()
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(sample)
+	var live uint64
+	if sample[0].Value.Kind() == metrics.KindUint64 {
+		live = sample[0].Value.Uint64()
+	}
+	logger.Info("start memory released", "liveHeapMiB", live>>20, "took", time.Since(began).Round(time.Millisecond))
 }

@@ -1,6 +1,12 @@
 package main
 
-import "testing"
+import (
+	"bytes"
+	"log/slog"
+	"runtime"
+	"strings"
+	"testing"
+)
 
 func TestGCPercent(t *testing.T) {
 	for _, tt := range []struct {
@@ -17,5 +23,30 @@ func TestGCPercent(t *testing.T) {
 		if got := gcPercent(tt.live); got != tt.want {
 			t.Errorf("gcPercent(%d MiB) = %d, want %d", tt.live>>20, got, tt.want)
 		}
+	}
+}
+
+// releaseStartMemory hands the freed heap back to the OS and says so in
+// the line the scale benchmark waits for before it reads RSS.
+func TestReleaseStartMemory(t *testing.T) {
+	garbage := make([][]byte, 64)
+	for i := range garbage {
+		garbage[i] = make([]byte, 1<<20)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before) // the 64 MiB in use
+	runtime.KeepAlive(garbage)
+	garbage = nil
+	var log bytes.Buffer
+	releaseStartMemory(slog.New(slog.NewTextHandler(&log, nil)))
+	runtime.ReadMemStats(&after)
+	if after.HeapInuse+32<<20 > before.HeapInuse {
+		t.Errorf("heap in use: %d MiB before, %d MiB after: the garbage was not collected", before.HeapInuse>>20, after.HeapInuse>>20)
+	}
+	if kept := after.HeapIdle - after.HeapReleased; kept > 4<<20 {
+		t.Errorf("%d MiB of free heap kept from the OS", kept>>20)
+	}
+	if !strings.Contains(log.String(), `msg="start memory released"`) || !strings.Contains(log.String(), "liveHeapMiB=") {
+		t.Errorf("log: %q", log.String())
 	}
 }

@@ -141,7 +141,6 @@ func runServe(ctx context.Context, o serveOptions, stdout io.Writer, logger *slo
 		return err
 	}
 	defer catDB.Close()
-	retuneGC() // the catalog is loaded: the collector's setting follows it
 
 	queue, err := ingest.NewQueue(o.queueSize)
 	if err != nil {
@@ -163,6 +162,7 @@ func runServe(ctx context.Context, o serveOptions, stdout io.Writer, logger *slo
 	if err := gw.RestoreQuotas(ctx, store); err != nil {
 		return err
 	}
+	retuneGC() // the catalog is loaded: the collector's setting follows it
 	// From here on every catalog change (the admin API's) is validated,
 	// stored and handed to the gateway in one step.
 	cats, err := catalog.NewManager(cat, catDB, gw.Apply)
@@ -230,6 +230,7 @@ func runServe(ctx context.Context, o serveOptions, stdout io.Writer, logger *slo
 	if ready != nil {
 		ready <- serveAddrs{gateway: gwLn.Addr().String(), admin: adLn.Addr().String()}
 	}
+	go releaseStartMemory(logger)
 	err = g.Wait()
 	serving.Store(false)
 	gw.FlushRejections() // the minute under way, before the last drain
@@ -351,10 +352,12 @@ func applyConfig(o serveOptions, db *catalogdb.Store, cur *catalog.State, stored
 		return cur, applied.record()
 	}
 	change := &catalog.Change{Old: cur, New: tx.State, Delta: tx.Delta()}
-	if err := auditLog(o.dataDir).Append(catalog.AuditEntries(change, o.now(), "config file", "apply "+o.config)); err != nil {
-		return nil, err
-	}
-	if err := db.Save(change); err != nil {
+	// Audited before it takes effect: the catalog database commits once
+	// the audit log holds the change (both are written at once).
+	at := o.now()
+	if err := db.SaveWhile(change, func() error {
+		return auditLog(o.dataDir).AppendChange(change, at, "config file", "apply "+o.config)
+	}); err != nil {
 		return nil, err
 	}
 	if err := applied.record(); err != nil {
