@@ -15,9 +15,11 @@
 //   - serve's first start from that file: the time from starting the
 //     process until the gateway admits the file's last key (polled every
 //     10 ms until it no longer answers 403);
-//   - serve's RSS (VmRSS from /proc) once it serves, as bytes per key:
-//     (RSS − RSS at the baseline size) / (N − baseline size), so that the
-//     process's fixed cost is not counted per key;
+//   - serve's RSS (VmRSS from /proc) once it serves and has logged
+//     "start memory released" (the start's garbage handed back to the
+//     OS), as bytes per key: (RSS − RSS at the baseline size) / (N −
+//     baseline size), so that the process's fixed cost is not counted per
+//     key; the same after the restart below;
 //   - --ops calls each of create-api-key, create-usage-plan-key and
 //     update-api-key (disable), one after the other over loopback with a
 //     bearer token: p50, p99, and p99 as a multiple of the baseline's;
