@@ -30,7 +30,7 @@ func (s *countingStore) Daily(context.Context, usage.Filter) ([]usage.DayCount, 
 	return nil, nil
 }
 
-func (s *countingStore) EachMinute(context.Context, int64, int64, func(*usage.MinuteCount) error) error {
+func (s *countingStore) Report(context.Context, usage.Report, func(*usage.ReportRow) error) error {
 	s.reads.Add(1)
 	return nil
 }
@@ -164,11 +164,13 @@ func TestUsageFiltersMustExist(t *testing.T) {
 	}
 }
 
-// generatedMinutes yields n minute rows over [from, to) across keys keys
-// without holding them, and measures the live heap as they stream: every
-// 100,000 rows it collects garbage and records the heap in use above
-// what it was at the start, and stops the scan past limit bytes (a
-// report that keeps the rows it reads would otherwise take gigabytes).
+// generatedMinutes answers a report with n rows over its range across
+// keys keys (a row per minute row, as a store that could not sum would:
+// the most a report can be sent) without holding them, and measures the
+// live heap as they stream: every 100,000 rows it collects garbage and
+// records the heap in use above what it was at the start, and stops the
+// scan past limit bytes (a report that kept the rows it reads would
+// otherwise take gigabytes).
 type generatedMinutes struct {
 	n, keys int
 	limit   uint64
@@ -177,7 +179,8 @@ type generatedMinutes struct {
 
 var errHeldTooMuch = errors.New("the report holds what it reads")
 
-func (g *generatedMinutes) EachMinute(_ context.Context, from, to int64, fn func(*usage.MinuteCount) error) error {
+func (g *generatedMinutes) Report(_ context.Context, r usage.Report, fn func(*usage.ReportRow) error) error {
+	from, to := r.FromMinute, r.ToMinute
 	var ms runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
@@ -189,11 +192,16 @@ func (g *generatedMinutes) EachMinute(_ context.Context, from, to int64, fn func
 	}
 	decisions := []schemas.Decision{schemas.DecisionAllowed, schemas.DecisionAllowed, schemas.DecisionThrottled, schemas.DecisionQuotaExceeded}
 	var m usage.MinuteCount
+	dims := make([]string, 0, len(usage.Dimensions))
 	span := to - from
 	for i := 0; i < g.n; i++ {
 		m = usage.MinuteCount{Minute: from + int64(i)*span/int64(g.n), KeyID: keys[i%g.keys], PlanID: "p1", APIID: "a", Stage: "prod",
 			Method: "GET", Resource: "/items", Status: 200, Decision: decisions[i%len(decisions)], Requests: 1, BytesOut: 100}
-		if err := fn(&m); err != nil {
+		row := usage.ReportRow{Bucket: usage.BucketOf(m.Minute, r.Granularity), Dims: dims[:0], Requests: m.Requests, BytesOut: m.BytesOut}
+		for _, d := range r.GroupBy {
+			row.Dims = append(row.Dims, usage.DimValue(&m, d))
+		}
+		if err := fn(&row); err != nil {
 			return err
 		}
 		if i%100_000 == 99_999 {
@@ -210,9 +218,9 @@ func (g *generatedMinutes) EachMinute(_ context.Context, from, to int64, fn func
 	return nil
 }
 
-// The minute reports sum rows as they stream: over their longest range,
-// with 600,000 minute rows, what they hold stays within a few MB (the
-// keys' sums), not the rows. (top and billing used to keep every row.)
+// The minute reports handle rows as they stream: over their longest
+// range, with 600,000 rows from the store, what they hold stays within a
+// few MB (the keys' sums), not the rows.
 func TestMinuteReportsHoldBoundedMemory(t *testing.T) {
 	if testing.Short() {
 		t.Skip("reads 600,000 rows per report")

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/catalog"
-	"github.com/tollgate/tollgate/schemas"
 	"github.com/tollgate/tollgate/usage"
 )
 
@@ -29,50 +28,14 @@ func serveOpenAPI(w http.ResponseWriter, _ *http.Request) {
 	w.Write(openAPI)
 }
 
-// MinuteStore reads the per-minute rollup, Minute in [from, to), in
-// minute order, one row at a time.
+// MinuteStore computes reports from the per-minute rollup: each one
+// query of the store (see usage.Report), streamed a row at a time.
 type MinuteStore interface {
-	EachMinute(ctx context.Context, fromMinute, toMinute int64, f func(*usage.MinuteCount) error) error
+	Report(ctx context.Context, r usage.Report, f func(*usage.ReportRow) error) error
 }
 
 // dimensions of /v1/usage's group_by, in output order.
-var dimensions = []string{"key", "plan", "api", "stage", "method", "resource", "status", "decision"}
-
-// decisionName is the decision as the native API reports it: requests
-// refused before a plan applied (403s and 400s) are "forbidden".
-func decisionName(d schemas.Decision) string {
-	switch d {
-	case schemas.DecisionAllowed:
-		return "admitted"
-	case schemas.DecisionThrottled:
-		return "throttled"
-	case schemas.DecisionQuotaExceeded:
-		return "quota_exceeded"
-	default:
-		return "forbidden"
-	}
-}
-
-func dimValue(m *usage.MinuteCount, dim string) string {
-	switch dim {
-	case "key":
-		return m.KeyID
-	case "plan":
-		return m.PlanID
-	case "api":
-		return m.APIID
-	case "stage":
-		return m.Stage
-	case "method":
-		return m.Method
-	case "resource":
-		return m.Resource
-	case "status":
-		return strconv.Itoa(int(m.Status))
-	default:
-		return decisionName(m.Decision)
-	}
-}
+var dimensions = usage.Dimensions
 
 // earliest and latest bound the times a native report may name: the days
 // every store holds (usage.MinDay to usage.MaxDay, 1970-2105).
@@ -81,12 +44,13 @@ var (
 	latest   = time.Unix((usage.MaxDay+1)*86400, 0).UTC()
 )
 
-// The longest range each report reads at once. Every native report reads
-// the per-minute rollup of its range and sums it here, as the rows
-// stream (the sums may move into the stores' SQL later); what a request
-// holds at once is bounded by one time bucket's rows (/v1/usage) or one
-// row per key and plan (top, billing), but the rows it reads, the time it
-// takes and the size of its answer grow with the range. So:
+// The longest range each report reads at once. Every native report is
+// one aggregating query of the store over the per-minute rollup of its
+// range (usage.Report: grouped, summed and ordered by the store, filters
+// in its WHERE), streamed out row by row; what a request holds is one row
+// (/v1/usage) or one row per key and plan (top, billing), but the rows
+// the store reads, the time it takes and the size of the answer grow with
+// the range. So:
 //   - minute: 1 day, 1,440 buckets per series;
 //   - hour: 31 days, 744 buckets, a whole month;
 //   - day and month, and /v1/usage/top: 92 days, the longest calendar
@@ -232,29 +196,16 @@ func parseUsageQuery(q map[string][]string, now time.Time) (usageQuery, *apiErro
 	return u, nil
 }
 
-// matches reports whether m passes the query's filters.
-func (u *usageQuery) matches(m *usage.MinuteCount) bool {
-	for d, v := range u.filters {
-		if dimValue(m, d) != v {
-			return false
-		}
-	}
-	return true
+// report is the store's report of the query: its minutes, buckets,
+// grouping and filters.
+func (u *usageQuery) report(groupBy []string) usage.Report {
+	return usage.Report{FromMinute: u.from.Unix() / 60, ToMinute: (u.to.Unix() + 59) / 60,
+		Granularity: u.granularity, GroupBy: groupBy, Filters: u.filters}
 }
 
 // bucket returns the start of the granularity bucket holding minute m.
 func bucket(m int64, granularity string) time.Time {
-	switch granularity {
-	case "minute":
-		return time.Unix(m*60, 0).UTC()
-	case "hour":
-		return time.Unix(m/60*3600, 0).UTC()
-	case "month":
-		ns := m * 60e9
-		return time.Unix(0, catalog.Month.Start(catalog.Month.Index(ns))).UTC()
-	default:
-		return time.Unix(m/1440*86400, 0).UTC()
-	}
+	return time.Unix(usage.BucketOf(m, granularity)*60, 0).UTC()
 }
 
 // usageRow is one row of /v1/usage.
@@ -263,82 +214,6 @@ type usageRow struct {
 	Dims                        []string // values of the group_by dimensions
 	Requests, BytesIn, BytesOut int64
 	LatencyMicrosSum            int64
-	dimKey                      string // Dims joined, for sorting
-}
-
-// aggregator sums minute rows, which arrive in minute order, into the
-// query's buckets and dimensions, and emits each bucket's rows (ordered by
-// dimension values) as soon as the bucket is complete: memory holds one
-// bucket, not the result.
-type aggregator struct {
-	u       usageQuery
-	fromMin int64
-	toMin   int64
-	cur     time.Time
-	byKey   map[string]*usageRow
-	rows    []*usageRow
-	emit    func(*usageRow) error
-	dims    []string
-}
-
-func newAggregator(u usageQuery, emit func(*usageRow) error) *aggregator {
-	return &aggregator{u: u, fromMin: u.from.Unix() / 60, toMin: (u.to.Unix() + 59) / 60, byKey: map[string]*usageRow{}, emit: emit,
-		dims: make([]string, len(u.groupBy))}
-}
-
-func (a *aggregator) add(m *usage.MinuteCount) error {
-	if m.Minute < a.fromMin || m.Minute >= a.toMin {
-		return nil
-	}
-	if !a.u.matches(m) {
-		return nil
-	}
-	t := bucket(m.Minute, a.u.granularity)
-	if !t.Equal(a.cur) {
-		if err := a.flush(); err != nil {
-			return err
-		}
-		a.cur = t
-	}
-	for j, d := range a.u.groupBy {
-		a.dims[j] = dimValue(m, d)
-	}
-	k := strings.Join(a.dims, "\x00")
-	r := a.byKey[k]
-	if r == nil {
-		r = &usageRow{Time: t, Dims: slices.Clone(a.dims), dimKey: k}
-		a.byKey[k] = r
-		a.rows = append(a.rows, r)
-	}
-	r.Requests += m.Requests
-	r.BytesIn += m.BytesIn
-	r.BytesOut += m.BytesOut
-	r.LatencyMicrosSum += m.LatencyMicrosSum
-	return nil
-}
-
-// flush emits the current bucket's rows.
-func (a *aggregator) flush() error {
-	slices.SortFunc(a.rows, func(x, y *usageRow) int { return strings.Compare(x.dimKey, y.dimKey) })
-	for _, r := range a.rows {
-		if err := a.emit(r); err != nil {
-			return err
-		}
-	}
-	clear(a.byKey)
-	a.rows = a.rows[:0]
-	return nil
-}
-
-// aggregate runs an aggregator over rows held in memory (tests, top).
-func aggregate(rows []usage.MinuteCount, u usageQuery) []*usageRow {
-	var out []*usageRow
-	a := newAggregator(u, func(r *usageRow) error { out = append(out, r); return nil })
-	for i := range rows {
-		a.add(&rows[i])
-	}
-	a.flush()
-	return out
 }
 
 type native struct {
@@ -453,11 +328,13 @@ func (n *native) usage(w http.ResponseWriter, r *http.Request) {
 		}
 		finish = func() { io.WriteString(bw, "]}\n") }
 	}
-	agg := newAggregator(u, emit)
-	err := n.minutes.EachMinute(r.Context(), u.from.Unix()/60, (u.to.Unix()+59)/60, agg.add)
-	if err == nil {
-		err = agg.flush()
-	}
+	// The store groups, sums and orders; rows are written as they come.
+	row := usageRow{}
+	err := n.minutes.Report(r.Context(), u.report(u.groupBy), func(rr *usage.ReportRow) error {
+		row = usageRow{Time: time.Unix(rr.Bucket*60, 0).UTC(), Dims: rr.Dims, Requests: rr.Requests, BytesIn: rr.BytesIn,
+			BytesOut: rr.BytesOut, LatencyMicrosSum: rr.LatencyMicrosSum}
+		return emit(&row)
+	})
 	if err != nil {
 		return // the status is sent; an unfinished body tells the client
 	}
@@ -475,29 +352,33 @@ type consumer struct {
 	Limited    int64  `json:"quota_exceeded"`
 }
 
-// consumers sums minute rows per key and plan as they stream: it holds
-// one row per (key, plan) seen, whatever the number of minute rows.
+// consumers sums report rows (per key, plan and decision) per key and
+// plan as they stream: it holds one row per (key, plan), whatever the
+// range.
 type consumers struct {
-	u     *usageQuery
 	byKey map[[2]string]*consumer
 }
 
-func (cs *consumers) add(m *usage.MinuteCount) error {
-	if m.KeyID == "" || m.PlanID == "" || !cs.u.matches(m) {
+// topGroups are the dimensions of the report top reads.
+var topGroups = []string{"key", "plan", "decision"}
+
+func (cs *consumers) add(r *usage.ReportRow) error {
+	key, plan, decision := r.Dims[0], r.Dims[1], r.Dims[2]
+	if key == "" || plan == "" {
 		return nil
 	}
-	c := cs.byKey[[2]string{m.KeyID, m.PlanID}]
+	c := cs.byKey[[2]string{key, plan}]
 	if c == nil {
-		c = &consumer{Key: m.KeyID, Plan: m.PlanID}
-		cs.byKey[[2]string{m.KeyID, m.PlanID}] = c
+		c = &consumer{Key: key, Plan: plan}
+		cs.byKey[[2]string{key, plan}] = c
 	}
-	switch m.Decision {
-	case schemas.DecisionAllowed:
-		c.Admitted += m.Requests
-	case schemas.DecisionThrottled:
-		c.Throttled += m.Requests
-	case schemas.DecisionQuotaExceeded:
-		c.Limited += m.Requests
+	switch decision {
+	case "admitted":
+		c.Admitted += r.Requests
+	case "throttled":
+		c.Throttled += r.Requests
+	case "quota_exceeded":
+		c.Limited += r.Requests
 	}
 	return nil
 }
@@ -527,8 +408,11 @@ func (n *native) top(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = v
 	}
-	cs := &consumers{u: &u, byKey: map[[2]string]*consumer{}}
-	if err := n.minutes.EachMinute(r.Context(), u.from.Unix()/60, (u.to.Unix()+59)/60, cs.add); err != nil {
+	// Summed by the store per key, plan and decision, by month: the
+	// rows are bounded by the consumers, not by the minutes read.
+	cs := &consumers{byKey: map[[2]string]*consumer{}}
+	u.granularity = "month"
+	if err := n.minutes.Report(r.Context(), u.report(topGroups), cs.add); err != nil {
 		internalError("read usage: ", err).write(w)
 		return
 	}
@@ -592,7 +476,10 @@ func (n *native) billing(w http.ResponseWriter, r *http.Request) {
 	// overage to the month in which a period ends.
 	readFrom := month.AddDate(0, 0, -7)
 	b := &bill{cat: n.cat.State(), month: month, out: map[[2]string]*billingRow{}, perPeriod: map[[2]string]map[int64]int64{}}
-	if err := n.minutes.EachMinute(r.Context(), readFrom.Unix()/60, end.Unix()/60, b.add); err != nil {
+	// Summed by the store per day, key, plan and decision: quota
+	// periods are whole UTC days, so days are all the periods need.
+	rep := usage.Report{FromMinute: readFrom.Unix() / 60, ToMinute: end.Unix() / 60, Granularity: "day", GroupBy: topGroups}
+	if err := n.minutes.Report(r.Context(), rep, b.add); err != nil {
 		internalError("read usage: ", err).write(w)
 		return
 	}
@@ -623,9 +510,9 @@ func (n *native) billing(w http.ResponseWriter, r *http.Request) {
 	bw.Flush()
 }
 
-// bill sums a month's minute rows per key and plan as they stream: it
-// holds one billingRow per (key, plan) and one count per quota period of
-// each, whatever the number of minute rows.
+// bill sums a month's report rows (per day, key, plan and decision) per
+// key and plan as they stream: it holds one billingRow per (key, plan)
+// and one count per quota period of each, whatever the range.
 type bill struct {
 	cat       *catalog.State
 	month     time.Time
@@ -633,32 +520,34 @@ type bill struct {
 	perPeriod map[[2]string]map[int64]int64 // admitted per quota period index
 }
 
-func (b *bill) add(m *usage.MinuteCount) error {
-	if m.KeyID == "" || m.PlanID == "" {
+func (b *bill) add(r *usage.ReportRow) error {
+	key, plan, decision := r.Dims[0], r.Dims[1], r.Dims[2]
+	if key == "" || plan == "" {
 		return nil
 	}
-	id := [2]string{m.KeyID, m.PlanID}
-	if m.Minute < b.month.Unix()/60 {
+	id := [2]string{key, plan}
+	day := r.Bucket * 60e9 // the day's first instant, Unix ns
+	if r.Bucket < b.month.Unix()/60 {
 		// Before the month: only the quota period it shares with the
 		// month's first days counts, for overage.
-		if p := b.cat.Plan(m.PlanID); p != nil && p.Quota != nil && m.Decision == schemas.DecisionAllowed {
-			idx := p.Quota.Period.Index(m.Minute * 60e9)
+		if p := b.cat.Plan(plan); p != nil && p.Quota != nil && decision == "admitted" {
+			idx := p.Quota.Period.Index(day)
 			if p.Quota.Period.Start(idx+1) > b.month.UnixNano() {
 				if b.perPeriod[id] == nil {
 					b.perPeriod[id] = map[int64]int64{}
 				}
-				b.perPeriod[id][idx] += m.Requests
+				b.perPeriod[id][idx] += r.Requests
 			}
 		}
 		return nil
 	}
 	row := b.out[id]
 	if row == nil {
-		row = &billingRow{KeyID: m.KeyID, PlanID: m.PlanID}
-		if k := b.cat.Key(m.KeyID); k != nil {
+		row = &billingRow{KeyID: key, PlanID: plan}
+		if k := b.cat.Key(key); k != nil {
 			row.KeyName, row.CustomerID = k.Name, k.CustomerID
 		}
-		if p := b.cat.Plan(m.PlanID); p != nil {
+		if p := b.cat.Plan(plan); p != nil {
 			row.PlanName = p.Name
 			if p.Quota != nil {
 				row.QuotaLimit, row.QuotaPeriod = p.Quota.Limit, string(p.Quota.Period)
@@ -669,16 +558,16 @@ func (b *bill) add(m *usage.MinuteCount) error {
 			b.perPeriod[id] = map[int64]int64{}
 		}
 	}
-	switch m.Decision {
-	case schemas.DecisionAllowed:
-		row.Admitted += m.Requests
+	switch decision {
+	case "admitted":
+		row.Admitted += r.Requests
 		if row.QuotaPeriod != "" {
-			b.perPeriod[id][catalog.Period(row.QuotaPeriod).Index(m.Minute*60e9)] += m.Requests
+			b.perPeriod[id][catalog.Period(row.QuotaPeriod).Index(day)] += r.Requests
 		}
-	case schemas.DecisionThrottled:
-		row.Throttled += m.Requests
-	case schemas.DecisionQuotaExceeded:
-		row.Rejected += m.Requests
+	case "throttled":
+		row.Throttled += r.Requests
+	case "quota_exceeded":
+		row.Rejected += r.Requests
 	}
 	return nil
 }

@@ -18,12 +18,15 @@ import (
 
 type fakeMinutes []usage.MinuteCount
 
-func (f fakeMinutes) EachMinute(_ context.Context, from, to int64, fn func(*usage.MinuteCount) error) error {
-	for i := range f {
-		if f[i].Minute >= from && f[i].Minute < to {
-			if err := fn(&f[i]); err != nil {
-				return err
-			}
+// Report computes r over the rows in memory (usage.Aggregate, the
+// reference the stores' queries are held to).
+func (f fakeMinutes) Report(_ context.Context, r usage.Report, fn func(*usage.ReportRow) error) error {
+	if err := r.Check(); err != nil {
+		return err
+	}
+	for _, row := range usage.Aggregate(r, f) {
+		if err := fn(&row); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -277,8 +280,8 @@ func TestBillingWeekAcrossMonths(t *testing.T) {
 // failingMinutes yields its rows, then fails, as a store that dies mid-scan.
 type failingMinutes struct{ fakeMinutes }
 
-func (f failingMinutes) EachMinute(ctx context.Context, from, to int64, fn func(*usage.MinuteCount) error) error {
-	if err := f.fakeMinutes.EachMinute(ctx, from, to, fn); err != nil {
+func (f failingMinutes) Report(ctx context.Context, r usage.Report, fn func(*usage.ReportRow) error) error {
+	if err := f.fakeMinutes.Report(ctx, r, fn); err != nil {
 		return err
 	}
 	return io.ErrUnexpectedEOF

@@ -1,10 +1,13 @@
 // Package usage holds what every usage store shares: the daily counts that
 // rollups produce and the AWS GetUsage view computed from them.
 //
-// Stores (the embedded SQLite file in usage/sqlitestore, ClickHouse later)
-// keep every usage event for drill-down and roll them up per minute and
-// per (plan, key, UTC day); the functions here turn those rollups into
-// quota usage and reports, so every store answers the same way.
+// Stores (the embedded SQLite file in usage/sqlitestore, ClickHouse in
+// usage/chstore) keep every usage event for drill-down and roll them up
+// per minute and per (plan, key, UTC day); the functions here turn those
+// rollups into quota usage and reports, so every store answers the same
+// way. A Report (/v1/usage, top, billing) is computed by the store itself,
+// in one aggregating query; Aggregate is its in-memory form, which
+// usage/reporttest holds every store's queries to.
 package usage
 
 import "github.com/tollgate/tollgate/schemas"

@@ -4,7 +4,12 @@ import (
 	"context"
 	"fmt"
 	mrand "math/rand/v2"
+	"os"
 	"testing"
+	"time"
+
+	"github.com/tollgate/tollgate/schemas"
+	"github.com/tollgate/tollgate/usage"
 )
 
 // BenchmarkInsertBatch measures the aggregator's write path into the
@@ -45,4 +50,98 @@ func BenchmarkInsertBatch(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkReport measures /v1/usage's query, day by key over one day,
+// on the usage of TOLLGATE_BENCH_REPORT_KEYS keys (default 2000) each
+// making one request a minute for a day (2.88M events at the default),
+// written by InsertBatch in batches of 65,536 (setup, not timed). In one
+// run, against the same tables: "report" is Report, the store's GROUP BY;
+// "handwritten" the same sums by a plain ClickHouse query, the bound
+// Report is compared with (Report pays only its bucket and dimension
+// expressions); "go-aggregate" how reports were computed before Report,
+// every minute row of the range read into Go (EachMinute) and summed
+// there. Command:
+//
+//	TOLLGATE_CLICKHOUSE_DSN=clickhouse://127.0.0.1:9000/default go test -run '^$' -bench Report -benchtime 3x -v ./usage/chstore/
+func BenchmarkReport(b *testing.B) {
+	keys := 2000
+	if v := os.Getenv("TOLLGATE_BENCH_REPORT_KEYS"); v != "" {
+		fmt.Sscan(v, &keys)
+	}
+	s := openTest(b)
+	ctx := context.Background()
+	const minutes = 1440
+	start := day20000
+	events := make([]schemas.UsageEvent, 0, 65536)
+	var offset int64
+	wm := NoWatermark
+	flush := func() {
+		batch := &Batch{Partition: 0, Last: offset - 1, Events: events}
+		for i := range events {
+			batch.Offsets = append(batch.Offsets, offset-int64(len(events)-i))
+		}
+		var err error
+		if wm, err = s.InsertBatch(ctx, batch, wm); err != nil {
+			b.Fatal(err)
+		}
+		events = events[:0]
+	}
+	loaded := time.Now()
+	for m := range int64(minutes) {
+		for k := range keys {
+			ts := start + m*60e9 + int64(k)*(60e9/int64(keys))
+			events = append(events, schemas.UsageEvent{ID: schemas.NewEventID(ts), Time: ts, APIID: "api1", Stage: "prod",
+				KeyID: fmt.Sprintf("key-%05d", k), PlanID: "pro", Method: "GET", Resource: "/items", Status: 200,
+				Decision: schemas.DecisionAllowed, LatencyMicros: 1000, BytesOut: 100})
+			offset++
+			if len(events) == cap(events) {
+				flush()
+			}
+		}
+	}
+	if len(events) > 0 {
+		flush()
+	}
+	b.Logf("loaded %d events in %v", offset, time.Since(loaded).Round(time.Millisecond))
+	from, to := start/60e9, start/60e9+minutes
+	r := usage.Report{FromMinute: from, ToMinute: to, Granularity: "day", GroupBy: []string{"key"}}
+	check := func(b *testing.B, rows int) {
+		if rows != keys {
+			b.Fatalf("%d rows, want %d", rows, keys)
+		}
+	}
+	b.Run("report", func(b *testing.B) {
+		for b.Loop() {
+			rows := 0
+			if err := s.Report(ctx, r, func(*usage.ReportRow) error { rows++; return nil }); err != nil {
+				b.Fatal(err)
+			}
+			check(b, rows)
+		}
+	})
+	b.Run("handwritten", func(b *testing.B) {
+		for b.Loop() {
+			q, err := s.conn.Query(ctx, `SELECT key_id, sum(requests), sum(bytes_in), sum(bytes_out), sum(latency_us_sum)
+FROM usage_minute WHERE day = ? GROUP BY key_id ORDER BY key_id`, dayArg(start/dayNS))
+			if err != nil {
+				b.Fatal(err)
+			}
+			rows := 0
+			for q.Next() {
+				rows++
+			}
+			q.Close()
+			check(b, rows)
+		}
+	})
+	b.Run("go-aggregate", func(b *testing.B) {
+		for b.Loop() {
+			sums := map[string]int64{}
+			if err := s.EachMinute(ctx, from, to, func(m *usage.MinuteCount) error { sums[m.KeyID] += m.Requests; return nil }); err != nil {
+				b.Fatal(err)
+			}
+			check(b, len(sums))
+		}
+	})
 }

@@ -2,8 +2,9 @@
 // through clickhouse-go/v2's native protocol. It holds what
 // usage/sqlitestore holds (every usage event, a per-minute rollup and a
 // per-(day, plan, key) rollup, the quota adjustments) and answers the same
-// reads with the same types (Daily, EachMinute, Events, AdjustQuota), so
-// the report API serves either. The writer is the aggregator, which
+// reads with the same types (Daily, EachMinute, Report, Events,
+// AdjustQuota), so the report API serves either. Report is one GROUP BY
+// of the server (time bucket and dimensions, filters in WHERE), streamed. The writer is the aggregator, which
 // consumes the events topic and calls InsertBatch per partition, and
 // restores its quota counters with QuotaUsage (admitted requests per
 // enforcer node, which usage_daily keeps for it).

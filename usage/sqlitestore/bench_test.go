@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/tollgate/tollgate/schemas"
+	"github.com/tollgate/tollgate/usage"
 )
 
 // fillBatch gives batch fresh ids and times from *t on, with field values
@@ -159,4 +160,65 @@ func BenchmarkOpen(b *testing.B) {
 		}
 		s.Close()
 	}
+}
+
+// BenchmarkReport measures /v1/usage's query in the embedded store, day
+// by key over one day, on TOLLGATE_BENCH_REPORT_KEYS keys (default 200)
+// each making one request a minute for a day; "report" is Report (SQLite
+// groups), "go-aggregate" the former path (every minute row read into Go
+// and summed there), in the same run:
+//
+//	go test -run '^$' -bench Report -benchtime 3x ./usage/sqlitestore/
+func BenchmarkReport(b *testing.B) {
+	keys := 200
+	if v := os.Getenv("TOLLGATE_BENCH_REPORT_KEYS"); v != "" {
+		fmt.Sscan(v, &keys)
+	}
+	s, err := Open(filepath.Join(b.TempDir(), "usage.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	const minutes = 1440
+	start := int64(20000 * 86400e9)
+	var events []schemas.UsageEvent
+	for m := range int64(minutes) {
+		for k := range keys {
+			ts := start + m*60e9 + int64(k)*(60e9/int64(keys))
+			events = append(events, schemas.UsageEvent{ID: schemas.NewEventID(ts), Time: ts, APIID: "api1", Stage: "prod",
+				KeyID: "key-" + strconv.Itoa(k), PlanID: "pro", Method: "GET", Resource: "/items", Status: 200,
+				Decision: schemas.DecisionAllowed, LatencyMicros: 1000, BytesOut: 100})
+		}
+		if len(events) >= 4096 || m == minutes-1 {
+			if err := s.InsertEvents(ctx, events); err != nil {
+				b.Fatal(err)
+			}
+			events = events[:0]
+		}
+	}
+	from, to := start/60e9, start/60e9+minutes
+	r := usage.Report{FromMinute: from, ToMinute: to, Granularity: "day", GroupBy: []string{"key"}}
+	b.Run("report", func(b *testing.B) {
+		for b.Loop() {
+			rows := 0
+			if err := s.Report(ctx, r, func(*usage.ReportRow) error { rows++; return nil }); err != nil {
+				b.Fatal(err)
+			}
+			if rows != keys {
+				b.Fatalf("%d rows, want %d", rows, keys)
+			}
+		}
+	})
+	b.Run("go-aggregate", func(b *testing.B) {
+		for b.Loop() {
+			sums := map[string]int64{}
+			if err := s.EachMinute(ctx, from, to, func(m *usage.MinuteCount) error { sums[m.KeyID] += m.Requests; return nil }); err != nil {
+				b.Fatal(err)
+			}
+			if len(sums) != keys {
+				b.Fatalf("%d keys, want %d", len(sums), keys)
+			}
+		}
+	})
 }

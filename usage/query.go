@@ -1,0 +1,182 @@
+package usage
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/tollgate/tollgate/catalog"
+	"github.com/tollgate/tollgate/schemas"
+)
+
+// Dimensions are what a Report groups by, in the order /v1/usage lists
+// them.
+var Dimensions = []string{"key", "plan", "api", "stage", "method", "resource", "status", "decision"}
+
+// FilterDimensions are the dimensions a Report narrows to one value.
+var FilterDimensions = []string{"key", "plan", "api", "stage"}
+
+// Granularities are a Report's time buckets, all in UTC.
+var Granularities = []string{"minute", "hour", "day", "month"}
+
+// Report is one aggregating read of the per-minute rollup: the rows with
+// Minute in [FromMinute, ToMinute) that hold every Filters value, summed
+// per time bucket and per value of the GroupBy dimensions. Every store
+// computes it in its own query (a GROUP BY, filters in its WHERE) and
+// streams the rows; Aggregate is the same in memory, the reference the
+// stores' tests hold them to.
+type Report struct {
+	FromMinute, ToMinute int64
+	Granularity          string            // one of Granularities
+	GroupBy              []string          // Dimensions, each at most once
+	Filters              map[string]string // FilterDimensions → value
+}
+
+// ReportRow is one row of a Report. Rows come ordered by Bucket, then by
+// Dims (bytewise, first dimension first).
+type ReportRow struct {
+	Bucket                                        int64    // the bucket's first minute (Unix minutes)
+	Dims                                          []string // the values of GroupBy, as DimValue gives them
+	Requests, BytesIn, BytesOut, LatencyMicrosSum int64
+}
+
+// Check reports what is wrong with r, naming the field.
+func (r *Report) Check() error {
+	if r.FromMinute >= r.ToMinute {
+		return fmt.Errorf("report: minutes [%d, %d) are empty", r.FromMinute, r.ToMinute)
+	}
+	if !slices.Contains(Granularities, r.Granularity) {
+		return fmt.Errorf("report: granularity %q is not one of %s", r.Granularity, strings.Join(Granularities, ", "))
+	}
+	for i, d := range r.GroupBy {
+		if !slices.Contains(Dimensions, d) {
+			return fmt.Errorf("report: group by %q: not one of %s", d, strings.Join(Dimensions, ", "))
+		}
+		if slices.Contains(r.GroupBy[:i], d) {
+			return fmt.Errorf("report: group by %q twice", d)
+		}
+	}
+	for d := range r.Filters {
+		if !slices.Contains(FilterDimensions, d) {
+			return fmt.Errorf("report: filter %q: not one of %s", d, strings.Join(FilterDimensions, ", "))
+		}
+	}
+	return nil
+}
+
+// DecisionName is the decision as reports show it: requests refused
+// before a plan applied (403s and 400s) are all "forbidden".
+func DecisionName(d schemas.Decision) string {
+	switch d {
+	case schemas.DecisionAllowed:
+		return "admitted"
+	case schemas.DecisionThrottled:
+		return "throttled"
+	case schemas.DecisionQuotaExceeded:
+		return "quota_exceeded"
+	default:
+		return "forbidden"
+	}
+}
+
+// DimValue is m's value of a dimension, as a Report groups it.
+func DimValue(m *MinuteCount, dim string) string {
+	switch dim {
+	case "key":
+		return m.KeyID
+	case "plan":
+		return m.PlanID
+	case "api":
+		return m.APIID
+	case "stage":
+		return m.Stage
+	case "method":
+		return m.Method
+	case "resource":
+		return m.Resource
+	case "status":
+		return strconv.Itoa(int(m.Status))
+	default:
+		return DecisionName(m.Decision)
+	}
+}
+
+// BucketOf is the first minute of the bucket of the given granularity
+// that holds minute (Unix minutes, UTC).
+func BucketOf(minute int64, granularity string) int64 {
+	switch granularity {
+	case "minute":
+		return minute
+	case "hour":
+		return floorDiv(minute, 60) * 60
+	case "month": // the calendar month, as MONTH quotas count it
+		return catalog.Month.Start(catalog.Month.Index(minute*60e9)) / 60e9
+	default:
+		return floorDiv(minute, 1440) * 1440
+	}
+}
+
+// Aggregate computes r over minute rows held in memory, in any order:
+// the simple form of what the stores compute in their queries.
+func Aggregate(r Report, rows []MinuteCount) []ReportRow {
+	type group struct {
+		bucket int64
+		dims   string
+	}
+	sums := map[group]*ReportRow{}
+	for i := range rows {
+		m := &rows[i]
+		if m.Minute < r.FromMinute || m.Minute >= r.ToMinute {
+			continue
+		}
+		if !matches(m, r.Filters) {
+			continue
+		}
+		dims := make([]string, len(r.GroupBy))
+		for j, d := range r.GroupBy {
+			dims[j] = DimValue(m, d)
+		}
+		g := group{BucketOf(m.Minute, r.Granularity), strings.Join(dims, "\x00")}
+		s := sums[g]
+		if s == nil {
+			s = &ReportRow{Bucket: g.bucket, Dims: dims}
+			sums[g] = s
+		}
+		s.Requests += m.Requests
+		s.BytesIn += m.BytesIn
+		s.BytesOut += m.BytesOut
+		s.LatencyMicrosSum += m.LatencyMicrosSum
+	}
+	out := make([]ReportRow, 0, len(sums))
+	for _, s := range sums {
+		out = append(out, *s)
+	}
+	slices.SortFunc(out, CompareReportRows)
+	return out
+}
+
+// CompareReportRows orders rows as reports come: by bucket, then by
+// their dimension values, bytewise.
+func CompareReportRows(a, b ReportRow) int {
+	return cmp.Or(cmp.Compare(a.Bucket, b.Bucket), slices.Compare(a.Dims, b.Dims))
+}
+
+func matches(m *MinuteCount, filters map[string]string) bool {
+	for _, d := range slices.Sorted(maps.Keys(filters)) {
+		if DimValue(m, d) != filters[d] {
+			return false
+		}
+	}
+	return true
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && (a < 0) != (b < 0) {
+		q--
+	}
+	return q
+}
