@@ -41,6 +41,6 @@ func newRoot() *cobra.Command {
 	}
 	usage := newUsageCmd()
 	addUsageSubcommands(usage)
-	root.AddCommand(newServeCmd(), usage, newAuditCmd(), newKeysCmd(), newPlansCmd(), newApplyCmd(), newMigrateCmd(), newEnforcerCmd(), newReportAPICmd(), newAggregatorCmd(), newDemoUpstreamCmd())
+	root.AddCommand(newServeCmd(), usage, newAuditCmd(), newKeysCmd(), newPlansCmd(), newApplyCmd(), newMigrateCmd(), newEnforcerCmd(), newReportAPICmd(), newAggregatorCmd(), newDemoUpstreamCmd(), newLoadgenCmd())
 	return root
 }
