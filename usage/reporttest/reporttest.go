@@ -20,11 +20,13 @@ type Store interface {
 
 // Cases are reports over [from, to) minutes at every granularity: no
 // grouping, single dimensions, every dimension, with and without the
-// filters given (dimension → a value the rows hold), over the whole range
-// and over a part that starts and ends inside a bucket.
+// filters given (dimension → a value the rows hold), over the whole range,
+// over a part that starts and ends inside a bucket, and over its whole
+// hours and its whole days (which a store may read from coarser rollups).
 func Cases(from, to int64, filters ...map[string]string) []usage.Report {
 	groupings := [][]string{nil, {"key"}, {"decision", "status"}, {"status"}, {"plan", "key"}, usage.Dimensions}
-	ranges := [][2]int64{{from, to}, {from + 37, to - 1001}}
+	ceil := func(m, p int64) int64 { return (m + p - 1) / p * p }
+	ranges := [][2]int64{{from, to}, {from + 37, to - 1001}, {ceil(from, 60), to / 60 * 60}, {ceil(from, 1440), to / 1440 * 1440}}
 	filters = append([]map[string]string{nil}, filters...)
 	var out []usage.Report
 	for _, g := range usage.Granularities {
