@@ -89,18 +89,19 @@ func reportTable(r usage.Report) string {
 	}
 }
 
-// reportSource is the FROM of r's query and its arguments: usage_minute's
-// rows in the range, or a rollup's below its mark and usage_minute's from
-// it on.
-func reportSource(r usage.Report) (string, []any) {
+// reportSource is the FROM of r's query, the first conditions of its
+// WHERE and their arguments: usage_minute's rows in the range (the table
+// itself, so that the range is a range of its primary key), or a
+// rollup's below its mark and usage_minute's from it on.
+func reportSource(r usage.Report) (from, where string, args []any) {
 	const cols = "minute, key_id, plan_id, api_id, stage, method, resource, status, decision, requests, bytes_in, bytes_out, latency_us_sum"
 	table := reportTable(r)
 	if table == "usage_minute" {
-		return "(SELECT " + cols + " FROM usage_minute WHERE minute >= ? AND minute < ?)", []any{r.FromMinute, r.ToMinute}
+		return "usage_minute", "minute >= ? AND minute < ?", []any{r.FromMinute, r.ToMinute}
 	}
 	mark := "(SELECT until FROM rollup_marks WHERE tbl = '" + table + "')"
 	return "(SELECT " + cols + " FROM " + table + " WHERE minute >= ? AND minute < ? AND minute < " + mark +
-			"\nUNION ALL SELECT " + cols + " FROM usage_minute WHERE minute >= max(?, " + mark + ") AND minute < ?)",
+			"\nUNION ALL SELECT " + cols + " FROM usage_minute WHERE minute >= max(?, " + mark + ") AND minute < ?)", "1",
 		[]any{r.FromMinute, r.ToMinute, r.FromMinute, r.ToMinute}
 }
 
@@ -115,8 +116,8 @@ func reportQuery(r usage.Report) (string, []any, error) {
 		cols = append(cols, reportColumns[d]+" AS "+alias)
 		group = append(group, alias)
 	}
-	from, args := reportSource(r)
-	where := []string{"1"}
+	from, cond, args := reportSource(r)
+	where := []string{cond}
 	for _, d := range slices.Sorted(maps.Keys(r.Filters)) {
 		where = append(where, reportColumns[d]+" = ?")
 		args = append(args, r.Filters[d])
