@@ -7,7 +7,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+	"time"
 
+	"github.com/tollgate/tollgate/internal/history"
 	"github.com/tollgate/tollgate/schemas"
 	"github.com/tollgate/tollgate/usage"
 )
@@ -221,4 +223,58 @@ func BenchmarkReport(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkReportMonth measures the reports of a month in the embedded
+// store: TOLLGATE_BENCH_REPORT_KEYS keys (default 1000) each making
+// TOLLGATE_BENCH_REPORT_RATE requests an hour (default 6) for 31 days,
+// made by internal/history (loaded before the timer, not timed):
+//
+//	go test -run '^$' -bench ReportMonth -benchtime 3x ./usage/sqlitestore/
+func BenchmarkReportMonth(b *testing.B) {
+	keys, rate := 1000, 6.0
+	if v := os.Getenv("TOLLGATE_BENCH_REPORT_KEYS"); v != "" {
+		fmt.Sscan(v, &keys)
+	}
+	if v := os.Getenv("TOLLGATE_BENCH_REPORT_RATE"); v != "" {
+		fmt.Sscan(v, &rate)
+	}
+	s, err := Open(filepath.Join(b.TempDir(), "usage.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	start := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
+	c := history.Config{Keys: keys, Start: start, Days: 31, Rate: rate, Seed: 1}
+	loaded := time.Now()
+	if err := c.Generate(4096, func(events []schemas.UsageEvent) error { return s.InsertEvents(ctx, events) }); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("loaded %d events in %v", c.Total(), time.Since(loaded).Round(time.Millisecond))
+	from := start.Unix() / 60
+	month := from + 31*1440
+	for _, tt := range []struct {
+		name string
+		r    usage.Report
+	}{
+		{"day-by-key", usage.Report{FromMinute: from, ToMinute: month, Granularity: "day", GroupBy: []string{"key"}}},
+		{"hour", usage.Report{FromMinute: from, ToMinute: month, Granularity: "hour"}},
+		{"top", usage.Report{FromMinute: from, ToMinute: month, Granularity: "month", GroupBy: []string{"key", "plan", "decision"}}},
+		{"billing", usage.Report{FromMinute: from, ToMinute: month, Granularity: "day", GroupBy: []string{"key", "plan", "decision"}}},
+		{"minute-one-key-day", usage.Report{FromMinute: from + 10*1440, ToMinute: from + 11*1440, Granularity: "minute",
+			Filters: map[string]string{"key": history.KeyID(7)}}},
+	} {
+		b.Run(tt.name, func(b *testing.B) {
+			for b.Loop() {
+				rows := 0
+				if err := s.Report(ctx, tt.r, func(*usage.ReportRow) error { rows++; return nil }); err != nil {
+					b.Fatal(err)
+				}
+				if rows == 0 {
+					b.Fatal("no rows")
+				}
+			}
+		})
+	}
 }

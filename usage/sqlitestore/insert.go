@@ -40,6 +40,16 @@ func upsertMinutesSQL(rows int) string {
 		[]string{"requests", "bytes_in", "bytes_out", "latency_us_sum"}, minuteColumns, rows)
 }
 
+// upsertRollupSQL returns the upsert of rows rows of usage_hour or
+// usage_day (table), in the column order of minuteArgs.
+func upsertRollupSQL(table string) func(rows int) string {
+	return func(rows int) string {
+		return upsertSQL(table,
+			"minute, key_id, plan_id, api_id, stage, method, resource, status, decision",
+			[]string{"requests", "bytes_in", "bytes_out", "latency_us_sum"}, minuteColumns, rows)
+	}
+}
+
 // upsertDailySQL returns the upsert of rows usage_daily rows, in the column
 // order of insertScratch.rollup's dayArgs.
 func upsertDailySQL(rows int) string {
@@ -150,6 +160,13 @@ type insertScratch struct {
 	boxed      []any // the dictionary's strings, boxed once per batch
 	minuteArgs []any
 	dayArgs    []any
+	// usage_hour's and usage_day's rows: the minute rows summed by hour
+	// and by day (their keys' minute is the bucket's first).
+	coarse     map[minuteKey]int32
+	coarseKeys []minuteKey
+	coarseSums []minuteSums
+	hourArgs   []any
+	allDayArgs []any
 }
 
 // Indexes into eventRefs.
@@ -237,6 +254,44 @@ func (sc *insertScratch) rollup(events []schemas.UsageEvent) {
 	sc.dayArgs = args
 }
 
+// coarseArgs appends to args the batch's minute rows before until (late
+// rows: their hour or day is rolled up already) summed per bucket of
+// period minutes (an hour, a day).
+func (sc *insertScratch) coarseArgs(args []any, period, until int64) []any {
+	if sc.coarse == nil {
+		sc.coarse = make(map[minuteKey]int32)
+	}
+	clear(sc.coarse)
+	sc.coarseKeys, sc.coarseSums = sc.coarseKeys[:0], sc.coarseSums[:0]
+	for i, mk := range sc.minuteKeys {
+		if mk.minute >= until {
+			continue
+		}
+		mk.minute = floorDiv(mk.minute, period) * period
+		r, ok := sc.coarse[mk]
+		if !ok {
+			r = int32(len(sc.coarseKeys))
+			sc.coarse[mk] = r
+			sc.coarseKeys = append(sc.coarseKeys, mk)
+			sc.coarseSums = append(sc.coarseSums, minuteSums{})
+		}
+		m, c := &sc.minuteSums[i], &sc.coarseSums[r]
+		c.requests += m.requests
+		c.bytesIn += m.bytesIn
+		c.bytesOut += m.bytesOut
+		c.latency += m.latency
+	}
+	str := sc.boxed
+	for i, k := range sc.coarseKeys {
+		m := &sc.coarseSums[i]
+		args = append(args, k.minute,
+			str[k.refs[refKey]], str[k.refs[refPlan]], str[k.refs[refAPI]], str[k.refs[refStage]],
+			str[k.refs[refMethod]], str[k.refs[refResource]], int64(k.status), int64(k.decision),
+			m.requests, m.bytesIn, m.bytesOut, m.latency)
+	}
+	return args
+}
+
 // reset drops the references to the last batch's strings.
 func (sc *insertScratch) reset() {
 	sc.enc.reset()
@@ -250,6 +305,10 @@ func (sc *insertScratch) reset() {
 	sc.minuteArgs = sc.minuteArgs[:0]
 	clear(sc.dayArgs)
 	sc.dayArgs = sc.dayArgs[:0]
+	clear(sc.hourArgs)
+	sc.hourArgs = sc.hourArgs[:0]
+	clear(sc.allDayArgs)
+	sc.allDayArgs = sc.allDayArgs[:0]
 }
 
 // InsertEvents stores a batch of events in one transaction: the events as
@@ -307,6 +366,7 @@ func (s *Store) insertBatch(ctx context.Context, events []schemas.UsageEvent, at
 		}
 	}
 	w := s.w
+	untilHour, untilDay := w.untilHour, w.untilDay
 	if _, err := w.begin.ExecContext(ctx); err != nil {
 		return false, fmt.Errorf("begin: %w", err)
 	}
@@ -348,6 +408,19 @@ func (s *Store) insertBatch(ctx context.Context, events []schemas.UsageEvent, at
 		if err := w.upsertDays.exec(ctx, sc.dayArgs); err != nil {
 			return false, fmt.Errorf("add to usage_daily: %w", err)
 		}
+		// Late rows (before a rollup's mark) go to the rollups at once;
+		// then the rollups advance past what this batch completed.
+		sc.hourArgs = sc.coarseArgs(sc.hourArgs[:0], 60, w.untilHour)
+		if err := w.upsertHours.exec(ctx, sc.hourArgs); err != nil {
+			return false, fmt.Errorf("add to usage_hour: %w", err)
+		}
+		sc.allDayArgs = sc.coarseArgs(sc.allDayArgs[:0], 24*60, w.untilDay)
+		if err := w.upsertAllDays.exec(ctx, sc.allDayArgs); err != nil {
+			return false, fmt.Errorf("add to usage_day: %w", err)
+		}
+		if untilHour, untilDay, err = w.advanceRollups(nc, floorDiv(maxTime, 60e9), s.now().UnixNano()/60e9); err != nil {
+			return false, err
+		}
 	}
 	if err := ctx.Err(); err != nil {
 		return false, err
@@ -356,6 +429,7 @@ func (s *Store) insertBatch(ctx context.Context, events []schemas.UsageEvent, at
 		return false, fmt.Errorf("commit: %w", err)
 	}
 	committed = true
+	w.untilHour, w.untilDay = untilHour, untilDay
 	return false, nil
 }
 

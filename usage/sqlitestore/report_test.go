@@ -1,9 +1,11 @@
 package sqlitestore
 
 import (
+	"cmp"
 	"context"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -68,4 +70,83 @@ func TestReportRefusesBadReports(t *testing.T) {
 			t.Errorf("%+v: no error", r)
 		}
 	}
+}
+
+// A database of an earlier version (usage_minute only) gets usage_hour
+// and usage_day, rolled up from what it holds by the batches that follow
+// (a few hours a batch); reports meanwhile read the minutes past the
+// marks, and answer the same.
+func TestRollupsMigrationFillsHoursAndDays(t *testing.T) {
+	path := t.TempDir() + "/usage.db"
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	start := time.Date(2026, 10, 30, 0, 0, 0, 0, time.UTC)
+	events := reportEvents(rand.New(rand.NewPCG(5, 6)), 3000, start, 3)
+	if err := s.InsertEvents(ctx, events[:2000]); err != nil {
+		t.Fatal(err)
+	}
+	// What the version before them left: no usage_hour, no usage_day.
+	for _, q := range []string{"DROP TABLE usage_hour", "DROP TABLE usage_day", "DROP TABLE rollup_marks", "PRAGMA user_version = 3"} {
+		if _, err := s.db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	s, err = Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.InsertEvents(ctx, events[2000:]); err != nil {
+		t.Fatal(err)
+	}
+	minutes, err := s.Minutes(ctx, math.MinInt64, math.MaxInt64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	from := start.Unix() / 60
+	reporttest.Check(t, s, minutes, reporttest.Cases(from, from+3*1440, map[string]string{"key": "k2"}))
+}
+
+// Events in any order, in small batches: each batch rolls up the hours
+// and days its events have passed, and adds the rows of hours and days
+// already rolled up (late events) to them directly; reports over whole
+// hours and days, read from the rollups below their marks and minutes
+// above, equal the sums of the minutes.
+func TestRollupsWithLateEvents(t *testing.T) {
+	s, _ := openTemp(t)
+	ctx := context.Background()
+	start := time.Date(2026, 10, 30, 0, 0, 0, 0, time.UTC)
+	r := rand.New(rand.NewPCG(7, 8))
+	events := reportEvents(r, 6000, start, 4)
+	// Mostly in time order, with a tenth of the events hours late.
+	slices.SortFunc(events, func(a, b schemas.UsageEvent) int { return cmp.Compare(a.Time, b.Time) })
+	for i := range events {
+		if r.IntN(10) == 0 {
+			j := min(len(events)-1, i+r.IntN(2000))
+			events[i], events[j] = events[j], events[i]
+		}
+	}
+	s.now = func() time.Time { return start.AddDate(0, 0, 4) }
+	for b := range slices.Chunk(events, 50) {
+		if err := s.InsertEvents(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var hour, day int64
+	if err := s.db.QueryRow("SELECT (SELECT until FROM rollup_marks WHERE tbl = 'usage_hour'), (SELECT until FROM rollup_marks WHERE tbl = 'usage_day')").Scan(&hour, &day); err != nil {
+		t.Fatal(err)
+	}
+	from := start.Unix() / 60
+	if hour < from+3*1440 || day < from+3*1440 {
+		t.Fatalf("marks: hours to %s, days to %s; want both past the third day", time.Unix(hour*60, 0).UTC(), time.Unix(day*60, 0).UTC())
+	}
+	minutes, err := s.Minutes(ctx, math.MinInt64, math.MaxInt64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reporttest.Check(t, s, minutes, reporttest.Cases(from, from+4*1440, map[string]string{"key": "k3"}))
 }

@@ -135,6 +135,68 @@ CREATE TABLE source_offsets (
 -- WITHOUT ROWID: a few small rows always reached by their key.
 ) STRICT, WITHOUT ROWID;
 `,
+	// 4: the hour and day rollups reports read over long ranges.
+	`
+-- usage_minute summed per UTC hour and per UTC day, with the same
+-- dimensions: a report by hour, day or month over whole hours or days
+-- reads these below their marks (rollup_marks) and usage_minute above, not
+-- every minute (a month of a key's usage is 31 rows of usage_day, not
+-- 44,640 of usage_minute). minute is the first minute of the hour or day
+-- (Unix minutes), so that a report's query is the same on any table.
+--
+-- They are rolled up when their hours and days are over, not as batches
+-- arrive: a batch's rows fall all over the current hour's and day's part
+-- of these B-trees (every key has rows there), and upserting them with
+-- every batch cut ingestion from 106k to 32k events/s. So for each table,
+-- rollup_marks.until says how far it is complete: every bucket before it
+-- holds the sums of usage_minute's rows in it, and no bucket from it on
+-- holds anything. The writer advances it in the transaction of a batch
+-- whose events have passed the next hour (one GROUP BY of that hour's
+-- minute rows; usage_day from usage_hour's rows, once a day), and adds a
+-- batch's rows below a mark (late events) to the table directly.
+CREATE TABLE usage_hour (
+	minute         INTEGER NOT NULL, -- Unix minutes of the hour's start
+	key_id         TEXT    NOT NULL,
+	plan_id        TEXT    NOT NULL,
+	api_id         TEXT    NOT NULL,
+	stage          TEXT    NOT NULL,
+	method         TEXT    NOT NULL,
+	resource       TEXT    NOT NULL,
+	status         INTEGER NOT NULL,
+	decision       INTEGER NOT NULL,
+	requests       INTEGER NOT NULL,
+	bytes_in       INTEGER NOT NULL,
+	bytes_out      INTEGER NOT NULL,
+	latency_us_sum INTEGER NOT NULL,
+	PRIMARY KEY (minute, key_id, plan_id, api_id, stage, method, resource, status, decision)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE usage_day (
+	minute         INTEGER NOT NULL, -- Unix minutes of the UTC day's start
+	key_id         TEXT    NOT NULL,
+	plan_id        TEXT    NOT NULL,
+	api_id         TEXT    NOT NULL,
+	stage          TEXT    NOT NULL,
+	method         TEXT    NOT NULL,
+	resource       TEXT    NOT NULL,
+	status         INTEGER NOT NULL,
+	decision       INTEGER NOT NULL,
+	requests       INTEGER NOT NULL,
+	bytes_in       INTEGER NOT NULL,
+	bytes_out      INTEGER NOT NULL,
+	latency_us_sum INTEGER NOT NULL,
+	PRIMARY KEY (minute, key_id, plan_id, api_id, stage, method, resource, status, decision)
+) STRICT, WITHOUT ROWID;
+
+-- How far each rollup is complete (Unix minutes, exclusive). 0 at first:
+-- minutes before 1970 are always added directly; the first batch rolls up
+-- what an earlier version stored.
+CREATE TABLE rollup_marks (
+	tbl   TEXT    NOT NULL PRIMARY KEY,
+	until INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+INSERT INTO rollup_marks VALUES ('usage_hour', 0), ('usage_day', 0);
+`,
 }
 
 // migrate applies the migrations the database lacks, each in its own

@@ -1,7 +1,10 @@
 // Package sqlitestore is the embedded usage store: one SQLite file, written
 // through modernc.org/sqlite (pure Go, no cgo), holding every usage event
-// and two rollups: per minute and dimensions (key, plan, API, stage,
-// method, resource, status, decision), and per (plan, key, UTC day).
+// and its rollups: per minute and dimensions (key, plan, API, stage,
+// method, resource, status, decision), the same per UTC hour and per UTC
+// day (rolled up as hours and days end; reports over whole hours or days
+// read them, and the minutes past their marks), and per (plan, key, UTC
+// day) for GetUsage and quotas.
 //
 // The gateway writes batches in the background while it proxies. Each
 // batch is one row, its events packed in a compact binary BLOB (codec.go):
@@ -26,6 +29,7 @@
 //	err = st.InsertEvents(ctx, batch)
 //	days, err := st.Daily(ctx, usage.Filter{FromDay: d0, ToDay: d1, KeyID: "k1"})
 //	mins, err := st.Minutes(ctx, from.Unix()/60, to.Unix()/60)
+//	err = st.Report(ctx, usage.Report{FromMinute: m0, ToMinute: m1, Granularity: "day", GroupBy: []string{"key"}}, emit)
 package sqlitestore
 
 import (
@@ -36,6 +40,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"modernc.org/sqlite" // registers the "sqlite" driver
 	sqlite3 "modernc.org/sqlite/lib"
@@ -64,6 +69,9 @@ type Store struct {
 	writeSem chan struct{}
 	scratch  insertScratch
 	w        *writer // nil after a failure discarded it, until the next batch opens another
+	// now bounds how far a batch moves the rollups' marks (see
+	// writer.advanceRollups): time.Now, or a test's clock.
+	now func() time.Time
 
 	daily   *sql.Stmt
 	events  *sql.Stmt
@@ -97,7 +105,7 @@ func Open(path string) (*Store, error) {
 	}
 	db.SetMaxOpenConns(maxConns)
 	db.SetMaxIdleConns(maxConns) // keep connections, and the statements prepared on them
-	s := &Store{db: db, writeSem: make(chan struct{}, 1)}
+	s := &Store{db: db, writeSem: make(chan struct{}, 1), now: time.Now}
 	if err := s.init(context.Background()); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open usage store %s: %w", path, err)

@@ -613,9 +613,12 @@ func TestMigrateOnce(t *testing.T) {
 		"index usage_event_batches_span",
 		"index usage_event_batches_time",
 		"table quota_adjustments",
+		"table rollup_marks",
 		"table source_offsets",
 		"table usage_daily",
+		"table usage_day",
 		"table usage_event_batches",
+		"table usage_hour",
 		"table usage_minute",
 	}
 	if !slices.Equal(got, want) {

@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"strconv"
 )
 
 // writer is the one connection InsertEvents writes through, with its
@@ -24,6 +25,12 @@ type writer struct {
 	conn                                 *sql.Conn
 	begin, commit, rollback, insertBatch *sql.Stmt
 	upsertMinutes, upsertDays            upserter
+	upsertHours, upsertAllDays           upserter // usage_hour, usage_day: late rows
+	// The rollups' marks (rollup_marks), as committed; and the statements
+	// that advance them.
+	untilHour, untilDay           int64
+	nextMinute, rollHour, rollDay *sql.Stmt
+	nextHour, setMark             *sql.Stmt
 }
 
 // openWriter takes a connection from db's pool and prepares the write
@@ -37,6 +44,8 @@ func openWriter(ctx context.Context, db *sql.DB) (_ *writer, err error) {
 		conn:          conn,
 		upsertMinutes: upserter{columns: minuteColumns},
 		upsertDays:    upserter{columns: dayColumns},
+		upsertHours:   upserter{columns: minuteColumns},
+		upsertAllDays: upserter{columns: minuteColumns},
 	}
 	defer func() {
 		if err != nil {
@@ -51,12 +60,26 @@ func openWriter(ctx context.Context, db *sql.DB) (_ *writer, err error) {
 		{&w.commit, "COMMIT"},
 		{&w.rollback, "ROLLBACK"},
 		{&w.insertBatch, insertBatchSQL},
+		{&w.nextMinute, "SELECT min(minute) FROM usage_minute WHERE minute >= ?"},
+		{&w.nextHour, "SELECT min(minute) FROM usage_hour WHERE minute >= ?"},
+		{&w.rollHour, rollupSQL("usage_hour", "usage_minute", 60)},
+		{&w.rollDay, rollupSQL("usage_day", "usage_hour", 24*60)},
+		{&w.setMark, "UPDATE rollup_marks SET until = ? WHERE tbl = ?"},
 	} {
 		if *p.stmt, err = conn.PrepareContext(ctx, p.query); err != nil {
 			return nil, fmt.Errorf("prepare %q: %w", p.query, err)
 		}
 	}
+	if err := conn.QueryRowContext(ctx, "SELECT (SELECT until FROM rollup_marks WHERE tbl = 'usage_hour'), (SELECT until FROM rollup_marks WHERE tbl = 'usage_day')").Scan(&w.untilHour, &w.untilDay); err != nil {
+		return nil, fmt.Errorf("read rollup marks: %w", err)
+	}
 	if err := w.upsertMinutes.prepare(ctx, conn, upsertMinutesSQL); err != nil {
+		return nil, err
+	}
+	if err := w.upsertHours.prepare(ctx, conn, upsertRollupSQL("usage_hour")); err != nil {
+		return nil, err
+	}
+	if err := w.upsertAllDays.prepare(ctx, conn, upsertRollupSQL("usage_day")); err != nil {
 		return nil, err
 	}
 	if err := w.upsertDays.prepare(ctx, conn, upsertDailySQL); err != nil {
@@ -79,10 +102,74 @@ func (w *writer) discard() {
 
 func (w *writer) closeStmts() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{w.begin, w.commit, w.rollback, w.insertBatch} {
+	for _, st := range []*sql.Stmt{w.begin, w.commit, w.rollback, w.insertBatch, w.nextMinute, w.nextHour, w.rollHour, w.rollDay, w.setMark} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
 	}
-	return errors.Join(append(errs, w.upsertMinutes.close(), w.upsertDays.close())...)
+	return errors.Join(append(errs, w.upsertMinutes.close(), w.upsertDays.close(), w.upsertHours.close(), w.upsertAllDays.close())...)
+}
+
+// rollupSQL sums the rows of from with minute in [?1, ?2) into table, per
+// bucket of period minutes: the buckets of that range, which table does
+// not hold yet (see the schema's rollup_marks).
+func rollupSQL(table, from string, period int) string {
+	p := strconv.Itoa(period)
+	return "INSERT INTO " + table + " SELECT minute - (minute % " + p + " + " + p + ") % " + p +
+		" AS m, key_id, plan_id, api_id, stage, method, resource, status, decision, " +
+		"sum(requests), sum(bytes_in), sum(bytes_out), sum(latency_us_sum) FROM " + from +
+		" WHERE minute >= ?1 AND minute < ?2 GROUP BY m, key_id, plan_id, api_id, stage, method, resource, status, decision"
+}
+
+// Rolling up, per batch at most: a backlog (a store an earlier version
+// filled, a history loaded at once) is caught up over many batches, each
+// holding the write lock for a bounded time, rather than in one.
+const (
+	maxRollHours = 6
+	maxRollDays  = 2
+)
+
+// advanceRollups rolls up, in the batch's transaction, the hours that
+// ended before the batch's latest minute (less 2 minutes, for events a
+// moment out of order; later ones are added as late rows) and the days
+// whose hours are all rolled up. It returns the new marks, which the
+// caller keeps once the transaction commits. latest is capped at now:
+// one event from a clock years ahead must not mark every later event
+// late.
+func (w *writer) advanceRollups(ctx context.Context, latest, now int64) (untilHour, untilDay int64, err error) {
+	untilHour, untilDay = w.untilHour, w.untilDay
+	target := floorDiv(min(latest, now)-2, 60) * 60
+	if untilHour, err = w.advance(ctx, "usage_hour", w.nextMinute, w.rollHour, untilHour, target, 60, maxRollHours); err != nil {
+		return w.untilHour, w.untilDay, err
+	}
+	target = floorDiv(untilHour, 24*60) * 24 * 60
+	if untilDay, err = w.advance(ctx, "usage_day", w.nextHour, w.rollDay, untilDay, target, 24*60, maxRollDays); err != nil {
+		return w.untilHour, w.untilDay, err
+	}
+	return untilHour, untilDay, nil
+}
+
+// advance moves table's mark from until toward target (both multiples of
+// period): it skips the stretch before the source's next row (nothing to
+// sum), rolls up at most maxBuckets buckets, and records the new mark.
+func (w *writer) advance(ctx context.Context, table string, next, roll *sql.Stmt, until, target, period, maxBuckets int64) (int64, error) {
+	if target <= until {
+		return until, nil
+	}
+	var first sql.NullInt64
+	if err := next.QueryRowContext(ctx, until).Scan(&first); err != nil {
+		return until, fmt.Errorf("roll up %s: %w", table, err)
+	}
+	to := target
+	if first.Valid && first.Int64 < target {
+		from := floorDiv(first.Int64, period) * period
+		to = min(target, from+maxBuckets*period)
+		if _, err := roll.ExecContext(ctx, from, to); err != nil {
+			return until, fmt.Errorf("roll up %s: %w", table, err)
+		}
+	}
+	if _, err := w.setMark.ExecContext(ctx, to, table); err != nil {
+		return until, fmt.Errorf("roll up %s: %w", table, err)
+	}
+	return to, nil
 }
