@@ -180,3 +180,66 @@ func floorDiv(a, b int64) int64 {
 	}
 	return q
 }
+
+// ReportRows is what a store's report query returns: database/sql's Rows
+// and clickhouse-go's both have these.
+type ReportRows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+}
+
+// ScanReport calls f with each row of rows, a report query of dims
+// dimensions (ReportDialect.Query's columns: the bucket, the dimension
+// values, the four sums). The row passed is reused: f keeps nothing of it.
+func ScanReport(rows ReportRows, dims int, f func(*ReportRow) error) error {
+	row := ReportRow{Dims: make([]string, dims)}
+	dest := []any{&row.Bucket}
+	for i := range row.Dims {
+		dest = append(dest, &row.Dims[i])
+	}
+	dest = append(dest, &row.Requests, &row.BytesIn, &row.BytesOut, &row.LatencyMicrosSum)
+	for rows.Next() {
+		if err := rows.Scan(dest...); err != nil {
+			return fmt.Errorf("query usage report: %w", err)
+		}
+		if err := f(&row); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("query usage report: %w", err)
+	}
+	return nil
+}
+
+// ReportDialect is how a store's SQL computes a report: each dimension's
+// value as usage.DimValue gives it (Columns: the decision by its report
+// name, the status as text, so that grouping and ordering are those of
+// the values reports show) and each granularity's bucket, its first
+// minute (Buckets), over the columns of usage_minute.
+type ReportDialect struct {
+	Columns, Buckets map[string]string
+}
+
+// Query is the SQL of r over from (a table or subquery with
+// usage_minute's columns), whose rows cond (with args) selects: grouped
+// by bucket and r.GroupBy, r.Filters in the WHERE, ordered as reports
+// come.
+func (d ReportDialect) Query(r Report, from, cond string, args []any) (string, []any) {
+	cols := []string{d.Buckets[r.Granularity] + " AS b"}
+	group := []string{"b"}
+	for i, dim := range r.GroupBy {
+		alias := "d" + strconv.Itoa(i)
+		cols = append(cols, d.Columns[dim]+" AS "+alias)
+		group = append(group, alias)
+	}
+	where := []string{cond}
+	for _, dim := range slices.Sorted(maps.Keys(r.Filters)) {
+		where = append(where, d.Columns[dim]+" = ?")
+		args = append(args, r.Filters[dim])
+	}
+	return "SELECT " + strings.Join(cols, ", ") +
+		", sum(requests), sum(bytes_in), sum(bytes_out), sum(latency_us_sum)\nFROM " + from + "\nWHERE " +
+		strings.Join(where, " AND ") + "\nGROUP BY " + strings.Join(group, ", ") + "\nORDER BY " + strings.Join(group, ", "), args
+}

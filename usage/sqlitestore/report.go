@@ -3,10 +3,7 @@ package sqlitestore
 import (
 	"context"
 	"fmt"
-	"maps"
-	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/tollgate/tollgate/schemas"
 	"github.com/tollgate/tollgate/usage"
@@ -27,44 +24,25 @@ func (s *Store) Report(ctx context.Context, r usage.Report, f func(*usage.Report
 		return fmt.Errorf("query usage report: %w", err)
 	}
 	defer rows.Close()
-	row := usage.ReportRow{Dims: make([]string, len(r.GroupBy))}
-	dest := []any{&row.Bucket}
-	for i := range row.Dims {
-		dest = append(dest, &row.Dims[i])
-	}
-	dest = append(dest, &row.Requests, &row.BytesIn, &row.BytesOut, &row.LatencyMicrosSum)
-	for rows.Next() {
-		if err := rows.Scan(dest...); err != nil {
-			return fmt.Errorf("query usage report: %w", err)
-		}
-		if err := f(&row); err != nil {
-			return err
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("query usage report: %w", err)
-	}
-	return nil
+	return usage.ScanReport(rows, len(r.GroupBy), f)
 }
 
-// reportColumns are the SQL of each dimension's value, as usage.DimValue
-// gives it: the decision by its report name, the status as text, so that
-// grouping and ordering are those of the values reports show.
-var reportColumns = map[string]string{
-	"key": "key_id", "plan": "plan_id", "api": "api_id", "stage": "stage", "method": "method", "resource": "resource",
-	"status": "CAST(status AS TEXT)",
-	"decision": "CASE decision WHEN " + strconv.Itoa(int(schemas.DecisionAllowed)) + " THEN 'admitted' WHEN " +
-		strconv.Itoa(int(schemas.DecisionThrottled)) + " THEN 'throttled' WHEN " +
-		strconv.Itoa(int(schemas.DecisionQuotaExceeded)) + " THEN 'quota_exceeded' ELSE 'forbidden' END",
-}
-
-// reportBuckets are the SQL of each granularity's bucket, its first
-// minute, as usage.BucketOf computes it.
-var reportBuckets = map[string]string{
-	"minute": "minute",
-	"hour":   "minute - (minute % 60 + 60) % 60", // floor, also before 1970
-	"day":    "minute - (minute % 1440 + 1440) % 1440",
-	"month":  "CAST(strftime('%s', minute * 60, 'unixepoch', 'start of month') AS INTEGER) / 60",
+// reportDialect is SQLite's SQL of the report values; buckets as
+// usage.BucketOf computes them.
+var reportDialect = usage.ReportDialect{
+	Columns: map[string]string{
+		"key": "key_id", "plan": "plan_id", "api": "api_id", "stage": "stage", "method": "method", "resource": "resource",
+		"status": "CAST(status AS TEXT)",
+		"decision": "CASE decision WHEN " + strconv.Itoa(int(schemas.DecisionAllowed)) + " THEN 'admitted' WHEN " +
+			strconv.Itoa(int(schemas.DecisionThrottled)) + " THEN 'throttled' WHEN " +
+			strconv.Itoa(int(schemas.DecisionQuotaExceeded)) + " THEN 'quota_exceeded' ELSE 'forbidden' END",
+	},
+	Buckets: map[string]string{
+		"minute": "minute",
+		"hour":   "minute - (minute % 60 + 60) % 60", // floor, also before 1970
+		"day":    "minute - (minute % 1440 + 1440) % 1440",
+		"month":  "CAST(strftime('%s', minute * 60, 'unixepoch', 'start of month') AS INTEGER) / 60",
+	},
 }
 
 // reportTable is the coarsest rollup that answers r exactly: usage_day
@@ -109,20 +87,7 @@ func reportQuery(r usage.Report) (string, []any, error) {
 	if err := r.Check(); err != nil {
 		return "", nil, err
 	}
-	cols := []string{reportBuckets[r.Granularity] + " AS b"}
-	group := []string{"b"}
-	for i, d := range r.GroupBy {
-		alias := "d" + strconv.Itoa(i)
-		cols = append(cols, reportColumns[d]+" AS "+alias)
-		group = append(group, alias)
-	}
 	from, cond, args := reportSource(r)
-	where := []string{cond}
-	for _, d := range slices.Sorted(maps.Keys(r.Filters)) {
-		where = append(where, reportColumns[d]+" = ?")
-		args = append(args, r.Filters[d])
-	}
-	return "SELECT " + strings.Join(cols, ", ") +
-		", sum(requests), sum(bytes_in), sum(bytes_out), sum(latency_us_sum)\nFROM " + from + "\nWHERE " +
-		strings.Join(where, " AND ") + "\nGROUP BY " + strings.Join(group, ", ") + "\nORDER BY " + strings.Join(group, ", "), args, nil
+	q, args := reportDialect.Query(r, from, cond, args)
+	return q, args, nil
 }
