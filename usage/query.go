@@ -213,13 +213,40 @@ func ScanReport(rows ReportRows, dims int, f func(*ReportRow) error) error {
 	return nil
 }
 
-// ReportDialect is how a store's SQL computes a report: each dimension's
-// value as usage.DimValue gives it (Columns: the decision by its report
-// name, the status as text, so that grouping and ordering are those of
-// the values reports show) and each granularity's bucket, its first
-// minute (Buckets), over the columns of usage_minute.
+// ReportDialect is what differs in a store's SQL of a report: the status
+// as text and the decision by its report name (so that grouping and
+// ordering are those of the values reports show, usage.DimValue's), and
+// the first minute of a row's calendar month. The other dimensions are
+// usage_minute's columns, and minute, hour and day buckets the same
+// arithmetic everywhere (floored, whatever the sign).
 type ReportDialect struct {
-	Columns, Buckets map[string]string
+	Status, Decision, Month string
+}
+
+func (d ReportDialect) column(dim string) string {
+	switch dim {
+	case "status":
+		return d.Status
+	case "decision":
+		return d.Decision
+	case "key", "plan", "api":
+		return dim + "_id"
+	default:
+		return dim
+	}
+}
+
+func (d ReportDialect) bucket(granularity string) string {
+	switch granularity {
+	case "minute":
+		return "minute"
+	case "hour":
+		return "minute - (minute % 60 + 60) % 60"
+	case "day":
+		return "minute - (minute % 1440 + 1440) % 1440"
+	default:
+		return d.Month
+	}
 }
 
 // Query is the SQL of r over from (a table or subquery with
@@ -227,16 +254,16 @@ type ReportDialect struct {
 // by bucket and r.GroupBy, r.Filters in the WHERE, ordered as reports
 // come.
 func (d ReportDialect) Query(r Report, from, cond string, args []any) (string, []any) {
-	cols := []string{d.Buckets[r.Granularity] + " AS b"}
+	cols := []string{d.bucket(r.Granularity) + " AS b"}
 	group := []string{"b"}
 	for i, dim := range r.GroupBy {
 		alias := "d" + strconv.Itoa(i)
-		cols = append(cols, d.Columns[dim]+" AS "+alias)
+		cols = append(cols, d.column(dim)+" AS "+alias)
 		group = append(group, alias)
 	}
 	where := []string{cond}
 	for _, dim := range slices.Sorted(maps.Keys(r.Filters)) {
-		where = append(where, d.Columns[dim]+" = ?")
+		where = append(where, d.column(dim)+" = ?")
 		args = append(args, r.Filters[dim])
 	}
 	return "SELECT " + strings.Join(cols, ", ") +

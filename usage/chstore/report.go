@@ -31,19 +31,11 @@ func (s *Store) Report(ctx context.Context, r usage.Report, f func(*usage.Report
 // from day (the minute's UTC day, a Date): no time zone functions, whose
 // behaviour differs across server versions.
 var reportDialect = usage.ReportDialect{
-	Columns: map[string]string{
-		"key": "key_id", "plan": "plan_id", "api": "api_id", "stage": "stage", "method": "method", "resource": "resource",
-		"status": "toString(status)",
-		"decision": "multiIf(decision = " + strconv.Itoa(int(schemas.DecisionAllowed)) + ", 'admitted', decision = " +
-			strconv.Itoa(int(schemas.DecisionThrottled)) + ", 'throttled', decision = " +
-			strconv.Itoa(int(schemas.DecisionQuotaExceeded)) + ", 'quota_exceeded', 'forbidden')",
-	},
-	Buckets: map[string]string{
-		"minute": "minute",
-		"hour":   "minute - (minute % 60 + 60) % 60", // floor, whatever the sign
-		"day":    "minute - (minute % 1440 + 1440) % 1440",
-		"month":  "toInt64(toUInt16(toStartOfMonth(day))) * 1440",
-	},
+	Status: "toString(status)",
+	Decision: "multiIf(decision = " + strconv.Itoa(int(schemas.DecisionAllowed)) + ", 'admitted', decision = " +
+		strconv.Itoa(int(schemas.DecisionThrottled)) + ", 'throttled', decision = " +
+		strconv.Itoa(int(schemas.DecisionQuotaExceeded)) + ", 'quota_exceeded', 'forbidden')",
+	Month: "toInt64(toUInt16(toStartOfMonth(day))) * 1440",
 }
 
 // reportQuery returns Report's query; ok is false when no day of the

@@ -27,22 +27,13 @@ func (s *Store) Report(ctx context.Context, r usage.Report, f func(*usage.Report
 	return usage.ScanReport(rows, len(r.GroupBy), f)
 }
 
-// reportDialect is SQLite's SQL of the report values; buckets as
-// usage.BucketOf computes them.
+// reportDialect is SQLite's SQL of the report values.
 var reportDialect = usage.ReportDialect{
-	Columns: map[string]string{
-		"key": "key_id", "plan": "plan_id", "api": "api_id", "stage": "stage", "method": "method", "resource": "resource",
-		"status": "CAST(status AS TEXT)",
-		"decision": "CASE decision WHEN " + strconv.Itoa(int(schemas.DecisionAllowed)) + " THEN 'admitted' WHEN " +
-			strconv.Itoa(int(schemas.DecisionThrottled)) + " THEN 'throttled' WHEN " +
-			strconv.Itoa(int(schemas.DecisionQuotaExceeded)) + " THEN 'quota_exceeded' ELSE 'forbidden' END",
-	},
-	Buckets: map[string]string{
-		"minute": "minute",
-		"hour":   "minute - (minute % 60 + 60) % 60", // floor, also before 1970
-		"day":    "minute - (minute % 1440 + 1440) % 1440",
-		"month":  "CAST(strftime('%s', minute * 60, 'unixepoch', 'start of month') AS INTEGER) / 60",
-	},
+	Status: "CAST(status AS TEXT)",
+	Decision: "CASE decision WHEN " + strconv.Itoa(int(schemas.DecisionAllowed)) + " THEN 'admitted' WHEN " +
+		strconv.Itoa(int(schemas.DecisionThrottled)) + " THEN 'throttled' WHEN " +
+		strconv.Itoa(int(schemas.DecisionQuotaExceeded)) + " THEN 'quota_exceeded' ELSE 'forbidden' END",
+	Month: "CAST(strftime('%s', minute * 60, 'unixepoch', 'start of month') AS INTEGER) / 60",
 }
 
 // reportTable is the coarsest rollup that answers r exactly: usage_day
