@@ -30,6 +30,7 @@ const upsertChunk = 32
 const (
 	minuteColumns = 13
 	dayColumns    = 5
+	keyDayColumns = 10
 )
 
 // upsertMinutesSQL returns the upsert of rows usage_minute rows, in the
@@ -48,6 +49,13 @@ func upsertRollupSQL(table string) func(rows int) string {
 			"minute, key_id, plan_id, api_id, stage, method, resource, status, decision",
 			[]string{"requests", "bytes_in", "bytes_out", "latency_us_sum"}, minuteColumns, rows)
 	}
+}
+
+// upsertKeyDaySQL returns the upsert of rows usage_key_day rows, in the
+// column order of keyDayArgs.
+func upsertKeyDaySQL(rows int) string {
+	return upsertSQL("usage_key_day", "minute, key_id, plan_id, api_id, stage, decision",
+		[]string{"requests", "bytes_in", "bytes_out", "latency_us_sum"}, keyDayColumns, rows)
 }
 
 // upsertDailySQL returns the upsert of rows usage_daily rows, in the column
@@ -167,6 +175,7 @@ type insertScratch struct {
 	coarseSums []minuteSums
 	hourArgs   []any
 	allDayArgs []any
+	keyDayRows []any
 }
 
 // Indexes into eventRefs.
@@ -258,6 +267,16 @@ func (sc *insertScratch) rollup(events []schemas.UsageEvent) {
 // rows: their hour or day is rolled up already) summed per bucket of
 // period minutes (an hour, a day).
 func (sc *insertScratch) coarseArgs(args []any, period, until int64) []any {
+	return sc.rollupArgs(args, period, until, false)
+}
+
+// keyDayArgs is coarseArgs for usage_key_day: per day, key, plan, API,
+// stage and decision.
+func (sc *insertScratch) keyDayArgs(args []any, until int64) []any {
+	return sc.rollupArgs(args, 24*60, until, true)
+}
+
+func (sc *insertScratch) rollupArgs(args []any, period, until int64, narrow bool) []any {
 	if sc.coarse == nil {
 		sc.coarse = make(map[minuteKey]int32)
 	}
@@ -268,6 +287,9 @@ func (sc *insertScratch) coarseArgs(args []any, period, until int64) []any {
 			continue
 		}
 		mk.minute = floorDiv(mk.minute, period) * period
+		if narrow {
+			mk.refs[refMethod], mk.refs[refResource], mk.status = 0, 0, 0
+		}
 		r, ok := sc.coarse[mk]
 		if !ok {
 			r = int32(len(sc.coarseKeys))
@@ -284,6 +306,11 @@ func (sc *insertScratch) coarseArgs(args []any, period, until int64) []any {
 	str := sc.boxed
 	for i, k := range sc.coarseKeys {
 		m := &sc.coarseSums[i]
+		if narrow {
+			args = append(args, k.minute, str[k.refs[refKey]], str[k.refs[refPlan]], str[k.refs[refAPI]], str[k.refs[refStage]],
+				int64(k.decision), m.requests, m.bytesIn, m.bytesOut, m.latency)
+			continue
+		}
 		args = append(args, k.minute,
 			str[k.refs[refKey]], str[k.refs[refPlan]], str[k.refs[refAPI]], str[k.refs[refStage]],
 			str[k.refs[refMethod]], str[k.refs[refResource]], int64(k.status), int64(k.decision),
@@ -309,6 +336,8 @@ func (sc *insertScratch) reset() {
 	sc.hourArgs = sc.hourArgs[:0]
 	clear(sc.allDayArgs)
 	sc.allDayArgs = sc.allDayArgs[:0]
+	clear(sc.keyDayRows)
+	sc.keyDayRows = sc.keyDayRows[:0]
 }
 
 // InsertEvents stores a batch of events in one transaction: the events as
@@ -366,7 +395,7 @@ func (s *Store) insertBatch(ctx context.Context, events []schemas.UsageEvent, at
 		}
 	}
 	w := s.w
-	untilHour, untilDay := w.untilHour, w.untilDay
+	untilHour, untilDay, untilKeyDay := w.untilHour, w.untilDay, w.untilKeyDay
 	if _, err := w.begin.ExecContext(ctx); err != nil {
 		return false, fmt.Errorf("begin: %w", err)
 	}
@@ -418,7 +447,11 @@ func (s *Store) insertBatch(ctx context.Context, events []schemas.UsageEvent, at
 		if err := w.upsertAllDays.exec(ctx, sc.allDayArgs); err != nil {
 			return false, fmt.Errorf("add to usage_day: %w", err)
 		}
-		if untilHour, untilDay, err = w.advanceRollups(nc, floorDiv(maxTime, 60e9), s.now().UnixNano()/60e9); err != nil {
+		sc.keyDayRows = sc.keyDayArgs(sc.keyDayRows[:0], w.untilKeyDay)
+		if err := w.upsertKeyDays.exec(ctx, sc.keyDayRows); err != nil {
+			return false, fmt.Errorf("add to usage_key_day: %w", err)
+		}
+		if untilHour, untilDay, untilKeyDay, err = w.advanceRollups(nc, floorDiv(maxTime, 60e9), s.now().UnixNano()/60e9); err != nil {
 			return false, err
 		}
 	}
@@ -429,7 +462,7 @@ func (s *Store) insertBatch(ctx context.Context, events []schemas.UsageEvent, at
 		return false, fmt.Errorf("commit: %w", err)
 	}
 	committed = true
-	w.untilHour, w.untilDay = untilHour, untilDay
+	w.untilHour, w.untilDay, w.untilKeyDay = untilHour, untilDay, untilKeyDay
 	return false, nil
 }
 

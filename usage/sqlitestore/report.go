@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/tollgate/tollgate/schemas"
 	"github.com/tollgate/tollgate/usage"
@@ -36,10 +37,11 @@ var reportDialect = usage.ReportDialect{
 	Month: "CAST(strftime('%s', minute * 60, 'unixepoch', 'start of month') AS INTEGER) / 60",
 }
 
-// reportTable is the coarsest rollup that answers r exactly: usage_day
-// when r's buckets are whole days (day, month) and its range starts and
-// ends on a UTC midnight, usage_hour when they are whole hours on hour
-// boundaries, else usage_minute. A rollup is read below its mark and
+// reportTable is the coarsest rollup that answers r exactly: when r's
+// buckets are whole days (day, month) and its range starts and ends on a
+// UTC midnight, usage_key_day if it groups by none of method, resource
+// and status (filters never do), else usage_day; usage_hour when they are
+// whole hours on hour boundaries; else usage_minute. A rollup is read below its mark and
 // usage_minute from the mark on (see the schema), in one statement, so
 // the answer is the sums of every minute row whatever the mark: only the
 // rows read differ (a month of a key's usage is 31 rows of usage_day, 744
@@ -49,6 +51,8 @@ func reportTable(r usage.Report) string {
 		return (r.FromMinute%period+period)%period == 0 && (r.ToMinute%period+period)%period == 0
 	}
 	switch {
+	case (r.Granularity == "day" || r.Granularity == "month") && aligned(24*60) && keyDayDims(r.GroupBy):
+		return "usage_key_day"
 	case (r.Granularity == "day" || r.Granularity == "month") && aligned(24*60):
 		return "usage_day"
 	case r.Granularity != "minute" && aligned(60):
@@ -58,20 +62,44 @@ func reportTable(r usage.Report) string {
 	}
 }
 
+// keyDayDims reports whether usage_key_day holds the dimensions dims.
+func keyDayDims(dims []string) bool {
+	for _, d := range dims {
+		if d == "method" || d == "resource" || d == "status" {
+			return false
+		}
+	}
+	return true
+}
+
 // reportSource is the FROM of r's query, the first conditions of its
 // WHERE and their arguments: usage_minute's rows in the range (the table
-// itself, so that the range is a range of its primary key), or a
-// rollup's below its mark and usage_minute's from it on.
+// itself, so that the range is a range of its primary key); or the
+// rollup's rows below its mark, usage_hour's from there to its own mark
+// (marks only lag one another: key-day ≤ day ≤ hour), and usage_minute's
+// from that on, so that the days or hours not rolled up yet (today's, at
+// the end of a month's report) are read from the next coarsest table.
 func reportSource(r usage.Report) (from, where string, args []any) {
-	const cols = "minute, key_id, plan_id, api_id, stage, method, resource, status, decision, requests, bytes_in, bytes_out, latency_us_sum"
+	cols := "minute, key_id, plan_id, api_id, stage, method, resource, status, decision, requests, bytes_in, bytes_out, latency_us_sum"
 	table := reportTable(r)
 	if table == "usage_minute" {
 		return "usage_minute", "minute >= ? AND minute < ?", []any{r.FromMinute, r.ToMinute}
 	}
-	mark := "(SELECT until FROM rollup_marks WHERE tbl = '" + table + "')"
-	return "(SELECT " + cols + " FROM " + table + " WHERE minute >= ? AND minute < ? AND minute < " + mark +
-			"\nUNION ALL SELECT " + cols + " FROM usage_minute WHERE minute >= max(?, " + mark + ") AND minute < ?)", "1",
-		[]any{r.FromMinute, r.ToMinute, r.FromMinute, r.ToMinute}
+	if table == "usage_key_day" {
+		cols = "minute, key_id, plan_id, api_id, stage, decision, requests, bytes_in, bytes_out, latency_us_sum"
+	}
+	mark := func(t string) string { return "(SELECT until FROM rollup_marks WHERE tbl = '" + t + "')" }
+	parts := []string{"SELECT " + cols + " FROM " + table + " WHERE minute >= ? AND minute < ? AND minute < " + mark(table)}
+	args = []any{r.FromMinute, r.ToMinute}
+	lower := mark(table)
+	if table != "usage_hour" {
+		parts = append(parts, "SELECT "+cols+" FROM usage_hour WHERE minute >= max(?, "+lower+") AND minute < ? AND minute < "+mark("usage_hour"))
+		args = append(args, r.FromMinute, r.ToMinute)
+		lower = mark("usage_hour")
+	}
+	parts = append(parts, "SELECT "+cols+" FROM usage_minute WHERE minute >= max(?, "+lower+") AND minute < ?")
+	args = append(args, r.FromMinute, r.ToMinute)
+	return "(" + strings.Join(parts, "\nUNION ALL ") + ")", "1", args
 }
 
 func reportQuery(r usage.Report) (string, []any, error) {

@@ -197,6 +197,28 @@ CREATE TABLE rollup_marks (
 ) STRICT, WITHOUT ROWID;
 INSERT INTO rollup_marks VALUES ('usage_hour', 0), ('usage_day', 0);
 `,
+	// 5: the per-key day rollup billing, top and day-by-key reports read.
+	`
+-- usage_day without the drill-down dimensions (method, resource, status):
+-- what billing, top and /v1/usage by key, plan, API, stage or decision per
+-- day or month read, a few rows per key and day where usage_day has one
+-- per combination of method, resource and status. Rolled up from usage_day
+-- as days end, with a mark of its own, as usage_day is from usage_hour.
+CREATE TABLE usage_key_day (
+	minute         INTEGER NOT NULL, -- Unix minutes of the UTC day's start
+	key_id         TEXT    NOT NULL,
+	plan_id        TEXT    NOT NULL,
+	api_id         TEXT    NOT NULL,
+	stage          TEXT    NOT NULL,
+	decision       INTEGER NOT NULL,
+	requests       INTEGER NOT NULL,
+	bytes_in       INTEGER NOT NULL,
+	bytes_out      INTEGER NOT NULL,
+	latency_us_sum INTEGER NOT NULL,
+	PRIMARY KEY (minute, key_id, plan_id, api_id, stage, decision)
+) STRICT, WITHOUT ROWID;
+INSERT INTO rollup_marks VALUES ('usage_key_day', 0);
+`,
 }
 
 // migrate applies the migrations the database lacks, each in its own

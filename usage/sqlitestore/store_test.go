@@ -619,6 +619,7 @@ func TestMigrateOnce(t *testing.T) {
 		"table usage_day",
 		"table usage_event_batches",
 		"table usage_hour",
+		"table usage_key_day",
 		"table usage_minute",
 	}
 	if !slices.Equal(got, want) {

@@ -28,9 +28,11 @@ type writer struct {
 	upsertHours, upsertAllDays           upserter // usage_hour, usage_day: late rows
 	// The rollups' marks (rollup_marks), as committed; and the statements
 	// that advance them.
-	untilHour, untilDay           int64
-	nextMinute, rollHour, rollDay *sql.Stmt
-	nextHour, setMark             *sql.Stmt
+	untilHour, untilDay, untilKeyDay int64
+	upsertKeyDays                    upserter // usage_key_day: late rows
+	nextDay, rollKeyDay              *sql.Stmt
+	nextMinute, rollHour, rollDay    *sql.Stmt
+	nextHour, setMark                *sql.Stmt
 }
 
 // openWriter takes a connection from db's pool and prepares the write
@@ -46,6 +48,7 @@ func openWriter(ctx context.Context, db *sql.DB) (_ *writer, err error) {
 		upsertDays:    upserter{columns: dayColumns},
 		upsertHours:   upserter{columns: minuteColumns},
 		upsertAllDays: upserter{columns: minuteColumns},
+		upsertKeyDays: upserter{columns: keyDayColumns},
 	}
 	defer func() {
 		if err != nil {
@@ -64,13 +67,17 @@ func openWriter(ctx context.Context, db *sql.DB) (_ *writer, err error) {
 		{&w.nextHour, "SELECT min(minute) FROM usage_hour WHERE minute >= ?"},
 		{&w.rollHour, rollupSQL("usage_hour", "usage_minute", 60)},
 		{&w.rollDay, rollupSQL("usage_day", "usage_hour", 24*60)},
+		{&w.nextDay, "SELECT min(minute) FROM usage_day WHERE minute >= ?"},
+		{&w.rollKeyDay, "INSERT INTO usage_key_day SELECT minute, key_id, plan_id, api_id, stage, decision, " +
+			"sum(requests), sum(bytes_in), sum(bytes_out), sum(latency_us_sum) FROM usage_day " +
+			"WHERE minute >= ?1 AND minute < ?2 GROUP BY minute, key_id, plan_id, api_id, stage, decision"},
 		{&w.setMark, "UPDATE rollup_marks SET until = ? WHERE tbl = ?"},
 	} {
 		if *p.stmt, err = conn.PrepareContext(ctx, p.query); err != nil {
 			return nil, fmt.Errorf("prepare %q: %w", p.query, err)
 		}
 	}
-	if err := conn.QueryRowContext(ctx, "SELECT (SELECT until FROM rollup_marks WHERE tbl = 'usage_hour'), (SELECT until FROM rollup_marks WHERE tbl = 'usage_day')").Scan(&w.untilHour, &w.untilDay); err != nil {
+	if err := conn.QueryRowContext(ctx, "SELECT (SELECT until FROM rollup_marks WHERE tbl = 'usage_hour'), (SELECT until FROM rollup_marks WHERE tbl = 'usage_day'), (SELECT until FROM rollup_marks WHERE tbl = 'usage_key_day')").Scan(&w.untilHour, &w.untilDay, &w.untilKeyDay); err != nil {
 		return nil, fmt.Errorf("read rollup marks: %w", err)
 	}
 	if err := w.upsertMinutes.prepare(ctx, conn, upsertMinutesSQL); err != nil {
@@ -80,6 +87,9 @@ func openWriter(ctx context.Context, db *sql.DB) (_ *writer, err error) {
 		return nil, err
 	}
 	if err := w.upsertAllDays.prepare(ctx, conn, upsertRollupSQL("usage_day")); err != nil {
+		return nil, err
+	}
+	if err := w.upsertKeyDays.prepare(ctx, conn, upsertKeyDaySQL); err != nil {
 		return nil, err
 	}
 	if err := w.upsertDays.prepare(ctx, conn, upsertDailySQL); err != nil {
@@ -102,12 +112,12 @@ func (w *writer) discard() {
 
 func (w *writer) closeStmts() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{w.begin, w.commit, w.rollback, w.insertBatch, w.nextMinute, w.nextHour, w.rollHour, w.rollDay, w.setMark} {
+	for _, st := range []*sql.Stmt{w.begin, w.commit, w.rollback, w.insertBatch, w.nextMinute, w.nextHour, w.rollHour, w.rollDay, w.setMark, w.nextDay, w.rollKeyDay} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
 	}
-	return errors.Join(append(errs, w.upsertMinutes.close(), w.upsertDays.close(), w.upsertHours.close(), w.upsertAllDays.close())...)
+	return errors.Join(append(errs, w.upsertMinutes.close(), w.upsertDays.close(), w.upsertHours.close(), w.upsertAllDays.close(), w.upsertKeyDays.close())...)
 }
 
 // rollupSQL sums the rows of from with minute in [?1, ?2) into table, per
@@ -131,22 +141,26 @@ const (
 
 // advanceRollups rolls up, in the batch's transaction, the hours that
 // ended before the batch's latest minute (less 2 minutes, for events a
-// moment out of order; later ones are added as late rows) and the days
-// whose hours are all rolled up. It returns the new marks, which the
-// caller keeps once the transaction commits. latest is capped at now:
-// one event from a clock years ahead must not mark every later event
-// late.
-func (w *writer) advanceRollups(ctx context.Context, latest, now int64) (untilHour, untilDay int64, err error) {
-	untilHour, untilDay = w.untilHour, w.untilDay
+// moment out of order; later ones are added as late rows), the days whose
+// hours are all rolled up, and usage_key_day as far as usage_day. It
+// returns the new marks, which the caller keeps once the transaction
+// commits. latest is capped at now: one event from a clock years ahead
+// must not mark every later event late.
+func (w *writer) advanceRollups(ctx context.Context, latest, now int64) (untilHour, untilDay, untilKeyDay int64, err error) {
+	untilHour, untilDay, untilKeyDay = w.untilHour, w.untilDay, w.untilKeyDay
+	fail := func(e error) (int64, int64, int64, error) { return w.untilHour, w.untilDay, w.untilKeyDay, e }
 	target := floorDiv(min(latest, now)-2, 60) * 60
 	if untilHour, err = w.advance(ctx, "usage_hour", w.nextMinute, w.rollHour, untilHour, target, 60, maxRollHours); err != nil {
-		return w.untilHour, w.untilDay, err
+		return fail(err)
 	}
 	target = floorDiv(untilHour, 24*60) * 24 * 60
 	if untilDay, err = w.advance(ctx, "usage_day", w.nextHour, w.rollDay, untilDay, target, 24*60, maxRollDays); err != nil {
-		return w.untilHour, w.untilDay, err
+		return fail(err)
 	}
-	return untilHour, untilDay, nil
+	if untilKeyDay, err = w.advance(ctx, "usage_key_day", w.nextDay, w.rollKeyDay, untilKeyDay, untilDay, 24*60, maxRollDays); err != nil {
+		return fail(err)
+	}
+	return untilHour, untilDay, untilKeyDay, nil
 }
 
 // advance moves table's mark from until toward target (both multiples of
