@@ -51,11 +51,13 @@ func upsertRollupSQL(table string) func(rows int) string {
 	}
 }
 
-// upsertKeyDaySQL returns the upsert of rows usage_key_day rows, in the
-// column order of keyDayArgs.
-func upsertKeyDaySQL(rows int) string {
-	return upsertSQL("usage_key_day", "minute, key_id, plan_id, api_id, stage, decision",
-		[]string{"requests", "bytes_in", "bytes_out", "latency_us_sum"}, keyDayColumns, rows)
+// upsertKeyRollupSQL returns the upsert of rows rows of usage_key_hour or
+// usage_key_day (table), in the column order of keyArgs.
+func upsertKeyRollupSQL(table string) func(rows int) string {
+	return func(rows int) string {
+		return upsertSQL(table, "minute, key_id, plan_id, api_id, stage, decision",
+			[]string{"requests", "bytes_in", "bytes_out", "latency_us_sum"}, keyDayColumns, rows)
+	}
 }
 
 // upsertDailySQL returns the upsert of rows usage_daily rows, in the column
@@ -170,12 +172,13 @@ type insertScratch struct {
 	dayArgs    []any
 	// usage_hour's and usage_day's rows: the minute rows summed by hour
 	// and by day (their keys' minute is the bucket's first).
-	coarse     map[minuteKey]int32
-	coarseKeys []minuteKey
-	coarseSums []minuteSums
-	hourArgs   []any
-	allDayArgs []any
-	keyDayRows []any
+	coarse      map[minuteKey]int32
+	coarseKeys  []minuteKey
+	coarseSums  []minuteSums
+	hourArgs    []any
+	allDayArgs  []any
+	keyDayRows  []any
+	keyHourRows []any
 }
 
 // Indexes into eventRefs.
@@ -270,10 +273,10 @@ func (sc *insertScratch) coarseArgs(args []any, period, until int64) []any {
 	return sc.rollupArgs(args, period, until, false)
 }
 
-// keyDayArgs is coarseArgs for usage_key_day: per day, key, plan, API,
-// stage and decision.
-func (sc *insertScratch) keyDayArgs(args []any, until int64) []any {
-	return sc.rollupArgs(args, 24*60, until, true)
+// keyArgs is coarseArgs for usage_key_hour and usage_key_day: per hour
+// or day, key, plan, API, stage and decision.
+func (sc *insertScratch) keyArgs(args []any, period, until int64) []any {
+	return sc.rollupArgs(args, period, until, true)
 }
 
 func (sc *insertScratch) rollupArgs(args []any, period, until int64, narrow bool) []any {
@@ -338,6 +341,8 @@ func (sc *insertScratch) reset() {
 	sc.allDayArgs = sc.allDayArgs[:0]
 	clear(sc.keyDayRows)
 	sc.keyDayRows = sc.keyDayRows[:0]
+	clear(sc.keyHourRows)
+	sc.keyHourRows = sc.keyHourRows[:0]
 }
 
 // InsertEvents stores a batch of events in one transaction: the events as
@@ -395,7 +400,7 @@ func (s *Store) insertBatch(ctx context.Context, events []schemas.UsageEvent, at
 		}
 	}
 	w := s.w
-	untilHour, untilDay, untilKeyDay := w.untilHour, w.untilDay, w.untilKeyDay
+	marks := w.marks
 	if _, err := w.begin.ExecContext(ctx); err != nil {
 		return false, fmt.Errorf("begin: %w", err)
 	}
@@ -439,19 +444,23 @@ func (s *Store) insertBatch(ctx context.Context, events []schemas.UsageEvent, at
 		}
 		// Late rows (before a rollup's mark) go to the rollups at once;
 		// then the rollups advance past what this batch completed.
-		sc.hourArgs = sc.coarseArgs(sc.hourArgs[:0], 60, w.untilHour)
+		sc.hourArgs = sc.coarseArgs(sc.hourArgs[:0], 60, w.marks.hour)
 		if err := w.upsertHours.exec(ctx, sc.hourArgs); err != nil {
 			return false, fmt.Errorf("add to usage_hour: %w", err)
 		}
-		sc.allDayArgs = sc.coarseArgs(sc.allDayArgs[:0], 24*60, w.untilDay)
+		sc.keyHourRows = sc.keyArgs(sc.keyHourRows[:0], 60, w.marks.keyHour)
+		if err := w.upsertKeyHours.exec(ctx, sc.keyHourRows); err != nil {
+			return false, fmt.Errorf("add to usage_key_hour: %w", err)
+		}
+		sc.allDayArgs = sc.coarseArgs(sc.allDayArgs[:0], 24*60, w.marks.day)
 		if err := w.upsertAllDays.exec(ctx, sc.allDayArgs); err != nil {
 			return false, fmt.Errorf("add to usage_day: %w", err)
 		}
-		sc.keyDayRows = sc.keyDayArgs(sc.keyDayRows[:0], w.untilKeyDay)
+		sc.keyDayRows = sc.keyArgs(sc.keyDayRows[:0], 24*60, w.marks.keyDay)
 		if err := w.upsertKeyDays.exec(ctx, sc.keyDayRows); err != nil {
 			return false, fmt.Errorf("add to usage_key_day: %w", err)
 		}
-		if untilHour, untilDay, untilKeyDay, err = w.advanceRollups(nc, floorDiv(maxTime, 60e9), s.now().UnixNano()/60e9); err != nil {
+		if marks, err = w.advanceRollups(nc, floorDiv(maxTime, 60e9), s.now().UnixNano()/60e9); err != nil {
 			return false, err
 		}
 	}
@@ -462,7 +471,7 @@ func (s *Store) insertBatch(ctx context.Context, events []schemas.UsageEvent, at
 		return false, fmt.Errorf("commit: %w", err)
 	}
 	committed = true
-	w.untilHour, w.untilDay, w.untilKeyDay = untilHour, untilDay, untilKeyDay
+	w.marks = marks
 	return false, nil
 }
 

@@ -40,8 +40,9 @@ var reportDialect = usage.ReportDialect{
 // reportTable is the coarsest rollup that answers r exactly: when r's
 // buckets are whole days (day, month) and its range starts and ends on a
 // UTC midnight, usage_key_day if it groups by none of method, resource
-// and status (filters never do), else usage_day; usage_hour when they are
-// whole hours on hour boundaries; else usage_minute. A rollup is read below its mark and
+// and status (filters never do), else usage_day; when they are whole hours
+// on hour boundaries, usage_key_hour or usage_hour the same way; else
+// usage_minute. A rollup is read below its mark and
 // usage_minute from the mark on (see the schema), in one statement, so
 // the answer is the sums of every minute row whatever the mark: only the
 // rows read differ (a month of a key's usage is 31 rows of usage_day, 744
@@ -55,6 +56,8 @@ func reportTable(r usage.Report) string {
 		return "usage_key_day"
 	case (r.Granularity == "day" || r.Granularity == "month") && aligned(24*60):
 		return "usage_day"
+	case r.Granularity != "minute" && aligned(60) && keyDayDims(r.GroupBy):
+		return "usage_key_hour"
 	case r.Granularity != "minute" && aligned(60):
 		return "usage_hour"
 	default:
@@ -62,7 +65,8 @@ func reportTable(r usage.Report) string {
 	}
 }
 
-// keyDayDims reports whether usage_key_day holds the dimensions dims.
+// keyDayDims reports whether usage_key_day and usage_key_hour hold the
+// dimensions dims.
 func keyDayDims(dims []string) bool {
 	for _, d := range dims {
 		if d == "method" || d == "resource" || d == "status" {
@@ -85,7 +89,7 @@ func reportSource(r usage.Report) (from, where string, args []any) {
 	if table == "usage_minute" {
 		return "usage_minute", "minute >= ? AND minute < ?", []any{r.FromMinute, r.ToMinute}
 	}
-	if table == "usage_key_day" {
+	if table == "usage_key_day" || table == "usage_key_hour" {
 		cols = "minute, key_id, plan_id, api_id, stage, decision, requests, bytes_in, bytes_out, latency_us_sum"
 	}
 	mark := func(t string) string { return "(SELECT until FROM rollup_marks WHERE tbl = '" + t + "')" }

@@ -89,7 +89,7 @@ func TestRollupsMigrationFillsHoursAndDays(t *testing.T) {
 		t.Fatal(err)
 	}
 	// What the version before them left: no usage_hour, no usage_day.
-	for _, q := range []string{"DROP TABLE usage_hour", "DROP TABLE usage_day", "DROP TABLE usage_key_day", "DROP TABLE rollup_marks", "PRAGMA user_version = 3"} {
+	for _, q := range []string{"DROP TABLE usage_hour", "DROP TABLE usage_day", "DROP TABLE usage_key_day", "DROP TABLE usage_key_hour", "DROP TABLE rollup_marks", "PRAGMA user_version = 3"} {
 		if _, err := s.db.Exec(q); err != nil {
 			t.Fatal(err)
 		}
@@ -137,12 +137,13 @@ func TestRollupsWithLateEvents(t *testing.T) {
 		}
 	}
 	var hour, day int64
-	var keyDay int64
-	if err := s.db.QueryRow("SELECT (SELECT until FROM rollup_marks WHERE tbl = 'usage_hour'), (SELECT until FROM rollup_marks WHERE tbl = 'usage_day'), (SELECT until FROM rollup_marks WHERE tbl = 'usage_key_day')").Scan(&hour, &day, &keyDay); err != nil {
+	var keyHour, keyDay int64
+	if err := s.db.QueryRow("SELECT (SELECT until FROM rollup_marks WHERE tbl = 'usage_hour'), (SELECT until FROM rollup_marks WHERE tbl = 'usage_day'), "+
+		"(SELECT until FROM rollup_marks WHERE tbl = 'usage_key_hour'), (SELECT until FROM rollup_marks WHERE tbl = 'usage_key_day')").Scan(&hour, &day, &keyHour, &keyDay); err != nil {
 		t.Fatal(err)
 	}
 	from := start.Unix() / 60
-	if hour < from+3*1440 || day < from+3*1440 || keyDay < from+3*1440 {
+	if hour < from+3*1440 || day < from+3*1440 || keyHour < from+3*1440 || keyDay < from+3*1440 {
 		t.Fatalf("marks: hours to %s, days to %s; want both past the third day", time.Unix(hour*60, 0).UTC(), time.Unix(day*60, 0).UTC())
 	}
 	minutes, err := s.Minutes(ctx, math.MinInt64, math.MaxInt64)

@@ -219,6 +219,27 @@ CREATE TABLE usage_key_day (
 ) STRICT, WITHOUT ROWID;
 INSERT INTO rollup_marks VALUES ('usage_key_day', 0);
 `,
+	// 6: the per-key hour rollup.
+	`
+-- usage_hour without the drill-down dimensions, as usage_key_day is for
+-- days: what /v1/usage by hour reads unless it groups by method, resource
+-- or status. Rolled up from usage_hour as hours end, with a mark of its
+-- own.
+CREATE TABLE usage_key_hour (
+	minute         INTEGER NOT NULL, -- Unix minutes of the hour's start
+	key_id         TEXT    NOT NULL,
+	plan_id        TEXT    NOT NULL,
+	api_id         TEXT    NOT NULL,
+	stage          TEXT    NOT NULL,
+	decision       INTEGER NOT NULL,
+	requests       INTEGER NOT NULL,
+	bytes_in       INTEGER NOT NULL,
+	bytes_out      INTEGER NOT NULL,
+	latency_us_sum INTEGER NOT NULL,
+	PRIMARY KEY (minute, key_id, plan_id, api_id, stage, decision)
+) STRICT, WITHOUT ROWID;
+INSERT INTO rollup_marks VALUES ('usage_key_hour', 0);
+`,
 }
 
 // migrate applies the migrations the database lacks, each in its own

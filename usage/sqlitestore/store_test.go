@@ -620,6 +620,7 @@ func TestMigrateOnce(t *testing.T) {
 		"table usage_event_batches",
 		"table usage_hour",
 		"table usage_key_day",
+		"table usage_key_hour",
 		"table usage_minute",
 	}
 	if !slices.Equal(got, want) {

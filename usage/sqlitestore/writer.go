@@ -28,11 +28,13 @@ type writer struct {
 	upsertHours, upsertAllDays           upserter // usage_hour, usage_day: late rows
 	// The rollups' marks (rollup_marks), as committed; and the statements
 	// that advance them.
-	untilHour, untilDay, untilKeyDay int64
-	upsertKeyDays                    upserter // usage_key_day: late rows
-	nextDay, rollKeyDay              *sql.Stmt
-	nextMinute, rollHour, rollDay    *sql.Stmt
-	nextHour, setMark                *sql.Stmt
+	marks                         rollupMarks
+	upsertKeyHours                upserter // usage_key_hour: late rows
+	upsertKeyDays                 upserter // usage_key_day: late rows
+	nextDay, rollKeyDay           *sql.Stmt
+	nextKeyHour, rollKeyHour      *sql.Stmt
+	nextMinute, rollHour, rollDay *sql.Stmt
+	nextHour, setMark             *sql.Stmt
 }
 
 // openWriter takes a connection from db's pool and prepares the write
@@ -43,12 +45,13 @@ func openWriter(ctx context.Context, db *sql.DB) (_ *writer, err error) {
 		return nil, fmt.Errorf("open writer connection: %w", err)
 	}
 	w := &writer{
-		conn:          conn,
-		upsertMinutes: upserter{columns: minuteColumns},
-		upsertDays:    upserter{columns: dayColumns},
-		upsertHours:   upserter{columns: minuteColumns},
-		upsertAllDays: upserter{columns: minuteColumns},
-		upsertKeyDays: upserter{columns: keyDayColumns},
+		conn:           conn,
+		upsertMinutes:  upserter{columns: minuteColumns},
+		upsertDays:     upserter{columns: dayColumns},
+		upsertHours:    upserter{columns: minuteColumns},
+		upsertAllDays:  upserter{columns: minuteColumns},
+		upsertKeyDays:  upserter{columns: keyDayColumns},
+		upsertKeyHours: upserter{columns: keyDayColumns},
 	}
 	defer func() {
 		if err != nil {
@@ -68,16 +71,20 @@ func openWriter(ctx context.Context, db *sql.DB) (_ *writer, err error) {
 		{&w.rollHour, rollupSQL("usage_hour", "usage_minute", 60)},
 		{&w.rollDay, rollupSQL("usage_day", "usage_hour", 24*60)},
 		{&w.nextDay, "SELECT min(minute) FROM usage_day WHERE minute >= ?"},
-		{&w.rollKeyDay, "INSERT INTO usage_key_day SELECT minute, key_id, plan_id, api_id, stage, decision, " +
-			"sum(requests), sum(bytes_in), sum(bytes_out), sum(latency_us_sum) FROM usage_day " +
-			"WHERE minute >= ?1 AND minute < ?2 GROUP BY minute, key_id, plan_id, api_id, stage, decision"},
+		{&w.rollKeyDay, keyRollupSQL("usage_key_day", "usage_day")},
+		{&w.nextKeyHour, "SELECT min(minute) FROM usage_hour WHERE minute >= ?"},
+		{&w.rollKeyHour, keyRollupSQL("usage_key_hour", "usage_hour")},
 		{&w.setMark, "UPDATE rollup_marks SET until = ? WHERE tbl = ?"},
 	} {
 		if *p.stmt, err = conn.PrepareContext(ctx, p.query); err != nil {
 			return nil, fmt.Errorf("prepare %q: %w", p.query, err)
 		}
 	}
-	if err := conn.QueryRowContext(ctx, "SELECT (SELECT until FROM rollup_marks WHERE tbl = 'usage_hour'), (SELECT until FROM rollup_marks WHERE tbl = 'usage_day'), (SELECT until FROM rollup_marks WHERE tbl = 'usage_key_day')").Scan(&w.untilHour, &w.untilDay, &w.untilKeyDay); err != nil {
+	m := &w.marks
+	if err := conn.QueryRowContext(ctx, "SELECT "+
+		"(SELECT until FROM rollup_marks WHERE tbl = 'usage_hour'), (SELECT until FROM rollup_marks WHERE tbl = 'usage_day'), "+
+		"(SELECT until FROM rollup_marks WHERE tbl = 'usage_key_hour'), (SELECT until FROM rollup_marks WHERE tbl = 'usage_key_day')").
+		Scan(&m.hour, &m.day, &m.keyHour, &m.keyDay); err != nil {
 		return nil, fmt.Errorf("read rollup marks: %w", err)
 	}
 	if err := w.upsertMinutes.prepare(ctx, conn, upsertMinutesSQL); err != nil {
@@ -89,7 +96,10 @@ func openWriter(ctx context.Context, db *sql.DB) (_ *writer, err error) {
 	if err := w.upsertAllDays.prepare(ctx, conn, upsertRollupSQL("usage_day")); err != nil {
 		return nil, err
 	}
-	if err := w.upsertKeyDays.prepare(ctx, conn, upsertKeyDaySQL); err != nil {
+	if err := w.upsertKeyHours.prepare(ctx, conn, upsertKeyRollupSQL("usage_key_hour")); err != nil {
+		return nil, err
+	}
+	if err := w.upsertKeyDays.prepare(ctx, conn, upsertKeyRollupSQL("usage_key_day")); err != nil {
 		return nil, err
 	}
 	if err := w.upsertDays.prepare(ctx, conn, upsertDailySQL); err != nil {
@@ -112,12 +122,12 @@ func (w *writer) discard() {
 
 func (w *writer) closeStmts() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{w.begin, w.commit, w.rollback, w.insertBatch, w.nextMinute, w.nextHour, w.rollHour, w.rollDay, w.setMark, w.nextDay, w.rollKeyDay} {
+	for _, st := range []*sql.Stmt{w.begin, w.commit, w.rollback, w.insertBatch, w.nextMinute, w.nextHour, w.rollHour, w.rollDay, w.setMark, w.nextDay, w.rollKeyDay, w.nextKeyHour, w.rollKeyHour} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
 	}
-	return errors.Join(append(errs, w.upsertMinutes.close(), w.upsertDays.close(), w.upsertHours.close(), w.upsertAllDays.close(), w.upsertKeyDays.close())...)
+	return errors.Join(append(errs, w.upsertMinutes.close(), w.upsertDays.close(), w.upsertHours.close(), w.upsertAllDays.close(), w.upsertKeyDays.close(), w.upsertKeyHours.close())...)
 }
 
 // rollupSQL sums the rows of from with minute in [?1, ?2) into table, per
@@ -139,28 +149,43 @@ const (
 	maxRollDays  = 2
 )
 
+// rollupMarks are the rollups' marks (rollup_marks): each rollup is
+// complete before its mark and empty from it on.
+type rollupMarks struct{ hour, day, keyHour, keyDay int64 }
+
 // advanceRollups rolls up, in the batch's transaction, the hours that
 // ended before the batch's latest minute (less 2 minutes, for events a
 // moment out of order; later ones are added as late rows), the days whose
-// hours are all rolled up, and usage_key_day as far as usage_day. It
-// returns the new marks, which the caller keeps once the transaction
-// commits. latest is capped at now: one event from a clock years ahead
-// must not mark every later event late.
-func (w *writer) advanceRollups(ctx context.Context, latest, now int64) (untilHour, untilDay, untilKeyDay int64, err error) {
-	untilHour, untilDay, untilKeyDay = w.untilHour, w.untilDay, w.untilKeyDay
-	fail := func(e error) (int64, int64, int64, error) { return w.untilHour, w.untilDay, w.untilKeyDay, e }
+// hours are all rolled up, and the per-key rollups as far as the rollups
+// they come from. It returns the new marks, which the caller keeps once
+// the transaction commits. latest is capped at now: one event from a
+// clock years ahead must not mark every later event late.
+func (w *writer) advanceRollups(ctx context.Context, latest, now int64) (rollupMarks, error) {
+	m := w.marks
+	var err error
 	target := floorDiv(min(latest, now)-2, 60) * 60
-	if untilHour, err = w.advance(ctx, "usage_hour", w.nextMinute, w.rollHour, untilHour, target, 60, maxRollHours); err != nil {
-		return fail(err)
+	if m.hour, err = w.advance(ctx, "usage_hour", w.nextMinute, w.rollHour, m.hour, target, 60, maxRollHours); err != nil {
+		return w.marks, err
 	}
-	target = floorDiv(untilHour, 24*60) * 24 * 60
-	if untilDay, err = w.advance(ctx, "usage_day", w.nextHour, w.rollDay, untilDay, target, 24*60, maxRollDays); err != nil {
-		return fail(err)
+	if m.keyHour, err = w.advance(ctx, "usage_key_hour", w.nextKeyHour, w.rollKeyHour, m.keyHour, m.hour, 60, maxRollHours); err != nil {
+		return w.marks, err
 	}
-	if untilKeyDay, err = w.advance(ctx, "usage_key_day", w.nextDay, w.rollKeyDay, untilKeyDay, untilDay, 24*60, maxRollDays); err != nil {
-		return fail(err)
+	if m.day, err = w.advance(ctx, "usage_day", w.nextHour, w.rollDay, m.day, floorDiv(m.hour, 24*60)*24*60, 24*60, maxRollDays); err != nil {
+		return w.marks, err
 	}
-	return untilHour, untilDay, untilKeyDay, nil
+	if m.keyDay, err = w.advance(ctx, "usage_key_day", w.nextDay, w.rollKeyDay, m.keyDay, m.day, 24*60, maxRollDays); err != nil {
+		return w.marks, err
+	}
+	return m, nil
+}
+
+// keyRollupSQL sums the rows of from (usage_hour, usage_day) with minute
+// in [?1, ?2) into table (usage_key_hour, usage_key_day): the same
+// buckets, without method, resource and status.
+func keyRollupSQL(table, from string) string {
+	return "INSERT INTO " + table + " SELECT minute, key_id, plan_id, api_id, stage, decision, " +
+		"sum(requests), sum(bytes_in), sum(bytes_out), sum(latency_us_sum) FROM " + from +
+		" WHERE minute >= ?1 AND minute < ?2 GROUP BY minute, key_id, plan_id, api_id, stage, decision"
 }
 
 // advance moves table's mark from until toward target (both multiples of
