@@ -175,7 +175,20 @@ type AuditLog struct {
 
 // Append writes entries at the end of the log.
 func (l *AuditLog) Append(entries []AuditEntry) error {
-	if len(entries) == 0 {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	for _, e := range entries {
+		if err := enc.Encode(e); err != nil {
+			return fmt.Errorf("audit log: %w", err)
+		}
+	}
+	return l.write(b.Bytes())
+}
+
+// write appends b (whole lines) to the log and syncs it; nothing at all,
+// not even an empty file, when b is empty.
+func (l *AuditLog) write(b []byte) error {
+	if len(b) == 0 {
 		return nil
 	}
 	l.mu.Lock()
@@ -184,23 +197,17 @@ func (l *AuditLog) Append(entries []AuditEntry) error {
 	if err != nil {
 		return fmt.Errorf("audit log: %w", err)
 	}
-	w := bufio.NewWriter(f)
-	enc := json.NewEncoder(w)
-	for _, e := range entries {
-		if err := enc.Encode(e); err != nil {
-			f.Close()
-			return fmt.Errorf("audit log: %w", err)
-		}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
 	}
-	if err := w.Flush(); err != nil {
-		f.Close()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return fmt.Errorf("audit log: %w", err)
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("audit log: %w", err)
-	}
-	return f.Close()
+	return nil
 }
 
 // AppendChange writes the entries of ch (those AuditEntries lists, in
@@ -315,29 +322,10 @@ func (l *AuditLog) appendSmall(ch *Change, at time.Time, actor, action string) e
 	if err == nil {
 		err = encodeEntries(b, at, actor, action, func(emit emitter) { auditOthers(ch, emit) })
 	}
-	if err != nil || b.Len() == 0 {
-		if err != nil {
-			return fmt.Errorf("audit log: %w", err)
-		}
-		return nil
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	f, err := os.OpenFile(l.Path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("audit log: %w", err)
 	}
-	_, err = f.Write(b.Bytes())
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("audit log: %w", err)
-	}
-	return nil
+	return l.write(b.Bytes())
 }
 
 // encodeEntries writes the entries that visit emits to b, as Append
