@@ -418,7 +418,8 @@ func FuzzUsageQuery(f *testing.F) {
 		if u.from.Before(earliest) || u.to.After(latest) || u.to.Sub(u.from) > maxSpan[u.granularity] {
 			t.Fatalf("accepted %s .. %s by %s", u.from, u.to, u.granularity)
 		}
-		first, last := bucket(u.from.Unix()/60, u.granularity), bucket((u.to.Unix()-1)/60, u.granularity)
+		bucket := func(m int64) time.Time { return time.Unix(usage.BucketOf(m, u.granularity)*60, 0).UTC() }
+		first, last := bucket(u.from.Unix()/60), bucket((u.to.Unix()-1)/60)
 		if first.After(u.from) || last.After(u.to) || first.Year() < 1970 || last.Year() > 2106 {
 			t.Fatalf("buckets %s .. %s for %s .. %s", first, last, u.from, u.to)
 		}

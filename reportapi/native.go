@@ -203,11 +203,6 @@ func (u *usageQuery) report(groupBy []string) usage.Report {
 		Granularity: u.granularity, GroupBy: groupBy, Filters: u.filters}
 }
 
-// bucket returns the start of the granularity bucket holding minute m.
-func bucket(m int64, granularity string) time.Time {
-	return time.Unix(usage.BucketOf(m, granularity)*60, 0).UTC()
-}
-
 // usageRow is one row of /v1/usage.
 type usageRow struct {
 	Time                        time.Time

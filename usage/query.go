@@ -165,8 +165,8 @@ func CompareReportRows(a, b ReportRow) int {
 }
 
 func matches(m *MinuteCount, filters map[string]string) bool {
-	for _, d := range slices.Sorted(maps.Keys(filters)) {
-		if DimValue(m, d) != filters[d] {
+	for d, v := range filters {
+		if DimValue(m, d) != v {
 			return false
 		}
 	}

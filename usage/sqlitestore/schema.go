@@ -139,7 +139,7 @@ CREATE TABLE source_offsets (
 	`
 -- usage_minute summed per UTC hour and per UTC day, with the same
 -- dimensions: a report by hour, day or month over whole hours or days
--- reads these below their marks (rollup_marks) and usage_minute above, not
+-- reads these below their marks (rollup_marks), then finer tables, not
 -- every minute (a month of a key's usage is 31 rows of usage_day, not
 -- 44,640 of usage_minute). minute is the first minute of the hour or day
 -- (Unix minutes), so that a report's query is the same on any table.

@@ -2,9 +2,10 @@
 // through modernc.org/sqlite (pure Go, no cgo), holding every usage event
 // and its rollups: per minute and dimensions (key, plan, API, stage,
 // method, resource, status, decision), the same per UTC hour and per UTC
-// day (rolled up as hours and days end; reports over whole hours or days
-// read them, and the minutes past their marks), and per (plan, key, UTC
-// day) for GetUsage and quotas.
+// day, and per hour and per day without method, resource and status
+// (rolled up as hours and days end; reports over whole hours or days read
+// the coarsest that answers them, then finer ones past its mark), and per
+// (plan, key, UTC day) for GetUsage and quotas.
 //
 // The gateway writes batches in the background while it proxies. Each
 // batch is one row, its events packed in a compact binary BLOB (codec.go):
