@@ -252,6 +252,13 @@ func BenchmarkReportMonth(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Logf("loaded %d events in %v", c.Total(), time.Since(loaded).Round(time.Millisecond))
+	for _, table := range []string{"usage_minute", "usage_hour", "usage_key_hour", "usage_day", "usage_key_day"} {
+		var n int64
+		if err := s.db.QueryRow("SELECT count(*) FROM " + table).Scan(&n); err != nil {
+			b.Fatal(err)
+		}
+		b.Logf("%s: %d rows", table, n)
+	}
 	from := start.Unix() / 60
 	month := from + 31*1440
 	for _, tt := range []struct {
