@@ -198,7 +198,7 @@ func (r *rig) drained(timeout time.Duration) {
 				break
 			}
 			wm, ok := wms[p]
-			if !ok || min(wm.Raw, wm.Minute, wm.Daily) < end-1 {
+			if !ok || wm.Covered() < end-1 {
 				done = false
 			}
 		}
@@ -481,7 +481,7 @@ func (r *rig) lag() int64 {
 			lag += end
 			continue
 		}
-		lag += max(end-1-wm.Raw, 0)
+		lag += max(end-1-wm.Done[chstore.TableRaw], 0)
 	}
 	return lag
 }

@@ -11,15 +11,16 @@
 // consecutive records, inserts it, then commits the offset to the group.
 // Two mechanisms make the count exact whatever fails:
 //
-//  1. Offsets stored with the rows. Every row of every table (raw events,
-//     minute and day rollups) carries the partition and the last offset of
-//     the batch it came from, and that offset is part of each rollup's
-//     ORDER BY, so rows of two batches never merge and the highest offset
-//     per table and partition (the watermark, chstore.Watermark) is exact.
-//     Each table's part of a batch is one INSERT block, which ClickHouse
-//     writes whole or not at all. A worker starts from the lowest of its
-//     partition's watermarks, not from the group's committed offset, and
-//     writes to each table only what lies beyond that table's watermark.
+//  1. Offsets stored with the rows. Each table's part of a batch is one
+//     INSERT block per table partition (a day, a month), which ClickHouse
+//     writes whole or not at all, and it carries its own account: the raw
+//     rows the partition and the batch's last offset, each rollup INSERT
+//     a marker row that adds the batch's advance to the table's progress
+//     (the rollups' rows merge across batches; the markers' sums stay
+//     exact). What each table holds of a partition (the watermark,
+//     chstore.Watermark) is read back from them. A worker starts from its
+//     partition's watermark (Covered()+1), not from the group's committed
+//     offset, and writes to each table only what that table lacks.
 //     After a failed insert it reads the watermarks again before retrying.
 //  2. Event ids. A producer retry may write one event twice, at two
 //     offsets of the same partition, close together. A worker remembers
@@ -34,9 +35,9 @@
 //   - killed between insert and commit, or the commit lost: the store has
 //     the batch; the group's offset is behind, but the next owner starts
 //     from the watermark, past the batch.
-//   - killed between two tables' inserts: one table is ahead; the next
-//     owner reads from the lowest watermark and writes each table only
-//     what it lacks.
+//   - killed between two inserts (two tables, or two days of one around
+//     midnight): one table or partition is ahead; the next owner reads
+//     from the lowest watermark and writes each only what it lacks.
 //   - an insert whose acknowledgement was lost (connection cut): the
 //     watermark read before the retry shows whether it landed; the worker
 //     does not insert again until that read has answered (retrying with

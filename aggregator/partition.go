@@ -83,13 +83,13 @@ func (w *partitionWorker) start(ctx context.Context) bool {
 		}
 		wm, ok := wms[w.partition]
 		if !ok {
-			wm = chstore.Watermark{Raw: -1, Minute: -1, Daily: -1}
+			wm = chstore.NoWatermark
 		}
-		from := min(wm.Raw, wm.Minute, wm.Daily) + 1
+		from := wm.Covered() + 1
 		if a.cfg.dedupOff {
 			// The negative control: trust the group's committed offset
 			// and forget what the store holds.
-			wm, from = chstore.Watermark{Raw: -1, Minute: -1, Daily: -1}, max(w.committed, 0)
+			wm, from = chstore.NoWatermark, max(w.committed, 0)
 		} else if from == 0 && w.committed > 0 {
 			from = w.committed // nothing stored: where the group left it
 		}

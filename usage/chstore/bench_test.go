@@ -35,7 +35,9 @@ func BenchmarkInsertBatch(b *testing.B) {
 				b.ReportAllocs()
 				for b.Loop() {
 					if mode == "raw" {
-						wm.Minute, wm.Daily = batch.Last, batch.Last
+						for t := TableRaw + 1; t < NumTables; t++ {
+							wm.Done[t] = batch.Last
+						}
 					}
 					var err error
 					if wm, err = s.InsertBatch(ctx, batch, wm); err != nil {

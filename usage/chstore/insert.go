@@ -1,9 +1,13 @@
 package chstore
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
+	"strconv"
 	"time"
 
 	"github.com/tollgate/tollgate/schemas"
@@ -20,13 +24,86 @@ type Batch struct {
 	Events []schemas.UsageEvent
 }
 
-// Watermark is, per table, the last offset of a partition whose rows that
-// table holds (-1: none): every event of the partition at or below it is
-// in the table, none above it.
-type Watermark struct{ Raw, Minute, Daily int64 }
+// Tables, in the order InsertBatch writes them and Watermark.Done lists
+// them.
+const (
+	TableRaw    = iota // usage_events
+	TableMinute        // usage_minute
+	TableHour          // usage_hour
+	TableDay           // usage_day
+	TableDaily         // usage_daily
+	NumTables
+)
+
+var tableNames = [NumTables]string{"usage_events", "usage_minute", "usage_hour", "usage_day", "usage_daily"}
+
+// Watermark is what the tables hold of one partition of the events
+// topic. Done[t] is the last offset up to which table t holds every
+// event of the partition (-1: none). Ahead lists what a table holds past
+// it: a batch whose events fall in several partitions of a table (days of
+// usage_events, months of the others) is one INSERT per partition, and
+// one that stopped part way leaves some written. An event is in table t
+// when its offset is at most Done[t], or at most the Last of t's Ahead
+// entry for the event's partition of t.
+//
+// A Watermark is a value: InsertBatch and BatchWatermark return new ones
+// and never change the one given.
+type Watermark struct {
+	Done  [NumTables]int64
+	Ahead []Ahead // sorted by table, then partition; each Last > the table's Done
+}
+
+// Ahead says that partition Part of table Table holds the events of the
+// topic partition up to offset Last, past the table's Done.
+type Ahead struct {
+	Table int
+	Part  int64 // a UTC day (usage_events) or a month, year*12 + month-1
+	Last  int64
+}
 
 // NoWatermark is the watermark of a partition no table holds rows of.
-var NoWatermark = Watermark{-1, -1, -1}
+var NoWatermark = Watermark{Done: [NumTables]int64{-1, -1, -1, -1, -1}}
+
+// Covered is the last offset up to which every table holds every event:
+// a consumer that lost its place reads the partition again from
+// Covered()+1.
+func (w Watermark) Covered() int64 { return slices.Min(w.Done[:]) }
+
+// Equal reports whether w and o say the same.
+func (w Watermark) Equal(o Watermark) bool {
+	return w.Done == o.Done && slices.Equal(w.Ahead, o.Ahead)
+}
+
+// ahead returns table t's mark for partition part: the last offset of
+// the events of that partition the table holds, at least Done[t].
+func (w *Watermark) ahead(t int, part int64) int64 {
+	last := w.Done[t]
+	for _, a := range w.Ahead {
+		if a.Table == t && a.Part == part {
+			last = max(last, a.Last)
+		}
+	}
+	return last
+}
+
+// normalize sorts Ahead, keeps one entry per (table, partition) (the
+// highest) and drops entries at or below their table's Done.
+func (w *Watermark) normalize() {
+	slices.SortFunc(w.Ahead, func(a, b Ahead) int {
+		if c := cmp.Compare(a.Table, b.Table); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.Part, b.Part); c != 0 {
+			return c
+		}
+		return cmp.Compare(b.Last, a.Last)
+	})
+	w.Ahead = slices.CompactFunc(w.Ahead, func(a, b Ahead) bool { return a.Table == b.Table && a.Part == b.Part })
+	w.Ahead = slices.DeleteFunc(w.Ahead, func(a Ahead) bool { return a.Last <= w.Done[a.Table] })
+	if len(w.Ahead) == 0 {
+		w.Ahead = nil
+	}
+}
 
 // ErrInvalidBatch is wrapped by InsertBatch's errors for a batch it
 // refuses before writing anything: the same batch would fail again, so
@@ -80,8 +157,7 @@ func (b *Batch) validate() error {
 }
 
 // Watermarks returns the watermark of each of partitions, read from the
-// tables: max(src_offset) of the partition's rows in each table, -1 when
-// it has none. A caller that does not know whether its last InsertBatch
+// tables. A caller that does not know whether its last InsertBatch
 // succeeded (an error, a lost reply, a restart) reads them again before
 // retrying.
 //
@@ -91,10 +167,11 @@ func (b *Batch) validate() error {
 // key) does not record that end. That is harmless: those records add no
 // rows to the table, however often they are retried.
 //
-// Each table's maximum is a scan of its src_partition and src_offset
-// columns (10 bytes a row before compression): the tables are ordered
-// for their reports, not for this query, which runs when partitions are
-// assigned and after failures.
+// The rollups' part is their marker rows, found through the tables'
+// primary keys. usage_events' is a scan of its src_partition,
+// src_offset, batch_end and day columns (the table is ordered for
+// drill-down, not for this query, which runs when partitions are assigned
+// and after failures).
 func (s *Store) Watermarks(ctx context.Context, partitions []int) (map[int]Watermark, error) {
 	out := make(map[int]Watermark, len(partitions))
 	if len(partitions) == 0 {
@@ -106,113 +183,157 @@ func (s *Store) Watermarks(ctx context.Context, partitions []int) (map[int]Water
 		}
 		out[p] = NoWatermark
 	}
-	rows, err := s.conn.Query(ctx, watermarksSQL(partitions))
+	marks, err := s.readMarks(ctx, rawMarksSQL(inList(partitions)), nil)
 	if err != nil {
 		return nil, fmt.Errorf("read watermarks: %w", err)
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var (
-			table uint8
-			p     uint16
-			top   int64
-		)
-		if err := rows.Scan(&table, &p, &top); err != nil {
-			return nil, fmt.Errorf("read watermarks: %w", err)
-		}
-		wm := out[int(p)]
-		switch table {
-		case tableRaw:
-			wm.Raw = top
-		case tableMinute:
-			wm.Minute = top
-		case tableDaily:
-			wm.Daily = top
-		}
-		out[int(p)] = wm
-	}
-	if err := rows.Err(); err != nil {
+	more, err := s.readMarks(ctx, rollupMarksSQL(inList(partitions)), nil)
+	if err != nil {
 		return nil, fmt.Errorf("read watermarks: %w", err)
+	}
+	for p := range out {
+		out[p] = marksOf(append(marks, more...), p, NoWatermark)
 	}
 	return out, nil
 }
 
+// mark is a row of the watermark queries: for table t and topic
+// partition p, in the table's partition part (a day or, as YYYYMM, a
+// month): done, the highest offset of a batch written whole (usage_events)
+// or the sum of the progress markers' advances (the rollups), and last,
+// the highest offset written part way (-1: none).
+type mark struct {
+	t, p       int
+	part       int64
+	done, last int64
+}
+
+func (s *Store) readMarks(ctx context.Context, q string, args []any) ([]mark, error) {
+	rows, err := s.conn.Query(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []mark
+	for rows.Next() {
+		var (
+			t    uint8
+			p    uint16
+			part uint32
+			m    mark
+		)
+		if err := rows.Scan(&t, &p, &part, &m.done, &m.last); err != nil {
+			return nil, err
+		}
+		if int(t) >= NumTables {
+			return nil, fmt.Errorf("table %d: no such table", t)
+		}
+		m.t, m.p, m.part = int(t), int(p), int64(part)
+		if m.t != TableRaw {
+			m.part = int64(part/100)*12 + int64(part%100) - 1 // YYYYMM → month
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// marksOf folds the marks of partition p into a watermark, starting from
+// base.
+func marksOf(marks []mark, p int, base Watermark) Watermark {
+	w := base
+	w.Ahead = slices.Clone(base.Ahead)
+	sums := [NumTables]int64{}
+	seen := [NumTables]bool{}
+	for _, m := range marks {
+		if m.p != p {
+			continue
+		}
+		if m.t == TableRaw {
+			w.Done[m.t] = max(w.Done[m.t], m.done)
+		} else {
+			sums[m.t] += m.done
+			seen[m.t] = true
+		}
+	}
+	for t := range NumTables {
+		if seen[t] {
+			// The rollups' markers add up to their progress + 1 (see
+			// InsertBatch); they are the truth, whatever base says.
+			w.Done[t] = sums[t] - 1
+		}
+	}
+	for _, m := range marks {
+		if m.p == p && m.last > w.Done[m.t] {
+			w.Ahead = append(w.Ahead, Ahead{Table: m.t, Part: m.part, Last: m.last})
+		}
+	}
+	w.normalize()
+	return w
+}
+
 // BatchWatermark is Watermarks for retrying one batch, at a cost bounded
 // by what the batch touches rather than by the tables' history: b's
-// partition's watermark as far as b's records go. before is the watermark the failed InsertBatch(b, before)
-// was given: what the InsertBatch of the batch before b returned (or
-// Watermarks before b). Retry with InsertBatch(b, BatchWatermark(b,
-// before)); its result is then valid for the next batch, as after any
-// InsertBatch.
+// partition's watermark as far as b's records go. before is the watermark
+// the failed InsertBatch(b, before) was given: what the InsertBatch of
+// the batch before b returned (or Watermarks before b). Retry with
+// InsertBatch(b, BatchWatermark(b, before)); its result is then valid for
+// the next batch, as after any InsertBatch.
 //
-// It reads only the rows b's events would have written: those of b's
-// partition in their days, times (minutes) and keys (up to 1000 keys;
-// a batch of more is read by days and times). In the raw table that is
-// the batch's keys' rows of its days: cheaper than Watermarks by the
-// days the tables hold, or more when a batch holds few of the keys. That suffices: with one writer per partition,
-// a table holds everything up to its highest tag, so if it holds any of
-// b's events, the row of one has a tag at or past it and is among those
-// read; if it holds none, before is right for b. (It does not suffice for
-// another batch than b, which is why it takes b: a shorter one could miss
-// a run written past it.) A table whose watermark in before is b.Last or
-// more is not read.
+// For usage_events it reads only the rows b's events would have
+// written: those of b's partition in their days, times and keys (up to
+// 1000 keys; a batch of more is read by days and times). That suffices:
+// with one writer per partition, a day holds b's rows only if b's INSERT
+// for that day was applied, and then holds one of b's events. (It does
+// not suffice for another batch than b, which is why it takes b.) The
+// rollups' markers are read as Watermarks reads them, through the
+// primary key.
 func (s *Store) BatchWatermark(ctx context.Context, b *Batch, before Watermark) (Watermark, error) {
 	if err := b.validate(); err != nil {
 		return before, fmt.Errorf("read the watermark of a batch of partition %d: %w: %w", b.Partition, ErrInvalidBatch, err)
 	}
-	q, args, ok := batchWatermarkQuery(b, before)
-	if !ok {
-		return before, nil
+	var marks []mark
+	if q, args, ok := batchRawMarksQuery(b); ok && before.Done[TableRaw] < b.Last {
+		m, err := s.readMarks(ctx, q, args)
+		if err != nil {
+			return before, fmt.Errorf("read the watermark of a batch of partition %d: %w", b.Partition, err)
+		}
+		marks = m
 	}
-	rows, err := s.conn.Query(ctx, q, args...)
+	m, err := s.readMarks(ctx, rollupMarksSQL(fmt.Sprint(b.Partition)), nil)
 	if err != nil {
 		return before, fmt.Errorf("read the watermark of a batch of partition %d: %w", b.Partition, err)
 	}
-	defer rows.Close()
-	wm := before
-	for rows.Next() {
-		var (
-			table uint8
-			top   int64
-		)
-		if err := rows.Scan(&table, &top); err != nil {
-			return before, fmt.Errorf("read the watermark of a batch of partition %d: %w", b.Partition, err)
-		}
-		switch table {
-		case tableRaw:
-			wm.Raw = max(wm.Raw, top)
-		case tableMinute:
-			wm.Minute = max(wm.Minute, top)
-		case tableDaily:
-			wm.Daily = max(wm.Daily, top)
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return before, fmt.Errorf("read the watermark of a batch of partition %d: %w", b.Partition, err)
-	}
-	return wm, nil
+	return marksOf(append(marks, m...), b.Partition, before), nil
 }
 
 // InsertBatch writes the batch's rows that the tables lack according to
-// wm: in order usage_events, usage_minute, usage_daily, each table the
-// rows of the events past its watermark (usage_events: those events;
-// the rollups: rows aggregated from them), every row tagged with
-// src_partition b.Partition and src_offset b.Last. A table whose
-// watermark is b.Last or more is skipped. It returns the new watermark,
-// each table at b.Last (or where it was, if beyond).
+// wm, in order usage_events, usage_minute, usage_hour, usage_day,
+// usage_daily: each table the rows of the events it does not hold
+// (usage_events: those events; the rollups: rows aggregated from them).
+// A table whose Done is b.Last or more is skipped. It returns the new
+// watermark: each table written at b.Last.
 //
-// A table's rows are one INSERT, which ClickHouse applies whole or not at
-// all, as long as the rows fall in one partition of the table (it writes
-// one part per partition, and not atomically across them). A batch whose
-// events span partitions (midnight for usage_events, the end of a month
-// for the rollups) is therefore split, per table, into runs of
-// consecutive records of one partition: one INSERT per run, in order,
-// each tagged with its last event's offset, the last run with b.Last.
-// A failure between runs leaves the table's watermark at the end of the
-// last run written, which is again exact.
+// A table's rows of one of its partitions (a UTC day for usage_events, a
+// month for the rollups) are one INSERT, one block, which ClickHouse
+// applies whole or not at all. A batch whose events span partitions
+// (midnight, the end of a month, events of other days arriving late) is
+// one INSERT per partition the events fall in, however they alternate.
+// The last INSERT of a table says the batch is whole: its usage_events
+// rows have batch_end 1, and in a rollup it holds the progress marker
+// (minute -1, or plan and key empty in usage_daily) whose done column
+// adds b.Last - Done to the sum that Watermarks reads back. The others
+// are tagged as written part way: batch_end 0, or a marker holding
+// b.Last (minute -2 - b.Last; node b.Last in usage_daily), which
+// Watermarks reads as an Ahead entry.
 //
-// On an error, the watermark returned holds the tables written before
-// the failure; the failing INSERT itself may have been applied (a lost
+// The sums make the rollups' progress exact after any merges provided
+// each advance is counted once, which holds because wm is exact: what
+// the InsertBatch before returned, or what Watermarks or BatchWatermark
+// read. A rollup with nothing to write keeps its Done: a batch without
+// rows writes no marker.
+//
+// On an error, the watermark returned holds the INSERTs made before the
+// failure; the failing INSERT itself may have been applied (a lost
 // reply). Read Watermarks, or BatchWatermark(b, wm) with the wm given
 // here, before retrying. The batch's slices are not retained.
 func (s *Store) InsertBatch(ctx context.Context, b *Batch, wm Watermark) (Watermark, error) {
@@ -228,38 +349,93 @@ func (s *Store) InsertBatch(ctx context.Context, b *Batch, wm Watermark) (Waterm
 		s.scratch.Put(sc)
 	}()
 
-	for _, t := range [...]struct {
-		table  uint8
-		wm     *int64
-		insert func(ctx context.Context, sc *insertScratch, b *Batch, r run) error
-	}{
-		{tableRaw, &wm.Raw, s.insertRaw},
-		{tableMinute, &wm.Minute, s.insertMinute},
-		{tableDaily, &wm.Daily, s.insertDaily},
-	} {
-		if *t.wm >= b.Last {
+	out := wm
+	out.Ahead = slices.Clone(wm.Ahead)
+	for t := range NumTables {
+		if wm.Done[t] >= b.Last {
 			continue
 		}
-		sc.runs = splitRuns(sc.runs[:0], b, firstAfter(b.Offsets, *t.wm), t.table)
-		for _, r := range sc.runs {
-			if err := t.insert(ctx, sc, b, r); err != nil {
-				return wm, fmt.Errorf("insert batch of partition %d up to offset %d: %s: %w", b.Partition, r.tag, tableNames[t.table], err)
+		sc.group(b, t, &wm)
+		for i, g := range sc.groups {
+			last := i == len(sc.groups)-1
+			if err := s.insertGroup(ctx, sc, b, t, g, last, wm.Done[t]); err != nil {
+				out.normalize()
+				return out, fmt.Errorf("insert batch of partition %d up to offset %d: %s: %w", b.Partition, b.Last, tableNames[t], err)
 			}
-			*t.wm = r.tag
+			if last {
+				out.Done[t] = b.Last
+			} else {
+				out.Ahead = append(out.Ahead, Ahead{Table: t, Part: g.part, Last: b.Last})
+			}
 		}
-		*t.wm = b.Last // also when there was nothing to write
+		if len(sc.groups) == 0 && t == TableRaw {
+			// No rows, so no marker; usage_events' Done is a maximum,
+			// not a sum, and may run ahead of the table.
+			out.Done[t] = b.Last
+		}
 	}
-	return wm, nil
+	out.normalize()
+	return out, nil
 }
 
-// Tables, as Watermarks' query tags them.
-const (
-	tableRaw uint8 = iota
-	tableMinute
-	tableDaily
-)
+// group is the events of one partition of a table in a batch: indexes
+// into Events, in offset order.
+type group struct {
+	part  int64
+	day   int64 // a day of the partition, for the marker row
+	index []int32
+}
 
-var tableNames = [...]string{tableRaw: "usage_events", tableMinute: "usage_minute", tableDaily: "usage_daily"}
+// group fills sc.groups with b's events that table t lacks according to
+// wm, per partition of t, in order of partition.
+func (sc *insertScratch) group(b *Batch, t int, wm *Watermark) {
+	sc.groups = sc.groups[:0]
+	from := firstAfter(b.Offsets, wm.Done[t])
+	lastDay, part := int64(math.MinInt64), int64(0)
+	cur := -1
+	for i := from; i < len(b.Events); i++ {
+		if d := b.Events[i].Day(); d != lastDay {
+			lastDay, part = d, d
+			if t != TableRaw {
+				part = month(d)
+			}
+			cur = -1
+			for j := range sc.groups {
+				if sc.groups[j].part == part {
+					cur = j
+					break
+				}
+			}
+			if cur < 0 {
+				if len(sc.groups) < cap(sc.groups) {
+					sc.groups = sc.groups[:len(sc.groups)+1]
+					g := &sc.groups[len(sc.groups)-1]
+					g.part, g.day, g.index = part, d, g.index[:0]
+				} else {
+					sc.groups = append(sc.groups, group{part: part, day: d})
+				}
+				cur = len(sc.groups) - 1
+			}
+		}
+		if len(wm.Ahead) > 0 && b.Offsets[i] <= wm.ahead(t, part) {
+			continue // written by an attempt that stopped part way
+		}
+		sc.groups[cur].index = append(sc.groups[cur].index, int32(i))
+	}
+	sc.groups = slices.DeleteFunc(sc.groups, func(g group) bool { return len(g.index) == 0 })
+	slices.SortFunc(sc.groups, func(a, b group) int { return cmp.Compare(a.part, b.part) })
+}
+
+func (s *Store) insertGroup(ctx context.Context, sc *insertScratch, b *Batch, t int, g group, last bool, done int64) error {
+	switch t {
+	case TableRaw:
+		return s.insertRaw(ctx, sc, b, g, last)
+	case TableDaily:
+		return s.insertDaily(ctx, sc, b, g, last, done)
+	default:
+		return s.insertRollup(ctx, sc, b, t, g, last, done)
+	}
+}
 
 // firstAfter returns the index of the first offset past wm.
 func firstAfter(offsets []int64, wm int64) int {
@@ -273,43 +449,6 @@ func firstAfter(offsets []int64, wm int64) int {
 		}
 	}
 	return lo
-}
-
-// run is Events[lo:hi] of a batch, all in one partition of a table,
-// written as one INSERT tagged tag.
-type run struct {
-	lo, hi int
-	tag    int64
-}
-
-// splitRuns appends to dst the runs of b.Events[from:] for table: maximal
-// stretches of consecutive events in one partition of the table (a UTC
-// day for usage_events, a month for the rollups). Each run's tag is the
-// offset of its last event; the last run's is b.Last, which covers the
-// records without events after it. No events, no runs.
-func splitRuns(dst []run, b *Batch, from int, table uint8) []run {
-	if from >= len(b.Events) {
-		return dst
-	}
-	partOf := func(day int64) int64 { return day }
-	if table != tableRaw {
-		partOf = month
-	}
-	lastDay := b.Events[from].Day()
-	part := partOf(lastDay)
-	lo := from
-	for i := from + 1; i < len(b.Events); i++ {
-		d := b.Events[i].Day()
-		if d == lastDay {
-			continue
-		}
-		lastDay = d
-		if p := partOf(d); p != part {
-			dst = append(dst, run{lo: lo, hi: i, tag: b.Offsets[i-1]})
-			lo, part = i, p
-		}
-	}
-	return append(dst, run{lo: lo, hi: len(b.Events), tag: b.Last})
 }
 
 // month returns the month of a day (days since 1970-01-01) as
@@ -326,6 +465,11 @@ func dayTime(day int64) time.Time { return time.Unix(day*86400, 0).UTC() }
 // given columns, in the query's order. ClickHouse applies a block to a
 // MergeTree table whole or not at all when its rows fall in one partition.
 func (s *Store) send(ctx context.Context, query string, cols []any) error {
+	if s.beforeInsert != nil {
+		if err := s.beforeInsert(); err != nil {
+			return err
+		}
+	}
 	batch, err := s.conn.PrepareBatch(ctx, query)
 	if err != nil {
 		return err
@@ -339,12 +483,14 @@ func (s *Store) send(ctx context.Context, query string, cols []any) error {
 	return batch.Send()
 }
 
-const insertRawSQL = `INSERT INTO usage_events (day, key_id, time_ns, id, plan_id, api_id, stage, method, resource, status, decision, latency_us, bytes_in, bytes_out, requests, node, kafka_offset, src_partition, src_offset)`
+const insertRawSQL = `INSERT INTO usage_events (day, key_id, time_ns, id, plan_id, api_id, stage, method, resource, status, decision, latency_us, bytes_in, bytes_out, requests, node, kafka_offset, src_partition, src_offset, batch_end)`
 
-func (s *Store) insertRaw(ctx context.Context, sc *insertScratch, b *Batch, r run) error {
+// insertRaw writes g's events to usage_events, tagged b.Last, batch_end
+// 1 if g is the batch's last INSERT into the table.
+func (s *Store) insertRaw(ctx context.Context, sc *insertScratch, b *Batch, g group, last bool) error {
 	c := &sc.cols
 	c.reset()
-	for i := r.lo; i < r.hi; i++ {
+	for _, i := range g.index {
 		e := &b.Events[i]
 		c.day = append(c.day, dayTime(e.Day()))
 		c.str[0] = append(c.str[0], e.KeyID)
@@ -364,16 +510,41 @@ func (s *Store) insertRaw(ctx context.Context, sc *insertScratch, b *Batch, r ru
 		c.requests = append(c.requests, uint32(e.Requests()))
 		c.i64[4] = append(c.i64[4], b.Offsets[i])
 	}
-	c.tag(r.hi-r.lo, b.Partition, r.tag)
+	end := uint8(0)
+	if last {
+		end = 1
+	}
+	for range g.index {
+		c.partition = append(c.partition, uint16(b.Partition))
+		c.offset = append(c.offset, b.Last)
+		c.flag = append(c.flag, end)
+	}
 	return s.send(ctx, insertRawSQL, append(c.args[:0],
 		c.day, c.str[0], c.i64[0], c.id, c.str[1], c.str[2], c.str[3], c.str[4], c.str[5],
-		c.status, c.decision, c.i64[1], c.i64[2], c.i64[3], c.requests, c.str[6], c.i64[4], c.partition, c.offset))
+		c.status, c.decision, c.i64[1], c.i64[2], c.i64[3], c.requests, c.str[6], c.i64[4], c.partition, c.offset, c.flag))
 }
 
-const insertMinuteSQL = `INSERT INTO usage_minute (day, minute, key_id, plan_id, api_id, stage, method, resource, status, decision, src_partition, src_offset, requests, bytes_in, bytes_out, latency_us_sum)`
+// insertRollupSQL is the INSERT of usage_minute, usage_hour or usage_day.
+func insertRollupSQL(t int) string {
+	return `INSERT INTO ` + tableNames[t] + ` (day, minute, key_id, plan_id, api_id, stage, method, resource, status, decision, src_partition, requests, bytes_in, bytes_out, latency_us_sum, done)`
+}
 
-func (s *Store) insertMinute(ctx context.Context, sc *insertScratch, b *Batch, r run) error {
-	sc.rollupMinutes(b.Events[r.lo:r.hi])
+var insertRollupSQLs = [NumTables]string{
+	TableMinute: insertRollupSQL(TableMinute),
+	TableHour:   insertRollupSQL(TableHour),
+	TableDay:    insertRollupSQL(TableDay),
+}
+
+// bucketMinutes is the width of a rollup's buckets, in minutes.
+var bucketMinutes = [NumTables]int64{TableMinute: 1, TableHour: 60, TableDay: 24 * 60}
+
+// insertRollup writes g's events summed per bucket of table t and
+// dimensions, and the marker row: the progress marker (minute -1, done
+// b.Last - done) if g is the batch's last INSERT into t, else the
+// part-way marker (minute -2 - b.Last, done 1: a row whose sums are all
+// zero would vanish in a merge).
+func (s *Store) insertRollup(ctx context.Context, sc *insertScratch, b *Batch, t int, g group, last bool, done int64) error {
+	sc.rollupMinutes(b.Events, g.index, bucketMinutes[t])
 	c := &sc.cols
 	c.reset()
 	for i, k := range sc.minuteKeys {
@@ -392,34 +563,67 @@ func (s *Store) insertMinute(ctx context.Context, sc *insertScratch, b *Batch, r
 		c.i64[2] = append(c.i64[2], m.bytesIn)
 		c.i64[3] = append(c.i64[3], m.bytesOut)
 		c.i64[4] = append(c.i64[4], m.latency)
+		c.done = append(c.done, 0)
 	}
-	c.tag(len(sc.minuteKeys), b.Partition, r.tag)
-	return s.send(ctx, insertMinuteSQL, append(c.args[:0],
+	marker, adv := int64(-1), b.Last-done
+	if !last {
+		marker, adv = -2-b.Last, 1
+	}
+	c.day = append(c.day, dayTime(g.day))
+	c.i64[0] = append(c.i64[0], marker)
+	for j := range 6 {
+		c.str[j] = append(c.str[j], "")
+	}
+	c.status = append(c.status, 0)
+	c.decision = append(c.decision, 0)
+	for j := 1; j <= 4; j++ {
+		c.i64[j] = append(c.i64[j], 0)
+	}
+	c.done = append(c.done, adv)
+	for range len(sc.minuteKeys) + 1 {
+		c.partition = append(c.partition, uint16(b.Partition))
+	}
+	return s.send(ctx, insertRollupSQLs[t], append(c.args[:0],
 		c.day, c.i64[0], c.str[0], c.str[1], c.str[2], c.str[3], c.str[4], c.str[5],
-		c.status, c.decision, c.partition, c.offset, c.i64[1], c.i64[2], c.i64[3], c.i64[4]))
+		c.status, c.decision, c.partition, c.i64[1], c.i64[2], c.i64[3], c.i64[4], c.done))
 }
 
-const insertDailySQL = `INSERT INTO usage_daily (day, plan_id, key_id, node, src_partition, src_offset, admitted, rejected)`
+const insertDailySQL = `INSERT INTO usage_daily (plan_id, key_id, day, node, src_partition, admitted, rejected, done)`
 
-func (s *Store) insertDaily(ctx context.Context, sc *insertScratch, b *Batch, r run) error {
-	sc.rollupDays(b.Events[r.lo:r.hi])
-	if len(sc.dayKeys) == 0 {
-		return nil // only events with neither plan nor key
-	}
+// insertDaily writes g's events summed per (plan, key, day, node), and
+// the marker row (plan and key empty): node empty and done b.Last - done
+// if g is the batch's last INSERT into the table, else node b.Last and
+// done 1.
+func (s *Store) insertDaily(ctx context.Context, sc *insertScratch, b *Batch, g group, last bool, done int64) error {
+	sc.rollupDays(b.Events, g.index)
 	c := &sc.cols
 	c.reset()
 	for i, k := range sc.dayKeys {
 		d := &sc.dayCounts[i]
-		c.day = append(c.day, dayTime(k.day))
 		c.str[0] = append(c.str[0], k.plan)
 		c.str[1] = append(c.str[1], k.key)
+		c.day = append(c.day, dayTime(k.day))
 		c.str[2] = append(c.str[2], k.node)
 		c.i64[0] = append(c.i64[0], d.admitted)
 		c.i64[1] = append(c.i64[1], d.rejected)
+		c.done = append(c.done, 0)
 	}
-	c.tag(len(sc.dayKeys), b.Partition, r.tag)
+	node, adv := "", b.Last-done
+	if !last {
+		node, adv = strconv.FormatInt(b.Last, 10), 1
+	}
+	c.str[0] = append(c.str[0], "")
+	c.str[1] = append(c.str[1], "")
+	c.day = append(c.day, dayTime(g.day))
+	c.str[2] = append(c.str[2], node)
+	c.i64[0] = append(c.i64[0], 0)
+	c.i64[1] = append(c.i64[1], 0)
+	c.done = append(c.done, adv)
+	for range len(sc.dayKeys) + 1 {
+		c.partition = append(c.partition, uint16(b.Partition))
+	}
 	return s.send(ctx, insertDailySQL, append(c.args[:0],
-		c.day, c.str[0], c.str[1], c.str[2], c.partition, c.offset, c.i64[0], c.i64[1]))
+		c.str[0], c.str[1], c.day, c.str[2], c.partition, c.i64[0], c.i64[1], c.done))
 }
 
 // columns holds the column slices of one INSERT, reused from table to
@@ -434,15 +638,9 @@ type columns struct {
 	requests  []uint32
 	partition []uint16
 	offset    []int64
+	flag      []uint8
+	done      []int64
 	args      []any
-}
-
-// tag fills the src_partition and src_offset columns of n rows.
-func (c *columns) tag(n, partition int, offset int64) {
-	for range n {
-		c.partition = append(c.partition, uint16(partition))
-		c.offset = append(c.offset, offset)
-	}
 }
 
 // reset empties the slices, dropping their references to strings and ids.
@@ -458,7 +656,7 @@ func (c *columns) reset() {
 	clear(c.id)
 	c.id = c.id[:0]
 	c.status, c.decision, c.requests = c.status[:0], c.decision[:0], c.requests[:0]
-	c.partition, c.offset = c.partition[:0], c.offset[:0]
+	c.partition, c.offset, c.flag, c.done = c.partition[:0], c.offset[:0], c.flag[:0], c.done[:0]
 	clear(c.args)
 	c.args = c.args[:0]
 }
@@ -484,8 +682,8 @@ type dayCounts struct{ admitted, rejected int64 }
 // insertScratch holds what an InsertBatch reuses from table to table and,
 // through the store's pool, from batch to batch.
 type insertScratch struct {
-	runs []run
-	cols columns
+	groups []group
+	cols   columns
 
 	// The rollup rows of a run: the maps index the slices, so an event
 	// costs one map lookup.
@@ -501,15 +699,17 @@ func newInsertScratch() *insertScratch {
 	return &insertScratch{minuteRow: map[minuteKey]int32{}, dayRow: map[dayKey]int32{}}
 }
 
-// rollupMinutes groups events into usage_minute rows.
-func (sc *insertScratch) rollupMinutes(events []schemas.UsageEvent) {
+// rollupMinutes groups the events at index into rows of a rollup whose
+// buckets are width minutes wide.
+func (sc *insertScratch) rollupMinutes(events []schemas.UsageEvent, index []int32, width int64) {
 	clear(sc.minuteRow)
 	clear(sc.minuteKeys)
 	sc.minuteKeys, sc.minuteSums = sc.minuteKeys[:0], sc.minuteSums[:0]
-	for i := range events {
+	for _, i := range index {
 		e := &events[i]
+		minute := floorDiv(e.Time, 60e9)
 		k := minuteKey{
-			minute: floorDiv(e.Time, 60e9),
+			minute: minute - (minute%width+width)%width,
 			key:    e.KeyID, plan: e.PlanID, api: e.APIID, stage: e.Stage, method: e.Method, resource: e.Resource,
 			status: e.Status, decision: e.Decision,
 		}
@@ -530,11 +730,11 @@ func (sc *insertScratch) rollupMinutes(events []schemas.UsageEvent) {
 
 // rollupDays groups events into usage_daily rows. Events with neither
 // plan nor key count in usage_minute only.
-func (sc *insertScratch) rollupDays(events []schemas.UsageEvent) {
+func (sc *insertScratch) rollupDays(events []schemas.UsageEvent, index []int32) {
 	clear(sc.dayRow)
 	clear(sc.dayKeys)
 	sc.dayKeys, sc.dayCounts = sc.dayKeys[:0], sc.dayCounts[:0]
-	for i := range events {
+	for _, i := range index {
 		e := &events[i]
 		if e.PlanID == "" && e.KeyID == "" {
 			continue
@@ -557,7 +757,7 @@ func (sc *insertScratch) rollupDays(events []schemas.UsageEvent) {
 
 // reset drops the references to the last batch's strings and events.
 func (sc *insertScratch) reset() {
-	sc.runs = sc.runs[:0]
+	sc.groups = sc.groups[:0]
 	sc.cols.reset()
 	clear(sc.minuteRow)
 	clear(sc.minuteKeys)

@@ -22,7 +22,9 @@ func TestMigrate(t *testing.T) {
 	}
 	defer s.Close()
 
-	want := []string{"0001_usage_events", "0002_usage_minute", "0003_usage_daily", "0004_quota_adjustments", "0005_usage_events_requests"}
+	want := []string{"0001_usage_events", "0002_usage_minute", "0003_usage_daily", "0004_quota_adjustments", "0005_usage_events_requests",
+		"0006_usage_events_batch_end", "0007_usage_minute_next", "0008_usage_hour", "0009_usage_day", "0010_usage_daily_next",
+		"0011_rollups_copy", "0012_rollups_swap", "0013_rollups_v1_drop"}
 	applied, err := s.Migrate(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -61,7 +63,7 @@ func TestMigrate(t *testing.T) {
 	if !slices.Equal(recorded, want) {
 		t.Errorf("tollgate_migrations holds %q, want %q once each", recorded, want)
 	}
-	for _, table := range []string{"usage_events", "usage_minute", "usage_daily", "quota_adjustments"} {
+	for _, table := range []string{"usage_events", "usage_minute", "usage_hour", "usage_day", "usage_daily", "quota_adjustments"} {
 		var n uint64
 		if err := s.conn.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = ?", table).Scan(&n); err != nil {
 			t.Fatal(err)
@@ -127,12 +129,12 @@ func TestMigrateRequestsColumn(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := []string{"0005_usage_events_requests"}; !slices.Equal(applied, want) {
+			if want := migrationNames(5); !slices.Equal(applied, want) {
 				t.Errorf("Migrate applied %q, want %q", applied, want)
 			}
 			counted := []schemas.UsageEvent{{ID: schemas.NewEventID(day20000 + 3600e9), Time: day20000 + 3600e9, APIID: "api1", Stage: "prod",
 				Method: "OTHER", Status: 403, Decision: schemas.DecisionForbidden, Count: 4000, LatencyMicros: 4000 * 3}}
-			if _, err := s.InsertBatch(ctx, &Batch{Partition: 0, Last: 1000, Offsets: []int64{1000}, Events: counted}, Watermark{Raw: 49, Minute: 1000, Daily: 1000}); err != nil {
+			if _, err := s.InsertBatch(ctx, &Batch{Partition: 0, Last: 1000, Offsets: []int64{1000}, Events: counted}, doneAt(49, 1000)); err != nil {
 				t.Fatal(err)
 			}
 			var sum uint64
@@ -158,6 +160,26 @@ func TestMigrateRequestsColumn(t *testing.T) {
 			}
 		})
 	}
+}
+
+// doneAt is a watermark with usage_events done at raw and every rollup
+// at rollups.
+func doneAt(raw, rollups int64) Watermark {
+	w := Watermark{}
+	for t := range w.Done {
+		w.Done[t] = rollups
+	}
+	w.Done[TableRaw] = raw
+	return w
+}
+
+// migrationNames is the names of the migrations from version v on.
+func migrationNames(v int) []string {
+	var out []string
+	for _, m := range migrations[v-1:] {
+		out = append(out, migrationName(m))
+	}
+	return out
 }
 
 // insertAll writes the records of partition p in batches of size records
@@ -186,8 +208,8 @@ func TestInsertBatchMatchesSQLite(t *testing.T) {
 		events := genEvents(r, 3000, start, 20e6, "p"+itoa(p)+"-")
 		all = append(all, events...)
 		last := insertAll(t, s, p, topic(r, events), 500)
-		if got := watermark(t, s, p); got.Raw != last.Raw {
-			t.Errorf("partition %d: Watermarks Raw %d, InsertBatch returned %d", p, got.Raw, last.Raw)
+		if got := watermark(t, s, p); !got.Equal(last) {
+			t.Errorf("partition %d: Watermarks %+v, InsertBatch returned %+v", p, got, last)
 		}
 	}
 	sameAsOracle(t, s, oracle(t, all))
@@ -284,7 +306,7 @@ func TestLostReply(t *testing.T) {
 	first, rest := recs[:800], recs[800:]
 
 	wm := watermark(t, s, 7)
-	if wm != NoWatermark {
+	if !wm.Equal(NoWatermark) {
 		t.Fatalf("empty partition: Watermarks %+v, want %+v", wm, NoWatermark)
 	}
 	if _, err := s.InsertBatch(ctx, batchOf(7, first), wm); err != nil {
@@ -292,7 +314,7 @@ func TestLostReply(t *testing.T) {
 	}
 	// The reply is lost. The watermarks show the batch stored.
 	wm = watermark(t, s, 7)
-	if last := first[len(first)-1].offset; wm.Raw != last || wm.Minute != last || wm.Daily != last {
+	if last := first[len(first)-1].offset; !wm.Equal(doneAt(last, last)) {
 		t.Fatalf("after a batch up to %d: Watermarks %+v", last, wm)
 	}
 	// The same batch again writes nothing.
@@ -300,7 +322,7 @@ func TestLostReply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if again != wm {
+	if !again.Equal(wm) {
 		t.Errorf("retried batch: watermark %+v, want %+v", again, wm)
 	}
 	// The consumer re-reads from the committed offset (0) and cuts a
@@ -313,8 +335,9 @@ func TestLostReply(t *testing.T) {
 }
 
 // TestCrashBetweenTables: a batch is written to some tables only (the
-// aggregator stopped between two INSERTs, or between two runs of one
-// table); the next attempt, from the watermarks, completes it exactly.
+// aggregator stopped between two INSERTs, of two tables or of two
+// partitions of one); the next attempt, from the watermarks, completes
+// it exactly.
 func TestCrashBetweenTables(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -323,28 +346,32 @@ func TestCrashBetweenTables(t *testing.T) {
 		crash func(t *testing.T, s *Store, b *Batch)
 	}{
 		{"after raw", func(t *testing.T, s *Store, b *Batch) {
-			if _, err := s.InsertBatch(context.Background(), b, Watermark{Raw: -1, Minute: b.Last, Daily: b.Last}); err != nil {
+			if _, err := s.InsertBatch(context.Background(), b, doneAt(-1, b.Last)); err != nil {
 				t.Fatal(err)
 			}
 		}},
 		{"after minute", func(t *testing.T, s *Store, b *Batch) {
-			if _, err := s.InsertBatch(context.Background(), b, Watermark{Raw: -1, Minute: -1, Daily: b.Last}); err != nil {
+			wm := doneAt(b.Last, b.Last)
+			wm.Done[TableRaw], wm.Done[TableMinute] = -1, -1
+			if _, err := s.InsertBatch(context.Background(), b, wm); err != nil {
 				t.Fatal(err)
 			}
 		}},
-		{"between runs", func(t *testing.T, s *Store, b *Batch) {
-			// The first run of each table written, as InsertBatch writes
-			// it: the same rows under the same tag.
-			runs := splitRuns(nil, b, 0, tableRaw)
-			if len(runs) < 2 {
-				t.Fatalf("batch is %d runs; the test wants more", len(runs))
-			}
-			r := runs[0]
-			prefix := &Batch{Partition: b.Partition, Last: r.tag, Offsets: b.Offsets[:r.hi], Events: b.Events[:r.hi]}
-			if _, err := s.InsertBatch(context.Background(), prefix, Watermark{Raw: -1, Minute: r.tag, Daily: r.tag}); err != nil {
-				t.Fatal(err)
+		{"the first partition of each table", func(t *testing.T, s *Store, b *Batch) {
+			// The first INSERT of each table, as InsertBatch writes it: a
+			// state no single failure leaves, but each table's part is.
+			sc := newInsertScratch()
+			for tb := range NumTables {
+				sc.group(b, tb, &NoWatermark)
+				if len(sc.groups) < 2 {
+					t.Fatalf("table %s: the batch is %d partitions; the test wants more", tableNames[tb], len(sc.groups))
+				}
+				if err := s.insertGroup(context.Background(), sc, b, tb, sc.groups[0], false, -1); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}},
+		{"after each INSERT", nil}, // below: a failure before the k-th INSERT, every k
 		{"context cancelled", func(t *testing.T, s *Store, b *Batch) {
 			ctx, cancel := context.WithCancel(context.Background())
 			cancel()
@@ -356,24 +383,56 @@ func TestCrashBetweenTables(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			s := openTest(t)
+			// Around the end of October, the events' days alternating, so
+			// that every table's rows fall in two partitions.
 			r := mrand.New(mrand.NewPCG(5, 6))
-			// Around midnight, so that raw splits into runs.
-			events := genEvents(r, 1500, 20001*dayNS-1e9, 1e6, "")
+			events := alternating(r, genEvents(r, 1500, 20028*dayNS, 1e6, ""), 20028*dayNS)
 			recs := topic(r, events)
 			b := batchOf(2, recs)
-			tt.crash(t, s, b)
-			wm := watermark(t, s, 2)
-			got, err := s.InsertBatch(context.Background(), b, wm)
-			if err != nil {
-				t.Fatal(err)
+			ks := []int{-1}
+			if tt.crash == nil {
+				ks = []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9} // 5 tables × 2 partitions
 			}
-			if want := (Watermark{b.Last, b.Last, b.Last}); got != want {
-				t.Errorf("InsertBatch returned %+v, want %+v", got, want)
+			for _, k := range ks {
+				s := openTest(t)
+				if k >= 0 {
+					s.failBeforeInsert(k)
+					_, err := s.InsertBatch(context.Background(), b, NoWatermark)
+					s.failBeforeInsert(-1)
+					if err == nil {
+						t.Fatalf("InsertBatch failing before INSERT %d: no error", k)
+					}
+				} else {
+					tt.crash(t, s, b)
+				}
+				wm := watermark(t, s, 2)
+				got, err := s.InsertBatch(context.Background(), b, wm)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want := doneAt(b.Last, b.Last); !got.Equal(want) {
+					t.Errorf("InsertBatch returned %+v, want %+v", got, want)
+				}
+				if again := watermark(t, s, 2); !again.Equal(got) {
+					t.Errorf("then Watermarks %+v, want %+v", again, got)
+				}
+				sameAsOracle(t, s, oracle(t, events))
 			}
-			sameAsOracle(t, s, oracle(t, events))
 		})
 	}
+}
+
+// alternating moves events to within a second of midnight, their days
+// alternating as enforcers' clocks a second apart make them.
+func alternating(r *mrand.Rand, events []schemas.UsageEvent, midnight int64) []schemas.UsageEvent {
+	for i := range events {
+		ts := midnight + r.Int64N(1e9)
+		if i%2 == 0 {
+			ts = midnight - 1 - r.Int64N(1e9)
+		}
+		events[i].Time, events[i].ID = ts, schemas.NewEventID(ts)
+	}
+	return events
 }
 
 // TestFailuresModel runs partitions' records through InsertBatch the way
@@ -394,15 +453,20 @@ func TestFailuresModel(t *testing.T) {
 			r := mrand.New(mrand.NewPCG(7, 8))
 			var all []schemas.UsageEvent
 			failures := 0
-			for p := range 2 {
+			for p := range 3 {
 				// Partition 0: 5 s over the end of October (2024-10-31,
-				// day 20027), a batch or two split into runs; partition 1:
-				// five days around it, most batches split.
+				// day 20027), a batch or two in two partitions of each
+				// table; partition 1: five days around it, most batches
+				// in several; partition 2: within a second of that
+				// midnight, the days alternating.
 				start, step := 20028*dayNS-2e9, int64(2e6)
 				if p == 1 {
 					start, step = 20025*dayNS, 172.8e9
 				}
 				events := genEvents(r, 2500, start, step, "p"+itoa(p)+"-")
+				if p == 2 {
+					events = alternating(r, events, 20028*dayNS)
+				}
 				all = append(all, events...)
 				recs := topic(r, events)
 				committed := 0 // index of the next record to read
@@ -414,9 +478,9 @@ func TestFailuresModel(t *testing.T) {
 					if mode == "restart" {
 						wm = watermark(t, s, p)
 					}
-					if fate := r.IntN(6); fate >= 2 {
+					if fate := r.IntN(7); fate >= 2 {
 						failures++
-						fail(t, s, r, fate, b, wm)
+						fail(t, s, r, min(fate, 5), b, wm)
 						switch mode {
 						case "restart":
 							continue // a batch of another size, from the last commit
@@ -452,8 +516,8 @@ func TestFailuresModel(t *testing.T) {
 }
 
 // fail leaves the store as a failed InsertBatch(b, wm) may: fate 2 all
-// written but the reply lost; 3 stopped after raw; 4 after minute; 5 a
-// prefix of the batch written, as a stop between runs leaves it.
+// written but the reply lost; 3 stopped after raw; 4 after minute; 5
+// stopped before one of its INSERTs, at random.
 func fail(t *testing.T, s *Store, r *mrand.Rand, fate int, b *Batch, wm Watermark) {
 	t.Helper()
 	ctx := context.Background()
@@ -462,15 +526,24 @@ func fail(t *testing.T, s *Store, r *mrand.Rand, fate int, b *Batch, wm Watermar
 	case 2:
 		_, err = s.InsertBatch(ctx, b, wm)
 	case 3:
-		_, err = s.InsertBatch(ctx, b, Watermark{wm.Raw, max(wm.Minute, b.Last), max(wm.Daily, b.Last)})
-	case 4:
-		_, err = s.InsertBatch(ctx, b, Watermark{wm.Raw, wm.Minute, max(wm.Daily, b.Last)})
-	case 5:
-		if len(b.Events) == 0 {
-			return
+		skip := wm
+		for tb := TableMinute; tb < NumTables; tb++ {
+			skip.Done[tb] = max(wm.Done[tb], b.Last)
 		}
-		k := r.IntN(len(b.Events))
-		_, err = s.InsertBatch(ctx, &Batch{Partition: b.Partition, Last: b.Offsets[k], Offsets: b.Offsets[:k+1], Events: b.Events[:k+1]}, wm)
+		_, err = s.InsertBatch(ctx, b, skip)
+	case 4:
+		skip := wm
+		for tb := TableHour; tb < NumTables; tb++ {
+			skip.Done[tb] = max(wm.Done[tb], b.Last)
+		}
+		_, err = s.InsertBatch(ctx, b, skip)
+	case 5:
+		s.failBeforeInsert(r.IntN(12))
+		_, err = s.InsertBatch(ctx, b, wm)
+		s.failBeforeInsert(-1)
+		if errors.Is(err, errInjected) {
+			err = nil
+		}
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -503,7 +576,7 @@ func TestInvalidBatch(t *testing.T) {
 			if !errors.Is(err, ErrInvalidBatch) {
 				t.Errorf("InsertBatch: %v, want ErrInvalidBatch", err)
 			}
-			if wm != NoWatermark {
+			if !wm.Equal(NoWatermark) {
 				t.Errorf("InsertBatch returned %+v, want the watermark given", wm)
 			}
 		})
@@ -514,7 +587,7 @@ func TestInvalidBatch(t *testing.T) {
 	if err := CheckEvent(&late); err == nil {
 		t.Error("CheckEvent(2106-01-01): no error")
 	}
-	if got := watermark(t, s, 0); got != NoWatermark {
+	if got := watermark(t, s, 0); !got.Equal(NoWatermark) {
 		t.Errorf("after refused batches: Watermarks %+v, want %+v", got, NoWatermark)
 	}
 }
@@ -542,13 +615,13 @@ func TestMergesChangeNothing(t *testing.T) {
 	o.AdjustQuota(ctx, "free", "key-0", 20000, -5)
 	before := watermark(t, s, 1)
 	sameAsOracle(t, s, o)
-	for _, table := range []string{"usage_events", "usage_minute", "usage_daily", "quota_adjustments"} {
+	for _, table := range []string{"usage_events", "usage_minute", "usage_hour", "usage_day", "usage_daily", "quota_adjustments"} {
 		if err := s.conn.Exec(ctx, "OPTIMIZE TABLE "+table+" FINAL"); err != nil {
 			t.Fatal(err)
 		}
 	}
 	sameAsOracle(t, s, o)
-	if after := watermark(t, s, 1); after != before {
+	if after := watermark(t, s, 1); !after.Equal(before) {
 		t.Errorf("after merges: Watermarks %+v, before %+v", after, before)
 	}
 }
@@ -571,9 +644,10 @@ func TestWatermarksPartitions(t *testing.T) {
 		t.Fatal(err)
 	}
 	last := recs[len(recs)-1].offset
-	want := map[int]Watermark{3: {last, last, last}, 4: {9, 9, -1}, 5: NoWatermark}
+	// Partition 4's batch has no usage_daily rows, but its marker.
+	want := map[int]Watermark{3: doneAt(last, last), 4: doneAt(9, 9), 5: NoWatermark}
 	for p, w := range want {
-		if got[p] != w {
+		if !got[p].Equal(w) {
 			t.Errorf("partition %d: %+v, want %+v", p, got[p], w)
 		}
 	}

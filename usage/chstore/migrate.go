@@ -21,6 +21,11 @@ type migration struct {
 	// done, if set, returns one UInt64, nonzero when the change is made
 	// already: the statement is then skipped and only recorded.
 	done string
+	// then are statements run after sql, in order, before the migration
+	// is recorded; a migration cut short runs them all again, so each
+	// must be idempotent together with the ones before it (a copy starts
+	// with a TRUNCATE of its target).
+	then []string
 }
 
 // migrationsTable records the migrations applied: one row per migration
@@ -79,8 +84,11 @@ var migrations = []migration{
 	src_offset    Int64
 ) ENGINE = MergeTree
 PARTITION BY toYYYYMMDD(day)
-ORDER BY (key_id, time_ns)`, ""},
+ORDER BY (key_id, time_ns)`, "", nil},
 
+	// (Migrations 2 and 3 are the first rollups, replaced by 7 and 10:
+	// their sort keys end in src_offset, so their rows never merged.)
+	//
 	// usage_minute: the per-minute rollup /v1/usage reads, with the
 	// dimensions and sums of sqlitestore's usage_minute. minute is Unix
 	// minutes (Int64, as in sqlitestore); day is the minute's UTC day,
@@ -121,7 +129,7 @@ ORDER BY (key_id, time_ns)`, ""},
 	latency_us_sum Int64
 ) ENGINE = SummingMergeTree((requests, bytes_in, bytes_out, latency_us_sum))
 PARTITION BY toYYYYMM(day)
-ORDER BY (minute, key_id, plan_id, api_id, stage, method, resource, status, decision, src_partition, src_offset)`, ""},
+ORDER BY (minute, key_id, plan_id, api_id, stage, method, resource, status, decision, src_partition, src_offset)`, "", nil},
 
 	// usage_daily: per (UTC day, plan, key, enforcer node), what
 	// GetUsage, billing and the quota restore read; admitted counts
@@ -147,7 +155,7 @@ ORDER BY (minute, key_id, plan_id, api_id, stage, method, resource, status, deci
 	rejected      Int64
 ) ENGINE = SummingMergeTree((admitted, rejected))
 PARTITION BY toYYYYMM(day)
-ORDER BY (day, plan_id, key_id, node, src_partition, src_offset)`, ""},
+ORDER BY (day, plan_id, key_id, node, src_partition, src_offset)`, "", nil},
 
 	// quota_adjustments: UpdateUsage's changes of the quota used, per
 	// (UTC day, plan, key), added to usage_daily's admitted by the quota
@@ -167,7 +175,7 @@ ORDER BY (day, plan_id, key_id, node, src_partition, src_offset)`, ""},
 	delta   Int64,
 	updates Int64
 ) ENGINE = SummingMergeTree((delta, updates))
-ORDER BY (day, plan_id, key_id)`, ""},
+ORDER BY (day, plan_id, key_id)`, "", nil},
 
 	// usage_events.requests: how many requests the event stands for
 	// (schemas.UsageEvent.Requests(); the enforcer counts requests
@@ -178,7 +186,129 @@ ORDER BY (day, plan_id, key_id)`, ""},
 	// for parts that lack it). The rollups already hold requests, not
 	// events: their columns do not change.
 	{5, "usage_events_requests", `ALTER TABLE usage_events ADD COLUMN requests UInt32 DEFAULT 1 AFTER bytes_out`,
-		`SELECT count() FROM system.columns WHERE database = currentDatabase() AND table = 'usage_events' AND name = 'requests'`},
+		`SELECT count() FROM system.columns WHERE database = currentDatabase() AND table = 'usage_events' AND name = 'requests'`, nil},
+
+	// Migrations 6-13 make the rollups roll up. Before them, src_partition
+	// and src_offset ended the rollups' sort keys, so rows of different
+	// batches never merged: at a few requests per key and minute the
+	// minute "rollup" held about a row per event. Now rows of one
+	// (bucket, dimensions) merge whatever batch wrote them, and what a
+	// table holds of each topic partition is kept in marker rows of the
+	// table itself, written in the same INSERT as the rows they account
+	// for (the package doc, "Effectively-once writes"). usage_hour and
+	// usage_day, new, answer reports over whole hours and days.
+
+	// usage_events.batch_end: 1 on the rows of a batch's last INSERT
+	// into the table. A batch whose events fall in several days is one
+	// INSERT per day, and only the last says the batch is whole. DEFAULT
+	// 1: every INSERT before this migration made its batch (or run)
+	// whole up to its tag.
+	{6, "usage_events_batch_end", `ALTER TABLE usage_events ADD COLUMN batch_end UInt8 DEFAULT 1 AFTER src_offset`,
+		`SELECT count() FROM system.columns WHERE database = currentDatabase() AND table = 'usage_events' AND name = 'batch_end'`, nil},
+
+	// The new usage_minute, under a temporary name until migration 12
+	// swaps it in. The dimensions and sums of the old one; src_partition
+	// ends the sort key but src_offset is gone: a key's events all go to
+	// one partition of the topic, so src_partition splits no rows. done
+	// is zero on every data row; marker rows (minute < 0, where no report
+	// reads) carry it. ORDER BY minute first and PARTITION BY month, for
+	// the reasons migration 2 gives.
+	{7, "usage_minute_next", rollupTableSQL("usage_minute_next"), "", nil},
+
+	// usage_hour and usage_day: usage_minute summed per UTC hour and per
+	// UTC day, same columns, minute the bucket's first minute, so that a
+	// report's SQL is the same on any of the three. A report over whole
+	// hours (days) reads them: a month of a key is 744 (31) rows, not
+	// 44,640.
+	{8, "usage_hour", rollupTableSQL("usage_hour"), "", nil},
+	{9, "usage_day", rollupTableSQL("usage_day"), "", nil},
+
+	// The new usage_daily. ORDER BY plan, key, day: GetUsage, its main
+	// reader, names a plan and a page of keys; and the marker rows (plan
+	// and key empty, which no data row is: events with neither count in
+	// the minute tables only) come first. node is the marker's tag:
+	// empty for the partition's progress, the batch's last offset for a
+	// batch written in part.
+	{10, "usage_daily_next", `CREATE TABLE IF NOT EXISTS usage_daily_next (
+	plan_id       String,
+	key_id        String,
+	day           Date,
+	node          String,
+	src_partition UInt16,
+	admitted      Int64,
+	rejected      Int64,
+	done          Int64
+) ENGINE = SummingMergeTree((admitted, rejected, done))
+PARTITION BY toYYYYMM(day)
+ORDER BY (plan_id, key_id, day, node, src_partition)`, "", nil},
+
+	// The old rollups' rows, copied summed (the batches' rows merged), and
+	// per topic partition a marker saying the tables hold it up to the
+	// old watermark (max(src_offset)), exact under the old design. The
+	// copy starts with TRUNCATEs so that a run cut short runs whole again.
+	// Stop the aggregators before migrating: rows they wrote to the old
+	// tables after the copy would be dropped with them (migration 13).
+	{11, "rollups_copy", "TRUNCATE TABLE usage_minute_next", "", []string{
+		"TRUNCATE TABLE usage_hour",
+		"TRUNCATE TABLE usage_day",
+		"TRUNCATE TABLE usage_daily_next",
+		copyMinutesSQL("usage_minute_next", "minute"),
+		copyMinutesSQL("usage_hour", "intDiv(minute, 60) * 60"),
+		copyMinutesSQL("usage_day", "intDiv(minute, 1440) * 1440"),
+		copyMinuteMarkersSQL("usage_minute_next"),
+		copyMinuteMarkersSQL("usage_hour"),
+		copyMinuteMarkersSQL("usage_day"),
+		`INSERT INTO usage_daily_next (plan_id, key_id, day, node, src_partition, admitted, rejected)
+SELECT plan_id, key_id, day, node, src_partition, sum(admitted), sum(rejected) FROM usage_daily
+GROUP BY plan_id, key_id, day, node, src_partition`,
+		`INSERT INTO usage_daily_next (plan_id, key_id, day, node, src_partition, done)
+SELECT '', '', toStartOfMonth(max(day)), '', src_partition, max(src_offset) + 1 FROM usage_daily GROUP BY src_partition`,
+	}},
+	{12, "rollups_swap", `RENAME TABLE usage_minute TO usage_minute_v1, usage_minute_next TO usage_minute, usage_daily TO usage_daily_v1, usage_daily_next TO usage_daily`,
+		`SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'usage_minute_v1'`, nil},
+	{13, "rollups_v1_drop", `DROP TABLE IF EXISTS usage_minute_v1`, "", []string{`DROP TABLE IF EXISTS usage_daily_v1`}},
+}
+
+// rollupTableSQL is the DDL of usage_minute (migration 7), usage_hour
+// and usage_day, which differ only in their names. Released: never
+// change it; a new shape is a new migration.
+func rollupTableSQL(name string) string {
+	return `CREATE TABLE IF NOT EXISTS ` + name + ` (
+	day            Date,
+	minute         Int64,
+	key_id         String,
+	plan_id        String,
+	api_id         String,
+	stage          String,
+	method         String,
+	resource       String,
+	status         Int32,
+	decision       UInt8,
+	src_partition  UInt16,
+	requests       Int64,
+	bytes_in       Int64,
+	bytes_out      Int64,
+	latency_us_sum Int64,
+	done           Int64
+) ENGINE = SummingMergeTree((requests, bytes_in, bytes_out, latency_us_sum, done))
+PARTITION BY toYYYYMM(day)
+ORDER BY (minute, key_id, plan_id, api_id, stage, method, resource, status, decision, src_partition)`
+}
+
+// copyMinutesSQL copies the old usage_minute into table, summed per
+// bucket (the minute expression) and dimensions.
+func copyMinutesSQL(table, bucket string) string {
+	const dims = "key_id, plan_id, api_id, stage, method, resource, status, decision, src_partition"
+	return `INSERT INTO ` + table + ` (day, minute, ` + dims + `, requests, bytes_in, bytes_out, latency_us_sum)
+SELECT day, ` + bucket + ` AS b, ` + dims + `, sum(requests), sum(bytes_in), sum(bytes_out), sum(latency_us_sum)
+FROM usage_minute GROUP BY day, b, ` + dims
+}
+
+// copyMinuteMarkersSQL writes table's progress markers from the old
+// usage_minute's watermarks.
+func copyMinuteMarkersSQL(table string) string {
+	return `INSERT INTO ` + table + ` (day, minute, src_partition, done)
+SELECT toStartOfMonth(max(day)), toInt64(-1), src_partition, max(src_offset) + 1 FROM usage_minute GROUP BY src_partition`
 }
 
 // Migrate creates the migrations table if needed and applies, in order,
@@ -216,8 +346,10 @@ func migrateWith(ctx context.Context, conn driver.Conn, migrations []migration) 
 			}
 		}
 		if made == 0 {
-			if err := conn.Exec(ctx, m.sql); err != nil {
-				return applied, fmt.Errorf("migrate: %d %s: %w", m.version, m.name, err)
+			for _, q := range append([]string{m.sql}, m.then...) {
+				if err := conn.Exec(ctx, q); err != nil {
+					return applied, fmt.Errorf("migrate: %d %s: %w", m.version, m.name, err)
+				}
 			}
 		}
 		if err := conn.Exec(ctx, recordMigrationSQL, m.version, m.name); err != nil {

@@ -44,11 +44,35 @@ func reportQuery(r usage.Report) (query string, args []any, ok bool, err error) 
 	if err := r.Check(); err != nil {
 		return "", nil, false, err
 	}
+	r.FromMinute = max(r.FromMinute, 0) // below: the tables' marker rows
+	if r.FromMinute >= r.ToMinute {
+		return "", nil, false, nil
+	}
 	from, to, ok := clampDays(floorDiv(r.FromMinute, 24*60), floorDiv(r.ToMinute-1, 24*60))
 	if !ok {
 		return "", nil, false, nil
 	}
-	query, args = reportDialect.Query(r, "usage_minute", "day BETWEEN ? AND ? AND minute >= ? AND minute < ?",
+	query, args = reportDialect.Query(r, reportTable(r), "day BETWEEN ? AND ? AND minute >= ? AND minute < ?",
 		[]any{dayArg(from), dayArg(to), r.FromMinute, r.ToMinute})
 	return query, args, true, nil
+}
+
+// reportTable is the coarsest rollup that answers r exactly: usage_day
+// when r's buckets are whole days (day, month) and its range starts and
+// ends on a UTC midnight; usage_hour when they are whole hours on hour
+// boundaries; else usage_minute. All three hold every event (InsertBatch
+// writes them together), so only the rows read differ: a month of a key
+// is 31 rows of usage_day, 744 of usage_hour, 44,640 of usage_minute.
+func reportTable(r usage.Report) string {
+	aligned := func(period int64) bool {
+		return (r.FromMinute%period+period)%period == 0 && (r.ToMinute%period+period)%period == 0
+	}
+	switch {
+	case (r.Granularity == "day" || r.Granularity == "month") && aligned(24*60):
+		return "usage_day"
+	case r.Granularity != "minute" && aligned(60):
+		return "usage_hour"
+	default:
+		return "usage_minute"
+	}
 }

@@ -14,18 +14,29 @@ import (
 // do not exist in 18.16. Partition numbers, checked ints, are written
 // into the text.
 
-// watermarksSQL reads max(src_offset) per partition of each table, the
-// table as tableRaw, tableMinute or tableDaily.
-func watermarksSQL(partitions []int) string {
-	in := inList(partitions)
+// rawMarksSQL reads usage_events' marks (see mark) of the partitions
+// in (a list of numbers): per day, the highest offset of a batch whose
+// last INSERT it holds (-1: none) and the highest offset it holds.
+func rawMarksSQL(in string) string {
+	return `SELECT toUInt8(0), src_partition, toUInt32(toUInt16(day)) AS d, maxIf(src_offset + 1, batch_end = 1) - 1, max(src_offset)
+FROM usage_events WHERE src_partition IN (` + in + `) GROUP BY src_partition, d`
+}
+
+// rollupMarksSQL reads the rollups' marker rows of the partitions in:
+// per table, partition and month, the sum of the progress markers'
+// advances, and each part-way marker's offset. Markers come first in
+// each table's sort key (minute < 0; plan and key empty in usage_daily),
+// so the primary index finds them.
+func rollupMarksSQL(in string) string {
 	var b strings.Builder
-	for i, t := range []uint8{tableRaw, tableMinute, tableDaily} {
-		if i > 0 {
-			b.WriteString("\nUNION ALL\n")
-		}
-		b.WriteString("SELECT toUInt8(" + strconv.Itoa(int(t)) + ") AS t, src_partition, max(src_offset) FROM " + tableNames[t] +
-			" WHERE src_partition IN (" + in + ") GROUP BY src_partition")
+	for _, t := range []int{TableMinute, TableHour, TableDay} {
+		b.WriteString("SELECT toUInt8(" + strconv.Itoa(t) + "), src_partition, toUInt32(toYYYYMM(day)) AS ym, " +
+			"if(minute = -1, sum(done), toInt64(0)), if(minute = -1, toInt64(-1), -2 - minute) FROM " + tableNames[t] +
+			" WHERE minute < 0 AND src_partition IN (" + in + ") GROUP BY src_partition, minute, ym\nUNION ALL\n")
 	}
+	b.WriteString("SELECT toUInt8(" + strconv.Itoa(TableDaily) + "), src_partition, toUInt32(toYYYYMM(day)) AS ym, " +
+		"if(node = '', sum(done), toInt64(0)), if(node = '', toInt64(-1), toInt64OrZero(node)) FROM usage_daily" +
+		" WHERE plan_id = '' AND key_id = '' AND src_partition IN (" + in + ") GROUP BY src_partition, node, ym")
 	return b.String()
 }
 
@@ -112,13 +123,13 @@ ORDER BY day, plan_id, key_id, node`, []any{dayArg(from), dayArg(from)}, true
 
 // dayCountsSQL sums usage_daily rows matching dailyWhere and
 // quota_adjustments rows matching adjustWhere per (day, plan, key), in
-// that order. The sums are at query time: SummingMergeTree merges
-// eventually, and usage_daily keeps a row per batch anyway. The day is
+// that order, without usage_daily's marker rows (plan and key empty).
+// The sums are at query time: SummingMergeTree merges eventually. The day is
 // read as a number: a Date read as time.Time is in the server's time
 // zone.
 func dayCountsSQL(dailyWhere, adjustWhere string) string {
 	return `SELECT toUInt16(day), plan_id, key_id, sum(admitted), sum(rejected), sum(adjustment) FROM (
-	SELECT day, plan_id, key_id, admitted, rejected, toInt64(0) AS adjustment FROM usage_daily WHERE ` + dailyWhere + `
+	SELECT day, plan_id, key_id, admitted, rejected, toInt64(0) AS adjustment FROM usage_daily WHERE (plan_id != '' OR key_id != '') AND ` + dailyWhere + `
 	UNION ALL
 	SELECT day, plan_id, key_id, toInt64(0) AS admitted, toInt64(0) AS rejected, delta AS adjustment FROM quota_adjustments WHERE ` + adjustWhere + `
 )
@@ -130,6 +141,7 @@ ORDER BY day, plan_id, key_id`
 // [fromMinute, toMinute) summed per minute and dimensions, in the order
 // of the table's key (minute first). The day condition prunes months.
 func minutesQuery(fromMinute, toMinute int64) (query string, args []any, ok bool) {
+	fromMinute = max(fromMinute, 0) // below: the tables' marker rows
 	if fromMinute >= toMinute {
 		return "", nil, false
 	}
@@ -175,16 +187,15 @@ func dropPartitionSQL(id string) string {
 	return "ALTER TABLE usage_events DROP PARTITION ID '" + id + "'"
 }
 
-// maxKeysInQuery bounds the keys batchWatermarkQuery names; a batch of
+// maxKeysInQuery bounds the keys batchRawMarksQuery names; a batch of
 // more keys is looked up by day and time only.
 const maxKeysInQuery = 1000
 
-// batchWatermarkQuery returns BatchWatermark's query: per table whose
-// watermark in before is below b.Last, the highest src_offset among the
-// rows of b's partition that b's events would have written, narrowed by
-// their days, times and keys so that each table's primary index and
-// partitions bound the read. ok is false when no table needs reading.
-func batchWatermarkQuery(b *Batch, before Watermark) (query string, args []any, ok bool) {
+// batchRawMarksQuery returns rawMarksSQL narrowed to the rows b's events
+// would have written: b's partition, their days, times and keys, so that
+// the table's partitions and primary index bound the read. ok is false
+// for a batch without events.
+func batchRawMarksQuery(b *Batch) (query string, args []any, ok bool) {
 	if len(b.Events) == 0 {
 		return "", nil, false
 	}
@@ -215,27 +226,9 @@ func batchWatermarkQuery(b *Batch, before Watermark) (query string, args []any, 
 		kb.WriteString(")")
 		keyCond = kb.String()
 	}
-	days := []any{dayArg(floorDiv(minT, 86400e9)), dayArg(floorDiv(maxT, 86400e9))}
-	part := strconv.Itoa(b.Partition)
-	var q strings.Builder
-	add := func(table uint8, cond string, condArgs ...any) {
-		if q.Len() > 0 {
-			q.WriteString("\nUNION ALL\n")
-		}
-		q.WriteString("SELECT toUInt8(" + strconv.Itoa(int(table)) + ") AS t, max(src_offset) FROM " + tableNames[table] +
-			" WHERE src_partition = " + part + " AND day BETWEEN ? AND ?" + cond + keyCond + " GROUP BY src_partition")
-		args = append(append(args, days...), condArgs...)
-	}
-	if before.Raw < b.Last {
-		add(tableRaw, " AND time_ns BETWEEN ? AND ?", minT, maxT)
-	}
-	if before.Minute < b.Last {
-		add(tableMinute, " AND minute BETWEEN ? AND ?", floorDiv(minT, 60e9), floorDiv(maxT, 60e9))
-	}
-	if before.Daily < b.Last {
-		add(tableDaily, "")
-	}
-	return q.String(), args, q.Len() > 0
+	return `SELECT toUInt8(0), src_partition, toUInt32(toUInt16(day)) AS d, maxIf(src_offset + 1, batch_end = 1) - 1, max(src_offset)
+FROM usage_events WHERE src_partition = ` + strconv.Itoa(b.Partition) + ` AND day BETWEEN ? AND ? AND time_ns BETWEEN ? AND ?` + keyCond + `
+GROUP BY src_partition, d`, []any{dayArg(floorDiv(minT, 86400e9)), dayArg(floorDiv(maxT, 86400e9)), minT, maxT}, true
 }
 
 // stringQuoter escapes a ClickHouse string literal's body (as

@@ -38,13 +38,22 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestWatermarksSQL(t *testing.T) {
-	want := `SELECT toUInt8(0) AS t, src_partition, max(src_offset) FROM usage_events WHERE src_partition IN (1, 5) GROUP BY src_partition
-UNION ALL
-SELECT toUInt8(1) AS t, src_partition, max(src_offset) FROM usage_minute WHERE src_partition IN (1, 5) GROUP BY src_partition
-UNION ALL
-SELECT toUInt8(2) AS t, src_partition, max(src_offset) FROM usage_daily WHERE src_partition IN (1, 5) GROUP BY src_partition`
-	if got := watermarksSQL([]int{1, 5}); got != want {
-		t.Errorf("watermarksSQL:\n%s\nwant\n%s", got, want)
+	if got, want := rawMarksSQL("1, 5"), `SELECT toUInt8(0), src_partition, toUInt32(toUInt16(day)) AS d, maxIf(src_offset + 1, batch_end = 1) - 1, max(src_offset)
+FROM usage_events WHERE src_partition IN (1, 5) GROUP BY src_partition, d`; got != want {
+		t.Errorf("rawMarksSQL:\n%s\nwant\n%s", got, want)
+	}
+	// Each rollup's markers are read through its primary key's first
+	// column: minute < 0, or plan and key empty.
+	got := rollupMarksSQL("1, 5")
+	for _, want := range []string{
+		"FROM usage_minute WHERE minute < 0 AND src_partition IN (1, 5)",
+		"FROM usage_hour WHERE minute < 0 AND src_partition IN (1, 5)",
+		"FROM usage_day WHERE minute < 0 AND src_partition IN (1, 5)",
+		"FROM usage_daily WHERE plan_id = '' AND key_id = '' AND src_partition IN (1, 5)",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("rollupMarksSQL does not hold %q:\n%s", want, got)
+		}
 	}
 }
 
@@ -87,7 +96,7 @@ func TestDailyQuery(t *testing.T) {
 
 func TestDayCountsSQL(t *testing.T) {
 	want := `SELECT toUInt16(day), plan_id, key_id, sum(admitted), sum(rejected), sum(adjustment) FROM (
-	SELECT day, plan_id, key_id, admitted, rejected, toInt64(0) AS adjustment FROM usage_daily WHERE A
+	SELECT day, plan_id, key_id, admitted, rejected, toInt64(0) AS adjustment FROM usage_daily WHERE (plan_id != '' OR key_id != '') AND A
 	UNION ALL
 	SELECT day, plan_id, key_id, toInt64(0) AS admitted, toInt64(0) AS rejected, delta AS adjustment FROM quota_adjustments WHERE B
 )
@@ -176,7 +185,7 @@ func TestPartitionsBefore(t *testing.T) {
 	}
 }
 
-func TestSplitRuns(t *testing.T) {
+func TestGroup(t *testing.T) {
 	ev := func(ns int64) schemas.UsageEvent { return schemas.UsageEvent{Time: ns} }
 	const oct31 = 20027 * dayNS // 2024-10-31
 	b := &Batch{
@@ -185,21 +194,40 @@ func TestSplitRuns(t *testing.T) {
 		// Oct 31, Nov 1, Oct 31 (late), Nov 1, Nov 1, Nov 2, Nov 2
 		Events: []schemas.UsageEvent{ev(oct31 + 1), ev(oct31 + dayNS), ev(oct31 + 5), ev(oct31 + dayNS + 1), ev(oct31 + dayNS + 2), ev(oct31 + 2*dayNS), ev(oct31 + 2*dayNS + 7)},
 	}
+	at := func(done int64, ahead ...Ahead) Watermark {
+		w := NoWatermark
+		for t := range w.Done {
+			w.Done[t] = done
+		}
+		w.Ahead = ahead
+		return w
+	}
+	oct, nov := month(20027), month(20028)
 	tests := []struct {
 		name  string
-		table uint8
-		from  int
-		want  []run
+		table int
+		wm    Watermark
+		want  []group
 	}{
-		{"raw: a run per day change", tableRaw, 0, []run{{0, 1, 1}, {1, 2, 2}, {2, 3, 3}, {3, 5, 6}, {5, 7, 20}}},
-		{"rollups: a run per month change", tableMinute, 0, []run{{0, 1, 1}, {1, 2, 2}, {2, 3, 3}, {3, 7, 20}}},
-		{"from the middle", tableDaily, 3, []run{{3, 7, 20}}},
-		{"nothing left", tableRaw, 7, nil},
+		// However the days alternate, one group per partition of the table.
+		{"raw: a group per day", TableRaw, NoWatermark, []group{{20027, 20027, []int32{0, 2}}, {20028, 20028, []int32{1, 3, 4}}, {20029, 20029, []int32{5, 6}}}},
+		{"rollups: a group per month", TableMinute, NoWatermark, []group{{oct, 20027, []int32{0, 2}}, {nov, 20028, []int32{1, 3, 4, 5, 6}}}},
+		{"from the middle", TableDaily, at(5), []group{{nov, 20028, []int32{4, 5, 6}}}},
+		{"a day written part way", TableRaw, at(-1, Ahead{TableRaw, 20028, 20}), []group{{20027, 20027, []int32{0, 2}}, {20029, 20029, []int32{5, 6}}}},
+		{"another table's partition written part way", TableRaw, at(-1, Ahead{TableMinute, 20028, 20}), []group{{20027, 20027, []int32{0, 2}}, {20028, 20028, []int32{1, 3, 4}}, {20029, 20029, []int32{5, 6}}}},
+		{"nothing left", TableRaw, at(9), nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := splitRuns(nil, b, tt.from, tt.table); !slices.Equal(got, tt.want) {
-				t.Errorf("splitRuns = %+v, want %+v", got, tt.want)
+			sc := newInsertScratch()
+			sc.group(b, tt.table, &tt.wm)
+			if len(sc.groups) != len(tt.want) {
+				t.Fatalf("group = %+v, want %+v", sc.groups, tt.want)
+			}
+			for i, g := range sc.groups {
+				if w := tt.want[i]; g.part != w.part || month(g.day) != month(w.day) || !slices.Equal(g.index, w.index) {
+					t.Errorf("group %d = %+v, want %+v", i, g, w)
+				}
 			}
 		})
 	}
@@ -224,34 +252,24 @@ func TestMonth(t *testing.T) {
 	}
 }
 
-func TestBatchWatermarkQuery(t *testing.T) {
+func TestBatchRawMarksQuery(t *testing.T) {
 	ev := func(ns int64, key string) schemas.UsageEvent { return schemas.UsageEvent{Time: ns, KeyID: key} }
 	b := &Batch{Partition: 4, Last: 30, Offsets: []int64{10, 11, 12},
 		Events: []schemas.UsageEvent{ev(day20000+61e9, "k'2"), ev(day20000-1, `k\1`), ev(day20000+5, "k'2")}}
-	q, args, ok := batchWatermarkQuery(b, Watermark{Raw: 9, Minute: 30, Daily: 9})
+	q, args, ok := batchRawMarksQuery(b)
 	if !ok {
 		t.Fatal("not ok")
 	}
-	const want = `SELECT toUInt8(0) AS t, max(src_offset) FROM usage_events WHERE src_partition = 4 AND day BETWEEN ? AND ? AND time_ns BETWEEN ? AND ? AND key_id IN ('k\'2', 'k\\1') GROUP BY src_partition
-UNION ALL
-SELECT toUInt8(2) AS t, max(src_offset) FROM usage_daily WHERE src_partition = 4 AND day BETWEEN ? AND ? AND key_id IN ('k\'2', 'k\\1') GROUP BY src_partition`
+	const want = `SELECT toUInt8(0), src_partition, toUInt32(toUInt16(day)) AS d, maxIf(src_offset + 1, batch_end = 1) - 1, max(src_offset)
+FROM usage_events WHERE src_partition = 4 AND day BETWEEN ? AND ? AND time_ns BETWEEN ? AND ? AND key_id IN ('k\'2', 'k\\1')
+GROUP BY src_partition, d`
 	if q != want {
 		t.Errorf("query:\n%s\nwant\n%s", q, want)
 	}
-	if want := []any{"2024-10-03", "2024-10-04", day20000 - 1, day20000 + 61e9, "2024-10-03", "2024-10-04"}; !slices.Equal(args, want) {
+	if want := []any{"2024-10-03", "2024-10-04", day20000 - 1, day20000 + 61e9}; !slices.Equal(args, want) {
 		t.Errorf("args %v, want %v", args, want)
 	}
-	q, args, _ = batchWatermarkQuery(b, Watermark{Raw: 30, Minute: 9, Daily: 30})
-	if want := "SELECT toUInt8(1) AS t, max(src_offset) FROM usage_minute WHERE src_partition = 4 AND day BETWEEN ? AND ? AND minute BETWEEN ? AND ? AND key_id IN ('k\\'2', 'k\\\\1') GROUP BY src_partition"; q != want {
-		t.Errorf("minute query:\n%s\nwant\n%s", q, want)
-	}
-	if want := []any{"2024-10-03", "2024-10-04", int64(20000*1440 - 1), int64(20000*1440 + 1)}; !slices.Equal(args, want) {
-		t.Errorf("minute args %v, want %v", args, want)
-	}
-	if _, _, ok := batchWatermarkQuery(b, Watermark{30, 30, 30}); ok {
-		t.Error("every table at the batch's end: ok")
-	}
-	if _, _, ok := batchWatermarkQuery(&Batch{Last: 3}, NoWatermark); ok {
+	if _, _, ok := batchRawMarksQuery(&Batch{Last: 3}); ok {
 		t.Error("no events: ok")
 	}
 	// Too many keys to name: days and times only.
@@ -260,7 +278,7 @@ SELECT toUInt8(2) AS t, max(src_offset) FROM usage_daily WHERE src_partition = 4
 		many.Offsets = append(many.Offsets, int64(i))
 		many.Events = append(many.Events, ev(day20000, "k"+strconv.Itoa(i)))
 	}
-	if q, _, _ := batchWatermarkQuery(many, NoWatermark); strings.Contains(q, "key_id IN") {
+	if q, _, _ := batchRawMarksQuery(many); strings.Contains(q, "key_id IN") {
 		t.Errorf("%d keys named in the query", maxKeysInQuery+1)
 	}
 	if got := quote("a\x00'\\b"); got != `'a\0\'\\b'` {

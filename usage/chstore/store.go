@@ -60,6 +60,9 @@ func isIdentifier(s string) bool {
 type Store struct {
 	conn    driver.Conn
 	scratch sync.Pool // of *insertScratch
+	// beforeInsert, set by tests only, runs before each INSERT; its
+	// error fails the INSERT before anything is sent.
+	beforeInsert func() error
 }
 
 // Open connects to the server the DSN names and checks that it answers.

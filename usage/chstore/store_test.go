@@ -164,6 +164,25 @@ func diffOracle(s *Store, o *sqlitestore.Store) error {
 		return errors.New("Minutes differ from sqlitestore's: got " + itoa(len(gotM)) + " rows, " + itoa(requests(gotM)) +
 			" requests; want " + itoa(len(wantM)) + " rows, " + itoa(requests(wantM)) + " requests")
 	}
+	// usage_hour and usage_day, which reports over whole hours and days
+	// read, hold the same sums: every dimension, the whole range.
+	for _, g := range []string{"hour", "day"} {
+		r := usage.Report{FromMinute: 0, ToMinute: (maxDay + 1) * 1440, Granularity: g, GroupBy: usage.Dimensions}
+		if table := reportTable(r); table != "usage_"+g {
+			return errors.New("a report by " + g + " reads " + table)
+		}
+		got, err := reportRows(ctx, s, r)
+		if err != nil {
+			return err
+		}
+		want, err := reportRows(ctx, o, r)
+		if err != nil {
+			return err
+		}
+		if !slices.EqualFunc(got, want, sameReportRow) {
+			return errors.New("usage_" + g + " differs from sqlitestore's: got " + itoa(len(got)) + " rows; want " + itoa(len(want)))
+		}
+	}
 	gotE, err := s.Events(ctx, math.MinInt64, math.MaxInt64, math.MaxInt32)
 	if err != nil {
 		return err
@@ -179,6 +198,25 @@ func diffOracle(s *Store, o *sqlitestore.Store) error {
 		return errors.New("Events differ from sqlitestore's: got " + itoa(len(gotE)) + ", want " + itoa(len(wantE)))
 	}
 	return nil
+}
+
+// reportRows collects st's rows of r.
+func reportRows(ctx context.Context, st interface {
+	Report(context.Context, usage.Report, func(*usage.ReportRow) error) error
+}, r usage.Report) ([]usage.ReportRow, error) {
+	var out []usage.ReportRow
+	err := st.Report(ctx, r, func(row *usage.ReportRow) error {
+		c := *row
+		c.Dims = slices.Clone(row.Dims)
+		out = append(out, c)
+		return nil
+	})
+	return out, err
+}
+
+func sameReportRow(a, b usage.ReportRow) bool {
+	return a.Bucket == b.Bucket && slices.Equal(a.Dims, b.Dims) && a.Requests == b.Requests && a.BytesIn == b.BytesIn &&
+		a.BytesOut == b.BytesOut && a.LatencyMicrosSum == b.LatencyMicrosSum
 }
 
 func summary(d []usage.DayCount) string {
@@ -302,4 +340,25 @@ func watermark(t testing.TB, s *Store, p int) Watermark {
 		t.Fatal(err)
 	}
 	return wms[p]
+}
+
+// errInjected is the error failBeforeInsert's INSERT fails with.
+var errInjected = errors.New("injected failure before an INSERT")
+
+// failBeforeInsert makes s's k-th INSERT from now on (0: the next) fail
+// before it is sent, as a stop of the writer there would leave the
+// tables; k < 0 clears it.
+func (s *Store) failBeforeInsert(k int) {
+	if k < 0 {
+		s.beforeInsert = nil
+		return
+	}
+	n := 0
+	s.beforeInsert = func() error {
+		n++
+		if n == k+1 {
+			return errInjected
+		}
+		return nil
+	}
 }
