@@ -275,7 +275,7 @@ func (r *rig) storedTwice() string {
 	defer conn.Close()
 	rows, err := conn.Query(ctx, `SELECT src_partition, groupArray(src_offset), min(kafka_offset), max(kafka_offset), count() FROM (
 	SELECT src_partition, kafka_offset, groupArray(src_offset) AS tags, count() AS n FROM usage_events
-	GROUP BY src_partition, kafka_offset HAVING n > 1
+	WHERE kafka_offset >= 0 GROUP BY src_partition, kafka_offset HAVING n > 1
 ) ARRAY JOIN tags AS src_offset GROUP BY src_partition ORDER BY src_partition`)
 	if err != nil {
 		return err.Error()

@@ -35,6 +35,8 @@ const (
 	NumTables
 )
 
+var zeroID [16]byte
+
 var tableNames = [NumTables]string{"usage_events", "usage_minute", "usage_hour", "usage_day", "usage_daily"}
 
 // Watermark is what the tables hold of one partition of the events
@@ -167,11 +169,10 @@ func (b *Batch) validate() error {
 // key) does not record that end. That is harmless: those records add no
 // rows to the table, however often they are retried.
 //
-// The rollups' part is their marker rows, found through the tables'
-// primary keys. usage_events' is a scan of its src_partition,
-// src_offset, batch_end and day columns (the table is ordered for
-// drill-down, not for this query, which runs when partitions are assigned
-// and after failures).
+// It reads the tables' marker rows only, which come first in their sort
+// keys, so the primary indexes find them: a row per INSERT in
+// usage_events (dropped with their days by DropRawBefore), a row per
+// month and partition in the rollups once merged.
 func (s *Store) Watermarks(ctx context.Context, partitions []int) (map[int]Watermark, error) {
 	out := make(map[int]Watermark, len(partitions))
 	if len(partitions) == 0 {
@@ -279,14 +280,11 @@ func marksOf(marks []mark, p int, base Watermark) Watermark {
 // InsertBatch(b, BatchWatermark(b, before)); its result is then valid for
 // the next batch, as after any InsertBatch.
 //
-// For usage_events it reads only the rows b's events would have
-// written: those of b's partition in their days, times and keys (up to
-// 1000 keys; a batch of more is read by days and times). That suffices:
-// with one writer per partition, a day holds b's rows only if b's INSERT
-// for that day was applied, and then holds one of b's events. (It does
-// not suffice for another batch than b, which is why it takes b.) The
-// rollups' markers are read as Watermarks reads them, through the
-// primary key.
+// For usage_events it reads only the markers of b's partition in b's
+// days. That suffices: with one writer per partition, a day holds b's
+// marker only if b's INSERT for that day was applied. (It does not
+// suffice for another batch than b, which is why it takes b.) The
+// rollups' markers are read as Watermarks reads them.
 func (s *Store) BatchWatermark(ctx context.Context, b *Batch, before Watermark) (Watermark, error) {
 	if err := b.validate(); err != nil {
 		return before, fmt.Errorf("read the watermark of a batch of partition %d: %w: %w", b.Partition, ErrInvalidBatch, err)
@@ -485,7 +483,8 @@ func (s *Store) send(ctx context.Context, query string, cols []any) error {
 
 const insertRawSQL = `INSERT INTO usage_events (day, key_id, time_ns, id, plan_id, api_id, stage, method, resource, status, decision, latency_us, bytes_in, bytes_out, requests, node, kafka_offset, src_partition, src_offset, batch_end)`
 
-// insertRaw writes g's events to usage_events, tagged b.Last, batch_end
+// insertRaw writes g's events to usage_events and a marker row (key
+// empty, time_ns MinInt64, kafka_offset -1), all tagged b.Last, batch_end
 // 1 if g is the batch's last INSERT into the table.
 func (s *Store) insertRaw(ctx context.Context, sc *insertScratch, b *Batch, g group, last bool) error {
 	c := &sc.cols
@@ -510,11 +509,26 @@ func (s *Store) insertRaw(ctx context.Context, sc *insertScratch, b *Batch, g gr
 		c.requests = append(c.requests, uint32(e.Requests()))
 		c.i64[4] = append(c.i64[4], b.Offsets[i])
 	}
+	// The marker row: key '' and time_ns MinInt64 sort first in every
+	// part, where Watermarks finds them through the primary index.
+	c.day = append(c.day, dayTime(g.day))
+	c.i64[0] = append(c.i64[0], math.MinInt64)
+	c.id = append(c.id, zeroID[:])
+	for j := range 7 {
+		c.str[j] = append(c.str[j], "")
+	}
+	c.status = append(c.status, 0)
+	c.decision = append(c.decision, 0)
+	for j := 1; j <= 3; j++ {
+		c.i64[j] = append(c.i64[j], 0)
+	}
+	c.requests = append(c.requests, 0)
+	c.i64[4] = append(c.i64[4], -1)
 	end := uint8(0)
 	if last {
 		end = 1
 	}
-	for range g.index {
+	for range len(g.index) + 1 {
 		c.partition = append(c.partition, uint16(b.Partition))
 		c.offset = append(c.offset, b.Last)
 		c.flag = append(c.flag, end)

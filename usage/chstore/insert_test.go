@@ -24,7 +24,7 @@ func TestMigrate(t *testing.T) {
 
 	want := []string{"0001_usage_events", "0002_usage_minute", "0003_usage_daily", "0004_quota_adjustments", "0005_usage_events_requests",
 		"0006_usage_events_batch_end", "0007_usage_minute_next", "0008_usage_hour", "0009_usage_day", "0010_usage_daily_next",
-		"0011_rollups_copy", "0012_rollups_swap", "0013_rollups_v1_drop"}
+		"0011_rollups_copy", "0012_rollups_swap", "0013_rollups_v1_drop", "0014_usage_events_markers"}
 	applied, err := s.Migrate(ctx)
 	if err != nil {
 		t.Fatal(err)

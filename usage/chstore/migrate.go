@@ -267,6 +267,16 @@ SELECT '', '', toStartOfMonth(max(day)), '', src_partition, max(src_offset) + 1 
 	{12, "rollups_swap", `RENAME TABLE usage_minute TO usage_minute_v1, usage_minute_next TO usage_minute, usage_daily TO usage_daily_v1, usage_daily_next TO usage_daily`,
 		`SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'usage_minute_v1'`, nil},
 	{13, "rollups_v1_drop", `DROP TABLE IF EXISTS usage_minute_v1`, "", []string{`DROP TABLE IF EXISTS usage_daily_v1`}},
+
+	// usage_events' marker rows for what older programs wrote: one per
+	// (partition, day) at its highest src_offset, batch_end 1 (every old
+	// INSERT made its run whole up to its tag). Watermarks reads markers
+	// only (key empty and time_ns MinInt64: the first rows of every part),
+	// where it used to scan the table's offsets whole. Run twice, it
+	// writes the same maxima again, which changes nothing.
+	{14, "usage_events_markers", `INSERT INTO usage_events (day, key_id, time_ns, kafka_offset, src_partition, src_offset, batch_end, requests)
+SELECT day, '', toInt64(-9223372036854775808), toInt64(-1), src_partition, max(src_offset), toUInt8(1), toUInt32(0) FROM usage_events
+WHERE NOT (key_id = '' AND time_ns = -9223372036854775808) GROUP BY src_partition, day`, "", nil},
 }
 
 // rollupTableSQL is the DDL of usage_minute (migration 7), usage_hour

@@ -1,7 +1,6 @@
 package chstore
 
 import (
-	"slices"
 	"strconv"
 	"strings"
 
@@ -15,12 +14,17 @@ import (
 // into the text.
 
 // rawMarksSQL reads usage_events' marks (see mark) of the partitions
-// in (a list of numbers): per day, the highest offset of a batch whose
-// last INSERT it holds (-1: none) and the highest offset it holds.
+// in (a list of numbers) from its marker rows: per day, the highest
+// offset of a batch whose last INSERT it holds (-1: none) and the highest
+// offset it holds.
 func rawMarksSQL(in string) string {
 	return `SELECT toUInt8(0), src_partition, toUInt32(toUInt16(day)) AS d, maxIf(src_offset + 1, batch_end = 1) - 1, max(src_offset)
-FROM usage_events WHERE src_partition IN (` + in + `) GROUP BY src_partition, d`
+FROM usage_events WHERE ` + rawMarkerCond + ` AND src_partition IN (` + in + `) GROUP BY src_partition, d`
 }
+
+// rawMarkerCond selects usage_events' marker rows: a range of its
+// primary key.
+const rawMarkerCond = "key_id = '' AND time_ns = -9223372036854775808"
 
 // rollupMarksSQL reads the rollups' marker rows of the partitions in:
 // per table, partition and month, the sum of the progress markers'
@@ -169,7 +173,7 @@ func eventsQuery(from, to int64, limit int) (query string, args []any, ok bool) 
 	}
 	return `SELECT id, time_ns, api_id, stage, key_id, plan_id, method, resource, status, decision, latency_us, bytes_in, bytes_out, requests, node
 FROM usage_events
-WHERE day BETWEEN ? AND ? AND time_ns >= ? AND time_ns < ?
+WHERE day BETWEEN ? AND ? AND time_ns >= ? AND time_ns < ? AND time_ns != -9223372036854775808
 ORDER BY time_ns, id
 LIMIT ` + strconv.Itoa(limit), []any{dayArg(dfrom), dayArg(dto), from, to}, true
 }
@@ -187,48 +191,20 @@ func dropPartitionSQL(id string) string {
 	return "ALTER TABLE usage_events DROP PARTITION ID '" + id + "'"
 }
 
-// maxKeysInQuery bounds the keys batchRawMarksQuery names; a batch of
-// more keys is looked up by day and time only.
-const maxKeysInQuery = 1000
-
-// batchRawMarksQuery returns rawMarksSQL narrowed to the rows b's events
-// would have written: b's partition, their days, times and keys, so that
-// the table's partitions and primary index bound the read. ok is false
-// for a batch without events.
+// batchRawMarksQuery returns rawMarksSQL for b's partition and days.
+// ok is false for a batch without events.
 func batchRawMarksQuery(b *Batch) (query string, args []any, ok bool) {
 	if len(b.Events) == 0 {
 		return "", nil, false
 	}
-	minT, maxT := b.Events[0].Time, b.Events[0].Time
-	keys := map[string]bool{}
+	lo, hi := b.Events[0].Day(), b.Events[0].Day()
 	for i := range b.Events {
-		e := &b.Events[i]
-		minT, maxT = min(minT, e.Time), max(maxT, e.Time)
-		if len(keys) <= maxKeysInQuery {
-			keys[e.KeyID] = true
-		}
-	}
-	keyCond := ""
-	if len(keys) <= maxKeysInQuery {
-		sorted := make([]string, 0, len(keys))
-		for k := range keys {
-			sorted = append(sorted, k)
-		}
-		slices.Sort(sorted)
-		var kb strings.Builder
-		kb.WriteString(" AND key_id IN (")
-		for i, k := range sorted {
-			if i > 0 {
-				kb.WriteString(", ")
-			}
-			kb.WriteString(quote(k))
-		}
-		kb.WriteString(")")
-		keyCond = kb.String()
+		d := b.Events[i].Day()
+		lo, hi = min(lo, d), max(hi, d)
 	}
 	return `SELECT toUInt8(0), src_partition, toUInt32(toUInt16(day)) AS d, maxIf(src_offset + 1, batch_end = 1) - 1, max(src_offset)
-FROM usage_events WHERE src_partition = ` + strconv.Itoa(b.Partition) + ` AND day BETWEEN ? AND ? AND time_ns BETWEEN ? AND ?` + keyCond + `
-GROUP BY src_partition, d`, []any{dayArg(floorDiv(minT, 86400e9)), dayArg(floorDiv(maxT, 86400e9)), minT, maxT}, true
+FROM usage_events WHERE ` + rawMarkerCond + ` AND src_partition = ` + strconv.Itoa(b.Partition) + ` AND day BETWEEN ? AND ?
+GROUP BY src_partition, d`, []any{dayArg(lo), dayArg(hi)}, true
 }
 
 // stringQuoter escapes a ClickHouse string literal's body (as

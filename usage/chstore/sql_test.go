@@ -3,7 +3,6 @@ package chstore
 import (
 	"math"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -39,7 +38,7 @@ func TestConfigValidate(t *testing.T) {
 
 func TestWatermarksSQL(t *testing.T) {
 	if got, want := rawMarksSQL("1, 5"), `SELECT toUInt8(0), src_partition, toUInt32(toUInt16(day)) AS d, maxIf(src_offset + 1, batch_end = 1) - 1, max(src_offset)
-FROM usage_events WHERE src_partition IN (1, 5) GROUP BY src_partition, d`; got != want {
+FROM usage_events WHERE key_id = '' AND time_ns = -9223372036854775808 AND src_partition IN (1, 5) GROUP BY src_partition, d`; got != want {
 		t.Errorf("rawMarksSQL:\n%s\nwant\n%s", got, want)
 	}
 	// Each rollup's markers are read through its primary key's first
@@ -253,33 +252,24 @@ func TestMonth(t *testing.T) {
 }
 
 func TestBatchRawMarksQuery(t *testing.T) {
-	ev := func(ns int64, key string) schemas.UsageEvent { return schemas.UsageEvent{Time: ns, KeyID: key} }
+	ev := func(ns int64) schemas.UsageEvent { return schemas.UsageEvent{Time: ns} }
 	b := &Batch{Partition: 4, Last: 30, Offsets: []int64{10, 11, 12},
-		Events: []schemas.UsageEvent{ev(day20000+61e9, "k'2"), ev(day20000-1, `k\1`), ev(day20000+5, "k'2")}}
+		Events: []schemas.UsageEvent{ev(day20000 + 61e9), ev(day20000 - 1), ev(day20000 + 5)}}
 	q, args, ok := batchRawMarksQuery(b)
 	if !ok {
 		t.Fatal("not ok")
 	}
 	const want = `SELECT toUInt8(0), src_partition, toUInt32(toUInt16(day)) AS d, maxIf(src_offset + 1, batch_end = 1) - 1, max(src_offset)
-FROM usage_events WHERE src_partition = 4 AND day BETWEEN ? AND ? AND time_ns BETWEEN ? AND ? AND key_id IN ('k\'2', 'k\\1')
+FROM usage_events WHERE key_id = '' AND time_ns = -9223372036854775808 AND src_partition = 4 AND day BETWEEN ? AND ?
 GROUP BY src_partition, d`
 	if q != want {
 		t.Errorf("query:\n%s\nwant\n%s", q, want)
 	}
-	if want := []any{"2024-10-03", "2024-10-04", day20000 - 1, day20000 + 61e9}; !slices.Equal(args, want) {
+	if want := []any{"2024-10-03", "2024-10-04"}; !slices.Equal(args, want) {
 		t.Errorf("args %v, want %v", args, want)
 	}
 	if _, _, ok := batchRawMarksQuery(&Batch{Last: 3}); ok {
 		t.Error("no events: ok")
-	}
-	// Too many keys to name: days and times only.
-	many := &Batch{Last: maxKeysInQuery + 1}
-	for i := range maxKeysInQuery + 1 {
-		many.Offsets = append(many.Offsets, int64(i))
-		many.Events = append(many.Events, ev(day20000, "k"+strconv.Itoa(i)))
-	}
-	if q, _, _ := batchRawMarksQuery(many); strings.Contains(q, "key_id IN") {
-		t.Errorf("%d keys named in the query", maxKeysInQuery+1)
 	}
 	if got := quote("a\x00'\\b"); got != `'a\0\'\\b'` {
 		t.Errorf("quote = %s", got)
