@@ -17,11 +17,19 @@ import (
 // aggregator counting the key.
 type authority struct {
 	mu   sync.Mutex
-	keys map[string]*keyUsage // by "planID/keyID"
+	keys map[planKey]*keyUsage
+	// plans caches the quotas of plans of the catalog plansOf, by plan
+	// id: a catalog lookup per event cost a sync.Pool round and a B-tree
+	// search.
+	plansOf *catalog.State
+	plans   map[string]planQuota
 	// urgent is signalled when a key crosses 80% or 100% of its quota,
 	// for the publisher not to wait for its tick.
 	urgent chan struct{}
 }
+
+// planKey names a key's usage under a plan.
+type planKey struct{ plan, key string }
 
 type keyUsage struct {
 	partition   int
@@ -29,22 +37,43 @@ type keyUsage struct {
 	idx, end    int64            // the period counted, and its end (Unix ns)
 	limit       int64            // the period's limit
 	nodes       map[string]int64 // admitted in the period, by enforcer
+	admitted    int64            // the sum of nodes
 	adjustments int64            // UpdateUsage deltas in the period
 	asOf        int64            // time of the newest event counted
 	changed     bool             // since the last signal
 	sentUsed    int64            // Used of the last signal
 }
 
-func (k *keyUsage) used() int64 {
-	n := k.adjustments
-	for _, c := range k.nodes {
-		n += c
-	}
-	return n
+func (k *keyUsage) used() int64 { return k.adjustments + k.admitted }
+
+// setNode sets the count of an enforcer.
+func (k *keyUsage) setNode(node string, n int64) {
+	k.admitted += n - k.nodes[node]
+	k.nodes[node] = n
 }
 
 func newAuthority() *authority {
-	return &authority{keys: map[string]*keyUsage{}, urgent: make(chan struct{}, 1)}
+	return &authority{keys: map[planKey]*keyUsage{}, urgent: make(chan struct{}, 1)}
+}
+
+// quotaLocked is quotaOf(cat.Plan(id)), cached per catalog.
+func (a *authority) quotaLocked(cat *catalog.State, id string) (planQuota, bool) {
+	if a.plansOf != cat { // another snapshot (a State never changes)
+		if a.plans == nil {
+			a.plans = map[string]planQuota{}
+		}
+		a.plansOf = cat
+		clear(a.plans)
+	}
+	pq, ok := a.plans[id]
+	if !ok {
+		var valid bool
+		if pq, valid = quotaOf(cat.Plan(id)); !valid {
+			pq = planQuota{} // Period invalid: no quota
+		}
+		a.plans[id] = pq
+	}
+	return pq, pq.q.Period.Valid()
 }
 
 // planQuota is what the authority needs of a plan.
@@ -84,12 +113,15 @@ func (a *authority) merge(partition int, rows []usage.NodeDayCount, cat *catalog
 }
 
 func (a *authority) mergeLocked(partition int, rows []usage.NodeDayCount, cat *catalog.State, now int64) {
-	type kn struct{ id, node string }
+	type kn struct {
+		id   planKey
+		node string
+	}
 	nodes := map[kn]int64{}
-	adj := map[string]int64{}
-	keys := map[string]*keyUsage{}
+	adj := map[planKey]int64{}
+	keys := map[planKey]*keyUsage{}
 	for _, r := range rows {
-		pq, ok := quotaOf(cat.Plan(r.PlanID))
+		pq, ok := a.quotaLocked(cat, r.PlanID)
 		if !ok {
 			continue
 		}
@@ -97,7 +129,7 @@ func (a *authority) mergeLocked(partition int, rows []usage.NodeDayCount, cat *c
 		if r.Day*86400e9 < start {
 			continue
 		}
-		id := r.PlanID + "/" + r.KeyID
+		id := planKey{r.PlanID, r.KeyID}
 		keys[id] = a.keyLocked(partition, r.PlanID, r.KeyID, pq, now)
 		if r.Admitted > 0 {
 			nodes[kn{id, r.Node}] += r.Admitted
@@ -113,7 +145,8 @@ func (a *authority) mergeLocked(partition int, rows []usage.NodeDayCount, cat *c
 	}
 	for x, n := range nodes {
 		if k := keys[x.id]; k.nodes[x.node] < n {
-			k.nodes[x.node], k.changed, k.asOf = n, true, max(k.asOf, now)
+			k.setNode(x.node, n)
+			k.changed, k.asOf = true, max(k.asOf, now)
 		}
 	}
 }
@@ -134,7 +167,7 @@ func (a *authority) dropLocked(partition int) {
 }
 
 func (a *authority) keyLocked(partition int, plan, key string, pq planQuota, now int64) *keyUsage {
-	id := plan + "/" + key
+	id := planKey{plan, key}
 	k := a.keys[id]
 	idx := pq.q.Period.Index(now)
 	if k == nil || k.idx < idx {
@@ -156,7 +189,7 @@ func (a *authority) count(partition int, events []schemas.UsageEvent, cat *catal
 		if !e.Admitted() || e.PlanID == "" || e.KeyID == "" {
 			continue
 		}
-		pq, ok := quotaOf(cat.Plan(e.PlanID))
+		pq, ok := a.quotaLocked(cat, e.PlanID)
 		if !ok {
 			continue
 		}
@@ -166,6 +199,7 @@ func (a *authority) count(partition int, events []schemas.UsageEvent, cat *catal
 		}
 		before := k.used()
 		k.nodes[e.Node]++
+		k.admitted++
 		k.asOf = max(k.asOf, e.Time)
 		k.changed = true
 		if crossed(before, before+1, k.limit) {
@@ -225,7 +259,7 @@ func (a *authority) unsend(sigs []schemas.QuotaSignal) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, s := range sigs {
-		if k := a.keys[s.PlanID+"/"+s.KeyID]; k != nil {
+		if k := a.keys[planKey{s.PlanID, s.KeyID}]; k != nil {
 			k.changed = true
 		}
 	}
