@@ -252,7 +252,7 @@ func BenchmarkReportMonth(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Logf("loaded %d events in %v", c.Total(), time.Since(loaded).Round(time.Millisecond))
-	for _, table := range []string{"usage_minute", "usage_hour", "usage_key_hour", "usage_day", "usage_key_day"} {
+	for _, table := range []string{"usage_minute", "usage_hour", "usage_key_hour", "usage_api_hour", "usage_day", "usage_key_day", "usage_api_day"} {
 		var n int64
 		if err := s.db.QueryRow("SELECT count(*) FROM " + table).Scan(&n); err != nil {
 			b.Fatal(err)
@@ -267,6 +267,7 @@ func BenchmarkReportMonth(b *testing.B) {
 	}{
 		{"day-by-key", usage.Report{FromMinute: from, ToMinute: month, Granularity: "day", GroupBy: []string{"key"}}},
 		{"hour", usage.Report{FromMinute: from, ToMinute: month, Granularity: "hour"}},
+		{"day", usage.Report{FromMinute: from, ToMinute: month, Granularity: "day"}},
 		{"top", usage.Report{FromMinute: from, ToMinute: month, Granularity: "month", GroupBy: []string{"key", "plan", "decision"}}},
 		{"billing", usage.Report{FromMinute: from, ToMinute: month, Granularity: "day", GroupBy: []string{"key", "plan", "decision"}}},
 		{"minute-one-key-day", usage.Report{FromMinute: from + 10*1440, ToMinute: from + 11*1440, Granularity: "minute",

@@ -31,6 +31,7 @@ const (
 	minuteColumns = 13
 	dayColumns    = 5
 	keyDayColumns = 10
+	apiColumns    = 8
 )
 
 // upsertMinutesSQL returns the upsert of rows usage_minute rows, in the
@@ -57,6 +58,15 @@ func upsertKeyRollupSQL(table string) func(rows int) string {
 	return func(rows int) string {
 		return upsertSQL(table, "minute, key_id, plan_id, api_id, stage, decision",
 			[]string{"requests", "bytes_in", "bytes_out", "latency_us_sum"}, keyDayColumns, rows)
+	}
+}
+
+// upsertAPIRollupSQL returns the upsert of rows rows of usage_api_hour or
+// usage_api_day (table), in the column order of apiArgs.
+func upsertAPIRollupSQL(table string) func(rows int) string {
+	return func(rows int) string {
+		return upsertSQL(table, "minute, api_id, stage, decision",
+			[]string{"requests", "bytes_in", "bytes_out", "latency_us_sum"}, apiColumns, rows)
 	}
 }
 
@@ -179,6 +189,8 @@ type insertScratch struct {
 	allDayArgs  []any
 	keyDayRows  []any
 	keyHourRows []any
+	apiDayRows  []any
+	apiHourRows []any
 }
 
 // Indexes into eventRefs.
@@ -270,16 +282,31 @@ func (sc *insertScratch) rollup(events []schemas.UsageEvent) {
 // rows: their hour or day is rolled up already) summed per bucket of
 // period minutes (an hour, a day).
 func (sc *insertScratch) coarseArgs(args []any, period, until int64) []any {
-	return sc.rollupArgs(args, period, until, false)
+	return sc.rollupArgs(args, period, until, dimsAll)
 }
 
 // keyArgs is coarseArgs for usage_key_hour and usage_key_day: per hour
 // or day, key, plan, API, stage and decision.
 func (sc *insertScratch) keyArgs(args []any, period, until int64) []any {
-	return sc.rollupArgs(args, period, until, true)
+	return sc.rollupArgs(args, period, until, dimsKey)
 }
 
-func (sc *insertScratch) rollupArgs(args []any, period, until int64, narrow bool) []any {
+// apiArgs is coarseArgs for usage_api_hour and usage_api_day: per hour
+// or day, API, stage and decision.
+func (sc *insertScratch) apiArgs(args []any, period, until int64) []any {
+	return sc.rollupArgs(args, period, until, dimsAPI)
+}
+
+// rollupDims are the dimensions a rollup keeps.
+type rollupDims int
+
+const (
+	dimsAll rollupDims = iota // usage_hour, usage_day
+	dimsKey                   // usage_key_hour, usage_key_day: no method, resource, status
+	dimsAPI                   // usage_api_hour, usage_api_day: nor key and plan
+)
+
+func (sc *insertScratch) rollupArgs(args []any, period, until int64, dims rollupDims) []any {
 	if sc.coarse == nil {
 		sc.coarse = make(map[minuteKey]int32)
 	}
@@ -290,8 +317,11 @@ func (sc *insertScratch) rollupArgs(args []any, period, until int64, narrow bool
 			continue
 		}
 		mk.minute = floorDiv(mk.minute, period) * period
-		if narrow {
+		if dims != dimsAll {
 			mk.refs[refMethod], mk.refs[refResource], mk.status = 0, 0, 0
+		}
+		if dims == dimsAPI {
+			mk.refs[refKey], mk.refs[refPlan] = 0, 0
 		}
 		r, ok := sc.coarse[mk]
 		if !ok {
@@ -309,15 +339,19 @@ func (sc *insertScratch) rollupArgs(args []any, period, until int64, narrow bool
 	str := sc.boxed
 	for i, k := range sc.coarseKeys {
 		m := &sc.coarseSums[i]
-		if narrow {
+		switch dims {
+		case dimsAPI:
+			args = append(args, k.minute, str[k.refs[refAPI]], str[k.refs[refStage]],
+				int64(k.decision), m.requests, m.bytesIn, m.bytesOut, m.latency)
+		case dimsKey:
 			args = append(args, k.minute, str[k.refs[refKey]], str[k.refs[refPlan]], str[k.refs[refAPI]], str[k.refs[refStage]],
 				int64(k.decision), m.requests, m.bytesIn, m.bytesOut, m.latency)
-			continue
+		default:
+			args = append(args, k.minute,
+				str[k.refs[refKey]], str[k.refs[refPlan]], str[k.refs[refAPI]], str[k.refs[refStage]],
+				str[k.refs[refMethod]], str[k.refs[refResource]], int64(k.status), int64(k.decision),
+				m.requests, m.bytesIn, m.bytesOut, m.latency)
 		}
-		args = append(args, k.minute,
-			str[k.refs[refKey]], str[k.refs[refPlan]], str[k.refs[refAPI]], str[k.refs[refStage]],
-			str[k.refs[refMethod]], str[k.refs[refResource]], int64(k.status), int64(k.decision),
-			m.requests, m.bytesIn, m.bytesOut, m.latency)
 	}
 	return args
 }
@@ -343,6 +377,10 @@ func (sc *insertScratch) reset() {
 	sc.keyDayRows = sc.keyDayRows[:0]
 	clear(sc.keyHourRows)
 	sc.keyHourRows = sc.keyHourRows[:0]
+	clear(sc.apiDayRows)
+	sc.apiDayRows = sc.apiDayRows[:0]
+	clear(sc.apiHourRows)
+	sc.apiHourRows = sc.apiHourRows[:0]
 }
 
 // InsertEvents stores a batch of events in one transaction: the events as
@@ -452,6 +490,10 @@ func (s *Store) insertBatch(ctx context.Context, events []schemas.UsageEvent, at
 		if err := w.upsertKeyHours.exec(ctx, sc.keyHourRows); err != nil {
 			return false, fmt.Errorf("add to usage_key_hour: %w", err)
 		}
+		sc.apiHourRows = sc.apiArgs(sc.apiHourRows[:0], 60, w.marks.apiHour)
+		if err := w.upsertAPIHours.exec(ctx, sc.apiHourRows); err != nil {
+			return false, fmt.Errorf("add to usage_api_hour: %w", err)
+		}
 		sc.allDayArgs = sc.coarseArgs(sc.allDayArgs[:0], 24*60, w.marks.day)
 		if err := w.upsertAllDays.exec(ctx, sc.allDayArgs); err != nil {
 			return false, fmt.Errorf("add to usage_day: %w", err)
@@ -459,6 +501,10 @@ func (s *Store) insertBatch(ctx context.Context, events []schemas.UsageEvent, at
 		sc.keyDayRows = sc.keyArgs(sc.keyDayRows[:0], 24*60, w.marks.keyDay)
 		if err := w.upsertKeyDays.exec(ctx, sc.keyDayRows); err != nil {
 			return false, fmt.Errorf("add to usage_key_day: %w", err)
+		}
+		sc.apiDayRows = sc.apiArgs(sc.apiDayRows[:0], 24*60, w.marks.apiDay)
+		if err := w.upsertAPIDays.exec(ctx, sc.apiDayRows); err != nil {
+			return false, fmt.Errorf("add to usage_api_day: %w", err)
 		}
 		if marks, err = w.advanceRollups(nc, floorDiv(maxTime, 60e9), s.now().UnixNano()/60e9); err != nil {
 			return false, err

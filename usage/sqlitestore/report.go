@@ -12,9 +12,10 @@ import (
 
 // Report streams the rows of r (see usage.Report), computed by one
 // aggregating query of the coarsest rollup that answers it (reportTable,
-// with usage_minute past the rollup's mark): the minute range is a range
-// of the tables' primary keys, the filters are in the WHERE, and SQLite
-// groups, sums and orders; what Go holds is one row at a time.
+// with usage_hour and usage_minute past the rollup's mark: reportSource):
+// the minute range is a range of the tables' primary keys, the filters
+// are in the WHERE, and SQLite groups, sums and orders; what Go holds is
+// one row at a time.
 func (s *Store) Report(ctx context.Context, r usage.Report, f func(*usage.ReportRow) error) error {
 	q, args, err := reportQuery(r)
 	if err != nil {
@@ -37,25 +38,32 @@ var reportDialect = usage.ReportDialect{
 	Month: "CAST(strftime('%s', minute * 60, 'unixepoch', 'start of month') AS INTEGER) / 60",
 }
 
-// reportTable is the coarsest rollup that answers r exactly: when r's
+// reportTable is the coarsest rollup that answers r exactly. When r's
 // buckets are whole days (day, month) and its range starts and ends on a
-// UTC midnight, usage_key_day if it groups by none of method, resource
-// and status (filters never do), else usage_day; when they are whole hours
-// on hour boundaries, usage_key_hour or usage_hour the same way; else
-// usage_minute. A rollup is read below its mark and
-// usage_minute from the mark on (see the schema), in one statement, so
-// the answer is the sums of every minute row whatever the mark: only the
-// rows read differ (a month of a key's usage is 31 rows of usage_day, 744
-// of usage_hour or 44,640 of usage_minute).
+// UTC midnight: usage_api_day if r groups by and filters on API, stage
+// and decision only (apiDims), else usage_key_day if it groups by none of
+// method, resource and status (no filter names them), else usage_day.
+// When they are whole hours on hour boundaries: usage_api_hour,
+// usage_key_hour or usage_hour the same way. Else usage_minute. A rollup
+// is read below its mark and finer tables from the mark on (see
+// reportSource), in one statement, so the answer is the sums of every
+// minute row whatever the marks: only the rows read differ (a month of a
+// key's usage is 31 rows of usage_day, 744 of usage_hour or 44,640 of
+// usage_minute; a month's totals by hour are a few rows an hour of
+// usage_api_hour, where usage_key_hour has a few per key and hour).
 func reportTable(r usage.Report) string {
 	aligned := func(period int64) bool {
 		return (r.FromMinute%period+period)%period == 0 && (r.ToMinute%period+period)%period == 0
 	}
 	switch {
+	case (r.Granularity == "day" || r.Granularity == "month") && aligned(24*60) && apiDims(r):
+		return "usage_api_day"
 	case (r.Granularity == "day" || r.Granularity == "month") && aligned(24*60) && keyDayDims(r.GroupBy):
 		return "usage_key_day"
 	case (r.Granularity == "day" || r.Granularity == "month") && aligned(24*60):
 		return "usage_day"
+	case r.Granularity != "minute" && aligned(60) && apiDims(r):
+		return "usage_api_hour"
 	case r.Granularity != "minute" && aligned(60) && keyDayDims(r.GroupBy):
 		return "usage_key_hour"
 	case r.Granularity != "minute" && aligned(60):
@@ -76,32 +84,84 @@ func keyDayDims(dims []string) bool {
 	return true
 }
 
+// apiDims reports whether usage_api_day and usage_api_hour hold what r
+// groups by and filters on: API, stage and decision only. A filter on key
+// or plan, even on "" (no key), needs the per-key tables.
+func apiDims(r usage.Report) bool {
+	for _, d := range r.GroupBy {
+		if d != "api" && d != "stage" && d != "decision" {
+			return false
+		}
+	}
+	for d := range r.Filters {
+		if d != "api" && d != "stage" {
+			return false
+		}
+	}
+	return true
+}
+
+// reportColumns are the columns of each table a report reads: its
+// dimensions, then the four sums.
+var reportColumns = map[string]string{
+	"usage_key_day":  "minute, key_id, plan_id, api_id, stage, decision",
+	"usage_key_hour": "minute, key_id, plan_id, api_id, stage, decision",
+	"usage_api_day":  "minute, api_id, stage, decision",
+	"usage_api_hour": "minute, api_id, stage, decision",
+}
+
+// reportTails are the tables a report reads after its rollup, past the
+// rollup's mark, each past the marks of those before it: the hour rollup
+// of the same dimensions after a day rollup (a month's last day, not
+// rolled up yet, is then 24 hours of usage_api_hour, not every key's and
+// resource's rows of usage_hour), then usage_hour. usage_minute comes
+// last, after them all.
+var reportTails = map[string][]string{
+	"usage_hour":     nil,
+	"usage_key_hour": {"usage_hour"},
+	"usage_api_hour": {"usage_hour"},
+	"usage_day":      {"usage_hour"},
+	"usage_key_day":  {"usage_key_hour", "usage_hour"},
+	"usage_api_day":  {"usage_api_hour", "usage_hour"},
+}
+
 // reportSource is the FROM of r's query, the first conditions of its
 // WHERE and their arguments: usage_minute's rows in the range (the table
 // itself, so that the range is a range of its primary key); or the
-// rollup's rows below its mark, usage_hour's from there to its own mark
-// (marks only lag one another: key-day ≤ day ≤ hour), and usage_minute's
-// from that on, so that the days or hours not rolled up yet (today's, at
-// the end of a month's report) are read from the next coarsest table.
+// rollup's rows below its mark, then those of each of its reportTails
+// from the highest mark of the tables before it to its own mark, and
+// usage_minute's from the highest mark on, so that the days or hours not
+// rolled up yet (today's, at the end of a month's report) are read from
+// the next coarsest table. Each table is complete below its mark, and
+// each minute of the range is read from exactly one table, the first
+// whose mark is past it (or usage_minute), whatever the order of the
+// marks: they only lag one another (api-hour <= key-hour <= hour, api-day
+// <= key-day <= day <= hour), but a day rollup's mark may be past an hour
+// rollup's (usage_api_day's past usage_api_hour's while a migrated
+// database catches up). Only the columns of the rollup's dimensions are
+// read from each table.
 func reportSource(r usage.Report) (from, where string, args []any) {
-	cols := "minute, key_id, plan_id, api_id, stage, method, resource, status, decision, requests, bytes_in, bytes_out, latency_us_sum"
 	table := reportTable(r)
 	if table == "usage_minute" {
 		return "usage_minute", "minute >= ? AND minute < ?", []any{r.FromMinute, r.ToMinute}
 	}
-	if table == "usage_key_day" || table == "usage_key_hour" {
-		cols = "minute, key_id, plan_id, api_id, stage, decision, requests, bytes_in, bytes_out, latency_us_sum"
+	cols, ok := reportColumns[table]
+	if !ok {
+		cols = "minute, key_id, plan_id, api_id, stage, method, resource, status, decision"
 	}
+	cols += ", requests, bytes_in, bytes_out, latency_us_sum"
 	mark := func(t string) string { return "(SELECT until FROM rollup_marks WHERE tbl = '" + t + "')" }
-	parts := []string{"SELECT " + cols + " FROM " + table + " WHERE minute >= ? AND minute < ? AND minute < " + mark(table)}
-	args = []any{r.FromMinute, r.ToMinute}
-	lower := mark(table)
-	if table != "usage_hour" {
-		parts = append(parts, "SELECT "+cols+" FROM usage_hour WHERE minute >= max(?, "+lower+") AND minute < ? AND minute < "+mark("usage_hour"))
+	var parts, before []string // before: the marks of the tables read so far
+	for _, t := range append([]string{table}, reportTails[table]...) {
+		lower := "?"
+		if len(before) > 0 {
+			lower = "max(?, " + strings.Join(before, ", ") + ")"
+		}
+		parts = append(parts, "SELECT "+cols+" FROM "+t+" WHERE minute >= "+lower+" AND minute < ? AND minute < "+mark(t))
 		args = append(args, r.FromMinute, r.ToMinute)
-		lower = mark("usage_hour")
+		before = append(before, mark(t))
 	}
-	parts = append(parts, "SELECT "+cols+" FROM usage_minute WHERE minute >= max(?, "+lower+") AND minute < ?")
+	parts = append(parts, "SELECT "+cols+" FROM usage_minute WHERE minute >= max(?, "+strings.Join(before, ", ")+") AND minute < ?")
 	args = append(args, r.FromMinute, r.ToMinute)
 	return "(" + strings.Join(parts, "\nUNION ALL ") + ")", "1", args
 }

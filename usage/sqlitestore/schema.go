@@ -240,6 +240,45 @@ CREATE TABLE usage_key_hour (
 ) STRICT, WITHOUT ROWID;
 INSERT INTO rollup_marks VALUES ('usage_key_hour', 0);
 `,
+	// 7: the per-API hour and day rollups.
+	`
+-- usage_key_hour and usage_key_day without key and plan: per hour or day,
+-- API, stage and decision, what /v1/usage reads when it neither groups by
+-- nor filters on key or plan (nor groups by method, resource or status):
+-- the gateway's totals, by hour over a month (744 hours of a few rows each,
+-- where usage_key_hour has a few rows per key and hour: 910k for a month
+-- of 1,000 keys), by day or by month. Rolled up from usage_key_hour and
+-- usage_key_day as hours and days end, each with a mark of its own, as
+-- those are from usage_hour and usage_day, so a mark only lags the one of
+-- the table it comes from (api-hour <= key-hour <= hour, api-day <=
+-- key-day <= day <= hour); late rows are added to them directly. A
+-- database of an earlier version starts with both marks at 0: the batches
+-- that follow roll up what it held, a few hours or days a batch.
+CREATE TABLE usage_api_hour (
+	minute         INTEGER NOT NULL, -- Unix minutes of the hour's start
+	api_id         TEXT    NOT NULL,
+	stage          TEXT    NOT NULL,
+	decision       INTEGER NOT NULL,
+	requests       INTEGER NOT NULL,
+	bytes_in       INTEGER NOT NULL,
+	bytes_out      INTEGER NOT NULL,
+	latency_us_sum INTEGER NOT NULL,
+	PRIMARY KEY (minute, api_id, stage, decision)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE usage_api_day (
+	minute         INTEGER NOT NULL, -- Unix minutes of the UTC day's start
+	api_id         TEXT    NOT NULL,
+	stage          TEXT    NOT NULL,
+	decision       INTEGER NOT NULL,
+	requests       INTEGER NOT NULL,
+	bytes_in       INTEGER NOT NULL,
+	bytes_out      INTEGER NOT NULL,
+	latency_us_sum INTEGER NOT NULL,
+	PRIMARY KEY (minute, api_id, stage, decision)
+) STRICT, WITHOUT ROWID;
+INSERT INTO rollup_marks VALUES ('usage_api_hour', 0), ('usage_api_day', 0);
+`,
 }
 
 // migrate applies the migrations the database lacks, each in its own

@@ -1,11 +1,14 @@
 // Package sqlitestore is the embedded usage store: one SQLite file, written
 // through modernc.org/sqlite (pure Go, no cgo), holding every usage event
 // and its rollups: per minute and dimensions (key, plan, API, stage,
-// method, resource, status, decision), the same per UTC hour and per UTC
-// day, and per hour and per day without method, resource and status
-// (rolled up as hours and days end; reports over whole hours or days read
-// the coarsest that answers them, then finer ones past its mark), and per
-// (plan, key, UTC day) for GetUsage and quotas.
+// method, resource, status, decision); the same per UTC hour and per UTC
+// day; per hour and per day without method, resource and status; per hour
+// and per day without key and plan either (per API, stage and decision:
+// the totals a report reads when it neither groups by nor filters on key
+// or plan, such as a month by hour); and per (plan, key, UTC day) for
+// GetUsage and quotas. The hour and day rollups are rolled up as hours and
+// days end; a report over whole hours or days reads the coarsest that
+// answers it, then finer ones past its mark.
 //
 // The gateway writes batches in the background while it proxies. Each
 // batch is one row, its events packed in a compact binary BLOB (codec.go):

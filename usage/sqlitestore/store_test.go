@@ -615,6 +615,8 @@ func TestMigrateOnce(t *testing.T) {
 		"table quota_adjustments",
 		"table rollup_marks",
 		"table source_offsets",
+		"table usage_api_day",
+		"table usage_api_hour",
 		"table usage_daily",
 		"table usage_day",
 		"table usage_event_batches",
@@ -745,6 +747,13 @@ func TestFailedBatchLeavesNothing(t *testing.T) {
 			trigger: `CREATE TRIGGER boom BEFORE INSERT ON usage_daily WHEN NEW.plan_id = 'boom' BEGIN SELECT RAISE(ROLLBACK, 'boom'); END`,
 			batch:   slices.Concat(many(100, day20000+day, "pro", "k2"), many(1, day20000+day, "boom", "k2")),
 			newConn: true,
+		},
+		{
+			// The batch, a day after baseline's, rolls baseline's hour up
+			// to usage_api_hour, through usage_hour and usage_key_hour.
+			name:    "error in the per-API hour rollup",
+			trigger: `CREATE TRIGGER boom BEFORE INSERT ON usage_api_hour BEGIN SELECT RAISE(ABORT, 'boom'); END`,
+			batch:   many(100, day20000+day, "pro", "k2"),
 		},
 		{
 			name:    "error in the daily rollup",

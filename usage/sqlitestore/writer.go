@@ -31,7 +31,11 @@ type writer struct {
 	marks                         rollupMarks
 	upsertKeyHours                upserter // usage_key_hour: late rows
 	upsertKeyDays                 upserter // usage_key_day: late rows
+	upsertAPIHours                upserter // usage_api_hour: late rows
+	upsertAPIDays                 upserter // usage_api_day: late rows
 	nextDay, rollKeyDay           *sql.Stmt
+	nextAPIHour, rollAPIHour      *sql.Stmt
+	nextAPIDay, rollAPIDay        *sql.Stmt
 	nextKeyHour, rollKeyHour      *sql.Stmt
 	nextMinute, rollHour, rollDay *sql.Stmt
 	nextHour, setMark             *sql.Stmt
@@ -52,6 +56,8 @@ func openWriter(ctx context.Context, db *sql.DB) (_ *writer, err error) {
 		upsertAllDays:  upserter{columns: minuteColumns},
 		upsertKeyDays:  upserter{columns: keyDayColumns},
 		upsertKeyHours: upserter{columns: keyDayColumns},
+		upsertAPIHours: upserter{columns: apiColumns},
+		upsertAPIDays:  upserter{columns: apiColumns},
 	}
 	defer func() {
 		if err != nil {
@@ -74,6 +80,10 @@ func openWriter(ctx context.Context, db *sql.DB) (_ *writer, err error) {
 		{&w.rollKeyDay, keyRollupSQL("usage_key_day", "usage_day")},
 		{&w.nextKeyHour, "SELECT min(minute) FROM usage_hour WHERE minute >= ?"},
 		{&w.rollKeyHour, keyRollupSQL("usage_key_hour", "usage_hour")},
+		{&w.nextAPIHour, "SELECT min(minute) FROM usage_key_hour WHERE minute >= ?"},
+		{&w.rollAPIHour, apiRollupSQL("usage_api_hour", "usage_key_hour")},
+		{&w.nextAPIDay, "SELECT min(minute) FROM usage_key_day WHERE minute >= ?"},
+		{&w.rollAPIDay, apiRollupSQL("usage_api_day", "usage_key_day")},
 		{&w.setMark, "UPDATE rollup_marks SET until = ? WHERE tbl = ?"},
 	} {
 		if *p.stmt, err = conn.PrepareContext(ctx, p.query); err != nil {
@@ -83,8 +93,9 @@ func openWriter(ctx context.Context, db *sql.DB) (_ *writer, err error) {
 	m := &w.marks
 	if err := conn.QueryRowContext(ctx, "SELECT "+
 		"(SELECT until FROM rollup_marks WHERE tbl = 'usage_hour'), (SELECT until FROM rollup_marks WHERE tbl = 'usage_day'), "+
-		"(SELECT until FROM rollup_marks WHERE tbl = 'usage_key_hour'), (SELECT until FROM rollup_marks WHERE tbl = 'usage_key_day')").
-		Scan(&m.hour, &m.day, &m.keyHour, &m.keyDay); err != nil {
+		"(SELECT until FROM rollup_marks WHERE tbl = 'usage_key_hour'), (SELECT until FROM rollup_marks WHERE tbl = 'usage_key_day'), "+
+		"(SELECT until FROM rollup_marks WHERE tbl = 'usage_api_hour'), (SELECT until FROM rollup_marks WHERE tbl = 'usage_api_day')").
+		Scan(&m.hour, &m.day, &m.keyHour, &m.keyDay, &m.apiHour, &m.apiDay); err != nil {
 		return nil, fmt.Errorf("read rollup marks: %w", err)
 	}
 	if err := w.upsertMinutes.prepare(ctx, conn, upsertMinutesSQL); err != nil {
@@ -100,6 +111,12 @@ func openWriter(ctx context.Context, db *sql.DB) (_ *writer, err error) {
 		return nil, err
 	}
 	if err := w.upsertKeyDays.prepare(ctx, conn, upsertKeyRollupSQL("usage_key_day")); err != nil {
+		return nil, err
+	}
+	if err := w.upsertAPIHours.prepare(ctx, conn, upsertAPIRollupSQL("usage_api_hour")); err != nil {
+		return nil, err
+	}
+	if err := w.upsertAPIDays.prepare(ctx, conn, upsertAPIRollupSQL("usage_api_day")); err != nil {
 		return nil, err
 	}
 	if err := w.upsertDays.prepare(ctx, conn, upsertDailySQL); err != nil {
@@ -122,12 +139,12 @@ func (w *writer) discard() {
 
 func (w *writer) closeStmts() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{w.begin, w.commit, w.rollback, w.insertBatch, w.nextMinute, w.nextHour, w.rollHour, w.rollDay, w.setMark, w.nextDay, w.rollKeyDay, w.nextKeyHour, w.rollKeyHour} {
+	for _, st := range []*sql.Stmt{w.begin, w.commit, w.rollback, w.insertBatch, w.nextMinute, w.nextHour, w.rollHour, w.rollDay, w.setMark, w.nextDay, w.rollKeyDay, w.nextKeyHour, w.rollKeyHour, w.nextAPIHour, w.rollAPIHour, w.nextAPIDay, w.rollAPIDay} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
 	}
-	return errors.Join(append(errs, w.upsertMinutes.close(), w.upsertDays.close(), w.upsertHours.close(), w.upsertAllDays.close(), w.upsertKeyDays.close(), w.upsertKeyHours.close())...)
+	return errors.Join(append(errs, w.upsertMinutes.close(), w.upsertDays.close(), w.upsertHours.close(), w.upsertAllDays.close(), w.upsertKeyDays.close(), w.upsertKeyHours.close(), w.upsertAPIHours.close(), w.upsertAPIDays.close())...)
 }
 
 // rollupSQL sums the rows of from with minute in [?1, ?2) into table, per
@@ -150,16 +167,19 @@ const (
 )
 
 // rollupMarks are the rollups' marks (rollup_marks): each rollup is
-// complete before its mark and empty from it on.
-type rollupMarks struct{ hour, day, keyHour, keyDay int64 }
+// complete before its mark and empty from it on. A mark never passes the
+// one of the table it is rolled up from: apiHour <= keyHour <= hour,
+// apiDay <= keyDay <= day <= hour.
+type rollupMarks struct{ hour, day, keyHour, keyDay, apiHour, apiDay int64 }
 
 // advanceRollups rolls up, in the batch's transaction, the hours that
 // ended before the batch's latest minute (less 2 minutes, for events a
 // moment out of order; later ones are added as late rows), the days whose
-// hours are all rolled up, and the per-key rollups as far as the rollups
-// they come from. It returns the new marks, which the caller keeps once
-// the transaction commits. latest is capped at now: one event from a
-// clock years ahead must not mark every later event late.
+// hours are all rolled up, the per-key rollups as far as the rollups they
+// come from, and the per-API rollups as far as the per-key ones. It
+// returns the new marks, which the caller keeps once the transaction
+// commits. latest is capped at now: one event from a clock years ahead
+// must not mark every later event late.
 func (w *writer) advanceRollups(ctx context.Context, latest, now int64) (rollupMarks, error) {
 	m := w.marks
 	var err error
@@ -170,10 +190,16 @@ func (w *writer) advanceRollups(ctx context.Context, latest, now int64) (rollupM
 	if m.keyHour, err = w.advance(ctx, "usage_key_hour", w.nextKeyHour, w.rollKeyHour, m.keyHour, m.hour, 60, maxRollHours); err != nil {
 		return w.marks, err
 	}
+	if m.apiHour, err = w.advance(ctx, "usage_api_hour", w.nextAPIHour, w.rollAPIHour, m.apiHour, m.keyHour, 60, maxRollHours); err != nil {
+		return w.marks, err
+	}
 	if m.day, err = w.advance(ctx, "usage_day", w.nextHour, w.rollDay, m.day, floorDiv(m.hour, 24*60)*24*60, 24*60, maxRollDays); err != nil {
 		return w.marks, err
 	}
 	if m.keyDay, err = w.advance(ctx, "usage_key_day", w.nextDay, w.rollKeyDay, m.keyDay, m.day, 24*60, maxRollDays); err != nil {
+		return w.marks, err
+	}
+	if m.apiDay, err = w.advance(ctx, "usage_api_day", w.nextAPIDay, w.rollAPIDay, m.apiDay, m.keyDay, 24*60, maxRollDays); err != nil {
 		return w.marks, err
 	}
 	return m, nil
@@ -186,6 +212,15 @@ func keyRollupSQL(table, from string) string {
 	return "INSERT INTO " + table + " SELECT minute, key_id, plan_id, api_id, stage, decision, " +
 		"sum(requests), sum(bytes_in), sum(bytes_out), sum(latency_us_sum) FROM " + from +
 		" WHERE minute >= ?1 AND minute < ?2 GROUP BY minute, key_id, plan_id, api_id, stage, decision"
+}
+
+// apiRollupSQL sums the rows of from (usage_key_hour, usage_key_day)
+// with minute in [?1, ?2) into table (usage_api_hour, usage_api_day): the
+// same buckets, without key and plan.
+func apiRollupSQL(table, from string) string {
+	return "INSERT INTO " + table + " SELECT minute, api_id, stage, decision, " +
+		"sum(requests), sum(bytes_in), sum(bytes_out), sum(latency_us_sum) FROM " + from +
+		" WHERE minute >= ?1 AND minute < ?2 GROUP BY minute, api_id, stage, decision"
 }
 
 // advance moves table's mark from until toward target (both multiples of
