@@ -338,14 +338,8 @@ func (s *Store) InsertBatch(ctx context.Context, b *Batch, wm Watermark) (Waterm
 	if err := b.validate(); err != nil {
 		return wm, fmt.Errorf("insert batch of partition %d: %w: %w", b.Partition, ErrInvalidBatch, err)
 	}
-	sc, _ := s.scratch.Get().(*insertScratch)
-	if sc == nil {
-		sc = newInsertScratch()
-	}
-	defer func() {
-		sc.reset()
-		s.scratch.Put(sc)
-	}()
+	sc := s.getScratch()
+	defer s.putScratch(sc)
 
 	out := wm
 	out.Ahead = slices.Clone(wm.Ahead)
@@ -374,6 +368,28 @@ func (s *Store) InsertBatch(ctx context.Context, b *Batch, wm Watermark) (Waterm
 	}
 	out.normalize()
 	return out, nil
+}
+
+// getScratch takes a scratch from the store's free list. A list, not a
+// sync.Pool: a collection would empty the pool and the next batch would
+// grow its columns and maps again. It holds one per InsertBatch running
+// at once (one per partition the caller writes).
+func (s *Store) getScratch() *insertScratch {
+	s.scratchMu.Lock()
+	defer s.scratchMu.Unlock()
+	if n := len(s.scratch); n > 0 {
+		sc := s.scratch[n-1]
+		s.scratch = s.scratch[:n-1]
+		return sc
+	}
+	return newInsertScratch()
+}
+
+func (s *Store) putScratch(sc *insertScratch) {
+	sc.reset()
+	s.scratchMu.Lock()
+	s.scratch = append(s.scratch, sc)
+	s.scratchMu.Unlock()
 }
 
 // group is the events of one partition of a table in a batch: indexes
@@ -558,13 +574,14 @@ var bucketMinutes = [NumTables]int64{TableMinute: 1, TableHour: 60, TableDay: 24
 // part-way marker (minute -2 - b.Last, done 1: a row whose sums are all
 // zero would vanish in a merge).
 func (s *Store) insertRollup(ctx context.Context, sc *insertScratch, b *Batch, t int, g group, last bool, done int64) error {
-	sc.rollupMinutes(b.Events, g.index, bucketMinutes[t])
+	sc.rollupMinutes(b, g.index, bucketMinutes[t])
 	c := &sc.cols
 	c.reset()
-	for i, k := range sc.minuteKeys {
-		m := &sc.minuteSums[i]
-		c.day = append(c.day, dayTime(floorDiv(k.minute, 24*60)))
-		c.i64[0] = append(c.i64[0], k.minute)
+	for i, rk := range sc.rowKeys {
+		m := &sc.rowSums[i]
+		k := &sc.dimList[rk.id]
+		c.day = append(c.day, dayTime(floorDiv(rk.bucket, 24*60)))
+		c.i64[0] = append(c.i64[0], rk.bucket)
 		c.str[0] = append(c.str[0], k.key)
 		c.str[1] = append(c.str[1], k.plan)
 		c.str[2] = append(c.str[2], k.api)
@@ -594,7 +611,7 @@ func (s *Store) insertRollup(ctx context.Context, sc *insertScratch, b *Batch, t
 		c.i64[j] = append(c.i64[j], 0)
 	}
 	c.done = append(c.done, adv)
-	for range len(sc.minuteKeys) + 1 {
+	for range len(sc.rowKeys) + 1 {
 		c.partition = append(c.partition, uint16(b.Partition))
 	}
 	return s.send(ctx, insertRollupSQLs[t], append(c.args[:0],
@@ -609,14 +626,15 @@ const insertDailySQL = `INSERT INTO usage_daily (plan_id, key_id, day, node, src
 // if g is the batch's last INSERT into the table, else node b.Last and
 // done 1.
 func (s *Store) insertDaily(ctx context.Context, sc *insertScratch, b *Batch, g group, last bool, done int64) error {
-	sc.rollupDays(b.Events, g.index)
+	sc.rollupDays(b, g.index)
 	c := &sc.cols
 	c.reset()
-	for i, k := range sc.dayKeys {
-		d := &sc.dayCounts[i]
+	for i, rk := range sc.rowKeys {
+		d := &sc.rowCounts[i]
+		k := &sc.ownerList[rk.id]
 		c.str[0] = append(c.str[0], k.plan)
 		c.str[1] = append(c.str[1], k.key)
-		c.day = append(c.day, dayTime(k.day))
+		c.day = append(c.day, dayTime(rk.bucket))
 		c.str[2] = append(c.str[2], k.node)
 		c.i64[0] = append(c.i64[0], d.admitted)
 		c.i64[1] = append(c.i64[1], d.rejected)
@@ -633,7 +651,7 @@ func (s *Store) insertDaily(ctx context.Context, sc *insertScratch, b *Batch, g 
 	c.i64[0] = append(c.i64[0], 0)
 	c.i64[1] = append(c.i64[1], 0)
 	c.done = append(c.done, adv)
-	for range len(sc.dayKeys) + 1 {
+	for range len(sc.rowKeys) + 1 {
 		c.partition = append(c.partition, uint16(b.Partition))
 	}
 	return s.send(ctx, insertDailySQL, append(c.args[:0],
@@ -675,66 +693,116 @@ func (c *columns) reset() {
 	c.args = c.args[:0]
 }
 
-// minuteKey is one usage_minute row of a run.
-type minuteKey struct {
-	minute                                  int64
+// dims is an event's dimensions as usage_minute, usage_hour and
+// usage_day key their rows.
+type dims struct {
 	key, plan, api, stage, method, resource string
 	status                                  int32
 	decision                                schemas.Decision
 }
 
-type minuteSums struct{ requests, bytesIn, bytesOut, latency int64 }
+// owner is what usage_daily keys its rows by, besides the day.
+type owner struct{ plan, key, node string }
 
-// dayKey is one usage_daily row of a run.
-type dayKey struct {
-	day             int64
-	plan, key, node string
+// rowKey is a rollup row of a batch: a bucket (a minute, an hour's or a
+// day's first minute, or a day) and an interned dims or owner.
+type rowKey struct {
+	bucket int64
+	id     int32
 }
+
+type minuteSums struct{ requests, bytesIn, bytesOut, latency int64 }
 
 type dayCounts struct{ admitted, rejected int64 }
 
 // insertScratch holds what an InsertBatch reuses from table to table and,
-// through the store's pool, from batch to batch.
+// through the store's free list, from batch to batch.
 type insertScratch struct {
 	groups []group
 	cols   columns
 
-	// The rollup rows of a run: the maps index the slices, so an event
-	// costs one map lookup.
-	minuteRow  map[minuteKey]int32
-	minuteKeys []minuteKey
-	minuteSums []minuteSums
-	dayRow     map[dayKey]int32
-	dayKeys    []dayKey
-	dayCounts  []dayCounts
+	// A batch's events' dimensions and owners, interned once for the
+	// four rollups: each event costs two lookups by strings, then
+	// lookups by numbers.
+	interned  bool
+	dimID     map[dims]int32
+	dimList   []dims
+	dimOf     []int32 // per event
+	ownerID   map[owner]int32
+	ownerList []owner
+	ownerOf   []int32 // per event; -1: neither plan nor key
+
+	// The rows of the rollup being written: the map indexes the slices.
+	rowOf     map[rowKey]int32
+	rowKeys   []rowKey
+	rowSums   []minuteSums
+	rowCounts []dayCounts
 }
 
 func newInsertScratch() *insertScratch {
-	return &insertScratch{minuteRow: map[minuteKey]int32{}, dayRow: map[dayKey]int32{}}
+	return &insertScratch{dimID: map[dims]int32{}, ownerID: map[owner]int32{}, rowOf: map[rowKey]int32{}}
+}
+
+// intern fills dimOf and ownerOf for b's events, once per batch.
+func (sc *insertScratch) intern(b *Batch) {
+	if sc.interned {
+		return
+	}
+	sc.interned = true
+	for i := range b.Events {
+		e := &b.Events[i]
+		d := dims{key: e.KeyID, plan: e.PlanID, api: e.APIID, stage: e.Stage, method: e.Method, resource: e.Resource,
+			status: e.Status, decision: e.Decision}
+		id, ok := sc.dimID[d]
+		if !ok {
+			id = int32(len(sc.dimList))
+			sc.dimID[d] = id
+			sc.dimList = append(sc.dimList, d)
+		}
+		sc.dimOf = append(sc.dimOf, id)
+		if e.PlanID == "" && e.KeyID == "" {
+			sc.ownerOf = append(sc.ownerOf, -1)
+			continue
+		}
+		o := owner{plan: e.PlanID, key: e.KeyID, node: e.Node}
+		oid, ok := sc.ownerID[o]
+		if !ok {
+			oid = int32(len(sc.ownerList))
+			sc.ownerID[o] = oid
+			sc.ownerList = append(sc.ownerList, o)
+		}
+		sc.ownerOf = append(sc.ownerOf, oid)
+	}
+}
+
+// clearRows empties the rollup rows.
+func (sc *insertScratch) clearRows() {
+	clear(sc.rowOf)
+	sc.rowKeys, sc.rowSums, sc.rowCounts = sc.rowKeys[:0], sc.rowSums[:0], sc.rowCounts[:0]
+}
+
+// row returns the index of the row of k, adding it.
+func (sc *insertScratch) row(k rowKey) int32 {
+	r, ok := sc.rowOf[k]
+	if !ok {
+		r = int32(len(sc.rowKeys))
+		sc.rowOf[k] = r
+		sc.rowKeys = append(sc.rowKeys, k)
+		sc.rowSums = append(sc.rowSums, minuteSums{})
+		sc.rowCounts = append(sc.rowCounts, dayCounts{})
+	}
+	return r
 }
 
 // rollupMinutes groups the events at index into rows of a rollup whose
 // buckets are width minutes wide.
-func (sc *insertScratch) rollupMinutes(events []schemas.UsageEvent, index []int32, width int64) {
-	clear(sc.minuteRow)
-	clear(sc.minuteKeys)
-	sc.minuteKeys, sc.minuteSums = sc.minuteKeys[:0], sc.minuteSums[:0]
+func (sc *insertScratch) rollupMinutes(b *Batch, index []int32, width int64) {
+	sc.intern(b)
+	sc.clearRows()
 	for _, i := range index {
-		e := &events[i]
+		e := &b.Events[i]
 		minute := floorDiv(e.Time, 60e9)
-		k := minuteKey{
-			minute: minute - (minute%width+width)%width,
-			key:    e.KeyID, plan: e.PlanID, api: e.APIID, stage: e.Stage, method: e.Method, resource: e.Resource,
-			status: e.Status, decision: e.Decision,
-		}
-		r, ok := sc.minuteRow[k]
-		if !ok {
-			r = int32(len(sc.minuteKeys))
-			sc.minuteRow[k] = r
-			sc.minuteKeys = append(sc.minuteKeys, k)
-			sc.minuteSums = append(sc.minuteSums, minuteSums{})
-		}
-		m := &sc.minuteSums[r]
+		m := &sc.rowSums[sc.row(rowKey{minute - (minute%width+width)%width, sc.dimOf[i]})]
 		m.requests += e.Requests()
 		m.bytesIn += e.BytesIn
 		m.bytesOut += e.BytesOut
@@ -742,29 +810,21 @@ func (sc *insertScratch) rollupMinutes(events []schemas.UsageEvent, index []int3
 	}
 }
 
-// rollupDays groups events into usage_daily rows. Events with neither
-// plan nor key count in usage_minute only.
-func (sc *insertScratch) rollupDays(events []schemas.UsageEvent, index []int32) {
-	clear(sc.dayRow)
-	clear(sc.dayKeys)
-	sc.dayKeys, sc.dayCounts = sc.dayKeys[:0], sc.dayCounts[:0]
+// rollupDays groups the events at index into usage_daily rows. Events
+// with neither plan nor key count in the minute rollups only.
+func (sc *insertScratch) rollupDays(b *Batch, index []int32) {
+	sc.intern(b)
+	sc.clearRows()
 	for _, i := range index {
-		e := &events[i]
-		if e.PlanID == "" && e.KeyID == "" {
+		if sc.ownerOf[i] < 0 {
 			continue
 		}
-		k := dayKey{day: e.Day(), plan: e.PlanID, key: e.KeyID, node: e.Node}
-		r, ok := sc.dayRow[k]
-		if !ok {
-			r = int32(len(sc.dayKeys))
-			sc.dayRow[k] = r
-			sc.dayKeys = append(sc.dayKeys, k)
-			sc.dayCounts = append(sc.dayCounts, dayCounts{})
-		}
+		e := &b.Events[i]
+		c := &sc.rowCounts[sc.row(rowKey{e.Day(), sc.ownerOf[i]})]
 		if e.Decision == schemas.DecisionAllowed {
-			sc.dayCounts[r].admitted += e.Requests()
+			c.admitted += e.Requests()
 		} else {
-			sc.dayCounts[r].rejected += e.Requests()
+			c.rejected += e.Requests()
 		}
 	}
 }
@@ -773,12 +833,14 @@ func (sc *insertScratch) rollupDays(events []schemas.UsageEvent, index []int32) 
 func (sc *insertScratch) reset() {
 	sc.groups = sc.groups[:0]
 	sc.cols.reset()
-	clear(sc.minuteRow)
-	clear(sc.minuteKeys)
-	sc.minuteKeys, sc.minuteSums = sc.minuteKeys[:0], sc.minuteSums[:0]
-	clear(sc.dayRow)
-	clear(sc.dayKeys)
-	sc.dayKeys, sc.dayCounts = sc.dayKeys[:0], sc.dayCounts[:0]
+	sc.interned = false
+	clear(sc.dimID)
+	clear(sc.dimList)
+	sc.dimList, sc.dimOf = sc.dimList[:0], sc.dimOf[:0]
+	clear(sc.ownerID)
+	clear(sc.ownerList)
+	sc.ownerList, sc.ownerOf = sc.ownerList[:0], sc.ownerOf[:0]
+	sc.clearRows()
 }
 
 // floorDiv returns a / b rounded toward negative infinity (b > 0).

@@ -58,8 +58,9 @@ func isIdentifier(s string) bool {
 // is safe for concurrent use: each call takes a connection of the
 // driver's pool, and InsertBatch keeps its buffers per call.
 type Store struct {
-	conn    driver.Conn
-	scratch sync.Pool // of *insertScratch
+	conn      driver.Conn
+	scratchMu sync.Mutex
+	scratch   []*insertScratch // free
 	// beforeInsert, set by tests only, runs before each INSERT; its
 	// error fails the INSERT before anything is sent.
 	beforeInsert func() error
