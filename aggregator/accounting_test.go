@@ -26,6 +26,7 @@ import (
 	"github.com/tollgate/tollgate/schemas"
 	"github.com/tollgate/tollgate/usage"
 	"github.com/tollgate/tollgate/usage/chstore"
+	"github.com/twmb/franz-go/pkg/kfake"
 )
 
 // rig is a Kafka cluster, a ClickHouse database behind a proxy that can
@@ -43,8 +44,9 @@ type rig struct {
 	// cut, when set, runs once, at the start of the next InsertBatch of
 	// any aggregator (one that runs, unlike a flush whose generation
 	// ends before it inserts).
-	cut   atomic.Value
-	parts int
+	cut     atomic.Value
+	parts   int
+	cluster *kfake.Cluster
 }
 
 func newRig(t testing.TB) *rig { return newRigN(t, 4) }
@@ -70,12 +72,12 @@ func newRigN(t testing.TB, n int) *rig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	_, brokers := kafkatest.Start(t)
+	cluster, brokers := kafkatest.Start(t)
 	k := ingest.Kafka{Brokers: brokers, Partitions: n, Timeout: 5 * time.Second}
 	if _, err := ingest.Migrate(ctx, k); err != nil {
 		t.Fatal(err)
 	}
-	return &rig{t: t, k: k, store: store, direct: direct, proxy: px, dsn: dsn, parts: n}
+	return &rig{t: t, k: k, store: store, direct: direct, proxy: px, dsn: dsn, parts: n, cluster: cluster}
 }
 
 // produce writes n events with known ids over three days, and writes a

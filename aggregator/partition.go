@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/segmentio/kafka-go"
 	"github.com/tollgate/tollgate/ingest"
 	"github.com/tollgate/tollgate/schemas"
 	"github.com/tollgate/tollgate/usage/chstore"
@@ -51,6 +52,9 @@ func (w *partitionWorker) run(ctx context.Context) {
 			return
 		}
 		if err != nil {
+			if errors.Is(err, kafka.OffsetOutOfRange) && w.skipExpired(ctx) {
+				continue
+			}
 			a.retry(ctx, &w.wait, "aggregator: fetch", "partition", w.partition, "offset", w.next, "err", err)
 			continue
 		}
@@ -64,6 +68,25 @@ func (w *partitionWorker) run(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// skipExpired moves the worker past records the topic's retention
+// deleted before it read them, as start does for a partition it takes:
+// counted as expired and logged, since their usage is lost. Without it a
+// worker that retention overtook would ask for the same offset forever.
+// false if the offset is not below the partition's first (the error had
+// another cause) or the offsets could not be read.
+func (w *partitionWorker) skipExpired(ctx context.Context) bool {
+	a := w.a
+	first, _, err := a.fetcher.Offsets(ctx, a.topics.Events, w.partition)
+	if err != nil || w.next >= first {
+		return false
+	}
+	a.expired.Add(uint64(first - w.next))
+	a.cfg.Logger.Error("aggregator: records were deleted by retention before they were aggregated", "partition", w.partition,
+		"from", w.next, "first", first, "lost", first-w.next)
+	w.next = first
+	return true
 }
 
 // start finds where the store left the partition, restores the keys'
