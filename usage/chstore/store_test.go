@@ -2,20 +2,16 @@ package chstore
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"math"
 	mrand "math/rand/v2"
-	"net/url"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
+	"github.com/tollgate/tollgate/internal/chtest"
 	"github.com/tollgate/tollgate/reportapi"
 	"github.com/tollgate/tollgate/schemas"
 	"github.com/tollgate/tollgate/usage"
@@ -28,70 +24,10 @@ var (
 	_ reportapi.MinuteStore = (*Store)(nil)
 )
 
-const defaultTestDSN = "clickhouse://127.0.0.1:9000/default"
-
-func testDSN() string {
-	if dsn := os.Getenv("TOLLGATE_CLICKHOUSE_DSN"); dsn != "" {
-		return dsn
-	}
-	return defaultTestDSN
-}
-
-var (
-	serverOnce sync.Once
-	serverErr  error
-)
-
-// requireServer skips the test when no ClickHouse answers at testDSN,
-// unless TOLLGATE_REQUIRE_CLICKHOUSE=1 (CI), which makes it a failure.
-func requireServer(t testing.TB) {
-	t.Helper()
-	serverOnce.Do(func() {
-		s, err := Open(context.Background(), testDSN())
-		if err == nil {
-			s.Close()
-		}
-		serverErr = err
-	})
-	if serverErr == nil {
-		return
-	}
-	if os.Getenv("TOLLGATE_REQUIRE_CLICKHOUSE") == "1" {
-		t.Fatalf("ClickHouse at %s (TOLLGATE_CLICKHOUSE_DSN) is required (TOLLGATE_REQUIRE_CLICKHOUSE=1): %v", testDSN(), serverErr)
-	}
-	t.Skipf("no ClickHouse at %s (set TOLLGATE_CLICKHOUSE_DSN; TOLLGATE_REQUIRE_CLICKHOUSE=1 to fail instead): %v", testDSN(), serverErr)
-}
-
 // testDatabase creates a database of its own for the test, dropped at
-// cleanup, and returns the DSN that names it.
-func testDatabase(t testing.TB) string {
-	t.Helper()
-	requireServer(t)
-	ctx := context.Background()
-	admin, err := Open(ctx, testDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b [6]byte
-	rand.Read(b[:])
-	name := "tollgate_test_" + hex.EncodeToString(b[:])
-	if err := admin.conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		admin.Close()
-		t.Fatalf("create database: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := admin.conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name); err != nil {
-			t.Errorf("drop database %s: %v", name, err)
-		}
-		admin.Close()
-	})
-	u, err := url.Parse(testDSN())
-	if err != nil {
-		t.Fatalf("TOLLGATE_CLICKHOUSE_DSN: %v", err)
-	}
-	u.Path = "/" + name
-	return u.String()
-}
+// cleanup, and returns the DSN that names it (internal/chtest: skipped
+// without a server unless TOLLGATE_REQUIRE_CLICKHOUSE=1).
+func testDatabase(t testing.TB) string { return chtest.Database(t) }
 
 // openTest returns a migrated store on a database of its own.
 func openTest(t testing.TB) *Store {
