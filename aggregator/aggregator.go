@@ -16,6 +16,7 @@ import (
 
 	"github.com/tollgate/tollgate/catalog"
 	"github.com/tollgate/tollgate/ingest"
+	"github.com/tollgate/tollgate/internal/utc"
 	"github.com/tollgate/tollgate/schemas"
 	"github.com/tollgate/tollgate/usage"
 	"github.com/tollgate/tollgate/usage/chstore"
@@ -283,7 +284,7 @@ func (a *Aggregator) own(partition int, owned bool) {
 func (a *Aggregator) refreshQuota(ctx context.Context, partition int) error {
 	now := a.cfg.Now().UnixNano()
 	from := min(catalog.Month.Start(catalog.Month.Index(now)), catalog.Week.Start(catalog.Week.Index(now)))
-	rows, err := a.cfg.Store.QuotaUsage(ctx, []int{partition}, from/86400e9)
+	rows, err := a.cfg.Store.QuotaUsage(ctx, []int{partition}, utc.Day(from))
 	if err != nil {
 		return err
 	}
@@ -296,7 +297,7 @@ func (a *Aggregator) restoreQuota(ctx context.Context, partition int) error {
 	now := a.cfg.Now().UnixNano()
 	// The longest period is a month; read from the earliest start.
 	from := min(catalog.Month.Start(catalog.Month.Index(now)), catalog.Week.Start(catalog.Week.Index(now)))
-	rows, err := a.cfg.Store.QuotaUsage(ctx, []int{partition}, from/86400e9)
+	rows, err := a.cfg.Store.QuotaUsage(ctx, []int{partition}, utc.Day(from))
 	if err != nil {
 		return err
 	}

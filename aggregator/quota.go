@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/tollgate/tollgate/catalog"
+	"github.com/tollgate/tollgate/internal/utc"
 	"github.com/tollgate/tollgate/schemas"
 	"github.com/tollgate/tollgate/usage"
 )
@@ -126,7 +127,7 @@ func (a *authority) mergeLocked(partition int, rows []usage.NodeDayCount, cat *c
 			continue
 		}
 		start, _ := pq.q.Period.Bounds(now)
-		if r.Day*86400e9 < start {
+		if utc.DayStart(r.Day) < start {
 			continue
 		}
 		id := planKey{r.PlanID, r.KeyID}

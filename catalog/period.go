@@ -1,6 +1,10 @@
 package catalog
 
-import "time"
+import (
+	"time"
+
+	"github.com/tollgate/tollgate/internal/utc"
+)
 
 // Period is a quota period. Periods follow UTC calendar boundaries: DAY
 // starts at 00:00 UTC, WEEK on Monday 00:00 UTC (AWS leaves the week start
@@ -24,11 +28,11 @@ func (p Period) Valid() bool { return p == Day || p == Week || p == Month }
 // months since the one containing 1970-01-01. It is cheap enough for the
 // request path (integer arithmetic only).
 func (p Period) Index(ns int64) int64 {
-	d := floorDiv(ns, nsPerDay)
+	d := utc.FloorDiv(ns, nsPerDay)
 	switch p {
 	case Week:
 		// 1970-01-01 was a Thursday; shift so that weeks start on Monday.
-		return floorDiv(d+3, 7)
+		return utc.FloorDiv(d+3, 7)
 	case Month:
 		y, m, _ := civil(d)
 		return y*12 + m - 1 - 1970*12
@@ -44,7 +48,7 @@ func (p Period) Start(idx int64) int64 {
 		return (idx*7 - 3) * nsPerDay
 	case Month:
 		m := idx + 1970*12
-		return daysFromCivil(floorDiv(m, 12), m-floorDiv(m, 12)*12+1, 1) * nsPerDay
+		return daysFromCivil(utc.FloorDiv(m, 12), m-utc.FloorDiv(m, 12)*12+1, 1) * nsPerDay
 	default:
 		return idx * nsPerDay
 	}
@@ -79,19 +83,11 @@ func (q *Quota) LimitAt(idx int64, createdUnix int64) int64 {
 	return q.Limit
 }
 
-func floorDiv(a, b int64) int64 {
-	q := a / b
-	if a%b != 0 && (a < 0) != (b < 0) {
-		q--
-	}
-	return q
-}
-
 // civil converts days since 1970-01-01 to a proleptic Gregorian date
 // (Howard Hinnant's algorithm).
 func civil(z int64) (y, m, d int64) {
 	z += 719468
-	era := floorDiv(z, 146097)
+	era := utc.FloorDiv(z, 146097)
 	doe := z - era*146097
 	yoe := (doe - doe/1460 + doe/36524 - doe/146096) / 365
 	y = yoe + era*400
@@ -114,7 +110,7 @@ func daysFromCivil(y, m, d int64) int64 {
 	if m <= 2 {
 		y--
 	}
-	era := floorDiv(y, 400)
+	era := utc.FloorDiv(y, 400)
 	yoe := y - era*400
 	mp := (m + 9) % 12
 	doy := (153*mp+2)/5 + d - 1

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/utc"
 	"github.com/tollgate/tollgate/schemas"
 )
 
@@ -132,7 +133,7 @@ func (r *rejections) add(d *decision, method string, end int64, status int32, la
 	if d.route != nil {
 		k.resource = d.route.resource
 	}
-	m := floorDiv(end, 60e9)
+	m := utc.FloorDiv(end, 60e9)
 	slot := m & 1
 	for {
 		cur := r.minute[slot].Load()
@@ -208,7 +209,7 @@ func probe(cells []rejectionCell, h uint64, n int, k *rejectionKey) *rejectionCe
 func (r *rejections) flush(now int64, all bool, sink EventSink, node string) int64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	cur := floorDiv(now, 60e9)
+	cur := utc.FloorDiv(now, 60e9)
 	var n int64
 	for slot := range 2 {
 		m := r.minute[slot].Load()
@@ -289,13 +290,4 @@ func (g *Gateway) Run(ctx context.Context) error {
 // wait for the next flush.
 func (g *Gateway) FlushRejections() int64 {
 	return g.rejections.flush(g.cfg.Now(), true, g.cfg.Events, g.cfg.Node)
-}
-
-// floorDiv returns a / b rounded toward negative infinity (b > 0).
-func floorDiv(a, b int64) int64 {
-	q := a / b
-	if a%b != 0 && a < 0 {
-		q--
-	}
-	return q
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/utc"
 	"github.com/tollgate/tollgate/schemas"
 )
 
@@ -64,7 +65,7 @@ type group struct {
 type sums struct{ requests, latency, in, out int64 }
 
 func groupOf(e *schemas.UsageEvent) group {
-	return group{floorDiv(e.Time, 60e9), e.APIID, e.Stage, e.Resource, e.Method, e.KeyID, e.Decision, e.Status}
+	return group{utc.FloorDiv(e.Time, 60e9), e.APIID, e.Stage, e.Resource, e.Method, e.KeyID, e.Decision, e.Status}
 }
 
 // randomRequest returns a request a flood (or a client) might send.

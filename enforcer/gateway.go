@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/catalog"
+	"github.com/tollgate/tollgate/internal/utc"
 	"github.com/tollgate/tollgate/schemas"
 	"github.com/tollgate/tollgate/usage"
 )
@@ -131,7 +132,7 @@ func (g *Gateway) RestoreQuotas(ctx context.Context, src DailySource) error {
 	// The longest period is a month; read from the earliest start.
 	from := catalog.Month.Start(catalog.Month.Index(now))
 	from = min(from, catalog.Week.Start(catalog.Week.Index(now)))
-	rows, err := src.Daily(ctx, usage.Filter{FromDay: from / 86400e9, ToDay: now / 86400e9})
+	rows, err := src.Daily(ctx, usage.Filter{FromDay: utc.Day(from), ToDay: utc.Day(now)})
 	if err != nil {
 		return fmt.Errorf("restore quotas: %w", err)
 	}
@@ -141,7 +142,7 @@ func (g *Gateway) RestoreQuotas(ctx context.Context, src DailySource) error {
 	for _, p := range t.plans {
 		if p != nil && p.quota != nil {
 			start, _ := p.quota.q.Period.Bounds(now)
-			starts[p.id] = start / 86400e9
+			starts[p.id] = utc.Day(start)
 		}
 	}
 	for _, r := range rows {
@@ -194,7 +195,7 @@ func (g *Gateway) SetRemaining(planID, keyID string, remaining int64) (delta, da
 		return 0, 0, fmt.Errorf("remaining must be between 0 and the period's limit %d, got %d", lim, remaining)
 	}
 	delta = q.set(&st.quota, now, lim-remaining)
-	return delta, now / 86400e9, nil
+	return delta, utc.Day(now), nil
 }
 
 // ServeHTTP enforces and proxies one request.

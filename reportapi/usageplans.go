@@ -15,6 +15,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/tollgate/tollgate/catalog"
+	"github.com/tollgate/tollgate/internal/utc"
 	"github.com/tollgate/tollgate/usage"
 )
 
@@ -627,7 +628,7 @@ func (u *usagePlans) updateUsage(w http.ResponseWriter, r *http.Request) {
 	}
 	now := u.now().UnixNano()
 	start, _ := p.Quota.Period.Bounds(now)
-	from, to := start/86400e9, now/86400e9
+	from, to := utc.Day(start), utc.Day(now)
 	rows, err := u.usage.Daily(r.Context(), usage.Filter{FromDay: from, ToDay: to, PlanID: p.ID, KeyID: k.ID})
 	if err != nil {
 		internalError("read usage: ", err).write(w)

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"math/rand/v2"
+
+	"github.com/tollgate/tollgate/internal/utc"
 )
 
 // EventTypeUsage names the layout of UsageEvent. Bump the version when a
@@ -133,15 +135,7 @@ func (e *UsageEvent) Requests() int64 { return int64(max(e.Count, 1)) }
 func (e *UsageEvent) Admitted() bool { return e.Decision == DecisionAllowed }
 
 // Day returns the UTC day of the event as days since 1970-01-01.
-func (e *UsageEvent) Day() int64 { return floorDiv(e.Time, 86400e9) }
-
-func floorDiv(a, b int64) int64 {
-	q := a / b
-	if a%b != 0 && (a < 0) != (b < 0) {
-		q--
-	}
-	return q
-}
+func (e *UsageEvent) Day() int64 { return utc.Day(e.Time) }
 
 // ParseEventID parses the 8-4-4-4-12 form.
 func ParseEventID(s string) (EventID, bool) {

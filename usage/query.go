@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/tollgate/tollgate/catalog"
+	"github.com/tollgate/tollgate/internal/utc"
 	"github.com/tollgate/tollgate/schemas"
 )
 
@@ -111,11 +112,11 @@ func BucketOf(minute int64, granularity string) int64 {
 	case "minute":
 		return minute
 	case "hour":
-		return floorDiv(minute, 60) * 60
+		return utc.FloorDiv(minute, 60) * 60
 	case "month": // the calendar month, as MONTH quotas count it
 		return catalog.Month.Start(catalog.Month.Index(minute*60e9)) / 60e9
 	default:
-		return floorDiv(minute, 1440) * 1440
+		return utc.FloorDiv(minute, 1440) * 1440
 	}
 }
 
@@ -171,14 +172,6 @@ func matches(m *MinuteCount, filters map[string]string) bool {
 		}
 	}
 	return true
-}
-
-func floorDiv(a, b int64) int64 {
-	q := a / b
-	if a%b != 0 && (a < 0) != (b < 0) {
-		q--
-	}
-	return q
 }
 
 // ReportRows is what a store's report query returns: database/sql's Rows

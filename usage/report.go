@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/catalog"
+	"github.com/tollgate/tollgate/internal/utc"
 )
 
 // DateLayout is the date format of GetUsage's startDate and endDate.
@@ -103,7 +104,7 @@ func Values(p *catalog.UsagePlan, keyID string, fromDay, toDay int64, rows []Day
 	q := p.Quota
 	var idx, cum int64 = -1, 0
 	for d := start; d <= toDay; d++ {
-		if i := q.Period.Index(d * 86400e9); i != idx {
+		if i := q.Period.Index(utc.DayStart(d)); i != idx {
 			idx, cum = i, 0
 		}
 		cum += used[d-start] + adjusted[d-start]
@@ -121,5 +122,5 @@ func PeriodStartDay(p *catalog.UsagePlan, fromDay int64) int64 {
 	if p.Quota == nil {
 		return fromDay
 	}
-	return p.Quota.Period.Start(p.Quota.Period.Index(fromDay*86400e9)) / 86400e9
+	return utc.Day(p.Quota.Period.Start(p.Quota.Period.Index(utc.DayStart(fromDay))))
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tollgate/tollgate/aggregator"
 	"github.com/tollgate/tollgate/ingest"
+	"github.com/tollgate/tollgate/internal/utc"
 	"github.com/tollgate/tollgate/usage/chstore"
 )
 
@@ -112,7 +113,7 @@ func runAggregator(ctx context.Context, o aggregatorOptions, logger *slog.Logger
 // that is gone already is a no-op.
 func keepRawFor(ctx context.Context, store *chstore.Store, retention, interval time.Duration, now func() time.Time, logger *slog.Logger) {
 	for {
-		before := now().Add(-retention).UnixNano() / 86400e9
+		before := utc.Day(now().Add(-retention).UnixNano())
 		dropped, err := store.DropRawBefore(ctx, before)
 		switch {
 		case err != nil && ctx.Err() == nil:

@@ -21,6 +21,7 @@ import (
 	"github.com/tollgate/tollgate/catalog"
 	"github.com/tollgate/tollgate/enforcer"
 	"github.com/tollgate/tollgate/ingest"
+	"github.com/tollgate/tollgate/internal/utc"
 	"github.com/tollgate/tollgate/reportapi"
 	"github.com/tollgate/tollgate/usage"
 	"github.com/tollgate/tollgate/usage/chstore"
@@ -578,7 +579,7 @@ func (q clickhouseQuotas) SetRemaining(ctx context.Context, planID, keyID string
 		return fmt.Errorf("%w: remaining must be between 0 and the period's limit %d, got %d", reportapi.ErrInvalid, limit, remaining)
 	}
 	start, _ := p.Quota.Period.Bounds(now)
-	rows, err := q.store.Daily(ctx, usage.Filter{FromDay: start / 86400e9, ToDay: now / 86400e9, PlanID: planID, KeyID: keyID})
+	rows, err := q.store.Daily(ctx, usage.Filter{FromDay: utc.Day(start), ToDay: utc.Day(now), PlanID: planID, KeyID: keyID})
 	if err != nil {
 		return err
 	}
@@ -590,7 +591,7 @@ func (q clickhouseQuotas) SetRemaining(ctx context.Context, planID, keyID string
 	if delta == 0 {
 		return nil
 	}
-	if err := q.store.AdjustQuota(context.WithoutCancel(ctx), planID, keyID, now/86400e9, delta); err != nil {
+	if err := q.store.AdjustQuota(context.WithoutCancel(ctx), planID, keyID, utc.Day(now), delta); err != nil {
 		return err
 	}
 	return auditRemaining(ctx, q.audit, q.now(), planID, keyID, limit-used, remaining)

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/utc"
 	"github.com/tollgate/tollgate/schemas"
 )
 
@@ -580,7 +581,7 @@ func (s *Store) insertRollup(ctx context.Context, sc *insertScratch, b *Batch, t
 	for i, rk := range sc.rowKeys {
 		m := &sc.rowSums[i]
 		k := &sc.dimList[rk.id]
-		c.day = append(c.day, dayTime(floorDiv(rk.bucket, 24*60)))
+		c.day = append(c.day, dayTime(utc.FloorDiv(rk.bucket, 24*60)))
 		c.i64[0] = append(c.i64[0], rk.bucket)
 		c.str[0] = append(c.str[0], k.key)
 		c.str[1] = append(c.str[1], k.plan)
@@ -801,7 +802,7 @@ func (sc *insertScratch) rollupMinutes(b *Batch, index []int32, width int64) {
 	sc.clearRows()
 	for _, i := range index {
 		e := &b.Events[i]
-		minute := floorDiv(e.Time, 60e9)
+		minute := utc.FloorDiv(e.Time, 60e9)
 		m := &sc.rowSums[sc.row(rowKey{minute - (minute%width+width)%width, sc.dimOf[i]})]
 		m.requests += e.Requests()
 		m.bytesIn += e.BytesIn
@@ -841,13 +842,4 @@ func (sc *insertScratch) reset() {
 	clear(sc.ownerList)
 	sc.ownerList, sc.ownerOf = sc.ownerList[:0], sc.ownerOf[:0]
 	sc.clearRows()
-}
-
-// floorDiv returns a / b rounded toward negative infinity (b > 0).
-func floorDiv(a, b int64) int64 {
-	q := a / b
-	if a%b != 0 && a < 0 {
-		q--
-	}
-	return q
 }

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/utc"
 	"github.com/tollgate/tollgate/schemas"
 	"github.com/tollgate/tollgate/usage"
 )
@@ -258,5 +259,5 @@ func parsePartitionID(id string) (day int64, ok bool) {
 	if err != nil {
 		return 0, false
 	}
-	return floorDiv(t.Unix(), 86400), true
+	return utc.FloorDiv(t.Unix(), 86400), true
 }

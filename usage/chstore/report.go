@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/tollgate/tollgate/internal/utc"
 	"github.com/tollgate/tollgate/schemas"
 	"github.com/tollgate/tollgate/usage"
 )
@@ -48,7 +49,7 @@ func reportQuery(r usage.Report) (query string, args []any, ok bool, err error) 
 	if r.FromMinute >= r.ToMinute {
 		return "", nil, false, nil
 	}
-	from, to, ok := clampDays(floorDiv(r.FromMinute, 24*60), floorDiv(r.ToMinute-1, 24*60))
+	from, to, ok := clampDays(utc.FloorDiv(r.FromMinute, 24*60), utc.FloorDiv(r.ToMinute-1, 24*60))
 	if !ok {
 		return "", nil, false, nil
 	}

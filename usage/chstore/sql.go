@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/tollgate/tollgate/internal/utc"
 	"github.com/tollgate/tollgate/usage"
 )
 
@@ -149,7 +150,7 @@ func minutesQuery(fromMinute, toMinute int64) (query string, args []any, ok bool
 	if fromMinute >= toMinute {
 		return "", nil, false
 	}
-	from, to, ok := clampDays(floorDiv(fromMinute, 24*60), floorDiv(toMinute-1, 24*60))
+	from, to, ok := clampDays(utc.FloorDiv(fromMinute, 24*60), utc.FloorDiv(toMinute-1, 24*60))
 	if !ok {
 		return "", nil, false
 	}
@@ -167,7 +168,7 @@ func eventsQuery(from, to int64, limit int) (query string, args []any, ok bool) 
 	if limit <= 0 || from >= to {
 		return "", nil, false
 	}
-	dfrom, dto, ok := clampDays(floorDiv(from, 86400e9), floorDiv(to-1, 86400e9))
+	dfrom, dto, ok := clampDays(utc.Day(from), utc.Day(to-1))
 	if !ok {
 		return "", nil, false
 	}

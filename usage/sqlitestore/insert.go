@@ -8,6 +8,7 @@ import (
 	"math/bits"
 	"strings"
 
+	"github.com/tollgate/tollgate/internal/utc"
 	"github.com/tollgate/tollgate/schemas"
 )
 
@@ -214,7 +215,7 @@ func (sc *insertScratch) rollup(events []schemas.UsageEvent) {
 	refs := sc.enc.refs
 	for i := range events {
 		e := &events[i]
-		mk := minuteKey{minute: floorDiv(e.Time, 60e9), refs: refs[i], status: e.Status, decision: e.Decision}
+		mk := minuteKey{minute: utc.FloorDiv(e.Time, 60e9), refs: refs[i], status: e.Status, decision: e.Decision}
 		r, ok := sc.minuteRow[mk]
 		if !ok {
 			r = int32(len(sc.minuteKeys))
@@ -241,7 +242,7 @@ func (sc *insertScratch) rollup(events []schemas.UsageEvent) {
 		if plan == empty && key == empty {
 			continue
 		}
-		dk := dayKey{day: floorDiv(mk.minute, 24*60), plan: plan, key: key}
+		dk := dayKey{day: utc.FloorDiv(mk.minute, 24*60), plan: plan, key: key}
 		r, ok := sc.dayRow[dk]
 		if !ok {
 			r = int32(len(sc.dayKeys))
@@ -316,7 +317,7 @@ func (sc *insertScratch) rollupArgs(args []any, period, until int64, dims rollup
 		if mk.minute >= until {
 			continue
 		}
-		mk.minute = floorDiv(mk.minute, period) * period
+		mk.minute = utc.FloorDiv(mk.minute, period) * period
 		if dims != dimsAll {
 			mk.refs[refMethod], mk.refs[refResource], mk.status = 0, 0, 0
 		}
@@ -506,7 +507,7 @@ func (s *Store) insertBatch(ctx context.Context, events []schemas.UsageEvent, at
 		if err := w.upsertAPIDays.exec(ctx, sc.apiDayRows); err != nil {
 			return false, fmt.Errorf("add to usage_api_day: %w", err)
 		}
-		if marks, err = w.advanceRollups(nc, floorDiv(maxTime, 60e9), s.now().UnixNano()/60e9); err != nil {
+		if marks, err = w.advanceRollups(nc, utc.FloorDiv(maxTime, 60e9), s.now().UnixNano()/60e9); err != nil {
 			return false, err
 		}
 	}
@@ -519,13 +520,4 @@ func (s *Store) insertBatch(ctx context.Context, events []schemas.UsageEvent, at
 	committed = true
 	w.marks = marks
 	return false, nil
-}
-
-// floorDiv returns a / b rounded toward negative infinity (b > 0).
-func floorDiv(a, b int64) int64 {
-	q := a / b
-	if a%b != 0 && a < 0 {
-		q--
-	}
-	return q
 }

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/tollgate/tollgate/internal/utc"
 	"github.com/tollgate/tollgate/schemas"
 	"github.com/tollgate/tollgate/usage"
 	"modernc.org/sqlite"
@@ -146,7 +147,7 @@ func modelMinutes(events ...[]schemas.UsageEvent) []MinuteCount {
 	sums := map[MinuteCount]MinuteCount{}
 	for _, e := range slices.Concat(events...) {
 		k := MinuteCount{
-			Minute: floorDiv(e.Time, 60e9), APIID: e.APIID, Stage: e.Stage, KeyID: e.KeyID, PlanID: e.PlanID,
+			Minute: utc.FloorDiv(e.Time, 60e9), APIID: e.APIID, Stage: e.Stage, KeyID: e.KeyID, PlanID: e.PlanID,
 			Method: e.Method, Resource: e.Resource, Status: e.Status, Decision: e.Decision,
 		}
 		m := sums[k]

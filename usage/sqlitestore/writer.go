@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+
+	"github.com/tollgate/tollgate/internal/utc"
 )
 
 // writer is the one connection InsertEvents writes through, with its
@@ -183,7 +185,7 @@ type rollupMarks struct{ hour, day, keyHour, keyDay, apiHour, apiDay int64 }
 func (w *writer) advanceRollups(ctx context.Context, latest, now int64) (rollupMarks, error) {
 	m := w.marks
 	var err error
-	target := floorDiv(min(latest, now)-2, 60) * 60
+	target := utc.FloorDiv(min(latest, now)-2, 60) * 60
 	if m.hour, err = w.advance(ctx, "usage_hour", w.nextMinute, w.rollHour, m.hour, target, 60, maxRollHours); err != nil {
 		return w.marks, err
 	}
@@ -193,7 +195,7 @@ func (w *writer) advanceRollups(ctx context.Context, latest, now int64) (rollupM
 	if m.apiHour, err = w.advance(ctx, "usage_api_hour", w.nextAPIHour, w.rollAPIHour, m.apiHour, m.keyHour, 60, maxRollHours); err != nil {
 		return w.marks, err
 	}
-	if m.day, err = w.advance(ctx, "usage_day", w.nextHour, w.rollDay, m.day, floorDiv(m.hour, 24*60)*24*60, 24*60, maxRollDays); err != nil {
+	if m.day, err = w.advance(ctx, "usage_day", w.nextHour, w.rollDay, m.day, utc.FloorDiv(m.hour, 24*60)*24*60, 24*60, maxRollDays); err != nil {
 		return w.marks, err
 	}
 	if m.keyDay, err = w.advance(ctx, "usage_key_day", w.nextDay, w.rollKeyDay, m.keyDay, m.day, 24*60, maxRollDays); err != nil {
@@ -236,7 +238,7 @@ func (w *writer) advance(ctx context.Context, table string, next, roll *sql.Stmt
 	}
 	to := target
 	if first.Valid && first.Int64 < target {
-		from := floorDiv(first.Int64, period) * period
+		from := utc.FloorDiv(first.Int64, period) * period
 		to = min(target, from+maxBuckets*period)
 		if _, err := roll.ExecContext(ctx, from, to); err != nil {
 			return until, fmt.Errorf("roll up %s: %w", table, err)
