@@ -212,7 +212,8 @@ func plausible(e *schemas.UsageEvent, now time.Time) error {
 }
 
 // flush stores the batch, retrying until the store takes it or ctx ends,
-// then commits the offset to the group and counts the batch's quota use.
+// then commits the offset to the group. (The batch's quota use was
+// counted as its records were read, in add.)
 // After a failure the store's watermark is read again, and the batch is
 // retried only once it has been: an insert whose answer was lost may have
 // landed, and the retry then writes only what the store lacks.

@@ -13,6 +13,187 @@
 //	// in the catalog manager's publish hook:
 //	err = gw.Apply(change)
 //
+// # The request path
+//
+// A request meets these steps in this order. The first that refuses it
+// answers, as AWS API Gateway answers, and the steps after it do not run.
+//
+//  1. Listener (framing.go, gateway.go). The connections of WrapListener
+//     record each request's raw header block; NewServer bounds the
+//     headers (16 KiB, 10 s), idle connections, and, per connection, the
+//     body and exchange deadlines. net/http parses the request and calls
+//     Gateway.ServeHTTP, which loads the table once: the request is
+//     decided on that one version of the catalog.
+//  2. Framing and path (ServeHTTP, badFraming, unsafePath). A request
+//     framed two ways (Content-Length and Transfer-Encoding, or HTTP/1.0
+//     with Transfer-Encoding), a chunked or HTTP/1.0 request whose header
+//     block cannot be proven its own, and a path with "." or ".."
+//     segments or an encoded slash get 400. A Content-Length above
+//     ServerConfig.MaxBodyBytes gets 413 before a byte of the body is
+//     read.
+//  3. Route (decide.go, table.go, route.go). A request with two x-api-key
+//     headers gets 400. The stage is found by Host and the longest path prefix
+//     (table.route), the resource in the stage's tree (a literal segment
+//     before {param}, before a greedy {proxy+}), then the method, or ANY.
+//     No match: 403 Missing Authentication Token (404 with the gateway's
+//     unknownRouteStatus).
+//  4. Key (keys.go), for a method with apiKeyRequired. The value is looked
+//     up in the keySet: the verified-value table if a request showed it
+//     before, else its SHA-256 in the hash table. Missing, unknown or
+//     disabled: 403 Forbidden. Then the key's plan for this stage
+//     (table.bind); none: 403 Forbidden.
+//  5. Throttles (bucket.go): the gateway-wide bucket, the stage's, then
+//     the key's bucket under the plan, or the per-method bucket that
+//     replaces it for the method. Empty: 429 Too Many Requests, with
+//     Retry-After the wait for a token. A method that needs no key is
+//     admitted after the stage's bucket.
+//  6. Quota (quota.go): the key's quota counter under the plan. Used up:
+//     429 Limit Exceeded, with Retry-After the end of the period. An
+//     admitted request is also counted in the key's local counter (see
+//     Quota leases).
+//
+// A check that refuses gives back the tokens the earlier checks took, so
+// a refused request costs neither throttle tokens nor quota. Then:
+//
+//  7. Answer. RateLimit, RateLimit-Policy and Retry-After are set from the
+//     decision (responses.go). A refusal is written from a rejection built
+//     once per status (AWS's body and x-amzn-ErrorType), and closes the
+//     connection if the request carried a body. An admitted request is
+//     proxied (Gateway.proxy): X-Tollgate-Key-Id and X-Tollgate-Plan-Id
+//     replace whatever the client sent; the stage's
+//     httputil.ReverseProxy (proxy.go) strips the stage prefix and the
+//     key, sets X-Forwarded-* from the connection, and writes through a
+//     pooled meteredWriter (writer.go) that records the status and the
+//     bytes. A failed exchange answers 502, 504, 408 or 413.
+//  8. Metering (Gateway.emit), once the response is complete. An admitted
+//     request, and a refused one whose key was identified, becomes one
+//     schemas.UsageEvent offered to Config.Events (an ingest.Queue, which
+//     copies it, never blocks, and drops and counts it when full). A
+//     request refused before a key was identified is added to the
+//     rejections table instead (flood.go), which Run emits as one event
+//     per group of alike requests and minute.
+//
+// # Table and states
+//
+// The gateway keeps two kinds of memory. The table (table.go) is the
+// catalog compiled for the request path: the stages with their resource
+// trees and reverse proxies, the buckets' rates and bursts, the plans'
+// runtimes (planRT), and the keySet of key entries (keys.go). It says
+// what the catalog allows, changes only when the catalog does, and a
+// request reads it through one atomic pointer. The states are what
+// traffic has done: the counters of each key under each plan
+// (keyPlanState: its token bucket, per-method buckets, quota counter,
+// local count and last signal applied) and those of the gateway's and
+// stages' buckets (Gateway.global, by name). Tables and key entries point
+// at the states and never hold counts themselves, so a new table, or a
+// new entry of a key, keeps the counters of whatever stays (What survives
+// a change, below).
+//
+// # Counters without locks
+//
+// No request takes a lock or waits for another. Each counter is one
+// atomic word, changed by compare-and-swap:
+//
+//   - A token bucket (bucket.go) is one int64, the theoretical arrival
+//     time of the next request (GCRA). Taking a token moves it one
+//     interval on, refused when that would put it more than the burst
+//     ahead of now; a refund is an atomic add.
+//   - A quota counter (quota.go) is one uint64: the period (its kind in 2
+//     bits, its index in 22) and the requests counted in it (40 bits).
+//     Checking the limit, starting a new period and counting are one
+//     compare-and-swap, so concurrent requests neither lose a count nor
+//     pass the limit, and a new period starts from 0 without anyone
+//     resetting the word. The local counter is packed the same way.
+//   - The key index's slots (keys.go) are atomic pairs of hash and entry.
+//     A key's per-method buckets are an array swapped in by
+//     compare-and-swap when the plan's layout of them changes
+//     (keyPlanState.methodTat).
+//   - The rejections table (flood.go) adds to atomic sums in cells of a
+//     fixed array.
+//
+// What changes more than one word (Load, Apply, Update; a request
+// recording a key value, which only tries the lock) is serialised by
+// Gateway.mu or the keySet's lock, which requests never wait on. A key
+// hammered from every core stays exact: contention costs retries of a
+// compare-and-swap (BenchmarkDecideParallel).
+//
+// # Quota leases
+//
+// Alone (tollgate serve), the quota counter of a key under a plan is the
+// key's use of the period: RestoreQuotas raises it to the usage store's
+// count at start, and SetRemaining (UpdateUsage) sets it. In a fleet an
+// enforcer sees only its own requests. The aggregator, which counts the
+// key's events from every enforcer, publishes a schemas.QuotaSignal: the
+// period's use (Used: what it counted, plus UpdateUsage adjustments) and,
+// per enforcer (Nodes, sorted by name), how many of that enforcer's
+// admissions it has counted. ApplySignal (signal.go) turns the signal
+// into a lease: it divides what the key has left among the enforcers that
+// share it, and sets this enforcer's quota counter so that it admits
+// exactly its part until the next signal. With Limit this gateway's limit
+// of the plan for the period, and Config.Node this enforcer's name:
+//
+//	R         = Limit - min(max(s.Used, 0), Limit)   what the fleet has left
+//	N         = len(s.Nodes), + 1 if Node is not in s.Nodes
+//	rank      = Node's index in s.Nodes, or len(s.Nodes) if absent
+//	share     = R/N, + 1 if rank < R%N               (floor; the R%N left
+//	                                                   over go to the first
+//	                                                   nodes, so Σ share = R)
+//	counted   = s.Nodes[rank].Counted, or 0 if absent
+//	inFlight  = max(local - counted, 0)  admitted here, not yet counted
+//	allowance = max(share - inFlight, 0)
+//	counter  := Limit - allowance        exactly allowance more requests
+//
+// where local is the count of requests this enforcer admitted in the
+// period, which signals never change. The counter is set, not raised: the
+// lease may give back more than this enforcer had left, or take back part
+// of it. It is set by compare-and-swap (quota.lease), which reads local
+// again if a request was admitted in between. Applying a signal again
+// leaves the lease as it is (what was admitted since moved from allowance
+// to inFlight), so replays, as after a catalog change, are harmless.
+//
+// Every enforcer applying the same signal, the fleet admits, until the
+// next one, at most
+//
+//	s.Used + Σ_i (inFlight_i + allowance_i) = s.Used + Σ_i max(share_i, inFlight_i)
+//
+// which is at most s.Used + R = Limit as long as each enforcer's requests
+// still on their way fit in its new share (inFlight_i <= share_i).
+// Overshoot therefore comes only from:
+//
+//   - an enforcer whose uncounted admissions exceed its new share (its
+//     events reach the aggregator much later than the others', near the
+//     end of the quota): by inFlight_i - share_i, at most its admitted
+//     rate × its event delay;
+//   - an enforcer the aggregator has not counted from yet: it takes a
+//     share of R/(N+1) that the others, counting N nodes, hand out too;
+//   - requests racing the compare-and-swap (taken from the counter, not
+//     yet in local): at most one per request in flight in the gateway;
+//   - the start of a period, before its first signal: each enforcer
+//     enforces the limit alone, so the fleet admits up to its rate × the
+//     time to the first signal (the aggregator publishes at least every
+//     second, and at once when a key crosses 80%);
+//   - Node names that are not unique across the fleet: two enforcers
+//     named alike each take the one share, and each takes the other's
+//     counted requests for its own.
+//
+// An enforcer whose events are lost on their way keeps them in inFlight
+// for the rest of the period: it under-admits, never over-admits.
+//
+// The price, against raising the counter to s.Used (the earlier rule,
+// whose overshoot grew with signal interval × rate × enforcers): near the
+// end of a quota an enforcer answers 429 Limit Exceeded once its share is
+// used up although others have not used theirs, until the next signal
+// divides R again (within a second); and when R < N, the nodes at rank >=
+// R%N get nothing, so up to N-1 requests of a period may go unused if
+// traffic stays on those nodes. The quota and RateLimit headers an
+// enforcer sends count its own lease, not the fleet's remainder.
+//
+// The plan's limit at this gateway decides, not s.Limit: when the two
+// differ, one side has not yet read a change of the plan, and the gateway
+// enforces the plan it has. SetRemaining sets this enforcer's counter
+// directly; in a fleet the aggregator records the adjustment in s.Used,
+// and the next signal gives every enforcer its lease of what is left.
+//
 // # Changes at a million keys
 //
 // A change costs what it touches, not what the catalog holds: Apply

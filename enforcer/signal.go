@@ -11,79 +11,11 @@ import "github.com/tollgate/tollgate/schemas"
 // older than the last signal applied to the key (an AsOf before that
 // one's: a late delivery, or a replay after a restart, is ignored).
 //
-// # The lease
-//
-// A signal divides what the key has left among the enforcers that share
-// it, and each one sets its quota counter to admit exactly its part until
-// the next signal. With Limit this gateway's limit of the key's plan for
-// the period, and Config.Node this enforcer's name:
-//
-//	R         = Limit - min(max(s.Used, 0), Limit)   what the fleet has left
-//	N         = len(s.Nodes), + 1 if Node is not in s.Nodes
-//	rank      = Node's index in s.Nodes, or len(s.Nodes) if absent
-//	share     = R/N, + 1 if rank < R%N               (floor; the R%N left
-//	                                                   over go to the first
-//	                                                   nodes, so Σ share = R)
-//	counted   = s.Nodes[rank].Counted, or 0 if absent
-//	inFlight  = max(local - counted, 0)  admitted here, not yet counted
-//	allowance = max(share - inFlight, 0)
-//	counter  := Limit - allowance        exactly allowance more requests
-//
-// where local is the count of requests this enforcer admitted in the
-// period (never changed by signals). The counter is set, not raised: the
-// lease may give back more than this enforcer had left, or take back
-// part of it. It is set with a compare-and-swap that reads local again if
-// a request was admitted in between. Applying a signal again leaves the
-// lease as it is (what was admitted since moved from allowance to
-// inFlight), so replays, as after a catalog update, are harmless.
-//
-// Every enforcer applying the same signal, the fleet admits, until the
-// next one, at most
-//
-//	s.Used + Σ_i (inFlight_i + allowance_i) = s.Used + Σ_i max(share_i, inFlight_i)
-//
-// which is ≤ s.Used + R = Limit as long as each enforcer's requests still
-// on their way fit in its new share (inFlight_i ≤ share_i). Overshoot
-// therefore comes only from:
-//
-//   - an enforcer whose uncounted admissions exceed its new share (a node
-//     whose events reach the aggregator much later than the others',
-//     near the end of the quota): by inFlight_i - share_i, at most its
-//     admitted rate × its event delay;
-//   - an enforcer the aggregator has not counted from yet: it takes a
-//     share of R/(N+1) that the others, counting N nodes, hand out too;
-//   - requests racing the compare-and-swap (taken from the counter, not
-//     yet in local): at most one per request in flight in the gateway;
-//   - the start of a period, before its first signal: each enforcer
-//     enforces the limit alone, so the fleet admits up to its rate × the
-//     time to the first signal (the aggregator publishes at least every
-//     second, and at once when a key crosses 80%);
-//   - Node names that are not unique across the fleet: two enforcers
-//     named alike each take the one share, and each takes the other's
-//     counted requests for its own.
-//
-// An enforcer whose events are lost on their way keeps them in inFlight
-// for the rest of the period: it under-admits, never over-admits.
-//
-// Compared with raising the counter to s.Used (the previous rule), which
-// let each enforcer admit R on top of its own count, the fleet's
-// overshoot no longer grows with the signal interval × rate × enforcers.
-// The price: near the end of a quota an enforcer answers 429 Limit
-// Exceeded once its share is used up although others have not used
-// theirs (R > 0 fleet-wide), until the next signal re-divides R (within a
-// second: the aggregator publishes at least every second for keys that
-// changed, and at once at 80% and 100%); and when R < N, the nodes at
-// rank ≥ R%N get nothing, so up to N-1 requests of a period may go
-// unused if traffic stays on those nodes. The quota and RateLimit headers
-// this enforcer sends count its own lease, not the fleet's remainder.
-//
-// The plan's limit here decides, not s.Limit: when the two differ, one
-// side has not yet read a change of the plan, and the gateway enforces
-// the plan it has.
-//
-// SetRemaining (AWS UpdateUsage) sets the counter of this enforcer
-// directly; in a fleet, the aggregator records the adjustment in s.Used,
-// and the next signal gives every enforcer its lease of what is left.
+// It sets the key's quota counter to this enforcer's lease: its share of
+// what the fleet has left, less what it admitted that the signal has not
+// counted yet. How the share is derived, what bounds the fleet's
+// overshoot and what the lease costs are in the package doc, "Quota
+// leases".
 //
 // ApplySignal does not allocate (except once per period, when it is the
 // first to see the period begin) and is safe to call concurrently with

@@ -1,9 +1,12 @@
 package ingest
 
-// The Loader fills the embedded usage store from the events topic, so that
-// the report API of a distributed deployment answers from its own SQLite
-// file until the ClickHouse aggregator takes over. Every event must count
-// once. The argument:
+// The Loader fills an embedded usage store (usage/sqlitestore) from the
+// events topic, for the fleet nodes whose reports read a SQLite file of
+// their own rather than ClickHouse: tollgate reportapi without
+// --clickhouse, and tollgate serve --kafka, whose gateway also restores
+// its quota counters from that file. (With ClickHouse, the aggregator
+// consumes the topic instead; see package aggregator.) Every event must
+// count once. The argument:
 //
 // Records. Each partition is read by one goroutine, which stores its
 // batches with LoaderStore.InsertEventsAt: the events of a run of records

@@ -1,4 +1,33 @@
-// Package reportapi is tollgate's admin listener: health and readiness
-// now; the AWS-compatible control API and usage reports build on the same
-// router (github.com/go-chi/chi/v5).
+// Package reportapi is tollgate's admin listener: the HTTP API through
+// which the catalog is read and changed and usage is reported, on a
+// go-chi/chi router (New, server.go).
+//
+// GET /healthz and GET /readyz answer anyone (Config.Ready, Config.Health).
+// Every other request, unknown paths included, is authenticated first
+// (auth.go: AWS Signature Version 4, checked with the AWS SDK's own
+// signer, or a bearer token), then throttled (throttle.go, AdminThrottle).
+// Behind that:
+//
+//   - the AWS API Gateway REST API (2015-07-09) for API keys (apikeys.go,
+//     ImportApiKeys included) and usage plans, their keys, GetUsage and
+//     UpdateUsage (usageplans.go), with AWS's error bodies and
+//     x-amzn-ErrorType;
+//   - POST /v1/apply, a configuration file merged into the catalog as at
+//     start (apply.go);
+//   - the native usage API, /v1/usage, /v1/usage/top and
+//     /v1/reports/billing, and /openapi.json (native.go);
+//   - /metrics (Config.Metrics) and, with Config.Profiling, /debug/pprof.
+//
+// The package declares what it needs and the caller wires it: a
+// CatalogStore (catalog.Manager: every change validated, audited and
+// committed, locally or to the fleet's config log), a UsageStore for
+// GetUsage (Daily), a MinuteStore for the native reports (Report, one
+// aggregating query of the store) and a QuotaAdjuster for UpdateUsage.
+// usage/sqlitestore and usage/chstore are both UsageStore and MinuteStore;
+// a nil one leaves its endpoints out.
+//
+// A SigV4 signature covers the body, so bodies are read before their
+// sender is known; server.go and auth.go bound what that costs (a size
+// per route, a budget shared by the bodies being read, a deadline), and
+// WrapListener bounds the connections held open (MaxConns).
 package reportapi

@@ -19,8 +19,8 @@ import (
 	"github.com/tollgate/tollgate/usage"
 )
 
-// UsageStore reads daily usage rollups (the embedded store, ClickHouse
-// later).
+// UsageStore reads the daily usage rollup and the quota adjustments, per
+// (day, plan, key): usage/sqlitestore.Store or usage/chstore.Store.
 type UsageStore interface {
 	Daily(ctx context.Context, f usage.Filter) ([]usage.DayCount, error)
 }

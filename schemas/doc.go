@@ -2,13 +2,15 @@
 // usage event (UsageEvent: one per request, or, for requests rejected
 // before a key was identified, one per minute and group of alike requests,
 // with their Count), catalog changes on the
-// config log (ConfigRecord) and the aggregator's quota state per key
-// (QuotaSignal).
+// config log (ConfigRecord), the aggregator's quota state per key
+// (QuotaSignal), and the counts of usage an enforcer had to drop
+// (LostUsage).
 //
 // Events and signals use the protocol buffers wire format, written and
 // read by hand (see usage_proto.go for the field numbers and how to read
-// a topic dump with protoc --decode_raw); config records are JSON. Every
-// decoder refuses malformed input with ErrMalformed and is fuzzed.
+// a topic dump with protoc --decode_raw); config and lost-usage records
+// are JSON. Every decoder refuses malformed input with ErrMalformed and
+// is fuzzed.
 //
 // Record types carry versioned names (see EventTypeUsage) so that a consumer
 // can tell which layout it reads and old records stay readable after a

@@ -1,13 +1,26 @@
-// Package usage holds what every usage store shares: the daily counts that
-// rollups produce and the AWS GetUsage view computed from them.
+// Package usage holds what both usage stores share, so that they answer
+// alike: the rows of their rollups, the GetUsage view, and the report
+// query.
 //
-// Stores (the embedded SQLite file in usage/sqlitestore, ClickHouse in
-// usage/chstore) keep every usage event for drill-down and roll them up
-// per minute and per (plan, key, UTC day); the functions here turn those
-// rollups into quota usage and reports, so every store answers the same
-// way. A Report (/v1/usage, top, billing) is computed by the store itself,
-// in one aggregating query; Aggregate is its in-memory form, which
-// usage/reporttest holds every store's queries to.
+// The stores (usage/sqlitestore, an embedded SQLite file; usage/chstore,
+// ClickHouse) keep every usage event and roll the events up: per minute,
+// hour and day with every dimension (MinuteCount's), and per (UTC day,
+// plan, key) (DayCount). Both are read through the types here:
+//
+//   - Daily (a Filter, DayCount rows with UpdateUsage's adjustments)
+//     serves GetUsage, whose [used, remaining] pairs Values computes
+//     (report.go), and the restore of an enforcer's quota counters;
+//     NodeDayCount is the same per enforcer, for the aggregator's.
+//   - Report (query.go) is /v1/usage, top and billing: one aggregating
+//     query the store runs (time bucket and dimensions in its GROUP BY,
+//     filters in its WHERE) over the coarsest rollup that answers it,
+//     streamed a row at a time. ReportDialect renders the SQL both stores
+//     share, with their few differences; ScanReport reads its rows.
+//     Aggregate computes the same report in memory: usage/reporttest
+//     holds each store's queries to it.
+//
+// MinDay and MaxDay bound the days any store holds (1970-01-01 to
+// 2105-12-31, ClickHouse's Date).
 package usage
 
 import "github.com/tollgate/tollgate/schemas"

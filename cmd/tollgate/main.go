@@ -1,5 +1,26 @@
-// Command tollgate is the API gateway with usage plans and API keys: the
-// gateway itself (serve) and the client commands that read what it keeps.
+// Command tollgate is the API gateway with usage plans and API keys, one
+// binary for every role and for its clients:
+//
+//	serve           the gateway, the metering and the admin API in one process,
+//	                on embedded storage (with --kafka: on a fleet's topics)
+//	enforcer        one gateway of a fleet on Kafka
+//	reportapi       the admin and report API of a fleet
+//	aggregator      the fleet's usage into ClickHouse, and its quota authority
+//	migrate         kafka: create and check the topics; clickhouse: the schema
+//	keys, plans     the catalog, through the admin API
+//	apply           a configuration file, through the admin API
+//	usage           GetUsage from a serve data folder; its subcommands
+//	                (get, export, top, billing, update) through the admin API
+//	audit           the catalog's change log in a data folder
+//	loadgen         history: synthetic usage onto the events topic
+//	demo-upstream   the upstream that echoes requests, for trying it out
+//
+// This package wires the other packages together: flags (each also from
+// TOLLGATE_<FLAG>), the data folder (its lock, its consistency check),
+// the admin credentials, the collector's setting, UpdateUsage for each
+// kind of deployment, and the order in which parts start and stop. What
+// each role runs, and how a request and a usage event pass through them,
+// is in the repository's ARCHITECTURE.md.
 package main
 
 import (

@@ -60,7 +60,9 @@
 //   - Each INSERT accounts for itself in the same block. usage_events'
 //     rows carry src_partition and src_offset (the batch's last offset),
 //     and batch_end, 1 on the rows of the batch's last INSERT into the
-//     table. Each rollup INSERT carries one marker row (minute < 0, or
+//     table; each of its INSERTs also carries a marker row so tagged (key
+//     empty, time_ns MinInt64: first in the sort key, where no event
+//     sorts). Each rollup INSERT carries one marker row (minute < 0, or
 //     plan and key empty in usage_daily, where no report reads): the
 //     batch's last INSERT into the table a progress marker whose done
 //     column is b.Last minus the table's progress before, the others a
@@ -123,11 +125,12 @@
 // off (a negative control lives in the caller, e.g. retrying with stale
 // watermarks).
 //
-// The price: a marker row per INSERT, merged away with the others of its
-// month (a part-way marker stays: one per batch that spanned months), and
-// five INSERTs per batch instead of one. Watermarks finds the rollups'
-// markers through their primary keys, but scans usage_events'
-// src_partition, src_offset, batch_end and day columns whole (~0.15-0.45
-// s for 20M rows on a 2-vCPU VM, growing with retention);
-// BatchWatermark, for retries, reads only the rows a batch touched.
+// The price: a marker row per INSERT, in the rollups merged away with the
+// others of its month (a part-way marker stays: one per batch that spanned
+// months), in usage_events kept (a MergeTree merges nothing) until
+// retention drops its day; and five INSERTs per batch instead of one.
+// Watermarks reads only marker rows, which every table's primary index
+// finds (usage_events' since migration 14, which wrote markers for what
+// older versions stored); BatchWatermark, for retries, reads only the
+// markers of the days a batch touched.
 package chstore
