@@ -180,7 +180,9 @@ func (a *authority) keyLocked(partition int, plan, key string, pq planQuota, now
 	return k
 }
 
-// count adds a stored batch's admitted events to their keys' usage.
+// count adds admitted events to their keys' usage as the worker reads
+// them, before their batch is stored (signals must not wait for the
+// store; a restart restores the counts from the store, see restoreQuota).
 func (a *authority) count(partition int, events []schemas.UsageEvent, cat *catalog.State, now int64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -31,8 +31,8 @@ func signalKey(planID, keyID string) string { return planID + "/" + keyID }
 
 // SignalWriter publishes quota signals to the signals topic, each
 // acknowledged by all in-sync replicas. Publishing a state again is
-// harmless (enforcers only ever raise their counters to it), so a failed
-// Write may simply be retried.
+// harmless (an enforcer derives its lease from the latest state of a key,
+// the same for a copy), so a failed Write may simply be retried.
 type SignalWriter struct {
 	w *kafka.Writer
 }

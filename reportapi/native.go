@@ -28,8 +28,9 @@ func serveOpenAPI(w http.ResponseWriter, _ *http.Request) {
 	w.Write(openAPI)
 }
 
-// MinuteStore computes reports from the per-minute rollup: each one
-// query of the store (see usage.Report), streamed a row at a time.
+// MinuteStore computes reports: each one query of the store over the
+// coarsest rollup that answers it (see usage.Report), streamed a row at a
+// time; the answer is the per-minute rollup's sums.
 type MinuteStore interface {
 	Report(ctx context.Context, r usage.Report, f func(*usage.ReportRow) error) error
 }
@@ -45,8 +46,8 @@ var (
 )
 
 // The longest range each report reads at once. Every native report is
-// one aggregating query of the store over the per-minute rollup of its
-// range (usage.Report: grouped, summed and ordered by the store, filters
+// one aggregating query of the store over the rollups of its range
+// (usage.Report: grouped, summed and ordered by the store, filters
 // in its WHERE), streamed out row by row; what a request holds is one row
 // (/v1/usage) or one row per key and plan (top, billing), but the rows
 // the store reads, the time it takes and the size of the answer grow with

@@ -34,7 +34,7 @@ func newAggregatorCmd() *cobra.Command {
 		Short: "Roll the fleet's usage events up into ClickHouse and publish quota state",
 		Long: `Consume the events topic as a member of a consumer group (run several for
 more partitions at once), store every event exactly once in ClickHouse
-(raw events, minute and day rollups), send records that are not usage
+(raw events; minute, hour and day rollups), send records that are not usage
 events to the dead-letter topic, and publish each key's quota state to
 the signals topic: at least every second for keys that changed, at once
 when a key crosses 80% or 100% of its quota. Run tollgate migrate kafka

@@ -535,8 +535,9 @@ func applyConfigToFleet(ctx context.Context, mgr *catalog.Manager, o nodeOptions
 // the process (serve --kafka) it adjusts that gateway's counter and
 // records the change in the usage store, as serve does; the other
 // enforcers learn the new state from the quota authority's signals,
-// which the aggregator publishes (distributed mode, part 2). A reportapi
-// without a gateway has no counter to adjust until then, and says so.
+// which the aggregator publishes. A reportapi without a gateway and
+// without --clickhouse (clickhouseQuotas) has no counter to adjust, and
+// answers 501 saying so.
 type fleetQuotas struct {
 	gw    *enforcer.Gateway
 	store *sqlitestore.Store

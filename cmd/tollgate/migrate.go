@@ -24,7 +24,7 @@ func newMigrateClickHouseCmd() *cobra.Command {
 		Use:   "clickhouse",
 		Short: "Apply the ClickHouse schema migrations the binary carries",
 		Long: `Apply, in order, the versioned schema migrations embedded in this binary
-(usage events, minute and day rollups, quota adjustments) that the
+(usage events; minute, hour and day rollups; quota adjustments) that the
 database does not record yet in tollgate_migrations. Running it again
 applies nothing.`,
 		Args: cobra.NoArgs,
@@ -57,7 +57,7 @@ func newMigrateKafkaCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "kafka",
 		Short: "Create missing topics and check existing ones",
-		Long: `Create the topics a fleet uses (events, config, signals, lost-usage under
+		Long: `Create the topics a fleet uses (events, events-dead-letter, config, signals, lost-usage under
 --topic-prefix) with their partitions and cleanup policies, and check the
 ones that exist. A compacted topic created with another cleanup policy, or
 a config topic with more than one partition, is an error that names the

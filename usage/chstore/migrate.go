@@ -60,9 +60,9 @@ var migrations = []migration{
 	//
 	// src_partition, src_offset: the events topic's partition and the
 	// last offset of the batch (run, see InsertBatch) the row was written
-	// in. max(src_offset) per src_partition is what the table holds of
-	// that partition (Watermarks). kafka_offset is the event's own
-	// record.
+	// in. kafka_offset is the event's own record. (Watermarks read
+	// max(src_offset) per src_partition here until migration 14; they
+	// now read the table's marker rows.)
 	{1, "usage_events", `CREATE TABLE IF NOT EXISTS usage_events (
 	day           Date,
 	key_id        String,
