@@ -16,6 +16,7 @@ import (
 
 	"github.com/tollgate/tollgate/catalog"
 	"github.com/tollgate/tollgate/ingest"
+	"github.com/tollgate/tollgate/internal/backoff"
 	"github.com/tollgate/tollgate/internal/utc"
 	"github.com/tollgate/tollgate/schemas"
 	"github.com/tollgate/tollgate/usage"
@@ -327,19 +328,9 @@ func (a *Aggregator) deadLetter(ctx context.Context, partition int, r *ingest.Re
 	a.cfg.Logger.Warn("aggregator: poison record sent to the dead-letter topic", "partition", partition, "offset", r.Offset, "cause", cause)
 }
 
-// retry counts a failure, logs it and waits: 100ms, doubling up to 5s.
+// retry logs a failure and waits: 100ms, doubling up to 5s.
 func (a *Aggregator) retry(ctx context.Context, wait *time.Duration, msg string, args ...any) {
-	if ctx.Err() != nil {
-		return
-	}
-	*wait = min(max(*wait*2, 100*time.Millisecond), 5*time.Second)
-	a.cfg.Logger.Warn(msg, append(args, "retryIn", *wait)...)
-	t := time.NewTimer(*wait)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
+	backoff.Retry(ctx, a.cfg.Logger, wait, 100*time.Millisecond, 5*time.Second, msg, args...)
 }
 
 // Stats counts what an Aggregator did since it started.

@@ -15,6 +15,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/tollgate/tollgate/catalog"
+	"github.com/tollgate/tollgate/internal/backoff"
 	"github.com/tollgate/tollgate/schemas"
 )
 
@@ -241,8 +242,8 @@ func (l *ConfigLog) Failures() uint64 { return l.failures.Load() }
 // publishes it all, not a change per fetch.
 func (l *ConfigLog) Run(ctx context.Context) error {
 	defer l.saveSnapshot(true)
-	wait := 100 * time.Millisecond
-	var target int64 = -1 // the high watermark to reach before Loaded
+	wait := time.Duration(0) // the last retry's wait
+	var target int64 = -1    // the high watermark to reach before Loaded
 	for ctx.Err() == nil {
 		if target < 0 {
 			first, hwm, err := offsets(ctx, l.client, l.topic, 0)
@@ -289,7 +290,7 @@ func (l *ConfigLog) Run(ctx context.Context) error {
 			l.retry(ctx, "fetch the config topic", err, &wait)
 			continue
 		}
-		wait = 100 * time.Millisecond
+		wait = 0
 		l.apply(recs, hwm)
 		if l.Offset() >= target {
 			l.markLoaded()
@@ -340,9 +341,7 @@ func (l *ConfigLog) retry(ctx context.Context, doing string, err error, wait *ti
 		return
 	}
 	l.failures.Add(1)
-	l.cfg.Logger.Warn("config log: "+doing+" failed; retrying", "err", err, "in", *wait)
-	sleep(ctx, *wait)
-	*wait = min(*wait*2, 5*time.Second)
+	backoff.Retry(ctx, l.cfg.Logger, wait, 100*time.Millisecond, 5*time.Second, "config log: "+doing+" failed; retrying", "err", err)
 }
 
 func (l *ConfigLog) markLoaded() { l.loadOnce.Do(func() { close(l.loaded) }) }

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/backoff"
 	"github.com/tollgate/tollgate/schemas"
 )
 
@@ -138,7 +139,7 @@ func (d *Drainer) Flush(ctx context.Context) error {
 }
 
 func (d *Drainer) writeWithRetry(ctx context.Context) error {
-	backoff := 50 * time.Millisecond
+	wait := time.Duration(0)
 	for {
 		err := d.cfg.Writer.WriteEvents(ctx, d.buf)
 		if err == nil {
@@ -150,13 +151,9 @@ func (d *Drainer) writeWithRetry(ctx context.Context) error {
 		if d.inARow.Add(1) == int64(d.cfg.UnhealthyAfter) {
 			d.cfg.Logger.Error("usage store refuses writes: not ready until a batch is accepted", "failuresInARow", d.cfg.UnhealthyAfter, "err", err)
 		}
-		d.cfg.Logger.Warn("write usage events failed; retrying", "events", len(d.buf), "err", err, "backoff", backoff)
-		select {
-		case <-ctx.Done():
+		if !backoff.Retry(ctx, d.cfg.Logger, &wait, 50*time.Millisecond, d.cfg.MaxBackoff, "write usage events failed; retrying", "events", len(d.buf), "err", err) {
 			return fmt.Errorf("flush usage events: %d not written: %w", len(d.buf)+d.cfg.Queue.Len(), err)
-		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, d.cfg.MaxBackoff)
 	}
 }
 

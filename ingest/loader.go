@@ -53,6 +53,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/tollgate/tollgate/internal/backoff"
 	"github.com/tollgate/tollgate/schemas"
 )
 
@@ -251,7 +252,7 @@ func (l *Loader) Run(ctx context.Context) error {
 				wg.Go(func() { pl.run(ctx) })
 			}
 		}
-		sleep(ctx, rediscoverEvery)
+		backoff.Sleep(ctx, rediscoverEvery)
 	}
 	return nil
 }
@@ -263,9 +264,7 @@ func (l *Loader) retry(ctx context.Context, wait *time.Duration, msg string, arg
 		return
 	}
 	l.failures.Add(1)
-	*wait = min(max(*wait*2, l.cfg.RetryMin), l.cfg.RetryMax)
-	l.cfg.Logger.Warn(msg, append(args, "retry_in", *wait)...)
-	sleep(ctx, *wait)
+	backoff.Retry(ctx, l.cfg.Logger, wait, l.cfg.RetryMin, l.cfg.RetryMax, msg, args...)
 }
 
 // errRestart ends a partition's follow loop: its position must be read

@@ -14,6 +14,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/tollgate/tollgate/internal/backoff"
 	"github.com/tollgate/tollgate/schemas"
 )
 
@@ -282,14 +283,14 @@ func (r *SignalReader) Run(ctx context.Context) error {
 	defer r.saveSnapshot(true)
 	defer wg.Wait()
 	followed := map[int]bool{}
-	wait := 100 * time.Millisecond
+	wait := time.Duration(0) // the last retry's wait
 	for ctx.Err() == nil {
 		parts, err := partitionIDs(ctx, r.client, r.topic)
 		if err != nil {
 			r.retry(ctx, "read the signals topic's partitions", err, &wait)
 			continue
 		}
-		wait = 100 * time.Millisecond
+		wait = 0
 		first := len(followed) == 0
 		if first {
 			r.pending.Store(int64(len(parts)))
@@ -300,7 +301,7 @@ func (r *SignalReader) Run(ctx context.Context) error {
 				wg.Go(func() { r.follow(ctx, p, first) })
 			}
 		}
-		sleep(ctx, partitionsEvery)
+		backoff.Sleep(ctx, partitionsEvery)
 	}
 	return nil
 }
@@ -308,7 +309,7 @@ func (r *SignalReader) Run(ctx context.Context) error {
 // follow reads one partition until ctx ends. counts says whether the
 // partition is one Loaded waits for.
 func (r *SignalReader) follow(ctx context.Context, p int, counts bool) {
-	wait := 100 * time.Millisecond
+	wait := time.Duration(0) // the last retry's wait
 	positioned := false
 	var target int64 = -1 // the end to reach before Loaded
 	var applied []schemas.QuotaSignal
@@ -339,7 +340,7 @@ func (r *SignalReader) follow(ctx context.Context, p int, counts bool) {
 			r.retry(ctx, fmt.Sprintf("fetch signals partition %d", p), err, &wait)
 			continue
 		}
-		wait = 100 * time.Millisecond
+		wait = 0
 		applied = r.apply(p, recs, hwm, applied[:0])
 		for i := range applied {
 			r.cfg.Apply(&applied[i])
@@ -376,9 +377,7 @@ func (r *SignalReader) retry(ctx context.Context, doing string, err error, wait 
 		return
 	}
 	r.failures.Add(1)
-	r.cfg.Logger.Warn("signal reader: "+doing+" failed; retrying", "err", err, "in", *wait)
-	sleep(ctx, *wait)
-	*wait = min(*wait*2, 5*time.Second)
+	backoff.Retry(ctx, r.cfg.Logger, wait, 100*time.Millisecond, 5*time.Second, "signal reader: "+doing+" failed; retrying", "err", err)
 }
 
 // apply keeps the signals of fetched records and appends them to out,

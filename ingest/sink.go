@@ -11,6 +11,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/tollgate/tollgate/internal/backoff"
 	"github.com/tollgate/tollgate/schemas"
 )
 
@@ -158,13 +159,13 @@ func (s *Sink) Run(ctx context.Context) error {
 			s.failures.Add(1)
 			if !failing || wait >= s.cfg.RetryMax {
 				// Once when it starts failing, then at each longest wait.
-				s.cfg.Logger.Warn("replaying spilled events failed; retrying", "err", err, "retryIn", wait, "pending", s.cfg.Spill.Len())
+				s.cfg.Logger.Warn("replaying spilled events failed; retrying", "err", err, backoff.RetryIn, wait, "pending", s.cfg.Spill.Len())
 			}
 			failing = true
-			if !sleep(ctx, wait) {
+			if !backoff.Sleep(ctx, wait) {
 				return nil
 			}
-			wait = min(wait*2, s.cfg.RetryMax)
+			wait = backoff.Next(wait, s.cfg.RetryMin, s.cfg.RetryMax)
 			continue
 		case !done:
 			wait = s.cfg.RetryMin
@@ -177,7 +178,7 @@ func (s *Sink) Run(ctx context.Context) error {
 		wait = s.cfg.RetryMin
 		if err := s.reportLost(ctx); err != nil {
 			s.cfg.Logger.Warn("reporting lost usage failed; retrying", "err", err)
-			if !sleep(ctx, s.cfg.RetryMax) {
+			if !backoff.Sleep(ctx, s.cfg.RetryMax) {
 				return nil
 			}
 			continue
@@ -202,7 +203,7 @@ func (s *Sink) Drain(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return fmt.Errorf("drain spill log: %d events left on disk for the next start: %w", s.cfg.Spill.Len(), err)
 			}
-			if !sleep(ctx, s.cfg.RetryMin) {
+			if !backoff.Sleep(ctx, s.cfg.RetryMin) {
 				return fmt.Errorf("drain spill log: %d events left on disk for the next start", s.cfg.Spill.Len())
 			}
 		}
@@ -259,17 +260,6 @@ func (s *Sink) reportLost(ctx context.Context) error {
 		lost = lost[:len(lost)-1]
 	}
 	return s.cfg.Spill.Reported(lost)
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // SinkStats counts what a Sink did with events.
