@@ -90,19 +90,14 @@ func (r *rig) produce(n int, dup float64, rng *rand.Rand) {
 // produceOver is produce with the events' times spread over span: a
 // span of a day or more ends at the start of today, a shorter one now.
 func (r *rig) produceOver(n int, dup float64, span time.Duration, rng *rand.Rand) {
-	t := r.t
-	t.Helper()
-	p, err := ingest.NewEventProducer(r.k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	r.t.Helper()
 	now := time.Now().Truncate(24 * time.Hour).Add(-span).UnixNano()
 	if span < 24*time.Hour {
 		now = time.Now().Add(-span).UnixNano()
 	}
 	const chunk = 4096
 	r.sent = slices.Grow(r.sent, n)
+	var all []schemas.UsageEvent // in the order written: each chunk, then its copies
 	batch := make([]schemas.UsageEvent, 0, chunk+chunk/10)
 	for start := 0; start < n; start += chunk {
 		batch = batch[:0]
@@ -122,11 +117,10 @@ func (r *rig) produceOver(n int, dup float64, span time.Duration, rng *rand.Rand
 				again = append(again, e)
 			}
 		}
-		if _, err := p.Produce(context.Background(), append(batch, again...)); err != nil {
-			t.Fatal(err)
-		}
+		all = append(append(all, batch...), again...)
 		r.sent = append(r.sent, batch...)
 	}
+	r.produceEvents(all)
 }
 
 // aggregatorRun is one aggregator process.
