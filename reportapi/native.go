@@ -272,19 +272,7 @@ func (n *native) usage(w http.ResponseWriter, r *http.Request) {
 		return append(rec, strconv.FormatInt(row.Requests, 10), strconv.FormatInt(row.BytesIn, 10),
 			strconv.FormatInt(row.BytesOut, 10), strconv.FormatFloat(float64(row.LatencyMicrosSum)/1000, 'f', -1, 64))
 	}
-	object := func(row *usageRow) map[string]any {
-		m := map[string]any{"time": row.Time.Format(time.RFC3339), "requests": row.Requests, "bytes_in": row.BytesIn,
-			"bytes_out": row.BytesOut, "latency_ms_sum": float64(row.LatencyMicrosSum) / 1000}
-		for i, d := range u.groupBy {
-			if d == "status" {
-				s, _ := strconv.Atoi(row.Dims[i])
-				m[d] = s
-			} else {
-				m[d] = row.Dims[i]
-			}
-		}
-		return m
-	}
+	enc := newRowEncoder(u.groupBy) // a JSON object per row, keys sorted
 	switch format {
 	case "csv":
 		w.Header().Set("Content-Type", "text/csv")
@@ -307,8 +295,10 @@ func (n *native) usage(w http.ResponseWriter, r *http.Request) {
 		emit = func(row *usageRow) error { return cw.Write(record(row)) }
 		finish = cw.Flush
 	case "ndjson":
-		enc := json.NewEncoder(bw)
-		emit = func(row *usageRow) error { return enc.Encode(object(row)) }
+		emit = func(row *usageRow) error {
+			_, err := bw.Write(append(enc.encode(row), '\n'))
+			return err
+		}
 		finish = func() {}
 	default:
 		fmt.Fprintf(bw, `{"from":%q,"to":%q,"granularity":%q,"rows":[`, u.from.UTC().Format(time.RFC3339), u.to.UTC().Format(time.RFC3339), u.granularity)
@@ -318,8 +308,7 @@ func (n *native) usage(w http.ResponseWriter, r *http.Request) {
 				io.WriteString(bw, ",")
 			}
 			written++
-			b, _ := json.Marshal(object(row))
-			_, err := bw.Write(b)
+			_, err := bw.Write(enc.encode(row))
 			return err
 		}
 		finish = func() { io.WriteString(bw, "]}\n") }

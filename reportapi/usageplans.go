@@ -3,7 +3,6 @@ package reportapi
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -570,12 +569,6 @@ func (u *usagePlans) getUsage(w http.ResponseWriter, r *http.Request) {
 	buf = append(buf, "}\n"...)
 	bw.Write(buf)
 	bw.Flush()
-}
-
-// appendJSONString appends s as a JSON string.
-func appendJSONString(dst []byte, s string) []byte {
-	b, _ := json.Marshal(s)
-	return append(dst, b...)
 }
 
 // updateUsage answers UpdateUsage: replace /remaining sets the quota the
