@@ -32,13 +32,14 @@ const (
 	TableMinute        // usage_minute
 	TableHour          // usage_hour
 	TableDay           // usage_day
+	TableKeyDay        // usage_key_day
 	TableDaily         // usage_daily
 	NumTables
 )
 
 var zeroID [16]byte
 
-var tableNames = [NumTables]string{"usage_events", "usage_minute", "usage_hour", "usage_day", "usage_daily"}
+var tableNames = [NumTables]string{"usage_events", "usage_minute", "usage_hour", "usage_day", "usage_key_day", "usage_daily"}
 
 // Watermark is what the tables hold of one partition of the events
 // topic. Done[t] is the last offset up to which table t holds every
@@ -65,7 +66,7 @@ type Ahead struct {
 }
 
 // NoWatermark is the watermark of a partition no table holds rows of.
-var NoWatermark = Watermark{Done: [NumTables]int64{-1, -1, -1, -1, -1}}
+var NoWatermark = Watermark{Done: [NumTables]int64{-1, -1, -1, -1, -1, -1}}
 
 // Covered is the last offset up to which every table holds every event:
 // a consumer that lost its place reads the partition again from
@@ -564,10 +565,11 @@ var insertRollupSQLs = [NumTables]string{
 	TableMinute: insertRollupSQL(TableMinute),
 	TableHour:   insertRollupSQL(TableHour),
 	TableDay:    insertRollupSQL(TableDay),
+	TableKeyDay: insertRollupSQL(TableKeyDay),
 }
 
 // bucketMinutes is the width of a rollup's buckets, in minutes.
-var bucketMinutes = [NumTables]int64{TableMinute: 1, TableHour: 60, TableDay: 24 * 60}
+var bucketMinutes = [NumTables]int64{TableMinute: 1, TableHour: 60, TableDay: 24 * 60, TableKeyDay: 24 * 60}
 
 // insertRollup writes g's events summed per bucket of table t and
 // dimensions, and the marker row: the progress marker (minute -1, done
@@ -575,7 +577,7 @@ var bucketMinutes = [NumTables]int64{TableMinute: 1, TableHour: 60, TableDay: 24
 // part-way marker (minute -2 - b.Last, done 1: a row whose sums are all
 // zero would vanish in a merge).
 func (s *Store) insertRollup(ctx context.Context, sc *insertScratch, b *Batch, t int, g group, last bool, done int64) error {
-	sc.rollupMinutes(b, g.index, bucketMinutes[t])
+	sc.rollupMinutes(b, g.index, bucketMinutes[t], t == TableKeyDay)
 	c := &sc.cols
 	c.reset()
 	for i, rk := range sc.rowKeys {
@@ -729,6 +731,7 @@ type insertScratch struct {
 	dimID     map[dims]int32
 	dimList   []dims
 	dimOf     []int32 // per event
+	perKeyOf  []int32 // per dims: its usage_key_day dims, -1 until known
 	ownerID   map[owner]int32
 	ownerList []owner
 	ownerOf   []int32 // per event; -1: neither plan nor key
@@ -776,6 +779,27 @@ func (sc *insertScratch) intern(b *Batch) {
 	}
 }
 
+// perKey returns the id of dims id without method, resource and status
+// (interned alongside, once per distinct dims of the batch).
+func (sc *insertScratch) perKey(id int32) int32 {
+	for int(id) >= len(sc.perKeyOf) {
+		sc.perKeyOf = append(sc.perKeyOf, -1)
+	}
+	if p := sc.perKeyOf[id]; p >= 0 {
+		return p
+	}
+	d := sc.dimList[id]
+	d.method, d.resource, d.status = "", "", 0
+	p, ok := sc.dimID[d]
+	if !ok {
+		p = int32(len(sc.dimList))
+		sc.dimID[d] = p
+		sc.dimList = append(sc.dimList, d)
+	}
+	sc.perKeyOf[id] = p
+	return p
+}
+
 // clearRows empties the rollup rows.
 func (sc *insertScratch) clearRows() {
 	clear(sc.rowOf)
@@ -796,14 +820,19 @@ func (sc *insertScratch) row(k rowKey) int32 {
 }
 
 // rollupMinutes groups the events at index into rows of a rollup whose
-// buckets are width minutes wide.
-func (sc *insertScratch) rollupMinutes(b *Batch, index []int32, width int64) {
+// buckets are width minutes wide; summed over method, resource and
+// status if perKey (usage_key_day).
+func (sc *insertScratch) rollupMinutes(b *Batch, index []int32, width int64, perKey bool) {
 	sc.intern(b)
 	sc.clearRows()
 	for _, i := range index {
 		e := &b.Events[i]
 		minute := utc.FloorDiv(e.Time, 60e9)
-		m := &sc.rowSums[sc.row(rowKey{minute - (minute%width+width)%width, sc.dimOf[i]})]
+		id := sc.dimOf[i]
+		if perKey {
+			id = sc.perKey(id)
+		}
+		m := &sc.rowSums[sc.row(rowKey{minute - (minute%width+width)%width, id})]
 		m.requests += e.Requests()
 		m.bytesIn += e.BytesIn
 		m.bytesOut += e.BytesOut
@@ -837,7 +866,7 @@ func (sc *insertScratch) reset() {
 	sc.interned = false
 	clear(sc.dimID)
 	clear(sc.dimList)
-	sc.dimList, sc.dimOf = sc.dimList[:0], sc.dimOf[:0]
+	sc.dimList, sc.dimOf, sc.perKeyOf = sc.dimList[:0], sc.dimOf[:0], sc.perKeyOf[:0]
 	clear(sc.ownerID)
 	clear(sc.ownerList)
 	sc.ownerList, sc.ownerOf = sc.ownerList[:0], sc.ownerOf[:0]

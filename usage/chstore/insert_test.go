@@ -24,7 +24,8 @@ func TestMigrate(t *testing.T) {
 
 	want := []string{"0001_usage_events", "0002_usage_minute", "0003_usage_daily", "0004_quota_adjustments", "0005_usage_events_requests",
 		"0006_usage_events_batch_end", "0007_usage_minute_next", "0008_usage_hour", "0009_usage_day", "0010_usage_daily_next",
-		"0011_rollups_copy", "0012_rollups_swap", "0013_rollups_v1_drop", "0014_usage_events_markers"}
+		"0011_rollups_copy", "0012_rollups_swap", "0013_rollups_v1_drop", "0014_usage_events_markers",
+		"0015_usage_key_day", "0016_usage_key_day_fill"}
 	applied, err := s.Migrate(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -63,7 +64,7 @@ func TestMigrate(t *testing.T) {
 	if !slices.Equal(recorded, want) {
 		t.Errorf("tollgate_migrations holds %q, want %q once each", recorded, want)
 	}
-	for _, table := range []string{"usage_events", "usage_minute", "usage_hour", "usage_day", "usage_daily", "quota_adjustments"} {
+	for _, table := range []string{"usage_events", "usage_minute", "usage_hour", "usage_day", "usage_key_day", "usage_daily", "quota_adjustments"} {
 		var n uint64
 		if err := s.conn.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = ?", table).Scan(&n); err != nil {
 			t.Fatal(err)
@@ -391,7 +392,7 @@ func TestCrashBetweenTables(t *testing.T) {
 			b := batchOf(2, recs)
 			ks := []int{-1}
 			if tt.crash == nil {
-				ks = []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9} // 5 tables × 2 partitions
+				ks = []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11} // 6 tables × 2 partitions
 			}
 			for _, k := range ks {
 				s := openTest(t)
@@ -538,7 +539,7 @@ func fail(t *testing.T, s *Store, r *mrand.Rand, fate int, b *Batch, wm Watermar
 		}
 		_, err = s.InsertBatch(ctx, b, skip)
 	case 5:
-		s.failBeforeInsert(r.IntN(12))
+		s.failBeforeInsert(r.IntN(14))
 		_, err = s.InsertBatch(ctx, b, wm)
 		s.failBeforeInsert(-1)
 		if errors.Is(err, errInjected) {
@@ -615,7 +616,7 @@ func TestMergesChangeNothing(t *testing.T) {
 	o.AdjustQuota(ctx, "free", "key-0", 20000, -5)
 	before := watermark(t, s, 1)
 	sameAsOracle(t, s, o)
-	for _, table := range []string{"usage_events", "usage_minute", "usage_hour", "usage_day", "usage_daily", "quota_adjustments"} {
+	for _, table := range []string{"usage_events", "usage_minute", "usage_hour", "usage_day", "usage_key_day", "usage_daily", "quota_adjustments"} {
 		if err := s.conn.Exec(ctx, "OPTIMIZE TABLE "+table+" FINAL"); err != nil {
 			t.Fatal(err)
 		}

@@ -58,9 +58,11 @@ func reportQuery(r usage.Report) (query string, args []any, ok bool, err error) 
 	return query, args, true, nil
 }
 
-// reportTable is the coarsest rollup that answers r exactly: usage_day
-// when r's buckets are whole days (day, month) and its range starts and
-// ends on a UTC midnight; usage_hour when they are whole hours on hour
+// reportTable is the coarsest rollup that answers r exactly:
+// usage_key_day when r's buckets are whole days (day, month), its range
+// starts and ends on a UTC midnight and it groups by none of method,
+// resource and status (filters never name them); usage_day when it does;
+// usage_hour when they are whole hours on hour
 // boundaries; else usage_minute. All three hold every event (InsertBatch
 // writes them together), so only the rows read differ: a month of a key
 // is 31 rows of usage_day, 744 of usage_hour, 44,640 of usage_minute.
@@ -69,6 +71,8 @@ func reportTable(r usage.Report) string {
 		return (r.FromMinute%period+period)%period == 0 && (r.ToMinute%period+period)%period == 0
 	}
 	switch {
+	case (r.Granularity == "day" || r.Granularity == "month") && aligned(24*60) && perKeyDims(r.GroupBy):
+		return "usage_key_day"
 	case (r.Granularity == "day" || r.Granularity == "month") && aligned(24*60):
 		return "usage_day"
 	case r.Granularity != "minute" && aligned(60):
@@ -76,4 +80,14 @@ func reportTable(r usage.Report) string {
 	default:
 		return "usage_minute"
 	}
+}
+
+// perKeyDims reports whether usage_key_day holds the dimensions dims.
+func perKeyDims(dims []string) bool {
+	for _, d := range dims {
+		if d == "method" || d == "resource" || d == "status" {
+			return false
+		}
+	}
+	return true
 }

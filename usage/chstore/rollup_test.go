@@ -58,7 +58,7 @@ func TestRollupsRollUp(t *testing.T) {
 	for _, e := range events {
 		days[[2]string{e.KeyID, e.Node}] = true
 	}
-	for _, table := range []string{"usage_minute", "usage_hour", "usage_day", "usage_daily"} {
+	for _, table := range []string{"usage_minute", "usage_hour", "usage_day", "usage_key_day", "usage_daily"} {
 		if err := s.conn.Exec(ctx, "OPTIMIZE TABLE "+table+" FINAL"); err != nil {
 			t.Fatal(err)
 		}
@@ -71,6 +71,7 @@ func TestRollupsRollUp(t *testing.T) {
 		{"usage_minute", "minute >= 0", "minute < 0", distinct(1)},
 		{"usage_hour", "minute >= 0", "minute < 0", distinct(60)},
 		{"usage_day", "minute >= 0", "minute < 0", distinct(1440)},
+		{"usage_key_day", "minute >= 0", "minute < 0", distinct(1440)}, // one method, resource and status per key here
 		{"usage_daily", "key_id != ''", "key_id = ''", len(days)},
 	} {
 		var rows, markers uint64

@@ -34,7 +34,7 @@ const rawMarkerCond = "key_id = '' AND time_ns = -9223372036854775808"
 // so the primary index finds them.
 func rollupMarksSQL(in string) string {
 	var b strings.Builder
-	for _, t := range []int{TableMinute, TableHour, TableDay} {
+	for _, t := range []int{TableMinute, TableHour, TableDay, TableKeyDay} {
 		b.WriteString("SELECT toUInt8(" + strconv.Itoa(t) + "), src_partition, toUInt32(toYYYYMM(day)) AS ym, " +
 			"if(minute = -1, sum(done), toInt64(0)), if(minute = -1, toInt64(-1), -2 - minute) FROM " + tableNames[t] +
 			" WHERE minute < 0 AND src_partition IN (" + in + ") GROUP BY src_partition, minute, ym\nUNION ALL\n")

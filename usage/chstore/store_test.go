@@ -102,10 +102,14 @@ func diffOracle(s *Store, o *sqlitestore.Store) error {
 	}
 	// usage_hour and usage_day, which reports over whole hours and days
 	// read, hold the same sums: every dimension, the whole range.
-	for _, g := range []string{"hour", "day"} {
-		r := usage.Report{FromMinute: 0, ToMinute: (maxDay + 1) * 1440, Granularity: g, GroupBy: usage.Dimensions}
-		if table := reportTable(r); table != "usage_"+g {
-			return errors.New("a report by " + g + " reads " + table)
+	for _, c := range []struct {
+		g, table string
+		dims     []string
+	}{{"hour", "usage_hour", usage.Dimensions}, {"day", "usage_day", usage.Dimensions}, {"day", "usage_key_day", []string{"key", "plan", "api", "stage", "decision"}}} {
+		g := c.g
+		r := usage.Report{FromMinute: 0, ToMinute: (maxDay + 1) * 1440, Granularity: g, GroupBy: c.dims}
+		if table := reportTable(r); table != c.table {
+			return errors.New("a report by " + g + " reads " + table + ", not " + c.table)
 		}
 		got, err := reportRows(ctx, s, r)
 		if err != nil {
@@ -116,7 +120,7 @@ func diffOracle(s *Store, o *sqlitestore.Store) error {
 			return err
 		}
 		if !slices.EqualFunc(got, want, sameReportRow) {
-			return errors.New("usage_" + g + " differs from sqlitestore's: got " + itoa(len(got)) + " rows; want " + itoa(len(want)))
+			return errors.New(c.table + " differs from sqlitestore's: got " + itoa(len(got)) + " rows; want " + itoa(len(want)))
 		}
 	}
 	gotE, err := s.Events(ctx, math.MinInt64, math.MaxInt64, math.MaxInt32)
