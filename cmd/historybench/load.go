@@ -108,8 +108,8 @@ func (b *bench) load(ctx context.Context, st *chstore.Store, retention int64) (*
 	return res, nil
 }
 
-func (b *bench) loadDay(ctx context.Context, st *chstore.Store, agg *proc, watch *aggWatch, parts []int, day time.Time, res *loadResult) (dayResult, error) {
-	ctx, cancel := context.WithTimeout(ctx, b.cfg.dayTimeout)
+func (b *bench) loadDay(parent context.Context, st *chstore.Store, agg *proc, watch *aggWatch, parts []int, day time.Time, res *loadResult) (dayResult, error) {
+	ctx, cancel := context.WithTimeout(parent, b.cfg.dayTimeout)
 	defer cancel()
 	r := dayResult{day: day, expected: b.cfg.history(day, 1).Total()}
 	sum := func(m map[int]int64) (n int64) {
@@ -176,6 +176,9 @@ func (b *bench) loadDay(ctx context.Context, st *chstore.Store, agg *proc, watch
 		}
 		select {
 		case <-ctx.Done():
+			if parent.Err() != nil {
+				return r, parent.Err()
+			}
 			return r, fmt.Errorf("not stored within --day-timeout %v: %s events not yet committed", b.cfg.dayTimeout, count(b.broker.lag()))
 		case <-time.After(250 * time.Millisecond):
 		}
