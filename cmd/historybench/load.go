@@ -201,10 +201,11 @@ func (b *bench) loadDay(parent context.Context, st *chstore.Store, agg *proc, wa
 
 // lostRecords fails when the broker has deleted records of a partition
 // that the tables do not hold: its log start offset past the partition's
-// Watermark.Covered() + 1. The aggregator says so in its log only when it
-// starts on a partition; a running one retries its fetch (Offset Out Of
-// Range) for ever. The group's commits, which lag the store a little,
-// say first whether the watermarks need reading.
+// Watermark.Covered() + 1. The aggregator logs retentionLost too, but
+// this check does not depend on its log (aggregators before 973e0f2
+// retried the fetch of a deleted offset for ever, silently). The group's
+// commits, which lag the store a little, say first whether the
+// watermarks need reading.
 func (b *bench) lostRecords(ctx context.Context, st *chstore.Store, parts []int) error {
 	comm := b.broker.committed()
 	starts := map[int]int64{}
