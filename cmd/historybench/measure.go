@@ -162,7 +162,7 @@ func (b *bench) queries(ctx context.Context, c *client, conn driver.Conn, s span
 			req += r.Requests
 		}
 		detail, err := checkMonth(s, len(rb.Rows), req)
-		return d, len(rb.Rows), detail, err
+		return d, len(rb.Rows), sized(detail, body), err
 	}
 	handwritten := func(ctx context.Context) (time.Duration, int, string, error) {
 		began := time.Now()
@@ -221,7 +221,7 @@ func (b *bench) queries(ctx context.Context, c *client, conn driver.Conn, s span
 		if len(days) != s.days || used <= 0 {
 			return d, len(days), detail, fmt.Errorf("GetUsage: %s; want %d days with usage", detail, s.days)
 		}
-		return d, len(days), detail, nil
+		return d, len(days), sized(detail, body), nil
 	})
 
 	minutes := &result{label: "(d) /v1/usage granularity=minute key=, one key, one day", target: "≤ 100 ms", limit: 100 * time.Millisecond}
@@ -244,7 +244,7 @@ func (b *bench) queries(ctx context.Context, c *client, conn driver.Conn, s span
 		if len(rb.Rows) == 0 || len(rb.Rows) > 1440 || req < want-1 || req > want+1 {
 			return d, len(rb.Rows), detail, fmt.Errorf("minute rows: %d rows, %s", len(rb.Rows), detail)
 		}
-		return d, len(rb.Rows), detail, nil
+		return d, len(rb.Rows), sized(detail, body), nil
 	})
 
 	billing := &result{label: "(e) /v1/reports/billing, the month", target: "≤ 2 s", limit: 2 * time.Second}
@@ -265,7 +265,7 @@ func (b *bench) queries(ctx context.Context, c *client, conn driver.Conn, s span
 		if len(rb.Rows) != s.keys || admitted <= 0 {
 			return d, len(rb.Rows), detail, fmt.Errorf("billing: %s; want %d keys", detail, s.keys)
 		}
-		return d, len(rb.Rows), detail, nil
+		return d, len(rb.Rows), sized(detail, body), nil
 	})
 
 	top := &result{label: "(f) /v1/usage/top, the month", target: "≤ 1 s", limit: time.Second}
@@ -290,9 +290,14 @@ func (b *bench) queries(ctx context.Context, c *client, conn driver.Conn, s span
 		if len(v.Rows) != want {
 			return d, len(v.Rows), detail, fmt.Errorf("top: %s; want %d", detail, want)
 		}
-		return d, len(v.Rows), detail, nil
+		return d, len(v.Rows), sized(detail, body), nil
 	})
 	return []*result{a, hw, getUsage, minutes, billing, top}
+}
+
+// sized adds the body's size to a response's detail.
+func sized(detail string, body []byte) string {
+	return fmt.Sprintf("%s; body %s", detail, bytesStr(uint64(len(body))))
 }
 
 // handwrittenSQL is (a) as one would write it by hand: usage_day's rows
