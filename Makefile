@@ -8,7 +8,7 @@ BENCHTIME ?= 1s
 
 .PHONY: help
 help: ## List the targets
-	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
 build: ## Build bin/tollgate
@@ -36,6 +36,11 @@ loadtest: build ## Load test: tollgate vs a bare reverse proxy, same upstream, s
 bench-scale: build ## Scale benchmark: catalogs of 10k, 100k and 1M keys, each figure beside its target (SCALE_FLAGS="--sizes 2000,10000")
 	$(GO) build -o bin/scalebench ./cmd/scalebench
 	bin/scalebench --tollgate $(BIN) --out bin/scalebench.md $(SCALE_FLAGS)
+
+.PHONY: bench-history
+bench-history: build ## Report benchmark: a month of 10k keys' history (104M events) in ClickHouse, reports timed against issue #12's targets (HISTORY_FLAGS="--keys 200 --days 2", "--reuse")
+	$(GO) build -o bin/historybench ./cmd/historybench
+	bin/historybench --tollgate $(BIN) --out bin/historybench.md $(HISTORY_FLAGS)
 
 .PHONY: up
 up: ## Run the whole fleet in Docker (Kafka, ClickHouse, aggregator, report API, two enforcers on :8080)
