@@ -109,12 +109,13 @@ type storedCounts struct {
 // out (minute < 0 in the rollups, plan and key empty in usage_daily;
 // usage_events' markers count 0 requests).
 func countStored(ctx context.Context, conn driver.Conn) ([]storedCounts, error) {
-	queries := []storedCounts{{table: "usage_events"}, {table: "usage_minute"}, {table: "usage_hour"}, {table: "usage_day"}, {table: "usage_daily"}}
+	queries := []storedCounts{{table: "usage_events"}, {table: "usage_minute"}, {table: "usage_hour"}, {table: "usage_day"}, {table: "usage_key_day"}, {table: "usage_daily"}}
 	sqls := []string{
 		"SELECT toUInt64(sum(requests)) FROM usage_events",
 		"SELECT toUInt64(sum(requests)) FROM usage_minute WHERE minute >= 0",
 		"SELECT toUInt64(sum(requests)) FROM usage_hour WHERE minute >= 0",
 		"SELECT toUInt64(sum(requests)) FROM usage_day WHERE minute >= 0",
+		"SELECT toUInt64(sum(requests)) FROM usage_key_day WHERE minute >= 0",
 		"SELECT toUInt64(sum(admitted + rejected)) FROM usage_daily WHERE plan_id != '' OR key_id != ''",
 	}
 	for i, q := range sqls {

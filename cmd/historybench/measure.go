@@ -146,7 +146,7 @@ const rfc = time.RFC3339
 // hand-written one alternating with /v1/usage's.
 func (b *bench) queries(ctx context.Context, c *client, conn driver.Conn, s span) []*result {
 	a := &result{label: "(a) /v1/usage granularity=day group_by=key, the month", target: "≤ 1 s and ≤ 3× (b)", limit: time.Second}
-	hw := &result{label: "(b) hand-written ClickHouse query, same sums on usage_day (clickhouse-go, all rows read)", target: "reference"}
+	hw := &result{label: "(b) hand-written ClickHouse query, same sums on usage_key_day (clickhouse-go, all rows read)", target: "reference"}
 	usageA := func(ctx context.Context) (time.Duration, int, string, error) {
 		body, d, err := c.get(ctx, "/v1/usage", url.Values{"from": {s.from.Format(rfc)}, "to": {s.to.Format(rfc)},
 			"granularity": {"day"}, "group_by": {"key"}})
@@ -300,12 +300,12 @@ func sized(detail string, body []byte) string {
 	return fmt.Sprintf("%s; body %s", detail, bytesStr(uint64(len(body))))
 }
 
-// handwrittenSQL is (a) as one would write it by hand: usage_day's rows
-// of the month's days, marker rows (minute < 0) left out by the same
-// minute range, summed per day (usage_day's minute is its day's first)
-// and key.
+// handwrittenSQL is (a) as one would write it by hand on the table the
+// report reads (usage_key_day: whole days, grouped by key): its rows of
+// the month's days, marker rows (minute < 0) left out by the same minute
+// range, summed per day (the table's minute is its day's first) and key.
 const handwrittenSQL = `SELECT minute, key_id, sum(requests), sum(bytes_in), sum(bytes_out), sum(latency_us_sum)
-FROM usage_day
+FROM usage_key_day
 WHERE day BETWEEN ? AND ? AND minute >= ? AND minute < ?
 GROUP BY minute, key_id
 ORDER BY minute, key_id`

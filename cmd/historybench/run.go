@@ -120,6 +120,14 @@ func run(ctx context.Context, cfg config, stdout io.Writer) (err error) {
 		}
 		b.logf("database %s created and migrated; the events topic keeps %.1f MB per partition (%g days of the load)",
 			cfg.database, float64(retention)/1e6, cfg.retentionDays)
+	} else {
+		// A binary newer than the load may carry migrations (a new rollup
+		// filled from the others): the reports are timed on its schema.
+		out, err := exec.CommandContext(ctx, cfg.tollgate, "migrate", "clickhouse", "--clickhouse", b.dsn).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("tollgate migrate clickhouse: %w: %s", err, out)
+		}
+		b.logf("database %s migrated: %s", cfg.database, strings.TrimSpace(string(out)))
 	}
 	if b.conn, err = openConn(ctx, b.dsn); err != nil {
 		return err
