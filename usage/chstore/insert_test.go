@@ -25,7 +25,8 @@ func TestMigrate(t *testing.T) {
 	want := []string{"0001_usage_events", "0002_usage_minute", "0003_usage_daily", "0004_quota_adjustments", "0005_usage_events_requests",
 		"0006_usage_events_batch_end", "0007_usage_minute_next", "0008_usage_hour", "0009_usage_day", "0010_usage_daily_next",
 		"0011_rollups_copy", "0012_rollups_swap", "0013_rollups_v1_drop", "0014_usage_events_markers",
-		"0015_usage_key_day", "0016_usage_key_day_fill"}
+		"0015_usage_key_day", "0016_usage_key_day_fill", "0017_usage_minute_by_key", "0018_usage_minute_by_key_copy",
+		"0019_usage_minute_by_key_swap", "0020_usage_minute_v2_drop"}
 	applied, err := s.Migrate(ctx)
 	if err != nil {
 		t.Fatal(err)

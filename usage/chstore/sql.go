@@ -35,9 +35,11 @@ const rawMarkerCond = "key_id = '' AND time_ns = -9223372036854775808"
 func rollupMarksSQL(in string) string {
 	var b strings.Builder
 	for _, t := range []int{TableMinute, TableHour, TableDay, TableKeyDay} {
+		// key_id = '' for usage_minute, whose sort key starts (day,
+		// key_id): each day's markers open its range of the index.
 		b.WriteString("SELECT toUInt8(" + strconv.Itoa(t) + "), src_partition, toUInt32(toYYYYMM(day)) AS ym, " +
 			"if(minute = -1, sum(done), toInt64(0)), if(minute = -1, toInt64(-1), -2 - minute) FROM " + tableNames[t] +
-			" WHERE minute < 0 AND src_partition IN (" + in + ") GROUP BY src_partition, minute, ym\nUNION ALL\n")
+			" WHERE key_id = '' AND minute < 0 AND src_partition IN (" + in + ") GROUP BY src_partition, minute, ym\nUNION ALL\n")
 	}
 	b.WriteString("SELECT toUInt8(" + strconv.Itoa(TableDaily) + "), src_partition, toUInt32(toYYYYMM(day)) AS ym, " +
 		"if(node = '', sum(done), toInt64(0)), if(node = '', toInt64(-1), toInt64OrZero(node)) FROM usage_daily" +

@@ -45,9 +45,9 @@ FROM usage_events WHERE key_id = '' AND time_ns = -9223372036854775808 AND src_p
 	// column: minute < 0, or plan and key empty.
 	got := rollupMarksSQL("1, 5")
 	for _, want := range []string{
-		"FROM usage_minute WHERE minute < 0 AND src_partition IN (1, 5)",
-		"FROM usage_hour WHERE minute < 0 AND src_partition IN (1, 5)",
-		"FROM usage_day WHERE minute < 0 AND src_partition IN (1, 5)",
+		"FROM usage_minute WHERE key_id = '' AND minute < 0 AND src_partition IN (1, 5)",
+		"FROM usage_hour WHERE key_id = '' AND minute < 0 AND src_partition IN (1, 5)",
+		"FROM usage_day WHERE key_id = '' AND minute < 0 AND src_partition IN (1, 5)",
 		"FROM usage_daily WHERE plan_id = '' AND key_id = '' AND src_partition IN (1, 5)",
 	} {
 		if !strings.Contains(got, want) {
