@@ -1,7 +1,8 @@
 // Package chstore is the usage store of the distributed mode: ClickHouse,
 // through clickhouse-go/v2's native protocol. It holds what
 // usage/sqlitestore holds (every usage event; rollups per minute, hour
-// and day with every dimension, and per (day, plan, key, node); the quota
+// and day with every dimension, per day without method, resource and
+// status (usage_key_day), and per (day, plan, key, node); the quota
 // adjustments) and answers the same reads with the same types (Daily,
 // EachMinute, Report, Events, AdjustQuota), so the report API serves
 // either. Report is one GROUP BY of the server (time bucket and
