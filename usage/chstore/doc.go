@@ -129,7 +129,7 @@
 // The price: a marker row per INSERT, in the rollups merged away with the
 // others of its month (a part-way marker stays: one per batch that spanned
 // months), in usage_events kept (a MergeTree merges nothing) until
-// retention drops its day; and five INSERTs per batch instead of one.
+// retention drops its day; and six INSERTs per batch (one per table) instead of three.
 // Watermarks reads only marker rows, which every table's primary index
 // finds (usage_events' since migration 14, which wrote markers for what
 // older versions stored); BatchWatermark, for retries, reads only the
