@@ -14,7 +14,9 @@ import (
 //
 //	kcat -C -b HOST:9092 -t tollgate.events -c 1 -f '%s' | protoc --decode_raw
 //
-// Field numbers (never reuse one):
+// The contract for consumers in other languages is schemas/tollgate.proto
+// (TestProtoContract holds this encoder and it to the same numbers and
+// types). Field numbers (never reuse one):
 //
 //	1  id             bytes   16-byte UUIDv7
 //	2  time           sint64  Unix nanoseconds
