@@ -127,16 +127,18 @@ func TestProtoContract(t *testing.T) {
 		return func() ([]byte, uint64) { return ev(f), 0 }
 	}
 	checkContract(t, "UsageEvent", ev(func(*UsageEvent) {}), map[string]func() ([]byte, uint64){
-		"id":             str(func(e *UsageEvent) { e.ID[0] = 1 }),
-		"time":           func() ([]byte, uint64) { return ev(func(e *UsageEvent) { e.Time = -3 }), uint64(^uint64(2)) },
-		"api_id":         str(func(e *UsageEvent) { e.APIID = "a" }),
-		"stage":          str(func(e *UsageEvent) { e.Stage = "a" }),
-		"key_id":         str(func(e *UsageEvent) { e.KeyID = "a" }),
-		"plan_id":        str(func(e *UsageEvent) { e.PlanID = "a" }),
-		"method":         str(func(e *UsageEvent) { e.Method = "a" }),
-		"resource":       str(func(e *UsageEvent) { e.Resource = "a" }),
-		"status":         func() ([]byte, uint64) { return ev(func(e *UsageEvent) { e.Status = 429 }), 429 },
-		"decision":       func() ([]byte, uint64) { return ev(func(e *UsageEvent) { e.Decision = DecisionThrottled }), uint64(DecisionThrottled) },
+		"id":       str(func(e *UsageEvent) { e.ID[0] = 1 }),
+		"time":     func() ([]byte, uint64) { return ev(func(e *UsageEvent) { e.Time = -3 }), uint64(^uint64(2)) },
+		"api_id":   str(func(e *UsageEvent) { e.APIID = "a" }),
+		"stage":    str(func(e *UsageEvent) { e.Stage = "a" }),
+		"key_id":   str(func(e *UsageEvent) { e.KeyID = "a" }),
+		"plan_id":  str(func(e *UsageEvent) { e.PlanID = "a" }),
+		"method":   str(func(e *UsageEvent) { e.Method = "a" }),
+		"resource": str(func(e *UsageEvent) { e.Resource = "a" }),
+		"status":   func() ([]byte, uint64) { return ev(func(e *UsageEvent) { e.Status = 429 }), 429 },
+		"decision": func() ([]byte, uint64) {
+			return ev(func(e *UsageEvent) { e.Decision = DecisionThrottled }), uint64(DecisionThrottled)
+		},
 		"latency_micros": func() ([]byte, uint64) { return ev(func(e *UsageEvent) { e.LatencyMicros = 7 }), 7 },
 		"bytes_in":       func() ([]byte, uint64) { return ev(func(e *UsageEvent) { e.BytesIn = 8 }), 8 },
 		"bytes_out":      func() ([]byte, uint64) { return ev(func(e *UsageEvent) { e.BytesOut = 9 }), 9 },
