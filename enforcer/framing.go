@@ -3,6 +3,7 @@ package enforcer
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -409,6 +410,27 @@ func connContext(lim *limits) func(context.Context, net.Conn) context.Context {
 			fc.lim = lim
 			return context.WithValue(ctx, framingKey{}, fc)
 		}
-		return ctx
+		return context.WithValue(ctx, framingKey{}, unwrapped{})
 	}
+}
+
+// unwrapped marks a connection NewServer's server accepted from a
+// listener WrapListener did not wrap.
+type unwrapped struct{}
+
+// requireWrapped answers 500 to requests of unwrapped connections, and
+// logs the mistake once.
+func requireWrapped(h http.Handler) http.Handler {
+	var once sync.Once
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, bad := r.Context().Value(framingKey{}).(unwrapped); bad {
+			once.Do(func() {
+				slog.Error("enforcer: the gateway's server is served on a listener WrapListener did not wrap: every request is refused")
+			})
+			w.Header().Set("Connection", "close")
+			http.Error(w, `{"message":"Internal server error"}`, http.StatusInternalServerError)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -326,5 +327,30 @@ func TestInspectBlockRefusesPartialBlocks(t *testing.T) {
 				t.Errorf("block %q passes for the request (framing %+v)", block, f)
 			}
 		})
+	}
+}
+
+// NewServer's server on a listener WrapListener did not wrap refuses
+// every request, where it used to serve them without the framing checks
+// and body limits.
+func TestUnwrappedListenerFailsClosed(t *testing.T) {
+	gw := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "proxied") })
+	for _, wrap := range []bool{false, true} {
+		srv := httptest.NewUnstartedServer(nil)
+		srv.Config = NewServer(gw, ServerConfig{})
+		if wrap {
+			srv.Listener = WrapListener(srv.Listener)
+		}
+		srv.Start()
+		res, err := http.Get(srv.URL + "/items")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		srv.Close()
+		if want := map[bool]int{false: 500, true: 200}[wrap]; res.StatusCode != want {
+			t.Errorf("wrapped %v: %d %s, want %d", wrap, res.StatusCode, body, want)
+		}
 	}
 }

@@ -431,7 +431,10 @@ type limits struct {
 var defaultLimits = limits{DefaultBodyTimeout, DefaultMaxBodyBytes, DefaultExchangeTimeout}
 
 // NewServer returns the gateway's http.Server. Serve it on a listener from
-// WrapListener.
+// WrapListener: served on another, it fails closed, answering every
+// request 500 (the framing checks and the body and exchange limits need
+// the wrapped connection; without them the gateway would be open to
+// request smuggling and stalled bodies).
 func NewServer(h http.Handler, sc ServerConfig) *http.Server {
 	if sc.ReadHeaderTimeout <= 0 {
 		sc.ReadHeaderTimeout = 10 * time.Second
@@ -453,7 +456,7 @@ func NewServer(h http.Handler, sc ServerConfig) *http.Server {
 		lim.exchangeTimeout = sc.ExchangeTimeout
 	}
 	return &http.Server{
-		Handler:           h,
+		Handler:           requireWrapped(h),
 		ReadHeaderTimeout: sc.ReadHeaderTimeout,
 		IdleTimeout:       sc.IdleTimeout,
 		MaxHeaderBytes:    sc.MaxHeaderBytes,
