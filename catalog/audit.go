@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"sync"
@@ -167,10 +168,24 @@ func diffList[T any](old, next []T, id func(T) string, f func(o, n *T)) {
 }
 
 // AuditLog is an append-only file of AuditEntry, one JSON object per line,
-// synced to disk before a change is reported done.
+// synced to disk before a change is reported done. Its mutex keeps one
+// change's lines together (a large change is written in many chunks), so
+// a process must write a file through one AuditLog: take it from
+// AuditLogAt.
 type AuditLog struct {
 	Path string
 	mu   sync.Mutex
+}
+
+// auditLogs holds the process's AuditLog of each path.
+var auditLogs sync.Map // cleaned path → *AuditLog
+
+// AuditLogAt returns the process's AuditLog of the file at path, the same
+// one for every caller, so that their writes are serialised.
+func AuditLogAt(path string) *AuditLog {
+	path = filepath.Clean(path)
+	l, _ := auditLogs.LoadOrStore(path, &AuditLog{Path: path})
+	return l.(*AuditLog)
 }
 
 // Append writes entries at the end of the log.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
@@ -102,5 +103,53 @@ func BenchmarkAuditAppendChange(b *testing.B) {
 		if err := (&AuditLog{Path: path}).AppendChange(ch, time.Now(), "config file", "apply"); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// Every writer of a data folder's audit log in a process gets the same
+// AuditLog, so a large change's lines (written in chunks) are never
+// interleaved with another writer's entry. Separate AuditLogs of one file
+// did interleave them.
+func TestAuditLogAtIsOnePerFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "audit.log")
+	if AuditLogAt(path) != AuditLogAt(filepath.Join(dir, ".", "x", "..", "audit.log")) {
+		t.Fatal("two AuditLogs for one file")
+	}
+	if AuditLogAt(path) == AuditLogAt(filepath.Join(dir, "other.log")) {
+		t.Fatal("one AuditLog for two files")
+	}
+	old := bigState(20000)
+	tx := old.Begin()
+	for i := range 20000 {
+		k := *tx.Key(fmt.Sprintf("k%08d", i))
+		k.Enabled = false
+		tx.PutKey(k)
+	}
+	large := &Change{Old: old, New: tx.State, Delta: tx.Delta()}
+	at := time.Date(2026, 12, 3, 8, 0, 0, 0, time.UTC)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := AuditLogAt(path).AppendChange(large, at, "config file", "apply big.yaml"); err != nil {
+			t.Error(err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for i := range 200 {
+			if err := AuditLogAt(path).Append([]AuditEntry{{Time: at, Actor: "admin", Action: "UpdateUsage", Kind: "usage", ID: fmt.Sprint(i)}}); err != nil {
+				t.Error(err)
+			}
+		}
+	}()
+	wg.Wait()
+	entries, err := AuditLogAt(path).Read()
+	if err != nil {
+		t.Fatalf("the log does not read back whole: %v", err)
+	}
+	if len(entries) != 20000+200 {
+		t.Errorf("%d entries, want %d", len(entries), 20000+200)
 	}
 }

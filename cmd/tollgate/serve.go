@@ -411,7 +411,9 @@ func auditRemaining(ctx context.Context, audit *catalog.AuditLog, at time.Time, 
 		ID: planID + "/" + keyID, Old: old, New: next}})
 }
 
-// auditLog is the data folder's log of catalog changes.
+// auditLog is the data folder's log of catalog changes: one AuditLog per
+// process, whichever part of it writes (the catalog, UpdateUsage, a
+// configuration file).
 func auditLog(dataDir string) *catalog.AuditLog {
-	return &catalog.AuditLog{Path: filepath.Join(dataDir, "audit.log")}
+	return catalog.AuditLogAt(filepath.Join(dataDir, "audit.log"))
 }
