@@ -1,10 +1,12 @@
 package catalog
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -430,4 +432,42 @@ func randomString(rnd io.Reader, n int, alphabet string) string {
 		}
 	}
 	return string(out)
+}
+
+// Changer applies a change to a catalog: a Manager, or the report API's
+// view of one.
+type Changer interface {
+	Change(ctx context.Context, f func(tx *Tx) error) (*State, error)
+}
+
+// applyAttempts is how many times ApplyFileTo applies a file whose
+// change conflicted with another writer's.
+const applyAttempts = 3
+
+// ApplyFileTo applies f to the catalog c holds, as ApplyFile does, in one
+// change; if another writer changed the catalog meanwhile (ErrConflict:
+// two nodes applying a file at once, an admin call), it applies the file
+// again to the catalog that now holds that change, up to three times.
+// Applying a file is idempotent, so the retry is safe. onRetry, if set,
+// is called with each conflict before the retry.
+func ApplyFileTo(ctx context.Context, c Changer, f *File, now func() time.Time, onRetry func(error)) (*Changes, error) {
+	var ch *Changes
+	var err error
+	for attempt := 1; ; attempt++ {
+		_, err = c.Change(ctx, func(tx *Tx) error {
+			var aerr error
+			ch, aerr = ApplyFile(tx, f, now())
+			return aerr
+		})
+		if !errors.Is(err, ErrConflict) || attempt == applyAttempts {
+			break
+		}
+		if onRetry != nil {
+			onRetry(err)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return ch, nil
 }

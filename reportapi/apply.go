@@ -27,12 +27,9 @@ func (a *apiKeys) apply(w http.ResponseWriter, r *http.Request) {
 		badRequest(err.Error()).write(w)
 		return
 	}
-	var ch *catalog.Changes
-	_, cerr := a.cat.Change(r.Context(), func(tx *catalog.Tx) error {
-		changes, err := catalog.ApplyFile(tx, f, a.now())
-		ch = changes
-		return err
-	})
+	// Another writer's change meanwhile is retried (the file applies
+	// again to the catalog that holds it), not answered 409.
+	ch, cerr := catalog.ApplyFileTo(r.Context(), a.cat, f, a.now, nil)
 	if cerr != nil {
 		changeError(cerr).write(w)
 		return

@@ -506,17 +506,9 @@ func applyConfigToFleet(ctx context.Context, mgr *catalog.Manager, o nodeOptions
 		return nil
 	}
 	actx := catalog.WithActor(ctx, "config file", "apply "+o.config)
-	var ch *catalog.Changes
-	for attempt := 0; ; attempt++ {
-		_, err = mgr.Change(actx, func(tx *catalog.Tx) error {
-			ch, err = catalog.ApplyFile(tx, f, o.now())
-			return err
-		})
-		if !errors.Is(err, catalog.ErrConflict) || attempt == 2 {
-			break
-		}
+	ch, err := catalog.ApplyFileTo(actx, mgr, f, o.now, func(err error) {
 		logger.Info("another node changed the catalog meanwhile; applying the file again", "err", err)
-	}
+	})
 	if err != nil {
 		return fmt.Errorf("apply %s: %w", o.config, err)
 	}
