@@ -281,23 +281,8 @@ func badRequest(msg string) *apiError {
 	return &apiError{status: 400, errType: "BadRequestException", msg: msg}
 }
 
-// changeError maps a failed catalog change to AWS's answer.
-func changeError(err error) *apiError {
-	var ae *apiError
-	if errors.As(err, &ae) {
-		return ae
-	}
-	var ve *catalog.ValidationError
-	switch {
-	case errors.As(err, &ve):
-		return badRequest(strings.TrimPrefix(err.Error(), "invalid configuration:\n"))
-	case errors.Is(err, catalog.ErrConflict):
-		return &apiError{status: 409, errType: "ConflictException", msg: err.Error()}
-	case errors.Is(err, catalog.ErrUnavailable):
-		return &apiError{status: 503, errType: "ServiceUnavailableException", msg: err.Error()}
-	}
-	return internalError("", err)
-}
+// changeError maps a failed catalog change to AWS's answer (errorOf).
+func changeError(err error) *apiError { return errorOf("", err) }
 
 // internalError is a failure of the server, not of the request: 500,
 // with what was being done.

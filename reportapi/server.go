@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"strconv"
 	"time"
 
@@ -94,14 +93,12 @@ func tooLarge(limit int64) *apiError {
 		msg: fmt.Sprintf("Request Too Long: this operation takes a body of at most %d bytes", limit)}
 }
 
-// bodyError answers a failed read of a body bounded by limit.
+// bodyError answers a failed read of a body bounded by limit: errorOf's
+// answer for what it knows (too large, too slow), else 400, the client's
+// body being at fault.
 func bodyError(err error, limit int64) *apiError {
-	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
-		return tooLarge(limit)
-	}
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return errBodyTimeout
+	if ae := knownError(err); ae != nil {
+		return ae
 	}
 	return badRequest("could not read the request body: " + err.Error())
 }

@@ -607,16 +607,7 @@ func (u *usagePlans) updateUsage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := u.quotas.SetRemaining(r.Context(), p.ID, k.ID, remaining); err != nil {
-		switch {
-		case errors.Is(err, ErrNotFound):
-			(&apiError{status: 404, errType: "NotFoundException", msg: err.Error()}).write(w)
-		case errors.Is(err, ErrInvalid):
-			badRequest(err.Error()).write(w)
-		case errors.Is(err, ErrNotSupported):
-			(&apiError{status: 501, errType: "NotImplementedException", msg: err.Error()}).write(w)
-		default:
-			internalError("update usage: ", err).write(w)
-		}
+		errorOf("update usage: ", err).write(w)
 		return
 	}
 	now := u.now().UnixNano()
