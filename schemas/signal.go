@@ -72,15 +72,6 @@ func appendNodeCount(dst []byte, field int, nc *NodeCount) []byte {
 	return appendSint(dst, 2, nc.Counted)
 }
 
-func varintLen(v uint64) int {
-	n := 1
-	for v >= 0x80 {
-		v >>= 7
-		n++
-	}
-	return n
-}
-
 // DecodeQuotaSignal decodes AppendQuotaSignal's encoding. Its strings
 // share one allocation, a copy of b; Nodes, when present, is one more.
 func DecodeQuotaSignal(b []byte, s *QuotaSignal) error {
@@ -155,60 +146,4 @@ func decodeNodeCount(b []byte, buf string) (NodeCount, error) {
 		return NodeCount{}, fmt.Errorf("nodes entry: %w", err)
 	}
 	return nc, nil
-}
-
-// zig is the zigzag encoding of sint64 fields (as appendSint writes
-// them); unzig decodes it.
-func zig(v int64) uint64 { return uint64(v<<1) ^ uint64(v>>63) }
-
-func unzig(v uint64) int64 { return int64(v>>1) ^ -int64(v&1) }
-
-// walkFields calls f for each field of a protobuf message with its wire
-// type: varints with their value, length-delimited fields with their
-// offset and length in b. Fixed-width fields are skipped.
-func walkFields(b []byte, f func(field, wire int, v uint64, off, n int) error) error {
-	for i := 0; i < len(b); {
-		tag, n := readVarint(b[i:])
-		if n <= 0 {
-			return fmt.Errorf("%w: bad tag at byte %d", ErrMalformed, i)
-		}
-		i += n
-		field, wire := int(tag>>3), int(tag&7)
-		if field == 0 {
-			return fmt.Errorf("%w: field number 0 at byte %d", ErrMalformed, i)
-		}
-		switch wire {
-		case wireVarint:
-			v, n := readVarint(b[i:])
-			if n <= 0 {
-				return fmt.Errorf("%w: bad varint in field %d", ErrMalformed, field)
-			}
-			i += n
-			if err := f(field, wire, v, 0, 0); err != nil {
-				return err
-			}
-		case wireBytes:
-			l, n := readVarint(b[i:])
-			if n <= 0 || l > uint64(len(b)-i-n) {
-				return fmt.Errorf("%w: bad length in field %d", ErrMalformed, field)
-			}
-			i += n
-			if err := f(field, wire, 0, i, int(l)); err != nil {
-				return err
-			}
-			i += int(l)
-		case 1, 5:
-			w := 8
-			if wire == 5 {
-				w = 4
-			}
-			if len(b)-i < w {
-				return fmt.Errorf("%w: truncated field %d", ErrMalformed, field)
-			}
-			i += w
-		default:
-			return fmt.Errorf("%w: wire type %d in field %d", ErrMalformed, wire, field)
-		}
-	}
-	return nil
 }

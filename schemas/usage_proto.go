@@ -41,11 +41,6 @@ import (
 // Producer retries may deliver an event twice: consumers drop duplicates
 // by id.
 
-const (
-	wireVarint = 0
-	wireBytes  = 2
-)
-
 // AppendUsageEvent appends e's encoding to dst.
 func AppendUsageEvent(dst []byte, e *UsageEvent) []byte {
 	dst = appendBytesField(dst, 1, e.ID[:])
@@ -64,40 +59,6 @@ func AppendUsageEvent(dst []byte, e *UsageEvent) []byte {
 	dst = appendString(dst, 14, e.Node)
 	dst = appendUint(dst, 15, uint64(e.Count))
 	return dst
-}
-
-func appendVarint(b []byte, v uint64) []byte {
-	for v >= 0x80 {
-		b = append(b, byte(v)|0x80)
-		v >>= 7
-	}
-	return append(b, byte(v))
-}
-
-func appendTag(b []byte, field, wire int) []byte { return appendVarint(b, uint64(field<<3|wire)) }
-
-func appendUint(b []byte, field int, v uint64) []byte {
-	if v == 0 {
-		return b // proto3: zero values are not written
-	}
-	return appendVarint(appendTag(b, field, wireVarint), v)
-}
-
-func appendSint(b []byte, field int, v int64) []byte {
-	return appendUint(b, field, uint64(v<<1)^uint64(v>>63)) // zigzag
-}
-
-func appendString(b []byte, field int, s string) []byte {
-	if s == "" {
-		return b
-	}
-	b = appendVarint(appendTag(b, field, wireBytes), uint64(len(s)))
-	return append(b, s...)
-}
-
-func appendBytesField(b []byte, field int, v []byte) []byte {
-	b = appendVarint(appendTag(b, field, wireBytes), uint64(len(v)))
-	return append(b, v...)
 }
 
 // ErrMalformed is wrapped by every decoding error.
@@ -161,20 +122,4 @@ func DecodeUsageEvent(b []byte, e *UsageEvent) error {
 		return fmt.Errorf("usage event: %w", err)
 	}
 	return nil
-}
-
-// readVarint returns the value and its length in bytes, or n <= 0 when b
-// does not start with a valid varint.
-func readVarint(b []byte) (v uint64, n int) {
-	for i := 0; i < len(b) && i < 10; i++ {
-		c := b[i]
-		if i == 9 && c > 1 {
-			return 0, -1 // overflows 64 bits
-		}
-		v |= uint64(c&0x7f) << (7 * i)
-		if c < 0x80 {
-			return v, i + 1
-		}
-	}
-	return 0, 0
 }
