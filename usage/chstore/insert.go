@@ -8,6 +8,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/tollgate/tollgate/internal/utc"
@@ -340,57 +341,99 @@ func (s *Store) InsertBatch(ctx context.Context, b *Batch, wm Watermark) (Waterm
 	if err := b.validate(); err != nil {
 		return wm, fmt.Errorf("insert batch of partition %d: %w: %w", b.Partition, ErrInvalidBatch, err)
 	}
-	sc := s.getScratch()
-	defer s.putScratch(sc)
+	bs := s.getScratch()
+	defer s.putScratch(bs)
+	bs.dims.intern(b) // before the tables' goroutines, which only read it
 
-	out := wm
-	out.Ahead = slices.Clone(wm.Ahead)
+	// The tables are written at once, each by a goroutine of its own: they
+	// are independent (each INSERT carries its own account), and a batch
+	// then takes the time of its slowest table, not the sum of six.
+	var (
+		wg      sync.WaitGroup
+		results [NumTables]tableResult
+	)
 	for t := range NumTables {
 		if wm.Done[t] >= b.Last {
 			continue
 		}
-		sc.group(b, t, &wm)
-		for i, g := range sc.groups {
-			last := i == len(sc.groups)-1
-			if err := s.insertGroup(ctx, sc, b, t, g, last, wm.Done[t]); err != nil {
-				out.normalize()
-				return out, fmt.Errorf("insert batch of partition %d up to offset %d: %s: %w", b.Partition, b.Last, tableNames[t], err)
-			}
-			if last {
-				out.Done[t] = b.Last
-			} else {
-				out.Ahead = append(out.Ahead, Ahead{Table: t, Part: g.part, Last: b.Last})
-			}
-		}
-		if len(sc.groups) == 0 && t == TableRaw {
-			// No rows, so no marker; usage_events' Done is a maximum,
-			// not a sum, and may run ahead of the table.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[t] = s.insertTable(ctx, bs.tables[t], b, t, &wm)
+		}()
+	}
+	wg.Wait()
+	out := wm
+	out.Ahead = slices.Clone(wm.Ahead)
+	var errs []error
+	for t, r := range results {
+		out.Ahead = append(out.Ahead, r.ahead...)
+		if r.done {
 			out.Done[t] = b.Last
+		}
+		if r.err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", tableNames[t], r.err))
 		}
 	}
 	out.normalize()
+	if len(errs) > 0 {
+		return out, fmt.Errorf("insert batch of partition %d up to offset %d: %w", b.Partition, b.Last, errors.Join(errs...))
+	}
 	return out, nil
+}
+
+// tableResult is what insertTable wrote of a batch to one table: whole
+// (done), or the partitions written before a failure (ahead).
+type tableResult struct {
+	done  bool
+	ahead []Ahead
+	err   error
+}
+
+// insertTable writes b's rows that table t lacks according to wm: one
+// INSERT per partition of the table, the last one marking the batch whole.
+func (s *Store) insertTable(ctx context.Context, sc *insertScratch, b *Batch, t int, wm *Watermark) tableResult {
+	var r tableResult
+	sc.group(b, t, wm)
+	for i, g := range sc.groups {
+		last := i == len(sc.groups)-1
+		if err := s.insertGroup(ctx, sc, b, t, g, last, wm.Done[t]); err != nil {
+			r.err = err
+			return r
+		}
+		if last {
+			r.done = true
+		} else {
+			r.ahead = append(r.ahead, Ahead{Table: t, Part: g.part, Last: b.Last})
+		}
+	}
+	if len(sc.groups) == 0 && t == TableRaw {
+		// No rows, so no marker; usage_events' Done is a maximum, not a
+		// sum, and may run ahead of the table.
+		r.done = true
+	}
+	return r
 }
 
 // getScratch takes a scratch from the store's free list. A list, not a
 // sync.Pool: a collection would empty the pool and the next batch would
 // grow its columns and maps again. It holds one per InsertBatch running
 // at once (one per partition the caller writes).
-func (s *Store) getScratch() *insertScratch {
+func (s *Store) getScratch() *batchScratch {
 	s.scratchMu.Lock()
 	defer s.scratchMu.Unlock()
 	if n := len(s.scratch); n > 0 {
-		sc := s.scratch[n-1]
+		bs := s.scratch[n-1]
 		s.scratch = s.scratch[:n-1]
-		return sc
+		return bs
 	}
-	return newInsertScratch()
+	return newBatchScratch()
 }
 
-func (s *Store) putScratch(sc *insertScratch) {
-	sc.reset()
+func (s *Store) putScratch(bs *batchScratch) {
+	bs.reset()
 	s.scratchMu.Lock()
-	s.scratch = append(s.scratch, sc)
+	s.scratch = append(s.scratch, bs)
 	s.scratchMu.Unlock()
 }
 
@@ -582,7 +625,7 @@ func (s *Store) insertRollup(ctx context.Context, sc *insertScratch, b *Batch, t
 	c.reset()
 	for i, rk := range sc.rowKeys {
 		m := &sc.rowSums[i]
-		k := &sc.dimList[rk.id]
+		k := &sc.in.dimList[rk.id]
 		c.day = append(c.day, dayTime(utc.FloorDiv(rk.bucket, 24*60)))
 		c.i64[0] = append(c.i64[0], rk.bucket)
 		c.str[0] = append(c.str[0], k.key)
@@ -634,7 +677,7 @@ func (s *Store) insertDaily(ctx context.Context, sc *insertScratch, b *Batch, g 
 	c.reset()
 	for i, rk := range sc.rowKeys {
 		d := &sc.rowCounts[i]
-		k := &sc.ownerList[rk.id]
+		k := &sc.in.ownerList[rk.id]
 		c.str[0] = append(c.str[0], k.plan)
 		c.str[1] = append(c.str[1], k.key)
 		c.day = append(c.day, dayTime(rk.bucket))
@@ -718,23 +761,52 @@ type minuteSums struct{ requests, bytesIn, bytesOut, latency int64 }
 
 type dayCounts struct{ admitted, rejected int64 }
 
-// insertScratch holds what an InsertBatch reuses from table to table and,
-// through the store's free list, from batch to batch.
-type insertScratch struct {
-	groups []group
-	cols   columns
+// batchScratch is what an InsertBatch reuses, through the store's free
+// list, from batch to batch: the batch's interned dimensions, shared by
+// the tables, and a scratch per table.
+type batchScratch struct {
+	dims   batchDims
+	tables [NumTables]*insertScratch
+}
 
-	// A batch's events' dimensions and owners, interned once for the
-	// four rollups: each event costs two lookups by strings, then
-	// lookups by numbers.
-	interned  bool
+func newBatchScratch() *batchScratch {
+	bs := &batchScratch{dims: newBatchDims()}
+	for t := range bs.tables {
+		bs.tables[t] = &insertScratch{in: &bs.dims, rowOf: map[rowKey]int32{}}
+	}
+	return bs
+}
+
+func (bs *batchScratch) reset() {
+	bs.dims.reset()
+	for _, sc := range bs.tables {
+		sc.reset()
+	}
+}
+
+// batchDims is a batch's events' dimensions and owners, interned once for
+// the four rollups (each event costs two lookups by strings, then lookups
+// by numbers), before the tables' goroutines start: they only read it.
+type batchDims struct {
+	done      bool
 	dimID     map[dims]int32
 	dimList   []dims
 	dimOf     []int32 // per event
-	perKeyOf  []int32 // per dims: its usage_key_day dims, -1 until known
+	perKeyOf  []int32 // per dims: its usage_key_day dims
 	ownerID   map[owner]int32
 	ownerList []owner
 	ownerOf   []int32 // per event; -1: neither plan nor key
+}
+
+func newBatchDims() batchDims {
+	return batchDims{dimID: map[dims]int32{}, ownerID: map[owner]int32{}}
+}
+
+// insertScratch is what one table's INSERTs of a batch reuse.
+type insertScratch struct {
+	in     *batchDims
+	groups []group
+	cols   columns
 
 	// The rows of the rollup being written: the map indexes the slices.
 	rowOf     map[rowKey]int32
@@ -743,61 +815,64 @@ type insertScratch struct {
 	rowCounts []dayCounts
 }
 
+// newInsertScratch is a table's scratch with a batchDims of its own.
 func newInsertScratch() *insertScratch {
-	return &insertScratch{dimID: map[dims]int32{}, ownerID: map[owner]int32{}, rowOf: map[rowKey]int32{}}
+	d := newBatchDims()
+	return &insertScratch{in: &d, rowOf: map[rowKey]int32{}}
 }
 
-// intern fills dimOf and ownerOf for b's events, once per batch.
-func (sc *insertScratch) intern(b *Batch) {
-	if sc.interned {
+// intern fills dimOf, ownerOf and perKeyOf for b's events, once per
+// batch.
+func (d *batchDims) intern(b *Batch) {
+	if d.done {
 		return
 	}
-	sc.interned = true
+	d.done = true
 	for i := range b.Events {
 		e := &b.Events[i]
-		d := dims{key: e.KeyID, plan: e.PlanID, api: e.APIID, stage: e.Stage, method: e.Method, resource: e.Resource,
+		k := dims{key: e.KeyID, plan: e.PlanID, api: e.APIID, stage: e.Stage, method: e.Method, resource: e.Resource,
 			status: e.Status, decision: e.Decision}
-		id, ok := sc.dimID[d]
-		if !ok {
-			id = int32(len(sc.dimList))
-			sc.dimID[d] = id
-			sc.dimList = append(sc.dimList, d)
-		}
-		sc.dimOf = append(sc.dimOf, id)
+		d.dimOf = append(d.dimOf, d.dimIDOf(k))
 		if e.PlanID == "" && e.KeyID == "" {
-			sc.ownerOf = append(sc.ownerOf, -1)
+			d.ownerOf = append(d.ownerOf, -1)
 			continue
 		}
 		o := owner{plan: e.PlanID, key: e.KeyID, node: e.Node}
-		oid, ok := sc.ownerID[o]
+		oid, ok := d.ownerID[o]
 		if !ok {
-			oid = int32(len(sc.ownerList))
-			sc.ownerID[o] = oid
-			sc.ownerList = append(sc.ownerList, o)
+			oid = int32(len(d.ownerList))
+			d.ownerID[o] = oid
+			d.ownerList = append(d.ownerList, o)
 		}
-		sc.ownerOf = append(sc.ownerOf, oid)
+		d.ownerOf = append(d.ownerOf, oid)
+	}
+	// Each dims' usage_key_day dims: without method, resource and status
+	// (interned alongside; the loop sees the ones it adds, harmlessly).
+	for id := 0; id < len(d.dimList); id++ {
+		k := d.dimList[id]
+		k.method, k.resource, k.status = "", "", 0
+		d.perKeyOf = append(d.perKeyOf, d.dimIDOf(k))
 	}
 }
 
-// perKey returns the id of dims id without method, resource and status
-// (interned alongside, once per distinct dims of the batch).
-func (sc *insertScratch) perKey(id int32) int32 {
-	for int(id) >= len(sc.perKeyOf) {
-		sc.perKeyOf = append(sc.perKeyOf, -1)
-	}
-	if p := sc.perKeyOf[id]; p >= 0 {
-		return p
-	}
-	d := sc.dimList[id]
-	d.method, d.resource, d.status = "", "", 0
-	p, ok := sc.dimID[d]
+func (d *batchDims) dimIDOf(k dims) int32 {
+	id, ok := d.dimID[k]
 	if !ok {
-		p = int32(len(sc.dimList))
-		sc.dimID[d] = p
-		sc.dimList = append(sc.dimList, d)
+		id = int32(len(d.dimList))
+		d.dimID[k] = id
+		d.dimList = append(d.dimList, k)
 	}
-	sc.perKeyOf[id] = p
-	return p
+	return id
+}
+
+func (d *batchDims) reset() {
+	d.done = false
+	clear(d.dimID)
+	clear(d.dimList)
+	d.dimList, d.dimOf, d.perKeyOf = d.dimList[:0], d.dimOf[:0], d.perKeyOf[:0]
+	clear(d.ownerID)
+	clear(d.ownerList)
+	d.ownerList, d.ownerOf = d.ownerList[:0], d.ownerOf[:0]
 }
 
 // clearRows empties the rollup rows.
@@ -823,14 +898,14 @@ func (sc *insertScratch) row(k rowKey) int32 {
 // buckets are width minutes wide; summed over method, resource and
 // status if perKey (usage_key_day).
 func (sc *insertScratch) rollupMinutes(b *Batch, index []int32, width int64, perKey bool) {
-	sc.intern(b)
+	sc.in.intern(b)
 	sc.clearRows()
 	for _, i := range index {
 		e := &b.Events[i]
 		minute := utc.FloorDiv(e.Time, 60e9)
-		id := sc.dimOf[i]
+		id := sc.in.dimOf[i]
 		if perKey {
-			id = sc.perKey(id)
+			id = sc.in.perKeyOf[id]
 		}
 		m := &sc.rowSums[sc.row(rowKey{minute - (minute%width+width)%width, id})]
 		m.requests += e.Requests()
@@ -843,14 +918,14 @@ func (sc *insertScratch) rollupMinutes(b *Batch, index []int32, width int64, per
 // rollupDays groups the events at index into usage_daily rows. Events
 // with neither plan nor key count in the minute rollups only.
 func (sc *insertScratch) rollupDays(b *Batch, index []int32) {
-	sc.intern(b)
+	sc.in.intern(b)
 	sc.clearRows()
 	for _, i := range index {
-		if sc.ownerOf[i] < 0 {
+		if sc.in.ownerOf[i] < 0 {
 			continue
 		}
 		e := &b.Events[i]
-		c := &sc.rowCounts[sc.row(rowKey{e.Day(), sc.ownerOf[i]})]
+		c := &sc.rowCounts[sc.row(rowKey{e.Day(), sc.in.ownerOf[i]})]
 		if e.Decision == schemas.DecisionAllowed {
 			c.admitted += e.Requests()
 		} else {
@@ -863,12 +938,5 @@ func (sc *insertScratch) rollupDays(b *Batch, index []int32) {
 func (sc *insertScratch) reset() {
 	sc.groups = sc.groups[:0]
 	sc.cols.reset()
-	sc.interned = false
-	clear(sc.dimID)
-	clear(sc.dimList)
-	sc.dimList, sc.dimOf, sc.perKeyOf = sc.dimList[:0], sc.dimOf[:0], sc.perKeyOf[:0]
-	clear(sc.ownerID)
-	clear(sc.ownerList)
-	sc.ownerList, sc.ownerOf = sc.ownerList[:0], sc.ownerOf[:0]
 	sc.clearRows()
 }

@@ -60,7 +60,7 @@ func isIdentifier(s string) bool {
 type Store struct {
 	conn      driver.Conn
 	scratchMu sync.Mutex
-	scratch   []*insertScratch // free
+	scratch   []*batchScratch // free
 	// beforeInsert, set by tests only, runs before each INSERT; its
 	// error fails the INSERT before anything is sent.
 	beforeInsert func() error

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/tollgate/tollgate/internal/chtest"
@@ -293,10 +294,9 @@ func (s *Store) failBeforeInsert(k int) {
 		s.beforeInsert = nil
 		return
 	}
-	n := 0
+	var n atomic.Int64 // the tables' INSERTs run at once
 	s.beforeInsert = func() error {
-		n++
-		if n == k+1 {
+		if n.Add(1) == int64(k+1) {
 			return errInjected
 		}
 		return nil
