@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/tollgate/tollgate/schemas"
 )
@@ -59,9 +60,7 @@ func TestRollupsRollUp(t *testing.T) {
 		days[[2]string{e.KeyID, e.Node}] = true
 	}
 	for _, table := range []string{"usage_minute", "usage_hour", "usage_day", "usage_key_day", "usage_daily"} {
-		if err := s.conn.Exec(ctx, "OPTIMIZE TABLE "+table+" FINAL"); err != nil {
-			t.Fatal(err)
-		}
+		mergeAll(t, s, table)
 	}
 	for _, tt := range []struct {
 		table         string
@@ -186,4 +185,28 @@ SELECT day, plan_id, key_id, node, src_partition, src_offset, if(decision = 1, r
 			sameAsOracle(t, s, oracle(t, events))
 		})
 	}
+}
+
+// mergeAll merges every partition of table into one part. OPTIMIZE ...
+// FINAL does nothing when a background merge holds some of the parts
+// (the batches' tables are written at once, so many parts arrive
+// together): it is repeated until each partition is one part.
+func mergeAll(t *testing.T, s *Store, table string) {
+	t.Helper()
+	ctx := context.Background()
+	for range 100 {
+		if err := s.conn.Exec(ctx, "OPTIMIZE TABLE "+table+" FINAL"); err != nil {
+			t.Fatal(err)
+		}
+		var split uint64
+		if err := s.conn.QueryRow(ctx, `SELECT count() FROM (SELECT partition FROM system.parts
+WHERE database = currentDatabase() AND table = ? AND active GROUP BY partition HAVING count() > 1)`, table).Scan(&split); err != nil {
+			t.Fatal(err)
+		}
+		if split == 0 {
+			return
+		}
+		time.Sleep(100 * time.Millisecond) // a background merge is running on the server
+	}
+	t.Fatalf("%s: partitions still in several parts after 100 OPTIMIZEs", table)
 }
