@@ -14,6 +14,7 @@ import (
 
 	"github.com/tollgate/tollgate/catalog"
 	"github.com/tollgate/tollgate/internal/kafkatest"
+	"github.com/tollgate/tollgate/internal/poll"
 	"github.com/tollgate/tollgate/schemas"
 )
 
@@ -110,18 +111,6 @@ func changeOf(t *testing.T, old *catalog.State, f func(tx *catalog.Tx) error) *c
 // sameCatalog reports whether two states hold the same catalog.
 func sameCatalog(a, b *catalog.State) bool { return a.Catalog().Equal(b.Catalog()) }
 
-// eventually polls cond until it holds or 10s pass.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after 10s: %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func keyIDs(s *catalog.State) []string {
 	var ids []string
 	s.Keys("", func(k *catalog.APIKey) bool { ids = append(ids, k.ID); return true })
@@ -144,17 +133,17 @@ func TestConfigLogReadYourWritesAndPropagation(t *testing.T) {
 	if cur.Key("k1") == nil || a.log.State().Key("k1") == nil {
 		t.Fatalf("after Change, node A's catalog has keys %v", keyIDs(a.log.State()))
 	}
-	eventually(t, "node B sees k1", func() bool { return b.log.State().Key("k1") != nil })
+	poll.Until(t, 10*time.Second, 5*time.Millisecond, "node B sees k1", func() bool { return b.log.State().Key("k1") != nil })
 
 	// A change made on B (disable, then delete) reaches A.
 	if _, err := b.mgr.Change(ctx, editKey("k1", func(k *catalog.APIKey) { k.Enabled = false })); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "node A sees k1 disabled", func() bool { k := a.log.State().Key("k1"); return k != nil && !k.Enabled })
+	poll.Until(t, 10*time.Second, 5*time.Millisecond, "node A sees k1 disabled", func() bool { k := a.log.State().Key("k1"); return k != nil && !k.Enabled })
 	if _, err := b.mgr.Change(ctx, deleteKeys("k1")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "node A sees k1 deleted", func() bool { return a.log.State().Key("k1") == nil })
+	poll.Until(t, 10*time.Second, 5*time.Millisecond, "node A sees k1 deleted", func() bool { return a.log.State().Key("k1") == nil })
 	if !sameCatalog(a.log.State(), b.log.State()) {
 		t.Fatalf("nodes differ:\nA %+v\nB %+v", a.log.State(), b.log.State())
 	}
@@ -198,13 +187,13 @@ func TestConfigLogConflictsResolveIdenticallyEverywhere(t *testing.T) {
 		}
 		winner := fmt.Sprintf("r%dn%d", round, won)
 		for i, n := range nodes {
-			eventually(t, fmt.Sprintf("node %d has %s", i, winner), func() bool { return n.log.State().Key(winner) != nil })
+			poll.Until(t, 10*time.Second, 5*time.Millisecond, fmt.Sprintf("node %d has %s", i, winner), func() bool { return n.log.State().Key(winner) != nil })
 		}
 	}
 	// The losers' records were undone; every node holds the same catalog.
 	want := nodes[0].log.State()
 	for i, n := range nodes[1:] {
-		eventually(t, fmt.Sprintf("node %d equals node 0", i+1), func() bool { return sameCatalog(n.log.State(), want) })
+		poll.Until(t, 10*time.Second, 5*time.Millisecond, fmt.Sprintf("node %d equals node 0", i+1), func() bool { return sameCatalog(n.log.State(), want) })
 	}
 	if got := want.NumKeys(); got != 5 {
 		t.Fatalf("%d keys (%v), want one per round", got, keyIDs(want))
@@ -218,7 +207,7 @@ func TestConfigLogConflictsResolveIdenticallyEverywhere(t *testing.T) {
 		t.Fatalf("stale commit: %v, want ErrConflict", err)
 	}
 	for i, n := range nodes {
-		eventually(t, fmt.Sprintf("node %d has undone the rejected key", i), func() bool {
+		poll.Until(t, 10*time.Second, 5*time.Millisecond, fmt.Sprintf("node %d has undone the rejected key", i), func() bool {
 			return n.log.State().Key("late") == nil && sameCatalog(n.log.State(), want)
 		})
 	}
@@ -249,7 +238,7 @@ func TestConfigLogSnapshotServesWithoutKafka(t *testing.T) {
 	// Run keeps retrying, the snapshot's catalog stays in force, and a
 	// change cannot be committed: 503, not a hang.
 	b := startConfigNode(t, l)
-	eventually(t, "a failed fetch is counted", func() bool { return l.Failures() > 0 })
+	poll.Until(t, 10*time.Second, 5*time.Millisecond, "a failed fetch is counted", func() bool { return l.Failures() > 0 })
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	_, err = b.mgr.Change(ctx, addKey("k2", "bob", "bob-key-value-00002"))
@@ -284,7 +273,7 @@ func TestConfigLogSnapshotOfAnotherLogIsRebuilt(t *testing.T) {
 	}
 	b := openConfigNode(t, k2, snap)
 	b.waitLoaded(t)
-	eventually(t, "the rebuilt node holds only the new log's key", func() bool {
+	poll.Until(t, 10*time.Second, 5*time.Millisecond, "the rebuilt node holds only the new log's key", func() bool {
 		ids := keyIDs(b.log.State())
 		return len(ids) == 1 && ids[0] == "new"
 	})
@@ -348,19 +337,19 @@ func TestConfigLogUndoKeepsAConcurrentChange(t *testing.T) {
 	if _, err := a.mgr.Change(ctx, addKey("z", "z", "z-value-00000000001")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "B has x and z", func() bool { return b.log.State().Key("z") != nil })
+	poll.Until(t, 10*time.Second, 5*time.Millisecond, "B has x and z", func() bool { return b.log.State().Key("z") != nil })
 	stale := a.log.State()
 	// B revokes x; then A, working from before that, renames x to a name
 	// z holds: rejected.
 	if _, err := b.mgr.Change(ctx, editKey("x", func(k *catalog.APIKey) { k.Enabled = false })); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "A sees x disabled", func() bool { return !a.log.State().Key("x").Enabled })
+	poll.Until(t, 10*time.Second, 5*time.Millisecond, "A sees x disabled", func() bool { return !a.log.State().Key("x").Enabled })
 	if _, err := a.log.Commit(ctx, changeOf(t, stale, editKey("x", func(k *catalog.APIKey) { k.Name = "z" }))); !errors.Is(err, catalog.ErrConflict) {
 		t.Fatalf("rename to a taken name: %v, want a conflict", err)
 	}
 	for name, n := range map[string]*configNode{"A": a, "B": b} {
-		eventually(t, name+" keeps x disabled and named x", func() bool {
+		poll.Until(t, 10*time.Second, 5*time.Millisecond, name+" keeps x disabled and named x", func() bool {
 			x := n.log.State().Key("x")
 			return x != nil && !x.Enabled && x.Name == "x"
 		})
@@ -398,7 +387,7 @@ func TestConfigLogRepairsRejectedRecordsOfOthers(t *testing.T) {
 	// node rebuilding from the compacted topic holds what A holds.
 	// (Without it, x's rejected record would outlive y's first version
 	// and win y's value in a rebuild.)
-	eventually(t, "A repaired x", func() bool {
+	poll.Until(t, 10*time.Second, 5*time.Millisecond, "A repaired x", func() bool {
 		a.log.mu.Lock()
 		defer a.log.mu.Unlock()
 		return len(a.log.view.Repairs()) == 0 && a.log.repairedTo > 0
@@ -452,7 +441,7 @@ func TestConfigLogNoticesARecreatedTopic(t *testing.T) {
 	want := b.log.State()
 	c := openConfigNode(t, k, snap)
 	c.waitLoaded(t)
-	eventually(t, "the node with the old snapshot holds the new topic's catalog", func() bool { return sameCatalog(c.log.State(), want) })
+	poll.Until(t, 10*time.Second, 5*time.Millisecond, "the node with the old snapshot holds the new topic's catalog", func() bool { return sameCatalog(c.log.State(), want) })
 }
 
 // migrateAllBut creates the topics, one of which the test made by hand

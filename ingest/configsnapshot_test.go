@@ -14,6 +14,7 @@ import (
 
 	"github.com/tollgate/tollgate/catalog"
 	"github.com/tollgate/tollgate/internal/kafkatest"
+	"github.com/tollgate/tollgate/internal/poll"
 	"github.com/tollgate/tollgate/schemas"
 )
 
@@ -68,7 +69,7 @@ func TestConfigLogPublishesChanges(t *testing.T) {
 	var pub changeLog
 	r := openPublishingNode(t, k, "", &pub)
 	r.waitLoaded(t)
-	eventually(t, "the reader publishes k1", func() bool { return len(pub.list()) > 0 })
+	poll.Until(t, 10*time.Second, 5*time.Millisecond, "the reader publishes k1", func() bool { return len(pub.list()) > 0 })
 	first := pub.list()[0]
 	if !first.Full || first.New.Key("k1") == nil || first.Old.NumKeys() != 0 {
 		t.Fatalf("first change %+v, want the whole catalog", first.Delta)
@@ -76,7 +77,7 @@ func TestConfigLogPublishesChanges(t *testing.T) {
 	if _, err := w.mgr.Change(ctx, editKey("k1", func(k *catalog.APIKey) { k.Enabled = false })); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the reader publishes k1 disabled", func() bool { return len(pub.list()) == 2 })
+	poll.Until(t, 10*time.Second, 5*time.Millisecond, "the reader publishes k1 disabled", func() bool { return len(pub.list()) == 2 })
 	ch := pub.list()[1]
 	if ch.Full || !slices.Equal(ch.Keys, []string{"k1"}) || ch.Old != first.New || ch.New.Key("k1").Enabled || !ch.Old.Key("k1").Enabled {
 		t.Fatalf("second change %+v (old is the first's new: %v), want k1 disabled", ch.Delta, ch.Old == first.New)
@@ -87,7 +88,7 @@ func TestConfigLogPublishesChanges(t *testing.T) {
 	if _, err := w.mgr.Change(ctx, addKey("k2", "bob", "bob-key-value-00002")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the reader tried to publish k2", func() bool { return r.log.Failures() > 0 })
+	poll.Until(t, 10*time.Second, 5*time.Millisecond, "the reader tried to publish k2", func() bool { return r.log.Failures() > 0 })
 	if r.log.State() != ch.New {
 		t.Fatal("a refused change is in force")
 	}
@@ -95,7 +96,7 @@ func TestConfigLogPublishesChanges(t *testing.T) {
 	if _, err := w.mgr.Change(ctx, addKey("k3", "carol", "carol-key-value-003")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the reader publishes k3", func() bool { return len(pub.list()) == 3 })
+	poll.Until(t, 10*time.Second, 5*time.Millisecond, "the reader publishes k3", func() bool { return len(pub.list()) == 3 })
 	ch3 := pub.list()[2]
 	if !slices.Equal(ch3.Keys, []string{"k2", "k3"}) || ch3.Old != ch.New || r.log.State() != ch3.New || ch3.New.Key("k2") == nil {
 		t.Fatalf("change after a refused one %+v, want k2 and k3 from the catalog in force", ch3.Delta)
@@ -211,7 +212,7 @@ func TestConfigLogRebuildOnAnEmptyTopic(t *testing.T) {
 	var pub changeLog
 	b := openPublishingNode(t, k, snap, &pub)
 	b.waitLoaded(t)
-	eventually(t, "the node holds the empty topic's catalog", func() bool { return b.log.State().NumKeys() == 0 })
+	poll.Until(t, 10*time.Second, 5*time.Millisecond, "the node holds the empty topic's catalog", func() bool { return b.log.State().NumKeys() == 0 })
 	if got := pub.list(); len(got) != 2 || !got[1].Full || got[1].New.NumKeys() != 0 {
 		t.Fatalf("published %d changes, want the snapshot's then the empty catalog", len(got))
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tollgate/tollgate/catalog"
 	"github.com/tollgate/tollgate/internal/kafkatest"
+	"github.com/tollgate/tollgate/internal/poll"
 	"github.com/tollgate/tollgate/schemas"
 )
 
@@ -72,7 +73,7 @@ func TestConfigLogLargeChangeIsPublishedWhole(t *testing.T) {
 	if _, err := a.mgr.Change(context.Background(), addKeys("big", n)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "b holds the change", func() bool { return b.log.State().NumKeys() == n })
+	poll.Until(t, 10*time.Second, 5*time.Millisecond, "b holds the change", func() bool { return b.log.State().NumKeys() == n })
 	mu.Lock()
 	defer mu.Unlock()
 	for _, got := range seen {
@@ -105,7 +106,7 @@ func TestConfigLogLargeChangeIsPublishedWhole(t *testing.T) {
 	if _, err := a.mgr.Change(context.Background(), addKeys("big", n)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "b holds the change again", func() bool { return b.log.State().NumKeys() == n })
+	poll.Until(t, 10*time.Second, 5*time.Millisecond, "b holds the change again", func() bool { return b.log.State().NumKeys() == n })
 	recs = readConfigTopic(t, k)
 	markers = 0
 	for _, r := range recs {
@@ -172,7 +173,7 @@ func TestConfigLogAbandonedTransactionIsAborted(t *testing.T) {
 	if err := w.WriteMessages(ctx, msgs...); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "a holds the transaction", func() bool {
+	poll.Until(t, 10*time.Second, 5*time.Millisecond, "a holds the transaction", func() bool {
 		a.log.mu.Lock()
 		defer a.log.mu.Unlock()
 		return a.log.txns["dead"] != nil && len(a.log.txns["dead"].recs) == len(crs)
@@ -183,7 +184,7 @@ func TestConfigLogAbandonedTransactionIsAborted(t *testing.T) {
 
 	// Past abandonAfter: a aborts it.
 	clock.Add(int64(2*l.abandonAfter() + time.Second))
-	eventually(t, "a aborted the transaction", func() bool {
+	poll.Until(t, 10*time.Second, 5*time.Millisecond, "a aborted the transaction", func() bool {
 		a.log.mu.Lock()
 		defer a.log.mu.Unlock()
 		return len(a.log.txns) == 0 && len(a.log.held) == 0
@@ -245,7 +246,7 @@ func TestConfigLogHeldRecordYieldsToALaterOne(t *testing.T) {
 	if err := w.WriteMessages(ctx, kafka.Message{Key: txnMarker(txnCommit, "t1"), Value: []byte{}}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "a applied the commit", func() bool { return a.log.State().Key("x") != nil })
+	poll.Until(t, 10*time.Second, 5*time.Millisecond, "a applied the commit", func() bool { return a.log.State().Key("x") != nil })
 	if got := a.log.State().Key("y").Description; got != "later, outside it" {
 		t.Fatalf("y's description %q: the transaction's older record won", got)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/tollgate/tollgate/internal/kafkatest"
+	"github.com/tollgate/tollgate/internal/poll"
 	"github.com/tollgate/tollgate/schemas"
 	"github.com/tollgate/tollgate/usage"
 	"github.com/tollgate/tollgate/usage/sqlitestore"
@@ -158,19 +159,6 @@ func startLoader(t testing.TB, cfg LoaderConfig) (*Loader, func()) {
 	return l, stop
 }
 
-// waitFor polls cond until it holds, or fails the test after a minute (a
-// slow machine under -race).
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after a minute: %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 // partitionEnds returns the end offset of each partition of the events
 // topic.
 func partitionEnds(t testing.TB, k Kafka) map[int]int64 {
@@ -193,7 +181,7 @@ func waitCaughtUp(t testing.TB, k Kafka, st LoaderStore) {
 	t.Helper()
 	ends := partitionEnds(t, k)
 	var got map[int]int64
-	waitFor(t, fmt.Sprintf("the store's offsets reach the ends of the partitions %v (last read: %v)", ends, got), func() bool {
+	poll.Until(t, time.Minute, 2*time.Millisecond, fmt.Sprintf("the store's offsets reach the ends of the partitions %v (last read: %v)", ends, got), func() bool {
 		var err error
 		if got, err = st.Offsets(context.Background(), "events"); err != nil {
 			t.Fatal(err)
@@ -326,7 +314,7 @@ func TestLoaderRestart(t *testing.T) {
 			return pass
 		}}
 		_, stop := startLoader(t, LoaderConfig{Kafka: k, Store: gate, BatchSize: 100})
-		waitFor(t, "the first loader reaches the failing store", func() bool { return gate.failed() > 0 })
+		poll.Until(t, time.Minute, 2*time.Millisecond, "the first loader reaches the failing store", func() bool { return gate.failed() > 0 })
 		stop()
 		offs, err := st.Offsets(context.Background(), "events")
 		if err != nil {
@@ -648,7 +636,7 @@ func BenchmarkLoader(b *testing.B) {
 			// MaxWait short: the last batch of each partition waits it
 			// out (for more records) before it is stored.
 			l, stop := startLoader(b, LoaderConfig{Kafka: k, Store: st, MaxWait: 5 * time.Millisecond})
-			waitFor(b, "the loader has loaded the backlog", func() bool { return l.Stats().Loaded == n })
+			poll.Until(b, time.Minute, 2*time.Millisecond, "the loader has loaded the backlog", func() bool { return l.Stats().Loaded == n })
 			stop()
 			b.StopTimer()
 			st.Close()

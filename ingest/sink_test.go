@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/tollgate/tollgate/internal/kafkatest"
+	"github.com/tollgate/tollgate/internal/poll"
 	"github.com/tollgate/tollgate/schemas"
 )
 
@@ -283,7 +284,7 @@ func TestSinkProduceFailuresLoseNothing(t *testing.T) {
 		written = append(written, batch...)
 	}
 	// Replayed is counted just after the log shrinks: wait for both.
-	eventually(t, "the spill log to be replayed", func() bool {
+	poll.Until(t, 10*time.Second, 5*time.Millisecond, "the spill log to be replayed", func() bool {
 		st := sink.Stats()
 		return st.Pending == 0 && st.Replayed == st.Spilled
 	})
@@ -382,10 +383,10 @@ func TestSinkBrokerDownSpillsThenReplaysInOrder(t *testing.T) {
 			live := &switchProducer{up: p.up}
 			sink = newTestSink(t, SinkConfig{Producer: live, Spill: spill})
 			runSink(t, sink)
-			eventually(t, "failed replays", func() bool { return sink.Stats().Failures >= 2 })
+			poll.Until(t, 10*time.Second, 5*time.Millisecond, "failed replays", func() bool { return sink.Stats().Failures >= 2 })
 			live.isUp.Store(true)
 			// Replayed is counted just after the log shrinks: wait for both.
-			eventually(t, "the spill log to be replayed", func() bool {
+			poll.Until(t, 10*time.Second, 5*time.Millisecond, "the spill log to be replayed", func() bool {
 				st := sink.Stats()
 				return st.Pending == 0 && st.Replayed == 400
 			})
@@ -479,7 +480,7 @@ func TestSinkSpillCapReportsLostUsage(t *testing.T) {
 
 	p.isUp.Store(true)
 	runSink(t, sink)
-	eventually(t, "replay and the lost-usage report", func() bool {
+	poll.Until(t, 10*time.Second, 5*time.Millisecond, "replay and the lost-usage report", func() bool {
 		st := sink.Stats()
 		return st.Pending == 0 && st.Replayed == st.Spilled && len(spill.Lost()) == 0
 	})
@@ -578,7 +579,7 @@ func TestSinkSpillsUnderPressureAndReportsQueueDrops(t *testing.T) {
 	pressure.Store(false)
 	runSink(t, s)
 	sinkWrite(t, s, events[200:])
-	eventually(t, "everything produced and the queue's drops reported", func() bool {
+	poll.Until(t, 10*time.Second, 5*time.Millisecond, "everything produced and the queue's drops reported", func() bool {
 		st := s.Stats()
 		return st.Replayed+st.Produced == 300 && len(rec.all()) == 1
 	})

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/poll"
 )
 
 // bodyProbe counts, across requests, the body bytes the authenticator has
@@ -53,16 +55,6 @@ func newProbedServer(t *testing.T, a *authenticator) (*httptest.Server, *bodyPro
 	}))
 	t.Cleanup(srv.Close)
 	return srv, p
-}
-
-// waitFor polls cond until it holds, or fails the test after a while.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for end := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatalf("gave up waiting until %s", what)
-		}
-	}
 }
 
 // rawPost opens a connection to srv and sends the head of a POST to path
@@ -140,7 +132,7 @@ func TestStalledBodiesDoNotLockOut(t *testing.T) {
 		}
 	}()
 	conns = append(conns, trickle)
-	waitFor(t, "the stalled bodies are read", func() bool { return probe.read.Load() >= stalled*sent })
+	poll.Until(t, 10*time.Second, time.Millisecond, "the stalled bodies are read", func() bool { return probe.read.Load() >= stalled*sent })
 
 	start := time.Now()
 	if got := signedPost(t, srv, "/apikeys?mode=import&format=csv", sent); got.status != 200 || got.message != "" && got.errType != "" {
@@ -180,7 +172,7 @@ func TestSilentBodiesCostLittle(t *testing.T) {
 	for range conns {
 		rawPost(t, srv, "/apikeys", 1<<20, 0)
 	}
-	waitFor(t, "every body is being read", func() bool { return probe.started.Load() == conns })
+	poll.Until(t, 10*time.Second, time.Millisecond, "every body is being read", func() bool { return probe.started.Load() == conns })
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 	per := (int64(after.HeapAlloc) - int64(before.HeapAlloc)) / conns
@@ -206,7 +198,7 @@ func TestUnauthenticatedBodiesShareABudget(t *testing.T) {
 	var holders []net.Conn
 	for i := range 4 {
 		holders = append(holders, rawPost(t, srv, "/apikeys", 120<<10, sent))
-		waitFor(t, fmt.Sprintf("holder %d's bytes are read", i), func() bool { return probe.read.Load() == int64(i+1)*sent })
+		poll.Until(t, 10*time.Second, time.Millisecond, fmt.Sprintf("holder %d's bytes are read", i), func() bool { return probe.read.Load() == int64(i+1)*sent })
 	}
 	if got, want := a.budget.held(), int64(4*takes); got != want {
 		t.Errorf("holders take %d bytes of the budget, want %d", got, want)
@@ -224,7 +216,7 @@ func TestUnauthenticatedBodiesShareABudget(t *testing.T) {
 	for _, c := range holders {
 		c.Close()
 	}
-	waitFor(t, "the holders' budget is given back", func() bool { return a.budget.held() == 0 })
+	poll.Until(t, 10*time.Second, time.Millisecond, "the holders' budget is given back", func() bool { return a.budget.held() == 0 })
 	if got := signedPost(t, srv, "/apikeys", 200<<10); got.status != 200 {
 		t.Errorf("signed body after the holders left: got %+v, want 200", got)
 	}
