@@ -7,7 +7,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
-	"unicode/utf8"
+
+	"github.com/tollgate/tollgate/internal/jsonw"
 )
 
 // The audit lines of API keys are encoded by hand. A change of many keys
@@ -50,9 +51,9 @@ func newKeyLines(at time.Time, actor, action string) keyLines {
 	h = append(h, `{"time":`...)
 	h = append(h, t...)
 	h = append(h, `,"actor":`...)
-	h = appendJSONString(h, actor)
+	h = jsonw.AppendString(h, actor)
 	h = append(h, `,"action":`...)
-	h = appendJSONString(h, action)
+	h = jsonw.AppendString(h, action)
 	h = append(h, `,"kind":"apiKey","id":`...)
 	return keyLines{head: h}
 }
@@ -81,14 +82,14 @@ func (e *keyLines) appendLine(b []byte, o, n *APIKey) ([]byte, error) {
 	}
 	start := len(b)
 	b = append(b, e.head...)
-	b = appendJSONString(b, k.ID)
+	b = jsonw.AppendString(b, k.ID)
 	if k.Name != "" {
 		b = append(b, `,"name":`...)
-		b = appendJSONString(b, k.Name)
+		b = jsonw.AppendString(b, k.Name)
 	}
 	if k.ValuePrefix != "" {
 		b = append(b, `,"keyPrefix":`...)
-		b = appendJSONString(b, k.ValuePrefix)
+		b = jsonw.AppendString(b, k.ValuePrefix)
 	}
 	var oldStart, oldEnd int
 	if o != nil {
@@ -118,18 +119,18 @@ func (e *keyLines) appendLine(b []byte, o, n *APIKey) ([]byte, error) {
 // shallower, hides it (and is empty, so omitted).
 func (e *keyLines) appendKey(b []byte, k *auditKey) []byte {
 	b = append(b, `{"id":`...)
-	b = appendJSONString(b, k.ID)
+	b = jsonw.AppendString(b, k.ID)
 	b = append(b, `,"name":`...)
-	b = appendJSONString(b, k.Name)
+	b = jsonw.AppendString(b, k.Name)
 	if k.Description != "" {
 		b = append(b, `,"description":`...)
-		b = appendJSONString(b, k.Description)
+		b = jsonw.AppendString(b, k.Description)
 	}
 	b = append(b, `,"enabled":`...)
 	b = strconv.AppendBool(b, k.Enabled)
 	if k.CustomerID != "" {
 		b = append(b, `,"customerId":`...)
-		b = appendJSONString(b, k.CustomerID)
+		b = jsonw.AppendString(b, k.CustomerID)
 	}
 	if len(k.Tags) > 0 { // omitempty: a nil and an empty map alike
 		b = append(b, `,"tags":`...)
@@ -137,7 +138,7 @@ func (e *keyLines) appendKey(b []byte, k *auditKey) []byte {
 	}
 	if k.ValuePrefix != "" {
 		b = append(b, `,"valuePrefix":`...)
-		b = appendJSONString(b, k.ValuePrefix)
+		b = jsonw.AppendString(b, k.ValuePrefix)
 	}
 	b = append(b, `,"usagePlans":`...)
 	if k.UsagePlans == nil { // no omitempty: nil is null, empty is []
@@ -148,7 +149,7 @@ func (e *keyLines) appendKey(b []byte, k *auditKey) []byte {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendJSONString(b, p)
+			b = jsonw.AppendString(b, p)
 		}
 		b = append(b, ']')
 	}
@@ -160,7 +161,7 @@ func (e *keyLines) appendKey(b []byte, k *auditKey) []byte {
 	}
 	if k.ValueHash != "" { // auditKey's own, not k.APIKey.ValueHash
 		b = append(b, `,"valueHash":`...)
-		b = appendJSONString(b, k.ValueHash)
+		b = jsonw.AppendString(b, k.ValueHash)
 	}
 	if k.KeyValueChanged {
 		b = append(b, `,"keyValueChanged":true`...)
@@ -181,82 +182,10 @@ func (e *keyLines) appendTags(b []byte, tags map[string]string) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendJSONString(b, name)
+		b = jsonw.AppendString(b, name)
 		b = append(b, ':')
-		b = appendJSONString(b, tags[name])
+		b = jsonw.AppendString(b, tags[name])
 	}
 	clear(e.names) // keep no names alive past the key
 	return append(b, '}')
 }
-
-// appendJSONString appends s as a JSON string the way encoding/json
-// writes a string with its default HTML escaping (Marshal, and an
-// Encoder not told otherwise): control characters as \b \f \n \r \t or
-// else \u00XX in lower-case hex; " and \ backslashed; <, > and & as
-// \u003c, \u003e and \u0026; U+2028 and U+2029 as \u2028 and \u2029
-// (they end lines in JavaScript); each byte that is not part of valid
-// UTF-8 as \ufffd. Everything else, DEL included, is copied.
-func appendJSONString(b []byte, s string) []byte {
-	b = append(b, '"')
-	copied := 0 // s[:copied] is in b
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if jsonPlain[c] {
-				i++
-				continue
-			}
-			b = append(b, s[copied:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', lowerHex[c>>4], lowerHex[c&0xf])
-			}
-			i++
-			copied = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && size == 1:
-			b = append(b, s[copied:i]...)
-			b = append(b, `\ufffd`...)
-		case r == '\u2028' || r == '\u2029':
-			b = append(b, s[copied:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', lowerHex[r&0xf])
-		default:
-			i += size
-			continue
-		}
-		i += size
-		copied = i
-	}
-	b = append(b, s[copied:]...)
-	return append(b, '"')
-}
-
-const lowerHex = "0123456789abcdef"
-
-// jsonPlain[c] reports whether appendJSONString copies the ASCII byte c:
-// not a control character (DEL is not one to encoding/json), ", \, <, >
-// or &.
-var jsonPlain = func() (t [utf8.RuneSelf]bool) {
-	for c := ' '; c < utf8.RuneSelf; c++ {
-		t[c] = true
-	}
-	for _, c := range `"\<>&` {
-		t[c] = false
-	}
-	return t
-}()

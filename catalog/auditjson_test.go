@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/jsonw"
 )
 
 // keyGen makes random keys, times and strings for the encoder tests:
@@ -318,7 +320,7 @@ func FuzzAppendJSONString(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := appendJSONString(nil, s); !bytes.Equal(want, got) {
+		if got := jsonw.AppendString(nil, s); !bytes.Equal(want, got) {
 			t.Fatalf("%q: encoding/json %s, appendJSONString %s", s, want, got)
 		}
 	})
@@ -329,7 +331,7 @@ func FuzzAppendJSONString(f *testing.F) {
 func TestAppendJSONString(t *testing.T) {
 	check := func(s string) {
 		want, _ := json.Marshal(s)
-		if got := appendJSONString([]byte("x"), s); !bytes.Equal(append([]byte("x"), want...), got) {
+		if got := jsonw.AppendString([]byte("x"), s); !bytes.Equal(append([]byte("x"), want...), got) {
 			t.Fatalf("%q: encoding/json %s, appendJSONString %s", s, want, got[1:])
 		}
 	}

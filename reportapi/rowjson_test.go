@@ -13,7 +13,7 @@ import (
 // every class of character encoding/json escapes.
 func TestRowEncoderMatchesEncodingJSON(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 8))
-	pieces := []string{"a", "Z", "hist-0000001", "/items/{id}", "\"", "\\", "<", ">", "&", "\n", "\r", "\t", "\x00", "\x1f", "\x7f",
+	pieces := []string{"a", "Z", "hist-0000001", "/items/{id}", "\"", "\\", "<", ">", "&", "\n", "\r", "\t", "\b", "\f", "\x00", "\x1f", "\x7f",
 		"é", "日本", "\u2028", "\u2029", "\xff", "\xc3", "\xed\xa0\x80", "😀", " "}
 	str := func() string {
 		s := ""

@@ -14,6 +14,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/tollgate/tollgate/catalog"
+	"github.com/tollgate/tollgate/internal/jsonw"
 	"github.com/tollgate/tollgate/internal/utc"
 	"github.com/tollgate/tollgate/usage"
 )
@@ -528,11 +529,11 @@ func (u *usagePlans) getUsage(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	bw := bufio.NewWriter(w)
 	buf := []byte(`{"usagePlanId":`)
-	buf = appendJSONString(buf, p.ID)
+	buf = jsonw.AppendString(buf, p.ID)
 	buf = append(buf, `,"startDate":`...)
-	buf = appendJSONString(buf, q.Get("startDate"))
+	buf = jsonw.AppendString(buf, q.Get("startDate"))
 	buf = append(buf, `,"endDate":`...)
-	buf = appendJSONString(buf, q.Get("endDate"))
+	buf = jsonw.AppendString(buf, q.Get("endDate"))
 	buf = append(buf, `,"values":{`...)
 	for i, id := range ids {
 		lo, _ := slices.BinarySearchFunc(rows, id, func(d usage.DayCount, id string) int { return strings.Compare(d.KeyID, id) })
@@ -543,7 +544,7 @@ func (u *usagePlans) getUsage(w http.ResponseWriter, r *http.Request) {
 		if i > 0 {
 			buf = append(buf, ',')
 		}
-		buf = appendJSONString(buf, id)
+		buf = jsonw.AppendString(buf, id)
 		buf = append(buf, ":["...)
 		for j, v := range usage.Values(p, id, from, to, rows[lo:hi]) {
 			if j > 0 {
@@ -564,7 +565,7 @@ func (u *usagePlans) getUsage(w http.ResponseWriter, r *http.Request) {
 	buf = append(buf, '}')
 	if next != "" {
 		buf = append(buf, `,"position":`...)
-		buf = appendJSONString(buf, next)
+		buf = jsonw.AppendString(buf, next)
 	}
 	buf = append(buf, "}\n"...)
 	bw.Write(buf)
