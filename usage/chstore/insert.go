@@ -195,8 +195,12 @@ func (s *Store) Watermarks(ctx context.Context, partitions []int) (map[int]Water
 	if err != nil {
 		return nil, fmt.Errorf("read watermarks: %w", err)
 	}
+	byPartition := map[int][]mark{}
+	for _, m := range append(marks, more...) {
+		byPartition[m.p] = append(byPartition[m.p], m)
+	}
 	for p := range out {
-		out[p] = marksOf(append(marks, more...), p, NoWatermark)
+		out[p] = marksOf(byPartition[p], p, NoWatermark)
 	}
 	return out, nil
 }
@@ -308,8 +312,9 @@ func (s *Store) BatchWatermark(ctx context.Context, b *Batch, before Watermark) 
 }
 
 // InsertBatch writes the batch's rows that the tables lack according to
-// wm, in order usage_events, usage_minute, usage_hour, usage_day,
-// usage_daily: each table the rows of the events it does not hold
+// wm, every table at once (a goroutine each: usage_events, usage_minute,
+// usage_hour, usage_day, usage_key_day, usage_daily): each table the
+// rows of the events it does not hold
 // (usage_events: those events; the rollups: rows aggregated from them).
 // A table whose Done is b.Last or more is skipped. It returns the new
 // watermark: each table written at b.Last.
@@ -330,11 +335,12 @@ func (s *Store) BatchWatermark(ctx context.Context, b *Batch, before Watermark) 
 // The sums make the rollups' progress exact after any merges provided
 // each advance is counted once, which holds because wm is exact: what
 // the InsertBatch before returned, or what Watermarks or BatchWatermark
-// read. A rollup with nothing to write keeps its Done: a batch without
-// rows writes no marker.
+// read. A table with no events of the batch past its watermark keeps its
+// Done: no INSERT, so no marker.
 //
-// On an error, the watermark returned holds the INSERTs made before the
-// failure; the failing INSERT itself may have been applied (a lost
+// On an error, the watermark returned holds the INSERTs that succeeded
+// (of the failing table, those before the failure; the other tables ran
+// at once); a failing INSERT itself may have been applied (a lost
 // reply). Read Watermarks, or BatchWatermark(b, wm) with the wm given
 // here, before retrying. The batch's slices are not retained.
 func (s *Store) InsertBatch(ctx context.Context, b *Batch, wm Watermark) (Watermark, error) {
