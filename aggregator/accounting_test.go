@@ -19,6 +19,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/tollgate/tollgate/aggregator/aggstore"
 	"github.com/tollgate/tollgate/catalog"
 	"github.com/tollgate/tollgate/ingest"
 	"github.com/tollgate/tollgate/internal/chtest"
@@ -39,9 +40,9 @@ type rig struct {
 	proxy  *kafkatest.Proxy
 	dsn    string               // the test's database
 	sent   []schemas.UsageEvent // every event once, as the oracle counts them
-	// insertFailures counts failed InsertBatch calls of every aggregator.
+	// insertFailures counts failed WriteBatch calls of every aggregator.
 	insertFailures atomic.Int64
-	// cut, when set, runs once, at the start of the next InsertBatch of
+	// cut, when set, runs once, at the start of the next WriteBatch of
 	// any aggregator (one that runs, unlike a flush whose generation
 	// ends before it inserts).
 	cut     atomic.Value
@@ -544,11 +545,11 @@ type countingStore struct {
 	r *rig
 }
 
-func (s countingStore) InsertBatch(ctx context.Context, b *chstore.Batch, wm chstore.Watermark) (chstore.Watermark, error) {
+func (s countingStore) WriteBatch(ctx context.Context, b *aggstore.Batch, wm aggstore.Watermark) (aggstore.Watermark, error) {
 	if f, ok := s.r.cut.Swap(func() {}).(func()); ok {
 		f() // this insert finds its connections cut
 	}
-	wm, err := s.Store.InsertBatch(ctx, b, wm)
+	wm, err := s.Store.WriteBatch(ctx, b, wm)
 	if err != nil {
 		s.r.insertFailures.Add(1)
 	}
@@ -575,8 +576,8 @@ func TestLostReplyThenFailedReadBack(t *testing.T) {
 	}
 }
 
-// lostReplyStore stores the first batch but answers its InsertBatch with
-// an error, then fails the BatchWatermark that follows.
+// lostReplyStore stores the first batch but answers its WriteBatch with
+// an error, then fails the ReadBack that follows.
 type lostReplyStore struct {
 	*chstore.Store
 	lost, unread atomic.Int64
@@ -584,19 +585,19 @@ type lostReplyStore struct {
 
 var errInjected = errors.New("injected: connection reset by peer")
 
-func (s *lostReplyStore) InsertBatch(ctx context.Context, b *chstore.Batch, given chstore.Watermark) (chstore.Watermark, error) {
-	wm, err := s.Store.InsertBatch(ctx, b, given)
+func (s *lostReplyStore) WriteBatch(ctx context.Context, b *aggstore.Batch, given aggstore.Watermark) (aggstore.Watermark, error) {
+	wm, err := s.Store.WriteBatch(ctx, b, given)
 	if err == nil && s.lost.CompareAndSwap(0, 1) {
-		// Stored, but the reply of the first INSERT was lost: InsertBatch
+		// Stored, but the reply of the first INSERT was lost: WriteBatch
 		// returns at once, with no table known to be written.
 		return given, errInjected
 	}
 	return wm, err
 }
 
-func (s *lostReplyStore) BatchWatermark(ctx context.Context, b *chstore.Batch, before chstore.Watermark) (chstore.Watermark, error) {
+func (s *lostReplyStore) ReadBack(ctx context.Context, b *aggstore.Batch, before aggstore.Watermark) (aggstore.Watermark, error) {
 	if s.lost.Load() == 1 && s.unread.CompareAndSwap(0, 1) {
 		return before, errInjected
 	}
-	return s.Store.BatchWatermark(ctx, b, before)
+	return s.Store.ReadBack(ctx, b, before)
 }

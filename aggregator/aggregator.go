@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -14,33 +15,52 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/tollgate/tollgate/aggregator/aggstore"
 	"github.com/tollgate/tollgate/catalog"
 	"github.com/tollgate/tollgate/ingest"
 	"github.com/tollgate/tollgate/internal/backoff"
 	"github.com/tollgate/tollgate/internal/utc"
 	"github.com/tollgate/tollgate/schemas"
 	"github.com/tollgate/tollgate/usage"
-	"github.com/tollgate/tollgate/usage/chstore"
 )
 
-// Store is where the aggregator keeps usage: chstore.Store.
+// Store is where the aggregator keeps usage: usage/chstore.Store, or
+// usage/sqlitestore.Store for a node that keeps a copy of its own. A
+// batch and how far the store holds its partition are written together
+// (in one transaction, or with marker rows that say so): the aggregator
+// starts a partition from the store's watermark, not from a committed
+// offset. The watermark is the store's own value, which the aggregator
+// hands back with the partition's next batch and reads only Covered of.
 type Store interface {
-	// Watermarks returns, per partition, the last offset each table
-	// holds.
-	Watermarks(ctx context.Context, partitions []int) (map[int]chstore.Watermark, error)
-	// InsertBatch writes what the tables lack of b and returns the new
-	// watermark.
-	InsertBatch(ctx context.Context, b *chstore.Batch, wm chstore.Watermark) (chstore.Watermark, error)
-	// BatchWatermark says what the tables hold of b after a failed
-	// InsertBatch(b, before).
-	BatchWatermark(ctx context.Context, b *chstore.Batch, before chstore.Watermark) (chstore.Watermark, error)
+	// Watermark returns what the store holds of partition.
+	Watermark(ctx context.Context, partition int) (aggstore.Watermark, error)
+	// WriteBatch writes what the store lacks of b, wm being what it held
+	// of b's partition before (the Watermark, or what the last WriteBatch
+	// or ReadBack returned; nil: nothing), and returns what it holds
+	// after. After an error b may have landed, in part or whole (a lost
+	// reply): call ReadBack before writing b again.
+	WriteBatch(ctx context.Context, b *aggstore.Batch, wm aggstore.Watermark) (aggstore.Watermark, error)
+	// ReadBack says what the store holds of b after a failed
+	// WriteBatch(b, before) (given the watermark that call returned).
+	ReadBack(ctx context.Context, b *aggstore.Batch, before aggstore.Watermark) (aggstore.Watermark, error)
+}
+
+// QuotaStore is what the quota authority reads. An aggregator whose Store
+// is also a QuotaStore is the quota authority of its partitions' keys; one
+// whose Store is not is a plain loader of the topic into the store.
+type QuotaStore interface {
 	// QuotaUsage returns the admitted requests per day, plan, key and
 	// enforcer, and the UpdateUsage adjustments, of the partitions'
 	// keys from fromDay on.
 	QuotaUsage(ctx context.Context, partitions []int, fromDay int64) ([]usage.NodeDayCount, error)
 }
 
-var _ Store = (*chstore.Store)(nil)
+// EventChecker is implemented by a Store that cannot hold every event
+// the aggregator finds plausible (ClickHouse's dates end in 2105): an
+// event CheckEvent refuses goes to the dead-letter topic.
+type EventChecker interface {
+	CheckEvent(e *schemas.UsageEvent) error
+}
 
 // SignalWriter publishes quota states: ingest.SignalWriter.
 type SignalWriter interface {
@@ -51,11 +71,22 @@ type SignalWriter interface {
 type Config struct {
 	// Kafka names the cluster and the topics. Required.
 	Kafka ingest.Kafka
-	// Store receives the usage. Required.
+	// Store receives the usage. Required. If it is also a QuotaStore,
+	// the aggregator is the quota authority of its partitions' keys.
 	Store Store
 	// GroupID is the consumer group of the aggregators. Default
-	// "tollgate-aggregator".
+	// "tollgate-aggregator". Ignored with AllPartitions.
 	GroupID string
+	// AllPartitions reads every partition of the topic, with no consumer
+	// group: for a store that is the only copy of its usage (a node's
+	// own usage.db), which needs every partition, and which two nodes
+	// must not split between them. Partitions added to the topic are
+	// found within a minute. Off by default: a member of GroupID.
+	AllPartitions bool
+	// Name tells this consumer apart in the dead-letter topic's headers
+	// (two consumers of the topic dead-letter the same record). Default:
+	// GroupID; with AllPartitions, the host name.
+	Name string
 	// FlushEvents stores a partition's batch once it holds this many
 	// events. Default 65536.
 	FlushEvents int
@@ -68,15 +99,18 @@ type Config struct {
 	// a busy partition; copies are written within one produce retry).
 	DedupWindow int
 	// Catalog returns the catalog in force (plans and their quotas).
-	// Required.
+	// Required of a quota authority (a Store that is a QuotaStore);
+	// unused otherwise.
 	Catalog func() *catalog.State
-	// Signals receives the quota state of changed keys. Nil: none.
+	// Signals receives the quota state of changed keys. Nil: none. Not
+	// nil requires a Store that is a QuotaStore.
 	Signals SignalWriter
 	// SignalInterval is the longest a changed key's state waits before
 	// it is published; crossing 80% or 100% of a quota publishes at once.
 	// Default 1s.
 	SignalInterval time.Duration
-	// Logger receives state changes and failures. Nil discards.
+	// Logger receives state changes and failures, with the attribute
+	// component=aggregator. Nil discards.
 	Logger *slog.Logger
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
@@ -100,11 +134,15 @@ func (c *Config) Validate() error {
 	if err := c.Kafka.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if c.Store == nil {
+	_, quota := c.Store.(QuotaStore)
+	switch {
+	case c.Store == nil:
 		errs = append(errs, errors.New("aggregator: Store is required"))
+	case c.Signals != nil && !quota:
+		errs = append(errs, fmt.Errorf("aggregator: Signals needs a Store that is a QuotaStore (%T is not)", c.Store))
 	}
-	if c.Catalog == nil {
-		errs = append(errs, errors.New("aggregator: Catalog is required"))
+	if quota && c.Catalog == nil {
+		errs = append(errs, errors.New("aggregator: Catalog is required of a quota authority"))
 	}
 	if c.FlushEvents < 0 || c.FlushInterval < 0 || c.DedupWindow < 0 || c.SignalInterval < 0 {
 		errs = append(errs, errors.New("aggregator: sizes and durations must not be negative"))
@@ -113,21 +151,33 @@ func (c *Config) Validate() error {
 }
 
 // Aggregator consumes the events topic into the store, as a member of a
-// consumer group, and is the quota authority of the keys of its
-// partitions. See the package doc for how each event is counted once.
+// consumer group or alone on every partition, and, on a QuotaStore, is
+// the quota authority of the keys of its partitions. See the package doc
+// for how each event is counted once.
 type Aggregator struct {
 	cfg     Config
 	topics  ingest.Topics
 	fetcher *ingest.Fetcher
 	dlq     *kafka.Writer
-	quota   *authority
+	quota   *authority   // nil: not a quota authority
+	quotas  QuotaStore   // cfg.Store, if it is one
+	checker EventChecker // cfg.Store, if it is one
+	running atomic.Bool
 
 	stored, duplicates, poison, expired atomic.Uint64
-	insertFailures, deadLetterFailures  atomic.Uint64
+	failures, insertFailures            atomic.Uint64
+	deadLetterFailures                  atomic.Uint64
 	signals, signalFailures             atomic.Uint64
 
 	ownedMu sync.Mutex
 	owned   map[int]bool // partitions with a running worker
+
+	// caughtUp closes once every partition found at the start of an
+	// AllPartitions run is stored up to the end it had then; behind
+	// counts those still short of it.
+	caughtUp   chan struct{}
+	caughtOnce sync.Once
+	behind     atomic.Int64
 }
 
 // New returns an Aggregator; Run starts it.
@@ -137,6 +187,12 @@ func New(cfg Config) (*Aggregator, error) {
 	}
 	if cfg.GroupID == "" {
 		cfg.GroupID = "tollgate-aggregator"
+	}
+	if cfg.Name == "" {
+		cfg.Name = cfg.GroupID
+		if cfg.AllPartitions {
+			cfg.Name, _ = os.Hostname()
+		}
 	}
 	if cfg.FlushEvents == 0 {
 		cfg.FlushEvents = 1 << 16
@@ -153,13 +209,20 @@ func New(cfg Config) (*Aggregator, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	cfg.Logger = cfg.Logger.With("component", "aggregator")
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
 	t := cfg.Kafka.Topics()
-	return &Aggregator{cfg: cfg, topics: t, fetcher: cfg.Kafka.Fetcher(), quota: newAuthority(), owned: map[int]bool{},
+	a := &Aggregator{cfg: cfg, topics: t, fetcher: cfg.Kafka.Fetcher(), owned: map[int]bool{},
+		caughtUp: make(chan struct{}),
 		dlq: &kafka.Writer{Addr: kafka.TCP(cfg.Kafka.Brokers...), Topic: t.DeadLetter, RequiredAcks: kafka.RequireAll,
-			BatchTimeout: time.Millisecond, MaxAttempts: 3}}, nil
+			BatchTimeout: time.Millisecond, MaxAttempts: 3}}
+	a.checker, _ = cfg.Store.(EventChecker)
+	if qs, ok := cfg.Store.(QuotaStore); ok {
+		a.quotas, a.quota = qs, newAuthority()
+	}
+	return a, nil
 }
 
 // emptyState stands in for the catalog before the config log has one.
@@ -172,11 +235,28 @@ func (a *Aggregator) catalog() *catalog.State {
 	return emptyState
 }
 
-// Run consumes until ctx ends. Each generation of the group assigns
-// partitions; each is aggregated by its own goroutine until the next
-// rebalance.
+// Run consumes until ctx ends, then returns nil: as a member of the
+// consumer group, where each generation assigns partitions and each is
+// aggregated by its own goroutine until the next rebalance; or, with
+// AllPartitions, every partition, each by its own goroutine. Run may be
+// called once.
 func (a *Aggregator) Run(ctx context.Context) error {
+	if !a.running.CompareAndSwap(false, true) {
+		return errors.New("aggregator: Run called twice")
+	}
 	defer a.dlq.Close()
+	sigDone := make(chan struct{})
+	go func() { defer close(sigDone); a.publish(ctx) }()
+	defer func() { <-sigDone }()
+	if a.cfg.AllPartitions {
+		a.runAll(ctx)
+		return nil
+	}
+	return a.runGroup(ctx)
+}
+
+// runGroup consumes as a member of the consumer group.
+func (a *Aggregator) runGroup(ctx context.Context) error {
 	k := a.cfg.Kafka
 	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
 		ID: a.cfg.GroupID, Brokers: k.Brokers, Topics: []string{a.topics.Events},
@@ -188,9 +268,6 @@ func (a *Aggregator) Run(ctx context.Context) error {
 		return fmt.Errorf("aggregator: consumer group: %w", err)
 	}
 	defer cg.Close()
-	sigDone := make(chan struct{})
-	go func() { defer close(sigDone); a.publish(ctx) }()
-	defer func() { <-sigDone }()
 	var wait time.Duration
 	for {
 		gen, err := cg.Next(ctx)
@@ -198,17 +275,16 @@ func (a *Aggregator) Run(ctx context.Context) error {
 			return nil
 		}
 		if err != nil {
-			a.retry(ctx, &wait, "aggregator: join the consumer group", "group", a.cfg.GroupID, "err", err)
+			a.retry(ctx, &wait, "join the consumer group", "group", a.cfg.GroupID, "err", err)
 			continue
 		}
 		wait = 0
 		parts := gen.Assignments[a.topics.Events]
-		a.cfg.Logger.Info("aggregator: generation", "id", gen.ID, "partitions", len(parts))
+		a.cfg.Logger.Info("generation", "id", gen.ID, "partitions", len(parts))
 		for _, pa := range parts {
-			w := &partitionWorker{a: a, partition: pa.ID, committed: pa.Offset, win: ingest.NewIDWindow(a.cfg.DedupWindow),
-				commit: func(next int64) error {
-					return gen.CommitOffsets(map[string]map[int]int64{a.topics.Events: {pa.ID: next}})
-				}}
+			w := a.newWorker(pa.ID, pa.Offset, func(next int64) error {
+				return gen.CommitOffsets(map[string]map[int]int64{a.topics.Events: {pa.ID: next}})
+			})
 			gen.Start(func(gctx context.Context) {
 				// The worker stops when the generation ends or the
 				// aggregator does.
@@ -219,6 +295,62 @@ func (a *Aggregator) Run(ctx context.Context) error {
 				w.run(wctx)
 			})
 		}
+	}
+}
+
+// rediscoverEvery is how often an AllPartitions run looks for partitions
+// added to the topic.
+const rediscoverEvery = time.Minute
+
+// runAll consumes every partition of the topic, with no group, until ctx
+// ends.
+func (a *Aggregator) runAll(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	started := map[int]bool{}
+	first := true
+	var wait time.Duration
+	for ctx.Err() == nil {
+		parts, err := a.fetcher.Partitions(ctx, a.topics.Events)
+		if err != nil {
+			a.retry(ctx, &wait, "read the events topic's partitions", "err", err)
+			continue
+		}
+		wait = 0
+		catchUp := first // CaughtUp waits for the partitions there are at the start
+		if first {
+			first = false
+			a.behind.Store(int64(len(parts)))
+			a.cfg.Logger.Info("reading every partition", "partitions", len(parts))
+		}
+		for _, p := range parts {
+			if started[p] {
+				continue
+			}
+			started[p] = true
+			w := a.newWorker(p, -1, func(int64) error { return nil })
+			w.catchUp = catchUp
+			wg.Go(func() { w.run(ctx) })
+		}
+		backoff.Sleep(ctx, rediscoverEvery)
+	}
+}
+
+func (a *Aggregator) newWorker(partition int, committed int64, commit func(next int64) error) *partitionWorker {
+	return &partitionWorker{a: a, partition: partition, committed: committed, commit: commit,
+		win: NewIDWindow(a.cfg.DedupWindow), startEnd: -1}
+}
+
+// CaughtUp is closed once the store holds every partition of the topic up
+// to the end it had when Run started (records the aggregator drops, as
+// copies or to the dead-letter topic, count as held). Only with
+// AllPartitions: a member of a consumer group never closes it.
+func (a *Aggregator) CaughtUp() <-chan struct{} { return a.caughtUp }
+
+// partitionCaughtUp counts down a partition CaughtUp waits for.
+func (a *Aggregator) partitionCaughtUp() {
+	if a.behind.Add(-1) == 0 {
+		a.caughtOnce.Do(func() { close(a.caughtUp) })
 	}
 }
 
@@ -246,7 +378,7 @@ func (a *Aggregator) publish(ctx context.Context) {
 			a.ownedMu.Unlock()
 			for _, p := range parts {
 				if err := a.refreshQuota(ctx, p); err != nil {
-					a.cfg.Logger.Warn("aggregator: refresh quota state", "partition", p, "err", err)
+					a.cfg.Logger.Warn("refresh quota state", "partition", p, "err", err)
 				}
 			}
 			continue
@@ -258,7 +390,7 @@ func (a *Aggregator) publish(ctx context.Context) {
 		if err := a.cfg.Signals.Write(ctx, sigs); err != nil {
 			a.signalFailures.Add(1)
 			a.quota.unsend(sigs)
-			a.cfg.Logger.Warn("aggregator: publish quota signals", "signals", len(sigs), "err", err)
+			a.cfg.Logger.Warn("publish quota signals", "signals", len(sigs), "err", err)
 			continue
 		}
 		a.signals.Add(uint64(len(sigs)))
@@ -285,7 +417,7 @@ func (a *Aggregator) own(partition int, owned bool) {
 func (a *Aggregator) refreshQuota(ctx context.Context, partition int) error {
 	now := a.cfg.Now().UnixNano()
 	from := min(catalog.Month.Start(catalog.Month.Index(now)), catalog.Week.Start(catalog.Week.Index(now)))
-	rows, err := a.cfg.Store.QuotaUsage(ctx, []int{partition}, utc.Day(from))
+	rows, err := a.quotas.QuotaUsage(ctx, []int{partition}, utc.Day(from))
 	if err != nil {
 		return err
 	}
@@ -293,12 +425,16 @@ func (a *Aggregator) refreshQuota(ctx context.Context, partition int) error {
 	return nil
 }
 
-// restoreQuota loads the quota state of a partition's keys from the store.
+// restoreQuota loads the quota state of a partition's keys from the
+// store, if the aggregator is a quota authority.
 func (a *Aggregator) restoreQuota(ctx context.Context, partition int) error {
+	if a.quota == nil {
+		return nil
+	}
 	now := a.cfg.Now().UnixNano()
 	// The longest period is a month; read from the earliest start.
 	from := min(catalog.Month.Start(catalog.Month.Index(now)), catalog.Week.Start(catalog.Week.Index(now)))
-	rows, err := a.cfg.Store.QuotaUsage(ctx, []int{partition}, utc.Day(from))
+	rows, err := a.quotas.QuotaUsage(ctx, []int{partition}, utc.Day(from))
 	if err != nil {
 		return err
 	}
@@ -306,30 +442,46 @@ func (a *Aggregator) restoreQuota(ctx context.Context, partition int) error {
 	return nil
 }
 
+// Headers of a dead-lettered record, besides its key and value as they
+// were.
+const (
+	HeaderSourceTopic     = "tollgate-source-topic"
+	HeaderSourcePartition = "tollgate-source-partition"
+	HeaderSourceOffset    = "tollgate-source-offset"
+	HeaderError           = "tollgate-error"    // why the record was refused
+	HeaderConsumer        = "tollgate-consumer" // Config.Name of the consumer that refused it
+)
+
 // deadLetter sends a record the aggregator cannot take to the dead-letter
-// topic, as it was, with where it came from and why in its headers. A
-// failure to do so is logged and counted; it never holds the partition.
+// topic, as it was, with where it came from, why, and who refused it in
+// its headers. A failure to do so is logged and counted; it never holds
+// the partition.
 func (a *Aggregator) deadLetter(ctx context.Context, partition int, r *ingest.Record, cause error) {
 	a.poison.Add(1)
 	m := kafka.Message{Key: r.Key, Value: r.Value, Headers: []kafka.Header{
-		{Key: "tollgate-source-topic", Value: []byte(a.topics.Events)},
-		{Key: "tollgate-source-partition", Value: []byte(strconv.Itoa(partition))},
-		{Key: "tollgate-source-offset", Value: []byte(strconv.FormatInt(r.Offset, 10))},
-		{Key: "tollgate-error", Value: []byte(cause.Error())},
+		{Key: HeaderSourceTopic, Value: []byte(a.topics.Events)},
+		{Key: HeaderSourcePartition, Value: []byte(strconv.Itoa(partition))},
+		{Key: HeaderSourceOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
+		{Key: HeaderError, Value: []byte(cause.Error())},
+		{Key: HeaderConsumer, Value: []byte(a.cfg.Name)},
 	}}
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := a.dlq.WriteMessages(wctx, m); err != nil {
 		a.deadLetterFailures.Add(1)
-		a.cfg.Logger.Error("aggregator: a poison record could not be written to the dead-letter topic; skipped",
-			"partition", partition, "offset", r.Offset, "cause", cause, "err", err)
+		a.cfg.Logger.Error("a poison record could not be written to the dead-letter topic; skipped",
+			"partition", partition, "offset", r.Offset, "reason", cause.Error(), "err", err)
 		return
 	}
-	a.cfg.Logger.Warn("aggregator: poison record sent to the dead-letter topic", "partition", partition, "offset", r.Offset, "cause", cause)
+	a.cfg.Logger.Warn("poison record sent to the dead-letter topic", "partition", partition, "offset", r.Offset, "err", cause)
 }
 
-// retry logs a failure and waits: 100ms, doubling up to 5s.
+// retry counts a failure, logs it and waits: 100ms, doubling up to 5s.
 func (a *Aggregator) retry(ctx context.Context, wait *time.Duration, msg string, args ...any) {
+	if ctx.Err() != nil {
+		return
+	}
+	a.failures.Add(1)
 	backoff.Retry(ctx, a.cfg.Logger, wait, 100*time.Millisecond, 5*time.Second, msg, args...)
 }
 
@@ -337,15 +489,17 @@ func (a *Aggregator) retry(ctx context.Context, wait *time.Duration, msg string,
 type Stats struct {
 	// Stored events were in batches the store took.
 	Stored uint64
-	// Duplicates were copies of an event in the window, dropped.
+	// Duplicates were copies of an event in the window, dropped. A range
+	// read again (after a restart or a rebalance) counts again.
 	Duplicates uint64
 	// Poison records went to the dead-letter topic (DeadLetterFailures
 	// of them could not be written there and were skipped).
 	Poison, DeadLetterFailures uint64
 	// Expired records were deleted by retention before they were read.
 	Expired uint64
-	// InsertFailures are failed store attempts, each retried.
-	InsertFailures uint64
+	// Failures are failed attempts to read Kafka or to read or write the
+	// store, each retried; InsertFailures are those of writing a batch.
+	Failures, InsertFailures uint64
 	// Signals published, and failed publish attempts (retried).
 	Signals, SignalFailures uint64
 }
@@ -353,6 +507,7 @@ type Stats struct {
 // Stats returns the counters.
 func (a *Aggregator) Stats() Stats {
 	return Stats{Stored: a.stored.Load(), Duplicates: a.duplicates.Load(), Poison: a.poison.Load(),
-		DeadLetterFailures: a.deadLetterFailures.Load(), Expired: a.expired.Load(), InsertFailures: a.insertFailures.Load(),
+		DeadLetterFailures: a.deadLetterFailures.Load(), Expired: a.expired.Load(),
+		Failures: a.failures.Load(), InsertFailures: a.insertFailures.Load(),
 		Signals: a.signals.Load(), SignalFailures: a.signalFailures.Load()}
 }

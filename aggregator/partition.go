@@ -6,27 +6,43 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/tollgate/tollgate/aggregator/aggstore"
 	"github.com/tollgate/tollgate/ingest"
 	"github.com/tollgate/tollgate/schemas"
-	"github.com/tollgate/tollgate/usage/chstore"
 )
 
 // partitionWorker aggregates one partition of the events topic for one
-// generation of the consumer group. Only its goroutine uses it.
+// generation of the consumer group, or for a whole run with
+// AllPartitions. Only its goroutine uses it.
 type partitionWorker struct {
 	a         *Aggregator
 	partition int
 	committed int64 // the group's committed offset at assignment (< 0: none)
 	commit    func(next int64) error
-	win       *ingest.IDWindow
+	win       *IDWindow
 
-	wm    chstore.Watermark // what the store holds of this partition
-	next  int64             // the offset to fetch next
-	batch chstore.Batch
+	wm    aggstore.Watermark // what the store holds of this partition
+	next  int64              // the offset to fetch next
+	batch aggstore.Batch
 	due   time.Time // when the batch must be stored; zero while empty
 	wait  time.Duration
 	// crashed: a test hook stopped the worker as a kill would.
 	crashed bool
+	// catchUp: the partition is one Aggregator.CaughtUp waits for, until
+	// the records before startEnd (its end when the worker started) are
+	// accounted for in the store.
+	catchUp  bool
+	startEnd int64
+}
+
+// accounted says that the records before next are in the store (or were
+// dropped, as copies, poison or by retention).
+func (w *partitionWorker) accounted(next int64) {
+	if w.catchUp && w.startEnd >= 0 && next >= w.startEnd {
+		w.catchUp = false
+		w.a.partitionCaughtUp()
+	}
 }
 
 // run aggregates until ctx ends (the generation ended or the aggregator
@@ -37,8 +53,10 @@ func (w *partitionWorker) run(ctx context.Context) {
 	if !w.start(ctx) {
 		return
 	}
-	a.own(w.partition, true)
-	defer func() { a.own(w.partition, false); a.quota.drop(w.partition) }()
+	if a.quota != nil {
+		a.own(w.partition, true)
+		defer func() { a.own(w.partition, false); a.quota.drop(w.partition) }()
+	}
 	for ctx.Err() == nil && !w.crashed {
 		maxWait := a.cfg.FlushInterval
 		if !w.due.IsZero() {
@@ -55,7 +73,7 @@ func (w *partitionWorker) run(ctx context.Context) {
 			if errors.Is(err, kafka.OffsetOutOfRange) && w.skipExpired(ctx) {
 				continue
 			}
-			a.retry(ctx, &w.wait, "aggregator: fetch", "partition", w.partition, "offset", w.next, "err", err)
+			a.retry(ctx, &w.wait, "fetch", "partition", w.partition, "offset", w.next, "err", err)
 			continue
 		}
 		w.wait = 0
@@ -83,9 +101,12 @@ func (w *partitionWorker) skipExpired(ctx context.Context) bool {
 		return false
 	}
 	a.expired.Add(uint64(first - w.next))
-	a.cfg.Logger.Error("aggregator: records were deleted by retention before they were aggregated", "partition", w.partition,
+	a.cfg.Logger.Error("records were deleted by retention before they were aggregated", "partition", w.partition,
 		"from", w.next, "first", first, "lost", first-w.next)
 	w.next = first
+	if len(w.batch.Events) == 0 && w.due.IsZero() {
+		w.accounted(w.next)
+	}
 	return true
 }
 
@@ -94,54 +115,55 @@ func (w *partitionWorker) skipExpired(ctx context.Context) bool {
 func (w *partitionWorker) start(ctx context.Context) bool {
 	a := w.a
 	for ctx.Err() == nil {
-		wms, err := a.cfg.Store.Watermarks(ctx, []int{w.partition})
+		wm, err := a.cfg.Store.Watermark(ctx, w.partition)
 		if err != nil {
-			a.retry(ctx, &w.wait, "aggregator: read the store's watermark", "partition", w.partition, "err", err)
+			a.retry(ctx, &w.wait, "read the store's watermark", "partition", w.partition, "err", err)
 			continue
 		}
 		first, end, err := a.fetcher.Offsets(ctx, a.topics.Events, w.partition)
 		if err != nil {
-			a.retry(ctx, &w.wait, "aggregator: read the partition's offsets", "partition", w.partition, "err", err)
+			a.retry(ctx, &w.wait, "read the partition's offsets", "partition", w.partition, "err", err)
 			continue
 		}
-		wm, ok := wms[w.partition]
-		if !ok {
-			wm = chstore.NoWatermark
-		}
-		from := wm.Covered() + 1
+		from := aggstore.Covered(wm) + 1
 		if a.cfg.dedupOff {
 			// The negative control: trust the group's committed offset
 			// and forget what the store holds.
-			wm, from = chstore.NoWatermark, max(w.committed, 0)
+			wm, from = nil, max(w.committed, 0)
 		} else if from == 0 && w.committed > 0 {
 			from = w.committed // nothing stored: where the group left it
 		}
 		if from > end {
-			a.retry(ctx, &w.wait, "aggregator: the store holds offsets past the partition's end; was the topic recreated? (then clear the tables)",
+			a.retry(ctx, &w.wait, "the store holds offsets past the partition's end; was the topic recreated? (then clear the store's usage of it)",
 				"partition", w.partition, "stored", from-1, "end", end)
 			continue
 		}
 		if from < first {
 			a.expired.Add(uint64(first - from))
-			a.cfg.Logger.Error("aggregator: records were deleted by retention before they were aggregated", "partition", w.partition,
+			a.cfg.Logger.Error("records were deleted by retention before they were aggregated", "partition", w.partition,
 				"from", from, "first", first, "lost", first-from)
 			from = first
 		}
 		w.win.Reset()
 		if !a.cfg.dedupOff {
-			if err := a.fetcher.FillWindow(ctx, a.topics.Events, w.partition, first, from, a.cfg.FlushInterval, w.win); err != nil {
-				a.retry(ctx, &w.wait, "aggregator: read back the ids before the watermark", "partition", w.partition, "err", err)
+			back := max(first, from-int64(w.win.Size()))
+			if err := a.fetcher.EachID(ctx, a.topics.Events, w.partition, back, from, a.cfg.FlushInterval, w.addID); err != nil {
+				a.retry(ctx, &w.wait, "read back the ids before the watermark", "partition", w.partition, "err", err)
 				continue
 			}
 		}
 		if err := a.restoreQuota(ctx, w.partition); err != nil {
-			a.retry(ctx, &w.wait, "aggregator: restore quota state", "partition", w.partition, "err", err)
+			a.retry(ctx, &w.wait, "restore quota state", "partition", w.partition, "err", err)
 			continue
 		}
 		w.wm, w.next, w.wait = wm, from, 0
-		w.batch = chstore.Batch{Partition: w.partition, Last: from - 1}
+		w.batch = aggstore.Batch{Partition: w.partition, Last: from - 1}
 		w.due = time.Time{}
-		a.cfg.Logger.Info("aggregator: partition assigned", "partition", w.partition, "from", from, "watermark", wm)
+		if w.startEnd < 0 {
+			w.startEnd = end
+		}
+		w.accounted(from)
+		a.cfg.Logger.Info("partition assigned", "partition", w.partition, "from", from, "watermark", wm)
 		return true
 	}
 	return false
@@ -165,8 +187,8 @@ func (w *partitionWorker) add(ctx context.Context, r *ingest.Record) {
 	if err == nil {
 		err = plausible(e, a.cfg.Now())
 	}
-	if err == nil {
-		err = chstore.CheckEvent(e)
+	if err == nil && a.checker != nil {
+		err = a.checker.CheckEvent(e)
 	}
 	switch {
 	case err != nil:
@@ -181,9 +203,14 @@ func (w *partitionWorker) add(ctx context.Context, r *ingest.Record) {
 		// signal then waits for no flush. If the batch is never stored
 		// (a crash, a rebalance), the partition's next owner restores
 		// the state from the store and reads the batch again.
-		a.quota.count(w.partition, w.batch.Events[len(w.batch.Events)-1:], a.catalog(), a.cfg.Now().UnixNano())
+		if a.quota != nil {
+			a.quota.count(w.partition, w.batch.Events[len(w.batch.Events)-1:], a.catalog(), a.cfg.Now().UnixNano())
+		}
 	}
 }
+
+// addID adds an id read back before the worker's start to its window.
+func (w *partitionWorker) addID(id schemas.EventID) { w.win.Add(id) }
 
 var errTombstone = errors.New("a record without a value")
 
@@ -231,7 +258,7 @@ func (w *partitionWorker) flush(ctx context.Context) {
 		// finishing the insert here keeps one writer per partition
 		// (unless it takes longer than the rebalance timeout).
 		ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), insertTimeout)
-		wm, err := a.cfg.Store.InsertBatch(ictx, &w.batch, w.wm)
+		wm, err := a.cfg.Store.WriteBatch(ictx, &w.batch, w.wm)
 		cancel()
 		if err == nil {
 			w.wm = wm
@@ -241,7 +268,7 @@ func (w *partitionWorker) flush(ctx context.Context) {
 			return
 		}
 		a.insertFailures.Add(1)
-		a.retry(ctx, &w.wait, "aggregator: store a batch", "partition", w.partition, "events", len(w.batch.Events), "err", err)
+		a.retry(ctx, &w.wait, "store a batch", "partition", w.partition, "events", len(w.batch.Events), "err", err)
 		if a.cfg.dedupOff {
 			continue
 		}
@@ -249,7 +276,7 @@ func (w *partitionWorker) flush(ctx context.Context) {
 		// whole: the batch is not written again before the store has said
 		// what it holds of it. A retry from the watermark of before the
 		// failure would write again whatever landed.
-		w.wm = wm // with the tables InsertBatch wrote before it failed
+		w.wm = wm // with what WriteBatch knows it wrote before it failed
 		if !w.readBack(ctx) {
 			return
 		}
@@ -265,8 +292,9 @@ func (w *partitionWorker) flush(ctx context.Context) {
 	if err := w.commit(w.batch.Last + 1); err != nil {
 		// Harmless: the store's watermark, not the group's offset, says
 		// where the next owner starts.
-		a.cfg.Logger.Debug("aggregator: commit offset", "partition", w.partition, "err", err)
+		a.cfg.Logger.Debug("commit offset", "partition", w.partition, "err", err)
 	}
+	w.accounted(w.batch.Last + 1)
 	clear(w.batch.Events)
 	w.batch.Events, w.batch.Offsets = w.batch.Events[:0], w.batch.Offsets[:0]
 	w.due, w.wait = time.Time{}, 0
@@ -278,7 +306,7 @@ func (w *partitionWorker) flush(ctx context.Context) {
 func (w *partitionWorker) readBack(ctx context.Context) bool {
 	a := w.a
 	for {
-		wm, err := a.cfg.Store.BatchWatermark(ctx, &w.batch, w.wm)
+		wm, err := a.cfg.Store.ReadBack(ctx, &w.batch, w.wm)
 		if err == nil {
 			w.wm = wm
 			return true
@@ -286,7 +314,7 @@ func (w *partitionWorker) readBack(ctx context.Context) bool {
 		if ctx.Err() != nil {
 			return false
 		}
-		a.retry(ctx, &w.wait, "aggregator: read back what the store holds of a failed batch", "partition", w.partition,
+		a.retry(ctx, &w.wait, "read back what the store holds of a failed batch", "partition", w.partition,
 			"last", w.batch.Last, "err", err)
 	}
 }

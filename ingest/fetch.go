@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/tollgate/tollgate/schemas"
 )
 
 // record is one Kafka record as the readers here use it.
@@ -214,8 +216,37 @@ func (f *Fetcher) Partitions(ctx context.Context, topic string) ([]int, error) {
 	return partitionIDs(ctx, f.c, topic)
 }
 
-// FillWindow adds to win the ids of the usage events just before offset
-// to of a partition (at most win.Size(), none before first).
-func (f *Fetcher) FillWindow(ctx context.Context, topic string, partition int, first, to int64, maxWait time.Duration, win *IDWindow) error {
-	return refillWindow(ctx, f.c, topic, partition, first, to, maxWait, win)
+// EachID calls add with the id of each usage event in the records of a
+// partition from offset from to offset to (excluded), in order: the ids
+// a consumer starting at to refills its window of recent ids with.
+func (f *Fetcher) EachID(ctx context.Context, topic string, partition int, from, to int64, maxWait time.Duration, add func(schemas.EventID)) error {
+	return refillWindow(ctx, f.c, topic, partition, from, to, maxWait, add)
+}
+
+// refillWindow calls add with the id of each usage event in the records
+// of a partition from offset from to offset to (excluded): a consumer
+// that starts at to thereby still drops copies of events read before it
+// started.
+func refillWindow(ctx context.Context, c *kafka.Client, topic string, partition int, from, to int64, maxWait time.Duration, add func(schemas.EventID)) error {
+	var e schemas.UsageEvent
+	for pos := from; pos < to; {
+		recs, _, err := fetch(ctx, c, topic, partition, pos, maxWait)
+		if err != nil {
+			return err
+		}
+		if len(recs) == 0 {
+			return nil // none left below to (only control records)
+		}
+		for i := range recs {
+			r := &recs[i]
+			if r.offset >= to {
+				return nil
+			}
+			if r.value != nil && schemas.DecodeUsageEvent(r.value, &e) == nil {
+				add(e.ID)
+			}
+			pos = r.offset + 1
+		}
+	}
+	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/tollgate/tollgate/aggregator"
 	"github.com/tollgate/tollgate/catalog"
 	"github.com/tollgate/tollgate/enforcer"
 	"github.com/tollgate/tollgate/ingest"
@@ -271,7 +272,7 @@ func runNode(ctx context.Context, o nodeOptions, stdout io.Writer, logger *slog.
 	// The admin role keeps the usage store, fed from the events topic.
 	var (
 		mgr    *catalog.Manager
-		loader *ingest.Loader
+		loader *aggregator.Aggregator
 	)
 	var ch *chstore.Store
 	if o.admin && o.clickhouse != "" {
@@ -286,17 +287,20 @@ func runNode(ctx context.Context, o nodeOptions, stdout io.Writer, logger *slog.
 		if store, err = sqlitestore.Open(filepath.Join(o.dataDir, "usage.db")); err != nil {
 			return fmt.Errorf("open usage store: %w", err)
 		}
-		if loader, err = ingest.NewLoader(ingest.LoaderConfig{Kafka: k, Store: store, Logger: logger}); err != nil {
+		// An aggregator on the node's own store (not a quota authority):
+		// every partition, no consumer group.
+		if loader, err = aggregator.New(aggregator.Config{Kafka: k, Store: store, AllPartitions: true,
+			FlushEvents: 4096, FlushInterval: 200 * time.Millisecond, Logger: logger}); err != nil {
 			return err
 		}
 		goBG(loader.Run)
 		metrics = append(metrics, func() []reportapi.Metric {
 			st := loader.Stats()
 			return []reportapi.Metric{
-				{Name: "tollgate_usage_events_loaded_total", Help: "Usage events loaded from Kafka into the usage store.", Type: "counter", Value: float64(st.Loaded)},
+				{Name: "tollgate_usage_events_loaded_total", Help: "Usage events loaded from Kafka into the usage store.", Type: "counter", Value: float64(st.Stored)},
 				{Name: "tollgate_usage_events_duplicates_total", Help: "Usage events dropped as copies of one already loaded (producer retries).", Type: "counter", Value: float64(st.Duplicates)},
-				{Name: "tollgate_usage_events_poison_total", Help: "Records of the events topic that are not usage events (skipped).", Type: "counter", Value: float64(st.Poison)},
-				{Name: "tollgate_usage_load_failures_total", Help: "Failed reads of Kafka or writes of the store while loading (each retried).", Type: "counter", Value: float64(st.Failures)},
+				{Name: "tollgate_usage_events_poison_total", Help: "Records of the events topic that are not usage events or not plausible (sent to the dead-letter topic).", Type: "counter", Value: float64(st.Poison)},
+				{Name: "tollgate_usage_load_failures_total", Help: "Failed reads of Kafka or of the store, and writes of the store, while loading (each retried).", Type: "counter", Value: float64(st.Failures)},
 			}
 		})
 		mgr = catalog.NewManagerOn(cl)

@@ -11,20 +11,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tollgate/tollgate/aggregator/aggstore"
 	"github.com/tollgate/tollgate/internal/utc"
 	"github.com/tollgate/tollgate/schemas"
 )
 
 // Batch is a run of records of one partition of the events topic, already
-// deduplicated by event id.
-type Batch struct {
-	Partition int   // the events topic's partition, 0-65535
-	Last      int64 // the last offset the batch covers (may be a dropped duplicate or poison record)
-	Offsets   []int64
-	// Events[i] is the event of the record at Offsets[i]; offsets ascend.
-	// Records without an event (duplicates, poison) have no entry.
-	Events []schemas.UsageEvent
-}
+// deduplicated by event id: the aggregator's batch.
+type Batch = aggstore.Batch
 
 // Tables, in the order InsertBatch writes them and Watermark.Done lists
 // them.
@@ -135,7 +129,7 @@ func CheckEvent(e *schemas.UsageEvent) error {
 	return nil
 }
 
-func (b *Batch) validate() error {
+func validateBatch(b *Batch) error {
 	if b.Partition < 0 || b.Partition > 65535 {
 		return fmt.Errorf("partition %d is outside 0-65535", b.Partition)
 	}
@@ -293,7 +287,7 @@ func marksOf(marks []mark, p int, base Watermark) Watermark {
 // suffice for another batch than b, which is why it takes b.) The
 // rollups' markers are read as Watermarks reads them.
 func (s *Store) BatchWatermark(ctx context.Context, b *Batch, before Watermark) (Watermark, error) {
-	if err := b.validate(); err != nil {
+	if err := validateBatch(b); err != nil {
 		return before, fmt.Errorf("read the watermark of a batch of partition %d: %w: %w", b.Partition, ErrInvalidBatch, err)
 	}
 	var marks []mark
@@ -344,7 +338,7 @@ func (s *Store) BatchWatermark(ctx context.Context, b *Batch, before Watermark) 
 // reply). Read Watermarks, or BatchWatermark(b, wm) with the wm given
 // here, before retrying. The batch's slices are not retained.
 func (s *Store) InsertBatch(ctx context.Context, b *Batch, wm Watermark) (Watermark, error) {
-	if err := b.validate(); err != nil {
+	if err := validateBatch(b); err != nil {
 		return wm, fmt.Errorf("insert batch of partition %d: %w: %w", b.Partition, ErrInvalidBatch, err)
 	}
 	bs := s.getScratch()

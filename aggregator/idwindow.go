@@ -1,10 +1,6 @@
-package ingest
+package aggregator
 
 import (
-	"context"
-	"time"
-
-	"github.com/segmentio/kafka-go"
 	"hash/maphash"
 	"math/bits"
 
@@ -111,31 +107,3 @@ func (w *IDWindow) Reset() {
 
 // Size is how many ids the window holds at most.
 func (w *IDWindow) Size() int { return w.size }
-
-// refillWindow adds to win the ids of the usage events in the records of
-// a partition just before offset to (at most win.Size() of them, and none
-// before first): a consumer that starts at to thereby still drops copies
-// of events read before it started.
-func refillWindow(ctx context.Context, c *kafka.Client, topic string, partition int, first, to int64, maxWait time.Duration, win *IDWindow) error {
-	var e schemas.UsageEvent
-	for pos := max(first, to-int64(win.Size())); pos < to; {
-		recs, _, err := fetch(ctx, c, topic, partition, pos, maxWait)
-		if err != nil {
-			return err
-		}
-		if len(recs) == 0 {
-			return nil // none left below to (only control records)
-		}
-		for i := range recs {
-			r := &recs[i]
-			if r.offset >= to {
-				return nil
-			}
-			if r.value != nil && schemas.DecodeUsageEvent(r.value, &e) == nil {
-				win.Add(e.ID)
-			}
-			pos = r.offset + 1
-		}
-	}
-	return nil
-}
