@@ -1,34 +1,53 @@
-// Package aggregator rolls the usage events of the events topic up into
-// ClickHouse, counting every admitted request exactly once, and is the
-// quota authority of the fleet: it publishes each key's quota state to the
-// signals topic for the enforcers.
+// Package aggregator is the one consumer of the events topic: it stores
+// the usage events in a Store, counting every request exactly once, and,
+// on ClickHouse, is the quota authority of the fleet: it publishes each
+// key's quota state to the signals topic for the enforcers.
+//
+// It runs in two ways:
+//
+//   - tollgate aggregator: aggregators form a Kafka consumer group on the
+//     topic, each owning some partitions (a key's events all land in one
+//     partition, so one aggregator counts a key), into ClickHouse
+//     (usage/chstore), which is a QuotaStore: they are the quota
+//     authority.
+//   - tollgate reportapi without --clickhouse, serve --kafka: one
+//     aggregator per node with AllPartitions, reading every partition
+//     with no group, into the node's own SQLite file (usage/sqlitestore),
+//     which is not a QuotaStore: a plain loader. CaughtUp says when it has
+//     stored what the topic held at its start.
+//
+// The Store speaks the aggregator's types (package aggstore: a Batch, and
+// a Watermark the aggregator treats as opaque but for Covered); each store
+// adapts to them.
 //
 // # Counting each event once
 //
-// Aggregators form a Kafka consumer group on the events topic; each owns
-// some partitions (a key's events all land in one partition, so one
-// aggregator counts a key). Per partition, a worker builds a batch from
-// consecutive records, inserts it, then commits the offset to the group.
-// Two mechanisms make the count exact whatever fails:
+// Per partition, a worker builds a batch from consecutive records, writes
+// it, then commits the offset to the group (if any). Two mechanisms make
+// the count exact whatever fails:
 //
-//  1. Offsets stored with the rows. Each table's part of a batch is one
-//     INSERT block per table partition (a day, a month), which ClickHouse
+//  1. Offsets stored with the rows. On SQLite, a batch and the offset
+//     after it are one transaction (source_offsets), and a write whose
+//     offset is not past the stored one is refused as stale. On
+//     ClickHouse, which has no transactions, each table's part of a
+//     batch is one INSERT block per table partition (a day, a month), which ClickHouse
 //     writes whole or not at all, and it carries its own account: the raw
 //     rows the partition and the batch's last offset, each rollup INSERT
 //     a marker row that adds the batch's advance to the table's progress
 //     (the rollups' rows merge across batches; the markers' sums stay
-//     exact). What each table holds of a partition (the watermark,
-//     chstore.Watermark) is read back from them. A worker starts from its
+//     exact), and what each table holds of a partition (chstore.Watermark)
+//     is read back from them. Either way a worker starts from its
 //     partition's watermark (Covered()+1), not from the group's committed
-//     offset, and writes to each table only what that table lacks.
-//     After a failed insert it reads the watermarks again before retrying.
+//     offset, and writes only what the store lacks. After a failed write
+//     it reads the watermark back (Store.ReadBack) before retrying.
 //  2. Event ids. A producer retry may write one event twice, at two
 //     offsets of the same partition, close together. A worker remembers
-//     the last DedupWindow ids of its partition (ingest.IDWindow) and drops
+//     the last DedupWindow ids of its partition (IDWindow) and drops
 //     copies; on start it refills the window from the records just before
 //     its starting offset.
 //
-// The failure cases this covers, each exercised by the accounting test:
+// The failure cases this covers, each exercised by the accounting test
+// (ClickHouse) and, where they apply, by sqlite_test.go:
 //
 //   - killed between fetch and insert: nothing stored, nothing committed;
 //     the next owner reads the records again from the watermark.
@@ -59,13 +78,17 @@
 // (a time decades away, a status outside 100-599, an admitted event with a
 // count above 1: enforcers count only requests rejected before a key was
 // identified per minute, and quotas count admitted events one by one; the
-// stores add every other event's count), go to the dead-letter
-// topic with their origin and the reason in headers; they never hold
-// their partition.
+// stores add every other event's count), or that the store cannot hold
+// (EventChecker), go to the dead-letter topic with their origin, the
+// reason and the consumer's Name in headers (two consumers of the topic,
+// such as two report APIs with their own stores, dead-letter the same
+// record each); they never hold their partition. A batch of such records
+// only is not written, so a restart reads them, and dead-letters them,
+// again.
 //
 // # Quota authority
 //
-// For the keys of its partitions the aggregator keeps, per plan, the
+// On a QuotaStore, for the keys of its partitions the aggregator keeps, per plan, the
 // requests admitted in the plan's current period, by enforcer (restored
 // from ClickHouse when a partition is assigned). It publishes the state of
 // the keys that changed at least every SignalInterval (1s), and at once

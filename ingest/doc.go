@@ -32,8 +32,9 @@
 //     (configtxn.go).
 //   - SignalReader follows the compacted signals topic into the gateway's
 //     quota counters.
-//   - Loader loads the events topic into the embedded usage store exactly
-//     once (offsets stored with the rows, duplicates dropped by event id).
+//   - Fetcher reads partitions by offset for a consumer that keeps its
+//     own position: the events topic's one consumer is package aggregator,
+//     into ClickHouse or into a node's own SQLite store.
 //
 // Every reader keeps a snapshot on disk so that a node starts and serves
 // while Kafka is unreachable, and retries with backoff until it returns.
