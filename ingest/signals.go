@@ -14,6 +14,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/tollgate/tollgate/catalog"
 	"github.com/tollgate/tollgate/internal/backoff"
 	"github.com/tollgate/tollgate/schemas"
 )
@@ -261,6 +262,42 @@ func (r *SignalReader) Get(planID, keyID string) (schemas.QuotaSignal, bool) {
 	s, ok := r.latest[signalKey(planID, keyID)]
 	r.mu.Unlock()
 	return s, ok
+}
+
+// ApplyGained hands Apply the latest signals of what a catalog change
+// gave the gateway: each key put, in each of its plans, and every key of
+// a plan the catalog did not have. A key or plan the gateway already held
+// keeps its counters, so the cost is that of the change, not of the
+// catalog (a full change, a first load or a rebuild, takes every signal).
+// Call it after the gateway applied the change.
+func (r *SignalReader) ApplyGained(ch *catalog.Change) {
+	if ch.Delta.Full {
+		for _, s := range r.Latest() {
+			r.cfg.Apply(&s)
+		}
+		return
+	}
+	apply := func(planID, keyID string) {
+		if s, ok := r.Get(planID, keyID); ok {
+			r.cfg.Apply(&s)
+		}
+	}
+	for _, id := range ch.Delta.Keys {
+		if k := ch.New.Key(id); k != nil {
+			for _, p := range k.UsagePlans {
+				apply(p, id)
+			}
+		}
+	}
+	for _, id := range ch.Delta.Plans {
+		if ch.Old.Plan(id) != nil || ch.New.Plan(id) == nil {
+			continue
+		}
+		ch.New.PlanKeys(id, "", func(k *catalog.APIKey) bool {
+			apply(id, k.ID)
+			return true
+		})
+	}
 }
 
 // Loaded is closed once every partition Run found when it started has
