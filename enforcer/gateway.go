@@ -158,44 +158,34 @@ func (g *Gateway) RestoreQuotas(ctx context.Context, src DailySource) error {
 	return nil
 }
 
-// Quota errors of SetRemaining.
-var (
-	ErrNoSuchKeyPlan = errors.New("the key is not in that usage plan")
-	ErrNoQuota       = errors.New("the usage plan has no quota")
-)
-
-// SetRemaining sets the quota a key has left under a plan in the current
-// period (AWS UpdateUsage): requests go on counting from there. It
-// returns the change to the period's used count (to record in the usage
-// store, so a restart restores it) and the day it applies to.
+// SetUsed sets a key's used count under a plan in the current period
+// (AWS UpdateUsage; usage.QuotaUpdate checks the rule and calls it):
+// requests go on counting from there. It returns the change to the
+// count, to record in the usage store so that a restart restores it.
 //
 // It sets this enforcer's counter only. Alone (no quota signals), that
 // counter is the key's usage and delta is the change to record. In a
 // fleet, once a signal applied, the counter is this enforcer's lease
-// (see ApplySignal): remaining then holds here until the next signal,
+// (see ApplySignal): what remains then holds here until the next signal,
 // and delta is the change to the lease, not to the fleet's usage; the
 // quota authority computes the fleet's adjustment from its own count
 // (the period's limit - remaining - its Used) and the next signal, with
 // that adjustment in Used, replaces every enforcer's lease, this one's
 // included. What this enforcer admitted is counted as before.
-func (g *Gateway) SetRemaining(planID, keyID string, remaining int64) (delta, day int64, err error) {
-	now := g.cfg.Now()
+func (g *Gateway) SetUsed(planID, keyID string, used int64) (delta int64, err error) {
 	// The counters exist for every key in a plan, whatever stages the plan
 	// covers.
 	st, p := g.table.Load().keyPlan(keyID, planID)
 	if st == nil {
-		return 0, 0, ErrNoSuchKeyPlan
+		return 0, catalog.ErrNoSuchKeyPlan
 	}
-	q := p.quota
-	if q == nil {
-		return 0, 0, ErrNoQuota
+	if p.quota == nil {
+		return 0, catalog.ErrNoQuota
 	}
-	lim := q.limit(q.span(now).idx)
-	if remaining < 0 || remaining > lim {
-		return 0, 0, fmt.Errorf("remaining must be between 0 and the period's limit %d, got %d", lim, remaining)
+	if used < 0 {
+		return 0, fmt.Errorf("used count %d is negative", used)
 	}
-	delta = q.set(&st.quota, now, lim-remaining)
-	return delta, utc.Day(now), nil
+	return p.quota.set(&st.quota, g.cfg.Now(), used), nil
 }
 
 // ServeHTTP enforces and proxies one request.

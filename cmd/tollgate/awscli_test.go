@@ -45,7 +45,7 @@ func TestArticleWorkflowWithAWSCLI(t *testing.T) {
 			ready := make(chan serveAddrs, 1)
 			done := make(chan error, 1)
 			go func() {
-				done <- runServe(ctx, serveOptions{config: cfg, listen: "127.0.0.1:0", adminListen: "127.0.0.1:0", dataDir: data,
+				done <- run(ctx, options{gateway: true, admin: true, config: cfg, listen: "127.0.0.1:0", adminListen: "127.0.0.1:0", dataDir: data,
 					queueSize: 1024, flushEvery: 20 * time.Millisecond, shutdownTimeout: 5 * time.Second}, io.Discard, slog.New(slog.DiscardHandler), ready)
 			}()
 			t.Cleanup(func() { cancel(); <-done })

@@ -14,10 +14,11 @@ import (
 )
 
 func TestFlagsFromEnvironment(t *testing.T) {
-	var o nodeOptions
+	var o options
 	cmd := &cobra.Command{Use: "x", RunE: func(*cobra.Command, []string) error { return nil }}
+	o.kafka.addFlags(cmd.Flags(), "")
 	o.addCommonFlags(cmd.Flags(), "")
-	o.addEdgeFlags(cmd.Flags())
+	o.addGatewayFlags(cmd.Flags())
 	env := map[string]string{
 		"TOLLGATE_KAFKA":         "k1:9092,k2:9092",
 		"TOLLGATE_TOPIC_PREFIX":  "acme.",
@@ -150,9 +151,9 @@ func TestNodeStopsCleanlyWhileWaitingForKafka(t *testing.T) {
 	// a stop ends the wait.
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	o := nodeOptions{kafka: kafkaOptions{brokers: []string{"127.0.0.1:1"}, prefix: "tollgate.", timeout: time.Second}, gateway: true,
+	o := options{kafka: kafkaOptions{brokers: []string{"127.0.0.1:1"}, prefix: "tollgate.", timeout: time.Second}, gateway: true,
 		dataDir: t.TempDir(), listen: "127.0.0.1:0", queueSize: 16, spillMax: 1 << 20, drainTimeout: time.Second, shutdownTimeout: time.Second}
-	go func() { done <- runNode(ctx, o, io.Discard, slog.New(slog.DiscardHandler), nil) }()
+	go func() { done <- run(ctx, o, io.Discard, slog.New(slog.DiscardHandler), nil) }()
 	cancel()
 	select {
 	case err := <-done:

@@ -86,9 +86,9 @@ func newFleet(t *testing.T) *fleet {
 	return f
 }
 
-func (f *fleet) options(gateway, admin bool) nodeOptions {
+func (f *fleet) options(gateway, admin bool) options {
 	f.nodes++
-	o := nodeOptions{kafka: f.kafka, gateway: gateway, admin: admin, dataDir: filepath.Join(f.dir, fmt.Sprintf("node%d", f.nodes)),
+	o := options{kafka: f.kafka, gateway: gateway, admin: admin, dataDir: filepath.Join(f.dir, fmt.Sprintf("node%d", f.nodes)),
 		listen: "127.0.0.1:0", queueSize: 1 << 16, flushEvery: 5 * time.Millisecond, spillMax: 1 << 30,
 		drainTimeout: 10 * time.Second, node: fmt.Sprintf("node%d", f.nodes), shutdownTimeout: 10 * time.Second,
 		adminRate: 1e6, adminBurst: 1e6}
@@ -98,7 +98,7 @@ func (f *fleet) options(gateway, admin bool) nodeOptions {
 	return o
 }
 
-func (f *fleet) start(o nodeOptions) *fleetNode {
+func (f *fleet) start(o options) *fleetNode {
 	t := f.t
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -108,7 +108,7 @@ func (f *fleet) start(o nodeOptions) *fleetNode {
 	if f.logging {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", o.node)
 	}
-	go func() { n.done <- runNode(ctx, o, n.stdout, logger, ready) }()
+	go func() { n.done <- run(ctx, o, n.stdout, logger, ready) }()
 	select {
 	case n.addrs = <-ready:
 	case err := <-n.done:

@@ -28,10 +28,10 @@ func TestServeFloodIsStoredPerMinute(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	ready := make(chan serveAddrs, 1)
-	o := serveOptions{config: cfg, listen: "127.0.0.1:0", adminListen: "127.0.0.1:0", dataDir: data,
+	o := options{gateway: true, admin: true, config: cfg, listen: "127.0.0.1:0", adminListen: "127.0.0.1:0", dataDir: data,
 		queueSize: 1024, flushEvery: 20 * time.Millisecond, shutdownTimeout: 10 * time.Second,
 		now: func() time.Time { return time.Unix(0, clock.Load()) }}
-	go func() { done <- runServe(ctx, o, io.Discard, slog.New(slog.DiscardHandler), ready) }()
+	go func() { done <- run(ctx, o, io.Discard, slog.New(slog.DiscardHandler), ready) }()
 	var addrs serveAddrs
 	select {
 	case addrs = <-ready:
