@@ -43,8 +43,8 @@ type Config struct {
 	// Now returns the current Unix time in nanoseconds. Nil means
 	// time.Now; tests inject a clock.
 	Now func() int64
-	// Logger receives configuration changes, never per-request lines.
-	// Nil discards.
+	// Logger receives configuration changes, never per-request lines,
+	// with component=enforcer. Nil discards.
 	Logger *slog.Logger
 	// Node names this enforcer in its usage events (UsageEvent.Node).
 	// The aggregator counts admitted requests per node and signals the
@@ -100,6 +100,7 @@ func New(cfg Config, c *catalog.Catalog) (*Gateway, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	cfg.Logger = cfg.Logger.With("component", "enforcer")
 	g := &Gateway{cfg: cfg, ownTransport: cfg.Transport == nil, rejections: newRejections(),
 		global: map[string]*atomic.Int64{}, planIdx: map[string]int32{}}
 	var err error
@@ -424,7 +425,8 @@ var defaultLimits = limits{DefaultBodyTimeout, DefaultMaxBodyBytes, DefaultExcha
 // WrapListener: served on another, it fails closed, answering every
 // request 500 (the framing checks and the body and exchange limits need
 // the wrapped connection; without them the gateway would be open to
-// request smuggling and stalled bodies).
+// request smuggling and stalled bodies), and logs that once, with the
+// gateway's logger when h is a *Gateway, else slog's default one.
 func NewServer(h http.Handler, sc ServerConfig) *http.Server {
 	if sc.ReadHeaderTimeout <= 0 {
 		sc.ReadHeaderTimeout = 10 * time.Second
@@ -446,7 +448,7 @@ func NewServer(h http.Handler, sc ServerConfig) *http.Server {
 		lim.exchangeTimeout = sc.ExchangeTimeout
 	}
 	return &http.Server{
-		Handler:           requireWrapped(h),
+		Handler:           requireWrapped(h, serverLogger(h)),
 		ReadHeaderTimeout: sc.ReadHeaderTimeout,
 		IdleTimeout:       sc.IdleTimeout,
 		MaxHeaderBytes:    sc.MaxHeaderBytes,

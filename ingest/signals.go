@@ -108,8 +108,8 @@ type SignalReaderConfig struct {
 	// MaxWait is the longest a fetch waits for new records; signals
 	// arrive as soon as they are written whatever it is. Default 500ms.
 	MaxWait time.Duration
-	// Logger receives rejected records and connection trouble. Nil
-	// discards.
+	// Logger receives rejected records and connection trouble, with
+	// component=signals. Nil discards.
 	Logger *slog.Logger
 	// Now stamps snapshots and paces their saving. Default time.Now.
 	Now func() time.Time
@@ -204,6 +204,7 @@ func OpenSignalReader(cfg SignalReaderConfig) (*SignalReader, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	cfg.Logger = cfg.Logger.With("component", "signals")
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -414,7 +415,7 @@ func (r *SignalReader) retry(ctx context.Context, doing string, err error, wait 
 		return
 	}
 	r.failures.Add(1)
-	backoff.Retry(ctx, r.cfg.Logger, wait, 100*time.Millisecond, 5*time.Second, "signal reader: "+doing+" failed; retrying", "err", err)
+	backoff.Retry(ctx, r.cfg.Logger, wait, 100*time.Millisecond, 5*time.Second, doing+" failed; retrying", "err", err)
 }
 
 // apply keeps the signals of fetched records and appends them to out,
