@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/tollgate/tollgate/internal/chtest"
+	"github.com/tollgate/tollgate/internal/poll"
 	"github.com/tollgate/tollgate/schemas"
 	"github.com/tollgate/tollgate/usage/chstore"
 )
@@ -38,20 +40,16 @@ func TestRawRetention(t *testing.T) {
 		keepRawFor(rctx, st, 30*24*time.Hour, time.Hour, func() time.Time { return now }, slog.New(slog.DiscardHandler))
 		close(done)
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	poll.UntilOK(t, 10*time.Second, 20*time.Millisecond, "retention deletes the old raw event", func() error {
 		events, err := st.Events(ctx, 0, now.UnixNano(), 10)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(events) == 1 && events[0].Time == recent {
-			break
+		if len(events) != 1 || events[0].Time != recent {
+			return fmt.Errorf("raw events after retention: %d, want only the recent one", len(events))
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("raw events after retention: %d, want only the recent one", len(events))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	cancel()
 	<-done
 }
