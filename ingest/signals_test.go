@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/tollgate/tollgate/internal/kafkatest"
+	"github.com/tollgate/tollgate/internal/poll"
 	"github.com/tollgate/tollgate/schemas"
 )
 
@@ -92,22 +93,6 @@ func waitSignalsLoaded(t *testing.T, r *SignalReader) {
 	}
 }
 
-// pollSignals checks cond every few milliseconds until it holds or 10s
-// pass.
-func pollSignals(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(10 * time.Second)
-	for !cond() {
-		select {
-		case <-tick.C:
-		case <-deadline:
-			t.Fatalf("after 10s: %s", what)
-		}
-	}
-}
-
 func writeSignals(t *testing.T, k Kafka, signals ...schemas.QuotaSignal) {
 	t.Helper()
 	w, err := NewSignalWriter(k)
@@ -143,7 +128,7 @@ func TestSignalReaderFollowsTheTopic(t *testing.T) {
 	want[0].Used, want[0].Exhausted, want[0].AsOf = 10, true, want[0].AsOf+1e9
 	writeSignals(t, k, want[0])
 	for _, s := range want {
-		pollSignals(t, fmt.Sprintf("Apply got %+v", s), func() bool { return rec.has(s) })
+		poll.Until(t, 10*time.Second, 5*time.Millisecond, fmt.Sprintf("Apply got %+v", s), func() bool { return rec.has(s) })
 	}
 	if got := r.Latest(); !reflect.DeepEqual(got, sortedSignals(want)) {
 		t.Fatalf("Latest = %+v\nwant %+v", got, sortedSignals(want))
@@ -158,7 +143,7 @@ func TestSignalReaderFollowsTheTopic(t *testing.T) {
 	if err := w.Delete(context.Background(), want[1].PlanID, want[1].KeyID); err != nil {
 		t.Fatal(err)
 	}
-	pollSignals(t, "the deleted pair is forgotten", func() bool { return len(r.Latest()) == len(want)-1 })
+	poll.Until(t, 10*time.Second, 5*time.Millisecond, "the deleted pair is forgotten", func() bool { return len(r.Latest()) == len(want)-1 })
 	for _, s := range r.Latest() {
 		if s.KeyID == want[1].KeyID {
 			t.Fatalf("Latest still holds %+v", s)
@@ -205,7 +190,7 @@ func TestSignalReaderSnapshotServesWithoutKafka(t *testing.T) {
 	}
 	// Run keeps retrying; the states stay.
 	runSignalReader(t, b)
-	pollSignals(t, "a failed request to Kafka is counted", func() bool { return b.Failures() > 0 })
+	poll.Until(t, 10*time.Second, 5*time.Millisecond, "a failed request to Kafka is counted", func() bool { return b.Failures() > 0 })
 	if got := b.Latest(); !reflect.DeepEqual(got, sortedSignals(want)) {
 		t.Fatalf("Latest with Kafka down = %+v, want the snapshot's", got)
 	}
@@ -238,7 +223,7 @@ func TestSignalReaderResumesFromTheSnapshot(t *testing.T) {
 	s := old[3]
 	s.Used++
 	writeSignals(t, k, s)
-	pollSignals(t, "the new signal is applied", func() bool { return rec.has(s) })
+	poll.Until(t, 10*time.Second, 5*time.Millisecond, "the new signal is applied", func() bool { return rec.has(s) })
 	if n := rec.nCalls(); n != len(old)+1 {
 		t.Fatalf("%d signals applied, want %d", n, len(old)+1)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tollgate/tollgate/internal/kafkatest"
+	"github.com/tollgate/tollgate/internal/poll"
 )
 
 func TestFlagsFromEnvironment(t *testing.T) {
@@ -111,13 +113,12 @@ func TestServeOnKafka(t *testing.T) {
 			t.Fatalf("gateway: %d", code)
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for admittedUsage(t, n) != 5 {
-		if time.Now().After(deadline) {
-			t.Fatalf("/v1/usage counts %d admitted requests after 10s, want 5", admittedUsage(t, n))
+	poll.UntilOK(t, 10*time.Second, 10*time.Millisecond, "/v1/usage counts the 5 requests", func() error {
+		if got := admittedUsage(t, n); got != 5 {
+			return fmt.Errorf("/v1/usage counts %d admitted requests, want 5", got)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	api := f.start(f.options(false, true))
 	plan := planID(t, api, "Fleet")
 	code, keys := api.admin(t, "GET", "/apikeys?name=widget", "")
@@ -137,13 +138,17 @@ func TestServeOnKafka(t *testing.T) {
 	// events the store had not loaded yet): the quota stays used up.
 	n.stop(t)
 	n = f.start(o)
-	deadline = time.Now().Add(10 * time.Second)
-	for code := n.status("widgetwidgetwidget0001"); code != 429; code = n.status("widgetwidgetwidget0001") {
-		if code != 200 || time.Now().After(deadline) {
+	poll.UntilOK(t, 10*time.Second, 10*time.Millisecond, "after a restart, 429 (the quota was used up before it)", func() error {
+		switch code := n.status("widgetwidgetwidget0001"); code {
+		case 429:
+			return nil
+		case 200:
+			return fmt.Errorf("still %d", code)
+		default:
 			t.Fatalf("after a restart: %d, want 429 (the quota was used up before it)", code)
+			return nil
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	})
 }
 
 func TestNodeStopsCleanlyWhileWaitingForKafka(t *testing.T) {

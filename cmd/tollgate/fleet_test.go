@@ -23,6 +23,7 @@ import (
 
 	"github.com/tollgate/tollgate/ingest"
 	"github.com/tollgate/tollgate/internal/kafkatest"
+	"github.com/tollgate/tollgate/internal/poll"
 	"github.com/tollgate/tollgate/schemas"
 )
 
@@ -162,20 +163,15 @@ func (n *fleetNode) status(key string) int {
 	return r.StatusCode
 }
 
-// waitStatus polls the gateway until key gets want, and returns how long
-// that took.
-func (n *fleetNode) waitStatus(t *testing.T, key string, want int, timeout time.Duration) time.Duration {
+// waitStatus polls the gateway until key gets want.
+func (n *fleetNode) waitStatus(t *testing.T, key string, want int, timeout time.Duration) {
 	t.Helper()
-	start := time.Now()
-	for {
-		if n.status(key) == want {
-			return time.Since(start)
+	poll.UntilOK(t, timeout, time.Millisecond, fmt.Sprintf("gateway %s answers key %q with %d", n.addrs.gateway, key, want), func() error {
+		if code := n.status(key); code != want {
+			return fmt.Errorf("answered %d (0: no answer)", code)
 		}
-		if time.Since(start) > timeout {
-			t.Fatalf("gateway %s: key %q not answered %d after %v", n.addrs.gateway, key, want, timeout)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func planID(t *testing.T, admin *fleetNode, name string) string {
@@ -294,15 +290,11 @@ func TestFleetConflictingWritesResolveIdentically(t *testing.T) {
 	// The admin nodes too: admin 0 reads its own writes at once, admin
 	// 1's only when it has applied them.
 	for i, a := range admins {
-		for start := time.Now(); ; time.Sleep(time.Millisecond) {
+		poll.Until(t, 10*time.Second, time.Millisecond, fmt.Sprintf("admin %d lists last-1", i), func() bool {
 			_, out := a.admin(t, "GET", "/apikeys?name=last-1", "")
-			if items, _ := out["item"].([]any); len(items) == 1 {
-				break
-			}
-			if time.Since(start) > 10*time.Second {
-				t.Fatalf("admin %d never listed last-1", i)
-			}
-		}
+			items, _ := out["item"].([]any)
+			return len(items) == 1
+		})
 	}
 	var want string
 	for i, n := range nodes {
@@ -548,17 +540,12 @@ func TestFleetServesThroughABrokerOutage(t *testing.T) {
 	}
 	// The admin node's usage store, loaded from the events topic, counts
 	// each event once: duplicates from retries are dropped by id.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		got := admittedUsage(t, admin)
-		if got == int64(distinct) {
-			break
+	poll.UntilOK(t, 30*time.Second, 20*time.Millisecond, "/v1/usage counts each distinct event once", func() error {
+		if got := admittedUsage(t, admin); got != int64(distinct) {
+			return fmt.Errorf("/v1/usage counts %d admitted requests, want %d (distinct events in Kafka)", got, distinct)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/v1/usage counts %d admitted requests, want %d (distinct events in Kafka)", got, distinct)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // admittedUsage sums the admitted requests /v1/usage reports from
@@ -627,13 +614,10 @@ func TestEnforcerRestartReplaysItsSpillLog(t *testing.T) {
 	f.proxy.Restore(t)
 	e = f.start(eo)
 	k, _ := f.kafka.config()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if got := distinctIDs(readEvents(t, k)); got == n+1 {
-			break
-		} else if time.Now().After(deadline) {
-			t.Fatalf("%d distinct events in Kafka 30s after restart, want %d (%d were spilled)", got, n+1, pending)
+	poll.UntilOK(t, 30*time.Second, 50*time.Millisecond, "the restart replays the spill log into Kafka", func() error {
+		if got := distinctIDs(readEvents(t, k)); got != n+1 {
+			return fmt.Errorf("%d distinct events in Kafka, want %d (%d were spilled)", got, n+1, pending)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }
