@@ -97,10 +97,11 @@ func runAggregator(ctx context.Context, o aggregatorOptions, logger *slog.Logger
 	if o.rawRetention > 0 {
 		wg.Go(func() { store.KeepRawFor(clCtx, o.rawRetention, time.Hour, time.Now, logger) })
 	}
-	logger.Info("aggregator running", "group", o.group, "topic", k.Topics().Events)
+	log := logger.With("component", "process")
+	log.Info("aggregator running", "group", o.group, "topic", k.Topics().Events)
 	err = agg.Run(ctx)
 	st := agg.Stats()
-	logger.Info("aggregator stopped", "stored", st.Stored, "duplicates", st.Duplicates, "poison", st.Poison, "signals", st.Signals)
+	log.Info("aggregator stopped", "stored", st.Stored, "duplicates", st.Duplicates, "poison", st.Poison, "signals", st.Signals)
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}

@@ -39,7 +39,7 @@ func (p *process) openEmbedded(ctx context.Context) error {
 	if err := checkDataDir(ctx, o.dataDir, statErr == nil, store, o.recreateMissing); err != nil {
 		return err
 	}
-	cat, catDB, stored, err := openCatalog(ctx, o.dataDir, p.logger)
+	cat, catDB, stored, err := openCatalog(ctx, o.dataDir, p.log)
 	if err != nil {
 		return err
 	}

@@ -100,7 +100,7 @@ func (p *process) openFleet(ctx context.Context) error {
 	// an enforcer with no snapshot would refuse every key, and --config
 	// must apply to the fleet's catalog, not to an empty one.
 	if (o.gateway && !hadSnapshot) || o.config != "" {
-		p.logger.Info("waiting for the catalog from Kafka", "topic", k.Topics().Config)
+		p.log.Info("waiting for the catalog from Kafka", "topic", k.Topics().Config)
 		select {
 		case <-cl.Loaded():
 		case <-ctx.Done():
@@ -171,7 +171,7 @@ func (p *process) openFleetUsage(ctx context.Context, k ingest.Kafka, mgr *catal
 			select {
 			case <-loader.CaughtUp():
 				if err := p.gw.RestoreQuotas(ctx, store); err != nil {
-					p.logger.Error("restore quota counters after catching up", "err", err)
+					p.log.Error("restore quota counters after catching up", "err", err)
 				}
 			case <-ctx.Done():
 			}

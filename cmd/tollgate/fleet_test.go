@@ -166,7 +166,15 @@ func (n *fleetNode) status(key string) int {
 // waitStatus polls the gateway until key gets want.
 func (n *fleetNode) waitStatus(t *testing.T, key string, want int, timeout time.Duration) {
 	t.Helper()
-	poll.UntilOK(t, timeout, time.Millisecond, fmt.Sprintf("gateway %s answers key %q with %d", n.addrs.gateway, key, want), func() error {
+	if err := n.statusWithin(key, want, timeout); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// statusWithin is waitStatus for another goroutine than the test's: it
+// returns the failure.
+func (n *fleetNode) statusWithin(key string, want int, timeout time.Duration) error {
+	return poll.Wait(timeout, time.Millisecond, fmt.Sprintf("gateway %s answers key %q with %d", n.addrs.gateway, key, want), func() error {
 		if code := n.status(key); code != want {
 			return fmt.Errorf("answered %d (0: no answer)", code)
 		}
@@ -217,7 +225,10 @@ func TestFleetChangesReachEveryEnforcerWithin1s(t *testing.T) {
 		var wg sync.WaitGroup
 		for _, e := range enforcers {
 			wg.Go(func() {
-				e.waitStatus(t, key, want, 10*time.Second)
+				if err := e.statusWithin(key, want, 10*time.Second); err != nil {
+					t.Error(err) // not Fatal: this is not the test's goroutine
+					return
+				}
 				mu.Lock()
 				lags = append(lags, time.Since(answered))
 				mu.Unlock()

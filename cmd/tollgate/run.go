@@ -45,7 +45,7 @@ func run(ctx context.Context, o options, stdout io.Writer, logger *slog.Logger, 
 	if err != nil {
 		return err
 	}
-	p := &process{o: o, stdout: stdout, logger: logger}
+	p := &process{o: o, stdout: stdout, logger: logger, log: logger.With("component", "process")}
 	p.onClose(func() error { lock.Release(); return nil })
 	defer func() { err = errors.Join(err, p.close()) }()
 	p.bgCtx, p.stopBG = context.WithCancel(context.WithoutCancel(ctx))
@@ -65,7 +65,8 @@ func run(ctx context.Context, o options, stdout io.Writer, logger *slog.Logger, 
 type process struct {
 	o      options
 	stdout io.Writer
-	logger *slog.Logger
+	logger *slog.Logger // handed to the packages, which name themselves
+	log    *slog.Logger // the process's own lines: component=process
 
 	gw   *enforcer.Gateway // the gateway role's; nil without it
 	edge *ingest.Edge      // its events' way to the store or Kafka
@@ -121,18 +122,18 @@ func (p *process) applyConfig(ctx context.Context, mgr *catalog.Manager, force b
 		return nil
 	}
 	cf := catalog.ConfigFile{Path: p.o.config, DataDir: p.o.dataDir, Force: force, Now: p.o.now, OnRetry: func(err error) {
-		p.logger.Info("another node changed the catalog meanwhile; applying the file again", "err", err)
+		p.log.Info("another node changed the catalog meanwhile; applying the file again", "err", err)
 	}}
 	ch, skipped, err := cf.Apply(ctx, mgr)
 	switch {
 	case err != nil:
 		return err
 	case skipped:
-		p.logger.Info("configuration file unchanged since it was applied; keeping the catalog", "file", p.o.config)
+		p.log.Info("configuration file unchanged since it was applied; keeping the catalog", "file", p.o.config)
 	case !ch.Changed:
-		p.logger.Info("configuration unchanged", "file", p.o.config)
+		p.log.Info("configuration unchanged", "file", p.o.config)
 	default:
-		reportApplied(p.stdout, p.logger, mgr.State(), ch)
+		reportApplied(p.stdout, p.log, mgr.State(), ch)
 	}
 	return nil
 }
@@ -198,7 +199,7 @@ func (p *process) serve(ctx context.Context, ready chan<- serveAddrs) error {
 			ln = s.wrap(ln)
 		}
 		g.Go(func() error { return serveUntil(gctx, s.srv, ln, o.shutdownTimeout) })
-		p.logger.Info(s.name+" listening", "addr", lns[i].Addr().String())
+		p.log.Info(s.name+" listening", "addr", lns[i].Addr().String())
 		switch s.name {
 		case "gateway":
 			addrs.gateway = lns[i].Addr().String()
@@ -216,7 +217,7 @@ func (p *process) serve(ctx context.Context, ready chan<- serveAddrs) error {
 	go func() {
 		select {
 		case <-p.loaded: // the whole catalog is in: its start's garbage is made
-			releaseStartMemory(p.logger)
+			releaseStartMemory(p.log)
 		case <-gctx.Done():
 		}
 	}()

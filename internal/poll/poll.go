@@ -17,6 +17,7 @@ package poll
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -43,6 +44,16 @@ func UntilOK(t testing.TB, within, interval time.Duration, what string, check fu
 	if err := wait(within, interval, check); err != nil {
 		t.Fatalf("not within %v: %s: %v", within, what, err)
 	}
+}
+
+// Wait is UntilOK for a goroutine other than the test's, which must not
+// call t.Fatalf: it returns the failure (naming what, with the last
+// check's error) for the caller to report, nil once check passed.
+func Wait(within, interval time.Duration, what string, check func() error) error {
+	if err := wait(within, interval, check); err != nil {
+		return fmt.Errorf("not within %v: %s: %w", within, what, err)
+	}
+	return nil
 }
 
 var errPending = errors.New("pending")

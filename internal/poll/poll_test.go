@@ -82,3 +82,19 @@ func (f *fakeT) Fatalf(format string, args ...any) {
 	f.msg = fmt.Sprintf(format, args...)
 	runtime.Goexit()
 }
+
+func TestWait(t *testing.T) {
+	var n atomic.Int32
+	if err := Wait(time.Second, time.Millisecond, "two calls", func() error {
+		if n.Add(1) < 2 {
+			return errors.New("once")
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("Wait = %v, want nil after two calls", err)
+	}
+	err := Wait(10*time.Millisecond, time.Millisecond, "never", func() error { return errors.New("still 3") })
+	if err == nil || err.Error() != "not within 10ms: never: still 3" {
+		t.Errorf("Wait = %v, want the what and the last error", err)
+	}
+}
