@@ -47,52 +47,57 @@ func TestEdgeConfigNamesWhatIsWrong(t *testing.T) {
 func TestEdgeCloseWritesEveryQueuedEvent(t *testing.T) {
 	const n = 1000
 	events := sinkEvents(0, n)
-	t.Run("embedded", func(t *testing.T) {
-		store := &storeWriter{}
-		e, err := OpenEdge(EdgeConfig{Store: store})
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.Start(context.Background())
-		for _, ev := range events {
-			e.Queue().Offer(ev)
-		}
-		if err := e.Close(); err != nil {
-			t.Fatal(err)
-		}
-		if len(store.events) != n {
-			t.Errorf("store has %d events, want %d", len(store.events), n)
-		}
-		if st := e.Stats(); st.Written != n || st.Queued != 0 || st.Dropped != 0 {
-			t.Errorf("stats %+v, want %d written, none queued or dropped", st, n)
-		}
-	})
-	t.Run("kafka", func(t *testing.T) {
-		_, k := sinkCluster(t)
-		e, err := OpenEdge(EdgeConfig{Kafka: &k, SpillDir: t.TempDir(), Node: "edge-1"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.Start(context.Background())
-		for _, ev := range events {
-			e.Queue().Offer(ev)
-		}
-		if err := e.Close(); err != nil {
-			t.Fatal(err)
-		}
-		checkDelivered(t, events, readEvents(t, k))
-		if st := e.Stats(); st.Written != n || st.Sink.Produced+st.Sink.Replayed != n || st.Sink.Pending != 0 {
-			t.Errorf("stats %+v, want %d written and produced, none pending", st, n)
-		}
-	})
-	t.Run("never started", func(t *testing.T) {
-		_, k := sinkCluster(t)
-		e, err := OpenEdge(EdgeConfig{Kafka: &k, SpillDir: t.TempDir()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := e.Close(); err != nil {
-			t.Errorf("Close of an edge never started: %v", err)
-		}
-	})
+	for _, tc := range []struct {
+		name  string
+		open  func(t *testing.T) EdgeConfig
+		check func(t *testing.T, cfg EdgeConfig, st EdgeStats)
+	}{
+		{"embedded", func(*testing.T) EdgeConfig { return EdgeConfig{Store: &storeWriter{}} },
+			func(t *testing.T, cfg EdgeConfig, _ EdgeStats) {
+				if got := len(cfg.Store.(*storeWriter).events); got != n {
+					t.Errorf("store has %d events, want %d", got, n)
+				}
+			}},
+		{"kafka", func(t *testing.T) EdgeConfig {
+			_, k := sinkCluster(t)
+			return EdgeConfig{Kafka: &k, SpillDir: t.TempDir(), Node: "edge-1"}
+		}, func(t *testing.T, cfg EdgeConfig, st EdgeStats) {
+			checkDelivered(t, events, readEvents(t, *cfg.Kafka))
+			if st.Sink.Produced+st.Sink.Replayed != n || st.Sink.Pending != 0 {
+				t.Errorf("sink stats %+v, want %d produced, none pending", st.Sink, n)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := tc.open(t)
+			e, err := OpenEdge(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.Start(context.Background())
+			for _, ev := range events {
+				e.Queue().Offer(ev)
+			}
+			if err := e.Close(); err != nil {
+				t.Fatal(err)
+			}
+			st := e.Stats()
+			if st.Written != n || st.Queued != 0 || st.Dropped != 0 {
+				t.Errorf("stats %+v, want %d written, none queued or dropped", st, n)
+			}
+			tc.check(t, cfg, st)
+		})
+	}
+}
+
+// Close of an edge that never started closes what it opened.
+func TestEdgeCloseNeverStarted(t *testing.T) {
+	_, k := sinkCluster(t)
+	e, err := OpenEdge(EdgeConfig{Kafka: &k, SpillDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Close(); err != nil {
+		t.Errorf("Close of an edge never started: %v", err)
+	}
 }
