@@ -121,7 +121,7 @@
 //
 // Alone (tollgate serve), the quota counter of a key under a plan is the
 // key's use of the period: RestoreQuotas raises it to the usage store's
-// count at start, and SetRemaining (UpdateUsage) sets it. In a fleet an
+// count at start, and SetUsed (UpdateUsage, through usage.QuotaUpdate) sets it. In a fleet an
 // enforcer sees only its own requests. The aggregator, which counts the
 // key's events from every enforcer, publishes a schemas.QuotaSignal: the
 // period's use (Used: what it counted, plus UpdateUsage adjustments) and,
@@ -190,7 +190,7 @@
 //
 // The plan's limit at this gateway decides, not s.Limit: when the two
 // differ, one side has not yet read a change of the plan, and the gateway
-// enforces the plan it has. SetRemaining sets this enforcer's counter
+// enforces the plan it has. SetUsed sets this enforcer's counter
 // directly; in a fleet the aggregator records the adjustment in s.Used,
 // and the next signal gives every enforcer its lease of what is left.
 //

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/poll"
 	"github.com/tollgate/tollgate/internal/utc"
 	"github.com/tollgate/tollgate/schemas"
 )
@@ -311,12 +312,14 @@ func TestRejectionsFlushByMinute(t *testing.T) {
 	reject(2)
 
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- g.Run(ctx) }()
 	var evs []schemas.UsageEvent
-	for deadline := time.Now().Add(5 * time.Second); len(evs) == 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	poll.Until(t, 5*time.Second, 10*time.Millisecond, "Run emits the rejections of 10:00 (it checks every second)", func() bool {
 		evs = sink.take()
-	}
+		return len(evs) > 0
+	})
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Run: %v", err)

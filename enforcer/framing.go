@@ -418,14 +418,23 @@ func connContext(lim *limits) func(context.Context, net.Conn) context.Context {
 // listener WrapListener did not wrap.
 type unwrapped struct{}
 
+// serverLogger is where NewServer's server logs: the gateway's logger
+// when h is one, else slog's default logger.
+func serverLogger(h http.Handler) *slog.Logger {
+	if g, ok := h.(*Gateway); ok {
+		return g.cfg.Logger
+	}
+	return slog.Default().With("component", "enforcer")
+}
+
 // requireWrapped answers 500 to requests of unwrapped connections, and
-// logs the mistake once.
-func requireWrapped(h http.Handler) http.Handler {
+// logs the mistake once to log.
+func requireWrapped(h http.Handler, log *slog.Logger) http.Handler {
 	var once sync.Once
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, bad := r.Context().Value(framingKey{}).(unwrapped); bad {
 			once.Do(func() {
-				slog.Error("enforcer: the gateway's server is served on a listener WrapListener did not wrap: every request is refused")
+				log.Error("the gateway's server is served on a listener WrapListener did not wrap: every request is refused")
 			})
 			w.Header().Set("Connection", "close")
 			http.Error(w, `{"message":"Internal server error"}`, http.StatusInternalServerError)

@@ -43,8 +43,8 @@ type Config struct {
 	// Now returns the current Unix time in nanoseconds. Nil means
 	// time.Now; tests inject a clock.
 	Now func() int64
-	// Logger receives configuration changes, never per-request lines.
-	// Nil discards.
+	// Logger receives configuration changes, never per-request lines,
+	// with component=enforcer. Nil discards.
 	Logger *slog.Logger
 	// Node names this enforcer in its usage events (UsageEvent.Node).
 	// The aggregator counts admitted requests per node and signals the
@@ -100,6 +100,7 @@ func New(cfg Config, c *catalog.Catalog) (*Gateway, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	cfg.Logger = cfg.Logger.With("component", "enforcer")
 	g := &Gateway{cfg: cfg, ownTransport: cfg.Transport == nil, rejections: newRejections(),
 		global: map[string]*atomic.Int64{}, planIdx: map[string]int32{}}
 	var err error
@@ -158,44 +159,34 @@ func (g *Gateway) RestoreQuotas(ctx context.Context, src DailySource) error {
 	return nil
 }
 
-// Quota errors of SetRemaining.
-var (
-	ErrNoSuchKeyPlan = errors.New("the key is not in that usage plan")
-	ErrNoQuota       = errors.New("the usage plan has no quota")
-)
-
-// SetRemaining sets the quota a key has left under a plan in the current
-// period (AWS UpdateUsage): requests go on counting from there. It
-// returns the change to the period's used count (to record in the usage
-// store, so a restart restores it) and the day it applies to.
+// SetUsed sets a key's used count under a plan in the current period
+// (AWS UpdateUsage; usage.QuotaUpdate checks the rule and calls it):
+// requests go on counting from there. It returns the change to the
+// count, to record in the usage store so that a restart restores it.
 //
 // It sets this enforcer's counter only. Alone (no quota signals), that
 // counter is the key's usage and delta is the change to record. In a
 // fleet, once a signal applied, the counter is this enforcer's lease
-// (see ApplySignal): remaining then holds here until the next signal,
+// (see ApplySignal): what remains then holds here until the next signal,
 // and delta is the change to the lease, not to the fleet's usage; the
 // quota authority computes the fleet's adjustment from its own count
 // (the period's limit - remaining - its Used) and the next signal, with
 // that adjustment in Used, replaces every enforcer's lease, this one's
 // included. What this enforcer admitted is counted as before.
-func (g *Gateway) SetRemaining(planID, keyID string, remaining int64) (delta, day int64, err error) {
-	now := g.cfg.Now()
+func (g *Gateway) SetUsed(planID, keyID string, used int64) (delta int64, err error) {
 	// The counters exist for every key in a plan, whatever stages the plan
 	// covers.
 	st, p := g.table.Load().keyPlan(keyID, planID)
 	if st == nil {
-		return 0, 0, ErrNoSuchKeyPlan
+		return 0, catalog.ErrNoSuchKeyPlan
 	}
-	q := p.quota
-	if q == nil {
-		return 0, 0, ErrNoQuota
+	if p.quota == nil {
+		return 0, catalog.ErrNoQuota
 	}
-	lim := q.limit(q.span(now).idx)
-	if remaining < 0 || remaining > lim {
-		return 0, 0, fmt.Errorf("remaining must be between 0 and the period's limit %d, got %d", lim, remaining)
+	if used < 0 {
+		return 0, fmt.Errorf("used count %d is negative", used)
 	}
-	delta = q.set(&st.quota, now, lim-remaining)
-	return delta, utc.Day(now), nil
+	return p.quota.set(&st.quota, g.cfg.Now(), used), nil
 }
 
 // ServeHTTP enforces and proxies one request.
@@ -434,7 +425,8 @@ var defaultLimits = limits{DefaultBodyTimeout, DefaultMaxBodyBytes, DefaultExcha
 // WrapListener: served on another, it fails closed, answering every
 // request 500 (the framing checks and the body and exchange limits need
 // the wrapped connection; without them the gateway would be open to
-// request smuggling and stalled bodies).
+// request smuggling and stalled bodies), and logs that once, with the
+// gateway's logger when h is a *Gateway, else slog's default one.
 func NewServer(h http.Handler, sc ServerConfig) *http.Server {
 	if sc.ReadHeaderTimeout <= 0 {
 		sc.ReadHeaderTimeout = 10 * time.Second
@@ -456,7 +448,7 @@ func NewServer(h http.Handler, sc ServerConfig) *http.Server {
 		lim.exchangeTimeout = sc.ExchangeTimeout
 	}
 	return &http.Server{
-		Handler:           requireWrapped(h),
+		Handler:           requireWrapped(h, serverLogger(h)),
 		ReadHeaderTimeout: sc.ReadHeaderTimeout,
 		IdleTimeout:       sc.IdleTimeout,
 		MaxHeaderBytes:    sc.MaxHeaderBytes,

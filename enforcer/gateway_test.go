@@ -792,45 +792,44 @@ func TestUpdateAppliesUpstreamTimeout(t *testing.T) {
 	}
 }
 
-func TestSetRemaining(t *testing.T) {
+func TestSetUsed(t *testing.T) {
 	e := newEnv(t, gwYAML)
 	k := e.gw.table.Load().firstPlan(widget)
 	plan := k.plan.id
 	e.do("GET", "/prod/items", "x-api-key", widget)
 	e.do("GET", "/prod/items", "x-api-key", widget) // 2 of 5 used
-	delta, day, err := e.gw.SetRemaining(plan, k.id, 1)
-	if err != nil || delta != 2 || day != testEpoch.Unix()/86400 {
-		t.Fatalf("SetRemaining = %d, %d, %v; want used 2 -> 4 (delta 2) today", delta, day, err)
+	delta, err := e.gw.SetUsed(plan, k.id, 4)
+	if err != nil || delta != 2 {
+		t.Fatalf("SetUsed = %d, %v; want used 2 -> 4 (delta 2)", delta, err)
 	}
 	e.advance(10 * time.Second) // the throttle is not what this tests
 	if r := e.do("GET", "/prod/items", "x-api-key", widget); r.status != 200 {
 		t.Fatalf("the one remaining request: %d", r.status)
 	}
 	wantAWS(t, e.do("GET", "/prod/items", "x-api-key", widget), 429, "Limit Exceeded", "LimitExceededException")
-	// Raising what remains works too.
-	if delta, _, err := e.gw.SetRemaining(plan, k.id, 5); err != nil || delta != -5 {
-		t.Fatalf("raise: %d, %v", delta, err)
+	// Lowering the count works too.
+	if delta, err := e.gw.SetUsed(plan, k.id, 0); err != nil || delta != -5 {
+		t.Fatalf("lower: %d, %v", delta, err)
 	}
 	e.advance(10 * time.Second)
 	if r := e.do("GET", "/prod/items", "x-api-key", widget); r.status != 200 {
-		t.Fatalf("after raising: %d", r.status)
+		t.Fatalf("after lowering: %d", r.status)
 	}
 	for _, tt := range []struct {
 		plan, key string
-		remaining int64
+		used      int64
 		want      string
 	}{
-		{plan, k.id, 6, "between 0 and the period's limit 5"},
-		{plan, k.id, -1, "between 0"},
-		{"nope", k.id, 1, ErrNoSuchKeyPlan.Error()},
-		{plan, "nope", 1, ErrNoSuchKeyPlan.Error()},
+		{plan, k.id, -1, "negative"},
+		{"nope", k.id, 1, catalog.ErrNoSuchKeyPlan.Error()},
+		{plan, "nope", 1, catalog.ErrNoSuchKeyPlan.Error()},
 	} {
-		if _, _, err := e.gw.SetRemaining(tt.plan, tt.key, tt.remaining); err == nil || !strings.Contains(err.Error(), tt.want) {
-			t.Errorf("SetRemaining(%s, %s, %d) = %v, want %q", tt.plan, tt.key, tt.remaining, err, tt.want)
+		if _, err := e.gw.SetUsed(tt.plan, tt.key, tt.used); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("SetUsed(%s, %s, %d) = %v, want %q", tt.plan, tt.key, tt.used, err, tt.want)
 		}
 	}
 	other := e.gw.table.Load().firstPlan("otherotherotherother01")
-	if _, _, err := e.gw.SetRemaining(other.plan.id, other.id, 1); !errors.Is(err, ErrNoQuota) {
+	if _, err := e.gw.SetUsed(other.plan.id, other.id, 1); !errors.Is(err, catalog.ErrNoQuota) {
 		t.Errorf("plan without quota: %v", err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/catalog"
+	"github.com/tollgate/tollgate/internal/poll"
 	"github.com/tollgate/tollgate/schemas"
 )
 
@@ -260,17 +261,14 @@ func TestExchangeDeadlineCutsAStalledReader(t *testing.T) {
 	// Never read: the gateway's writes block once the socket buffers
 	// are full, until the deadline cuts them.
 	var ev schemas.UsageEvent
-	for time.Since(start) < 5*time.Second {
+	poll.Until(t, 5*time.Second, 20*time.Millisecond, "the exchange of a client that reads nothing is metered", func() bool {
 		e.mu.Lock()
+		defer e.mu.Unlock()
 		if n := len(e.events); n > 0 {
 			ev = e.events[n-1]
 		}
-		e.mu.Unlock()
-		if ev.Status != 0 {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return ev.Status != 0
+	})
 	if ev.Status != 504 || ev.Decision != schemas.DecisionAllowed {
 		t.Fatalf("after %v: event %+v, want the exchange metered as 504 once its 300ms deadline cut it", time.Since(start), ev)
 	}

@@ -186,7 +186,7 @@ func TestApplySignalLease(t *testing.T) {
 		name      string
 		node      string
 		local     int // admitted here before the signal
-		remaining int // SetRemaining before the signal; -1: none
+		remaining int // SetUsed(limit - remaining) before the signal; -1: none
 		used      int64
 		nodes     []schemas.NodeCount
 		want      int
@@ -224,7 +224,7 @@ func TestApplySignalLease(t *testing.T) {
 			}
 			s := n.signal(tt.used, clock.Load(), tt.nodes...)
 			if tt.remaining >= 0 {
-				if _, _, err := n.gw.SetRemaining(s.PlanID, s.KeyID, int64(tt.remaining)); err != nil {
+				if _, err := n.gw.SetUsed(s.PlanID, s.KeyID, 100-int64(tt.remaining)); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -305,9 +305,9 @@ func TestApplySignalPeriodResetsLocal(t *testing.T) {
 	}
 }
 
-// SetRemaining sets this enforcer's counter over a lease, and the next
+// SetUsed (UpdateUsage) sets this enforcer's counter over a lease, and the next
 // signal replaces it with a new lease.
-func TestSetRemainingWithLeases(t *testing.T) {
+func TestSetUsedWithLeases(t *testing.T) {
 	var clock atomic.Int64
 	clock.Store(testEpoch.UnixNano())
 	n := newFleetNode(t, fleetCatalog(t, 100), "b", &clock)
@@ -316,12 +316,12 @@ func TestSetRemainingWithLeases(t *testing.T) {
 		t.Fatal("not applied")
 	}
 	// Lease: R = 70 among 3, 23 to b (rank 2, the left over to a).
-	delta, _, err := n.gw.SetRemaining(s.PlanID, s.KeyID, 5)
+	delta, err := n.gw.SetUsed(s.PlanID, s.KeyID, 100-5)
 	if err != nil || delta != 23-5 {
-		t.Fatalf("SetRemaining = %d, %v; want delta 18 (the lease of 23 down to 5)", delta, err)
+		t.Fatalf("SetUsed = %d, %v; want delta 18 (the lease of 23 down to 5)", delta, err)
 	}
 	if got := n.admitUntilRefused(t, 200); got != 5 {
-		t.Errorf("admitted %d after SetRemaining(5), want 5", got)
+		t.Errorf("admitted %d after 5 remaining, want 5", got)
 	}
 	// The aggregator recorded UpdateUsage as used = 100 - 5 = 95, of
 	// which b's 5 requests since are counted now.
@@ -333,11 +333,11 @@ func TestSetRemainingWithLeases(t *testing.T) {
 		t.Errorf("after the adjusted signal: %d, want 429", c)
 	}
 	// Raising what remains works too, until the next signal.
-	if _, _, err := n.gw.SetRemaining(s.PlanID, s.KeyID, 3); err != nil {
+	if _, err := n.gw.SetUsed(s.PlanID, s.KeyID, 100-3); err != nil {
 		t.Fatal(err)
 	}
 	if got := n.admitUntilRefused(t, 200); got != 3 {
-		t.Errorf("admitted %d after SetRemaining(3), want 3", got)
+		t.Errorf("admitted %d after 3 remaining, want 3", got)
 	}
 }
 

@@ -41,8 +41,8 @@ type ConfigLogConfig struct {
 	// record (a change of a million records is read back in tens of
 	// seconds). Default 10s.
 	CommitTimeout time.Duration
-	// Logger receives rejected records and connection trouble. Nil
-	// discards.
+	// Logger receives rejected records and connection trouble, with
+	// component=configlog. Nil discards.
 	Logger *slog.Logger
 	// Now stamps snapshots. Default time.Now.
 	Now func() time.Time
@@ -136,6 +136,7 @@ func OpenConfigLog(cfg ConfigLogConfig) (*ConfigLog, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	cfg.Logger = cfg.Logger.With("component", "configlog")
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -327,13 +328,13 @@ func (l *ConfigLog) repair(ctx context.Context) {
 	offs, err := l.produce(wctx, recs)
 	if err != nil {
 		l.failures.Add(1)
-		l.cfg.Logger.Warn("config log: write repairs of rejected records; retrying", "records", len(reps), "err", err)
+		l.cfg.Logger.Warn("writing repairs of rejected records failed; retrying", "records", len(reps), "err", err)
 		return
 	}
 	l.mu.Lock()
 	l.repairedTo = offs[len(offs)-1]
 	l.mu.Unlock()
-	l.cfg.Logger.Info("config log: repaired rejected records", "records", len(reps))
+	l.cfg.Logger.Info("repaired rejected records", "records", len(reps))
 }
 
 func (l *ConfigLog) retry(ctx context.Context, doing string, err error, wait *time.Duration) {
@@ -341,7 +342,7 @@ func (l *ConfigLog) retry(ctx context.Context, doing string, err error, wait *ti
 		return
 	}
 	l.failures.Add(1)
-	backoff.Retry(ctx, l.cfg.Logger, wait, 100*time.Millisecond, 5*time.Second, "config log: "+doing+" failed; retrying", "err", err)
+	backoff.Retry(ctx, l.cfg.Logger, wait, 100*time.Millisecond, 5*time.Second, doing+" failed; retrying", "err", err)
 }
 
 func (l *ConfigLog) markLoaded() { l.loadOnce.Do(func() { close(l.loaded) }) }

@@ -223,7 +223,7 @@ func (l *ConfigLog) abortAbandoned(ctx context.Context) {
 	defer cancel()
 	if _, err := l.produce(wctx, recs); err != nil {
 		l.failures.Add(1)
-		l.cfg.Logger.Warn("config log: abort abandoned transactions; retrying", "transactions", len(aborted), "err", err)
+		l.cfg.Logger.Warn("aborting abandoned transactions failed; retrying", "transactions", len(aborted), "err", err)
 		l.mu.Lock()
 		for _, t := range aborted {
 			t.abortedAt = time.Time{}
@@ -232,6 +232,6 @@ func (l *ConfigLog) abortAbandoned(ctx context.Context) {
 		return
 	}
 	for _, t := range aborted {
-		l.cfg.Logger.Warn("config log: aborted a transaction its writer abandoned", "txn", t.id, "records", len(t.recs), "held", now.Sub(t.since))
+		l.cfg.Logger.Warn("aborted a transaction its writer abandoned", "txn", t.id, "records", len(t.recs), "held", now.Sub(t.since))
 	}
 }

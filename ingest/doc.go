@@ -8,7 +8,10 @@
 // A Drainer takes events out in batches and hands each batch to a
 // BatchWriter — the embedded usage store in one-process mode, a Sink in
 // distributed mode — retrying a failed batch until it is accepted or
-// shutdown ends the wait.
+// shutdown ends the wait. Edge (edge.go) is that pipeline as one type,
+// which the binary opens for its gateway: a queue, a drainer and a
+// writer, started and closed (closing hands on every queued event)
+// together.
 //
 // On Kafka (topics and their shapes in topics.go; Migrate creates them):
 //

@@ -40,7 +40,8 @@ type DrainerConfig struct {
 	// reports the writer as failing. Default 3 (with the default backoff,
 	// about a third of a second of failures).
 	UnhealthyAfter int
-	// Logger receives write failures. Nil discards them.
+	// Logger receives write failures, with component=drainer. Nil
+	// discards them.
 	Logger *slog.Logger
 }
 
@@ -94,6 +95,7 @@ func NewDrainer(cfg DrainerConfig) (*Drainer, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	cfg.Logger = cfg.Logger.With("component", "drainer")
 	return &Drainer{cfg: cfg, buf: make([]schemas.UsageEvent, 0, cfg.MaxBatch)}, nil
 }
 

@@ -31,11 +31,14 @@ type Queue struct {
 	half uint64
 }
 
+// ErrQueueCapacity is NewQueue's refusal of a capacity.
+var ErrQueueCapacity = errors.New("queue capacity must be between 2 and 67108864")
+
 // NewQueue returns a queue holding up to capacity events, rounded up to a
 // power of two.
 func NewQueue(capacity int) (*Queue, error) {
 	if capacity < 2 || capacity > 1<<26 {
-		return nil, errors.New("queue capacity must be between 2 and 67108864")
+		return nil, ErrQueueCapacity
 	}
 	n := uint64(1)
 	for n < uint64(capacity) {

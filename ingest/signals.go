@@ -14,6 +14,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/tollgate/tollgate/catalog"
 	"github.com/tollgate/tollgate/internal/backoff"
 	"github.com/tollgate/tollgate/schemas"
 )
@@ -107,8 +108,8 @@ type SignalReaderConfig struct {
 	// MaxWait is the longest a fetch waits for new records; signals
 	// arrive as soon as they are written whatever it is. Default 500ms.
 	MaxWait time.Duration
-	// Logger receives rejected records and connection trouble. Nil
-	// discards.
+	// Logger receives rejected records and connection trouble, with
+	// component=signals. Nil discards.
 	Logger *slog.Logger
 	// Now stamps snapshots and paces their saving. Default time.Now.
 	Now func() time.Time
@@ -203,6 +204,7 @@ func OpenSignalReader(cfg SignalReaderConfig) (*SignalReader, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	cfg.Logger = cfg.Logger.With("component", "signals")
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -261,6 +263,42 @@ func (r *SignalReader) Get(planID, keyID string) (schemas.QuotaSignal, bool) {
 	s, ok := r.latest[signalKey(planID, keyID)]
 	r.mu.Unlock()
 	return s, ok
+}
+
+// ApplyGained hands Apply the latest signals of what a catalog change
+// gave the gateway: each key put, in each of its plans, and every key of
+// a plan the catalog did not have. A key or plan the gateway already held
+// keeps its counters, so the cost is that of the change, not of the
+// catalog (a full change, a first load or a rebuild, takes every signal).
+// Call it after the gateway applied the change.
+func (r *SignalReader) ApplyGained(ch *catalog.Change) {
+	if ch.Delta.Full {
+		for _, s := range r.Latest() {
+			r.cfg.Apply(&s)
+		}
+		return
+	}
+	apply := func(planID, keyID string) {
+		if s, ok := r.Get(planID, keyID); ok {
+			r.cfg.Apply(&s)
+		}
+	}
+	for _, id := range ch.Delta.Keys {
+		if k := ch.New.Key(id); k != nil {
+			for _, p := range k.UsagePlans {
+				apply(p, id)
+			}
+		}
+	}
+	for _, id := range ch.Delta.Plans {
+		if ch.Old.Plan(id) != nil || ch.New.Plan(id) == nil {
+			continue
+		}
+		ch.New.PlanKeys(id, "", func(k *catalog.APIKey) bool {
+			apply(id, k.ID)
+			return true
+		})
+	}
 }
 
 // Loaded is closed once every partition Run found when it started has
@@ -377,7 +415,7 @@ func (r *SignalReader) retry(ctx context.Context, doing string, err error, wait 
 		return
 	}
 	r.failures.Add(1)
-	backoff.Retry(ctx, r.cfg.Logger, wait, 100*time.Millisecond, 5*time.Second, "signal reader: "+doing+" failed; retrying", "err", err)
+	backoff.Retry(ctx, r.cfg.Logger, wait, 100*time.Millisecond, 5*time.Second, doing+" failed; retrying", "err", err)
 }
 
 // apply keeps the signals of fetched records and appends them to out,

@@ -17,7 +17,9 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/tollgate/tollgate/catalog"
 	"github.com/tollgate/tollgate/internal/kafkatest"
+	"github.com/tollgate/tollgate/internal/poll"
 	"github.com/tollgate/tollgate/schemas"
 )
 
@@ -92,22 +94,6 @@ func waitSignalsLoaded(t *testing.T, r *SignalReader) {
 	}
 }
 
-// pollSignals checks cond every few milliseconds until it holds or 10s
-// pass.
-func pollSignals(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(10 * time.Second)
-	for !cond() {
-		select {
-		case <-tick.C:
-		case <-deadline:
-			t.Fatalf("after 10s: %s", what)
-		}
-	}
-}
-
 func writeSignals(t *testing.T, k Kafka, signals ...schemas.QuotaSignal) {
 	t.Helper()
 	w, err := NewSignalWriter(k)
@@ -143,7 +129,7 @@ func TestSignalReaderFollowsTheTopic(t *testing.T) {
 	want[0].Used, want[0].Exhausted, want[0].AsOf = 10, true, want[0].AsOf+1e9
 	writeSignals(t, k, want[0])
 	for _, s := range want {
-		pollSignals(t, fmt.Sprintf("Apply got %+v", s), func() bool { return rec.has(s) })
+		poll.Until(t, 10*time.Second, 5*time.Millisecond, fmt.Sprintf("Apply got %+v", s), func() bool { return rec.has(s) })
 	}
 	if got := r.Latest(); !reflect.DeepEqual(got, sortedSignals(want)) {
 		t.Fatalf("Latest = %+v\nwant %+v", got, sortedSignals(want))
@@ -158,7 +144,7 @@ func TestSignalReaderFollowsTheTopic(t *testing.T) {
 	if err := w.Delete(context.Background(), want[1].PlanID, want[1].KeyID); err != nil {
 		t.Fatal(err)
 	}
-	pollSignals(t, "the deleted pair is forgotten", func() bool { return len(r.Latest()) == len(want)-1 })
+	poll.Until(t, 10*time.Second, 5*time.Millisecond, "the deleted pair is forgotten", func() bool { return len(r.Latest()) == len(want)-1 })
 	for _, s := range r.Latest() {
 		if s.KeyID == want[1].KeyID {
 			t.Fatalf("Latest still holds %+v", s)
@@ -205,7 +191,7 @@ func TestSignalReaderSnapshotServesWithoutKafka(t *testing.T) {
 	}
 	// Run keeps retrying; the states stay.
 	runSignalReader(t, b)
-	pollSignals(t, "a failed request to Kafka is counted", func() bool { return b.Failures() > 0 })
+	poll.Until(t, 10*time.Second, 5*time.Millisecond, "a failed request to Kafka is counted", func() bool { return b.Failures() > 0 })
 	if got := b.Latest(); !reflect.DeepEqual(got, sortedSignals(want)) {
 		t.Fatalf("Latest with Kafka down = %+v, want the snapshot's", got)
 	}
@@ -238,7 +224,7 @@ func TestSignalReaderResumesFromTheSnapshot(t *testing.T) {
 	s := old[3]
 	s.Used++
 	writeSignals(t, k, s)
-	pollSignals(t, "the new signal is applied", func() bool { return rec.has(s) })
+	poll.Until(t, 10*time.Second, 5*time.Millisecond, "the new signal is applied", func() bool { return rec.has(s) })
 	if n := rec.nCalls(); n != len(old)+1 {
 		t.Fatalf("%d signals applied, want %d", n, len(old)+1)
 	}
@@ -345,5 +331,56 @@ func TestSignalReaderConfigErrors(t *testing.T) {
 	defer w.Close()
 	if err := w.Write(context.Background(), []schemas.QuotaSignal{{PlanID: "p"}}); err == nil || !strings.Contains(err.Error(), "no plan or key id") {
 		t.Fatalf("a signal without key id: %v", err)
+	}
+}
+
+// ApplyGained hands on the signals of what a change gave the gateway:
+// the keys it put, in each of their plans, and the keys of a new plan;
+// not those of keys and plans the gateway held before.
+func TestSignalReaderApplyGained(t *testing.T) {
+	_, k := signalCluster(t, "gained.", 2)
+	sig := func(plan, key string) schemas.QuotaSignal {
+		return schemas.QuotaSignal{PlanID: plan, KeyID: key, Used: 1, Limit: 10, PeriodEnd: 1_800_000_000_000_000_000, AsOf: 1_799_000_000_000_000_000}
+	}
+	all := []schemas.QuotaSignal{sig("p1", "k1"), sig("p1", "k2"), sig("p2", "k2"), sig("p2", "k3"), sig("p3", "k4")}
+	writeSignals(t, k, all...)
+	rec := newSignalRecorder()
+	r := openSignalReader(t, SignalReaderConfig{Kafka: k, Snapshot: filepath.Join(t.TempDir(), "signals.json"), Apply: rec.apply})
+	runSignalReader(t, r)
+	waitSignalsLoaded(t, r)
+	rec = newSignalRecorder() // what Run applied is not what this tests
+	r.cfg.Apply = rec.apply
+
+	plan := func(id string) catalog.UsagePlan {
+		return catalog.UsagePlan{ID: id, Name: id, APIStages: []catalog.APIStage{}}
+	}
+	key := func(id string, plans ...string) catalog.APIKey {
+		return catalog.APIKey{ID: id, Name: id, ValueHash: catalog.HashKey(id + "-value-0123456789abcdef"), UsagePlans: plans}
+	}
+	// k3 names p2 before the gateway has p2 (the plan's record comes
+	// later on the config topic): p2's arrival brings k3's signal.
+	old := catalog.StateOf(&catalog.Catalog{UsagePlans: []catalog.UsagePlan{plan("p1"), plan("p3")},
+		APIKeys: []catalog.APIKey{key("k1", "p1"), key("k3", "p2"), key("k4", "p3")}})
+	// k2 joins p1 and the new p2; k1 and k4 stay as they were.
+	next := catalog.StateOf(&catalog.Catalog{UsagePlans: []catalog.UsagePlan{plan("p1"), plan("p2"), plan("p3")},
+		APIKeys: []catalog.APIKey{key("k1", "p1"), key("k2", "p1", "p2"), key("k3", "p2"), key("k4", "p3")}})
+	r.ApplyGained(&catalog.Change{Old: old, New: next, Delta: catalog.Delta{Keys: []string{"k2"}, Plans: []string{"p2"}}})
+	want := []schemas.QuotaSignal{sig("p1", "k2"), sig("p2", "k2"), sig("p2", "k3")}
+	for _, s := range want {
+		if !rec.has(s) {
+			t.Errorf("%s/%s not applied", s.PlanID, s.KeyID)
+		}
+	}
+	for _, s := range []schemas.QuotaSignal{sig("p1", "k1"), sig("p3", "k4")} {
+		if rec.has(s) {
+			t.Errorf("%s/%s applied; the gateway held it already", s.PlanID, s.KeyID)
+		}
+	}
+	// A full change (a first load, a rebuild) takes every signal.
+	rec2 := newSignalRecorder()
+	r.cfg.Apply = rec2.apply
+	r.ApplyGained(&catalog.Change{Old: catalog.NewState(), New: next, Delta: catalog.Delta{Full: true}})
+	if rec2.nCalls() != len(all) {
+		t.Errorf("a full change applied %d signals, want all %d", rec2.nCalls(), len(all))
 	}
 }

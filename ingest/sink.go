@@ -44,7 +44,8 @@ type SinkConfig struct {
 	// the spill log while the producer fails (doubling). Defaults 100ms
 	// and 5s.
 	RetryMin, RetryMax time.Duration
-	// Logger receives state changes (producer down, back). Nil discards.
+	// Logger receives state changes (producer down, back), with
+	// component=sink. Nil discards.
 	Logger *slog.Logger
 	// Pressure reports that the queue in front of the sink is filling
 	// (the drainer cannot keep up because Kafka is slow, not down):
@@ -113,6 +114,7 @@ func NewSink(cfg SinkConfig) (*Sink, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	cfg.Logger = cfg.Logger.With("component", "sink")
 	return &Sink{cfg: cfg, kick: make(chan struct{}, 1)}, nil
 }
 
@@ -172,7 +174,7 @@ func (s *Sink) Run(ctx context.Context) error {
 			continue
 		}
 		if failing {
-			s.cfg.Logger.Info("Kafka is back; spilled usage events replayed")
+			s.cfg.Logger.Info("spilled usage events replayed; Kafka is back")
 			failing = false
 		}
 		wait = s.cfg.RetryMin

@@ -13,7 +13,8 @@ import (
 // shape: an apiError as it is; a body over its limit 413; a body that
 // did not arrive in time 408; an invalid catalog change 400; a catalog
 // changed meanwhile 409; a catalog that cannot be written 503; and the
-// Quotas errors (ErrNotFound 404, ErrInvalid 400, ErrNotSupported 501).
+// UpdateUsage rule's errors (catalog.ErrNoSuchKeyPlan 404, ErrNoQuota and
+// ErrRemainingOutOfRange 400) and ErrNotSupported 501.
 // Anything else is the server's failure: 500, its message prefixed with
 // doing.
 func errorOf(doing string, err error) *apiError {
@@ -43,9 +44,9 @@ func knownError(err error) *apiError {
 		return &apiError{status: 409, errType: "ConflictException", msg: err.Error()}
 	case errors.Is(err, catalog.ErrUnavailable):
 		return &apiError{status: 503, errType: "ServiceUnavailableException", msg: err.Error()}
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, catalog.ErrNoSuchKeyPlan):
 		return &apiError{status: 404, errType: "NotFoundException", msg: err.Error()}
-	case errors.Is(err, ErrInvalid):
+	case errors.Is(err, catalog.ErrNoQuota), errors.Is(err, catalog.ErrRemainingOutOfRange):
 		return badRequest(err.Error())
 	case errors.Is(err, ErrNotSupported):
 		return &apiError{status: 501, errType: "NotImplementedException", msg: err.Error()}

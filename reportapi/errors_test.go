@@ -23,8 +23,9 @@ func TestErrorOf(t *testing.T) {
 		{wrap(&catalog.ValidationError{}), 400},
 		{wrap(catalog.ErrConflict), 409},
 		{wrap(catalog.ErrUnavailable), 503},
-		{wrap(ErrNotFound), 404},
-		{wrap(ErrInvalid), 400},
+		{wrap(catalog.ErrNoSuchKeyPlan), 404},
+		{wrap(catalog.ErrNoQuota), 400},
+		{wrap(catalog.ErrRemainingOutOfRange), 400},
 		{wrap(ErrNotSupported), 501},
 		{errors.New("disk full"), 500},
 	} {

@@ -62,17 +62,14 @@ var (
 	errPlanKeyNotFound = &apiError{status: 404, errType: "NotFoundException", msg: "Invalid API Key identifier specified"}
 )
 
-// Errors a QuotaAdjuster wraps, for the status they answer.
-var (
-	ErrNotFound = errors.New("not found") // 404
-	ErrInvalid  = errors.New("invalid")   // 400
-	// ErrNotSupported: this deployment cannot do it (501), the message
-	// says what would.
-	ErrNotSupported = errors.New("not supported")
-)
+// ErrNotSupported is what a QuotaAdjuster wraps when this deployment
+// cannot carry out UpdateUsage (501); the message says what would.
+var ErrNotSupported = errors.New("not supported")
 
 // QuotaAdjuster sets what a key has left of its quota under a plan in the
-// current period (UpdateUsage), in the gateway and in the usage store.
+// current period (UpdateUsage): usage.QuotaUpdate. Its rule's errors
+// (catalog.ErrNoSuchKeyPlan, ErrNoQuota, ErrRemainingOutOfRange) answer
+// 404 and 400.
 type QuotaAdjuster interface {
 	SetRemaining(ctx context.Context, planID, keyID string, remaining int64) error
 }
@@ -594,10 +591,6 @@ func (u *usagePlans) updateUsage(w http.ResponseWriter, r *http.Request) {
 		errPlanKeyNotFound.write(w)
 		return
 	}
-	if p.Quota == nil {
-		badRequest("the usage plan has no quota to update").write(w)
-		return
-	}
 	if len(in.PatchOperations) != 1 || in.PatchOperations[0].Op != "replace" || in.PatchOperations[0].Path != "/remaining" {
 		badRequest("patchOperations must be one replace of /remaining").write(w)
 		return
@@ -641,4 +634,13 @@ func parseCount(v string, dst *int64) *apiError {
 	}
 	*dst = n
 	return nil
+}
+
+// NoQuotas is the QuotaAdjuster of a deployment that cannot carry out
+// UpdateUsage: it answers 501 with the reason, which says what would.
+type NoQuotas string
+
+// SetRemaining refuses.
+func (n NoQuotas) SetRemaining(context.Context, string, string, int64) error {
+	return fmt.Errorf("%w: %s", ErrNotSupported, string(n))
 }

@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os/exec"
 	"strconv"
-	"strings"
 
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -15,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/tollgate/tollgate/internal/benchkit"
 	"github.com/tollgate/tollgate/internal/history"
 	"github.com/tollgate/tollgate/schemas"
 )
@@ -37,19 +36,14 @@ type broker struct {
 // kafka`, and bounds the events topic to retentionBytes per partition (0:
 // unbounded). kfake applies retention every 5 s.
 func startBroker(ctx context.Context, tollgate string, partitions int, retentionBytes int64) (*broker, error) {
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.BrokerConfigs(map[string]string{
+	cluster, addr, err := benchkit.StartBroker(ctx, tollgate, partitions, kfake.BrokerConfigs(map[string]string{
 		// How often kfake compacts and applies retention (default 1 h).
 		"log.cleaner.backoff.ms": "5000",
 	}))
 	if err != nil {
-		return nil, fmt.Errorf("start the Kafka broker: %w", err)
+		return nil, err
 	}
-	b := &broker{cluster: cluster, addr: strings.Join(cluster.ListenAddrs(), ",")}
-	out, err := exec.CommandContext(ctx, tollgate, "migrate", "kafka", "--kafka", b.addr, "--partitions", strconv.Itoa(partitions)).CombinedOutput()
-	if err != nil {
-		cluster.Close()
-		return nil, fmt.Errorf("tollgate migrate kafka: %w: %s", err, out)
-	}
+	b := &broker{cluster: cluster, addr: addr}
 	if retentionBytes > 0 {
 		if err := b.setRetention(ctx, eventsTopic, retentionBytes); err != nil {
 			cluster.Close()

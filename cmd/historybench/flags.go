@@ -7,11 +7,10 @@ import (
 	"io"
 	"math"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/benchkit"
 	"github.com/tollgate/tollgate/internal/history"
 )
 
@@ -66,10 +65,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
-	var errs []error
-	if fs.NArg() > 0 {
-		errs = append(errs, fmt.Errorf("unexpected arguments %q", fs.Args()))
-	}
+	errs := []error{benchkit.NoArgs(fs)} // errors.Join drops a nil
 	var err error
 	if cfg.start, err = time.Parse("2006-01-02", *start); err != nil {
 		errs = append(errs, fmt.Errorf("--start: %q is not a date such as 2026-10-01", *start))
@@ -96,12 +92,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if _, err := cfg.dsn(); err != nil {
 		errs = append(errs, err)
 	}
-	abs, err := filepath.Abs(cfg.tollgate)
-	if err == nil {
-		cfg.tollgate = abs
-		_, err = os.Stat(abs)
-	}
-	if err != nil {
+	if cfg.tollgate, err = benchkit.Binary(cfg.tollgate); err != nil {
 		errs = append(errs, fmt.Errorf("--tollgate: %w (make build makes bin/tollgate)", err))
 	}
 	return cfg, errors.Join(errs...)

@@ -78,17 +78,6 @@ func TestRetentionFor(t *testing.T) {
 	}
 }
 
-func TestStatCPU(t *testing.T) {
-	stat := "4242 (clickhouse-serv (x)) S 1 4242 4242 0 -1 4194560 1 0 0 0 250 130 0 0 20 0 40 0 100 0 0"
-	d, err := statCPU(stat)
-	if err != nil || d != 3800*time.Millisecond {
-		t.Fatalf("statCPU: %v, %v; want 3.8s", d, err)
-	}
-	if _, err := statCPU("garbage"); err == nil {
-		t.Fatal("no error for a line without a command name")
-	}
-}
-
 func TestResult(t *testing.T) {
 	ms := time.Millisecond
 	r := &result{limit: 10 * ms, cold: 30 * ms, warm: []time.Duration{9 * ms, 5 * ms, 12 * ms, 7 * ms, 8 * ms}}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/benchkit"
 	"github.com/tollgate/tollgate/usage/chstore"
 )
 
@@ -77,14 +78,14 @@ func (w *aggWatch) lostLine() string {
 func (b *bench) load(ctx context.Context, st *chstore.Store, retention int64) (*loadResult, error) {
 	res := &loadResult{retentionBytes: retention}
 	watch := &aggWatch{}
-	agg, err := b.procs.start("aggregator", b.cfg.tollgate, []string{"aggregator", "--kafka", b.broker.addr,
+	agg, err := b.procs.Start("aggregator", b.cfg.tollgate, []string{"aggregator", "--kafka", b.broker.addr,
 		"--clickhouse", b.dsn, "--data-dir", filepath.Join(b.work, "aggregator"), "--raw-retention", "0"},
-		childEnv(), filepath.Join(b.work, "aggregator.log"), watch.line)
+		benchkit.ChildEnv(), filepath.Join(b.work, "aggregator.log"), watch.line)
 	if err != nil {
 		return res, err
 	}
 	defer func() {
-		agg.stop()
+		agg.Stop()
 		res.aggErrors = watch.errors
 	}()
 	parts := make([]int, b.cfg.partitions)
@@ -108,7 +109,7 @@ func (b *bench) load(ctx context.Context, st *chstore.Store, retention int64) (*
 	return res, nil
 }
 
-func (b *bench) loadDay(parent context.Context, st *chstore.Store, agg *proc, watch *aggWatch, parts []int, day time.Time, res *loadResult) (dayResult, error) {
+func (b *bench) loadDay(parent context.Context, st *chstore.Store, agg *benchkit.Proc, watch *aggWatch, parts []int, day time.Time, res *loadResult) (dayResult, error) {
 	ctx, cancel := context.WithTimeout(parent, b.cfg.dayTimeout)
 	defer cancel()
 	r := dayResult{day: day, expected: b.cfg.history(day, 1).Total()}
@@ -120,15 +121,15 @@ func (b *bench) loadDay(parent context.Context, st *chstore.Store, agg *proc, wa
 	}
 	before := sum(b.broker.ends())
 	s0 := sampleCPU(agg)
-	loader, err := b.procs.start("loader", b.cfg.tollgate, []string{"loadgen", "history", "--kafka", b.broker.addr,
+	loader, err := b.procs.Start("loader", b.cfg.tollgate, []string{"loadgen", "history", "--kafka", b.broker.addr,
 		"--keys", strconv.Itoa(b.cfg.keys), "--days", "1", "--rate", strconv.FormatFloat(b.cfg.rate, 'g', -1, 64),
 		"--start", day.Format("2006-01-02"), "--seed", strconv.FormatUint(b.cfg.seed, 10)},
-		childEnv(), filepath.Join(b.work, "loader.log"), nil)
+		benchkit.ChildEnv(), filepath.Join(b.work, "loader.log"), nil)
 	if err != nil {
 		return r, err
 	}
 	loaded := make(chan error, 1)
-	go func() { loaded <- loader.wait(ctx) }()
+	go func() { loaded <- loader.Wait(ctx) }()
 	loading := true
 	lastCheck, lastNote, lastLossCheck := time.Time{}, time.Now(), time.Time{}
 	for {
@@ -137,7 +138,7 @@ func (b *bench) loadDay(parent context.Context, st *chstore.Store, agg *proc, wa
 		if line := watch.lostLine(); line != "" {
 			return r, fmt.Errorf("the broker deleted records before the aggregator stored them: %s", line)
 		}
-		if err := agg.exited(); err != nil {
+		if err := agg.Exited(); err != nil {
 			return r, err
 		}
 		if time.Since(lastLossCheck) >= 5*time.Second {
@@ -184,7 +185,7 @@ func (b *bench) loadDay(parent context.Context, st *chstore.Store, agg *proc, wa
 		}
 	}
 	s1 := sampleCPU(agg)
-	loaderCPU, _ := loader.cpu()
+	loaderCPU, _ := loader.CPU()
 	// Everything written is stored: let retention delete what it may now
 	// rather than at kfake's next tick, so that the broker's memory stays
 	// bounded by --retention-days whatever the tick's phase.

@@ -94,34 +94,11 @@
 // were and how loaded the machine was.
 package main
 
-import (
-	"context"
-	"fmt"
-	"io"
-	"os"
-	"os/signal"
-	"syscall"
-)
-
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := cli(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	os.Exit(code)
-}
+import "github.com/tollgate/tollgate/internal/benchkit"
 
 // cli runs the benchmark with args and returns the exit code: 2 for bad
 // flags, 1 when the benchmark failed. Figures that miss their targets do
 // not fail the command: the table says so.
-func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	cfg, err := parseFlags(args, stderr)
-	if err != nil {
-		fmt.Fprintf(stderr, "historybench: %v\n", err)
-		return 2
-	}
-	if err := run(ctx, cfg, stdout); err != nil {
-		fmt.Fprintf(stderr, "historybench: %v\n", err)
-		return 1
-	}
-	return 0
-}
+var cli = benchkit.Command("historybench", parseFlags, run)
+
+func main() { benchkit.Main(cli) }

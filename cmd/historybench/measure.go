@@ -112,6 +112,28 @@ type rowsBody struct {
 	} `json:"rows"`
 }
 
+// getRows is get of a report that answers rowsBody; what names the
+// report in errors.
+func (c *client) getRows(ctx context.Context, what, path string, q url.Values) ([]byte, rowsBody, time.Duration, error) {
+	var rb rowsBody
+	body, d, err := c.get(ctx, path, q)
+	if err != nil {
+		return nil, rb, d, err
+	}
+	if err := json.Unmarshal(body, &rb); err != nil {
+		return nil, rb, d, fmt.Errorf("%s: %w", what, err)
+	}
+	return body, rb, d, nil
+}
+
+// requests is the sum of the rows' requests.
+func (rb rowsBody) requests() (n int64) {
+	for _, r := range rb.Rows {
+		n += r.Requests
+	}
+	return n
+}
+
 // span is the history's range of the queries: the month (the days of
 // the history, at most its first 31), and the key and day of the
 // one-key queries.
@@ -148,20 +170,12 @@ func (b *bench) queries(ctx context.Context, c *client, conn driver.Conn, s span
 	a := &result{label: "(a) /v1/usage granularity=day group_by=key, the month", target: "≤ 1 s and ≤ 3× (b)", limit: time.Second}
 	hw := &result{label: "(b) hand-written ClickHouse query, same sums on usage_key_day (clickhouse-go, all rows read)", target: "reference"}
 	usageA := func(ctx context.Context) (time.Duration, int, string, error) {
-		body, d, err := c.get(ctx, "/v1/usage", url.Values{"from": {s.from.Format(rfc)}, "to": {s.to.Format(rfc)},
+		body, rb, d, err := c.getRows(ctx, "/v1/usage", "/v1/usage", url.Values{"from": {s.from.Format(rfc)}, "to": {s.to.Format(rfc)},
 			"granularity": {"day"}, "group_by": {"key"}})
 		if err != nil {
 			return d, 0, "", err
 		}
-		var rb rowsBody
-		if err := json.Unmarshal(body, &rb); err != nil {
-			return d, 0, "", fmt.Errorf("/v1/usage: %w", err)
-		}
-		var req int64
-		for _, r := range rb.Rows {
-			req += r.Requests
-		}
-		detail, err := checkMonth(s, len(rb.Rows), req)
+		detail, err := checkMonth(s, len(rb.Rows), rb.requests())
 		return d, len(rb.Rows), sized(detail, body), err
 	}
 	handwritten := func(ctx context.Context) (time.Duration, int, string, error) {
@@ -226,19 +240,12 @@ func (b *bench) queries(ctx context.Context, c *client, conn driver.Conn, s span
 
 	minutes := &result{label: "(d) /v1/usage granularity=minute key=, one key, one day", target: "≤ 100 ms", limit: 100 * time.Millisecond}
 	b.measure(ctx, minutes, func(ctx context.Context) (time.Duration, int, string, error) {
-		body, d, err := c.get(ctx, "/v1/usage", url.Values{"from": {s.day.Format(rfc)}, "to": {s.day.AddDate(0, 0, 1).Format(rfc)},
+		body, rb, d, err := c.getRows(ctx, "/v1/usage", "/v1/usage", url.Values{"from": {s.day.Format(rfc)}, "to": {s.day.AddDate(0, 0, 1).Format(rfc)},
 			"granularity": {"minute"}, "key": {s.key}})
 		if err != nil {
 			return d, 0, "", err
 		}
-		var rb rowsBody
-		if err := json.Unmarshal(body, &rb); err != nil {
-			return d, 0, "", fmt.Errorf("/v1/usage: %w", err)
-		}
-		var req int64
-		for _, r := range rb.Rows {
-			req += r.Requests
-		}
+		req := rb.requests()
 		want := int64(s.rate * 24)
 		detail := fmt.Sprintf("%s requests of %s on %s (the history: %d ± 1)", count(req), s.key, s.day.Format("2006-01-02"), want)
 		if len(rb.Rows) == 0 || len(rb.Rows) > 1440 || req < want-1 || req > want+1 {
@@ -249,13 +256,9 @@ func (b *bench) queries(ctx context.Context, c *client, conn driver.Conn, s span
 
 	billing := &result{label: "(e) /v1/reports/billing, the month", target: "≤ 2 s", limit: 2 * time.Second}
 	b.measure(ctx, billing, func(ctx context.Context) (time.Duration, int, string, error) {
-		body, d, err := c.get(ctx, "/v1/reports/billing", url.Values{"month": {s.month.Format("2006-01")}})
+		body, rb, d, err := c.getRows(ctx, "billing", "/v1/reports/billing", url.Values{"month": {s.month.Format("2006-01")}})
 		if err != nil {
 			return d, 0, "", err
-		}
-		var rb rowsBody
-		if err := json.Unmarshal(body, &rb); err != nil {
-			return d, 0, "", fmt.Errorf("billing: %w", err)
 		}
 		var admitted int64
 		for _, r := range rb.Rows {

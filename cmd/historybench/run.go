@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/tollgate/tollgate/internal/benchkit"
 	"github.com/tollgate/tollgate/usage/chstore"
 )
 
@@ -29,7 +29,7 @@ type bench struct {
 	server driver.Conn // the server's default database
 	conn   driver.Conn // the benchmark's database
 	broker *broker
-	procs  *procs
+	procs  *benchkit.Procs
 }
 
 func (b *bench) logf(format string, args ...any) {
@@ -50,8 +50,9 @@ type outcome struct {
 	problem error // what went wrong that does not stop the run
 }
 
-func run(ctx context.Context, cfg config, stdout io.Writer) (err error) {
-	b := &bench{cfg: cfg, out: stdout, began: time.Now(), procs: &procs{}}
+// run runs the benchmark; its progress and its tables go to stdout.
+func run(ctx context.Context, cfg config, stdout, _ io.Writer) (err error) {
+	b := &bench{cfg: cfg, out: stdout, began: time.Now(), procs: &benchkit.Procs{}}
 	b.dsn, _ = cfg.dsn()
 	if b.work = cfg.workDir; b.work == "" {
 		if b.work, err = os.MkdirTemp("", "historybench-"); err != nil {
@@ -100,14 +101,14 @@ func run(ctx context.Context, cfg config, stdout io.Writer) (err error) {
 		return err
 	}
 	defer b.broker.close()
-	defer b.procs.stopAll() // before the broker closes
+	defer b.procs.StopAll() // before the broker closes
 	b.logf("Kafka-protocol broker (kfake) at %s, topics made by tollgate migrate kafka", b.broker.addr)
 
 	catalogFile := filepath.Join(b.work, "history.json")
-	if out, err := exec.CommandContext(ctx, cfg.tollgate, "loadgen", "history", "--keys", strconv.Itoa(cfg.keys),
+	if _, err := benchkit.Run(ctx, cfg.tollgate, "loadgen", "history", "--keys", strconv.Itoa(cfg.keys),
 		"--days", strconv.Itoa(cfg.days), "--rate", strconv.FormatFloat(cfg.rate, 'g', -1, 64), "--start", cfg.start.Format("2006-01-02"),
-		"--seed", strconv.FormatUint(cfg.seed, 10), "--config-out", catalogFile).CombinedOutput(); err != nil {
-		return fmt.Errorf("tollgate loadgen history --config-out: %w: %s", err, out)
+		"--seed", strconv.FormatUint(cfg.seed, 10), "--config-out", catalogFile); err != nil {
+		return err
 	}
 
 	var events int64
@@ -115,17 +116,17 @@ func run(ctx context.Context, cfg config, stdout io.Writer) (err error) {
 		if err := recreateDatabase(ctx, b.server, cfg.database); err != nil {
 			return err
 		}
-		if out, err := exec.CommandContext(ctx, cfg.tollgate, "migrate", "clickhouse", "--clickhouse", b.dsn).CombinedOutput(); err != nil {
-			return fmt.Errorf("tollgate migrate clickhouse: %w: %s", err, out)
+		if _, err := benchkit.Run(ctx, cfg.tollgate, "migrate", "clickhouse", "--clickhouse", b.dsn); err != nil {
+			return err
 		}
 		b.logf("database %s created and migrated; the events topic keeps %.1f MB per partition (%g days of the load)",
 			cfg.database, float64(retention)/1e6, cfg.retentionDays)
 	} else {
 		// A binary newer than the load may carry migrations (a new rollup
 		// filled from the others): the reports are timed on its schema.
-		out, err := exec.CommandContext(ctx, cfg.tollgate, "migrate", "clickhouse", "--clickhouse", b.dsn).CombinedOutput()
+		out, err := benchkit.Run(ctx, cfg.tollgate, "migrate", "clickhouse", "--clickhouse", b.dsn)
 		if err != nil {
-			return fmt.Errorf("tollgate migrate clickhouse: %w: %s", err, out)
+			return err
 		}
 		b.logf("database %s migrated: %s", cfg.database, strings.TrimSpace(string(out)))
 	}
@@ -181,24 +182,24 @@ func run(ctx context.Context, cfg config, stdout io.Writer) (err error) {
 	}
 	b.logf("merges: %s", mergeNote(o))
 
-	rapi, err := b.procs.start("reportapi", cfg.tollgate, []string{"reportapi", "--kafka", b.broker.addr, "--clickhouse", b.dsn,
+	rapi, err := b.procs.Start("reportapi", cfg.tollgate, []string{"reportapi", "--kafka", b.broker.addr, "--clickhouse", b.dsn,
 		"--config", catalogFile, "--admin-listen", "127.0.0.1:0", "--data-dir", filepath.Join(b.work, "reportapi"),
 		"--admin-rate-limit", "1000000", "--admin-burst-limit", "1000000"},
-		childEnv("TOLLGATE_ADMIN_ACCESS_KEY_ID="+creds.AccessKeyID, "TOLLGATE_ADMIN_SECRET_ACCESS_KEY="+creds.SecretAccessKey),
+		benchkit.ChildEnv("TOLLGATE_ADMIN_ACCESS_KEY_ID="+creds.AccessKeyID, "TOLLGATE_ADMIN_SECRET_ACCESS_KEY="+creds.SecretAccessKey),
 		filepath.Join(b.work, "reportapi.log"), nil)
 	if err != nil {
 		return err
 	}
 	startCtx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-	addr, err := rapi.adminAddr(startCtx)
+	addr, err := rapi.Addr(startCtx, "admin")
 	if err == nil {
-		err = healthy(startCtx, addr, rapi)
+		err = benchkit.WaitHealthy(startCtx, http.DefaultClient, addr, 100*time.Millisecond, rapi)
 	}
 	cancel()
 	if err != nil {
 		return fmt.Errorf("reportapi: %w", err)
 	}
-	b.logf("reportapi --clickhouse --config %s serves at %s, %.2f s after its start", filepath.Base(catalogFile), addr, time.Since(rapi.started()).Seconds())
+	b.logf("reportapi --clickhouse --config %s serves at %s, %.2f s after its start", filepath.Base(catalogFile), addr, time.Since(rapi.Started()).Seconds())
 
 	s := b.span(events)
 	o.results = b.queries(ctx, newClient(addr), b.conn, s)
@@ -217,29 +218,6 @@ func run(ctx context.Context, cfg config, stdout io.Writer) (err error) {
 		}
 	}
 	return o.problem
-}
-
-// healthy waits until the report API answers /healthz with 200 (its
-// catalog loaded).
-func healthy(ctx context.Context, addr string, p *proc) error {
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/healthz", nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		if err := p.exited(); err != nil {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("not healthy: %w", ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }
 
 func mergeNote(o *outcome) string {

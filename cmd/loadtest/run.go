@@ -7,11 +7,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/benchkit"
 )
 
 // runConfig is what `loadtest run` was asked to do.
@@ -44,21 +45,15 @@ func parseRunFlags(args []string, stderr io.Writer) (runConfig, error) {
 		return cfg, err
 	}
 
-	var errs []error
-	if fs.NArg() > 0 {
-		errs = append(errs, fmt.Errorf("unexpected arguments %q", fs.Args()))
-	}
+	errs := []error{benchkit.NoArgs(fs)} // errors.Join drops a nil
 	switch {
 	case cfg.tollgate == "" && !cfg.baselineOnly:
 		errs = append(errs, errors.New("--tollgate PATH is required (or --baseline-only)"))
 	case cfg.tollgate != "" && cfg.baselineOnly:
 		errs = append(errs, errors.New("--tollgate and --baseline-only exclude each other"))
 	case cfg.tollgate != "":
-		abs, err := filepath.Abs(cfg.tollgate)
-		if err == nil {
-			cfg.tollgate = abs
-			_, err = os.Stat(abs)
-		}
+		abs, err := benchkit.Binary(cfg.tollgate)
+		cfg.tollgate = abs
 		if err != nil {
 			errs = append(errs, fmt.Errorf("--tollgate: %w", err))
 		}
@@ -239,16 +234,6 @@ func writeFile(path string, write func(io.Writer)) error {
 		return fmt.Errorf("write results: %w", err)
 	}
 	return nil
-}
-
-// pause waits for d or until ctx ends.
-func pause(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }
 
 // shellQuote joins args into a command line a shell would read back.

@@ -6,9 +6,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/benchkit"
 )
 
 // The keys the scenarios send.
@@ -64,7 +64,7 @@ func startTollgate(ctx context.Context, path, dir, upstreamURL string, env []str
 
 	gateway, admin := make(chan string, 1), make(chan string, 1)
 	onLine := func(line string) {
-		kind, addr, ok := parseListenLine(line)
+		kind, addr, ok := benchkit.ListenLine(line)
 		switch {
 		case !ok:
 		case kind == "gateway":
@@ -127,60 +127,6 @@ func waitHealthy(ctx context.Context, c *child, url string, timeout time.Duratio
 		if c.exited() || time.Now().After(deadline) {
 			return fmt.Errorf("%s: GET %s did not answer 200 within %v (last: %s)\n%s", c.name, url, timeout, last, c.failure())
 		}
-		pause(ctx, 50*time.Millisecond)
-	}
-}
-
-// parseListenLine recognises tollgate's slog text lines announcing its
-// listeners, such as
-//
-//	time=... level=INFO msg="gateway listening" addr=127.0.0.1:40123
-//
-// and returns "gateway" or "admin" with the address.
-func parseListenLine(line string) (kind, addr string, ok bool) {
-	fields := parseLogfmt(line)
-	switch fields["msg"] {
-	case "gateway listening":
-		kind = "gateway"
-	case "admin listening":
-		kind = "admin"
-	default:
-		return "", "", false
-	}
-	addr = fields["addr"]
-	if addr == "" {
-		return "", "", false
-	}
-	return kind, addr, true
-}
-
-// parseLogfmt splits a slog text line into its key=value pairs; values may
-// be quoted as strconv.Quote quotes them. Malformed parts are skipped.
-func parseLogfmt(line string) map[string]string {
-	fields := map[string]string{}
-	s := line
-	for {
-		s = strings.TrimLeft(s, " ")
-		if s == "" {
-			return fields
-		}
-		eq := strings.IndexAny(s, "= ")
-		if eq <= 0 || s[eq] != '=' {
-			_, s, _ = strings.Cut(s, " ") // a bare word; skip it
-			continue
-		}
-		key, rest := s[:eq], s[eq+1:]
-		var value string
-		if strings.HasPrefix(rest, `"`) {
-			q, err := strconv.QuotedPrefix(rest)
-			if err != nil {
-				return fields // an unterminated quote ends the line
-			}
-			value, _ = strconv.Unquote(q)
-			s = rest[len(q):]
-		} else {
-			value, s, _ = strings.Cut(rest, " ")
-		}
-		fields[key] = value
+		benchkit.Pause(ctx, 50*time.Millisecond)
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 )
 
 // admin calls a tollgate admin API with the bearer token.
@@ -130,37 +129,4 @@ func (a *admin) importKeys(ctx context.Context, csv []byte) (int, error) {
 		return 0, fmt.Errorf("ImportApiKeys: %w", err)
 	}
 	return len(out.IDs), nil
-}
-
-// healthy waits until GET /healthz answers 200 (the catalog is loaded).
-func (a *admin) healthy(ctx context.Context) error {
-	for {
-		req, err := http.NewRequestWithContext(ctx, "GET", a.base+"/healthz", nil)
-		if err != nil {
-			return err
-		}
-		resp, err := a.http.Do(req)
-		if err == nil {
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return nil
-			}
-		}
-		if err := pause(ctx, 10*time.Millisecond); err != nil {
-			return err
-		}
-	}
-}
-
-// pause waits for d or until ctx ends.
-func pause(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

@@ -5,12 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/benchkit"
 )
 
 // config is what the benchmark was asked to do.
@@ -62,10 +62,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
-	var errs []error
-	if fs.NArg() > 0 {
-		errs = append(errs, fmt.Errorf("unexpected arguments %q", fs.Args()))
-	}
+	errs := []error{benchkit.NoArgs(fs)} // errors.Join drops a nil
 	var err error
 	if cfg.sizes, err = parseSizes(*sizes); err != nil {
 		errs = append(errs, fmt.Errorf("--sizes: %w", err))
@@ -80,12 +77,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if cfg.stepTimeout <= 0 {
 		errs = append(errs, errors.New("--step-timeout must be positive"))
 	}
-	abs, err := filepath.Abs(cfg.tollgate)
-	if err == nil {
-		cfg.tollgate = abs
-		_, err = os.Stat(abs)
-	}
-	if err != nil {
+	if cfg.tollgate, err = benchkit.Binary(cfg.tollgate); err != nil {
 		errs = append(errs, fmt.Errorf("--tollgate: %w (make build makes bin/tollgate)", err))
 	}
 	return cfg, errors.Join(errs...)

@@ -4,14 +4,14 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/tollgate/tollgate/internal/benchkit"
 )
 
 // enforcers is how many enforcers the fleet runs.
@@ -23,59 +23,52 @@ const enforcers = 2
 // admin changes take to reach them.
 func (b *bench) fleet(ctx context.Context, r *sizeResult, dir, file string) {
 	n := r.keys
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		r.fleetLoad.err = fmt.Errorf("start the Kafka broker: %w", err)
-		return
-	}
-	defer cluster.Close()
-	kafka := strings.Join(cluster.ListenAddrs(), ",")
-	var ps procs
-	defer ps.stopAll() // before the broker closes
-	if err := b.step(ctx, n, "migrate kafka", func(ctx context.Context) error {
-		out, err := exec.CommandContext(ctx, b.cfg.tollgate, "migrate", "kafka", "--kafka", kafka, "--partitions", "4").CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("tollgate migrate kafka: %w: %s", err, out)
-		}
-		return nil
+	var cluster *kfake.Cluster
+	var kafka string
+	if err := b.step(ctx, n, "Kafka broker and migrate kafka", func(ctx context.Context) (err error) {
+		cluster, kafka, err = benchkit.StartBroker(ctx, b.cfg.tollgate, 4)
+		return err
 	}); err != nil {
 		r.fleetLoad.err = err
 		return
 	}
+	defer cluster.Close()
+	var ps benchkit.Procs
+	defer ps.StopAll() // before the broker closes
 
 	var a *admin
 	r.fleetLoad = b.timing(ctx, n, "reportapi --config", func(ctx context.Context) (time.Duration, error) {
-		p, err := ps.start("reportapi", b.cfg.tollgate, []string{"reportapi", "--kafka", kafka, "--config", file,
+		p, err := ps.Start("reportapi", b.cfg.tollgate, []string{"reportapi", "--kafka", kafka, "--config", file,
 			"--admin-listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "fleet-admin"),
-			"--admin-rate-limit", "1000000", "--admin-burst-limit", "1000000"}, b.env)
+			"--admin-rate-limit", "1000000", "--admin-burst-limit", "1000000"}, b.env, "", nil)
 		if err != nil {
 			return 0, err
 		}
-		addr, err := p.addr(ctx, "admin")
+		addr, err := p.Addr(ctx, "admin")
 		if err != nil {
 			return 0, err
 		}
 		a = newAdmin(addr, b.token, b.client)
-		if err := a.healthy(ctx); err != nil {
+		if err := benchkit.WaitHealthy(ctx, b.client, addr, 10*time.Millisecond, p); err != nil {
 			return 0, err
 		}
-		return time.Since(p.started), nil
+		return time.Since(p.Started()), nil
 	})
 	if r.fleetLoad.err != nil {
 		return
 	}
 
 	lastKey := fileKeyValue(n - 1)
-	enforcer := func(ctx context.Context, name string) (*proc, time.Duration, error) {
-		p, err := ps.start(name, b.cfg.tollgate, []string{"enforcer", "--kafka", kafka, "--listen", "127.0.0.1:0",
-			"--data-dir", filepath.Join(dir, name), "--node", name}, b.env)
+	enforcer := func(ctx context.Context, name string) (*benchkit.Proc, time.Duration, error) {
+		p, err := ps.Start(name, b.cfg.tollgate, []string{"enforcer", "--kafka", kafka, "--listen", "127.0.0.1:0",
+			"--data-dir", filepath.Join(dir, name), "--node", name}, b.env, "", nil)
 		if err != nil {
 			return nil, 0, err
 		}
 		d, err := timeToServe(ctx, b.client, p, lastKey)
 		return p, d, err
 	}
-	gws := make([]*proc, enforcers)
+	gws := make([]*benchkit.Proc, enforcers)
 	r.enforcerStart = b.timing(ctx, n, "enforcer first start", func(ctx context.Context) (d time.Duration, err error) {
 		gws[0], d, err = enforcer(ctx, "enforcer1")
 		return d, err
@@ -93,8 +86,8 @@ func (b *bench) fleet(ctx context.Context, r *sizeResult, dir, file string) {
 		})
 	}
 
-	if !gws[0].stop() {
-		b.logf(n, "enforcer1 did not stop within %v of SIGTERM; killed", stopGrace)
+	if !gws[0].Stop() {
+		b.logf(n, "enforcer1 did not stop within %v of SIGTERM; killed", benchkit.StopGrace)
 	}
 	// A restart without the snapshot would be a first start again.
 	if _, err := os.Stat(filepath.Join(dir, "enforcer1", "catalog-snapshot.json")); err != nil {
@@ -116,7 +109,7 @@ func (b *bench) fleet(ctx context.Context, r *sizeResult, dir, file string) {
 // propagation creates --fleet-changes keys, each with create-api-key and
 // then create-usage-plan-key, and times from the answer to the second
 // until every enforcer admits the new key (polled every millisecond).
-func (b *bench) propagation(ctx context.Context, n int, a *admin, gws []*proc) latencies {
+func (b *bench) propagation(ctx context.Context, n int, a *admin, gws []*benchkit.Proc) latencies {
 	l := latencies{want: b.cfg.fleetChanges}
 	l.err = b.step(ctx, n, "changes to every enforcer", func(ctx context.Context) error {
 		planID, err := a.planID(ctx)
@@ -125,7 +118,7 @@ func (b *bench) propagation(ctx context.Context, n int, a *admin, gws []*proc) l
 		}
 		addrs := make([]string, len(gws))
 		for i, p := range gws {
-			if addrs[i], err = p.addr(ctx, "gateway"); err != nil {
+			if addrs[i], err = p.Addr(ctx, "gateway"); err != nil {
 				return err
 			}
 		}

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/benchkit"
 )
 
 // startUpstream serves 200 "ok" on a free loopback port: where the
@@ -43,7 +45,7 @@ func status(ctx context.Context, client *http.Client, addr, key string) (int, er
 // answers 403 for key, and returns when that answer came. An answer other
 // than 403 or 200 is an error: the key was let through but the request
 // was not served.
-func waitAdmitted(ctx context.Context, client *http.Client, addr, key string, interval time.Duration, p *proc) (time.Time, error) {
+func waitAdmitted(ctx context.Context, client *http.Client, addr, key string, interval time.Duration, p *benchkit.Proc) (time.Time, error) {
 	last := "no answer yet"
 	for {
 		code, err := status(ctx, client, addr, key)
@@ -58,11 +60,11 @@ func waitAdmitted(ctx context.Context, client *http.Client, addr, key string, in
 			last = "403"
 		}
 		if p != nil {
-			if gone, err := p.exited(); gone {
+			if err := p.Exited(); err != nil {
 				return time.Time{}, err
 			}
 		}
-		if err := pause(ctx, interval); err != nil {
+		if err := benchkit.Pause(ctx, interval); err != nil {
 			return time.Time{}, fmt.Errorf("%w (last answer: %s)", err, last)
 		}
 	}
@@ -70,8 +72,8 @@ func waitAdmitted(ctx context.Context, client *http.Client, addr, key string, in
 
 // timeToServe is the time from p's start until its gateway admits key,
 // polled every 10 ms.
-func timeToServe(ctx context.Context, client *http.Client, p *proc, key string) (time.Duration, error) {
-	addr, err := p.addr(ctx, "gateway")
+func timeToServe(ctx context.Context, client *http.Client, p *benchkit.Proc, key string) (time.Duration, error) {
+	addr, err := p.Addr(ctx, "gateway")
 	if err != nil {
 		return 0, err
 	}
@@ -79,5 +81,5 @@ func timeToServe(ctx context.Context, client *http.Client, p *proc, key string) 
 	if err != nil {
 		return 0, err
 	}
-	return at.Sub(p.started), nil
+	return at.Sub(p.Started()), nil
 }

@@ -59,34 +59,11 @@
 // the header of the table says how many there were.
 package main
 
-import (
-	"context"
-	"fmt"
-	"io"
-	"os"
-	"os/signal"
-	"syscall"
-)
-
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := cli(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	os.Exit(code)
-}
+import "github.com/tollgate/tollgate/internal/benchkit"
 
 // cli runs the benchmark with args and returns the exit code: 2 for bad
-// flags, 1 when the benchmark could not run at all. Figures that miss
-// their targets do not fail the command: the table says so.
-func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	cfg, err := parseFlags(args, stderr)
-	if err != nil {
-		fmt.Fprintf(stderr, "scalebench: %v\n", err)
-		return 2
-	}
-	if err := run(ctx, cfg, stdout, stderr); err != nil {
-		fmt.Fprintf(stderr, "scalebench: %v\n", err)
-		return 1
-	}
-	return 0
-}
+// flags, 1 when the benchmark could not run at all. Figures that miss their targets do
+// not fail the command: the table says so.
+var cli = benchkit.Command("scalebench", parseFlags, run)
+
+func main() { benchkit.Main(cli) }

@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/benchkit"
 )
 
 // bench is one run of the benchmark.
@@ -44,7 +46,10 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	secret := make([]byte, 20)
 	rand.Read(secret)
 	token := hex.EncodeToString(secret)
-	b := &bench{cfg: cfg, env: childEnv(token), token: token, upstream: upstream, log: stderr,
+	b := &bench{cfg: cfg, env: benchkit.ChildEnv(
+		"TOLLGATE_ADMIN_ACCESS_KEY_ID=TGAKSCALEBENCH000000",
+		"TOLLGATE_ADMIN_SECRET_ACCESS_KEY=scalebench-secret-"+token,
+		"TOLLGATE_ADMIN_TOKEN="+token), token: token, upstream: upstream, log: stderr,
 		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4, IdleConnTimeout: 30 * time.Second}}}
 	defer b.client.CloseIdleConnections()
 

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/benchkit"
 )
 
 // serve measures `tollgate serve` on the n-key file: first start, RSS,
@@ -12,18 +14,18 @@ import (
 func (b *bench) serve(ctx context.Context, r *sizeResult, dir, file string, withImport bool) {
 	n := r.keys
 	r.imported = withImport
-	var ps procs
-	defer ps.stopAll()
+	var ps benchkit.Procs
+	defer ps.StopAll()
 	data := filepath.Join(dir, "serve-data")
-	start := func(extra ...string) (*proc, error) {
+	start := func(extra ...string) (*benchkit.Proc, error) {
 		args := append([]string{"serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data-dir", data,
 			// The admin API's own throttle is not what is measured.
 			"--admin-rate-limit", "1000000", "--admin-burst-limit", "1000000"}, extra...)
-		return ps.start("serve", b.cfg.tollgate, args, b.env)
+		return ps.Start("serve", b.cfg.tollgate, args, b.env, "", nil)
 	}
 	lastKey := fileKeyValue(n - 1)
 
-	var srv *proc
+	var srv *benchkit.Proc
 	r.serveStart = b.timing(ctx, n, "serve first start", func(ctx context.Context) (time.Duration, error) {
 		var err error
 		if srv, err = start("--config", file); err != nil {
@@ -39,7 +41,7 @@ func (b *bench) serve(ctx context.Context, r *sizeResult, dir, file string, with
 	var a *admin
 	var planID string
 	if err := b.step(ctx, n, "find the admin API and the plan", func(ctx context.Context) error {
-		addr, err := srv.addr(ctx, "admin")
+		addr, err := srv.Addr(ctx, "admin")
 		if err != nil {
 			return err
 		}
@@ -54,8 +56,8 @@ func (b *bench) serve(ctx context.Context, r *sizeResult, dir, file string, with
 	r.rssChanged = b.memory(n, "RSS after the changes", srv)
 	r.pages = b.walkKeys(ctx, n, a, n+len(r.ops[0].samples))
 
-	if !srv.stop() {
-		b.logf(n, "serve did not stop within %v of SIGTERM; killed", stopGrace)
+	if !srv.Stop() {
+		b.logf(n, "serve did not stop within %v of SIGTERM; killed", benchkit.StopGrace)
 	}
 	r.serveRestart = b.timing(ctx, n, "serve restart", func(ctx context.Context) (time.Duration, error) {
 		var err error
@@ -73,7 +75,7 @@ func (b *bench) serve(ctx context.Context, r *sizeResult, dir, file string, with
 	}
 	csv := importCSV(b.cfg.importRows, planID)
 	r.importKeys = b.timing(ctx, n, fmt.Sprintf("ImportApiKeys of %d rows (%d bytes)", b.cfg.importRows, len(csv)), func(ctx context.Context) (time.Duration, error) {
-		addr, err := srv.addr(ctx, "admin")
+		addr, err := srv.Addr(ctx, "admin")
 		if err != nil {
 			return 0, err
 		}
@@ -157,19 +159,22 @@ func (b *bench) walkKeys(ctx context.Context, n int, a *admin, atLeast int) late
 
 // settledMemory is memory once p has released its start's memory
 // (bounded by the step timeout).
-func (b *bench) settledMemory(ctx context.Context, n int, what string, p *proc) memory {
-	if err := b.step(ctx, n, what+": wait for the start's memory to be released", p.settled); err != nil {
+func (b *bench) settledMemory(ctx context.Context, n int, what string, p *benchkit.Proc) memory {
+	// serve and the enforcer log this once serving, having handed the
+	// memory of their start back to the OS: RSS is measured after that.
+	released := func(ctx context.Context) error { return p.Logged(ctx, "start memory released") }
+	if err := b.step(ctx, n, what+": wait for the start's memory to be released", released); err != nil {
 		return memory{err: err}
 	}
 	return b.memory(n, what, p)
 }
 
 // memory reads p's RSS.
-func (b *bench) memory(n int, what string, p *proc) memory {
-	if gone, err := p.exited(); gone {
+func (b *bench) memory(n int, what string, p *benchkit.Proc) memory {
+	if err := p.Exited(); err != nil {
 		return memory{err: err}
 	}
-	rss, err := p.rss()
+	rss, err := p.RSS()
 	if err != nil {
 		b.logf(n, "%s: %v", what, err)
 		return memory{err: err}

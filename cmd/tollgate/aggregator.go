@@ -13,7 +13,6 @@ import (
 
 	"github.com/tollgate/tollgate/aggregator"
 	"github.com/tollgate/tollgate/ingest"
-	"github.com/tollgate/tollgate/internal/utc"
 	"github.com/tollgate/tollgate/usage/chstore"
 )
 
@@ -96,37 +95,15 @@ func runAggregator(ctx context.Context, o aggregatorOptions, logger *slog.Logger
 	wg.Go(func() { cl.Run(clCtx) })
 	defer func() { stopCL(); wg.Wait() }()
 	if o.rawRetention > 0 {
-		wg.Go(func() { keepRawFor(clCtx, store, o.rawRetention, time.Hour, time.Now, logger) })
+		wg.Go(func() { store.KeepRawFor(clCtx, o.rawRetention, time.Hour, time.Now, logger) })
 	}
-	logger.Info("aggregator running", "group", o.group, "topic", k.Topics().Events)
+	log := logger.With("component", "process")
+	log.Info("aggregator running", "group", o.group, "topic", k.Topics().Events)
 	err = agg.Run(ctx)
 	st := agg.Stats()
-	logger.Info("aggregator stopped", "stored", st.Stored, "duplicates", st.Duplicates, "poison", st.Poison, "signals", st.Signals)
+	log.Info("aggregator stopped", "stored", st.Stored, "duplicates", st.Duplicates, "poison", st.Poison, "signals", st.Signals)
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
 	return err
-}
-
-// keepRawFor drops, now and every interval, the raw-event partitions (days)
-// older than retention. Every aggregator may run it: dropping a partition
-// that is gone already is a no-op.
-func keepRawFor(ctx context.Context, store *chstore.Store, retention, interval time.Duration, now func() time.Time, logger *slog.Logger) {
-	for {
-		before := utc.Day(now().Add(-retention).UnixNano())
-		dropped, err := store.DropRawBefore(ctx, before)
-		switch {
-		case err != nil && ctx.Err() == nil:
-			logger.Warn("aggregator: drop raw events past their retention", "err", err)
-		case len(dropped) > 0:
-			logger.Info("aggregator: dropped raw events past their retention", "days", dropped)
-		}
-		t := time.NewTimer(interval)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-	}
 }

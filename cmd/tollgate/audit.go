@@ -3,10 +3,13 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/tollgate/tollgate/catalog"
 )
 
 func newAuditCmd() *cobra.Command {
@@ -19,7 +22,7 @@ func newAuditCmd() *cobra.Command {
 			if output != "text" && output != "json" {
 				return fmt.Errorf("-o %q: use text or json", output)
 			}
-			entries, err := auditLog(dataDir).Read()
+			entries, err := catalog.AuditLogAt(filepath.Join(dataDir, auditFile)).Read()
 			if err != nil {
 				return err
 			}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -13,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/poll"
 )
 
 const articleAPI = `
@@ -45,7 +48,7 @@ func TestArticleWorkflowWithAWSCLI(t *testing.T) {
 			ready := make(chan serveAddrs, 1)
 			done := make(chan error, 1)
 			go func() {
-				done <- runServe(ctx, serveOptions{config: cfg, listen: "127.0.0.1:0", adminListen: "127.0.0.1:0", dataDir: data,
+				done <- run(ctx, options{gateway: true, admin: true, config: cfg, listen: "127.0.0.1:0", adminListen: "127.0.0.1:0", dataDir: data,
 					queueSize: 1024, flushEvery: 20 * time.Millisecond, shutdownTimeout: 5 * time.Second}, io.Discard, slog.New(slog.DiscardHandler), ready)
 			}()
 			t.Cleanup(func() { cancel(); <-done })
@@ -161,25 +164,24 @@ func articleWorkflow(t *testing.T, start func(t *testing.T, cfg, data string) se
 	if len(items) != 1 || str(items[0].(map[string]any), "name") != "Partner-Widget-Inc" {
 		t.Fatalf("get-usage-plan-keys: %v", keys)
 	}
-	var used float64
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
+	var remaining float64
+	// The store is written every 20ms; the CLI takes longer than that.
+	poll.UntilOK(t, 5*time.Second, 50*time.Millisecond, "get-usage counts the 5 requests", func() error {
 		u := aws("get-usage", "--usage-plan-id", str(free, "id"), "--key-id", str(widget, "id"), "--start-date", today, "--end-date", today)
 		vals, _ := u["items"].(map[string]any)
 		days, _ := vals[str(widget, "id")].([]any)
+		var used float64
 		if len(days) == 1 {
 			pair := days[0].([]any)
-			if used = pair[0].(float64); used == 5 {
-				if pair[1].(float64) != 95 {
-					t.Errorf("remaining = %v, want 95", pair[1])
-				}
-				break
-			}
+			used, remaining = pair[0].(float64), pair[1].(float64)
 		}
-		time.Sleep(50 * time.Millisecond) // the store is written every 20ms; the CLI takes longer than that
-	}
-	if used != 5 {
-		t.Fatalf("get-usage used = %v, want 5", used)
+		if used != 5 {
+			return fmt.Errorf("get-usage used = %v, want 5", used)
+		}
+		return nil
+	})
+	if remaining != 95 {
+		t.Errorf("remaining = %v, want 95", remaining)
 	}
 	// update-usage: two requests left today, then Limit Exceeded.
 	u := aws("update-usage", "--usage-plan-id", str(free, "id"), "--key-id", str(widget, "id"),

@@ -17,6 +17,7 @@ import (
 	"github.com/tollgate/tollgate/catalog/catalogdb"
 	"github.com/tollgate/tollgate/ingest"
 	"github.com/tollgate/tollgate/internal/kafkatest"
+	"github.com/tollgate/tollgate/internal/poll"
 )
 
 // startServe runs `tollgate serve` as a process with the admin token
@@ -151,7 +152,7 @@ func testImportKilled(t *testing.T, setup func(round int) ([]string, func() floa
 		var plans struct {
 			Item []struct{ ID string } `json:"item"`
 		}
-		for start := time.Now(); len(plans.Item) == 0; time.Sleep(10 * time.Millisecond) {
+		poll.Until(t, 30*time.Second, 10*time.Millisecond, "the fixture's plan shows", func() bool {
 			req, _ := adminRequest(t, "GET", "http://"+admin+"/usageplans", "", nil)
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
@@ -159,10 +160,8 @@ func testImportKilled(t *testing.T, setup func(round int) ([]string, func() floa
 			}
 			json.NewDecoder(resp.Body).Decode(&plans)
 			resp.Body.Close()
-			if time.Since(start) > 30*time.Second {
-				t.Fatal("the fixture's plan never showed")
-			}
-		}
+			return len(plans.Item) > 0
+		})
 		body := importCSV(n, plans.Item[0].ID)
 		req, _ := adminRequest(t, "POST", "http://"+admin+"/apikeys?mode=import&format=csv", "text/csv", strings.NewReader(body))
 		start := time.Now()

@@ -199,7 +199,7 @@ func TestServeRefusesAnInconsistentDataFolder(t *testing.T) {
 		}
 		ready := make(chan serveAddrs, 1)
 		done := make(chan error, 1)
-		go func() { done <- runServe(ctx, o, &strings.Builder{}, slog.New(slog.DiscardHandler), ready) }()
+		go func() { done <- run(ctx, o, &strings.Builder{}, slog.New(slog.DiscardHandler), ready) }()
 		select {
 		case err := <-done:
 			return err

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/internal/chtest"
+	"github.com/tollgate/tollgate/internal/poll"
 	"github.com/tollgate/tollgate/schemas"
 	"github.com/tollgate/tollgate/usage/chstore"
 	"github.com/tollgate/tollgate/usage/sqlitestore"
@@ -147,17 +148,12 @@ func TestDistributedReportsEqualEmbedded(t *testing.T) {
 	if n := keyless(evs); n > floodGroups*3 {
 		t.Errorf("embedded store: %d events without a key for %d requests, want at most %d", n, 9+floodForbidden+floodMissing, floodGroups*3)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		got := reports(admin, distToken)
-		if strings.Join(got, "\n") == strings.Join(want, "\n") {
-			break
+	poll.UntilOK(t, 30*time.Second, 100*time.Millisecond, "distributed reports equal embedded", func() error {
+		if got := reports(admin, distToken); strings.Join(got, "\n") != strings.Join(want, "\n") {
+			return fmt.Errorf("they differ:\n got %q\nwant %q", got, want)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("distributed reports differ from embedded after 30s:\n got %q\nwant %q", got, want)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 	cs, err := chstore.Open(context.Background(), dsn)
 	if err != nil {
 		t.Fatal(err)
@@ -354,39 +350,30 @@ func TestUpdateUsageReachesTheFleet(t *testing.T) {
 	id := keys["item"].([]any)[0].(map[string]any)["id"].(string)
 	// The first request must be in the store for the adjustment to count
 	// it: what the store holds is what remains is computed from.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	poll.UntilOK(t, 10*time.Second, 20*time.Millisecond, "the first request's usage is stored", func() error {
 		code, out := admin.admin(t, "GET", fmt.Sprintf("/usageplans/%s/usage?keyId=%s&startDate=%s&endDate=%s", plan, id,
 			time.Now().UTC().Format("2006-01-02"), time.Now().UTC().Format("2006-01-02")), "")
-		if code == 200 && strings.Contains(fmt.Sprint(out["values"]), "[[1 9999]]") {
-			break
+		if code != 200 || !strings.Contains(fmt.Sprint(out["values"]), "[[1 9999]]") {
+			return fmt.Errorf("get-usage: %d %v", code, out)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("usage not stored after 10s: %d %v", code, out)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	if code, out := admin.admin(t, "PATCH", "/usageplans/"+plan+"/keys/"+id+"/usage", `{"patchOperations":[{"op":"replace","path":"/remaining","value":"2"}]}`); code != 200 {
 		t.Fatalf("update-usage: %d %v", code, out)
 	}
 	// Within the aggregator's refresh (1s) and a signal, the enforcer
 	// refuses (what it admits meanwhile is counted, and is over the 2).
 	patched := time.Now()
-	deadline = patched.Add(5 * time.Second)
 	admitted := 0
-	for {
-		code := e.status(key)
-		if code == 200 {
+	poll.UntilOK(t, 5*time.Second, 5*time.Millisecond, "a 429 once update-usage set remaining to 2", func() error {
+		switch e.status(key) {
+		case 429:
+			return nil
+		case 200:
 			admitted++
 		}
-		if code == 429 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no 429 5s after update-usage set remaining to 2 (%d admitted since)", admitted)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return fmt.Errorf("%d admitted since", admitted)
+	})
 	t.Logf("admitted %d after update-usage, until the signal arrived %v later", admitted, time.Since(patched))
 }
 

@@ -68,7 +68,7 @@ func TestServeAppliesEdgeLimits(t *testing.T) {
 	_, data, cfg := fixture(t)
 	now := frozen
 	o := testServeOptions(data, cfg, &now)
-	o.node.limits.maxBodyBytes = 10
+	o.limits.maxBodyBytes = 10
 	addrs := startWith(t, o).addrs
 	for _, tt := range []struct {
 		body   string

@@ -8,7 +8,7 @@ import (
 )
 
 func newEnforcerCmd() *cobra.Command {
-	o := nodeOptions{gateway: true}
+	o := options{gateway: true}
 	cmd := &cobra.Command{
 		Use:   "enforcer",
 		Short: "Run one gateway of a fleet: catalog from Kafka, usage events to Kafka",
@@ -35,17 +35,18 @@ name in capitals, dashes as underscores (TOLLGATE_KAFKA, TOLLGATE_LISTEN).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			go tuneGC(cmd.Context(), 10*time.Second)
 			logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
-			return runNode(cmd.Context(), o, cmd.OutOrStdout(), logger, nil)
+			return run(cmd.Context(), o, cmd.OutOrStdout(), logger, nil)
 		},
 	}
 	f := cmd.Flags()
+	o.kafka.addFlags(f, " (required)")
 	o.addCommonFlags(f, "")
-	o.addEdgeFlags(f)
+	o.addGatewayFlags(f)
 	return cmd
 }
 
 func newReportAPICmd() *cobra.Command {
-	o := nodeOptions{admin: true}
+	o := options{admin: true}
 	cmd := &cobra.Command{
 		Use:   "reportapi",
 		Short: "Run the admin and report API of a fleet on the Kafka catalog",
@@ -70,12 +71,13 @@ name in capitals, dashes as underscores.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
-			return runNode(cmd.Context(), o, cmd.OutOrStdout(), logger, nil)
+			return run(cmd.Context(), o, cmd.OutOrStdout(), logger, nil)
 		},
 	}
 	f := cmd.Flags()
+	o.kafka.addFlags(f, " (required)")
 	o.addCommonFlags(f, "127.0.0.1:8081")
-	f.StringVar(&o.config, "config", "", "declarative configuration file (YAML) to apply to the fleet's catalog at start")
+	o.addConfigFlag(f)
 	f.StringVar(&o.clickhouse, "clickhouse", "", "ClickHouse DSN (clickhouse://HOST:9000/DATABASE) where the aggregators keep usage; reports read it. \"\": an embedded store fed from the events topic")
 	return cmd
 }

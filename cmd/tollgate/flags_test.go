@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -11,13 +12,15 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tollgate/tollgate/internal/kafkatest"
+	"github.com/tollgate/tollgate/internal/poll"
 )
 
 func TestFlagsFromEnvironment(t *testing.T) {
-	var o nodeOptions
+	var o options
 	cmd := &cobra.Command{Use: "x", RunE: func(*cobra.Command, []string) error { return nil }}
+	o.kafka.addFlags(cmd.Flags(), "")
 	o.addCommonFlags(cmd.Flags(), "")
-	o.addEdgeFlags(cmd.Flags())
+	o.addGatewayFlags(cmd.Flags())
 	env := map[string]string{
 		"TOLLGATE_KAFKA":         "k1:9092,k2:9092",
 		"TOLLGATE_TOPIC_PREFIX":  "acme.",
@@ -110,13 +113,12 @@ func TestServeOnKafka(t *testing.T) {
 			t.Fatalf("gateway: %d", code)
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for admittedUsage(t, n) != 5 {
-		if time.Now().After(deadline) {
-			t.Fatalf("/v1/usage counts %d admitted requests after 10s, want 5", admittedUsage(t, n))
+	poll.UntilOK(t, 10*time.Second, 10*time.Millisecond, "/v1/usage counts the 5 requests", func() error {
+		if got := admittedUsage(t, n); got != 5 {
+			return fmt.Errorf("/v1/usage counts %d admitted requests, want 5", got)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	api := f.start(f.options(false, true))
 	plan := planID(t, api, "Fleet")
 	code, keys := api.admin(t, "GET", "/apikeys?name=widget", "")
@@ -136,13 +138,17 @@ func TestServeOnKafka(t *testing.T) {
 	// events the store had not loaded yet): the quota stays used up.
 	n.stop(t)
 	n = f.start(o)
-	deadline = time.Now().Add(10 * time.Second)
-	for code := n.status("widgetwidgetwidget0001"); code != 429; code = n.status("widgetwidgetwidget0001") {
-		if code != 200 || time.Now().After(deadline) {
+	poll.UntilOK(t, 10*time.Second, 10*time.Millisecond, "after a restart, 429 (the quota was used up before it)", func() error {
+		switch code := n.status("widgetwidgetwidget0001"); code {
+		case 429:
+			return nil
+		case 200:
+			return fmt.Errorf("still %d", code)
+		default:
 			t.Fatalf("after a restart: %d, want 429 (the quota was used up before it)", code)
+			return nil
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	})
 }
 
 func TestNodeStopsCleanlyWhileWaitingForKafka(t *testing.T) {
@@ -150,9 +156,9 @@ func TestNodeStopsCleanlyWhileWaitingForKafka(t *testing.T) {
 	// a stop ends the wait.
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	o := nodeOptions{kafka: kafkaOptions{brokers: []string{"127.0.0.1:1"}, prefix: "tollgate.", timeout: time.Second}, gateway: true,
+	o := options{kafka: kafkaOptions{brokers: []string{"127.0.0.1:1"}, prefix: "tollgate.", timeout: time.Second}, gateway: true,
 		dataDir: t.TempDir(), listen: "127.0.0.1:0", queueSize: 16, spillMax: 1 << 20, drainTimeout: time.Second, shutdownTimeout: time.Second}
-	go func() { done <- runNode(ctx, o, io.Discard, slog.New(slog.DiscardHandler), nil) }()
+	go func() { done <- run(ctx, o, io.Discard, slog.New(slog.DiscardHandler), nil) }()
 	cancel()
 	select {
 	case err := <-done:

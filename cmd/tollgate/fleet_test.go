@@ -23,6 +23,7 @@ import (
 
 	"github.com/tollgate/tollgate/ingest"
 	"github.com/tollgate/tollgate/internal/kafkatest"
+	"github.com/tollgate/tollgate/internal/poll"
 	"github.com/tollgate/tollgate/schemas"
 )
 
@@ -86,9 +87,9 @@ func newFleet(t *testing.T) *fleet {
 	return f
 }
 
-func (f *fleet) options(gateway, admin bool) nodeOptions {
+func (f *fleet) options(gateway, admin bool) options {
 	f.nodes++
-	o := nodeOptions{kafka: f.kafka, gateway: gateway, admin: admin, dataDir: filepath.Join(f.dir, fmt.Sprintf("node%d", f.nodes)),
+	o := options{kafka: f.kafka, gateway: gateway, admin: admin, dataDir: filepath.Join(f.dir, fmt.Sprintf("node%d", f.nodes)),
 		listen: "127.0.0.1:0", queueSize: 1 << 16, flushEvery: 5 * time.Millisecond, spillMax: 1 << 30,
 		drainTimeout: 10 * time.Second, node: fmt.Sprintf("node%d", f.nodes), shutdownTimeout: 10 * time.Second,
 		adminRate: 1e6, adminBurst: 1e6}
@@ -98,7 +99,7 @@ func (f *fleet) options(gateway, admin bool) nodeOptions {
 	return o
 }
 
-func (f *fleet) start(o nodeOptions) *fleetNode {
+func (f *fleet) start(o options) *fleetNode {
 	t := f.t
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -108,7 +109,7 @@ func (f *fleet) start(o nodeOptions) *fleetNode {
 	if f.logging {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", o.node)
 	}
-	go func() { n.done <- runNode(ctx, o, n.stdout, logger, ready) }()
+	go func() { n.done <- run(ctx, o, n.stdout, logger, ready) }()
 	select {
 	case n.addrs = <-ready:
 	case err := <-n.done:
@@ -162,20 +163,23 @@ func (n *fleetNode) status(key string) int {
 	return r.StatusCode
 }
 
-// waitStatus polls the gateway until key gets want, and returns how long
-// that took.
-func (n *fleetNode) waitStatus(t *testing.T, key string, want int, timeout time.Duration) time.Duration {
+// waitStatus polls the gateway until key gets want.
+func (n *fleetNode) waitStatus(t *testing.T, key string, want int, timeout time.Duration) {
 	t.Helper()
-	start := time.Now()
-	for {
-		if n.status(key) == want {
-			return time.Since(start)
-		}
-		if time.Since(start) > timeout {
-			t.Fatalf("gateway %s: key %q not answered %d after %v", n.addrs.gateway, key, want, timeout)
-		}
-		time.Sleep(time.Millisecond)
+	if err := n.statusWithin(key, want, timeout); err != nil {
+		t.Fatal(err)
 	}
+}
+
+// statusWithin is waitStatus for another goroutine than the test's: it
+// returns the failure.
+func (n *fleetNode) statusWithin(key string, want int, timeout time.Duration) error {
+	return poll.Wait(timeout, time.Millisecond, fmt.Sprintf("gateway %s answers key %q with %d", n.addrs.gateway, key, want), func() error {
+		if code := n.status(key); code != want {
+			return fmt.Errorf("answered %d (0: no answer)", code)
+		}
+		return nil
+	})
 }
 
 func planID(t *testing.T, admin *fleetNode, name string) string {
@@ -221,7 +225,10 @@ func TestFleetChangesReachEveryEnforcerWithin1s(t *testing.T) {
 		var wg sync.WaitGroup
 		for _, e := range enforcers {
 			wg.Go(func() {
-				e.waitStatus(t, key, want, 10*time.Second)
+				if err := e.statusWithin(key, want, 10*time.Second); err != nil {
+					t.Error(err) // not Fatal: this is not the test's goroutine
+					return
+				}
 				mu.Lock()
 				lags = append(lags, time.Since(answered))
 				mu.Unlock()
@@ -294,15 +301,11 @@ func TestFleetConflictingWritesResolveIdentically(t *testing.T) {
 	// The admin nodes too: admin 0 reads its own writes at once, admin
 	// 1's only when it has applied them.
 	for i, a := range admins {
-		for start := time.Now(); ; time.Sleep(time.Millisecond) {
+		poll.Until(t, 10*time.Second, time.Millisecond, fmt.Sprintf("admin %d lists last-1", i), func() bool {
 			_, out := a.admin(t, "GET", "/apikeys?name=last-1", "")
-			if items, _ := out["item"].([]any); len(items) == 1 {
-				break
-			}
-			if time.Since(start) > 10*time.Second {
-				t.Fatalf("admin %d never listed last-1", i)
-			}
-		}
+			items, _ := out["item"].([]any)
+			return len(items) == 1
+		})
 	}
 	var want string
 	for i, n := range nodes {
@@ -548,17 +551,12 @@ func TestFleetServesThroughABrokerOutage(t *testing.T) {
 	}
 	// The admin node's usage store, loaded from the events topic, counts
 	// each event once: duplicates from retries are dropped by id.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		got := admittedUsage(t, admin)
-		if got == int64(distinct) {
-			break
+	poll.UntilOK(t, 30*time.Second, 20*time.Millisecond, "/v1/usage counts each distinct event once", func() error {
+		if got := admittedUsage(t, admin); got != int64(distinct) {
+			return fmt.Errorf("/v1/usage counts %d admitted requests, want %d (distinct events in Kafka)", got, distinct)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/v1/usage counts %d admitted requests, want %d (distinct events in Kafka)", got, distinct)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // admittedUsage sums the admitted requests /v1/usage reports from
@@ -627,13 +625,10 @@ func TestEnforcerRestartReplaysItsSpillLog(t *testing.T) {
 	f.proxy.Restore(t)
 	e = f.start(eo)
 	k, _ := f.kafka.config()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if got := distinctIDs(readEvents(t, k)); got == n+1 {
-			break
-		} else if time.Now().After(deadline) {
-			t.Fatalf("%d distinct events in Kafka 30s after restart, want %d (%d were spilled)", got, n+1, pending)
+	poll.UntilOK(t, 30*time.Second, 50*time.Millisecond, "the restart replays the spill log into Kafka", func() error {
+		if got := distinctIDs(readEvents(t, k)); got != n+1 {
+			return fmt.Errorf("%d distinct events in Kafka, want %d (%d were spilled)", got, n+1, pending)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/poll"
 	"github.com/tollgate/tollgate/usage/sqlitestore"
 )
 
@@ -28,10 +29,10 @@ func TestServeFloodIsStoredPerMinute(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	ready := make(chan serveAddrs, 1)
-	o := serveOptions{config: cfg, listen: "127.0.0.1:0", adminListen: "127.0.0.1:0", dataDir: data,
+	o := options{gateway: true, admin: true, config: cfg, listen: "127.0.0.1:0", adminListen: "127.0.0.1:0", dataDir: data,
 		queueSize: 1024, flushEvery: 20 * time.Millisecond, shutdownTimeout: 10 * time.Second,
 		now: func() time.Time { return time.Unix(0, clock.Load()) }}
-	go func() { done <- runServe(ctx, o, io.Discard, slog.New(slog.DiscardHandler), ready) }()
+	go func() { done <- run(ctx, o, io.Discard, slog.New(slog.DiscardHandler), ready) }()
 	var addrs serveAddrs
 	select {
 	case addrs = <-ready:
@@ -81,13 +82,12 @@ func TestServeFloodIsStoredPerMinute(t *testing.T) {
 		}
 		// The minute has ended: within a second or so (Run's tick, then
 		// the drainer's) it is stored, all of it.
-		deadline := time.Now().Add(10 * time.Second)
-		for got := usageByMinute(); !strings.Contains(got, row(m)); got = usageByMinute() {
-			if time.Now().After(deadline) {
-				t.Fatalf("minute %d not stored 10s after it ended: /v1/usage\n%s\nwant a row %s", m, got, row(m))
+		poll.UntilOK(t, 10*time.Second, 20*time.Millisecond, fmt.Sprintf("minute %d stored once it ended", m), func() error {
+			if got := usageByMinute(); !strings.Contains(got, row(m)) {
+				return fmt.Errorf("/v1/usage\n%s\nwant a row %s", got, row(m))
 			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return nil
+		})
 	}
 	cancel()
 	cancel = nil

@@ -15,10 +15,12 @@
 //	loadgen         history: synthetic usage onto the events topic
 //	demo-upstream   the upstream that echoes requests, for trying it out
 //
-// This package wires the other packages together: flags (each also from
+// This package only wires the other packages together: one options type
+// whose flags are each declared once (options.go; each also from
 // TOLLGATE_<FLAG>), the data folder (its lock, its consistency check),
-// the admin credentials, the collector's setting, UpdateUsage for each
-// kind of deployment, and the order in which parts start and stop. What
+// the admin credentials, the collector's setting, and one assembly of a
+// process for every role (run.go: openEmbedded for serve, openFleet for a
+// node of a fleet, then the same listeners and the same shutdown). What
 // each role runs, and how a request and a usage event pass through them,
 // is in the repository's ARCHITECTURE.md.
 package main

@@ -55,18 +55,18 @@ func start(t *testing.T, dataDir, config string, now *time.Time) *node {
 }
 
 // testServeOptions are the options start runs serve with.
-func testServeOptions(dataDir, config string, now *time.Time) serveOptions {
-	return serveOptions{config: config, listen: "127.0.0.1:0", adminListen: "127.0.0.1:0", dataDir: dataDir,
+func testServeOptions(dataDir, config string, now *time.Time) options {
+	return options{gateway: true, admin: true, config: config, listen: "127.0.0.1:0", adminListen: "127.0.0.1:0", dataDir: dataDir,
 		queueSize: 1024, flushEvery: time.Hour, shutdownTimeout: 10 * time.Second, now: func() time.Time { return *now }}
 }
 
 // startWith is start with the options given.
-func startWith(t *testing.T, o serveOptions) *node {
+func startWith(t *testing.T, o options) *node {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &node{stdout: &bytes.Buffer{}, cancel: cancel, done: make(chan error, 1)}
 	ready := make(chan serveAddrs, 1)
-	go func() { n.done <- runServe(ctx, o, n.stdout, slog.New(slog.DiscardHandler), ready) }()
+	go func() { n.done <- run(ctx, o, n.stdout, slog.New(slog.DiscardHandler), ready) }()
 	select {
 	case n.addrs = <-ready:
 	case err := <-n.done:
@@ -238,7 +238,7 @@ func TestServeRefusesInvalidConfigAndKeepsCatalog(t *testing.T) {
 	bad := strings.ReplaceAll(strings.ReplaceAll(serveYAML, "{{UPSTREAM}}", up.URL), "period: DAY", "period: YEAR")
 	bad = strings.Replace(bad, "limit: 5", "limit: 6", 1)
 	os.WriteFile(cfg, []byte(bad), 0o600)
-	err := runServe(context.Background(), serveOptions{config: cfg, listen: "127.0.0.1:0", adminListen: "127.0.0.1:0",
+	err := run(context.Background(), options{gateway: true, admin: true, config: cfg, listen: "127.0.0.1:0", adminListen: "127.0.0.1:0",
 		dataDir: data, queueSize: 16, shutdownTimeout: time.Second, now: func() time.Time { return now }}, io.Discard, slog.New(slog.DiscardHandler), nil)
 	if err == nil || !strings.Contains(err.Error(), "quota.period") || !strings.Contains(err.Error(), "tollgate.yaml:") {
 		t.Fatalf("err = %v, want a validation error naming the file and field", err)
@@ -297,18 +297,18 @@ func TestServeListenErrors(t *testing.T) {
 	defer busy.Close()
 	tests := []struct {
 		name string
-		edit func(*serveOptions)
+		edit func(*options)
 		want string
 	}{
-		{"bad gateway address", func(o *serveOptions) { o.listen = "127.0.0.1:notaport" }, "gateway listen:"},
-		{"admin address in use", func(o *serveOptions) { o.adminListen = busy.Addr().String() }, "admin listen:"},
-		{"demo upstream address in use", func(o *serveOptions) { o.demoUpstream = busy.Addr().String() }, "demo upstream listen:"},
+		{"bad gateway address", func(o *options) { o.listen = "127.0.0.1:notaport" }, "gateway listen:"},
+		{"admin address in use", func(o *options) { o.adminListen = busy.Addr().String() }, "admin listen:"},
+		{"demo upstream address in use", func(o *options) { o.demoUpstream = busy.Addr().String() }, "demo upstream listen:"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			o := serveOptions{listen: "127.0.0.1:0", adminListen: "127.0.0.1:0", dataDir: t.TempDir(), queueSize: 16, shutdownTimeout: time.Second}
+			o := options{gateway: true, admin: true, listen: "127.0.0.1:0", adminListen: "127.0.0.1:0", dataDir: t.TempDir(), queueSize: 16, shutdownTimeout: time.Second}
 			tt.edit(&o)
-			err := runServe(context.Background(), o, io.Discard, slog.New(slog.DiscardHandler), nil)
+			err := run(context.Background(), o, io.Discard, slog.New(slog.DiscardHandler), nil)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("err = %v, want %q", err, tt.want)
 			}

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/poll"
 	"github.com/tollgate/tollgate/usage/sqlitestore"
 )
 
@@ -116,13 +118,12 @@ func TestEnforcerKilledReplaysItsSpillLog(t *testing.T) {
 	// Kill it once every event is on disk (the queue is memory: what a
 	// kill finds there is lost, which is why the drainer flushes every
 	// --flush-interval).
-	deadline := time.Now().Add(30 * time.Second)
-	for metric(t, e, "tollgate_usage_events_spill_pending") < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("spill log holds %v events after 30s, want %d", metric(t, e, "tollgate_usage_events_spill_pending"), n)
+	poll.UntilOK(t, 30*time.Second, 10*time.Millisecond, "every event is in the spill log", func() error {
+		if got := metric(t, e, "tollgate_usage_events_spill_pending"); got < n {
+			return fmt.Errorf("spill log holds %v events, want %d", got, n)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -131,17 +132,12 @@ func TestEnforcerKilledReplaysItsSpillLog(t *testing.T) {
 	f.proxy.Restore(t)
 	f.start(eo) // the same data folder
 	k, _ := f.kafka.config()
-	deadline = time.Now().Add(30 * time.Second)
-	for {
-		got := distinctIDs(readEvents(t, k))
-		if got == n+1 {
-			break
+	poll.UntilOK(t, 30*time.Second, 20*time.Millisecond, "the restart replays the spill log into Kafka", func() error {
+		if got := distinctIDs(readEvents(t, k)); got != n+1 {
+			return fmt.Errorf("%d distinct events in Kafka, want %d", got, n+1)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d distinct events in Kafka 30s after the restart, want %d", got, n+1)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // metric reads one value from a node's /metrics.
