@@ -29,7 +29,7 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-var listenRE = regexp.MustCompile(`msg="gateway listening" addr=(\S+)`)
+var listenRE = regexp.MustCompile(`msg="gateway listening" (?:\S+ )*?addr=(\S+)`)
 
 // SIGTERM stops the process cleanly and every request made before it is
 // in the store.
@@ -64,7 +64,7 @@ func TestSIGTERMFlushesEveryEvent(t *testing.T) {
 	}
 }
 
-var adminListenRE = regexp.MustCompile(`msg="admin listening" addr=(\S+)`)
+var adminListenRE = regexp.MustCompile(`msg="admin listening" (?:\S+ )*?addr=(\S+)`)
 
 // An enforcer killed (SIGKILL) with events in its spill log loses none of
 // them: the next start replays the log to Kafka.
