@@ -663,3 +663,69 @@ func TestSQLiteRetentionOvertakes(t *testing.T) {
 	}
 	checkCounts(t, st, slices.Concat(events1, events2[lost:]))
 }
+
+// BenchmarkSQLiteFromTopic is the aggregator as a node's loader: 100k
+// events on the topic into a fresh usage.db (fetch, decode, dedup by id,
+// WriteBatch with the offset), beside the store's own InsertEvents of the
+// same events in the same batches, the baseline.
+func BenchmarkSQLiteFromTopic(b *testing.B) {
+	const n = 100_000
+	k, _ := liteKafka(b, 4)
+	// As a fleet writes them: in time order, 20k events/s (testEvents'
+	// random times over three days would make every event a rollup row
+	// of its own, which measures the rollups, not the loading).
+	events := testEvents(rand.New(rand.NewPCG(15, 16)), n)
+	for i := range events {
+		events[i].Time = 1_750_000_000e9 + int64(i)*50_000
+		events[i].ID = schemas.NewEventID(events[i].Time)
+	}
+	produceLite(b, k, events)
+	var pipeRate, baseRate float64
+	b.Run("aggregator", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			b.StopTimer()
+			st, err := sqlitestore.Open(filepath.Join(b.TempDir(), "usage.db"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+			start := time.Now()
+			// FlushInterval short: the last batch of each partition waits
+			// it out (for more records) before it is stored.
+			a, stop := startLite(b, k, st, Config{FlushInterval: 5 * time.Millisecond})
+			poll.Until(b, time.Minute, 2*time.Millisecond, "the aggregator has stored the backlog", func() bool { return a.Stats().Stored == n })
+			pipeRate = n / time.Since(start).Seconds()
+			stop()
+			b.StopTimer()
+			st.Close()
+			b.StartTimer()
+		}
+		b.ReportMetric(pipeRate, "events/s")
+	})
+	b.Run("InsertEvents", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			b.StopTimer()
+			st, err := sqlitestore.Open(filepath.Join(b.TempDir(), "usage.db"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+			start := time.Now()
+			for batch := range slices.Chunk(events, 4096) {
+				if err := st.InsertEvents(context.Background(), batch); err != nil {
+					b.Fatal(err)
+				}
+			}
+			baseRate = n / time.Since(start).Seconds()
+			b.StopTimer()
+			st.Close()
+			b.StartTimer()
+		}
+		b.ReportMetric(baseRate, "events/s")
+	})
+	if pipeRate > 0 && baseRate > 0 {
+		b.Logf("aggregator on SQLite %.0f events/s, InsertEvents %.0f events/s, ratio %.2f", pipeRate, baseRate, pipeRate/baseRate)
+	}
+}
