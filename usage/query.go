@@ -206,6 +206,33 @@ func ScanReport(rows ReportRows, dims int, f func(*ReportRow) error) error {
 	return nil
 }
 
+// ScanMinutes calls f with each row of rows, a minute rollup query whose
+// columns are MinuteCount's in its order (minute, key, plan, API, stage,
+// method, resource, status, decision, the four sums). D is the Go type
+// the store's driver scans the decision column into (ClickHouse's UInt8,
+// SQLite's INTEGER). The row passed is reused: f keeps nothing of it, and
+// f's error stops the scan and is returned as it is.
+func ScanMinutes[D uint8 | int64](rows ReportRows, f func(*MinuteCount) error) error {
+	var (
+		m        MinuteCount
+		decision D
+	)
+	for rows.Next() {
+		if err := rows.Scan(&m.Minute, &m.KeyID, &m.PlanID, &m.APIID, &m.Stage, &m.Method, &m.Resource,
+			&m.Status, &decision, &m.Requests, &m.BytesIn, &m.BytesOut, &m.LatencyMicrosSum); err != nil {
+			return fmt.Errorf("query minute usage: %w", err)
+		}
+		m.Decision = schemas.Decision(decision)
+		if err := f(&m); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("query minute usage: %w", err)
+	}
+	return nil
+}
+
 // ReportDialect is what differs in a store's SQL of a report: the status
 // as text and the decision by its report name (so that grouping and
 // ordering are those of the values reports show, usage.DimValue's), and

@@ -1,6 +1,11 @@
 package usage
 
 import (
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,4 +65,86 @@ func TestAggregate(t *testing.T) {
 			t.Errorf("row %d: got %+v, want %+v", i, got[i], want[i])
 		}
 	}
+}
+
+// sliceRows is a ReportRows over rows of values, scanned by
+// assignment (each destination is a pointer to its value's type).
+type sliceRows struct {
+	rows [][]any
+	i    int
+	err  error
+}
+
+func (r *sliceRows) Next() bool { r.i++; return r.i <= len(r.rows) }
+
+func (r *sliceRows) Err() error { return r.err }
+
+func (r *sliceRows) Scan(dest ...any) error {
+	row := r.rows[r.i-1]
+	if len(dest) != len(row) {
+		return fmt.Errorf("%d destinations for %d columns", len(dest), len(row))
+	}
+	for i, v := range row {
+		d := reflect.ValueOf(dest[i]).Elem()
+		if d.Type() != reflect.TypeOf(v) {
+			return fmt.Errorf("column %d: %T into %s", i, v, d.Type())
+		}
+		d.Set(reflect.ValueOf(v))
+	}
+	return nil
+}
+
+func TestScanMinutes(t *testing.T) {
+	minuteRow := func(minute int64, key string, decision any) []any {
+		return []any{minute, key, "p1", "a1", "prod", "GET", "/items", int32(200), decision, int64(3), int64(10), int64(20), int64(30)}
+	}
+	want := []MinuteCount{
+		{Minute: 7, KeyID: "k1", PlanID: "p1", APIID: "a1", Stage: "prod", Method: "GET", Resource: "/items", Status: 200,
+			Decision: schemas.DecisionAllowed, Requests: 3, BytesIn: 10, BytesOut: 20, LatencyMicrosSum: 30},
+		{Minute: 8, KeyID: "k2", PlanID: "p1", APIID: "a1", Stage: "prod", Method: "GET", Resource: "/items", Status: 200,
+			Decision: schemas.DecisionQuotaExceeded, Requests: 3, BytesIn: 10, BytesOut: 20, LatencyMicrosSum: 30},
+	}
+	collect := func(out *[]MinuteCount) func(*MinuteCount) error {
+		return func(m *MinuteCount) error { *out = append(*out, *m); return nil }
+	}
+	t.Run("uint8 decision", func(t *testing.T) {
+		var got []MinuteCount
+		rows := &sliceRows{rows: [][]any{
+			minuteRow(7, "k1", uint8(schemas.DecisionAllowed)), minuteRow(8, "k2", uint8(schemas.DecisionQuotaExceeded))}}
+		if err := ScanMinutes[uint8](rows, collect(&got)); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("got %+v, want %+v", got, want)
+		}
+	})
+	t.Run("int64 decision", func(t *testing.T) {
+		var got []MinuteCount
+		rows := &sliceRows{rows: [][]any{
+			minuteRow(7, "k1", int64(schemas.DecisionAllowed)), minuteRow(8, "k2", int64(schemas.DecisionQuotaExceeded))}}
+		if err := ScanMinutes[int64](rows, collect(&got)); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("got %+v, want %+v", got, want)
+		}
+	})
+	t.Run("errors", func(t *testing.T) {
+		stop := errors.New("stop")
+		calls := 0
+		rows := &sliceRows{rows: [][]any{minuteRow(7, "k1", int64(1)), minuteRow(8, "k2", int64(1))}}
+		err := ScanMinutes[int64](rows, func(*MinuteCount) error { calls++; return stop })
+		if err != stop || calls != 1 {
+			t.Fatalf("f's error: got %v after %d calls, want it as is after 1", err, calls)
+		}
+		rows = &sliceRows{rows: [][]any{minuteRow(7, "k1", "not a number")}}
+		if err := ScanMinutes[int64](rows, collect(new([]MinuteCount))); err == nil || !strings.HasPrefix(err.Error(), "query minute usage: ") {
+			t.Fatalf("scan error: got %v", err)
+		}
+		broken := errors.New("connection lost")
+		rows = &sliceRows{err: broken}
+		if err := ScanMinutes[int64](rows, collect(new([]MinuteCount))); !errors.Is(err, broken) {
+			t.Fatalf("rows' error: got %v, want it wrapped", err)
+		}
+	})
 }
