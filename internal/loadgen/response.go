@@ -95,17 +95,7 @@ func readHead(br *bufio.Reader, h *respHead) error {
 		return errStatusLine
 	}
 	h.contentLength = -1
-	for n := 0; ; n++ {
-		if n == maxHeaderLines {
-			return errTooManyLines
-		}
-		line, err := readLine(br)
-		if err != nil {
-			return unexpectedEOF(err)
-		}
-		if len(line) == 0 {
-			return nil
-		}
+	return headerLines(br, func(line []byte) error {
 		colon := bytes.IndexByte(line, ':')
 		if colon <= 0 || line[0] == ' ' || line[0] == '\t' {
 			return errHeaderLine
@@ -138,6 +128,28 @@ func readHead(br *bufio.Reader, h *respHead) error {
 				h.connKeepAlive = h.connKeepAlive || equalFold(tok, "keep-alive")
 			}
 		}
+		return nil
+	})
+}
+
+// headerLines calls f with each line of a header (or trailer) section,
+// up to the empty line that ends it: at most maxHeaderLines lines. f's
+// error stops the section and is returned.
+func headerLines(br *bufio.Reader, f func(line []byte) error) error {
+	for n := 0; ; n++ {
+		if n == maxHeaderLines {
+			return errTooManyLines
+		}
+		line, err := readLine(br)
+		if err != nil {
+			return unexpectedEOF(err)
+		}
+		if len(line) == 0 {
+			return nil
+		}
+		if err := f(line); err != nil {
+			return err
+		}
 	}
 }
 
@@ -156,18 +168,7 @@ func readChunked(br *bufio.Reader) error {
 			return errChunk
 		}
 		if size == 0 {
-			for n := 0; ; n++ { // trailer section
-				if n == maxHeaderLines {
-					return errTooManyLines
-				}
-				line, err := readLine(br)
-				if err != nil {
-					return unexpectedEOF(err)
-				}
-				if len(line) == 0 {
-					return nil
-				}
-			}
+			return headerLines(br, func([]byte) error { return nil }) // trailer section
 		}
 		if err := discard(br, size); err != nil {
 			return err
