@@ -429,18 +429,8 @@ func TestRollupsMigrationFillsHoursAndDays(t *testing.T) {
 		t.Fatal(err)
 	}
 	// What the version before them left: no usage_hour, no usage_day.
-	for _, q := range []string{"DROP TABLE usage_hour", "DROP TABLE usage_day", "DROP TABLE usage_key_day", "DROP TABLE usage_key_hour",
-		"DROP TABLE usage_api_hour", "DROP TABLE usage_api_day", "DROP TABLE rollup_marks", "PRAGMA user_version = 3"} {
-		if _, err := s.db.Exec(q); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s.Close()
-	s, err = Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s = reopenAfter(t, s, path, "DROP TABLE usage_hour", "DROP TABLE usage_day", "DROP TABLE usage_key_day", "DROP TABLE usage_key_hour",
+		"DROP TABLE usage_api_hour", "DROP TABLE usage_api_day", "DROP TABLE rollup_marks", "PRAGMA user_version = 3")
 	if err := s.InsertEvents(ctx, events[2000:]); err != nil {
 		t.Fatal(err)
 	}
@@ -461,6 +451,26 @@ func TestRollupsMigrationFillsHoursAndDays(t *testing.T) {
 // batch (the per-API tables empty: read from usage_hour), while the marks
 // catch up, and after. From version 5 (before usage_key_hour too), the
 // per-API hours catch up behind the per-key ones, never past them.
+// reopenAfter runs stmts on s (what an earlier version left: tables
+// dropped, its user_version), closes it and opens path again, so that
+// Open migrates what stmts left. The store it returns is closed at the
+// end of the test.
+func reopenAfter(t *testing.T, s *Store, path string, stmts ...string) *Store {
+	t.Helper()
+	for _, q := range stmts {
+		if _, err := s.db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 func TestAPIRollupsMigration(t *testing.T) {
 	for _, version := range []int{6, 5} {
 		t.Run(fmt.Sprint("from version ", version), func(t *testing.T) {
@@ -493,17 +503,7 @@ func testAPIRollupsMigration(t *testing.T, version int) {
 	if version == 5 {
 		drop = append(drop, "DROP TABLE usage_key_hour", "DELETE FROM rollup_marks WHERE tbl = 'usage_key_hour'")
 	}
-	for _, q := range append(drop, fmt.Sprint("PRAGMA user_version = ", version)) {
-		if _, err := s.db.Exec(q); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s.Close()
-	s, err = Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s = reopenAfter(t, s, path, append(drop, fmt.Sprint("PRAGMA user_version = ", version))...)
 	s.now = clock
 	from := start.Unix() / 60
 	marks := checkRollups(t, s)
