@@ -217,9 +217,11 @@ func ScanMinutes[D uint8 | int64](rows ReportRows, f func(*MinuteCount) error) e
 		m        MinuteCount
 		decision D
 	)
+	// Built once: a slice passed to the interface's Scan escapes.
+	dest := []any{&m.Minute, &m.KeyID, &m.PlanID, &m.APIID, &m.Stage, &m.Method, &m.Resource,
+		&m.Status, &decision, &m.Requests, &m.BytesIn, &m.BytesOut, &m.LatencyMicrosSum}
 	for rows.Next() {
-		if err := rows.Scan(&m.Minute, &m.KeyID, &m.PlanID, &m.APIID, &m.Stage, &m.Method, &m.Resource,
-			&m.Status, &decision, &m.Requests, &m.BytesIn, &m.BytesOut, &m.LatencyMicrosSum); err != nil {
+		if err := rows.Scan(dest...); err != nil {
 			return fmt.Errorf("query minute usage: %w", err)
 		}
 		m.Decision = schemas.Decision(decision)
