@@ -251,7 +251,7 @@ func TestReportReadsItsTable(t *testing.T) {
 			}()
 			differ := 0
 			for i, r := range reports {
-				got, want := reportRows(t, s, r), wants[i]
+				got, want := reporttest.Rows(t, s, r), wants[i]
 				same := slices.EqualFunc(got, want, func(a, b usage.ReportRow) bool {
 					return usage.CompareReportRows(a, b) == 0 && a.Requests == b.Requests && a.BytesIn == b.BytesIn &&
 						a.BytesOut == b.BytesOut && a.LatencyMicrosSum == b.LatencyMicrosSum
@@ -270,29 +270,13 @@ func TestReportReadsItsTable(t *testing.T) {
 			if table == "usage_api_hour" {
 				// Each of the first hour's rows of usage_api_hour is a
 				// million requests more.
-				got, want := reportRows(t, s, hourly), usage.Aggregate(hourly, minutes)
+				got, want := reporttest.Rows(t, s, hourly), usage.Aggregate(hourly, minutes)
 				if len(got) == 0 || len(got) != len(want) || got[0].Requests <= want[0].Requests || (got[0].Requests-want[0].Requests)%wrong != 0 {
 					t.Errorf("the report by hour did not read usage_api_hour: first rows %+v, want %+v and some millions of requests", got[:min(1, len(got))], want[:min(1, len(want))])
 				}
 			}
 		})
 	}
-}
-
-// reportRows returns s's answer to r.
-func reportRows(t *testing.T, s *Store, r usage.Report) []usage.ReportRow {
-	t.Helper()
-	var out []usage.ReportRow
-	err := s.Report(context.Background(), r, func(row *usage.ReportRow) error {
-		c := *row
-		c.Dims = slices.Clone(row.Dims)
-		out = append(out, c)
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 // rollupMarksOf returns the rollups' marks, by table.
