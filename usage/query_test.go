@@ -148,3 +148,50 @@ func TestScanMinutes(t *testing.T) {
 		}
 	})
 }
+
+func TestReportInWholeDaysAndHours(t *testing.T) {
+	const day, hour = 24 * 60, 60
+	tests := []struct {
+		name                string
+		from, to            int64
+		granularity         string
+		wantDays, wantHours bool
+	}{
+		{"days by day", 20000 * day, 20003 * day, "day", true, true},
+		{"days by month", 20000 * day, 20031 * day, "month", true, true},
+		{"days by hour", 20000 * day, 20003 * day, "hour", false, true},
+		{"days by minute", 20000 * day, 20003 * day, "minute", false, false},
+		{"hours by day", 20000*day + hour, 20003 * day, "day", false, true},
+		{"hours by hour", 20000*day + hour, 20000*day + 5*hour, "hour", false, true},
+		{"minutes by hour", 20000*day + 1, 20000*day + 5*hour, "hour", false, false},
+		{"ends mid-hour", 20000 * day, 20001*day + 30, "day", false, false},
+		{"before 1970, whole days", -3 * day, -day, "day", true, true},
+		{"before 1970, mid-hour", -3*day - 30, -day, "hour", false, false},
+	}
+	for _, tt := range tests {
+		r := Report{FromMinute: tt.from, ToMinute: tt.to, Granularity: tt.granularity}
+		if got := r.InWholeDays(); got != tt.wantDays {
+			t.Errorf("%s: InWholeDays %v, want %v", tt.name, got, tt.wantDays)
+		}
+		if got := r.InWholeHours(); got != tt.wantHours {
+			t.Errorf("%s: InWholeHours %v, want %v", tt.name, got, tt.wantHours)
+		}
+	}
+}
+
+func TestKeyRollupDims(t *testing.T) {
+	for _, tt := range []struct {
+		dims []string
+		want bool
+	}{
+		{nil, true},
+		{[]string{"key", "plan", "api", "stage", "decision"}, true},
+		{[]string{"key", "method"}, false},
+		{[]string{"resource"}, false},
+		{[]string{"api", "status"}, false},
+	} {
+		if got := KeyRollupDims(tt.dims); got != tt.want {
+			t.Errorf("KeyRollupDims(%q) = %v, want %v", tt.dims, got, tt.want)
+		}
+	}
+}
