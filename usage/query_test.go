@@ -107,28 +107,26 @@ func TestScanMinutes(t *testing.T) {
 	collect := func(out *[]MinuteCount) func(*MinuteCount) error {
 		return func(m *MinuteCount) error { *out = append(*out, *m); return nil }
 	}
-	t.Run("uint8 decision", func(t *testing.T) {
-		var got []MinuteCount
-		rows := &sliceRows{rows: [][]any{
-			minuteRow(7, "k1", uint8(schemas.DecisionAllowed)), minuteRow(8, "k2", uint8(schemas.DecisionQuotaExceeded))}}
-		if err := ScanMinutes[uint8](rows, collect(&got)); err != nil {
-			t.Fatal(err)
-		}
-		if !slices.Equal(got, want) {
-			t.Fatalf("got %+v, want %+v", got, want)
-		}
-	})
-	t.Run("int64 decision", func(t *testing.T) {
-		var got []MinuteCount
-		rows := &sliceRows{rows: [][]any{
-			minuteRow(7, "k1", int64(schemas.DecisionAllowed)), minuteRow(8, "k2", int64(schemas.DecisionQuotaExceeded))}}
-		if err := ScanMinutes[int64](rows, collect(&got)); err != nil {
-			t.Fatal(err)
-		}
-		if !slices.Equal(got, want) {
-			t.Fatalf("got %+v, want %+v", got, want)
-		}
-	})
+	for _, tc := range []struct {
+		name     string
+		decision func(schemas.Decision) any // the driver's value of the column
+		scan     func(ReportRows, func(*MinuteCount) error) error
+	}{
+		{"uint8 decision", func(d schemas.Decision) any { return uint8(d) }, ScanMinutes[uint8]},
+		{"int64 decision", func(d schemas.Decision) any { return int64(d) }, ScanMinutes[int64]},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []MinuteCount
+			rows := &sliceRows{rows: [][]any{
+				minuteRow(7, "k1", tc.decision(schemas.DecisionAllowed)), minuteRow(8, "k2", tc.decision(schemas.DecisionQuotaExceeded))}}
+			if err := tc.scan(rows, collect(&got)); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("got %+v, want %+v", got, want)
+			}
+		})
+	}
 	t.Run("errors", func(t *testing.T) {
 		stop := errors.New("stop")
 		calls := 0
