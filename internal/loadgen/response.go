@@ -95,7 +95,11 @@ func readHead(br *bufio.Reader, h *respHead) error {
 		return errStatusLine
 	}
 	h.contentLength = -1
-	return headerLines(br, func(line []byte) error {
+	for n := 0; ; n++ {
+		line, end, err := headerLine(br, n)
+		if err != nil || end {
+			return err
+		}
 		colon := bytes.IndexByte(line, ':')
 		if colon <= 0 || line[0] == ' ' || line[0] == '\t' {
 			return errHeaderLine
@@ -128,29 +132,21 @@ func readHead(br *bufio.Reader, h *respHead) error {
 				h.connKeepAlive = h.connKeepAlive || equalFold(tok, "keep-alive")
 			}
 		}
-		return nil
-	})
+	}
 }
 
-// headerLines calls f with each line of a header (or trailer) section,
-// up to the empty line that ends it: at most maxHeaderLines lines. f's
-// error stops the section and is returned.
-func headerLines(br *bufio.Reader, f func(line []byte) error) error {
-	for n := 0; ; n++ {
-		if n == maxHeaderLines {
-			return errTooManyLines
-		}
-		line, err := readLine(br)
-		if err != nil {
-			return unexpectedEOF(err)
-		}
-		if len(line) == 0 {
-			return nil
-		}
-		if err := f(line); err != nil {
-			return err
-		}
+// headerLine reads the line after the n first of a header (or trailer)
+// section; end is true at the empty line that ends the section. A
+// section holds at most maxHeaderLines lines.
+func headerLine(br *bufio.Reader, n int) (line []byte, end bool, err error) {
+	if n == maxHeaderLines {
+		return nil, false, errTooManyLines
 	}
+	line, err = readLine(br)
+	if err != nil {
+		return nil, false, unexpectedEOF(err)
+	}
+	return line, len(line) == 0, nil
 }
 
 // readChunked discards a chunked body and its trailers.
@@ -168,7 +164,11 @@ func readChunked(br *bufio.Reader) error {
 			return errChunk
 		}
 		if size == 0 {
-			return headerLines(br, func([]byte) error { return nil }) // trailer section
+			for n := 0; ; n++ { // trailer section
+				if _, end, err := headerLine(br, n); err != nil || end {
+					return err
+				}
+			}
 		}
 		if err := discard(br, size); err != nil {
 			return err
