@@ -1,10 +1,12 @@
 package catalog
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"runtime"
 	"slices"
+	"sync/atomic"
 	"testing"
 
 	"github.com/google/btree"
@@ -154,5 +156,39 @@ func BenchmarkStateKey(b *testing.B) {
 			b.Fatal("missing")
 		}
 		i++
+	}
+}
+
+func TestOnEveryCore(t *testing.T) {
+	for _, n := range []int{0, 1, 3, 1000} {
+		calls := make([]atomic.Int32, n)
+		if err := onEveryCore(n, func(i int) error { calls[i].Add(1); return nil }); err != nil {
+			t.Fatalf("n=%d: %v", n, err)
+		}
+		for i := range calls {
+			if c := calls[i].Load(); c != 1 {
+				t.Fatalf("n=%d: f(%d) called %d times, want once", n, i, c)
+			}
+		}
+	}
+	// A failing call stops its worker; the others finish the rest.
+	bad := errors.New("bad")
+	var done atomic.Int32
+	err := onEveryCore(100, func(i int) error {
+		if i == 0 {
+			return fmt.Errorf("item %d: %w", i, bad)
+		}
+		done.Add(1)
+		return nil
+	})
+	if !errors.Is(err, bad) {
+		t.Fatalf("err %v, want the failure", err)
+	}
+	want := int32(99)
+	if runtime.GOMAXPROCS(0) == 1 {
+		want = 0 // the one worker stopped at the first item
+	}
+	if got := done.Load(); got != want {
+		t.Fatalf("%d items done after the failure, want %d", got, want)
 	}
 }

@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -132,15 +133,7 @@ func entityRecords(c *Catalog) (recordSet, error) {
 		}
 	}
 	for _, list := range s {
-		slices.SortFunc(list, func(a, b schemas.ConfigRecord) int {
-			switch {
-			case a.ID < b.ID:
-				return -1
-			case a.ID > b.ID:
-				return 1
-			}
-			return 0
-		})
+		slices.SortFunc(list, func(a, b schemas.ConfigRecord) int { return cmp.Compare(a.ID, b.ID) })
 	}
 	return s, nil
 }

@@ -1,7 +1,6 @@
 package catalog
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -258,15 +257,7 @@ func TestViewBenchLog(t *testing.T) {
 	if err := Validate(v.Catalog(), nil); err != nil {
 		t.Fatal(err)
 	}
-	var b bytes.Buffer
-	if _, err := v.Snapshot().WriteTo(&b); err != nil {
-		t.Fatal(err)
-	}
-	again, err := ReadView(&b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkSameIndexes(t, again.st, v.st)
+	checkSameIndexes(t, snapshotRoundTrip(t, v).st, v.st)
 	if v.st.customers.Len() == 0 {
 		t.Fatal("no customer ids: the benchmark misses an index")
 	}

@@ -10,9 +10,7 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
-	"runtime"
 	"strings"
-	"sync"
 
 	"github.com/google/btree"
 )
@@ -415,34 +413,8 @@ type snapBlock struct {
 
 // decodeBlocks decodes the key blocks, on every core.
 func decodeBlocks(blocks []snapBlock, keys []APIKey, planIDs []string) error {
-	var (
-		next int
-		mu   sync.Mutex
-		errs []error
-		wg   sync.WaitGroup
-	)
-	for range min(runtime.GOMAXPROCS(0), len(blocks)) {
-		wg.Go(func() {
-			for {
-				mu.Lock()
-				i := next
-				next++
-				mu.Unlock()
-				if i >= len(blocks) {
-					return
-				}
-				if err := decodeBlock(&blocks[i], keys, planIDs); err != nil {
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if len(errs) > 0 {
-		return errors.Join(errs...)
+	if err := onEveryCore(len(blocks), func(i int) error { return decodeBlock(&blocks[i], keys, planIDs) }); err != nil {
+		return err
 	}
 	for _, b := range blocks[min(1, len(blocks)):] {
 		if b.count > 0 && keys[b.first-1].ID >= keys[b.first].ID {

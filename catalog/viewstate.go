@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"errors"
 	"runtime"
 	"slices"
 	"sync"
@@ -89,24 +90,38 @@ func (s *State) loadKeys(keys []*APIKey, o *keyOrders, planIDs []string) {
 		},
 		byPair(&s.customers, o.customers, func(k *APIKey) string { return k.CustomerID }),
 	}
+	onEveryCore(len(jobs), func(j int) error { jobs[j](); return nil })
+}
+
+// onEveryCore calls f(i) for each i in [0, n), on every core: a worker
+// per core (at most n) takes the next i until none is left. A worker
+// whose f fails stops there, the others go on; the errors are joined.
+func onEveryCore(n int, f func(i int) error) error {
 	var (
 		wg   sync.WaitGroup
 		mu   sync.Mutex
 		next int
+		errs []error
 	)
-	for range min(runtime.GOMAXPROCS(0), len(jobs)) {
+	for range min(runtime.GOMAXPROCS(0), n) {
 		wg.Go(func() {
 			for {
 				mu.Lock()
-				j := next
+				i := next
 				next++
 				mu.Unlock()
-				if j >= len(jobs) {
+				if i >= n {
 					return
 				}
-				jobs[j]()
+				if err := f(i); err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+					return
+				}
 			}
 		})
 	}
 	wg.Wait()
+	return errors.Join(errs...)
 }

@@ -188,13 +188,7 @@ func TestFramingMatrix(t *testing.T) {
 // billed to it.
 func TestRejectionClosesTheConnection(t *testing.T) {
 	e := newEnv(t, gwYAML)
-	c, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	br := bufio.NewReader(c)
+	c, br := e.dial(t, 5*time.Second)
 	// The attacker: an ambiguous request, and the start of another
 	// without a key.
 	io.WriteString(c, "POST /prod/items HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"+

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -545,13 +544,7 @@ func TestContentLengthWithTransferEncoding(t *testing.T) {
 		t.Errorf("CL+TE after 12 KiB of headers: %s, want 400", got)
 	}
 	// On a kept-alive connection, after a request with a body.
-	c, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	br := bufio.NewReader(c)
+	c, br := e.dial(t, 5*time.Second)
 	for i, req := range []string{
 		// A body that looks like headers must not confuse the check.
 		"POST /prod/items HTTP/1.1\r\nHost: x\r\nx-api-key: " + widget + "\r\nContent-Length: 30\r\n\r\nContent-Length: 5\r\n\r\nxxxxxxxxx",

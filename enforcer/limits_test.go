@@ -19,10 +19,7 @@ import (
 // dial opens a raw connection to the gateway with a deadline on it.
 func (e *env) dial(t *testing.T, d time.Duration) (net.Conn, *bufio.Reader) {
 	t.Helper()
-	c, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := rawConn(t, e.url)
 	t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(d))
 	return c, bufio.NewReader(c)

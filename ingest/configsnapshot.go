@@ -11,7 +11,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/tollgate/tollgate/catalog"
@@ -49,37 +48,24 @@ func writeConfigSnapshot(path string, h *configSnapshotHeader, view *catalog.Vie
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	err = replaceFile(path, func(f io.Writer) error {
+		w := bufio.NewWriterSize(f, 1<<20)
+		var n [4]byte
+		w.Write(configSnapshotMagic)
+		binary.LittleEndian.PutUint32(n[:], uint32(len(hb)))
+		w.Write(n[:])
+		w.Write(hb)
+		binary.LittleEndian.PutUint32(n[:], crc32.Checksum(hb, crcTable))
+		w.Write(n[:])
+		if _, err := view.WriteTo(w); err != nil {
+			return err
+		}
+		return w.Flush()
+	})
 	if err != nil {
-		return err
-	}
-	w := bufio.NewWriterSize(f, 1<<20)
-	var n [4]byte
-	w.Write(configSnapshotMagic)
-	binary.LittleEndian.PutUint32(n[:], uint32(len(hb)))
-	w.Write(n[:])
-	w.Write(hb)
-	binary.LittleEndian.PutUint32(n[:], crc32.Checksum(hb, crcTable))
-	w.Write(n[:])
-	_, err = view.WriteTo(w)
-	if err == nil {
-		err = w.Flush()
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
 		return fmt.Errorf("write catalog snapshot %s: %w", path, err)
 	}
-	return syncDir(filepath.Dir(path))
+	return nil
 }
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)

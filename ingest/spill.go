@@ -974,13 +974,23 @@ func createSegment(path string) (*os.File, error) {
 // writeFileAtomic replaces dir/name with b: a crash leaves the old
 // content or the new, never a mix.
 func writeFileAtomic(dir, name string, b []byte) error {
-	path := filepath.Join(dir, name)
+	return replaceFile(filepath.Join(dir, name), func(w io.Writer) error {
+		_, err := w.Write(b)
+		return err
+	})
+}
+
+// replaceFile replaces the file at path with what write writes: to
+// path.tmp, synced, renamed over path, then the folder synced, so that a
+// crash leaves the old content or the new, never a mix. If anything
+// fails, path.tmp is removed and path is as it was.
+func replaceFile(path string, write func(io.Writer) error) error {
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
 	if err != nil {
 		return err
 	}
-	_, err = f.Write(b)
+	err = write(f)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -994,7 +1004,7 @@ func writeFileAtomic(dir, name string, b []byte) error {
 		os.Remove(tmp)
 		return err
 	}
-	return syncDir(dir)
+	return syncDir(filepath.Dir(path))
 }
 
 func syncDir(dir string) error {

@@ -109,7 +109,7 @@ func (a *apiKeys) create(w http.ResponseWriter, r *http.Request) {
 	hash := catalog.HashKey(value)
 	now := a.now().Unix()
 	var created catalog.APIKey
-	_, err := a.cat.Change(r.Context(), func(tx *catalog.Tx) error {
+	if !change(w, r, a.cat, func(tx *catalog.Tx) error {
 		name := ""
 		if in.Name != nil {
 			name = *in.Name
@@ -128,9 +128,7 @@ func (a *apiKeys) create(w http.ResponseWriter, r *http.Request) {
 			CreatedDate: now, LastUpdatedDate: now}
 		tx.PutKey(created)
 		return nil
-	})
-	if err != nil {
-		changeError(err).write(w)
+	}) {
 		return
 	}
 	out := keyJSON(&created, false)
@@ -210,7 +208,7 @@ func (a *apiKeys) update(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "id")
 	now := a.now().Unix()
 	var updated catalog.APIKey
-	_, err := a.cat.Change(r.Context(), func(tx *catalog.Tx) error {
+	if !change(w, r, a.cat, func(tx *catalog.Tx) error {
 		cur := tx.Key(id)
 		if cur == nil {
 			return errKeyNotFound
@@ -247,9 +245,7 @@ func (a *apiKeys) update(w http.ResponseWriter, r *http.Request) {
 		tx.PutKey(k)
 		updated = k
 		return nil
-	})
-	if err != nil {
-		changeError(err).write(w)
+	}) {
 		return
 	}
 	writeJSON(w, http.StatusOK, keyJSON(&updated, false))
@@ -257,14 +253,12 @@ func (a *apiKeys) update(w http.ResponseWriter, r *http.Request) {
 
 func (a *apiKeys) delete(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "id")
-	_, err := a.cat.Change(r.Context(), func(tx *catalog.Tx) error {
+	if !change(w, r, a.cat, func(tx *catalog.Tx) error {
 		if !tx.DeleteKey(id) {
 			return errKeyNotFound
 		}
 		return nil
-	})
-	if err != nil {
-		changeError(err).write(w)
+	}) {
 		return
 	}
 	w.WriteHeader(http.StatusAccepted)
@@ -283,6 +277,16 @@ func badRequest(msg string) *apiError {
 
 // changeError maps a failed catalog change to AWS's answer (errorOf).
 func changeError(err error) *apiError { return errorOf("", err) }
+
+// change makes f one change of cat; if the change fails, it writes the
+// error (changeError) to w and returns false.
+func change(w http.ResponseWriter, r *http.Request, cat CatalogStore, f func(tx *catalog.Tx) error) bool {
+	if _, err := cat.Change(r.Context(), f); err != nil {
+		changeError(err).write(w)
+		return false
+	}
+	return true
+}
 
 // internalError is a failure of the server, not of the request: 500,
 // with what was being done.
@@ -621,7 +625,7 @@ func (a *apiKeys) importKeys(w http.ResponseWriter, r *http.Request) {
 	rows, field := f.rows, f.field
 	now := a.now().Unix()
 	var ids, warnings []string
-	_, cerr := a.cat.Change(r.Context(), func(tx *catalog.Tx) error {
+	if !change(w, r, a.cat, func(tx *catalog.Tx) error {
 		for n, row := range rows {
 			line := n + 2
 			warn := func(format string, args ...any) {
@@ -700,9 +704,7 @@ func (a *apiKeys) importKeys(w http.ResponseWriter, r *http.Request) {
 			return badRequest("Import refused (failonwarnings): " + strings.Join(warnings, "; "))
 		}
 		return nil
-	})
-	if cerr != nil {
-		changeError(cerr).write(w)
+	}) {
 		return
 	}
 	if ids == nil {

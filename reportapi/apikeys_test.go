@@ -59,14 +59,7 @@ func (c *adminClient) call(method, path string, body any, out any) (int, string)
 		b, _ := json.Marshal(body)
 		rd = bytes.NewReader(b)
 	}
-	req, _ := http.NewRequest(method, c.url+path, rd)
-	req.Header.Set("Authorization", "Bearer "+testCreds.Token)
-	r, err := http.DefaultClient.Do(req)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	defer r.Body.Close()
-	b, _ := io.ReadAll(r.Body)
+	r, b := c.send(method, path, rd)
 	if r.StatusCode >= 300 {
 		var e struct{ Message string }
 		json.Unmarshal(b, &e)
@@ -78,6 +71,21 @@ func (c *adminClient) call(method, path string, body any, out any) (int, string)
 		}
 	}
 	return r.StatusCode, string(b)
+}
+
+// send sends a bearer-authenticated request and returns the response
+// with its body read.
+func (c *adminClient) send(method, path string, body io.Reader) (*http.Response, []byte) {
+	c.t.Helper()
+	req, _ := http.NewRequest(method, c.url+path, body)
+	req.Header.Set("Authorization", "Bearer "+testCreds.Token)
+	r, err := http.DefaultClient.Do(req)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer r.Body.Close()
+	b, _ := io.ReadAll(r.Body)
+	return r, b
 }
 
 func TestCreateGetUpdateDeleteAPIKey(t *testing.T) {

@@ -1,8 +1,6 @@
 package reportapi
 
 import (
-	"io"
-	"net/http"
 	"strings"
 	"testing"
 )
@@ -11,14 +9,7 @@ import (
 // with the error type and message (or the body).
 func (c *adminClient) raw(method, path, body string) (int, string) {
 	c.t.Helper()
-	req, _ := http.NewRequest(method, c.url+path, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+testCreds.Token)
-	r, err := http.DefaultClient.Do(req)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	defer r.Body.Close()
-	b, _ := io.ReadAll(r.Body)
+	r, b := c.send(method, path, strings.NewReader(body))
 	return r.StatusCode, r.Header.Get("x-amzn-ErrorType") + " " + string(b)
 }
 

@@ -1,6 +1,7 @@
 package reportapi
 
 import (
+	"cmp"
 	"math"
 	"slices"
 	"strconv"
@@ -40,15 +41,7 @@ func newRowEncoder(groupBy []string) *rowEncoder {
 	for i, d := range groupBy {
 		keys = append(keys, rowKey{d, i})
 	}
-	slices.SortFunc(keys, func(a, b rowKey) int {
-		switch {
-		case a.name < b.name:
-			return -1
-		case a.name > b.name:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(keys, func(a, b rowKey) int { return cmp.Compare(a.name, b.name) })
 	return &rowEncoder{keys: keys}
 }
 

@@ -110,7 +110,7 @@ func (u *usagePlans) create(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var created catalog.UsagePlan
-	_, err := u.cat.Change(r.Context(), func(tx *catalog.Tx) error {
+	if !change(w, r, u.cat, func(tx *catalog.Tx) error {
 		if tx.PlanByName(in.Name) != nil {
 			return &apiError{status: 409, errType: "ConflictException", msg: fmt.Sprintf("A usage plan named %q already exists; tollgate requires unique names", in.Name)}
 		}
@@ -121,9 +121,7 @@ func (u *usagePlans) create(w http.ResponseWriter, r *http.Request) {
 		}
 		tx.PutPlan(created)
 		return nil
-	})
-	if err != nil {
-		changeError(err).write(w)
+	}) {
 		return
 	}
 	writeJSON(w, http.StatusCreated, planJSON(&created))
@@ -168,7 +166,7 @@ func (u *usagePlans) get(w http.ResponseWriter, r *http.Request) {
 
 func (u *usagePlans) delete(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "id")
-	_, err := u.cat.Change(r.Context(), func(tx *catalog.Tx) error {
+	if !change(w, r, u.cat, func(tx *catalog.Tx) error {
 		if tx.Plan(id) == nil {
 			return errPlanNotFound
 		}
@@ -181,9 +179,7 @@ func (u *usagePlans) delete(w http.ResponseWriter, r *http.Request) {
 		}
 		tx.DeletePlan(id)
 		return nil
-	})
-	if err != nil {
-		changeError(err).write(w)
+	}) {
 		return
 	}
 	w.WriteHeader(http.StatusAccepted)
@@ -203,7 +199,7 @@ func (u *usagePlans) update(w http.ResponseWriter, r *http.Request) {
 	}
 	id := chi.URLParam(r, "id")
 	var updated catalog.UsagePlan
-	_, err := u.cat.Change(r.Context(), func(tx *catalog.Tx) error {
+	if !change(w, r, u.cat, func(tx *catalog.Tx) error {
 		cur := tx.Plan(id)
 		if cur == nil {
 			return errPlanNotFound
@@ -217,9 +213,7 @@ func (u *usagePlans) update(w http.ResponseWriter, r *http.Request) {
 		tx.PutPlan(p)
 		updated = p
 		return nil
-	})
-	if err != nil {
-		changeError(err).write(w)
+	}) {
 		return
 	}
 	writeJSON(w, http.StatusOK, planJSON(&updated))
@@ -353,7 +347,7 @@ func (u *usagePlans) addKey(w http.ResponseWriter, r *http.Request) {
 	}
 	id := chi.URLParam(r, "id")
 	var key catalog.APIKey
-	_, err := u.cat.Change(r.Context(), func(tx *catalog.Tx) error {
+	if !change(w, r, u.cat, func(tx *catalog.Tx) error {
 		p := tx.Plan(id)
 		if p == nil {
 			return errPlanNotFound
@@ -384,9 +378,7 @@ func (u *usagePlans) addKey(w http.ResponseWriter, r *http.Request) {
 		tx.PutKey(k)
 		key = k
 		return nil
-	})
-	if err != nil {
-		changeError(err).write(w)
+	}) {
 		return
 	}
 	writeJSON(w, http.StatusCreated, planKeyJSON(&key))
@@ -435,7 +427,7 @@ func (u *usagePlans) getKey(w http.ResponseWriter, r *http.Request) {
 
 func (u *usagePlans) removeKey(w http.ResponseWriter, r *http.Request) {
 	id, keyID := chi.URLParam(r, "id"), chi.URLParam(r, "keyId")
-	_, err := u.cat.Change(r.Context(), func(tx *catalog.Tx) error {
+	if !change(w, r, u.cat, func(tx *catalog.Tx) error {
 		if tx.Plan(id) == nil {
 			return errPlanNotFound
 		}
@@ -447,9 +439,7 @@ func (u *usagePlans) removeKey(w http.ResponseWriter, r *http.Request) {
 		k.UsagePlans = slices.DeleteFunc(slices.Clone(k.UsagePlans), func(p string) bool { return p == id })
 		tx.PutKey(k)
 		return nil
-	})
-	if err != nil {
-		changeError(err).write(w)
+	}) {
 		return
 	}
 	w.WriteHeader(http.StatusAccepted)

@@ -36,6 +36,37 @@ type Report struct {
 	Filters              map[string]string // FilterDimensions → value
 }
 
+// InWholeDays reports whether rows by UTC day answer r: its buckets are
+// days or months, and its range starts and ends on a UTC midnight.
+func (r *Report) InWholeDays() bool {
+	return (r.Granularity == "day" || r.Granularity == "month") && r.alignedTo(24*60)
+}
+
+// InWholeHours reports whether rows by UTC hour answer r: its buckets
+// are hours or longer, and its range starts and ends on an hour.
+func (r *Report) InWholeHours() bool {
+	return r.Granularity != "minute" && r.alignedTo(60)
+}
+
+// alignedTo reports whether r's range starts and ends on a multiple of
+// period minutes (floored, whatever the sign).
+func (r *Report) alignedTo(period int64) bool {
+	return (r.FromMinute%period+period)%period == 0 && (r.ToMinute%period+period)%period == 0
+}
+
+// KeyRollupDims reports whether the stores' per-key rollups
+// (usage_key_day, usage_key_hour) hold the dimensions dims: they keep
+// key, plan, API, stage and decision, and drop method, resource and
+// status.
+func KeyRollupDims(dims []string) bool {
+	for _, d := range dims {
+		if d == "method" || d == "resource" || d == "status" {
+			return false
+		}
+	}
+	return true
+}
+
 // ReportRow is one row of a Report. Rows come ordered by Bucket, then by
 // Dims (bytewise, first dimension first).
 type ReportRow struct {
@@ -202,6 +233,35 @@ func ScanReport(rows ReportRows, dims int, f func(*ReportRow) error) error {
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("query usage report: %w", err)
+	}
+	return nil
+}
+
+// ScanMinutes calls f with each row of rows, a minute rollup query whose
+// columns are MinuteCount's in its order (minute, key, plan, API, stage,
+// method, resource, status, decision, the four sums). D is the Go type
+// the store's driver scans the decision column into (ClickHouse's UInt8,
+// SQLite's INTEGER). The row passed is reused: f keeps nothing of it, and
+// f's error stops the scan and is returned as it is.
+func ScanMinutes[D uint8 | int64](rows ReportRows, f func(*MinuteCount) error) error {
+	var (
+		m        MinuteCount
+		decision D
+	)
+	// Built once: a slice passed to the interface's Scan escapes.
+	dest := []any{&m.Minute, &m.KeyID, &m.PlanID, &m.APIID, &m.Stage, &m.Method, &m.Resource,
+		&m.Status, &decision, &m.Requests, &m.BytesIn, &m.BytesOut, &m.LatencyMicrosSum}
+	for rows.Next() {
+		if err := rows.Scan(dest...); err != nil {
+			return fmt.Errorf("query minute usage: %w", err)
+		}
+		m.Decision = schemas.Decision(decision)
+		if err := f(&m); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("query minute usage: %w", err)
 	}
 	return nil
 }

@@ -7,30 +7,11 @@ import (
 	"os"
 	"regexp"
 	"slices"
-	"strings"
 	"syscall"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
-
-// openConn connects to the ClickHouse the DSN names.
-func openConn(ctx context.Context, dsn string) (driver.Conn, error) {
-	opts, err := clickhouse.ParseDSN(dsn)
-	if err != nil {
-		return nil, err
-	}
-	conn, err := clickhouse.Open(opts)
-	if err != nil {
-		return nil, err
-	}
-	if err := conn.Ping(ctx); err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("ClickHouse at %s: %w", strings.Join(opts.Addr, ","), err)
-	}
-	return conn, nil
-}
 
 // recreateDatabase drops the benchmark's database and creates it empty.
 func recreateDatabase(ctx context.Context, server driver.Conn, db string) error {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tollgate/tollgate/internal/benchkit"
 	"github.com/tollgate/tollgate/internal/history"
+	"github.com/tollgate/tollgate/usage/chstore"
 )
 
 // config is what the benchmark was asked to do.
@@ -86,7 +87,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if cfg.dayTimeout <= 0 || cfg.mergeTimeout < 0 || cfg.queryTimeout <= 0 {
 		errs = append(errs, errors.New("--day-timeout and --query-timeout must be positive, --merge-timeout not negative"))
 	}
-	if !isIdentifier(cfg.database) || cfg.database == "default" || cfg.database == "system" {
+	if !chstore.IsIdentifier(cfg.database) || strings.HasPrefix(cfg.database, "_") || cfg.database == "default" || cfg.database == "system" {
 		errs = append(errs, fmt.Errorf("--database %q: a database of the benchmark's own (letters, digits, underscores; not default or system): it is dropped", cfg.database))
 	}
 	if _, err := cfg.dsn(); err != nil {
@@ -126,16 +127,4 @@ func (c config) serverDSN() string {
 	u, _ := url.Parse(c.server)
 	u.Path = "/default"
 	return u.String()
-}
-
-func isIdentifier(s string) bool {
-	for i, r := range s {
-		switch {
-		case r == '_', 'a' <= r && r <= 'z', 'A' <= r && r <= 'Z':
-		case '0' <= r && r <= '9' && i > 0:
-		default:
-			return false
-		}
-	}
-	return s != "" && !strings.HasPrefix(s, "_")
 }

@@ -62,7 +62,7 @@ func run(ctx context.Context, cfg config, stdout, _ io.Writer) (err error) {
 		return err
 	}
 	o := &outcome{}
-	if b.server, err = openConn(ctx, cfg.serverDSN()); err != nil {
+	if b.server, err = chstore.Connect(ctx, cfg.serverDSN()); err != nil {
 		return err
 	}
 	defer b.server.Close()
@@ -130,7 +130,7 @@ func run(ctx context.Context, cfg config, stdout, _ io.Writer) (err error) {
 		}
 		b.logf("database %s migrated: %s", cfg.database, strings.TrimSpace(string(out)))
 	}
-	if b.conn, err = openConn(ctx, b.dsn); err != nil {
+	if b.conn, err = chstore.Connect(ctx, b.dsn); err != nil {
 		return err
 	}
 	defer b.conn.Close()

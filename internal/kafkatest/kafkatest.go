@@ -79,10 +79,17 @@ func (a advertised) Addr() net.Addr {
 // timeout).
 func (p *Proxy) Blackhole(t testing.TB) {
 	t.Helper()
+	p.bothWays(t, "blackhole", "timeout")
+}
+
+// bothWays adds a toxic of type typ, with a timeout of 0, to both
+// streams of the proxy, named name-upstream and name-downstream.
+func (p *Proxy) bothWays(t testing.TB, name, typ string) {
+	t.Helper()
 	for _, stream := range []string{"upstream", "downstream"} {
-		body := `{"name":"blackhole-` + stream + `","type":"timeout","stream":"` + stream + `","attributes":{"timeout":0}}`
+		body := `{"name":"` + name + `-` + stream + `","type":"` + typ + `","stream":"` + stream + `","attributes":{"timeout":0}}`
 		if _, err := p.p.Toxics.AddToxicJson(strings.NewReader(body)); err != nil {
-			t.Fatalf("blackhole: %v", err)
+			t.Fatalf("%s: %v", name, err)
 		}
 	}
 }
@@ -116,10 +123,5 @@ func (p *Proxy) Addr() string { return p.p.Listen }
 // opened until Restore (a TCP RST, as when a peer or a middlebox dies).
 func (p *Proxy) CutConnections(t testing.TB) {
 	t.Helper()
-	for _, stream := range []string{"upstream", "downstream"} {
-		body := `{"name":"cut-` + stream + `","type":"reset_peer","stream":"` + stream + `","attributes":{"timeout":0}}`
-		if _, err := p.p.Toxics.AddToxicJson(strings.NewReader(body)); err != nil {
-			t.Fatalf("cut connections: %v", err)
-		}
-	}
+	p.bothWays(t, "cut", "reset_peer")
 }

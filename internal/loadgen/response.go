@@ -96,15 +96,9 @@ func readHead(br *bufio.Reader, h *respHead) error {
 	}
 	h.contentLength = -1
 	for n := 0; ; n++ {
-		if n == maxHeaderLines {
-			return errTooManyLines
-		}
-		line, err := readLine(br)
-		if err != nil {
-			return unexpectedEOF(err)
-		}
-		if len(line) == 0 {
-			return nil
+		line, end, err := headerLine(br, n)
+		if err != nil || end {
+			return err
 		}
 		colon := bytes.IndexByte(line, ':')
 		if colon <= 0 || line[0] == ' ' || line[0] == '\t' {
@@ -141,6 +135,20 @@ func readHead(br *bufio.Reader, h *respHead) error {
 	}
 }
 
+// headerLine reads the line after the n first of a header (or trailer)
+// section; end is true at the empty line that ends the section. A
+// section holds at most maxHeaderLines lines.
+func headerLine(br *bufio.Reader, n int) (line []byte, end bool, err error) {
+	if n == maxHeaderLines {
+		return nil, false, errTooManyLines
+	}
+	line, err = readLine(br)
+	if err != nil {
+		return nil, false, unexpectedEOF(err)
+	}
+	return line, len(line) == 0, nil
+}
+
 // readChunked discards a chunked body and its trailers.
 func readChunked(br *bufio.Reader) error {
 	for {
@@ -157,15 +165,8 @@ func readChunked(br *bufio.Reader) error {
 		}
 		if size == 0 {
 			for n := 0; ; n++ { // trailer section
-				if n == maxHeaderLines {
-					return errTooManyLines
-				}
-				line, err := readLine(br)
-				if err != nil {
-					return unexpectedEOF(err)
-				}
-				if len(line) == 0 {
-					return nil
+				if _, end, err := headerLine(br, n); err != nil || end {
+					return err
 				}
 			}
 		}

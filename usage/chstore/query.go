@@ -106,24 +106,7 @@ func (s *Store) EachMinute(ctx context.Context, fromMinute, toMinute int64, f fu
 		return fmt.Errorf("query minute usage: %w", err)
 	}
 	defer rows.Close()
-	var (
-		m        usage.MinuteCount
-		decision uint8
-	)
-	for rows.Next() {
-		if err := rows.Scan(&m.Minute, &m.KeyID, &m.PlanID, &m.APIID, &m.Stage, &m.Method, &m.Resource,
-			&m.Status, &decision, &m.Requests, &m.BytesIn, &m.BytesOut, &m.LatencyMicrosSum); err != nil {
-			return fmt.Errorf("query minute usage: %w", err)
-		}
-		m.Decision = schemas.Decision(decision)
-		if err := f(&m); err != nil {
-			return err
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("query minute usage: %w", err)
-	}
-	return nil
+	return usage.ScanMinutes[uint8](rows, f)
 }
 
 // Minutes returns the rows EachMinute visits.

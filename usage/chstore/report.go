@@ -67,27 +67,14 @@ func reportQuery(r usage.Report) (query string, args []any, ok bool, err error) 
 // writes them together), so only the rows read differ: a month of a key
 // is 31 rows of usage_day, 744 of usage_hour, 44,640 of usage_minute.
 func reportTable(r usage.Report) string {
-	aligned := func(period int64) bool {
-		return (r.FromMinute%period+period)%period == 0 && (r.ToMinute%period+period)%period == 0
-	}
 	switch {
-	case (r.Granularity == "day" || r.Granularity == "month") && aligned(24*60) && perKeyDims(r.GroupBy):
+	case r.InWholeDays() && usage.KeyRollupDims(r.GroupBy):
 		return "usage_key_day"
-	case (r.Granularity == "day" || r.Granularity == "month") && aligned(24*60):
+	case r.InWholeDays():
 		return "usage_day"
-	case r.Granularity != "minute" && aligned(60):
+	case r.InWholeHours():
 		return "usage_hour"
 	default:
 		return "usage_minute"
 	}
-}
-
-// perKeyDims reports whether usage_key_day holds the dimensions dims.
-func perKeyDims(dims []string) bool {
-	for _, d := range dims {
-		if d == "method" || d == "resource" || d == "status" {
-			return false
-		}
-	}
-	return true
 }

@@ -35,14 +35,16 @@ func (c Config) Validate() error {
 	if opts.Protocol != clickhouse.Native {
 		errs = append(errs, fmt.Errorf("DSN: %s is ClickHouse's HTTP protocol; use the native protocol (clickhouse://host:9000/db), the only one ClickHouse 18.16 serves to clickhouse-go", opts.Protocol))
 	}
-	if db := opts.Auth.Database; db != "" && !isIdentifier(db) {
+	if db := opts.Auth.Database; db != "" && !IsIdentifier(db) {
 		errs = append(errs, fmt.Errorf("DSN: database %q: use letters, digits and underscores", db))
 	}
 	return errors.Join(errs...)
 }
 
-// isIdentifier reports whether s is a plain ClickHouse identifier.
-func isIdentifier(s string) bool {
+// IsIdentifier reports whether s is a plain ClickHouse identifier
+// (letters, digits and underscores, not starting with a digit): a name
+// that needs no quoting in a query.
+func IsIdentifier(s string) bool {
 	for i, r := range s {
 		switch {
 		case r == '_', 'a' <= r && r <= 'z', 'A' <= r && r <= 'Z':
@@ -78,19 +80,30 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("open clickhouse usage store: %w", err)
 	}
-	opts, err := clickhouse.ParseDSN(cfg.DSN)
-	if err != nil { // Validate parsed it already
-		return nil, fmt.Errorf("open clickhouse usage store: %w", err)
-	}
-	conn, err := clickhouse.Open(opts)
+	conn, err := Connect(ctx, cfg.DSN)
 	if err != nil {
 		return nil, fmt.Errorf("open clickhouse usage store: %w", err)
 	}
+	return &Store{conn: conn}, nil
+}
+
+// Connect opens a pool of connections to the server the DSN names and
+// checks that it answers. New opens its store with it; tools that work
+// on the server itself (creating or dropping a database) use it too.
+func Connect(ctx context.Context, dsn string) (driver.Conn, error) {
+	opts, err := clickhouse.ParseDSN(dsn)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := clickhouse.Open(opts)
+	if err != nil {
+		return nil, err
+	}
 	if err := conn.Ping(ctx); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("open clickhouse usage store at %s: %w", strings.Join(opts.Addr, ","), err)
+		return nil, fmt.Errorf("ClickHouse at %s: %w", strings.Join(opts.Addr, ","), err)
 	}
-	return &Store{conn: conn}, nil
+	return conn, nil
 }
 
 // Migrate applies the migrations the database lacks (see Migrate).

@@ -43,6 +43,22 @@ func Cases(from, to int64, filters ...map[string]string) []usage.Report {
 	return out
 }
 
+// Rows returns s's answer to r, each row its own (Report reuses them).
+func Rows(t testing.TB, s Store, r usage.Report) []usage.ReportRow {
+	t.Helper()
+	var out []usage.ReportRow
+	err := s.Report(context.Background(), r, func(row *usage.ReportRow) error {
+		c := *row
+		c.Dims = slices.Clone(row.Dims)
+		out = append(out, c)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%s: %v", describe(r), err)
+	}
+	return out
+}
+
 // Check fails t unless s answers each report with the rows
 // usage.Aggregate computes from minutes (all of the store's minute rows),
 // in the same order; it also fails if no report had rows (the cases would
@@ -51,16 +67,7 @@ func Check(t testing.TB, s Store, minutes []usage.MinuteCount, reports []usage.R
 	t.Helper()
 	nonEmpty := 0
 	for _, r := range reports {
-		var got []usage.ReportRow
-		err := s.Report(context.Background(), r, func(row *usage.ReportRow) error {
-			c := *row
-			c.Dims = slices.Clone(row.Dims)
-			got = append(got, c)
-			return nil
-		})
-		if err != nil {
-			t.Fatalf("%s: %v", describe(r), err)
-		}
+		got := Rows(t, s, r)
 		want := usage.Aggregate(r, minutes)
 		if !slices.EqualFunc(got, want, func(a, b usage.ReportRow) bool {
 			return usage.CompareReportRows(a, b) == 0 && a.Requests == b.Requests && a.BytesIn == b.BytesIn &&

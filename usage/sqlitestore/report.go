@@ -52,36 +52,22 @@ var reportDialect = usage.ReportDialect{
 // usage_minute; a month's totals by hour are a few rows an hour of
 // usage_api_hour, where usage_key_hour has a few per key and hour).
 func reportTable(r usage.Report) string {
-	aligned := func(period int64) bool {
-		return (r.FromMinute%period+period)%period == 0 && (r.ToMinute%period+period)%period == 0
-	}
 	switch {
-	case (r.Granularity == "day" || r.Granularity == "month") && aligned(24*60) && apiDims(r):
+	case r.InWholeDays() && apiDims(r):
 		return "usage_api_day"
-	case (r.Granularity == "day" || r.Granularity == "month") && aligned(24*60) && keyDayDims(r.GroupBy):
+	case r.InWholeDays() && usage.KeyRollupDims(r.GroupBy):
 		return "usage_key_day"
-	case (r.Granularity == "day" || r.Granularity == "month") && aligned(24*60):
+	case r.InWholeDays():
 		return "usage_day"
-	case r.Granularity != "minute" && aligned(60) && apiDims(r):
+	case r.InWholeHours() && apiDims(r):
 		return "usage_api_hour"
-	case r.Granularity != "minute" && aligned(60) && keyDayDims(r.GroupBy):
+	case r.InWholeHours() && usage.KeyRollupDims(r.GroupBy):
 		return "usage_key_hour"
-	case r.Granularity != "minute" && aligned(60):
+	case r.InWholeHours():
 		return "usage_hour"
 	default:
 		return "usage_minute"
 	}
-}
-
-// keyDayDims reports whether usage_key_day and usage_key_hour hold the
-// dimensions dims.
-func keyDayDims(dims []string) bool {
-	for _, d := range dims {
-		if d == "method" || d == "resource" || d == "status" {
-			return false
-		}
-	}
-	return true
 }
 
 // apiDims reports whether usage_api_day and usage_api_hour hold what r

@@ -251,7 +251,7 @@ func TestReportReadsItsTable(t *testing.T) {
 			}()
 			differ := 0
 			for i, r := range reports {
-				got, want := reportRows(t, s, r), wants[i]
+				got, want := reporttest.Rows(t, s, r), wants[i]
 				same := slices.EqualFunc(got, want, func(a, b usage.ReportRow) bool {
 					return usage.CompareReportRows(a, b) == 0 && a.Requests == b.Requests && a.BytesIn == b.BytesIn &&
 						a.BytesOut == b.BytesOut && a.LatencyMicrosSum == b.LatencyMicrosSum
@@ -270,29 +270,13 @@ func TestReportReadsItsTable(t *testing.T) {
 			if table == "usage_api_hour" {
 				// Each of the first hour's rows of usage_api_hour is a
 				// million requests more.
-				got, want := reportRows(t, s, hourly), usage.Aggregate(hourly, minutes)
+				got, want := reporttest.Rows(t, s, hourly), usage.Aggregate(hourly, minutes)
 				if len(got) == 0 || len(got) != len(want) || got[0].Requests <= want[0].Requests || (got[0].Requests-want[0].Requests)%wrong != 0 {
 					t.Errorf("the report by hour did not read usage_api_hour: first rows %+v, want %+v and some millions of requests", got[:min(1, len(got))], want[:min(1, len(want))])
 				}
 			}
 		})
 	}
-}
-
-// reportRows returns s's answer to r.
-func reportRows(t *testing.T, s *Store, r usage.Report) []usage.ReportRow {
-	t.Helper()
-	var out []usage.ReportRow
-	err := s.Report(context.Background(), r, func(row *usage.ReportRow) error {
-		c := *row
-		c.Dims = slices.Clone(row.Dims)
-		out = append(out, c)
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 // rollupMarksOf returns the rollups' marks, by table.
@@ -429,18 +413,8 @@ func TestRollupsMigrationFillsHoursAndDays(t *testing.T) {
 		t.Fatal(err)
 	}
 	// What the version before them left: no usage_hour, no usage_day.
-	for _, q := range []string{"DROP TABLE usage_hour", "DROP TABLE usage_day", "DROP TABLE usage_key_day", "DROP TABLE usage_key_hour",
-		"DROP TABLE usage_api_hour", "DROP TABLE usage_api_day", "DROP TABLE rollup_marks", "PRAGMA user_version = 3"} {
-		if _, err := s.db.Exec(q); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s.Close()
-	s, err = Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s = reopenAfter(t, s, path, "DROP TABLE usage_hour", "DROP TABLE usage_day", "DROP TABLE usage_key_day", "DROP TABLE usage_key_hour",
+		"DROP TABLE usage_api_hour", "DROP TABLE usage_api_day", "DROP TABLE rollup_marks", "PRAGMA user_version = 3")
 	if err := s.InsertEvents(ctx, events[2000:]); err != nil {
 		t.Fatal(err)
 	}
@@ -461,6 +435,26 @@ func TestRollupsMigrationFillsHoursAndDays(t *testing.T) {
 // batch (the per-API tables empty: read from usage_hour), while the marks
 // catch up, and after. From version 5 (before usage_key_hour too), the
 // per-API hours catch up behind the per-key ones, never past them.
+// reopenAfter runs stmts on s (what an earlier version left: tables
+// dropped, its user_version), closes it and opens path again, so that
+// Open migrates what stmts left. The store it returns is closed at the
+// end of the test.
+func reopenAfter(t *testing.T, s *Store, path string, stmts ...string) *Store {
+	t.Helper()
+	for _, q := range stmts {
+		if _, err := s.db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 func TestAPIRollupsMigration(t *testing.T) {
 	for _, version := range []int{6, 5} {
 		t.Run(fmt.Sprint("from version ", version), func(t *testing.T) {
@@ -493,17 +487,7 @@ func testAPIRollupsMigration(t *testing.T, version int) {
 	if version == 5 {
 		drop = append(drop, "DROP TABLE usage_key_hour", "DELETE FROM rollup_marks WHERE tbl = 'usage_key_hour'")
 	}
-	for _, q := range append(drop, fmt.Sprint("PRAGMA user_version = ", version)) {
-		if _, err := s.db.Exec(q); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s.Close()
-	s, err = Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s = reopenAfter(t, s, path, append(drop, fmt.Sprint("PRAGMA user_version = ", version))...)
 	s.now = clock
 	from := start.Unix() / 60
 	marks := checkRollups(t, s)
