@@ -19,6 +19,7 @@ import (
 	"github.com/tollgate/tollgate/catalog"
 	"github.com/tollgate/tollgate/ingest"
 	"github.com/tollgate/tollgate/internal/backoff"
+	"github.com/tollgate/tollgate/internal/logs"
 	"github.com/tollgate/tollgate/internal/utc"
 	"github.com/tollgate/tollgate/schemas"
 	"github.com/tollgate/tollgate/usage"
@@ -206,10 +207,7 @@ func New(cfg Config) (*Aggregator, error) {
 	if cfg.SignalInterval == 0 {
 		cfg.SignalInterval = time.Second
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	cfg.Logger = cfg.Logger.With("component", "aggregator")
+	cfg.Logger = logs.For(cfg.Logger, "aggregator")
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -415,14 +413,22 @@ func (a *Aggregator) own(partition int, owned bool) {
 // store's (the state counts events as they are read, the store once they
 // are stored).
 func (a *Aggregator) refreshQuota(ctx context.Context, partition int) error {
-	now := a.cfg.Now().UnixNano()
-	from := min(catalog.Month.Start(catalog.Month.Index(now)), catalog.Week.Start(catalog.Week.Index(now)))
-	rows, err := a.quotas.QuotaUsage(ctx, []int{partition}, utc.Day(from))
+	rows, now, err := a.quotaUsage(ctx, partition)
 	if err != nil {
 		return err
 	}
 	a.quota.merge(partition, rows, a.catalog(), now)
 	return nil
+}
+
+// quotaUsage reads what the store holds of a partition's keys for every
+// period under way at now, which it returns: the longest period is a
+// month, so from the earliest start of a month or week.
+func (a *Aggregator) quotaUsage(ctx context.Context, partition int) (rows []usage.NodeDayCount, now int64, err error) {
+	now = a.cfg.Now().UnixNano()
+	from := min(catalog.Month.Start(catalog.Month.Index(now)), catalog.Week.Start(catalog.Week.Index(now)))
+	rows, err = a.quotas.QuotaUsage(ctx, []int{partition}, utc.Day(from))
+	return rows, now, err
 }
 
 // restoreQuota loads the quota state of a partition's keys from the
@@ -431,10 +437,7 @@ func (a *Aggregator) restoreQuota(ctx context.Context, partition int) error {
 	if a.quota == nil {
 		return nil
 	}
-	now := a.cfg.Now().UnixNano()
-	// The longest period is a month; read from the earliest start.
-	from := min(catalog.Month.Start(catalog.Month.Index(now)), catalog.Week.Start(catalog.Week.Index(now)))
-	rows, err := a.quotas.QuotaUsage(ctx, []int{partition}, utc.Day(from))
+	rows, now, err := a.quotaUsage(ctx, partition)
 	if err != nil {
 		return err
 	}

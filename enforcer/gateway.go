@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/catalog"
+	"github.com/tollgate/tollgate/internal/logs"
 	"github.com/tollgate/tollgate/internal/utc"
 	"github.com/tollgate/tollgate/schemas"
 	"github.com/tollgate/tollgate/usage"
@@ -97,10 +98,7 @@ func New(cfg Config, c *catalog.Catalog) (*Gateway, error) {
 	if cfg.Now == nil {
 		cfg.Now = func() int64 { return time.Now().UnixNano() }
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	cfg.Logger = cfg.Logger.With("component", "enforcer")
+	cfg.Logger = logs.For(cfg.Logger, "enforcer")
 	g := &Gateway{cfg: cfg, ownTransport: cfg.Transport == nil, rejections: newRejections(),
 		global: map[string]*atomic.Int64{}, planIdx: map[string]int32{}}
 	var err error

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tollgate/tollgate/catalog"
 	"github.com/tollgate/tollgate/internal/backoff"
+	"github.com/tollgate/tollgate/internal/logs"
 	"github.com/tollgate/tollgate/schemas"
 )
 
@@ -133,10 +134,7 @@ func OpenConfigLog(cfg ConfigLogConfig) (*ConfigLog, error) {
 	if cfg.CommitTimeout == 0 {
 		cfg.CommitTimeout = 10 * time.Second
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	cfg.Logger = cfg.Logger.With("component", "configlog")
+	cfg.Logger = logs.For(cfg.Logger, "configlog")
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/internal/backoff"
+	"github.com/tollgate/tollgate/internal/logs"
 	"github.com/tollgate/tollgate/schemas"
 )
 
@@ -92,10 +93,7 @@ func NewDrainer(cfg DrainerConfig) (*Drainer, error) {
 	if cfg.UnhealthyAfter == 0 {
 		cfg.UnhealthyAfter = 3
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	cfg.Logger = cfg.Logger.With("component", "drainer")
+	cfg.Logger = logs.For(cfg.Logger, "drainer")
 	return &Drainer{cfg: cfg, buf: make([]schemas.UsageEvent, 0, cfg.MaxBatch)}, nil
 }
 

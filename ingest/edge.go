@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"path/filepath"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/logs"
 )
 
 // Edge carries a gateway's usage events to where they are kept. The
@@ -92,14 +94,11 @@ func OpenEdge(cfg EdgeConfig) (*Edge, error) {
 	if cfg.DrainTimeout == 0 {
 		cfg.DrainTimeout = 30 * time.Second
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
 	queue, err := NewQueue(cfg.QueueSize)
 	if err != nil {
 		return nil, fmt.Errorf("event queue: %w", err)
 	}
-	e := &Edge{cfg: cfg, queue: queue, log: cfg.Logger.With("component", "edge")}
+	e := &Edge{cfg: cfg, queue: queue, log: logs.For(cfg.Logger, "edge")}
 	writer := cfg.Store
 	if cfg.Kafka != nil {
 		if cfg.SpillDir == "" {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tollgate/tollgate/catalog"
 	"github.com/tollgate/tollgate/internal/backoff"
+	"github.com/tollgate/tollgate/internal/logs"
 	"github.com/tollgate/tollgate/schemas"
 )
 
@@ -201,10 +202,7 @@ func OpenSignalReader(cfg SignalReaderConfig) (*SignalReader, error) {
 	if cfg.MaxWait == 0 {
 		cfg.MaxWait = 500 * time.Millisecond
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	cfg.Logger = cfg.Logger.With("component", "signals")
+	cfg.Logger = logs.For(cfg.Logger, "signals")
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/tollgate/tollgate/internal/backoff"
+	"github.com/tollgate/tollgate/internal/logs"
 	"github.com/tollgate/tollgate/schemas"
 )
 
@@ -111,10 +112,7 @@ func NewSink(cfg SinkConfig) (*Sink, error) {
 	if cfg.RetryMax == 0 {
 		cfg.RetryMax = 5 * time.Second
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	cfg.Logger = cfg.Logger.With("component", "sink")
+	cfg.Logger = logs.For(cfg.Logger, "sink")
 	return &Sink{cfg: cfg, kick: make(chan struct{}, 1)}, nil
 }
 

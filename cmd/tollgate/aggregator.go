@@ -13,6 +13,7 @@ import (
 
 	"github.com/tollgate/tollgate/aggregator"
 	"github.com/tollgate/tollgate/ingest"
+	"github.com/tollgate/tollgate/internal/logs"
 	"github.com/tollgate/tollgate/usage/chstore"
 )
 
@@ -97,7 +98,7 @@ func runAggregator(ctx context.Context, o aggregatorOptions, logger *slog.Logger
 	if o.rawRetention > 0 {
 		wg.Go(func() { store.KeepRawFor(clCtx, o.rawRetention, time.Hour, time.Now, logger) })
 	}
-	log := logger.With("component", "process")
+	log := logs.For(logger, "process")
 	log.Info("aggregator running", "group", o.group, "topic", k.Topics().Events)
 	err = agg.Run(ctx)
 	st := agg.Stats()

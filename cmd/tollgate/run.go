@@ -18,6 +18,7 @@ import (
 	"github.com/tollgate/tollgate/catalog"
 	"github.com/tollgate/tollgate/enforcer"
 	"github.com/tollgate/tollgate/ingest"
+	"github.com/tollgate/tollgate/internal/logs"
 	"github.com/tollgate/tollgate/reportapi"
 )
 
@@ -45,7 +46,7 @@ func run(ctx context.Context, o options, stdout io.Writer, logger *slog.Logger, 
 	if err != nil {
 		return err
 	}
-	p := &process{o: o, stdout: stdout, logger: logger, log: logger.With("component", "process")}
+	p := &process{o: o, stdout: stdout, logger: logger, log: logs.For(logger, "process")}
 	p.onClose(func() error { lock.Release(); return nil })
 	defer func() { err = errors.Join(err, p.close()) }()
 	p.bgCtx, p.stopBG = context.WithCancel(context.WithoutCancel(ctx))

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/logs"
 	"github.com/tollgate/tollgate/internal/utc"
 )
 
@@ -13,7 +14,7 @@ import (
 // (DropRawBefore); the rollups reports read are kept. Every aggregator
 // may run it: dropping a partition that is gone already is a no-op.
 func (s *Store) KeepRawFor(ctx context.Context, retention, interval time.Duration, now func() time.Time, logger *slog.Logger) {
-	logger = logger.With("component", "retention")
+	logger = logs.For(logger, "retention")
 	for {
 		before := utc.Day(now().Add(-retention).UnixNano())
 		dropped, err := s.DropRawBefore(ctx, before)
