@@ -6,11 +6,12 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
+
+	"github.com/tollgate/tollgate/internal/atomicfile"
 )
 
 // FileStore keeps the catalog as a JSON snapshot in one file, replaced
-// atomically (write to a temporary file, fsync, rename), so a crash leaves
+// atomically (internal/atomicfile: a temporary file, fsync, rename), so a crash leaves
 // either the old or the new catalog, never a mix. It is how versions
 // before the catalog database kept the catalog (catalog.json): serve
 // reads it once to import it, and tools may write whole catalogs with it.
@@ -41,28 +42,8 @@ func (s FileStore) Save(c *Catalog) error {
 	if err != nil {
 		return fmt.Errorf("save catalog: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(s.Path), ".catalog-*.json")
-	if err != nil {
+	if err := atomicfile.WriteFile(s.Path, append(b, '\n')); err != nil {
 		return fmt.Errorf("save catalog: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
-		return fmt.Errorf("save catalog: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("save catalog: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("save catalog: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), s.Path); err != nil {
-		return fmt.Errorf("save catalog: %w", err)
-	}
-	if d, err := os.Open(filepath.Dir(s.Path)); err == nil {
-		d.Sync()
-		d.Close()
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/catalog"
+	"github.com/tollgate/tollgate/internal/atomicfile"
 	"github.com/tollgate/tollgate/schemas"
 )
 
@@ -48,7 +49,7 @@ func writeConfigSnapshot(path string, h *configSnapshotHeader, view *catalog.Vie
 	if err != nil {
 		return err
 	}
-	err = replaceFile(path, func(f io.Writer) error {
+	err = atomicfile.Replace(path, func(f io.Writer) error {
 		w := bufio.NewWriterSize(f, 1<<20)
 		var n [4]byte
 		w.Write(configSnapshotMagic)

@@ -73,6 +73,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/tollgate/tollgate/internal/atomicfile"
 	"github.com/tollgate/tollgate/internal/dirlock"
 	"github.com/tollgate/tollgate/schemas"
 )
@@ -963,7 +964,7 @@ func createSegment(path string) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("spill: create segment: %w", err)
 	}
-	if err := syncDir(filepath.Dir(path)); err != nil {
+	if err := atomicfile.SyncDir(filepath.Dir(path)); err != nil {
 		f.Close()
 		os.Remove(path)
 		return nil, fmt.Errorf("spill: create segment: %w", err)
@@ -974,47 +975,5 @@ func createSegment(path string) (*os.File, error) {
 // writeFileAtomic replaces dir/name with b: a crash leaves the old
 // content or the new, never a mix.
 func writeFileAtomic(dir, name string, b []byte) error {
-	return replaceFile(filepath.Join(dir, name), func(w io.Writer) error {
-		_, err := w.Write(b)
-		return err
-	})
-}
-
-// replaceFile replaces the file at path with what write writes: to
-// path.tmp, synced, renamed over path, then the folder synced, so that a
-// crash leaves the old content or the new, never a mix. If anything
-// fails, path.tmp is removed and path is as it was.
-func replaceFile(path string, write func(io.Writer) error) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
-	if err != nil {
-		return err
-	}
-	err = write(f)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return atomicfile.WriteFile(filepath.Join(dir, name), b)
 }

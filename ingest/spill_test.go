@@ -3,10 +3,7 @@ package ingest
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -771,33 +768,4 @@ func TestSpillFolderTakenByOneProcess(t *testing.T) {
 		t.Fatalf("open after close: %v", err)
 	}
 	again.Close()
-}
-
-// replaceFile leaves the old content and no temporary file when writing
-// the new one fails, and the new content when it succeeds.
-func TestReplaceFile(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "f")
-	if err := writeFileAtomic(filepath.Dir(path), "f", []byte("old")); err != nil {
-		t.Fatal(err)
-	}
-	broken := errors.New("disk on fire")
-	err := replaceFile(path, func(w io.Writer) error {
-		w.Write([]byte("half"))
-		return broken
-	})
-	if !errors.Is(err, broken) {
-		t.Fatalf("replaceFile: %v, want the write's error", err)
-	}
-	if b, err := os.ReadFile(path); err != nil || string(b) != "old" {
-		t.Fatalf("after a failed write: %q, %v; want the old content", b, err)
-	}
-	if _, err := os.Stat(path + ".tmp"); !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("after a failed write the temporary file is left: %v", err)
-	}
-	if err := replaceFile(path, func(w io.Writer) error { _, err := w.Write([]byte("new")); return err }); err != nil {
-		t.Fatal(err)
-	}
-	if b, err := os.ReadFile(path); err != nil || string(b) != "new" {
-		t.Fatalf("after a write: %q, %v; want the new content", b, err)
-	}
 }
