@@ -357,6 +357,13 @@ func (sc *insertScratch) rollupArgs(args []any, period, until int64, dims rollup
 	return args
 }
 
+// emptied clears s (dropping the references it holds) and returns it
+// empty, its array kept for the next batch.
+func emptied[S ~[]E, E any](s S) S {
+	clear(s)
+	return s[:0]
+}
+
 // reset drops the references to the last batch's strings.
 func (sc *insertScratch) reset() {
 	sc.enc.reset()
@@ -364,24 +371,15 @@ func (sc *insertScratch) reset() {
 	sc.minuteKeys, sc.minuteSums = sc.minuteKeys[:0], sc.minuteSums[:0]
 	clear(sc.dayRow)
 	sc.dayKeys, sc.dayCounts = sc.dayKeys[:0], sc.dayCounts[:0]
-	clear(sc.boxed)
-	sc.boxed = sc.boxed[:0]
-	clear(sc.minuteArgs)
-	sc.minuteArgs = sc.minuteArgs[:0]
-	clear(sc.dayArgs)
-	sc.dayArgs = sc.dayArgs[:0]
-	clear(sc.hourArgs)
-	sc.hourArgs = sc.hourArgs[:0]
-	clear(sc.allDayArgs)
-	sc.allDayArgs = sc.allDayArgs[:0]
-	clear(sc.keyDayRows)
-	sc.keyDayRows = sc.keyDayRows[:0]
-	clear(sc.keyHourRows)
-	sc.keyHourRows = sc.keyHourRows[:0]
-	clear(sc.apiDayRows)
-	sc.apiDayRows = sc.apiDayRows[:0]
-	clear(sc.apiHourRows)
-	sc.apiHourRows = sc.apiHourRows[:0]
+	sc.boxed = emptied(sc.boxed)
+	sc.minuteArgs = emptied(sc.minuteArgs)
+	sc.dayArgs = emptied(sc.dayArgs)
+	sc.hourArgs = emptied(sc.hourArgs)
+	sc.allDayArgs = emptied(sc.allDayArgs)
+	sc.keyDayRows = emptied(sc.keyDayRows)
+	sc.keyHourRows = emptied(sc.keyHourRows)
+	sc.apiDayRows = emptied(sc.apiDayRows)
+	sc.apiHourRows = emptied(sc.apiHourRows)
 }
 
 // InsertEvents stores a batch of events in one transaction: the events as
