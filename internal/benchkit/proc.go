@@ -55,16 +55,16 @@ type ProcConfig struct {
 func (c ProcConfig) Validate() error {
 	var errs []error
 	if c.Name == "" {
-		errs = append(errs, errors.New("no name"))
+		errs = append(errs, errors.New("Name is required"))
 	}
 	if c.Path == "" {
-		errs = append(errs, errors.New("no path"))
+		errs = append(errs, errors.New("Path is required"))
 	}
 	if c.Grace < 0 {
-		errs = append(errs, fmt.Errorf("grace %v is negative", c.Grace))
+		errs = append(errs, fmt.Errorf("Grace must not be negative, got %v", c.Grace))
 	}
 	if c.TailLines < 0 {
-		errs = append(errs, fmt.Errorf("tail of %d lines is negative", c.TailLines))
+		errs = append(errs, fmt.Errorf("TailLines must not be negative, got %d", c.TailLines))
 	}
 	return errors.Join(errs...)
 }

@@ -222,7 +222,7 @@ func TestProcFailure(t *testing.T) {
 
 func TestProcConfigValidate(t *testing.T) {
 	_, err := StartProc(context.Background(), ProcConfig{Grace: -time.Second, TailLines: -1})
-	for _, want := range []string{"no name", "no path", "grace -1s is negative", "tail of -1 lines is negative"} {
+	for _, want := range []string{"Name is required", "Path is required", "Grace must not be negative, got -1s", "TailLines must not be negative, got -1"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("StartProc(bad config) = %v, want it to say %q", err, want)
 		}
