@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/benchkit"
 	"github.com/tollgate/tollgate/internal/loadgen"
 )
 
@@ -160,12 +161,12 @@ func TestBaselineServersUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	var procs children
+	var procs benchkit.Procs
 	defer assertGone()
-	defer procs.stopAll()
+	defer procs.StopAll()
 	start := func(name string, args ...string) string {
 		t.Helper()
-		addr, err := startServer(ctx, &procs, self, childEnv("400"), 10*time.Second, name, args...)
+		addr, err := startServer(ctx, &procs, self, benchkit.ChildEnv("GOGC=400"), 10*time.Second, name, args...)
 		if err != nil {
 			t.Fatalf("start %s: %v", name, err)
 		}

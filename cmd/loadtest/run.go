@@ -133,10 +133,10 @@ func runHarness(ctx context.Context, cfg runConfig, stdout io.Writer) (rep *repo
 	rep = &report{command: shellQuote(os.Args), date: time.Now(), cfg: cfg, numCPU: runtime.NumCPU()}
 	rep.writeIntro(stdout)
 
-	var procs children
+	var procs benchkit.Procs
 	var tmp string
 	defer func() {
-		procs.stopAll()
+		procs.StopAll()
 		if tmp != "" {
 			os.RemoveAll(tmp)
 		}
@@ -145,7 +145,7 @@ func runHarness(ctx context.Context, cfg runConfig, stdout io.Writer) (rep *repo
 	if err != nil {
 		return nil, fmt.Errorf("find own binary: %w", err)
 	}
-	env := childEnv(cfg.gogc)
+	env := benchkit.ChildEnv("GOGC=" + cfg.gogc) // every server collects garbage alike
 	start := func(name string, args ...string) (string, error) {
 		return startServer(ctx, &procs, self, env, cfg.startup, name, args...)
 	}
@@ -171,10 +171,7 @@ func runHarness(ctx context.Context, cfg runConfig, stdout io.Writer) (rep *repo
 		if tmp, err = os.MkdirTemp("", "loadtest-"); err != nil {
 			return nil, fmt.Errorf("make temp dir: %w", err)
 		}
-		c, addrs, err := startTollgate(ctx, cfg.tollgate, tmp, "http://"+upstream, env, cfg.startup)
-		if c != nil {
-			procs.add(c)
-		}
+		addrs, err := startTollgate(ctx, &procs, cfg.tollgate, tmp, "http://"+upstream, env, cfg.startup)
 		if err != nil {
 			return nil, err
 		}
@@ -196,9 +193,9 @@ func runHarness(ctx context.Context, cfg runConfig, stdout io.Writer) (rep *repo
 		rep.outcomes = append(rep.outcomes, o)
 	}
 	// A server that died during the runs makes the figures meaningless.
-	for _, c := range procs.snapshot() {
-		if c.exited() {
-			return nil, fmt.Errorf("a server died during the runs\n%s", c.failure())
+	for _, p := range procs.List() {
+		if p.Exited() != nil {
+			return nil, fmt.Errorf("a server died during the runs\n%s", p.Failure())
 		}
 	}
 	rep.writeText(stdout)
@@ -206,8 +203,9 @@ func runHarness(ctx context.Context, cfg runConfig, stdout io.Writer) (rep *repo
 }
 
 // startServer starts this binary's subcommand name as a child listening
-// on a free loopback port and returns the address it announced.
-func startServer(ctx context.Context, procs *children, self string, env []string, timeout time.Duration, name string, args ...string) (string, error) {
+// on a free loopback port, kept by procs, and returns the address it
+// announced.
+func startServer(ctx context.Context, procs *benchkit.Procs, self string, env []string, timeout time.Duration, name string, args ...string) (string, error) {
 	addrc := make(chan string, 1)
 	onLine := func(line string) {
 		if addr, ok := strings.CutPrefix(line, listeningPrefix); ok {
@@ -215,12 +213,11 @@ func startServer(ctx context.Context, procs *children, self string, env []string
 		}
 	}
 	args = append([]string{name, "--listen", "127.0.0.1:0"}, args...)
-	c, err := startChild(ctx, name, self, args, env, onLine)
+	p, err := procs.StartProc(ctx, server(name, self, args, env, onLine))
 	if err != nil {
 		return "", err
 	}
-	procs.add(c)
-	return waitFor(ctx, c, addrc, timeout, `"`+listeningPrefix+`ADDR" on stdout`)
+	return waitFor(ctx, p, addrc, timeout, `"`+listeningPrefix+`ADDR" on stdout`)
 }
 
 // writeFile writes what write produces to path.

@@ -51,15 +51,16 @@ type tollgateAddrs struct{ gateway, admin string }
 
 // startTollgate writes the config into dir and starts the tollgate binary
 // at path with it, then waits until tollgate has announced both addresses
-// on stderr and its admin /healthz answers 200, all within timeout.
-func startTollgate(ctx context.Context, path, dir, upstreamURL string, env []string, timeout time.Duration) (*child, tollgateAddrs, error) {
+// on stderr and its admin /healthz answers 200, all within timeout. The
+// process is kept by procs.
+func startTollgate(ctx context.Context, procs *benchkit.Procs, path, dir, upstreamURL string, env []string, timeout time.Duration) (tollgateAddrs, error) {
 	configFile := filepath.Join(dir, "tollgate.yaml")
 	dataDir := filepath.Join(dir, "data")
 	if err := os.WriteFile(configFile, []byte(tollgateConfig(upstreamURL)), 0o644); err != nil {
-		return nil, tollgateAddrs{}, fmt.Errorf("write tollgate config: %w", err)
+		return tollgateAddrs{}, fmt.Errorf("write tollgate config: %w", err)
 	}
 	if err := os.Mkdir(dataDir, 0o755); err != nil {
-		return nil, tollgateAddrs{}, fmt.Errorf("make tollgate data dir: %w", err)
+		return tollgateAddrs{}, fmt.Errorf("make tollgate data dir: %w", err)
 	}
 
 	gateway, admin := make(chan string, 1), make(chan string, 1)
@@ -75,34 +76,26 @@ func startTollgate(ctx context.Context, path, dir, upstreamURL string, env []str
 	}
 	args := []string{"serve", "--config", configFile, "--listen", "127.0.0.1:0",
 		"--admin-listen", "127.0.0.1:0", "--data-dir", dataDir}
-	c, err := startChild(ctx, "tollgate", path, args, env, onLine)
+	p, err := procs.StartProc(ctx, server("tollgate", path, args, env, onLine))
 	if err != nil {
-		return nil, tollgateAddrs{}, err
+		return tollgateAddrs{}, err
 	}
 	deadline := time.Now().Add(timeout)
 	var addrs tollgateAddrs
-	if addrs.gateway, err = waitFor(ctx, c, gateway, time.Until(deadline), `"gateway listening" on stderr`); err != nil {
-		return c, addrs, err
+	if addrs.gateway, err = waitFor(ctx, p, gateway, time.Until(deadline), `"gateway listening" on stderr`); err != nil {
+		return addrs, err
 	}
-	if addrs.admin, err = waitFor(ctx, c, admin, time.Until(deadline), `"admin listening" on stderr`); err != nil {
-		return c, addrs, err
+	if addrs.admin, err = waitFor(ctx, p, admin, time.Until(deadline), `"admin listening" on stderr`); err != nil {
+		return addrs, err
 	}
-	if err := waitHealthy(ctx, c, "http://"+addrs.admin+"/healthz", time.Until(deadline)); err != nil {
-		return c, addrs, err
+	if err := waitHealthy(ctx, p, "http://"+addrs.admin+"/healthz", time.Until(deadline)); err != nil {
+		return addrs, err
 	}
-	return c, addrs, nil
+	return addrs, nil
 }
 
-// offer sends v on ch unless ch already holds a value.
-func offer(ch chan string, v string) {
-	select {
-	case ch <- v:
-	default:
-	}
-}
-
-// waitHealthy polls url until it answers 200, c exits, or timeout passes.
-func waitHealthy(ctx context.Context, c *child, url string, timeout time.Duration) error {
+// waitHealthy polls url until it answers 200, p exits, or timeout passes.
+func waitHealthy(ctx context.Context, p *benchkit.Proc, url string, timeout time.Duration) error {
 	client := &http.Client{Timeout: time.Second}
 	deadline := time.Now().Add(timeout)
 	last := "no answer yet"
@@ -124,8 +117,8 @@ func waitHealthy(ctx context.Context, c *child, url string, timeout time.Duratio
 		if ctx.Err() != nil {
 			return fmt.Errorf("health check: %w", ctx.Err())
 		}
-		if c.exited() || time.Now().After(deadline) {
-			return fmt.Errorf("%s: GET %s did not answer 200 within %v (last: %s)\n%s", c.name, url, timeout, last, c.failure())
+		if p.Exited() != nil || time.Now().After(deadline) {
+			return fmt.Errorf("%s: GET %s did not answer 200 within %v (last: %s)\n%s", p.Name(), url, timeout, last, p.Failure())
 		}
 		benchkit.Pause(ctx, 50*time.Millisecond)
 	}

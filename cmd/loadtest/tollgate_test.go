@@ -36,25 +36,3 @@ apiKeys:
 		t.Errorf("config holds a tab, which YAML refuses for indentation")
 	}
 }
-
-func TestLineWriterSplitsLines(t *testing.T) {
-	var got []string
-	w := &lineWriter{onLine: func(l string) { got = append(got, l) }}
-	for _, chunk := range []string{"listening on 127.", "0.0.1:9\r\nsecond\nthi", "rd\n"} {
-		w.Write([]byte(chunk))
-	}
-	want := []string{"listening on 127.0.0.1:9", "second", "third"}
-	if strings.Join(got, "|") != strings.Join(want, "|") {
-		t.Errorf("lines = %q, want %q", got, want)
-	}
-}
-
-func TestLineTailKeepsLast(t *testing.T) {
-	tail := newLineTail(3)
-	for _, l := range []string{"a", "b", "c", "d", "e"} {
-		tail.add(l)
-	}
-	if got := strings.Join(tail.lines(), ","); got != "c,d,e" {
-		t.Errorf("tail = %s, want c,d,e", got)
-	}
-}

@@ -1,12 +1,13 @@
 package benchkit
 
 import (
-	"bufio"
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -15,13 +16,58 @@ import (
 	"github.com/tollgate/tollgate/internal/procgroup"
 )
 
-// StopGrace is how long a process has to exit after SIGTERM before
-// SIGKILL: long enough for an enforcer to save its catalog snapshot.
+// StopGrace is how long a process has, unless its ProcConfig says
+// otherwise, to exit after SIGTERM before SIGKILL: long enough for an
+// enforcer to save its catalog snapshot.
 const StopGrace = 30 * time.Second
 
 // tailLines is how many of its last output lines a Proc keeps, for
-// errors.
+// errors, unless its ProcConfig says otherwise.
 const tailLines = 20
+
+// ProcConfig says how to start a process.
+type ProcConfig struct {
+	// Name names the process in errors ("serve", "aggregator").
+	// Required.
+	Name string
+	// Path is the binary to run. Required.
+	Path string
+	// Args are its arguments, without the name of the binary.
+	Args []string
+	// Env is its whole environment (see ChildEnv); nil means this
+	// process's.
+	Env []string
+	// LogPath, when not empty, is a file its output is appended to; ""
+	// means no log file.
+	LogPath string
+	// OnLine, when not nil, is given every line of its output as it
+	// comes, from stdout and stderr concurrently. It must not block.
+	OnLine func(line string)
+	// Grace is how long it has to exit after Stop's SIGTERM before
+	// SIGKILL; 0 means StopGrace (30s).
+	Grace time.Duration
+	// TailLines is how many of its last output lines it keeps, for
+	// Failure and errors; 0 means 20.
+	TailLines int
+}
+
+// Validate reports what is missing or out of range in c.
+func (c ProcConfig) Validate() error {
+	var errs []error
+	if c.Name == "" {
+		errs = append(errs, errors.New("Name is required"))
+	}
+	if c.Path == "" {
+		errs = append(errs, errors.New("Path is required"))
+	}
+	if c.Grace < 0 {
+		errs = append(errs, fmt.Errorf("Grace must not be negative, got %v", c.Grace))
+	}
+	if c.TailLines < 0 {
+		errs = append(errs, fmt.Errorf("TailLines must not be negative, got %d", c.TailLines))
+	}
+	return errors.Join(errs...)
+}
 
 // Proc is a process a benchmark started, in a process group of its own
 // (on Linux it dies with the benchmark). Its output, stdout and stderr, is
@@ -33,6 +79,8 @@ type Proc struct {
 	cmd     *exec.Cmd
 	started time.Time
 	onLine  func(string)
+	grace   time.Duration
+	tailMax int
 	done    chan struct{} // closed once the process has exited and its output is read
 	err     error         // what Wait returned; read after done
 
@@ -47,43 +95,48 @@ type Proc struct {
 // Start starts the binary at path with args and env. Its output goes to
 // logPath, appended, when that is not empty, and a line at a time to
 // onLine when that is not nil (called from the output readers,
-// concurrently for stdout and stderr).
+// concurrently for stdout and stderr). It is StartProc without a context,
+// with the default grace and tail.
 func Start(name, path string, args, env []string, logPath string, onLine func(string)) (*Proc, error) {
-	p := &Proc{name: name, onLine: onLine, done: make(chan struct{}),
-		addrs: map[string]string{}, logged: map[string]struct{}{}, changed: make(chan struct{})}
-	if logPath != "" {
-		log, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	return StartProc(context.Background(), ProcConfig{Name: name, Path: path, Args: args, Env: env, LogPath: logPath, OnLine: onLine})
+}
+
+// StartProc starts the process cfg describes. When ctx ends, its process
+// group is killed at once (SIGKILL); Stop is the graceful end.
+func StartProc(ctx context.Context, cfg ProcConfig) (*Proc, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", cfg.Name, err)
+	}
+	p := &Proc{name: cfg.Name, onLine: cfg.OnLine, grace: cmp.Or(cfg.Grace, StopGrace), tailMax: cmp.Or(cfg.TailLines, tailLines),
+		done: make(chan struct{}), addrs: map[string]string{}, logged: map[string]struct{}{}, changed: make(chan struct{})}
+	if cfg.LogPath != "" {
+		log, err := os.OpenFile(cfg.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 		if err != nil {
 			return nil, err
 		}
-		fmt.Fprintf(log, "# %s %s %s\n", time.Now().UTC().Format(time.RFC3339), path, strings.Join(args, " "))
+		fmt.Fprintf(log, "# %s %s %s\n", time.Now().UTC().Format(time.RFC3339), cfg.Path, strings.Join(cfg.Args, " "))
 		p.log = log
 	}
-	cmd := exec.Command(path, args...)
-	cmd.Env = env
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		p.closeLog()
-		return nil, err
-	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		p.closeLog()
-		return nil, err
-	}
+	cmd := exec.CommandContext(ctx, cfg.Path, cfg.Args...)
+	cmd.Env = cfg.Env
+	stdout, stderr := &lineWriter{onLine: p.line}, &lineWriter{onLine: p.line}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
 	procgroup.Set(cmd)
+	cmd.Cancel = func() error { return procgroup.Signal(cmd.Process, syscall.SIGKILL) }
+	// Wait returns once the output is read to its end, or WaitDelay after
+	// the process exited if something it started holds the pipes open.
+	cmd.WaitDelay = p.grace
 	p.started = time.Now()
 	if err := cmd.Start(); err != nil {
 		p.closeLog()
-		return nil, fmt.Errorf("start %s: %w", name, err)
+		return nil, fmt.Errorf("start %s: %w", cfg.Name, err)
 	}
 	p.cmd = cmd
-	var readers sync.WaitGroup
-	readers.Go(func() { p.read(stdout) })
-	readers.Go(func() { p.read(stderr) })
 	go func() {
-		readers.Wait() // Wait closes the pipes: read them to the end first
-		p.err = cmd.Wait()
+		err := cmd.Wait()
+		stdout.end()
+		stderr.end()
+		p.err = err
 		p.closeLog()
 		close(p.done)
 	}()
@@ -99,15 +152,6 @@ func (p *Proc) closeLog() {
 	}
 }
 
-func (p *Proc) read(r io.Reader) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		p.line(sc.Text())
-	}
-	io.Copy(io.Discard, r) // a line past 1 MiB: keep the pipe drained
-}
-
 // line records a line of output. tollgate's listeners announce
 // themselves as `msg="gateway listening" addr=127.0.0.1:40123` (slog's
 // text format).
@@ -118,7 +162,7 @@ func (p *Proc) line(s string) {
 	if p.log != nil {
 		fmt.Fprintln(p.log, s)
 	}
-	if len(p.tail) == tailLines {
+	if len(p.tail) == p.tailMax {
 		p.tail = append(p.tail[:0], p.tail[1:]...)
 	}
 	p.tail = append(p.tail, s)
@@ -220,9 +264,45 @@ func (p *Proc) LastLine() string {
 	return p.tail[len(p.tail)-1]
 }
 
-// Stop sends SIGTERM to the process group, then SIGKILL after
-// StopGrace, and waits for the process. It reports whether the process
-// exited on SIGTERM (or had exited already).
+// Name is the name the process was started with.
+func (p *Proc) Name() string { return p.name }
+
+// Done is closed once the process has exited and its output is read.
+func (p *Proc) Done() <-chan struct{} { return p.done }
+
+// Tail is the process's last output lines, oldest first.
+func (p *Proc) Tail() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.tail)
+}
+
+// Failure describes the process for an error message, on lines of its
+// own: how it exited, if it has, and its last output lines.
+func (p *Proc) Failure() string {
+	var b strings.Builder
+	select {
+	case <-p.done:
+		fmt.Fprintf(&b, "%s exited: %v\n", p.name, p.err)
+	default:
+	}
+	lines := p.Tail()
+	if len(lines) == 0 {
+		fmt.Fprintf(&b, "%s wrote nothing", p.name)
+		return b.String()
+	}
+	fmt.Fprintf(&b, "last output of %s:", p.name)
+	for _, l := range lines {
+		b.WriteString("\n  | ")
+		b.WriteString(l)
+	}
+	return b.String()
+}
+
+// Stop sends SIGTERM to the process group, then SIGKILL after the grace
+// (StopGrace unless the ProcConfig said otherwise), and waits for the
+// process. It reports whether the process exited on SIGTERM (or had
+// exited already).
 func (p *Proc) Stop() bool {
 	select {
 	case <-p.done:
@@ -230,10 +310,12 @@ func (p *Proc) Stop() bool {
 	default:
 	}
 	procgroup.Signal(p.cmd.Process, syscall.SIGTERM)
+	t := time.NewTimer(p.grace)
+	defer t.Stop()
 	select {
 	case <-p.done:
 		return true
-	case <-time.After(StopGrace):
+	case <-t.C:
 	}
 	procgroup.Signal(p.cmd.Process, syscall.SIGKILL)
 	<-p.done
@@ -263,7 +345,13 @@ type Procs struct {
 
 // Start starts a process as the function Start does, and keeps it.
 func (ps *Procs) Start(name, path string, args, env []string, logPath string, onLine func(string)) (*Proc, error) {
-	p, err := Start(name, path, args, env, logPath, onLine)
+	return ps.StartProc(context.Background(), ProcConfig{Name: name, Path: path, Args: args, Env: env, LogPath: logPath, OnLine: onLine})
+}
+
+// StartProc starts a process as the function StartProc does, and keeps
+// it.
+func (ps *Procs) StartProc(ctx context.Context, cfg ProcConfig) (*Proc, error) {
+	p, err := StartProc(ctx, cfg)
 	if err == nil {
 		ps.mu.Lock()
 		ps.list = append(ps.list, p)
@@ -272,13 +360,17 @@ func (ps *Procs) Start(name, path string, args, env []string, logPath string, on
 	return p, err
 }
 
+// List is the processes started so far, in the order they were.
+func (ps *Procs) List() []*Proc {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return slices.Clone(ps.list)
+}
+
 // StopAll stops every process, concurrently.
 func (ps *Procs) StopAll() {
-	ps.mu.Lock()
-	list := ps.list
-	ps.mu.Unlock()
 	var wg sync.WaitGroup
-	for _, p := range list {
+	for _, p := range ps.List() {
 		wg.Go(func() { p.Stop() })
 	}
 	wg.Wait()
@@ -286,11 +378,20 @@ func (ps *Procs) StopAll() {
 
 // ChildEnv is this process's environment without tollgate's settings
 // (every flag of tollgate can come from a TOLLGATE_ variable: the
-// benchmark's flags alone must decide), plus extra.
+// benchmark's flags alone must decide) and without the variables extra
+// sets, plus extra ("GOGC=400").
 func ChildEnv(extra ...string) []string {
+	setByExtra := func(kv string) bool {
+		for _, e := range extra {
+			if name, _, _ := strings.Cut(e, "="); strings.HasPrefix(kv, name+"=") {
+				return true
+			}
+		}
+		return false
+	}
 	var env []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "TOLLGATE_") {
+		if !strings.HasPrefix(kv, "TOLLGATE_") && !setByExtra(kv) {
 			env = append(env, kv)
 		}
 	}
