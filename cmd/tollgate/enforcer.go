@@ -1,9 +1,6 @@
 package main
 
 import (
-	"log/slog"
-	"time"
-
 	"github.com/spf13/cobra"
 )
 
@@ -32,11 +29,7 @@ garbage between collections, as serve does (see serve --help).
 Every flag can also be set from the environment: TOLLGATE_ and the flag's
 name in capitals, dashes as underscores (TOLLGATE_KAFKA, TOLLGATE_LISTEN).`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			go tuneGC(cmd.Context(), 10*time.Second)
-			logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
-			return run(cmd.Context(), o, cmd.OutOrStdout(), logger, nil)
-		},
+		RunE: runE(&o),
 	}
 	f := cmd.Flags()
 	o.kafka.addFlags(f, " (required)")
@@ -69,10 +62,7 @@ process fills from the events topic.
 Every flag can also be set from the environment: TOLLGATE_ and the flag's
 name in capitals, dashes as underscores.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
-			return run(cmd.Context(), o, cmd.OutOrStdout(), logger, nil)
-		},
+		RunE: runE(&o),
 	}
 	f := cmd.Flags()
 	o.kafka.addFlags(f, " (required)")

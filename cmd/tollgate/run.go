@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tollgate/tollgate/catalog"
@@ -59,6 +60,19 @@ func run(ctx context.Context, o options, stdout io.Writer, logger *slog.Logger, 
 		return err
 	}
 	return p.serve(ctx, ready)
+}
+
+// runE is the RunE of serve, enforcer and reportapi: run with the
+// command's streams, logging in slog's text format to stderr. A process
+// with a gateway lets the collector's setting follow its heap (tuneGC).
+func runE(o *options) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		if o.gateway {
+			go tuneGC(cmd.Context(), 10*time.Second)
+		}
+		logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
+		return run(cmd.Context(), *o, cmd.OutOrStdout(), logger, nil)
+	}
 }
 
 // process is what run assembles: the parts of each role and what closes

@@ -1,9 +1,6 @@
 package main
 
 import (
-	"log/slog"
-	"time"
-
 	"github.com/spf13/cobra"
 )
 
@@ -24,11 +21,7 @@ garbage build up between collections: GOGC=400 with a small catalog
 see BENCHMARKS.md), less as the catalog grows, so that a million keys
 do not cost four times their memory.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			go tuneGC(cmd.Context(), 10*time.Second)
-			logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
-			return run(cmd.Context(), o, cmd.OutOrStdout(), logger, nil)
-		},
+		RunE: runE(&o),
 	}
 	f := cmd.Flags()
 	o.addCommonFlags(f, "127.0.0.1:8081")
