@@ -212,9 +212,16 @@ func (g *Gateway) configureTransport(gw catalog.Gateway) func() {
 }
 
 func (g *Gateway) compileRoutes(s *catalog.State) (*table, error) {
-	return compileRoutes(s.Gateway(), s.APIs(), g.globalFor, func(apiID string, st catalog.Stage) (*httputil.ReverseProxy, error) {
+	t, err := compileRoutes(s.Gateway(), s.APIs(), g.globalFor, func(apiID string, st catalog.Stage) (*httputil.ReverseProxy, error) {
 		return newStageProxy(st, g.cfg.Transport, proxyError)
 	})
+	if err != nil {
+		return nil, err
+	}
+	for _, sr := range t.stages {
+		sr.slot = g.metrics.stageSlot(sr.apiID, sr.stage)
+	}
+	return t, nil
 }
 
 // globalFor returns the counter of a shared bucket by name.

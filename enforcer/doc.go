@@ -277,6 +277,22 @@
 // and layout. The gateway's and stages' buckets are kept by name.
 // A full load carries all of this by key id and plan id.
 //
+// # Metrics
+//
+// Each request is counted once, in emit, with the decision, the class of
+// the status answered, the stage when one matched, and the latency; an
+// admitted request's exchange with its upstream also in recordUpstream
+// (its latency, and what failed it, which proxyError records in the
+// meteredWriter). The counters are fixed arrays of atomic words in eight
+// shards (metrics.go), chosen by the request's start time, so recording
+// takes no lock and allocates nothing (BenchmarkMetricsRecord); a stage's
+// index into them is its slot, given when a table holding the stage is
+// first compiled and kept in its stageRoute. Config.Metrics registers a
+// collector that sums the shards at scrape time. Labels come from fixed
+// sets (decisions, status classes, failure reasons) or from the catalog
+// (API id and stage name, capped at MaxMetricStages, the rest counted as
+// "other"): never a path, a key or a plan.
+//
 // # Limits
 //
 // Nothing a client sends may cost the gateway unbounded memory, time or

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/tollgate/tollgate/catalog"
 	"github.com/tollgate/tollgate/internal/logs"
 	"github.com/tollgate/tollgate/internal/utc"
@@ -55,6 +57,11 @@ type Config struct {
 	// across restarts (a host name, a pod name). Default "": right for a
 	// single enforcer.
 	Node string
+	// Metrics is where the gateway registers its metrics (requests by
+	// decision, status class and stage; latencies; upstream failures:
+	// see metrics.go). The request path counts them in atomic arrays
+	// either way. Nil: not registered.
+	Metrics prometheus.Registerer
 }
 
 // Gateway is the enforcer's HTTP handler: it identifies the key, applies
@@ -81,6 +88,7 @@ type Gateway struct {
 	// rejections counts requests rejected before a key was identified
 	// (flood.go).
 	rejections *rejections
+	metrics    *metrics
 }
 
 var _ http.Handler = (*Gateway)(nil)
@@ -100,7 +108,12 @@ func New(cfg Config, c *catalog.Catalog) (*Gateway, error) {
 	}
 	cfg.Logger = logs.For(cfg.Logger, "enforcer")
 	g := &Gateway{cfg: cfg, ownTransport: cfg.Transport == nil, rejections: newRejections(),
-		global: map[string]*atomic.Int64{}, planIdx: map[string]int32{}}
+		global: map[string]*atomic.Int64{}, planIdx: map[string]int32{}, metrics: newMetrics()}
+	if cfg.Metrics != nil {
+		if err := cfg.Metrics.Register(collector{g.metrics}); err != nil {
+			return nil, fmt.Errorf("register gateway metrics: %w", err)
+		}
+	}
 	var err error
 	if c == nil {
 		err = g.Load(catalog.NewState())
@@ -239,6 +252,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // request in the rejections table if it was rejected before a key was
 // identified. end is when the response was complete.
 func (g *Gateway) emit(d *decision, method string, start, end int64, status int32, in, out int64) {
+	g.metrics.record(d, start, end, status)
 	if aggregated(d) {
 		g.rejections.add(d, method, end, status, (end-start)/1e3, in, out)
 		return
@@ -315,7 +329,8 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, d *decision, fc 
 		fc.arm(r.ContentLength != 0, lim)
 	}
 	m := writerPool.Get().(*meteredWriter)
-	m.ResponseWriter, m.status, m.n, m.fc = w, 0, 0, fc
+	m.ResponseWriter, m.status, m.n, m.fc, m.failure = w, 0, 0, fc, upstreamOK
+	from := g.cfg.Now()
 	done := false
 	defer func() {
 		if done {
@@ -328,20 +343,24 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, d *decision, fc 
 		} else if r.Context().Err() != nil {
 			status = 499
 		}
-		g.emit(d, r.Method, start, g.cfg.Now(), status, bytesIn(r, cb), m.n)
+		end := g.cfg.Now()
+		g.metrics.recordUpstream(start, from, end, failureOf(int(status)))
+		g.emit(d, r.Method, start, end, status, bytesIn(r, cb), m.n)
 	}()
 	d.stage.proxy.ServeHTTP(m, r)
 	done = true
 	if fc != nil {
 		fc.disarm()
 	}
-	status, out := int32(m.status), m.n
+	status, out, failure := int32(m.status), m.n, m.failure
 	m.ResponseWriter, m.fc = nil, nil
 	writerPool.Put(m)
 	if status == 0 {
 		status = http.StatusOK
 	}
-	g.emit(d, r.Method, start, g.cfg.Now(), status, bytesIn(r, cb), out)
+	end := g.cfg.Now()
+	g.metrics.recordUpstream(start, from, end, failure)
+	g.emit(d, r.Method, start, end, status, bytesIn(r, cb), out)
 }
 
 // bytesIn is the request body's size: as declared, or as counted when

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/tollgate/tollgate/catalog"
 	"github.com/tollgate/tollgate/schemas"
 	"github.com/tollgate/tollgate/usage"
@@ -84,6 +86,7 @@ type env struct {
 	cat      *catalog.Catalog // what gw was built from
 	url      string
 	upstream *httptest.Server
+	metrics  *prometheus.Registry // the gateway's
 
 	mu     sync.Mutex
 	seen   []*http.Request // requests the upstream received
@@ -154,7 +157,8 @@ func newEnvServer(t testing.TB, yaml string, sc ServerConfig) *env {
 	}))
 	t.Cleanup(e.upstream.Close)
 	c := testCatalog(t, strings.ReplaceAll(yaml, "{{UPSTREAM}}", e.upstream.URL))
-	gw, err := New(Config{Events: e, Now: e.clock.Load}, c)
+	e.metrics = prometheus.NewRegistry()
+	gw, err := New(Config{Events: e, Now: e.clock.Load, Metrics: e.metrics}, c)
 	if err != nil {
 		t.Fatal(err)
 	}

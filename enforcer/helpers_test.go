@@ -1,6 +1,8 @@
 package enforcer
 
 import (
+	"github.com/prometheus/client_golang/prometheus"
+
 	"sync"
 	"testing"
 
@@ -73,4 +75,14 @@ func (t *table) firstPlan(v string) *keyPlanOf {
 		k.plan, k.state = t.plans[e.plans[0].plan], e.plans[0].state
 	}
 	return k
+}
+
+// registryOf registers the collector of m on a registry of its own.
+func registryOf(t testing.TB, m *metrics) *prometheus.Registry {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(collector{m}); err != nil {
+		t.Fatal(err)
+	}
+	return reg
 }

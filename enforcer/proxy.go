@@ -134,12 +134,16 @@ func proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	case r.Context().Err() != nil:
 		if m != nil {
 			m.status = 499 // client closed request, as nginx records it
+			m.failure = upstreamClientGone
 		}
 		return
 	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
 		rj = rejTimeout
 	default:
 		rj = rejBadGateway
+	}
+	if m != nil {
+		m.failure = failureOf(rj.status)
 	}
 	rj.write(w, true)
 	if r.ContentLength != 0 && rj != rejBodyTimeout {

@@ -42,6 +42,7 @@ type stageRoute struct {
 	bucket       bucket
 	state        *atomic.Int64
 	proxy        *httputil.ReverseProxy
+	slot         uint8 // its counters in the gateway's metrics (metrics.go)
 }
 
 // planRT is a plan compiled against a table's routes. Keys refer to

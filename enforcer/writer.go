@@ -14,6 +14,8 @@ type meteredWriter struct {
 	status int
 	n      int64
 	fc     *framingConn // the client's connection, for proxyError; may be nil
+	// failure is what failed the exchange, set by proxyError (metrics).
+	failure upstreamFailure
 }
 
 var writerPool = sync.Pool{New: func() any { return new(meteredWriter) }}
