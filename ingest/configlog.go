@@ -12,11 +12,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/tollgate/tollgate/catalog"
 	"github.com/tollgate/tollgate/internal/backoff"
 	"github.com/tollgate/tollgate/internal/logs"
+	"github.com/tollgate/tollgate/internal/metrics"
 	"github.com/tollgate/tollgate/schemas"
 )
 
@@ -52,6 +54,9 @@ type ConfigLogConfig struct {
 	// rejected, as soon as it sees one (catalog.View.Repairs): whichever
 	// writer made the rejected change, and whether or not it survived.
 	Repair bool
+	// Metrics is where the log registers its metrics (offset, lag,
+	// failures: metrics.go). Nil: not registered.
+	Metrics prometheus.Registerer
 }
 
 // Validate reports every problem with the configuration.
@@ -93,8 +98,9 @@ type ConfigLog struct {
 	// rebuilding: the view is being rebuilt while the catalog of the
 	// snapshot serves; nothing is published until it has caught up.
 	rebuilding bool
-	target     int64      // the end of the topic when Run (re)started
-	last       lastRecord // the record before next, to recognise the topic
+	target     int64        // the end of the topic when Run (re)started
+	end        atomic.Int64 // the end of the topic at the last fetch (Lag)
+	last       lastRecord   // the record before next, to recognise the topic
 	// repairedTo: repairs were written up to this offset; none are
 	// written again until the view has applied them.
 	repairedTo int64
@@ -145,6 +151,9 @@ func OpenConfigLog(cfg ConfigLogConfig) (*ConfigLog, error) {
 		view: catalog.NewView(), rejected: map[int64]error{}, txns: map[string]*heldTxn{}, held: map[string][]heldRef{},
 		loaded: make(chan struct{}), fetchBytes: fetchBytes, maxTxn: maxTxnRecords}
 	l.cond = sync.NewCond(&l.mu)
+	if err := metrics.Register(cfg.Metrics, "config log", l.collector()); err != nil {
+		return nil, err
+	}
 	if err := l.loadSnapshot(); err != nil {
 		return nil, err
 	}
@@ -226,6 +235,10 @@ func (l *ConfigLog) Offset() int64 {
 	return l.next
 }
 
+// Lag returns how many records the view has yet to read: the topic's end
+// at the last fetch less Offset (0 before the first).
+func (l *ConfigLog) Lag() int64 { return max(l.end.Load()-l.Offset(), 0) }
+
 // Failures counts failed fetches and catalogs the publisher refused.
 func (l *ConfigLog) Failures() uint64 { return l.failures.Load() }
 
@@ -267,6 +280,7 @@ func (l *ConfigLog) Run(ctx context.Context) error {
 				l.txns, l.held = map[string]*heldTxn{}, map[string][]heldRef{}
 			}
 			target, l.target = hwm, hwm
+			l.end.Store(hwm)
 			l.view.Grow(int(hwm - l.next)) // a view that loads makes room at once
 			if l.whole && l.next >= l.target {
 				// Rebuilt from a topic with nothing to read: its
@@ -290,6 +304,7 @@ func (l *ConfigLog) Run(ctx context.Context) error {
 			continue
 		}
 		wait = 0
+		l.end.Store(hwm)
 		l.apply(recs, hwm)
 		if l.Offset() >= target {
 			l.markLoaded()

@@ -8,7 +8,10 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/tollgate/tollgate/internal/logs"
+	"github.com/tollgate/tollgate/internal/metrics"
 )
 
 // Edge carries a gateway's usage events to where they are kept. The
@@ -66,6 +69,10 @@ type EdgeConfig struct {
 	DrainTimeout time.Duration
 	// Logger receives the pipeline's failures. Nil discards them.
 	Logger *slog.Logger
+	// Metrics is where the edge registers its metrics (queue, writes,
+	// and on a fleet produce, spill and replay: metrics.go). Nil: not
+	// registered.
+	Metrics prometheus.Registerer
 }
 
 // EdgeStats are an Edge's counters since it opened.
@@ -129,6 +136,10 @@ func OpenEdge(cfg EdgeConfig) (*Edge, error) {
 		}
 	}
 	if e.drainer, err = NewDrainer(DrainerConfig{Queue: queue, Writer: writer, Interval: cfg.FlushInterval, Logger: cfg.Logger}); err != nil {
+		e.close()
+		return nil, err
+	}
+	if err := metrics.Register(cfg.Metrics, "edge", e.collector()); err != nil {
 		e.close()
 		return nil, err
 	}

@@ -12,11 +12,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/tollgate/tollgate/catalog"
 	"github.com/tollgate/tollgate/internal/backoff"
 	"github.com/tollgate/tollgate/internal/logs"
+	"github.com/tollgate/tollgate/internal/metrics"
 	"github.com/tollgate/tollgate/schemas"
 )
 
@@ -112,8 +114,12 @@ type SignalReaderConfig struct {
 	// Logger receives rejected records and connection trouble, with
 	// component=signals. Nil discards.
 	Logger *slog.Logger
-	// Now stamps snapshots and paces their saving. Default time.Now.
+	// Now stamps snapshots and paces their saving, and dates the newest
+	// signal's age (metrics). Default time.Now.
 	Now func() time.Time
+	// Metrics is where the reader registers its metrics (signals read
+	// and applied, the newest's age: metrics.go). Nil: not registered.
+	Metrics prometheus.Registerer
 }
 
 // Validate reports every problem with the configuration.
@@ -147,6 +153,10 @@ type SignalReader struct {
 	loaded   chan struct{}
 	loadOnce sync.Once
 	failures atomic.Uint64
+	// received and applied count the signals read from the topic and
+	// those the gateway applied; newest is the latest AsOf read.
+	received, applied atomic.Uint64
+	newest            atomic.Int64
 }
 
 // signalSnapshot is the snapshot file's content.
@@ -212,6 +222,9 @@ func OpenSignalReader(cfg SignalReaderConfig) (*SignalReader, error) {
 	r := &SignalReader{cfg: cfg, client: cfg.Kafka.client(), topic: cfg.Kafka.Topics().Signals,
 		latest: map[string]schemas.QuotaSignal{}, next: map[int]int64{}, loaded: make(chan struct{})}
 	if err := r.loadSnapshot(); err != nil {
+		return nil, err
+	}
+	if err := metrics.Register(cfg.Metrics, "signal reader", r.collector()); err != nil {
 		return nil, err
 	}
 	for _, s := range r.Latest() {
@@ -379,7 +392,16 @@ func (r *SignalReader) follow(ctx context.Context, p int, counts bool) {
 		wait = 0
 		applied = r.apply(p, recs, hwm, applied[:0])
 		for i := range applied {
-			r.cfg.Apply(&applied[i])
+			if r.cfg.Apply(&applied[i]) {
+				r.applied.Add(1)
+			}
+			r.received.Add(1)
+			for asOf := applied[i].AsOf; ; {
+				n := r.newest.Load()
+				if asOf <= n || r.newest.CompareAndSwap(n, asOf) {
+					break
+				}
+			}
 		}
 		r.saveSnapshot(false)
 	}

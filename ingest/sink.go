@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/tollgate/tollgate/internal/backoff"
@@ -92,6 +93,8 @@ type Sink struct {
 	spilled  atomic.Uint64 // events written to the spill log
 	replayed atomic.Uint64 // events replayed from the spill log
 	failures atomic.Uint64 // failed produce attempts
+	// produceTime: how long each Produce took, failed ones included.
+	produceTime prometheus.Histogram
 	// queueReported: queue drops reported as lost usage so far.
 	queueReported uint64
 }
@@ -113,7 +116,10 @@ func NewSink(cfg SinkConfig) (*Sink, error) {
 		cfg.RetryMax = 5 * time.Second
 	}
 	cfg.Logger = logs.For(cfg.Logger, "sink")
-	return &Sink{cfg: cfg, kick: make(chan struct{}, 1)}, nil
+	return &Sink{cfg: cfg, kick: make(chan struct{}, 1), produceTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "tollgate_kafka_produce_duration_seconds", Help: "Time a batch of usage events took to produce (or fail to), replays included.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	})}, nil
 }
 
 // WriteEvents produces events, or spills them. It fails only if the spill
@@ -123,7 +129,9 @@ func (s *Sink) WriteEvents(ctx context.Context, events []schemas.UsageEvent) err
 	defer s.mu.Unlock()
 	if s.cfg.Spill.Len() == 0 && (s.cfg.Pressure == nil || !s.cfg.Pressure()) {
 		pctx, cancel := context.WithTimeout(ctx, s.cfg.ProduceTimeout)
+		began := time.Now()
 		failed, err := s.cfg.Producer.Produce(pctx, events)
+		s.produceTime.Observe(time.Since(began).Seconds())
 		cancel()
 		s.produced.Add(uint64(len(events) - len(failed)))
 		if err == nil {
@@ -223,7 +231,10 @@ func (s *Sink) replayOne(ctx context.Context) (done bool, err error) {
 	defer cancel()
 	// A partly written batch is replayed whole: the copies already
 	// written are dropped downstream by event id.
-	if _, err := s.cfg.Producer.Produce(pctx, batch); err != nil {
+	began := time.Now()
+	_, err = s.cfg.Producer.Produce(pctx, batch)
+	s.produceTime.Observe(time.Since(began).Seconds())
+	if err != nil {
 		return false, err
 	}
 	if err := s.cfg.Spill.Ack(); err != nil {
@@ -265,6 +276,10 @@ func (s *Sink) reportLost(ctx context.Context) error {
 // SinkStats counts what a Sink did with events.
 type SinkStats struct {
 	Produced, Spilled, Replayed, Failures uint64
+	// SpilledBytes were written to the spill log (since start);
+	// PendingBytes are the pending events' records on disk.
+	SpilledBytes uint64
+	PendingBytes int64
 	// Pending events wait in the spill log; Dropped were dropped at its
 	// cap (since start).
 	Pending int64
@@ -274,7 +289,8 @@ type SinkStats struct {
 // Stats returns the counters.
 func (s *Sink) Stats() SinkStats {
 	return SinkStats{Produced: s.produced.Load(), Spilled: s.spilled.Load(), Replayed: s.replayed.Load(),
-		Failures: s.failures.Load(), Pending: s.cfg.Spill.Len(), Dropped: s.cfg.Spill.Dropped()}
+		Failures: s.failures.Load(), Pending: s.cfg.Spill.Len(), Dropped: s.cfg.Spill.Dropped(),
+		SpilledBytes: s.cfg.Spill.Appended(), PendingBytes: s.cfg.Spill.Bytes()}
 }
 
 // LostProducer writes lost-usage records to the lost-usage topic, keyed

@@ -175,7 +175,8 @@ type Spill struct {
 	cursorMu sync.Mutex // serializes writes of the cursor file
 	lostMu   sync.Mutex // serializes writes of lost.json
 
-	dropped atomic.Uint64
+	dropped  atomic.Uint64
+	appended atomic.Uint64 // bytes Append wrote (Appended)
 
 	mu       sync.Mutex // guards the fields below; never held during I/O
 	segs     []segment  // segs[0] holds the cursor; the last is being written
@@ -495,6 +496,7 @@ func (s *Spill) Append(events []schemas.UsageEvent) (kept int, err error) {
 		s.lostVer++
 	}
 	s.mu.Unlock()
+	s.appended.Add(uint64(size))
 	if kept < n {
 		s.dropped.Add(uint64(n - kept))
 		// On failure the tallies stay in memory, marked unsaved: the next
@@ -749,6 +751,9 @@ func (s *Spill) Bytes() int64 {
 	defer s.mu.Unlock()
 	return s.pending
 }
+
+// Appended returns the bytes Append wrote since OpenSpill.
+func (s *Spill) Appended() uint64 { return s.appended.Load() }
 
 // Dropped returns how many events Append dropped at the cap since
 // OpenSpill. Lost is the persisted record of drops.
