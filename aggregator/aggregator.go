@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/tollgate/tollgate/aggregator/aggstore"
@@ -20,6 +21,7 @@ import (
 	"github.com/tollgate/tollgate/ingest"
 	"github.com/tollgate/tollgate/internal/backoff"
 	"github.com/tollgate/tollgate/internal/logs"
+	"github.com/tollgate/tollgate/internal/metrics"
 	"github.com/tollgate/tollgate/internal/utc"
 	"github.com/tollgate/tollgate/schemas"
 	"github.com/tollgate/tollgate/usage"
@@ -115,6 +117,11 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// Metrics is where the aggregator registers its metrics (events and
+	// batches stored, insert latency, dead letters, consumer lag per
+	// partition, keys under quota authority, signals sent: metrics.go).
+	// Nil: not registered.
+	Metrics prometheus.Registerer
 
 	// dedupOff turns off the watermarks and the id window: the negative
 	// control of the accounting test, which must then fail.
@@ -169,6 +176,9 @@ type Aggregator struct {
 	failures, insertFailures            atomic.Uint64
 	deadLetterFailures                  atomic.Uint64
 	signals, signalFailures             atomic.Uint64
+	batches                             atomic.Uint64 // batches the store took
+	insertTime                          prometheus.Histogram
+	lags                                lags // consumer lag of the partitions worked on
 
 	ownedMu sync.Mutex
 	owned   map[int]bool // partitions with a running worker
@@ -219,6 +229,10 @@ func New(cfg Config) (*Aggregator, error) {
 	a.checker, _ = cfg.Store.(EventChecker)
 	if qs, ok := cfg.Store.(QuotaStore); ok {
 		a.quotas, a.quota = qs, newAuthority()
+	}
+	a.insertTime = newInsertHistogram()
+	if err := metrics.Register(cfg.Metrics, "aggregator", a.collector()); err != nil {
+		return nil, err
 	}
 	return a, nil
 }

@@ -34,11 +34,16 @@ type partitionWorker struct {
 	// accounted for in the store.
 	catchUp  bool
 	startEnd int64
+	// lag is the partition's consumer lag (metrics.go), from start.
+	lag *partitionLag
 }
 
 // accounted says that the records before next are in the store (or were
 // dropped, as copies, poison or by retention).
 func (w *partitionWorker) accounted(next int64) {
+	if w.lag != nil {
+		w.lag.stored.Store(next)
+	}
 	if w.catchUp && w.startEnd >= 0 && next >= w.startEnd {
 		w.catchUp = false
 		w.a.partitionCaughtUp()
@@ -53,6 +58,11 @@ func (w *partitionWorker) run(ctx context.Context) {
 	if !w.start(ctx) {
 		return
 	}
+	lag, done := a.lags.track(w.partition)
+	defer done()
+	lag.stored.Store(w.next)
+	lag.end.Store(w.next)
+	w.lag = lag
 	if a.quota != nil {
 		a.own(w.partition, true)
 		defer func() { a.own(w.partition, false); a.quota.drop(w.partition) }()
@@ -65,7 +75,7 @@ func (w *partitionWorker) run(ctx context.Context) {
 				continue
 			}
 		}
-		recs, _, err := a.fetcher.Fetch(ctx, a.topics.Events, w.partition, w.next, max(maxWait, time.Millisecond))
+		recs, end, err := a.fetcher.Fetch(ctx, a.topics.Events, w.partition, w.next, max(maxWait, time.Millisecond))
 		if ctx.Err() != nil {
 			return
 		}
@@ -77,6 +87,7 @@ func (w *partitionWorker) run(ctx context.Context) {
 			continue
 		}
 		w.wait = 0
+		w.lag.end.Store(end)
 		for i := range recs {
 			w.add(ctx, &recs[i])
 			if len(w.batch.Events) >= a.cfg.FlushEvents {
@@ -258,10 +269,13 @@ func (w *partitionWorker) flush(ctx context.Context) {
 		// finishing the insert here keeps one writer per partition
 		// (unless it takes longer than the rebalance timeout).
 		ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), insertTimeout)
+		began := time.Now()
 		wm, err := a.cfg.Store.WriteBatch(ictx, &w.batch, w.wm)
+		a.insertTime.Observe(time.Since(began).Seconds())
 		cancel()
 		if err == nil {
 			w.wm = wm
+			a.batches.Add(1)
 			break
 		}
 		if ctx.Err() != nil {

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
 
@@ -26,6 +27,7 @@ import (
 	"github.com/tollgate/tollgate/ingest"
 	"github.com/tollgate/tollgate/internal/kafkatest"
 	"github.com/tollgate/tollgate/internal/poll"
+	"github.com/tollgate/tollgate/internal/promtest"
 	"github.com/tollgate/tollgate/schemas"
 	"github.com/tollgate/tollgate/usage"
 	"github.com/tollgate/tollgate/usage/sqlitestore"
@@ -458,12 +460,31 @@ func TestSQLitePoison(t *testing.T) {
 	produceRaw(t, k, 1, poison[0], poison[4])
 
 	st := openUsageStore(t)
-	a, _ := startLite(t, k, st, Config{Name: "node-a"})
+	reg := prometheus.NewRegistry()
+	a, _ := startLite(t, k, st, Config{Name: "node-a", Metrics: reg})
 	waitCaughtUp(t, a)
 	checkCounts(t, st, slices.Concat(good[:2], more))
 	want := uint64(len(poison) + 2)
 	if got := a.Stats(); got.Poison != want || got.DeadLetterFailures != 0 || got.Stored != uint64(2+len(more)) {
 		t.Errorf("Stats = %+v, want %d stored, %d poison, all sent", got, 2+len(more), want)
+	}
+	m := promtest.Gather(t, reg)
+	for name, v := range map[string]float64{
+		"tollgate_aggregator_dead_letters_total":                  float64(want),
+		"tollgate_aggregator_events_stored_total":                 float64(2 + len(more)),
+		`tollgate_aggregator_consumer_lag_records{partition="0"}`: 0,
+		`tollgate_aggregator_consumer_lag_records{partition="1"}`: 0,
+		"tollgate_aggregator_dead_letter_failures_total":          0,
+	} {
+		if got, ok := m[name]; !ok || got != v {
+			t.Errorf("%s = %v (present %v), want %v", name, got, ok, v)
+		}
+	}
+	if m["tollgate_aggregator_batches_stored_total"] < 1 || m["tollgate_aggregator_insert_duration_seconds_count"] < m["tollgate_aggregator_batches_stored_total"] {
+		t.Errorf("batches %v, inserts timed %v", m["tollgate_aggregator_batches_stored_total"], m["tollgate_aggregator_insert_duration_seconds_count"])
+	}
+	if _, ok := m["tollgate_aggregator_quota_keys"]; ok {
+		t.Error("a plain loader shows keys under quota authority")
 	}
 	dlq := kafka.NewReader(kafka.ReaderConfig{Brokers: k.Brokers, Topic: k.Topics().DeadLetter, Partition: 0, MaxWait: 50 * time.Millisecond})
 	defer dlq.Close()
