@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -175,6 +176,23 @@ func diffList[T any](old, next []T, id func(T) string, f func(o, n *T)) {
 type AuditLog struct {
 	Path string
 	mu   sync.Mutex
+	// written and failed count the appends (one per change, synced once)
+	// since the process started (Writes).
+	written, failed atomic.Uint64
+}
+
+// Writes returns how many appends (Append, AppendChange: one per change)
+// were written and synced, and how many failed, since the process
+// started.
+func (l *AuditLog) Writes() (written, failed uint64) { return l.written.Load(), l.failed.Load() }
+
+func (l *AuditLog) count(err error) error {
+	if err != nil {
+		l.failed.Add(1)
+	} else {
+		l.written.Add(1)
+	}
+	return err
 }
 
 // auditLogs holds the process's AuditLog of each path.
@@ -194,10 +212,10 @@ func (l *AuditLog) Append(entries []AuditEntry) error {
 	enc := json.NewEncoder(&b)
 	for _, e := range entries {
 		if err := enc.Encode(e); err != nil {
-			return fmt.Errorf("audit log: %w", err)
+			return l.count(fmt.Errorf("audit log: %w", err))
 		}
 	}
-	return l.write(b.Bytes())
+	return l.count(l.write(b.Bytes()))
 }
 
 // write appends b (whole lines) to the log and syncs it; nothing at all,
@@ -232,6 +250,10 @@ func (l *AuditLog) write(b []byte) error {
 // file) is a few seconds and a few megabytes of buffers, not a million
 // entries in memory.
 func (l *AuditLog) AppendChange(ch *Change, at time.Time, actor, action string) error {
+	return l.count(l.appendChange(ch, at, actor, action))
+}
+
+func (l *AuditLog) appendChange(ch *Change, at time.Time, actor, action string) error {
 	const chunk = 2048
 	if len(ch.Keys) <= chunk {
 		return l.appendSmall(ch, at, actor, action)
