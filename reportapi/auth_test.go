@@ -21,6 +21,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 var testCreds = Credentials{AccessKeyID: "TGAKTESTTESTTESTTEST", SecretAccessKey: "secretsecretsecretsecretsecretsecret0000", Token: "bearer-token-0000000000000001"}
@@ -28,7 +29,7 @@ var testCreds = Credentials{AccessKeyID: "TGAKTESTTESTTESTTEST", SecretAccessKey
 func newTestServer(t *testing.T) *httptest.Server {
 	t.Helper()
 	h, err := New(Config{Ready: func() bool { return true }, Credentials: testCreds,
-		Metrics: func() []Metric { return []Metric{{Name: "m", Help: "M.", Type: "gauge", Value: 1}} }})
+		Metrics: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}

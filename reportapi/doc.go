@@ -16,7 +16,13 @@
 //     start (apply.go);
 //   - the native usage API, /v1/usage, /v1/usage/top and
 //     /v1/reports/billing, and /openapi.json (native.go);
-//   - /metrics (Config.Metrics) and, with Config.Profiling, /debug/pprof.
+//   - /metrics, the process's registry (Config.Metrics, served by
+//     promhttp) and, with Config.Profiling, /debug/pprof.
+//
+// With Config.Registerer the API times every request by operation: its
+// method and the pattern of the route chi matched ("/apikeys/{id}",
+// never the path asked for; "unmatched" when none did), and shows the
+// audit log's writes (Config.Audit): metrics.go.
 //
 // The package declares what it needs and the caller wires it: a
 // CatalogStore (catalog.Manager: every change validated, audited and

@@ -5,11 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Config configures the admin API.
@@ -41,16 +42,17 @@ type Config struct {
 	Throttle AdminThrottle
 	// Profiling mounts net/http/pprof under /debug/pprof. Off by default.
 	Profiling bool
-	// Metrics returns the values /metrics shows. Nil: no /metrics.
-	Metrics func() []Metric
-}
-
-// Metric is one value in the Prometheus text format.
-type Metric struct {
-	Name  string // e.g. tollgate_usage_events_written_total
-	Help  string
-	Type  string // counter or gauge
-	Value float64
+	// Metrics is what /metrics serves, in Prometheus's exposition
+	// formats (promhttp.HandlerFor): the process's registry. Nil: no
+	// /metrics.
+	Metrics prometheus.Gatherer
+	// Registerer is where the API registers its own metrics: request
+	// latency by operation (metrics.go) and, with Audit, the audit log's
+	// writes. Nil: not registered (nor counted).
+	Registerer prometheus.Registerer
+	// Audit counts the audit log's writes (catalog.AuditLog). Nil: not
+	// shown.
+	Audit AuditCounter
 }
 
 // Validate reports every problem with the configuration.
@@ -109,6 +111,13 @@ func New(cfg Config) (http.Handler, error) {
 		return nil, err
 	}
 	r := chi.NewRouter()
+	if cfg.Registerer != nil {
+		m, err := newAPIMetrics(cfg.Registerer, cfg.Audit)
+		if err != nil {
+			return nil, err
+		}
+		r.Use(m.middleware)
+	}
 	health := func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		if !cfg.Ready() {
@@ -146,13 +155,7 @@ func New(cfg Config) (http.Handler, error) {
 	r.Group(func(r chi.Router) {
 		r.Use(auth.middleware, limit.middleware)
 		if cfg.Metrics != nil {
-			r.Get("/metrics", func(w http.ResponseWriter, _ *http.Request) {
-				w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-				for _, m := range cfg.Metrics() {
-					fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %s\n", m.Name, m.Help, m.Name, m.Type, m.Name,
-						strconv.FormatFloat(m.Value, 'g', -1, 64))
-				}
-			})
+			r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(cfg.Metrics, promhttp.HandlerOpts{}))
 		}
 		if cfg.Profiling {
 			r.Mount("/debug", middleware.Profiler())

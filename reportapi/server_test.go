@@ -2,12 +2,20 @@ package reportapi
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tollgate/tollgate/catalog"
+	"github.com/tollgate/tollgate/internal/promtest"
 )
 
 func get(t *testing.T, url string) (int, string) {
@@ -76,24 +84,59 @@ func TestReadinessReportsHealth(t *testing.T) {
 	}
 }
 
+// TestMetrics serves a registry at /metrics, with the API's own
+// metrics: latency by route pattern (never the path asked for) and the
+// audit log's writes.
 func TestMetrics(t *testing.T) {
-	h, _ := New(Config{Ready: func() bool { return true }, Credentials: testCreds, Metrics: func() []Metric {
-		return []Metric{{Name: "tollgate_x_total", Help: "X.", Type: "counter", Value: 42}}
-	}})
-	srv := httptest.NewServer(h)
-	defer srv.Close()
-	r, _ := http.NewRequest("GET", srv.URL+"/metrics", nil)
-	r.Header.Set("Authorization", "Bearer "+testCreds.Token)
-	resp, err := http.DefaultClient.Do(r)
+	reg := prometheus.NewRegistry()
+	x := prometheus.NewCounter(prometheus.CounterOpts{Name: "tollgate_x_total", Help: "X."})
+	x.Add(42)
+	reg.MustRegister(x)
+	m, err := catalog.NewManager(catalog.StateOf(&catalog.Catalog{}), memSaver{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	body := string(b)
-	want := "# HELP tollgate_x_total X.\n# TYPE tollgate_x_total counter\ntollgate_x_total 42\n"
-	if body != want {
-		t.Errorf("metrics = %q, want %q", body, want)
+	audit := catalog.AuditLogAt(filepath.Join(t.TempDir(), "audit.log"))
+	m.SetAudit(audit, time.Now)
+	h, err := New(Config{Ready: func() bool { return true }, Credentials: testCreds, Catalog: m, Usage: fakeUsage{},
+		Metrics: reg, Registerer: reg, Audit: audit, Throttle: AdminThrottle{RateLimit: 1e9, BurstLimit: 1 << 30}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	c := &adminClient{t: t, url: srv.URL, cat: m}
+	for i := range 3 {
+		if code, body := c.call("POST", "/apikeys", map[string]any{"name": fmt.Sprint("k", i), "enabled": true}, nil); code != 201 {
+			t.Fatalf("create key: %d %s", code, body)
+		}
+	}
+	for i := range 100 {
+		c.send("GET", fmt.Sprintf("/apikeys/nokey%03d", i), nil)
+		c.send("GET", fmt.Sprintf("/nothing/here%03d", i), nil)
+	}
+	get(t, srv.URL+"/healthz")
+	got := promtest.Scrape(t, srv.URL+"/metrics", "Bearer "+testCreds.Token)
+	for name, want := range map[string]float64{
+		"tollgate_x_total":                             42,
+		`tollgate_audit_writes_total{result="ok"}`:     3,
+		`tollgate_audit_writes_total{result="failed"}`: 0,
+		`tollgate_admin_request_duration_seconds_count{class="2xx",method="POST",route="/apikeys"}`:     3,
+		`tollgate_admin_request_duration_seconds_count{class="4xx",method="GET",route="/apikeys/{id}"}`: 100,
+		`tollgate_admin_request_duration_seconds_count{class="4xx",method="GET",route="unmatched"}`:     100,
+		`tollgate_admin_request_duration_seconds_count{class="2xx",method="GET",route="/healthz"}`:      1,
+	} {
+		if v, ok := got[name]; !ok || v != want {
+			t.Errorf("%s = %v (present %v), want %v", name, v, ok, want)
+		}
+	}
+	if n := len(got.With("tollgate_admin_request_duration_seconds_count")); n > 5 {
+		t.Errorf("%d latency series after 200 distinct paths: %v", n, got.With("tollgate_admin_request_duration_seconds_count"))
+	}
+	for name := range got {
+		if strings.Contains(name, "nokey") || strings.Contains(name, "here0") {
+			t.Errorf("series %s names a path", name)
+		}
 	}
 }
 

@@ -5,12 +5,14 @@ import (
 	"net/http/httptest"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestAdminThrottle(t *testing.T) {
 	clock := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
 	h, err := New(Config{Ready: func() bool { return true }, Credentials: testCreds, Now: func() time.Time { return clock },
-		Metrics: func() []Metric { return nil }, Throttle: AdminThrottle{RateLimit: 2, BurstLimit: 3}})
+		Metrics: prometheus.NewRegistry(), Throttle: AdminThrottle{RateLimit: 2, BurstLimit: 3}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,16 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/tollgate/tollgate/aggregator"
 	"github.com/tollgate/tollgate/ingest"
 	"github.com/tollgate/tollgate/internal/logs"
+	"github.com/tollgate/tollgate/reportapi"
 	"github.com/tollgate/tollgate/usage/chstore"
 )
 
@@ -25,6 +29,7 @@ type aggregatorOptions struct {
 	flushInterval time.Duration
 	flushEvents   int
 	rawRetention  time.Duration
+	adminListen   string
 }
 
 func newAggregatorCmd() *cobra.Command {
@@ -42,7 +47,7 @@ and tollgate migrate clickhouse first.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
-			return runAggregator(cmd.Context(), o, logger)
+			return runAggregator(cmd.Context(), o, cmd.OutOrStdout(), logger, nil)
 		},
 	}
 	f := cmd.Flags()
@@ -52,11 +57,14 @@ and tollgate migrate clickhouse first.`,
 	f.StringVar(&o.group, "group", "tollgate-aggregator", "consumer group of the aggregators")
 	f.DurationVar(&o.flushInterval, "flush-interval", 500*time.Millisecond, "longest an event waits before its batch is stored (usage visible within about 2s)")
 	f.IntVar(&o.flushEvents, "flush-events", 1<<16, "events per partition that make a batch be stored at once")
+	f.StringVar(&o.adminListen, "admin-listen", "", "admin listen address: /healthz, /readyz and /metrics only (\"\" turns it off)")
 	f.DurationVar(&o.rawRetention, "raw-retention", 90*24*time.Hour, "how long raw events are kept (whole days are dropped, hourly); the rollups reports read are kept; 0 keeps everything")
 	return cmd
 }
 
-func runAggregator(ctx context.Context, o aggregatorOptions, logger *slog.Logger) error {
+// runAggregator runs tollgate aggregator until ctx ends; ready, when not
+// nil, receives the admin listener's address once it listens (tests).
+func runAggregator(ctx context.Context, o aggregatorOptions, stdout io.Writer, logger *slog.Logger, ready chan<- string) error {
 	if !o.kafka.enabled() {
 		return fmt.Errorf("--kafka is required (or %s)", envName("kafka"))
 	}
@@ -77,7 +85,8 @@ func runAggregator(ctx context.Context, o aggregatorOptions, logger *slog.Logger
 		return err
 	}
 	defer store.Close()
-	cl, err := ingest.OpenConfigLog(ingest.ConfigLogConfig{Kafka: k, Snapshot: filepath.Join(o.dataDir, "catalog-snapshot.json"), Logger: logger})
+	reg := newRegistry()
+	cl, err := ingest.OpenConfigLog(ingest.ConfigLogConfig{Kafka: k, Snapshot: filepath.Join(o.dataDir, "catalog-snapshot.json"), Logger: logger, Metrics: reg})
 	if err != nil {
 		return err
 	}
@@ -87,7 +96,7 @@ func runAggregator(ctx context.Context, o aggregatorOptions, logger *slog.Logger
 	}
 	defer signals.Close()
 	agg, err := aggregator.New(aggregator.Config{Kafka: k, Store: store, GroupID: o.group, FlushEvents: o.flushEvents,
-		FlushInterval: o.flushInterval, Catalog: cl.State, Signals: signals, Logger: logger})
+		FlushInterval: o.flushInterval, Catalog: cl.State, Signals: signals, Logger: logger, Metrics: reg})
 	if err != nil {
 		return err
 	}
@@ -99,6 +108,13 @@ func runAggregator(ctx context.Context, o aggregatorOptions, logger *slog.Logger
 		wg.Go(func() { store.KeepRawFor(clCtx, o.rawRetention, time.Hour, time.Now, logger) })
 	}
 	log := logs.For(logger, "process")
+	if o.adminListen != "" {
+		stopAdmin, err := serveAggregatorAdmin(ctx, o, stdout, log, reg, cl.Loaded(), ready)
+		if err != nil {
+			return err
+		}
+		defer stopAdmin()
+	}
 	log.Info("aggregator running", "group", o.group, "topic", k.Topics().Events)
 	err = agg.Run(ctx)
 	st := agg.Stats()
@@ -107,4 +123,44 @@ func runAggregator(ctx context.Context, o aggregatorOptions, logger *slog.Logger
 		return nil
 	}
 	return err
+}
+
+// serveAggregatorAdmin serves the aggregator's admin listener: /healthz
+// and /readyz (ready once the catalog is in: the plans' quotas) and
+// /metrics, as an enforcer's admin listener does, until ctx ends or stop
+// is called; stop waits for it.
+func serveAggregatorAdmin(ctx context.Context, o aggregatorOptions, stdout io.Writer, log *slog.Logger, reg *prometheus.Registry,
+	loaded <-chan struct{}, ready chan<- string) (stop func(), err error) {
+	creds, err := adminCredentials(o.dataDir, stdout, o.adminListen)
+	if err != nil {
+		return nil, err
+	}
+	h, err := reportapi.New(reportapi.Config{Credentials: creds, Metrics: reg, Registerer: reg, Ready: func() bool {
+		select {
+		case <-loaded:
+			return true
+		default:
+			return false
+		}
+	}})
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", o.adminListen)
+	if err != nil {
+		return nil, fmt.Errorf("admin listen: %w", err)
+	}
+	log.Info("admin listening", "addr", ln.Addr().String())
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := serveUntil(sctx, reportapi.NewServer(h), reportapi.WrapListener(ln), 5*time.Second); err != nil {
+			log.Error("admin listener", "err", err)
+		}
+	}()
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
+	return func() { cancel(); <-done }, nil
 }

@@ -395,13 +395,19 @@ func migratedClickHouse(t *testing.T) string {
 
 // startAggregator runs tollgate aggregator on the fleet until the test
 // ends.
-func startAggregator(t *testing.T, f *fleet, dsn string) {
+func startAggregator(t *testing.T, f *fleet, dsn string) { startAggregatorAt(t, f, dsn, "") }
+
+// startAggregatorAt is startAggregator with --admin-listen adminListen;
+// it returns the listener's address ("" without one).
+func startAggregatorAt(t *testing.T, f *fleet, dsn, adminListen string) string {
 	t.Helper()
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
+	ready := make(chan string, 1)
 	go func() {
 		done <- runAggregator(ctx, aggregatorOptions{kafka: f.kafka, clickhouse: dsn, dataDir: filepath.Join(f.dir, "agg"),
-			group: "tollgate-aggregator", flushInterval: 100 * time.Millisecond, flushEvents: 1 << 16}, slog.New(slog.DiscardHandler))
+			group: "tollgate-aggregator", flushInterval: 100 * time.Millisecond, flushEvents: 1 << 16, adminListen: adminListen},
+			io.Discard, slog.New(slog.DiscardHandler), ready)
 	}()
 	t.Cleanup(func() {
 		stop()
@@ -409,4 +415,16 @@ func startAggregator(t *testing.T, f *fleet, dsn string) {
 			t.Errorf("aggregator: %v", err)
 		}
 	})
+	if adminListen == "" {
+		return ""
+	}
+	select {
+	case addr := <-ready:
+		return addr
+	case err := <-done:
+		t.Fatalf("aggregator did not start: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("aggregator's admin listener not listening after 30s")
+	}
+	return ""
 }

@@ -46,10 +46,11 @@ func (p *process) openEmbedded(ctx context.Context) error {
 	p.onClose(catDB.Close)
 
 	if p.edge, err = openEdge(ingest.EdgeConfig{Store: ingest.WriterFunc(store.InsertEvents),
-		QueueSize: o.queueSize, FlushInterval: o.flushEvery, Logger: p.logger}); err != nil {
+		QueueSize: o.queueSize, FlushInterval: o.flushEvery, Logger: p.logger, Metrics: p.reg}); err != nil {
 		return err
 	}
-	if p.gw, err = enforcer.New(enforcer.Config{Events: p.edge.Queue(), Logger: p.logger, Now: func() int64 { return o.now().UnixNano() }}, nil); err != nil {
+	if p.gw, err = enforcer.New(enforcer.Config{Events: p.edge.Queue(), Logger: p.logger, Now: func() int64 { return o.now().UnixNano() },
+		Metrics: p.reg}, nil); err != nil {
 		return err
 	}
 	// Every catalog change (--config's, then the admin API's) is
@@ -89,7 +90,7 @@ func (p *process) openEmbedded(ctx context.Context) error {
 	p.admin.Health = p.edge.Health
 	p.admin.Catalog, p.admin.Usage, p.admin.Minutes = mgr, store, store
 	p.admin.Quotas = &usage.QuotaUpdate{Catalog: mgr, Store: store, Live: p.gw, Audit: audit, Now: o.now}
-	p.metrics = append(p.metrics, edgeMetrics(p.edge, false))
+	p.admin.Audit = audit
 	return nil
 }
 

@@ -37,11 +37,12 @@ func (p *process) openFleet(ctx context.Context) error {
 	var publish func(*catalog.Change) error
 	if o.gateway {
 		if p.edge, err = openEdge(ingest.EdgeConfig{Kafka: &k, SpillDir: filepath.Join(o.dataDir, "spill"), SpillMaxBytes: o.spillMax,
-			QueueSize: o.queueSize, FlushInterval: o.flushEvery, Node: o.node, DrainTimeout: o.drainTimeout, Logger: p.logger}); err != nil {
+			QueueSize: o.queueSize, FlushInterval: o.flushEvery, Node: o.node, DrainTimeout: o.drainTimeout, Logger: p.logger,
+			Metrics: p.reg}); err != nil {
 			return err
 		}
 		if p.gw, err = enforcer.New(enforcer.Config{Events: p.edge.Queue(), Logger: p.logger, Node: o.node,
-			Now: func() int64 { return o.now().UnixNano() }}, nil); err != nil {
+			Now: func() int64 { return o.now().UnixNano() }, Metrics: p.reg}, nil); err != nil {
 			return err
 		}
 		publish = func(ch *catalog.Change) error {
@@ -55,7 +56,7 @@ func (p *process) openFleet(ctx context.Context) error {
 		}
 	}
 	cl, err := ingest.OpenConfigLog(ingest.ConfigLogConfig{Kafka: k, Snapshot: filepath.Join(o.dataDir, "catalog-snapshot.json"),
-		Publish: publish, Logger: p.logger, Now: o.now, Repair: o.admin})
+		Publish: publish, Logger: p.logger, Now: o.now, Repair: o.admin, Metrics: p.reg})
 	if err != nil {
 		return err
 	}
@@ -64,21 +65,14 @@ func (p *process) openFleet(ctx context.Context) error {
 	p.loaded = cl.Loaded()
 	if o.gateway {
 		sr, err := ingest.OpenSignalReader(ingest.SignalReaderConfig{Kafka: k, Snapshot: filepath.Join(o.dataDir, "signals-snapshot.json"),
-			Apply: p.gw.ApplySignal, Logger: p.logger, Now: o.now})
+			Apply: p.gw.ApplySignal, Logger: p.logger, Now: o.now, Metrics: p.reg})
 		if err != nil {
 			return err
 		}
 		signals.Store(sr)
 		p.goBG(sr.Run)
 		p.edge.Start(ctx)
-		p.metrics = append(p.metrics, edgeMetrics(p.edge, true))
 	}
-	p.metrics = append(p.metrics, func() []reportapi.Metric {
-		return []reportapi.Metric{
-			{Name: "tollgate_config_offset", Help: "Next offset of the config topic this node applies.", Type: "gauge", Value: float64(cl.Offset())},
-			{Name: "tollgate_config_failures_total", Help: "Failed reads of the config topic and catalogs the gateway refused.", Type: "counter", Value: float64(cl.Failures())},
-		}
-	})
 	// Ready once serving on a catalog: the topic's, or, for an enforcer,
 	// its snapshot's (it serves while Kafka is away; a readiness probe
 	// must not take it out of rotation for that).
@@ -95,6 +89,7 @@ func (p *process) openFleet(ctx context.Context) error {
 	if o.admin {
 		mgr = catalog.NewManagerOn(cl)
 		mgr.SetAudit(p.auditLog(), o.now)
+		p.admin.Audit = p.auditLog()
 		if restore, err = p.openFleetUsage(ctx, k, mgr); err != nil {
 			return err
 		}
@@ -146,20 +141,11 @@ func (p *process) openFleetUsage(ctx context.Context, k ingest.Kafka, mgr *catal
 	// An aggregator on the node's own store (not a quota authority):
 	// every partition, no consumer group.
 	loader, err := aggregator.New(aggregator.Config{Kafka: k, Store: store, AllPartitions: true,
-		FlushEvents: 4096, FlushInterval: 200 * time.Millisecond, Logger: p.logger})
+		FlushEvents: 4096, FlushInterval: 200 * time.Millisecond, Logger: p.logger, Metrics: p.reg})
 	if err != nil {
 		return nil, err
 	}
 	p.goBG(loader.Run)
-	p.metrics = append(p.metrics, func() []reportapi.Metric {
-		st := loader.Stats()
-		return []reportapi.Metric{
-			{Name: "tollgate_usage_events_loaded_total", Help: "Usage events loaded from Kafka into the usage store.", Type: "counter", Value: float64(st.Stored)},
-			{Name: "tollgate_usage_events_duplicates_total", Help: "Usage events dropped as copies of one already loaded (producer retries).", Type: "counter", Value: float64(st.Duplicates)},
-			{Name: "tollgate_usage_events_poison_total", Help: "Records of the events topic that are not usage events or not plausible (sent to the dead-letter topic).", Type: "counter", Value: float64(st.Poison)},
-			{Name: "tollgate_usage_load_failures_total", Help: "Failed reads of Kafka or of the store, and writes of the store, while loading (each retried).", Type: "counter", Value: float64(st.Failures)},
-		}
-	})
 	p.admin.Usage, p.admin.Minutes = store, store
 	if p.gw == nil {
 		p.admin.Quotas = reportapi.NoQuotas("UpdateUsage needs the quota authority: run tollgate aggregator and give this reportapi --clickhouse (or use serve --kafka, whose gateway holds the counters)")

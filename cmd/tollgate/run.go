@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
@@ -47,7 +48,8 @@ func run(ctx context.Context, o options, stdout io.Writer, logger *slog.Logger, 
 	if err != nil {
 		return err
 	}
-	p := &process{o: o, stdout: stdout, logger: logger, log: logs.For(logger, "process")}
+	p := &process{o: o, stdout: stdout, logger: logger, log: logs.For(logger, "process"), reg: newRegistry()}
+	p.admin.Metrics, p.admin.Registerer = p.reg, p.reg
 	p.onClose(func() error { lock.Release(); return nil })
 	defer func() { err = errors.Join(err, p.close()) }()
 	p.bgCtx, p.stopBG = context.WithCancel(context.WithoutCancel(ctx))
@@ -88,8 +90,10 @@ type process struct {
 	// admin is the admin API's configuration: the catalog, the usage
 	// store and UpdateUsage of the admin role, the health, readiness and
 	// metrics of every role.
-	admin   reportapi.Config
-	metrics []func() []reportapi.Metric
+	admin reportapi.Config
+	// reg is the process's metrics registry, which every part registers
+	// on and the admin listener serves.
+	reg *prometheus.Registry
 	// loaded is closed once the catalog is in (at once when embedded).
 	loaded <-chan struct{}
 
@@ -182,13 +186,6 @@ func (p *process) serve(ctx context.Context, ready chan<- serveAddrs) error {
 		}
 		ready := cfg.Ready
 		cfg.Ready = func() bool { return serving.Load() && ready() }
-		cfg.Metrics = func() []reportapi.Metric {
-			var all []reportapi.Metric
-			for _, m := range p.metrics {
-				all = append(all, m()...)
-			}
-			return all
-		}
 		h, err := reportapi.New(cfg)
 		if err != nil {
 			return err
@@ -282,27 +279,4 @@ func openEdge(cfg ingest.EdgeConfig) (*ingest.Edge, error) {
 		return nil, fmt.Errorf("--event-queue: %w", ingest.ErrQueueCapacity)
 	}
 	return e, err
-}
-
-// edgeMetrics are the gateway's event pipeline's counters.
-func edgeMetrics(e *ingest.Edge, fleet bool) func() []reportapi.Metric {
-	return func() []reportapi.Metric {
-		st := e.Stats()
-		m := []reportapi.Metric{
-			{Name: "tollgate_usage_events_dropped_total", Help: "Usage events dropped because the queue was full.", Type: "counter", Value: float64(st.Dropped)},
-			{Name: "tollgate_usage_events_queued", Help: "Usage events waiting in the queue.", Type: "gauge", Value: float64(st.Queued)},
-		}
-		if !fleet {
-			return append(m,
-				reportapi.Metric{Name: "tollgate_usage_events_written_total", Help: "Usage events written to the store.", Type: "counter", Value: float64(st.Written)},
-				reportapi.Metric{Name: "tollgate_usage_write_failures_total", Help: "Failed batch writes (each retried).", Type: "counter", Value: float64(st.WriteFailures)})
-		}
-		return append(m,
-			reportapi.Metric{Name: "tollgate_usage_events_produced_total", Help: "Usage events produced to Kafka directly.", Type: "counter", Value: float64(st.Sink.Produced)},
-			reportapi.Metric{Name: "tollgate_usage_events_spilled_total", Help: "Usage events written to the spill log while Kafka failed.", Type: "counter", Value: float64(st.Sink.Spilled)},
-			reportapi.Metric{Name: "tollgate_usage_events_replayed_total", Help: "Usage events replayed from the spill log to Kafka.", Type: "counter", Value: float64(st.Sink.Replayed)},
-			reportapi.Metric{Name: "tollgate_usage_events_spill_pending", Help: "Usage events waiting in the spill log.", Type: "gauge", Value: float64(st.Sink.Pending)},
-			reportapi.Metric{Name: "tollgate_usage_events_spill_dropped_total", Help: "Usage events dropped at the spill log's cap (reported as lost usage).", Type: "counter", Value: float64(st.Sink.Dropped)},
-			reportapi.Metric{Name: "tollgate_kafka_produce_failures_total", Help: "Failed produce attempts (each batch retried or spilled).", Type: "counter", Value: float64(st.Sink.Failures)})
-	}
 }

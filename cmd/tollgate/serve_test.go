@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/catalog/catalogdb"
+	"github.com/tollgate/tollgate/internal/promtest"
 	"github.com/tollgate/tollgate/reportapi"
 	"github.com/tollgate/tollgate/schemas"
 	"github.com/tollgate/tollgate/usage/sqlitestore"
@@ -144,16 +145,22 @@ func TestServeMetersAndSurvivesRestart(t *testing.T) {
 	if !strings.Contains(n.stdout.String(), "export AWS_ACCESS_KEY_ID=TGAK") {
 		t.Errorf("first start did not say how to use the admin credentials: %q", n.stdout.String())
 	}
-	req, _ := http.NewRequest("GET", "http://"+n.addrs.admin+"/metrics", nil)
-	req.Header.Set("Authorization", "Bearer "+creds.Token)
-	mr, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, _ := io.ReadAll(mr.Body)
-	mr.Body.Close()
-	if !strings.Contains(string(m), "tollgate_usage_events_dropped_total 0\n") {
-		t.Errorf("metrics = %q", m)
+	m := promtest.Scrape(t, "http://"+n.addrs.admin+"/metrics", "Bearer "+creds.Token)
+	wantFamilies(t, "serve", m, append(runtimeFamilies, "tollgate_gateway_requests_total", "tollgate_gateway_stage_requests_total",
+		"tollgate_gateway_request_duration_seconds", "tollgate_gateway_upstream_duration_seconds", "tollgate_gateway_upstream_failures_total",
+		"tollgate_usage_events_queued", "tollgate_usage_events_written_total", "tollgate_usage_write_failures_total",
+		"tollgate_admin_request_duration_seconds", "tollgate_audit_writes_total")...)
+	for name, want := range map[string]float64{
+		"tollgate_usage_events_dropped_total":                                                      0,
+		`tollgate_gateway_requests_total{class="2xx",decision="allowed"}`:                          3,
+		`tollgate_gateway_requests_total{class="4xx",decision="throttled"}`:                        1,
+		`tollgate_gateway_requests_total{class="4xx",decision="forbidden"}`:                        1,
+		`tollgate_gateway_stage_requests_total{api="abc123api",decision="allowed",stage="prod"}`:   3,
+		`tollgate_admin_request_duration_seconds_count{class="4xx",method="GET",route="/metrics"}`: 1,
+	} {
+		if got, ok := m[name]; !ok || got != want {
+			t.Errorf("%s = %v (present %v), want %v", name, got, ok, want)
+		}
 	}
 	n.stop(t)
 
