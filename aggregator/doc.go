@@ -98,4 +98,12 @@
 // enforcer.Gateway.ApplySignal, which splits what remains between the
 // enforcers: the fleet cannot admit more than the quota in one signal
 // round).
+//
+// # Metrics
+//
+// Config.Metrics receives the aggregator's collector (metrics.go): its
+// Stats, the batches stored and their insert latency, the consumer lag
+// of each partition a worker runs on (the partition's end at the last
+// fetch less the offset stored; the series leaves with the worker), and,
+// as quota authority, the keys it holds and the signals it sent.
 package aggregator

@@ -43,4 +43,8 @@
 // while Kafka is unreachable, and retries with backoff until it returns.
 // The config log's is binary (configsnapshot.go): a catalog of a million
 // keys loads in a couple of seconds.
+//
+// The Edge, the ConfigLog and the SignalReader register their metrics on
+// the prometheus.Registerer their Config names (metrics.go): counters they
+// keep anyway, read at scrape time, and the Sink's produce latency.
 package ingest
