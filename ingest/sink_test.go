@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -373,6 +374,14 @@ func TestSinkBrokerDownSpillsThenReplaysInOrder(t *testing.T) {
 			st := sink.Stats()
 			if p.calls.Load() != 1 || st.Produced != 0 || st.Spilled != uint64(len(written)) || st.Pending != int64(len(written)) {
 				t.Fatalf("broker down: %d produce calls (want 1), stats %+v", p.calls.Load(), st)
+			}
+			// Nothing was acknowledged: every byte written is pending.
+			if st.SpilledBytes == 0 || st.SpilledBytes != uint64(st.PendingBytes) {
+				t.Errorf("broker down: %d bytes spilled, %d pending, want the same, not 0", st.SpilledBytes, st.PendingBytes)
+			}
+			var h dto.Metric
+			if err := sink.produceTime.Write(&h); err != nil || h.GetHistogram().GetSampleCount() != 1 {
+				t.Errorf("produce latency: %v observations (%v), want the one call", h.GetHistogram().GetSampleCount(), err)
 			}
 
 			// The outage's sink stops here, its log on disk. A sink over
