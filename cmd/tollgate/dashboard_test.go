@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
@@ -283,7 +284,7 @@ func TestDashboardMetricsAreServed(t *testing.T) {
 	// partition's lag, the newest signal's age.
 	var agg, enf promtest.Series
 	poll.UntilOK(t, 20*time.Second, 50*time.Millisecond, "the aggregator stores the requests and the enforcer applies a signal", func() error {
-		agg, enf = scrape(aggAddr, f.dir+"/agg"), scrape(e.addrs.admin, e.data)
+		agg, enf = scrape(aggAddr, filepath.Join(f.dir, "agg")), scrape(e.addrs.admin, e.data)
 		if agg["tollgate_aggregator_events_stored_total"] < 10 || len(agg.With("tollgate_aggregator_consumer_lag_records{")) == 0 {
 			return fmt.Errorf("stored %v, lag of %d partitions", agg["tollgate_aggregator_events_stored_total"], len(agg.With("tollgate_aggregator_consumer_lag_records{")))
 		}
