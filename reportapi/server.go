@@ -1,6 +1,7 @@
 package reportapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,6 +44,14 @@ type Config struct {
 	Profiling bool
 	// Metrics returns the values /metrics shows. Nil: no /metrics.
 	Metrics func() []Metric
+	// Deliveries lists this node's notification deliveries
+	// (/v1/webhooks/deliveries). Nil: that route answers 501.
+	Deliveries DeliveryLister
+	// CheckWebhookURL, when not nil, checks a webhook's URL when it is
+	// created or changed (notify.Guard.CheckURL: it resolves, to an
+	// address notifications may go to), returning a message for the url
+	// field, "" if it is acceptable.
+	CheckWebhookURL func(ctx context.Context, url string) string
 }
 
 // Metric is one value in the Prometheus text format.
@@ -160,6 +169,7 @@ func New(cfg Config) (http.Handler, error) {
 		if cfg.Catalog != nil {
 			(&apiKeys{cat: cfg.Catalog, now: cfg.Now}).routes(r)
 			(&usagePlans{cat: cfg.Catalog, usage: cfg.Usage, quotas: cfg.Quotas, now: cfg.Now}).routes(r)
+			(&webhooks{cat: cfg.Catalog, deliveries: cfg.Deliveries, checkURL: cfg.CheckWebhookURL, now: cfg.Now}).routes(r)
 			if cfg.Minutes != nil {
 				n := &native{minutes: cfg.Minutes, cat: cfg.Catalog, now: cfg.Now}
 				r.Get("/v1/usage", n.usage)
