@@ -12,8 +12,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tollgate/tollgate/aggregator"
+	"github.com/tollgate/tollgate/catalog"
 	"github.com/tollgate/tollgate/ingest"
 	"github.com/tollgate/tollgate/internal/logs"
+	"github.com/tollgate/tollgate/notify"
 	"github.com/tollgate/tollgate/usage/chstore"
 )
 
@@ -25,6 +27,9 @@ type aggregatorOptions struct {
 	flushInterval time.Duration
 	flushEvents   int
 	rawRetention  time.Duration
+	// webhookAllowPrivate lets webhooks reach loopback and private
+	// addresses (notify.Guard).
+	webhookAllowPrivate bool
 }
 
 func newAggregatorCmd() *cobra.Command {
@@ -53,6 +58,7 @@ and tollgate migrate clickhouse first.`,
 	f.DurationVar(&o.flushInterval, "flush-interval", 500*time.Millisecond, "longest an event waits before its batch is stored (usage visible within about 2s)")
 	f.IntVar(&o.flushEvents, "flush-events", 1<<16, "events per partition that make a batch be stored at once")
 	f.DurationVar(&o.rawRetention, "raw-retention", 90*24*time.Hour, "how long raw events are kept (whole days are dropped, hourly); the rollups reports read are kept; 0 keeps everything")
+	f.BoolVar(&o.webhookAllowPrivate, "webhook-allow-private", false, webhookAllowPrivateHelp)
 	return cmd
 }
 
@@ -77,23 +83,42 @@ func runAggregator(ctx context.Context, o aggregatorOptions, logger *slog.Logger
 		return err
 	}
 	defer store.Close()
-	cl, err := ingest.OpenConfigLog(ingest.ConfigLogConfig{Kafka: k, Snapshot: filepath.Join(o.dataDir, "catalog-snapshot.json"), Logger: logger})
+	// Quota notifications of the keys this aggregator is the authority
+	// for: crossings from the signals it writes, throttling from the
+	// events it stores, disabled keys from the config log (every
+	// aggregator sees those: each sends it, with the same id).
+	var notifier *closingNotifier
+	cl, err := ingest.OpenConfigLog(ingest.ConfigLogConfig{Kafka: k, Snapshot: filepath.Join(o.dataDir, "catalog-snapshot.json"), Logger: logger,
+		Publish: func(ch *catalog.Change) error {
+			if notifier != nil {
+				if err := notifier.CatalogChanged(context.Background(), ch); err != nil {
+					logger.Warn("notice disabled keys", "err", err)
+				}
+			}
+			return nil
+		}})
 	if err != nil {
 		return err
 	}
+	if notifier, err = openNotifier(o.dataDir, cl.State, notify.Guard{AllowPrivate: o.webhookAllowPrivate}, logger, time.Now, nil); err != nil {
+		return err
+	}
+	defer notifier.Close()
 	signals, err := ingest.NewSignalWriter(k)
 	if err != nil {
 		return err
 	}
 	defer signals.Close()
 	agg, err := aggregator.New(aggregator.Config{Kafka: k, Store: store, GroupID: o.group, FlushEvents: o.flushEvents,
-		FlushInterval: o.flushInterval, Catalog: cl.State, Signals: signals, Logger: logger})
+		FlushInterval: o.flushInterval, Catalog: cl.State, Signals: notify.SignalTee{Writer: signals, Notifier: notifier.Notifier},
+		Stored: notifier.Stored, Logger: logger})
 	if err != nil {
 		return err
 	}
 	var wg sync.WaitGroup
 	clCtx, stopCL := context.WithCancel(context.WithoutCancel(ctx))
 	wg.Go(func() { cl.Run(clCtx) })
+	wg.Go(func() { notifier.Run(clCtx) })
 	defer func() { stopCL(); wg.Wait() }()
 	if o.rawRetention > 0 {
 		wg.Go(func() { store.KeepRawFor(clCtx, o.rawRetention, time.Hour, time.Now, logger) })
@@ -102,7 +127,9 @@ func runAggregator(ctx context.Context, o aggregatorOptions, logger *slog.Logger
 	log.Info("aggregator running", "group", o.group, "topic", k.Topics().Events)
 	err = agg.Run(ctx)
 	st := agg.Stats()
-	log.Info("aggregator stopped", "stored", st.Stored, "duplicates", st.Duplicates, "poison", st.Poison, "signals", st.Signals)
+	ns := notifier.Stats()
+	log.Info("aggregator stopped", "stored", st.Stored, "duplicates", st.Duplicates, "poison", st.Poison, "signals", st.Signals,
+		"notifications_delivered", ns.Delivered, "notifications_pending", ns.Pending)
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
