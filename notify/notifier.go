@@ -169,13 +169,24 @@ func (n *Notifier) List(ctx context.Context, f Filter) ([]Delivery, error) {
 func (n *Notifier) Quota(ctx context.Context, us []Usage) error {
 	st := n.cfg.Catalog()
 	hooks := st.Webhooks()
+	if len(hooks) == 0 {
+		return nil // nothing is kept either: no cost without webhooks
+	}
 	now := n.cfg.Now()
+	if n.cfg.Usage == nil {
+		// The latest usage of each key, for the notifications that are
+		// not about a crossing; bounded by the keys active in their
+		// periods (pruned as periods end).
+		n.mu.Lock()
+		for _, u := range us {
+			n.last[[2]string{u.PlanID, u.KeyID}] = u
+		}
+		n.pruneLocked(now.UnixNano())
+		n.mu.Unlock()
+	}
 	var errs []error
 	for _, u := range us {
-		n.mu.Lock()
-		n.last[[2]string{u.PlanID, u.KeyID}] = u
-		n.mu.Unlock()
-		if u.Limit <= 0 || len(hooks) == 0 {
+		if u.Limit <= 0 {
 			continue
 		}
 		period := periodOf(st.Plan(u.PlanID), u.PeriodEnd)
