@@ -18,7 +18,7 @@
 // Detection is by level, not by edge: a threshold t is crossed when the
 // key's count reaches ceil(limit × t/100) in the period, and the
 // notification's id is a hash of (webhook, event, key, plan, period
-// start, t). The outbox's primary key is that id: seeing the key above
+// end, t). The outbox's primary key is that id: seeing the key above
 // the threshold again, in this process or after a restart, or at the
 // next owner of its partition after a rebalance, writes nothing new. A
 // crossing while the node was down is noticed at the next count.
@@ -27,9 +27,11 @@
 // it (its id holds the key's lastUpdatedDate).
 //
 // The outbox is a SQLite table (outbox.go), synchronous=FULL: a
-// notification is on disk before anything sends it, and leaves the
-// pending state only once a receiver answered 2xx, or after MaxAge
-// (24h) of attempts. A node killed mid-retry sends it after its restart,
+// notification is on disk before anything sends it (the notifications
+// one call finds are written in one transaction: one sync of the disk
+// for a batch in which many keys crossed, on the drainer's or the signal
+// writer's goroutine), and leaves the pending state only once a
+// receiver answered 2xx, or after MaxAge (24h) of attempts. A node killed mid-retry sends it after its restart,
 // with the same id: delivery is at least once, and the receiver drops
 // copies by id.
 //
@@ -40,9 +42,13 @@
 // connection, the request and the answer's headers), the answer read up
 // to 64 KiB and discarded. A failed attempt (an error, a timeout, an
 // answer other than 2xx; redirects are not followed) is retried after
-// MinBackoff (1s), doubling up to MaxBackoff (1h), until MaxAge. A slow
-// or dead receiver therefore holds one of the Concurrency slots for at
-// most Timeout per attempt, and never the node's other work. The outbox
+// MinBackoff (1s), doubling up to MaxBackoff (1h), until MaxAge. A
+// failed attempt also holds back its webhook for the same doubling wait:
+// its other notifications are not attempted meanwhile, and those past
+// MaxAge are given up without another attempt. A slow or dead receiver
+// therefore costs at most Concurrency attempts of Timeout per wait, not
+// one per notification waiting for it, and the other webhooks'
+// notifications go meanwhile. The outbox
 // holds at most MaxPending (100,000) waiting notifications; past that
 // new ones are dropped and counted.
 //

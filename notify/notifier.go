@@ -105,6 +105,11 @@ type Notifier struct {
 	seen map[string]int64    // ids in the outbox → kept until (Unix ns)
 	last map[[2]string]Usage // latest Usage by plan and key
 	size int                 // len(seen)+len(last) after the last prune
+	// held are the webhooks whose last attempt failed, not tried again
+	// before their time: a receiver that is down or slow costs a few
+	// attempts per backoff, not one per notification waiting for it, and
+	// the other webhooks' notifications go meanwhile.
+	held map[string]hold
 
 	noticed, dropped, attempts, delivered, failures, givenUp, pending atomic.Int64
 	lastPrune                                                         atomic.Int64
@@ -143,7 +148,7 @@ func New(cfg Config) (*Notifier, error) {
 		cfg.Client = cfg.Guard.Client(cfg.Timeout)
 	}
 	n := &Notifier{cfg: cfg, log: logs.For(cfg.Logger, "notify"), wake: make(chan struct{}, 1),
-		seen: map[string]int64{}, last: map[[2]string]Usage{}}
+		seen: map[string]int64{}, last: map[[2]string]Usage{}, held: map[string]hold{}}
 	if p, err := cfg.Outbox.pending(context.Background()); err == nil {
 		n.pending.Store(int64(p))
 	}
@@ -184,12 +189,16 @@ func (n *Notifier) Quota(ctx context.Context, us []Usage) error {
 		n.pruneLocked(now.UnixNano())
 		n.mu.Unlock()
 	}
-	var errs []error
+	var found []found
 	for _, u := range us {
 		if u.Limit <= 0 {
 			continue
 		}
 		period := periodOf(st.Plan(u.PlanID), u.PeriodEnd)
+		// The period is named by its end in the id: its start is known
+		// only while the plan still has a quota of a valid period, and a
+		// zero start would name every period alike.
+		end := strconv.FormatInt(u.PeriodEnd, 10)
 		for i := range hooks {
 			w := &hooks[i]
 			if !w.Wants(catalog.EventQuotaThreshold) {
@@ -200,16 +209,13 @@ func (n *Notifier) Quota(ctx context.Context, us []Usage) error {
 					continue
 				}
 				ts := strconv.FormatFloat(t, 'g', -1, 64)
-				nt := Notification{ID: notificationID(w.ID, catalog.EventQuotaThreshold, u.KeyID, u.PlanID, period.Start.Format(time.RFC3339), ts),
+				found = append(found, newFound(Notification{ID: notificationID(w.ID, catalog.EventQuotaThreshold, u.KeyID, u.PlanID, end, ts),
 					Event: catalog.EventQuotaThreshold, WebhookID: w.ID, Time: now.UTC(), KeyID: u.KeyID, PlanID: u.PlanID,
-					Period: period, Used: u.Used, Limit: u.Limit, Threshold: t}
-				if err := n.notice(ctx, st, &nt, u.PeriodEnd); err != nil {
-					errs = append(errs, err)
-				}
+					Period: period, Used: u.Used, Limit: u.Limit, Threshold: t}, u.PeriodEnd))
 			}
 		}
 	}
-	return errors.Join(errs...)
+	return n.write(ctx, st, found)
 }
 
 // thresholdCount is the count at which t% of limit is reached.
@@ -242,7 +248,7 @@ func (n *Notifier) Events(ctx context.Context, events []schemas.UsageEvent) erro
 		return nil
 	}
 	now := n.cfg.Now()
-	var errs []error
+	var found []found
 	var done map[[3]string]bool
 	for i := range events {
 		e := &events[i]
@@ -264,15 +270,12 @@ func (n *Notifier) Events(ctx context.Context, events []schemas.UsageEvent) erro
 			if !w.Wants(catalog.EventKeyThrottled) {
 				continue
 			}
-			nt := Notification{ID: notificationID(w.ID, catalog.EventKeyThrottled, e.KeyID, e.PlanID, k[2]),
+			found = append(found, newFound(Notification{ID: notificationID(w.ID, catalog.EventKeyThrottled, e.KeyID, e.PlanID, k[2]),
 				Event: catalog.EventKeyThrottled, WebhookID: w.ID, Time: now.UTC(), KeyID: e.KeyID, PlanID: e.PlanID,
-				Period: Period{Kind: "HOUR", Start: hour, End: hour.Add(time.Hour)}, Used: u.Used, Limit: u.Limit}
-			if err := n.notice(ctx, st, &nt, hour.Add(time.Hour).UnixNano()); err != nil {
-				errs = append(errs, err)
-			}
+				Period: Period{Kind: "HOUR", Start: hour, End: hour.Add(time.Hour)}, Used: u.Used, Limit: u.Limit}, hour.Add(time.Hour).UnixNano()))
 		}
 	}
-	return errors.Join(errs...)
+	return n.write(ctx, st, found)
 }
 
 // CatalogChanged notices keys disabled by a change (one notification per
@@ -288,7 +291,7 @@ func (n *Notifier) CatalogChanged(ctx context.Context, ch *catalog.Change) error
 		return nil
 	}
 	now := n.cfg.Now()
-	var errs []error
+	var found []found
 	for _, id := range ch.Keys {
 		o, k := ch.Old.Key(id), ch.New.Key(id)
 		if o == nil || k == nil || !o.Enabled || k.Enabled {
@@ -310,12 +313,10 @@ func (n *Notifier) CatalogChanged(ctx context.Context, ch *catalog.Change) error
 			if u.PeriodEnd > 0 {
 				nt.Period = periodOf(ch.New.Plan(plan), u.PeriodEnd)
 			}
-			if err := n.notice(ctx, ch.New, &nt, now.UnixNano()); err != nil {
-				errs = append(errs, err)
-			}
+			found = append(found, newFound(nt, now.UnixNano()))
 		}
 	}
-	return errors.Join(errs...)
+	return n.write(ctx, ch.New, found)
 }
 
 func (n *Notifier) usage(planID, keyID string) Usage {
@@ -330,41 +331,69 @@ func (n *Notifier) usage(planID, keyID string) Usage {
 	return n.last[[2]string{planID, keyID}]
 }
 
-// notice writes a notification to the outbox, unless its id is there
-// already. keepUntil (Unix ns) is the end of what it is about: its id is
-// kept at least until then.
-func (n *Notifier) notice(ctx context.Context, st *catalog.State, nt *Notification, keepUntil int64) error {
+// found is a notification noticed, and the end of what it is about
+// (Unix ns): its id is kept at least until then.
+type found struct {
+	nt        Notification
+	keepUntil int64
+}
+
+func newFound(nt Notification, keepUntil int64) found { return found{nt, keepUntil} }
+
+// write writes the notifications found to the outbox, in one
+// transaction (one sync of the disk however many keys crossed at once:
+// the caller is the drainer or the signal writer), but those whose id
+// is there already.
+func (n *Notifier) write(ctx context.Context, st *catalog.State, list []found) error {
+	if len(list) == 0 {
+		return nil
+	}
 	n.mu.Lock()
-	_, dup := n.seen[nt.ID]
+	fresh := list[:0]
+	for _, f := range list {
+		if _, dup := n.seen[f.nt.ID]; !dup {
+			fresh = append(fresh, f)
+		}
+	}
 	n.mu.Unlock()
-	if dup {
+	if len(fresh) == 0 {
 		return nil
 	}
-	if int(n.pending.Load()) >= n.cfg.MaxPending {
-		n.dropped.Add(1)
-		return nil
+	if room := n.cfg.MaxPending - int(n.pending.Load()); len(fresh) > room {
+		n.dropped.Add(int64(len(fresh) - max(room, 0)))
+		fresh = fresh[:max(room, 0)]
+		if len(fresh) == 0 {
+			return nil
+		}
 	}
-	if k := st.Key(nt.KeyID); k != nil && nt.KeyName == "" {
-		nt.KeyName = k.Name
+	ds := make([]Delivery, len(fresh))
+	keep := make([]int64, len(fresh))
+	for i := range fresh {
+		nt := &fresh[i].nt
+		if k := st.Key(nt.KeyID); k != nil && nt.KeyName == "" {
+			nt.KeyName = k.Name
+		}
+		nt.Type = EventTypeNotification
+		body, err := json.Marshal(nt)
+		if err != nil {
+			return fmt.Errorf("encode notification: %w", err)
+		}
+		ds[i] = Delivery{ID: nt.ID, WebhookID: nt.WebhookID, Event: nt.Event, KeyID: nt.KeyID, Created: nt.Time, Body: body}
+		keep[i] = max(fresh[i].keepUntil, nt.Time.UnixNano()) + int64(retention)
 	}
-	nt.Type = EventTypeNotification
-	body, err := json.Marshal(nt)
-	if err != nil {
-		return fmt.Errorf("encode notification: %w", err)
-	}
-	d := &Delivery{ID: nt.ID, WebhookID: nt.WebhookID, Event: nt.Event, KeyID: nt.KeyID, Created: nt.Time, Body: body}
-	keep := max(keepUntil, nt.Time.UnixNano()) + int64(retention)
-	added, err := n.cfg.Outbox.add(ctx, d, keep)
+	added, err := n.cfg.Outbox.add(ctx, ds, keep)
 	if err != nil {
 		return err
 	}
 	n.mu.Lock()
-	n.seen[nt.ID] = keep
-	n.pruneLocked(nt.Time.UnixNano())
+	for i := range ds {
+		n.seen[ds[i].ID] = keep[i]
+	}
+	n.pruneLocked(n.cfg.Now().UnixNano())
 	n.mu.Unlock()
-	if added {
-		n.noticed.Add(1)
-		n.pending.Add(1)
+	if added > 0 {
+		n.noticed.Add(int64(added))
+		n.pending.Add(int64(added))
 		select {
 		case n.wake <- struct{}{}:
 		default:
@@ -413,8 +442,57 @@ func (n *Notifier) Run(ctx context.Context) error {
 // batch is how many notifications RunOnce takes at a time.
 const batch = 64
 
+// hold is a webhook held back after failed attempts.
+type hold struct {
+	until    time.Time
+	failures int // consecutive failed attempts
+}
+
+// heldWebhooks returns the webhooks held back at now.
+func (n *Notifier) heldWebhooks(now time.Time) []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var out []string
+	for id, h := range n.held {
+		if now.Before(h.until) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+func (n *Notifier) isHeld(id string, now time.Time) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	h, ok := n.held[id]
+	return ok && now.Before(h.until)
+}
+
+// outcome holds a webhook back after a failed attempt (MinBackoff,
+// doubling with each failure in a row, at most MaxBackoff), or releases
+// it after a delivery.
+func (n *Notifier) outcome(id string, ok bool, now time.Time) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if ok {
+		delete(n.held, id)
+		return
+	}
+	h := n.held[id]
+	if !now.Before(h.until) { // attempts of one round count once
+		h.failures++
+		h.until = now.Add(n.backoff(h.failures))
+		n.held[id] = h
+	}
+}
+
 // RunOnce attempts the notifications due now, at most Concurrency at a
 // time, and records each outcome. It returns how many were delivered.
+//
+// The notifications of a webhook held back (its last attempt failed)
+// wait, and those of them past MaxAge are given up without a further
+// attempt: a dead receiver holds no slot beyond the few attempts that
+// found it failing.
 func (n *Notifier) RunOnce(ctx context.Context) (int, error) {
 	now := n.cfg.Now()
 	if last := n.lastPrune.Load(); now.UnixNano()-last > int64(time.Hour) {
@@ -423,7 +501,16 @@ func (n *Notifier) RunOnce(ctx context.Context) (int, error) {
 			return 0, fmt.Errorf("prune outbox: %w", err)
 		}
 	}
-	due, err := n.cfg.Outbox.due(ctx, now, batch)
+	held := n.heldWebhooks(now)
+	if len(held) > 0 {
+		gone, err := n.cfg.Outbox.expire(ctx, held, now.Add(-n.cfg.MaxAge), now)
+		if err != nil {
+			return 0, err
+		}
+		n.givenUp.Add(int64(gone))
+		n.pending.Add(-int64(gone))
+	}
+	due, err := n.cfg.Outbox.due(ctx, now, held, batch)
 	if err != nil {
 		return 0, err
 	}
@@ -446,6 +533,10 @@ func (n *Notifier) RunOnce(ctx context.Context) (int, error) {
 		}
 		wh := w.Clone()
 		sem <- struct{}{}
+		if n.isHeld(wh.ID, now) {
+			<-sem // an attempt of this run found its receiver failing
+			continue
+		}
 		wg.Go(func() {
 			defer func() { <-sem }()
 			ok, err := n.attempt(ctx, &wh, d)
@@ -472,6 +563,9 @@ func (n *Notifier) attempt(ctx context.Context, w *catalog.Webhook, d *Delivery)
 	n.attempts.Add(1)
 	status, err := n.post(ctx, w, d)
 	now := n.cfg.Now()
+	if ctx.Err() == nil {
+		n.outcome(w.ID, err == nil, now)
+	}
 	if err == nil {
 		n.delivered.Add(1)
 		n.pending.Add(-1)

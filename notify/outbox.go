@@ -118,17 +118,36 @@ func OpenOutbox(path string) (*Outbox, error) {
 // Close closes the outbox.
 func (o *Outbox) Close() error { return o.db.Close() }
 
-// add writes a pending notification unless one with its id is there
-// already; it reports whether it was new.
-func (o *Outbox) add(ctx context.Context, d *Delivery, keepUntil int64) (bool, error) {
-	res, err := o.db.ExecContext(ctx, `INSERT OR IGNORE INTO notifications
-		(id, webhook_id, event, key_id, body, created, state, next_attempt, keep_until) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)`,
-		d.ID, d.WebhookID, d.Event, d.KeyID, d.Body, d.Created.UnixNano(), d.Created.UnixNano(), keepUntil)
+// add writes pending notifications, in one transaction, but those
+// whose id is there already; it returns how many were new. keepUntil[i]
+// is the keep_until of ds[i].
+func (o *Outbox) add(ctx context.Context, ds []Delivery, keepUntil []int64) (int, error) {
+	tx, err := o.db.BeginTx(ctx, nil)
 	if err != nil {
-		return false, fmt.Errorf("add notification: %w", err)
+		return 0, fmt.Errorf("add notifications: %w", err)
 	}
-	n, err := res.RowsAffected()
-	return n == 1, err
+	defer tx.Rollback()
+	stmt, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO notifications
+		(id, webhook_id, event, key_id, body, created, state, next_attempt, keep_until) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)`)
+	if err != nil {
+		return 0, fmt.Errorf("add notifications: %w", err)
+	}
+	defer stmt.Close()
+	added := 0
+	for i := range ds {
+		d := &ds[i]
+		res, err := stmt.ExecContext(ctx, d.ID, d.WebhookID, d.Event, d.KeyID, d.Body, d.Created.UnixNano(), d.Created.UnixNano(), keepUntil[i])
+		if err != nil {
+			return 0, fmt.Errorf("add notification: %w", err)
+		}
+		if n, err := res.RowsAffected(); err == nil && n == 1 {
+			added++
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("add notifications: %w", err)
+	}
+	return added, nil
 }
 
 // pending counts the notifications waiting to be delivered.
@@ -139,9 +158,42 @@ func (o *Outbox) pending(ctx context.Context) (int, error) {
 }
 
 // due returns up to limit pending notifications whose next attempt is at
-// or before now, oldest first.
-func (o *Outbox) due(ctx context.Context, now time.Time, limit int) ([]Delivery, error) {
-	return o.query(ctx, `WHERE state = 0 AND next_attempt <= ? ORDER BY next_attempt, id LIMIT ?`, now.UnixNano(), limit)
+// or before now, but those of the webhooks held, oldest first.
+func (o *Outbox) due(ctx context.Context, now time.Time, held []string, limit int) ([]Delivery, error) {
+	in, args := inList(held)
+	q := "WHERE state = 0 AND next_attempt <= ?"
+	if in != "" {
+		q += " AND webhook_id NOT IN " + in
+	}
+	return o.query(ctx, q+" ORDER BY next_attempt, id LIMIT ?", append(append([]any{now.UnixNano()}, args...), limit)...)
+}
+
+// expire gives up the pending notifications of the webhooks held that
+// were created before the given time; it returns how many.
+func (o *Outbox) expire(ctx context.Context, held []string, createdBefore, now time.Time) (int, error) {
+	in, args := inList(held)
+	res, err := o.db.ExecContext(ctx, `UPDATE notifications SET state = 2, done_at = ?, next_attempt = 0,
+		last_error = 'given up: its receiver kept failing past the notification''s retry period',
+		keep_until = max(keep_until, ?) WHERE state = 0 AND created < ? AND webhook_id IN `+in,
+		append([]any{now.UnixNano(), now.Add(retention).UnixNano(), createdBefore.UnixNano()}, args...)...)
+	if err != nil {
+		return 0, fmt.Errorf("give up notifications: %w", err)
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
+}
+
+// inList returns "(?, ?, ...)" for ids and the ids as arguments; "" for
+// none.
+func inList(ids []string) (string, []any) {
+	if len(ids) == 0 {
+		return "", nil
+	}
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		args[i] = id
+	}
+	return "(" + strings.Repeat("?, ", len(ids)-1) + "?)", args
 }
 
 // nextDue returns the time of the earliest pending attempt, or false.
@@ -185,10 +237,14 @@ type Filter struct {
 	WebhookID string
 	KeyID     string
 	State     int // -1: any
-	// Before lists deliveries created before it (paging: the Created of
-	// the last one of the previous page); zero: from the newest.
-	Before time.Time
-	Limit  int // default and at most 500
+	// Before and BeforeID page: the deliveries listed after the one
+	// created at Before with id BeforeID (the last of the previous page),
+	// in the list's order; Before alone, those created before it; zero:
+	// from the newest. Many deliveries share a created time (those noticed
+	// together), hence the id.
+	Before   time.Time
+	BeforeID string
+	Limit    int // default and at most 500
 }
 
 // List returns deliveries, newest first.
@@ -204,7 +260,11 @@ func (o *Outbox) List(ctx context.Context, f Filter) ([]Delivery, error) {
 	if f.State >= 0 {
 		where, args = append(where, "state = ?"), append(args, f.State)
 	}
-	if !f.Before.IsZero() {
+	switch {
+	case !f.Before.IsZero() && f.BeforeID != "":
+		b := f.Before.UnixNano()
+		where, args = append(where, "(created < ? OR created = ? AND id > ?)"), append(args, b, b, f.BeforeID)
+	case !f.Before.IsZero():
 		where, args = append(where, "created < ?"), append(args, f.Before.UnixNano())
 	}
 	if f.Limit <= 0 || f.Limit > 500 {
