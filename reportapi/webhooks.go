@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -205,8 +207,9 @@ func (h *webhooks) delete(w http.ResponseWriter, r *http.Request) {
 }
 
 // listDeliveries answers GET /v1/webhooks/deliveries?webhookId=&keyId=
-// &state=pending|delivered|failed&limit=&before=<RFC 3339>, newest
-// first; the next page is before the created time of the last item.
+// &state=pending|delivered|failed&limit=&before=<RFC 3339>&position=,
+// newest first. A full page carries "position": pass it back for the
+// next page.
 func (h *webhooks) listDeliveries(w http.ResponseWriter, r *http.Request) {
 	if h.deliveries == nil {
 		(&apiError{status: 501, errType: "NotImplementedException",
@@ -234,6 +237,15 @@ func (h *webhooks) listDeliveries(w http.ResponseWriter, r *http.Request) {
 		}
 		f.Before = t
 	}
+	if s := q.Get("position"); s != "" {
+		ns, id, ok := strings.Cut(s, ".")
+		n, err := strconv.ParseInt(ns, 10, 64)
+		if !ok || err != nil || id == "" {
+			badRequest("position: is not a position this API returned").write(w)
+			return
+		}
+		f.Before, f.BeforeID = time.Unix(0, n), id
+	}
 	list, err := h.deliveries.List(r.Context(), f)
 	if err != nil {
 		errorOf("list deliveries: ", err).write(w)
@@ -242,5 +254,10 @@ func (h *webhooks) listDeliveries(w http.ResponseWriter, r *http.Request) {
 	if list == nil {
 		list = []notify.Delivery{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"items": list})
+	out := map[string]any{"items": list}
+	if len(list) == limit {
+		last := list[len(list)-1]
+		out["position"] = strconv.FormatInt(last.Created.UnixNano(), 10) + "." + last.ID
+	}
+	writeJSON(w, http.StatusOK, out)
 }
