@@ -102,7 +102,7 @@ type Notifier struct {
 	wake chan struct{}
 
 	mu   sync.Mutex
-	seen map[string]int64    // ids in the outbox → kept until (Unix ns)
+	seen map[string]int64    // ids in the outbox → remembered until (Unix ns); at most maxSeen
 	last map[[2]string]Usage // latest Usage by plan and key
 	size int                 // len(seen)+len(last) after the last prune
 	// held are the webhooks whose last attempt failed, not tried again
@@ -387,7 +387,9 @@ func (n *Notifier) write(ctx context.Context, st *catalog.State, list []found) e
 	}
 	n.mu.Lock()
 	for i := range ds {
-		n.seen[ds[i].ID] = keep[i]
+		// Remembered until what it is about ends: a crossing can recur
+		// only within its period (the outbox keeps it a week longer).
+		n.seen[ds[i].ID] = keep[i] - int64(retention)
 	}
 	n.pruneLocked(n.cfg.Now().UnixNano())
 	n.mu.Unlock()
@@ -418,8 +420,16 @@ func (n *Notifier) pruneLocked(now int64) {
 			delete(n.last, k)
 		}
 	}
+	if len(n.seen) > maxSeen {
+		// Only a cache of the outbox's primary key: forgetting it costs
+		// a look at the outbox for each crossing seen again.
+		n.seen = map[string]int64{}
+	}
 	n.size = len(n.seen) + len(n.last)
 }
+
+// maxSeen bounds the ids remembered in memory (some 100 bytes each).
+const maxSeen = 1 << 18
 
 // Run delivers notifications until ctx ends: those due every Interval,
 // and at once when one is noticed.

@@ -299,8 +299,8 @@ func TestReceiverDownThenUp(t *testing.T) {
 		t.Fatalf("delivered %d once the receiver is up, want 1", got)
 	}
 	ds, err := ob.List(context.Background(), Filter{State: -1})
-	if err != nil || len(ds) != 1 || ds[0].State != "delivered" || ds[0].Attempts != 5 {
-		t.Fatalf("deliveries %+v, %v", ds, err)
+	if err != nil || len(ds) != 1 || ds[0].State != "delivered" || ds[0].Attempts != 5 || len(ds[0].Body) != 0 {
+		t.Fatalf("deliveries %+v, %v; want one delivered after 5 attempts, its body no longer kept", ds, err)
 	}
 	if st := n.Stats(); st.Delivered != 1 || st.Failures != 4 || st.Pending != 0 {
 		t.Fatalf("stats %+v", st)

@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS notifications (
 	webhook_id   TEXT    NOT NULL,
 	event        TEXT    NOT NULL,
 	key_id       TEXT    NOT NULL,
-	body         BLOB    NOT NULL, -- the Notification as sent, JSON
+	body         BLOB    NOT NULL, -- the Notification as sent, JSON; emptied once done
 	created      INTEGER NOT NULL, -- Unix ns
 	state        INTEGER NOT NULL, -- 0 pending, 1 delivered, 2 failed (given up)
 	attempts     INTEGER NOT NULL DEFAULT 0,
@@ -173,7 +173,7 @@ func (o *Outbox) due(ctx context.Context, now time.Time, held []string, limit in
 func (o *Outbox) expire(ctx context.Context, held []string, createdBefore, now time.Time) (int, error) {
 	in, args := inList(held)
 	res, err := o.db.ExecContext(ctx, `UPDATE notifications SET state = 2, done_at = ?, next_attempt = 0,
-		last_error = 'given up: its receiver kept failing past the notification''s retry period',
+		last_error = 'given up: its receiver kept failing past the notification''s retry period', body = x'',
 		keep_until = max(keep_until, ?) WHERE state = 0 AND created < ? AND webhook_id IN `+in,
 		append([]any{now.UnixNano(), now.Add(retention).UnixNano(), createdBefore.UnixNano()}, args...)...)
 	if err != nil {
@@ -214,9 +214,12 @@ func (o *Outbox) record(ctx context.Context, d *Delivery, state int, next time.T
 	} else {
 		nextAt = next.UnixNano()
 	}
+	// A notification done needs no body: its row stays only for its id
+	// and the list of deliveries.
 	_, err := o.db.ExecContext(ctx, `UPDATE notifications SET state = ?, attempts = attempts + 1, next_attempt = ?,
-		last_status = ?, last_error = ?, done_at = ?, keep_until = max(keep_until, ?) WHERE id = ?`,
-		state, nextAt, status, errMsg, doneAt, now.Add(retention).UnixNano(), d.ID)
+		last_status = ?, last_error = ?, done_at = ?, keep_until = max(keep_until, ?),
+		body = CASE WHEN ? = 0 THEN body ELSE x'' END WHERE id = ?`,
+		state, nextAt, status, errMsg, doneAt, now.Add(retention).UnixNano(), state, d.ID)
 	if err != nil {
 		return fmt.Errorf("record delivery: %w", err)
 	}
