@@ -573,17 +573,18 @@ func (n *Notifier) attempt(ctx context.Context, w *catalog.Webhook, d *Delivery)
 	n.attempts.Add(1)
 	status, err := n.post(ctx, w, d)
 	now := n.cfg.Now()
-	if ctx.Err() == nil {
-		n.outcome(w.ID, err == nil, now)
-	}
 	if err == nil {
+		n.outcome(w.ID, true, now)
 		n.delivered.Add(1)
 		n.pending.Add(-1)
-		return true, n.cfg.Outbox.record(ctx, d, Delivered, time.Time{}, status, "", now)
+		// Recorded even if the node is stopping meanwhile: an answer
+		// received is not a reason to send the notification again.
+		return true, n.cfg.Outbox.record(context.WithoutCancel(ctx), d, Delivered, time.Time{}, status, "", now)
 	}
 	if ctx.Err() != nil {
 		return false, nil // stopping: the attempt will be made again
 	}
+	n.outcome(w.ID, false, now)
 	n.failures.Add(1)
 	if now.Sub(d.Created) >= n.cfg.MaxAge {
 		n.givenUp.Add(1)

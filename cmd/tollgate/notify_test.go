@@ -130,6 +130,23 @@ func TestServeQuotaNotifications(t *testing.T) {
 			t.Fatalf("past the quota: %d, want 429", code)
 		}
 	}
+	// The receiver accepted both before its answers reached the sender:
+	// wait for the sender to record them (else a stop in between leaves
+	// one pending, sent again after a restart with its id).
+	for deadline := time.Now().Add(time.Minute); ; {
+		var page struct{ Items []notify.Delivery }
+		code, body := admin("GET", "/v1/webhooks/deliveries?state=delivered", "")
+		if code != 200 || json.Unmarshal([]byte(body), &page) != nil {
+			t.Fatalf("deliveries: %d %s", code, body)
+		}
+		if len(page.Items) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("deliveries recorded: %s, want 2", body)
+		}
+		time.Sleep(10 * time.Millisecond) // a network answer: no clock to move
+	}
 	n.stop(t) // the last events written and looked at; the outbox closed
 
 	got := rcv.received()
