@@ -647,7 +647,7 @@ func newWebhooksCmd() *cobra.Command {
 	}}
 	var webhookID, keyID, state string
 	var limit int
-	deliveries := &cobra.Command{Use: "deliveries", Short: "List notification deliveries, newest first (on serve, or an aggregator)", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, _ []string) error {
+	deliveries := &cobra.Command{Use: "deliveries", Short: "List notification deliveries, newest first (tollgate serve: in a fleet the aggregators send them)", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, _ []string) error {
 		c, err := o.client()
 		if err != nil {
 			return err

@@ -103,8 +103,19 @@ func TestServeQuotaNotifications(t *testing.T) {
 		out, _ := io.ReadAll(r.Body)
 		return r.StatusCode, string(out)
 	}
-	if code, body := admin("POST", "/v1/webhooks", `{"name":"billing","url":"`+hooks.URL+`/q","secret":"whsec-test"}`); code != 201 {
-		t.Fatalf("create webhook: %d %s", code, body)
+	// Created with the CLI, the secret from a file; bad input is refused
+	// naming the field.
+	secret := filepath.Join(dir, "secret.txt")
+	os.WriteFile(secret, []byte("whsec-test\n"), 0o600)
+	cli := func(args ...string) (string, error) {
+		return runCLI(append(args, "--endpoint", "http://"+n.addrs.admin, "--data-dir", data)...)
+	}
+	if _, err := cli("webhooks", "create", "--name", "bad", "--url", hooks.URL, "--secret-file", secret, "--thresholds", "80,120"); err == nil ||
+		!strings.Contains(err.Error(), "thresholds") {
+		t.Fatalf("a threshold of 120: %v, want an error naming thresholds", err)
+	}
+	if out, err := cli("webhooks", "create", "--name", "billing", "--url", hooks.URL+"/q", "--secret-file", secret); err != nil {
+		t.Fatalf("create webhook: %v\n%s", err, out)
 	}
 	gw := "http://" + n.addrs.gateway + "/prod/items"
 	waitNotification := func(what string) {
