@@ -53,16 +53,21 @@ var WebhookEvents = []string{EventQuotaThreshold, EventKeyThrottled, EventKeyDis
 // DefaultThresholds are the thresholds of a webhook that names none.
 var DefaultThresholds = []float64{80, 100}
 
-// maxThresholds bounds a webhook's thresholds.
-const maxThresholds = 10
+// maxThresholds bounds a webhook's thresholds, maxWebhooks the webhooks
+// of a catalog: every crossing is checked against each threshold of
+// each webhook, and the list is copied whole on a change.
+const (
+	maxThresholds = 10
+	maxWebhooks   = 100
+)
 
 // Wants reports whether the webhook sends event.
 func (w *Webhook) Wants(event string) bool {
 	return len(w.Events) == 0 || slices.Contains(w.Events, event)
 }
 
-// Levels returns the webhook's thresholds, sorted (DefaultThresholds if
-// it names none).
+// Levels returns the webhook's thresholds (DefaultThresholds if it
+// names none).
 func (w *Webhook) Levels() []float64 {
 	if len(w.Thresholds) == 0 {
 		return DefaultThresholds
@@ -205,6 +210,10 @@ func (tx *Tx) DeleteWebhook(id string) bool {
 // validateWebhooks checks every webhook of a change that touched them:
 // each on its own, and names unique.
 func validateWebhooks(p *problems, list []Webhook) {
+	if len(list) > maxWebhooks {
+		w := &list[len(list)-1]
+		p.add("webhooks", w.Name, w.ID, "id", "is one of %d webhooks; at most %d", len(list), maxWebhooks)
+	}
 	names := map[string]string{}
 	for i := range list {
 		w := &list[i]

@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -41,6 +42,20 @@ func TestWebhookValidation(t *testing.T) {
 				t.Fatalf("got %v, want an error naming %q", err, tc.field)
 			}
 		})
+	}
+}
+
+func TestWebhooksBounded(t *testing.T) {
+	tx := NewState().Begin()
+	for i := range maxWebhooks {
+		tx.PutWebhook(Webhook{ID: fmt.Sprintf("w%03d", i), Name: fmt.Sprintf("n%03d", i), URL: "https://a.example.com/", Secret: "x"})
+	}
+	if err := tx.Validate(nil); err != nil {
+		t.Fatalf("%d webhooks: %v", maxWebhooks, err)
+	}
+	tx.PutWebhook(Webhook{ID: "x", Name: "one too many", URL: "https://a.example.com/", Secret: "x"})
+	if err := tx.Validate(nil); err == nil || !strings.Contains(err.Error(), "at most 100") {
+		t.Fatalf("%d webhooks: %v, want refused", maxWebhooks+1, err)
 	}
 }
 
