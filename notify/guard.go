@@ -38,11 +38,30 @@ var ErrRefusedAddress = errors.New("address refused")
 var (
 	metadataV6 = netip.MustParsePrefix("fd00:ec2::254/128")
 	sharedV4   = netip.MustParsePrefix("100.64.0.0/10")
+	// IPv6 addresses that reach an IPv4 one through a translator or a
+	// tunnel: judged by the IPv4 address they carry.
+	nat64     = netip.MustParsePrefix("64:ff9b::/96")
+	sixToFour = netip.MustParsePrefix("2002::/16")
 )
 
 // Allowed reports why an address is refused, nil if it is not.
 func (g Guard) Allowed(a netip.Addr) error {
 	a = a.Unmap()
+	if a.Is6() {
+		b := a.As16()
+		var v4 netip.Addr
+		switch {
+		case nat64.Contains(a):
+			v4 = netip.AddrFrom4([4]byte(b[12:16]))
+		case sixToFour.Contains(a):
+			v4 = netip.AddrFrom4([4]byte(b[2:6]))
+		}
+		if v4.IsValid() {
+			if err := g.Allowed(v4); err != nil {
+				return fmt.Errorf("%w (carried by %s)", err, a)
+			}
+		}
+	}
 	switch {
 	case a.IsLinkLocalUnicast(), a.IsLinkLocalMulticast(), metadataV6.Contains(a):
 		return fmt.Errorf("%w: %s is link-local (cloud metadata services live there)", ErrRefusedAddress, a)

@@ -556,6 +556,10 @@ func TestGuard(t *testing.T) {
 	}{
 		{"metadata", Guard{AllowPrivate: true}, "http://169.254.169.254/latest/meta-data", false},
 		{"link-local v6", Guard{AllowPrivate: true}, "http://[fe80::1]/", false},
+		{"metadata through NAT64", Guard{AllowPrivate: true}, "http://[64:ff9b::a9fe:a9fe]/", false},
+		{"loopback through NAT64", Guard{}, "http://[64:ff9b::7f00:1]/", false},
+		{"private through 6to4", Guard{}, "http://[2002:0a00:0001::1]/", false},
+		{"public through NAT64", Guard{}, "http://[64:ff9b::5db8:d70e]/", true},
 		{"loopback refused", Guard{}, "http://127.0.0.1:9/", false},
 		{"private refused", Guard{}, "https://10.1.2.3/", false},
 		{"loopback allowed", Guard{AllowPrivate: true}, "http://127.0.0.1:9/", true},
