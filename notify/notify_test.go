@@ -546,6 +546,31 @@ func TestThrottledAndDisabled(t *testing.T) {
 	}
 }
 
+// In serve, the written events say which keys to look at: an admitted
+// request, or one refused for the quota (the crossing of the request
+// that used the last of it was not written: the node stopped between
+// the two), is looked up in the gateway's counters.
+func TestWrittenLooksAtKeysAtTheirLimit(t *testing.T) {
+	clk := &clock{t: day0}
+	n, _ := newNotifier(t, t.TempDir(), clk, testCatalog(hook("w1", "http://127.0.0.1:9/", "s")), func(c *Config) {
+		c.Usage = func(planID, keyID string) (Usage, bool) { return usageAt(100), planID == "p1" && keyID == "k1" }
+	})
+	ev := schemas.UsageEvent{Time: day0.UnixNano(), KeyID: "k1", PlanID: "p1", Decision: schemas.DecisionForbidden}
+	if err := n.Written(context.Background(), []schemas.UsageEvent{ev}); err != nil {
+		t.Fatal(err)
+	}
+	if st := n.Stats(); st.Noticed != 0 {
+		t.Fatalf("a forbidden request noticed %d", st.Noticed)
+	}
+	ev.Decision = schemas.DecisionQuotaExceeded
+	if err := n.Written(context.Background(), []schemas.UsageEvent{ev}); err != nil {
+		t.Fatal(err)
+	}
+	if st := n.Stats(); st.Noticed != 2 {
+		t.Fatalf("a request refused for the quota noticed %d, want 2 (80%% and 100%%)", st.Noticed)
+	}
+}
+
 func TestGuard(t *testing.T) {
 	ctx := context.Background()
 	tests := []struct {

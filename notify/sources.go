@@ -47,7 +47,8 @@ func (t SignalTee) Write(ctx context.Context, sigs []schemas.QuotaSignal) error 
 // Written notices what a batch of usage events written to the store
 // shows: in tollgate serve, the keys whose requests were admitted have
 // their usage read from Config.Usage (the gateway's counters, the key's
-// usage in serve), and throttled requests start a throttling.
+// usage in serve), as are those of requests refused for the quota, and
+// throttled requests start a throttling.
 func (n *Notifier) Written(ctx context.Context, events []schemas.UsageEvent) error {
 	if len(n.cfg.Catalog().Webhooks()) == 0 {
 		return nil // the common case costs one look at the catalog a batch
@@ -59,7 +60,10 @@ func (n *Notifier) Written(ctx context.Context, events []schemas.UsageEvent) err
 		for i := range events {
 			e := &events[i]
 			k := [2]string{e.PlanID, e.KeyID}
-			if !e.Admitted() || e.PlanID == "" || e.KeyID == "" || seen[k] {
+			// A request refused for the quota looks too: a key whose last
+			// admitted request's crossing was not written (the node
+			// stopped in between) is at its limit, and is refused after.
+			if !e.Admitted() && e.Decision != schemas.DecisionQuotaExceeded || e.PlanID == "" || e.KeyID == "" || seen[k] {
 				continue
 			}
 			seen[k] = true
