@@ -112,6 +112,11 @@ type Config struct {
 	// it is published; crossing 80% or 100% of a quota publishes at once.
 	// Default 1s.
 	SignalInterval time.Duration
+	// Stored, when not nil, is handed the events of each batch once
+	// stored, on a quota authority only (quota notifications of the keys
+	// it owns: package notify). It runs on the partition's worker, must
+	// not keep the slice, and should be quick. Nil: none.
+	Stored func(ctx context.Context, events []schemas.UsageEvent)
 	// Logger receives state changes and failures, with the attribute
 	// component=aggregator. Nil discards.
 	Logger *slog.Logger

@@ -303,6 +303,9 @@ func (w *partitionWorker) flush(ctx context.Context) {
 		return
 	}
 	a.stored.Add(uint64(len(w.batch.Events)))
+	if a.cfg.Stored != nil && a.quota != nil {
+		a.cfg.Stored(ctx, w.batch.Events)
+	}
 	if err := w.commit(w.batch.Last + 1); err != nil {
 		// Harmless: the store's watermark, not the group's offset, says
 		// where the next owner starts.

@@ -120,6 +120,19 @@ func auditOthers(ch *Change, emit emitter) {
 	if ch.Gateway {
 		emit("gateway", "gateway", "", "", ch.Old.Gateway(), ch.New.Gateway())
 	}
+	if ch.Webhooks {
+		diffList(ch.Old.Webhooks(), ch.New.Webhooks(), func(w Webhook) string { return w.ID }, func(o, n *Webhook) {
+			w := pick(o, n)
+			var oa, na any
+			if o != nil {
+				oa = auditWebhook{Webhook: *o}
+			}
+			if n != nil {
+				na = auditWebhook{Webhook: *n, SecretChanged: o != nil && o.Secret != n.Secret}
+			}
+			emit("webhook", w.ID, w.Name, "", oa, na)
+		})
+	}
 }
 
 // Diff lists the entities that differ between two catalogs (O(size): for

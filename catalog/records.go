@@ -12,7 +12,8 @@ import (
 
 // The catalog as a compacted log: one record per entity (the gateway
 // settings, each API with its stages, each plan, each key, each key's
-// membership of a plan), keyed kind/id so that compaction keeps the latest
+// membership of a plan, each webhook; ChangeRecords, on whole Catalogs,
+// has no webhooks: they are not part of a Catalog), keyed kind/id so that compaction keeps the latest
 // version of each, and a null entity (a tombstone) for a delete. Key
 // values appear only as hashes: the catalog never holds them.
 //
@@ -152,7 +153,7 @@ func ChangeRecordsOf(ch *Change) ([]schemas.ConfigRecord, error) {
 	var err error
 	// Each list is of one kind and sorted by record id, as ChangeRecords
 	// sorts them.
-	var leave, gateway, apis, plans, keys, join, keyDel, planDel, apiDel []schemas.ConfigRecord
+	var leave, gateway, apis, hooks, plans, keys, join, keyDel, planDel, apiDel, hookDel []schemas.ConfigRecord
 	if d.Gateway {
 		o, n := ch.Old.Gateway(), ch.New.Gateway()
 		switch {
@@ -172,6 +173,19 @@ func ChangeRecordsOf(ch *Change) ([]schemas.ConfigRecord, error) {
 		for _, a := range ch.Old.APIs() {
 			if ch.New.API(a.ID) == nil {
 				apiDel = delRecord(apiDel, schemas.KindAPI, a.ID)
+			}
+		}
+	}
+	if d.Webhooks {
+		for _, w := range ch.New.Webhooks() {
+			o := ch.Old.Webhook(w.ID)
+			if hooks, err = putRecord(hooks, schemas.KindWebhook, w.ID, o != nil, o, &w); err != nil {
+				return nil, err
+			}
+		}
+		for _, w := range ch.Old.Webhooks() {
+			if ch.New.Webhook(w.ID) == nil {
+				hookDel = delRecord(hookDel, schemas.KindWebhook, w.ID)
 			}
 		}
 	}
@@ -228,7 +242,7 @@ func ChangeRecordsOf(ch *Change) ([]schemas.ConfigRecord, error) {
 		}
 	}
 	var out []schemas.ConfigRecord
-	for _, list := range [][]schemas.ConfigRecord{leave, gateway, apis, plans, keys, join, keyDel, planDel, apiDel} {
+	for _, list := range [][]schemas.ConfigRecord{leave, gateway, apis, hooks, plans, keys, join, keyDel, planDel, apiDel, hookDel} {
 		slices.SortFunc(list, func(a, b schemas.ConfigRecord) int { return strings.Compare(a.ID, b.ID) })
 		out = append(out, list...)
 	}

@@ -25,8 +25,9 @@ import (
 // Entities returned by a State are shared: do not modify them; change
 // them through a Tx.
 type State struct {
-	gateway Gateway
-	apis    []API // sorted by id
+	gateway  Gateway
+	apis     []API     // sorted by id
+	webhooks []Webhook // sorted by id
 
 	plans     *btree.BTreeG[*UsagePlan] // by id
 	planNames *btree.BTreeG[pair]       // (name, plan id)
@@ -86,7 +87,7 @@ func StateOf(c *Catalog) *State {
 // changed. Not safe to call concurrently with another clone of s.
 func (s *State) clone() *State {
 	return &State{
-		gateway: s.gateway, apis: s.apis,
+		gateway: s.gateway, apis: s.apis, webhooks: s.webhooks,
 		plans: s.plans.Clone(), planNames: s.planNames.Clone(),
 		keys: s.keys.Clone(), keyNames: s.keyNames.Clone(), keyHashes: s.keyHashes.Clone(),
 		customers: s.customers.Clone(), members: s.members.Clone(),
@@ -349,6 +350,7 @@ func DiffStates(old, next *State) *Change {
 	ch := &Change{Old: old, New: next}
 	ch.Gateway = !sameJSON(old.gateway, next.gateway)
 	ch.APIs = !sameJSON(old.apis, next.apis)
+	ch.Webhooks = !sameJSON(old.webhooks, next.webhooks)
 	ids := map[string]bool{}
 	old.Plans("", func(p *UsagePlan) bool { ids[p.ID] = true; return true })
 	next.Plans("", func(p *UsagePlan) bool { ids[p.ID] = true; return true })
@@ -382,14 +384,16 @@ type Builder struct {
 // NewBuilder returns an empty builder.
 func NewBuilder() *Builder { return &Builder{s: NewState()} }
 
-// Add adds an entity: a Gateway, an API, a *UsagePlan or an *APIKey
-// (kept: the caller gives it up). Anything else is ignored.
+// Add adds an entity: a Gateway, an API, a Webhook, a *UsagePlan or an
+// *APIKey (kept: the caller gives it up). Anything else is ignored.
 func (b *Builder) Add(v any) {
 	switch e := v.(type) {
 	case Gateway:
 		b.s.gateway = e
 	case API:
 		b.s.putAPI(e)
+	case Webhook:
+		b.s.putWebhook(e)
 	case *UsagePlan:
 		b.plans = append(b.plans, e)
 	case *APIKey:

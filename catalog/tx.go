@@ -17,8 +17,8 @@ type Tx struct {
 	*State
 	base *State
 	// touched entities, by id (an id whose entity is gone was deleted).
-	keys, plans   map[string]bool
-	apis, gateway bool
+	keys, plans             map[string]bool
+	apis, gateway, webhooks bool
 	// validated is set when the Tx was validated since its last write.
 	validated bool
 	// keyIDs caches the sorted ids of keys, delta what Delta returns
@@ -120,6 +120,9 @@ type Delta struct {
 	Full    bool
 	Gateway bool
 	APIs    bool
+	// Webhooks: the webhooks changed (they are few: a consumer reads
+	// them all again).
+	Webhooks bool
 	// Plans and Keys are the ids of the plans and keys put or deleted,
 	// sorted.
 	Plans []string
@@ -128,7 +131,7 @@ type Delta struct {
 
 // Empty reports whether the delta names nothing.
 func (d Delta) Empty() bool {
-	return !d.Full && !d.Gateway && !d.APIs && len(d.Plans) == 0 && len(d.Keys) == 0
+	return !d.Full && !d.Gateway && !d.APIs && !d.Webhooks && len(d.Plans) == 0 && len(d.Keys) == 0
 }
 
 // Change is a validated change: the state before, the state after, and
@@ -152,6 +155,7 @@ func (tx *Tx) diff() Delta {
 	var d Delta
 	d.Gateway = tx.gateway && !sameJSON(tx.base.gateway, tx.State.gateway)
 	d.APIs = tx.apis && !sameJSON(tx.base.apis, tx.State.apis)
+	d.Webhooks = tx.webhooks && !sameJSON(tx.base.webhooks, tx.State.webhooks)
 	for _, id := range slices.Sorted(maps.Keys(tx.plans)) {
 		if o, n := tx.base.Plan(id), tx.Plan(id); o == nil || n == nil || !sameJSON(o, n) {
 			d.Plans = append(d.Plans, id)
@@ -195,6 +199,9 @@ func (tx *Tx) validate(p *problems) {
 	n := tx.State
 	if tx.gateway {
 		validateGateway(p, &n.gateway)
+	}
+	if tx.webhooks {
+		validateWebhooks(p, n.webhooks)
 	}
 	plans := slices.Sorted(maps.Keys(tx.plans))
 	if tx.apis {

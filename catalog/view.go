@@ -153,8 +153,8 @@ const maxDeltaIDs = 1 << 16
 
 // viewDelta accumulates what changed in the view's State.
 type viewDelta struct {
-	full, gateway, apis bool
-	plans, keys         map[string]bool
+	full, gateway, apis, webhooks bool
+	plans, keys                   map[string]bool
 }
 
 func (d *viewDelta) add(set *map[string]bool, id string) {
@@ -181,7 +181,7 @@ func (v *View) TakeDelta() Delta {
 	if d.full {
 		return Delta{Full: true}
 	}
-	return Delta{Gateway: d.gateway, APIs: d.apis, Plans: slices.Sorted(maps.Keys(d.plans)), Keys: slices.Sorted(maps.Keys(d.keys))}
+	return Delta{Gateway: d.gateway, APIs: d.apis, Webhooks: d.webhooks, Plans: slices.Sorted(maps.Keys(d.plans)), Keys: slices.Sorted(maps.Keys(d.keys))}
 }
 
 // RejectedError says why a View refused a record.
@@ -270,7 +270,7 @@ func validRecordKey(key string) bool {
 		return false
 	}
 	switch kind {
-	case schemas.KindGateway, schemas.KindAPI, schemas.KindUsagePlan, schemas.KindAPIKey, schemas.KindUsagePlanKey:
+	case schemas.KindGateway, schemas.KindAPI, schemas.KindUsagePlan, schemas.KindAPIKey, schemas.KindUsagePlanKey, schemas.KindWebhook:
 		return true
 	}
 	return false
@@ -350,6 +350,9 @@ type viewStore interface {
 	apiList() []API // sorted by id
 	putAPI(a *API)
 	deleteAPI(id string)
+	webhookNamed(name string) string // the id of the webhook with that name, or ""
+	putWebhook(w *Webhook)
+	deleteWebhook(id string)
 	planNamed(name string) string // the id of the plan with that name, or ""
 	putPlan(p *UsagePlan)
 	deletePlan(id string)
@@ -401,6 +404,15 @@ func (v *View) apply(offset int64, d *decodedRecord) error {
 			return reject("%v", err)
 		}
 		s.putAPI(d.api)
+	case schemas.KindWebhook:
+		if d.tomb {
+			s.deleteWebhook(d.id)
+			break
+		}
+		if holder := s.webhookNamed(d.webhook.Name); holder != "" && holder != d.id {
+			return reject("name %q is taken by webhook %s", d.webhook.Name, holder)
+		}
+		s.putWebhook(d.webhook)
 	case schemas.KindUsagePlan:
 		if d.tomb {
 			s.deletePlan(d.id)
@@ -464,6 +476,26 @@ func (v *View) deleteAPI(id string) {
 	}
 }
 
+func (v *View) webhookNamed(name string) string {
+	if w := v.st.WebhookByName(name); w != nil {
+		return w.ID
+	}
+	return ""
+}
+
+func (v *View) putWebhook(w *Webhook) {
+	if old := v.st.Webhook(w.ID); old == nil || !sameJSON(old, w) {
+		v.st.putWebhook(*w)
+		v.delta.webhooks = true
+	}
+}
+
+func (v *View) deleteWebhook(id string) {
+	if v.st.deleteWebhook(id) {
+		v.delta.webhooks = true
+	}
+}
+
 func (v *View) planNamed(name string) string { return first(v.st.planNames, name) }
 func (v *View) keyNamed(name string) string  { return first(v.st.keyNames, name) }
 func (v *View) keyValued(hash string) string { return first(v.st.keyHashes, hash) }
@@ -494,6 +526,10 @@ func (v *View) entityInForce(kind, id string) any {
 	case schemas.KindAPI:
 		if a := v.st.API(id); a != nil {
 			return a
+		}
+	case schemas.KindWebhook:
+		if w := v.st.Webhook(id); w != nil {
+			return w
 		}
 	case schemas.KindUsagePlan:
 		if p, ok := v.plans.Get(&UsagePlan{ID: id}); ok {

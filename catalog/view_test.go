@@ -36,10 +36,11 @@ func snapshotRoundTrip(t testing.TB, v *View) *View {
 type recordGen struct{ r *rand.Rand }
 
 var (
-	genAPIs  = []string{"a1", "a2"}
-	genPlans = []string{"p1", "p2", "p3", "p", "p/x"} // "p/x" + "/k" and "p" + "/x/k": one record id
-	genKeys  = []string{"k1", "k2", "k3", "k4", "k", "x/k"}
-	genNames = []string{"n1", "n2", "n3", "n4"}
+	genAPIs     = []string{"a1", "a2"}
+	genPlans    = []string{"p1", "p2", "p3", "p", "p/x"} // "p/x" + "/k" and "p" + "/x/k": one record id
+	genKeys     = []string{"k1", "k2", "k3", "k4", "k", "x/k"}
+	genNames    = []string{"n1", "n2", "n3", "n4"}
+	genWebhooks = []string{"w1", "w2", "w3"}
 )
 
 func (g *recordGen) pick(list []string) string { return list[g.r.IntN(len(list))] }
@@ -91,6 +92,21 @@ func (g *recordGen) key(id string) APIKey {
 		Tags: map[string]map[string]string{"": nil, "t": {"team": "a"}}[[]string{"", "t"}[g.r.IntN(2)]]}
 }
 
+func (g *recordGen) webhook(id string) Webhook {
+	w := Webhook{ID: id, Name: g.pick(genNames), URL: "https://hooks.example/" + id, Secret: "s-" + id, CreatedDate: 1}
+	switch g.r.IntN(8) {
+	case 0:
+		w.Thresholds = []float64{50, 90}
+	case 1:
+		w.Thresholds = []float64{120} // rejected
+	case 2:
+		w.URL = "ftp://hooks.example/" // rejected
+	case 3:
+		w.Events = []string{EventKeyDisabled}
+	}
+	return w
+}
+
 // record returns a random record: its key and value (nil: a tombstone).
 func (g *recordGen) record() ([]byte, []byte) {
 	var rec schemas.ConfigRecord
@@ -107,6 +123,9 @@ func (g *recordGen) record() ([]byte, []byte) {
 	case n < 30:
 		p := g.plan(g.pick(genPlans))
 		rec, e = schemas.ConfigRecord{Kind: schemas.KindUsagePlan, ID: p.ID}, p
+	case n < 34:
+		w := g.webhook(g.pick(genWebhooks))
+		rec, e = schemas.ConfigRecord{Kind: schemas.KindWebhook, ID: w.ID}, w
 	case n < 55:
 		k := g.key(g.pick(genKeys))
 		if g.r.IntN(10) == 0 {
@@ -174,6 +193,26 @@ func (g *recordGen) log(n int) *testLog {
 func catalogJSON(c *Catalog) string {
 	b, _ := json.Marshal(c)
 	return string(b)
+}
+
+// webhooksJSON encodes a list of webhooks, none as [] (they are not part
+// of a Catalog: compared beside it).
+func webhooksJSON(list []Webhook) string {
+	if list == nil {
+		list = []Webhook{}
+	}
+	b, _ := json.Marshal(list)
+	return " webhooks " + string(b)
+}
+
+// withWebhooks returns s with the given webhooks (StateOf a Catalog has
+// none).
+func withWebhooks(s *State, list []Webhook) *State {
+	tx := s.Begin()
+	for _, w := range list {
+		tx.PutWebhook(w)
+	}
+	return tx.State
 }
 
 // stateJSON encodes a state's catalog, with no APIs as null (a State
@@ -295,12 +334,12 @@ func checkAgainstReference(t *testing.T, l *testLog, c referenceCase) {
 		if last < c.settleAt {
 			continue // loading: reading the state would settle the view
 		}
-		want := catalogJSON(ref.Catalog())
-		if got := catalogJSON(v.Catalog()); got != want {
+		want := catalogJSON(ref.Catalog()) + webhooksJSON(ref.Webhooks())
+		if got := catalogJSON(v.Catalog()) + webhooksJSON(v.State().Webhooks()); got != want {
 			t.Fatalf("after record %d %s:\n view %s\n  ref %s", last, l.keys[last], got, want)
 		}
 		if loaded != nil {
-			if got := catalogJSON(loaded.Catalog()); got != want {
+			if got := catalogJSON(loaded.Catalog()) + webhooksJSON(loaded.State().Webhooks()); got != want {
 				t.Fatalf("after record %d %s, the view loaded from the snapshot of record %d:\n got %s\nwant %s", last, l.keys[last], c.snapAt, got, want)
 			}
 		}
@@ -317,9 +356,10 @@ func checkAgainstReference(t *testing.T, l *testLog, c referenceCase) {
 			loaded = snapshotRoundTrip(t, v)
 		}
 	}
-	checkSameIndexes(t, v.st, StateOf(v.Catalog()))
+	rebuilt := withWebhooks(StateOf(v.Catalog()), v.st.webhooks)
+	checkSameIndexes(t, v.st, rebuilt)
 	if loaded != nil {
-		checkSameIndexes(t, loaded.st, StateOf(v.Catalog()))
+		checkSameIndexes(t, loaded.st, rebuilt)
 	}
 	// The states handed out did not change since.
 	for i, s := range handedOut {
@@ -327,7 +367,7 @@ func checkAgainstReference(t *testing.T, l *testLog, c referenceCase) {
 		if c.APIs == nil {
 			c.APIs = []API{}
 		}
-		if got := catalogJSON(c); got != handedOutJSON[i] {
+		if got := catalogJSON(c) + webhooksJSON(s.Webhooks()); got != handedOutJSON[i] {
 			t.Fatalf("a state handed out changed since:\n now %s\n was %s", got, handedOutJSON[i])
 		}
 	}
@@ -355,6 +395,8 @@ func checkRepairs(t *testing.T, got, want []Repair) {
 			e = new(UsagePlan)
 		case schemas.KindAPIKey:
 			e = new(APIKey)
+		case schemas.KindWebhook:
+			e = new(Webhook)
 		default:
 			e = new(planKeyEntity)
 		}
@@ -378,7 +420,7 @@ func checkRepairs(t *testing.T, got, want []Repair) {
 // checkSameIndexes compares every index of two states.
 func checkSameIndexes(t *testing.T, got, want *State) {
 	t.Helper()
-	if n := reflect.TypeOf(State{}).NumField(); n != 9 {
+	if n := reflect.TypeOf(State{}).NumField(); n != 10 {
 		t.Fatalf("State has %d fields: check that viewstate.go keeps them all, then update this test", n)
 	}
 	pairs := func(name string, a, b *btree.BTreeG[pair]) {
@@ -408,6 +450,9 @@ func checkSameIndexes(t *testing.T, got, want *State) {
 	if a, b := stateJSON(got), stateJSON(want); a != b {
 		t.Fatalf("states differ:\n got %s\nwant %s", a, b)
 	}
+	if a, b := webhooksJSON(got.webhooks), webhooksJSON(want.webhooks); a != b {
+		t.Fatalf("webhooks differ:\n got %s\nwant %s", a, b)
+	}
 }
 
 // Records from a change hold what ChangeRecords finds by comparing the
@@ -435,6 +480,12 @@ func TestChangeRecordsOfMatchesChangeRecords(t *testing.T) {
 			got, err := ChangeRecordsOf(ch)
 			if err != nil {
 				t.Fatal(err)
+			}
+			// Webhooks are not part of a Catalog: ChangeRecords has none,
+			// and their records are checked on their own.
+			got, hooks := splitWebhookRecords(got)
+			if a, b := hooksJSON(hooks), webhookRecordsJSON(old, next); a != b {
+				t.Fatalf("seed %d, delta %+v: webhook records\n got %s\nwant %s", seed, ch.Delta, a, b)
 			}
 			if a, b := recordsJSON(got), recordsJSON(want); a != b {
 				t.Fatalf("seed %d, delta %+v:\n got %s\nwant %s", seed, ch.Delta, a, b)
@@ -475,7 +526,51 @@ func txChange(old, next *State) *Change {
 	next.Plans("", func(p *UsagePlan) bool { tx.PutPlan(*p); return true })
 	old.Keys("", func(k *APIKey) bool { tx.DeleteKey(k.ID); return true })
 	next.Keys("", func(k *APIKey) bool { tx.PutKey(*k); return true })
+	for _, w := range old.Webhooks() {
+		tx.DeleteWebhook(w.ID)
+	}
+	for _, w := range next.Webhooks() {
+		tx.PutWebhook(w)
+	}
 	return &Change{Old: old, New: tx.State, Delta: tx.Delta()}
+}
+
+// splitWebhookRecords separates the webhooks' records from the others.
+func splitWebhookRecords(recs []schemas.ConfigRecord) (others, hooks []schemas.ConfigRecord) {
+	for _, r := range recs {
+		if r.Kind == schemas.KindWebhook {
+			hooks = append(hooks, r)
+		} else {
+			others = append(others, r)
+		}
+	}
+	return others, hooks
+}
+
+// hooksJSON lists records by key: the webhooks' records in any order.
+func hooksJSON(recs []schemas.ConfigRecord) string {
+	recs = slices.Clone(recs)
+	slices.SortFunc(recs, func(a, b schemas.ConfigRecord) int { return strings.Compare(a.Key(), b.Key()) })
+	return recordsJSON(recs)
+}
+
+// webhookRecordsJSON is what hooksJSON shows of the records that make
+// next's webhooks from old's: a put for each new or changed one, a
+// tombstone for each removed.
+func webhookRecordsJSON(old, next *State) string {
+	var recs []schemas.ConfigRecord
+	for _, w := range next.Webhooks() {
+		if o := old.Webhook(w.ID); o == nil || !sameJSON(o, &w) {
+			b, _ := json.Marshal(w)
+			recs = append(recs, schemas.ConfigRecord{Kind: schemas.KindWebhook, ID: w.ID, Entity: b})
+		}
+	}
+	for _, w := range old.Webhooks() {
+		if next.Webhook(w.ID) == nil {
+			recs = append(recs, schemas.ConfigRecord{Kind: schemas.KindWebhook, ID: w.ID})
+		}
+	}
+	return hooksJSON(recs)
 }
 
 func recordsJSON(recs []schemas.ConfigRecord) string {

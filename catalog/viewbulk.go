@@ -22,6 +22,7 @@ type bulkStore struct {
 	gateway    Gateway
 	gatewaySet bool
 	apis       map[string]*API
+	webhooks   map[string]*Webhook
 	plans      map[string]*UsagePlan
 	keys       map[string]*APIKey
 	members    map[string]planKeyEntity // record id → membership
@@ -32,7 +33,7 @@ type bulkStore struct {
 }
 
 func newBulkStore() *bulkStore {
-	return &bulkStore{apis: map[string]*API{}, plans: map[string]*UsagePlan{}, keys: map[string]*APIKey{},
+	return &bulkStore{apis: map[string]*API{}, webhooks: map[string]*Webhook{}, plans: map[string]*UsagePlan{}, keys: map[string]*APIKey{},
 		members: map[string]planKeyEntity{}, planNames: map[string]string{}, keyNames: map[string]string{}, keyHashes: map[string]string{}}
 }
 
@@ -64,6 +65,18 @@ func (b *bulkStore) apiList() []API {
 
 func (b *bulkStore) putAPI(a *API)       { b.apis[a.ID], b.changed = a, true }
 func (b *bulkStore) deleteAPI(id string) { delete(b.apis, id) }
+
+func (b *bulkStore) webhookNamed(name string) string {
+	for id, w := range b.webhooks {
+		if w.Name == name {
+			return id
+		}
+	}
+	return ""
+}
+
+func (b *bulkStore) putWebhook(w *Webhook)   { b.webhooks[w.ID], b.changed = w, true }
+func (b *bulkStore) deleteWebhook(id string) { delete(b.webhooks, id) }
 
 func (b *bulkStore) planNamed(name string) string { return b.planNames[name] }
 
@@ -116,6 +129,10 @@ func (b *bulkStore) entityInForce(kind, id string) any {
 		if a := b.apis[id]; a != nil {
 			return a
 		}
+	case schemas.KindWebhook:
+		if w := b.webhooks[id]; w != nil {
+			return w
+		}
 	case schemas.KindUsagePlan:
 		if p := b.plans[id]; p != nil {
 			return p
@@ -148,6 +165,9 @@ func (v *View) settle() {
 	st.gateway, v.gatewaySet = b.gateway, b.gatewaySet
 	if len(b.apis) > 0 {
 		st.apis = b.apiList()
+	}
+	for _, id := range slices.Sorted(maps.Keys(b.webhooks)) {
+		st.webhooks = append(st.webhooks, *b.webhooks[id])
 	}
 	planIDs := slices.Sorted(maps.Keys(b.plans))
 	for _, id := range planIDs {

@@ -22,6 +22,7 @@ type decodedRecord struct {
 	plan     *UsagePlan
 	key      *APIKey // without plans: memberships are records of their own
 	member   planKeyEntity
+	webhook  *Webhook
 }
 
 // decodeRecord decodes the record under key (value nil: a tombstone) and
@@ -154,6 +155,9 @@ func decodeSlow(key, value []byte) (*decodedRecord, error) {
 		dst = d.key
 	case schemas.KindUsagePlanKey:
 		dst = &d.member
+	case schemas.KindWebhook:
+		d.webhook = new(Webhook)
+		dst = d.webhook
 	}
 	if err := json.Unmarshal(r.Entity, dst); err != nil {
 		return nil, &RejectedError{Key: r.Key(), Reason: fmt.Sprintf("entity: %v", err)}
@@ -196,6 +200,15 @@ func checkAlone(d *decodedRecord) error {
 	case schemas.KindUsagePlanKey:
 		if m := d.member; m.UsagePlanID+"/"+m.KeyID != d.id || m.UsagePlanID == "" || m.KeyID == "" {
 			return reject("entity %s/%s does not match the record's id", m.UsagePlanID, m.KeyID)
+		}
+	case schemas.KindWebhook:
+		if d.webhook.ID != d.id {
+			return reject("entity id %q differs from the record's", d.webhook.ID)
+		}
+		p := &problems{}
+		validateWebhook(p, d.webhook)
+		if err := p.err(); err != nil {
+			return reject("%v", err)
 		}
 	}
 	return nil

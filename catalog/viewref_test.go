@@ -25,7 +25,8 @@ type refView struct {
 	planNames map[string]string        // name → plan id
 	keyNames  map[string]string        // name → key id
 	keyHashes map[string]string        // value hash → key id
-	accepted  map[string]refRecord     // record key → the version in force
+	webhooks  map[string]*Webhook
+	accepted  map[string]refRecord // record key → the version in force
 	// rejected holds the record keys whose latest record was rejected:
 	// until a writer repairs them (Repairs), compaction could keep the
 	// rejected record and drop the version in force.
@@ -44,7 +45,7 @@ func newRefView() *refView {
 	return &refView{
 		apis: map[string]*API{}, plans: map[string]*UsagePlan{}, keys: map[string]*APIKey{},
 		members: map[string]planKeyEntity{}, planNames: map[string]string{}, keyNames: map[string]string{},
-		keyHashes: map[string]string{}, accepted: map[string]refRecord{}, rejected: map[string]bool{},
+		keyHashes: map[string]string{}, webhooks: map[string]*Webhook{}, accepted: map[string]refRecord{}, rejected: map[string]bool{},
 		deletedAt: map[string]int64{},
 	}
 }
@@ -217,6 +218,29 @@ func (v *refView) apply(offset int64, key, value []byte) error {
 			delete(v.keyHashes, old.ValueHash)
 		}
 		v.keys[r.ID], v.keyNames[k.Name], v.keyHashes[k.ValueHash] = k, k.ID, k.ID
+	case schemas.KindWebhook:
+		if tomb {
+			delete(v.webhooks, r.ID)
+			break
+		}
+		w := new(Webhook)
+		if err := decode(w); err != nil {
+			return err
+		}
+		if w.ID != r.ID {
+			return reject("entity id %q differs from the record's", w.ID)
+		}
+		for id, o := range v.webhooks {
+			if o.Name == w.Name && id != w.ID {
+				return reject("name %q is taken by webhook %s", w.Name, id)
+			}
+		}
+		p := &problems{}
+		validateWebhook(p, w)
+		if err := p.err(); err != nil {
+			return reject("%v", err)
+		}
+		v.webhooks[r.ID] = w
 	case schemas.KindUsagePlanKey:
 		if tomb {
 			delete(v.members, r.ID)
@@ -239,6 +263,15 @@ func (v *refView) apply(offset int64, key, value []byte) error {
 		v.accepted[r.Key()] = refRecord{offset: offset, value: slices.Clone(value)}
 	}
 	return nil
+}
+
+// Webhooks returns the webhooks, sorted by id.
+func (v *refView) Webhooks() []Webhook {
+	out := []Webhook{}
+	for _, id := range slices.Sorted(maps.Keys(v.webhooks)) {
+		out = append(out, v.webhooks[id].Clone())
+	}
+	return out
 }
 
 func (v *refView) sortedAPIs(except string) []API {

@@ -30,9 +30,10 @@ import (
 // Layout (integers are unsigned varints unless said otherwise, strings a
 // length and bytes, JSON a string):
 //
-//	magic "TGVIEW\x00\x01"
+//	magic "TGVIEW\x00\x02"
 //	gateway set (1 byte), gateway JSON
 //	APIs: count, JSON each
+//	webhooks: count, JSON each (not in version 1, which is still read)
 //	plans as their records hold them, by id: count, JSON each
 //	dropped memberships (see View): count, key id and plan id each
 //	keys: count, block count, then blocks of:
@@ -45,7 +46,10 @@ import (
 //	customer id (keys that have one)
 //	CRC-32C of all the above (4 bytes, little-endian)
 
-var viewSnapshotMagic = []byte("TGVIEW\x00\x01")
+var (
+	viewSnapshotMagic   = []byte("TGVIEW\x00\x02")
+	viewSnapshotMagicV1 = []byte("TGVIEW\x00\x01")
+)
 
 // keysPerBlock is the number of keys in a block: blocks are decoded in
 // parallel.
@@ -121,6 +125,10 @@ func (s *ViewSnapshot) WriteTo(out io.Writer) (int64, error) {
 	w.uvarint(uint64(len(st.apis)))
 	for i := range st.apis {
 		w.json(&st.apis[i])
+	}
+	w.uvarint(uint64(len(st.webhooks)))
+	for i := range st.webhooks {
+		w.json(&st.webhooks[i])
 	}
 	// The plans: their records' versions; st holds them resolved, the
 	// same ids.
@@ -313,9 +321,10 @@ func ReadView(r io.Reader) (*View, error) {
 }
 
 func loadView(s string) (*View, error) {
-	if len(s) < len(viewSnapshotMagic)+4 || s[:len(viewSnapshotMagic)] != string(viewSnapshotMagic) {
+	if len(s) < len(viewSnapshotMagic)+4 || s[:len(viewSnapshotMagic)] != string(viewSnapshotMagic) && s[:len(viewSnapshotMagic)] != string(viewSnapshotMagicV1) {
 		return nil, fmt.Errorf("%w: no view snapshot header", ErrSnapshotFormat)
 	}
+	v1 := s[:len(viewSnapshotMagic)] == string(viewSnapshotMagicV1)
 	body := s[:len(s)-4]
 	crc := crc32.New(crcTable)
 	var chunk [1 << 16]byte
@@ -334,6 +343,13 @@ func loadView(s string) (*View, error) {
 		var a API
 		r.json(&a)
 		st.apis = append(st.apis, a)
+	}
+	if !v1 {
+		for range r.count(1) {
+			var wh Webhook
+			r.json(&wh)
+			st.webhooks = append(st.webhooks, wh)
+		}
 	}
 	var planIDs []string
 	for range r.count(1) {

@@ -473,3 +473,18 @@ func NewServer(h http.Handler, sc ServerConfig) *http.Server {
 		ConnState:         connState,
 	}
 }
+
+// QuotaUsage returns a key's use of its quota under a plan in the period
+// containing now, the period's limit and its end (Unix ns); false if the
+// key is not in the plan or the plan has no quota. In tollgate serve this
+// is the key's usage (quota notifications read it); in a fleet it is this
+// enforcer's lease.
+func (g *Gateway) QuotaUsage(planID, keyID string) (used, limit, end int64, ok bool) {
+	st, p := g.table.Load().keyPlan(keyID, planID)
+	if st == nil || p.quota == nil {
+		return 0, 0, 0, false
+	}
+	now := g.cfg.Now()
+	sp := p.quota.span(now)
+	return p.quota.used(&st.quota, now), p.quota.limit(sp.idx), sp.end, true
+}

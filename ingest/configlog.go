@@ -458,7 +458,7 @@ func mergeDeltas(a, b catalog.Delta) catalog.Delta {
 		}
 		return slices.Compact(slices.Sorted(slices.Values(slices.Concat(x, y))))
 	}
-	return catalog.Delta{Gateway: a.Gateway || b.Gateway, APIs: a.APIs || b.APIs, Plans: union(a.Plans, b.Plans), Keys: union(a.Keys, b.Keys)}
+	return catalog.Delta{Gateway: a.Gateway || b.Gateway, APIs: a.APIs || b.APIs, Webhooks: a.Webhooks || b.Webhooks, Plans: union(a.Plans, b.Plans), Keys: union(a.Keys, b.Keys)}
 }
 
 // saveSnapshot writes the snapshot if it changed: in the background, at

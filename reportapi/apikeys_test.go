@@ -36,13 +36,23 @@ func newAdmin(t *testing.T) *adminClient {
 
 func newAdminAt(t *testing.T, now func() time.Time) *adminClient {
 	t.Helper()
+	return newAdminWith(t, now, nil)
+}
+
+// newAdminWith is newAdminAt with the configuration edited first.
+func newAdminWith(t *testing.T, now func() time.Time, edit func(*Config)) *adminClient {
+	t.Helper()
 	m, err := catalog.NewManager(catalog.StateOf(&catalog.Catalog{}), memSaver{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The tests make thousands of requests on a frozen clock: no throttle.
-	h, err := New(Config{Ready: func() bool { return true }, Credentials: testCreds, Catalog: m, Usage: fakeUsage{}, Now: now,
-		Throttle: AdminThrottle{RateLimit: 1e9, BurstLimit: 1 << 30}})
+	cfg := Config{Ready: func() bool { return true }, Credentials: testCreds, Catalog: m, Usage: fakeUsage{}, Now: now,
+		Throttle: AdminThrottle{RateLimit: 1e9, BurstLimit: 1 << 30}}
+	if edit != nil {
+		edit(&cfg)
+	}
+	h, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package reportapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -53,6 +54,15 @@ type Config struct {
 	// Audit counts the audit log's writes (catalog.AuditLog). Nil: not
 	// shown.
 	Audit AuditCounter
+	// Deliveries lists this node's notification deliveries
+	// (/v1/webhooks/deliveries; without Catalog, the only route besides
+	// health and metrics: the aggregator's). Nil: that route answers 501.
+	Deliveries DeliveryLister
+	// CheckWebhookURL, when not nil, checks a webhook's URL when it is
+	// created or changed (notify.Guard.CheckURL: it resolves, to an
+	// address notifications may go to), returning a message for the url
+	// field, "" if it is acceptable.
+	CheckWebhookURL func(ctx context.Context, url string) string
 }
 
 // Validate reports every problem with the configuration.
@@ -163,6 +173,7 @@ func New(cfg Config) (http.Handler, error) {
 		if cfg.Catalog != nil {
 			(&apiKeys{cat: cfg.Catalog, now: cfg.Now}).routes(r)
 			(&usagePlans{cat: cfg.Catalog, usage: cfg.Usage, quotas: cfg.Quotas, now: cfg.Now}).routes(r)
+			(&webhooks{cat: cfg.Catalog, deliveries: cfg.Deliveries, checkURL: cfg.CheckWebhookURL, now: cfg.Now}).routes(r)
 			if cfg.Minutes != nil {
 				n := &native{minutes: cfg.Minutes, cat: cfg.Catalog, now: cfg.Now}
 				r.Get("/v1/usage", n.usage)
@@ -170,6 +181,10 @@ func New(cfg Config) (http.Handler, error) {
 				r.Get("/v1/reports/billing", n.billing)
 				r.Get("/openapi.json", serveOpenAPI)
 			}
+		} else if cfg.Deliveries != nil {
+			// A node that sends notifications without serving the
+			// catalog (the aggregator) lists its own deliveries.
+			r.Get("/v1/webhooks/deliveries", (&webhooks{deliveries: cfg.Deliveries, now: cfg.Now}).listDeliveries)
 		}
 	})
 	return r, nil

@@ -17,6 +17,8 @@ const (
 	// KindUsagePlanKey is a key's membership of a plan: id
 	// "planID/keyID", entity {"usagePlanId": ..., "keyId": ...}.
 	KindUsagePlanKey = "usagePlanKey"
+	// KindWebhook is a quota notification subscription (catalog.Webhook).
+	KindWebhook = "webhook"
 )
 
 // ConfigRecord is one catalog entity on the compacted config log, keyed
@@ -58,7 +60,7 @@ func DecodeConfigRecord(b []byte, r *ConfigRecord) error {
 	switch {
 	case r.Type != EventTypeConfig:
 		return fmt.Errorf("config record: %w: type %q, want %q", ErrMalformed, r.Type, EventTypeConfig)
-	case r.Kind != KindAPI && r.Kind != KindUsagePlan && r.Kind != KindAPIKey && r.Kind != KindGateway && r.Kind != KindUsagePlanKey:
+	case r.Kind != KindAPI && r.Kind != KindUsagePlan && r.Kind != KindAPIKey && r.Kind != KindGateway && r.Kind != KindUsagePlanKey && r.Kind != KindWebhook:
 		return fmt.Errorf("config record: %w: unknown kind %q", ErrMalformed, r.Kind)
 	case r.ID == "":
 		return fmt.Errorf("config record: %w: no id", ErrMalformed)

@@ -38,11 +38,12 @@ const (
 	kindAPI     = 1
 	kindPlan    = 2
 	kindKey     = 3
+	kindWebhook = 4
 )
 
 const schema = `
 CREATE TABLE IF NOT EXISTS catalog_entities (
-	kind INTEGER NOT NULL, -- 0 gateway, 1 API, 2 usage plan, 3 API key
+	kind INTEGER NOT NULL, -- 0 gateway, 1 API, 2 usage plan, 3 API key, 4 webhook
 	id   TEXT    NOT NULL,
 	body BLOB    NOT NULL, -- the entity as JSON
 	PRIMARY KEY (kind, id)
@@ -245,6 +246,9 @@ func decode(kind int, body string) (any, error) {
 		return p, json.Unmarshal([]byte(body), p)
 	case kindKey:
 		return decodeKey(body)
+	case kindWebhook:
+		var w catalog.Webhook
+		return w, json.Unmarshal([]byte(body), &w)
 	}
 	return nil, fmt.Errorf("unknown kind %d", kind)
 }
@@ -318,6 +322,11 @@ func write(ctx context.Context, tx *sql.Tx, ch *catalog.Change) error {
 				return err
 			}
 		}
+		for _, w := range n.Webhooks() {
+			if err := store(kindWebhook, w.ID, w); err != nil {
+				return err
+			}
+		}
 		var err error
 		n.Plans("", func(p *catalog.UsagePlan) bool { err = store(kindPlan, p.ID, p); return err == nil })
 		if err != nil {
@@ -343,6 +352,19 @@ func write(ctx context.Context, tx *sql.Tx, ch *catalog.Change) error {
 		}
 		for _, a := range n.APIs() {
 			if err := store(kindAPI, a.ID, a); err != nil {
+				return err
+			}
+		}
+	}
+	if ch.Webhooks {
+		if err := put.flush(); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, "DELETE FROM catalog_entities WHERE kind = ?", kindWebhook); err != nil {
+			return err
+		}
+		for _, w := range n.Webhooks() {
+			if err := store(kindWebhook, w.ID, w); err != nil {
 				return err
 			}
 		}

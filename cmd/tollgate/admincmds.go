@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"maps"
 	"net/url"
 	"os"
@@ -501,4 +502,176 @@ func toStrings(v any) []string {
 		out = append(out, fmt.Sprint(s))
 	}
 	return out
+}
+
+var webhookColumns = []string{"id", "name", "url", "events", "thresholds"}
+var deliveryColumns = []string{"id", "webhookId", "event", "keyId", "state", "attempts", "lastStatus", "lastError", "created"}
+
+// newWebhooksCmd is the client of /v1/webhooks: quota notification
+// subscriptions and their deliveries.
+func newWebhooksCmd() *cobra.Command {
+	o := &clientOpts{}
+	cmd := &cobra.Command{Use: "webhooks", Short: "Quota notification webhooks, through the admin API (create, list, get, update, delete, deliveries)"}
+	clientFlags(cmd, o)
+	one := func(c *client, b []byte, cmd *cobra.Command) error {
+		m, err := decode(b)
+		if err != nil {
+			return err
+		}
+		return c.print(cmd.OutOrStdout(), m, []map[string]any{m}, webhookColumns)
+	}
+	items := func(b []byte) ([]map[string]any, map[string]any, error) {
+		m, err := decode(b)
+		if err != nil {
+			return nil, nil, err
+		}
+		return toRows(m["items"]), m, nil
+	}
+	list := &cobra.Command{Use: "list", Short: "List webhooks", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, _ []string) error {
+		c, err := o.client()
+		if err != nil {
+			return err
+		}
+		b, err := c.do("GET", "/v1/webhooks", nil, "")
+		if err != nil {
+			return err
+		}
+		rows, m, err := items(b)
+		if err != nil {
+			return err
+		}
+		return c.print(cmd.OutOrStdout(), m, rows, webhookColumns)
+	}}
+	get := &cobra.Command{Use: "get WEBHOOK_ID", Short: "Show a webhook (never its secret)", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		c, err := o.client()
+		if err != nil {
+			return err
+		}
+		b, err := c.do("GET", "/v1/webhooks/"+url.PathEscape(args[0]), nil, "")
+		if err != nil {
+			return err
+		}
+		return one(c, b, cmd)
+	}}
+
+	var name, target, secret, secretFile, events, thresholds string
+	body := func(cmd *cobra.Command) (map[string]any, error) {
+		m := map[string]any{}
+		f := cmd.Flags()
+		if f.Changed("name") {
+			m["name"] = name
+		}
+		if f.Changed("url") {
+			m["url"] = target
+		}
+		if f.Changed("secret") {
+			m["secret"] = secret
+		}
+		if f.Changed("secret-file") {
+			var b []byte
+			var err error
+			if secretFile == "-" {
+				b, err = io.ReadAll(io.LimitReader(cmd.InOrStdin(), 4096))
+			} else {
+				b, err = os.ReadFile(secretFile)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("read --secret-file: %w", err)
+			}
+			m["secret"] = strings.TrimRight(string(b), "\r\n")
+		}
+		if f.Changed("events") {
+			m["events"] = splitNonEmpty(events)
+		}
+		if f.Changed("thresholds") {
+			ts := []float64{}
+			for _, s := range splitNonEmpty(thresholds) {
+				t, err := strconv.ParseFloat(s, 64)
+				if err != nil {
+					return nil, fmt.Errorf("--thresholds: %q is not a number", s)
+				}
+				ts = append(ts, t)
+			}
+			m["thresholds"] = ts
+		}
+		return m, nil
+	}
+	addFields := func(c *cobra.Command) {
+		f := c.Flags()
+		f.StringVar(&name, "name", "", "webhook name")
+		f.StringVar(&target, "url", "", "http(s) URL the notifications are POSTed to")
+		f.StringVar(&secret, "secret", "", "signing secret (visible to other users of this machine: prefer --secret-file)")
+		f.StringVar(&secretFile, "secret-file", "", "file holding the signing secret (- reads standard input)")
+		f.StringVar(&events, "events", "", "comma-separated events: quota.threshold, key.throttled, key.disabled (default all)")
+		f.StringVar(&thresholds, "thresholds", "", "comma-separated percentages of the quota, each in (0, 100] (default 80,100)")
+	}
+	create := &cobra.Command{Use: "create --url URL --secret-file FILE", Short: "Create a webhook", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, _ []string) error {
+		c, err := o.client()
+		if err != nil {
+			return err
+		}
+		m, err := body(cmd)
+		if err != nil {
+			return err
+		}
+		b, err := c.do("POST", "/v1/webhooks", m, "")
+		if err != nil {
+			return err
+		}
+		return one(c, b, cmd)
+	}}
+	addFields(create)
+	update := &cobra.Command{Use: "update WEBHOOK_ID", Short: "Change a webhook's name, URL, secret, events or thresholds", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		c, err := o.client()
+		if err != nil {
+			return err
+		}
+		m, err := body(cmd)
+		if err != nil {
+			return err
+		}
+		b, err := c.do("PATCH", "/v1/webhooks/"+url.PathEscape(args[0]), m, "")
+		if err != nil {
+			return err
+		}
+		return one(c, b, cmd)
+	}}
+	addFields(update)
+	del := &cobra.Command{Use: "delete WEBHOOK_ID", Short: "Delete a webhook (its pending notifications are given up)", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		c, err := o.client()
+		if err != nil {
+			return err
+		}
+		_, err = c.do("DELETE", "/v1/webhooks/"+url.PathEscape(args[0]), nil, "")
+		return err
+	}}
+	var webhookID, keyID, state string
+	var limit int
+	deliveries := &cobra.Command{Use: "deliveries", Short: "List notification deliveries, newest first (tollgate serve: in a fleet the aggregators send them)", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, _ []string) error {
+		c, err := o.client()
+		if err != nil {
+			return err
+		}
+		q := url.Values{"limit": {strconv.Itoa(limit)}}
+		for k, v := range map[string]string{"webhookId": webhookID, "keyId": keyID, "state": state} {
+			if v != "" {
+				q.Set(k, v)
+			}
+		}
+		b, err := c.do("GET", "/v1/webhooks/deliveries?"+q.Encode(), nil, "")
+		if err != nil {
+			return err
+		}
+		rows, m, err := items(b)
+		if err != nil {
+			return err
+		}
+		return c.print(cmd.OutOrStdout(), m, rows, deliveryColumns)
+	}}
+	deliveries.Flags().StringVar(&webhookID, "webhook-id", "", "only this webhook's")
+	deliveries.Flags().StringVar(&keyID, "key-id", "", "only this key's")
+	deliveries.Flags().StringVar(&state, "state", "", "pending, delivered or failed")
+	deliveries.Flags().IntVar(&limit, "limit", 100, "at most this many (1-500)")
+	cmd.AddCommand(list, get, create, update, del, deliveries)
+	return cmd
 }

@@ -15,8 +15,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tollgate/tollgate/aggregator"
+	"github.com/tollgate/tollgate/catalog"
 	"github.com/tollgate/tollgate/ingest"
 	"github.com/tollgate/tollgate/internal/logs"
+	"github.com/tollgate/tollgate/notify"
 	"github.com/tollgate/tollgate/reportapi"
 	"github.com/tollgate/tollgate/usage/chstore"
 )
@@ -30,6 +32,9 @@ type aggregatorOptions struct {
 	flushEvents   int
 	rawRetention  time.Duration
 	adminListen   string
+	// webhookAllowPrivate lets webhooks reach loopback and private
+	// addresses (notify.Guard).
+	webhookAllowPrivate bool
 }
 
 func newAggregatorCmd() *cobra.Command {
@@ -59,6 +64,7 @@ and tollgate migrate clickhouse first.`,
 	f.IntVar(&o.flushEvents, "flush-events", 1<<16, "events per partition that make a batch be stored at once")
 	f.StringVar(&o.adminListen, "admin-listen", "", "admin listen address: /healthz, /readyz and /metrics only (\"\" turns it off)")
 	f.DurationVar(&o.rawRetention, "raw-retention", 90*24*time.Hour, "how long raw events are kept (whole days are dropped, hourly); the rollups reports read are kept; 0 keeps everything")
+	f.BoolVar(&o.webhookAllowPrivate, "webhook-allow-private", false, webhookAllowPrivateHelp)
 	return cmd
 }
 
@@ -86,8 +92,28 @@ func runAggregator(ctx context.Context, o aggregatorOptions, stdout io.Writer, l
 	}
 	defer store.Close()
 	reg := newRegistry()
-	cl, err := ingest.OpenConfigLog(ingest.ConfigLogConfig{Kafka: k, Snapshot: filepath.Join(o.dataDir, "catalog-snapshot.json"), Logger: logger, Metrics: reg})
+	// Quota notifications of the keys this aggregator is the authority
+	// for: crossings from the signals it writes, throttling from the
+	// events it stores, disabled keys from the config log (every
+	// aggregator sees those: each sends it, with the same id).
+	var notifier *closingNotifier
+	cl, err := ingest.OpenConfigLog(ingest.ConfigLogConfig{Kafka: k, Snapshot: filepath.Join(o.dataDir, "catalog-snapshot.json"), Logger: logger,
+		Metrics: reg, Publish: func(ch *catalog.Change) error {
+			if notifier != nil {
+				if err := notifier.CatalogChanged(context.Background(), ch); err != nil {
+					logger.Warn("notice disabled keys", "err", err)
+				}
+			}
+			return nil
+		}})
 	if err != nil {
+		return err
+	}
+	if notifier, err = openNotifier(o.dataDir, cl.State, notify.Guard{AllowPrivate: o.webhookAllowPrivate}, logger, time.Now, nil); err != nil {
+		return err
+	}
+	defer notifier.Close()
+	if err := registerNotifyMetrics(reg, notifier); err != nil {
 		return err
 	}
 	signals, err := ingest.NewSignalWriter(k)
@@ -96,20 +122,22 @@ func runAggregator(ctx context.Context, o aggregatorOptions, stdout io.Writer, l
 	}
 	defer signals.Close()
 	agg, err := aggregator.New(aggregator.Config{Kafka: k, Store: store, GroupID: o.group, FlushEvents: o.flushEvents,
-		FlushInterval: o.flushInterval, Catalog: cl.State, Signals: signals, Logger: logger, Metrics: reg})
+		FlushInterval: o.flushInterval, Catalog: cl.State, Signals: notify.SignalTee{Writer: signals, Notifier: notifier.Notifier},
+		Stored: notifier.Stored, Logger: logger, Metrics: reg})
 	if err != nil {
 		return err
 	}
 	var wg sync.WaitGroup
 	clCtx, stopCL := context.WithCancel(context.WithoutCancel(ctx))
 	wg.Go(func() { cl.Run(clCtx) })
+	wg.Go(func() { notifier.Run(clCtx) })
 	defer func() { stopCL(); wg.Wait() }()
 	if o.rawRetention > 0 {
 		wg.Go(func() { store.KeepRawFor(clCtx, o.rawRetention, time.Hour, time.Now, logger) })
 	}
 	log := logs.For(logger, "process")
 	if o.adminListen != "" {
-		stopAdmin, err := serveAggregatorAdmin(ctx, o, stdout, log, reg, cl.Loaded(), ready)
+		stopAdmin, err := serveAggregatorAdmin(ctx, o, stdout, log, reg, notifier, cl.Loaded(), ready)
 		if err != nil {
 			return err
 		}
@@ -118,7 +146,9 @@ func runAggregator(ctx context.Context, o aggregatorOptions, stdout io.Writer, l
 	log.Info("aggregator running", "group", o.group, "topic", k.Topics().Events)
 	err = agg.Run(ctx)
 	st := agg.Stats()
-	log.Info("aggregator stopped", "stored", st.Stored, "duplicates", st.Duplicates, "poison", st.Poison, "signals", st.Signals)
+	ns := notifier.Stats()
+	log.Info("aggregator stopped", "stored", st.Stored, "duplicates", st.Duplicates, "poison", st.Poison, "signals", st.Signals,
+		"notifications_delivered", ns.Delivered, "notifications_pending", ns.Pending)
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
@@ -126,16 +156,16 @@ func runAggregator(ctx context.Context, o aggregatorOptions, stdout io.Writer, l
 }
 
 // serveAggregatorAdmin serves the aggregator's admin listener: /healthz
-// and /readyz (ready once the catalog is in: the plans' quotas) and
-// /metrics, as an enforcer's admin listener does, until ctx ends or stop
+// and /readyz (ready once the catalog is in: the plans' quotas),
+// /metrics and its notification deliveries (/v1/webhooks/deliveries), as an enforcer's admin listener does, until ctx ends or stop
 // is called; stop waits for it.
 func serveAggregatorAdmin(ctx context.Context, o aggregatorOptions, stdout io.Writer, log *slog.Logger, reg *prometheus.Registry,
-	loaded <-chan struct{}, ready chan<- string) (stop func(), err error) {
+	deliveries reportapi.DeliveryLister, loaded <-chan struct{}, ready chan<- string) (stop func(), err error) {
 	creds, err := adminCredentials(o.dataDir, stdout, o.adminListen)
 	if err != nil {
 		return nil, err
 	}
-	h, err := reportapi.New(reportapi.Config{Credentials: creds, Metrics: reg, Registerer: reg, Ready: func() bool {
+	h, err := reportapi.New(reportapi.Config{Credentials: creds, Metrics: reg, Registerer: reg, Deliveries: deliveries, Ready: func() bool {
 		select {
 		case <-loaded:
 			return true

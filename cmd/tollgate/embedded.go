@@ -12,6 +12,8 @@ import (
 	"github.com/tollgate/tollgate/catalog/catalogdb"
 	"github.com/tollgate/tollgate/enforcer"
 	"github.com/tollgate/tollgate/ingest"
+	"github.com/tollgate/tollgate/notify"
+	"github.com/tollgate/tollgate/schemas"
 	"github.com/tollgate/tollgate/usage"
 	"github.com/tollgate/tollgate/usage/sqlitestore"
 )
@@ -45,7 +47,24 @@ func (p *process) openEmbedded(ctx context.Context) error {
 	}
 	p.onClose(catDB.Close)
 
-	if p.edge, err = openEdge(ingest.EdgeConfig{Store: ingest.WriterFunc(store.InsertEvents),
+	// Quota notifications: the events the drainer wrote say which keys
+	// moved, the gateway's counters (the keys' usage in serve) say how
+	// far. The notifier is set once the gateway is; no event is written
+	// before the edge starts.
+	var notifier *closingNotifier
+	written := func(ctx context.Context, events []schemas.UsageEvent) error {
+		if err := store.InsertEvents(ctx, events); err != nil {
+			return err
+		}
+		if notifier == nil {
+			return nil
+		}
+		if err := notifier.Written(ctx, events); err != nil {
+			p.log.Warn("notice quota notifications", "err", err)
+		}
+		return nil
+	}
+	if p.edge, err = openEdge(ingest.EdgeConfig{Store: ingest.WriterFunc(written),
 		QueueSize: o.queueSize, FlushInterval: o.flushEvery, Logger: p.logger, Metrics: p.reg}); err != nil {
 		return err
 	}
@@ -61,11 +80,25 @@ func (p *process) openEmbedded(ctx context.Context) error {
 		if !started {
 			return nil
 		}
-		return p.gw.Apply(ch)
+		if err := p.gw.Apply(ch); err != nil {
+			return err
+		}
+		if notifier == nil {
+			return nil
+		}
+		if err := notifier.CatalogChanged(context.Background(), ch); err != nil {
+			p.log.Warn("notice disabled keys", "err", err)
+		}
+		return nil
 	})
 	if err != nil {
 		return err
 	}
+	guard := notify.Guard{AllowPrivate: o.webhookAllowPrivate}
+	if notifier, err = openNotifier(o.dataDir, mgr.State, guard, p.logger, o.now, p.gw.QuotaUsage); err != nil {
+		return err
+	}
+	p.onClose(notifier.Close)
 	audit := p.auditLog()
 	mgr.SetAudit(audit, o.now)
 	// Without a stored catalog the record of the last file proves nothing
@@ -82,6 +115,7 @@ func (p *process) openEmbedded(ctx context.Context) error {
 	}
 	retuneGC() // the catalog is loaded: the collector's setting follows it
 	p.edge.Start(ctx)
+	p.goBG(notifier.Run)
 
 	loaded := make(chan struct{})
 	close(loaded)
@@ -91,6 +125,10 @@ func (p *process) openEmbedded(ctx context.Context) error {
 	p.admin.Catalog, p.admin.Usage, p.admin.Minutes = mgr, store, store
 	p.admin.Quotas = &usage.QuotaUpdate{Catalog: mgr, Store: store, Live: p.gw, Audit: audit, Now: o.now}
 	p.admin.Audit = audit
+	p.admin.Deliveries, p.admin.CheckWebhookURL = notifier, guard.CheckURL
+	if err := registerNotifyMetrics(p.reg, notifier); err != nil {
+		return err
+	}
 	return nil
 }
 

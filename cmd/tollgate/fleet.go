@@ -11,6 +11,7 @@ import (
 	"github.com/tollgate/tollgate/catalog"
 	"github.com/tollgate/tollgate/enforcer"
 	"github.com/tollgate/tollgate/ingest"
+	"github.com/tollgate/tollgate/notify"
 	"github.com/tollgate/tollgate/reportapi"
 	"github.com/tollgate/tollgate/usage"
 	"github.com/tollgate/tollgate/usage/chstore"
@@ -123,6 +124,9 @@ func (p *process) openFleet(ctx context.Context) error {
 func (p *process) openFleetUsage(ctx context.Context, k ingest.Kafka, mgr *catalog.Manager) (restore func() error, err error) {
 	o := p.o
 	p.admin.Catalog = mgr
+	// Webhooks are checked here; their notifications are sent, and listed,
+	// by the aggregators (the quota authority), not by this node.
+	p.admin.CheckWebhookURL = notify.Guard{AllowPrivate: o.webhookAllowPrivate}.CheckURL
 	if o.clickhouse != "" {
 		ch, err := chstore.Open(ctx, o.clickhouse)
 		if err != nil {

@@ -64,6 +64,6 @@ func newRoot() *cobra.Command {
 	}
 	usage := newUsageCmd()
 	addUsageSubcommands(usage)
-	root.AddCommand(newServeCmd(), usage, newAuditCmd(), newKeysCmd(), newPlansCmd(), newApplyCmd(), newMigrateCmd(), newEnforcerCmd(), newReportAPICmd(), newAggregatorCmd(), newDemoUpstreamCmd(), newLoadgenCmd())
+	root.AddCommand(newServeCmd(), usage, newAuditCmd(), newKeysCmd(), newPlansCmd(), newWebhooksCmd(), newApplyCmd(), newMigrateCmd(), newEnforcerCmd(), newReportAPICmd(), newAggregatorCmd(), newDemoUpstreamCmd(), newLoadgenCmd())
 	return root
 }

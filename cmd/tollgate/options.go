@@ -37,6 +37,9 @@ type options struct {
 	// recreateMissing starts on a data folder that checkDataDir finds
 	// inconsistent, making the missing state anew (embedded).
 	recreateMissing bool
+	// webhookAllowPrivate lets webhooks reach loopback and private
+	// addresses (notify.Guard).
+	webhookAllowPrivate bool
 	// limits bound the gateway listener.
 	limits edgeLimits
 	// now replaces the clock in tests; nil means time.Now.
@@ -58,10 +61,14 @@ func (o *options) addCommonFlags(f *pflag.FlagSet, adminDefault string) {
 	f.IntVar(&o.adminBurst, "admin-burst-limit", 1000, "admin API burst")
 }
 
-// addConfigFlag adds --config, for the roles that write the catalog.
+// addConfigFlag adds --config, and the webhooks' address policy, for
+// the roles that write the catalog.
 func (o *options) addConfigFlag(f *pflag.FlagSet) {
 	f.StringVar(&o.config, "config", "", "declarative configuration file (YAML) applied to the catalog at start; the same file again is skipped, so a restart keeps what the admin API changed since")
+	f.BoolVar(&o.webhookAllowPrivate, "webhook-allow-private", false, webhookAllowPrivateHelp)
 }
+
+const webhookAllowPrivateHelp = "let webhooks reach loopback and private addresses (link-local and cloud metadata addresses stay refused)"
 
 // addGatewayFlags adds the flags of the gateway role. The spill log, the
 // drain and the node name are a fleet's (with --kafka).
