@@ -152,3 +152,23 @@ func TestWebhookDeliveries(t *testing.T) {
 		}
 	}
 }
+
+// A node that sends notifications without serving the catalog (the
+// aggregator's admin listener) lists its deliveries, and nothing of the
+// catalog.
+func TestDeliveriesWithoutCatalog(t *testing.T) {
+	f := fakeDeliveries{got: new(notify.Filter), list: []notify.Delivery{{ID: "a", WebhookID: "w1", State: "pending"}}}
+	c := newAdminWith(t, time.Now, func(c *Config) {
+		c.Catalog, c.Usage, c.Quotas, c.Minutes = nil, nil, nil, nil
+		c.Deliveries = f
+	})
+	var page struct{ Items []notify.Delivery }
+	if code, body := c.call("GET", "/v1/webhooks/deliveries", nil, &page); code != 200 || len(page.Items) != 1 {
+		t.Fatalf("deliveries: %d %s", code, body)
+	}
+	for _, path := range []string{"/v1/webhooks", "/apikeys"} {
+		if code, _ := c.call("GET", path, nil, nil); code != 404 {
+			t.Errorf("GET %s on a node without the catalog: %d, want 404", path, code)
+		}
+	}
+}
