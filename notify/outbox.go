@@ -4,12 +4,12 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"net/url"
-	"path/filepath"
 	"strings"
 	"time"
 
 	_ "modernc.org/sqlite" // the database/sql driver "sqlite"
+
+	"github.com/tollgate/tollgate/internal/sqlitedsn"
 )
 
 // The outbox is a SQLite table in the node's data folder (notify.db):
@@ -91,19 +91,14 @@ type Outbox struct {
 
 // OpenOutbox opens or creates the outbox at path (its folder must exist).
 func OpenOutbox(path string) (*Outbox, error) {
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return nil, fmt.Errorf("open notification outbox: %w", err)
-	}
-	q := url.Values{}
-	q.Add("_pragma", "busy_timeout(5000)")
-	q.Add("_pragma", "journal_mode(WAL)")
 	// FULL: a notification noticed is on disk before the state that
 	// noticed it moves on (one WAL sync per insert; notifications are
 	// rare).
-	q.Add("_pragma", "synchronous(FULL)")
-	q.Set("_txlock", "immediate")
-	db, err := sql.Open("sqlite", "file:"+(&url.URL{Path: filepath.ToSlash(abs)}).EscapedPath()+"?"+q.Encode())
+	dsn, err := sqlitedsn.For(path, 5*time.Second, "FULL")
+	if err != nil {
+		return nil, fmt.Errorf("open notification outbox: %w", err)
+	}
+	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open notification outbox: %w", err)
 	}

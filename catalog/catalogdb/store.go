@@ -21,15 +21,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
+	"time"
 
 	_ "modernc.org/sqlite" // the database/sql driver "sqlite"
 
 	"github.com/tollgate/tollgate/catalog"
+	"github.com/tollgate/tollgate/internal/sqlitedsn"
 )
 
 // Entity kinds, as stored.
@@ -65,18 +65,13 @@ var _ catalog.Store = (*Store)(nil)
 // Open opens or creates the database at path (its folder must exist) and
 // checks its integrity (PRAGMA quick_check: one sequential read).
 func Open(path string) (*Store, error) {
-	abs, err := filepath.Abs(path)
+	// FULL: a change the admin API answered is on disk, also after a
+	// power cut (one WAL sync per change).
+	dsn, err := sqlitedsn.For(path, 5*time.Second, "FULL")
 	if err != nil {
 		return nil, fmt.Errorf("open catalog database: %w", err)
 	}
-	q := url.Values{}
-	q.Add("_pragma", "busy_timeout(5000)")
-	q.Add("_pragma", "journal_mode(WAL)")
-	// FULL: a change the admin API answered is on disk, also after a
-	// power cut (one WAL sync per change).
-	q.Add("_pragma", "synchronous(FULL)")
-	q.Set("_txlock", "immediate")
-	db, err := sql.Open("sqlite", "file:"+(&url.URL{Path: filepath.ToSlash(abs)}).EscapedPath()+"?"+q.Encode())
+	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open catalog database: %w", err)
 	}

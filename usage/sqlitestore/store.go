@@ -41,13 +41,13 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"net/url"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"modernc.org/sqlite" // registers the "sqlite" driver
 	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/tollgate/tollgate/internal/sqlitedsn"
 )
 
 // Connection settings, applied to every connection of the pool.
@@ -227,28 +227,10 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// dsn returns the driver's data source name for the file at path: a file:
-// URI, so that any character in the path ('?', '#', '%') is escaped rather
-// than taken for the start of the parameters.
+// dsn returns the driver's data source name for the file at path
+// (sqlitedsn.For). NORMAL under WAL syncs only at checkpoints, not per
+// commit: a power cut may lose the last commits (as it loses events still
+// queued in memory) but never corrupts the file.
 func dsn(path string) (string, error) {
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return "", err
-	}
-	q := url.Values{}
-	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeoutMillis))
-	// WAL: readers see a snapshot and never block the writer, nor it them.
-	q.Add("_pragma", "journal_mode(WAL)")
-	// NORMAL under WAL syncs only at checkpoints, not per commit: a power
-	// cut may lose the last commits (as it loses events still queued in
-	// memory) but never corrupts the file.
-	q.Add("_pragma", "synchronous(NORMAL)")
-	// BEGIN IMMEDIATE for write transactions: take the write lock up front
-	// so a transaction never fails half way when upgrading from a read lock.
-	q.Set("_txlock", "immediate")
-	p := filepath.ToSlash(abs)
-	if !strings.HasPrefix(p, "/") {
-		p = "/" + p // file:/C:/... on Windows
-	}
-	return "file:" + (&url.URL{Path: p}).EscapedPath() + "?" + q.Encode(), nil
+	return sqlitedsn.For(path, busyTimeoutMillis*time.Millisecond, "NORMAL")
 }
