@@ -62,7 +62,7 @@ and tollgate migrate clickhouse first.`,
 	f.StringVar(&o.group, "group", "tollgate-aggregator", "consumer group of the aggregators")
 	f.DurationVar(&o.flushInterval, "flush-interval", 500*time.Millisecond, "longest an event waits before its batch is stored (usage visible within about 2s)")
 	f.IntVar(&o.flushEvents, "flush-events", 1<<16, "events per partition that make a batch be stored at once")
-	f.StringVar(&o.adminListen, "admin-listen", "", "admin listen address: /healthz, /readyz and /metrics only (\"\" turns it off)")
+	f.StringVar(&o.adminListen, "admin-listen", "", "admin listen address: /healthz, /readyz, /metrics and the webhook deliveries this aggregator sent (/v1/webhooks/deliveries) (\"\" turns it off)")
 	f.DurationVar(&o.rawRetention, "raw-retention", 90*24*time.Hour, "how long raw events are kept (whole days are dropped, hourly); the rollups reports read are kept; 0 keeps everything")
 	f.BoolVar(&o.webhookAllowPrivate, "webhook-allow-private", false, webhookAllowPrivateHelp)
 	return cmd
