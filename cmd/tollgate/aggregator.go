@@ -9,6 +9,7 @@ import (
 	"net"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -96,10 +97,12 @@ func runAggregator(ctx context.Context, o aggregatorOptions, stdout io.Writer, l
 	// for: crossings from the signals it writes, throttling from the
 	// events it stores, disabled keys from the config log (every
 	// aggregator sees those: each sends it, with the same id).
-	var notifier *closingNotifier
+	// Set once the notifier is open; read by callbacks that other
+	// goroutines may run first.
+	var noticing atomic.Pointer[closingNotifier]
 	cl, err := ingest.OpenConfigLog(ingest.ConfigLogConfig{Kafka: k, Snapshot: filepath.Join(o.dataDir, "catalog-snapshot.json"), Logger: logger,
 		Metrics: reg, Publish: func(ch *catalog.Change) error {
-			if notifier != nil {
+			if notifier := noticing.Load(); notifier != nil {
 				if err := notifier.CatalogChanged(context.Background(), ch); err != nil {
 					logger.Warn("notice disabled keys", "err", err)
 				}
@@ -109,9 +112,11 @@ func runAggregator(ctx context.Context, o aggregatorOptions, stdout io.Writer, l
 	if err != nil {
 		return err
 	}
-	if notifier, err = openNotifier(o.dataDir, cl.State, notify.Guard{AllowPrivate: o.webhookAllowPrivate}, logger, time.Now, nil); err != nil {
+	notifier, err := openNotifier(o.dataDir, cl.State, notify.Guard{AllowPrivate: o.webhookAllowPrivate}, logger, time.Now, nil)
+	if err != nil {
 		return err
 	}
+	noticing.Store(notifier)
 	defer notifier.Close()
 	if err := registerNotifyMetrics(reg, notifier); err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 
 	"github.com/tollgate/tollgate/catalog"
 	"github.com/tollgate/tollgate/catalog/catalogdb"
@@ -51,11 +52,14 @@ func (p *process) openEmbedded(ctx context.Context) error {
 	// moved, the gateway's counters (the keys' usage in serve) say how
 	// far. The notifier is set once the gateway is; no event is written
 	// before the edge starts.
-	var notifier *closingNotifier
+	// Set once the notifier is open; read by callbacks that other
+	// goroutines may run first.
+	var noticing atomic.Pointer[closingNotifier]
 	written := func(ctx context.Context, events []schemas.UsageEvent) error {
 		if err := store.InsertEvents(ctx, events); err != nil {
 			return err
 		}
+		notifier := noticing.Load()
 		if notifier == nil {
 			return nil
 		}
@@ -83,6 +87,7 @@ func (p *process) openEmbedded(ctx context.Context) error {
 		if err := p.gw.Apply(ch); err != nil {
 			return err
 		}
+		notifier := noticing.Load()
 		if notifier == nil {
 			return nil
 		}
@@ -95,9 +100,11 @@ func (p *process) openEmbedded(ctx context.Context) error {
 		return err
 	}
 	guard := notify.Guard{AllowPrivate: o.webhookAllowPrivate}
-	if notifier, err = openNotifier(o.dataDir, mgr.State, guard, p.logger, o.now, p.gw.QuotaUsage); err != nil {
+	notifier, err := openNotifier(o.dataDir, mgr.State, guard, p.logger, o.now, p.gw.QuotaUsage)
+	if err != nil {
 		return err
 	}
+	noticing.Store(notifier)
 	p.onClose(notifier.Close)
 	audit := p.auditLog()
 	mgr.SetAudit(audit, o.now)
