@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -178,16 +179,20 @@ func (n *Notifier) Quota(ctx context.Context, us []Usage) error {
 		return nil // nothing is kept either: no cost without webhooks
 	}
 	now := n.cfg.Now()
-	if n.cfg.Usage == nil {
+	if n.cfg.Usage == nil && (anyWants(hooks, catalog.EventKeyThrottled) || anyWants(hooks, catalog.EventKeyDisabled)) {
 		// The latest usage of each key, for the notifications that are
-		// not about a crossing; bounded by the keys active in their
-		// periods (pruned as periods end).
+		// not about a crossing (kept only while a webhook wants those);
+		// bounded by the keys active in their periods (pruned as periods
+		// end).
 		n.mu.Lock()
 		for _, u := range us {
 			n.last[[2]string{u.PlanID, u.KeyID}] = u
 		}
 		n.pruneLocked(now.UnixNano())
 		n.mu.Unlock()
+	}
+	if !anyWants(hooks, catalog.EventQuotaThreshold) {
+		return nil
 	}
 	var found []found
 	for _, u := range us {
@@ -238,14 +243,19 @@ func periodOf(p *catalog.UsagePlan, end int64) Period {
 	return out
 }
 
+// anyWants reports whether a webhook of hooks wants event.
+func anyWants(hooks []catalog.Webhook, event string) bool {
+	return slices.ContainsFunc(hooks, func(w catalog.Webhook) bool { return w.Wants(event) })
+}
+
 // Events notices keys starting to be throttled in usage events: the
 // first throttled request (429 Too Many Requests) of a key under a plan
 // in an hour writes one notification for that hour.
 func (n *Notifier) Events(ctx context.Context, events []schemas.UsageEvent) error {
 	st := n.cfg.Catalog()
 	hooks := st.Webhooks()
-	if len(hooks) == 0 {
-		return nil
+	if !anyWants(hooks, catalog.EventKeyThrottled) {
+		return nil // no event is looked at
 	}
 	now := n.cfg.Now()
 	var found []found

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/tollgate/tollgate/catalog"
 	"github.com/tollgate/tollgate/schemas"
 )
 
@@ -50,11 +51,12 @@ func (t SignalTee) Write(ctx context.Context, sigs []schemas.QuotaSignal) error 
 // usage in serve), as are those of requests refused for the quota, and
 // throttled requests start a throttling.
 func (n *Notifier) Written(ctx context.Context, events []schemas.UsageEvent) error {
-	if len(n.cfg.Catalog().Webhooks()) == 0 {
+	hooks := n.cfg.Catalog().Webhooks()
+	if len(hooks) == 0 {
 		return nil // the common case costs one look at the catalog a batch
 	}
 	var errs []error
-	if n.cfg.Usage != nil {
+	if n.cfg.Usage != nil && anyWants(hooks, catalog.EventQuotaThreshold) {
 		seen := map[[2]string]bool{}
 		var us []Usage
 		for i := range events {
