@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/logs"
 )
 
 // net/http accepts a request that carries both Content-Length and
@@ -424,7 +426,7 @@ func serverLogger(h http.Handler) *slog.Logger {
 	if g, ok := h.(*Gateway); ok {
 		return g.cfg.Logger
 	}
-	return slog.Default().With("component", "enforcer")
+	return logs.For(slog.Default(), "enforcer")
 }
 
 // requireWrapped answers 500 to requests of unwrapped connections, and

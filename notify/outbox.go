@@ -39,6 +39,10 @@ CREATE TABLE IF NOT EXISTS notifications (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS notifications_due ON notifications (state, next_attempt);
 CREATE INDEX IF NOT EXISTS notifications_created ON notifications (created);
+-- List by key or webhook walks its own rows, newest first, not the whole
+-- outbox (delivered rows stay until their period ends, plus a week).
+CREATE INDEX IF NOT EXISTS notifications_key ON notifications (key_id, created);
+CREATE INDEX IF NOT EXISTS notifications_webhook ON notifications (webhook_id, created);
 `
 
 // Delivery states.
