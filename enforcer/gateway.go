@@ -16,6 +16,7 @@ import (
 
 	"github.com/tollgate/tollgate/catalog"
 	"github.com/tollgate/tollgate/internal/logs"
+	imetrics "github.com/tollgate/tollgate/internal/metrics"
 	"github.com/tollgate/tollgate/internal/utc"
 	"github.com/tollgate/tollgate/schemas"
 	"github.com/tollgate/tollgate/usage"
@@ -109,10 +110,8 @@ func New(cfg Config, c *catalog.Catalog) (*Gateway, error) {
 	cfg.Logger = logs.For(cfg.Logger, "enforcer")
 	g := &Gateway{cfg: cfg, ownTransport: cfg.Transport == nil, rejections: newRejections(),
 		global: map[string]*atomic.Int64{}, planIdx: map[string]int32{}, metrics: newMetrics()}
-	if cfg.Metrics != nil {
-		if err := cfg.Metrics.Register(collector{g.metrics}); err != nil {
-			return nil, fmt.Errorf("register gateway metrics: %w", err)
-		}
+	if err := imetrics.Register(cfg.Metrics, "gateway", g.metrics.collector()); err != nil {
+		return nil, err
 	}
 	var err error
 	if c == nil {

@@ -81,7 +81,7 @@ func (t *table) firstPlan(v string) *keyPlanOf {
 func registryOf(t testing.TB, m *metrics) *prometheus.Registry {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	if err := reg.Register(collector{m}); err != nil {
+	if err := reg.Register(m.collector()); err != nil {
 		t.Fatal(err)
 	}
 	return reg

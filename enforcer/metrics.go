@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	imetrics "github.com/tollgate/tollgate/internal/metrics"
 	"github.com/tollgate/tollgate/schemas"
 )
 
@@ -182,19 +183,15 @@ var (
 		[]string{"reason"}, nil)
 )
 
-// collector exposes a gateway's metrics (Config.Metrics).
-type collector struct{ m *metrics }
-
-var _ prometheus.Collector = collector{}
-
-func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRequests, descStageRequests, descLatency, descUpstream, descFailures} {
-		ch <- d
-	}
+// collector exposes a gateway's metrics (Config.Metrics), read at
+// scrape time.
+func (m *metrics) collector() *imetrics.Collector {
+	return &imetrics.Collector{Descs: []*prometheus.Desc{descRequests, descStageRequests, descLatency, descUpstream, descFailures},
+		Read: m.collect}
 }
 
-func (c collector) Collect(ch chan<- prometheus.Metric) {
-	m := c.m
+// collect sums the shards into constant metrics.
+func (m *metrics) collect(ch chan<- prometheus.Metric) {
 	var requests [numDecisions][numClasses]uint64
 	var stages [noStage][numDecisions]uint64
 	var failures [numUpstreamFailures]uint64
@@ -226,7 +223,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	for d := range requests {
 		for k, n := range requests[d] {
 			if n > 0 {
-				ch <- prometheus.MustNewConstMetric(descRequests, prometheus.CounterValue, float64(n), schemas.Decision(d).String(), classNames[k])
+				ch <- imetrics.Counter(descRequests, n, schemas.Decision(d).String(), classNames[k])
 			}
 		}
 	}
@@ -242,14 +239,14 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		for d, n := range stages[s] {
 			if n > 0 {
-				ch <- prometheus.MustNewConstMetric(descStageRequests, prometheus.CounterValue, float64(n), api, stage, schemas.Decision(d).String())
+				ch <- imetrics.Counter(descStageRequests, n, api, stage, schemas.Decision(d).String())
 			}
 		}
 	}
 	ch <- constHistogram(descLatency, &lat, latSum)
 	ch <- constHistogram(descUpstream, &up, upSum)
 	for f := upstreamError; f < numUpstreamFailures; f++ {
-		ch <- prometheus.MustNewConstMetric(descFailures, prometheus.CounterValue, float64(failures[f]), failureNames[f])
+		ch <- imetrics.Counter(descFailures, failures[f], failureNames[f])
 	}
 }
 
