@@ -171,11 +171,12 @@ func (a *apiKeys) list(w http.ResponseWriter, r *http.Request) {
 	writeWalk(w, walk, position, func(k *catalog.APIKey) apiKeyJSON { return keyJSON(k, includeValues) }, scope, q.Get("position"), limit)
 }
 
-// newKeyID returns an id no key, plan or API of tx holds.
+// newKeyID returns an id no key, plan, API or webhook of tx holds (the
+// ids of new keys and webhooks).
 func newKeyID(tx *catalog.Tx) string {
 	for {
 		id := catalog.NewID(nil)
-		if tx.Key(id) == nil && tx.Plan(id) == nil && tx.API(id) == nil {
+		if tx.Key(id) == nil && tx.Plan(id) == nil && tx.API(id) == nil && tx.Webhook(id) == nil {
 			return id
 		}
 	}

@@ -96,13 +96,14 @@ func (h *webhooks) checkInput(r *http.Request, in *webhookInput, creating bool) 
 		return badRequest("url: is required")
 	}
 	if in.URL != nil {
-		if msg := catalog.CheckWebhookURL(*in.URL); msg != "" {
-			return badRequest("url: " + msg)
-		}
+		// The node's check (notify.Guard.CheckURL) includes the
+		// catalog's; without one, the catalog's alone.
+		msg := catalog.CheckWebhookURL(*in.URL)
 		if h.checkURL != nil {
-			if msg := h.checkURL(r.Context(), *in.URL); msg != "" {
-				return badRequest("url: " + msg)
-			}
+			msg = h.checkURL(r.Context(), *in.URL)
+		}
+		if msg != "" {
+			return badRequest("url: " + msg)
 		}
 	}
 	return nil
@@ -120,7 +121,7 @@ func (h *webhooks) create(w http.ResponseWriter, r *http.Request) {
 	}
 	var created catalog.Webhook
 	if !change(w, r, h.cat, func(tx *catalog.Tx) error {
-		created = catalog.Webhook{ID: newWebhookID(tx), CreatedDate: h.now().Unix()}
+		created = catalog.Webhook{ID: newKeyID(tx), CreatedDate: h.now().Unix()}
 		in.apply(&created)
 		if created.Name == "" {
 			created.Name = "webhook-" + created.ID
@@ -136,14 +137,6 @@ func (h *webhooks) create(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, showWebhook(&created))
 }
 
-// newWebhookID returns an id no webhook of tx holds.
-func newWebhookID(tx *catalog.Tx) string {
-	for {
-		if id := catalog.NewID(nil); tx.Webhook(id) == nil {
-			return id
-		}
-	}
-}
 
 var errWebhookNotFound = &apiError{status: 404, errType: "NotFoundException", msg: "Invalid webhook identifier specified"}
 
