@@ -137,7 +137,6 @@ func (h *webhooks) create(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, showWebhook(&created))
 }
 
-
 var errWebhookNotFound = &apiError{status: 404, errType: "NotFoundException", msg: "Invalid webhook identifier specified"}
 
 func (h *webhooks) list(w http.ResponseWriter, _ *http.Request) {
