@@ -1,11 +1,13 @@
 package reportapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -63,6 +65,23 @@ type Config struct {
 	// address notifications may go to), returning a message for the url
 	// field, "" if it is acceptable.
 	CheckWebhookURL func(ctx context.Context, url string) string
+	// Console, when not nil, builds the web console mounted at /ui/
+	// (package console): it signs its users in itself, with the bearer
+	// token, so it is outside the admin authentication, and makes its
+	// changes through Console.Call, the same routes as the API's.
+	Console func(Console) (http.Handler, error)
+}
+
+// Console is what the admin API gives the web console.
+type Console struct {
+	// Token is the admin bearer token ("" when there is none).
+	Token string
+	// Call makes an admin API request in process, as actor: the same
+	// routes, throttle, metrics and audit as a request over the network
+	// (the actor replaces the authentication, which the caller has done
+	// its own way). It answers the status, headers and body the API
+	// wrote.
+	Call func(ctx context.Context, actor, method, target string, body []byte) (status int, header http.Header, resp []byte)
 }
 
 // Validate reports every problem with the configuration.
@@ -115,6 +134,50 @@ func bodyError(err error, limit int64) *apiError {
 	return badRequest("could not read the request body: " + err.Error())
 }
 
+// inProcessActor marks a request made in process (Console.Call): its
+// value is the actor. A context value cannot come over the network.
+type inProcessActor struct{}
+
+// callInProcess serves one request of the console through h, as actor.
+func callInProcess(h http.Handler, ctx context.Context, actor, method, target string, body []byte) (int, http.Header, []byte) {
+	// The caller's context may hold its own request's chi routing
+	// (the console's); this request is routed afresh.
+	ctx = context.WithValue(context.WithValue(ctx, chi.RouteCtxKey, (*chi.Context)(nil)), inProcessActor{}, actor)
+	req, err := http.NewRequestWithContext(ctx, method, target, bytes.NewReader(body))
+	if err != nil {
+		return http.StatusBadRequest, http.Header{}, []byte(`{"message":` + strconv.Quote(err.Error()) + `}`)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	rec := &recorder{header: http.Header{}}
+	h.ServeHTTP(rec, req)
+	if rec.status == 0 {
+		rec.status = http.StatusOK
+	}
+	return rec.status, rec.header, rec.body.Bytes()
+}
+
+// recorder is the http.ResponseWriter of callInProcess.
+type recorder struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (w *recorder) Header() http.Header { return w.header }
+func (w *recorder) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.body.Write(b)
+}
+func (w *recorder) WriteHeader(status int) {
+	if w.status == 0 {
+		w.status = status
+	}
+}
+
 // New returns the admin API handler.
 func New(cfg Config) (http.Handler, error) {
 	if err := cfg.Validate(); err != nil {
@@ -162,6 +225,15 @@ func New(cfg Config) (http.Handler, error) {
 		(&apiError{status: 405, errType: "MethodNotAllowedException", msg: "Method not allowed"}).write(w)
 	})).ServeHTTP)
 	limit := newThrottle(cfg.Throttle, cfg.Now)
+	if cfg.Console != nil {
+		ui, err := cfg.Console(Console{Token: cfg.Credentials.Token, Call: func(ctx context.Context, actor, method, target string, body []byte) (int, http.Header, []byte) {
+			return callInProcess(r, ctx, actor, method, target, body)
+		}})
+		if err != nil {
+			return nil, err
+		}
+		r.Mount("/ui", ui)
+	}
 	r.Group(func(r chi.Router) {
 		r.Use(auth.middleware, limit.middleware)
 		if cfg.Metrics != nil {
