@@ -34,6 +34,8 @@ type options struct {
 	shutdownTimeout time.Duration
 	adminRate       float64
 	adminBurst      int
+	// noConsole leaves the web console out of the admin listener.
+	noConsole bool
 	// recreateMissing starts on a data folder that checkDataDir finds
 	// inconsistent, making the missing state anew (embedded).
 	recreateMissing bool
@@ -59,6 +61,7 @@ func (o *options) addCommonFlags(f *pflag.FlagSet, adminDefault string) {
 	f.BoolVar(&o.pprof, "pprof", false, "serve Go profiles under /debug/pprof on the admin listener")
 	f.Float64Var(&o.adminRate, "admin-rate-limit", 100, "admin API requests per second; beyond, 429 TooManyRequestsException")
 	f.IntVar(&o.adminBurst, "admin-burst-limit", 1000, "admin API burst")
+	f.BoolVar(&o.noConsole, "no-console", false, "leave the web console (/ui/, signed in with the admin bearer token) out of the admin listener")
 }
 
 // addConfigFlag adds --config, and the webhooks' address policy, for

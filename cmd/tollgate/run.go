@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tollgate/tollgate/catalog"
+	"github.com/tollgate/tollgate/console"
 	"github.com/tollgate/tollgate/enforcer"
 	"github.com/tollgate/tollgate/ingest"
 	"github.com/tollgate/tollgate/internal/logs"
@@ -186,6 +187,12 @@ func (p *process) serve(ctx context.Context, ready chan<- serveAddrs) error {
 		}
 		ready := cfg.Ready
 		cfg.Ready = func() bool { return serving.Load() && ready() }
+		if cfg.Catalog != nil && !o.noConsole {
+			audit := p.auditLog()
+			cfg.Console = func(c reportapi.Console) (http.Handler, error) {
+				return console.New(console.Config{Token: c.Token, Call: c.Call, Audit: audit, Now: o.now, Logger: p.logger})
+			}
+		}
 		h, err := reportapi.New(cfg)
 		if err != nil {
 			return err
