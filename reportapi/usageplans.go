@@ -360,19 +360,8 @@ func (u *usagePlans) addKey(w http.ResponseWriter, r *http.Request) {
 		if slices.Contains(k.UsagePlans, id) {
 			return &apiError{status: 409, errType: "ConflictException", msg: fmt.Sprintf("API Key %s is already in usage plan %s", k.ID, id)}
 		}
-		for _, other := range k.UsagePlans {
-			op := tx.Plan(other)
-			if op == nil {
-				continue
-			}
-			for _, a := range op.APIStages {
-				for _, b := range p.APIStages {
-					if a.APIID == b.APIID && a.Stage == b.Stage {
-						return &apiError{status: 409, errType: "ConflictException", msg: fmt.Sprintf(
-							"Usage Plan %s cannot be added because API Key %s cannot reference multiple Usage Plans with the same API Stage: %s:%s", id, k.ID, a.APIID, a.Stage)}
-					}
-				}
-			}
+		if err := stageConflict(tx, &k, p, ""); err != nil {
+			return err
 		}
 		k.UsagePlans = append(slices.Clone(k.UsagePlans), id)
 		tx.PutKey(k)
@@ -382,6 +371,32 @@ func (u *usagePlans) addKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusCreated, planKeyJSON(&key))
+}
+
+// stageConflict is the 409 of key k joining plan p while another of its
+// plans, other than leaving ("" for none), has one of p's API stages: a
+// key has one plan per stage, or the gateway could not tell whose limits
+// apply. Validation would refuse it too, as a 400 about the catalog;
+// this names the conflict as AWS does. Nil when there is none.
+func stageConflict(tx *catalog.Tx, k *catalog.APIKey, p *catalog.UsagePlan, leaving string) *apiError {
+	for _, other := range k.UsagePlans {
+		if other == leaving {
+			continue
+		}
+		op := tx.Plan(other)
+		if op == nil {
+			continue
+		}
+		for _, a := range op.APIStages {
+			for _, b := range p.APIStages {
+				if a.APIID == b.APIID && a.Stage == b.Stage {
+					return &apiError{status: 409, errType: "ConflictException", msg: fmt.Sprintf(
+						"Usage Plan %s cannot be added because API Key %s cannot reference multiple Usage Plans with the same API Stage: %s:%s", p.ID, k.ID, a.APIID, a.Stage)}
+				}
+			}
+		}
+	}
+	return nil
 }
 
 func (u *usagePlans) listKeys(w http.ResponseWriter, r *http.Request) {
