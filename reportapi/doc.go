@@ -14,6 +14,10 @@
 //     x-amzn-ErrorType;
 //   - POST /v1/apply, a configuration file merged into the catalog as at
 //     start (apply.go);
+//   - POST /v1/apikeys/{id}/move, a key moved from one usage plan to
+//     another in one change (usageplans.go moveKey), which AWS's
+//     DeleteUsagePlanKey and CreateUsagePlanKey cannot do without
+//     leaving the key in no plan between them;
 //   - the native usage API, /v1/usage, /v1/usage/top and
 //     /v1/reports/billing, and /openapi.json (native.go);
 //   - /metrics, the process's registry (Config.Metrics, served by

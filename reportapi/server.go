@@ -38,7 +38,8 @@ type Config struct {
 	Usage UsageStore
 	// Quotas carries out UpdateUsage. Nil (or no Usage): not served.
 	Quotas QuotaAdjuster
-	// Minutes answers the native usage API (/v1/...). Nil: not served.
+	// Minutes answers the native usage API (/v1/usage, /v1/reports)
+	// and serves /openapi.json. Nil: not served.
 	Minutes MinuteStore
 	// Throttle limits authenticated requests; zero values take the
 	// defaults (100 requests/s, burst 1000).

@@ -91,6 +91,7 @@ func (u *usagePlans) routes(r chi.Router) {
 	r.Get("/usageplans/{id}/keys", u.listKeys)
 	r.Get("/usageplans/{id}/keys/{keyId}", u.getKey)
 	r.Delete("/usageplans/{id}/keys/{keyId}", u.removeKey)
+	r.Post("/v1/apikeys/{id}/move", u.moveKey)
 	if u.usage != nil {
 		r.Get("/usageplans/{id}/usage", u.getUsage)
 	}
@@ -360,19 +361,8 @@ func (u *usagePlans) addKey(w http.ResponseWriter, r *http.Request) {
 		if slices.Contains(k.UsagePlans, id) {
 			return &apiError{status: 409, errType: "ConflictException", msg: fmt.Sprintf("API Key %s is already in usage plan %s", k.ID, id)}
 		}
-		for _, other := range k.UsagePlans {
-			op := tx.Plan(other)
-			if op == nil {
-				continue
-			}
-			for _, a := range op.APIStages {
-				for _, b := range p.APIStages {
-					if a.APIID == b.APIID && a.Stage == b.Stage {
-						return &apiError{status: 409, errType: "ConflictException", msg: fmt.Sprintf(
-							"Usage Plan %s cannot be added because API Key %s cannot reference multiple Usage Plans with the same API Stage: %s:%s", id, k.ID, a.APIID, a.Stage)}
-					}
-				}
-			}
+		if err := stageConflict(tx, &k, p, ""); err != nil {
+			return err
 		}
 		k.UsagePlans = append(slices.Clone(k.UsagePlans), id)
 		tx.PutKey(k)
@@ -382,6 +372,98 @@ func (u *usagePlans) addKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusCreated, planKeyJSON(&key))
+}
+
+// stageConflict is the 409 of key k joining plan p while another of its
+// plans, other than leaving ("" for none), has one of p's API stages: a
+// key has one plan per stage, or the gateway could not tell whose limits
+// apply. Validation would refuse it too, as a 400 about the catalog;
+// this names the conflict as AWS does. Nil when there is none.
+func stageConflict(tx *catalog.Tx, k *catalog.APIKey, p *catalog.UsagePlan, leaving string) *apiError {
+	for _, other := range k.UsagePlans {
+		if other == leaving {
+			continue
+		}
+		op := tx.Plan(other)
+		if op == nil {
+			continue
+		}
+		for _, a := range op.APIStages {
+			for _, b := range p.APIStages {
+				if a.APIID == b.APIID && a.Stage == b.Stage {
+					return &apiError{status: 409, errType: "ConflictException", msg: fmt.Sprintf(
+						"Usage Plan %s cannot be added because API Key %s cannot reference multiple Usage Plans with the same API Stage: %s:%s", p.ID, k.ID, a.APIID, a.Stage)}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// moveKey moves a key from one usage plan to another in one change:
+// POST /v1/apikeys/{id}/move, {"fromUsagePlanId", "toUsagePlanId"}.
+// AWS has no such operation, and its two (CreateUsagePlanKey, then
+// DeleteUsagePlanKey, or the other way round) cannot do it for plans of
+// the same stage, the usual case (Free to Paid): the first is refused
+// while the key is in the other plan, so the key must leave one plan
+// before it joins the other, and the gateway answers its requests 403
+// between the two. Here the gateway sees the key in from, then in to,
+// never in neither nor both.
+func (u *usagePlans) moveKey(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		From string `json:"fromUsagePlanId"`
+		To   string `json:"toUsagePlanId"`
+	}
+	if err := decodeBody(r, &in); err != nil {
+		err.write(w)
+		return
+	}
+	switch {
+	case in.From == "":
+		badRequest("fromUsagePlanId is required").write(w)
+		return
+	case in.To == "":
+		badRequest("toUsagePlanId is required").write(w)
+		return
+	case in.From == in.To:
+		badRequest(fmt.Sprintf("toUsagePlanId is fromUsagePlanId (%s): the key would not move", in.To)).write(w)
+		return
+	}
+	id := chi.URLParam(r, "id")
+	var key catalog.APIKey
+	if !change(w, r, u.cat, func(tx *catalog.Tx) error {
+		cur := tx.Key(id)
+		if cur == nil {
+			return errKeyNotFound
+		}
+		if tx.Plan(in.From) == nil {
+			return &apiError{status: 404, errType: "NotFoundException", msg: fmt.Sprintf("Invalid Usage Plan ID specified: fromUsagePlanId %s", in.From)}
+		}
+		to := tx.Plan(in.To)
+		if to == nil {
+			return &apiError{status: 404, errType: "NotFoundException", msg: fmt.Sprintf("Invalid Usage Plan ID specified: toUsagePlanId %s", in.To)}
+		}
+		i := slices.Index(cur.UsagePlans, in.From)
+		if i < 0 {
+			return &apiError{status: 404, errType: "NotFoundException", msg: fmt.Sprintf("API Key %s is not in usage plan %s (fromUsagePlanId)", id, in.From)}
+		}
+		if slices.Contains(cur.UsagePlans, in.To) {
+			return &apiError{status: 409, errType: "ConflictException", msg: fmt.Sprintf("API Key %s is already in usage plan %s (toUsagePlanId)", id, in.To)}
+		}
+		k := *cur
+		if err := stageConflict(tx, &k, to, in.From); err != nil {
+			return err
+		}
+		// In from's place: the audit shows one plan replaced by another.
+		k.UsagePlans = slices.Clone(k.UsagePlans)
+		k.UsagePlans[i] = in.To
+		tx.PutKey(k)
+		key = k
+		return nil
+	}) {
+		return
+	}
+	writeJSON(w, http.StatusOK, planKeyJSON(&key))
 }
 
 func (u *usagePlans) listKeys(w http.ResponseWriter, r *http.Request) {
