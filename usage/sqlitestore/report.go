@@ -157,6 +157,38 @@ func reportQuery(r usage.Report) (string, []any, error) {
 		return "", nil, err
 	}
 	from, cond, args := reportSource(r)
-	q, args := reportDialect.Query(r, from, cond, args)
+	d := reportDialect
+	if r.Granularity == "month" {
+		d.Month = monthBuckets(r.FromMinute, r.ToMinute)
+	}
+	q, args := d.Query(r, from, cond, args)
 	return q, args, nil
+}
+
+// maxMonthCases bounds monthBuckets' CASE: past it, strftime's.
+const maxMonthCases = 36
+
+// monthBuckets is the month bucket of a row in [from, to) (Unix
+// minutes) as comparisons with the months' first minutes, worked out
+// here once: strftime on every row costs as much again as the rest of
+// a report by month (top consumers over 30 days of 1,000 keys: 230 ms
+// against 80). Ranges of more than maxMonthCases months keep strftime.
+func monthBuckets(from, to int64) string {
+	var starts []int64 // the first minute of each month the range meets
+	for m := usage.BucketOf(from, "month"); m < to; m = usage.BucketOf(m+32*24*60, "month") {
+		starts = append(starts, m)
+		if len(starts) > maxMonthCases {
+			return reportDialect.Month
+		}
+	}
+	if len(starts) == 1 {
+		return strconv.FormatInt(starts[0], 10)
+	}
+	var b strings.Builder
+	b.WriteString("CASE")
+	for i, m := range starts[:len(starts)-1] {
+		fmt.Fprintf(&b, " WHEN minute < %d THEN %d", starts[i+1], m)
+	}
+	fmt.Fprintf(&b, " ELSE %d END", starts[len(starts)-1])
+	return b.String()
 }
