@@ -34,10 +34,18 @@ var ops = map[string]op{
 	"create":  {fields: []string{"name", "customer", "plan"}, describe: describeCreate, do: doCreate},
 }
 
+// need checks the fields a change takes: present, and ids the API's
+// paths hold as they are (the API does not unescape its path
+// parameters, so an id such as "a/b" would name another; such ids come
+// only from a configuration file, and the console leaves them to it).
 func need(f url.Values, names ...string) error {
 	for _, n := range names {
-		if strings.TrimSpace(f.Get(n)) == "" {
+		v := strings.TrimSpace(f.Get(n))
+		if v == "" {
 			return fmt.Errorf("%s: required", n)
+		}
+		if n != "name" && n != "remaining" && n != "was" && url.PathEscape(v) != v {
+			return fmt.Errorf("%s: %q holds characters the console does not put in a path; change it through the API or the configuration file", n, v)
 		}
 	}
 	return nil
@@ -159,7 +167,12 @@ func (s *server) confirm(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) showConfirm(w http.ResponseWriter, r *http.Request, status int, name string, o op, f url.Values, failed error) {
-	data := map[string]any{"Op": name, "Back": r.Referer()}
+	// Back to the key, else to the page the form was on if it is one of
+	// the console's, else to the overview: never off the console.
+	data := map[string]any{"Op": name, "Back": "/ui/"}
+	if ref, err := url.Parse(r.Referer()); err == nil && ref.Host == r.Host && strings.HasPrefix(ref.Path, "/ui/") {
+		data["Back"] = ref.Path
+	}
 	if k := f.Get("key"); k != "" {
 		data["Back"] = "/ui/keys/" + url.PathEscape(k)
 	}

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 	"unicode"
@@ -97,7 +98,14 @@ func New(cfg Config) (http.Handler, error) {
 	r := chi.NewRouter()
 	r.Use(headers)
 	static, _ := fs.Sub(staticFS, "static")
-	r.Handle("/static/*", http.StripPrefix("/ui/static/", http.FileServerFS(static)))
+	files := http.StripPrefix("/ui/static/", http.FileServerFS(static))
+	r.Get("/static/*", func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/") { // no listings
+			http.NotFound(w, r)
+			return
+		}
+		files.ServeHTTP(w, r)
+	})
 	r.Get("/signin", s.signInPage)
 	r.Post("/signin", s.signIn)
 	r.Group(func(r chi.Router) {
@@ -300,6 +308,8 @@ func parsePages() (map[string]*template.Template, error) {
 	funcs := template.FuncMap{
 		"short":   short,
 		"changed": changed,
+		"path":    url.PathEscape,
+		"sub":     func(a, b int64) int64 { return a - b },
 		"num":     thousands,
 		"date":    func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },
 		"unix":    func(s int64) string { return time.Unix(s, 0).UTC().Format("2006-01-02 15:04 UTC") },

@@ -18,13 +18,13 @@ var now0 = time.Date(2026, 11, 27, 15, 30, 0, 0, time.UTC)
 // user is a browser-like client of the console: a cookie jar, redirects
 // not followed (so tests see them).
 type user struct {
-	t   *testing.T
+	t   testing.TB
 	s   *stack
 	c   *http.Client
 	jar *cookiejar.Jar
 }
 
-func newUser(t *testing.T, s *stack) *user {
+func newUser(t testing.TB, s *stack) *user {
 	jar, _ := cookiejar.New(nil)
 	return &user{t: t, s: s, jar: jar, c: &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
 }

@@ -59,10 +59,20 @@ func parseRange(q url.Values, now time.Time) (timeRange, error) {
 	now = now.UTC()
 	for _, p := range presets {
 		if p.Name == name {
-			to := now
-			from := truncate(to.Add(-p.Span), p.Granularity)
+			// Whole buckets, the last one the current (nothing is
+			// stored past now): the store answers from its hour and
+			// day rollups, which hold whole hours and days; ranges of
+			// days are whole days, so that the top consumers read the
+			// day rollup too.
+			unit := p.Granularity
+			if p.Span >= 7*24*time.Hour {
+				unit = "day"
+			}
+			step, _ := stepOf(unit)
+			to := truncate(now, unit).Add(step)
+			from := to.Add(-p.Span)
 			return timeRange{Name: name, From: from, To: to, Granularity: p.Granularity,
-				FromDate: from.Format("2006-01-02"), ToDate: now.Format("2006-01-02")}, nil
+				FromDate: from.Format("2006-01-02"), ToDate: to.Add(-time.Nanosecond).Format("2006-01-02")}, nil
 		}
 	}
 	if name != "custom" {
@@ -186,8 +196,17 @@ func useOf(vals [][2]int64) (used, remaining int64) {
 	return used, remaining
 }
 
+// param is a path parameter, unescaped (chi gives it as sent).
+func param(r *http.Request, name string) string {
+	v := chi.URLParam(r, name)
+	if u, err := url.PathUnescape(v); err == nil {
+		return u
+	}
+	return v
+}
+
 func (s *server) key(w http.ResponseWriter, r *http.Request) {
-	id := chi.URLParam(r, "id")
+	id := param(r, "id")
 	a, ctx, now := s.api(r), r.Context(), s.cfg.Now().UTC()
 	k, err := a.key(ctx, id)
 	if err != nil {
@@ -238,13 +257,14 @@ func (s *server) key(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	data["Minutes"] = decisionChart("Requests in the last hour, per minute", minutes, hourAgo, now, "minute")
-	from := today.AddDate(0, 0, -29)
-	days, err := a.report(ctx, from, now, "day", url.Values{"key": {id}})
+	// Whole days, today's included: the store's day rollups answer.
+	from, tomorrow := today.AddDate(0, 0, -29), today.AddDate(0, 0, 1)
+	days, err := a.report(ctx, from, tomorrow, "day", url.Values{"key": {id}})
 	if err != nil {
 		s.fail(w, r, "", nil, err)
 		return
 	}
-	dc := decisionChart("Requests in the last 30 days by decision", days, from, now, "day")
+	dc := decisionChart("Requests in the last 30 days by decision", days, from, tomorrow, "day")
 	data["Days"], data["DayTotals"] = dc, decisionTotals(dc)
 	if s.cfg.Audit != nil {
 		// The key's own entries, and its UpdateUsage ones (kind usage,
@@ -342,7 +362,7 @@ type methodThrottle struct {
 }
 
 func (s *server) plan(w http.ResponseWriter, r *http.Request) {
-	id := chi.URLParam(r, "id")
+	id := param(r, "id")
 	q := r.URL.Query()
 	a, ctx, now := s.api(r), r.Context(), s.cfg.Now().UTC()
 	p, err := a.plan(ctx, id)
@@ -359,7 +379,9 @@ func (s *server) plan(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	data["Methods"] = methods
-	heavy, at, err := s.top.get(ctx, a, p.ID, start, now)
+	// To the period's end (nothing is stored past now): whole days,
+	// which the store's day rollups answer.
+	heavy, at, err := s.top.get(ctx, a, p.ID, start, end)
 	if err != nil {
 		s.fail(w, r, "", nil, err)
 		return
@@ -372,12 +394,15 @@ func (s *server) plan(w http.ResponseWriter, r *http.Request) {
 		// admitted requests per key in one query; the rows shown are
 		// GetUsage's, like every other number of the table.
 		data["Sort"] = "used"
-		n, _ := strconv.Atoi(q.Get("page"))
-		n = max(n, 1)
+		n := pageNumber(q.Get("page"), len(heavy), pageSize)
 		lo := min((n-1)*pageSize, len(heavy))
 		hi := min(lo+pageSize, len(heavy))
 		for _, c := range heavy[lo:hi] {
 			u, err := a.getUsage(ctx, p.ID, c.Key, start, now, "", 0)
+			var ae *apiError
+			if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+				continue // it left the plan (or was deleted) this period
+			}
 			if err != nil {
 				s.fail(w, r, "", nil, err)
 				return
@@ -415,6 +440,13 @@ func (s *server) plan(w http.ResponseWriter, r *http.Request) {
 	}
 	data["Keys"] = rows
 	s.render(w, r, http.StatusOK, "plan", nil, data)
+}
+
+// pageNumber is the page asked for, from 1 to the last of rows (an
+// absurd number is the last page, not an overflow).
+func pageNumber(s string, rows, size int) int {
+	n, _ := strconv.Atoi(s)
+	return min(max(n, 1), max(rows+size-1, size)/size)
 }
 
 func mapKeys[V any](m map[string]V) func(func(string) bool) {
@@ -497,9 +529,8 @@ func (s *server) billing(w http.ResponseWriter, r *http.Request) {
 		total.Throttled += row.Throttled
 		total.Rejected += row.Rejected
 	}
-	n, _ := strconv.Atoi(r.URL.Query().Get("page"))
-	n = max(n, 1)
 	const billingPage = 100
+	n := pageNumber(r.URL.Query().Get("page"), len(b.Rows), billingPage)
 	lo := min((n-1)*billingPage, len(b.Rows))
 	hi := min(lo+billingPage, len(b.Rows))
 	data["Rows"], data["Total"], data["Count"] = b.Rows[lo:hi], total, len(b.Rows)

@@ -38,6 +38,8 @@ type session struct {
 
 // sessions signs and checks session cookies and their CSRF tokens.
 type sessions struct {
+	// key signs sessions; nil when there is no token, and then no
+	// session is valid (a key made of "" would be anyone's).
 	key []byte
 	ttl time.Duration
 	now func() time.Time
@@ -47,9 +49,18 @@ type sessions struct {
 }
 
 func newSessions(token string, ttl time.Duration, now func() time.Time) *sessions {
+	s := &sessions{ttl: ttl, now: now, revoked: map[string]time.Time{}}
+	if token != "" {
+		s.key = newSessionsKey(token)
+	}
+	return s
+}
+
+// newSessionsKey derives the signing key from the token.
+func newSessionsKey(token string) []byte {
 	m := hmac.New(sha256.New, []byte(token))
 	m.Write([]byte("tollgate console session key v1"))
-	return &sessions{key: m.Sum(nil), ttl: ttl, now: now, revoked: map[string]time.Time{}}
+	return m.Sum(nil)
 }
 
 func (s *sessions) mac(parts ...string) []byte {
@@ -63,6 +74,9 @@ func (s *sessions) mac(parts ...string) []byte {
 
 // issue returns a new session's cookie value.
 func (s *sessions) issue(actor string) (string, session) {
+	if s.key == nil {
+		return "", session{}
+	}
 	var b [16]byte
 	rand.Read(b[:])
 	se := session{actor: actor, expires: s.now().Add(s.ttl).Truncate(time.Second), nonce: base64.RawURLEncoding.EncodeToString(b[:])}
@@ -84,7 +98,7 @@ const (
 // about which), sessionExpired or sessionEnded.
 func (s *sessions) check(v string) (session, string) {
 	parts := strings.Split(v, ".")
-	if len(parts) != 5 || parts[0] != cookieVersion || len(v) > 512 {
+	if s.key == nil || len(parts) != 5 || parts[0] != cookieVersion || len(v) > 512 {
 		return session{}, noSession
 	}
 	sig, err := base64.RawURLEncoding.DecodeString(parts[4])

@@ -26,8 +26,10 @@ type stack struct {
 	token string
 	mgr   *catalog.Manager
 	store *sqlitestore.Store
-	audit *catalog.AuditLog
-	clock *clock
+	// dbPath is the store's file.
+	dbPath string
+	audit  *catalog.AuditLog
+	clock  *clock
 }
 
 // clock is the stack's time: a fixed start that tests move forward.
@@ -87,7 +89,8 @@ func newStack(t testing.TB, keys, days int, now time.Time) *stack {
 	}
 	s.audit = catalog.AuditLogAt(filepath.Join(dir, "audit.log"))
 	s.mgr.SetAudit(s.audit, s.Now)
-	if s.store, err = sqlitestore.Open(filepath.Join(dir, "usage.db")); err != nil {
+	s.dbPath = filepath.Join(dir, "usage.db")
+	if s.store, err = sqlitestore.Open(s.dbPath); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.store.Close() })
@@ -136,15 +139,15 @@ func fill(t testing.TB, store *sqlitestore.Store, keys, days int, now time.Time)
 		ns := at.UnixNano()
 		batch = append(batch, schemas.UsageEvent{ID: schemas.NewEventID(ns), Time: ns, APIID: "api1", Stage: "prod", KeyID: keyID(key), PlanID: plan,
 			Method: "GET", Resource: "/items", Status: status, Decision: d, Count: n, LatencyMicros: int64(n) * 900, BytesOut: int64(n) * 120})
-		if len(batch) == 20000 {
-			flush()
-		}
 	}
+	// In time order, a batch per hour of data, as a live gateway writes
+	// them: each batch rolls up the hours and days that ended before it,
+	// so reports read the rollups they would in service.
 	today := now.UTC().Truncate(24 * time.Hour)
 	for d := days - 1; d >= 0; d-- {
 		day := today.AddDate(0, 0, -d)
-		for k := range keys {
-			for h := 0; h < 24; h += 4 {
+		for h := 0; h < 24; h += 4 {
+			for k := range keys {
 				at := day.Add(time.Duration(h)*time.Hour + time.Duration(k%60)*time.Minute)
 				if !at.Before(now) {
 					continue
@@ -157,6 +160,7 @@ func fill(t testing.TB, store *sqlitestore.Store, keys, days int, now time.Time)
 					add(at.Add(2*time.Second), k, schemas.DecisionQuotaExceeded, 1)
 				}
 			}
+			flush()
 		}
 	}
 	for k := range keys {

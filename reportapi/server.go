@@ -78,7 +78,8 @@ type Console struct {
 	// Token is the admin bearer token ("" when there is none).
 	Token string
 	// Call makes an admin API request in process, as actor: the same
-	// routes, throttle, metrics and audit as a request over the network
+	// routes, metrics and audit as a request over the network (not the
+	// throttle: see throttle.go)
 	// (the actor replaces the authentication, which the caller has done
 	// its own way). It answers the status, headers and body the API
 	// wrote.

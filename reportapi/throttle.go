@@ -56,6 +56,15 @@ func (t *throttle) take() time.Duration {
 
 func (t *throttle) middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The console's reads and changes (Console.Call) are not
+		// counted: a page is a few dozen of them (a page of a plan's
+		// keys, each named), bounded by its size, and a user browsing
+		// must not use up the API clients' allowance (nor be refused by
+		// theirs).
+		if _, console := r.Context().Value(inProcessActor{}).(string); console {
+			next.ServeHTTP(w, r)
+			return
+		}
 		if wait := t.take(); wait > 0 {
 			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
 			(&apiError{status: 429, errType: "TooManyRequestsException", msg: fmt.Sprintf("Too Many Requests: the admin API allows %g requests per second", t.rate)}).write(w)
