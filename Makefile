@@ -6,6 +6,9 @@ BENCHTIME ?= 1s
 
 .DEFAULT_GOAL := help
 
+CONSOLE_KEYS ?= 1000
+CONSOLE_DAYS ?= 31
+
 .PHONY: help
 help: ## List the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -41,6 +44,15 @@ bench-scale: build ## Scale benchmark: catalogs of 10k, 100k and 1M keys, each f
 bench-history: build ## Report benchmark: a month of 10k keys' history (104M events) in ClickHouse, reports timed against issue #12's targets (HISTORY_FLAGS="--keys 200 --days 2", "--reuse")
 	$(GO) build -o bin/historybench ./cmd/historybench
 	bin/historybench --tollgate $(BIN) --out bin/historybench.md $(HISTORY_FLAGS)
+
+.PHONY: bench-console
+bench-console: ## Console speed: every page on 1,000 keys × 31 days in the embedded store, each against 300 ms (CONSOLE_KEYS, CONSOLE_DAYS)
+	TOLLGATE_CONSOLE_KEYS=$(CONSOLE_KEYS) TOLLGATE_CONSOLE_DAYS=$(CONSOLE_DAYS) $(GO) test -count=1 -run TestConsoleSpeed -v -timeout 30m ./console
+
+.PHONY: screenshots
+screenshots: ## Redraw docs/console-overview.png and docs/console-key.png (needs chromium)
+	mkdir -p docs
+	TOLLGATE_REQUIRE_CHROMIUM=1 TOLLGATE_SCREENSHOTS=$(CURDIR)/docs $(GO) test -count=1 -run TestConsoleInABrowser ./console
 
 .PHONY: up
 up: ## Run the whole fleet in Docker (Kafka, ClickHouse, aggregator, report API, two enforcers on :8080)

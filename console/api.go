@@ -199,7 +199,7 @@ func (a api) getUsage(ctx context.Context, plan, key string, from, to time.Time,
 
 func (a api) key(ctx context.Context, id string) (keyJSON, error) {
 	var k keyJSON
-	err := a.do(ctx, http.MethodGet, "/apikeys/"+url.PathEscape(id), nil, &k)
+	err := a.do(ctx, http.MethodGet, "/apikeys/"+url.PathEscape(id)+"?includeValue=true", nil, &k) // its first characters
 	return k, err
 }
 

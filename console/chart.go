@@ -83,12 +83,18 @@ func (c *chart) SVG() template.HTML {
 	}
 	ymax := niceMax(top)
 	fmt.Fprintf(&b, `<svg class="chart" viewBox="0 0 %g %g" role="img" aria-label="%s" preserveAspectRatio="none">`, chartW, chartH, html.EscapeString(c.Title))
+	label := func(v float64) string {
+		if v != float64(int64(v)) {
+			return strconv.FormatFloat(v, 'f', 1, 64)
+		}
+		return short(int64(v))
+	}
 	plotW, plotH := chartW-padL-padR, chartH-padT-pB
 	// Grid lines and the y axis: 0, half, the top.
 	for _, f := range []float64{0, 0.5, 1} {
 		y := padT + plotH*(1-f)
 		fmt.Fprintf(&b, `<line x1="%g" y1="%.1f" x2="%g" y2="%.1f" stroke="#ddd" stroke-width="1"/>`, padL, y, chartW-padR, y)
-		fmt.Fprintf(&b, `<text x="%g" y="%.1f" text-anchor="end" font-size="11" fill="#555">%s</text>`, padL-6, y+4, short(int64(float64(ymax)*f)))
+		fmt.Fprintf(&b, `<text x="%g" y="%.1f" text-anchor="end" font-size="11" fill="#555">%s</text>`, padL-6, y+4, label(float64(ymax)*f))
 	}
 	if n > 0 {
 		slot := plotW / float64(n)
