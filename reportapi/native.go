@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -460,11 +461,8 @@ func (n *native) billing(w http.ResponseWriter, r *http.Request) {
 	// one: read from a week before, count in the month only, and charge
 	// overage to the month in which a period ends.
 	readFrom := month.AddDate(0, 0, -7)
-	b := &bill{cat: n.cat.State(), month: month, out: map[[2]string]*billingRow{}, perPeriod: map[[2]string]map[int64]int64{}}
-	// Summed by the store per day, key, plan and decision: quota
-	// periods are whole UTC days, so days are all the periods need.
-	rep := usage.Report{FromMinute: readFrom.Unix() / 60, ToMinute: end.Unix() / 60, Granularity: "day", GroupBy: topGroups}
-	if err := n.minutes.Report(r.Context(), rep, b.add); err != nil {
+	b := newBill(n.cat.State(), month)
+	if err := b.read(r.Context(), n.minutes, readFrom, end, maxOverageKeys); err != nil {
 		internalError("read usage: ", err).write(w)
 		return
 	}
@@ -495,6 +493,101 @@ func (n *native) billing(w http.ResponseWriter, r *http.Request) {
 	bw.Flush()
 }
 
+// Bounds of billing's reads for overage (bill.read): per plan, up to
+// maxOverageKeys keys' days are read one key at a time, more in one
+// report of the plan; past maxOveragePlans plans, every plan's days in
+// one report.
+const (
+	maxOverageKeys  = 64
+	maxOveragePlans = 16
+)
+
+func newBill(cat *catalog.State, month time.Time) *bill {
+	return &bill{cat: cat, month: month, out: map[[2]string]*billingRow{}, perPeriod: map[[2]string]map[int64]int64{}}
+}
+
+// read sums the month's usage, reading from readFrom (a week before it,
+// for a WEEK period that ends in it) to end.
+//
+// Totals need a row per key, plan and decision; only overage needs the
+// quota periods, and the store sums the range by month first (a few rows
+// per key: a month of 1,000 keys is 4,000 rows where its days are
+// 62,000). That gives the totals, and the MONTH periods whole. A DAY or
+// WEEK period can hold overage only for a key that used more than its
+// plan's smallest limit over the whole range (no period holds more than
+// the range); for those keys the store sums days: one report per key
+// when a plan has few of them, else one report of the plan, which for a
+// DAY plan keeps only the days over its smallest limit (Report.Over), so
+// what comes back is the days that may hold overage. Past
+// maxOveragePlans plans with such keys, one report of every plan's days.
+func (b *bill) read(ctx context.Context, m MinuteStore, readFrom, end time.Time, overageKeys int) error {
+	from, to := readFrom.Unix()/60, end.Unix()/60
+	used := map[[2]string]int64{} // admitted over [readFrom, end), per key and plan
+	err := m.Report(ctx, usage.Report{FromMinute: from, ToMinute: to, Granularity: "month", GroupBy: topGroups}, func(r *usage.ReportRow) error {
+		key, plan, decision := r.Dims[0], r.Dims[1], r.Dims[2]
+		if key == "" || plan == "" {
+			return nil
+		}
+		if decision == "admitted" {
+			used[[2]string{key, plan}] += r.Requests
+		}
+		if r.Bucket >= b.month.Unix()/60 {
+			b.addTotals(r)
+		}
+		if p := b.cat.Plan(plan); p != nil && p.Quota != nil && p.Quota.Period == catalog.Month {
+			return b.addPeriods(r) // a month bucket is the MONTH period
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	suspects := map[string][]string{} // plan → keys that may have overage in a DAY or WEEK period
+	for id, n := range used {
+		if p := b.cat.Plan(id[1]); p != nil && p.Quota != nil && p.Quota.Period != catalog.Month && n > smallestLimit(p.Quota) {
+			suspects[id[1]] = append(suspects[id[1]], id[0])
+		}
+	}
+	days := func(r *usage.ReportRow) error {
+		if p := b.cat.Plan(r.Dims[1]); p != nil && p.Quota != nil && p.Quota.Period != catalog.Month {
+			return b.addPeriods(r)
+		}
+		return nil
+	}
+	day := func(f map[string]string, over int64) usage.Report {
+		return usage.Report{FromMinute: from, ToMinute: to, Granularity: "day", GroupBy: topGroups, Filters: f, Over: over}
+	}
+	if len(suspects) > maxOveragePlans {
+		return m.Report(ctx, day(nil, 0), days)
+	}
+	for _, plan := range slices.Sorted(maps.Keys(suspects)) {
+		keys := suspects[plan]
+		if len(keys) > overageKeys {
+			var over int64
+			if q := b.cat.Plan(plan).Quota; q.Period == catalog.Day {
+				over = smallestLimit(q)
+			}
+			if err := m.Report(ctx, day(map[string]string{"plan": plan}, over), days); err != nil {
+				return err
+			}
+			continue
+		}
+		slices.Sort(keys)
+		for _, key := range keys {
+			if err := m.Report(ctx, day(map[string]string{"key": key, "plan": plan}, 0), days); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// smallestLimit is the least a quota allows in a period: its limit, or
+// less the offset in the plan's first period.
+func smallestLimit(q *catalog.Quota) int64 {
+	return min(q.Limit, max(q.Limit-q.Offset, 0))
+}
+
 // bill sums a month's report rows (per day, key, plan and decision) per
 // key and plan as they stream: it holds one billingRow per (key, plan)
 // and one count per quota period of each, whatever the range.
@@ -505,27 +598,22 @@ type bill struct {
 	perPeriod map[[2]string]map[int64]int64 // admitted per quota period index
 }
 
+// add sums one row by day, key, plan and decision: its totals if it is
+// in the month, and its quota period's admitted requests.
 func (b *bill) add(r *usage.ReportRow) error {
+	if r.Bucket >= b.month.Unix()/60 {
+		b.addTotals(r)
+	}
+	return b.addPeriods(r)
+}
+
+// addTotals sums a row of the month into its key's and plan's totals.
+func (b *bill) addTotals(r *usage.ReportRow) {
 	key, plan, decision := r.Dims[0], r.Dims[1], r.Dims[2]
 	if key == "" || plan == "" {
-		return nil
+		return
 	}
 	id := [2]string{key, plan}
-	day := r.Bucket * 60e9 // the day's first instant, Unix ns
-	if r.Bucket < b.month.Unix()/60 {
-		// Before the month: only the quota period it shares with the
-		// month's first days counts, for overage.
-		if p := b.cat.Plan(plan); p != nil && p.Quota != nil && decision == "admitted" {
-			idx := p.Quota.Period.Index(day)
-			if p.Quota.Period.Start(idx+1) > b.month.UnixNano() {
-				if b.perPeriod[id] == nil {
-					b.perPeriod[id] = map[int64]int64{}
-				}
-				b.perPeriod[id][idx] += r.Requests
-			}
-		}
-		return nil
-	}
 	row := b.out[id]
 	if row == nil {
 		row = &billingRow{KeyID: key, PlanID: plan}
@@ -539,21 +627,39 @@ func (b *bill) add(r *usage.ReportRow) error {
 			}
 		}
 		b.out[id] = row
-		if b.perPeriod[id] == nil {
-			b.perPeriod[id] = map[int64]int64{}
-		}
 	}
 	switch decision {
 	case "admitted":
 		row.Admitted += r.Requests
-		if row.QuotaPeriod != "" {
-			b.perPeriod[id][catalog.Period(row.QuotaPeriod).Index(day)] += r.Requests
-		}
 	case "throttled":
 		row.Throttled += r.Requests
 	case "quota_exceeded":
 		row.Rejected += r.Requests
 	}
+}
+
+// addPeriods sums a day's admitted requests into its quota period's,
+// for the periods that end in the month or after it (a day before the
+// month counts only toward a period it shares with the month).
+func (b *bill) addPeriods(r *usage.ReportRow) error {
+	key, plan, decision := r.Dims[0], r.Dims[1], r.Dims[2]
+	if key == "" || plan == "" || decision != "admitted" {
+		return nil
+	}
+	p := b.cat.Plan(plan)
+	if p == nil || p.Quota == nil {
+		return nil
+	}
+	id := [2]string{key, plan}
+	day := r.Bucket * 60e9 // the day's first instant, Unix ns
+	idx := p.Quota.Period.Index(day)
+	if r.Bucket < b.month.Unix()/60 && p.Quota.Period.Start(idx+1) <= b.month.UnixNano() {
+		return nil
+	}
+	if b.perPeriod[id] == nil {
+		b.perPeriod[id] = map[int64]int64{}
+	}
+	b.perPeriod[id][idx] += r.Requests
 	return nil
 }
 

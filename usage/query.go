@@ -34,6 +34,10 @@ type Report struct {
 	Granularity          string            // one of Granularities
 	GroupBy              []string          // Dimensions, each at most once
 	Filters              map[string]string // FilterDimensions → value
+	// Over, when above 0, keeps only the rows whose Requests exceed it
+	// (the store's HAVING): billing's days over a quota, without the
+	// days under it.
+	Over int64
 }
 
 // InWholeDays reports whether rows by UTC day answer r: its buckets are
@@ -95,6 +99,9 @@ func (r *Report) Check() error {
 		if !slices.Contains(FilterDimensions, d) {
 			return fmt.Errorf("report: filter %q: not one of %s", d, strings.Join(FilterDimensions, ", "))
 		}
+	}
+	if r.Over < 0 {
+		return fmt.Errorf("report: over %d is negative", r.Over)
 	}
 	return nil
 }
@@ -184,7 +191,9 @@ func Aggregate(r Report, rows []MinuteCount) []ReportRow {
 	}
 	out := make([]ReportRow, 0, len(sums))
 	for _, s := range sums {
-		out = append(out, *s)
+		if r.Over <= 0 || s.Requests > r.Over {
+			out = append(out, *s)
+		}
 	}
 	slices.SortFunc(out, CompareReportRows)
 	return out
@@ -289,6 +298,9 @@ func (d ReportDialect) column(dim string) string {
 	}
 }
 
+// Bucket is the SQL of the first minute of a row's bucket.
+func (d ReportDialect) Bucket(granularity string) string { return d.bucket(granularity) }
+
 func (d ReportDialect) bucket(granularity string) string {
 	switch granularity {
 	case "minute":
@@ -319,7 +331,12 @@ func (d ReportDialect) Query(r Report, from, cond string, args []any) (string, [
 		where = append(where, d.column(dim)+" = ?")
 		args = append(args, r.Filters[dim])
 	}
+	having := ""
+	if r.Over > 0 {
+		having = "\nHAVING sum(requests) > ?"
+		args = append(args, r.Over)
+	}
 	return "SELECT " + strings.Join(cols, ", ") +
 		", sum(requests), sum(bytes_in), sum(bytes_out), sum(latency_us_sum)\nFROM " + from + "\nWHERE " +
-		strings.Join(where, " AND ") + "\nGROUP BY " + strings.Join(group, ", ") + "\nORDER BY " + strings.Join(group, ", "), args
+		strings.Join(where, " AND ") + "\nGROUP BY " + strings.Join(group, ", ") + having + "\nORDER BY " + strings.Join(group, ", "), args
 }

@@ -32,9 +32,15 @@ func Cases(from, to int64, filters ...map[string]string) []usage.Report {
 	for _, g := range usage.Granularities {
 		for _, by := range groupings {
 			for _, f := range filters {
-				for _, r := range ranges {
+				for i, r := range ranges {
 					if r[0] < r[1] {
 						out = append(out, usage.Report{FromMinute: r[0], ToMinute: r[1], Granularity: g, GroupBy: by, Filters: f})
+						if i == 0 {
+							// A threshold that keeps some rows and drops others
+							// (the requests of a row are a few to some
+							// hundreds).
+							out = append(out, usage.Report{FromMinute: r[0], ToMinute: r[1], Granularity: g, GroupBy: by, Filters: f, Over: 7})
+						}
 					}
 				}
 			}
@@ -85,7 +91,7 @@ func Check(t testing.TB, s Store, minutes []usage.MinuteCount, reports []usage.R
 }
 
 func describe(r usage.Report) string {
-	return fmt.Sprintf("report [%d, %d) by %s, group by %v, filters %v", r.FromMinute, r.ToMinute, r.Granularity, r.GroupBy, r.Filters)
+	return fmt.Sprintf("report [%d, %d) by %s, group by %v, filters %v, over %d", r.FromMinute, r.ToMinute, r.Granularity, r.GroupBy, r.Filters, r.Over)
 }
 
 func head(rows []usage.ReportRow) string {

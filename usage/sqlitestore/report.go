@@ -3,6 +3,7 @@ package sqlitestore
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -87,15 +88,6 @@ func apiDims(r usage.Report) bool {
 	return true
 }
 
-// reportColumns are the columns of each table a report reads: its
-// dimensions, then the four sums.
-var reportColumns = map[string]string{
-	"usage_key_day":  "minute, key_id, plan_id, api_id, stage, decision",
-	"usage_key_hour": "minute, key_id, plan_id, api_id, stage, decision",
-	"usage_api_day":  "minute, api_id, stage, decision",
-	"usage_api_hour": "minute, api_id, stage, decision",
-}
-
 // reportTails are the tables a report reads after its rollup, past the
 // rollup's mark, each past the marks of those before it: the hour rollup
 // of the same dimensions after a day rollup (a month's last day, not
@@ -124,18 +116,39 @@ var reportTails = map[string][]string{
 // marks: they only lag one another (api-hour <= key-hour <= hour, api-day
 // <= key-day <= day <= hour), but a day rollup's mark may be past an hour
 // rollup's (usage_api_day's past usage_api_hour's while a migrated
-// database catches up). Only the columns of the rollup's dimensions are
-// read from each table.
-func reportSource(r usage.Report) (from, where string, args []any) {
+// database catches up). Only the columns the report groups by or
+// filters on are read from each table (rawColumns).
+//
+// Each table's rows are summed per bucket and per the columns the report
+// groups by and filters on before they are put together (bucket is the
+// report's bucket of minute), and the report sums those sums: SQLite
+// groups a few rows per key and bucket out of each table instead of
+// carrying every row of the range through the union into one sort (a
+// month of 1,000 keys' top consumers: 60,000 rows of usage_key_day
+// grouped where they are read, in 95 ms rather than 230). A bucket's
+// first minute is in the same bucket, so the outer query's bucket of it
+// is itself.
+func reportSource(r usage.Report, bucket string) (from, where string, args []any) {
 	table := reportTable(r)
 	if table == "usage_minute" {
 		return "usage_minute", "minute >= ? AND minute < ?", []any{r.FromMinute, r.ToMinute}
 	}
-	cols, ok := reportColumns[table]
-	if !ok {
-		cols = "minute, key_id, plan_id, api_id, stage, method, resource, status, decision"
+	dims, group := rawColumns(r), " GROUP BY 1"
+	if dims != "" {
+		group += ", " + dims
+		dims += ", "
 	}
-	cols += ", requests, bytes_in, bytes_out, latency_us_sum"
+	plain := "minute, " + dims + "requests, bytes_in, bytes_out, latency_us_sum"
+	summed := bucket + " AS minute, " + dims + "sum(requests) AS requests, sum(bytes_in) AS bytes_in, " +
+		"sum(bytes_out) AS bytes_out, sum(latency_us_sum) AS latency_us_sum"
+	// arm reads t: summed where its rows are finer than the report's
+	// buckets, else as they are (summing would only sort them twice).
+	arm := func(t, where string) string {
+		if grain[t] < granularityMinutes[r.Granularity] {
+			return "SELECT " + summed + " FROM " + t + " WHERE " + where + group
+		}
+		return "SELECT " + plain + " FROM " + t + " WHERE " + where
+	}
 	mark := func(t string) string { return "(SELECT until FROM rollup_marks WHERE tbl = '" + t + "')" }
 	var parts, before []string // before: the marks of the tables read so far
 	for _, t := range append([]string{table}, reportTails[table]...) {
@@ -143,24 +156,52 @@ func reportSource(r usage.Report) (from, where string, args []any) {
 		if len(before) > 0 {
 			lower = "max(?, " + strings.Join(before, ", ") + ")"
 		}
-		parts = append(parts, "SELECT "+cols+" FROM "+t+" WHERE minute >= "+lower+" AND minute < ? AND minute < "+mark(t))
+		parts = append(parts, arm(t, "minute >= "+lower+" AND minute < ? AND minute < "+mark(t)))
 		args = append(args, r.FromMinute, r.ToMinute)
 		before = append(before, mark(t))
 	}
-	parts = append(parts, "SELECT "+cols+" FROM usage_minute WHERE minute >= max(?, "+strings.Join(before, ", ")+") AND minute < ?")
+	parts = append(parts, arm("usage_minute", "minute >= max(?, "+strings.Join(before, ", ")+") AND minute < ?"))
 	args = append(args, r.FromMinute, r.ToMinute)
 	return "(" + strings.Join(parts, "\nUNION ALL ") + ")", "1", args
+}
+
+// grain is the minutes of a table's rows; granularityMinutes a report's
+// buckets' (a month counted as more than any day).
+var (
+	grain = map[string]int64{"usage_minute": 1, "usage_hour": 60, "usage_key_hour": 60, "usage_api_hour": 60,
+		"usage_day": 1440, "usage_key_day": 1440, "usage_api_day": 1440}
+	granularityMinutes = map[string]int64{"minute": 1, "hour": 60, "day": 1440, "month": 31 * 1440}
+)
+
+// rawColumns are the stored columns of what r groups by and filters on,
+// in Dimensions' order (the decision and the status as stored; the
+// report's query names them).
+func rawColumns(r usage.Report) string {
+	var cols []string
+	for _, d := range usage.Dimensions {
+		_, filtered := r.Filters[d]
+		if !filtered && !slices.Contains(r.GroupBy, d) {
+			continue
+		}
+		switch d {
+		case "key", "plan", "api":
+			cols = append(cols, d+"_id")
+		default:
+			cols = append(cols, d)
+		}
+	}
+	return strings.Join(cols, ", ")
 }
 
 func reportQuery(r usage.Report) (string, []any, error) {
 	if err := r.Check(); err != nil {
 		return "", nil, err
 	}
-	from, cond, args := reportSource(r)
 	d := reportDialect
 	if r.Granularity == "month" {
 		d.Month = monthBuckets(r.FromMinute, r.ToMinute)
 	}
+	from, cond, args := reportSource(r, d.Bucket(r.Granularity))
 	q, args := d.Query(r, from, cond, args)
 	return q, args, nil
 }
