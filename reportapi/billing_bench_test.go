@@ -14,9 +14,10 @@ import (
 )
 
 // BenchmarkBilling times a month's billing of 1,000 keys × 31 days in
-// the embedded store both ways in one run: every key's days in one report
-// (days, the simple path) and bill.read (totals by month, days where
-// overage can be). The keys are on a DAY plan, used each day at a few
+// the embedded store three ways in one run: every key's days in one
+// report (days, the simple path), bill.read (totals by month, days where
+// overage can be, through Report: what ClickHouse's billing does) and
+// bill.readTables (the store's month and day tables: SQLite's). The keys are on a DAY plan, used each day at a few
 // percent of its limit, as billing finds them most often.
 //
 //	go test -run '^$' -bench Billing -benchtime 5x ./reportapi
@@ -37,7 +38,7 @@ func BenchmarkBilling(b *testing.B) {
 	for d := range days {
 		for h := 0; h < 24; h += 4 { // a batch an hour of data, as a gateway writes them
 			for k := range keys {
-				ns := month.AddDate(0, 0, d).Add(time.Duration(h)*time.Hour+time.Duration(k%60)*time.Minute).UnixNano()
+				ns := month.AddDate(0, 0, d).Add(time.Duration(h)*time.Hour + time.Duration(k%60)*time.Minute).UnixNano()
 				batch = append(batch, schemas.UsageEvent{ID: schemas.NewEventID(ns), Time: ns, APIID: "a", Stage: "prod", KeyID: fmt.Sprintf("k%06d", k),
 					PlanID: "basic", Method: "GET", Resource: "/r", Status: 200, Decision: schemas.DecisionAllowed, Count: uint32(1 + k%50)})
 				if h == 8 {
@@ -67,8 +68,16 @@ func BenchmarkBilling(b *testing.B) {
 		}
 		return bl.rows(end)
 	}
-	if s, f := simple(), fast(); len(s) != keys || fmt.Sprint(show(s)) != fmt.Sprint(show(f)) {
-		b.Fatalf("the paths differ (%d and %d rows)", len(s), len(f))
+	tables := func() []*billingRow {
+		bl := newBill(state, month)
+		if err := bl.readTables(context.Background(), store, readFrom, end); err != nil {
+			b.Fatal(err)
+		}
+		return bl.rows(end)
+	}
+	s, f, tb := simple(), fast(), tables()
+	if len(s) != keys || fmt.Sprint(show(s)) != fmt.Sprint(show(f)) || fmt.Sprint(show(s)) != fmt.Sprint(show(tb)) {
+		b.Fatalf("the paths differ (%d, %d and %d rows)", len(s), len(f), len(tb))
 	}
 	b.Run("days", func(b *testing.B) {
 		b.ReportAllocs()
@@ -80,6 +89,12 @@ func BenchmarkBilling(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			fast()
+		}
+	})
+	b.Run("tables", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			tables()
 		}
 	})
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"net/http"
 	"slices"
 	"strconv"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/catalog"
+	"github.com/tollgate/tollgate/internal/utc"
 	"github.com/tollgate/tollgate/usage"
 )
 
@@ -462,7 +464,11 @@ func (n *native) billing(w http.ResponseWriter, r *http.Request) {
 	// overage to the month in which a period ends.
 	readFrom := month.AddDate(0, 0, -7)
 	b := newBill(n.cat.State(), month)
-	if err := b.read(r.Context(), n.minutes, readFrom, end, maxOverageKeys); err != nil {
+	read := func() error { return b.read(r.Context(), n.minutes, readFrom, end, maxOverageKeys) }
+	if s, ok := n.minutes.(BillingStore); ok {
+		read = func() error { return b.readTables(r.Context(), s, readFrom, end) }
+	}
+	if err := read(); err != nil {
 		internalError("read usage: ", err).write(w)
 		return
 	}
@@ -582,6 +588,95 @@ func (b *bill) read(ctx context.Context, m MinuteStore, readFrom, end time.Time,
 	return nil
 }
 
+// BillingStore is what a store keeps as events arrive for billing to
+// read without summing a month of days (usage/sqlitestore): a row per key
+// and plan for a month (KeyMonths), and a range scan of per-day admitted
+// requests that returns only the rows over a threshold (DailyAdmitted).
+// MinuteStores that are not read through Report (bill.read).
+type BillingStore interface {
+	KeyMonths(ctx context.Context, month int64, f func(*usage.KeyMonth) error) error
+	DailyAdmitted(ctx context.Context, fromDay, toDay int64, keyIDs []string, over int64, f func(day int64, planID, keyID string, admitted int64) error) error
+}
+
+// maxWeekSuspects bounds the keys of WEEK plans whose days readTables asks
+// for by id; past it, it reads every key's days.
+const maxWeekSuspects = 1000
+
+// readTables is read from a BillingStore: the month's totals, and its
+// MONTH periods, from its month rows; the previous month's rows bound
+// what a key used in the week before the month; DAY periods from the days
+// over the smallest limit of any DAY plan (one scan that returns only
+// those); WEEK periods from the days of the keys that used more than
+// their plan's smallest limit over both months.
+func (b *bill) readTables(ctx context.Context, s BillingStore, readFrom, end time.Time) error {
+	month := b.month.Unix() / 60
+	used := map[[2]string]int64{}
+	err := s.KeyMonths(ctx, month, func(km *usage.KeyMonth) error {
+		b.addTotal(km.KeyID, km.PlanID, "admitted", km.Admitted)
+		b.addTotal(km.KeyID, km.PlanID, "throttled", km.Throttled)
+		b.addTotal(km.KeyID, km.PlanID, "quota_exceeded", km.QuotaExceeded)
+		used[[2]string{km.KeyID, km.PlanID}] += km.Admitted
+		if p := b.cat.Plan(km.PlanID); p != nil && p.Quota != nil && p.Quota.Period == catalog.Month {
+			b.addPeriod(km.KeyID, km.PlanID, month, km.Admitted)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if prev := usage.BucketOf(readFrom.Unix()/60, "month"); prev < month {
+		err := s.KeyMonths(ctx, prev, func(km *usage.KeyMonth) error {
+			used[[2]string{km.KeyID, km.PlanID}] += km.Admitted
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	fromDay, toDay := utc.Day(readFrom.UnixNano()), utc.Day(end.UnixNano())-1
+	var dayOver int64 = math.MaxInt64
+	b.cat.Plans("", func(p *catalog.UsagePlan) bool {
+		if p.Quota != nil && p.Quota.Period == catalog.Day {
+			dayOver = min(dayOver, smallestLimit(p.Quota))
+		}
+		return true
+	})
+	if dayOver != math.MaxInt64 {
+		err := s.DailyAdmitted(ctx, fromDay, toDay, nil, dayOver, func(day int64, plan, key string, n int64) error {
+			if p := b.cat.Plan(plan); p != nil && p.Quota != nil && p.Quota.Period == catalog.Day && n > smallestLimit(p.Quota) {
+				b.addPeriod(key, plan, day*1440, n)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	var week []string
+	for id, n := range used {
+		if p := b.cat.Plan(id[1]); p != nil && p.Quota != nil && p.Quota.Period == catalog.Week && n > smallestLimit(p.Quota) {
+			week = append(week, id[0])
+		}
+	}
+	if len(week) == 0 {
+		return nil
+	}
+	slices.Sort(week)
+	week = slices.Compact(week)
+	if len(week) > maxWeekSuspects {
+		week = nil // every key's days
+	}
+	return s.DailyAdmitted(ctx, fromDay, toDay, week, 0, func(day int64, plan, key string, n int64) error {
+		if p := b.cat.Plan(plan); p != nil && p.Quota != nil && p.Quota.Period == catalog.Week {
+			if week == nil && used[[2]string{key, plan}] <= smallestLimit(p.Quota) {
+				return nil
+			}
+			b.addPeriod(key, plan, day*1440, n)
+		}
+		return nil
+	})
+}
+
 // smallestLimit is the least a quota allows in a period: its limit, or
 // less the offset in the plan's first period.
 func smallestLimit(q *catalog.Quota) int64 {
@@ -609,7 +704,11 @@ func (b *bill) add(r *usage.ReportRow) error {
 
 // addTotals sums a row of the month into its key's and plan's totals.
 func (b *bill) addTotals(r *usage.ReportRow) {
-	key, plan, decision := r.Dims[0], r.Dims[1], r.Dims[2]
+	b.addTotal(r.Dims[0], r.Dims[1], r.Dims[2], r.Requests)
+}
+
+// addTotal adds n requests of a decision to a key's and plan's totals.
+func (b *bill) addTotal(key, plan, decision string, n int64) {
 	if key == "" || plan == "" {
 		return
 	}
@@ -630,11 +729,11 @@ func (b *bill) addTotals(r *usage.ReportRow) {
 	}
 	switch decision {
 	case "admitted":
-		row.Admitted += r.Requests
+		row.Admitted += n
 	case "throttled":
-		row.Throttled += r.Requests
+		row.Throttled += n
 	case "quota_exceeded":
-		row.Rejected += r.Requests
+		row.Rejected += n
 	}
 }
 
@@ -642,25 +741,31 @@ func (b *bill) addTotals(r *usage.ReportRow) {
 // for the periods that end in the month or after it (a day before the
 // month counts only toward a period it shares with the month).
 func (b *bill) addPeriods(r *usage.ReportRow) error {
-	key, plan, decision := r.Dims[0], r.Dims[1], r.Dims[2]
-	if key == "" || plan == "" || decision != "admitted" {
-		return nil
+	if r.Dims[2] == "admitted" {
+		b.addPeriod(r.Dims[0], r.Dims[1], r.Bucket, r.Requests)
+	}
+	return nil
+}
+
+// addPeriod adds n admitted requests of the bucket starting at minute
+// (a day, or a month for a MONTH plan) to its quota period's.
+func (b *bill) addPeriod(key, plan string, minute, n int64) {
+	if key == "" || plan == "" {
+		return
 	}
 	p := b.cat.Plan(plan)
 	if p == nil || p.Quota == nil {
-		return nil
+		return
 	}
 	id := [2]string{key, plan}
-	day := r.Bucket * 60e9 // the day's first instant, Unix ns
-	idx := p.Quota.Period.Index(day)
-	if r.Bucket < b.month.Unix()/60 && p.Quota.Period.Start(idx+1) <= b.month.UnixNano() {
-		return nil
+	idx := p.Quota.Period.Index(minute * 60e9)
+	if minute < b.month.Unix()/60 && p.Quota.Period.Start(idx+1) <= b.month.UnixNano() {
+		return
 	}
 	if b.perPeriod[id] == nil {
 		b.perPeriod[id] = map[int64]int64{}
 	}
-	b.perPeriod[id][idx] += r.Requests
-	return nil
+	b.perPeriod[id][idx] += n
 }
 
 // rows returns the month's rows with their overage (of the quota periods

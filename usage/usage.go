@@ -68,3 +68,12 @@ type NodeDayCount struct {
 	Admitted   int64
 	Adjustment int64
 }
+
+// KeyMonth is a key's requests under a plan in one UTC calendar month:
+// what billing reads where the store keeps it as events arrive
+// (sqlitestore's usage_key_month).
+type KeyMonth struct {
+	Month                              int64 // Unix minutes of the month's first instant
+	PlanID, KeyID                      string
+	Admitted, Throttled, QuotaExceeded int64
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tollgate/tollgate/internal/utc"
 	"github.com/tollgate/tollgate/schemas"
+	"github.com/tollgate/tollgate/usage"
 )
 
 // insertBatchSQL stores one batch unless a batch with its first id is
@@ -31,6 +32,7 @@ const upsertChunk = 32
 const (
 	minuteColumns = 13
 	dayColumns    = 5
+	monthColumns  = 6
 	keyDayColumns = 10
 	apiColumns    = 8
 )
@@ -75,6 +77,12 @@ func upsertAPIRollupSQL(table string) func(rows int) string {
 // order of insertScratch.rollup's dayArgs.
 func upsertDailySQL(rows int) string {
 	return upsertSQL("usage_daily", "day, plan_id, key_id", []string{"admitted", "rejected"}, dayColumns, rows)
+}
+
+// upsertKeyMonthsSQL returns the upsert of rows usage_key_month rows, in
+// the column order of insertScratch.rollup's monthArgs.
+func upsertKeyMonthsSQL(rows int) string {
+	return upsertSQL("usage_key_month", "month, plan_id, key_id", []string{"admitted", "throttled", "quota_exceeded"}, monthColumns, rows)
 }
 
 // upsertSQL returns an INSERT of rows rows into table that adds the sums to
@@ -166,6 +174,15 @@ type dayKey struct {
 
 type dayCounts struct{ admitted, rejected int64 }
 
+// monthKey is one usage_key_month row; plan and key are dictionary
+// indexes.
+type monthKey struct {
+	month     int64
+	plan, key uint32
+}
+
+type monthCounts struct{ admitted, throttled, limited int64 }
+
 // insertScratch holds what InsertEvents reuses from batch to batch.
 type insertScratch struct {
 	enc  batchEncoder
@@ -178,9 +195,16 @@ type insertScratch struct {
 	dayRow     map[dayKey]int32
 	dayKeys    []dayKey
 	dayCounts  []dayCounts
-	boxed      []any // the dictionary's strings, boxed once per batch
-	minuteArgs []any
-	dayArgs    []any
+	monthRow   map[monthKey]int32
+	monthKeys  []monthKey
+	monthSums  []monthCounts
+	monthArgs  []any
+	// lastDay and lastMonth remember the month of the day last seen
+	// (a batch's minutes are mostly of one day).
+	lastDay, lastMonth int64
+	boxed              []any // the dictionary's strings, boxed once per batch
+	minuteArgs         []any
+	dayArgs            []any
 	// usage_hour's and usage_day's rows: the minute rows summed by hour
 	// and by day (their keys' minute is the bucket's first).
 	coarse      map[minuteKey]int32
@@ -211,6 +235,7 @@ func (sc *insertScratch) rollup(events []schemas.UsageEvent) {
 	if sc.minuteRow == nil {
 		sc.minuteRow = make(map[minuteKey]int32)
 		sc.dayRow = make(map[dayKey]int32)
+		sc.monthRow = make(map[monthKey]int32)
 	}
 	refs := sc.enc.refs
 	for i := range events {
@@ -255,6 +280,25 @@ func (sc *insertScratch) rollup(events []schemas.UsageEvent) {
 		} else {
 			sc.dayCounts[r].rejected += sc.minuteSums[i].requests
 		}
+		if dk.day != sc.lastDay || sc.lastMonth == 0 {
+			sc.lastDay, sc.lastMonth = dk.day, usage.BucketOf(mk.minute, "month")
+		}
+		mo := monthKey{month: sc.lastMonth, plan: plan, key: key}
+		r, ok = sc.monthRow[mo]
+		if !ok {
+			r = int32(len(sc.monthKeys))
+			sc.monthRow[mo] = r
+			sc.monthKeys = append(sc.monthKeys, mo)
+			sc.monthSums = append(sc.monthSums, monthCounts{})
+		}
+		switch mk.decision {
+		case schemas.DecisionAllowed:
+			sc.monthSums[r].admitted += sc.minuteSums[i].requests
+		case schemas.DecisionThrottled:
+			sc.monthSums[r].throttled += sc.minuteSums[i].requests
+		case schemas.DecisionQuotaExceeded:
+			sc.monthSums[r].limited += sc.minuteSums[i].requests
+		}
 	}
 
 	// Box each string once; a row then copies an interface, not a string.
@@ -277,6 +321,12 @@ func (sc *insertScratch) rollup(events []schemas.UsageEvent) {
 		args = append(args, k.day, str[k.plan], str[k.key], d.admitted, d.rejected)
 	}
 	sc.dayArgs = args
+	args = sc.monthArgs[:0]
+	for i, k := range sc.monthKeys {
+		m := &sc.monthSums[i]
+		args = append(args, k.month, str[k.plan], str[k.key], m.admitted, m.throttled, m.limited)
+	}
+	sc.monthArgs = args
 }
 
 // coarseArgs appends to args the batch's minute rows before until (late
@@ -371,9 +421,12 @@ func (sc *insertScratch) reset() {
 	sc.minuteKeys, sc.minuteSums = sc.minuteKeys[:0], sc.minuteSums[:0]
 	clear(sc.dayRow)
 	sc.dayKeys, sc.dayCounts = sc.dayKeys[:0], sc.dayCounts[:0]
+	clear(sc.monthRow)
+	sc.monthKeys, sc.monthSums = sc.monthKeys[:0], sc.monthSums[:0]
 	sc.boxed = emptied(sc.boxed)
 	sc.minuteArgs = emptied(sc.minuteArgs)
 	sc.dayArgs = emptied(sc.dayArgs)
+	sc.monthArgs = emptied(sc.monthArgs)
 	sc.hourArgs = emptied(sc.hourArgs)
 	sc.allDayArgs = emptied(sc.allDayArgs)
 	sc.keyDayRows = emptied(sc.keyDayRows)
@@ -478,6 +531,9 @@ func (s *Store) insertBatch(ctx context.Context, events []schemas.UsageEvent, at
 		}
 		if err := w.upsertDays.exec(ctx, sc.dayArgs); err != nil {
 			return false, fmt.Errorf("add to usage_daily: %w", err)
+		}
+		if err := w.upsertKeyMonths.exec(ctx, sc.monthArgs); err != nil {
+			return false, fmt.Errorf("add to usage_key_month: %w", err)
 		}
 		// Late rows (before a rollup's mark) go to the rollups at once;
 		// then the rollups advance past what this batch completed.

@@ -185,3 +185,65 @@ func sortEvents(events []schemas.UsageEvent) {
 		return bytes.Compare(a.ID[:], b.ID[:])
 	})
 }
+
+// KeyMonths calls f with each plan's and key's requests in the UTC month
+// whose first minute is month (usage.BucketOf(m, "month")), by plan and
+// key: a row per key and plan, read in primary-key order, kept as events
+// arrived (usage_key_month). f's row is reused; its error stops the scan.
+func (s *Store) KeyMonths(ctx context.Context, month int64, f func(*usage.KeyMonth) error) error {
+	rows, err := s.db.QueryContext(ctx, `SELECT plan_id, key_id, admitted, throttled, quota_exceeded FROM usage_key_month WHERE month = ? ORDER BY plan_id, key_id`, month)
+	if err != nil {
+		return fmt.Errorf("query month usage: %w", err)
+	}
+	defer rows.Close()
+	km := usage.KeyMonth{Month: month}
+	for rows.Next() {
+		if err := rows.Scan(&km.PlanID, &km.KeyID, &km.Admitted, &km.Throttled, &km.QuotaExceeded); err != nil {
+			return fmt.Errorf("query month usage: %w", err)
+		}
+		if err := f(&km); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("query month usage: %w", err)
+	}
+	return nil
+}
+
+// DailyAdmitted calls f with the admitted requests of each day, plan and
+// key of [fromDay, toDay] (usage_daily, kept as events arrive: no
+// adjustments) that exceed over, of keyIDs' keys only when keyIDs is not
+// empty, in day, plan and key order: a range scan of the table's primary
+// key, which sorts nothing and returns only the rows asked for (billing's
+// days over a daily quota).
+func (s *Store) DailyAdmitted(ctx context.Context, fromDay, toDay int64, keyIDs []string, over int64, f func(day int64, planID, keyID string, admitted int64) error) error {
+	keys := []byte("[]")
+	if len(keyIDs) > 0 {
+		var err error
+		if keys, err = json.Marshal(keyIDs); err != nil {
+			return fmt.Errorf("query daily admitted: %w", err)
+		}
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT day, plan_id, key_id, admitted FROM usage_daily
+WHERE day >= ?1 AND day <= ?2 AND admitted > ?3 AND (?4 = '[]' OR key_id IN (SELECT value FROM json_each(?4)))
+ORDER BY day, plan_id, key_id`, fromDay, toDay, over, string(keys))
+	if err != nil {
+		return fmt.Errorf("query daily admitted: %w", err)
+	}
+	defer rows.Close()
+	var day, admitted int64
+	var plan, key string
+	for rows.Next() {
+		if err := rows.Scan(&day, &plan, &key, &admitted); err != nil {
+			return fmt.Errorf("query daily admitted: %w", err)
+		}
+		if err := f(day, plan, key, admitted); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("query daily admitted: %w", err)
+	}
+	return nil
+}

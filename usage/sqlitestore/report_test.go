@@ -414,7 +414,7 @@ func TestRollupsMigrationFillsHoursAndDays(t *testing.T) {
 	}
 	// What the version before them left: no usage_hour, no usage_day.
 	s = reopenAfter(t, s, path, "DROP TABLE usage_hour", "DROP TABLE usage_day", "DROP TABLE usage_key_day", "DROP TABLE usage_key_hour",
-		"DROP TABLE usage_api_hour", "DROP TABLE usage_api_day", "DROP TABLE rollup_marks", "PRAGMA user_version = 3")
+		"DROP TABLE usage_api_hour", "DROP TABLE usage_api_day", "DROP TABLE rollup_marks", "DROP TABLE usage_key_month", "PRAGMA user_version = 3")
 	if err := s.InsertEvents(ctx, events[2000:]); err != nil {
 		t.Fatal(err)
 	}
@@ -482,7 +482,7 @@ func testAPIRollupsMigration(t *testing.T, version int) {
 	}
 	// What the version left: no usage_api_hour, no usage_api_day (nor
 	// usage_key_hour, before 6), nor their marks.
-	drop := []string{"DROP TABLE usage_api_hour", "DROP TABLE usage_api_day",
+	drop := []string{"DROP TABLE usage_api_hour", "DROP TABLE usage_api_day", "DROP TABLE usage_key_month",
 		"DELETE FROM rollup_marks WHERE tbl IN ('usage_api_hour', 'usage_api_day')"}
 	if version == 5 {
 		drop = append(drop, "DROP TABLE usage_key_hour", "DELETE FROM rollup_marks WHERE tbl = 'usage_key_hour'")

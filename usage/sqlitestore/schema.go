@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"fmt"
 	"strconv"
+
+	"github.com/tollgate/tollgate/schemas"
 )
 
 // migrations are applied in order; the database's PRAGMA user_version is the
@@ -278,6 +280,32 @@ CREATE TABLE usage_api_day (
 	PRIMARY KEY (minute, api_id, stage, decision)
 ) STRICT, WITHOUT ROWID;
 INSERT INTO rollup_marks VALUES ('usage_api_hour', 0), ('usage_api_day', 0);
+`,
+	// 8: the per-key month totals billing reads.
+	`
+-- Per UTC calendar month, plan and key: the requests admitted, throttled
+-- and refused for the quota. Kept as events arrive, as usage_daily is (an
+-- upsert in the batch's transaction: late events included, no mark): a
+-- month's billing reads a row per key and plan, where the rollups would
+-- have it sum and sort a row per key, plan and day (62,000 rows for a
+-- month of 1,000 keys). Plan first, so that a month's rows come by plan
+-- and key. A database of an earlier version fills it from usage_minute
+-- here, once.
+CREATE TABLE usage_key_month (
+	month          INTEGER NOT NULL, -- Unix minutes of the month's first instant
+	plan_id        TEXT    NOT NULL,
+	key_id         TEXT    NOT NULL,
+	admitted       INTEGER NOT NULL,
+	throttled      INTEGER NOT NULL,
+	quota_exceeded INTEGER NOT NULL,
+	PRIMARY KEY (month, plan_id, key_id)
+) STRICT, WITHOUT ROWID;
+INSERT INTO usage_key_month
+SELECT CAST(strftime('%s', minute * 60, 'unixepoch', 'start of month') AS INTEGER) / 60, plan_id, key_id,
+	sum(CASE decision WHEN ` + strconv.Itoa(int(schemas.DecisionAllowed)) + ` THEN requests ELSE 0 END),
+	sum(CASE decision WHEN ` + strconv.Itoa(int(schemas.DecisionThrottled)) + ` THEN requests ELSE 0 END),
+	sum(CASE decision WHEN ` + strconv.Itoa(int(schemas.DecisionQuotaExceeded)) + ` THEN requests ELSE 0 END)
+FROM usage_minute WHERE plan_id != '' OR key_id != '' GROUP BY 1, 2, 3;
 `,
 }
 

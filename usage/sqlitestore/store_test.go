@@ -624,6 +624,7 @@ func TestMigrateOnce(t *testing.T) {
 		"table usage_hour",
 		"table usage_key_day",
 		"table usage_key_hour",
+		"table usage_key_month",
 		"table usage_minute",
 	}
 	if !slices.Equal(got, want) {

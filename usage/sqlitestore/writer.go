@@ -27,6 +27,7 @@ type writer struct {
 	conn                                 *sql.Conn
 	begin, commit, rollback, insertBatch *sql.Stmt
 	upsertMinutes, upsertDays            upserter
+	upsertKeyMonths                      upserter // usage_key_month
 	upsertHours, upsertAllDays           upserter // usage_hour, usage_day: late rows
 	// The rollups' marks (rollup_marks), as committed; and the statements
 	// that advance them.
@@ -51,15 +52,16 @@ func openWriter(ctx context.Context, db *sql.DB) (_ *writer, err error) {
 		return nil, fmt.Errorf("open writer connection: %w", err)
 	}
 	w := &writer{
-		conn:           conn,
-		upsertMinutes:  upserter{columns: minuteColumns},
-		upsertDays:     upserter{columns: dayColumns},
-		upsertHours:    upserter{columns: minuteColumns},
-		upsertAllDays:  upserter{columns: minuteColumns},
-		upsertKeyDays:  upserter{columns: keyDayColumns},
-		upsertKeyHours: upserter{columns: keyDayColumns},
-		upsertAPIHours: upserter{columns: apiColumns},
-		upsertAPIDays:  upserter{columns: apiColumns},
+		conn:            conn,
+		upsertMinutes:   upserter{columns: minuteColumns},
+		upsertDays:      upserter{columns: dayColumns},
+		upsertKeyMonths: upserter{columns: monthColumns},
+		upsertHours:     upserter{columns: minuteColumns},
+		upsertAllDays:   upserter{columns: minuteColumns},
+		upsertKeyDays:   upserter{columns: keyDayColumns},
+		upsertKeyHours:  upserter{columns: keyDayColumns},
+		upsertAPIHours:  upserter{columns: apiColumns},
+		upsertAPIDays:   upserter{columns: apiColumns},
 	}
 	defer func() {
 		if err != nil {
@@ -124,6 +126,9 @@ func openWriter(ctx context.Context, db *sql.DB) (_ *writer, err error) {
 	if err := w.upsertDays.prepare(ctx, conn, upsertDailySQL); err != nil {
 		return nil, err
 	}
+	if err := w.upsertKeyMonths.prepare(ctx, conn, upsertKeyMonthsSQL); err != nil {
+		return nil, err
+	}
 	return w, nil
 }
 
@@ -146,7 +151,7 @@ func (w *writer) closeStmts() error {
 			errs = append(errs, st.Close())
 		}
 	}
-	return errors.Join(append(errs, w.upsertMinutes.close(), w.upsertDays.close(), w.upsertHours.close(), w.upsertAllDays.close(), w.upsertKeyDays.close(), w.upsertKeyHours.close(), w.upsertAPIHours.close(), w.upsertAPIDays.close())...)
+	return errors.Join(append(errs, w.upsertMinutes.close(), w.upsertDays.close(), w.upsertKeyMonths.close(), w.upsertHours.close(), w.upsertAllDays.close(), w.upsertKeyDays.close(), w.upsertKeyHours.close(), w.upsertAPIHours.close(), w.upsertAPIDays.close())...)
 }
 
 // rollupSQL sums the rows of from with minute in [?1, ?2) into table, per
