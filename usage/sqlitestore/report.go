@@ -3,6 +3,7 @@ package sqlitestore
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -81,7 +82,7 @@ func apiDims(r usage.Report) bool {
 		}
 	}
 	for d := range r.Filters {
-		if d != "api" && d != "stage" {
+		if d != "api" && d != "stage" && d != "decision" {
 			return false
 		}
 	}
@@ -149,6 +150,10 @@ func reportSource(r usage.Report, bucket string) (from, where string, args []any
 		}
 		return "SELECT " + plain + " FROM " + t + " WHERE " + where
 	}
+	// The filters in each table's WHERE too, on its stored columns: what
+	// a table's rows are summed and sorted by is only the rows asked for
+	// (a key's, a decision's), not every row of the range.
+	filter, filterArgs := armFilters(r)
 	mark := func(t string) string { return "(SELECT until FROM rollup_marks WHERE tbl = '" + t + "')" }
 	var parts, before []string // before: the marks of the tables read so far
 	for _, t := range append([]string{table}, reportTails[table]...) {
@@ -156,12 +161,12 @@ func reportSource(r usage.Report, bucket string) (from, where string, args []any
 		if len(before) > 0 {
 			lower = "max(?, " + strings.Join(before, ", ") + ")"
 		}
-		parts = append(parts, arm(t, "minute >= "+lower+" AND minute < ? AND minute < "+mark(t)))
-		args = append(args, r.FromMinute, r.ToMinute)
+		parts = append(parts, arm(t, "minute >= "+lower+" AND minute < ? AND minute < "+mark(t)+filter))
+		args = append(append(args, r.FromMinute, r.ToMinute), filterArgs...)
 		before = append(before, mark(t))
 	}
-	parts = append(parts, arm("usage_minute", "minute >= max(?, "+strings.Join(before, ", ")+") AND minute < ?"))
-	args = append(args, r.FromMinute, r.ToMinute)
+	parts = append(parts, arm("usage_minute", "minute >= max(?, "+strings.Join(before, ", ")+") AND minute < ?"+filter))
+	args = append(append(args, r.FromMinute, r.ToMinute), filterArgs...)
 	return "(" + strings.Join(parts, "\nUNION ALL ") + ")", "1", args
 }
 
@@ -172,6 +177,45 @@ var (
 		"usage_day": 1440, "usage_key_day": 1440, "usage_api_day": 1440}
 	granularityMinutes = map[string]int64{"minute": 1, "hour": 60, "day": 1440, "month": 31 * 1440}
 )
+
+// armFilters is r's filters on the stored columns, as conditions to add
+// to a table's WHERE, and their arguments: a decision by its stored codes
+// (forbidden is every code but those of admitted, throttled and quota
+// exceeded, as reportDialect names them).
+func armFilters(r usage.Report) (string, []any) {
+	var b strings.Builder
+	var args []any
+	known := []int64{int64(schemas.DecisionAllowed), int64(schemas.DecisionThrottled), int64(schemas.DecisionQuotaExceeded)}
+	for _, d := range slices.Sorted(maps.Keys(r.Filters)) {
+		v := r.Filters[d]
+		switch d {
+		case "key", "plan", "api":
+			b.WriteString(" AND " + d + "_id = ?")
+			args = append(args, v)
+		case "stage":
+			b.WriteString(" AND stage = ?")
+			args = append(args, v)
+		case "decision":
+			switch v {
+			case "admitted":
+				b.WriteString(" AND decision = ?")
+				args = append(args, known[0])
+			case "throttled":
+				b.WriteString(" AND decision = ?")
+				args = append(args, known[1])
+			case "quota_exceeded":
+				b.WriteString(" AND decision = ?")
+				args = append(args, known[2])
+			case "forbidden":
+				b.WriteString(" AND decision NOT IN (?, ?, ?)")
+				args = append(args, known[0], known[1], known[2])
+			default:
+				b.WriteString(" AND 0") // no decision has that name
+			}
+		}
+	}
+	return b.String(), args
+}
 
 // rawColumns are the stored columns of what r groups by and filters on,
 // in Dimensions' order (the decision and the status as stored; the
