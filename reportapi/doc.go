@@ -34,7 +34,14 @@
 // GetUsage (Daily), a MinuteStore for the native reports (Report, one
 // aggregating query of the store) and a QuotaAdjuster for UpdateUsage.
 // usage/sqlitestore and usage/chstore are both UsageStore and MinuteStore;
-// a nil one leaves its endpoints out.
+// a nil one leaves its endpoints out. A MinuteStore that is also a
+// BillingStore (sqlitestore: per-month and per-day rows kept as events
+// arrive) answers billing from those; others through Report (native.go,
+// bill.read).
+//
+// With Config.Console, the web console (package console) is mounted at
+// /ui/: it signs its users in itself and calls this API in process
+// (Console.Call), outside the admin throttle.
 //
 // A SigV4 signature covers the body, so bodies are read before their
 // sender is known; server.go and auth.go bound what that costs (a size

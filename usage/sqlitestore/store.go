@@ -5,10 +5,15 @@
 // day; per hour and per day without method, resource and status; per hour
 // and per day without key and plan either (per API, stage and decision:
 // the totals a report reads when it neither groups by nor filters on key
-// or plan, such as a month by hour); and per (plan, key, UTC day) for
-// GetUsage and quotas. The hour and day rollups are rolled up as hours and
-// days end; a report over whole hours or days reads the coarsest that
-// answers it, then finer ones past its mark.
+// or plan, such as a month by hour); per (plan, key, UTC day) for
+// GetUsage and quotas; and per (plan, key, UTC month) for billing
+// (KeyMonths: a month's totals in a row per key; DailyAdmitted: the days
+// over a limit, a scan that sorts nothing). The hour and day rollups are
+// rolled up as hours and days end; a report over whole hours or days
+// reads the coarsest that answers it, then finer ones past its mark, each
+// table's rows filtered and, where finer than the report's buckets,
+// summed where they are read. The per-day and per-month rows of keys are
+// added to as each batch is stored.
 //
 // The gateway writes batches in the background while it proxies. Each
 // batch is one row, its events packed in a compact binary BLOB (codec.go):
