@@ -331,6 +331,41 @@ func (n *native) usage(w http.ResponseWriter, r *http.Request) {
 	finish()
 }
 
+// TopStore ranks keys from tables kept as events arrive, for one whole
+// UTC day or calendar month (usage/sqlitestore): a plan's heaviest keys of
+// its quota period at any number of keys. Other ranges, and other
+// filters than the plan, go through Report.
+type TopStore interface {
+	TopKeys(ctx context.Context, period string, start int64, planID string, limit int, f func(*usage.KeyCounts) error) error
+}
+
+// wholePeriod reports whether u's range is one whole UTC day or calendar
+// month, and which, with its first minute.
+func wholePeriod(u usageQuery) (string, int64, bool) {
+	from, to := u.from.UTC(), u.to.UTC()
+	if from.Nanosecond() != 0 || from != from.Truncate(24*time.Hour) {
+		return "", 0, false
+	}
+	switch {
+	case to.Equal(from.AddDate(0, 0, 1)):
+		return "day", from.Unix() / 60, true
+	case from.Day() == 1 && to.Equal(from.AddDate(0, 1, 0)):
+		return "month", from.Unix() / 60, true
+	}
+	return "", 0, false
+}
+
+// planOnly returns the plan filters narrow to (or "" for none), and
+// whether they name nothing else.
+func planOnly(filters map[string]string) (string, bool) {
+	for d := range filters {
+		if d != "plan" {
+			return "", false
+		}
+	}
+	return filters["plan"], true
+}
+
 // consumer is one key under one plan in /v1/usage/top.
 type consumer struct {
 	Key        string `json:"key"`
@@ -397,6 +432,28 @@ func (n *native) top(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		limit = v
+	}
+	if ts, ok := n.minutes.(TopStore); ok {
+		if period, start, ok := wholePeriod(u); ok {
+			if only, ok := planOnly(u.filters); ok {
+				var list []*consumer
+				err := ts.TopKeys(r.Context(), period, start, only, limit, func(kc *usage.KeyCounts) error {
+					c := &consumer{Key: kc.KeyID, Plan: kc.PlanID, Admitted: kc.Admitted, Throttled: kc.Throttled, Limited: kc.QuotaExceeded}
+					if k := cat.Key(c.Key); k != nil {
+						c.Name, c.CustomerID = k.Name, k.CustomerID
+					}
+					list = append(list, c)
+					return nil
+				})
+				if err != nil {
+					internalError("read usage: ", err).write(w)
+					return
+				}
+				writeJSON(w, http.StatusOK, map[string]any{"from": u.from.UTC().Format(time.RFC3339), "to": u.to.UTC().Format(time.RFC3339),
+					"rows": list})
+				return
+			}
+		}
 	}
 	// Summed by the store per key and plan, by month, one decision at a
 	// time, the four reports at once: the rows are bounded by the

@@ -69,11 +69,17 @@ type NodeDayCount struct {
 	Adjustment int64
 }
 
-// KeyMonth is a key's requests under a plan in one UTC calendar month:
-// what billing reads where the store keeps it as events arrive
-// (sqlitestore's usage_key_month).
-type KeyMonth struct {
-	Month                              int64 // Unix minutes of the month's first instant
+// KeyCounts is a key's requests under a plan over a day or a month, by
+// what was decided: what billing and top consumers read where the store
+// keeps them as events arrive (sqlitestore's usage_daily and
+// usage_key_month).
+type KeyCounts struct {
 	PlanID, KeyID                      string
 	Admitted, Throttled, QuotaExceeded int64
+}
+
+// KeyMonth is a key's requests under a plan in one UTC calendar month.
+type KeyMonth struct {
+	Month int64 // Unix minutes of the month's first instant
+	KeyCounts
 }

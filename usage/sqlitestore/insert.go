@@ -31,7 +31,7 @@ const upsertChunk = 32
 // Columns bound per rollup row.
 const (
 	minuteColumns = 13
-	dayColumns    = 5
+	dayColumns    = 7
 	monthColumns  = 6
 	keyDayColumns = 10
 	apiColumns    = 8
@@ -76,7 +76,7 @@ func upsertAPIRollupSQL(table string) func(rows int) string {
 // upsertDailySQL returns the upsert of rows usage_daily rows, in the column
 // order of insertScratch.rollup's dayArgs.
 func upsertDailySQL(rows int) string {
-	return upsertSQL("usage_daily", "day, plan_id, key_id", []string{"admitted", "rejected"}, dayColumns, rows)
+	return upsertSQL("usage_daily", "day, plan_id, key_id", []string{"admitted", "rejected", "throttled", "quota_exceeded"}, dayColumns, rows)
 }
 
 // upsertKeyMonthsSQL returns the upsert of rows usage_key_month rows, in
@@ -172,7 +172,7 @@ type dayKey struct {
 	plan, key uint32
 }
 
-type dayCounts struct{ admitted, rejected int64 }
+type dayCounts struct{ admitted, rejected, throttled, limited int64 }
 
 // monthKey is one usage_key_month row; plan and key are dictionary
 // indexes.
@@ -280,6 +280,12 @@ func (sc *insertScratch) rollup(events []schemas.UsageEvent) {
 		} else {
 			sc.dayCounts[r].rejected += sc.minuteSums[i].requests
 		}
+		switch mk.decision {
+		case schemas.DecisionThrottled:
+			sc.dayCounts[r].throttled += sc.minuteSums[i].requests
+		case schemas.DecisionQuotaExceeded:
+			sc.dayCounts[r].limited += sc.minuteSums[i].requests
+		}
 		if dk.day != sc.lastDay || sc.lastMonth == 0 {
 			sc.lastDay, sc.lastMonth = dk.day, usage.BucketOf(mk.minute, "month")
 		}
@@ -318,7 +324,7 @@ func (sc *insertScratch) rollup(events []schemas.UsageEvent) {
 	args = sc.dayArgs[:0]
 	for i, k := range sc.dayKeys {
 		d := &sc.dayCounts[i]
-		args = append(args, k.day, str[k.plan], str[k.key], d.admitted, d.rejected)
+		args = append(args, k.day, str[k.plan], str[k.key], d.admitted, d.rejected, d.throttled, d.limited)
 	}
 	sc.dayArgs = args
 	args = sc.monthArgs[:0]

@@ -24,7 +24,7 @@ func keyMonthsOf(minutes []usage.MinuteCount) map[usage.KeyMonth]bool {
 		k := [3]any{usage.BucketOf(m.Minute, "month"), m.PlanID, m.KeyID}
 		s := sums[k]
 		if s == nil {
-			s = &usage.KeyMonth{Month: k[0].(int64), PlanID: m.PlanID, KeyID: m.KeyID}
+			s = &usage.KeyMonth{Month: k[0].(int64), KeyCounts: usage.KeyCounts{PlanID: m.PlanID, KeyID: m.KeyID}}
 			sums[k] = s
 		}
 		switch m.Decision {
@@ -97,6 +97,10 @@ func TestKeyMonthsEqualMinutes(t *testing.T) {
 	}
 }
 
+// dropDailySplit undoes migration 9 (usage_daily's throttled and
+// quota_exceeded), for a database made to look older.
+var dropDailySplit = []string{"ALTER TABLE usage_daily DROP COLUMN throttled", "ALTER TABLE usage_daily DROP COLUMN quota_exceeded"}
+
 // A database of version 7 fills usage_key_month from its minutes when it
 // opens.
 func TestKeyMonthsMigration(t *testing.T) {
@@ -109,7 +113,7 @@ func TestKeyMonthsMigration(t *testing.T) {
 	if err := s.InsertEvents(context.Background(), reportEvents(rand.New(rand.NewPCG(7, 8)), 3000, start, 4)); err != nil {
 		t.Fatal(err)
 	}
-	s = reopenAfter(t, s, path, "DROP TABLE usage_key_month", "PRAGMA user_version = 7")
+	s = reopenAfter(t, s, path, append([]string{"DROP TABLE usage_key_month"}, append(dropDailySplit, "PRAGMA user_version = 7")...)...)
 	minutes, err := s.Minutes(context.Background(), math.MinInt64, math.MaxInt64)
 	if err != nil {
 		t.Fatal(err)
@@ -160,5 +164,40 @@ func TestDailyAdmitted(t *testing.T) {
 		if len(want) == 0 || !slices.Equal(got, want) {
 			t.Fatalf("over %d, keys %v:\n got %v\nwant %v", c.over, c.keys, got, want)
 		}
+	}
+}
+
+// A database of version 8 splits usage_daily's refusals from its minutes
+// when it opens, and TopKeys ranks from them as from a new one.
+func TestDailySplitMigration(t *testing.T) {
+	path := t.TempDir() + "/usage.db"
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Date(2026, 10, 30, 0, 0, 0, 0, time.UTC)
+	if err := s.InsertEvents(context.Background(), reportEvents(rand.New(rand.NewPCG(13, 14)), 3000, start, 3)); err != nil {
+		t.Fatal(err)
+	}
+	day := start.AddDate(0, 0, 1).Unix() / 60
+	top := func() []usage.KeyCounts {
+		var out []usage.KeyCounts
+		if err := s.TopKeys(context.Background(), "day", day, "", 100, func(kc *usage.KeyCounts) error { out = append(out, *kc); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	before := top()
+	s = reopenAfter(t, s, path, append(dropDailySplit, "PRAGMA user_version = 8")...)
+	after := top()
+	if len(before) < 5 || !slices.Equal(before, after) {
+		t.Fatalf("ranking of a day before the migration:\n%v\nafter:\n%v", before, after)
+	}
+	var throttled int64
+	for _, kc := range after {
+		throttled += kc.Throttled + kc.QuotaExceeded
+	}
+	if throttled == 0 {
+		t.Fatal("no refusals migrated")
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"math"
 	"slices"
 
+	"github.com/tollgate/tollgate/internal/utc"
 	"github.com/tollgate/tollgate/schemas"
 	"github.com/tollgate/tollgate/usage"
 )
@@ -244,6 +245,46 @@ ORDER BY day, plan_id, key_id`, fromDay, toDay, over, string(keys))
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("query daily admitted: %w", err)
+	}
+	return nil
+}
+
+// TopKeys calls f with up to limit keys that were admitted the most
+// requests in one whole UTC day (period "day", usage_daily) or calendar
+// month ("month", usage_key_month) starting at minute start, of one plan
+// ("" every plan), most first, then by key and plan; rows without a key
+// or a plan are left out. Those tables are kept as events arrive: this is
+// one pass over the period's rows of the plan with a sort bounded by
+// limit, where the rollups would have every key's rows summed and sorted
+// (a plan of 100,000 keys). f's row is reused; its error stops the scan.
+func (s *Store) TopKeys(ctx context.Context, period string, start int64, planID string, limit int, f func(*usage.KeyCounts) error) error {
+	var q string
+	var bucket int64
+	switch period {
+	case "day":
+		q, bucket = `SELECT plan_id, key_id, admitted, throttled, quota_exceeded FROM usage_daily WHERE day = ?1`, utc.FloorDiv(start, 1440)
+	case "month":
+		q, bucket = `SELECT plan_id, key_id, admitted, throttled, quota_exceeded FROM usage_key_month WHERE month = ?1`, start
+	default:
+		return fmt.Errorf("top keys: period %q is not day or month", period)
+	}
+	q += ` AND (?2 = '' OR plan_id = ?2) AND plan_id != '' AND key_id != '' ORDER BY admitted DESC, key_id, plan_id LIMIT ?3`
+	rows, err := s.db.QueryContext(ctx, q, bucket, planID, limit)
+	if err != nil {
+		return fmt.Errorf("top keys: %w", err)
+	}
+	defer rows.Close()
+	var kc usage.KeyCounts
+	for rows.Next() {
+		if err := rows.Scan(&kc.PlanID, &kc.KeyID, &kc.Admitted, &kc.Throttled, &kc.QuotaExceeded); err != nil {
+			return fmt.Errorf("top keys: %w", err)
+		}
+		if err := f(&kc); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("top keys: %w", err)
 	}
 	return nil
 }

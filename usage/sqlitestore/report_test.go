@@ -415,7 +415,8 @@ func TestRollupsMigrationFillsHoursAndDays(t *testing.T) {
 	}
 	// What the version before them left: no usage_hour, no usage_day.
 	s = reopenAfter(t, s, path, "DROP TABLE usage_hour", "DROP TABLE usage_day", "DROP TABLE usage_key_day", "DROP TABLE usage_key_hour",
-		"DROP TABLE usage_api_hour", "DROP TABLE usage_api_day", "DROP TABLE rollup_marks", "DROP TABLE usage_key_month", "PRAGMA user_version = 3")
+		"DROP TABLE usage_api_hour", "DROP TABLE usage_api_day", "DROP TABLE rollup_marks", "DROP TABLE usage_key_month",
+		dropDailySplit[0], dropDailySplit[1], "PRAGMA user_version = 3")
 	if err := s.InsertEvents(ctx, events[2000:]); err != nil {
 		t.Fatal(err)
 	}
@@ -483,7 +484,7 @@ func testAPIRollupsMigration(t *testing.T, version int) {
 	}
 	// What the version left: no usage_api_hour, no usage_api_day (nor
 	// usage_key_hour, before 6), nor their marks.
-	drop := []string{"DROP TABLE usage_api_hour", "DROP TABLE usage_api_day", "DROP TABLE usage_key_month",
+	drop := []string{"DROP TABLE usage_api_hour", "DROP TABLE usage_api_day", "DROP TABLE usage_key_month", dropDailySplit[0], dropDailySplit[1],
 		"DELETE FROM rollup_marks WHERE tbl IN ('usage_api_hour', 'usage_api_day')"}
 	if version == 5 {
 		drop = append(drop, "DROP TABLE usage_key_hour", "DELETE FROM rollup_marks WHERE tbl = 'usage_key_hour'")

@@ -307,6 +307,23 @@ SELECT CAST(strftime('%s', minute * 60, 'unixepoch', 'start of month') AS INTEGE
 	sum(CASE decision WHEN ` + strconv.Itoa(int(schemas.DecisionQuotaExceeded)) + ` THEN requests ELSE 0 END)
 FROM usage_minute WHERE plan_id != '' OR key_id != '' GROUP BY 1, 2, 3;
 `,
+	// 9: usage_daily's refusals by kind, for top consumers of a day.
+	`
+-- What usage_daily counts as rejected, split as reports name it: the
+-- requests throttled and those refused for the quota (the rest are
+-- forbidden). A plan's heaviest keys of a day are then its rows of that
+-- day, in one pass with a bounded sort, where the rollups would have every
+-- key's rows summed and sorted. Filled here from usage_minute, once.
+ALTER TABLE usage_daily ADD COLUMN throttled INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE usage_daily ADD COLUMN quota_exceeded INTEGER NOT NULL DEFAULT 0;
+UPDATE usage_daily SET throttled = m.t, quota_exceeded = m.q FROM (
+	SELECT (minute - (minute % 1440 + 1440) % 1440) / 1440 AS day, plan_id, key_id,
+		sum(CASE decision WHEN ` + strconv.Itoa(int(schemas.DecisionThrottled)) + ` THEN requests ELSE 0 END) AS t,
+		sum(CASE decision WHEN ` + strconv.Itoa(int(schemas.DecisionQuotaExceeded)) + ` THEN requests ELSE 0 END) AS q
+	FROM usage_minute WHERE plan_id != '' OR key_id != '' GROUP BY 1, 2, 3
+) AS m
+WHERE usage_daily.day = m.day AND usage_daily.plan_id = m.plan_id AND usage_daily.key_id = m.key_id;
+`,
 }
 
 // migrate applies the migrations the database lacks, each in its own

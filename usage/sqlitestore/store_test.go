@@ -1026,8 +1026,15 @@ func TestUpsertSQL(t *testing.T) {
 		},
 		{
 			"daily", upsertDailySQL(1),
-			"INSERT INTO usage_daily (day, plan_id, key_id, admitted, rejected) VALUES (?,?,?,?,?) " +
-				"ON CONFLICT (day, plan_id, key_id) DO UPDATE SET admitted = admitted + excluded.admitted, rejected = rejected + excluded.rejected",
+			"INSERT INTO usage_daily (day, plan_id, key_id, admitted, rejected, throttled, quota_exceeded) VALUES (?,?,?,?,?,?,?) " +
+				"ON CONFLICT (day, plan_id, key_id) DO UPDATE SET admitted = admitted + excluded.admitted, rejected = rejected + excluded.rejected, " +
+				"throttled = throttled + excluded.throttled, quota_exceeded = quota_exceeded + excluded.quota_exceeded",
+		},
+		{
+			"month", upsertKeyMonthsSQL(1),
+			"INSERT INTO usage_key_month (month, plan_id, key_id, admitted, throttled, quota_exceeded) VALUES (?,?,?,?,?,?) " +
+				"ON CONFLICT (month, plan_id, key_id) DO UPDATE SET admitted = admitted + excluded.admitted, " +
+				"throttled = throttled + excluded.throttled, quota_exceeded = quota_exceeded + excluded.quota_exceeded",
 		},
 	}
 	for _, tt := range tests {
