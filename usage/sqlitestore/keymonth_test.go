@@ -201,3 +201,49 @@ func TestDailySplitMigration(t *testing.T) {
 		t.Fatal("no refusals migrated")
 	}
 }
+
+// Daily of a plan (a seek per day: a key, a page of keys, every key) is
+// Daily of every plan, filtered: for random usage with adjustments.
+func TestDailyOfAPlanEqualsFiltered(t *testing.T) {
+	s, _ := openTemp(t)
+	ctx := context.Background()
+	start := time.Date(2026, 10, 30, 0, 0, 0, 0, time.UTC)
+	if err := s.InsertEvents(ctx, reportEvents(rand.New(rand.NewPCG(15, 16)), 4000, start, 4)); err != nil {
+		t.Fatal(err)
+	}
+	day := start.Unix() / 86400
+	for _, adj := range []struct {
+		plan, key string
+		day, n    int64
+	}{{"pro", "k1", day + 1, -5}, {"free", "k2", day + 2, 7}, {"pro", "k9", day + 3, 3}} {
+		if err := s.AdjustQuota(ctx, adj.plan, adj.key, adj.day, adj.n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all, err := s.Daily(ctx, usage.Filter{FromDay: day - 1, ToDay: day + 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []usage.Filter{
+		{FromDay: day, ToDay: day + 3, PlanID: "pro"},
+		{FromDay: day + 1, ToDay: day + 2, PlanID: "pro", KeyID: "k1"},
+		{FromDay: day, ToDay: day + 3, PlanID: "free", KeyIDs: []string{"k2", "k3", "nope"}},
+		{FromDay: day + 2, ToDay: day + 1, PlanID: "pro"}, // empty range
+		{FromDay: day, ToDay: day + 4, PlanID: "pro", KeyID: "k9"},
+	} {
+		var want []usage.DayCount
+		for _, d := range all {
+			if d.Day >= f.FromDay && d.Day <= f.ToDay && d.PlanID == f.PlanID && (f.KeyID == "" || d.KeyID == f.KeyID) &&
+				(len(f.KeyIDs) == 0 || slices.Contains(f.KeyIDs, d.KeyID)) {
+				want = append(want, d)
+			}
+		}
+		got, err := s.Daily(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("%+v:\n got %v\nwant %v", f, got, want)
+		}
+	}
+}

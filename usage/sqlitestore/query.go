@@ -30,6 +30,31 @@ const dailySQL = `SELECT day, plan_id, key_id, sum(admitted), sum(rejected), sum
 GROUP BY day, plan_id, key_id
 ORDER BY day, plan_id, key_id`
 
+// dailyOfPlanSQL is dailySQL for one plan (?3) and, by keys, no key, one
+// key (?4) or a page of keys (?4, a JSON array): the days of the range
+// are a list, so that each (day, plan) is a seek of the primary key, and
+// each (day, plan, key) with a key or a page of keys: what GetUsage of a
+// key costs is its days, not every key's rows of them (a range on day
+// leaves plan and key to be checked row by row: 53 ms for one key's day
+// among 100,000 keys).
+func dailyOfPlanSQL(keys string) string {
+	return `WITH RECURSIVE days(d) AS (SELECT ?1 WHERE ?1 <= ?2 UNION ALL SELECT d + 1 FROM days WHERE d < ?2)
+SELECT day, plan_id, key_id, sum(admitted), sum(rejected), sum(adjustment) FROM (
+	SELECT day, plan_id, key_id, admitted, rejected, 0 AS adjustment FROM usage_daily
+	WHERE day IN (SELECT d FROM days) AND plan_id = ?3` + keys + `
+	UNION ALL
+	SELECT day, plan_id, key_id, 0, 0, delta FROM quota_adjustments
+	WHERE day BETWEEN ?1 AND ?2 AND plan_id = ?3` + keys + `)
+GROUP BY day, plan_id, key_id
+ORDER BY day, plan_id, key_id`
+}
+
+// The key conditions of dailyOfPlanSQL.
+const (
+	ofKey  = " AND key_id = ?4"
+	ofKeys = " AND key_id IN (SELECT value FROM json_each(?4))"
+)
+
 // adjustSQL adds to a (day, plan, key)'s quota adjustment.
 const adjustSQL = `INSERT INTO quota_adjustments (day, plan_id, key_id, delta) VALUES (?, ?, ?, ?)
 ON CONFLICT (day, plan_id, key_id) DO UPDATE SET delta = delta + excluded.delta`
@@ -73,7 +98,20 @@ func (s *Store) Daily(ctx context.Context, f usage.Filter) ([]usage.DayCount, er
 			return nil, fmt.Errorf("query daily usage: %w", err)
 		}
 	}
-	rows, err := s.daily.QueryContext(ctx, f.FromDay, f.ToDay, f.PlanID, f.KeyID, string(keys))
+	var rows *sql.Rows
+	var err error
+	switch {
+	case f.PlanID == "":
+		rows, err = s.daily.QueryContext(ctx, f.FromDay, f.ToDay, f.PlanID, f.KeyID, string(keys))
+	case f.KeyID != "" && len(f.KeyIDs) == 0:
+		rows, err = s.dailyOfKey.QueryContext(ctx, f.FromDay, f.ToDay, f.PlanID, f.KeyID)
+	case f.KeyID == "" && len(f.KeyIDs) > 0:
+		rows, err = s.dailyOfKeys.QueryContext(ctx, f.FromDay, f.ToDay, f.PlanID, string(keys))
+	case f.KeyID == "":
+		rows, err = s.dailyOfPlan.QueryContext(ctx, f.FromDay, f.ToDay, f.PlanID)
+	default: // a key and a list: both hold
+		rows, err = s.daily.QueryContext(ctx, f.FromDay, f.ToDay, f.PlanID, f.KeyID, string(keys))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("query daily usage: %w", err)
 	}

@@ -82,9 +82,12 @@ type Store struct {
 	// writer.advanceRollups): time.Now, or a test's clock.
 	now func() time.Time
 
-	daily   *sql.Stmt
-	events  *sql.Stmt
-	minutes *sql.Stmt
+	daily *sql.Stmt
+	// daily for one plan, one key of a plan, a page of a plan's keys: a
+	// seek per day (query.go).
+	dailyOfPlan, dailyOfKey, dailyOfKeys *sql.Stmt
+	events                               *sql.Stmt
+	minutes                              *sql.Stmt
 }
 
 // ErrCorrupt is wrapped by Open's error when the file fails its integrity
@@ -134,6 +137,9 @@ func (s *Store) init(ctx context.Context) error {
 		query string
 	}{
 		{&s.daily, dailySQL},
+		{&s.dailyOfPlan, dailyOfPlanSQL("")},
+		{&s.dailyOfKey, dailyOfPlanSQL(ofKey)},
+		{&s.dailyOfKeys, dailyOfPlanSQL(ofKeys)},
 		{&s.events, eventsSQL},
 		{&s.minutes, minutesSQL},
 	} {
@@ -214,7 +220,7 @@ func isCorruption(err error) bool {
 // the store afterwards.
 func (s *Store) Close() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{s.daily, s.events, s.minutes} {
+	for _, st := range []*sql.Stmt{s.daily, s.dailyOfPlan, s.dailyOfKey, s.dailyOfKeys, s.events, s.minutes} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}

@@ -980,6 +980,17 @@ func TestQueryPlans(t *testing.T) {
 		{"daily", dailySQL, []any{1, 2, "", "", "[]"}, dailyPlan},
 		{"daily with plan and key", dailySQL, []any{1, 2, "p", "k", "[]"}, dailyPlan},
 		{"daily of a page of keys", dailySQL, []any{1, 2, "p", "", `["k1","k2"]`}, dailyPlan},
+		// Of one plan: a seek per day of the plan, or of each key.
+		{"daily of a plan's key", dailyOfPlanSQL(ofKey), []any{1, 2, "p", "k"}, "CO-ROUTINE (subquery-5); COMPOUND QUERY; LEFT-MOST SUBQUERY; " +
+			"SEARCH usage_daily USING PRIMARY KEY (day=? AND plan_id=? AND key_id=?); LIST SUBQUERY 3; MATERIALIZE days; SETUP; SCAN CONSTANT ROW; RECURSIVE STEP; SCAN days; SCAN days; UNION ALL; " +
+			"SEARCH quota_adjustments USING PRIMARY KEY (day>? AND day<?); SCAN (subquery-5); USE TEMP B-TREE FOR GROUP BY"},
+		{"daily of a plan's page of keys", dailyOfPlanSQL(ofKeys), []any{1, 2, "p", `["k1","k2"]`}, "CO-ROUTINE (subquery-7); COMPOUND QUERY; LEFT-MOST SUBQUERY; " +
+			"SEARCH usage_daily USING PRIMARY KEY (day=? AND plan_id=? AND key_id=?); LIST SUBQUERY 3; MATERIALIZE days; SETUP; SCAN CONSTANT ROW; RECURSIVE STEP; SCAN days; SCAN days; LIST SUBQUERY 4; SCAN json_each VIRTUAL TABLE INDEX 1:; " +
+			"UNION ALL; SEARCH quota_adjustments USING PRIMARY KEY (day>? AND day<?); LIST SUBQUERY 6; SCAN json_each VIRTUAL TABLE INDEX 1:; CREATE BLOOM FILTER; " +
+			"SCAN (subquery-7); USE TEMP B-TREE FOR GROUP BY"},
+		{"daily of a plan", dailyOfPlanSQL(""), []any{1, 2, "p"}, "CO-ROUTINE (subquery-5); COMPOUND QUERY; LEFT-MOST SUBQUERY; " +
+			"SEARCH usage_daily USING PRIMARY KEY (day=? AND plan_id=?); LIST SUBQUERY 3; MATERIALIZE days; SETUP; SCAN CONSTANT ROW; RECURSIVE STEP; SCAN days; SCAN days; UNION ALL; " +
+			"SEARCH quota_adjustments USING PRIMARY KEY (day>? AND day<?); SCAN (subquery-5); USE TEMP B-TREE FOR GROUP BY"},
 		{"minutes", minutesSQL, []any{1, 2}, "SEARCH usage_minute USING PRIMARY KEY (minute>? AND minute<?)"},
 		{"events", eventsSQL, []any{1, 2, int64(math.MinInt64)}, "SEARCH usage_event_batches USING INDEX usage_event_batches_time (min_time>? AND min_time<?); " +
 			"SCALAR SUBQUERY 2; CO-ROUTINE (subquery-1); SEARCH usage_event_batches USING COVERING INDEX usage_event_batches_span; SCAN (subquery-1)"},
