@@ -32,11 +32,14 @@
 // token bound to the session, and net/http's CrossOriginProtection
 // refuses a POST a browser marks as cross-origin, sign-in included. What
 // a caller who is not signed in can cost is bounded: forms of 8 KiB,
-// failed sign-ins 5 a second (burst 20) in all, then 429.
+// failed sign-ins 5 a second (burst 20) in all, then 429 (the right token
+// is taken all the same: guesses must not lock the operators out).
 //
 // Scale: a plan's keys are paged 50 at a time from GetUsage's position
-// (a page costs its size at any number of keys); its order by use is the
-// store's ranking of the period (/v1/usage/top, 1,000 keys deep), kept
+// (a page costs its size at any number of keys); its order by use, and
+// its heaviest keys, are the store's ranking of the period
+// (/v1/usage/top, 1,000 keys deep: on the embedded store, a DAY or
+// MONTH period's rows in one pass), drawn only on that view and kept
 // 30 s per plan and period (topCache); billing pages the month's rows
 // 100 at a time. Ranges are whole hours or days, which the stores answer
 // from their rollups. TestConsoleSpeed (make bench-console) times every

@@ -35,9 +35,9 @@
 // aggregating query of the store) and a QuotaAdjuster for UpdateUsage.
 // usage/sqlitestore and usage/chstore are both UsageStore and MinuteStore;
 // a nil one leaves its endpoints out. A MinuteStore that is also a
-// BillingStore (sqlitestore: per-month and per-day rows kept as events
-// arrive) answers billing from those; others through Report (native.go,
-// bill.read).
+// BillingStore or a TopStore (sqlitestore: per-month and per-day rows
+// kept as events arrive) answers billing, and top consumers of whole
+// days, from those; others through Report (native.go).
 //
 // With Config.Console, the web console (package console) is mounted at
 // /ui/: it signs its users in itself and calls this API in process

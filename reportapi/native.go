@@ -331,28 +331,23 @@ func (n *native) usage(w http.ResponseWriter, r *http.Request) {
 	finish()
 }
 
-// TopStore ranks keys from tables kept as events arrive, for one whole
-// UTC day or calendar month (usage/sqlitestore): a plan's heaviest keys of
-// its quota period at any number of keys. Other ranges, and other
-// filters than the plan, go through Report.
+// TopStore ranks keys from tables kept as events arrive, over whole UTC
+// days (usage/sqlitestore): a plan's heaviest keys of its quota period,
+// or every plan's of 30 days, without every key's rows of every decision
+// summed and sorted. Other ranges, and other filters than the plan, go
+// through Report.
 type TopStore interface {
-	TopKeys(ctx context.Context, period string, start int64, planID string, limit int, f func(*usage.KeyCounts) error) error
+	TopKeys(ctx context.Context, fromDay, toDay int64, planID string, limit int, f func(*usage.KeyCounts) error) error
 }
 
-// wholePeriod reports whether u's range is one whole UTC day or calendar
-// month, and which, with its first minute.
-func wholePeriod(u usageQuery) (string, int64, bool) {
+// wholeDays reports whether u's range is whole UTC days, and which (the
+// first and the last).
+func wholeDays(u usageQuery) (int64, int64, bool) {
 	from, to := u.from.UTC(), u.to.UTC()
-	if from.Nanosecond() != 0 || from != from.Truncate(24*time.Hour) {
-		return "", 0, false
+	if !from.Equal(from.Truncate(24*time.Hour)) || !to.Equal(to.Truncate(24*time.Hour)) || !to.After(from) {
+		return 0, 0, false
 	}
-	switch {
-	case to.Equal(from.AddDate(0, 0, 1)):
-		return "day", from.Unix() / 60, true
-	case from.Day() == 1 && to.Equal(from.AddDate(0, 1, 0)):
-		return "month", from.Unix() / 60, true
-	}
-	return "", 0, false
+	return utc.Day(from.UnixNano()), utc.Day(to.UnixNano()) - 1, true
 }
 
 // planOnly returns the plan filters narrow to (or "" for none), and
@@ -434,10 +429,10 @@ func (n *native) top(w http.ResponseWriter, r *http.Request) {
 		limit = v
 	}
 	if ts, ok := n.minutes.(TopStore); ok {
-		if period, start, ok := wholePeriod(u); ok {
+		if fromDay, toDay, ok := wholeDays(u); ok {
 			if only, ok := planOnly(u.filters); ok {
 				var list []*consumer
-				err := ts.TopKeys(r.Context(), period, start, only, limit, func(kc *usage.KeyCounts) error {
+				err := ts.TopKeys(r.Context(), fromDay, toDay, only, limit, func(kc *usage.KeyCounts) error {
 					c := &consumer{Key: kc.KeyID, Plan: kc.PlanID, Admitted: kc.Admitted, Throttled: kc.Throttled, Limited: kc.QuotaExceeded}
 					if k := cat.Key(c.Key); k != nil {
 						c.Name, c.CustomerID = k.Name, k.CustomerID

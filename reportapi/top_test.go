@@ -20,10 +20,11 @@ import (
 // reportOnly hides a store's other methods: the answers through Report.
 type reportOnly struct{ MinuteStore }
 
-// /v1/usage/top of one whole day or month, from the store's day and
-// month tables (TopStore), answers what it answers through Report: random
-// usage of random keys and plans, out of order, every decision, days and
-// months, with and without a plan, limits that cut ties.
+// /v1/usage/top of whole days, from the store's day and month tables
+// (TopStore), answers what it answers through Report: random usage of
+// random keys and plans, out of order, every decision; a day, a month,
+// days across a month's end; with and without a plan; limits that cut
+// ties.
 func TestTopFromTablesEqualsReport(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 12))
 	store, err := sqlitestore.Open(filepath.Join(t.TempDir(), "usage.db"))
@@ -74,7 +75,8 @@ func TestTopFromTablesEqualsReport(t *testing.T) {
 	counted := &countingTop{Store: store}
 	tables, report := serve(counted), serve(reportOnly{store})
 	ranges := [][2]string{{"2026-10-30T00:00:00Z", "2026-10-31T00:00:00Z"}, {"2026-11-01T00:00:00Z", "2026-11-02T00:00:00Z"},
-		{"2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z"}, {"2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z"}}
+		{"2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z"}, {"2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z"},
+		{"2026-10-29T00:00:00Z", "2026-11-04T00:00:00Z"}, {"2026-10-15T00:00:00Z", "2026-11-15T00:00:00Z"}}
 	for _, rg := range ranges {
 		for _, plan := range []string{"", "p1"} {
 			for _, limit := range []string{"3", "17", "1000"} {
@@ -104,7 +106,7 @@ type countingTop struct {
 	calls int
 }
 
-func (c *countingTop) TopKeys(ctx context.Context, period string, start int64, planID string, limit int, f func(*usage.KeyCounts) error) error {
+func (c *countingTop) TopKeys(ctx context.Context, fromDay, toDay int64, planID string, limit int, f func(*usage.KeyCounts) error) error {
 	c.calls++
-	return c.Store.TopKeys(ctx, period, start, planID, limit, f)
+	return c.Store.TopKeys(ctx, fromDay, toDay, planID, limit, f)
 }

@@ -179,10 +179,10 @@ func TestDailySplitMigration(t *testing.T) {
 	if err := s.InsertEvents(context.Background(), reportEvents(rand.New(rand.NewPCG(13, 14)), 3000, start, 3)); err != nil {
 		t.Fatal(err)
 	}
-	day := start.AddDate(0, 0, 1).Unix() / 60
+	day := start.AddDate(0, 0, 1).Unix() / 86400
 	top := func() []usage.KeyCounts {
 		var out []usage.KeyCounts
-		if err := s.TopKeys(context.Background(), "day", day, "", 100, func(kc *usage.KeyCounts) error { out = append(out, *kc); return nil }); err != nil {
+		if err := s.TopKeys(context.Background(), day, day+1, "", 100, func(kc *usage.KeyCounts) error { out = append(out, *kc); return nil }); err != nil {
 			t.Fatal(err)
 		}
 		return out

@@ -10,7 +10,6 @@ import (
 	"math"
 	"slices"
 
-	"github.com/tollgate/tollgate/internal/utc"
 	"github.com/tollgate/tollgate/schemas"
 	"github.com/tollgate/tollgate/usage"
 )
@@ -288,26 +287,30 @@ ORDER BY day, plan_id, key_id`, fromDay, toDay, over, string(keys))
 }
 
 // TopKeys calls f with up to limit keys that were admitted the most
-// requests in one whole UTC day (period "day", usage_daily) or calendar
-// month ("month", usage_key_month) starting at minute start, of one plan
-// ("" every plan), most first, then by key and plan; rows without a key
-// or a plan are left out. Those tables are kept as events arrive: this is
-// one pass over the period's rows of the plan with a sort bounded by
-// limit, where the rollups would have every key's rows summed and sorted
-// (a plan of 100,000 keys). f's row is reused; its error stops the scan.
-func (s *Store) TopKeys(ctx context.Context, period string, start int64, planID string, limit int, f func(*usage.KeyCounts) error) error {
+// requests in the whole UTC days [fromDay, toDay], of one plan ("" every
+// plan), most first, then by key and plan, with their throttled and
+// quota-refused requests; rows without a key or a plan are left out. It
+// reads the tables kept as events arrive: a calendar month's row per key
+// (usage_key_month) when the days are one whole month, else a row per key
+// and day (usage_daily), where the rollups would have every key's rows
+// of every decision summed and sorted. f's row is reused; its error stops
+// the scan.
+func (s *Store) TopKeys(ctx context.Context, fromDay, toDay int64, planID string, limit int, f func(*usage.KeyCounts) error) error {
 	var q string
-	var bucket int64
-	switch period {
-	case "day":
-		q, bucket = `SELECT plan_id, key_id, admitted, throttled, quota_exceeded FROM usage_daily WHERE day = ?1`, utc.FloorDiv(start, 1440)
-	case "month":
-		q, bucket = `SELECT plan_id, key_id, admitted, throttled, quota_exceeded FROM usage_key_month WHERE month = ?1`, start
-	default:
-		return fmt.Errorf("top keys: period %q is not day or month", period)
+	var args []any
+	month := usage.BucketOf(fromDay*1440, "month")
+	if month == fromDay*1440 && usage.BucketOf((toDay+1)*1440, "month") == (toDay+1)*1440 && usage.BucketOf(toDay*1440, "month") == month {
+		q = `SELECT plan_id, key_id, admitted, throttled, quota_exceeded FROM usage_key_month
+WHERE month = ?1 AND (?2 = '' OR plan_id = ?2) AND plan_id != '' AND key_id != ''
+ORDER BY admitted DESC, key_id, plan_id LIMIT ?3`
+		args = []any{month, planID, limit}
+	} else {
+		q = `SELECT plan_id, key_id, sum(admitted) AS a, sum(throttled), sum(quota_exceeded) FROM usage_daily
+WHERE day BETWEEN ?1 AND ?2 AND (?3 = '' OR plan_id = ?3) AND plan_id != '' AND key_id != ''
+GROUP BY plan_id, key_id ORDER BY a DESC, key_id, plan_id LIMIT ?4`
+		args = []any{fromDay, toDay, planID, limit}
 	}
-	q += ` AND (?2 = '' OR plan_id = ?2) AND plan_id != '' AND key_id != '' ORDER BY admitted DESC, key_id, plan_id LIMIT ?3`
-	rows, err := s.db.QueryContext(ctx, q, bucket, planID, limit)
+	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return fmt.Errorf("top keys: %w", err)
 	}
