@@ -67,6 +67,7 @@ For awscli and boto3:
   aws apigateway get-api-keys --endpoint-url http://%s
 For curl:
   curl -H 'Authorization: Bearer %s' http://%s/metrics
-`, path, c.AccessKeyID, c.SecretAccessKey, adminAddr, c.Token, adminAddr)
+The console: http://%s/ui/ (sign in with that token)
+`, path, c.AccessKeyID, c.SecretAccessKey, adminAddr, c.Token, adminAddr, adminAddr)
 	return c, nil
 }
