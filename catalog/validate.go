@@ -95,6 +95,12 @@ func checkTags(p *problems, kind, name, id string, tags map[string]string) {
 		}
 		if msg := checkText(tags[k], MaxTagValueLen, false); msg != "" {
 			p.add(kind, name, id, fmt.Sprintf("tags[%q]", k), "%s", msg)
+			continue
+		}
+		if k == ExpiresAtTag {
+			if _, err := ParseExpiresAt(tags[k]); err != nil {
+				p.add(kind, name, id, fmt.Sprintf("tags[%q]", k), "%s", err)
+			}
 		}
 	}
 }

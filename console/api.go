@@ -86,6 +86,7 @@ type keyJSON struct {
 	Enabled     bool              `json:"enabled"`
 	CreatedDate int64             `json:"createdDate"`
 	Tags        map[string]string `json:"tags"`
+	ExpiresAt   string            `json:"expiresAt"`
 }
 
 type planJSON struct {

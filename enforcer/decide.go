@@ -62,7 +62,7 @@ func (t *table) decide(d *decision, host, path, method string, keys []string, no
 			return
 		}
 		d.key = e
-		if !e.enabled {
+		if !e.enabled || e.expires != 0 && now >= e.expires {
 			d.outcome = schemas.DecisionForbidden
 			return
 		}

@@ -39,8 +39,10 @@
 //     unknownRouteStatus).
 //  4. Key (keys.go), for a method with apiKeyRequired. The value is looked
 //     up in the keySet: the verified-value table if a request showed it
-//     before, else its SHA-256 in the hash table. Missing, unknown or
-//     disabled: 403 Forbidden. Then the key's plan for this stage
+//     before, else its SHA-256 in the hash table. Missing, unknown,
+//     disabled or past its expiry (catalog.ExpiresAtTag, compared with
+//     the request's time, so every enforcer stops the key at the same
+//     instant): 403 Forbidden. Then the key's plan for this stage
 //     (table.bind); none: 403 Forbidden.
 //  5. Throttles (bucket.go): the gateway-wide bucket, the stage's, then
 //     the key's bucket under the plan, or the per-method bucket that

@@ -28,6 +28,10 @@ type keyEntry struct {
 	vlen    atomic.Uint32
 	val     [maxRecorded]byte
 	enabled bool
+	// expires is when the key stops (Unix ns, catalog.ExpiresAtTag); 0:
+	// never. Compared with the request's time, so every enforcer stops it
+	// at the same instant whatever moment the catalog reached it.
+	expires int64
 	plans   []binding // plans[:1] is one[:] for keys of one plan
 	one     [1]binding
 	id      [1]string // the key id, as the X-Tollgate-Key-Id header's value

@@ -283,7 +283,7 @@ func newEntry(k *catalog.APIKey, old *keyEntry, planIndex func(string) (int32, b
 	if _, err := hex.Decode(h[:], []byte(k.ValueHash)); err != nil {
 		return nil
 	}
-	e := &keyEntry{enabled: k.Enabled, hash: h, id: [1]string{k.ID}}
+	e := &keyEntry{enabled: k.Enabled, expires: k.ExpiresAt(), hash: h, id: [1]string{k.ID}}
 	if len(k.UsagePlans) <= 1 {
 		e.plans = e.one[:0]
 	} else {

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"reflect"
 	"slices"
@@ -44,6 +45,9 @@ type apiKeyJSON struct {
 	LastUpdatedDate int64             `json:"lastUpdatedDate"`
 	StageKeys       []string          `json:"stageKeys"`
 	Tags            map[string]string `json:"tags,omitempty"`
+	// ExpiresAt is tollgate's: the key's catalog.ExpiresAtTag, also
+	// shown among its tags (where the AWS CLI sets it).
+	ExpiresAt string `json:"expiresAt,omitempty"`
 }
 
 // masked shows a stored key's value: AWS returns the value on request;
@@ -52,7 +56,8 @@ func masked(k *catalog.APIKey) string { return k.ValuePrefix + "…" }
 
 func keyJSON(k *catalog.APIKey, includeValue bool) apiKeyJSON {
 	j := apiKeyJSON{ID: k.ID, Name: k.Name, CustomerID: k.CustomerID, Description: k.Description, Enabled: k.Enabled,
-		CreatedDate: k.CreatedDate, LastUpdatedDate: max(k.LastUpdatedDate, k.CreatedDate), StageKeys: []string{}, Tags: k.Tags}
+		CreatedDate: k.CreatedDate, LastUpdatedDate: max(k.LastUpdatedDate, k.CreatedDate), StageKeys: []string{}, Tags: k.Tags,
+		ExpiresAt: k.Tags[catalog.ExpiresAtTag]}
 	if includeValue {
 		j.Value = masked(k)
 	}
@@ -88,6 +93,7 @@ func (a *apiKeys) create(w http.ResponseWriter, r *http.Request) {
 		CustomerID  string            `json:"customerId"`
 		Tags        map[string]string `json:"tags"`
 		StageKeys   []json.RawMessage `json:"stageKeys"`
+		ExpiresAt   string            `json:"expiresAt"`
 		// generateDistinctId is accepted and ignored: ids are always distinct.
 		GenerateDistinctID bool `json:"generateDistinctId"`
 	}
@@ -99,6 +105,12 @@ func (a *apiKeys) create(w http.ResponseWriter, r *http.Request) {
 		badRequest("stageKeys are not supported: associate the key with a usage plan (create-usage-plan-key)").write(w)
 		return
 	}
+	tags, perr := withExpiry(in.Tags, in.ExpiresAt, "expiresAt", a.now())
+	if perr != nil {
+		perr.write(w)
+		return
+	}
+	in.Tags = tags
 	value := in.Value
 	if value == "" {
 		value = catalog.NewKeyValue(nil)
@@ -196,7 +208,36 @@ func keyID(k *catalog.APIKey) string { return k.ID }
 var errKeyNotFound = &apiError{status: 404, errType: "NotFoundException", msg: "Invalid API Key identifier specified"}
 
 // keyPatchPaths are the fields UpdateApiKey may change.
-var keyPatchPaths = []string{"/name", "/description", "/enabled", "/customerId"}
+var keyPatchPaths = []string{"/name", "/description", "/enabled", "/customerId", "/expiresAt"}
+
+// withExpiry returns tags with the expiry set (catalog.ExpiresAtTag):
+// expiresAt (named field in errors) when given, else the tag's own value,
+// either an RFC 3339 time after now; "" in both leaves tags as they are.
+// The tags are copied, never changed in place.
+func withExpiry(tags map[string]string, expiresAt, field string, now time.Time) (map[string]string, *apiError) {
+	tagged, hasTag := tags[catalog.ExpiresAtTag]
+	switch {
+	case expiresAt == "" && !hasTag:
+		return tags, nil
+	case expiresAt == "":
+		expiresAt, field = tagged, fmt.Sprintf("tags[%q]", catalog.ExpiresAtTag)
+	case hasTag && tagged != expiresAt:
+		return nil, badRequest(fmt.Sprintf("%s: %q and tags[%q] %q differ; give one", field, expiresAt, catalog.ExpiresAtTag, tagged))
+	}
+	t, err := catalog.ParseExpiresAt(expiresAt)
+	if err != nil {
+		return nil, badRequest(fmt.Sprintf("%s: %v", field, err))
+	}
+	if !t.After(now) {
+		return nil, badRequest(fmt.Sprintf("%s: %s is not in the future (now %s)", field, catalog.FormatExpiresAt(t), catalog.FormatExpiresAt(now)))
+	}
+	out := maps.Clone(tags)
+	if out == nil {
+		out = map[string]string{}
+	}
+	out[catalog.ExpiresAtTag] = catalog.FormatExpiresAt(t)
+	return out, nil
+}
 
 func (a *apiKeys) update(w http.ResponseWriter, r *http.Request) {
 	var in struct {
@@ -216,10 +257,28 @@ func (a *apiKeys) update(w http.ResponseWriter, r *http.Request) {
 		}
 		k := *cur
 		for i, op := range in.PatchOperations {
+			if op.Op == "remove" && op.Path == "/expiresAt" {
+				k.Tags = maps.Clone(k.Tags)
+				delete(k.Tags, catalog.ExpiresAtTag)
+				continue
+			}
 			if op.Op != "replace" {
-				return badRequest(fmt.Sprintf("patchOperations[%d]: op %q is not supported for API keys; use replace", i, op.Op))
+				return badRequest(fmt.Sprintf("patchOperations[%d]: op %q is not supported for API keys; use replace (or remove on /expiresAt)", i, op.Op))
 			}
 			switch op.Path {
+			case "/expiresAt":
+				if op.Value == "" {
+					k.Tags = maps.Clone(k.Tags)
+					delete(k.Tags, catalog.ExpiresAtTag)
+					continue
+				}
+				tags := maps.Clone(k.Tags)
+				delete(tags, catalog.ExpiresAtTag)
+				tags, perr := withExpiry(tags, op.Value, fmt.Sprintf("patchOperations[%d]: /expiresAt", i), a.now())
+				if perr != nil {
+					return perr
+				}
+				k.Tags = tags
 			case "/name":
 				if op.Value == "" {
 					return badRequest(fmt.Sprintf("patchOperations[%d]: /name must not be empty", i))

@@ -57,14 +57,18 @@ func newKeysCmd() *cobra.Command {
 		return one(c, b, cmd)
 	}}
 
-	var value, description string
+	var value, description, expiresAt string
 	var enabled bool
 	create := &cobra.Command{Use: "create --name NAME", Short: "Create a key; its value is shown this once", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, _ []string) error {
 		c, err := o.client()
 		if err != nil {
 			return err
 		}
-		b, err := c.do("POST", "/apikeys", map[string]any{"name": name, "value": value, "description": description, "enabled": enabled, "customerId": customer}, "")
+		in := map[string]any{"name": name, "value": value, "description": description, "enabled": enabled, "customerId": customer}
+		if expiresAt != "" {
+			in["expiresAt"] = expiresAt
+		}
+		b, err := c.do("POST", "/apikeys", in, "")
 		if err != nil {
 			return err
 		}
@@ -75,10 +79,11 @@ func newKeysCmd() *cobra.Command {
 	create.Flags().StringVar(&description, "description", "", "description")
 	create.Flags().BoolVar(&enabled, "enabled", false, "enable the key")
 	create.Flags().StringVar(&customer, "customer-id", "", "customer id")
+	create.Flags().StringVar(&expiresAt, "expires-at", "", "when the key stops working, an RFC 3339 time such as 2027-01-31T00:00:00Z (default: never)")
 	create.MarkFlagRequired("name")
 
-	var setName, setDescription, setCustomer, setEnabled string
-	update := &cobra.Command{Use: "update KEY_ID", Short: "Change a key's name, description, customer id or enabled", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+	var setName, setDescription, setCustomer, setEnabled, setExpiresAt string
+	update := &cobra.Command{Use: "update KEY_ID", Short: "Change a key's name, description, customer id, enabled or expiry", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
 		c, err := o.client()
 		if err != nil {
 			return err
@@ -89,8 +94,14 @@ func newKeysCmd() *cobra.Command {
 				ops = append(ops, map[string]string{"op": "replace", "path": path, "value": v})
 			}
 		}
+		switch {
+		case setExpiresAt == "never":
+			ops = append(ops, map[string]string{"op": "remove", "path": "/expiresAt"})
+		case setExpiresAt != "":
+			ops = append(ops, map[string]string{"op": "replace", "path": "/expiresAt", "value": setExpiresAt})
+		}
 		if len(ops) == 0 {
-			return fmt.Errorf("nothing to change: give --name, --description, --customerid or --enabled")
+			return fmt.Errorf("nothing to change: give --name, --description, --customerid, --enabled or --expires-at")
 		}
 		b, err := c.do("PATCH", "/apikeys/"+url.PathEscape(args[0]), map[string]any{"patchOperations": ops}, "")
 		if err != nil {
@@ -102,6 +113,7 @@ func newKeysCmd() *cobra.Command {
 	update.Flags().StringVar(&setDescription, "description", "", "new description")
 	update.Flags().StringVar(&setCustomer, "customerid", "", "new customer id")
 	update.Flags().StringVar(&setEnabled, "enabled", "", "true or false")
+	update.Flags().StringVar(&setExpiresAt, "expires-at", "", "when the key stops working (RFC 3339), or never")
 
 	del := &cobra.Command{Use: "delete KEY_ID", Short: "Delete a key", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
 		c, err := o.client()
