@@ -431,7 +431,7 @@ func (n *native) top(w http.ResponseWriter, r *http.Request) {
 	if ts, ok := n.minutes.(TopStore); ok {
 		if fromDay, toDay, ok := wholeDays(u); ok {
 			if only, ok := planOnly(u.filters); ok {
-				var list []*consumer
+				list := []*consumer{}
 				err := ts.TopKeys(r.Context(), fromDay, toDay, only, limit, func(kc *usage.KeyCounts) error {
 					c := &consumer{Key: kc.KeyID, Plan: kc.PlanID, Admitted: kc.Admitted, Throttled: kc.Throttled, Limited: kc.QuotaExceeded}
 					if k := cat.Key(c.Key); k != nil {
@@ -451,7 +451,9 @@ func (n *native) top(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	// Summed by the store per key and plan, by month, one decision at a
-	// time, the four reports at once: the rows are bounded by the
+	// time, the four reports at once (separate queries: usage stored
+	// while they run may be in one decision's sums and not yet in
+	// another's): the rows are bounded by the
 	// consumers, not by the minutes read, and each report sorts only its
 	// decision's rows (30 days of 1,000 keys in SQLite: 120-150 ms, where
 	// one report by decision took 250).
@@ -462,6 +464,7 @@ func (n *native) top(w http.ResponseWriter, r *http.Request) {
 		sums[i] = map[[2]string]int64{}
 		g.Go(func() error {
 			rep := u.report([]string{"key", "plan"})
+			rep.Granularity = "month" // a few rows per key, whatever granularity= the request named
 			rep.Filters = maps.Clone(rep.Filters)
 			rep.Filters["decision"] = d
 			return n.minutes.Report(gctx, rep, func(row *usage.ReportRow) error {
@@ -544,7 +547,9 @@ func (n *native) billing(w http.ResponseWriter, r *http.Request) {
 	b := newBill(n.cat.State(), month)
 	read := func() error { return b.read(r.Context(), n.minutes, readFrom, end, maxOverageKeys) }
 	if s, ok := n.minutes.(BillingStore); ok {
-		read = func() error { return b.readTables(r.Context(), s, readFrom, end) }
+		read = func() error {
+			return s.ReadBilling(r.Context(), func(t usage.BillingTables) error { return b.readTables(r.Context(), t, readFrom, end) })
+		}
 	}
 	if err := read(); err != nil {
 		internalError("read usage: ", err).write(w)
@@ -591,7 +596,10 @@ func newBill(cat *catalog.State, month time.Time) *bill {
 }
 
 // read sums the month's usage, reading from readFrom (a week before it,
-// for a WEEK period that ends in it) to end.
+// for a WEEK period that ends in it) to end. Its reports are separate
+// queries: on a store with no snapshot across them (ClickHouse), usage
+// stored between them may show in a bill's overage and not yet in its
+// totals; the embedded store's bills read one snapshot (readTables).
 //
 // Totals need a row per key, plan and decision; only overage needs the
 // quota periods, and the store sums the range by month first (a few rows
@@ -666,14 +674,12 @@ func (b *bill) read(ctx context.Context, m MinuteStore, readFrom, end time.Time,
 	return nil
 }
 
-// BillingStore is what a store keeps as events arrive for billing to
-// read without summing a month of days (usage/sqlitestore): a row per key
-// and plan for a month (KeyMonths), and a range scan of per-day admitted
-// requests that returns only the rows over a threshold (DailyAdmitted).
-// MinuteStores that are not read through Report (bill.read).
+// BillingStore gives a bill its tables, all of one state of the store
+// (a bill is several reads, and batches arrive between them: its totals
+// and its overage must agree). MinuteStores that are not are read
+// through Report (bill.read).
 type BillingStore interface {
-	KeyMonths(ctx context.Context, month int64, f func(*usage.KeyMonth) error) error
-	DailyAdmitted(ctx context.Context, fromDay, toDay int64, keyIDs []string, over int64, f func(day int64, planID, keyID string, admitted int64) error) error
+	ReadBilling(ctx context.Context, f func(usage.BillingTables) error) error
 }
 
 // maxWeekSuspects bounds the keys of WEEK plans whose days readTables asks
@@ -686,7 +692,7 @@ const maxWeekSuspects = 1000
 // over the smallest limit of any DAY plan (one scan that returns only
 // those); WEEK periods from the days of the keys that used more than
 // their plan's smallest limit over both months.
-func (b *bill) readTables(ctx context.Context, s BillingStore, readFrom, end time.Time) error {
+func (b *bill) readTables(ctx context.Context, s usage.BillingTables, readFrom, end time.Time) error {
 	month := b.month.Unix() / 60
 	used := map[[2]string]int64{}
 	err := s.KeyMonths(ctx, month, func(km *usage.KeyMonth) error {

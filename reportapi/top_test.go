@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -109,4 +111,43 @@ type countingTop struct {
 func (c *countingTop) TopKeys(ctx context.Context, fromDay, toDay int64, planID string, limit int, f func(*usage.KeyCounts) error) error {
 	c.calls++
 	return c.Store.TopKeys(ctx, fromDay, toDay, planID, limit, f)
+}
+
+// Top consumers with nobody: an empty list, through either path; through
+// Report, one month bucket per key whatever granularity= asked.
+func TestTopOfNobodyAndItsBuckets(t *testing.T) {
+	store, err := sqlitestore.Open(filepath.Join(t.TempDir(), "usage.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	m, _ := catalog.NewManager(catalog.StateOf(&catalog.Catalog{}), memSaver{}, nil)
+	rec := &granularities{MinuteStore: store}
+	for _, ms := range []MinuteStore{store, rec} {
+		h, _ := New(Config{Ready: func() bool { return true }, Credentials: testCreds, Catalog: m, Minutes: ms})
+		srv := httptest.NewServer(h)
+		_, _, body := fetch(t, srv.URL+"/v1/usage/top?from=2026-11-01T00:00:00Z&to=2026-11-02T00:00:00Z&granularity=minute")
+		srv.Close()
+		if !strings.Contains(body, `"rows":[]`) {
+			t.Errorf("top of nobody: %s", body)
+		}
+	}
+	if len(rec.seen) != 4 || slices.ContainsFunc(rec.seen, func(g string) bool { return g != "month" }) {
+		t.Fatalf("the reports' granularities: %v", rec.seen)
+	}
+}
+
+// granularities records the granularity of each report (and hides the
+// store's tables: everything goes through Report).
+type granularities struct {
+	MinuteStore
+	mu   sync.Mutex
+	seen []string
+}
+
+func (g *granularities) Report(ctx context.Context, r usage.Report, f func(*usage.ReportRow) error) error {
+	g.mu.Lock()
+	g.seen = append(g.seen, r.Granularity)
+	g.mu.Unlock()
+	return g.MinuteStore.Report(ctx, r, f)
 }

@@ -23,7 +23,11 @@
 // 2105-12-31, ClickHouse's Date).
 package usage
 
-import "github.com/tollgate/tollgate/schemas"
+import (
+	"context"
+
+	"github.com/tollgate/tollgate/schemas"
+)
 
 // DayCount is the rollup of one (plan, key, UTC day).
 type DayCount struct {
@@ -82,4 +86,13 @@ type KeyCounts struct {
 type KeyMonth struct {
 	Month int64 // Unix minutes of the month's first instant
 	KeyCounts
+}
+
+// BillingTables are what a store keeps as events arrive for billing to
+// read without summing a month of days (sqlitestore): a row per key and
+// plan for a month (KeyMonths), and a range scan of per-day admitted
+// requests that returns only the rows over a threshold (DailyAdmitted).
+type BillingTables interface {
+	KeyMonths(ctx context.Context, month int64, f func(*KeyMonth) error) error
+	DailyAdmitted(ctx context.Context, fromDay, toDay int64, keyIDs []string, over int64, f func(day int64, planID, keyID string, admitted int64) error) error
 }

@@ -247,3 +247,42 @@ func TestDailyOfAPlanEqualsFiltered(t *testing.T) {
 		}
 	}
 }
+
+// A bill's reads (ReadBilling) see one state of the store: a batch stored
+// between them shows in none of them.
+func TestReadBillingIsOneSnapshot(t *testing.T) {
+	s, _ := openTemp(t)
+	ctx := context.Background()
+	at := time.Date(2026, 11, 3, 10, 0, 0, 0, time.UTC)
+	ev := func(n uint32, off int64) []schemas.UsageEvent {
+		ns := at.UnixNano() + off
+		return []schemas.UsageEvent{{ID: schemas.NewEventID(ns), Time: ns, APIID: "a", Stage: "prod", KeyID: "k1", PlanID: "p1",
+			Method: "GET", Resource: "/r", Status: 200, Decision: schemas.DecisionAllowed, Count: n}}
+	}
+	if err := s.InsertEvents(ctx, ev(5, 0)); err != nil {
+		t.Fatal(err)
+	}
+	month := usage.BucketOf(at.Unix()/60, "month")
+	day := at.Unix() / 86400
+	var monthAdmitted, dayAdmitted int64
+	err := s.ReadBilling(ctx, func(r usage.BillingTables) error {
+		if err := r.KeyMonths(ctx, month, func(km *usage.KeyMonth) error { monthAdmitted += km.Admitted; return nil }); err != nil {
+			return err
+		}
+		if err := s.InsertEvents(ctx, ev(50, 1)); err != nil { // between the bill's reads
+			return err
+		}
+		return r.DailyAdmitted(ctx, day, day, nil, 0, func(_ int64, _, _ string, n int64) error { dayAdmitted += n; return nil })
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if monthAdmitted != 5 || dayAdmitted != 5 {
+		t.Fatalf("in one snapshot: month %d, day %d; want 5 and 5", monthAdmitted, dayAdmitted)
+	}
+	var after int64
+	s.KeyMonths(ctx, month, func(km *usage.KeyMonth) error { after += km.Admitted; return nil })
+	if after != 55 {
+		t.Fatalf("after: %d, want 55", after)
+	}
+}

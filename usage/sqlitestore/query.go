@@ -229,7 +229,17 @@ func sortEvents(events []schemas.UsageEvent) {
 // key: a row per key and plan, read in primary-key order, kept as events
 // arrived (usage_key_month). f's row is reused; its error stops the scan.
 func (s *Store) KeyMonths(ctx context.Context, month int64, f func(*usage.KeyMonth) error) error {
-	rows, err := s.db.QueryContext(ctx, `SELECT plan_id, key_id, admitted, throttled, quota_exceeded FROM usage_key_month WHERE month = ? ORDER BY plan_id, key_id`, month)
+	return keyMonths(ctx, s.db, month, f)
+}
+
+// queryer is what the reads run on: the pool, or one connection inside a
+// read transaction (ReadBilling).
+type queryer interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+func keyMonths(ctx context.Context, db queryer, month int64, f func(*usage.KeyMonth) error) error {
+	rows, err := db.QueryContext(ctx, `SELECT plan_id, key_id, admitted, throttled, quota_exceeded FROM usage_key_month WHERE month = ? ORDER BY plan_id, key_id`, month)
 	if err != nil {
 		return fmt.Errorf("query month usage: %w", err)
 	}
@@ -256,6 +266,10 @@ func (s *Store) KeyMonths(ctx context.Context, month int64, f func(*usage.KeyMon
 // key, which sorts nothing and returns only the rows asked for (billing's
 // days over a daily quota).
 func (s *Store) DailyAdmitted(ctx context.Context, fromDay, toDay int64, keyIDs []string, over int64, f func(day int64, planID, keyID string, admitted int64) error) error {
+	return dailyAdmitted(ctx, s.db, fromDay, toDay, keyIDs, over, f)
+}
+
+func dailyAdmitted(ctx context.Context, db queryer, fromDay, toDay int64, keyIDs []string, over int64, f func(day int64, planID, keyID string, admitted int64) error) error {
 	keys := []byte("[]")
 	if len(keyIDs) > 0 {
 		var err error
@@ -263,7 +277,7 @@ func (s *Store) DailyAdmitted(ctx context.Context, fromDay, toDay int64, keyIDs 
 			return fmt.Errorf("query daily admitted: %w", err)
 		}
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT day, plan_id, key_id, admitted FROM usage_daily
+	rows, err := db.QueryContext(ctx, `SELECT day, plan_id, key_id, admitted FROM usage_daily
 WHERE day >= ?1 AND day <= ?2 AND admitted > ?3 AND (?4 = '[]' OR key_id IN (SELECT value FROM json_each(?4)))
 ORDER BY day, plan_id, key_id`, fromDay, toDay, over, string(keys))
 	if err != nil {
@@ -328,4 +342,43 @@ GROUP BY plan_id, key_id ORDER BY a DESC, key_id, plan_id LIMIT ?4`
 		return fmt.Errorf("top keys: %w", err)
 	}
 	return nil
+}
+
+// billingReader is what ReadBilling's function reads with: KeyMonths and
+// DailyAdmitted, all of one state of the store.
+type billingReader struct {
+	conn *sql.Conn
+}
+
+var (
+	_ usage.BillingTables = (*Store)(nil)
+	_ usage.BillingTables = billingReader{}
+)
+
+// KeyMonths is Store.KeyMonths in the reader's snapshot.
+func (r billingReader) KeyMonths(ctx context.Context, month int64, f func(*usage.KeyMonth) error) error {
+	return keyMonths(ctx, r.conn, month, f)
+}
+
+// DailyAdmitted is Store.DailyAdmitted in the reader's snapshot.
+func (r billingReader) DailyAdmitted(ctx context.Context, fromDay, toDay int64, keyIDs []string, over int64, f func(day int64, planID, keyID string, admitted int64) error) error {
+	return dailyAdmitted(ctx, r.conn, fromDay, toDay, keyIDs, over, f)
+}
+
+// ReadBilling calls f with a reader whose reads all see one state of the
+// store: a read transaction on one connection (WAL: the snapshot of its
+// first read), so that a bill's totals and its overage, read by several
+// queries, agree even while batches are written. It takes no lock that
+// writers wait on (BEGIN DEFERRED, reads only).
+func (s *Store) ReadBilling(ctx context.Context, f func(usage.BillingTables) error) error {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("read billing: %w", err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "BEGIN DEFERRED"); err != nil {
+		return fmt.Errorf("read billing: %w", err)
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+	return f(billingReader{conn: conn})
 }
