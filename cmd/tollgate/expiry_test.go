@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -94,5 +95,48 @@ func TestKeyExpiryEndToEnd(t *testing.T) {
 	b, err = aws("create-api-key", "--name", "aws-past", "--enabled", "--tags", catalog.ExpiresAtTag+"=2020-01-01T00:00:00Z")
 	if err == nil || !strings.Contains(string(b), `tags["tollgate:expiresAt"]: 2020-01-01T00:00:00Z is not in the future`) {
 		t.Fatalf("aws create-api-key with a past expiry: %v %s", err, b)
+	}
+}
+
+// In a fleet, a key's expiry stops it on every enforcer at the instant
+// itself: the enforcers' clocks (one clock here, moved by the test) are
+// what decide, not when the change reached each of them.
+func TestFleetKeyExpiresOnEveryEnforcerAtOnce(t *testing.T) {
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	f := newFleet(t)
+	ao := f.options(false, true)
+	ao.config, ao.now = f.config, now
+	admin := f.start(ao)
+	var enforcers []*fleetNode
+	for range 2 {
+		o := f.options(true, false)
+		o.now = now
+		enforcers = append(enforcers, f.start(o))
+	}
+	plan := planID(t, admin, "Fleet")
+	at := now().Add(time.Minute).Truncate(time.Second)
+	code, key := admin.admin(t, "POST", "/apikeys", `{"name":"leaving","value":"leaving-fleet-value-0001","enabled":true,"expiresAt":"`+catalog.FormatExpiresAt(at)+`"}`)
+	if code != 201 {
+		t.Fatalf("create-api-key with expiresAt: %d %v", code, key)
+	}
+	if code, out := admin.admin(t, "POST", "/usageplans/"+plan+"/keys", `{"keyId":"`+key["id"].(string)+`","keyType":"API_KEY"}`); code != 201 {
+		t.Fatalf("create-usage-plan-key: %d %v", code, out)
+	}
+	for _, e := range enforcers {
+		e.waitStatus(t, "leaving-fleet-value-0001", 200, 10*time.Second)
+	}
+	clock.Store(at.UnixNano() - int64(time.Millisecond))
+	for _, e := range enforcers {
+		if code := e.status("leaving-fleet-value-0001"); code != 200 {
+			t.Fatalf("a millisecond before the expiry, %s answered %d", e.addrs.gateway, code)
+		}
+	}
+	clock.Store(at.UnixNano())
+	for _, e := range enforcers {
+		if code := e.status("leaving-fleet-value-0001"); code != 403 {
+			t.Fatalf("at the expiry, %s answered %d", e.addrs.gateway, code)
+		}
 	}
 }
