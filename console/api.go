@@ -98,12 +98,6 @@ type planJSON struct {
 	Quota       *catalog.Quota     `json:"quota"`
 }
 
-type planKeyJSON struct {
-	ID    string `json:"id"`
-	Value string `json:"value"`
-	Name  string `json:"name"`
-}
-
 type page[T any] struct {
 	Position string `json:"position"`
 	Item     []T    `json:"item"`

@@ -34,18 +34,11 @@ var ops = map[string]op{
 	"create":  {fields: []string{"name", "customer", "plan"}, describe: describeCreate, do: doCreate},
 }
 
-// need checks the fields a change takes: present, and ids the API's
-// paths hold as they are (the API does not unescape its path
-// parameters, so an id such as "a/b" would name another; such ids come
-// only from a configuration file, and the console leaves them to it).
+// need checks that the fields a change takes are there.
 func need(f url.Values, names ...string) error {
 	for _, n := range names {
-		v := strings.TrimSpace(f.Get(n))
-		if v == "" {
+		if strings.TrimSpace(f.Get(n)) == "" {
 			return fmt.Errorf("%s: required", n)
-		}
-		if n != "name" && n != "remaining" && n != "was" && url.PathEscape(v) != v {
-			return fmt.Errorf("%s: %q holds characters the console does not put in a path; change it through the API or the configuration file", n, v)
 		}
 	}
 	return nil

@@ -1,6 +1,7 @@
 package console_test
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tollgate/tollgate/catalog"
 )
 
 var now0 = time.Date(2026, 11, 27, 15, 30, 0, 0, time.UTC)
@@ -390,4 +393,30 @@ func reverse(s string) string {
 		b[i], b[j] = b[j], b[i]
 	}
 	return string(b)
+}
+
+// A key whose id a path escapes ("x/y") has its page, and a change made
+// there reaches it, not the key whose id is its escaped form.
+func TestOddKeyIDs(t *testing.T) {
+	s := newStack(t, 3, 1, now0)
+	for _, k := range []catalog.APIKey{
+		{ID: "x/y", Name: "slash", Enabled: true, ValueHash: catalog.HashKey("slashslashslashslash01"), UsagePlans: []string{"basic"}},
+		{ID: "x%2Fy", Name: "percent", Enabled: true, ValueHash: catalog.HashKey("percentpercentpercent1"), UsagePlans: []string{"basic"}},
+	} {
+		if _, err := s.mgr.Change(context.Background(), func(tx *catalog.Tx) error { tx.PutKey(k); return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u := newUser(t, s)
+	u.signIn("alice")
+	if r, body := u.do("GET", "/ui/keys/"+url.PathEscape("x/y"), nil); r.StatusCode != 200 || !strings.Contains(body, `id="key-name">slash<`) {
+		t.Fatalf("the page of x/y: %d", r.StatusCode)
+	}
+	r, body := u.do("POST", "/ui/change", url.Values{"csrf": {u.csrf()}, "op": {"disable"}, "key": {"x/y"}})
+	if r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != "/ui/keys/x%2Fy?done=disabled" {
+		t.Fatalf("disable x/y: %d %s\n%s", r.StatusCode, r.Header.Get("Location"), body)
+	}
+	if st := s.state(); st.Key("x/y").Enabled || !st.Key("x%2Fy").Enabled {
+		t.Fatal("the console disabled the wrong key")
+	}
 }

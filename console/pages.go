@@ -203,9 +203,14 @@ func useOf(vals [][2]int64) (used, remaining int64) {
 	return used, remaining
 }
 
-// param is a path parameter, unescaped (chi gives it as sent).
+// param is a path parameter as the id it names: chi routes on the
+// escaped path when the request's needed escaping, and gives the
+// parameter as it is there.
 func param(r *http.Request, name string) string {
 	v := chi.URLParam(r, name)
+	if r.URL.RawPath == "" {
+		return v
+	}
 	if u, err := url.PathUnescape(v); err == nil {
 		return u
 	}
@@ -509,12 +514,20 @@ func (c *topCache) get(ctx context.Context, a api, plan string, from, to time.Ti
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	// Full: the expired go, then the oldest if none had.
+	for k, old := range c.m {
+		if now.Sub(old.at) >= topTTL {
+			delete(c.m, k)
+		}
+	}
 	if len(c.m) >= topEntries {
-		for k, old := range c.m {
-			if now.Sub(old.at) >= topTTL || len(c.m) >= topEntries {
-				delete(c.m, k)
+		oldest := ""
+		for k, e := range c.m {
+			if oldest == "" || e.at.Before(c.m[oldest].at) {
+				oldest = k
 			}
 		}
+		delete(c.m, oldest)
 	}
 	c.m[key] = topEntry{rows: rows, at: now}
 	return rows, now, nil

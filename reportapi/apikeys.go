@@ -195,7 +195,7 @@ func newKeyID(tx *catalog.Tx) string {
 }
 
 func (a *apiKeys) get(w http.ResponseWriter, r *http.Request) {
-	k := a.cat.State().Key(chi.URLParam(r, "id"))
+	k := a.cat.State().Key(urlParam(r, "id"))
 	if k == nil {
 		errKeyNotFound.write(w)
 		return
@@ -247,7 +247,7 @@ func (a *apiKeys) update(w http.ResponseWriter, r *http.Request) {
 		err.write(w)
 		return
 	}
-	id := chi.URLParam(r, "id")
+	id := urlParam(r, "id")
 	now := a.now().Unix()
 	var updated catalog.APIKey
 	if !change(w, r, a.cat, func(tx *catalog.Tx) error {
@@ -312,7 +312,7 @@ func (a *apiKeys) update(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *apiKeys) delete(w http.ResponseWriter, r *http.Request) {
-	id := chi.URLParam(r, "id")
+	id := urlParam(r, "id")
 	if !change(w, r, a.cat, func(tx *catalog.Tx) error {
 		if !tx.DeleteKey(id) {
 			return errKeyNotFound

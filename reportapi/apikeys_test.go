@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"strings"
@@ -495,5 +496,33 @@ func TestImportCSVForm(t *testing.T) {
 				t.Errorf("got %d %s, want %d with %q", code, body, tt.wantCode, tt.want)
 			}
 		})
+	}
+}
+
+// An id with characters a path escapes ("a/b", which a configuration
+// file may give) names its own key, not the one whose id is its escaped
+// form: path parameters are unescaped once, for every route.
+func TestPathParametersAreUnescaped(t *testing.T) {
+	c := newAdmin(t)
+	for _, k := range []catalog.APIKey{
+		{ID: "a/b", Name: "slash", Enabled: true, ValueHash: catalog.HashKey("slashslashslashslash01"), UsagePlans: []string{}},
+		{ID: "a%2Fb", Name: "percent", Enabled: true, ValueHash: catalog.HashKey("percentpercentpercent1"), UsagePlans: []string{}},
+	} {
+		if _, err := c.cat.Change(context.Background(), func(tx *catalog.Tx) error { tx.PutKey(k); return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got apiKeyJSON
+	if code, body := c.call("GET", "/apikeys/"+url.PathEscape("a/b"), nil, &got); code != 200 || got.Name != "slash" {
+		t.Fatalf("GET a/b: %d %s", code, body)
+	}
+	if code, body := c.call("PATCH", "/apikeys/"+url.PathEscape("a/b"), map[string]any{"patchOperations": []map[string]string{{"op": "replace", "path": "/enabled", "value": "false"}}}, nil); code != 200 {
+		t.Fatalf("PATCH a/b: %d %s", code, body)
+	}
+	if s := c.cat.State(); s.Key("a/b").Enabled || !s.Key("a%2Fb").Enabled {
+		t.Fatalf("disabled the wrong key: a/b %v, a%%2Fb %v", s.Key("a/b").Enabled, s.Key("a%2Fb").Enabled)
+	}
+	if code, body := c.call("GET", "/apikeys/"+url.PathEscape("a%2Fb"), nil, &got); code != 200 || got.Name != "percent" {
+		t.Fatalf("GET a%%2Fb: %d %s", code, body)
 	}
 }

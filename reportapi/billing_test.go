@@ -212,3 +212,13 @@ func TestBillingWeekAcrossMonthsFromTables(t *testing.T) {
 		t.Fatalf("November: %v, want 4 admitted and 2 over", show(rows))
 	}
 }
+
+// add is billing the simple way, the reference the fast paths are held
+// to: it sums one row by day, key, plan and decision, into its totals if
+// it is in the month, and into its quota period's admitted requests.
+func (b *bill) add(r *usage.ReportRow) error {
+	if r.Bucket >= b.month.Unix()/60 {
+		b.addTotals(r)
+	}
+	return b.addPeriods(r)
+}

@@ -3,8 +3,11 @@ package reportapi
 import (
 	"errors"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
+
+	"github.com/go-chi/chi/v5"
 
 	"github.com/tollgate/tollgate/catalog"
 )
@@ -52,4 +55,19 @@ func knownError(err error) *apiError {
 		return &apiError{status: 501, errType: "NotImplementedException", msg: err.Error()}
 	}
 	return nil
+}
+
+// urlParam is a path parameter of the route, as the id it names: chi
+// routes on the escaped path when the request's path needed escaping (an
+// id with "/" arrives as "a%2Fb"), and gives the parameter as it is
+// there, so it is unescaped here, once for every route.
+func urlParam(r *http.Request, name string) string {
+	v := chi.URLParam(r, name)
+	if r.URL.RawPath == "" {
+		return v // routed on the decoded path: v is decoded
+	}
+	if u, err := url.PathUnescape(v); err == nil {
+		return u
+	}
+	return v
 }

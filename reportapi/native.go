@@ -777,15 +777,6 @@ type bill struct {
 	perPeriod map[[2]string]map[int64]int64 // admitted per quota period index
 }
 
-// add sums one row by day, key, plan and decision: its totals if it is
-// in the month, and its quota period's admitted requests.
-func (b *bill) add(r *usage.ReportRow) error {
-	if r.Bucket >= b.month.Unix()/60 {
-		b.addTotals(r)
-	}
-	return b.addPeriods(r)
-}
-
 // addTotals sums a row of the month into its key's and plan's totals.
 func (b *bill) addTotals(r *usage.ReportRow) {
 	b.addTotal(r.Dims[0], r.Dims[1], r.Dims[2], r.Requests)

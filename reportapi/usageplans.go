@@ -157,7 +157,7 @@ func (u *usagePlans) list(w http.ResponseWriter, r *http.Request) {
 }
 
 func (u *usagePlans) get(w http.ResponseWriter, r *http.Request) {
-	p := u.cat.State().Plan(chi.URLParam(r, "id"))
+	p := u.cat.State().Plan(urlParam(r, "id"))
 	if p == nil {
 		errPlanNotFound.write(w)
 		return
@@ -166,7 +166,7 @@ func (u *usagePlans) get(w http.ResponseWriter, r *http.Request) {
 }
 
 func (u *usagePlans) delete(w http.ResponseWriter, r *http.Request) {
-	id := chi.URLParam(r, "id")
+	id := urlParam(r, "id")
 	if !change(w, r, u.cat, func(tx *catalog.Tx) error {
 		if tx.Plan(id) == nil {
 			return errPlanNotFound
@@ -198,7 +198,7 @@ func (u *usagePlans) update(w http.ResponseWriter, r *http.Request) {
 		err.write(w)
 		return
 	}
-	id := chi.URLParam(r, "id")
+	id := urlParam(r, "id")
 	var updated catalog.UsagePlan
 	if !change(w, r, u.cat, func(tx *catalog.Tx) error {
 		cur := tx.Plan(id)
@@ -346,7 +346,7 @@ func (u *usagePlans) addKey(w http.ResponseWriter, r *http.Request) {
 		badRequest(fmt.Sprintf("keyType must be API_KEY, got %q", in.KeyType)).write(w)
 		return
 	}
-	id := chi.URLParam(r, "id")
+	id := urlParam(r, "id")
 	var key catalog.APIKey
 	if !change(w, r, u.cat, func(tx *catalog.Tx) error {
 		p := tx.Plan(id)
@@ -429,7 +429,7 @@ func (u *usagePlans) moveKey(w http.ResponseWriter, r *http.Request) {
 		badRequest(fmt.Sprintf("toUsagePlanId is fromUsagePlanId (%s): the key would not move", in.To)).write(w)
 		return
 	}
-	id := chi.URLParam(r, "id")
+	id := urlParam(r, "id")
 	var key catalog.APIKey
 	if !change(w, r, u.cat, func(tx *catalog.Tx) error {
 		cur := tx.Key(id)
@@ -474,7 +474,7 @@ func (u *usagePlans) listKeys(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := u.cat.State()
-	id := chi.URLParam(r, "id")
+	id := urlParam(r, "id")
 	if c.Plan(id) == nil {
 		errPlanNotFound.write(w)
 		return
@@ -494,12 +494,12 @@ func (u *usagePlans) listKeys(w http.ResponseWriter, r *http.Request) {
 
 func (u *usagePlans) getKey(w http.ResponseWriter, r *http.Request) {
 	c := u.cat.State()
-	id := chi.URLParam(r, "id")
+	id := urlParam(r, "id")
 	if c.Plan(id) == nil {
 		errPlanNotFound.write(w)
 		return
 	}
-	k := c.Key(chi.URLParam(r, "keyId"))
+	k := c.Key(urlParam(r, "keyId"))
 	if k == nil || !slices.Contains(k.UsagePlans, id) {
 		errPlanKeyNotFound.write(w)
 		return
@@ -508,7 +508,7 @@ func (u *usagePlans) getKey(w http.ResponseWriter, r *http.Request) {
 }
 
 func (u *usagePlans) removeKey(w http.ResponseWriter, r *http.Request) {
-	id, keyID := chi.URLParam(r, "id"), chi.URLParam(r, "keyId")
+	id, keyID := urlParam(r, "id"), urlParam(r, "keyId")
 	if !change(w, r, u.cat, func(tx *catalog.Tx) error {
 		if tx.Plan(id) == nil {
 			return errPlanNotFound
@@ -537,7 +537,7 @@ func (u *usagePlans) removeKey(w http.ResponseWriter, r *http.Request) {
 func (u *usagePlans) getUsage(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	c := u.cat.State()
-	p := c.Plan(chi.URLParam(r, "id"))
+	p := c.Plan(urlParam(r, "id"))
 	if p == nil {
 		errPlanNotFound.write(w)
 		return
@@ -653,12 +653,12 @@ func (u *usagePlans) updateUsage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := u.cat.State()
-	p := c.Plan(chi.URLParam(r, "id"))
+	p := c.Plan(urlParam(r, "id"))
 	if p == nil {
 		errPlanNotFound.write(w)
 		return
 	}
-	k := c.Key(chi.URLParam(r, "keyId"))
+	k := c.Key(urlParam(r, "keyId"))
 	if k == nil || !slices.Contains(k.UsagePlans, p.ID) {
 		errPlanKeyNotFound.write(w)
 		return

@@ -149,7 +149,7 @@ func (h *webhooks) list(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (h *webhooks) get(w http.ResponseWriter, r *http.Request) {
-	wh := h.cat.State().Webhook(chi.URLParam(r, "id"))
+	wh := h.cat.State().Webhook(urlParam(r, "id"))
 	if wh == nil {
 		errWebhookNotFound.write(w)
 		return
@@ -169,7 +169,7 @@ func (h *webhooks) update(w http.ResponseWriter, r *http.Request) {
 	}
 	var updated catalog.Webhook
 	if !change(w, r, h.cat, func(tx *catalog.Tx) error {
-		cur := tx.Webhook(chi.URLParam(r, "id"))
+		cur := tx.Webhook(urlParam(r, "id"))
 		if cur == nil {
 			return errWebhookNotFound
 		}
@@ -188,7 +188,7 @@ func (h *webhooks) update(w http.ResponseWriter, r *http.Request) {
 
 func (h *webhooks) delete(w http.ResponseWriter, r *http.Request) {
 	if !change(w, r, h.cat, func(tx *catalog.Tx) error {
-		if !tx.DeleteWebhook(chi.URLParam(r, "id")) {
+		if !tx.DeleteWebhook(urlParam(r, "id")) {
 			return errWebhookNotFound
 		}
 		return nil
