@@ -372,36 +372,8 @@ type consumer struct {
 	Limited    int64  `json:"quota_exceeded"`
 }
 
-// consumers sums report rows (per key, plan and decision) per key and
-// plan as they stream: it holds one row per (key, plan), whatever the
-// range.
-type consumers struct {
-	byKey map[[2]string]*consumer
-}
-
-// topGroups are the dimensions of the report top reads.
+// topGroups are the dimensions of the reports billing reads.
 var topGroups = []string{"key", "plan", "decision"}
-
-func (cs *consumers) add(r *usage.ReportRow) error {
-	key, plan, decision := r.Dims[0], r.Dims[1], r.Dims[2]
-	if key == "" || plan == "" {
-		return nil
-	}
-	c := cs.byKey[[2]string{key, plan}]
-	if c == nil {
-		c = &consumer{Key: key, Plan: plan}
-		cs.byKey[[2]string{key, plan}] = c
-	}
-	switch decision {
-	case "admitted":
-		c.Admitted += r.Requests
-	case "throttled":
-		c.Throttled += r.Requests
-	case "quota_exceeded":
-		c.Limited += r.Requests
-	}
-	return nil
-}
 
 // top answers /v1/usage/top: the keys with the most admitted requests in
 // [from, to), optionally within one plan.
@@ -477,16 +449,29 @@ func (n *native) top(w http.ResponseWriter, r *http.Request) {
 		internalError("read usage: ", err).write(w)
 		return
 	}
-	cs := &consumers{byKey: map[[2]string]*consumer{}}
-	one := usage.ReportRow{Dims: make([]string, 3)} // a row of topGroups
+	byKey := map[[2]string]*consumer{} // a key under a plan, with requests of any decision
 	for i, d := range decisions {
-		for id, requests := range sums[i] {
-			one.Dims[0], one.Dims[1], one.Dims[2], one.Requests = id[0], id[1], d, requests
-			cs.add(&one)
+		for id, n := range sums[i] {
+			if id[0] == "" || id[1] == "" {
+				continue
+			}
+			c := byKey[id]
+			if c == nil {
+				c = &consumer{Key: id[0], Plan: id[1]}
+				byKey[id] = c
+			}
+			switch d {
+			case "admitted":
+				c.Admitted = n
+			case "throttled":
+				c.Throttled = n
+			case "quota_exceeded":
+				c.Limited = n
+			}
 		}
 	}
-	list := make([]*consumer, 0, len(cs.byKey))
-	for _, c := range cs.byKey {
+	list := make([]*consumer, 0, len(byKey))
+	for _, c := range byKey {
 		list = append(list, c)
 	}
 	slices.SortFunc(list, func(a, b *consumer) int {
