@@ -318,6 +318,11 @@ func (s *Store) TopKeys(ctx context.Context, fromDay, toDay int64, planID string
 WHERE month = ?1 AND (?2 = '' OR plan_id = ?2) AND plan_id != '' AND key_id != ''
 ORDER BY admitted DESC, key_id, plan_id LIMIT ?3`
 		args = []any{month, planID, limit}
+	} else if fromDay == toDay { // a row per key already: no sums to sort
+		q = `SELECT plan_id, key_id, admitted, throttled, quota_exceeded FROM usage_daily
+WHERE day = ?1 AND (?2 = '' OR plan_id = ?2) AND plan_id != '' AND key_id != ''
+ORDER BY admitted DESC, key_id, plan_id LIMIT ?3`
+		args = []any{fromDay, planID, limit}
 	} else {
 		q = `SELECT plan_id, key_id, sum(admitted) AS a, sum(throttled), sum(quota_exceeded) FROM usage_daily
 WHERE day BETWEEN ?1 AND ?2 AND (?3 = '' OR plan_id = ?3) AND plan_id != '' AND key_id != ''
