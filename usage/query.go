@@ -17,11 +17,8 @@ import (
 // them.
 var Dimensions = []string{"key", "plan", "api", "stage", "method", "resource", "status", "decision"}
 
-// FilterDimensions are the dimensions a Report narrows to one value. The
-// decision is named as reports show it (DecisionName): a report of one
-// decision sorts only its rows (top consumers rank keys by what they
-// were admitted).
-var FilterDimensions = []string{"key", "plan", "api", "stage", "decision"}
+// FilterDimensions are the dimensions a Report narrows to one value.
+var FilterDimensions = []string{"key", "plan", "api", "stage"}
 
 // Granularities are a Report's time buckets, all in UTC.
 var Granularities = []string{"minute", "hour", "day", "month"}

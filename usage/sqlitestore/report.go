@@ -82,7 +82,7 @@ func apiDims(r usage.Report) bool {
 		}
 	}
 	for d := range r.Filters {
-		if d != "api" && d != "stage" && d != "decision" {
+		if d != "api" && d != "stage" {
 			return false
 		}
 	}
@@ -152,7 +152,7 @@ func reportSource(r usage.Report, bucket string) (from, where string, args []any
 	}
 	// The filters in each table's WHERE too, on its stored columns: what
 	// a table's rows are summed and sorted by is only the rows asked for
-	// (a key's, a decision's), not every row of the range.
+	// (a key's, a plan's), not every row of the range.
 	filter, filterArgs := armFilters(r)
 	mark := func(t string) string { return "(SELECT until FROM rollup_marks WHERE tbl = '" + t + "')" }
 	var parts, before []string // before: the marks of the tables read so far
@@ -179,40 +179,17 @@ var (
 )
 
 // armFilters is r's filters on the stored columns, as conditions to add
-// to a table's WHERE, and their arguments: a decision by its stored codes
-// (forbidden is every code but those of admitted, throttled and quota
-// exceeded, as reportDialect names them).
+// to a table's WHERE, and their arguments.
 func armFilters(r usage.Report) (string, []any) {
 	var b strings.Builder
 	var args []any
-	known := []int64{int64(schemas.DecisionAllowed), int64(schemas.DecisionThrottled), int64(schemas.DecisionQuotaExceeded)}
 	for _, d := range slices.Sorted(maps.Keys(r.Filters)) {
-		v := r.Filters[d]
-		switch d {
-		case "key", "plan", "api":
-			b.WriteString(" AND " + d + "_id = ?")
-			args = append(args, v)
-		case "stage":
-			b.WriteString(" AND stage = ?")
-			args = append(args, v)
-		case "decision":
-			switch v {
-			case "admitted":
-				b.WriteString(" AND decision = ?")
-				args = append(args, known[0])
-			case "throttled":
-				b.WriteString(" AND decision = ?")
-				args = append(args, known[1])
-			case "quota_exceeded":
-				b.WriteString(" AND decision = ?")
-				args = append(args, known[2])
-			case "forbidden":
-				b.WriteString(" AND decision NOT IN (?, ?, ?)")
-				args = append(args, known[0], known[1], known[2])
-			default:
-				b.WriteString(" AND 0") // no decision has that name
-			}
+		col := d
+		if d != "stage" {
+			col = d + "_id"
 		}
+		b.WriteString(" AND " + col + " = ?")
+		args = append(args, r.Filters[d])
 	}
 	return b.String(), args
 }

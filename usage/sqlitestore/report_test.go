@@ -57,8 +57,7 @@ func TestReportMatchesAggregate(t *testing.T) {
 	from, to := start.Unix()/60, start.Unix()/60+5*1440
 	reports := rollupCases(from, to,
 		map[string]string{"key": "k1"}, map[string]string{"plan": "pro", "stage": "prod"}, map[string]string{"api": "a2", "key": ""},
-		map[string]string{"stage": "beta", "api": "a1"}, map[string]string{"decision": "admitted"},
-		map[string]string{"decision": "throttled", "plan": "pro"}, map[string]string{"decision": "forbidden", "api": "a1"})
+		map[string]string{"stage": "beta", "api": "a1"})
 	requireTables(t, reports)
 	reporttest.Check(t, s, minutes, reports)
 }
