@@ -424,7 +424,7 @@ func (n *native) top(w http.ResponseWriter, r *http.Request) {
 	// granularity= the request named: the rows are bounded by the
 	// consumers, not by the minutes read. One query: on ClickHouse, a
 	// report of one decision at a time, four at once, took 461 ms where
-	// this takes 237 (a month of 10,000 keys, make bench-history); the
+	// this one took 274 (a month of 10,000 keys, make bench-history); the
 	// embedded store answers whole days from its tables above.
 	rep := u.report(topGroups)
 	rep.Granularity = "month"
