@@ -171,4 +171,26 @@ func TestProtoContract(t *testing.T) {
 		"node":    func() ([]byte, uint64) { return nc(func(n *NodeCount) { n.Node = "n" }), 0 },
 		"counted": func() ([]byte, uint64) { return nc(func(n *NodeCount) { n.Counted = -2 }), uint64(^uint64(1)) },
 	})
+	rs := func(f func(s *RateSignal)) []byte {
+		var s RateSignal
+		f(&s)
+		return AppendRateSignal(nil, &s)
+	}
+	checkContract(t, "RateSignal", rs(func(*RateSignal) {}), map[string]func() ([]byte, uint64){
+		"plan_id": func() ([]byte, uint64) { return rs(func(s *RateSignal) { s.PlanID = "p" }), 0 },
+		"key_id":  func() ([]byte, uint64) { return rs(func(s *RateSignal) { s.KeyID = "k" }), 0 },
+		"as_of":   func() ([]byte, uint64) { return rs(func(s *RateSignal) { s.AsOf = 6 }), 6 },
+		"fleet":   func() ([]byte, uint64) { return rs(func(s *RateSignal) { s.Fleet = 3 }), 3 },
+		"floor":   func() ([]byte, uint64) { return rs(func(s *RateSignal) { s.Floor = 9 }), 9 },
+		"shares":  func() ([]byte, uint64) { return rs(func(s *RateSignal) { s.Shares = []NodeShare{{Node: "n"}} }), 0 },
+	})
+	ns := func(f func(n *NodeShare)) []byte {
+		s := RateSignal{Shares: make([]NodeShare, 1)}
+		f(&s.Shares[0])
+		return AppendRateSignal(nil, &s)[2:]
+	}
+	checkContract(t, "NodeShare", ns(func(*NodeShare) {}), map[string]func() ([]byte, uint64){
+		"node":  func() ([]byte, uint64) { return ns(func(n *NodeShare) { n.Node = "n" }), 0 },
+		"share": func() ([]byte, uint64) { return ns(func(n *NodeShare) { n.Share = 7 }), 7 },
+	})
 }
