@@ -73,14 +73,22 @@ func (t *table) decide(d *decision, host, path, method string, keys []string, no
 		d.plan = p
 	}
 
-	// Throttles, most general first.
-	ok, _, wait := t.gateway.take(t.gwState, now)
+	// Throttles, most general first. In a fleet the gateway's and the
+	// stage's buckets are divided evenly: this enforcer's part is the
+	// fleet's default share (rate.go).
+	gb, sb := &t.gateway, &sr.bucket
+	var gwPart, stagePart bucket
+	if f := t.share.Load(); f < schemas.ShareOne {
+		gwPart, stagePart = gb.scaled(f), sb.scaled(f)
+		gb, sb = &gwPart, &stagePart
+	}
+	ok, _, wait := gb.take(t.gwState, now)
 	if !ok {
 		d.throttledBy(wait)
 		return
 	}
-	if ok, _, wait = sr.bucket.take(sr.state, now); !ok {
-		t.gateway.refund(t.gwState)
+	if ok, _, wait = sb.take(sr.state, now); !ok {
+		gb.refund(t.gwState)
 		d.throttledBy(wait)
 		return
 	}
@@ -92,10 +100,16 @@ func (t *table) decide(d *decision, host, path, method string, keys []string, no
 	if i := mb[mr.idx]; i >= 0 {
 		pb, tat = &p.overrides[i], st.methodTat(p, i)
 	}
+	// In a fleet, this enforcer's share of the key's limits (rate.go).
+	var share bucket
+	if f := st.shareAt(now, t.share); f < schemas.ShareOne && pb.interval > 0 {
+		share = pb.scaled(f)
+		pb = &share
+	}
 	ok, left, wait := pb.take(tat, now)
 	if !ok {
-		sr.bucket.refund(sr.state)
-		t.gateway.refund(t.gwState)
+		sb.refund(sr.state)
+		gb.refund(t.gwState)
 		d.throttledBy(wait)
 		d.throttled = true
 		d.throttleReset = pb.secondsUntilFull(tat, now)
@@ -112,8 +126,8 @@ func (t *table) decide(d *decision, host, path, method string, keys []string, no
 		if !ok {
 			pb.refund(tat)
 			d.tokensLeft++ // given back
-			sr.bucket.refund(sr.state)
-			t.gateway.refund(t.gwState)
+			sb.refund(sr.state)
+			gb.refund(t.gwState)
 			d.outcome = schemas.DecisionQuotaExceeded
 			d.retryAfter = end - now
 			return

@@ -46,7 +46,8 @@
 //     (table.bind); none: 403 Forbidden.
 //  5. Throttles (bucket.go): the gateway-wide bucket, the stage's, then
 //     the key's bucket under the plan, or the per-method bucket that
-//     replaces it for the method. Empty: 429 Too Many Requests, with
+//     replaces it for the method; in a fleet the key's bucket is scaled
+//     by this enforcer's share of it (Throttles across a fleet, below). Empty: 429 Too Many Requests, with
 //     Retry-After the wait for a token. A method that needs no key is
 //     admitted after the stage's bucket.
 //  6. Quota (quota.go): the key's quota counter under the plan. Used up:
@@ -195,6 +196,29 @@
 // enforces the plan it has. SetUsed sets this enforcer's counter
 // directly; in a fleet the aggregator records the adjustment in s.Used,
 // and the next signal gives every enforcer its lease of what is left.
+//
+// # Throttles across a fleet
+//
+// Alone, a key's buckets are the plan's. In a fleet each enforcer admits
+// its share of them (rate.go): the aggregator divides a busy key's rate
+// by where its requests arrive and publishes a schemas.RateSignal;
+// ApplyRate keeps this enforcer's share, and the time until which it
+// holds (the division's AsOf + Config.RateStale, 3 s, on this
+// enforcer's clock), in one atomic word of the key's keyPlanState. A
+// request reads it (keyPlanState.shareAt) and, below a whole share,
+// takes its token from a copy of the bucket scaled by it (bucket.scaled):
+// the interval grows by 1/share, the tolerance (the burst's time) stays,
+// so the burst shrinks by the share, never below one request. The key's
+// tat is the same word at any share, so a new share applies to the next
+// request, with nothing to reset. The per-method buckets take the key's
+// share too. Where no division holds, the share is the fleet's default
+// (SetFleet: 1/N, N the enforcers the newest division named, or
+// Config.Fleet before any; 1 alone). The fleet then admits, while
+// divisions flow, the plan's rate wherever the requests come from (the
+// rule and its bounds are in package aggregator's rate.go); while they do
+// not, at most N × 1/N of it, never N times it. The gateway-wide and stage
+// buckets take the fleet's default share: they count every client's
+// requests, which a load balancer spreads evenly (decide).
 //
 // # Changes at a million keys
 //

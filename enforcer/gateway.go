@@ -63,6 +63,14 @@ type Config struct {
 	// see metrics.go). The request path counts them in atomic arrays
 	// either way. Nil: not registered.
 	Metrics prometheus.Registerer
+	// Fleet is how many enforcers share the fleet's throttles until a
+	// division of a key's throttle names how many there are (rate.go):
+	// each admits 1/Fleet of a key's limits where no division holds.
+	// 0 or 1: the whole limits, as a single enforcer.
+	Fleet int
+	// RateStale is how long a division of a key's throttle holds after
+	// the aggregator made it. Default DefaultRateStale.
+	RateStale time.Duration
 }
 
 // Gateway is the enforcer's HTTP handler: it identifies the key, applies
@@ -90,6 +98,9 @@ type Gateway struct {
 	// (flood.go).
 	rejections *rejections
 	metrics    *metrics
+	// fleetShare is a key's share of its throttles where no division
+	// holds (SetFleet).
+	fleetShare atomic.Uint32
 }
 
 var _ http.Handler = (*Gateway)(nil)
@@ -108,8 +119,12 @@ func New(cfg Config, c *catalog.Catalog) (*Gateway, error) {
 		cfg.Now = func() int64 { return time.Now().UnixNano() }
 	}
 	cfg.Logger = logs.For(cfg.Logger, "enforcer")
+	if cfg.RateStale <= 0 {
+		cfg.RateStale = DefaultRateStale
+	}
 	g := &Gateway{cfg: cfg, ownTransport: cfg.Transport == nil, rejections: newRejections(),
 		global: map[string]*atomic.Int64{}, planIdx: map[string]int32{}, metrics: newMetrics()}
+	g.SetFleet(cfg.Fleet)
 	if err := imetrics.Register(cfg.Metrics, "gateway", g.metrics.collector()); err != nil {
 		return nil, err
 	}

@@ -32,6 +32,9 @@ type table struct {
 	// nil where no plan has the index.
 	plans []*planRT
 	keys  *keySet
+	// share is the gateway's default share of a key's throttle
+	// (Gateway.fleetShare, rate.go).
+	share *atomic.Uint32
 }
 
 type stageRoute struct {
@@ -97,6 +100,9 @@ type keyPlanState struct {
 	// again (keeping those whose names remain) when a request finds the
 	// plan's layout changed.
 	methods atomic.Pointer[methodTats]
+	// share is this enforcer's share of the key's throttles under the
+	// plan and until when it holds (rate.go); 0: the fleet's default.
+	share atomic.Uint64
 }
 
 type methodTats struct {
