@@ -112,6 +112,10 @@ type Config struct {
 	// it is published; crossing 80% or 100% of a quota publishes at once.
 	// Default 1s.
 	SignalInterval time.Duration
+	// Rates receives the division of throttled keys' rates among the
+	// enforcers (the fleet-wide throttle: rate.go). Nil: each enforcer
+	// applies whole rates. Requires Catalog.
+	Rates RateWriter
 	// Stored, when not nil, is handed the events of each batch once
 	// stored, on a quota authority only (quota notifications of the keys
 	// it owns: package notify). It runs on the partition's worker, must
@@ -157,6 +161,9 @@ func (c *Config) Validate() error {
 	if quota && c.Catalog == nil {
 		errs = append(errs, errors.New("aggregator: Catalog is required of a quota authority"))
 	}
+	if c.Rates != nil && c.Catalog == nil {
+		errs = append(errs, errors.New("aggregator: Catalog is required to divide rates (Rates)"))
+	}
 	if c.FlushEvents < 0 || c.FlushInterval < 0 || c.DedupWindow < 0 || c.SignalInterval < 0 {
 		errs = append(errs, errors.New("aggregator: sizes and durations must not be negative"))
 	}
@@ -181,6 +188,8 @@ type Aggregator struct {
 	failures, insertFailures            atomic.Uint64
 	deadLetterFailures                  atomic.Uint64
 	signals, signalFailures             atomic.Uint64
+	rateSignals, rateFailures           atomic.Uint64
+	rates                               *rates        // nil without Config.Rates
 	batches                             atomic.Uint64 // batches the store took
 	insertTime                          prometheus.Histogram
 	lags                                lags // consumer lag of the partitions worked on
@@ -235,6 +244,9 @@ func New(cfg Config) (*Aggregator, error) {
 	if qs, ok := cfg.Store.(QuotaStore); ok {
 		a.quotas, a.quota = qs, newAuthority()
 	}
+	if cfg.Rates != nil {
+		a.rates = newRates()
+	}
 	a.insertTime = newInsertHistogram()
 	if err := metrics.Register(cfg.Metrics, "aggregator", a.collector()); err != nil {
 		return nil, err
@@ -265,6 +277,9 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	sigDone := make(chan struct{})
 	go func() { defer close(sigDone); a.publish(ctx) }()
 	defer func() { <-sigDone }()
+	rateDone := make(chan struct{})
+	go func() { defer close(rateDone); a.publishRates(ctx) }()
+	defer func() { <-rateDone }()
 	if a.cfg.AllPartitions {
 		a.runAll(ctx)
 		return nil
@@ -414,6 +429,34 @@ func (a *Aggregator) publish(ctx context.Context) {
 	}
 }
 
+// publishRates divides throttled keys' rates every rateEvery and sends
+// the divisions that moved (rate.go).
+func (a *Aggregator) publishRates(ctx context.Context) {
+	if a.rates == nil {
+		return
+	}
+	t := time.NewTicker(rateEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		sigs := a.rates.divide(a.catalog(), a.cfg.Now().UnixNano())
+		if len(sigs) == 0 {
+			continue
+		}
+		if err := a.cfg.Rates.WriteRates(ctx, sigs); err != nil {
+			a.rateFailures.Add(1)
+			a.rates.unsend(sigs)
+			a.cfg.Logger.Warn("publish rate divisions", "signals", len(sigs), "err", err)
+			continue
+		}
+		a.rateSignals.Add(uint64(len(sigs)))
+	}
+}
+
 // refreshEvery is how often the quota state is read again from the store.
 const refreshEvery = time.Second
 
@@ -524,6 +567,9 @@ type Stats struct {
 	Failures, InsertFailures uint64
 	// Signals published, and failed publish attempts (retried).
 	Signals, SignalFailures uint64
+	// RateSignals published (divisions of keys' rates), and failed
+	// publish attempts.
+	RateSignals, RateFailures uint64
 }
 
 // Stats returns the counters.
@@ -531,5 +577,6 @@ func (a *Aggregator) Stats() Stats {
 	return Stats{Stored: a.stored.Load(), Duplicates: a.duplicates.Load(), Poison: a.poison.Load(),
 		DeadLetterFailures: a.deadLetterFailures.Load(), Expired: a.expired.Load(),
 		Failures: a.failures.Load(), InsertFailures: a.insertFailures.Load(),
-		Signals: a.signals.Load(), SignalFailures: a.signalFailures.Load()}
+		Signals: a.signals.Load(), SignalFailures: a.signalFailures.Load(),
+		RateSignals: a.rateSignals.Load(), RateFailures: a.rateFailures.Load()}
 }

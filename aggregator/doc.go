@@ -99,11 +99,23 @@
 // enforcers: the fleet cannot admit more than the quota in one signal
 // round).
 //
+// # Throttles across the fleet
+//
+// With Config.Rates, the aggregator also divides the throttle of each
+// busy key among the enforcers by where its requests arrive (rate.go,
+// which has the rule): every 250 ms, from each enforcer's requests of
+// the key over the last second, it publishes a schemas.RateSignal of
+// shares that sum to the plan's rate when the fleet asks for more, and
+// that let each enforcer take all the fleet leaves when it asks for
+// less (see enforcer.Gateway.ApplyRate for how an enforcer applies one,
+// and what it does without).
+//
 // # Metrics
 //
 // Config.Metrics receives the aggregator's collector (metrics.go): its
 // Stats, the batches stored and their insert latency, the consumer lag
 // of each partition a worker runs on (the partition's end at the last
 // fetch less the offset stored; the series leaves with the worker), and,
-// as quota authority, the keys it holds and the signals it sent.
+// as quota authority, the keys it holds and the signals it sent; with
+// Rates, the keys whose throttle it divides and the divisions it sent.
 package aggregator

@@ -55,6 +55,9 @@ var (
 	descKeys       = metrics.Desc("tollgate_aggregator_quota_keys", "Keys (per plan) under this aggregator's quota authority.")
 	descSignals    = metrics.Desc("tollgate_aggregator_signals_sent_total", "Quota signals published to the signals topic.")
 	descSignalFail = metrics.Desc("tollgate_aggregator_signal_failures_total", "Failed attempts to publish quota signals (retried).")
+	descRateKeys   = metrics.Desc("tollgate_aggregator_rate_keys", "Keys (per plan) whose throttle this aggregator divides among the enforcers.")
+	descRateSent   = metrics.Desc("tollgate_aggregator_rate_signals_sent_total", "Divisions of keys' throttles published to the signals topic.")
+	descRateFail   = metrics.Desc("tollgate_aggregator_rate_signal_failures_total", "Failed attempts to publish divisions of keys' throttles.")
 )
 
 func newInsertHistogram() prometheus.Histogram {
@@ -69,6 +72,9 @@ func (a *Aggregator) collector() prometheus.Collector {
 		descFailures, descInsertFail, descLag}, Also: []prometheus.Collector{a.insertTime}}
 	if a.quota != nil {
 		c.Descs = append(c.Descs, descKeys, descSignals, descSignalFail)
+	}
+	if a.rates != nil {
+		c.Descs = append(c.Descs, descRateKeys, descRateSent, descRateFail)
 	}
 	c.Read = func(ch chan<- prometheus.Metric) {
 		st := a.Stats()
@@ -92,6 +98,14 @@ func (a *Aggregator) collector() prometheus.Collector {
 			ch <- metrics.Gauge(descKeys, n)
 			ch <- metrics.Counter(descSignals, st.Signals)
 			ch <- metrics.Counter(descSignalFail, st.SignalFailures)
+		}
+		if a.rates != nil {
+			a.rates.mu.Lock()
+			n := len(a.rates.keys)
+			a.rates.mu.Unlock()
+			ch <- metrics.Gauge(descRateKeys, n)
+			ch <- metrics.Counter(descRateSent, st.RateSignals)
+			ch <- metrics.Counter(descRateFail, st.RateFailures)
 		}
 	}
 	return c

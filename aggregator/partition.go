@@ -67,6 +67,9 @@ func (w *partitionWorker) run(ctx context.Context) {
 		a.own(w.partition, true)
 		defer func() { a.own(w.partition, false); a.quota.drop(w.partition) }()
 	}
+	if a.rates != nil {
+		defer a.rates.drop(w.partition)
+	}
 	for ctx.Err() == nil && !w.crashed {
 		maxWait := a.cfg.FlushInterval
 		if !w.due.IsZero() {
@@ -216,6 +219,9 @@ func (w *partitionWorker) add(ctx context.Context, r *ingest.Record) {
 		// the state from the store and reads the batch again.
 		if a.quota != nil {
 			a.quota.count(w.partition, w.batch.Events[len(w.batch.Events)-1:], a.catalog(), a.cfg.Now().UnixNano())
+		}
+		if a.rates != nil {
+			a.rates.count(w.partition, w.batch.Events[len(w.batch.Events)-1:], a.catalog(), a.cfg.Now().UnixNano())
 		}
 	}
 }

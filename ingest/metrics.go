@@ -33,6 +33,9 @@ var (
 	descSignalsApplied  = metrics.Desc("tollgate_signals_applied_total", "Quota signals the gateway applied (a key and plan it knows, with a quota).")
 	descSignalAge       = metrics.Desc("tollgate_signals_newest_age_seconds", "Age of the newest signal read (now less its AsOf, the time of the newest event it counts); absent before the first.")
 	descSignalFailures  = metrics.Desc("tollgate_signals_failures_total", "Rejected signal records and failed requests to Kafka.")
+	descRatesReceived   = metrics.Desc("tollgate_rate_signals_received_total", "Divisions of keys' throttles read from the signals topic.")
+	descRatesApplied    = metrics.Desc("tollgate_rate_signals_applied_total", "Divisions of keys' throttles the gateway applied (a key and plan it knows, not stale).")
+	descFleet           = metrics.Desc("tollgate_rate_fleet_enforcers", "Enforcers the newest division of a throttle named: where no division holds, a key's throttle is divided evenly among them; absent before the first.")
 )
 
 // edgeCollector exposes an Edge's counters; the fleet's only on a fleet.
@@ -74,7 +77,8 @@ func (l *ConfigLog) collector() prometheus.Collector {
 }
 
 func (r *SignalReader) collector() prometheus.Collector {
-	return &metrics.Collector{Descs: []*prometheus.Desc{descSignalsReceived, descSignalsApplied, descSignalAge, descSignalFailures},
+	return &metrics.Collector{Descs: []*prometheus.Desc{descSignalsReceived, descSignalsApplied, descSignalAge, descSignalFailures,
+		descRatesReceived, descRatesApplied, descFleet},
 		Read: func(ch chan<- prometheus.Metric) {
 			ch <- metrics.Counter(descSignalsReceived, r.received.Load())
 			ch <- metrics.Counter(descSignalsApplied, r.applied.Load())
@@ -82,5 +86,10 @@ func (r *SignalReader) collector() prometheus.Collector {
 				ch <- metrics.Gauge(descSignalAge, r.cfg.Now().Sub(time.Unix(0, n)).Seconds())
 			}
 			ch <- metrics.Counter(descSignalFailures, r.Failures())
+			ch <- metrics.Counter(descRatesReceived, r.rates.Load())
+			ch <- metrics.Counter(descRatesApplied, r.ratesApplied.Load())
+			if n := r.fleet.Load(); n > 0 {
+				ch <- metrics.Gauge(descFleet, int64(n))
+			}
 		}}
 }

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -33,6 +34,17 @@ import (
 
 // signalKey is the record key of a key's state under a plan.
 func signalKey(planID, keyID string) string { return planID + "/" + keyID }
+
+// The topic also carries the aggregator's divisions of keys' throttles
+// (schemas.RateSignal), keyed rateKeyPrefix + "planID/keyID": compaction
+// keeps the latest division of each key apart from its quota state, and
+// the prefix tells the two apart (no id tollgate generates starts with
+// it; a record under it that is not a division is read as a quota
+// state). A division holds for seconds: readers apply it and keep none
+// of it but the fleet's size.
+const rateKeyPrefix = "~rate/"
+
+func rateKey(planID, keyID string) string { return rateKeyPrefix + planID + "/" + keyID }
 
 // SignalWriter publishes quota signals to the signals topic, each
 // acknowledged by all in-sync replicas. Publishing a state again is
@@ -81,6 +93,25 @@ func (w *SignalWriter) Write(ctx context.Context, signals []schemas.QuotaSignal)
 	return nil
 }
 
+// WriteRates publishes divisions of keys' throttles.
+func (w *SignalWriter) WriteRates(ctx context.Context, signals []schemas.RateSignal) error {
+	if len(signals) == 0 {
+		return nil
+	}
+	msgs := make([]kafka.Message, len(signals))
+	for i := range signals {
+		s := &signals[i]
+		if s.PlanID == "" || s.KeyID == "" {
+			return fmt.Errorf("write rate signals: signal %d has no plan or key id", i)
+		}
+		msgs[i] = kafka.Message{Key: []byte(rateKey(s.PlanID, s.KeyID)), Value: schemas.AppendRateSignal(nil, s)}
+	}
+	if err := w.w.WriteMessages(ctx, msgs...); err != nil {
+		return fmt.Errorf("write rate signals: %w", err)
+	}
+	return nil
+}
+
 // Delete publishes a tombstone for a key under a plan: readers forget its
 // state, and compaction eventually removes it from the topic.
 func (w *SignalWriter) Delete(ctx context.Context, planID, keyID string) error {
@@ -108,6 +139,14 @@ type SignalReaderConfig struct {
 	// so it must be safe for concurrent use. Nil: signals are only kept
 	// (see Latest).
 	Apply func(*schemas.QuotaSignal) bool
+	// ApplyRate hands each division of a key's throttle to its user
+	// (enforcer.Gateway.ApplyRate), from one goroutine per partition.
+	// Nil: divisions are skipped.
+	ApplyRate func(*schemas.RateSignal) bool
+	// Fleet hands the number of enforcers the newest division named, and
+	// at start the snapshot's (enforcer.Gateway.SetFleet): what a
+	// throttle falls back to when divisions stop. Nil: none.
+	Fleet func(n int)
 	// MaxWait is the longest a fetch waits for new records; signals
 	// arrive as soon as they are written whatever it is. Default 500ms.
 	MaxWait time.Duration
@@ -157,6 +196,11 @@ type SignalReader struct {
 	// those the gateway applied; newest is the latest AsOf read.
 	received, applied atomic.Uint64
 	newest            atomic.Int64
+	// fleet is the Fleet of the newest division read (kept in the
+	// snapshot).
+	fleet atomic.Int32
+	// rates counts the divisions read and those the gateway applied.
+	rates, ratesApplied atomic.Uint64
 }
 
 // signalSnapshot is the snapshot file's content.
@@ -165,6 +209,9 @@ type signalSnapshot struct {
 	SavedAt time.Time        `json:"savedAt"`
 	Next    map[int]int64    `json:"next"` // partition → offset
 	Signals []snapshotSignal `json:"signals"`
+	// Fleet is how many enforcers the newest division of a throttle
+	// named.
+	Fleet int32 `json:"fleet,omitempty"`
 }
 
 // snapshotSignal is schemas.QuotaSignal with JSON names; converting
@@ -230,6 +277,9 @@ func OpenSignalReader(cfg SignalReaderConfig) (*SignalReader, error) {
 	for _, s := range r.Latest() {
 		cfg.Apply(&s)
 	}
+	if n := r.fleet.Load(); n > 0 && cfg.Fleet != nil {
+		cfg.Fleet(int(n))
+	}
 	return r, nil
 }
 
@@ -252,6 +302,7 @@ func (r *SignalReader) loadSnapshot() error {
 		r.next[p] = off
 	}
 	r.saved = s.SavedAt
+	r.fleet.Store(s.Fleet)
 	return nil
 }
 
@@ -362,6 +413,7 @@ func (r *SignalReader) follow(ctx context.Context, p int, counts bool) {
 	positioned := false
 	var target int64 = -1 // the end to reach before Loaded
 	var applied []schemas.QuotaSignal
+	var rates []schemas.RateSignal
 	for ctx.Err() == nil {
 		if !positioned {
 			first, hwm, err := offsets(ctx, r.client, r.topic, p)
@@ -390,7 +442,21 @@ func (r *SignalReader) follow(ctx context.Context, p int, counts bool) {
 			continue
 		}
 		wait = 0
-		applied = r.apply(p, recs, hwm, applied[:0])
+		applied, rates = r.apply(p, recs, hwm, applied[:0], rates[:0])
+		for i := range rates {
+			r.rates.Add(1)
+			if r.cfg.ApplyRate != nil && r.cfg.ApplyRate(&rates[i]) {
+				r.ratesApplied.Add(1)
+			}
+			if n := rates[i].Fleet; n > 0 && r.fleet.Swap(n) != n {
+				r.mu.Lock()
+				r.dirty = true
+				r.mu.Unlock()
+				if r.cfg.Fleet != nil {
+					r.cfg.Fleet(int(n))
+				}
+			}
+		}
 		for i := range applied {
 			if r.cfg.Apply(&applied[i]) {
 				r.applied.Add(1)
@@ -440,7 +506,7 @@ func (r *SignalReader) retry(ctx context.Context, doing string, err error, wait 
 
 // apply keeps the signals of fetched records and appends them to out,
 // for the caller to hand to Apply outside the lock.
-func (r *SignalReader) apply(p int, recs []record, hwm int64, out []schemas.QuotaSignal) []schemas.QuotaSignal {
+func (r *SignalReader) apply(p int, recs []record, hwm int64, out []schemas.QuotaSignal, rates []schemas.RateSignal) ([]schemas.QuotaSignal, []schemas.RateSignal) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(recs) == 0 {
@@ -448,10 +514,19 @@ func (r *SignalReader) apply(p int, recs []record, hwm int64, out []schemas.Quot
 			// Records compacted away between next and hwm.
 			r.next[p], r.dirty = hwm, true
 		}
-		return out
+		return out, rates
 	}
 	for _, rec := range recs {
 		r.next[p] = rec.offset + 1
+		if bytes.HasPrefix(rec.key, []byte(rateKeyPrefix)) && rec.value != nil {
+			var s schemas.RateSignal
+			if decodeRate(rec.key, rec.value, &s) == nil {
+				rates = append(rates, s)
+				continue
+			}
+			// Not a division: a quota state whose plan id starts with
+			// the prefix, or a bad record, which decodeSignal names.
+		}
 		if rec.value == nil {
 			delete(r.latest, string(rec.key))
 			continue
@@ -466,7 +541,19 @@ func (r *SignalReader) apply(p int, recs []record, hwm int64, out []schemas.Quot
 		out = append(out, s)
 	}
 	r.dirty = true
-	return out
+	return out, rates
+}
+
+// decodeRate decodes a division's record and checks that its key names
+// its plan and key.
+func decodeRate(key, value []byte, s *schemas.RateSignal) error {
+	if err := schemas.DecodeRateSignal(value, s); err != nil {
+		return err
+	}
+	if string(key) != rateKey(s.PlanID, s.KeyID) {
+		return fmt.Errorf("rate signal of %s/%s under the record key %q", s.PlanID, s.KeyID, key)
+	}
+	return nil
 }
 
 // decodeSignal decodes a record's value and checks that its key names
@@ -501,7 +588,7 @@ func (r *SignalReader) saveSnapshot(final bool) {
 		return
 	}
 	s := signalSnapshot{Topic: r.topic, SavedAt: r.cfg.Now(), Next: maps.Clone(r.next),
-		Signals: make([]snapshotSignal, 0, len(r.latest))}
+		Signals: make([]snapshotSignal, 0, len(r.latest)), Fleet: r.fleet.Load()}
 	for _, sig := range r.latest {
 		s.Signals = append(s.Signals, snapshotOf(sig))
 	}

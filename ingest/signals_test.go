@@ -384,3 +384,71 @@ func TestSignalReaderApplyGained(t *testing.T) {
 		t.Errorf("a full change applied %d signals, want all %d", rec2.nCalls(), len(all))
 	}
 }
+
+// Divisions of throttles share the signals topic with quota states: the
+// reader hands each to ApplyRate, keeps none of them among the quota
+// states, keeps the fleet's size in its snapshot and hands it to Fleet
+// at the next start.
+func TestSignalReaderHandsOnRateDivisions(t *testing.T) {
+	_, k := signalCluster(t, "rd.", 3)
+	snap := filepath.Join(t.TempDir(), "signals.json")
+	var mu sync.Mutex
+	var rates []schemas.RateSignal
+	fleet := 0
+	cfg := SignalReaderConfig{Kafka: k, Snapshot: snap, Apply: newSignalRecorder().apply,
+		ApplyRate: func(s *schemas.RateSignal) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			rates = append(rates, *s)
+			return true
+		},
+		Fleet: func(n int) {
+			mu.Lock()
+			defer mu.Unlock()
+			fleet = n
+		}}
+	r := openSignalReader(t, cfg)
+	stop := runSignalReader(t, r)
+	quota := testSignals(2, 3)
+	writeSignals(t, k, quota...)
+	div := schemas.RateSignal{PlanID: "plan0", KeyID: "key00", AsOf: 5, Fleet: 3, Floor: 9,
+		Shares: []schemas.NodeShare{{Node: "a", Share: 100}, {Node: "b", Share: 200}}}
+	w, err := NewSignalWriter(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := w.WriteRates(context.Background(), []schemas.RateSignal{div}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteRates(context.Background(), []schemas.RateSignal{{PlanID: "p"}}); err == nil {
+		t.Fatal("a division without a key id was written")
+	}
+	if err := poll.Wait(10*time.Second, 5*time.Millisecond, "the division handed on", func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(rates) != 1 || fleet != 3 {
+			return fmt.Errorf("%d divisions, fleet %d", len(rates), fleet)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(rates[0], div) {
+		t.Fatalf("handed %+v, want %+v", rates[0], div)
+	}
+	if got := r.Latest(); len(got) != len(quota) {
+		t.Fatalf("%d quota states kept, want %d (a division is not one)", len(got), len(quota))
+	}
+	if r.Failures() != 0 {
+		t.Fatalf("%d failures", r.Failures())
+	}
+	stop()
+	fleet = 0
+	if _, err := OpenSignalReader(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if fleet != 3 {
+		t.Fatalf("fleet at the next start %d, want the snapshot's 3", fleet)
+	}
+}

@@ -1,0 +1,296 @@
+package aggregator
+
+import (
+	"cmp"
+	"context"
+	"math"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/tollgate/tollgate/catalog"
+	"github.com/tollgate/tollgate/schemas"
+)
+
+// RateWriter publishes the division of keys' throttles among the
+// enforcers: ingest.SignalWriter.
+type RateWriter interface {
+	WriteRates(ctx context.Context, signals []schemas.RateSignal) error
+}
+
+// The fleet-wide throttle. Each enforcer applies a plan's rate and burst
+// to its own requests; without a division of them, a key behind a load
+// balancer gets its rate once per enforcer. The aggregator sees every
+// request of a key (admitted or refused: each is an event with the
+// enforcer's name) and divides the rate by where the requests arrive:
+//
+//	d_i   = requests of the key at enforcer i in the window (rateWindow,
+//	        ending rateLag ago: events still on their way are not yet
+//	        counted), per second; D = Σ d_i; r = the plan's rate;
+//	        N = enforcers seen in the last fleetWindow
+//	floor = r × rateFloor / N          (an enforcer with no requests)
+//	D ≤ r: share_i = min(r, d_i + (r - D)), floor at least
+//	       each enforcer may take all of what the fleet leaves unused,
+//	       so no request is refused while the fleet stays under its
+//	       rate, wherever it moves (until the next division, the fleet
+//	       may admit up to D + N(r - D) if every enforcer surged at once)
+//	D > r: share_i = floor + (r - N·floor) × d_i / D
+//	       Σ share_i = r: the fleet admits its rate, split as it arrives
+//
+// A share is a fraction of the plan's limits (schemas.ShareOne), applied
+// to its rate and burst and to each per-method throttle alike. A key
+// whose fleet demand stays under r/(2N) is not divided: every enforcer's
+// fallback share, 1/N, is already twice what it needs. Divisions are
+// published when a share moves by more than shareStep, or every
+// rateRefresh (enforcers take a division as stale after a few seconds,
+// see enforcer.Gateway.ApplyRate).
+const (
+	rateSlot    = 250 * time.Millisecond
+	rateSlots   = 8                // the ring of slots kept per key and enforcer: 2 s
+	rateWindow  = 4                // slots in the window: 1 s
+	rateLag     = 1                // slots between the window's end and now
+	fleetWindow = 10 * time.Second // an enforcer silent this long has left the fleet
+	rateEvery   = rateSlot         // how often keys are divided
+	rateRefresh = time.Second      // a division is published again at least this often
+	rateFloor   = 0.03             // of the rate, shared by the enforcers that have no requests
+	shareStep   = schemas.ShareOne / 64
+)
+
+// rates tracks the requests of keys under throttled plans per enforcer,
+// and divides their plans' rates.
+type rates struct {
+	mu    sync.Mutex
+	keys  map[planKey]*keyRate
+	nodes map[string]int64 // enforcer → the last time (aggregator clock) one of its events was read
+	// plans caches the plans' rates by id for the catalog plansOf.
+	plansOf *catalog.State
+	plans   map[string]float64
+}
+
+type keyRate struct {
+	partition int
+	last      int64 // aggregator clock of the last event
+	nodes     map[string]*[rateSlots]rateCount
+	sent      schemas.RateSignal // the last published; Shares nil before
+	sentAt    int64
+}
+
+type rateCount struct {
+	slot int64 // event time / rateSlot
+	n    int64
+}
+
+func newRates() *rates {
+	return &rates{keys: map[planKey]*keyRate{}, nodes: map[string]int64{}}
+}
+
+// rateOf is the rate a plan's shares divide: its throttle's, or the
+// largest of its per-method throttles'; 0 when it has none.
+func (r *rates) rateOfLocked(cat *catalog.State, id string) float64 {
+	if r.plansOf != cat {
+		if r.plans == nil {
+			r.plans = map[string]float64{}
+		}
+		r.plansOf = cat
+		clear(r.plans)
+	}
+	rate, ok := r.plans[id]
+	if !ok {
+		if p := cat.Plan(id); p != nil {
+			if p.Throttle != nil {
+				rate = p.Throttle.RateLimit
+			}
+			for _, as := range p.APIStages {
+				for _, t := range as.Throttle {
+					rate = max(rate, t.RateLimit)
+				}
+			}
+		}
+		if math.IsNaN(rate) || math.IsInf(rate, 0) || rate < 0 {
+			rate = 0
+		}
+		r.plans[id] = rate
+	}
+	return rate
+}
+
+// count adds events, as read, to their keys' demand.
+func (r *rates) count(partition int, events []schemas.UsageEvent, cat *catalog.State, now int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := range events {
+		e := &events[i]
+		r.nodes[e.Node] = now
+		if e.KeyID == "" || e.PlanID == "" {
+			continue
+		}
+		switch e.Decision {
+		case schemas.DecisionAllowed, schemas.DecisionThrottled, schemas.DecisionQuotaExceeded:
+		default:
+			continue
+		}
+		if r.rateOfLocked(cat, e.PlanID) == 0 {
+			continue
+		}
+		id := planKey{e.PlanID, e.KeyID}
+		k := r.keys[id]
+		if k == nil {
+			k = &keyRate{partition: partition, nodes: map[string]*[rateSlots]rateCount{}}
+			r.keys[id] = k
+		}
+		k.last = now
+		ring := k.nodes[e.Node]
+		if ring == nil {
+			ring = new([rateSlots]rateCount)
+			k.nodes[e.Node] = ring
+		}
+		s := e.Time / int64(rateSlot)
+		c := &ring[s%rateSlots]
+		if c.slot != s {
+			if c.slot > s {
+				continue // older than the ring
+			}
+			*c = rateCount{slot: s}
+		}
+		c.n += e.Requests()
+	}
+}
+
+// drop forgets a partition's keys (another aggregator owns them now).
+func (r *rates) drop(partition int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id, k := range r.keys {
+		if k.partition == partition {
+			delete(r.keys, id)
+		}
+	}
+}
+
+// divide returns the divisions to publish at now, sorted by plan and
+// key, and records them as sent.
+func (r *rates) divide(cat *catalog.State, now int64) []schemas.RateSignal {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var fleet []string
+	for n, t := range r.nodes {
+		if now-t > int64(fleetWindow) {
+			delete(r.nodes, n)
+			continue
+		}
+		fleet = append(fleet, n)
+	}
+	slices.Sort(fleet)
+	end := now/int64(rateSlot) - rateLag // the window's slots are [end-rateWindow, end)
+	var out []schemas.RateSignal
+	for id, k := range r.keys {
+		if now-k.last > int64(rateSlots*rateSlot) {
+			delete(r.keys, id) // no request for the whole ring: enforcers fall back
+			continue
+		}
+		rate := r.rateOfLocked(cat, id.plan)
+		if rate == 0 {
+			delete(r.keys, id)
+			continue
+		}
+		s, ok := k.divide(id, fleet, rate, end, now)
+		if !ok {
+			continue
+		}
+		if k.sent.Shares != nil && now-k.sentAt < int64(rateRefresh) && !moved(&k.sent, &s) {
+			continue
+		}
+		k.sent, k.sentAt = s, now
+		out = append(out, s)
+	}
+	slices.SortFunc(out, func(a, b schemas.RateSignal) int {
+		return cmp.Or(cmp.Compare(a.PlanID, b.PlanID), cmp.Compare(a.KeyID, b.KeyID))
+	})
+	return out
+}
+
+// unsend marks divisions as not sent (their write failed).
+func (r *rates) unsend(sigs []schemas.RateSignal) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, s := range sigs {
+		if k := r.keys[planKey{s.PlanID, s.KeyID}]; k != nil {
+			k.sent = schemas.RateSignal{}
+		}
+	}
+}
+
+// divide computes the key's division (see the const block); false when
+// the key's demand needs none.
+func (k *keyRate) divide(id planKey, fleet []string, rate float64, end, now int64) (schemas.RateSignal, bool) {
+	// The enforcers: the fleet, and any that sent the key's requests
+	// without being in it yet.
+	nodes := fleet
+	for n := range k.nodes {
+		if _, found := slices.BinarySearch(fleet, n); !found {
+			nodes = append(slices.Clip(nodes), n)
+		}
+	}
+	slices.Sort(nodes)
+	window := float64(rateWindow) * rateSlot.Seconds()
+	demand := make([]float64, len(nodes))
+	var total float64
+	for i, n := range nodes {
+		ring := k.nodes[n]
+		if ring == nil {
+			continue
+		}
+		var c int64
+		for _, rc := range ring {
+			if rc.slot >= end-rateWindow && rc.slot < end {
+				c += rc.n
+			}
+		}
+		demand[i] = float64(c) / window
+		total += demand[i]
+	}
+	n := float64(max(len(nodes), 1))
+	if total <= rate/(2*n) {
+		return schemas.RateSignal{}, false
+	}
+	floor := rate * rateFloor / n
+	frac := func(r float64) uint32 {
+		f := math.Floor(r / rate * schemas.ShareOne)
+		return uint32(min(max(f, 1), schemas.ShareOne))
+	}
+	s := schemas.RateSignal{PlanID: id.plan, KeyID: id.key, AsOf: now, Fleet: int32(len(nodes)),
+		Shares: make([]schemas.NodeShare, len(nodes))}
+	if total <= rate {
+		slack := rate - total
+		s.Floor = frac(max(slack, floor))
+		for i, node := range nodes {
+			s.Shares[i] = schemas.NodeShare{Node: node, Share: frac(max(min(rate, demand[i]+slack), floor))}
+		}
+	} else {
+		s.Floor = frac(floor)
+		for i, node := range nodes {
+			s.Shares[i] = schemas.NodeShare{Node: node, Share: frac(floor + (rate-n*floor)*demand[i]/total)}
+		}
+	}
+	return s, true
+}
+
+// moved reports whether b differs from a enough to publish.
+func moved(a, b *schemas.RateSignal) bool {
+	if a.Fleet != b.Fleet || len(a.Shares) != len(b.Shares) || absDiff(a.Floor, b.Floor) > shareStep {
+		return true
+	}
+	for i := range a.Shares {
+		if a.Shares[i].Node != b.Shares[i].Node || absDiff(a.Shares[i].Share, b.Shares[i].Share) > shareStep {
+			return true
+		}
+	}
+	return false
+}
+
+func absDiff(a, b uint32) uint32 {
+	if a > b {
+		return a - b
+	}
+	return b - a
+}

@@ -1,0 +1,153 @@
+package aggregator
+
+import (
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/tollgate/tollgate/catalog"
+	"github.com/tollgate/tollgate/schemas"
+)
+
+var rateCatalog = catalog.StateOf(&catalog.Catalog{UsagePlans: []catalog.UsagePlan{
+	{ID: "gold", Name: "gold", Throttle: &catalog.Throttle{RateLimit: 100, BurstLimit: 100}},
+	{ID: "none", Name: "none"},
+}})
+
+var rateEpoch = time.Date(2026, 5, 4, 12, 0, 0, 0, time.UTC).UnixNano()
+
+// feed counts, for each enforcer, rps[i] requests a second of key k1
+// under plan from the time from to to, evenly spaced, read at to.
+func feed(r *rates, plan string, nodes []string, rps []float64, from, to int64) {
+	for i, n := range nodes {
+		if rps[i] == 0 {
+			r.count(0, []schemas.UsageEvent{{Node: n}}, rateCatalog, to) // seen in the fleet
+			continue
+		}
+		step := int64(float64(time.Second) / rps[i])
+		var evs []schemas.UsageEvent
+		for t := from; t < to; t += step {
+			evs = append(evs, schemas.UsageEvent{Time: t, Node: n, KeyID: "k1", PlanID: plan, Decision: schemas.DecisionThrottled})
+		}
+		r.count(0, evs, rateCatalog, to)
+	}
+}
+
+func shareOf(s schemas.RateSignal, node string) float64 {
+	return float64(s.ShareOf(node)) / schemas.ShareOne
+}
+
+func TestRatesDivideByWhereRequestsArrive(t *testing.T) {
+	nodes := []string{"a", "b", "c"}
+	for _, tc := range []struct {
+		name string
+		rps  []float64
+		want []float64 // shares, ±0.02
+	}{
+		{"even, over the rate", []float64{100, 100, 100}, []float64{1. / 3, 1. / 3, 1. / 3}},
+		{"70/20/10 over the rate", []float64{140, 40, 20}, []float64{0.01 + 0.97*0.7, 0.01 + 0.97*0.2, 0.01 + 0.97*0.1}},
+		{"all on one, over the rate", []float64{0, 300, 0}, []float64{0.01, 0.98, 0.01}},
+		{"under the rate: each its demand and all the slack", []float64{30, 10, 0}, []float64{0.9, 0.7, 0.6}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRates()
+			now := rateEpoch + int64(2*time.Second)
+			feed(r, "gold", nodes, tc.rps, rateEpoch, now)
+			sigs := r.divide(rateCatalog, now)
+			if len(sigs) != 1 {
+				t.Fatalf("%d divisions, want 1", len(sigs))
+			}
+			s := sigs[0]
+			if s.PlanID != "gold" || s.KeyID != "k1" || s.Fleet != 3 || s.AsOf != now {
+				t.Fatalf("division %+v", s)
+			}
+			var sum float64
+			for i, n := range nodes {
+				got := shareOf(s, n)
+				sum += got
+				if d := got - tc.want[i]; d > 0.02 || d < -0.02 {
+					t.Errorf("%s: share %.3f, want %.3f", n, got, tc.want[i])
+				}
+			}
+			if over := tc.rps[0] + tc.rps[1] + tc.rps[2]; over > 100 && sum > 1 {
+				t.Errorf("over the rate, shares sum to %.4f > 1", sum)
+			}
+			// Published again only once it moves or is due.
+			if again := r.divide(rateCatalog, now+int64(rateEvery)); len(again) != 0 {
+				t.Errorf("an unchanged division published again: %+v", again)
+			}
+		})
+	}
+}
+
+// Over the rate the shares never sum above the whole, every enforcer
+// keeps at least the floor, and under it every enforcer gets at least
+// what it asks.
+func TestRatesDivisionBounds(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for i := range 300 {
+		n := 1 + rnd.IntN(6)
+		nodes := make([]string, n)
+		rps := make([]float64, n)
+		for j := range nodes {
+			nodes[j] = string(rune('a' + j))
+			if rnd.IntN(4) > 0 {
+				rps[j] = float64(1 + rnd.IntN(150))
+			}
+		}
+		r := newRates()
+		now := rateEpoch + int64(2*time.Second)
+		feed(r, "gold", nodes, rps, rateEpoch, now)
+		sigs := r.divide(rateCatalog, now)
+		var total float64
+		for _, x := range rps {
+			total += x
+		}
+		if total <= 100/(2*float64(n)) {
+			if len(sigs) != 0 {
+				t.Fatalf("case %d: a division of a key that needs none: %+v", i, sigs)
+			}
+			continue
+		}
+		if len(sigs) != 1 {
+			t.Fatalf("case %d: %d divisions", i, len(sigs))
+		}
+		var sum float64
+		for j, node := range nodes {
+			f := shareOf(sigs[0], node)
+			sum += f
+			if f < rateFloor/float64(n)-1e-4 {
+				t.Fatalf("case %d: %s below the floor: %.4f", i, node, f)
+			}
+			if total <= 100 && f*100 < rps[j]-1 {
+				t.Fatalf("case %d (%.0f req/s in all): %s gets %.1f req/s of its %.0f", i, total, node, f*100, rps[j])
+			}
+		}
+		if total > 100 && sum > 1 {
+			t.Fatalf("case %d: shares sum to %.4f", i, sum)
+		}
+	}
+}
+
+// Keys of plans without a throttle are not tracked; keys whose requests
+// stopped are dropped; so are a partition's keys.
+func TestRatesForget(t *testing.T) {
+	r := newRates()
+	now := rateEpoch + int64(2*time.Second)
+	feed(r, "none", []string{"a"}, []float64{500}, rateEpoch, now)
+	if len(r.keys) != 0 {
+		t.Fatalf("a plan without a throttle is tracked: %d keys", len(r.keys))
+	}
+	feed(r, "gold", []string{"a"}, []float64{500}, rateEpoch, now)
+	if len(r.divide(rateCatalog, now)) != 1 || len(r.keys) != 1 {
+		t.Fatal("no division")
+	}
+	if r.divide(rateCatalog, now+int64(rateSlots*rateSlot)+1); len(r.keys) != 0 {
+		t.Fatal("a key without requests for the whole ring is kept")
+	}
+	feed(r, "gold", []string{"a"}, []float64{500}, rateEpoch, now)
+	r.drop(0)
+	if len(r.keys) != 0 {
+		t.Fatal("a dropped partition's key is kept")
+	}
+}
