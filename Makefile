@@ -55,6 +55,10 @@ bench-history: build ## Report benchmark: a month of 10k keys' history (104M eve
 bench-console: ## Console speed: every page on 1,000 keys × 31 days in the embedded store, each against 300 ms (CONSOLE_KEYS, CONSOLE_DAYS)
 	TOLLGATE_CONSOLE_KEYS=$(CONSOLE_KEYS) TOLLGATE_CONSOLE_DAYS=$(CONSOLE_DAYS) $(GO) test -count=1 -run TestConsoleSpeed -v -timeout 30m ./console
 
+.PHONY: bench-fleet-throttle
+bench-fleet-throttle: ## A key's throttle across 3 enforcers and an aggregator (ClickHouse, TOLLGATE_CLICKHOUSE_DSN): even, skewed, moving traffic, an aggregator outage, and undivided throttles alongside
+	TOLLGATE_FLEET_THROTTLE=1 $(GO) test -count=1 -run TestFleetThrottleMeasured -v -timeout 20m ./cmd/tollgate
+
 .PHONY: screenshots
 screenshots: ## Redraw docs/console-overview.png and docs/console-key.png (needs chromium)
 	mkdir -p docs

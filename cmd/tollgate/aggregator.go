@@ -36,6 +36,9 @@ type aggregatorOptions struct {
 	// webhookAllowPrivate lets webhooks reach loopback and private
 	// addresses (notify.Guard).
 	webhookAllowPrivate bool
+	// wholeThrottles leaves keys' throttles undivided: each enforcer
+	// applies whole rates (aggregator.Config.Rates nil).
+	wholeThrottles bool
 }
 
 func newAggregatorCmd() *cobra.Command {
@@ -48,7 +51,9 @@ more partitions at once), store every event exactly once in ClickHouse
 (raw events; minute, hour and day rollups), send records that are not usage
 events to the dead-letter topic, and publish each key's quota state to
 the signals topic: at least every second for keys that changed, at once
-when a key crosses 80% or 100% of its quota. Run tollgate migrate kafka
+when a key crosses 80% or 100% of its quota. It also divides each busy
+key's throttle among the enforcers by where its requests arrive, so that
+the fleet admits the plan's rate, not the rate once per enforcer. Run tollgate migrate kafka
 and tollgate migrate clickhouse first.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -66,6 +71,7 @@ and tollgate migrate clickhouse first.`,
 	f.StringVar(&o.adminListen, "admin-listen", "", "admin listen address: /healthz, /readyz, /metrics and the webhook deliveries this aggregator sent (/v1/webhooks/deliveries) (\"\" turns it off)")
 	f.DurationVar(&o.rawRetention, "raw-retention", 90*24*time.Hour, "how long raw events are kept (whole days are dropped, hourly); the rollups reports read are kept; 0 keeps everything")
 	f.BoolVar(&o.webhookAllowPrivate, "webhook-allow-private", false, webhookAllowPrivateHelp)
+	f.BoolVar(&o.wholeThrottles, "whole-throttles", false, "do not divide keys' throttles among the enforcers: each enforcer then admits a key's whole rate, the fleet up to the rate times the enforcers")
 	return cmd
 }
 
@@ -128,7 +134,7 @@ func runAggregator(ctx context.Context, o aggregatorOptions, stdout io.Writer, l
 	defer signals.Close()
 	agg, err := aggregator.New(aggregator.Config{Kafka: k, Store: store, GroupID: o.group, FlushEvents: o.flushEvents,
 		FlushInterval: o.flushInterval, Catalog: cl.State, Signals: notify.SignalTee{Writer: signals, Notifier: notifier.Notifier},
-		Stored: notifier.Stored, Logger: logger, Metrics: reg})
+		Rates: rateWriter(signals, o.wholeThrottles), Stored: notifier.Stored, Logger: logger, Metrics: reg})
 	if err != nil {
 		return err
 	}
@@ -198,4 +204,13 @@ func serveAggregatorAdmin(ctx context.Context, o aggregatorOptions, stdout io.Wr
 		ready <- ln.Addr().String()
 	}
 	return func() { cancel(); <-done }, nil
+}
+
+// rateWriter is the aggregator's writer of throttle divisions: the
+// signals topic's, or none with --whole-throttles.
+func rateWriter(w *ingest.SignalWriter, whole bool) aggregator.RateWriter {
+	if whole {
+		return nil
+	}
+	return w
 }

@@ -42,7 +42,7 @@ func (p *process) openFleet(ctx context.Context) error {
 			Metrics: p.reg}); err != nil {
 			return err
 		}
-		if p.gw, err = enforcer.New(enforcer.Config{Events: p.edge.Queue(), Logger: p.logger, Node: o.node,
+		if p.gw, err = enforcer.New(enforcer.Config{Events: p.edge.Queue(), Logger: p.logger, Node: o.node, Fleet: o.fleetSize,
 			Now: func() int64 { return o.now().UnixNano() }, Metrics: p.reg}, nil); err != nil {
 			return err
 		}
@@ -66,7 +66,7 @@ func (p *process) openFleet(ctx context.Context) error {
 	p.loaded = cl.Loaded()
 	if o.gateway {
 		sr, err := ingest.OpenSignalReader(ingest.SignalReaderConfig{Kafka: k, Snapshot: filepath.Join(o.dataDir, "signals-snapshot.json"),
-			Apply: p.gw.ApplySignal, Logger: p.logger, Now: o.now, Metrics: p.reg})
+			Apply: p.gw.ApplySignal, ApplyRate: p.gw.ApplyRate, Fleet: p.gw.SetFleet, Logger: p.logger, Now: o.now, Metrics: p.reg})
 		if err != nil {
 			return err
 		}

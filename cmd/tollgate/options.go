@@ -29,6 +29,7 @@ type options struct {
 	spillMax     int64
 	drainTimeout time.Duration
 	node         string
+	fleetSize    int
 	pprof        bool
 	// shutdownTimeout bounds how long requests in flight may finish.
 	shutdownTimeout time.Duration
@@ -84,4 +85,5 @@ func (o *options) addGatewayFlags(f *pflag.FlagSet) {
 	f.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "with --kafka: on SIGTERM, how long to spend handing spilled events to Kafka; what is left stays on disk for the next start")
 	host, _ := os.Hostname()
 	f.StringVar(&o.node, "node", host, "with --kafka: this enforcer's name in usage events, quota signals and lost-usage records: unique and stable per enforcer (quota leases are split by it)")
+	f.IntVar(&o.fleetSize, "fleet-size", 0, "with --kafka: how many enforcers share a key's throttle until the aggregator's divisions say (each admits 1/N of a key's rate where no division holds); 0 learns it from the divisions, admitting whole rates until the first")
 }
