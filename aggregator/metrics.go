@@ -55,7 +55,7 @@ var (
 	descKeys       = metrics.Desc("tollgate_aggregator_quota_keys", "Keys (per plan) under this aggregator's quota authority.")
 	descSignals    = metrics.Desc("tollgate_aggregator_signals_sent_total", "Quota signals published to the signals topic.")
 	descSignalFail = metrics.Desc("tollgate_aggregator_signal_failures_total", "Failed attempts to publish quota signals (retried).")
-	descRateKeys   = metrics.Desc("tollgate_aggregator_rate_keys", "Keys (per plan) whose throttle this aggregator divides among the enforcers.")
+	descRateKeys   = metrics.Desc("tollgate_aggregator_rate_keys", "Keys (per plan) busy enough for this aggregator to divide their throttle among the enforcers.")
 	descRateSent   = metrics.Desc("tollgate_aggregator_rate_signals_sent_total", "Divisions of keys' throttles published to the signals topic.")
 	descRateFail   = metrics.Desc("tollgate_aggregator_rate_signal_failures_total", "Failed attempts to publish divisions of keys' throttles.")
 )
@@ -101,7 +101,7 @@ func (a *Aggregator) collector() prometheus.Collector {
 		}
 		if a.rates != nil {
 			a.rates.mu.Lock()
-			n := len(a.rates.keys)
+			n := len(a.rates.hot)
 			a.rates.mu.Unlock()
 			ch <- metrics.Gauge(descRateKeys, n)
 			ch <- metrics.Counter(descRateSent, st.RateSignals)

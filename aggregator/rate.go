@@ -58,10 +58,20 @@ const (
 
 // rates tracks the requests of keys under throttled plans per enforcer,
 // and divides their plans' rates.
+//
+// What it costs at a million keys: counting an event is two map lookups
+// at most; dividing looks only at the hot keys (those whose requests in
+// one slot reached the division's threshold, and stay there while it
+// needs a division), so a pass costs the busy keys, not the catalog's
+// (BenchmarkRatesDivide). Keys are kept in two generations of a ring's
+// span each: a key read in the current one is in cur, and one not read
+// for two spans leaves with prev, with no sweep.
 type rates struct {
-	mu    sync.Mutex
-	keys  map[planKey]*keyRate
-	nodes map[string]int64 // enforcer → the last time (aggregator clock) one of its events was read
+	mu        sync.Mutex
+	cur, prev map[planKey]*keyRate
+	genStart  int64                // when cur began (aggregator clock)
+	hot       map[planKey]*keyRate // the keys divide looks at
+	nodes     map[string]int64     // enforcer → the last time (aggregator clock) one of its events was read
 	// plans caches the plans' rates by id for the catalog plansOf.
 	plansOf *catalog.State
 	plans   map[string]float64
@@ -70,9 +80,13 @@ type rates struct {
 type keyRate struct {
 	partition int
 	last      int64 // aggregator clock of the last event
-	nodes     map[string]*[rateSlots]rateCount
-	sent      schemas.RateSignal // the last published; Shares nil before
-	sentAt    int64
+	hot       bool  // in rates.hot
+	// all counts the key's requests per slot, all enforcers together:
+	// how it becomes hot.
+	all    [rateSlots]rateCount
+	nodes  map[string]*[rateSlots]rateCount
+	sent   schemas.RateSignal // the last published; Shares nil before
+	sentAt int64
 }
 
 type rateCount struct {
@@ -81,7 +95,30 @@ type rateCount struct {
 }
 
 func newRates() *rates {
-	return &rates{keys: map[planKey]*keyRate{}, nodes: map[string]int64{}}
+	return &rates{cur: map[planKey]*keyRate{}, prev: map[planKey]*keyRate{}, hot: map[planKey]*keyRate{},
+		nodes: map[string]int64{}}
+}
+
+// generationLocked starts a new generation when the current one is a
+// ring's span old: keys not read since the one before are forgotten.
+func (r *rates) generationLocked(now int64) {
+	if now-r.genStart < int64(rateSlots*rateSlot) {
+		return
+	}
+	r.prev, r.cur, r.genStart = r.cur, make(map[planKey]*keyRate, len(r.cur)), now
+}
+
+// keyLocked returns the key's state, making it if it has none.
+func (r *rates) keyLocked(id planKey, partition int) *keyRate {
+	if k := r.cur[id]; k != nil {
+		return k
+	}
+	k := r.prev[id]
+	if k == nil {
+		k = &keyRate{partition: partition, nodes: map[string]*[rateSlots]rateCount{}}
+	}
+	r.cur[id] = k
+	return k
 }
 
 // rateOf is the rate a plan's shares divide: its throttle's, or the
@@ -118,6 +155,7 @@ func (r *rates) rateOfLocked(cat *catalog.State, id string) float64 {
 func (r *rates) count(partition int, events []schemas.UsageEvent, cat *catalog.State, now int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.generationLocked(now)
 	for i := range events {
 		e := &events[i]
 		r.nodes[e.Node] = now
@@ -129,15 +167,12 @@ func (r *rates) count(partition int, events []schemas.UsageEvent, cat *catalog.S
 		default:
 			continue
 		}
-		if r.rateOfLocked(cat, e.PlanID) == 0 {
+		rate := r.rateOfLocked(cat, e.PlanID)
+		if rate == 0 {
 			continue
 		}
 		id := planKey{e.PlanID, e.KeyID}
-		k := r.keys[id]
-		if k == nil {
-			k = &keyRate{partition: partition, nodes: map[string]*[rateSlots]rateCount{}}
-			r.keys[id] = k
-		}
+		k := r.keyLocked(id, partition)
 		k.last = now
 		ring := k.nodes[e.Node]
 		if ring == nil {
@@ -153,6 +188,17 @@ func (r *rates) count(partition int, events []schemas.UsageEvent, cat *catalog.S
 			*c = rateCount{slot: s}
 		}
 		c.n += e.Requests()
+		a := &k.all[s%rateSlots]
+		if a.slot < s {
+			*a = rateCount{slot: s}
+		}
+		a.n += e.Requests()
+		// Hot once a slot holds more than the division's threshold
+		// (r/2N a second) would allow.
+		if !k.hot && float64(a.n) > rate*rateSlot.Seconds()/float64(2*max(len(r.nodes), 1)) {
+			k.hot = true
+			r.hot[id] = k
+		}
 	}
 }
 
@@ -160,9 +206,11 @@ func (r *rates) count(partition int, events []schemas.UsageEvent, cat *catalog.S
 func (r *rates) drop(partition int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for id, k := range r.keys {
-		if k.partition == partition {
-			delete(r.keys, id)
+	for _, m := range []map[planKey]*keyRate{r.cur, r.prev, r.hot} {
+		for id, k := range m {
+			if k.partition == partition {
+				delete(m, id)
+			}
 		}
 	}
 }
@@ -183,18 +231,23 @@ func (r *rates) divide(cat *catalog.State, now int64) []schemas.RateSignal {
 	slices.Sort(fleet)
 	end := now/int64(rateSlot) - rateLag // the window's slots are [end-rateWindow, end)
 	var out []schemas.RateSignal
-	for id, k := range r.keys {
-		if now-k.last > int64(rateSlots*rateSlot) {
-			delete(r.keys, id) // no request for the whole ring: enforcers fall back
-			continue
-		}
+	r.generationLocked(now)
+	for id, k := range r.hot {
 		rate := r.rateOfLocked(cat, id.plan)
-		if rate == 0 {
-			delete(r.keys, id)
+		if now-k.last > int64(rateSlots*rateSlot) || rate == 0 {
+			// No request for the whole ring, or no throttle any
+			// more: enforcers fall back.
+			delete(r.hot, id)
+			k.hot = false
 			continue
 		}
 		s, ok := k.divide(id, fleet, rate, end, now)
 		if !ok {
+			if now-k.last > int64(rateSlot) {
+				// Quiet for a whole slot: hot again when it is not.
+				delete(r.hot, id)
+				k.hot = false
+			}
 			continue
 		}
 		if k.sent.Shares != nil && now-k.sentAt < int64(rateRefresh) && !moved(&k.sent, &s) {
@@ -214,7 +267,7 @@ func (r *rates) unsend(sigs []schemas.RateSignal) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, s := range sigs {
-		if k := r.keys[planKey{s.PlanID, s.KeyID}]; k != nil {
+		if k := r.hot[planKey{s.PlanID, s.KeyID}]; k != nil {
 			k.sent = schemas.RateSignal{}
 		}
 	}

@@ -1,6 +1,7 @@
 package aggregator
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -19,9 +20,11 @@ var rateEpoch = time.Date(2026, 5, 4, 12, 0, 0, 0, time.UTC).UnixNano()
 // feed counts, for each enforcer, rps[i] requests a second of key k1
 // under plan from the time from to to, evenly spaced, read at to.
 func feed(r *rates, plan string, nodes []string, rps []float64, from, to int64) {
+	for _, n := range nodes {
+		r.count(0, []schemas.UsageEvent{{Node: n}}, rateCatalog, to) // seen in the fleet
+	}
 	for i, n := range nodes {
 		if rps[i] == 0 {
-			r.count(0, []schemas.UsageEvent{{Node: n}}, rateCatalog, to) // seen in the fleet
 			continue
 		}
 		step := int64(float64(time.Second) / rps[i])
@@ -129,25 +132,99 @@ func TestRatesDivisionBounds(t *testing.T) {
 	}
 }
 
-// Keys of plans without a throttle are not tracked; keys whose requests
-// stopped are dropped; so are a partition's keys.
+// Keys of plans without a throttle are not tracked; quiet keys are not
+// looked at; keys whose requests stopped are forgotten within two ring
+// spans; so are a partition's keys.
 func TestRatesForget(t *testing.T) {
 	r := newRates()
 	now := rateEpoch + int64(2*time.Second)
 	feed(r, "none", []string{"a"}, []float64{500}, rateEpoch, now)
-	if len(r.keys) != 0 {
-		t.Fatalf("a plan without a throttle is tracked: %d keys", len(r.keys))
+	if len(r.cur)+len(r.prev) != 0 {
+		t.Fatalf("a plan without a throttle is tracked: %d keys", len(r.cur)+len(r.prev))
 	}
 	feed(r, "gold", []string{"a"}, []float64{500}, rateEpoch, now)
-	if len(r.divide(rateCatalog, now)) != 1 || len(r.keys) != 1 {
+	if len(r.divide(rateCatalog, now)) != 1 || len(r.hot) != 1 {
 		t.Fatal("no division")
 	}
-	if r.divide(rateCatalog, now+int64(rateSlots*rateSlot)+1); len(r.keys) != 0 {
-		t.Fatal("a key without requests for the whole ring is kept")
+	later := now + int64(rateSlots*rateSlot) + 1
+	if r.divide(rateCatalog, later); len(r.hot) != 0 {
+		t.Fatal("a key without requests for the whole ring is looked at")
+	}
+	r.divide(rateCatalog, later+int64(rateSlots*rateSlot))
+	if len(r.cur)+len(r.prev) != 0 {
+		t.Fatalf("a key without requests for two ring spans is kept: %d", len(r.cur)+len(r.prev))
+	}
+	// A quiet key (1 request a second) is counted, never divided.
+	feed(r, "gold", []string{"a", "b"}, []float64{1, 1}, later, later+int64(2*time.Second))
+	if len(r.hot) != 0 || len(r.divide(rateCatalog, later+int64(2*time.Second))) != 0 {
+		t.Fatal("a quiet key is hot")
 	}
 	feed(r, "gold", []string{"a"}, []float64{500}, rateEpoch, now)
 	r.drop(0)
-	if len(r.keys) != 0 {
+	if len(r.cur)+len(r.prev)+len(r.hot) != 0 {
 		t.Fatal("a dropped partition's key is kept")
+	}
+}
+
+// benchRates is r with n keys that had a request each in the last
+// second, on one of three enforcers: keys too quiet to divide, as most
+// of a million are.
+func benchRates(n int, now int64) *rates {
+	r := newRates()
+	evs := make([]schemas.UsageEvent, 1)
+	for i := range n {
+		evs[0] = schemas.UsageEvent{Time: now - int64(time.Second) + int64(i%1000)*int64(time.Millisecond), Node: string(rune('a' + i%3)),
+			KeyID: fmt.Sprintf("key%07d", i), PlanID: "gold", Decision: schemas.DecisionAllowed}
+		r.count(0, evs, rateCatalog, now)
+	}
+	return r
+}
+
+// A pass of divide (every 250 ms; the lock it holds meanwhile keeps
+// events from being counted) over quiet keys, which it does not look at,
+// and busy ones (200 req/s on three enforcers), which it divides.
+func BenchmarkRatesDivide(b *testing.B) {
+	for _, c := range []struct{ quiet, busy int }{{100_000, 0}, {1_000_000, 0}, {100_000, 1_000}} {
+		b.Run(fmt.Sprintf("quiet=%d/busy=%d", c.quiet, c.busy), func(b *testing.B) {
+			now := rateEpoch + int64(2*time.Second)
+			r := benchRates(c.quiet, now)
+			for i := range c.busy {
+				evs := make([]schemas.UsageEvent, 0, 400)
+				for j := range 400 {
+					evs = append(evs, schemas.UsageEvent{Time: now - int64(2*time.Second) + int64(j)*int64(5*time.Millisecond),
+						Node: string(rune('a' + j%3)), KeyID: fmt.Sprintf("busy%05d", i), PlanID: "gold", Decision: schemas.DecisionThrottled})
+				}
+				r.count(0, evs, rateCatalog, now)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				for _, k := range r.hot {
+					k.sent = schemas.RateSignal{} // publish every pass: the worst case
+				}
+				r.divide(rateCatalog, now)
+			}
+			if c.busy > 0 {
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(c.busy), "ns/busy-key")
+			}
+		})
+	}
+}
+
+// Counting one event, as the partition worker does for each.
+func BenchmarkRatesCount(b *testing.B) {
+	now := rateEpoch + int64(2*time.Second)
+	r := benchRates(100_000, now)
+	evs := make([]schemas.UsageEvent, 1)
+	ids := make([]string, 100_000)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("key%07d", i)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		evs[0] = schemas.UsageEvent{Time: now, Node: "a", KeyID: ids[i%len(ids)], PlanID: "gold", Decision: schemas.DecisionAllowed}
+		r.count(0, evs, rateCatalog, now)
+		i++
 	}
 }
