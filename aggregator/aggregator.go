@@ -245,7 +245,7 @@ func New(cfg Config) (*Aggregator, error) {
 		a.quotas, a.quota = qs, newAuthority()
 	}
 	if cfg.Rates != nil {
-		a.rates = newRates()
+		a.rates = newRates(cfg.Name)
 	}
 	a.insertTime = newInsertHistogram()
 	if err := metrics.Register(cfg.Metrics, "aggregator", a.collector()); err != nil {

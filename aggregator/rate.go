@@ -72,6 +72,10 @@ type rates struct {
 	genStart  int64                // when cur began (aggregator clock)
 	hot       map[planKey]*keyRate // the keys divide looks at
 	nodes     map[string]int64     // enforcer → the last time (aggregator clock) one of its events was read
+	// name is the aggregator's (Config.Name), the key of its fleet
+	// signals; fleetSent when it last published one.
+	name      string
+	fleetSent int64
 	// plans caches the plans' rates by id for the catalog plansOf.
 	plansOf *catalog.State
 	plans   map[string]float64
@@ -94,8 +98,8 @@ type rateCount struct {
 	n    int64
 }
 
-func newRates() *rates {
-	return &rates{cur: map[planKey]*keyRate{}, prev: map[planKey]*keyRate{}, hot: map[planKey]*keyRate{},
+func newRates(name string) *rates {
+	return &rates{name: name, cur: map[planKey]*keyRate{}, prev: map[planKey]*keyRate{}, hot: map[planKey]*keyRate{},
 		nodes: map[string]int64{}}
 }
 
@@ -259,6 +263,11 @@ func (r *rates) divide(cat *catalog.State, now int64) []schemas.RateSignal {
 	slices.SortFunc(out, func(a, b schemas.RateSignal) int {
 		return cmp.Or(cmp.Compare(a.PlanID, b.PlanID), cmp.Compare(a.KeyID, b.KeyID))
 	})
+	// The fleet's size, every rateRefresh, busy keys or not.
+	if len(fleet) > 0 && now-r.fleetSent >= int64(rateRefresh) {
+		r.fleetSent = now
+		out = append(out, schemas.RateSignal{PlanID: schemas.FleetPlanID, KeyID: cmp.Or(r.name, "aggregator"), AsOf: now, Fleet: int32(len(fleet))})
+	}
 	return out
 }
 
@@ -267,6 +276,9 @@ func (r *rates) unsend(sigs []schemas.RateSignal) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, s := range sigs {
+		if s.PlanID == schemas.FleetPlanID {
+			r.fleetSent = 0
+		}
 		if k := r.hot[planKey{s.PlanID, s.KeyID}]; k != nil {
 			k.sent = schemas.RateSignal{}
 		}

@@ -3,6 +3,7 @@ package aggregator
 import (
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"testing"
 	"time"
 
@@ -36,6 +37,37 @@ func feed(r *rates, plan string, nodes []string, rps []float64, from, to int64) 
 	}
 }
 
+// divisions is r.divide without the fleet's size, which TestRatesFleetSize
+// checks.
+func divisions(r *rates, now int64) []schemas.RateSignal {
+	var out []schemas.RateSignal
+	for _, s := range r.divide(rateCatalog, now) {
+		if s.PlanID != schemas.FleetPlanID {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Every second the aggregator publishes the fleet's size, whether or not
+// a key is busy.
+func TestRatesFleetSize(t *testing.T) {
+	r := newRates("agg1")
+	now := rateEpoch + int64(2*time.Second)
+	feed(r, "gold", []string{"a", "b", "c"}, []float64{1, 0, 0}, rateEpoch, now)
+	sigs := r.divide(rateCatalog, now)
+	if len(sigs) != 1 || !reflect.DeepEqual(sigs[0], schemas.RateSignal{PlanID: schemas.FleetPlanID, KeyID: "agg1", AsOf: now, Fleet: 3}) {
+		t.Fatalf("%+v, want the fleet's size alone", sigs)
+	}
+	if sigs := r.divide(rateCatalog, now+int64(rateEvery)); len(sigs) != 0 {
+		t.Fatalf("published again within a second: %+v", sigs)
+	}
+	r.unsend([]schemas.RateSignal{{PlanID: schemas.FleetPlanID}})
+	if sigs := r.divide(rateCatalog, now+int64(2*rateEvery)); len(sigs) != 1 {
+		t.Fatalf("not published again after a failed write: %+v", sigs)
+	}
+}
+
 func shareOf(s schemas.RateSignal, node string) float64 {
 	return float64(s.ShareOf(node)) / schemas.ShareOne
 }
@@ -53,10 +85,10 @@ func TestRatesDivideByWhereRequestsArrive(t *testing.T) {
 		{"under the rate: each its demand and all the slack", []float64{30, 10, 0}, []float64{0.9, 0.7, 0.6}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := newRates()
+			r := newRates("agg")
 			now := rateEpoch + int64(2*time.Second)
 			feed(r, "gold", nodes, tc.rps, rateEpoch, now)
-			sigs := r.divide(rateCatalog, now)
+			sigs := divisions(r, now)
 			if len(sigs) != 1 {
 				t.Fatalf("%d divisions, want 1", len(sigs))
 			}
@@ -76,7 +108,7 @@ func TestRatesDivideByWhereRequestsArrive(t *testing.T) {
 				t.Errorf("over the rate, shares sum to %.4f > 1", sum)
 			}
 			// Published again only once it moves or is due.
-			if again := r.divide(rateCatalog, now+int64(rateEvery)); len(again) != 0 {
+			if again := divisions(r, now+int64(rateEvery)); len(again) != 0 {
 				t.Errorf("an unchanged division published again: %+v", again)
 			}
 		})
@@ -98,10 +130,10 @@ func TestRatesDivisionBounds(t *testing.T) {
 				rps[j] = float64(1 + rnd.IntN(150))
 			}
 		}
-		r := newRates()
+		r := newRates("agg")
 		now := rateEpoch + int64(2*time.Second)
 		feed(r, "gold", nodes, rps, rateEpoch, now)
-		sigs := r.divide(rateCatalog, now)
+		sigs := divisions(r, now)
 		var total float64
 		for _, x := range rps {
 			total += x
@@ -136,27 +168,27 @@ func TestRatesDivisionBounds(t *testing.T) {
 // looked at; keys whose requests stopped are forgotten within two ring
 // spans; so are a partition's keys.
 func TestRatesForget(t *testing.T) {
-	r := newRates()
+	r := newRates("agg")
 	now := rateEpoch + int64(2*time.Second)
 	feed(r, "none", []string{"a"}, []float64{500}, rateEpoch, now)
 	if len(r.cur)+len(r.prev) != 0 {
 		t.Fatalf("a plan without a throttle is tracked: %d keys", len(r.cur)+len(r.prev))
 	}
 	feed(r, "gold", []string{"a"}, []float64{500}, rateEpoch, now)
-	if len(r.divide(rateCatalog, now)) != 1 || len(r.hot) != 1 {
+	if len(divisions(r, now)) != 1 || len(r.hot) != 1 {
 		t.Fatal("no division")
 	}
 	later := now + int64(rateSlots*rateSlot) + 1
-	if r.divide(rateCatalog, later); len(r.hot) != 0 {
+	if divisions(r, later); len(r.hot) != 0 {
 		t.Fatal("a key without requests for the whole ring is looked at")
 	}
-	r.divide(rateCatalog, later+int64(rateSlots*rateSlot))
+	divisions(r, later+int64(rateSlots*rateSlot))
 	if len(r.cur)+len(r.prev) != 0 {
 		t.Fatalf("a key without requests for two ring spans is kept: %d", len(r.cur)+len(r.prev))
 	}
 	// A quiet key (1 request a second) is counted, never divided.
 	feed(r, "gold", []string{"a", "b"}, []float64{1, 1}, later, later+int64(2*time.Second))
-	if len(r.hot) != 0 || len(r.divide(rateCatalog, later+int64(2*time.Second))) != 0 {
+	if len(r.hot) != 0 || len(divisions(r, later+int64(2*time.Second))) != 0 {
 		t.Fatal("a quiet key is hot")
 	}
 	feed(r, "gold", []string{"a"}, []float64{500}, rateEpoch, now)
@@ -170,7 +202,7 @@ func TestRatesForget(t *testing.T) {
 // second, on one of three enforcers: keys too quiet to divide, as most
 // of a million are.
 func benchRates(n int, now int64) *rates {
-	r := newRates()
+	r := newRates("agg")
 	evs := make([]schemas.UsageEvent, 1)
 	for i := range n {
 		evs[0] = schemas.UsageEvent{Time: now - int64(time.Second) + int64(i%1000)*int64(time.Millisecond), Node: string(rune('a' + i%3)),
@@ -202,7 +234,7 @@ func BenchmarkRatesDivide(b *testing.B) {
 				for _, k := range r.hot {
 					k.sent = schemas.RateSignal{} // publish every pass: the worst case
 				}
-				r.divide(rateCatalog, now)
+				divisions(r, now)
 			}
 			if c.busy > 0 {
 				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(c.busy), "ns/busy-key")

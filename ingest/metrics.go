@@ -35,7 +35,7 @@ var (
 	descSignalFailures  = metrics.Desc("tollgate_signals_failures_total", "Rejected signal records and failed requests to Kafka.")
 	descRatesReceived   = metrics.Desc("tollgate_rate_signals_received_total", "Divisions of keys' throttles read from the signals topic.")
 	descRatesApplied    = metrics.Desc("tollgate_rate_signals_applied_total", "Divisions of keys' throttles the gateway applied (a key and plan it knows, not stale).")
-	descFleet           = metrics.Desc("tollgate_rate_fleet_enforcers", "Enforcers the newest division of a throttle named: where no division holds, a key's throttle is divided evenly among them; absent before the first.")
+	descFleet           = metrics.Desc("tollgate_rate_fleet_enforcers", "Enforcers in the fleet as the aggregators last said: where no division holds, a key's throttle is divided evenly among them; absent before the first.")
 )
 
 // edgeCollector exposes an Edge's counters; the fleet's only on a fleet.

@@ -143,7 +143,8 @@ type SignalReaderConfig struct {
 	// (enforcer.Gateway.ApplyRate), from one goroutine per partition.
 	// Nil: divisions are skipped.
 	ApplyRate func(*schemas.RateSignal) bool
-	// Fleet hands the number of enforcers the newest division named, and
+	// Fleet hands the number of enforcers the newest division (or fleet
+	// signal, schemas.FleetPlanID) named, and
 	// at start the snapshot's (enforcer.Gateway.SetFleet): what a
 	// throttle falls back to when divisions stop. Nil: none.
 	Fleet func(n int)
@@ -196,7 +197,7 @@ type SignalReader struct {
 	// those the gateway applied; newest is the latest AsOf read.
 	received, applied atomic.Uint64
 	newest            atomic.Int64
-	// fleet is the Fleet of the newest division read (kept in the
+	// fleet is the Fleet of the newest division or fleet signal read (kept in the
 	// snapshot).
 	fleet atomic.Int32
 	// rates counts the divisions read and those the gateway applied.
@@ -209,7 +210,7 @@ type signalSnapshot struct {
 	SavedAt time.Time        `json:"savedAt"`
 	Next    map[int]int64    `json:"next"` // partition → offset
 	Signals []snapshotSignal `json:"signals"`
-	// Fleet is how many enforcers the newest division of a throttle
+	// Fleet is how many enforcers the newest division or fleet signal
 	// named.
 	Fleet int32 `json:"fleet,omitempty"`
 }

@@ -28,6 +28,11 @@ type RateSignal struct {
 	Shares []NodeShare
 }
 
+// FleetPlanID is the PlanID of a RateSignal that carries only the
+// fleet's size: each aggregator publishes one a second (KeyID its name),
+// so that enforcers know N whether or not a key is busy enough to divide.
+const FleetPlanID = "~fleet"
+
 // ShareOne is the whole of a limit in a RateSignal's share units.
 const ShareOne = 1 << 16
 
