@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/catalog"
+	"github.com/tollgate/tollgate/schemas"
 )
 
 func TestBucketBurstThenSteadyRate(t *testing.T) {
@@ -140,12 +141,12 @@ func TestQuotaPeriods(t *testing.T) {
 			var c atomic.Uint64
 			want := tt.limit - tt.offset
 			for i := int64(0); i < want; i++ {
-				ok, _, rem, _ := q.take(&c, ts(tt.first))
+				ok, _, rem, _ := q.take(&c, ts(tt.first), schemas.ShareOne)
 				if !ok || rem != want-i-1 {
 					t.Fatalf("request %d: ok=%v remaining=%d, want ok, %d", i, ok, rem, want-i-1)
 				}
 			}
-			ok, _, _, end := q.take(&c, ts(tt.stillSame))
+			ok, _, _, end := q.take(&c, ts(tt.stillSame), schemas.ShareOne)
 			if ok {
 				t.Fatal("admitted past the limit in the same period")
 			}
@@ -153,11 +154,11 @@ func TestQuotaPeriods(t *testing.T) {
 				t.Errorf("period end = %s, want %s", time.Unix(0, end).UTC(), tt.next)
 			}
 			for i := int64(0); i < tt.limit; i++ {
-				if ok, _, _, _ := q.take(&c, ts(tt.next)); !ok {
+				if ok, _, _, _ := q.take(&c, ts(tt.next), schemas.ShareOne); !ok {
 					t.Fatalf("next period request %d refused; the full limit %d applies after the first period", i, tt.limit)
 				}
 			}
-			if ok, _, _, _ := q.take(&c, ts(tt.next)); ok {
+			if ok, _, _, _ := q.take(&c, ts(tt.next), schemas.ShareOne); ok {
 				t.Fatal("next period admitted past the limit")
 			}
 		})
@@ -168,7 +169,7 @@ func TestQuotaRaise(t *testing.T) {
 	q := newQuota(&catalog.Quota{Limit: 10, Period: catalog.Day}, 0)
 	var c atomic.Uint64
 	now := testEpoch.UnixNano()
-	q.take(&c, now)
+	q.take(&c, now, schemas.ShareOne)
 	q.raise(&c, now, 8)
 	if got := q.used(&c, now); got != 8 {
 		t.Fatalf("used after raise = %d, want 8", got)
@@ -194,20 +195,20 @@ func TestQuotaNeverMovesBack(t *testing.T) {
 	q := newQuota(&catalog.Quota{Limit: 1, Period: catalog.Day}, 0)
 	var c atomic.Uint64
 	before, after := ts("2026-11-27T23:59:59.999Z"), ts("2026-11-28T00:00:00Z")
-	if ok, _, _, _ := q.take(&c, before); !ok {
+	if ok, _, _, _ := q.take(&c, before, schemas.ShareOne); !ok {
 		t.Fatal("first request of the old day refused")
 	}
-	if ok, _, _, _ := q.take(&c, after); !ok {
+	if ok, _, _, _ := q.take(&c, after, schemas.ShareOne); !ok {
 		t.Fatal("first request of the new day refused")
 	}
-	ok, _, _, end := q.take(&c, before) // late: stamped in the old day
+	ok, _, _, end := q.take(&c, before, schemas.ShareOne) // late: stamped in the old day
 	if ok {
 		t.Fatal("late old-day request admitted: the counter moved back")
 	}
 	if end != ts("2026-11-29T00:00:00Z") {
 		t.Errorf("its period end = %s, want the new day's", time.Unix(0, end).UTC())
 	}
-	if ok, _, _, _ := q.take(&c, after); ok {
+	if ok, _, _, _ := q.take(&c, after, schemas.ShareOne); ok {
 		t.Fatal("new day admitted a second request after a late one")
 	}
 	q.raise(&c, before, 0)
@@ -244,7 +245,7 @@ func TestQuotaPeriodKindChange(t *testing.T) {
 	day := newQuota(&catalog.Quota{Limit: 3, Period: catalog.Day}, 0)
 	var c, local atomic.Uint64
 	for range 3 {
-		ok, idx, _, _ := day.take(&c, now)
+		ok, idx, _, _ := day.take(&c, now, schemas.ShareOne)
 		if !ok {
 			t.Fatal("day quota refused")
 		}
@@ -254,7 +255,7 @@ func TestQuotaPeriodKindChange(t *testing.T) {
 	if got := month.used(&c, now); got != 0 {
 		t.Errorf("month used %d of a day's counter, want 0", got)
 	}
-	ok, idx, remaining, end := month.take(&c, now)
+	ok, idx, remaining, end := month.take(&c, now, schemas.ShareOne)
 	if !ok || remaining != 4 || end != ts("2026-12-01T00:00:00Z") {
 		t.Errorf("month take = %v, %d left, end %s; want admitted, 4 left, end of November", ok, remaining, time.Unix(0, end).UTC())
 	}

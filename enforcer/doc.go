@@ -171,10 +171,14 @@
 //     share of R/(N+1) that the others, counting N nodes, hand out too;
 //   - requests racing the compare-and-swap (taken from the counter, not
 //     yet in local): at most one per request in flight in the gateway;
-//   - the start of a period, before its first signal: each enforcer
-//     enforces the limit alone, so the fleet admits up to its rate × the
-//     time to the first signal (the aggregator publishes at least every
-//     second, and at once when a key crosses 80%);
+//   - nothing more at the start of a period, or for a key new to an
+//     enforcer: until a signal of the period arrives, the counter starts
+//     with the fleet's share of the limit left (the fail-safe lease,
+//     quota.take: ceil(Limit/N), N the enforcers the aggregators last
+//     counted, SetFleet), so N enforcers admit at most Limit + N - 1
+//     however long the signal takes (an aggregator down, a new key, a new
+//     day). Alone, or before a fleet's size is known, N is 1: the whole
+//     limit, as a single gateway;
 //   - Node names that are not unique across the fleet: two enforcers
 //     named alike each take the one share, and each takes the other's
 //     counted requests for its own.

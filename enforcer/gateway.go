@@ -101,6 +101,7 @@ type Gateway struct {
 	// fleetShare is a key's share of its throttles where no division
 	// holds (SetFleet).
 	fleetShare atomic.Uint32
+	fleetN     atomic.Int32
 }
 
 var _ http.Handler = (*Gateway)(nil)

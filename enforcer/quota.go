@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 
 	"github.com/tollgate/tollgate/catalog"
+	"github.com/tollgate/tollgate/schemas"
 )
 
 // A quota counter is one uint64: the period in the top 24 bits (its
@@ -97,7 +98,14 @@ func (q *quota) limit(idx int64) int64 {
 // take counts one request at now. It returns whether it was admitted, the
 // period it counted in (for countLocal), the requests remaining in the
 // period after it, and the period's end.
-func (q *quota) take(c *atomic.Uint64, now int64) (ok bool, idx, remaining, end int64) {
+//
+// share is the gateway's fleet share (of schemas.ShareOne, see SetFleet):
+// a counter that holds no count of the period (its first request here:
+// a new period, a new key, a key new to this enforcer) starts with the
+// share of the limit left, rounded up, not the whole limit, until a quota
+// signal of the period sets the lease (the fail-safe lease: see the
+// package doc, "Quota leases"). Alone the share is whole.
+func (q *quota) take(c *atomic.Uint64, now int64, share uint32) (ok bool, idx, remaining, end int64) {
 	p := q.span(now)
 	for {
 		old := c.Load()
@@ -112,6 +120,9 @@ func (q *quota) take(c *atomic.Uint64, now int64) (ok bool, idx, remaining, end 
 		}
 		lim := q.limit(idx)
 		used := q.unpack(old, idx)
+		if pi, same := q.period(old); (!same || pi != idx&idxMask) && share < schemas.ShareOne {
+			used = lim - failSafe(lim, share)
+		}
 		if used >= lim {
 			return false, idx, 0, end
 		}
@@ -119,6 +130,12 @@ func (q *quota) take(c *atomic.Uint64, now int64) (ok bool, idx, remaining, end 
 			return true, idx, lim - used - 1, end
 		}
 	}
+}
+
+// failSafe is the part of lim a share allows, rounded up: a fleet of N
+// enforcers that each take it admits at most lim + N - 1.
+func failSafe(lim int64, share uint32) int64 {
+	return (lim*int64(share) + schemas.ShareOne - 1) / schemas.ShareOne
 }
 
 // countLocal adds one admitted request of period idx to a local counter,

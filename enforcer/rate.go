@@ -63,8 +63,13 @@ func (g *Gateway) ApplyRate(s *schemas.RateSignal) bool {
 // SetFleet sets how many enforcers share the fleet's throttles where no
 // division holds: each then admits 1/n of a key's limits. n < 1 is 1.
 func (g *Gateway) SetFleet(n int) {
-	g.fleetShare.Store(uint32(schemas.ShareOne / max(n, 1)))
+	n = max(n, 1)
+	g.fleetN.Store(int32(min(n, 1<<20)))
+	g.fleetShare.Store(uint32(schemas.ShareOne / n))
 }
+
+// Fleet returns the fleet's size SetFleet last set (1 alone).
+func (g *Gateway) Fleet() int { return int(g.fleetN.Load()) }
 
 // shareAt returns the key's share at now: its division while it holds,
 // else the fleet's default.

@@ -65,6 +65,16 @@ func (p *process) openFleet(ctx context.Context) error {
 	p.goBG(cl.Run)
 	p.loaded = cl.Loaded()
 	if o.gateway {
+		// What this enforcer admitted before it stopped, on the
+		// snapshot's catalog, before the signals' leases are set.
+		n, err := restoreLocalCounts(o.dataDir, p.gw)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			p.log.Info("quota counts of the last run restored", "keys", n)
+		}
+		p.onClose(func() error { return saveLocalCounts(o.dataDir, p.gw) })
 		sr, err := ingest.OpenSignalReader(ingest.SignalReaderConfig{Kafka: k, Snapshot: filepath.Join(o.dataDir, "signals-snapshot.json"),
 			Apply: p.gw.ApplySignal, ApplyRate: p.gw.ApplyRate, Fleet: p.gw.SetFleet, Logger: p.logger, Now: o.now, Metrics: p.reg})
 		if err != nil {
