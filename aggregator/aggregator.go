@@ -486,12 +486,20 @@ func (a *Aggregator) refreshQuota(ctx context.Context, partition int) error {
 // quotaUsage reads what the store holds of a partition's keys for every
 // period under way at now, which it returns: the longest period is a
 // month, so from the earliest start of a month or week.
+//
+// The read has a deadline (quotaReadTimeout): a store that hangs must
+// not hold the signals back with it (the publisher refreshes from here).
 func (a *Aggregator) quotaUsage(ctx context.Context, partition int) (rows []usage.NodeDayCount, now int64, err error) {
 	now = a.cfg.Now().UnixNano()
 	from := min(catalog.Month.Start(catalog.Month.Index(now)), catalog.Week.Start(catalog.Week.Index(now)))
+	ctx, cancel := context.WithTimeout(ctx, quotaReadTimeout)
+	defer cancel()
 	rows, err = a.quotas.QuotaUsage(ctx, []int{partition}, utc.Day(from))
 	return rows, now, err
 }
+
+// quotaReadTimeout bounds one read of the quota state from the store.
+const quotaReadTimeout = 5 * time.Second
 
 // restoreQuota loads the quota state of a partition's keys from the
 // store, if the aggregator is a quota authority.

@@ -126,8 +126,10 @@ func (a *authority) mergeLocked(partition int, rows []usage.NodeDayCount, cat *c
 		if !ok {
 			continue
 		}
-		start, _ := pq.q.Period.Bounds(now)
-		if utc.DayStart(r.Day) < start {
+		// The period's days only: a row dated after it (a fast clock,
+		// an event stamped ahead) is not this period's use.
+		start, end := pq.q.Period.Bounds(now)
+		if day := utc.DayStart(r.Day); day < start || day >= end {
 			continue
 		}
 		id := planKey{r.PlanID, r.KeyID}

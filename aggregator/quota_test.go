@@ -153,3 +153,24 @@ func BenchmarkAuthorityCount(b *testing.B) {
 		})
 	}
 }
+
+// Rows of the store dated after the period (usage stamped ahead by a
+// fast clock, or up to a year ahead, which the aggregator stores) are not
+// the period's use: restore and merge read the period's days only.
+func TestAuthorityReadsThePeriodsDaysOnly(t *testing.T) {
+	cat := quotaCatalog(500)
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC).UnixNano()
+	today := now / 86400e9
+	rows := []usage.NodeDayCount{
+		{Day: today, PlanID: "day", KeyID: "k", Node: "n1", Admitted: 199},
+		{Day: today + 1, PlanID: "day", KeyID: "k", Node: "n1", Admitted: 150},
+		{Day: today + 300, PlanID: "day", KeyID: "k", Node: "n2", Admitted: 50, Adjustment: 7},
+		{Day: today - 1, PlanID: "day", KeyID: "k", Node: "n2", Admitted: 1000},
+	}
+	a := newAuthority()
+	a.restore(0, rows, cat, now)
+	sigs := a.changed(now)
+	if len(sigs) != 1 || sigs[0].Used != 199 || len(sigs[0].Nodes) != 1 {
+		t.Fatalf("signals %+v, want 199 used, by n1 alone", sigs)
+	}
+}
