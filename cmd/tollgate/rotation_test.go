@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"regexp"
 	"strings"
 	"sync/atomic"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/catalog"
+	"github.com/tollgate/tollgate/internal/poll"
 )
 
 // A rotation end to end on serve, through the CLI: keys rotate --grace
@@ -243,4 +245,25 @@ func TestFleetKeyRotationWithARestart(t *testing.T) {
 			t.Fatalf("at the end of the grace, %s answered the new value %d", e.addrs.gateway, code)
 		}
 	}
+	// The events topic says which value each request showed: both
+	// admitted in the grace, the old one refused after it, all the key's.
+	k, err := f.kafka.config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldFP, newFP := catalog.Fingerprint(catalog.HashKey(oldValue)), catalog.Fingerprint(catalog.HashKey(newValue))
+	poll.UntilOK(t, 30*time.Second, 50*time.Millisecond, "the key's events carry the fingerprints", func() error {
+		seen := map[string]bool{}
+		for _, e := range readEvents(t, k) {
+			if e.KeyID == id {
+				seen[e.Decision.String()+"/"+e.KeyFingerprint] = true
+			}
+		}
+		for _, want := range []string{"allowed/" + oldFP, "allowed/" + newFP, "forbidden/" + oldFP} {
+			if !seen[want] {
+				return fmt.Errorf("no %s event of the key among %v", want, seen)
+			}
+		}
+		return nil
+	})
 }
