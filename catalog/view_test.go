@@ -703,8 +703,10 @@ func plainSeeds() [][2]string {
 	env := func(kind, id, entity string) string {
 		return `{"type":"tollgate.config.v1","kind":"` + kind + `","id":"` + id + `","entity":` + entity + `}`
 	}
+	rotated := strings.Replace(key, `"usagePlans":null`, `"previousValueHash":"`+HashKey("value-value-value-value-0")+`","previousValuePrefix":"valu","previousValueUntil":1800000000000000000,"usagePlans":null`, 1)
 	return [][2]string{
 		{"apiKey/k1", env("apiKey", "k1", key)},
+		{"apiKey/k1", env("apiKey", "k1", rotated)}, // a key in a rotation
 		{"apiKey/k1", env("apiKey", "k1", `{"id":"k1","name":"a","enabled":false,"valueHash":"x","usagePlans":["p1","p2"],"createdDate":0}`)},
 		{"apiKey/k1", env("apiKey", "k1", `null`)},
 		{"apiKey/k1", " \n" + env("apiKey", "k1", `{ "id" : "k1" , "tags" : { } , "usagePlans" : [ ] }`) + "\t"},
@@ -718,6 +720,8 @@ func plainSeeds() [][2]string {
 		{"apiKey/k1", env("apiKey", "k1", `{"id":"k1","createdDate":9223372036854775807,"lastUpdatedDate":-9223372036854775808}`)},
 		{"apiKey/k1", env("apiKey", "k1", `{"id":"k1","createdDate":9223372036854775808}`)},
 		{"apiKey/k1", env("apiKey", "k1", `{"id":"k1","createdDate":1e3}`)},
+		{"apiKey/k1", env("apiKey", "k1", `{"id":"k1","previousValueUntil":1.5}`)},
+		{"apiKey/k1", env("apiKey", "k1", `{"id":"k1","previousValueHash":"a","previousValueHash":"b"}`)},
 		{"apiKey/k1", env("apiKey", "k1", `{"id":"k1","createdDate":01}`)},
 		{"apiKey/k1", env("apiKey", "k1", `{"id":"k1","enabled":null}`)},
 		{"apiKey/k1", env("apiKey", "k1", `{"id":"k1","ID":"k2"}`)},
