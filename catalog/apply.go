@@ -130,6 +130,12 @@ func applyFile(tx *Tx, f *File, now time.Time, rnd io.Reader) (*Changes, error) 
 			if k.ValueHash == "" {
 				k.ValueHash, k.ValuePrefix = old.ValueHash, old.ValuePrefix
 			}
+			if k.ValueHash == old.ValueHash {
+				// A file declares values, not rotations: a rotation
+				// stays while the file keeps the key's value (or
+				// names none), and ends when it declares another one.
+				k.PreviousValueHash, k.PreviousValuePrefix, k.PreviousValueUntil = old.PreviousValueHash, old.PreviousValuePrefix, old.PreviousValueUntil
+			}
 			if !sameJSON(old, &k) {
 				tx.PutKey(k)
 			}
@@ -273,8 +279,8 @@ func compactKeys(keys []*APIKey) {
 		arr = arr[1:]
 		*c = *k
 		var b strings.Builder
-		b.Grow(len(k.ID) + len(k.Name) + len(k.Description) + len(k.CustomerID) + len(k.ValueHash) + len(k.ValuePrefix))
-		fields := [...]*string{&c.ID, &c.Name, &c.Description, &c.CustomerID, &c.ValueHash, &c.ValuePrefix}
+		b.Grow(len(k.ID) + len(k.Name) + len(k.Description) + len(k.CustomerID) + len(k.ValueHash) + len(k.ValuePrefix) + len(k.PreviousValueHash) + len(k.PreviousValuePrefix))
+		fields := [...]*string{&c.ID, &c.Name, &c.Description, &c.CustomerID, &c.ValueHash, &c.ValuePrefix, &c.PreviousValueHash, &c.PreviousValuePrefix}
 		for _, f := range fields {
 			b.WriteString(*f)
 		}

@@ -74,13 +74,26 @@ func AuditEntries(ch *Change, at time.Time, actor, action string) []AuditEntry {
 // untyped nil where absent), as it is logged.
 type emitter func(kind, id, name, prefix string, o, n any)
 
-// auditKey is a key as logged: without its value's hash (an unsalted
-// SHA-256 of a chosen value could be guessed offline). A changed value
-// shows as a changed valuePrefix, or as keyValueChanged.
+// auditKey is a key as logged: without its values' hashes (an unsalted
+// SHA-256 of a chosen value could be guessed offline), with their
+// fingerprints (Fingerprint: 32 bits of the hash, which say which value
+// a key had, and which a rotation replaced, without the rest). A changed
+// value shows as a changed valueFingerprint and keyValueChanged; a
+// rotation as the previous value's fingerprint, prefix and
+// previousValueUntil.
 type auditKey struct {
 	APIKey
-	ValueHash       string `json:"valueHash,omitempty"`
-	KeyValueChanged bool   `json:"keyValueChanged,omitempty"`
+	ValueHash                string `json:"valueHash,omitempty"`
+	PreviousValueHash        string `json:"previousValueHash,omitempty"`
+	KeyValueChanged          bool   `json:"keyValueChanged,omitempty"`
+	ValueFingerprint         string `json:"valueFingerprint,omitempty"`
+	PreviousValueFingerprint string `json:"previousValueFingerprint,omitempty"`
+}
+
+// newAuditKey returns k as logged; valueChanged: its value is not the
+// one it had before the change.
+func newAuditKey(k *APIKey, valueChanged bool) auditKey {
+	return auditKey{APIKey: *k, KeyValueChanged: valueChanged, ValueFingerprint: k.ValueFingerprint(), PreviousValueFingerprint: k.PreviousValueFingerprint()}
 }
 
 // auditKeys emits the keys ids (of ch.Keys). AppendChange does not: it
@@ -96,10 +109,10 @@ func emitKey(o, n *APIKey, emit emitter) {
 	k := pick(o, n)
 	var oa, na any
 	if o != nil {
-		oa = auditKey{APIKey: *o}
+		oa = newAuditKey(o, false)
 	}
 	if n != nil {
-		na = auditKey{APIKey: *n, KeyValueChanged: o != nil && o.ValueHash != n.ValueHash}
+		na = newAuditKey(n, o != nil && o.ValueHash != n.ValueHash)
 	}
 	emit("apiKey", k.ID, k.Name, k.ValuePrefix, oa, na)
 }

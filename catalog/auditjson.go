@@ -95,13 +95,15 @@ func (e *keyLines) appendLine(b []byte, o, n *APIKey) ([]byte, error) {
 	if o != nil {
 		b = append(b, `,"old":`...)
 		oldStart = len(b)
-		b = e.appendKey(b, &auditKey{APIKey: *o})
+		ak := newAuditKey(o, false)
+		b = e.appendKey(b, &ak)
 		oldEnd = len(b)
 	}
 	if n != nil {
 		b = append(b, `,"new":`...)
 		newStart := len(b)
-		b = e.appendKey(b, &auditKey{APIKey: *n, KeyValueChanged: o != nil && o.ValueHash != n.ValueHash})
+		ak := newAuditKey(n, o != nil && o.ValueHash != n.ValueHash)
+		b = e.appendKey(b, &ak)
 		if o != nil && bytes.Equal(b[oldStart:oldEnd], b[newStart:]) {
 			return b[:start], nil
 		}
@@ -140,6 +142,15 @@ func (e *keyLines) appendKey(b []byte, k *auditKey) []byte {
 		b = append(b, `,"valuePrefix":`...)
 		b = jsonw.AppendString(b, k.ValuePrefix)
 	}
+	// APIKey's PreviousValueHash is hidden as its ValueHash is.
+	if k.PreviousValuePrefix != "" {
+		b = append(b, `,"previousValuePrefix":`...)
+		b = jsonw.AppendString(b, k.PreviousValuePrefix)
+	}
+	if k.PreviousValueUntil != 0 {
+		b = append(b, `,"previousValueUntil":`...)
+		b = strconv.AppendInt(b, k.PreviousValueUntil, 10)
+	}
 	b = append(b, `,"usagePlans":`...)
 	if k.UsagePlans == nil { // no omitempty: nil is null, empty is []
 		b = append(b, "null"...)
@@ -163,8 +174,20 @@ func (e *keyLines) appendKey(b []byte, k *auditKey) []byte {
 		b = append(b, `,"valueHash":`...)
 		b = jsonw.AppendString(b, k.ValueHash)
 	}
+	if k.PreviousValueHash != "" { // auditKey's own, empty as ValueHash
+		b = append(b, `,"previousValueHash":`...)
+		b = jsonw.AppendString(b, k.PreviousValueHash)
+	}
 	if k.KeyValueChanged {
 		b = append(b, `,"keyValueChanged":true`...)
+	}
+	if k.ValueFingerprint != "" {
+		b = append(b, `,"valueFingerprint":`...)
+		b = jsonw.AppendString(b, k.ValueFingerprint)
+	}
+	if k.PreviousValueFingerprint != "" {
+		b = append(b, `,"previousValueFingerprint":`...)
+		b = jsonw.AppendString(b, k.PreviousValueFingerprint)
 	}
 	return append(b, '}')
 }

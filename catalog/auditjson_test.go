@@ -101,7 +101,7 @@ func (g keyGen) tags() map[string]string {
 }
 
 func (g keyGen) key(id string) APIKey {
-	return APIKey{
+	k := APIKey{
 		ID:              id,
 		Name:            g.str(),
 		Description:     g.str(),
@@ -115,6 +115,10 @@ func (g keyGen) key(id string) APIKey {
 		CreatedDate:     g.int64(),
 		LastUpdatedDate: g.int64(),
 	}
+	if g.r.IntN(3) == 0 { // a rotation
+		k.PreviousValueHash, k.PreviousValuePrefix, k.PreviousValueUntil = g.str(), g.str(), g.int64()
+	}
+	return k
 }
 
 // changed returns k with some fields changed, or none (then it encodes
@@ -256,6 +260,12 @@ func TestAppendKeyMatchesMarshal(t *testing.T) {
 		if g.r.IntN(2) == 0 {
 			k.ValueHash = g.str()
 		}
+		if g.r.IntN(2) == 0 {
+			k.PreviousValueHash = g.str()
+		}
+		if g.r.IntN(2) == 0 {
+			k.ValueFingerprint, k.PreviousValueFingerprint = g.str(), g.str()
+		}
 		want, err := json.Marshal(k)
 		if err != nil {
 			t.Fatal(err)
@@ -273,7 +283,10 @@ func TestAppendKeyKnowsEveryField(t *testing.T) {
 	const want = `auditKey:
 APIKey catalog.APIKey ""
 ValueHash string "valueHash,omitempty"
+PreviousValueHash string "previousValueHash,omitempty"
 KeyValueChanged bool "keyValueChanged,omitempty"
+ValueFingerprint string "valueFingerprint,omitempty"
+PreviousValueFingerprint string "previousValueFingerprint,omitempty"
 APIKey:
 ID string "id"
 Name string "name"
@@ -284,6 +297,9 @@ Tags map[string]string "tags,omitempty"
 Value string "-"
 ValueHash string "valueHash"
 ValuePrefix string "valuePrefix,omitempty"
+PreviousValueHash string "previousValueHash,omitempty"
+PreviousValuePrefix string "previousValuePrefix,omitempty"
+PreviousValueUntil int64 "previousValueUntil,omitempty"
 UsagePlans []string "usagePlans"
 CreatedDate int64 "createdDate"
 LastUpdatedDate int64 "lastUpdatedDate,omitempty"

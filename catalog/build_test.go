@@ -29,7 +29,7 @@ func sameState(t *testing.T, a, b *State) {
 	for _, idx := range []struct {
 		name string
 		a, b *btree.BTreeG[pair]
-	}{{"planNames", a.planNames, b.planNames}, {"keyNames", a.keyNames, b.keyNames}, {"keyHashes", a.keyHashes, b.keyHashes},
+	}{{"planNames", a.planNames, b.planNames}, {"keyNames", a.keyNames, b.keyNames}, {"keyHashes", a.keyHashes, b.keyHashes}, {"prevHashes", a.prevHashes, b.prevHashes},
 		{"customers", a.customers, b.customers}, {"members", a.members, b.members}} {
 		if x, y := treeItems(idx.a), treeItems(idx.b); !slices.Equal(x, y) {
 			t.Fatalf("index %s differs:\n%v\n%v", idx.name, x, y)

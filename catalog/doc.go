@@ -34,5 +34,13 @@
 // plans and keys by name, keeping their ids and creation dates, so
 // applying the same file twice changes nothing), in O(entities in the
 // file). API key values never enter a catalog: only their SHA-256 hashes
-// do.
+// do, with a short fingerprint of them (Fingerprint) where a value must be
+// named (usage events, the audit log, the admin API).
+//
+// A key may be in a rotation (rotation.go): it then holds, besides its
+// value, its previous value's hash and prefix and the time until which
+// the gateway still accepts that value for the key. Every encoding of a
+// key carries these fields (config records, catalog.db rows, view
+// snapshots, the audit log by fingerprint); configuration files do not
+// (a file declares values, not rotations).
 package catalog

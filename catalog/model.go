@@ -136,6 +136,15 @@ type APIKey struct {
 	ValueHash string `json:"valueHash" yaml:"-"`
 	// ValuePrefix is the value's first 4 characters, for display.
 	ValuePrefix string `json:"valuePrefix,omitempty" yaml:"-"`
+	// PreviousValueHash, PreviousValuePrefix and PreviousValueUntil
+	// describe a rotation (rotation.go): the value the key had before
+	// its current one (hex SHA-256, first 4 characters), which the
+	// gateway still accepts for the key until PreviousValueUntil (Unix
+	// nanoseconds). All empty when the key has no rotation. Files never
+	// set them (a file declares values, not rotations).
+	PreviousValueHash   string `json:"previousValueHash,omitempty" yaml:"-"`
+	PreviousValuePrefix string `json:"previousValuePrefix,omitempty" yaml:"-"`
+	PreviousValueUntil  int64  `json:"previousValueUntil,omitempty" yaml:"-"`
 	// UsagePlans lists the plans the key belongs to: names or ids in a
 	// file, ids in a catalog.
 	UsagePlans  []string `json:"usagePlans" yaml:"usagePlans"`

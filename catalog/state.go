@@ -34,8 +34,13 @@ type State struct {
 	keys      *btree.BTreeG[*APIKey]    // by id
 	keyNames  *btree.BTreeG[pair]       // (name, key id)
 	keyHashes *btree.BTreeG[pair]       // (value hash, key id)
-	customers *btree.BTreeG[pair]       // (customer id, key id), keys that have one
-	members   *btree.BTreeG[pair]       // (plan id, key id)
+	// prevHashes indexes the previous values of keys with a rotation
+	// (PreviousValueHash, key id): few, so kept apart from keyHashes,
+	// whose bulk paths (snapshots, settling a view) know one value per
+	// key. A value is unique across both.
+	prevHashes *btree.BTreeG[pair]
+	customers  *btree.BTreeG[pair] // (customer id, key id), keys that have one
+	members    *btree.BTreeG[pair] // (plan id, key id)
 }
 
 // pair is an index entry: a value and the id of the entity that holds
@@ -55,13 +60,14 @@ const degree = 32
 // NewState returns an empty state.
 func NewState() *State {
 	return &State{
-		plans:     btree.NewG(degree, planLess),
-		planNames: btree.NewG(degree, pairLess),
-		keys:      btree.NewG(degree, keyLess),
-		keyNames:  btree.NewG(degree, pairLess),
-		keyHashes: btree.NewG(degree, pairLess),
-		customers: btree.NewG(degree, pairLess),
-		members:   btree.NewG(degree, pairLess),
+		plans:      btree.NewG(degree, planLess),
+		planNames:  btree.NewG(degree, pairLess),
+		keys:       btree.NewG(degree, keyLess),
+		keyNames:   btree.NewG(degree, pairLess),
+		keyHashes:  btree.NewG(degree, pairLess),
+		prevHashes: btree.NewG(degree, pairLess),
+		customers:  btree.NewG(degree, pairLess),
+		members:    btree.NewG(degree, pairLess),
 	}
 }
 
@@ -90,7 +96,7 @@ func (s *State) clone() *State {
 		gateway: s.gateway, apis: s.apis, webhooks: s.webhooks,
 		plans: s.plans.Clone(), planNames: s.planNames.Clone(),
 		keys: s.keys.Clone(), keyNames: s.keyNames.Clone(), keyHashes: s.keyHashes.Clone(),
-		customers: s.customers.Clone(), members: s.members.Clone(),
+		prevHashes: s.prevHashes.Clone(), customers: s.customers.Clone(), members: s.members.Clone(),
 	}
 }
 
@@ -137,8 +143,29 @@ var (
 // KeyByName returns the key with the given name, or nil.
 func (s *State) KeyByName(name string) *APIKey { return s.Key(first(s.keyNames, name)) }
 
-// KeyByHash returns the key whose value has the given hash, or nil.
-func (s *State) KeyByHash(hash string) *APIKey { return s.Key(first(s.keyHashes, hash)) }
+// KeyByHash returns the key whose value has the given hash, as its
+// current value or as the previous one of a rotation, or nil: a value
+// either holds is taken.
+func (s *State) KeyByHash(hash string) *APIKey {
+	if id := first(s.keyHashes, hash); id != "" {
+		return s.Key(id)
+	}
+	return s.Key(first(s.prevHashes, hash))
+}
+
+// hashHolders returns up to two ids of keys holding a value hash, as
+// their current or previous value.
+func (s *State) hashHolders(hash string) []string {
+	h := holders(s.keyHashes, hash)
+	if len(h) < 2 && s.prevHashes.Len() > 0 {
+		for _, id := range holders(s.prevHashes, hash) {
+			if len(h) < 2 && !slices.Contains(h, id) {
+				h = append(h, id)
+			}
+		}
+	}
+	return h
+}
 
 // KeyByNameOrID finds a key by id first, then by name.
 func (s *State) KeyByNameOrID(v string) *APIKey {
@@ -274,6 +301,9 @@ func (s *State) putKey(k *APIKey) {
 	}
 	s.keyNames.ReplaceOrInsert(pair{k.Name, k.ID})
 	s.keyHashes.ReplaceOrInsert(pair{k.ValueHash, k.ID})
+	if k.PreviousValueHash != "" {
+		s.prevHashes.ReplaceOrInsert(pair{k.PreviousValueHash, k.ID})
+	}
 	if k.CustomerID != "" {
 		s.customers.ReplaceOrInsert(pair{k.CustomerID, k.ID})
 	}
@@ -296,6 +326,9 @@ func (s *State) deleteKey(id string) *APIKey {
 func (s *State) unindexKey(k *APIKey) {
 	s.keyNames.Delete(pair{k.Name, k.ID})
 	s.keyHashes.Delete(pair{k.ValueHash, k.ID})
+	if k.PreviousValueHash != "" {
+		s.prevHashes.Delete(pair{k.PreviousValueHash, k.ID})
+	}
 	if k.CustomerID != "" {
 		s.customers.Delete(pair{k.CustomerID, k.ID})
 	}
@@ -417,6 +450,19 @@ func (b *Builder) State() *State {
 	return s
 }
 
+// fillPrevHashes adds the previous values of keys (new to s) to its
+// index: a pass over the keys, few of which have one.
+func (s *State) fillPrevHashes(keys []*APIKey) {
+	var ps []pair
+	for _, k := range keys {
+		if k.PreviousValueHash != "" {
+			ps = append(ps, pair{k.PreviousValueHash, k.ID})
+		}
+	}
+	sortPairs(ps)
+	fill(&s.prevHashes, pairLess, ps)
+}
+
 // fillKeys adds keys (sorted by id, ids unique and new to s) to the key
 // tree and its indexes, each tree on a goroutine of wg.
 func (s *State) fillKeys(wg *sync.WaitGroup, keys []*APIKey) {
@@ -426,6 +472,7 @@ func (s *State) fillKeys(wg *sync.WaitGroup, keys []*APIKey) {
 	})
 	wg.Go(func() {
 		fill(&s.keyHashes, pairLess, pairsOf(keys, func(k *APIKey, add func(pair)) { add(pair{k.ValueHash, k.ID}) }))
+		s.fillPrevHashes(keys)
 	})
 	wg.Go(func() {
 		fill(&s.customers, pairLess, pairsOf(keys, func(k *APIKey, add func(pair)) {

@@ -245,12 +245,20 @@ func (tx *Tx) validate(p *problems) {
 	}
 	keys := tx.touchedKeys()
 	nameHolders := func(v string) []string { return holders(n.keyNames, v) }
-	hashHolders := func(v string) []string { return holders(n.keyHashes, v) }
+	hashHolders := n.hashHolders
 	if walkIndexes(len(keys), n.NumKeys()) {
 		// A search per key costs a few cache misses per tree level; a
 		// walk of each index finds every shared value in one sequential
 		// pass.
 		names, hashes := sharedValues(n.keyNames), sharedValues(n.keyHashes)
+		// A value shared with a previous one has a pair in prevHashes:
+		// few, searched one by one.
+		n.prevHashes.Ascend(func(p pair) bool {
+			if h := n.hashHolders(p.v); len(h) > 1 {
+				hashes[p.v] = h
+			}
+			return true
+		})
 		nameHolders = func(v string) []string { return names[v] }
 		hashHolders = func(v string) []string { return hashes[v] }
 	}
@@ -267,6 +275,13 @@ func (tx *Tx) validate(p *problems) {
 				other = h[1]
 			}
 			p.add("apiKeys", k.Name, k.ID, "value", "is the same as the value of key %q; values must be unique", n.Key(other).Name)
+		}
+		if h := hashHolders(k.PreviousValueHash); k.PreviousValueHash != "" && len(h) > 1 {
+			other := h[0]
+			if other == k.ID {
+				other = h[1]
+			}
+			p.add("apiKeys", k.Name, k.ID, "previousValueHash", "is the same as a value of key %q; values must be unique", n.Key(other).Name)
 		}
 		validateKey(p, k, n.Plan)
 		return len(p.list) < maxProblems

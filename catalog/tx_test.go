@@ -25,6 +25,10 @@ func (w txWorld) key() APIKey {
 	for range w.r.IntN(3) {
 		k.UsagePlans = append(k.UsagePlans, "p"+strconv.Itoa(w.r.IntN(3)))
 	}
+	if w.r.IntN(3) == 0 { // a rotation: its previous value from the same pool
+		k.PreviousValueHash = HashKey(fmt.Sprintf("value-value-value-%04d", w.r.IntN(40)))
+		k.PreviousValuePrefix, k.PreviousValueUntil = "valu", int64(w.r.IntN(3)) // 0 is invalid
+	}
 	return k
 }
 

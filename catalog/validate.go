@@ -620,6 +620,12 @@ func validateKeys(p *problems, c *Catalog) {
 			p.add("apiKeys", k.Name, k.ID, "value", "is the same as the value of key %q; values must be unique", other)
 		}
 		hashes[k.ValueHash] = k.Name
+		if other, ok := hashes[k.PreviousValueHash]; ok && k.PreviousValueHash != "" && other != k.Name {
+			p.add("apiKeys", k.Name, k.ID, "previousValueHash", "is the same as a value of key %q; values must be unique", other)
+		}
+		if k.PreviousValueHash != "" {
+			hashes[k.PreviousValueHash] = k.Name
+		}
 		validateKey(p, k, func(id string) *UsagePlan { return plans[id] })
 	}
 }
@@ -630,6 +636,7 @@ func validateKey(p *problems, k *APIKey, plan func(id string) *UsagePlan) {
 	if k.Name == "" {
 		p.add("apiKeys", k.Name, k.ID, "name", "is required")
 	}
+	validateRotation(p, k)
 	var stages map[string]string // "api:stage" → plan name
 	for i, ref := range k.UsagePlans {
 		if slices.Contains(k.UsagePlans[:i], ref) {
@@ -670,4 +677,44 @@ func CheckKeyValue(v string) string {
 		}
 	}
 	return ""
+}
+
+// validateRotation checks the fields of a key's rotation: all empty, or
+// a previous value's SHA-256 (64 lowercase hex characters, not the
+// current value's) with a prefix of at most 4 characters and the time
+// it stops (after 1970).
+func validateRotation(p *problems, k *APIKey) {
+	if k.PreviousValueHash == "" {
+		if k.PreviousValueUntil != 0 {
+			p.add("apiKeys", k.Name, k.ID, "previousValueUntil", "is set without a previousValueHash")
+		}
+		if k.PreviousValuePrefix != "" {
+			p.add("apiKeys", k.Name, k.ID, "previousValuePrefix", "is set without a previousValueHash")
+		}
+		return
+	}
+	if !isHexHash(k.PreviousValueHash) {
+		p.add("apiKeys", k.Name, k.ID, "previousValueHash", "must be a SHA-256 in 64 lowercase hex characters")
+	} else if k.PreviousValueHash == k.ValueHash {
+		p.add("apiKeys", k.Name, k.ID, "previousValueHash", "is the key's current value: a rotation replaces a value with another")
+	}
+	if len(k.PreviousValuePrefix) > 4 {
+		p.add("apiKeys", k.Name, k.ID, "previousValuePrefix", "must be at most 4 characters, got %d", len(k.PreviousValuePrefix))
+	}
+	if k.PreviousValueUntil <= 0 {
+		p.add("apiKeys", k.Name, k.ID, "previousValueUntil", "must be a time after 1970 (Unix nanoseconds) when previousValueHash is set")
+	}
+}
+
+// isHexHash reports whether s is a SHA-256 as catalogs hold it.
+func isHexHash(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }

@@ -357,7 +357,7 @@ type viewStore interface {
 	putPlan(p *UsagePlan)
 	deletePlan(id string)
 	keyNamed(name string) string  // the id of the key with that name, or ""
-	keyValued(hash string) string // the id of the key with that value hash, or ""
+	keyValued(hash string) string // the id of the key with that value hash (current or previous), or ""
 	putKey(k *APIKey)
 	deleteKey(id string)
 	memberAt(recordID string) (planKeyEntity, bool)
@@ -433,6 +433,11 @@ func (v *View) apply(offset int64, d *decodedRecord) error {
 		if holder := s.keyValued(d.key.ValueHash); holder != "" && holder != d.id {
 			return reject("its value is the value of key %s; values must be unique", holder)
 		}
+		if d.key.PreviousValueHash != "" {
+			if holder := s.keyValued(d.key.PreviousValueHash); holder != "" && holder != d.id {
+				return reject("its previous value is a value of key %s; values must be unique", holder)
+			}
+		}
 		s.putKey(d.key)
 	case schemas.KindUsagePlanKey:
 		cur, ok := s.memberAt(d.id)
@@ -498,7 +503,12 @@ func (v *View) deleteWebhook(id string) {
 
 func (v *View) planNamed(name string) string { return first(v.st.planNames, name) }
 func (v *View) keyNamed(name string) string  { return first(v.st.keyNames, name) }
-func (v *View) keyValued(hash string) string { return first(v.st.keyHashes, hash) }
+func (v *View) keyValued(hash string) string {
+	if id := first(v.st.keyHashes, hash); id != "" {
+		return id
+	}
+	return first(v.st.prevHashes, hash)
+}
 func (v *View) putMember(_ string, m planKeyEntity) {
 	if v.st.Key(m.KeyID) == nil {
 		v.addDropped(m.KeyID, m.UsagePlanID) // of a missing key

@@ -87,9 +87,13 @@ func (g *recordGen) plan(id string) UsagePlan {
 }
 
 func (g *recordGen) key(id string) APIKey {
-	return APIKey{ID: id, Name: g.pick(genNames), Enabled: g.r.IntN(4) > 0, ValueHash: HashKey(g.pick(genNames) + "-value-value-value"),
+	k := APIKey{ID: id, Name: g.pick(genNames), Enabled: g.r.IntN(4) > 0, ValueHash: HashKey(g.pick(genNames) + "-value-value-value"),
 		ValuePrefix: "valu", CreatedDate: 1, CustomerID: []string{"", "c1", "c2"}[g.r.IntN(3)],
 		Tags: map[string]map[string]string{"": nil, "t": {"team": "a"}}[[]string{"", "t"}[g.r.IntN(2)]]}
+	if g.r.IntN(4) == 0 { // a rotation, its previous value from the same pool
+		k.PreviousValueHash, k.PreviousValuePrefix, k.PreviousValueUntil = HashKey(g.pick(genNames)+"-value-value-value"), "valu", 1+g.r.Int64N(1e18)
+	}
+	return k
 }
 
 func (g *recordGen) webhook(id string) Webhook {
@@ -420,7 +424,7 @@ func checkRepairs(t *testing.T, got, want []Repair) {
 // checkSameIndexes compares every index of two states.
 func checkSameIndexes(t *testing.T, got, want *State) {
 	t.Helper()
-	if n := reflect.TypeOf(State{}).NumField(); n != 10 {
+	if n := reflect.TypeOf(State{}).NumField(); n != 11 {
 		t.Fatalf("State has %d fields: check that viewstate.go keeps them all, then update this test", n)
 	}
 	pairs := func(name string, a, b *btree.BTreeG[pair]) {
@@ -445,6 +449,7 @@ func checkSameIndexes(t *testing.T, got, want *State) {
 	pairs("planNames", got.planNames, want.planNames)
 	pairs("keyNames", got.keyNames, want.keyNames)
 	pairs("keyHashes", got.keyHashes, want.keyHashes)
+	pairs("prevHashes", got.prevHashes, want.prevHashes)
 	pairs("customers", got.customers, want.customers)
 	pairs("members", got.members, want.members)
 	if a, b := stateJSON(got), stateJSON(want); a != b {
@@ -698,8 +703,10 @@ func plainSeeds() [][2]string {
 	env := func(kind, id, entity string) string {
 		return `{"type":"tollgate.config.v1","kind":"` + kind + `","id":"` + id + `","entity":` + entity + `}`
 	}
+	rotated := strings.Replace(key, `"usagePlans":null`, `"previousValueHash":"`+HashKey("value-value-value-value-0")+`","previousValuePrefix":"valu","previousValueUntil":1800000000000000000,"usagePlans":null`, 1)
 	return [][2]string{
 		{"apiKey/k1", env("apiKey", "k1", key)},
+		{"apiKey/k1", env("apiKey", "k1", rotated)}, // a key in a rotation
 		{"apiKey/k1", env("apiKey", "k1", `{"id":"k1","name":"a","enabled":false,"valueHash":"x","usagePlans":["p1","p2"],"createdDate":0}`)},
 		{"apiKey/k1", env("apiKey", "k1", `null`)},
 		{"apiKey/k1", " \n" + env("apiKey", "k1", `{ "id" : "k1" , "tags" : { } , "usagePlans" : [ ] }`) + "\t"},
@@ -713,6 +720,8 @@ func plainSeeds() [][2]string {
 		{"apiKey/k1", env("apiKey", "k1", `{"id":"k1","createdDate":9223372036854775807,"lastUpdatedDate":-9223372036854775808}`)},
 		{"apiKey/k1", env("apiKey", "k1", `{"id":"k1","createdDate":9223372036854775808}`)},
 		{"apiKey/k1", env("apiKey", "k1", `{"id":"k1","createdDate":1e3}`)},
+		{"apiKey/k1", env("apiKey", "k1", `{"id":"k1","previousValueUntil":1.5}`)},
+		{"apiKey/k1", env("apiKey", "k1", `{"id":"k1","previousValueHash":"a","previousValueHash":"b"}`)},
 		{"apiKey/k1", env("apiKey", "k1", `{"id":"k1","createdDate":01}`)},
 		{"apiKey/k1", env("apiKey", "k1", `{"id":"k1","enabled":null}`)},
 		{"apiKey/k1", env("apiKey", "k1", `{"id":"k1","ID":"k2"}`)},

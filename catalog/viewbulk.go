@@ -28,7 +28,7 @@ type bulkStore struct {
 	members    map[string]planKeyEntity // record id → membership
 	planNames  map[string]string        // name → plan id
 	keyNames   map[string]string        // name → key id
-	keyHashes  map[string]string        // value hash → key id
+	keyHashes  map[string]string        // value hash (current or previous) → key id
 	changed    bool                     // anything was applied
 }
 
@@ -98,12 +98,18 @@ func (b *bulkStore) keyValued(hash string) string { return b.keyHashes[hash] }
 func (b *bulkStore) putKey(k *APIKey) {
 	b.deleteKey(k.ID)
 	b.keys[k.ID], b.keyNames[k.Name], b.keyHashes[k.ValueHash], b.changed = k, k.ID, k.ID, true
+	if k.PreviousValueHash != "" {
+		b.keyHashes[k.PreviousValueHash] = k.ID
+	}
 }
 
 func (b *bulkStore) deleteKey(id string) {
 	if old := b.keys[id]; old != nil {
 		delete(b.keyNames, old.Name)
 		delete(b.keyHashes, old.ValueHash)
+		if old.PreviousValueHash != "" {
+			delete(b.keyHashes, old.PreviousValueHash)
+		}
 		delete(b.keys, id)
 	}
 }

@@ -234,6 +234,13 @@ func (p *plainJSON) apiKey(id string) (*APIKey, bool) {
 		case "usagePlans":
 			// Memberships are records of their own: read, not kept.
 			bit, ok = 1<<10, p.lit("null") || p.strings()
+		case "previousValueHash":
+			bit, dst = 1<<11, &k.PreviousValueHash
+		case "previousValuePrefix":
+			bit, dst = 1<<12, &k.PreviousValuePrefix
+		case "previousValueUntil":
+			bit = 1 << 13
+			k.PreviousValueUntil, ok = p.int64()
 		}
 		if dst != nil {
 			v, vok := p.str()

@@ -192,6 +192,7 @@ func (v *refView) apply(offset int64, key, value []byte) error {
 			if old != nil {
 				delete(v.keyNames, old.Name)
 				delete(v.keyHashes, old.ValueHash)
+				delete(v.keyHashes, old.PreviousValueHash)
 				delete(v.keys, r.ID)
 			}
 			break
@@ -209,6 +210,9 @@ func (v *refView) apply(offset int64, key, value []byte) error {
 		if holder, ok := v.keyHashes[k.ValueHash]; ok && holder != k.ID {
 			return reject("its value is the value of key %s; values must be unique", holder)
 		}
+		if holder, ok := v.keyHashes[k.PreviousValueHash]; ok && k.PreviousValueHash != "" && holder != k.ID {
+			return reject("its previous value is a value of key %s; values must be unique", holder)
+		}
 		k.UsagePlans = nil
 		if err := Validate(&Catalog{APIKeys: []APIKey{*k}}, nil); err != nil {
 			return reject("%v", err)
@@ -216,8 +220,12 @@ func (v *refView) apply(offset int64, key, value []byte) error {
 		if old != nil {
 			delete(v.keyNames, old.Name)
 			delete(v.keyHashes, old.ValueHash)
+			delete(v.keyHashes, old.PreviousValueHash)
 		}
 		v.keys[r.ID], v.keyNames[k.Name], v.keyHashes[k.ValueHash] = k, k.ID, k.ID
+		if k.PreviousValueHash != "" {
+			v.keyHashes[k.PreviousValueHash] = k.ID
+		}
 	case schemas.KindWebhook:
 		if tomb {
 			delete(v.webhooks, r.ID)

@@ -10,6 +10,7 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/google/btree"
@@ -30,7 +31,7 @@ import (
 // Layout (integers are unsigned varints unless said otherwise, strings a
 // length and bytes, JSON a string):
 //
-//	magic "TGVIEW\x00\x02"
+//	magic "TGVIEW\x00\x03"
 //	gateway set (1 byte), gateway JSON
 //	APIs: count, JSON each
 //	webhooks: count, JSON each (not in version 1, which is still read)
@@ -44,10 +45,16 @@ import (
 //	  the plans above)
 //	key positions by name, by value hash; count and positions by
 //	customer id (keys that have one)
+//	rotations (not in versions 1 and 2, which are still read): count,
+//	then for each key with one (APIKey.PreviousValueHash), by id: its
+//	position, previous value hash, previous value prefix, and
+//	previousValueUntil (signed varint). Apart from the keys' blocks,
+//	since few keys have one.
 //	CRC-32C of all the above (4 bytes, little-endian)
 
 var (
-	viewSnapshotMagic   = []byte("TGVIEW\x00\x02")
+	viewSnapshotMagic   = []byte("TGVIEW\x00\x03")
+	viewSnapshotMagicV2 = []byte("TGVIEW\x00\x02")
 	viewSnapshotMagicV1 = []byte("TGVIEW\x00\x01")
 )
 
@@ -206,6 +213,20 @@ func (s *ViewSnapshot) WriteTo(out io.Writer) (int64, error) {
 	positions(st.keyHashes)
 	w.uvarint(uint64(st.customers.Len()))
 	positions(st.customers)
+	var rotated []*APIKey
+	st.prevHashes.Ascend(func(p pair) bool {
+		rotated = append(rotated, st.Key(p.id))
+		return true
+	})
+	slices.SortFunc(rotated, func(a, b *APIKey) int { return strings.Compare(a.ID, b.ID) })
+	w.uvarint(uint64(len(rotated)))
+	for _, k := range rotated {
+		w.uvarint(uint64(pos[k.ID]))
+		w.str(k.PreviousValueHash)
+		w.str(k.PreviousValuePrefix)
+		w.buf = binary.AppendVarint(w.buf[:0], k.PreviousValueUntil)
+		w.write(w.buf)
+	}
 
 	if w.err == nil {
 		var sum [4]byte
@@ -321,10 +342,11 @@ func ReadView(r io.Reader) (*View, error) {
 }
 
 func loadView(s string) (*View, error) {
-	if len(s) < len(viewSnapshotMagic)+4 || s[:len(viewSnapshotMagic)] != string(viewSnapshotMagic) && s[:len(viewSnapshotMagic)] != string(viewSnapshotMagicV1) {
+	if len(s) < len(viewSnapshotMagic)+4 || !slices.ContainsFunc([][]byte{viewSnapshotMagic, viewSnapshotMagicV2, viewSnapshotMagicV1}, func(m []byte) bool { return s[:len(m)] == string(m) }) {
 		return nil, fmt.Errorf("%w: no view snapshot header", ErrSnapshotFormat)
 	}
 	v1 := s[:len(viewSnapshotMagic)] == string(viewSnapshotMagicV1)
+	v3 := s[:len(viewSnapshotMagic)] == string(viewSnapshotMagic)
 	body := s[:len(s)-4]
 	crc := crc32.New(crcTable)
 	var chunk [1 << 16]byte
@@ -406,6 +428,20 @@ func loadView(s string) (*View, error) {
 	o.names = positions(n)
 	o.hashes = positions(n)
 	o.customers = positions(r.count(1))
+	if v3 {
+		for range r.count(4) {
+			i := r.uvarint()
+			if r.err == nil && i >= uint64(n) {
+				r.fail("key position out of range")
+			}
+			hash, prefix, until := r.str(), r.str(), r.varint()
+			if r.err != nil {
+				break
+			}
+			k := &keys[i]
+			k.PreviousValueHash, k.PreviousValuePrefix, k.PreviousValueUntil = hash, prefix, until
+		}
+	}
 	if r.err == nil && r.i != len(r.s) {
 		r.fail("trailing data")
 	}

@@ -56,7 +56,10 @@ func (s *State) loadKeys(keys []*APIKey, o *keyOrders, planIDs []string) {
 	}
 	jobs := []func(){
 		byPair(&s.keyNames, o.names, func(k *APIKey) string { return k.Name }),
-		byPair(&s.keyHashes, o.hashes, func(k *APIKey) string { return k.ValueHash }),
+		func() {
+			byPair(&s.keyHashes, o.hashes, func(k *APIKey) string { return k.ValueHash })()
+			s.fillPrevHashes(keys)
+		},
 		func() {
 			// Memberships by plan, then key: bucketed, not sorted.
 			index := make(map[string]int, len(planIDs))

@@ -87,6 +87,11 @@ type keyJSON struct {
 	CreatedDate int64             `json:"createdDate"`
 	Tags        map[string]string `json:"tags"`
 	ExpiresAt   string            `json:"expiresAt"`
+	// The value's fingerprint, and during a rotation's grace the
+	// previous value's and when it stops (GetApiKey's).
+	ValueFingerprint         string `json:"valueFingerprint"`
+	PreviousValueFingerprint string `json:"previousValueFingerprint"`
+	PreviousValueExpiresAt   string `json:"previousValueExpiresAt"`
 }
 
 type planJSON struct {

@@ -420,3 +420,37 @@ func TestOddKeyIDs(t *testing.T) {
 		t.Fatal("the console disabled the wrong key")
 	}
 }
+
+// The key page shows the value's fingerprint, and during a rotation's
+// grace the previous value's and when it stops; past the grace, only
+// the value's.
+func TestKeyPageShowsRotation(t *testing.T) {
+	s := newStack(t, 3, 1, now0)
+	u := newUser(t, s)
+	u.signIn("alice")
+	k := s.state().Key(keyID(1))
+	_, body := u.do("GET", "/ui/keys/"+keyID(1), nil)
+	if !strings.Contains(body, `id="key-fingerprint">`+k.ValueFingerprint()+`<`) || strings.Contains(body, `id="key-previous"`) {
+		t.Fatalf("a key without rotation:\n%s", body)
+	}
+	req, _ := http.NewRequest("POST", s.url+"/v1/apikeys/"+keyID(1)+"/rotate", strings.NewReader(`{"grace":"2h"}`))
+	req.Header.Set("Authorization", "Bearer "+s.token)
+	r, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if r.StatusCode != 201 {
+		t.Fatalf("rotate: %d", r.StatusCode)
+	}
+	rotated := s.state().Key(keyID(1))
+	_, body = u.do("GET", "/ui/keys/"+keyID(1), nil)
+	want := `id="key-previous">fingerprint <code>` + k.ValueFingerprint() + `</code>, still accepted until 2026-11-27T17:30:00Z`
+	if !strings.Contains(body, `id="key-fingerprint">`+rotated.ValueFingerprint()+`<`) || !strings.Contains(body, want) {
+		t.Fatalf("in the grace, the key page lacks %q:\n%s", want, body)
+	}
+	s.clock.ns.Add(int64(2 * time.Hour))
+	if _, body = u.do("GET", "/ui/keys/"+keyID(1), nil); strings.Contains(body, `id="key-previous"`) {
+		t.Fatalf("past the grace, the key page shows the previous value:\n%s", body)
+	}
+}

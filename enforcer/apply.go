@@ -104,13 +104,15 @@ func (g *Gateway) Apply(ch *catalog.Change) error {
 		ks.mu.Lock()
 		for _, id := range ch.Keys {
 			old := ks.entry(id)
-			var e *keyEntry
-			if k := s.Key(id); k != nil {
+			var e, pe *keyEntry
+			k := s.Key(id)
+			if k != nil {
 				e = newEntry(k, old, g.planIndex)
 			}
 			switch {
 			case e != nil:
-				ks.put(e, old)
+				pe = newPreviousEntry(k, e)
+				ks.put(e, pe, old, ks.previousOf(id))
 			case old != nil:
 				ks.remove(old)
 			}
@@ -168,12 +170,12 @@ func (g *Gateway) load(s *catalog.State) error {
 	ks := newKeySet(s.NumKeys())
 	ks.mu.Lock()
 	s.Keys("", func(k *catalog.APIKey) bool {
-		var old *keyEntry
+		var old, oldPrev *keyEntry
 		if prev != nil {
-			old = prev.keys.entry(k.ID)
+			old, oldPrev = prev.keys.entry(k.ID), prev.keys.previousOf(k.ID)
 		}
 		if e := newEntry(k, old, g.planIndex); e != nil {
-			ks.put(e, old)
+			ks.put(e, newPreviousEntry(k, e), old, oldPrev)
 		}
 		return true
 	})

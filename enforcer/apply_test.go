@@ -25,6 +25,7 @@ type applyWorld struct {
 	state  *catalog.State
 	values map[string]string // key id → value
 	old    []string          // values of keys deleted or given a new value
+	prev   map[string]string // key id → the previous value of a key in a rotation
 	nextID int
 }
 
@@ -42,7 +43,7 @@ var applyRequests = []struct{ method, path string }{
 }
 
 func newApplyWorld(t *testing.T, seed uint64) *applyWorld {
-	w := &applyWorld{t: t, rnd: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), values: map[string]string{}}
+	w := &applyWorld{t: t, rnd: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), values: map[string]string{}, prev: map[string]string{}}
 	tx := catalog.NewState().Begin()
 	tx.SetGateway(catalog.Gateway{})
 	for _, a := range []catalog.API{
@@ -184,9 +185,9 @@ func (w *applyWorld) change() (*catalog.Change, string) {
 	tx := s.Begin()
 	keys, plans := w.keyIDs(), w.planIDs()
 	var what string
-	values := maps.Clone(w.values)
+	values, prev := maps.Clone(w.values), maps.Clone(w.prev)
 	old := len(w.old)
-	op := r.IntN(20)
+	op := r.IntN(23)
 	if len(plans) == 0 && op >= 10 && op < 16 {
 		op = 15 // create one
 	}
@@ -280,6 +281,36 @@ func (w *applyWorld) change() (*catalog.Change, string) {
 		}
 		what = "api1"
 		tx.PutAPI(a)
+	case op == 20: // rotate a key: a new value, the old one for a grace
+		// of up to a quarter of an hour from the start (requests move
+		// the clock ~2.4 s a change), or none
+		k := *s.Key(pick(r, keys))
+		was := w.values[k.ID]
+		n := w.randomKey(s, k.ID)
+		k.Rotate(n.ValueHash, n.ValuePrefix, testEpoch.UnixNano()+r.Int64N(900)*1e9)
+		w.prev[k.ID] = was
+		what = "rotate key " + k.ID
+		tx.PutKey(k)
+	case op == 21: // cancel a rotation: the previous value back
+		k := *s.Key(pick(r, keys))
+		if !k.HasRotation() {
+			return nil, ""
+		}
+		k.CancelRotation()
+		w.old = append(w.old, w.values[k.ID])
+		w.values[k.ID] = w.prev[k.ID]
+		delete(w.prev, k.ID)
+		what = "cancel the rotation of key " + k.ID
+		tx.PutKey(k)
+	case op == 22: // finish a rotation: the previous value refused
+		k := *s.Key(pick(r, keys))
+		if !k.HasRotation() {
+			return nil, ""
+		}
+		k.ClearRotation()
+		delete(w.prev, k.ID)
+		what = "finish the rotation of key " + k.ID
+		tx.PutKey(k)
 	default: // the gateway settings
 		g := s.Gateway()
 		if r.IntN(2) == 0 {
@@ -292,12 +323,12 @@ func (w *applyWorld) change() (*catalog.Change, string) {
 		tx.SetGateway(g)
 	}
 	if err := tx.Validate(nil); err != nil {
-		w.values, w.old = values, w.old[:old]
+		w.values, w.prev, w.old = values, prev, w.old[:old]
 		return nil, ""
 	}
 	d := tx.Delta()
 	if d.Empty() {
-		w.values, w.old = values, w.old[:old]
+		w.values, w.prev, w.old = values, prev, w.old[:old]
 		return nil, ""
 	}
 	ch := &catalog.Change{Old: s, New: tx.State, Delta: d}
@@ -324,7 +355,7 @@ func (w *applyWorld) requestKey() []string {
 func decisionOf(d *decision) string {
 	var key, plan string
 	if d.key != nil {
-		key = d.key.keyID()
+		key = d.key.keyID() + "/" + d.key.fingerprint()
 	}
 	if d.plan != nil {
 		plan = d.plan.id

@@ -39,11 +39,15 @@
 //     unknownRouteStatus).
 //  4. Key (keys.go), for a method with apiKeyRequired. The value is looked
 //     up in the keySet: the verified-value table if a request showed it
-//     before, else its SHA-256 in the hash table. Missing, unknown,
-//     disabled or past its expiry (catalog.ExpiresAtTag, compared with
-//     the request's time, so every enforcer stops the key at the same
-//     instant): 403 Forbidden. Then the key's plan for this stage
-//     (table.bind); none: 403 Forbidden.
+//     before, else its SHA-256 in the hash table. During a rotation the
+//     key's previous value is found there too, as an entry of the same
+//     key (its id, plans and counters) that expires when the grace ends
+//     (catalog.APIKey.PreviousValueUntil). Missing, unknown, disabled or
+//     past its expiry (catalog.ExpiresAtTag, or the end of the grace for
+//     a previous value; compared with the request's time, so every
+//     enforcer stops the key, or the value, at the same instant): 403
+//     Forbidden. Then the key's plan for this stage (table.bind); none:
+//     403 Forbidden.
 //  5. Throttles (bucket.go): the gateway-wide bucket, the stage's, then
 //     the key's bucket under the plan, or the per-method bucket that
 //     replaces it for the method; in a fleet the key's bucket is scaled
@@ -70,7 +74,8 @@
 //     bytes. A failed exchange answers 502, 504, 408 or 413.
 //  8. Metering (Gateway.emit), once the response is complete. An admitted
 //     request, and a refused one whose key was identified, becomes one
-//     schemas.UsageEvent offered to Config.Events (an ingest.Queue, which
+//     schemas.UsageEvent (with the key's id and the fingerprint of the
+//     value it showed) offered to Config.Events (an ingest.Queue, which
 //     copies it, never blocks, and drops and counts it when full). A
 //     request refused before a key was identified is added to the
 //     rejections table instead (flood.go), which Run emits as one event
@@ -273,7 +278,25 @@
 // in cache when its request comes, and a miss costs 100-190 ns on the
 // machines we measure on). A request on a known key thus reads three
 // lines that are cold at that scale, one after the other: its slot, its
-// entry, its counters. The table grows (copying itself, O(n)) when three
+// entry, its counters.
+//
+// Rotations. A key in a rotation has a second entry, for its previous
+// value (catalog.APIKey.PreviousValueHash), in the hash table and, once a
+// request showed the value, in the verified-value table, but not in the
+// id table: the same id and the same plans slice (so the same
+// keyPlanState pointers: either value takes the key's tokens, quota and
+// local count), its own hash and fingerprint, and expires the end of the
+// grace (or the key's expiry, if sooner). The request path does not know
+// it is a previous value: it is a key entry that expires, refused from
+// that instant whatever table found it. keySet.previous finds it by key
+// id for the changes that replace it (a rotation makes the current
+// value's entry the previous one's, a cancellation the other way round:
+// the new entry of a value takes the old one's slots and recorded value)
+// or drop it (finished, cancelled, the key deleted), marking it stale as
+// any replaced entry. Keys without a rotation pay nothing for it: each
+// entry carries its value's fingerprint (8 bytes, for usage events;
+// emit takes a string of them without allocating) within the 160-byte
+// size class it had. The table grows (copying itself, O(n)) when three
 // quarters full, like a Go map; a change otherwise costs O(1). With the
 // counters and the three tables, a key costs the gateway about 270 bytes
 // (BenchmarkMemoryPerKey).

@@ -290,7 +290,7 @@ func (g *Gateway) event(ev *schemas.UsageEvent, d *decision, method string, star
 		ev.Resource = d.route.resource
 	}
 	if d.key != nil {
-		ev.KeyID = d.key.keyID()
+		ev.KeyID, ev.KeyFingerprint = d.key.keyID(), d.key.fingerprint()
 	}
 	if d.plan != nil {
 		ev.PlanID = d.plan.id

@@ -281,7 +281,7 @@ func TestAdmittedRequestIsProxied(t *testing.T) {
 	}
 	ev := e.lastEvent()
 	want := schemas.UsageEvent{ID: ev.ID, Time: testEpoch.UnixNano(), APIID: "abc123api", Stage: "prod", KeyID: k.id,
-		PlanID: k.plan.id, Method: "GET", Resource: "/items/{id}", Status: 200,
+		KeyFingerprint: catalog.Fingerprint(catalog.HashKey(widget)), PlanID: k.plan.id, Method: "GET", Resource: "/items/{id}", Status: 200,
 		Decision: schemas.DecisionAllowed, BytesOut: int64(len(r.body))}
 	if ev != want {
 		t.Errorf("event = %+v\nwant    %+v", ev, want)

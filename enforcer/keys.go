@@ -3,10 +3,12 @@ package enforcer
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"hash/maphash"
 	"math/bits"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 )
 
 // keyEntry is one key as the request path sees it. Entries are
@@ -36,6 +38,11 @@ type keyEntry struct {
 	one     [1]binding
 	id      [1]string // the key id, as the X-Tollgate-Key-Id header's value
 	hash    [32]byte  // SHA-256 of the value
+	// fp is the value's fingerprint (catalog.Fingerprint: the hash's
+	// first 8 hex characters), for usage events. Bytes in the entry, not
+	// a string: the entry stays within its 160-byte size class, and emit
+	// takes a string of them without allocating (fingerprint).
+	fp [8]byte
 }
 
 // binding is a key's membership of a plan: the plan's index in
@@ -53,6 +60,17 @@ const maxRecorded = 40
 const valueBusy = 1 << 31
 
 func (e *keyEntry) keyID() string { return e.id[0] }
+
+// setHash gives an unpublished entry its value's SHA-256 and fingerprint.
+func (e *keyEntry) setHash(h [32]byte) {
+	e.hash = h
+	hex.Encode(e.fp[:], h[:len(e.fp)/2])
+}
+
+// fingerprint returns the value's fingerprint. The string shares the
+// entry's bytes, which never change once the entry is built: an event
+// that holds it keeps the entry alive, nothing more.
+func (e *keyEntry) fingerprint() string { return unsafe.String(&e.fp[0], len(e.fp)) }
 
 // hasValue reports whether v is the entry's recorded value.
 func (e *keyEntry) hasValue(v string) bool {
@@ -98,16 +116,28 @@ func (e *keyEntry) copyValue(old *keyEntry) (string, bool) {
 // later requests), and by key id (signals, quota updates, changes).
 // Lookups take no lock; writers (changes, and requests recording a value
 // in byValue) hold mu.
+//
+// A key in a rotation (catalog.APIKey.PreviousValueHash) has a second
+// entry, for its previous value: in byHash and byValue like any other,
+// never in byID (the key's entry there is the current value's), with the
+// same id, plans and counters (the same keyPlanState pointers: either
+// value takes the same tokens and quota), its own hash and fingerprint,
+// and expires at the end of the grace (or the key's expiry if sooner).
+// previous finds it by key id for the changes that replace or remove
+// it.
 type keySet struct {
 	seed    maphash.Seed
 	byHash  entryTable // first 8 bytes of the SHA-256 → entry
 	byValue entryTable // maphash of the value → entry with that recorded value
 	byID    entryTable // maphash of the id → entry
-	mu      sync.Mutex
+	// previous maps a key id to the entry of its previous value, for
+	// keys in a rotation. Writers only, under mu.
+	previous map[string]*keyEntry
+	mu       sync.Mutex
 }
 
 func newKeySet(n int) *keySet {
-	ks := &keySet{seed: maphash.MakeSeed()}
+	ks := &keySet{seed: maphash.MakeSeed(), previous: map[string]*keyEntry{}}
 	ks.byHash.init(n)
 	ks.byValue.init(n)
 	ks.byID.init(n)
@@ -165,43 +195,95 @@ func (ks *keySet) entry(id string) *keyEntry {
 	return ks.byID.get(maphash.String(ks.seed, id), func(e *keyEntry) bool { return e.keyID() == id })
 }
 
-// put publishes e, replacing old (nil when the key is new), and marks old
-// stale. e must not be published yet. The caller holds mu.
-func (ks *keySet) put(e, old *keyEntry) {
-	// A value recorded in old is e's too if the hash stayed: give it to
-	// e before anyone can see e (requests record values in published
-	// entries).
-	var v string
-	recorded := false
-	if old != nil && old.hash == e.hash {
-		v, recorded = e.copyValue(old)
+// put publishes e, the entry of a key's current value, and pe, that of
+// its previous value (nil: no rotation), replacing old and oldPrev (the
+// key's entries before, nil when absent; they may belong to another
+// keySet, that of the table a full load replaces), and marks those
+// stale. e and pe must not be published yet. The caller holds mu.
+//
+// A value may move between the two roles (a rotation makes the current
+// value the previous one, a cancellation the other way round): the new
+// entry of a value takes the old entry's slots, and the value it
+// recorded.
+func (ks *keySet) put(e, pe, old, oldPrev *keyEntry) {
+	olds := [2]*keyEntry{old, oldPrev}
+	news := [2]*keyEntry{e, pe}
+	// The old entry of the same value, if any.
+	same := func(n *keyEntry) *keyEntry {
+		for _, o := range olds {
+			if o != nil && n != nil && o.hash == n.hash {
+				return o
+			}
+		}
+		return nil
 	}
-	isOld := func(x *keyEntry) bool { return x == old }
-	ks.byID.put(maphash.String(ks.seed, e.keyID()), e, isOld, true)
-	if old != nil && old.hash != e.hash {
-		ks.byHash.del(hashPrefix(&old.hash), isOld)
-		if ov, ok := old.recorded(); ok {
-			ks.byValue.del(maphash.String(ks.seed, ov), isOld)
+	// A value recorded in an old entry is the new one's too if the hash
+	// stayed: give it to the new entry before anyone can see it
+	// (requests record values in published entries).
+	var values [2]string
+	var recorded [2]bool
+	for i, n := range news {
+		if o := same(n); o != nil {
+			values[i], recorded[i] = n.copyValue(o)
 		}
 	}
-	ks.byHash.put(hashPrefix(&e.hash), e, isOld, true)
-	if recorded {
-		ks.byValue.put(maphash.String(ks.seed, v), e, isOld, true)
+	ks.byID.put(maphash.String(ks.seed, e.keyID()), e, func(x *keyEntry) bool { return x == old }, true)
+	for _, o := range olds {
+		if o == nil || o.hash == e.hash || pe != nil && o.hash == pe.hash {
+			continue
+		}
+		// A value the key no longer has.
+		is := func(x *keyEntry) bool { return x == o }
+		ks.byHash.del(hashPrefix(&o.hash), is)
+		if ov, ok := o.recorded(); ok {
+			ks.byValue.del(maphash.String(ks.seed, ov), is)
+		}
 	}
-	if old != nil {
-		old.stale.Store(true)
+	for i, n := range news {
+		if n == nil {
+			continue
+		}
+		o := same(n)
+		is := func(x *keyEntry) bool { return x == o }
+		ks.byHash.put(hashPrefix(&n.hash), n, is, true)
+		if recorded[i] {
+			ks.byValue.put(maphash.String(ks.seed, values[i]), n, is, true)
+		}
+	}
+	if pe != nil {
+		ks.previous[e.keyID()] = pe
+	} else {
+		delete(ks.previous, e.keyID())
+	}
+	for _, o := range olds {
+		if o != nil {
+			o.stale.Store(true)
+		}
 	}
 }
 
-// remove unpublishes e and marks it stale. The caller holds mu.
+// previousOf returns the entry of a key's previous value, or nil. The
+// caller holds mu, or Gateway.mu (every change of previous holds both).
+func (ks *keySet) previousOf(id string) *keyEntry { return ks.previous[id] }
+
+// remove unpublishes e, a key's entry, and that of its previous value if
+// it has one, and marks them stale. The caller holds mu.
 func (ks *keySet) remove(e *keyEntry) {
-	eq := func(x *keyEntry) bool { return x == e }
-	ks.byID.del(maphash.String(ks.seed, e.keyID()), eq)
-	ks.byHash.del(hashPrefix(&e.hash), eq)
-	if v, ok := e.recorded(); ok {
-		ks.byValue.del(maphash.String(ks.seed, v), eq)
+	for _, x := range [2]*keyEntry{e, ks.previous[e.keyID()]} {
+		if x == nil {
+			continue
+		}
+		eq := func(y *keyEntry) bool { return y == x }
+		if x == e {
+			ks.byID.del(maphash.String(ks.seed, e.keyID()), eq)
+		}
+		ks.byHash.del(hashPrefix(&x.hash), eq)
+		if v, ok := x.recorded(); ok {
+			ks.byValue.del(maphash.String(ks.seed, v), eq)
+		}
+		x.stale.Store(true)
 	}
-	e.stale.Store(true)
+	delete(ks.previous, e.keyID())
 }
 
 // entryTable maps 64-bit hashes to entries: open addressing with linear

@@ -289,7 +289,8 @@ func newEntry(k *catalog.APIKey, old *keyEntry, planIndex func(string) (int32, b
 	if _, err := hex.Decode(h[:], []byte(k.ValueHash)); err != nil {
 		return nil
 	}
-	e := &keyEntry{enabled: k.Enabled, expires: k.ExpiresAt(), hash: h, id: [1]string{k.ID}}
+	e := &keyEntry{enabled: k.Enabled, expires: k.ExpiresAt(), id: [1]string{k.ID}}
+	e.setHash(h)
 	if len(k.UsagePlans) <= 1 {
 		e.plans = e.one[:0]
 	} else {
@@ -315,6 +316,33 @@ func newEntry(k *catalog.APIKey, old *keyEntry, planIndex func(string) (int32, b
 		e.plans = append(e.plans, binding{plan: i, state: st})
 	}
 	return e
+}
+
+// newPreviousEntry builds the entry of the previous value of a key in a
+// rotation (catalog.APIKey.PreviousValueHash), from e, the entry of its
+// current value: the same key, plans and counters (the plans slice
+// itself, so the same keyPlanState pointers: either value takes the
+// key's tokens and quota), its own hash and fingerprint, expiring when
+// the grace ends or when the key does, whichever comes first. It returns
+// nil for a key without a previous value (or without a valid hash of
+// one).
+func newPreviousEntry(k *catalog.APIKey, e *keyEntry) *keyEntry {
+	var h [32]byte
+	if len(k.PreviousValueHash) != 64 {
+		return nil
+	}
+	if _, err := hex.Decode(h[:], []byte(k.PreviousValueHash)); err != nil || h == e.hash {
+		return nil
+	}
+	expires := k.PreviousValueUntil
+	if e.expires != 0 && e.expires < expires {
+		expires = e.expires
+	}
+	// Never 0, which would mean never: validated catalogs give a grace
+	// an end after 1970.
+	pe := &keyEntry{enabled: e.enabled, expires: max(expires, 1), id: e.id, plans: e.plans}
+	pe.setHash(h)
+	return pe
 }
 
 func (n *node) each(f func(*methodRoute)) {

@@ -48,18 +48,30 @@ type apiKeyJSON struct {
 	// ExpiresAt is tollgate's: the key's catalog.ExpiresAtTag, also
 	// shown among its tags (where the AWS CLI sets it).
 	ExpiresAt string `json:"expiresAt,omitempty"`
+	// ValueFingerprint is tollgate's: the fingerprint of the key's value
+	// (catalog.Fingerprint), as usage events and the audit log give it.
+	ValueFingerprint string `json:"valueFingerprint,omitempty"`
+	// PreviousValueFingerprint and PreviousValueExpiresAt are tollgate's,
+	// during a rotation's grace only: the previous value, which still
+	// works, and when it stops (RFC 3339).
+	PreviousValueFingerprint string `json:"previousValueFingerprint,omitempty"`
+	PreviousValueExpiresAt   string `json:"previousValueExpiresAt,omitempty"`
 }
 
 // masked shows a stored key's value: AWS returns the value on request;
 // tollgate keeps only its hash, so it shows the first 4 characters.
 func masked(k *catalog.APIKey) string { return k.ValuePrefix + "…" }
 
-func keyJSON(k *catalog.APIKey, includeValue bool) apiKeyJSON {
+// keyJSON shows k at now (whether its rotation is in its grace).
+func keyJSON(k *catalog.APIKey, includeValue bool, now time.Time) apiKeyJSON {
 	j := apiKeyJSON{ID: k.ID, Name: k.Name, CustomerID: k.CustomerID, Description: k.Description, Enabled: k.Enabled,
 		CreatedDate: k.CreatedDate, LastUpdatedDate: max(k.LastUpdatedDate, k.CreatedDate), StageKeys: []string{}, Tags: k.Tags,
-		ExpiresAt: k.Tags[catalog.ExpiresAtTag]}
+		ExpiresAt: k.Tags[catalog.ExpiresAtTag], ValueFingerprint: k.ValueFingerprint()}
 	if includeValue {
 		j.Value = masked(k)
+	}
+	if k.RotationActive(now) {
+		j.PreviousValueFingerprint, j.PreviousValueExpiresAt = k.PreviousValueFingerprint(), formatUntil(k.PreviousValueUntil)
 	}
 	return j
 }
@@ -82,6 +94,10 @@ func (a *apiKeys) routes(r chi.Router) {
 	r.Get("/apikeys/{id}", a.get)
 	r.Patch("/apikeys/{id}", a.update)
 	r.Delete("/apikeys/{id}", a.delete)
+	// Beside /v1/apikeys/{id}/move (usageplans.go), tollgate's own.
+	r.Post("/v1/apikeys/{id}/rotate", a.rotate)
+	r.Post("/v1/apikeys/{id}/rotate/cancel", a.rotateCancel)
+	r.Post("/v1/apikeys/{id}/rotate/finish", a.rotateFinish)
 }
 
 func (a *apiKeys) create(w http.ResponseWriter, r *http.Request) {
@@ -143,7 +159,7 @@ func (a *apiKeys) create(w http.ResponseWriter, r *http.Request) {
 	}) {
 		return
 	}
-	out := keyJSON(&created, false)
+	out := keyJSON(&created, false, a.now())
 	out.Value = value // the one time the whole value is shown
 	writeJSON(w, http.StatusCreated, out)
 }
@@ -180,7 +196,8 @@ func (a *apiKeys) list(w http.ResponseWriter, r *http.Request) {
 	default:
 		walk = s.Keys
 	}
-	writeWalk(w, walk, position, func(k *catalog.APIKey) apiKeyJSON { return keyJSON(k, includeValues) }, scope, q.Get("position"), limit)
+	now := a.now()
+	writeWalk(w, walk, position, func(k *catalog.APIKey) apiKeyJSON { return keyJSON(k, includeValues, now) }, scope, q.Get("position"), limit)
 }
 
 // newKeyID returns an id no key, plan, API or webhook of tx holds (the
@@ -200,7 +217,7 @@ func (a *apiKeys) get(w http.ResponseWriter, r *http.Request) {
 		errKeyNotFound.write(w)
 		return
 	}
-	writeJSON(w, http.StatusOK, keyJSON(k, r.URL.Query().Get("includeValue") == "true"))
+	writeJSON(w, http.StatusOK, keyJSON(k, r.URL.Query().Get("includeValue") == "true", a.now()))
 }
 
 func keyID(k *catalog.APIKey) string { return k.ID }
@@ -308,7 +325,7 @@ func (a *apiKeys) update(w http.ResponseWriter, r *http.Request) {
 	}) {
 		return
 	}
-	writeJSON(w, http.StatusOK, keyJSON(&updated, false))
+	writeJSON(w, http.StatusOK, keyJSON(&updated, false, a.now()))
 }
 
 func (a *apiKeys) delete(w http.ResponseWriter, r *http.Request) {

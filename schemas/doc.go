@@ -18,4 +18,7 @@
 // the old meaning: UsageEvent.Count (field 15) is absent, 0, on every
 // event of one request and on every record written before it, and 0
 // means one request; a consumer adds UsageEvent.Requests(), never 1.
+// UsageEvent.KeyFingerprint (field 16) is absent, "", on records written
+// before it and on events without a key: which of a key's values was
+// shown is then unknown, nothing else.
 package schemas

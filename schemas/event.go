@@ -100,16 +100,21 @@ func (id EventID) UnixMilli() int64 {
 // against a quota. Strings point into the enforcer's catalog and are never
 // built per request.
 type UsageEvent struct {
-	ID       EventID
-	Time     int64  // Unix nanoseconds when the request arrived
-	APIID    string // "" when no stage matched
-	Stage    string
-	KeyID    string // "" when the key is missing or unknown
-	PlanID   string // the plan that admitted or rejected it; "" before a plan was found
-	Method   string // HTTP method
-	Resource string // resource template, e.g. /items/{id}; "" when no resource matched
-	Status   int32  // HTTP status sent to the client
-	Decision Decision
+	ID    EventID
+	Time  int64  // Unix nanoseconds when the request arrived
+	APIID string // "" when no stage matched
+	Stage string
+	KeyID string // "" when the key is missing or unknown
+	// KeyFingerprint is the fingerprint of the key value the request
+	// showed (catalog.Fingerprint: the first 8 hex characters of its
+	// SHA-256, never the value), set whenever KeyID is: during a
+	// rotation it tells the key's old value from its new one.
+	KeyFingerprint string
+	PlanID         string // the plan that admitted or rejected it; "" before a plan was found
+	Method         string // HTTP method
+	Resource       string // resource template, e.g. /items/{id}; "" when no resource matched
+	Status         int32  // HTTP status sent to the client
+	Decision       Decision
 	// LatencyMicros is the time from arrival to the last byte written.
 	LatencyMicros int64
 	BytesIn       int64 // request body bytes

@@ -139,11 +139,12 @@ func TestProtoContract(t *testing.T) {
 		"decision": func() ([]byte, uint64) {
 			return ev(func(e *UsageEvent) { e.Decision = DecisionThrottled }), uint64(DecisionThrottled)
 		},
-		"latency_micros": func() ([]byte, uint64) { return ev(func(e *UsageEvent) { e.LatencyMicros = 7 }), 7 },
-		"bytes_in":       func() ([]byte, uint64) { return ev(func(e *UsageEvent) { e.BytesIn = 8 }), 8 },
-		"bytes_out":      func() ([]byte, uint64) { return ev(func(e *UsageEvent) { e.BytesOut = 9 }), 9 },
-		"node":           str(func(e *UsageEvent) { e.Node = "a" }),
-		"count":          func() ([]byte, uint64) { return ev(func(e *UsageEvent) { e.Count = 5 }), 5 },
+		"latency_micros":  func() ([]byte, uint64) { return ev(func(e *UsageEvent) { e.LatencyMicros = 7 }), 7 },
+		"bytes_in":        func() ([]byte, uint64) { return ev(func(e *UsageEvent) { e.BytesIn = 8 }), 8 },
+		"bytes_out":       func() ([]byte, uint64) { return ev(func(e *UsageEvent) { e.BytesOut = 9 }), 9 },
+		"node":            str(func(e *UsageEvent) { e.Node = "a" }),
+		"count":           func() ([]byte, uint64) { return ev(func(e *UsageEvent) { e.Count = 5 }), 5 },
+		"key_fingerprint": str(func(e *UsageEvent) { e.KeyFingerprint = "a" }),
 	})
 	sig := func(f func(s *QuotaSignal)) []byte {
 		var s QuotaSignal

@@ -37,6 +37,9 @@ import (
 //	15 count          uint32  requests the event stands for (UsageEvent.Count);
 //	                          absent (0) means 1: events of one request never
 //	                          write it, records older than it are one request
+//	16 key_fingerprint string the key value's fingerprint (UsageEvent.KeyFingerprint);
+//	                          readers older than it skip it, records older
+//	                          than it decode with KeyFingerprint ""
 //
 // Producer retries may deliver an event twice: consumers drop duplicates
 // by id.
@@ -58,6 +61,7 @@ func AppendUsageEvent(dst []byte, e *UsageEvent) []byte {
 	dst = appendSint(dst, 13, e.BytesOut)
 	dst = appendString(dst, 14, e.Node)
 	dst = appendUint(dst, 15, uint64(e.Count))
+	dst = appendString(dst, 16, e.KeyFingerprint)
 	return dst
 }
 
@@ -112,6 +116,8 @@ func DecodeUsageEvent(b []byte, e *UsageEvent) error {
 				return fmt.Errorf("%w: count %d overflows 32 bits", ErrMalformed, v)
 			}
 			e.Count = uint32(v)
+		case 16:
+			e.KeyFingerprint = buf[off : off+n]
 		}
 		return nil
 	})

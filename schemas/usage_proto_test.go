@@ -47,15 +47,25 @@ func TestUsageEventGolden(t *testing.T) {
 	if got := hex.EncodeToString(AppendUsageEvent(nil, &e)); got != withCount {
 		t.Errorf("encoding with count changed:\n got %s\nwant %s", got, withCount)
 	}
+	// Field 16 (key_fingerprint) came with key rotations: appended, so
+	// records without it are the bytes of before, and readers that
+	// predate it skip it.
+	e.KeyFingerprint = "5a4c9e01"
+	const withFingerprint = withCount + "8201" + "083561346339653031" // 8201 = field 16, bytes | 08 "5a4c9e01"
+	if got := hex.EncodeToString(AppendUsageEvent(nil, &e)); got != withFingerprint {
+		t.Errorf("encoding with key fingerprint changed:\n got %s\nwant %s", got, withFingerprint)
+	}
 	for _, tt := range []struct {
-		name, hex string
-		node      string
-		count     uint32
+		name, hex   string
+		node        string
+		count       uint32
+		fingerprint string
 	}{
-		{"record from before field 14", want, "", 0},
-		{"record with field 14", withNode, "edge-a", 0},
-		{"record with a field from the future", withNode + "f80601", "edge-a", 0}, // field 111, varint 1
-		{"record with field 15", withCount, "edge-a", 1000},
+		{"record from before field 14", want, "", 0, ""},
+		{"record with field 14", withNode, "edge-a", 0, ""},
+		{"record with a field from the future", withNode + "f80601", "edge-a", 0, ""}, // field 111, varint 1
+		{"record with field 15", withCount, "edge-a", 1000, ""},
+		{"record with field 16", withFingerprint, "edge-a", 1000, "5a4c9e01"},
 	} {
 		b, _ := hex.DecodeString(tt.hex)
 		var got UsageEvent
@@ -63,7 +73,7 @@ func TestUsageEventGolden(t *testing.T) {
 			t.Fatalf("%s: %v", tt.name, err)
 		}
 		want := sampleEvent()
-		want.Node, want.Count = tt.node, tt.count
+		want.Node, want.Count, want.KeyFingerprint = tt.node, tt.count, tt.fingerprint
 		if got != want {
 			t.Errorf("%s:\n got %+v\nwant %+v", tt.name, got, want)
 		}
@@ -77,6 +87,7 @@ func TestUsageEventRoundTrip(t *testing.T) {
 		{ID: NewEventID(1), Time: -5, Status: -1, LatencyMicros: -1, BytesIn: 1 << 62, BytesOut: -(1 << 62), Decision: DecisionBadRequest},
 		{ID: NewEventID(2), Decision: DecisionAllowed, Node: "enforcer-eu-west-1a-7"},
 		{ID: NewEventID(3), Decision: DecisionForbidden, Status: 403, Method: "OTHER", Count: 1<<32 - 1, LatencyMicros: 1 << 40},
+		{ID: NewEventID(4), Decision: DecisionAllowed, KeyID: "k1", KeyFingerprint: "0123abcd", Node: "n"},
 	} {
 		var got UsageEvent
 		if err := DecodeUsageEvent(AppendUsageEvent(nil, &e), &got); err != nil {
@@ -120,6 +131,8 @@ func FuzzDecodeUsageEvent(f *testing.F) {
 	e.Node = "edge-a"
 	f.Add(AppendUsageEvent(nil, &e))
 	e.Count = 70000
+	f.Add(AppendUsageEvent(nil, &e))
+	e.KeyFingerprint = "0123abcd"
 	f.Add(AppendUsageEvent(nil, &e))
 	f.Add([]byte{0x0a, 0x10})
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -19,7 +19,23 @@ import (
 //
 // Each string is a uvarint length and its bytes. A row that starts with
 // '{' is JSON (the encoding of every other kind).
+//
+// A key with a rotation (catalog.APIKey.PreviousValueHash) is written as
+// version 2: the same fields, then
+//
+//	strings: previousValueHash, previousValuePrefix |
+//	previousValueUntil (varint)
+//
+// Keys without one stay version 1, byte for byte as before, so that
+// rows written before rotations existed, and by a binary that knows no
+// rotation, read the same, and a binary of before can still read every
+// key row but those of keys in a rotation.
 const keyFormat1 = 'K'
+
+const (
+	keyVersion1        = 1
+	keyVersionRotation = 2
+)
 
 func encodeKey(k *catalog.APIKey) ([]byte, error) {
 	var tags []byte
@@ -29,8 +45,12 @@ func encodeKey(k *catalog.APIKey) ([]byte, error) {
 			return nil, err
 		}
 	}
+	version := byte(keyVersion1)
+	if k.HasRotation() {
+		version = keyVersionRotation
+	}
 	b := make([]byte, 0, 2+len(k.ID)+len(k.Name)+len(k.Description)+len(k.CustomerID)+len(k.ValueHash)+len(k.ValuePrefix)+len(tags)+40)
-	b = append(b, keyFormat1, 1)
+	b = append(b, keyFormat1, version)
 	for _, s := range []string{k.ID, k.Name, k.Description, k.CustomerID, k.ValueHash, k.ValuePrefix} {
 		b = binary.AppendUvarint(b, uint64(len(s)))
 		b = append(b, s...)
@@ -49,6 +69,13 @@ func encodeKey(k *catalog.APIKey) ([]byte, error) {
 		b = binary.AppendUvarint(b, uint64(len(p)))
 		b = append(b, p...)
 	}
+	if version == keyVersionRotation {
+		for _, s := range []string{k.PreviousValueHash, k.PreviousValuePrefix} {
+			b = binary.AppendUvarint(b, uint64(len(s)))
+			b = append(b, s...)
+		}
+		b = binary.AppendVarint(b, k.PreviousValueUntil)
+	}
 	return b, nil
 }
 
@@ -61,9 +88,10 @@ func decodeKey(s string) (*catalog.APIKey, error) {
 		k := new(catalog.APIKey)
 		return k, json.Unmarshal([]byte(s), k)
 	}
-	if len(s) < 2 || s[0] != keyFormat1 || s[1] != 1 {
+	if len(s) < 2 || s[0] != keyFormat1 || s[1] != keyVersion1 && s[1] != keyVersionRotation {
 		return nil, errKeyRow
 	}
+	version := s[1]
 	b := unsafe.Slice(unsafe.StringData(s), len(s)) // read only
 	i := 2
 	str := func() (string, bool) {
@@ -116,6 +144,22 @@ func decodeKey(s string) (*catalog.APIKey, error) {
 			return nil, errKeyRow
 		}
 		k.UsagePlans = append(k.UsagePlans, v)
+	}
+	if version == keyVersionRotation {
+		for _, dst := range []*string{&k.PreviousValueHash, &k.PreviousValuePrefix} {
+			v, ok := str()
+			if !ok {
+				return nil, errKeyRow
+			}
+			*dst = v
+		}
+		if i >= len(b) {
+			return nil, errKeyRow
+		}
+		if k.PreviousValueUntil, w = binary.Varint(b[i:]); w <= 0 {
+			return nil, errKeyRow
+		}
+		i += w
 	}
 	if i != len(b) {
 		return nil, errKeyRow

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/tollgate/tollgate/catalog"
@@ -204,4 +207,85 @@ func TestSaveWhile(t *testing.T) {
 		t.Fatal(err)
 	}
 	sameCatalog(t, got, s)
+}
+
+// A key row carries a rotation (version 2 of the 'K' format); a key
+// without one is written as version 1, the bytes of before, and rows of
+// version 1 still decode.
+func TestKeyRowRotation(t *testing.T) {
+	k := catalog.APIKey{ID: "k1", Name: "rotated", Enabled: true, ValueHash: catalog.HashKey("newnewnewnewnewnewnew1"), ValuePrefix: "newn",
+		UsagePlans: []string{"plan1"}, CreatedDate: 5, Tags: map[string]string{"team": "a"}}
+	plain, err := encodeKey(&k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plain[0] != 'K' || plain[1] != 1 {
+		t.Fatalf("a key without rotation is written as version %d", plain[1])
+	}
+	k.PreviousValueHash, k.PreviousValuePrefix, k.PreviousValueUntil = catalog.HashKey("oldoldoldoldoldoldold1"), "oldo", 1_801_353_600_000_000_001
+	rotated, err := encodeKey(&k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rotated[1] != 2 || !strings.HasPrefix(string(rotated[2:]), string(plain[2:])) {
+		t.Fatalf("a rotation is not version 1's row followed by its fields: %q", rotated)
+	}
+	for _, tc := range []struct {
+		row  []byte
+		want catalog.APIKey
+	}{{plain, func() catalog.APIKey { c := k; c.ClearRotation(); return c }()}, {rotated, k}} {
+		got, err := decodeKey(string(tc.row))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(*got, tc.want) {
+			t.Fatalf("decoded %+v\nwant %+v", *got, tc.want)
+		}
+	}
+	for n := 2; n < len(rotated); n++ {
+		if _, err := decodeKey(string(rotated[:n])); err == nil && n != len(plain) {
+			t.Fatalf("a row cut at %d of %d decodes", n, len(rotated))
+		}
+	}
+	bad := slices.Clone(plain)
+	bad[1] = 3
+	if _, err := decodeKey(string(bad)); err == nil {
+		t.Fatal("a row of an unknown version decodes")
+	}
+}
+
+// A catalog with a rotation in progress is stored and loaded whole.
+func TestSaveLoadRotation(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "catalog.db")
+	db, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := sample(10)
+	tx := s.Begin()
+	k := *tx.Key("key00003")
+	k.Rotate(catalog.HashKey("rotated-rotated-rotated"), "rota", 1_801_353_600_000_000_000)
+	tx.PutKey(k)
+	if err := tx.Validate(nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Save(&catalog.Change{Old: catalog.NewState(), New: tx.State, Delta: catalog.Delta{Full: true}}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if db, err = Open(path); err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	got, err := db.Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameCatalog(t, got, tx.State)
+	if g := got.Key("key00003"); g.PreviousValueHash != k.PreviousValueHash || g.PreviousValueUntil != k.PreviousValueUntil || g.PreviousValuePrefix != k.PreviousValuePrefix {
+		t.Fatalf("loaded %+v", g)
+	}
+	if got.KeyByHash(k.PreviousValueHash) == nil {
+		t.Fatal("the loaded catalog does not index the previous value")
+	}
 }

@@ -15,11 +15,14 @@ import (
 	usagepkg "github.com/tollgate/tollgate/usage"
 )
 
-var keyColumns = []string{"id", "name", "enabled", "customerId", "value", "description"}
+// keyColumns are a key's columns in tables and CSV: the fingerprints
+// tell a key's values apart, and during a rotation's grace its previous
+// value's and when that stops.
+var keyColumns = []string{"id", "name", "enabled", "customerId", "value", "valueFingerprint", "previousValueFingerprint", "previousValueExpiresAt", "description"}
 
 func newKeysCmd() *cobra.Command {
 	o := &clientOpts{}
-	cmd := &cobra.Command{Use: "keys", Short: "API keys, through the admin API (create, list, get, update, delete, import)"}
+	cmd := &cobra.Command{Use: "keys", Short: "API keys, through the admin API (create, list, get, update, rotate, delete, import)"}
 	clientFlags(cmd, o)
 	one := func(c *client, b []byte, cmd *cobra.Command) error {
 		m, err := decode(b)
@@ -155,7 +158,72 @@ func newKeysCmd() *cobra.Command {
 		return nil
 	}}
 	imp.Flags().BoolVar(&failOnWarnings, "fail-on-warnings", false, "import nothing if any row has a problem")
-	cmd.AddCommand(list, get, create, update, del, imp)
+	cmd.AddCommand(list, get, create, update, newKeyRotateCmd(o), del, imp)
+	return cmd
+}
+
+// newKeyRotateCmd is keys rotate: POST /v1/apikeys/{id}/rotate, or its
+// cancel and finish.
+func newKeyRotateCmd(o *clientOpts) *cobra.Command {
+	var grace string
+	var cancel, finish bool
+	cmd := &cobra.Command{Use: "rotate KEY_ID (--grace DURATION | --cancel | --finish)",
+		Short: "Give a key a new value (shown this once), its old one working for a grace period; or cancel or finish a rotation",
+		Long: `Rotate a key: a new value is generated and shown this once, and the old one
+keeps working, for the same key, plan and quota, until the grace ends
+(--grace, a duration such as 24h, at most 720h; 0 refuses it at once).
+Usage events and the audit log tell the two values apart by their
+fingerprints (the first 8 hex characters of each value's SHA-256).
+
+--cancel gives the key its old value back (the new one is refused at once);
+--finish refuses the old value now.`,
+		Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+			path := "/v1/apikeys/" + url.PathEscape(args[0]) + "/rotate"
+			var body any
+			switch {
+			case cancel && finish, (cancel || finish) && cmd.Flags().Changed("grace"):
+				return fmt.Errorf("give one of --grace, --cancel and --finish")
+			case cancel:
+				path += "/cancel"
+			case finish:
+				path += "/finish"
+			case !cmd.Flags().Changed("grace"):
+				return fmt.Errorf("give --grace DURATION (such as 24h; 0 for a hard cut), --cancel or --finish")
+			default:
+				body = map[string]any{"grace": grace}
+			}
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			b, err := c.do("POST", path, body, "")
+			if err != nil {
+				return err
+			}
+			m, err := decode(b)
+			if err != nil {
+				return err
+			}
+			if c.output != "table" {
+				return c.print(cmd.OutOrStdout(), m, nil, nil)
+			}
+			w := cmd.OutOrStdout()
+			str := func(f string) string { v, _ := m[f].(string); return v }
+			switch {
+			case cancel:
+				fmt.Fprintf(w, "API key %s: rotation cancelled; its value is again the one of fingerprint %s (the new one is refused)\n", str("id"), str("valueFingerprint"))
+			case finish:
+				fmt.Fprintf(w, "API key %s: rotation finished; only the value of fingerprint %s works (the previous one is refused)\n", str("id"), str("valueFingerprint"))
+			default:
+				fmt.Fprintf(w, "API key %s rotated. Its new value, shown this once:\n\n  %s\n\n", str("id"), str("value"))
+				fmt.Fprintf(w, "new value:      fingerprint %s\n", str("valueFingerprint"))
+				fmt.Fprintf(w, "previous value: fingerprint %s, refused from %s\n", str("previousValueFingerprint"), str("previousValueExpiresAt"))
+			}
+			return nil
+		}}
+	cmd.Flags().StringVar(&grace, "grace", "", "how long the old value keeps working, such as 24h (at most 720h; 0: refused at once)")
+	cmd.Flags().BoolVar(&cancel, "cancel", false, "cancel the rotation in its grace: the old value back, the new one refused")
+	cmd.Flags().BoolVar(&finish, "finish", false, "finish the rotation in its grace: the old value refused now")
 	return cmd
 }
 

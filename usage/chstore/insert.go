@@ -542,7 +542,7 @@ func (s *Store) send(ctx context.Context, query string, cols []any) error {
 	return batch.Send()
 }
 
-const insertRawSQL = `INSERT INTO usage_events (day, key_id, time_ns, id, plan_id, api_id, stage, method, resource, status, decision, latency_us, bytes_in, bytes_out, requests, node, kafka_offset, src_partition, src_offset, batch_end)`
+const insertRawSQL = `INSERT INTO usage_events (day, key_id, time_ns, id, plan_id, api_id, stage, method, resource, status, decision, latency_us, bytes_in, bytes_out, requests, node, key_fingerprint, kafka_offset, src_partition, src_offset, batch_end)`
 
 // insertRaw writes g's events to usage_events and a marker row (key
 // empty, time_ns MinInt64, kafka_offset -1), all tagged b.Last, batch_end
@@ -562,6 +562,7 @@ func (s *Store) insertRaw(ctx context.Context, sc *insertScratch, b *Batch, g gr
 		c.str[4] = append(c.str[4], e.Method)
 		c.str[5] = append(c.str[5], e.Resource)
 		c.str[6] = append(c.str[6], e.Node)
+		c.str[7] = append(c.str[7], e.KeyFingerprint)
 		c.status = append(c.status, e.Status)
 		c.decision = append(c.decision, uint8(e.Decision))
 		c.i64[1] = append(c.i64[1], e.LatencyMicros)
@@ -575,7 +576,7 @@ func (s *Store) insertRaw(ctx context.Context, sc *insertScratch, b *Batch, g gr
 	c.day = append(c.day, dayTime(g.day))
 	c.i64[0] = append(c.i64[0], math.MinInt64)
 	c.id = append(c.id, zeroID[:])
-	for j := range 7 {
+	for j := range 8 {
 		c.str[j] = append(c.str[j], "")
 	}
 	c.status = append(c.status, 0)
@@ -596,7 +597,7 @@ func (s *Store) insertRaw(ctx context.Context, sc *insertScratch, b *Batch, g gr
 	}
 	return s.send(ctx, insertRawSQL, append(c.args[:0],
 		c.day, c.str[0], c.i64[0], c.id, c.str[1], c.str[2], c.str[3], c.str[4], c.str[5],
-		c.status, c.decision, c.i64[1], c.i64[2], c.i64[3], c.requests, c.str[6], c.i64[4], c.partition, c.offset, c.flag))
+		c.status, c.decision, c.i64[1], c.i64[2], c.i64[3], c.requests, c.str[6], c.str[7], c.i64[4], c.partition, c.offset, c.flag))
 }
 
 // insertRollupSQL is the INSERT of usage_minute, usage_hour or usage_day.
@@ -708,7 +709,7 @@ func (s *Store) insertDaily(ctx context.Context, sc *insertScratch, b *Batch, g 
 // table and batch to batch.
 type columns struct {
 	day       []time.Time
-	str       [7][]string
+	str       [8][]string
 	i64       [5][]int64
 	id        [][]byte
 	status    []int32

@@ -3,6 +3,7 @@ package chstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	mrand "math/rand/v2"
 	"slices"
@@ -26,7 +27,7 @@ func TestMigrate(t *testing.T) {
 		"0006_usage_events_batch_end", "0007_usage_minute_next", "0008_usage_hour", "0009_usage_day", "0010_usage_daily_next",
 		"0011_rollups_copy", "0012_rollups_swap", "0013_rollups_v1_drop", "0014_usage_events_markers",
 		"0015_usage_key_day", "0016_usage_key_day_fill", "0017_usage_minute_by_key", "0018_usage_minute_by_key_copy",
-		"0019_usage_minute_by_key_swap", "0020_usage_minute_v2_drop"}
+		"0019_usage_minute_by_key_swap", "0020_usage_minute_v2_drop", "0021_usage_events_key_fingerprint"}
 	applied, err := s.Migrate(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -661,5 +662,58 @@ func TestWatermarksPartitions(t *testing.T) {
 	}
 	if got, err := s.Watermarks(ctx, nil); err != nil || len(got) != 0 {
 		t.Errorf("Watermarks(nil) = %v, %v", got, err)
+	}
+}
+
+// A database migrated before usage_events had key_fingerprint keeps its
+// raw rows, read with none, and stores the fingerprint of events written
+// after the migration; the ALTER run without its record is recorded on
+// the next run, not run again.
+func TestMigrateKeyFingerprintColumn(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, alteredFirst := range []bool{false, true} {
+		t.Run(fmt.Sprint("alteredFirst=", alteredFirst), func(t *testing.T) {
+			s, err := Open(ctx, testDatabase(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if _, err := migrateWith(ctx, s.conn, migrations[:20]); err != nil {
+				t.Fatal(err)
+			}
+			// The raw row as the program before migration 21 wrote it.
+			old := schemas.UsageEvent{ID: schemas.NewEventID(day20000 + 1), Time: day20000 + 1, KeyID: "k1", PlanID: "p", Status: 200, Decision: schemas.DecisionAllowed}
+			const oldInsertRaw = `INSERT INTO usage_events (day, key_id, time_ns, id, plan_id, status, decision, requests, node, kafka_offset, src_partition, src_offset, batch_end)`
+			if err := s.send(ctx, oldInsertRaw, []any{[]time.Time{dayTime(old.Day())}, []string{old.KeyID}, []int64{old.Time}, [][]byte{old.ID[:]},
+				[]string{old.PlanID}, []int32{old.Status}, []uint8{uint8(old.Decision)}, []uint32{1}, []string{""},
+				[]int64{0}, []uint16{0}, []int64{0}, []uint8{1}}); err != nil {
+				t.Fatal(err)
+			}
+			if alteredFirst {
+				if err := s.conn.Exec(ctx, migrations[20].sql); err != nil {
+					t.Fatal(err)
+				}
+			}
+			applied, err := s.Migrate(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := migrationNames(21); !slices.Equal(applied, want) {
+				t.Errorf("Migrate applied %q, want %q", applied, want)
+			}
+			e := old
+			e.ID, e.Time, e.KeyFingerprint = schemas.NewEventID(day20000+2), day20000+2, "5a4c9e01"
+			if _, err := s.InsertBatch(ctx, &Batch{Partition: 1, Last: 7, Offsets: []int64{7}, Events: []schemas.UsageEvent{e}}, NoWatermark); err != nil {
+				t.Fatal(err)
+			}
+			got, err := s.Events(ctx, day20000, day20000+3, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := []schemas.UsageEvent{old, e}; !slices.Equal(got, want) {
+				t.Errorf("Events:\n got %+v\nwant %+v", got, want)
+			}
+		})
 	}
 }

@@ -329,6 +329,15 @@ SELECT day, minute, key_id, plan_id, api_id, stage, method, resource, status, de
 	{19, "usage_minute_by_key_swap", `RENAME TABLE usage_minute TO usage_minute_v2, usage_minute_next TO usage_minute`,
 		`SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'usage_minute_v2'`, nil},
 	{20, "usage_minute_v2_drop", `DROP TABLE IF EXISTS usage_minute_v2`, "", nil},
+
+	// usage_events.key_fingerprint: which of a key's values a request
+	// showed (UsageEvent.KeyFingerprint), for the drill-down of a key
+	// during a rotation. Raw events only: the rollups count requests per
+	// key, whichever value they came with. DEFAULT '': rows from before
+	// it carry none (ClickHouse fills it in at read time, rewriting
+	// nothing).
+	{21, "usage_events_key_fingerprint", `ALTER TABLE usage_events ADD COLUMN key_fingerprint String DEFAULT '' AFTER node`,
+		`SELECT count() FROM system.columns WHERE database = currentDatabase() AND table = 'usage_events' AND name = 'key_fingerprint'`, nil},
 }
 
 // rollupTableSQL is the DDL of usage_minute (migration 7), usage_hour

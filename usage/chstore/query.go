@@ -143,7 +143,7 @@ func (s *Store) Events(ctx context.Context, from, to int64, limit int) ([]schema
 	for rows.Next() {
 		var e schemas.UsageEvent
 		if err := rows.Scan(&id, &e.Time, &e.APIID, &e.Stage, &e.KeyID, &e.PlanID, &e.Method, &e.Resource,
-			&e.Status, &decision, &e.LatencyMicros, &e.BytesIn, &e.BytesOut, &requests, &e.Node); err != nil {
+			&e.Status, &decision, &e.LatencyMicros, &e.BytesIn, &e.BytesOut, &requests, &e.Node, &e.KeyFingerprint); err != nil {
 			return nil, fmt.Errorf("query events: %w", err)
 		}
 		copy(e.ID[:], id)

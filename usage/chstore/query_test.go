@@ -124,7 +124,7 @@ func TestEventsRoundTrip(t *testing.T) {
 	e := schemas.UsageEvent{
 		ID: schemas.NewEventID(day20000 + 5), Time: day20000 + 5, APIID: "api", Stage: "prod", KeyID: "k\x00'\"", PlanID: "plan",
 		Method: "DELETE", Resource: "/a/{b}", Status: 599, Decision: schemas.DecisionBadRequest,
-		LatencyMicros: -3, BytesIn: math.MaxInt64, BytesOut: math.MinInt64, Node: "edge-2",
+		LatencyMicros: -3, BytesIn: math.MaxInt64, BytesOut: math.MinInt64, Node: "edge-2", KeyFingerprint: "5a4c9e01",
 	}
 	if _, err := s.InsertBatch(ctx, &Batch{Partition: 65535, Last: 1 << 40, Offsets: []int64{1 << 40}, Events: []schemas.UsageEvent{e}}, NoWatermark); err != nil {
 		t.Fatal(err)

@@ -174,7 +174,7 @@ func eventsQuery(from, to int64, limit int) (query string, args []any, ok bool) 
 	if !ok {
 		return "", nil, false
 	}
-	return `SELECT id, time_ns, api_id, stage, key_id, plan_id, method, resource, status, decision, latency_us, bytes_in, bytes_out, requests, node
+	return `SELECT id, time_ns, api_id, stage, key_id, plan_id, method, resource, status, decision, latency_us, bytes_in, bytes_out, requests, node, key_fingerprint
 FROM usage_events
 WHERE day BETWEEN ? AND ? AND time_ns >= ? AND time_ns < ? AND time_ns != -9223372036854775808
 ORDER BY time_ns, id
