@@ -41,6 +41,13 @@ func BenchmarkDecide(b *testing.B) {
 	benchDecide(b, "bench-key-00000000000000000001", "/prod/items/42", schemas.DecisionAllowed)
 }
 
+// BenchmarkDecideInAFleet is BenchmarkDecide on an enforcer of a fleet
+// of three: the key's, stage's and gateway's buckets are scaled by its
+// share (rate.go) on every request.
+func BenchmarkDecideInAFleet(b *testing.B) {
+	benchDecideWith(b, 3, "bench-key-00000000000000000001", "/prod/items/42", schemas.DecisionAllowed)
+}
+
 // BenchmarkDecideUnknownKey is the flood of bad keys: every request is
 // hashed (SHA-256) and looked up, then refused with 403 and counted in
 // the rejections table.
@@ -82,9 +89,14 @@ func BenchmarkDecideUnknownKeyParallel(b *testing.B) {
 }
 
 func benchDecide(b *testing.B, key, path string, want schemas.Decision) {
+	benchDecideWith(b, 1, key, path, want)
+}
+
+// benchDecideWith is benchDecide on an enforcer of a fleet of fleet.
+func benchDecideWith(b *testing.B, fleet int, key, path string, want schemas.Decision) {
 	c := testCatalog(b, benchYAML)
 	q := newEventBuffer(1 << 16)
-	g, err := New(Config{Events: q}, c)
+	g, err := New(Config{Events: q, Fleet: fleet}, c)
 	if err != nil {
 		b.Fatal(err)
 	}
