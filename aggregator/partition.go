@@ -3,6 +3,7 @@ package aggregator
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -231,17 +232,30 @@ func (w *partitionWorker) addID(id schemas.EventID) { w.win.Add(id) }
 
 var errTombstone = errors.New("a record without a value")
 
+// MaxAhead is how far ahead of the aggregator's clock an event may be
+// dated; later ones go to the dead-letter topic (plausible).
+const MaxAhead = 5 * time.Minute
+
 // insertTimeout bounds one insert attempt; below the group's rebalance
 // timeout (10s), so that an owner finishes before the next one starts.
 const insertTimeout = 8 * time.Second
 
 // plausible refuses events no enforcer writes: a record that decodes but
-// would corrupt the rollups (a time decades away, negative sizes).
+// would corrupt the rollups (a time decades away, negative sizes), and an
+// event dated more than MaxAhead after the aggregator's clock: an
+// enforcer whose clock is fast. Stored, it would count on a day that has
+// not come (and, before the quota state read the period's days only,
+// against today's quota). Events from the past are taken: an enforcer's
+// spill log hands on hours-old events after an outage, which a slow clock
+// cannot be told from.
 func plausible(e *schemas.UsageEvent, now time.Time) error {
 	const year = int64(365 * 24 * time.Hour)
 	switch {
-	case e.Time < now.UnixNano()-10*year || e.Time > now.UnixNano()+year:
-		return errors.New("event time more than 10 years ago or a year ahead")
+	case e.Time < now.UnixNano()-10*year:
+		return errors.New("event time more than 10 years ago")
+	case e.Time > now.UnixNano()+int64(MaxAhead):
+		return fmt.Errorf("event time %v ahead of the aggregator's clock, more than %v: the clock of enforcer %q is fast (keep enforcers' clocks with NTP)",
+			time.Duration(e.Time-now.UnixNano()).Round(time.Second), MaxAhead, e.Node)
 	case e.LatencyMicros < 0 || e.BytesIn < 0 || e.BytesOut < 0:
 		return errors.New("negative latency or size")
 	case e.Status < 100 || e.Status > 599:

@@ -26,6 +26,10 @@ func TestPlausible(t *testing.T) {
 		{"negative size", func(e *schemas.UsageEvent) { e.BytesIn = -1 }, false},
 		{"status 0", func(e *schemas.UsageEvent) { e.Status = 0 }, false},
 		{"time far ahead", func(e *schemas.UsageEvent) { e.Time += 2 * 365 * 24 * int64(time.Hour) }, false},
+		{"a day ahead: a fast clock", func(e *schemas.UsageEvent) { e.Time += 24 * int64(time.Hour) }, false},
+		{"just past MaxAhead", func(e *schemas.UsageEvent) { e.Time += int64(MaxAhead) + 1 }, false},
+		{"at MaxAhead", func(e *schemas.UsageEvent) { e.Time += int64(MaxAhead) }, true},
+		{"a day ago: a spill log's replay", func(e *schemas.UsageEvent) { e.Time -= 24 * int64(time.Hour) }, true},
 	}
 	for _, tt := range tests {
 		e := ok

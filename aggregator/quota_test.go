@@ -155,7 +155,8 @@ func BenchmarkAuthorityCount(b *testing.B) {
 }
 
 // Rows of the store dated after the period (usage stamped ahead by a
-// fast clock, or up to a year ahead, which the aggregator stores) are not
+// fast clock; the aggregator now dead-letters events over MaxAhead, but a
+// store may hold them from before) are not
 // the period's use: restore and merge read the period's days only.
 func TestAuthorityReadsThePeriodsDaysOnly(t *testing.T) {
 	cat := quotaCatalog(500)
