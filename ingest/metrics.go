@@ -35,6 +35,8 @@ var (
 	descSignalFailures  = metrics.Desc("tollgate_signals_failures_total", "Rejected signal records and failed requests to Kafka.")
 	descRatesReceived   = metrics.Desc("tollgate_rate_signals_received_total", "Divisions of keys' throttles read from the signals topic.")
 	descRatesApplied    = metrics.Desc("tollgate_rate_signals_applied_total", "Divisions of keys' throttles the gateway applied (a key and plan it knows, not stale).")
+	descSilence         = metrics.Desc("tollgate_signals_aggregator_silence_seconds", "Time since the newest fleet signal from an aggregator (one a second each while any runs); absent before the first.")
+	descSkew            = metrics.Desc("tollgate_clock_skew_seconds", "This node's clock less the aggregator's, as of the newest fleet signal (delivery adds milliseconds); absent before the first.")
 	descFleet           = metrics.Desc("tollgate_rate_fleet_enforcers", "Enforcers in the fleet as the aggregators last said: where no division holds, a key's throttle is divided evenly among them; absent before the first.")
 )
 
@@ -78,7 +80,7 @@ func (l *ConfigLog) collector() prometheus.Collector {
 
 func (r *SignalReader) collector() prometheus.Collector {
 	return &metrics.Collector{Descs: []*prometheus.Desc{descSignalsReceived, descSignalsApplied, descSignalAge, descSignalFailures,
-		descRatesReceived, descRatesApplied, descFleet},
+		descRatesReceived, descRatesApplied, descFleet, descSilence, descSkew},
 		Read: func(ch chan<- prometheus.Metric) {
 			ch <- metrics.Counter(descSignalsReceived, r.received.Load())
 			ch <- metrics.Counter(descSignalsApplied, r.applied.Load())
@@ -90,6 +92,10 @@ func (r *SignalReader) collector() prometheus.Collector {
 			ch <- metrics.Counter(descRatesApplied, r.ratesApplied.Load())
 			if n := r.fleet.Load(); n > 0 {
 				ch <- metrics.Gauge(descFleet, int64(n))
+			}
+			if d, ok := r.Silence(); ok {
+				ch <- metrics.Gauge(descSilence, d.Seconds())
+				ch <- metrics.Gauge(descSkew, time.Duration(r.skew.Load()).Seconds())
 			}
 		}}
 }

@@ -160,7 +160,22 @@ type SignalReaderConfig struct {
 	// Metrics is where the reader registers its metrics (signals read
 	// and applied, the newest's age: metrics.go). Nil: not registered.
 	Metrics prometheus.Registerer
+	// ClockTolerance is how far this node's clock may be from the
+	// aggregators' before Health reports it (and the log says so): times
+	// decide quota periods and key expiry. Default DefaultClockTolerance.
+	ClockTolerance time.Duration
+	// SilenceAfter is how long without an aggregator's fleet signal
+	// (each aggregator sends one a second) before the reader logs that
+	// signals stopped. Default DefaultSilenceAfter.
+	SilenceAfter time.Duration
 }
+
+// DefaultClockTolerance and DefaultSilenceAfter are the defaults of
+// SignalReaderConfig.ClockTolerance and SilenceAfter.
+const (
+	DefaultClockTolerance = 5 * time.Second
+	DefaultSilenceAfter   = 5 * time.Second
+)
 
 // Validate reports every problem with the configuration.
 func (c *SignalReaderConfig) Validate() error {
@@ -202,6 +217,13 @@ type SignalReader struct {
 	fleet atomic.Int32
 	// rates counts the divisions read and those the gateway applied.
 	rates, ratesApplied atomic.Uint64
+	// heard is when (this node's clock, Unix ns) the newest fleet signal
+	// was read once the topic was caught up; skew is this node's clock
+	// less the signal's AsOf (the aggregator's) then: delivery takes
+	// milliseconds, so more than that is the clocks' difference. silent
+	// and skewed say what the log last said.
+	heard, skew    atomic.Int64
+	silent, skewed atomic.Bool
 }
 
 // signalSnapshot is the snapshot file's content.
@@ -266,6 +288,12 @@ func OpenSignalReader(cfg SignalReaderConfig) (*SignalReader, error) {
 	}
 	if cfg.Apply == nil {
 		cfg.Apply = func(*schemas.QuotaSignal) bool { return false }
+	}
+	if cfg.ClockTolerance <= 0 {
+		cfg.ClockTolerance = DefaultClockTolerance
+	}
+	if cfg.SilenceAfter <= 0 {
+		cfg.SilenceAfter = DefaultSilenceAfter
 	}
 	r := &SignalReader{cfg: cfg, client: cfg.Kafka.client(), topic: cfg.Kafka.Topics().Signals,
 		latest: map[string]schemas.QuotaSignal{}, next: map[int]int64{}, loaded: make(chan struct{})}
@@ -375,6 +403,72 @@ func (r *SignalReader) Failures() uint64 { return r.failures.Load() }
 // topic.
 const partitionsEvery = time.Minute
 
+// heardFrom records an aggregator's fleet signal read from the topic's
+// end (older ones, read while catching up, say nothing of the clocks).
+func (r *SignalReader) heardFrom(s *schemas.RateSignal) {
+	select {
+	case <-r.loaded:
+	default:
+		return
+	}
+	now := r.cfg.Now().UnixNano()
+	r.heard.Store(now)
+	r.skew.Store(now - s.AsOf)
+	r.watch()
+}
+
+// watch logs when signals stop or come back, and when the clocks part
+// or agree again, once each time.
+func (r *SignalReader) watch() {
+	heard := r.heard.Load()
+	if heard == 0 {
+		return
+	}
+	silence := r.cfg.Now().Sub(time.Unix(0, heard))
+	if quiet := silence > r.cfg.SilenceAfter; quiet != r.silent.Load() {
+		r.silent.Store(quiet)
+		if quiet {
+			r.cfg.Logger.Warn("no signal from the aggregators: keys' throttles fall back to their 1/N share, and keys without a signal of the period to the fail-safe lease",
+				"for", silence.Round(time.Second))
+		} else {
+			r.cfg.Logger.Info("signals from the aggregators again")
+		}
+	}
+	skew := time.Duration(r.skew.Load())
+	if off := skew > r.cfg.ClockTolerance || skew < -r.cfg.ClockTolerance; off != r.skewed.Load() {
+		r.skewed.Store(off)
+		if off {
+			r.cfg.Logger.Error("this node's clock differs from the aggregator's: quota periods, leases and key expiry are decided by it; keep clocks with NTP",
+				"ahead", skew.Round(time.Millisecond), "tolerance", r.cfg.ClockTolerance)
+		} else {
+			r.cfg.Logger.Info("clock agrees with the aggregator's again", "ahead", skew.Round(time.Millisecond))
+		}
+	}
+}
+
+// Health reports a clock that differs from the aggregators' by more than
+// ClockTolerance (for /readyz): nil otherwise, and before a fleet signal
+// was read from the topic's end.
+func (r *SignalReader) Health() error {
+	if r.heard.Load() == 0 {
+		return nil
+	}
+	if skew := time.Duration(r.skew.Load()); skew > r.cfg.ClockTolerance || skew < -r.cfg.ClockTolerance {
+		return fmt.Errorf("clock %v ahead of the aggregator's (tolerance %v): keep it with NTP", skew.Round(time.Millisecond), r.cfg.ClockTolerance)
+	}
+	return nil
+}
+
+// Silence returns how long since the newest fleet signal was read, and
+// false before one was.
+func (r *SignalReader) Silence() (time.Duration, bool) {
+	heard := r.heard.Load()
+	if heard == 0 {
+		return 0, false
+	}
+	return r.cfg.Now().Sub(time.Unix(0, heard)), true
+}
+
 // Run follows every partition of the topic until ctx ends, applying each
 // signal; it retries while Kafka is unreachable (the signals already
 // applied stay in force), and saves the snapshot at most once a second
@@ -385,6 +479,19 @@ func (r *SignalReader) Run(ctx context.Context) error {
 	defer wg.Wait()
 	followed := map[int]bool{}
 	wait := time.Duration(0) // the last retry's wait
+	// The silence is noticed by the clock, not by a signal.
+	wg.Go(func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				r.watch()
+			}
+		}
+	})
 	for ctx.Err() == nil {
 		parts, err := partitionIDs(ctx, r.client, r.topic)
 		if err != nil {
@@ -448,6 +555,9 @@ func (r *SignalReader) follow(ctx context.Context, p int, counts bool) {
 			r.rates.Add(1)
 			if r.cfg.ApplyRate != nil && r.cfg.ApplyRate(&rates[i]) {
 				r.ratesApplied.Add(1)
+			}
+			if rates[i].PlanID == schemas.FleetPlanID {
+				r.heardFrom(&rates[i])
 			}
 			if n := rates[i].Fleet; n > 0 && r.fleet.Swap(n) != n {
 				r.mu.Lock()

@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -451,4 +452,78 @@ func TestSignalReaderHandsOnRateDivisions(t *testing.T) {
 	if fleet != 3 {
 		t.Fatalf("fleet at the next start %d, want the snapshot's 3", fleet)
 	}
+}
+
+// The aggregators' fleet signals, one a second, tell the reader whether
+// they are there and how far its clock is from theirs: a clock off by
+// more than ClockTolerance makes Health fail and is logged once; signals
+// that stop for SilenceAfter are logged once, and again when they return.
+func TestSignalReaderWatchesTheAggregators(t *testing.T) {
+	_, k := signalCluster(t, "wa.", 1)
+	var clock atomic.Int64
+	clock.Store(time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC).UnixNano())
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	logger := slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logs}, nil))
+	r := openSignalReader(t, SignalReaderConfig{Kafka: k, Logger: logger, Now: func() time.Time { return time.Unix(0, clock.Load()) }})
+	runSignalReader(t, r)
+	waitSignalsLoaded(t, r)
+	if r.Health() != nil {
+		t.Fatal("unhealthy before any fleet signal")
+	}
+	w, err := NewSignalWriter(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	heartbeat := func(ahead time.Duration) {
+		t.Helper()
+		at := clock.Load() - int64(ahead)
+		if err := w.WriteRates(context.Background(), []schemas.RateSignal{{PlanID: schemas.FleetPlanID, KeyID: "agg", AsOf: at, Fleet: 2}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := poll.Wait(10*time.Second, 5*time.Millisecond, "the fleet signal read", func() error {
+			if time.Duration(r.skew.Load()) != ahead {
+				return fmt.Errorf("skew %v", time.Duration(r.skew.Load()))
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	heartbeat(10 * time.Second) // this node 10 s ahead
+	if err := r.Health(); err == nil || !strings.Contains(err.Error(), "10s ahead") {
+		t.Fatalf("Health = %v, want the clock 10s ahead", err)
+	}
+	heartbeat(-time.Second) // within the tolerance
+	if err := r.Health(); err != nil {
+		t.Fatalf("Health = %v within the tolerance", err)
+	}
+	clock.Add(int64(6 * time.Second))
+	r.watch()
+	r.watch()
+	if d, ok := r.Silence(); !ok || d != 6*time.Second {
+		t.Fatalf("silence %v %v", d, ok)
+	}
+	heartbeat(0)
+	logMu.Lock()
+	out := logs.String()
+	logMu.Unlock()
+	for _, want := range []string{"clock differs from the aggregator's", "clock agrees with the aggregator's again",
+		"no signal from the aggregators", "signals from the aggregators again"} {
+		if n := strings.Count(out, want); n != 1 {
+			t.Errorf("%q logged %d times, want once:\n%s", want, n, out)
+		}
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
 }

@@ -82,6 +82,9 @@ func (p *process) openFleet(ctx context.Context) error {
 		}
 		signals.Store(sr)
 		p.goBG(sr.Run)
+		// /readyz answers 503 while this enforcer's clock is off the
+		// aggregators': its periods, leases and expiries would be.
+		p.admin.Health = sr.Health
 		p.edge.Start(ctx)
 	}
 	// Ready once serving on a catalog: the topic's, or, for an enforcer,
