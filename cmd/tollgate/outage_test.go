@@ -1,0 +1,237 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/poll"
+)
+
+// outageYAML is one key on a plan of 600 a day, no throttle to speak of.
+const outageYAML = `
+apis:
+  - id: outageapi
+    stages: [{name: prod, upstream: "{{UPSTREAM}}"}]
+    resources:
+      - path: /items
+        methods: {GET: {apiKeyRequired: true}}
+usagePlans:
+  - name: Daily
+    throttle: {rateLimit: 100000, burstLimit: 100000}
+    quota: {limit: 600, period: DAY}
+    apiStages: [{apiId: outageapi, stage: prod}]
+apiKeys:
+  - {name: old, value: oldoldoldoldoldold0001, enabled: true, usagePlans: [Daily]}
+`
+
+// outageFleet is a report API on ClickHouse, three enforcers (restartable)
+// and an aggregator the test stops and starts.
+type outageFleet struct {
+	t         *testing.T
+	f         *fleet
+	dsn       string
+	admin     *fleetNode
+	opts      []options
+	enforcers []*fleetNode
+	stopAgg   func()
+}
+
+func startOutageFleet(t *testing.T) *outageFleet {
+	t.Helper()
+	of := &outageFleet{t: t, dsn: migratedClickHouse(t), f: newFleet(t)}
+	up := strings.Split(string(must(os.ReadFile(of.f.config))), "upstream: \"")[1]
+	up = up[:strings.Index(up, "\"")]
+	cfg := filepath.Join(of.f.dir, "outage.yaml")
+	if err := os.WriteFile(cfg, []byte(strings.ReplaceAll(outageYAML, "{{UPSTREAM}}", up)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ao := of.f.options(false, true)
+	ao.config, ao.clickhouse = cfg, of.dsn
+	of.admin = of.f.start(ao)
+	for range 3 {
+		o := of.f.options(true, false)
+		of.opts = append(of.opts, o)
+		of.enforcers = append(of.enforcers, of.f.start(o))
+	}
+	of.startAggregator()
+	for _, e := range of.enforcers {
+		e.waitStatus(t, "oldoldoldoldoldold0001", 200, 10*time.Second)
+	}
+	// The enforcers learn the fleet's size from the aggregator's fleet
+	// signal (no --fleet-size): wait until each has it in its snapshot.
+	for _, o := range of.opts {
+		snap := filepath.Join(o.dataDir, "signals-snapshot.json")
+		poll.UntilOK(t, 10*time.Second, 20*time.Millisecond, "the fleet's size in "+snap, func() error {
+			if b, err := os.ReadFile(snap); err != nil || !strings.Contains(string(b), `"fleet":3`) {
+				return fmt.Errorf("not yet (%v)", err)
+			}
+			return nil
+		})
+	}
+	return of
+}
+
+func (of *outageFleet) startAggregator() {
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- runAggregator(ctx, aggregatorOptions{kafka: of.f.kafka, clickhouse: of.dsn, dataDir: filepath.Join(of.f.dir, "agg"),
+			group: "tollgate-aggregator", flushInterval: 100 * time.Millisecond, flushEvents: 1 << 16},
+			io.Discard, slog.New(slog.DiscardHandler), nil)
+	}()
+	var once sync.Once
+	of.stopAgg = func() {
+		once.Do(func() {
+			stop()
+			if err := <-done; err != nil {
+				of.t.Errorf("aggregator: %v", err)
+			}
+		})
+	}
+	of.t.Cleanup(of.stopAgg)
+}
+
+// restart stops enforcer i gracefully and starts it again on its data.
+func (of *outageFleet) restart(i int) {
+	of.enforcers[i].stop(of.t)
+	of.enforcers[i] = of.f.start(of.opts[i])
+}
+
+// drive sends rps requests a second of key, spread over the enforcers,
+// for d, and returns how many were admitted.
+func (of *outageFleet) drive(key string, rps float64, d time.Duration) int64 {
+	var admitted atomic.Int64
+	var wg sync.WaitGroup
+	interval := time.Duration(float64(time.Second) / rps)
+	start := time.Now()
+	jobs := make(chan *fleetNode, 64)
+	for range 8 {
+		wg.Go(func() {
+			for e := range jobs {
+				if e.status(key) == 200 {
+					admitted.Add(1)
+				}
+			}
+		})
+	}
+	for n := 0; ; n++ {
+		at := start.Add(time.Duration(n) * interval)
+		if at.Sub(start) >= d {
+			break
+		}
+		time.Sleep(time.Until(at))
+		jobs <- of.enforcers[n%len(of.enforcers)]
+	}
+	close(jobs)
+	wg.Wait()
+	return admitted.Load()
+}
+
+// used is GetUsage's count of key today, once the aggregator has stored
+// want (or its last answer after 20 s).
+func (of *outageFleet) used(keyID string, want int64) int64 {
+	plan := planID(of.t, of.admin, "Daily")
+	day := time.Now().UTC().Format("2006-01-02")
+	var got int64 = -1
+	poll.Wait(20*time.Second, 50*time.Millisecond, "GetUsage", func() error {
+		code, out := of.admin.admin(of.t, "GET", fmt.Sprintf("/usageplans/%s/usage?keyId=%s&startDate=%s&endDate=%s", plan, keyID, day, day), "")
+		if code != 200 {
+			return fmt.Errorf("get-usage %d", code)
+		}
+		var v [][]float64
+		if vals, ok := out["values"].(map[string]any); ok {
+			for _, d := range vals[keyID].([]any) {
+				pair := d.([]any)
+				v = append(v, []float64{pair[0].(float64), pair[1].(float64)})
+			}
+		}
+		if len(v) == 0 {
+			return fmt.Errorf("no usage yet")
+		}
+		got = int64(v[0][0])
+		if got != want {
+			return fmt.Errorf("%d used", got)
+		}
+		return nil
+	})
+	return got
+}
+
+func (of *outageFleet) keyID(name string) string {
+	_, keys := of.admin.admin(of.t, "GET", "/apikeys?name="+name, "")
+	return keys["item"].([]any)[0].(map[string]any)["id"].(string)
+}
+
+// Quotas hold when the aggregator's signals stop: a key created during
+// an outage is admitted at most its limit (each enforcer grants a third,
+// the fail-safe lease), where each used to grant the whole; and a rolling
+// restart of the enforcers during an outage admits no more than the
+// quota (each keeps its local count across the restart), where each
+// restart used to grant its lease again. GetUsage then equals what the
+// fleet admitted.
+func TestFleetQuotaHoldsWhenSignalsStop(t *testing.T) {
+	if testing.Short() {
+		t.Skip("seconds of load")
+	}
+	of := startOutageFleet(t)
+	const limit = 600
+
+	// 1. 180 of the old key's quota used while signals flow.
+	before := of.drive("oldoldoldoldoldold0001", 100, 1800*time.Millisecond) + 3 // the waits
+	time.Sleep(1500 * time.Millisecond)                                         // a signal of it reaches every enforcer
+
+	// The aggregator stops.
+	of.stopAgg()
+
+	// 2. A key created during the outage.
+	plan := planID(t, of.admin, "Daily")
+	code, key := of.admin.admin(t, "POST", "/apikeys", `{"name":"new","value":"newnewnewnewnewnew0001","enabled":true}`)
+	if code != 201 {
+		t.Fatalf("create-api-key: %d %v", code, key)
+	}
+	newID := key["id"].(string)
+	if code, out := of.admin.admin(t, "POST", "/usageplans/"+plan+"/keys", `{"keyId":"`+newID+`","keyType":"API_KEY"}`); code != 201 {
+		t.Fatalf("create-usage-plan-key: %d %v", code, out)
+	}
+	for _, e := range of.enforcers {
+		if err := e.statusWithin("newnewnewnewnewnew0001", 200, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fresh := of.drive("newnewnewnewnewnew0001", 200, 5*time.Second) + 3
+
+	// 3. A rolling restart of the enforcers, the old key's traffic going on.
+	during := of.drive("oldoldoldoldoldold0001", 200, time.Second)
+	for i := range of.enforcers {
+		of.restart(i)
+		during += of.drive("oldoldoldoldoldold0001", 200, time.Second)
+	}
+	during += of.drive("oldoldoldoldoldold0001", 200, 2*time.Second)
+	old := before + during
+	t.Logf("aggregator down: a key created meanwhile admitted %d of %d; the old key %d before the outage, %d during it and three restarts: %d of %d",
+		fresh, limit, before, during, old, limit)
+	if fresh > limit*105/100 || old > limit*105/100 {
+		t.Fatalf("admitted %d (new key) and %d (old key), more than 5%% over the quota of %d", fresh, old, limit)
+	}
+	if fresh < limit*9/10 {
+		t.Fatalf("the new key admitted %d: the fleet held back more than 10%% of its quota", fresh)
+	}
+
+	// The aggregator back: GetUsage is what the fleet admitted.
+	of.startAggregator()
+	if got := of.used(newID, fresh); got != fresh {
+		t.Errorf("GetUsage of the new key %d, the fleet admitted %d", got, fresh)
+	}
+	if got := of.used(of.keyID("old"), old); got != old {
+		t.Errorf("GetUsage of the old key %d, the fleet admitted %d", got, old)
+	}
+}
