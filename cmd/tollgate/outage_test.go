@@ -187,7 +187,7 @@ func TestFleetQuotaHoldsWhenSignalsStop(t *testing.T) {
 
 	// 1. 180 of the old key's quota used while signals flow.
 	before := of.drive("oldoldoldoldoldold0001", 100, 1800*time.Millisecond) + 3 // the waits
-	time.Sleep(1500 * time.Millisecond)                                         // a signal of it reaches every enforcer
+	time.Sleep(1500 * time.Millisecond)                                          // a signal of it reaches every enforcer
 
 	// The aggregator stops.
 	of.stopAgg()
