@@ -395,25 +395,37 @@ func (a *Aggregator) publish(ctx context.Context) {
 	t := time.NewTicker(a.cfg.SignalInterval)
 	defer t.Stop()
 	// UpdateUsage adjustments reach the store from the admin API: the
-	// store's view of the keys is merged into their state every second.
-	refresh := time.NewTicker(refreshEvery)
-	defer refresh.Stop()
+	// store's view of the keys is merged into their state every second,
+	// apart from publishing, so that a store that hangs (each read has a
+	// deadline) holds back the adjustments, not the signals.
+	refreshed := make(chan struct{})
+	go func() {
+		defer close(refreshed)
+		refresh := time.NewTicker(refreshEvery)
+		defer refresh.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-refresh.C:
+			}
+			a.ownedMu.Lock()
+			parts := slices.Sorted(maps.Keys(a.owned))
+			a.ownedMu.Unlock()
+			for _, p := range parts {
+				if err := a.refreshQuota(ctx, p); err != nil && ctx.Err() == nil {
+					a.cfg.Logger.Warn("refresh quota state", "partition", p, "err", err)
+				}
+			}
+		}
+	}()
+	defer func() { <-refreshed }()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-a.quota.urgent:
-		case <-refresh.C:
-			a.ownedMu.Lock()
-			parts := slices.Sorted(maps.Keys(a.owned))
-			a.ownedMu.Unlock()
-			for _, p := range parts {
-				if err := a.refreshQuota(ctx, p); err != nil {
-					a.cfg.Logger.Warn("refresh quota state", "partition", p, "err", err)
-				}
-			}
-			continue
 		}
 		sigs := a.quota.changed(a.cfg.Now().UnixNano())
 		if len(sigs) == 0 {

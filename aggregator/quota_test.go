@@ -1,14 +1,18 @@
 package aggregator
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/tollgate/tollgate/catalog"
+	"github.com/tollgate/tollgate/ingest"
+	"github.com/tollgate/tollgate/internal/poll"
 	"github.com/tollgate/tollgate/schemas"
 	"github.com/tollgate/tollgate/usage"
 )
@@ -174,4 +178,75 @@ func TestAuthorityReadsThePeriodsDaysOnly(t *testing.T) {
 	if len(sigs) != 1 || sigs[0].Used != 199 || len(sigs[0].Nodes) != 1 {
 		t.Fatalf("signals %+v, want 199 used, by n1 alone", sigs)
 	}
+}
+
+// signalLog is a SignalWriter that keeps the newest Used of each key.
+type signalLog struct {
+	mu   sync.Mutex
+	used map[string]int64
+}
+
+func (l *signalLog) Write(_ context.Context, sigs []schemas.QuotaSignal) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, s := range sigs {
+		l.used[s.KeyID] = s.Used
+	}
+	return nil
+}
+
+func (l *signalLog) usedOf(key string) int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.used[key]
+}
+
+// A store that hangs (every byte to ClickHouse dropped) holds back the
+// batches and the refresh of adjustments, each read with a deadline, but
+// not the signals: events are counted as they are read, and published
+// within the signal interval. (Two store reads without a deadline, in the
+// publisher's own loop, once stopped the signals for as long as the store
+// hung.)
+func TestSignalsFlowWhileTheStoreHangs(t *testing.T) {
+	r := newRig(t)
+	cat := quotaCatalog(1000)
+	sigs := &signalLog{used: map[string]int64{}}
+	run := r.start(Config{Signals: sigs, Catalog: func() *catalog.State { return cat }})
+	defer run.stop(t)
+	p, err := ingest.NewEventProducer(r.k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	send := func(n int) {
+		t.Helper()
+		now := time.Now().UnixNano()
+		evs := make([]schemas.UsageEvent, n)
+		for i := range evs {
+			evs[i] = schemas.UsageEvent{ID: schemas.NewEventID(now), Time: now, KeyID: "k", PlanID: "day", APIID: "api", Stage: "prod",
+				Method: "GET", Resource: "/items", Status: 200, Decision: schemas.DecisionAllowed, Node: "n1"}
+		}
+		if _, err := p.Produce(context.Background(), evs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(10)
+	poll.UntilOK(t, 10*time.Second, 10*time.Millisecond, "a signal of the first 10", func() error {
+		if n := sigs.usedOf("k"); n != 10 {
+			return fmt.Errorf("used %d", n)
+		}
+		return nil
+	})
+	r.proxy.Blackhole(t)
+	defer r.proxy.Restore(t)
+	time.Sleep(1500 * time.Millisecond) // a refresh is waiting on the store now
+	send(5)
+	start := time.Now()
+	poll.UntilOK(t, 5*time.Second, 10*time.Millisecond, "a signal of the next 5 while the store hangs", func() error {
+		if n := sigs.usedOf("k"); n != 15 {
+			return fmt.Errorf("used %d", n)
+		}
+		return nil
+	})
+	t.Logf("signalled %v after the events, the store hanging", time.Since(start).Round(time.Millisecond))
 }
