@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/tollgate/tollgate/aggregator"
 	"github.com/tollgate/tollgate/catalog"
 	"github.com/tollgate/tollgate/enforcer"
@@ -73,6 +75,19 @@ func (p *process) openFleet(ctx context.Context) error {
 		}
 		if n > 0 {
 			p.log.Info("quota counts of the last run restored", "keys", n)
+		}
+		unclean, err := markRunning(o.dataDir)
+		if err != nil {
+			return err
+		}
+		uncleanStart := prometheus.NewGauge(prometheus.GaugeOpts{Name: "tollgate_enforcer_unclean_start",
+			Help: "1 if the last run of this enforcer ended without a stop (killed or crashed): its queued usage events were lost, and its quota leases may be granted once more."})
+		if unclean {
+			uncleanStart.Set(1)
+			p.log.Warn("the last run ended without a stop (killed or crashed): the usage events in its queue (at most --flush-interval of them) were lost, and what it admitted since its last quota signal may be admitted again, at most its share of each key's quota", "flush-interval", o.flushEvery)
+		}
+		if err := p.reg.Register(uncleanStart); err != nil {
+			return err
 		}
 		p.onClose(func() error { return saveLocalCounts(o.dataDir, p.gw) })
 		sr, err := ingest.OpenSignalReader(ingest.SignalReaderConfig{Kafka: k, Snapshot: filepath.Join(o.dataDir, "signals-snapshot.json"),

@@ -22,12 +22,22 @@ import (
 // at most its share once.
 const localCountsFile = "local-counts.json"
 
+// runningFile marks an enforcer's data folder from its start until its
+// stop wrote the local counts: found at a start, the last run ended
+// without a stop (killed, crashed), which that start logs and counts
+// (tollgate_enforcer_unclean_start): its queued events (at most
+// --flush-interval of them) were lost, and it may grant each key's lease
+// once more (at most its share of what the key has left), as its local
+// counts died with it.
+const runningFile = "enforcer-running"
+
 type localCounts struct {
 	Fleet  int                   `json:"fleet,omitempty"`
 	Counts []enforcer.LocalCount `json:"counts"`
 }
 
-// saveLocalCounts writes the gateway's local counts to the data folder.
+// saveLocalCounts writes the gateway's local counts to the data folder,
+// and removes the running mark.
 func saveLocalCounts(dir string, gw *enforcer.Gateway) error {
 	b, err := json.Marshal(localCounts{Fleet: gw.Fleet(), Counts: gw.LocalCounts()})
 	if err != nil {
@@ -36,7 +46,19 @@ func saveLocalCounts(dir string, gw *enforcer.Gateway) error {
 	if err := atomicfile.WriteFile(filepath.Join(dir, localCountsFile), b); err != nil {
 		return fmt.Errorf("save local counts: %w", err)
 	}
+	if err := os.Remove(filepath.Join(dir, runningFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
 	return nil
+}
+
+// markRunning reports whether the last run left its running mark (it
+// ended without a stop), and marks this one.
+func markRunning(dir string) (unclean bool, err error) {
+	path := filepath.Join(dir, runningFile)
+	_, err = os.Stat(path)
+	unclean = err == nil
+	return unclean, atomicfile.WriteFile(path, []byte("an enforcer runs on this folder; a stop removes this file\n"))
 }
 
 // restoreLocalCounts gives the gateway the counts a stop saved, and

@@ -40,9 +40,15 @@ func TestEnforcerRestartKeepsItsLocalCounts(t *testing.T) {
 	if admitted != 30 {
 		t.Fatalf("before the restart: %d admitted", admitted)
 	}
+	if _, err := os.Stat(filepath.Join(eo.dataDir, runningFile)); err != nil {
+		t.Fatalf("no running mark while it runs: %v", err)
+	}
 	e.stop(t)
 	if _, err := os.Stat(filepath.Join(eo.dataDir, localCountsFile)); err != nil {
 		t.Fatalf("no local counts saved: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(eo.dataDir, runningFile)); err == nil {
+		t.Fatal("the running mark outlived a stop")
 	}
 	e = f.start(eo)
 	after := 0
@@ -56,5 +62,16 @@ func TestEnforcerRestartKeepsItsLocalCounts(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(eo.dataDir, localCountsFile)); err == nil {
 		t.Fatal("the local counts file is still there after the start: a crash would restore it again")
+	}
+}
+
+// markRunning tells a start after a stop from one after a crash.
+func TestMarkRunning(t *testing.T) {
+	dir := t.TempDir()
+	if unclean, err := markRunning(dir); err != nil || unclean {
+		t.Fatalf("first start: unclean %v, %v", unclean, err)
+	}
+	if unclean, err := markRunning(dir); err != nil || !unclean {
+		t.Fatalf("a start after a run that left its mark: unclean %v, %v", unclean, err)
 	}
 }
