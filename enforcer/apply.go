@@ -223,7 +223,7 @@ func (g *Gateway) compileRoutes(s *catalog.State) (*table, error) {
 	for _, sr := range t.stages {
 		sr.slot = g.metrics.stageSlot(sr.apiID, sr.stage)
 	}
-	t.share = &g.fleetShare
+	t.share, t.failSafe = &g.fleetShare, &g.failSafe
 	return t, nil
 }
 

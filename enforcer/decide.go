@@ -121,7 +121,7 @@ func (t *table) decide(d *decision, host, path, method string, keys []string, no
 	}
 	if q := p.quota; q != nil {
 		d.quotaed = true
-		ok, idx, remaining, end := q.take(&st.quota, now, t.share.Load())
+		ok, idx, remaining, end := q.take(&st.quota, now, t.failSafe.Load())
 		d.quotaLeft, d.quotaReset = remaining, (end-now+1e9-1)/1e9
 		if !ok {
 			pb.refund(tat)

@@ -183,7 +183,8 @@
 //     counted, SetFleet), so N enforcers admit at most Limit + N - 1
 //     however long the signal takes (an aggregator down, a new key, a new
 //     day). Alone, or before a fleet's size is known, N is 1: the whole
-//     limit, as a single gateway;
+//     limit, as a single gateway. While this enforcer's clock is off the
+//     aggregators' (SetClockSkewed) the fail-safe lease is 0;
 //   - Node names that are not unique across the fleet: two enforcers
 //     named alike each take the one share, and each takes the other's
 //     counted requests for its own.

@@ -128,3 +128,44 @@ func TestLocalCountsSurviveARestart(t *testing.T) {
 		t.Fatalf("restored a count of yesterday")
 	}
 }
+
+// An enforcer whose clock is off the aggregators' grants no fail-safe
+// lease: a key without a signal of the period it is in gets 429; a key
+// with one keeps its lease; when the clock agrees again, the fail-safe
+// lease is back.
+func TestNoFailSafeLeaseOnASkewedClock(t *testing.T) {
+	yaml := strings.Replace(rateYAML, "throttle: {rateLimit: 100, burstLimit: 100}", "quota: {limit: 100, period: DAY}", 1)
+	var clock atomic.Int64
+	clock.Store(testEpoch.UnixNano())
+	g, err := New(Config{Node: "b", Now: clock.Load, Fleet: 2}, testCatalog(t, yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	try := func() schemas.Decision {
+		var dc decision
+		g.table.Load().decide(&dc, "h", "/prod/items", "GET", []string{"rateratelimitkey00001"}, clock.Load())
+		return dc.outcome
+	}
+	g.SetClockSkewed(true)
+	if d := try(); d != schemas.DecisionQuotaExceeded {
+		t.Fatalf("skewed, no signal: %v, want refused", d)
+	}
+	end := time.Unix(0, testEpoch.UnixNano()).UTC().Truncate(24 * time.Hour).Add(24 * time.Hour).UnixNano()
+	sig := schemas.QuotaSignal{PlanID: "gold", KeyID: "k1", Used: 0, Limit: 100, PeriodEnd: end, AsOf: clock.Load(),
+		Nodes: []schemas.NodeCount{{Node: "b"}}}
+	if !g.ApplySignal(&sig) {
+		t.Fatal("signal not applied")
+	}
+	if d := try(); d != schemas.DecisionAllowed {
+		t.Fatalf("skewed, with a signal of its period: %v", d)
+	}
+	clock.Store(end) // the next day, no signal of it
+	if d := try(); d != schemas.DecisionQuotaExceeded {
+		t.Fatalf("skewed, a new period: %v, want refused", d)
+	}
+	g.SetClockSkewed(false)
+	clock.Store(end + 86400e9)
+	if d := try(); d != schemas.DecisionAllowed {
+		t.Fatalf("the clock agrees again, a new period: %v, want the fail-safe lease", d)
+	}
+}

@@ -101,6 +101,10 @@ type Gateway struct {
 	// fleetShare is a key's share of its throttles where no division
 	// holds (SetFleet).
 	fleetShare atomic.Uint32
+	// failSafe is the share of a quota's limit a key gets before a
+	// signal of the period: fleetShare, or 0 while skewed (SetClockSkewed).
+	failSafe atomic.Uint32
+	skewed   atomic.Bool
 	fleetN     atomic.Int32
 }
 

@@ -61,7 +61,7 @@ func (g *Gateway) RestoreLocal(counts []LocalCount) int {
 		// Until a signal sets the lease, the fail-safe lease less what
 		// was admitted of it before the restart.
 		lim := p.quota.limit(sp.idx)
-		p.quota.raise(&st.quota, now, min(lim-failSafe(lim, g.fleetShare.Load())+local, lim))
+		p.quota.raise(&st.quota, now, min(lim-failSafe(lim, g.failSafe.Load())+local, lim))
 		n++
 	}
 	return n

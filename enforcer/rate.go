@@ -66,6 +66,26 @@ func (g *Gateway) SetFleet(n int) {
 	n = max(n, 1)
 	g.fleetN.Store(int32(min(n, 1<<20)))
 	g.fleetShare.Store(uint32(schemas.ShareOne / n))
+	g.setFailSafe()
+}
+
+// SetClockSkewed says whether this enforcer's clock is off the
+// aggregators' (ingest.SignalReader watches it). While it is, a key
+// without a quota signal of the period gets no fail-safe lease: the
+// period it is in may be one that only this enforcer's clock is in (a
+// clock a day ahead would grant a day that has not come, one behind a day
+// that is over). Keys with a signal keep their leases.
+func (g *Gateway) SetClockSkewed(skewed bool) {
+	g.skewed.Store(skewed)
+	g.setFailSafe()
+}
+
+func (g *Gateway) setFailSafe() {
+	if g.skewed.Load() {
+		g.failSafe.Store(0)
+	} else {
+		g.failSafe.Store(g.fleetShare.Load())
+	}
 }
 
 // Fleet returns the fleet's size SetFleet last set (1 alone).

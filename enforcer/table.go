@@ -35,6 +35,10 @@ type table struct {
 	// share is the gateway's default share of a key's throttle
 	// (Gateway.fleetShare, rate.go).
 	share *atomic.Uint32
+	// failSafe is the share of a quota a key without a signal of the
+	// period gets (Gateway.failSafe: the fleet's share, 0 while the
+	// clock is off the aggregators').
+	failSafe *atomic.Uint32
 }
 
 type stageRoute struct {

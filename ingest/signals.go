@@ -164,6 +164,10 @@ type SignalReaderConfig struct {
 	// aggregators' before Health reports it (and the log says so): times
 	// decide quota periods and key expiry. Default DefaultClockTolerance.
 	ClockTolerance time.Duration
+	// Skewed is told when this node's clock goes off the aggregators' by
+	// more than ClockTolerance (true) and when it agrees again (false)
+	// (enforcer.Gateway.SetClockSkewed). Nil: none.
+	Skewed func(bool)
 	// SilenceAfter is how long without an aggregator's fleet signal
 	// (each aggregator sends one a second) before the reader logs that
 	// signals stopped. Default DefaultSilenceAfter.
@@ -437,6 +441,9 @@ func (r *SignalReader) watch() {
 	skew := time.Duration(r.skew.Load())
 	if off := skew > r.cfg.ClockTolerance || skew < -r.cfg.ClockTolerance; off != r.skewed.Load() {
 		r.skewed.Store(off)
+		if r.cfg.Skewed != nil {
+			r.cfg.Skewed(off)
+		}
 		if off {
 			r.cfg.Logger.Error("this node's clock differs from the aggregator's: quota periods, leases and key expiry are decided by it; keep clocks with NTP",
 				"ahead", skew.Round(time.Millisecond), "tolerance", r.cfg.ClockTolerance)

@@ -465,7 +465,9 @@ func TestSignalReaderWatchesTheAggregators(t *testing.T) {
 	var logs bytes.Buffer
 	var logMu sync.Mutex
 	logger := slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logs}, nil))
-	r := openSignalReader(t, SignalReaderConfig{Kafka: k, Logger: logger, Now: func() time.Time { return time.Unix(0, clock.Load()) }})
+	var skewCalls []bool
+	r := openSignalReader(t, SignalReaderConfig{Kafka: k, Logger: logger, Now: func() time.Time { return time.Unix(0, clock.Load()) },
+		Skewed: func(b bool) { logMu.Lock(); skewCalls = append(skewCalls, b); logMu.Unlock() }})
 	runSignalReader(t, r)
 	waitSignalsLoaded(t, r)
 	if r.Health() != nil {
@@ -508,7 +510,11 @@ func TestSignalReaderWatchesTheAggregators(t *testing.T) {
 	heartbeat(0)
 	logMu.Lock()
 	out := logs.String()
+	calls := fmt.Sprint(skewCalls)
 	logMu.Unlock()
+	if calls != "[true false]" {
+		t.Errorf("Skewed told %s, want [true false]", calls)
+	}
 	for _, want := range []string{"clock differs from the aggregator's", "clock agrees with the aggregator's again",
 		"no signal from the aggregators", "signals from the aggregators again"} {
 		if n := strings.Count(out, want); n != 1 {

@@ -91,7 +91,7 @@ func (p *process) openFleet(ctx context.Context) error {
 		}
 		p.onClose(func() error { return saveLocalCounts(o.dataDir, p.gw) })
 		sr, err := ingest.OpenSignalReader(ingest.SignalReaderConfig{Kafka: k, Snapshot: filepath.Join(o.dataDir, "signals-snapshot.json"),
-			Apply: p.gw.ApplySignal, ApplyRate: p.gw.ApplyRate, Fleet: p.gw.SetFleet, Logger: p.logger, Now: o.now, Metrics: p.reg})
+			Apply: p.gw.ApplySignal, ApplyRate: p.gw.ApplyRate, Fleet: p.gw.SetFleet, Skewed: p.gw.SetClockSkewed, Logger: p.logger, Now: o.now, Metrics: p.reg})
 		if err != nil {
 			return err
 		}
