@@ -130,7 +130,9 @@ func (w *partitionWorker) skipExpired(ctx context.Context) bool {
 func (w *partitionWorker) start(ctx context.Context) bool {
 	a := w.a
 	for ctx.Err() == nil {
-		wm, err := a.cfg.Store.Watermark(ctx, w.partition)
+		rctx, cancel := context.WithTimeout(ctx, insertTimeout)
+		wm, err := a.cfg.Store.Watermark(rctx, w.partition)
+		cancel()
 		if err != nil {
 			a.retry(ctx, &w.wait, "read the store's watermark", "partition", w.partition, "err", err)
 			continue
@@ -236,8 +238,11 @@ var errTombstone = errors.New("a record without a value")
 // dated; later ones go to the dead-letter topic (plausible).
 const MaxAhead = 5 * time.Minute
 
-// insertTimeout bounds one insert attempt; below the group's rebalance
-// timeout (10s), so that an owner finishes before the next one starts.
+// insertTimeout bounds one insert attempt, and each read of the
+// watermark or read-back (every store call has a deadline: a store that
+// hangs is then an error that is logged and retried, not a silent
+// stall); below the group's rebalance timeout (10s), so that an owner
+// finishes before the next one starts.
 const insertTimeout = 8 * time.Second
 
 // plausible refuses events no enforcer writes: a record that decodes but
@@ -343,7 +348,9 @@ func (w *partitionWorker) flush(ctx context.Context) {
 func (w *partitionWorker) readBack(ctx context.Context) bool {
 	a := w.a
 	for {
-		wm, err := a.cfg.Store.ReadBack(ctx, &w.batch, w.wm)
+		rctx, cancel := context.WithTimeout(ctx, insertTimeout)
+		wm, err := a.cfg.Store.ReadBack(rctx, &w.batch, w.wm)
+		cancel()
 		if err == nil {
 			w.wm = wm
 			return true
