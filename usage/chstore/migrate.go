@@ -356,10 +356,15 @@ SELECT day, minute, key_id, plan_id, api_id, stage, method, resource, status, de
 	// needs no FINAL; LostOffsets reads max(src_offset), which copies do
 	// not change. The sort key also makes LostOffsets a read of the index.
 	//
-	// PARTITION BY month: a day range reads only its months, and old
-	// months can be dropped whole. A record's copies have its day, so they
-	// share a partition and merge. requests 0 marks a record that went to
-	// the dead-letter topic (its offset is read; no report shows it).
+	// No PARTITION BY: an INSERT is then one part, written whole or not
+	// at all, so a batch of records is stored whole or not at all, and
+	// max(src_offset) + 1 is where a reader resumes without a gap (with
+	// months as partitions, a batch of records dated in two months would
+	// be two parts, and a stop between them could leave the later offsets
+	// stored and the earlier ones not). Losses are rare and a row covers
+	// many requests: the table stays small, and a day range is a scan of
+	// it. requests 0 marks a record that went to the dead-letter topic
+	// (its offset is read; no report shows it).
 	{22, "lost_usage", `CREATE TABLE IF NOT EXISTS lost_usage (
 	src_partition UInt16,
 	src_offset    Int64,
@@ -375,7 +380,6 @@ SELECT day, minute, key_id, plan_id, api_id, stage, method, resource, status, de
 	from_ns       Int64,
 	to_ns         Int64
 ) ENGINE = ReplacingMergeTree
-PARTITION BY toYYYYMM(day)
 ORDER BY (src_partition, src_offset)`, "", nil},
 }
 
