@@ -2,18 +2,22 @@ package aggregator
 
 import (
 	"context"
+	"errors"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/tollgate/tollgate/aggregator/aggstore"
 	"github.com/tollgate/tollgate/ingest"
 	"github.com/tollgate/tollgate/internal/promtest"
 	"github.com/tollgate/tollgate/internal/utc"
 	"github.com/tollgate/tollgate/schemas"
 	"github.com/tollgate/tollgate/usage"
+	"github.com/tollgate/tollgate/usage/chstore"
 )
 
 // reportLost writes lost-usage records as an enforcer does
@@ -143,4 +147,41 @@ func TestLostUsageIsStoredOnce(t *testing.T) {
 		t.Errorf("a second dead letter after the restart: %+v", msg)
 	}
 	cancel()
+}
+
+// lostReplies is a store whose first InsertLost calls land but answer an
+// error, as an insert whose reply was lost.
+type lostReplies struct {
+	*chstore.Store
+	fail atomic.Int64
+}
+
+func (s *lostReplies) InsertLost(ctx context.Context, recs []aggstore.LostRecord) error {
+	if err := s.Store.InsertLost(ctx, recs); err != nil {
+		return err
+	}
+	if s.fail.Add(-1) >= 0 {
+		return errors.New("connection reset: the reply was lost")
+	}
+	return nil
+}
+
+// An insert of lost usage whose reply was lost is retried (with
+// backoff), and the records it wrote twice count once.
+func TestLostUsageInsertRetriedAfterALostReply(t *testing.T) {
+	r := newRigN(t, 1)
+	store := &lostReplies{Store: r.direct}
+	store.fail.Store(2)
+	r.reportLost(schemas.LostUsage{Node: "edge1", KeyID: "k1", PlanID: "p1", Count: 9, Admitted: 4, From: 1e18, To: 1e18,
+		Reason: schemas.LostSpillFull})
+	a := r.start(Config{Store: store})
+	defer a.stop(t)
+	waitLost(t, 1, a)
+	want := []usage.LostRow{{Day: utc.Day(1e18), KeyID: "k1", PlanID: "p1", Node: "edge1", Reason: schemas.LostSpillFull, Requests: 9, Admitted: 4}}
+	if got := r.lostRows(); !slices.Equal(got, want) {
+		t.Errorf("lost usage stored: %+v, want %+v", got, want)
+	}
+	if st := a.a.Stats(); st.InsertFailures != 2 || st.LostRecords != 1 || st.LostRequests != 9 {
+		t.Errorf("stats %+v, want 2 insert failures, then 1 record of 9 requests", st)
+	}
 }
