@@ -182,6 +182,7 @@ type Aggregator struct {
 	quota   *authority   // nil: not a quota authority
 	quotas  QuotaStore   // cfg.Store, if it is one
 	checker EventChecker // cfg.Store, if it is one
+	lost    lostState    // the lost-usage topic, on a LostStore (lost.go)
 	running atomic.Bool
 
 	stored, duplicates, poison, expired atomic.Uint64
@@ -241,6 +242,7 @@ func New(cfg Config) (*Aggregator, error) {
 		dlq: &kafka.Writer{Addr: kafka.TCP(cfg.Kafka.Brokers...), Topic: t.DeadLetter, RequiredAcks: kafka.RequireAll,
 			BatchTimeout: time.Millisecond, MaxAttempts: 3}}
 	a.checker, _ = cfg.Store.(EventChecker)
+	a.lost.store, _ = cfg.Store.(LostStore)
 	if qs, ok := cfg.Store.(QuotaStore); ok {
 		a.quotas, a.quota = qs, newAuthority()
 	}
@@ -280,6 +282,9 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	rateDone := make(chan struct{})
 	go func() { defer close(rateDone); a.publishRates(ctx) }()
 	defer func() { <-rateDone }()
+	lostDone := make(chan struct{})
+	go func() { defer close(lostDone); a.followLost(ctx) }()
+	defer func() { <-lostDone }()
 	if a.cfg.AllPartitions {
 		a.runAll(ctx)
 		return nil
@@ -590,6 +595,9 @@ type Stats struct {
 	// RateSignals published (divisions of keys' rates), and failed
 	// publish attempts.
 	RateSignals, RateFailures uint64
+	// LostRecords of the lost-usage topic this aggregator stored, and
+	// the LostRequests they report lost (on a LostStore: lost.go).
+	LostRecords, LostRequests uint64
 }
 
 // Stats returns the counters.
@@ -598,5 +606,6 @@ func (a *Aggregator) Stats() Stats {
 		DeadLetterFailures: a.deadLetterFailures.Load(), Expired: a.expired.Load(),
 		Failures: a.failures.Load(), InsertFailures: a.insertFailures.Load(),
 		Signals: a.signals.Load(), SignalFailures: a.signalFailures.Load(),
-		RateSignals: a.rateSignals.Load(), RateFailures: a.rateFailures.Load()}
+		RateSignals: a.rateSignals.Load(), RateFailures: a.rateFailures.Load(),
+		LostRecords: a.lost.records.Load(), LostRequests: a.lost.requests.Load()}
 }

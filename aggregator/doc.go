@@ -1,7 +1,8 @@
 // Package aggregator is the one consumer of the events topic: it stores
 // the usage events in a Store, counting every request exactly once, and,
 // on ClickHouse, is the quota authority of the fleet: it publishes each
-// key's quota state to the signals topic for the enforcers.
+// key's quota state to the signals topic for the enforcers, and stores
+// the usage enforcers report they lost (the lost-usage topic).
 //
 // It runs in two ways:
 //
@@ -86,6 +87,27 @@
 // only is not written, so a restart reads them, and dead-letters them,
 // again.
 //
+// # Lost usage
+//
+// On a LostStore (ClickHouse), the aggregator also follows every
+// partition of the lost-usage topic (lost.go): the counts of requests an
+// enforcer dropped the events of (its spill log or its queue full,
+// schemas.LostUsage), which usage therefore lacks. It starts from the
+// store's offsets (LostOffsets), stores each fetch as one batch
+// (InsertLost, within insertTimeout, retried with backoff) before the
+// next, logs the losses (a Warn per record, ten per batch, then one line
+// for the rest) and counts them (Stats.LostRecords and LostRequests,
+// tollgate_aggregator_lost_records_total and _lost_requests_total).
+// Every aggregator of the group reads the whole topic, with no group of
+// its own: a record is its (partition, offset), which the store keeps
+// once however many aggregators, or retries, write it, so the counts in
+// the store are exact; the metrics are each aggregator's, and two that
+// read the same records both count them. Records that do not decode, or
+// are dated outside the days a store holds, go to the dead-letter topic
+// (headers naming the lost-usage topic) and are stored as markers that
+// no report shows, so that a restart does not dead-letter them again.
+// The report API shows the losses (/v1/usage/lost).
+//
 // # Quota authority
 //
 // On a QuotaStore, for the keys of its partitions the aggregator keeps, per plan, the
@@ -117,5 +139,7 @@
 // of each partition a worker runs on (the partition's end at the last
 // fetch less the offset stored; the series leaves with the worker), and,
 // as quota authority, the keys it holds and the signals it sent; with
-// Rates, the keys whose throttle it divides and the divisions it sent.
+// Rates, the keys whose throttle it divides and the divisions it sent; on
+// a LostStore, the lost-usage records it stored and the requests they
+// report lost.
 package aggregator

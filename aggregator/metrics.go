@@ -46,7 +46,7 @@ var (
 	descStored     = metrics.Desc("tollgate_aggregator_events_stored_total", "Usage events in batches the store took (rows of the raw events; rollups add theirs).")
 	descBatches    = metrics.Desc("tollgate_aggregator_batches_stored_total", "Batches the store took.")
 	descDuplicates = metrics.Desc("tollgate_aggregator_duplicates_total", "Usage events dropped as copies of one already read (producer retries).")
-	descDead       = metrics.Desc("tollgate_aggregator_dead_letters_total", "Records sent to the dead-letter topic: not usage events, or not plausible.")
+	descDead       = metrics.Desc("tollgate_aggregator_dead_letters_total", "Records sent to the dead-letter topic: not usage events (or lost-usage records), or not plausible.")
 	descDeadFail   = metrics.Desc("tollgate_aggregator_dead_letter_failures_total", "Poison records that could not be written to the dead-letter topic (skipped).")
 	descExpired    = metrics.Desc("tollgate_aggregator_expired_total", "Records deleted by the topic's retention before they were read (lost usage).")
 	descFailures   = metrics.Desc("tollgate_aggregator_failures_total", "Failed reads of Kafka and reads or writes of the store (each retried).")
@@ -58,6 +58,8 @@ var (
 	descRateKeys   = metrics.Desc("tollgate_aggregator_rate_keys", "Keys (per plan) busy enough for this aggregator to divide their throttle among the enforcers.")
 	descRateSent   = metrics.Desc("tollgate_aggregator_rate_signals_sent_total", "Divisions of keys' throttles published to the signals topic.")
 	descRateFail   = metrics.Desc("tollgate_aggregator_rate_signal_failures_total", "Failed attempts to publish divisions of keys' throttles.")
+	descLostReqs   = metrics.Desc("tollgate_aggregator_lost_requests_total", "Requests enforcers reported they dropped the usage events of (the lost-usage topic), in records this aggregator stored.")
+	descLostRecs   = metrics.Desc("tollgate_aggregator_lost_records_total", "Records of the lost-usage topic this aggregator stored (dead-lettered ones excluded).")
 )
 
 func newInsertHistogram() prometheus.Histogram {
@@ -75,6 +77,9 @@ func (a *Aggregator) collector() prometheus.Collector {
 	}
 	if a.rates != nil {
 		c.Descs = append(c.Descs, descRateKeys, descRateSent, descRateFail)
+	}
+	if a.lost.store != nil {
+		c.Descs = append(c.Descs, descLostReqs, descLostRecs)
 	}
 	c.Read = func(ch chan<- prometheus.Metric) {
 		st := a.Stats()
@@ -106,6 +111,10 @@ func (a *Aggregator) collector() prometheus.Collector {
 			ch <- metrics.Gauge(descRateKeys, n)
 			ch <- metrics.Counter(descRateSent, st.RateSignals)
 			ch <- metrics.Counter(descRateFail, st.RateFailures)
+		}
+		if a.lost.store != nil {
+			ch <- metrics.Counter(descLostReqs, st.LostRequests)
+			ch <- metrics.Counter(descLostRecs, st.LostRecords)
 		}
 	}
 	return c

@@ -14,6 +14,7 @@ var (
 	_ Store        = (*chstore.Store)(nil)
 	_ QuotaStore   = (*chstore.Store)(nil)
 	_ EventChecker = (*chstore.Store)(nil)
+	_ LostStore    = (*chstore.Store)(nil)
 	_ Store        = (*sqlitestore.Store)(nil)
 )
 
@@ -21,5 +22,8 @@ func TestSQLiteStoreIsAPlainLoaderStore(t *testing.T) {
 	var s Store = (*sqlitestore.Store)(nil)
 	if _, ok := s.(QuotaStore); ok {
 		t.Error("sqlitestore.Store is a QuotaStore: an aggregator on it would be a quota authority")
+	}
+	if _, ok := s.(LostStore); ok {
+		t.Error("sqlitestore.Store is a LostStore: every node's loader would read the lost-usage topic")
 	}
 }

@@ -35,18 +35,19 @@ func fetch(ctx context.Context, c *kafka.Client, topic string, partition int, of
 func fetchUpTo(ctx context.Context, c *kafka.Client, topic string, partition int, offset int64, maxWait time.Duration, maxBytes int) ([]record, int64, error) {
 	var out []record
 	hwm, err := fetchEach(ctx, c, topic, partition, offset, maxWait, maxBytes, nil,
-		func(off int64, key, value []byte, txn string) {
+		func(off, _ int64, key, value []byte, txn string) {
 			out = append(out, record{offset: off, key: key, value: value, txn: txn})
 		})
 	return out, hwm, err
 }
 
 // fetchEach fetches one partition from offset, as fetchUpTo, and calls
-// add for each record at or past offset, in order. With an arena, keys
+// add for each record at or past offset, in order, with its timestamp
+// (Unix nanoseconds). With an arena, keys
 // and values are cut from its chunks (one allocation for many records,
 // which then share it); without, each is an allocation of its own.
 func fetchEach(ctx context.Context, c *kafka.Client, topic string, partition int, offset int64, maxWait time.Duration, maxBytes int,
-	a *arena, add func(off int64, key, value []byte, txn string)) (int64, error) {
+	a *arena, add func(off, ts int64, key, value []byte, txn string)) (int64, error) {
 	res, err := c.Fetch(ctx, &kafka.FetchRequest{Topic: topic, Partition: partition, Offset: offset,
 		MinBytes: 1, MaxBytes: int64(maxBytes), MaxWait: maxWait})
 	if err != nil {
@@ -89,7 +90,7 @@ func fetchEach(ctx context.Context, c *kafka.Client, topic string, partition int
 				return res.HighWatermark, err
 			}
 		}
-		add(r.Offset, key, value, txn)
+		add(r.Offset, r.Time.UnixNano(), key, value, txn)
 	}
 }
 
@@ -174,7 +175,11 @@ func partitionIDs(ctx context.Context, c *kafka.Client, topic string) ([]int, er
 
 // Record is one Kafka record as a Fetcher returns it.
 type Record struct {
-	Offset     int64
+	Offset int64
+	// Time is the record's timestamp, Unix nanoseconds: when its
+	// producer wrote it (or when the broker appended it, on a topic with
+	// message.timestamp.type=LogAppendTime).
+	Time       int64
 	Key, Value []byte // Value nil: a tombstone
 }
 
@@ -195,13 +200,13 @@ func (f *Fetcher) Fetch(ctx context.Context, topic string, partition int, offset
 		out []Record
 		a   arena
 	)
-	hwm, err := fetchEach(ctx, f.c, topic, partition, offset, maxWait, fetchBytes, &a, func(off int64, key, value []byte, _ string) {
+	hwm, err := fetchEach(ctx, f.c, topic, partition, offset, maxWait, fetchBytes, &a, func(off, ts int64, key, value []byte, _ string) {
 		if len(out) == cap(out) {
 			// Doubling: append grows large slices by a quarter, which
 			// for a fetch of 8 MiB of records copied them 4-5 times.
 			out = append(make([]Record, 0, max(2*cap(out), 256)), out...)
 		}
-		out = append(out, Record{Offset: off, Key: key, Value: value})
+		out = append(out, Record{Offset: off, Time: ts, Key: key, Value: value})
 	})
 	return out, hwm, err
 }

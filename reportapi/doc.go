@@ -19,7 +19,10 @@
 //     DeleteUsagePlanKey and CreateUsagePlanKey cannot do without
 //     leaving the key in no plan between them;
 //   - the native usage API, /v1/usage, /v1/usage/top and
-//     /v1/reports/billing, and /openapi.json (native.go);
+//     /v1/reports/billing, and /openapi.json (native.go); and
+//     /v1/usage/lost, the usage enforcers reported they dropped, on a
+//     MinuteStore that is also a LostStore (lost.go: ClickHouse; 501
+//     elsewhere);
 //   - /metrics, the process's registry (Config.Metrics, served by
 //     promhttp) and, with Config.Profiling, /debug/pprof.
 //

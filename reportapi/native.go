@@ -154,6 +154,37 @@ func parseUsageQuery(q map[string][]string, now time.Time) (usageQuery, *apiErro
 		}
 		return ""
 	}
+	u, perr := parseRange(get, now)
+	if perr != nil {
+		return u, perr
+	}
+	u.granularity = cmp.Or(get("granularity"), "day")
+	if !slices.Contains([]string{"minute", "hour", "day", "month"}, u.granularity) {
+		return u, badRequest(fmt.Sprintf("granularity: %q is not one of minute, hour, day, month", u.granularity))
+	}
+	if s := get("group_by"); s != "" {
+		for _, d := range strings.Split(s, ",") {
+			if !slices.Contains(dimensions, d) {
+				return u, badRequest(fmt.Sprintf("group_by: unknown dimension %q; use %s", d, strings.Join(dimensions, ", ")))
+			}
+			if !slices.Contains(u.groupBy, d) {
+				u.groupBy = append(u.groupBy, d)
+			}
+		}
+	}
+	u.filters = map[string]string{}
+	for _, d := range []string{"key", "plan", "api", "stage"} {
+		if v := get(d); v != "" {
+			u.filters[d] = v
+		}
+	}
+	return u, nil
+}
+
+// parseRange parses the range of every native report: from (required)
+// and to (default now), RFC 3339 times within earliest ... latest, to
+// after from. The reports' bounds on its length are checkSpan's.
+func parseRange(get func(string) string, now time.Time) (usageQuery, *apiError) {
 	var u usageQuery
 	var err error
 	if u.from, err = time.Parse(time.RFC3339, get("from")); err != nil {
@@ -176,26 +207,6 @@ func parseUsageQuery(q map[string][]string, now time.Time) (usageQuery, *apiErro
 	}
 	if !u.to.After(u.from) {
 		return u, badRequest("to: must be after from")
-	}
-	u.granularity = cmp.Or(get("granularity"), "day")
-	if !slices.Contains([]string{"minute", "hour", "day", "month"}, u.granularity) {
-		return u, badRequest(fmt.Sprintf("granularity: %q is not one of minute, hour, day, month", u.granularity))
-	}
-	if s := get("group_by"); s != "" {
-		for _, d := range strings.Split(s, ",") {
-			if !slices.Contains(dimensions, d) {
-				return u, badRequest(fmt.Sprintf("group_by: unknown dimension %q; use %s", d, strings.Join(dimensions, ", ")))
-			}
-			if !slices.Contains(u.groupBy, d) {
-				u.groupBy = append(u.groupBy, d)
-			}
-		}
-	}
-	u.filters = map[string]string{}
-	for _, d := range []string{"key", "plan", "api", "stage"} {
-		if v := get(d); v != "" {
-			u.filters[d] = v
-		}
 	}
 	return u, nil
 }

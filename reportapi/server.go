@@ -252,6 +252,7 @@ func New(cfg Config) (http.Handler, error) {
 				n := &native{minutes: cfg.Minutes, cat: cfg.Catalog, now: cfg.Now}
 				r.Get("/v1/usage", n.usage)
 				r.Get("/v1/usage/top", n.top)
+				r.Get("/v1/usage/lost", n.lost)
 				r.Get("/v1/reports/billing", n.billing)
 				r.Get("/openapi.json", serveOpenAPI)
 			}

@@ -96,3 +96,17 @@ type BillingTables interface {
 	KeyMonths(ctx context.Context, month int64, f func(*KeyMonth) error) error
 	DailyAdmitted(ctx context.Context, fromDay, toDay int64, keyIDs []string, over int64, f func(day int64, planID, keyID string, admitted int64) error) error
 }
+
+// LostRow is usage an enforcer reported it dropped (the lost-usage
+// topic, schemas.LostUsage), summed per UTC day, key, plan, enforcer
+// and reason: requests that happened but whose events no store holds.
+// A queue-full loss names no key or plan (the enforcer counts those per
+// node only).
+type LostRow struct {
+	Day                         int64 // days since 1970-01-01, UTC
+	KeyID, PlanID, Node, Reason string
+	Requests                    int64
+	// Admitted is how many of Requests were admitted: quota they
+	// consumed that usage does not show.
+	Admitted int64
+}

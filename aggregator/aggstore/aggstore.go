@@ -45,3 +45,21 @@ func Covered(wm Watermark) int64 {
 	}
 	return wm.Covered()
 }
+
+// LostRecord is one record of the lost-usage topic as the aggregator
+// hands it to a store (aggregator.LostStore): what an enforcer reported
+// it dropped, where the record was read, and the UTC day it counts on.
+// The topic's partition and offset name the record: a store keeps a
+// record read twice (a retried insert, two aggregators) once.
+type LostRecord struct {
+	Partition int   // the lost-usage topic's partition, 0-65535
+	Offset    int64 // the record's offset
+	// Day is the UTC day (days since 1970-01-01) the loss counts on:
+	// that of Lost.To, else of Lost.From, else of the record's
+	// timestamp (an enforcer's queue-full records carry no times).
+	Day int64
+	// Lost is the decoded record. Lost.Count 0 marks a record the
+	// aggregator could not take (sent to the dead-letter topic): stored
+	// only so that its offset counts as read; no report shows it.
+	Lost schemas.LostUsage
+}

@@ -10,7 +10,11 @@
 // streamed. The writer is the aggregator, which consumes the events topic
 // and calls InsertBatch per partition, and restores its quota counters
 // with QuotaUsage (admitted requests per enforcer node, which usage_daily
-// keeps for it).
+// keeps for it). The aggregators also keep the lost-usage topic's records
+// (requests an enforcer dropped the events of) in lost_usage (lost.go:
+// InsertLost, LostOffsets), which /v1/usage/lost reads (Lost); a record
+// is its topic partition and offset, the table's sort key, so a record
+// written twice counts once without the watermarks below.
 //
 //	st, err := chstore.Open(ctx, "clickhouse://127.0.0.1:9000/default")
 //	if err != nil {

@@ -27,7 +27,7 @@ func TestMigrate(t *testing.T) {
 		"0006_usage_events_batch_end", "0007_usage_minute_next", "0008_usage_hour", "0009_usage_day", "0010_usage_daily_next",
 		"0011_rollups_copy", "0012_rollups_swap", "0013_rollups_v1_drop", "0014_usage_events_markers",
 		"0015_usage_key_day", "0016_usage_key_day_fill", "0017_usage_minute_by_key", "0018_usage_minute_by_key_copy",
-		"0019_usage_minute_by_key_swap", "0020_usage_minute_v2_drop", "0021_usage_events_key_fingerprint"}
+		"0019_usage_minute_by_key_swap", "0020_usage_minute_v2_drop", "0021_usage_events_key_fingerprint", "0022_lost_usage"}
 	applied, err := s.Migrate(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -66,7 +66,7 @@ func TestMigrate(t *testing.T) {
 	if !slices.Equal(recorded, want) {
 		t.Errorf("tollgate_migrations holds %q, want %q once each", recorded, want)
 	}
-	for _, table := range []string{"usage_events", "usage_minute", "usage_hour", "usage_day", "usage_key_day", "usage_daily", "quota_adjustments"} {
+	for _, table := range []string{"usage_events", "usage_minute", "usage_hour", "usage_day", "usage_key_day", "usage_daily", "quota_adjustments", "lost_usage"} {
 		var n uint64
 		if err := s.conn.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = ?", table).Scan(&n); err != nil {
 			t.Fatal(err)
@@ -618,7 +618,7 @@ func TestMergesChangeNothing(t *testing.T) {
 	o.AdjustQuota(ctx, "free", "key-0", 20000, -5)
 	before := watermark(t, s, 1)
 	sameAsOracle(t, s, o)
-	for _, table := range []string{"usage_events", "usage_minute", "usage_hour", "usage_day", "usage_key_day", "usage_daily", "quota_adjustments"} {
+	for _, table := range []string{"usage_events", "usage_minute", "usage_hour", "usage_day", "usage_key_day", "usage_daily", "quota_adjustments", "lost_usage"} {
 		if err := s.conn.Exec(ctx, "OPTIMIZE TABLE "+table+" FINAL"); err != nil {
 			t.Fatal(err)
 		}

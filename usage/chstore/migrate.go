@@ -338,6 +338,49 @@ SELECT day, minute, key_id, plan_id, api_id, stage, method, resource, status, de
 	// nothing).
 	{21, "usage_events_key_fingerprint", `ALTER TABLE usage_events ADD COLUMN key_fingerprint String DEFAULT '' AFTER node`,
 		`SELECT count() FROM system.columns WHERE database = currentDatabase() AND table = 'usage_events' AND name = 'key_fingerprint'`, nil},
+
+	// lost_usage: the lost-usage topic's records (schemas.LostUsage,
+	// requests an enforcer dropped the events of), one row per record,
+	// written by every aggregator (lost.go). day is the UTC day the loss
+	// counts on (of to_ns, else from_ns, else the record's timestamp);
+	// from_ns and to_ns are the record's, Unix nanoseconds as usage_events'
+	// time_ns (18.16 has no DateTime64); 0 when the record has none.
+	//
+	// ORDER BY (src_partition, src_offset), the record's place in the
+	// topic, and ReplacingMergeTree: a record is its offset, so copies of
+	// it (an insert retried after a lost reply; every aggregator of the
+	// group reads the whole topic and inserts what it read) have one sort
+	// key and merge into one row. Merges are eventual, so reads do not
+	// rely on them: Lost sums one row per (src_partition, src_offset)
+	// (any(), the copies being equal), which is exact before any merge and
+	// needs no FINAL; LostOffsets reads max(src_offset), which copies do
+	// not change. The sort key also makes LostOffsets a read of the index.
+	//
+	// No PARTITION BY: an INSERT is then one part, written whole or not
+	// at all, so a batch of records is stored whole or not at all, and
+	// max(src_offset) + 1 is where a reader resumes without a gap (with
+	// months as partitions, a batch of records dated in two months would
+	// be two parts, and a stop between them could leave the later offsets
+	// stored and the earlier ones not). Losses are rare and a row covers
+	// many requests: the table stays small, and a day range is a scan of
+	// it. requests 0 marks a record that went to the dead-letter topic
+	// (its offset is read; no report shows it).
+	{22, "lost_usage", `CREATE TABLE IF NOT EXISTS lost_usage (
+	src_partition UInt16,
+	src_offset    Int64,
+	day           Date,
+	node          String,
+	key_id        String,
+	plan_id       String,
+	api_id        String,
+	stage         String,
+	reason        String,
+	requests      UInt64,
+	admitted      UInt64,
+	from_ns       Int64,
+	to_ns         Int64
+) ENGINE = ReplacingMergeTree
+ORDER BY (src_partition, src_offset)`, "", nil},
 }
 
 // rollupTableSQL is the DDL of usage_minute (migration 7), usage_hour
