@@ -8,7 +8,6 @@ import (
 	"maps"
 	"os"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -547,23 +546,7 @@ const (
 // its headers. A failure to do so is logged and counted; it never holds
 // the partition.
 func (a *Aggregator) deadLetter(ctx context.Context, partition int, r *ingest.Record, cause error) {
-	a.poison.Add(1)
-	m := kafka.Message{Key: r.Key, Value: r.Value, Headers: []kafka.Header{
-		{Key: HeaderSourceTopic, Value: []byte(a.topics.Events)},
-		{Key: HeaderSourcePartition, Value: []byte(strconv.Itoa(partition))},
-		{Key: HeaderSourceOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
-		{Key: HeaderError, Value: []byte(cause.Error())},
-		{Key: HeaderConsumer, Value: []byte(a.cfg.Name)},
-	}}
-	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := a.dlq.WriteMessages(wctx, m); err != nil {
-		a.deadLetterFailures.Add(1)
-		a.cfg.Logger.Error("a poison record could not be written to the dead-letter topic; skipped",
-			"partition", partition, "offset", r.Offset, "reason", cause.Error(), "err", err)
-		return
-	}
-	a.cfg.Logger.Warn("poison record sent to the dead-letter topic", "partition", partition, "offset", r.Offset, "err", cause)
+	a.deadLetterFrom(ctx, a.topics.Events, partition, r, cause)
 }
 
 // retry counts a failure, logs it and waits: 100ms, doubling up to 5s.

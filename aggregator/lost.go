@@ -249,8 +249,9 @@ func (a *Aggregator) storeLost(ctx context.Context, partition int, batch []aggst
 	return true
 }
 
-// deadLetterFrom is deadLetter for a record of another topic than the
-// events (the lost-usage topic): its headers name that topic.
+// deadLetterFrom writes a record of topic (the events, or the lost-usage
+// topic) to the dead-letter topic, its headers naming where it came from
+// and why (deadLetter is the events' case).
 func (a *Aggregator) deadLetterFrom(ctx context.Context, topic string, partition int, r *ingest.Record, cause error) {
 	a.poison.Add(1)
 	m := kafka.Message{Key: r.Key, Value: r.Value, Headers: []kafka.Header{
