@@ -247,18 +247,26 @@ apiKeys:
   - {name: shared, value: sharedsharedshared0001, enabled: true, usagePlans: [Metered]}
 `
 
+// fleetConfig writes yaml, with {{UPSTREAM}} the fleet's upstream, as
+// the file name in the fleet's folder, and returns its path.
+func (f *fleet) fleetConfig(name, yaml string) string {
+	f.t.Helper()
+	up := strings.Split(string(must(os.ReadFile(f.config))), "upstream: \"")[1]
+	up = up[:strings.Index(up, "\"")]
+	cfg := filepath.Join(f.dir, name)
+	if err := os.WriteFile(cfg, []byte(strings.ReplaceAll(yaml, "{{UPSTREAM}}", up)), 0o600); err != nil {
+		f.t.Fatal(err)
+	}
+	return cfg
+}
+
 // startQuotaFleet runs quotaYAML on a fleet: a report API on ClickHouse,
 // n enforcers and an aggregator.
 func startQuotaFleet(t *testing.T, n int) (*fleet, *fleetNode, []*fleetNode) {
 	t.Helper()
 	dsn := migratedClickHouse(t)
 	f := newFleet(t)
-	up := strings.Split(string(must(os.ReadFile(f.config))), "upstream: \"")[1]
-	up = up[:strings.Index(up, "\"")]
-	cfg := filepath.Join(f.dir, "quota.yaml")
-	if err := os.WriteFile(cfg, []byte(strings.ReplaceAll(quotaYAML, "{{UPSTREAM}}", up)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfg := f.fleetConfig("quota.yaml", quotaYAML)
 	ao := f.options(false, true)
 	ao.config, ao.clickhouse = cfg, dsn
 	admin := f.start(ao)

@@ -14,13 +14,7 @@ import (
 // lease again (a rolling restart admitted 3,473 into a quota of 2,000).
 func TestEnforcerRestartKeepsItsLocalCounts(t *testing.T) {
 	f := newFleet(t)
-	up := strings.Split(string(must(os.ReadFile(f.config))), "upstream: \"")[1]
-	up = up[:strings.Index(up, "\"")]
-	cfg := filepath.Join(f.dir, "quota100.yaml")
-	yaml := strings.Replace(strings.ReplaceAll(quotaYAML, "{{UPSTREAM}}", up), "limit: 10000", "limit: 100", 1)
-	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfg := f.fleetConfig("quota100.yaml", strings.Replace(quotaYAML, "limit: 10000", "limit: 100", 1))
 	ao := f.options(false, true)
 	ao.config = cfg
 	f.start(ao)

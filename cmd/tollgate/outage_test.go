@@ -48,12 +48,7 @@ type outageFleet struct {
 func startOutageFleet(t *testing.T) *outageFleet {
 	t.Helper()
 	of := &outageFleet{t: t, dsn: migratedClickHouse(t), f: newFleet(t)}
-	up := strings.Split(string(must(os.ReadFile(of.f.config))), "upstream: \"")[1]
-	up = up[:strings.Index(up, "\"")]
-	cfg := filepath.Join(of.f.dir, "outage.yaml")
-	if err := os.WriteFile(cfg, []byte(strings.ReplaceAll(outageYAML, "{{UPSTREAM}}", up)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfg := of.f.fleetConfig("outage.yaml", outageYAML)
 	ao := of.f.options(false, true)
 	ao.config, ao.clickhouse = cfg, of.dsn
 	of.admin = of.f.start(ao)

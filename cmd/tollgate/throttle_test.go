@@ -48,12 +48,7 @@ func startThrottleFleet(t *testing.T, whole bool) *throttleFleet {
 	t.Helper()
 	dsn := migratedClickHouse(t)
 	f := newFleet(t)
-	up := strings.Split(string(must(os.ReadFile(f.config))), "upstream: \"")[1]
-	up = up[:strings.Index(up, "\"")]
-	cfg := filepath.Join(f.dir, "throttle.yaml")
-	if err := os.WriteFile(cfg, []byte(strings.ReplaceAll(throttleYAML, "{{UPSTREAM}}", up)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfg := f.fleetConfig("throttle.yaml", throttleYAML)
 	ao := f.options(false, true)
 	ao.config, ao.clickhouse = cfg, dsn
 	f.start(ao)
