@@ -24,9 +24,13 @@ type RateWriter interface {
 // request of a key (admitted or refused: each is an event with the
 // enforcer's name) and divides the rate by where the requests arrive:
 //
-//	d_i   = requests of the key at enforcer i in the window (rateWindow,
-//	        ending rateLag ago: events still on their way are not yet
-//	        counted), per second; D = Σ d_i; r = the plan's rate;
+//	d_i   = requests of the key at enforcer i per second over the
+//	        window: rateWindow slots ending rateLag before enforcer i's
+//	        now, by its clock (the aggregator's now less the offset its
+//	        events are read at: its clock's offset and their quickest
+//	        delay); an enforcer of the key silent for the ring's span is
+//	        forgotten;
+//	        D = Σ d_i; r = the plan's rate;
 //	        N = enforcers seen in the last fleetWindow
 //	floor = r × rateFloor / N          (an enforcer with no requests)
 //	D ≤ r: share_i = min(r, d_i + (r - D)), floor at least
@@ -48,7 +52,9 @@ const (
 	rateSlot    = 250 * time.Millisecond
 	rateSlots   = 8                // the ring of slots kept per key and enforcer: 2 s
 	rateWindow  = 4                // slots in the window: 1 s
-	rateLag     = 1                // slots between the window's end and now
+	rateLag     = 1                // slots between the window's end and the enforcer's now
+	divideChunk = 1024             // hot keys divided under one hold of the lock
+	maxFleet    = 4096             // enforcers kept, in the fleet and per key: names beyond are not counted
 	fleetWindow = 10 * time.Second // an enforcer silent this long has left the fleet
 	rateEvery   = rateSlot         // how often keys are divided
 	rateRefresh = time.Second      // a division is published again at least this often
@@ -76,6 +82,7 @@ type rates struct {
 	// signals; fleetSent when it last published one.
 	name      string
 	fleetSent int64
+	started   int64 // the first pass (aggregator clock)
 	// plans caches the plans' rates by id for the catalog plansOf.
 	plansOf *catalog.State
 	plans   map[string]float64
@@ -88,9 +95,23 @@ type keyRate struct {
 	// all counts the key's requests per slot, all enforcers together:
 	// how it becomes hot.
 	all    [rateSlots]rateCount
-	nodes  map[string]*[rateSlots]rateCount
+	nodes  map[string]*nodeRing
 	sent   schemas.RateSignal // the last published; Shares nil before
 	sentAt int64
+}
+
+// nodeRing is a key's requests at one enforcer by slot of the events'
+// times (the enforcer's clock); when (the aggregator's clock) its last
+// event was read; and the offset of its events' times from the
+// aggregator's clock when they are read (its clock's offset plus the
+// events' delay), followed down at once and up slowly, so that it holds
+// the quickest deliveries: the aggregator's now, less it, is the
+// enforcer's now as its events show it.
+type nodeRing struct {
+	ring   [rateSlots]rateCount
+	read   int64
+	offset int64
+	seen   bool
 }
 
 type rateCount struct {
@@ -119,7 +140,7 @@ func (r *rates) keyLocked(id planKey, partition int) *keyRate {
 	}
 	k := r.prev[id]
 	if k == nil {
-		k = &keyRate{partition: partition, nodes: map[string]*[rateSlots]rateCount{}}
+		k = &keyRate{partition: partition, nodes: map[string]*nodeRing{}}
 	}
 	r.cur[id] = k
 	return k
@@ -162,7 +183,9 @@ func (r *rates) count(partition int, events []schemas.UsageEvent, cat *catalog.S
 	r.generationLocked(now)
 	for i := range events {
 		e := &events[i]
-		r.nodes[e.Node] = now
+		if _, known := r.nodes[e.Node]; known || len(r.nodes) < maxFleet {
+			r.nodes[e.Node] = now
+		}
 		if e.KeyID == "" || e.PlanID == "" {
 			continue
 		}
@@ -178,13 +201,23 @@ func (r *rates) count(partition int, events []schemas.UsageEvent, cat *catalog.S
 		id := planKey{e.PlanID, e.KeyID}
 		k := r.keyLocked(id, partition)
 		k.last = now
-		ring := k.nodes[e.Node]
-		if ring == nil {
-			ring = new([rateSlots]rateCount)
-			k.nodes[e.Node] = ring
+		nr := k.nodes[e.Node]
+		if nr == nil {
+			if len(k.nodes) >= maxFleet {
+				continue
+			}
+			nr = &nodeRing{}
+			k.nodes[e.Node] = nr
 		}
 		s := e.Time / int64(rateSlot)
-		c := &ring[s%rateSlots]
+		nr.read = now
+		switch d := now - e.Time; {
+		case !nr.seen || d < nr.offset:
+			nr.offset, nr.seen = d, true
+		default:
+			nr.offset += (d - nr.offset) / 64
+		}
+		c := &nr.ring[s%rateSlots]
 		if c.slot != s {
 			if c.slot > s {
 				continue // older than the ring
@@ -223,7 +256,6 @@ func (r *rates) drop(partition int) {
 // key, and records them as sent.
 func (r *rates) divide(cat *catalog.State, now int64) []schemas.RateSignal {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	var fleet []string
 	for n, t := range r.nodes {
 		if now-t > int64(fleetWindow) {
@@ -233,42 +265,77 @@ func (r *rates) divide(cat *catalog.State, now int64) []schemas.RateSignal {
 		fleet = append(fleet, n)
 	}
 	slices.Sort(fleet)
-	end := now/int64(rateSlot) - rateLag // the window's slots are [end-rateWindow, end)
-	var out []schemas.RateSignal
 	r.generationLocked(now)
-	for id, k := range r.hot {
-		rate := r.rateOfLocked(cat, id.plan)
-		if now-k.last > int64(rateSlots*rateSlot) || rate == 0 {
-			// No request for the whole ring, or no throttle any
-			// more: enforcers fall back.
-			delete(r.hot, id)
-			k.hot = false
-			continue
-		}
-		s, ok := k.divide(id, fleet, rate, end, now)
-		if !ok {
-			if now-k.last > int64(rateSlot) {
-				// Quiet for a whole slot: hot again when it is not.
-				delete(r.hot, id)
-				k.hot = false
+	if r.started == 0 {
+		r.started = now
+	}
+	ids := make([]planKey, 0, len(r.hot))
+	for id := range r.hot {
+		ids = append(ids, id)
+	}
+	r.mu.Unlock()
+	// The hot keys a chunk at a time, so that the partition workers,
+	// which count each event under the same lock, wait for a chunk, not
+	// for the pass.
+	var out []schemas.RateSignal
+	for from := 0; from < len(ids); from += divideChunk {
+		r.mu.Lock()
+		for _, id := range ids[from:min(from+divideChunk, len(ids))] {
+			k := r.hot[id]
+			if k == nil {
+				continue // dropped meanwhile
 			}
-			continue
+			if s, ok := r.divideLocked(cat, id, k, fleet, now); ok {
+				out = append(out, s)
+			}
 		}
-		if k.sent.Shares != nil && now-k.sentAt < int64(rateRefresh) && !moved(&k.sent, &s) {
-			continue
-		}
-		k.sent, k.sentAt = s, now
-		out = append(out, s)
+		r.mu.Unlock()
 	}
 	slices.SortFunc(out, func(a, b schemas.RateSignal) int {
 		return cmp.Or(cmp.Compare(a.PlanID, b.PlanID), cmp.Compare(a.KeyID, b.KeyID))
 	})
-	// The fleet's size, every rateRefresh, busy keys or not.
-	if len(fleet) > 0 && now-r.fleetSent >= int64(rateRefresh) {
+	// The fleet's size, every rateRefresh, busy keys or not, with or
+	// without traffic (enforcers take a silence as the aggregators being
+	// gone). For its first fleetWindow an aggregator has not heard from
+	// every enforcer yet: it says 0, which names no size.
+	r.mu.Lock()
+	if now-r.fleetSent >= int64(rateRefresh) {
 		r.fleetSent = now
-		out = append(out, schemas.RateSignal{PlanID: schemas.FleetPlanID, KeyID: cmp.Or(r.name, "aggregator"), AsOf: now, Fleet: int32(len(fleet))})
+		n := int32(len(fleet))
+		if now-r.started < int64(fleetWindow) {
+			n = 0
+		}
+		out = append(out, schemas.RateSignal{PlanID: schemas.FleetPlanID, KeyID: cmp.Or(r.name, "aggregator"), AsOf: now, Fleet: n})
 	}
+	r.mu.Unlock()
 	return out
+}
+
+// divideLocked divides one hot key, and returns the division when it is
+// to be published (it moved, or rateRefresh passed).
+func (r *rates) divideLocked(cat *catalog.State, id planKey, k *keyRate, fleet []string, now int64) (schemas.RateSignal, bool) {
+	rate := r.rateOfLocked(cat, id.plan)
+	if now-k.last > int64(rateSlots*rateSlot) || rate == 0 {
+		// No request for the whole ring, or no throttle any more:
+		// enforcers fall back.
+		delete(r.hot, id)
+		k.hot = false
+		return schemas.RateSignal{}, false
+	}
+	s, ok := k.divide(id, fleet, rate, now)
+	if !ok {
+		if now-k.last > int64(rateSlot) {
+			// Quiet for a whole slot: hot again when it is not.
+			delete(r.hot, id)
+			k.hot = false
+		}
+		return schemas.RateSignal{}, false
+	}
+	if k.sent.Shares != nil && now-k.sentAt < int64(rateRefresh) && !moved(&k.sent, &s) {
+		return schemas.RateSignal{}, false
+	}
+	k.sent, k.sentAt = s, now
+	return s, true
 }
 
 // unsend marks divisions as not sent (their write failed).
@@ -287,11 +354,16 @@ func (r *rates) unsend(sigs []schemas.RateSignal) {
 
 // divide computes the key's division (see the const block); false when
 // the key's demand needs none.
-func (k *keyRate) divide(id planKey, fleet []string, rate float64, end, now int64) (schemas.RateSignal, bool) {
+func (k *keyRate) divide(id planKey, fleet []string, rate float64, now int64) (schemas.RateSignal, bool) {
 	// The enforcers: the fleet, and any that sent the key's requests
-	// without being in it yet.
+	// without being in it yet; an enforcer of the key silent for a
+	// ring's span is forgotten.
 	nodes := fleet
-	for n := range k.nodes {
+	for n, nr := range k.nodes {
+		if now-nr.read > int64(rateSlots*rateSlot) {
+			delete(k.nodes, n)
+			continue
+		}
 		if _, found := slices.BinarySearch(fleet, n); !found {
 			nodes = append(slices.Clip(nodes), n)
 		}
@@ -301,12 +373,17 @@ func (k *keyRate) divide(id planKey, fleet []string, rate float64, end, now int6
 	demand := make([]float64, len(nodes))
 	var total float64
 	for i, n := range nodes {
-		ring := k.nodes[n]
-		if ring == nil {
+		nr := k.nodes[n]
+		if nr == nil {
 			continue
 		}
+		// The window ends rateLag slots before the enforcer's now (by
+		// its clock, as its events show it), so that neither its
+		// clock's offset from the aggregator's nor the usual delay of
+		// its events moves it, and slides on when its requests stop.
+		end := (now-nr.offset)/int64(rateSlot) - rateLag
 		var c int64
-		for _, rc := range ring {
+		for _, rc := range nr.ring {
 			if rc.slot >= end-rateWindow && rc.slot < end {
 				c += rc.n
 			}
@@ -320,7 +397,7 @@ func (k *keyRate) divide(id planKey, fleet []string, rate float64, end, now int6
 	}
 	floor := rate * rateFloor / n
 	frac := func(r float64) uint32 {
-		f := math.Floor(r / rate * schemas.ShareOne)
+		f := math.Floor(r/rate*schemas.ShareOne + 1e-6) // a whole share stays whole
 		return uint32(min(max(f, 1), schemas.ShareOne))
 	}
 	s := schemas.RateSignal{PlanID: id.plan, KeyID: id.key, AsOf: now, Fleet: int32(len(nodes)),

@@ -3,7 +3,6 @@ package aggregator
 import (
 	"fmt"
 	"math/rand/v2"
-	"reflect"
 	"testing"
 	"time"
 
@@ -50,21 +49,77 @@ func divisions(r *rates, now int64) []schemas.RateSignal {
 }
 
 // Every second the aggregator publishes the fleet's size, whether or not
-// a key is busy.
+// a key is busy or any request came; for its first fleetWindow, before
+// it can have heard from every enforcer, it says 0.
 func TestRatesFleetSize(t *testing.T) {
 	r := newRates("agg1")
 	now := rateEpoch + int64(2*time.Second)
 	feed(r, "gold", []string{"a", "b", "c"}, []float64{1, 0, 0}, rateEpoch, now)
-	sigs := r.divide(rateCatalog, now)
-	if len(sigs) != 1 || !reflect.DeepEqual(sigs[0], schemas.RateSignal{PlanID: schemas.FleetPlanID, KeyID: "agg1", AsOf: now, Fleet: 3}) {
-		t.Fatalf("%+v, want the fleet's size alone", sigs)
+	fleetOf := func(sigs []schemas.RateSignal) (int32, bool) {
+		if len(sigs) != 1 || sigs[0].PlanID != schemas.FleetPlanID || sigs[0].KeyID != "agg1" {
+			t.Fatalf("%+v, want the fleet's size alone", sigs)
+		}
+		return sigs[0].Fleet, true
+	}
+	if n, _ := fleetOf(r.divide(rateCatalog, now)); n != 0 {
+		t.Fatalf("a new aggregator says %d enforcers, want 0 (not heard from all yet)", n)
 	}
 	if sigs := r.divide(rateCatalog, now+int64(rateEvery)); len(sigs) != 0 {
 		t.Fatalf("published again within a second: %+v", sigs)
 	}
+	later := now + int64(fleetWindow)
+	feed(r, "gold", []string{"a", "b", "c"}, []float64{1, 0, 0}, later-int64(time.Second), later)
+	if n, _ := fleetOf(r.divide(rateCatalog, later)); n != 3 {
+		t.Fatalf("fleet %d, want 3", n)
+	}
 	r.unsend([]schemas.RateSignal{{PlanID: schemas.FleetPlanID}})
-	if sigs := r.divide(rateCatalog, now+int64(2*rateEvery)); len(sigs) != 1 {
-		t.Fatalf("not published again after a failed write: %+v", sigs)
+	if n, _ := fleetOf(r.divide(rateCatalog, later+int64(rateEvery))); n != 3 {
+		t.Fatalf("not published again after a failed write, or %d", n)
+	}
+	// No request for longer than fleetWindow: still said, with 0.
+	if n, _ := fleetOf(r.divide(rateCatalog, later+int64(fleetWindow)+int64(2*time.Second))); n != 0 {
+		t.Fatalf("an idle fleet: %d", n)
+	}
+}
+
+// Enforcer names beyond maxFleet are not counted: events cannot grow the
+// fleet, or a division, without bound.
+func TestRatesFleetIsBounded(t *testing.T) {
+	r := newRates("agg")
+	now := rateEpoch + int64(2*time.Second)
+	for i := range maxFleet + 100 {
+		r.count(0, []schemas.UsageEvent{{Node: fmt.Sprint("n", i), Time: now, KeyID: "k1", PlanID: "gold", Decision: schemas.DecisionThrottled}}, rateCatalog, now)
+	}
+	if len(r.nodes) != maxFleet || len(r.cur[planKey{"gold", "k1"}].nodes) != maxFleet {
+		t.Fatalf("%d enforcers in the fleet, %d of the key; want %d", len(r.nodes), len(r.cur[planKey{"gold", "k1"}].nodes), maxFleet)
+	}
+}
+
+// An enforcer whose clock is off the aggregator's, or whose events come
+// late, is divided by its own events' times: a slow clock is not a
+// smaller demand.
+func TestRatesDivideByEachEnforcersClock(t *testing.T) {
+	r := newRates("agg")
+	now := rateEpoch + int64(3*time.Second)
+	feed(r, "gold", []string{"fast"}, []float64{200}, now-int64(2*time.Second), now)
+	// "slow" stamps its events 1.5 s behind: read as they come, at the
+	// aggregator's now, each 5 ms.
+	for t := now - int64(2*time.Second); t < now; t += int64(5 * time.Millisecond) {
+		r.count(0, []schemas.UsageEvent{{Time: t - int64(1500*time.Millisecond), Node: "slow", KeyID: "k1", PlanID: "gold",
+			Decision: schemas.DecisionThrottled}}, rateCatalog, t)
+	}
+	sigs := divisions(r, now)
+	if len(sigs) != 1 {
+		t.Fatalf("%d divisions", len(sigs))
+	}
+	if a, b := shareOf(sigs[0], "fast"), shareOf(sigs[0], "slow"); a < 0.45 || b < 0.45 {
+		t.Fatalf("shares fast %.3f, slow %.3f, want half each", a, b)
+	}
+	// An enforcer of the key silent for the ring's span is dropped.
+	feed(r, "gold", []string{"fast"}, []float64{200}, now, now+int64(3*time.Second))
+	sigs = divisions(r, now+int64(3*time.Second))
+	if len(sigs) != 1 || shareOf(sigs[0], "fast") < 0.95 {
+		t.Fatalf("after slow went quiet: %+v", sigs)
 	}
 }
 

@@ -224,9 +224,11 @@
 // share too. Where no division holds, the share is the fleet's default
 // (SetFleet: 1/N, N the enforcers the aggregators last counted, or
 // Config.Fleet before any; 1 alone). The fleet then admits, while
-// divisions flow, the plan's rate wherever the requests come from (the
-// rule and its bounds are in package aggregator's rate.go); while they do
-// not, at most N × 1/N of it, never N times it. The gateway-wide and stage
+// divisions flow and once they have followed the traffic (within 2 s),
+// the plan's rate wherever the requests come from (the rule and its
+// bounds are in package aggregator's rate.go; a burst may exceed it by
+// up to the burst of each enforcer's share); while they do not, at most
+// N × 1/N of it, never N times it. The gateway-wide and stage
 // buckets take the fleet's default share: they count every client's
 // requests, which a load balancer spreads evenly (decide).
 //

@@ -1,7 +1,6 @@
 package enforcer
 
 import (
-	"math"
 	"sync/atomic"
 	"time"
 
@@ -41,14 +40,20 @@ const (
 func (g *Gateway) ApplyRate(s *schemas.RateSignal) bool {
 	now := g.cfg.Now()
 	until := s.AsOf + int64(g.cfg.RateStale)
-	if until <= now {
+	if until <= now || s.AsOf > now+int64(g.cfg.RateStale) {
+		// Stale, or made by a clock ahead of this one by more than a
+		// division lasts: it would hold, and keep newer ones out, for
+		// as long as the clocks differ.
 		return false
 	}
 	st, _ := g.table.Load().keyPlan(s.KeyID, s.PlanID)
 	if st == nil {
 		return false
 	}
-	w := uint64(s.ShareOf(g.cfg.Node))<<shareShift | uint64(until/1e6)&untilMask
+	// A share of 0 would refuse every request of the key: the
+	// aggregator never divides so (a floor for everyone); read it as the
+	// smallest share.
+	w := uint64(max(s.ShareOf(g.cfg.Node), 1))<<shareShift | uint64(until/1e6)&untilMask
 	for {
 		old := st.share.Load()
 		if old&untilMask > w&untilMask {
@@ -63,7 +68,7 @@ func (g *Gateway) ApplyRate(s *schemas.RateSignal) bool {
 // SetFleet sets how many enforcers share the fleet's throttles where no
 // division holds: each then admits 1/n of a key's limits. n < 1 is 1.
 func (g *Gateway) SetFleet(n int) {
-	n = max(n, 1)
+	n = min(max(n, 1), MaxFleet)
 	g.fleetN.Store(int32(min(n, 1<<20)))
 	g.fleetShare.Store(uint32(schemas.ShareOne / n))
 	g.setFailSafe()
@@ -88,6 +93,10 @@ func (g *Gateway) setFailSafe() {
 	}
 }
 
+// MaxFleet is the largest fleet SetFleet takes: 1/MaxFleet is the
+// smallest default share (of schemas.ShareOne's 65,536 units).
+const MaxFleet = 4096
+
 // Fleet returns the fleet's size SetFleet last set (1 alone).
 func (g *Gateway) Fleet() int { return int(g.fleetN.Load()) }
 
@@ -110,11 +119,17 @@ func (b *bucket) scaled(f uint32) bucket {
 	if f == 0 {
 		return bucket{}
 	}
+	// interval × 65536 / f, capped where tat arithmetic would overflow
+	// (a token every 36 years: as good as none).
+	const maxInterval = int64(1) << 60
 	var iv int64
-	if b.interval > math.MaxInt64/schemas.ShareOne {
-		iv = b.interval / int64(f) * schemas.ShareOne
-	} else {
-		iv = b.interval * schemas.ShareOne / int64(f)
+	switch q := b.interval / int64(f); {
+	case b.interval <= maxInterval/schemas.ShareOne:
+		iv = min(b.interval*schemas.ShareOne/int64(f), maxInterval)
+	case q <= maxInterval/schemas.ShareOne:
+		iv = q * schemas.ShareOne
+	default:
+		iv = maxInterval
 	}
 	return bucket{interval: iv, tolerance: max(b.tolerance, iv), burst: max(b.burst*int64(f)/schemas.ShareOne, 1)}
 }

@@ -140,8 +140,22 @@ func TestBucketScaled(t *testing.T) {
 		t.Fatalf("no share admits: %+v", z)
 	}
 	slow := newBucket(catalogMinRate, 1)
-	if s := slow.scaled(3); s.interval <= slow.interval {
-		t.Fatalf("the slowest rate overflowed: %+v", s)
+	for _, f := range []uint32{1, 3, 8, schemas.ShareOne / 2, schemas.ShareOne - 1} {
+		s := slow.scaled(f)
+		if s.interval < slow.interval || s.tolerance < s.interval {
+			t.Fatalf("the slowest rate at share %d overflowed: %+v", f, s)
+		}
+		var tat atomic.Int64
+		now := testEpoch.UnixNano()
+		if ok, _, _ := s.take(&tat, now); !ok {
+			t.Fatalf("share %d: the first request refused", f)
+		}
+		if ok, _, _ := s.take(&tat, now); ok {
+			t.Fatalf("share %d of the slowest rate admitted two at once: %+v", f, s)
+		}
+	}
+	if s := slow.scaled(schemas.ShareOne - 1); s.interval > slow.interval*2 {
+		t.Fatalf("nearly whole share of the slowest rate: interval %d, want about %d", s.interval, slow.interval)
 	}
 	if u := unlimitedBucket.scaled(1); !u.unlimited() {
 		t.Fatal("an unlimited bucket was limited")
@@ -174,5 +188,34 @@ func TestFleetDividesGatewayAndStageEvenly(t *testing.T) {
 				t.Fatalf("one of two: %d admitted in 1s, want 10+20", n)
 			}
 		})
+	}
+}
+
+// Divisions that cannot be right are not applied as they are: one made
+// by a clock far ahead (it would hold, and keep newer ones out), and a
+// share of 0 (every request refused); a fleet larger than MaxFleet is
+// MaxFleet.
+func TestRateDivisionsThatCannotBeRight(t *testing.T) {
+	var clock atomic.Int64
+	clock.Store(testEpoch.UnixNano())
+	g, err := New(Config{Node: "b", Now: clock.Load}, testCatalog(t, rateYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ahead := schemas.RateSignal{PlanID: "gold", KeyID: "k1", AsOf: clock.Load() + int64(24*time.Hour),
+		Shares: []schemas.NodeShare{{Node: "b", Share: 1}}}
+	if g.ApplyRate(&ahead) {
+		t.Fatal("a division a day ahead applied")
+	}
+	zero := schemas.RateSignal{PlanID: "gold", KeyID: "k1", AsOf: clock.Load(), Shares: []schemas.NodeShare{{Node: "b", Share: 0}}}
+	if !g.ApplyRate(&zero) {
+		t.Fatal("not applied")
+	}
+	if n := admittedOver(g, &clock, "GET", time.Second, time.Millisecond); n == 0 {
+		t.Fatal("a share of 0 refused every request")
+	}
+	g.SetFleet(70_000)
+	if g.Fleet() != MaxFleet || g.fleetShare.Load() == 0 || g.failSafe.Load() == 0 {
+		t.Fatalf("fleet %d, share %d, fail-safe %d", g.Fleet(), g.fleetShare.Load(), g.failSafe.Load())
 	}
 }

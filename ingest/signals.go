@@ -143,8 +143,9 @@ type SignalReaderConfig struct {
 	// (enforcer.Gateway.ApplyRate), from one goroutine per partition.
 	// Nil: divisions are skipped.
 	ApplyRate func(*schemas.RateSignal) bool
-	// Fleet hands the number of enforcers the newest division (or fleet
-	// signal, schemas.FleetPlanID) named, and
+	// Fleet hands the number of enforcers in the fleet, the largest the
+	// aggregators' fleet signals (schemas.FleetPlanID) said within the
+	// last 10 s, and
 	// at start the snapshot's (enforcer.Gateway.SetFleet): what a
 	// throttle falls back to when divisions stop. Nil: none.
 	Fleet func(n int)
@@ -223,12 +224,33 @@ type SignalReader struct {
 	rates, ratesApplied atomic.Uint64
 	// heard is when (this node's clock, Unix ns) the newest fleet signal
 	// was read once the topic was caught up; skew is this node's clock
-	// less the signal's AsOf (the aggregator's) then: delivery takes
-	// milliseconds, so more than that is the clocks' difference. silent
-	// and skewed say what the log last said.
+	// less the aggregators' (see aggs). silent and skewed say what the
+	// log last said.
 	heard, skew    atomic.Int64
 	silent, skewed atomic.Bool
+	// aggs is what each aggregator's fleet signals said (by its name):
+	// the fleet's size is the largest an aggregator heard from within
+	// aggregatorFresh, and the clocks' offset the smallest of the
+	// aggregators' (one with a bad clock does not take every enforcer
+	// out of service while another agrees with them).
+	aggsMu sync.Mutex
+	aggs   map[string]*aggregatorView
 }
+
+// aggregatorView is what an enforcer knows of one aggregator from its
+// fleet signals: the fleet's size it said, when it was heard, and the
+// clocks' offsets of its last signals (delivery only adds to an offset,
+// so the smallest of a few is the truest).
+type aggregatorView struct {
+	fleet int32
+	heard int64
+	skews [5]int64
+	next  int
+}
+
+// aggregatorFresh is how long an aggregator's fleet signal counts: an
+// aggregator gone (stopped, replaced) stops counting after it.
+const aggregatorFresh = 10 * time.Second
 
 // signalSnapshot is the snapshot file's content.
 type signalSnapshot struct {
@@ -416,9 +438,53 @@ func (r *SignalReader) heardFrom(s *schemas.RateSignal) {
 		return
 	}
 	now := r.cfg.Now().UnixNano()
+	r.aggsMu.Lock()
+	if r.aggs == nil {
+		r.aggs = map[string]*aggregatorView{}
+	}
+	v := r.aggs[s.KeyID]
+	if v == nil {
+		v = &aggregatorView{}
+		for i := range v.skews {
+			v.skews[i] = now - s.AsOf
+		}
+		r.aggs[s.KeyID] = v
+	}
+	v.fleet, v.heard = s.Fleet, now
+	v.skews[v.next%len(v.skews)] = now - s.AsOf
+	v.next++
+	var fleet int32
+	skew, first := int64(0), true
+	for name, a := range r.aggs {
+		if now-a.heard > int64(aggregatorFresh) {
+			delete(r.aggs, name)
+			continue
+		}
+		fleet = max(fleet, a.fleet)
+		m := slices.Min(a.skews[:])
+		if first || abs(m) < abs(skew) {
+			skew, first = m, false
+		}
+	}
+	r.aggsMu.Unlock()
 	r.heard.Store(now)
-	r.skew.Store(now - s.AsOf)
+	r.skew.Store(skew)
+	if fleet > 0 && r.fleet.Swap(fleet) != fleet {
+		r.mu.Lock()
+		r.dirty = true
+		r.mu.Unlock()
+		if r.cfg.Fleet != nil {
+			r.cfg.Fleet(int(fleet))
+		}
+	}
 	r.watch()
+}
+
+func abs(v int64) int64 {
+	if v < 0 {
+		return -v
+	}
+	return v
 }
 
 // watch logs when signals stop or come back, and when the clocks part
@@ -429,8 +495,7 @@ func (r *SignalReader) watch() {
 		return
 	}
 	silence := r.cfg.Now().Sub(time.Unix(0, heard))
-	if quiet := silence > r.cfg.SilenceAfter; quiet != r.silent.Load() {
-		r.silent.Store(quiet)
+	if quiet := silence > r.cfg.SilenceAfter; r.silent.CompareAndSwap(!quiet, quiet) {
 		if quiet {
 			r.cfg.Logger.Warn("no signal from the aggregators: keys' throttles fall back to their 1/N share, and keys without a signal of the period to the fail-safe lease",
 				"for", silence.Round(time.Second))
@@ -439,8 +504,7 @@ func (r *SignalReader) watch() {
 		}
 	}
 	skew := time.Duration(r.skew.Load())
-	if off := skew > r.cfg.ClockTolerance || skew < -r.cfg.ClockTolerance; off != r.skewed.Load() {
-		r.skewed.Store(off)
+	if off := skew > r.cfg.ClockTolerance || skew < -r.cfg.ClockTolerance; r.skewed.CompareAndSwap(!off, off) {
 		if r.cfg.Skewed != nil {
 			r.cfg.Skewed(off)
 		}
@@ -565,14 +629,6 @@ func (r *SignalReader) follow(ctx context.Context, p int, counts bool) {
 			}
 			if rates[i].PlanID == schemas.FleetPlanID {
 				r.heardFrom(&rates[i])
-			}
-			if n := rates[i].Fleet; n > 0 && r.fleet.Swap(n) != n {
-				r.mu.Lock()
-				r.dirty = true
-				r.mu.Unlock()
-				if r.cfg.Fleet != nil {
-					r.cfg.Fleet(int(n))
-				}
 			}
 		}
 		for i := range applied {

@@ -62,10 +62,15 @@ func startOutageFleet(t *testing.T) *outageFleet {
 		e.waitStatus(t, "oldoldoldoldoldold0001", 200, 10*time.Second)
 	}
 	// The enforcers learn the fleet's size from the aggregator's fleet
-	// signal (no --fleet-size): wait until each has it in its snapshot.
+	// signal (no --fleet-size), which counts the enforcers it read
+	// events from, once it has run for 10 s: a request to each every
+	// 200 ms until each has the size in its snapshot.
 	for _, o := range of.opts {
 		snap := filepath.Join(o.dataDir, "signals-snapshot.json")
-		poll.UntilOK(t, 10*time.Second, 20*time.Millisecond, "the fleet's size in "+snap, func() error {
+		poll.UntilOK(t, 30*time.Second, 200*time.Millisecond, "the fleet's size in "+snap, func() error {
+			for _, e := range of.enforcers {
+				e.status("nobody-knows-this-key")
+			}
 			if b, err := os.ReadFile(snap); err != nil || !strings.Contains(string(b), `"fleet":3`) {
 				return fmt.Errorf("not yet (%v)", err)
 			}
