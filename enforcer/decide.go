@@ -121,7 +121,16 @@ func (t *table) decide(d *decision, host, path, method string, keys []string, no
 	}
 	if q := p.quota; q != nil {
 		d.quotaed = true
-		ok, idx, remaining, end := q.take(&st.quota, now, t.failSafe.Load())
+		fs := t.failSafe.Load()
+		ok, idx, remaining, end := q.take(&st.quota, now, fs)
+		if fs == 0 && ok && st.asOf.Load() < q.span(now).start {
+			// This enforcer's clock is off the aggregators' and no
+			// signal of the period it is in came: it admits nothing
+			// there, whatever it counted before it knew (SetClockSkewed).
+			// The request's count stays taken: the period is not one
+			// the fleet is in.
+			ok, remaining = false, 0
+		}
 		d.quotaLeft, d.quotaReset = remaining, (end-now+1e9-1)/1e9
 		if !ok {
 			pb.refund(tat)

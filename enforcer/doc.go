@@ -222,7 +222,7 @@
 // tat is the same word at any share, so a new share applies to the next
 // request, with nothing to reset. The per-method buckets take the key's
 // share too. Where no division holds, the share is the fleet's default
-// (SetFleet: 1/N, N the enforcers the aggregators last counted, or
+// (SetFleet: 1/N, N the enforcers in the fleet as the aggregators say, or
 // Config.Fleet before any; 1 alone). The fleet then admits, while
 // divisions flow and once they have followed the traffic (within 2 s),
 // the plan's rate wherever the requests come from (the rule and its

@@ -146,6 +146,11 @@ func TestNoFailSafeLeaseOnASkewedClock(t *testing.T) {
 		g.table.Load().decide(&dc, "h", "/prod/items", "GET", []string{"rateratelimitkey00001"}, clock.Load())
 		return dc.outcome
 	}
+	// A request before the skew was known started the period's counter
+	// with the fail-safe lease; once it is known, nothing more.
+	if d := try(); d != schemas.DecisionAllowed {
+		t.Fatalf("before the skew was known: %v", d)
+	}
 	g.SetClockSkewed(true)
 	if d := try(); d != schemas.DecisionQuotaExceeded {
 		t.Fatalf("skewed, no signal: %v, want refused", d)

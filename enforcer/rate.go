@@ -14,7 +14,7 @@ import (
 // aggregator for the rule); ApplyRate takes a division for this
 // enforcer, and the request path scales the key's buckets by it
 // (bucket.scaled). Where no division holds, the share is the fleet's
-// default: 1/N of the limits, N the enforcers the aggregators last counted
+// default: 1/N of the limits, N the enforcers in the fleet as the aggregators say
 // (SetFleet), or Config.Fleet before any; alone (N = 1) that is the whole
 // rate, so a single gateway is unchanged.
 

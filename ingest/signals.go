@@ -145,7 +145,8 @@ type SignalReaderConfig struct {
 	ApplyRate func(*schemas.RateSignal) bool
 	// Fleet hands the number of enforcers in the fleet, the largest the
 	// aggregators' fleet signals (schemas.FleetPlanID) said within the
-	// last 10 s, and
+	// last 10 s (a smaller one only once the larger was not said for
+	// fleetHold), and
 	// at start the snapshot's (enforcer.Gateway.SetFleet): what a
 	// throttle falls back to when divisions stop. Nil: none.
 	Fleet func(n int)
@@ -235,6 +236,9 @@ type SignalReader struct {
 	// out of service while another agrees with them).
 	aggsMu sync.Mutex
 	aggs   map[string]*aggregatorView
+	// fleetAt is when (this node's clock) an aggregator last said a
+	// fleet at least as large as the one in force.
+	fleetAt int64
 }
 
 // aggregatorView is what an enforcer knows of one aggregator from its
@@ -251,6 +255,14 @@ type aggregatorView struct {
 // aggregatorFresh is how long an aggregator's fleet signal counts: an
 // aggregator gone (stopped, replaced) stops counting after it.
 const aggregatorFresh = 10 * time.Second
+
+// fleetHold is how long the fleet's size in force holds against smaller
+// ones: an aggregator counts the enforcers it read events from in the
+// last 10 s, so an idle enforcer, or an aggregator just started, makes
+// the fleet look smaller than it is, and a smaller fleet means larger
+// fallback shares. It grows at once and shrinks only after fleetHold
+// without a signal naming it.
+const fleetHold = 5 * time.Minute
 
 // signalSnapshot is the snapshot file's content.
 type signalSnapshot struct {
@@ -465,6 +477,15 @@ func (r *SignalReader) heardFrom(s *schemas.RateSignal) {
 		if first || abs(m) < abs(skew) {
 			skew, first = m, false
 		}
+	}
+	cur := r.fleet.Load()
+	switch {
+	case fleet > 0 && fleet >= cur:
+		r.fleetAt = now
+	case fleet > 0 && now-r.fleetAt > int64(fleetHold):
+		r.fleetAt = now
+	default:
+		fleet = cur
 	}
 	r.aggsMu.Unlock()
 	r.heard.Store(now)

@@ -547,3 +547,60 @@ func (l lockedWriter) Write(b []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(b)
 }
+
+// The fleet's size grows at once and shrinks only after fleetHold
+// without an aggregator saying the larger: an aggregator counts the
+// enforcers it read from in the last seconds, which idle ones are not.
+func TestSignalReaderFleetShrinksSlowly(t *testing.T) {
+	_, k := signalCluster(t, "fs.", 1)
+	var clock atomic.Int64
+	clock.Store(time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC).UnixNano())
+	var mu sync.Mutex
+	var said []int
+	r := openSignalReader(t, SignalReaderConfig{Kafka: k, Now: func() time.Time { return time.Unix(0, clock.Load()) },
+		Fleet: func(n int) { mu.Lock(); said = append(said, n); mu.Unlock() }})
+	runSignalReader(t, r)
+	waitSignalsLoaded(t, r)
+	w, err := NewSignalWriter(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	say := func(n int32, advance time.Duration) int32 {
+		t.Helper()
+		clock.Add(int64(advance))
+		prev := r.heard.Load()
+		if err := w.WriteRates(context.Background(), []schemas.RateSignal{{PlanID: schemas.FleetPlanID, KeyID: "agg", AsOf: clock.Load(), Fleet: n}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := poll.Wait(10*time.Second, 5*time.Millisecond, "the fleet signal read", func() error {
+			if r.heard.Load() == prev {
+				return fmt.Errorf("not yet")
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return r.fleet.Load()
+	}
+	if n := say(3, time.Second); n != 3 {
+		t.Fatalf("fleet %d, want 3", n)
+	}
+	if n := say(1, time.Second); n != 3 {
+		t.Fatalf("one idle second later: fleet %d, want still 3", n)
+	}
+	if n := say(0, time.Second); n != 3 {
+		t.Fatalf("a fleet signal of 0 (an aggregator warming up): fleet %d", n)
+	}
+	if n := say(5, time.Second); n != 5 {
+		t.Fatalf("fleet %d, want 5 at once", n)
+	}
+	if n := say(2, fleetHold+time.Second); n != 2 {
+		t.Fatalf("after fleetHold without 5: fleet %d, want 2", n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(said) != "[3 5 2]" {
+		t.Fatalf("Fleet told %v, want [3 5 2]", said)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/aggregator"
 	"github.com/tollgate/tollgate/internal/poll"
 )
 
@@ -45,15 +46,27 @@ type outageFleet struct {
 	stopAgg   func()
 }
 
-func startOutageFleet(t *testing.T) *outageFleet {
+// startOutageFleet starts the fleet with an enforcer per clock offset
+// (nil: three on the true time).
+func startOutageFleet(t *testing.T, clocks []time.Duration) *outageFleet {
 	t.Helper()
+	if clocks == nil {
+		clocks = make([]time.Duration, 3)
+	}
 	of := &outageFleet{t: t, dsn: migratedClickHouse(t), f: newFleet(t)}
 	cfg := of.f.fleetConfig("outage.yaml", outageYAML)
 	ao := of.f.options(false, true)
 	ao.config, ao.clickhouse = cfg, of.dsn
 	of.admin = of.f.start(ao)
-	for range 3 {
+	fleet := 0 // the enforcers whose events the aggregator takes
+	for _, off := range clocks {
 		o := of.f.options(true, false)
+		if off != 0 {
+			o.now = func() time.Time { return time.Now().Add(off) }
+		}
+		if off <= aggregator.MaxAhead {
+			fleet++
+		}
 		of.opts = append(of.opts, o)
 		of.enforcers = append(of.enforcers, of.f.start(o))
 	}
@@ -71,7 +84,7 @@ func startOutageFleet(t *testing.T) *outageFleet {
 			for _, e := range of.enforcers {
 				e.status("nobody-knows-this-key")
 			}
-			if b, err := os.ReadFile(snap); err != nil || !strings.Contains(string(b), `"fleet":3`) {
+			if b, err := os.ReadFile(snap); err != nil || !strings.Contains(string(b), fmt.Sprintf(`"fleet":%d`, fleet)) {
 				return fmt.Errorf("not yet (%v)", err)
 			}
 			return nil
@@ -182,7 +195,7 @@ func TestFleetQuotaHoldsWhenSignalsStop(t *testing.T) {
 	if testing.Short() {
 		t.Skip("seconds of load")
 	}
-	of := startOutageFleet(t)
+	of := startOutageFleet(t, nil)
 	const limit = 600
 
 	// 1. 180 of the old key's quota used while signals flow.
@@ -235,3 +248,49 @@ func TestFleetQuotaHoldsWhenSignalsStop(t *testing.T) {
 		t.Errorf("GetUsage of the old key %d, the fleet admitted %d", got, old)
 	}
 }
+
+// Four enforcers, one a day fast and one a day slow: each sees, once the
+// aggregator's fleet signals show it, that its clock is off, and grants
+// no fail-safe lease (the periods it is in are its alone); the two on
+// time share the quota. The fleet admits at most the quota today (where
+// it admitted 1,355 of 500), and GetUsage says what they admitted. The
+// fast one's events go to the dead-letter topic.
+func TestFleetQuotaWithSkewedClocks(t *testing.T) {
+	if testing.Short() {
+		t.Skip("seconds of load")
+	}
+	of := startOutageFleet(t, []time.Duration{0, 0, 24 * time.Hour, -24 * time.Hour})
+	const limit = 600
+	var byNode [4]atomic.Int64
+	var wg sync.WaitGroup
+	interval := 10 * time.Millisecond // 100 req/s over the four
+	start := time.Now()
+	jobs := make(chan int, 64)
+	for range 8 {
+		wg.Go(func() {
+			for i := range jobs {
+				if of.enforcers[i].status("oldoldoldoldoldold0001") == 200 {
+					byNode[i].Add(1)
+				}
+			}
+		})
+	}
+	for n := 0; n < 800; n++ { // 8 s: the quota is reached after ~6 s on time
+		time.Sleep(time.Until(start.Add(time.Duration(n) * interval)))
+		jobs <- n % 4
+	}
+	close(jobs)
+	wg.Wait()
+	onTime := byNode[0].Load() + byNode[1].Load() + 2 // the waits
+	t.Logf("admitted by the enforcers on time %d, a day fast %d, a day slow %d (quota %d)", onTime, byNode[2].Load(), byNode[3].Load(), limit)
+	if byNode[2].Load() != 0 || byNode[3].Load() != 0 {
+		t.Errorf("the skewed enforcers admitted %d and %d, want 0: no lease on a period their clock alone is in", byNode[2].Load(), byNode[3].Load())
+	}
+	if onTime > limit*105/100 {
+		t.Errorf("admitted %d today, more than 5%% over the quota of %d", onTime, limit)
+	}
+	if got := of.used(of.keyID("old"), onTime); got != onTime {
+		t.Errorf("GetUsage %d today, the fleet admitted %d", got, onTime)
+	}
+}
+
