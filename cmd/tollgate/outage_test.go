@@ -293,4 +293,3 @@ func TestFleetQuotaWithSkewedClocks(t *testing.T) {
 		t.Errorf("GetUsage %d today, the fleet admitted %d", got, onTime)
 	}
 }
-
