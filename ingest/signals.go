@@ -239,6 +239,20 @@ type SignalReader struct {
 	// fleetAt is when (this node's clock) an aggregator last said a
 	// fleet at least as large as the one in force.
 	fleetAt int64
+	// catchup is the newest fleet signal read while catching up.
+	catchup schemas.RateSignal
+}
+
+// caughtUp runs once the reader has reached the topic's end of its
+// start: without a fleet's size yet (no snapshot), the newest fleet
+// signal the topic held is taken.
+func (r *SignalReader) caughtUp() {
+	r.aggsMu.Lock()
+	n := r.catchup.Fleet
+	r.aggsMu.Unlock()
+	if n > 0 && r.fleet.CompareAndSwap(0, n) && r.cfg.Fleet != nil {
+		r.cfg.Fleet(int(n))
+	}
 }
 
 // aggregatorView is what an enforcer knows of one aggregator from its
@@ -447,6 +461,13 @@ func (r *SignalReader) heardFrom(s *schemas.RateSignal) {
 	select {
 	case <-r.loaded:
 	default:
+		// Catching up: the clocks say nothing, but the newest fleet's
+		// size read is the best guess of it until an aggregator says.
+		r.aggsMu.Lock()
+		if s.AsOf >= r.catchup.AsOf {
+			r.catchup = *s
+		}
+		r.aggsMu.Unlock()
 		return
 	}
 	now := r.cfg.Now().UnixNano()
@@ -630,7 +651,7 @@ func (r *SignalReader) follow(ctx context.Context, p int, counts bool) {
 		if counts && r.offset(p) >= target {
 			counts = false
 			if r.pending.Add(-1) == 0 {
-				r.loadOnce.Do(func() { close(r.loaded) })
+				r.loadOnce.Do(func() { r.caughtUp(); close(r.loaded) })
 			}
 		}
 		recs, hwm, err := fetch(ctx, r.client, r.topic, p, r.offset(p), r.cfg.MaxWait)

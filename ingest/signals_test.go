@@ -604,3 +604,29 @@ func TestSignalReaderFleetShrinksSlowly(t *testing.T) {
 		t.Fatalf("Fleet told %v, want [3 5 2]", said)
 	}
 }
+
+// A reader without a snapshot takes, once caught up, the fleet's size
+// of the newest fleet signal the topic held.
+func TestSignalReaderTakesTheFleetFromTheTopicAtStart(t *testing.T) {
+	_, k := signalCluster(t, "ft.", 1)
+	w, err := NewSignalWriter(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	for i, n := range []int32{2, 4} {
+		if err := w.WriteRates(context.Background(), []schemas.RateSignal{{PlanID: schemas.FleetPlanID, KeyID: "agg", AsOf: int64(i + 1), Fleet: n}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	var said []int
+	r := openSignalReader(t, SignalReaderConfig{Kafka: k, Fleet: func(n int) { mu.Lock(); said = append(said, n); mu.Unlock() }})
+	runSignalReader(t, r)
+	waitSignalsLoaded(t, r)
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(said) != "[4]" {
+		t.Fatalf("Fleet told %v, want [4]", said)
+	}
+}
