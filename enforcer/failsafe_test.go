@@ -174,36 +174,3 @@ func TestNoFailSafeLeaseOnASkewedClock(t *testing.T) {
 		t.Fatalf("the clock agrees again, a new period: %v, want the fail-safe lease", d)
 	}
 }
-
-// An enforcer holding its fail-safe lease (its fleet's size unknown, its
-// signals not caught up) admits nothing without a signal; a fleet's size
-// ends the hold.
-func TestHoldFailSafe(t *testing.T) {
-	yaml := strings.Replace(rateYAML, "throttle: {rateLimit: 100, burstLimit: 100}", "quota: {limit: 100, period: DAY}", 1)
-	var clock atomic.Int64
-	clock.Store(testEpoch.UnixNano())
-	g, err := New(Config{Node: "b", Now: clock.Load}, testCatalog(t, yaml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.HoldFailSafe(true)
-	try := func() schemas.Decision {
-		var dc decision
-		g.table.Load().decide(&dc, "h", "/prod/items", "GET", []string{"rateratelimitkey00001"}, clock.Load())
-		return dc.outcome
-	}
-	if d := try(); d != schemas.DecisionQuotaExceeded {
-		t.Fatalf("held: %v, want refused", d)
-	}
-	g.SetFleet(2)
-	clock.Add(int64(24 * time.Hour)) // a fresh period
-	n := 0
-	for range 100 {
-		if try() == schemas.DecisionAllowed {
-			n++
-		}
-	}
-	if n != 50 {
-		t.Fatalf("after the fleet's size: %d admitted, want the fail-safe 50", n)
-	}
-}

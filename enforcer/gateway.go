@@ -105,7 +105,6 @@ type Gateway struct {
 	// signal of the period: fleetShare, or 0 while skewed (SetClockSkewed).
 	failSafe atomic.Uint32
 	skewed   atomic.Bool
-	holding  atomic.Bool
 	fleetN   atomic.Int32
 }
 

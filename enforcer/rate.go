@@ -71,7 +71,6 @@ func (g *Gateway) SetFleet(n int) {
 	n = min(max(n, 1), MaxFleet)
 	g.fleetN.Store(int32(min(n, 1<<20)))
 	g.fleetShare.Store(uint32(schemas.ShareOne / n))
-	g.holding.Store(false)
 	g.setFailSafe()
 }
 
@@ -86,17 +85,8 @@ func (g *Gateway) SetClockSkewed(skewed bool) {
 	g.setFailSafe()
 }
 
-// HoldFailSafe withholds the fail-safe lease while hold is true: an
-// enforcer of a fleet whose size it does not know yet (no --fleet-size,
-// no snapshot) holds it until its signals are caught up, rather than
-// grant whole limits as if alone. SetFleet ends the hold.
-func (g *Gateway) HoldFailSafe(hold bool) {
-	g.holding.Store(hold)
-	g.setFailSafe()
-}
-
 func (g *Gateway) setFailSafe() {
-	if g.skewed.Load() || g.holding.Load() {
+	if g.skewed.Load() {
 		g.failSafe.Store(0)
 	} else {
 		g.failSafe.Store(g.fleetShare.Load())

@@ -2,10 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"sync/atomic"
 	"time"
@@ -93,32 +90,12 @@ func (p *process) openFleet(ctx context.Context) error {
 			return err
 		}
 		p.onClose(func() error { return saveLocalCounts(o.dataDir, p.gw) })
-		signalsSnapshot := filepath.Join(o.dataDir, "signals-snapshot.json")
-		_, statErr := os.Stat(signalsSnapshot)
-		firstStart := errors.Is(statErr, fs.ErrNotExist)
-		sr, err := ingest.OpenSignalReader(ingest.SignalReaderConfig{Kafka: k, Snapshot: signalsSnapshot,
+		sr, err := ingest.OpenSignalReader(ingest.SignalReaderConfig{Kafka: k, Snapshot: filepath.Join(o.dataDir, "signals-snapshot.json"),
 			Apply: p.gw.ApplySignal, ApplyRate: p.gw.ApplyRate, Fleet: p.gw.SetFleet, Skewed: p.gw.SetClockSkewed, Logger: p.logger, Now: o.now, Metrics: p.reg})
 		if err != nil {
 			return err
 		}
 		signals.Store(sr)
-		// A first start (no signals snapshot) without --fleet-size
-		// grants no fail-safe lease until the signals are caught up:
-		// granting whole limits as if alone is what a fleet must not
-		// do. The size read by then (or 1: no aggregator ever said one)
-		// holds after. A restart keeps its snapshot's size, or none
-		// (no aggregator ever said one), and serves at once, Kafka or
-		// not.
-		if firstStart && o.fleetSize == 0 && p.gw.Fleet() <= 1 {
-			p.gw.HoldFailSafe(true)
-			go func() {
-				select {
-				case <-sr.Loaded():
-					p.gw.HoldFailSafe(false)
-				case <-ctx.Done():
-				}
-			}()
-		}
 		p.goBG(sr.Run)
 		// /readyz answers 503 while this enforcer's clock is off the
 		// aggregators': its periods, leases and expiries would be.
