@@ -195,7 +195,8 @@ type Aggregator struct {
 	lags                                lags // consumer lag of the partitions worked on
 
 	ownedMu sync.Mutex
-	owned   map[int]bool // partitions with a running worker
+	owned   map[int]uint64 // partitions with a running worker → its ownership's generation
+	ownGen  uint64
 
 	// caughtUp closes once every partition found at the start of an
 	// AllPartitions run is stored up to the end it had then; behind
@@ -236,7 +237,7 @@ func New(cfg Config) (*Aggregator, error) {
 		cfg.Now = time.Now
 	}
 	t := cfg.Kafka.Topics()
-	a := &Aggregator{cfg: cfg, topics: t, fetcher: cfg.Kafka.Fetcher(), owned: map[int]bool{},
+	a := &Aggregator{cfg: cfg, topics: t, fetcher: cfg.Kafka.Fetcher(), owned: map[int]uint64{},
 		caughtUp: make(chan struct{}),
 		dlq: &kafka.Writer{Addr: kafka.TCP(cfg.Kafka.Brokers...), Topic: t.DeadLetter, RequiredAcks: kafka.RequireAll,
 			BatchTimeout: time.Millisecond, MaxAttempts: 3}}
@@ -414,10 +415,10 @@ func (a *Aggregator) publish(ctx context.Context) {
 			case <-refresh.C:
 			}
 			a.ownedMu.Lock()
-			parts := slices.Sorted(maps.Keys(a.owned))
+			owned := maps.Clone(a.owned)
 			a.ownedMu.Unlock()
-			for _, p := range parts {
-				if err := a.refreshQuota(ctx, p); err != nil && ctx.Err() == nil {
+			for _, p := range slices.Sorted(maps.Keys(owned)) {
+				if err := a.refreshQuota(ctx, p, owned[p]); err != nil && ctx.Err() == nil {
 					a.cfg.Logger.Warn("refresh quota state", "partition", p, "err", err)
 				}
 			}
@@ -480,7 +481,8 @@ func (a *Aggregator) own(partition int, owned bool) {
 	a.ownedMu.Lock()
 	defer a.ownedMu.Unlock()
 	if owned {
-		a.owned[partition] = true
+		a.ownGen++
+		a.owned[partition] = a.ownGen
 	} else {
 		delete(a.owned, partition)
 	}
@@ -490,12 +492,22 @@ func (a *Aggregator) own(partition int, owned bool) {
 // their state: UpdateUsage adjustments, and counts never below the
 // store's (the state counts events as they are read, the store once they
 // are stored).
-func (a *Aggregator) refreshQuota(ctx context.Context, partition int) error {
+//
+// gen is the partition's ownership read before the store was: the rows
+// are merged only if the partition is still owned by that same worker,
+// under ownedMu, so that a worker that stopped meanwhile (its keys
+// dropped after own(false), which waits for the merge) gets no keys
+// back from a read made for it.
+func (a *Aggregator) refreshQuota(ctx context.Context, partition int, gen uint64) error {
 	rows, now, err := a.quotaUsage(ctx, partition)
 	if err != nil {
 		return err
 	}
-	a.quota.merge(partition, rows, a.catalog(), now)
+	a.ownedMu.Lock()
+	defer a.ownedMu.Unlock()
+	if a.owned[partition] == gen {
+		a.quota.merge(partition, rows, a.catalog(), now)
+	}
 	return nil
 }
 

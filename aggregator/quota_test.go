@@ -250,3 +250,43 @@ func TestSignalsFlowWhileTheStoreHangs(t *testing.T) {
 	})
 	t.Logf("signalled %v after the events, the store hanging", time.Since(start).Round(time.Millisecond))
 }
+
+// quotaRows is a Store and QuotaStore whose quota rows are fixed.
+type quotaRows struct {
+	Store
+	rows []usage.NodeDayCount
+}
+
+func (q quotaRows) QuotaUsage(context.Context, []int, int64) ([]usage.NodeDayCount, error) {
+	return q.rows, nil
+}
+
+// A refresh whose worker stopped while the store was read gives no keys
+// back to the partition it no longer owns, nor to the partition's next
+// owner (whose restore is newer than the read).
+func TestRefreshMergesOnlyForTheOwnerItReadFor(t *testing.T) {
+	now := time.Now()
+	rows := []usage.NodeDayCount{{Day: now.Unix() / 86400, PlanID: "day", KeyID: "k", Node: "n1", Admitted: 7}}
+	cat := quotaCatalog(100)
+	a, err := New(Config{Kafka: ingest.Kafka{Brokers: []string{"127.0.0.1:1"}}, Store: quotaRows{rows: rows},
+		Catalog: func() *catalog.State { return cat }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.own(3, true)
+	gen := a.owned[3]
+	if err := a.refreshQuota(context.Background(), 3, gen); err != nil || len(a.quota.keys) != 1 {
+		t.Fatalf("the owner's refresh: %v, %d keys", err, len(a.quota.keys))
+	}
+	// The worker stops (own(false), then its keys dropped) while a
+	// refresh read for it; then another worker takes the partition.
+	a.own(3, false)
+	a.quota.drop(3)
+	if err := a.refreshQuota(context.Background(), 3, gen); err != nil || len(a.quota.keys) != 0 {
+		t.Fatalf("a refresh for a stopped worker: %v, %d keys", err, len(a.quota.keys))
+	}
+	a.own(3, true)
+	if err := a.refreshQuota(context.Background(), 3, gen); err != nil || len(a.quota.keys) != 0 {
+		t.Fatalf("a refresh for the partition's last owner merged into the next: %v, %d keys", err, len(a.quota.keys))
+	}
+}
