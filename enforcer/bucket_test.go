@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/catalog"
-	"github.com/tollgate/tollgate/schemas"
 )
 
 func TestBucketBurstThenSteadyRate(t *testing.T) {
@@ -141,12 +140,12 @@ func TestQuotaPeriods(t *testing.T) {
 			var c atomic.Uint64
 			want := tt.limit - tt.offset
 			for i := int64(0); i < want; i++ {
-				ok, _, rem, _ := q.take(&c, ts(tt.first), schemas.ShareOne)
+				ok, _, rem, _ := q.take(&c, ts(tt.first))
 				if !ok || rem != want-i-1 {
 					t.Fatalf("request %d: ok=%v remaining=%d, want ok, %d", i, ok, rem, want-i-1)
 				}
 			}
-			ok, _, _, end := q.take(&c, ts(tt.stillSame), schemas.ShareOne)
+			ok, _, _, end := q.take(&c, ts(tt.stillSame))
 			if ok {
 				t.Fatal("admitted past the limit in the same period")
 			}
@@ -154,11 +153,11 @@ func TestQuotaPeriods(t *testing.T) {
 				t.Errorf("period end = %s, want %s", time.Unix(0, end).UTC(), tt.next)
 			}
 			for i := int64(0); i < tt.limit; i++ {
-				if ok, _, _, _ := q.take(&c, ts(tt.next), schemas.ShareOne); !ok {
+				if ok, _, _, _ := q.take(&c, ts(tt.next)); !ok {
 					t.Fatalf("next period request %d refused; the full limit %d applies after the first period", i, tt.limit)
 				}
 			}
-			if ok, _, _, _ := q.take(&c, ts(tt.next), schemas.ShareOne); ok {
+			if ok, _, _, _ := q.take(&c, ts(tt.next)); ok {
 				t.Fatal("next period admitted past the limit")
 			}
 		})
@@ -169,7 +168,7 @@ func TestQuotaRaise(t *testing.T) {
 	q := newQuota(&catalog.Quota{Limit: 10, Period: catalog.Day}, 0)
 	var c atomic.Uint64
 	now := testEpoch.UnixNano()
-	q.take(&c, now, schemas.ShareOne)
+	q.take(&c, now)
 	q.raise(&c, now, 8)
 	if got := q.used(&c, now); got != 8 {
 		t.Fatalf("used after raise = %d, want 8", got)
@@ -195,20 +194,20 @@ func TestQuotaNeverMovesBack(t *testing.T) {
 	q := newQuota(&catalog.Quota{Limit: 1, Period: catalog.Day}, 0)
 	var c atomic.Uint64
 	before, after := ts("2026-11-27T23:59:59.999Z"), ts("2026-11-28T00:00:00Z")
-	if ok, _, _, _ := q.take(&c, before, schemas.ShareOne); !ok {
+	if ok, _, _, _ := q.take(&c, before); !ok {
 		t.Fatal("first request of the old day refused")
 	}
-	if ok, _, _, _ := q.take(&c, after, schemas.ShareOne); !ok {
+	if ok, _, _, _ := q.take(&c, after); !ok {
 		t.Fatal("first request of the new day refused")
 	}
-	ok, _, _, end := q.take(&c, before, schemas.ShareOne) // late: stamped in the old day
+	ok, _, _, end := q.take(&c, before) // late: stamped in the old day
 	if ok {
 		t.Fatal("late old-day request admitted: the counter moved back")
 	}
 	if end != ts("2026-11-29T00:00:00Z") {
 		t.Errorf("its period end = %s, want the new day's", time.Unix(0, end).UTC())
 	}
-	if ok, _, _, _ := q.take(&c, after, schemas.ShareOne); ok {
+	if ok, _, _, _ := q.take(&c, after); ok {
 		t.Fatal("new day admitted a second request after a late one")
 	}
 	q.raise(&c, before, 0)
@@ -224,13 +223,13 @@ func TestCountLocal(t *testing.T) {
 	var c atomic.Uint64
 	day1, day2 := ts("2026-11-27T12:00:00Z"), ts("2026-11-28T12:00:00Z")
 	i1, i2 := q.span(day1).idx, q.span(day2).idx
-	q.countLocal(&c, i1)
-	q.countLocal(&c, i1)
+	q.countLocal(&c, i1, -1)
+	q.countLocal(&c, i1, -1)
 	if got := q.used(&c, day1); got != 2 {
 		t.Fatalf("day 1: %d, want 2", got)
 	}
-	q.countLocal(&c, i2)
-	q.countLocal(&c, i1) // late
+	q.countLocal(&c, i2, -1)
+	q.countLocal(&c, i1, -1) // late
 	if got := q.used(&c, day2); got != 1 {
 		t.Errorf("day 2: %d, want 1 (a new day starts over; a late count of day 1 is dropped)", got)
 	}
@@ -245,21 +244,21 @@ func TestQuotaPeriodKindChange(t *testing.T) {
 	day := newQuota(&catalog.Quota{Limit: 3, Period: catalog.Day}, 0)
 	var c, local atomic.Uint64
 	for range 3 {
-		ok, idx, _, _ := day.take(&c, now, schemas.ShareOne)
+		ok, idx, _, _ := day.take(&c, now)
 		if !ok {
 			t.Fatal("day quota refused")
 		}
-		day.countLocal(&local, idx)
+		day.countLocal(&local, idx, -1)
 	}
 	month := newQuota(&catalog.Quota{Limit: 5, Period: catalog.Month}, 0)
 	if got := month.used(&c, now); got != 0 {
 		t.Errorf("month used %d of a day's counter, want 0", got)
 	}
-	ok, idx, remaining, end := month.take(&c, now, schemas.ShareOne)
+	ok, idx, remaining, end := month.take(&c, now)
 	if !ok || remaining != 4 || end != ts("2026-12-01T00:00:00Z") {
 		t.Errorf("month take = %v, %d left, end %s; want admitted, 4 left, end of November", ok, remaining, time.Unix(0, end).UTC())
 	}
-	month.countLocal(&local, idx)
+	month.countLocal(&local, idx, -1)
 	if got := month.used(&local, now); got != 1 {
 		t.Errorf("month local count %d, want 1", got)
 	}

@@ -121,15 +121,24 @@ func (t *table) decide(d *decision, host, path, method string, keys []string, no
 	}
 	if q := p.quota; q != nil {
 		d.quotaed = true
-		fs := t.failSafe.Load()
-		ok, idx, remaining, end := q.take(&st.quota, now, fs)
-		if fs == 0 && ok && st.asOf.Load() < q.span(now).start {
-			// This enforcer's clock is off the aggregators' and no
-			// signal of the period it is in came: it admits nothing
-			// there, whatever it counted before it knew (SetClockSkewed).
-			// The request's count stays taken: the period is not one
-			// the fleet is in.
-			ok, remaining = false, 0
+		ok, idx, remaining, end := q.take(&st.quota, now)
+		if ok {
+			// What this enforcer admitted, for signals to tell from
+			// what the aggregator has counted (ApplySignal); in a fleet,
+			// before a signal of the period, capped by the fail-safe
+			// lease (see the package doc, "Quota leases").
+			capN := int64(-1)
+			if fs := t.failSafe.Load(); fs < schemas.ShareOne && st.asOf.Load() < q.span(now).start {
+				capN = failSafe(q.limit(idx), fs)
+			}
+			n, counted := q.countLocal(&st.local, idx, capN)
+			switch {
+			case !counted:
+				q.refund(&st.quota, idx)
+				ok, remaining = false, 0
+			case capN >= 0:
+				remaining = min(remaining, capN-n)
+			}
 		}
 		d.quotaLeft, d.quotaReset = remaining, (end-now+1e9-1)/1e9
 		if !ok {
@@ -141,9 +150,6 @@ func (t *table) decide(d *decision, host, path, method string, keys []string, no
 			d.retryAfter = end - now
 			return
 		}
-		// What this enforcer admitted, for signals to tell from what
-		// the aggregator has counted (ApplySignal).
-		q.countLocal(&st.local, idx)
 	}
 	d.outcome = schemas.DecisionAllowed
 }

@@ -177,12 +177,16 @@
 //   - requests racing the compare-and-swap (taken from the counter, not
 //     yet in local): at most one per request in flight in the gateway;
 //   - nothing more at the start of a period, or for a key new to an
-//     enforcer: until a signal of the period arrives, the counter starts
-//     with the fleet's share of the limit left (the fail-safe lease,
-//     quota.take: ceil(Limit/N), N the enforcers the aggregators last
-//     counted, SetFleet), so N enforcers admit at most Limit + N - 1
-//     however long the signal takes (an aggregator down, a new key, a new
-//     day). Alone, or before a fleet's size is known, N is 1: the whole
+//     enforcer: until a signal of the period has been applied to the key
+//     (keyPlanState.asOf in the period), its local count is capped by the
+//     fleet's share of the limit (the fail-safe lease, decide and
+//     quota.countLocal: ceil(Limit/N), N the enforcers the aggregators
+//     say, SetFleet; one compare-and-swap checks and counts, and a request
+//     it refuses is given back to the quota counter), so N enforcers admit
+//     at most Limit + N - 1 however long the signal takes (an aggregator
+//     down, a new key, a new day). The cap is on the count, not where the
+//     counter started, so a fleet's size learnt mid-period applies at
+//     once. Alone, or before a fleet's size is known, N is 1: the whole
 //     limit, as a single gateway. While this enforcer's clock is off the
 //     aggregators' (SetClockSkewed) the fail-safe lease is 0;
 //   - Node names that are not unique across the fleet: two enforcers

@@ -39,10 +39,10 @@ func (g *Gateway) LocalCounts() []LocalCount {
 }
 
 // RestoreLocal raises the local counters to what counts holds for the
-// current periods, and the quota counters to the fail-safe lease less
-// those counts, and returns how many it restored. Call it after the
-// fleet's size is known (SetFleet) and before signals are applied: a
-// lease is sized by the local count when it is set.
+// current periods, and returns how many it restored: the fail-safe lease
+// caps them, and a signal's lease is sized by them. Call it before
+// signals are applied: a lease is sized by the local count when it is
+// set.
 func (g *Gateway) RestoreLocal(counts []LocalCount) int {
 	now := g.cfg.Now()
 	t := g.table.Load()
@@ -56,12 +56,7 @@ func (g *Gateway) RestoreLocal(counts []LocalCount) int {
 		if sp.end != c.PeriodEnd {
 			continue
 		}
-		local := min(c.Local, usedMask)
-		p.quota.raise(&st.local, now, local)
-		// Until a signal sets the lease, the fail-safe lease less what
-		// was admitted of it before the restart.
-		lim := p.quota.limit(sp.idx)
-		p.quota.raise(&st.quota, now, min(lim-failSafe(lim, g.failSafe.Load())+local, lim))
+		p.quota.raise(&st.local, now, min(c.Local, usedMask))
 		n++
 	}
 	return n

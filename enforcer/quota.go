@@ -98,14 +98,7 @@ func (q *quota) limit(idx int64) int64 {
 // take counts one request at now. It returns whether it was admitted, the
 // period it counted in (for countLocal), the requests remaining in the
 // period after it, and the period's end.
-//
-// share is the gateway's fleet share (of schemas.ShareOne, see SetFleet):
-// a counter that holds no count of the period (its first request here:
-// a new period, a new key, a key new to this enforcer) starts with the
-// share of the limit left, rounded up, not the whole limit, until a quota
-// signal of the period sets the lease (the fail-safe lease: see the
-// package doc, "Quota leases"). Alone the share is whole.
-func (q *quota) take(c *atomic.Uint64, now int64, share uint32) (ok bool, idx, remaining, end int64) {
+func (q *quota) take(c *atomic.Uint64, now int64) (ok bool, idx, remaining, end int64) {
 	p := q.span(now)
 	for {
 		old := c.Load()
@@ -120,14 +113,22 @@ func (q *quota) take(c *atomic.Uint64, now int64, share uint32) (ok bool, idx, r
 		}
 		lim := q.limit(idx)
 		used := q.unpack(old, idx)
-		if pi, same := q.period(old); (!same || pi != idx&idxMask) && share < schemas.ShareOne {
-			used = lim - failSafe(lim, share)
-		}
 		if used >= lim {
 			return false, idx, 0, end
 		}
 		if c.CompareAndSwap(old, q.pack(idx, used+1)) {
 			return true, idx, lim - used - 1, end
+		}
+	}
+}
+
+// refund gives back a request take counted in period idx that a later
+// check refused.
+func (q *quota) refund(c *atomic.Uint64, idx int64) {
+	for {
+		old := c.Load()
+		if p, ok := q.period(old); !ok || p != idx&idxMask || old&usedMask == 0 || c.CompareAndSwap(old, old-1) {
+			return
 		}
 	}
 }
@@ -140,20 +141,27 @@ func failSafe(lim int64, share uint32) int64 {
 
 // countLocal adds one admitted request of period idx to a local counter,
 // starting the period's count when the counter holds an older one (or
-// one of another kind). A count for a period older than the counter's is
-// dropped: that period is over, and no signal of it applies any more.
-func (q *quota) countLocal(c *atomic.Uint64, idx int64) {
+// one of another kind), unless the period's count is already capN
+// (capN < 0: no cap); it returns the count after and whether it added.
+// A count for a period older than the counter's is dropped: that period
+// is over, and no signal of it applies any more. One compare-and-swap
+// checks the cap and counts, so concurrent requests never pass it.
+func (q *quota) countLocal(c *atomic.Uint64, idx, capN int64) (int64, bool) {
 	for {
 		old := c.Load()
 		next := old + 1
 		switch p, ok := q.period(old); {
 		case ok && p > idx&idxMask:
-			return
+			return 0, true
 		case !ok || p < idx&idxMask:
 			next = q.pack(idx, 1)
 		}
+		n := int64(next & usedMask)
+		if capN >= 0 && n > capN {
+			return n - 1, false
+		}
 		if c.CompareAndSwap(old, next) {
-			return
+			return n, true
 		}
 	}
 }
