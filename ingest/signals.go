@@ -76,38 +76,34 @@ func NewSignalWriter(k Kafka) (*SignalWriter, error) {
 
 // Write publishes signals, in order per plan and key.
 func (w *SignalWriter) Write(ctx context.Context, signals []schemas.QuotaSignal) error {
-	if len(signals) == 0 {
-		return nil
-	}
-	msgs := make([]kafka.Message, len(signals))
-	for i := range signals {
-		s := &signals[i]
-		if s.PlanID == "" || s.KeyID == "" {
-			return fmt.Errorf("write signals: signal %d has no plan or key id", i)
-		}
-		msgs[i] = kafka.Message{Key: []byte(signalKey(s.PlanID, s.KeyID)), Value: schemas.AppendQuotaSignal(nil, s)}
-	}
-	if err := w.w.WriteMessages(ctx, msgs...); err != nil {
-		return fmt.Errorf("write signals: %w", err)
-	}
-	return nil
+	return writeAll(ctx, w.w, "signals", signals, func(s *schemas.QuotaSignal) (string, string, []byte) {
+		return s.PlanID, s.KeyID, schemas.AppendQuotaSignal(nil, s)
+	}, signalKey)
 }
 
 // WriteRates publishes divisions of keys' throttles.
 func (w *SignalWriter) WriteRates(ctx context.Context, signals []schemas.RateSignal) error {
+	return writeAll(ctx, w.w, "rate signals", signals, func(s *schemas.RateSignal) (string, string, []byte) {
+		return s.PlanID, s.KeyID, schemas.AppendRateSignal(nil, s)
+	}, rateKey)
+}
+
+// writeAll writes one record per signal, keyed by key(plan, key id),
+// refusing a signal without either id.
+func writeAll[S any](ctx context.Context, w *kafka.Writer, what string, signals []S, encode func(*S) (plan, key string, value []byte), key func(plan, key string) string) error {
 	if len(signals) == 0 {
 		return nil
 	}
 	msgs := make([]kafka.Message, len(signals))
 	for i := range signals {
-		s := &signals[i]
-		if s.PlanID == "" || s.KeyID == "" {
-			return fmt.Errorf("write rate signals: signal %d has no plan or key id", i)
+		plan, id, value := encode(&signals[i])
+		if plan == "" || id == "" {
+			return fmt.Errorf("write %s: signal %d has no plan or key id", what, i)
 		}
-		msgs[i] = kafka.Message{Key: []byte(rateKey(s.PlanID, s.KeyID)), Value: schemas.AppendRateSignal(nil, s)}
+		msgs[i] = kafka.Message{Key: []byte(key(plan, id)), Value: value}
 	}
-	if err := w.w.WriteMessages(ctx, msgs...); err != nil {
-		return fmt.Errorf("write rate signals: %w", err)
+	if err := w.WriteMessages(ctx, msgs...); err != nil {
+		return fmt.Errorf("write %s: %w", what, err)
 	}
 	return nil
 }

@@ -409,30 +409,41 @@ func startAggregator(t *testing.T, f *fleet, dsn string) { startAggregatorAt(t, 
 // it returns the listener's address ("" without one).
 func startAggregatorAt(t *testing.T, f *fleet, dsn, adminListen string) string {
 	t.Helper()
-	ctx, stop := context.WithCancel(context.Background())
+	addr, _ := startAggregatorWith(t, f, aggregatorOptions{clickhouse: dsn, adminListen: adminListen})
+	return addr
+}
+
+// startAggregatorWith runs tollgate aggregator on the fleet with o (its
+// Kafka, data folder, group and flushing set here) until stop is called
+// or the test ends; it returns the admin listener's address ("" without
+// one).
+func startAggregatorWith(t *testing.T, f *fleet, o aggregatorOptions) (addr string, stop func()) {
+	t.Helper()
+	o.kafka, o.dataDir, o.group = f.kafka, filepath.Join(f.dir, "agg"), "tollgate-aggregator"
+	o.flushInterval, o.flushEvents = 100*time.Millisecond, 1<<16
+	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	ready := make(chan string, 1)
-	go func() {
-		done <- runAggregator(ctx, aggregatorOptions{kafka: f.kafka, clickhouse: dsn, dataDir: filepath.Join(f.dir, "agg"),
-			group: "tollgate-aggregator", flushInterval: 100 * time.Millisecond, flushEvents: 1 << 16, adminListen: adminListen},
-			io.Discard, slog.New(slog.DiscardHandler), ready)
-	}()
-	t.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("aggregator: %v", err)
-		}
-	})
-	if adminListen == "" {
-		return ""
+	go func() { done <- runAggregator(ctx, o, io.Discard, slog.New(slog.DiscardHandler), ready) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("aggregator: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	if o.adminListen == "" {
+		return "", stop
 	}
 	select {
-	case addr := <-ready:
-		return addr
+	case addr = <-ready:
 	case err := <-done:
 		t.Fatalf("aggregator did not start: %v", err)
 	case <-time.After(30 * time.Second):
 		t.Fatal("aggregator's admin listener not listening after 30s")
 	}
-	return ""
+	return addr, stop
 }

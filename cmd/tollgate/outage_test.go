@@ -1,10 +1,7 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -99,23 +96,7 @@ func startOutageFleet(t *testing.T, clocks []time.Duration) *outageFleet {
 }
 
 func (of *outageFleet) startAggregator() {
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- runAggregator(ctx, aggregatorOptions{kafka: of.f.kafka, clickhouse: of.dsn, dataDir: filepath.Join(of.f.dir, "agg"),
-			group: "tollgate-aggregator", flushInterval: 100 * time.Millisecond, flushEvents: 1 << 16},
-			io.Discard, slog.New(slog.DiscardHandler), nil)
-	}()
-	var once sync.Once
-	of.stopAgg = func() {
-		once.Do(func() {
-			stop()
-			if err := <-done; err != nil {
-				of.t.Errorf("aggregator: %v", err)
-			}
-		})
-	}
-	of.t.Cleanup(of.stopAgg)
+	_, of.stopAgg = startAggregatorWith(of.t, of.f, aggregatorOptions{clickhouse: of.dsn})
 }
 
 // restart stops enforcer i gracefully and starts it again on its data.

@@ -1,12 +1,8 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -60,23 +56,7 @@ func startThrottleFleet(t *testing.T, whole bool) *throttleFleet {
 		}
 		tf.enforcers = append(tf.enforcers, f.start(o))
 	}
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- runAggregator(ctx, aggregatorOptions{kafka: f.kafka, clickhouse: dsn, dataDir: filepath.Join(f.dir, "agg"),
-			group: "tollgate-aggregator", flushInterval: 100 * time.Millisecond, flushEvents: 1 << 16, wholeThrottles: whole},
-			io.Discard, slog.New(slog.DiscardHandler), nil)
-	}()
-	var once sync.Once
-	tf.stopAgg = func() {
-		once.Do(func() {
-			stop()
-			if err := <-done; err != nil {
-				t.Errorf("aggregator: %v", err)
-			}
-		})
-	}
-	t.Cleanup(tf.stopAgg)
+	_, tf.stopAgg = startAggregatorWith(t, f, aggregatorOptions{clickhouse: dsn, wholeThrottles: whole})
 	for _, e := range tf.enforcers {
 		e.waitStatus(t, throttleKey, 200, 10*time.Second)
 	}
