@@ -17,8 +17,9 @@ import (
 // the fleet's size: written when the enforcer stops, read and removed
 // when it starts, before the signals snapshot is applied. Without it a
 // restart grants its lease again (the local count starts at 0): a
-// rolling restart during an aggregator outage admitted 3,473 into a quota
-// of 2,000. A crash (kill -9) writes nothing: the restart then re-grants
+// rolling restart of three enforcers during an aggregator outage
+// admitted 940 into a quota of 600 (TestFleetQuotaHoldsWhenSignalsStop
+// with this file taken out, and the fail-safe lease). A crash (kill -9) writes nothing: the restart then re-grants
 // at most its share once.
 const localCountsFile = "local-counts.json"
 

@@ -11,7 +11,8 @@ import (
 // An enforcer stopped and started again during an aggregator outage
 // admits only what was left of its lease: its local counts travel
 // through local-counts.json. Without them, each restart granted the
-// lease again (a rolling restart admitted 3,473 into a quota of 2,000).
+// lease again (TestFleetQuotaHoldsWhenSignalsStop measures a rolling
+// restart).
 func TestEnforcerRestartKeepsItsLocalCounts(t *testing.T) {
 	f := newFleet(t)
 	cfg := f.fleetConfig("quota100.yaml", strings.Replace(quotaYAML, "limit: 10000", "limit: 100", 1))

@@ -238,9 +238,8 @@ func TestFleetQuotaHoldsWhenSignalsStop(t *testing.T) {
 // Four enforcers, one a day fast and one a day slow: each sees, once the
 // aggregator's fleet signals show it, that its clock is off, and grants
 // no fail-safe lease (the periods it is in are its alone); the two on
-// time share the quota. The fleet admits at most the quota today (where
-// it admitted 1,355 of 500), and GetUsage says what they admitted. The
-// fast one's events go to the dead-letter topic.
+// time share the quota. The fleet admits at most the quota today, and
+// GetUsage says what they admitted.
 func TestFleetQuotaWithSkewedClocks(t *testing.T) {
 	if testing.Short() {
 		t.Skip("seconds of load")
