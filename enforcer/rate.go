@@ -69,7 +69,7 @@ func (g *Gateway) ApplyRate(s *schemas.RateSignal) bool {
 // division holds: each then admits 1/n of a key's limits. n < 1 is 1.
 func (g *Gateway) SetFleet(n int) {
 	n = min(max(n, 1), MaxFleet)
-	g.fleetN.Store(int32(min(n, 1<<20)))
+	g.fleetN.Store(int32(n))
 	g.fleetShare.Store(uint32(schemas.ShareOne / n))
 	g.setFailSafe()
 }
