@@ -205,7 +205,17 @@ func (s *Sink) Drain(ctx context.Context) error {
 	for {
 		done, err := s.replayOne(ctx)
 		if done {
-			return s.reportLost(ctx)
+			// The drops too, retried as the replay is: the first write
+			// after an outage may meet a connection the outage broke.
+			for {
+				err := s.reportLost(ctx)
+				if err == nil {
+					return nil
+				}
+				if ctx.Err() != nil || !backoff.Sleep(ctx, s.cfg.RetryMin) {
+					return fmt.Errorf("report lost usage: kept on disk for the next start: %w", err)
+				}
+			}
 		}
 		if err != nil {
 			if ctx.Err() != nil {

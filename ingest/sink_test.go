@@ -597,3 +597,49 @@ func TestSinkSpillsUnderPressureAndReportsQueueDrops(t *testing.T) {
 	}
 	checkDelivered(t, events, readEvents(t, k))
 }
+
+// failingOnce is a LostReporter whose first report fails, as the first
+// write after an outage may on a connection the outage broke.
+type failingOnce struct {
+	lostRecorder
+	failed atomic.Bool
+}
+
+func (f *failingOnce) ReportLost(ctx context.Context, lost []schemas.LostUsage) error {
+	if f.failed.CompareAndSwap(false, true) {
+		return errors.New("broken pipe")
+	}
+	return f.lostRecorder.ReportLost(ctx, lost)
+}
+
+// Drain reports the drops even when its first report fails: it retries,
+// as it retries the replay.
+func TestSinkDrainRetriesTheLostReport(t *testing.T) {
+	const n = 100
+	recBytes := spillRecordSize(sinkEvents(0, n))
+	spill := openTestSpill(t, SpillConfig{Dir: t.TempDir(), MaxBytes: 2*recBytes + recBytes/2, Node: "node-1"})
+	rep := &failingOnce{}
+	sink := newTestSink(t, SinkConfig{Producer: &switchProducer{}, Spill: spill, Lost: rep})
+	for b := range 4 { // the fourth batch is dropped at the cap
+		sinkWrite(t, sink, sinkEvents(b*n, n))
+	}
+	if spill.Dropped() == 0 {
+		t.Fatal("nothing dropped at the cap")
+	}
+	spill.Close()
+	spill = openTestSpill(t, SpillConfig{Dir: spill.cfg.Dir, Node: "node-1"})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, k := sinkCluster(t)
+	drain := newTestSink(t, SinkConfig{Producer: newTestEventProducer(t, k), Spill: spill, Lost: rep})
+	if err := drain.Drain(ctx); err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
+	var total int64
+	for _, l := range rep.all() {
+		total += l.Count
+	}
+	if !rep.failed.Load() || total == 0 {
+		t.Fatalf("failed first %v, reported %d lost", rep.failed.Load(), total)
+	}
+}

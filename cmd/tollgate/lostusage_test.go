@@ -38,9 +38,6 @@ func TestFleetLostUsageIsReported(t *testing.T) {
 	f.proxy.Blackhole(t)
 	time.Sleep(4 * time.Second) // wall time: the spill log must fill
 	f.proxy.Restore(t)
-	// Serving on while Kafka is back: the spill log replays, then the
-	// enforcer reports what it dropped (as TestFleetServesThroughABrokerOutage).
-	time.Sleep(2 * time.Second)
 	close(stop)
 	<-done
 	e.stop(t) // hands the spill log and the lost counts to Kafka
