@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/http/httputil"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -214,8 +213,20 @@ func (g *Gateway) configureTransport(gw catalog.Gateway) func() {
 }
 
 func (g *Gateway) compileRoutes(s *catalog.State) (*table, error) {
-	t, err := compileRoutes(s.Gateway(), s.APIs(), g.globalFor, func(apiID string, st catalog.Stage) (*httputil.ReverseProxy, error) {
-		return newStageProxy(st, g.cfg.Transport, proxyError)
+	upTimeout := time.Duration(s.Gateway().UpstreamTimeout)
+	if upTimeout == 0 {
+		upTimeout = catalog.DefaultUpstreamTimeout
+	}
+	t, err := compileRoutes(s.Gateway(), s.APIs(), g.globalFor, func(apiID string, st catalog.Stage, sr *stageRoute) error {
+		p, err := newStageProxy(st, g.cfg.Transport, proxyError)
+		if err != nil {
+			return err
+		}
+		if sr.lean, err = g.upstreamFor(st.Upstream, st.Prefix()); err != nil {
+			return err
+		}
+		sr.proxy, sr.upTimeout = p, upTimeout
+		return nil
 	})
 	if err != nil {
 		return nil, err

@@ -106,6 +106,9 @@ type Gateway struct {
 	failSafe atomic.Uint32
 	skewed   atomic.Bool
 	fleetN   atomic.Int32
+	// upstreams are the fasthttp plane's clients, by scheme and host
+	// (leanproxy.go); guarded by mu.
+	upstreams map[string]*leanUpstream
 }
 
 var _ http.Handler = (*Gateway)(nil)
@@ -447,6 +450,35 @@ const (
 	DefaultExchangeTimeout = 60 * time.Second
 )
 
+// withDefaults fills in the zero fields.
+func (sc ServerConfig) withDefaults() ServerConfig {
+	if sc.ReadHeaderTimeout <= 0 {
+		sc.ReadHeaderTimeout = 10 * time.Second
+	}
+	if sc.IdleTimeout <= 0 {
+		sc.IdleTimeout = 120 * time.Second
+	}
+	if sc.MaxHeaderBytes <= 0 {
+		sc.MaxHeaderBytes = 16 << 10
+	}
+	return sc
+}
+
+// limits are the handler's bounds of sc.
+func (sc ServerConfig) limits() limits {
+	lim := defaultLimits
+	if sc.BodyTimeout > 0 {
+		lim.bodyTimeout = sc.BodyTimeout
+	}
+	if sc.MaxBodyBytes > 0 {
+		lim.maxBodyBytes = sc.MaxBodyBytes
+	}
+	if sc.ExchangeTimeout > 0 {
+		lim.exchangeTimeout = sc.ExchangeTimeout
+	}
+	return lim
+}
+
 // limits are the bounds the handler applies, from the ServerConfig of the
 // server its connection came through.
 type limits struct {
@@ -464,25 +496,8 @@ var defaultLimits = limits{DefaultBodyTimeout, DefaultMaxBodyBytes, DefaultExcha
 // request smuggling and stalled bodies), and logs that once, with the
 // gateway's logger when h is a *Gateway, else slog's default one.
 func NewServer(h http.Handler, sc ServerConfig) *http.Server {
-	if sc.ReadHeaderTimeout <= 0 {
-		sc.ReadHeaderTimeout = 10 * time.Second
-	}
-	if sc.IdleTimeout <= 0 {
-		sc.IdleTimeout = 120 * time.Second
-	}
-	if sc.MaxHeaderBytes <= 0 {
-		sc.MaxHeaderBytes = 16 << 10
-	}
-	lim := defaultLimits
-	if sc.BodyTimeout > 0 {
-		lim.bodyTimeout = sc.BodyTimeout
-	}
-	if sc.MaxBodyBytes > 0 {
-		lim.maxBodyBytes = sc.MaxBodyBytes
-	}
-	if sc.ExchangeTimeout > 0 {
-		lim.exchangeTimeout = sc.ExchangeTimeout
-	}
+	sc = sc.withDefaults()
+	lim := sc.limits()
 	return &http.Server{
 		Handler:           requireWrapped(h, serverLogger(h)),
 		ReadHeaderTimeout: sc.ReadHeaderTimeout,

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -163,13 +165,41 @@ func newEnvServer(t testing.TB, yaml string, sc ServerConfig) *env {
 		t.Fatal(err)
 	}
 	e.gw, e.cat = gw, c
-	srv := httptest.NewUnstartedServer(nil)
-	srv.Config = NewServer(gw, sc)
-	srv.Listener = WrapListener(srv.Listener)
-	srv.Start()
-	t.Cleanup(srv.Close)
-	e.url = srv.URL
+	e.url = serveGateway(t, gw, sc)
 	return e
+}
+
+// testPlane is the data plane the gateway's tests run on: the default,
+// or TOLLGATE_TEST_DATA_PLANE's (make test runs them on both).
+func testPlane(t testing.TB) DataPlane {
+	p, err := ParseDataPlane(os.Getenv("TOLLGATE_TEST_DATA_PLANE"))
+	if err != nil {
+		t.Fatalf("TOLLGATE_TEST_DATA_PLANE: %v", err)
+	}
+	return p
+}
+
+// serveGateway serves gw on a loopback listener on the test's data plane
+// until the test ends, and returns its URL.
+func serveGateway(t testing.TB, gw *Gateway, sc ServerConfig) string {
+	t.Helper()
+	srv, err := NewGatewayServer(gw, testPlane(t), sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		srv.Close()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return "http://" + ln.Addr().String()
 }
 
 func (e *env) advance(d time.Duration) { e.clock.Add(int64(d)) }

@@ -46,6 +46,10 @@ var (
 	// A request body that did not arrive in time; AWS documents no
 	// answer of its own for it.
 	rejBodyTimeout = newRejection(408, "Request Timeout", "")
+	// The fasthttp plane's answers to what its parser refuses, where
+	// net/http answers in plain text (lean.go, refuse).
+	rejHeadersTooLarge = newRejection(431, "Request Header Fields Too Large", "")
+	rejNotImplemented  = newRejection(501, "Not Implemented", "")
 
 	hvJSON  = []string{"application/json"}
 	hvClose = []string{"close"}
@@ -103,29 +107,41 @@ func setRateLimitHeaders(h http.Header, d *decision) {
 	if d.plan != nil && (d.throttled || d.quotaed) {
 		h[hRateLimitPol] = d.plan.policy
 		var buf [96]byte
-		b := buf[:0]
-		if d.throttled {
-			b = append(b, `"throttle";r=`...)
-			b = strconv.AppendInt(b, d.tokensLeft, 10)
-			b = append(b, ";t="...)
-			b = strconv.AppendInt(b, d.throttleReset, 10)
-		}
-		if d.quotaed {
-			if d.throttled {
-				b = append(b, ", "...)
-			}
-			b = append(b, `"quota";r=`...)
-			b = strconv.AppendInt(b, d.quotaLeft, 10)
-			b = append(b, ";t="...)
-			b = strconv.AppendInt(b, d.quotaReset, 10)
-		}
-		h[hRateLimit] = []string{string(b)}
+		h[hRateLimit] = []string{string(appendRateLimit(buf[:0], d))}
 	}
 	if d.outcome == schemas.DecisionThrottled || d.outcome == schemas.DecisionQuotaExceeded {
-		secs := int64(1)
-		if d.retryAfter > 0 {
-			secs = max((d.retryAfter+1e9-1)/1e9, 1)
-		}
-		h[hRetryAfter] = []string{strconv.FormatInt(secs, 10)}
+		var buf [20]byte
+		h[hRetryAfter] = []string{string(appendRetryAfter(buf[:0], d))}
 	}
+}
+
+// appendRateLimit appends the RateLimit header's value of a request that
+// reached a plan's throttle or quota.
+func appendRateLimit(b []byte, d *decision) []byte {
+	if d.throttled {
+		b = append(b, `"throttle";r=`...)
+		b = strconv.AppendInt(b, d.tokensLeft, 10)
+		b = append(b, ";t="...)
+		b = strconv.AppendInt(b, d.throttleReset, 10)
+	}
+	if d.quotaed {
+		if d.throttled {
+			b = append(b, ", "...)
+		}
+		b = append(b, `"quota";r=`...)
+		b = strconv.AppendInt(b, d.quotaLeft, 10)
+		b = append(b, ";t="...)
+		b = strconv.AppendInt(b, d.quotaReset, 10)
+	}
+	return b
+}
+
+// appendRetryAfter appends a 429's Retry-After value: whole seconds, at
+// least one.
+func appendRetryAfter(b []byte, d *decision) []byte {
+	secs := int64(1)
+	if d.retryAfter > 0 {
+		secs = max((d.retryAfter+1e9-1)/1e9, 1)
+	}
+	return strconv.AppendInt(b, secs, 10)
 }

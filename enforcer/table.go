@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/tollgate/tollgate/catalog"
 )
@@ -48,8 +49,10 @@ type stageRoute struct {
 	nRoutes      int
 	bucket       bucket
 	state        *atomic.Int64
-	proxy        *httputil.ReverseProxy
-	slot         uint8 // its counters in the gateway's metrics (metrics.go)
+	proxy        *httputil.ReverseProxy // the net/http plane's
+	lean         *leanRoute             // the fasthttp plane's
+	upTimeout    time.Duration          // the catalog's upstreamTimeout (fasthttp plane)
+	slot         uint8                  // its counters in the gateway's metrics (metrics.go)
 }
 
 // planRT is a plan compiled against a table's routes. Keys refer to
@@ -186,9 +189,9 @@ func throttleBucket(t *catalog.Throttle) bucket {
 
 // compileRoutes builds the routes of a table: its stages and the
 // gateway-wide settings. global returns the shared counter of a bucket
-// by name (so that counters survive new tables); newProxy builds the
-// reverse proxy of a stage.
-func compileRoutes(gw catalog.Gateway, apis []catalog.API, global func(string) *atomic.Int64, newProxy func(apiID string, s catalog.Stage) (*httputil.ReverseProxy, error)) (*table, error) {
+// by name (so that counters survive new tables); newProxy sets the
+// proxies of a stage.
+func compileRoutes(gw catalog.Gateway, apis []catalog.API, global func(string) *atomic.Int64, newProxy func(apiID string, s catalog.Stage, sr *stageRoute) error) (*table, error) {
 	t := &table{
 		byHost:   map[string][]*stageRoute{},
 		stages:   map[string]*stageRoute{},
@@ -214,11 +217,9 @@ func compileRoutes(gw catalog.Gateway, apis []catalog.API, global func(string) *
 					sr.nRoutes++
 				}
 			}
-			p, err := newProxy(a.ID, s)
-			if err != nil {
+			if err := newProxy(a.ID, s, sr); err != nil {
 				return nil, err
 			}
-			sr.proxy = p
 			t.stages[a.ID+":"+s.Name] = sr
 			if s.Host == "" {
 				t.anyHost = append(t.anyHost, sr)

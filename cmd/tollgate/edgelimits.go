@@ -16,12 +16,15 @@ type edgeLimits struct {
 	bodyTimeout     time.Duration
 	maxBodyBytes    int64
 	exchangeTimeout time.Duration
+	plane           enforcer.DataPlane
 }
 
 func (l *edgeLimits) addFlags(f *pflag.FlagSet) {
 	l.bodyTimeout, l.maxBodyBytes, l.exchangeTimeout = enforcer.DefaultBodyTimeout, enforcer.DefaultMaxBodyBytes, enforcer.DefaultExchangeTimeout
 	f.Var((*positiveDuration)(&l.bodyTimeout), "body-timeout", "bound on reading a request body; past it the upstream request is aborted and the client gets 408")
 	f.Var((*positiveInt64)(&l.maxBodyBytes), "max-body-bytes", "largest request body; a larger Content-Length gets 413 before it is read, a chunked body is cut where it passes it")
+	l.plane = defaultPlane
+	f.Var((*dataPlane)(&l.plane), "data-plane", `HTTP machinery of the gateway listener: "fasthttp" (lean: about a third of net/http's CPU per proxied request) or "net/http" (for what only it has, such as HTTP/2 behind a TLS terminator)`)
 	f.Var((*positiveDuration)(&l.exchangeTimeout), "exchange-timeout", "bound on an admitted request as a whole (body, upstream answer and its streaming); past it 504, or the response is cut")
 }
 
@@ -29,6 +32,24 @@ func (l *edgeLimits) addFlags(f *pflag.FlagSet) {
 // that set no flags) take enforcer's defaults.
 func (l edgeLimits) serverConfig() enforcer.ServerConfig {
 	return enforcer.ServerConfig{BodyTimeout: l.bodyTimeout, MaxBodyBytes: l.maxBodyBytes, ExchangeTimeout: l.exchangeTimeout}
+}
+
+// defaultPlane is --data-plane's default; the tests set it to run the
+// gateway's end-to-end tests on both planes (TestMain).
+var defaultPlane = enforcer.DefaultDataPlane
+
+// dataPlane is the --data-plane flag.
+type dataPlane enforcer.DataPlane
+
+func (p *dataPlane) String() string { return string(*p) }
+func (p *dataPlane) Type() string   { return "plane" }
+func (p *dataPlane) Set(s string) error {
+	v, err := enforcer.ParseDataPlane(s)
+	if err != nil {
+		return err
+	}
+	*p = dataPlane(v)
+	return nil
 }
 
 // positiveDuration is a duration flag that refuses zero and negative

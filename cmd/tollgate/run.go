@@ -161,8 +161,16 @@ func (p *process) applyConfig(ctx context.Context, mgr *catalog.Manager, force b
 // namedServer is one listener of the process.
 type namedServer struct {
 	name, addr string
-	srv        *http.Server
+	srv        server
 	wrap       func(net.Listener) net.Listener
+}
+
+// server is what serveUntil runs: an *http.Server, or the gateway's
+// server on its data plane (enforcer.Server).
+type server interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
+	Close() error
 }
 
 // serve opens the listeners (gateway, admin, demo upstream) and serves
@@ -173,9 +181,14 @@ func (p *process) serve(ctx context.Context, ready chan<- serveAddrs) error {
 	o := p.o
 	var servers []namedServer
 	if p.gw != nil {
-		srv := enforcer.NewServer(p.gw, o.limits.serverConfig())
-		srv.ErrorLog = slog.NewLogLogger(p.logger.Handler(), slog.LevelDebug)
-		servers = append(servers, namedServer{name: "gateway", addr: o.listen, srv: srv, wrap: enforcer.WrapListener})
+		srv, err := enforcer.NewGatewayServer(p.gw, o.limits.plane, o.limits.serverConfig())
+		if err != nil {
+			return err
+		}
+		if hs := enforcer.HTTPServer(srv); hs != nil {
+			hs.ErrorLog = slog.NewLogLogger(p.logger.Handler(), slog.LevelDebug)
+		}
+		servers = append(servers, namedServer{name: "gateway", addr: o.listen, srv: srv})
 	}
 	var serving atomic.Bool
 	if o.adminListen != "" {
@@ -218,7 +231,11 @@ func (p *process) serve(ctx context.Context, ready chan<- serveAddrs) error {
 			ln = s.wrap(ln)
 		}
 		g.Go(func() error { return serveUntil(gctx, s.srv, ln, o.shutdownTimeout) })
-		p.log.Info(s.name+" listening", "addr", lns[i].Addr().String())
+		if s.name == "gateway" {
+			p.log.Info(s.name+" listening", "addr", lns[i].Addr().String(), "data_plane", string(o.limits.plane))
+		} else {
+			p.log.Info(s.name+" listening", "addr", lns[i].Addr().String())
+		}
 		switch s.name {
 		case "gateway":
 			addrs.gateway = lns[i].Addr().String()
@@ -258,7 +275,7 @@ func closeAll(ls ...net.Listener) {
 
 // serveUntil serves until ctx ends, then lets requests in flight finish
 // for up to timeout before it cuts the connections that remain.
-func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, timeout time.Duration) error {
+func serveUntil(ctx context.Context, srv server, ln net.Listener, timeout time.Duration) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

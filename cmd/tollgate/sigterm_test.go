@@ -15,13 +15,25 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/enforcer"
 	"github.com/tollgate/tollgate/internal/poll"
 	"github.com/tollgate/tollgate/usage/sqlitestore"
 )
 
 // TestMain lets the test binary stand in for the tollgate binary, so a
 // test can run `tollgate serve` as a real process and signal it.
+//
+// TOLLGATE_TEST_DATA_PLANE sets --data-plane's default, in the tests and
+// the processes they start (make test runs the gateway's on both planes).
 func TestMain(m *testing.M) {
+	if p := os.Getenv("TOLLGATE_TEST_DATA_PLANE"); p != "" {
+		plane, err := enforcer.ParseDataPlane(p)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "TOLLGATE_TEST_DATA_PLANE:", err)
+			os.Exit(2)
+		}
+		defaultPlane = plane
+	}
 	if os.Getenv("TOLLGATE_TEST_MAIN") == "1" {
 		main()
 		os.Exit(0)

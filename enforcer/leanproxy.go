@@ -1,0 +1,485 @@
+package enforcer
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// leanUpstream is one upstream of the fasthttp plane: a HostClient (its
+// pool of keep-alive connections) shared by every stage that proxies to
+// the same scheme and host, for as long as the gateway lives, so that a
+// catalog change keeps the pool.
+type leanUpstream struct {
+	hc   *fasthttp.HostClient
+	host []byte // the Host header upstream requests carry
+
+	// conns finds a pooled connection by its local address, to move its
+	// read deadline from the wait for headers to the exchange's once the
+	// headers are in (see proxy).
+	mu    sync.Mutex
+	conns map[netip.AddrPort]*upConn
+}
+
+// upstreamKey names the HostClient of an upstream URL.
+func upstreamKey(u *url.URL) string {
+	return strings.ToLower(u.Scheme) + "://" + strings.ToLower(u.Host)
+}
+
+// newLeanUpstream builds the client of an upstream URL (http or https).
+func newLeanUpstream(u *url.URL) (*leanUpstream, error) {
+	tls := strings.EqualFold(u.Scheme, "https")
+	if !tls && !strings.EqualFold(u.Scheme, "http") {
+		return nil, fmt.Errorf("upstream %s: scheme must be http or https", u.Redacted())
+	}
+	addr := u.Host
+	if u.Port() == "" {
+		port := "80"
+		if tls {
+			port = "443"
+		}
+		addr = net.JoinHostPort(u.Hostname(), port)
+	}
+	up := &leanUpstream{host: []byte(u.Host), conns: map[netip.AddrPort]*upConn{}}
+	up.hc = &fasthttp.HostClient{
+		Addr:  addr,
+		IsTLS: tls,
+		Dial:  up.dial,
+		// As NewTransport: a large pool of keep-alive connections to few
+		// hosts, closed after 90 s idle; a request waits up to 5 s for a
+		// connection when every one is busy rather than failing at once.
+		MaxConns:            4096,
+		MaxConnWaitTimeout:  5 * time.Second,
+		MaxIdleConnDuration: 90 * time.Second,
+		// The response's headers must fit in the read buffer: this is
+		// MaxResponseHeaderBytes (larger ones get 502).
+		ReadBufferSize:     MaxResponseHeaderBytes,
+		StreamResponseBody: true,
+		// Bytes as the client sent them: no path cleaning (the gateway
+		// refused what it would have changed), no added User-Agent.
+		DisablePathNormalizing:   true,
+		NoDefaultUserAgentHeader: true,
+		// A request is retried only when its connection, taken from the
+		// pool, was found closed before anything was read, and never with
+		// a body (fasthttp's rule for idempotent requests), as net/http's
+		// Transport does.
+		MaxIdemponentCallAttempts: 2,
+	}
+	return up, nil
+}
+
+func (up *leanUpstream) dial(addr string) (net.Conn, error) {
+	c, err := fasthttp.DialTimeout(addr, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	uc := &upConn{Conn: c, up: up}
+	if la, ok := c.LocalAddr().(*net.TCPAddr); ok {
+		uc.key = la.AddrPort()
+		up.mu.Lock()
+		up.conns[uc.key] = uc
+		up.mu.Unlock()
+	}
+	return uc, nil
+}
+
+// extend sets the read deadline of the connection resp was read from.
+func (up *leanUpstream) extend(resp *fasthttp.Response, deadline time.Time) {
+	la, ok := resp.LocalAddr().(*net.TCPAddr)
+	if !ok {
+		return
+	}
+	up.mu.Lock()
+	c := up.conns[la.AddrPort()]
+	up.mu.Unlock()
+	if c != nil {
+		c.Conn.SetReadDeadline(deadline)
+	}
+}
+
+// upConn is a connection to an upstream, known to its leanUpstream while
+// it is open.
+type upConn struct {
+	net.Conn
+	up   *leanUpstream
+	key  netip.AddrPort
+	once sync.Once
+}
+
+func (c *upConn) Close() error {
+	c.once.Do(func() {
+		c.up.mu.Lock()
+		if c.up.conns[c.key] == c {
+			delete(c.up.conns, c.key)
+		}
+		c.up.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// leanRoute is how a stage proxies on the fasthttp plane.
+type leanRoute struct {
+	up     *leanUpstream
+	base   string // the upstream URL's path, without a trailing slash
+	prefix string // the stage's path prefix, stripped
+}
+
+// upstreamFor returns the shared client of an upstream URL, creating it
+// the first time (g.mu held).
+func (g *Gateway) upstreamFor(raw, prefix string) (*leanRoute, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, err
+	}
+	k := upstreamKey(u)
+	up := g.upstreams[k]
+	if up == nil {
+		if up, err = newLeanUpstream(u); err != nil {
+			return nil, err
+		}
+		if g.upstreams == nil {
+			g.upstreams = map[string]*leanUpstream{}
+		}
+		g.upstreams[k] = up
+	}
+	return &leanRoute{up: up, base: strings.TrimSuffix(u.Path, "/"), prefix: prefix}, nil
+}
+
+// Hop-by-hop and forwarding headers, in fasthttp's canonical form: never
+// passed on as the client sent them (httputil.ReverseProxy's list, and
+// the X-Forwarded-* and Forwarded headers that Rewrite starts without).
+func hopByHop(k []byte) bool {
+	switch string(k) {
+	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+		"Te", "Trailer", "Transfer-Encoding", "Upgrade", "Content-Length", "Host":
+		return true
+	}
+	return false
+}
+
+func forwarding(k []byte) bool {
+	switch string(k) {
+	case "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded",
+		hAPIKey, hTollgateKeyID, hTollgatePlanID:
+		return true
+	}
+	return false
+}
+
+// connectionTokens returns the header names a Connection header lists
+// (beyond close and keep-alive); nil for none.
+func connectionTokens(h *fasthttp.RequestHeader) [][]byte {
+	var names [][]byte
+	for _, v := range h.PeekAll("Connection") {
+		for tok := range bytes.SplitSeq(v, []byte(",")) {
+			tok = bytes.TrimSpace(tok)
+			if len(tok) == 0 || bytes.EqualFold(tok, []byte("close")) || bytes.EqualFold(tok, []byte("keep-alive")) {
+				continue
+			}
+			names = append(names, bytes.Clone(tok)) // compared in any case
+		}
+	}
+	return names
+}
+
+var (
+	bXFF     = []byte("X-Forwarded-For")
+	bXFH     = []byte("X-Forwarded-Host")
+	bXFP     = []byte("X-Forwarded-Proto")
+	bHTTP    = []byte("http")
+	bKeyID   = []byte(hTollgateKeyID)
+	bPlanID  = []byte(hTollgatePlanID)
+	bTE      = []byte("Te")
+	bTrailer = []byte("trailers")
+)
+
+// proxy forwards an admitted request on the fasthttp plane and meters it:
+// at once when it fails, or when its response body has been written
+// (leanStream.CloseWithError).
+func (s *leanServer) proxy(x *exchange, d *decision, tg *target, method string, cl int64, start int64) {
+	g, lc := s.g, x.lc
+	lr := d.stage.lean
+	in := &x.req.Header
+	req := fasthttp.AcquireRequest()
+	up := fasthttp.AcquireResponse()
+
+	// The upstream request: the client's headers less the hop-by-hop and
+	// forwarding ones, then the gateway's.
+	oh := &req.Header
+	oh.DisableNormalizing()
+	conn := connectionTokens(in)
+	te := false
+	for k, v := range in.All() {
+		if hopByHop(k) || forwarding(k) {
+			if bytes.Equal(k, bTE) && bytes.Contains(bytes.ToLower(v), bTrailer) {
+				te = true
+			}
+			continue
+		}
+		if conn != nil && containsName(conn, k) {
+			continue
+		}
+		oh.AddBytesKV(k, v)
+	}
+	if te {
+		oh.SetCanonical(bTE, bTrailer)
+	}
+	oh.SetMethodBytes(in.Method())
+	// Built in the request's own URI buffer, which SetRequestURIBytes
+	// copies onto itself.
+	p := req.Header.RequestURI()[:0]
+	p = append(p, lr.base...)
+	p = append(p, stripPrefix(tg.rawPath, lr.prefix)...)
+	if tg.query != "" || bytes.IndexByte(in.RequestURI(), '?') >= 0 {
+		p = append(p, '?')
+		p = append(p, tg.query...)
+	}
+	req.SetRequestURIBytes(p)
+	oh.SetHostBytes(lr.up.host)
+	if ip := remoteIP(lc); ip != "" {
+		oh.SetCanonical(bXFF, []byte(ip))
+	}
+	host := tg.absHost
+	if host == "" {
+		oh.SetCanonical(bXFH, in.Host())
+	} else {
+		oh.SetCanonical(bXFH, []byte(host))
+	}
+	oh.SetCanonical(bXFP, bHTTP)
+	if d.key != nil {
+		oh.SetCanonical(bKeyID, s2b(d.key.id[0]))
+	}
+	if d.plan != nil {
+		oh.SetCanonical(bPlanID, s2b(d.plan.id))
+	}
+
+	hasBody := cl != 0
+	var body *leanBody
+	if hasBody {
+		body = bodyPool.Get().(*leanBody)
+		*body = leanBody{r: &x.body, max: s.lim.maxBodyBytes}
+		req.SetBodyStream(body, int(cl))
+	}
+	lc.arm(hasBody, &s.lim)
+	from := g.cfg.Now()
+	now := time.Now()
+	exchange := now.Add(s.lim.exchangeTimeout)
+	headers := now.Add(d.stage.upTimeout)
+	if exchange.Before(headers) {
+		headers = exchange
+	}
+	err := lr.up.hc.DoDeadline(req, up, headers)
+	bodyIn := cl
+	if body != nil {
+		bodyIn = body.n
+		if cl > 0 {
+			bodyIn = cl
+		}
+	}
+	if err != nil {
+		// No response from the upstream: answer for it.
+		expired := lc.disarm()
+		failure := upstreamOK
+		var rj *rejection
+		var ne net.Error
+		switch {
+		case expired:
+			rj = rejTimeout
+		case body != nil && body.tooLarge:
+			rj = rejTooLarge
+		case body != nil && body.failed && lc.readTimedOut.Load():
+			rj = rejBodyTimeout
+		case body != nil && body.failed:
+			failure = upstreamClientGone // the client went away mid-body
+		case errors.Is(err, fasthttp.ErrTimeout) || errors.As(err, &ne) && ne.Timeout():
+			rj = rejTimeout
+		default:
+			rj = rejBadGateway
+		}
+		status := int32(499)
+		var out int64
+		if rj != nil {
+			failure = failureOf(rj.status)
+			status = int32(rj.status)
+			out = rj.writeFast(&x.resp, true)
+			if hasBody && rj != rejBodyTimeout {
+				lc.lingerOnClose()
+			}
+		} else {
+			x.resp.SetConnectionClose()
+		}
+		end := g.cfg.Now()
+		g.metrics.recordUpstream(start, from, end, failure)
+		g.emit(d, method, start, end, status, bodyIn, out)
+		releaseBody(body)
+		fasthttp.ReleaseRequest(req)
+		fasthttp.ReleaseResponse(up)
+		return
+	}
+	fasthttp.ReleaseRequest(req) // written: its body, if any, was read
+	lr.up.extend(up, exchange)
+
+	// The response: the upstream's status and headers, less hop-by-hop
+	// ones, and its body streamed.
+	r := &x.resp
+	r.SetStatusCode(up.StatusCode())
+	copyResponseHeaders(&r.Header, &up.Header)
+	st := streamPool.Get().(*leanStream)
+	*st = leanStream{s: s, lc: lc, dec: *d, method: method, start: start, from: from, status: int32(up.StatusCode()), in: bodyIn, up: up, body: up.BodyStream()}
+	releaseBody(body)
+	if st.body == nil {
+		// No body to stream (HEAD, 204, 304): copy what there is.
+		r.SetBody(up.Body())
+		st.n = int64(len(up.Body()))
+		st.finish(nil)
+		return
+	}
+	r.SetBodyStream(st, up.Header.ContentLength())
+}
+
+func containsName(names [][]byte, k []byte) bool {
+	for _, n := range names {
+		if bytes.EqualFold(n, k) {
+			return true
+		}
+	}
+	return false
+}
+
+// remoteIP is the client's address without its port.
+func remoteIP(lc *leanConn) string {
+	if a, ok := lc.conn.RemoteAddr().(*net.TCPAddr); ok {
+		return a.AddrPort().Addr().Unmap().String()
+	}
+	host, _, err := net.SplitHostPort(lc.conn.RemoteAddr().String())
+	if err != nil {
+		return ""
+	}
+	return host
+}
+
+// copyResponseHeaders copies an upstream response's headers to the
+// client's response, less hop-by-hop ones and those its Connection
+// header names.
+func copyResponseHeaders(dst, src *fasthttp.ResponseHeader) {
+	var conn [][]byte
+	for _, v := range src.PeekAll("Connection") {
+		for tok := range bytes.SplitSeq(v, []byte(",")) {
+			if tok = bytes.TrimSpace(tok); len(tok) > 0 {
+				conn = append(conn, tok)
+			}
+		}
+	}
+	for k, v := range src.All() {
+		if hopByHop(k) || conn != nil && containsName(conn, k) {
+			continue
+		}
+		dst.AddBytesKV(k, v)
+	}
+}
+
+// leanBody is an admitted request's body on its way upstream: counted,
+// cut one byte past the limit (errBodyTooLarge), its failure recorded.
+type leanBody struct {
+	r                io.Reader
+	n, max           int64
+	tooLarge, failed bool
+}
+
+var bodyPool = sync.Pool{New: func() any { return new(leanBody) }}
+
+func releaseBody(b *leanBody) {
+	if b != nil {
+		b.r = nil
+		bodyPool.Put(b)
+	}
+}
+
+func (b *leanBody) Read(p []byte) (int, error) {
+	if rem := b.max - b.n + 1; int64(len(p)) > rem {
+		p = p[:rem]
+	}
+	n, err := b.r.Read(p)
+	b.n += int64(n)
+	if b.n > b.max {
+		b.tooLarge = true
+		return 0, errBodyTooLarge
+	}
+	if err != nil && err != io.EOF {
+		b.failed = true
+	}
+	return n, err
+}
+
+// leanStream streams an upstream's response body to the client and
+// meters the request when fasthttp has written it (or failed to).
+type leanStream struct {
+	s           *leanServer
+	lc          *leanConn
+	dec         decision // a copy: the handler's returns before the body is written
+	method      string
+	start, from int64
+	status      int32
+	in, n       int64
+	up          *fasthttp.Response
+	body        io.Reader
+	readErr     error
+	done        bool
+}
+
+var streamPool = sync.Pool{New: func() any { return new(leanStream) }}
+
+func (st *leanStream) Read(p []byte) (int, error) {
+	n, err := st.body.Read(p)
+	st.n += int64(n)
+	if err != nil && err != io.EOF {
+		st.readErr = err
+	}
+	return n, err
+}
+
+// CloseWithError is called by fasthttp once the body is written, with
+// the write's error if it failed.
+func (st *leanStream) CloseWithError(werr error) error {
+	st.finish(werr)
+	return nil
+}
+
+// finish meters the request: the upstream's status if the body went
+// through whole; 504 if the exchange deadline cut it, 502 if the upstream
+// failed, 499 if the client did.
+func (st *leanStream) finish(werr error) {
+	if st.done {
+		return
+	}
+	st.done = true
+	expired := st.lc.disarm()
+	status, failure := st.status, upstreamOK
+	switch {
+	case expired:
+		status, failure = 504, upstreamTimeout
+	case st.readErr != nil:
+		status, failure = 502, upstreamError
+	case werr != nil:
+		status, failure = 499, upstreamClientGone
+	}
+	if expired || st.readErr != nil || werr != nil {
+		st.up.SetConnectionClose() // the upstream connection is not reused
+	}
+	g := st.s.g
+	end := g.cfg.Now()
+	g.metrics.recordUpstream(st.start, st.from, end, failure)
+	g.emit(&st.dec, st.method, st.start, end, status, st.in, st.n)
+	fasthttp.ReleaseResponse(st.up) // closes the upstream body: back to the pool, or closed
+	*st = leanStream{}
+	streamPool.Put(st)
+}
