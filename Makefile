@@ -26,11 +26,16 @@ run: build ## Serve examples/tollgate.yaml with the demo upstream (gateway :8080
 # are measured on their own, after the rest: run beside other packages'
 # tests on 2 cores they measure the CPU contention, not the pipeline.
 LATENCY_TESTS := TestFreshnessAndSignalLatency
+# The end-to-end tests of the gateway listener that make test runs again
+# on the net/http data plane (the default is fasthttp).
+GATEWAY_E2E_TESTS := TestSIGTERMFlushesEveryEvent|TestEnforcerKilledReplaysItsSpillLog|TestServeAppliesEdgeLimits|TestServeFloodIsStoredPerMinute|TestServeMetersAndSurvivesRestart|TestAdminAPIChangesReachTheGateway|TestArticleWorkflowWithAWSCLI|TestFleetQuotaOvershootUnder1Percent|TestFleetServesThroughABrokerOutage
 
 test: ## Run every test (vet included)
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 10m -skip '^($(LATENCY_TESTS))$$' ./...
 	$(GO) test -count=1 -timeout 5m -run '^($(LATENCY_TESTS))$$' ./aggregator
+	TOLLGATE_TEST_DATA_PLANE=net/http $(GO) test -count=1 -timeout 5m ./enforcer
+	TOLLGATE_TEST_DATA_PLANE=net/http $(GO) test -count=1 -timeout 5m -run '^($(GATEWAY_E2E_TESTS))$$' ./cmd/tollgate
 
 .PHONY: bench
 bench: ## Run the Go benchmarks of the hot paths

@@ -222,10 +222,10 @@ func (g *Gateway) compileRoutes(s *catalog.State) (*table, error) {
 		if err != nil {
 			return err
 		}
-		if sr.lean, err = g.upstreamFor(st.Upstream, st.Prefix()); err != nil {
+		if sr.lean, err = g.upstreamFor(st.Upstream, st.Prefix(), upTimeout); err != nil {
 			return err
 		}
-		sr.proxy, sr.upTimeout = p, upTimeout
+		sr.proxy = p
 		return nil
 	})
 	if err != nil {

@@ -221,6 +221,7 @@ const (
 // exchange is one connection's request and response, reused for each
 // request on it.
 type exchange struct {
+	uri  []byte // the upstream request's target, built here
 	req  fasthttp.Request
 	resp fasthttp.Response
 	lc   *leanConn
@@ -284,8 +285,7 @@ func (s *leanServer) serveConn(lc *leanConn) {
 		x.resp.Reset()
 		x.resp.Header.SetNoDefaultContentType(true)
 		err = x.req.Header.Read(br)
-		var small *fasthttp.ErrSmallBuffer
-		if errors.As(err, &small) && br.Size() < s.sc.MaxHeaderBytes+maxHeaderSlack {
+		if err != nil && br.Size() < s.sc.MaxHeaderBytes+maxHeaderSlack && isSmallBuffer(err) {
 			// A large header block: read it again, from what is
 			// buffered, through a buffer that holds the limit.
 			br = bufio.NewReaderSize(br, s.sc.MaxHeaderBytes+maxHeaderSlack)
@@ -304,6 +304,11 @@ func (s *leanServer) serveConn(lc *leanConn) {
 		}
 		wait = s.sc.IdleTimeout
 	}
+}
+
+func isSmallBuffer(err error) bool {
+	var small *fasthttp.ErrSmallBuffer
+	return errors.As(err, &small)
 }
 
 // exchange serves one request whose headers x holds, the body (if any)
@@ -325,16 +330,17 @@ func (s *leanServer) exchange(x *exchange, br *bufio.Reader) (keep bool) {
 	if h.IsHead() {
 		x.resp.SkipBody = true
 	}
-	keep = !h.ConnectionClose() && !x.resp.ConnectionClose() && !s.closing.Load()
+	// HTTP/1.0 reads no chunks: a body of unknown length ends with the
+	// connection.
+	untilClose := !h.IsHTTP11() && x.resp.IsBodyStream() && x.resp.Header.ContentLength() < 0
+	keep = !untilClose && !h.ConnectionClose() && !x.resp.ConnectionClose() && !s.closing.Load()
 	if !keep {
 		x.resp.SetConnectionClose()
 	} else if !h.IsHTTP11() {
 		x.resp.Header.Set(hConnection, "keep-alive")
 	}
 	var err error
-	if !h.IsHTTP11() && x.resp.IsBodyStream() && x.resp.Header.ContentLength() < 0 {
-		// HTTP/1.0 reads no chunks: the body ends with the connection.
-		keep = false
+	if untilClose {
 		err = writeUntilClose(&x.resp, x.bw)
 	} else {
 		err = x.resp.Write(x.bw)
@@ -363,15 +369,16 @@ func (s *leanServer) exchange(x *exchange, br *bufio.Reader) (keep bool) {
 // connection closes.
 func writeUntilClose(r *fasthttp.Response, bw *bufio.Writer) error {
 	stream := r.BodyStream()
-	r.Header.SetContentLength(-2)
-	r.SetConnectionClose()
+	r.Header.Del("Transfer-Encoding")
+	r.Header.SetContentLength(-2) // no length, and Connection: close
 	err := r.Header.Write(bw)
 	if err == nil && !r.SkipBody {
 		_, err = io.Copy(bw, stream)
 	}
-	if c, ok := stream.(fasthttp.ReadCloserWithError); ok {
-		c.CloseWithError(err)
+	if st, ok := stream.(*leanStream); ok && err != nil {
+		st.werr = err
 	}
+	r.CloseBodyStream() // meters it (leanStream)
 	return err
 }
 
@@ -599,10 +606,9 @@ func (s *leanServer) serve(x *exchange) {
 func (s *leanServer) refuse(x *exchange, err error) {
 	g := s.g
 	start := g.cfg.Now()
-	var small *fasthttp.ErrSmallBuffer
 	rj := rejBadRequest
 	switch {
-	case errors.As(err, &small):
+	case isSmallBuffer(err):
 		rj = rejHeadersTooLarge
 	case errors.Is(err, fasthttp.ErrUnsupportedTransferEncoding):
 		// HTTP/1.0 with Transfer-Encoding: faulty framing, 400.
@@ -667,6 +673,7 @@ func (l leanListener) Accept() (net.Conn, error) {
 type leanConn struct {
 	conn  net.Conn
 	state atomic.Int32 // connActive, connIdle or connClaimed (Shutdown)
+	xff   []byte       // the client's address, for X-Forwarded-For (remoteIP)
 
 	mu       sync.Mutex
 	timer    *time.Timer

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -28,6 +29,10 @@ type leanUpstream struct {
 	// headers are in (see proxy).
 	mu    sync.Mutex
 	conns map[netip.AddrPort]*upConn
+
+	// headerTimeout is the catalog's upstreamTimeout (ns): the wait for
+	// the response's headers once the request is written (upConn).
+	headerTimeout atomic.Int64
 }
 
 // upstreamKey names the HostClient of an upstream URL.
@@ -115,6 +120,20 @@ type upConn struct {
 	once sync.Once
 }
 
+// SetReadDeadline is called by the HostClient once the request is
+// written, before it reads the response, with the exchange's deadline:
+// the wait for the headers is cut at the upstream timeout from now, as
+// net/http's ResponseHeaderTimeout counts it. Once the headers are in,
+// proxy moves the deadline to the exchange's (extend).
+func (c *upConn) SetReadDeadline(t time.Time) error {
+	if d := c.up.headerTimeout.Load(); d > 0 {
+		if h := time.Now().Add(time.Duration(d)); t.IsZero() || h.Before(t) {
+			t = h
+		}
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
 func (c *upConn) Close() error {
 	c.once.Do(func() {
 		c.up.mu.Lock()
@@ -135,7 +154,7 @@ type leanRoute struct {
 
 // upstreamFor returns the shared client of an upstream URL, creating it
 // the first time (g.mu held).
-func (g *Gateway) upstreamFor(raw, prefix string) (*leanRoute, error) {
+func (g *Gateway) upstreamFor(raw, prefix string, headerTimeout time.Duration) (*leanRoute, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, err
@@ -151,6 +170,7 @@ func (g *Gateway) upstreamFor(raw, prefix string) (*leanRoute, error) {
 		}
 		g.upstreams[k] = up
 	}
+	up.headerTimeout.Store(int64(headerTimeout))
 	return &leanRoute{up: up, base: strings.TrimSuffix(u.Path, "/"), prefix: prefix}, nil
 }
 
@@ -234,9 +254,7 @@ func (s *leanServer) proxy(x *exchange, d *decision, tg *target, method string, 
 		oh.SetCanonical(bTE, bTrailer)
 	}
 	oh.SetMethodBytes(in.Method())
-	// Built in the request's own URI buffer, which SetRequestURIBytes
-	// copies onto itself.
-	p := req.Header.RequestURI()[:0]
+	p := x.uri[:0]
 	p = append(p, lr.base...)
 	p = append(p, stripPrefix(tg.rawPath, lr.prefix)...)
 	if tg.query != "" || bytes.IndexByte(in.RequestURI(), '?') >= 0 {
@@ -244,9 +262,13 @@ func (s *leanServer) proxy(x *exchange, d *decision, tg *target, method string, 
 		p = append(p, tg.query...)
 	}
 	req.SetRequestURIBytes(p)
+	x.uri = p
 	oh.SetHostBytes(lr.up.host)
-	if ip := remoteIP(lc); ip != "" {
-		oh.SetCanonical(bXFF, []byte(ip))
+	if lc.xff == nil {
+		lc.xff = []byte(remoteIP(lc)) // once per connection
+	}
+	if len(lc.xff) > 0 {
+		oh.SetCanonical(bXFF, lc.xff)
 	}
 	host := tg.absHost
 	if host == "" {
@@ -271,13 +293,8 @@ func (s *leanServer) proxy(x *exchange, d *decision, tg *target, method string, 
 	}
 	lc.arm(hasBody, &s.lim)
 	from := g.cfg.Now()
-	now := time.Now()
-	exchange := now.Add(s.lim.exchangeTimeout)
-	headers := now.Add(d.stage.upTimeout)
-	if exchange.Before(headers) {
-		headers = exchange
-	}
-	err := lr.up.hc.DoDeadline(req, up, headers)
+	exchange := time.Now().Add(s.lim.exchangeTimeout)
+	err := lr.up.hc.DoDeadline(req, up, exchange) // the wait for headers: upConn.SetReadDeadline
 	bodyIn := cl
 	if body != nil {
 		bodyIn = body.n
@@ -433,6 +450,7 @@ type leanStream struct {
 	up          *fasthttp.Response
 	body        io.Reader
 	readErr     error
+	werr        error // the write's failure, where fasthttp does not pass it
 	done        bool
 }
 
@@ -462,6 +480,9 @@ func (st *leanStream) finish(werr error) {
 		return
 	}
 	st.done = true
+	if werr == nil {
+		werr = st.werr
+	}
 	expired := st.lc.disarm()
 	status, failure := st.status, upstreamOK
 	switch {

@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"time"
 
 	"github.com/tollgate/tollgate/catalog"
 )
@@ -51,7 +50,6 @@ type stageRoute struct {
 	state        *atomic.Int64
 	proxy        *httputil.ReverseProxy // the net/http plane's
 	lean         *leanRoute             // the fasthttp plane's
-	upTimeout    time.Duration          // the catalog's upstreamTimeout (fasthttp plane)
 	slot         uint8                  // its counters in the gateway's metrics (metrics.go)
 }
 
