@@ -3,27 +3,65 @@
 // quota) in AWS API Gateway's order, proxies what it admits and meters
 // every request it answers with one usage event.
 //
-// Serve a Gateway with NewServer on a listener from WrapListener, and
-// hand it each change of the catalog:
+// Serve a Gateway with NewGatewayServer, on the data plane of your
+// choice, and hand it each change of the catalog:
 //
 //	gw, err := enforcer.New(enforcer.Config{Events: queue}, nil)
 //	err = gw.Load(manager.State())
-//	srv := enforcer.NewServer(gw, enforcer.ServerConfig{})
-//	err = srv.Serve(enforcer.WrapListener(ln))
+//	srv, err := enforcer.NewGatewayServer(gw, enforcer.FastHTTP, enforcer.ServerConfig{})
+//	err = srv.Serve(ln)
 //	// in the catalog manager's publish hook:
 //	err = gw.Apply(change)
+//
+// # Data planes
+//
+// The HTTP machinery of the gateway listener sits behind one seam,
+// NewGatewayServer, and comes in two planes that run the same decision,
+// events, headers and limits:
+//
+//   - FastHTTP, the default (lean.go, leanproxy.go): a connection loop of
+//     the package's own around fasthttp's request header parser, its
+//     response writer and its HostClient. Nothing of a request is
+//     allocated per request (pooled exchanges, the body streamed from the
+//     connection's reader), and the upstream exchange is written and read
+//     on the request's goroutine. It costs about half of net/http's CPU
+//     per proxied request on loopback, 4 allocations instead of 86
+//     (BenchmarkGatewayProxy), and 0 instead of 21 per refusal
+//     (BenchmarkGatewayReject); make loadtest compares it with nginx.
+//   - NetHTTP (gateway.go, proxy.go, framing.go, writer.go): net/http's
+//     server and httputil.ReverseProxy, for what only net/http has
+//     (HTTP/2 to clients, the standard library's behaviour where a
+//     deployment was tested against it). tollgate serve and enforcer
+//     take --data-plane net/http.
+//
+// Why a loop of its own and not fasthttp's Server: fasthttp's Server
+// reads up to 8 KiB of a request's body before its handler runs, so a
+// client that declares a body and stalls holds the connection until a
+// timeout where the gateway refuses it at once (an unknown key, an
+// undeclared route) without reading a byte; and it answers
+// "Expect: 100-continue" before the handler decides, where net/http (and
+// this loop) send "100 Continue" only when an admitted request's body is
+// read. What the planes answer differently is listed in lean.go: the
+// fasthttp parser refuses a second Content-Length and answers its own
+// refusals in AWS's shape, metered; the framing check has the request's
+// own header block and needs no proof of it.
 //
 // # The request path
 //
 // A request meets these steps in this order. The first that refuses it
 // answers, as AWS API Gateway answers, and the steps after it do not run.
 //
-//  1. Listener (framing.go, gateway.go). The connections of WrapListener
-//     record each request's raw header block; NewServer bounds the
-//     headers (16 KiB, 10 s), idle connections, and, per connection, the
-//     body and exchange deadlines. net/http parses the request and calls
-//     Gateway.ServeHTTP, which loads the table once: the request is
-//     decided on that one version of the catalog.
+//  1. Listener. On the fasthttp plane (lean.go) the connection loop
+//     reads the header block (16 KiB and 4 KiB of slack, 10 s; the
+//     reader grows past 4 KiB only for a block that needs it), waits for
+//     kept-alive connections' next request (120 s), and calls
+//     leanServer.serve with the body still unread. On the net/http plane
+//     the connections of WrapListener record each request's raw header
+//     block; NewServer bounds the headers (16 KiB, 10 s), idle
+//     connections, and, per connection, the body and exchange deadlines.
+//     net/http parses the request and calls Gateway.ServeHTTP. Either
+//     way the table is loaded once: the request is decided on that one
+//     version of the catalog.
 //  2. Framing and path (ServeHTTP, badFraming, unsafePath). A request
 //     framed two ways (Content-Length and Transfer-Encoding, or HTTP/1.0
 //     with Transfer-Encoding), a chunked or HTTP/1.0 request whose header
@@ -66,12 +104,18 @@
 //     decision (responses.go). A refusal is written from a rejection built
 //     once per status (AWS's body and x-amzn-ErrorType), and closes the
 //     connection if the request carried a body. An admitted request is
-//     proxied (Gateway.proxy): X-Tollgate-Key-Id and X-Tollgate-Plan-Id
-//     replace whatever the client sent; the stage's
-//     httputil.ReverseProxy (proxy.go) strips the stage prefix and the
-//     key, sets X-Forwarded-* from the connection, and writes through a
-//     pooled meteredWriter (writer.go) that records the status and the
-//     bytes. A failed exchange answers 502, 504, 408 or 413.
+//     proxied: X-Tollgate-Key-Id and X-Tollgate-Plan-Id replace whatever
+//     the client sent, the stage prefix and the key are stripped, hop-by-hop
+//     headers (and those Connection names) are dropped both ways, and
+//     X-Forwarded-* are set from the connection. On the fasthttp plane
+//     (leanServer.proxy) the stage's HostClient, shared by every stage of
+//     the same upstream host, writes the request with its body streamed
+//     from the client, and the response body is streamed back through a
+//     pooled leanStream that counts the bytes and meters the request when
+//     it has been written. On the net/http plane the stage's
+//     httputil.ReverseProxy (proxy.go) writes through a pooled
+//     meteredWriter (writer.go). A failed exchange answers 502, 504, 408
+//     or 413.
 //  8. Metering (Gateway.emit), once the response is complete. An admitted
 //     request, and a refused one whose key was identified, becomes one
 //     schemas.UsageEvent (with the key's id and the fingerprint of the
@@ -375,5 +419,8 @@
 // connection's deadlines (reads; writes too once the exchange deadline
 // passes, for a client that stopped reading) and one reusable timer per
 // connection, so that the admitted request path allocates nothing for
-// them.
+// them. On the fasthttp plane the upstream's headers are awaited from the
+// end of the request's write (upConn.SetReadDeadline, as net/http's
+// ResponseHeaderTimeout), and the deadline then moves to the exchange's
+// for the body (leanUpstream.extend).
 package enforcer
