@@ -16,8 +16,9 @@ type DataPlane string
 
 const (
 	// FastHTTP is the default: fasthttp's server and HostClient
-	// (lean.go). A proxied request costs about a third of what it costs
-	// through net/http (BENCHMARKS.md, "The edge at nginx's cost").
+	// (lean.go). A proxied request costs about half of net/http's CPU
+	// (BenchmarkGatewayProxy; make loadtest compares it with nginx:
+	// BENCHMARKS.md, "The edge at nginx's cost").
 	FastHTTP DataPlane = "fasthttp"
 	// NetHTTP is net/http's server and httputil.ReverseProxy
 	// (gateway.go, proxy.go, framing.go), for what only it has: HTTP/2

@@ -24,7 +24,7 @@ func (l *edgeLimits) addFlags(f *pflag.FlagSet) {
 	f.Var((*positiveDuration)(&l.bodyTimeout), "body-timeout", "bound on reading a request body; past it the upstream request is aborted and the client gets 408")
 	f.Var((*positiveInt64)(&l.maxBodyBytes), "max-body-bytes", "largest request body; a larger Content-Length gets 413 before it is read, a chunked body is cut where it passes it")
 	l.plane = defaultPlane
-	f.Var((*dataPlane)(&l.plane), "data-plane", `HTTP machinery of the gateway listener: "fasthttp" (lean: about a third of net/http's CPU per proxied request) or "net/http" (for what only it has, such as HTTP/2 behind a TLS terminator)`)
+	f.Var((*dataPlane)(&l.plane), "data-plane", `HTTP machinery of the gateway listener: "fasthttp" (the lean one) or "net/http" (for what only it has, such as HTTP/2 behind a TLS terminator); README, "Behaviour at the edge"`)
 	f.Var((*positiveDuration)(&l.exchangeTimeout), "exchange-timeout", "bound on an admitted request as a whole (body, upstream answer and its streaming); past it 504, or the response is cut")
 }
 

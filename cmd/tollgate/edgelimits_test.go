@@ -13,6 +13,7 @@ import (
 )
 
 func TestEdgeLimitFlags(t *testing.T) {
+	defaultConfig := enforcer.ServerConfig{BodyTimeout: 29 * time.Second, MaxBodyBytes: 10 << 20, ExchangeTimeout: time.Minute}
 	tests := []struct {
 		name    string
 		args    []string
@@ -29,7 +30,11 @@ func TestEdgeLimitFlags(t *testing.T) {
 		{"negative body size", []string{"--max-body-bytes", "-1"}, nil, enforcer.ServerConfig{}, `invalid argument "-1" for "--max-body-bytes" flag: must be positive, got -1`},
 		{"body size not a number", []string{"--max-body-bytes", "10MB"}, nil, enforcer.ServerConfig{}, `invalid argument "10MB" for "--max-body-bytes" flag`},
 		{"bad environment", nil, map[string]string{"TOLLGATE_EXCHANGE_TIMEOUT": "0"}, enforcer.ServerConfig{}, `TOLLGATE_EXCHANGE_TIMEOUT="0" (for --exchange-timeout): invalid argument "0" for "--exchange-timeout" flag: must be positive, got 0`},
+		{"data plane", []string{"--data-plane", "net/http"}, nil, defaultConfig, ""},
+		{"data plane from the environment", nil, map[string]string{"TOLLGATE_DATA_PLANE": "fasthttp"}, defaultConfig, ""},
+		{"unknown data plane", []string{"--data-plane", "nginx"}, nil, enforcer.ServerConfig{}, `invalid argument "nginx" for "--data-plane" flag: data plane "nginx": want "fasthttp" or "net/http"`},
 	}
+	wantPlane := map[string]enforcer.DataPlane{"data plane": enforcer.NetHTTP, "data plane from the environment": enforcer.FastHTTP, "defaults": defaultPlane}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var l edgeLimits
@@ -51,11 +56,14 @@ func TestEdgeLimitFlags(t *testing.T) {
 			if got := l.serverConfig(); got != tt.want {
 				t.Errorf("server config %+v, want %+v", got, tt.want)
 			}
+			if want, ok := wantPlane[tt.name]; ok && l.plane != want {
+				t.Errorf("data plane %q, want %q", l.plane, want)
+			}
 		})
 	}
 	// Both commands that run a gateway have them.
 	for _, cmd := range []*cobra.Command{newServeCmd(), newEnforcerCmd()} {
-		for _, name := range []string{"body-timeout", "max-body-bytes", "exchange-timeout"} {
+		for _, name := range []string{"body-timeout", "max-body-bytes", "exchange-timeout", "data-plane"} {
 			if cmd.Flags().Lookup(name) == nil {
 				t.Errorf("tollgate %s has no --%s", cmd.Name(), name)
 			}
