@@ -280,7 +280,14 @@ func (s *leanServer) serveConn(lc *leanConn) {
 		if !lc.state.CompareAndSwap(connIdle, connActive) || err != nil {
 			return // claimed by Shutdown, gone, or idle too long: no answer
 		}
-		lc.conn.SetReadDeadline(time.Now().Add(s.sc.ReadHeaderTimeout))
+		now := time.Now()
+		lc.conn.SetReadDeadline(now.Add(s.sc.ReadHeaderTimeout))
+		// Every answer is written within the exchange's bound (and the
+		// linger that lets a 504 out after it), refusals included: a
+		// client that sends requests and never reads the answers holds
+		// its connection no longer (net/http's plane bounds writes only
+		// once an admitted exchange's deadline passed).
+		lc.conn.SetWriteDeadline(now.Add(s.lim.exchangeTimeout + lingerTimeout))
 		x.req.Reset()
 		x.resp.Reset()
 		x.resp.Header.SetNoDefaultContentType(true)

@@ -354,8 +354,12 @@ func (s *leanServer) proxy(x *exchange, d *decision, tg *target, method string, 
 	*st = leanStream{s: s, lc: lc, dec: *d, method: method, start: start, from: from, status: int32(up.StatusCode()), in: bodyIn, up: up, body: up.BodyStream()}
 	releaseBody(body)
 	if st.body == nil {
-		// No body to stream (HEAD, 204, 304): copy what there is.
+		// No body to stream (HEAD, 204, 304): copy what there is, and
+		// the length a HEAD's answer declares.
 		r.SetBody(up.Body())
+		if n := up.Header.ContentLength(); n > 0 && len(up.Body()) == 0 {
+			r.Header.SetContentLength(n)
+		}
 		st.n = int64(len(up.Body()))
 		st.finish(nil)
 		return

@@ -350,3 +350,27 @@ func TestShutdownFinishesRequestsInFlight(t *testing.T) {
 		t.Errorf("the request in flight was not metered before Shutdown returned: %+v", evs)
 	}
 }
+
+// A client that sends requests and never reads the answers holds its
+// connection no longer than the exchange's bound: the gateway's write,
+// blocked on a full socket, is cut and the connection closed.
+func TestRefusalsToAClientThatDoesNotRead(t *testing.T) {
+	if testPlane(t) == NetHTTP {
+		t.Skip("the net/http plane bounds writes only within an admitted exchange")
+	}
+	_, url, _, _ := planeEnv(t, ServerConfig{ExchangeTimeout: 300 * time.Millisecond}, http.NotFoundHandler())
+	c := rawConn(t, url)
+	defer c.Close()
+	req := []byte(strings.Repeat("GET /prod/items HTTP/1.1\r\nHost: x\r\n\r\n", 100)) // 403s, the connection kept
+	start := time.Now()
+	var err error
+	for written := 0; err == nil && written < 256<<20; written += len(req) {
+		_, err = c.Write(req)
+	}
+	if err == nil {
+		t.Fatal("256 MiB of requests written to a gateway whose answers nobody reads")
+	}
+	if d := time.Since(start); d > 4*time.Second {
+		t.Errorf("the connection was cut after %v; the exchange bound is 300ms", d)
+	}
+}
