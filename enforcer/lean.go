@@ -41,7 +41,8 @@ import (
 //   - Framing: a chunked request that also names Content-Length, or
 //     announces trailers, gets 400 and its connection closes; HTTP/1.0
 //     with Transfer-Encoding gets 400 (fasthttp refuses it while parsing:
-//     refuse). The raw header block is the request's own here, so a
+//     refuse); a Transfer-Encoding other than chunked gets 501, as on
+//     net/http (fasthttp accepts "identity" and drops it). The raw header block is the request's own here, so a
 //     pipelined chunked request is judged on its own lines, not refused
 //     for want of proof.
 //   - Paths: the path is taken from the raw request target, decoded
@@ -531,16 +532,21 @@ func unsafeTarget(t *target) bool {
 // names Content-Length or Trailer: 400, as on the net/http plane (see
 // inspectBlock). fasthttp has already refused HTTP/1.0 with
 // Transfer-Encoding, two Transfer-Encoding fields and codings other
-// than chunked.
+// than chunked and identity.
 func ambiguousChunked(block []byte) bool {
+	return hasField(block, "content-length") || hasField(block, "trailer")
+}
+
+// hasField reports whether a raw header block has a field of this name
+// (lower case).
+func hasField(block []byte, name string) bool {
 	for len(block) > 0 {
 		var line []byte
 		line, block = nextLine(block)
-		if len(line) == 0 || line[0] == ' ' || line[0] == '\t' {
-			continue // a folded line continues the field before it
+		if len(line) <= len(name) || line[len(name)] != ':' || line[0]|0x20 != name[0] {
+			continue // not this field, or a folded line
 		}
-		name, _, _ := bytes.Cut(line, []byte(":"))
-		if fieldIs(name, "content-length") || fieldIs(name, "trailer") {
+		if fieldIs(line[:len(name)], name) {
 			return true
 		}
 	}
@@ -568,6 +574,12 @@ func (s *leanServer) serve(x *exchange) {
 	switch {
 	case chunked && ambiguousChunked(h.RawHeaders()):
 		d.outcome, ambiguous = schemas.DecisionBadRequest, true
+	case !chunked && hasField(h.RawHeaders(), "transfer-encoding"):
+		// "Transfer-Encoding: identity", which fasthttp accepts and drops:
+		// the request would be read by its Content-Length, or as one
+		// without a body, where a front end that honours the field reads
+		// it otherwise. net/http answers 501.
+		d.outcome, rj, ambiguous = schemas.DecisionBadRequest, rejNotImplemented, true
 	case !parsed || unsafeTarget(&tg):
 		d.outcome = schemas.DecisionBadRequest
 	case cl > s.lim.maxBodyBytes:
@@ -599,8 +611,8 @@ func (s *leanServer) serve(x *exchange) {
 	if rj == nil {
 		rj = rejectionFor(d.outcome, t.notFound)
 	}
-	hasBody := cl != 0 || chunked
-	out := rj.writeFast(resp, hasBody || ambiguous)
+	hasBody := cl != 0 || chunked || ambiguous
+	out := rj.writeFast(resp, hasBody)
 	if hasBody {
 		lc.lingerOnClose()
 	}
