@@ -228,6 +228,8 @@ type exchange struct {
 	lc   *leanConn
 	bw   *bufio.Writer
 	body reqBody
+	// drop: the client went away; the connection closes without an answer.
+	drop bool
 }
 
 var exchangePool = sync.Pool{New: func() any { return new(exchange) }}
@@ -335,6 +337,11 @@ func (s *leanServer) exchange(x *exchange, br *bufio.Reader) (keep bool) {
 		x.body.eof = true
 	}
 	s.serve(x)
+	if x.drop {
+		x.drop = false
+		x.resp.Reset()
+		return false
+	}
 	if h.IsHead() {
 		x.resp.SkipBody = true
 	}

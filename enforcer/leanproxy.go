@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -315,6 +316,8 @@ func (s *leanServer) proxy(x *exchange, d *decision, tg *target, method string, 
 			rj = rejTooLarge
 		case body != nil && body.failed && lc.readTimedOut.Load():
 			rj = rejBodyTimeout
+		case body != nil && body.failed && !connFailure(body.err):
+			rj = rejBadRequest // a body that does not parse (chunks, trailer)
 		case body != nil && body.failed:
 			failure = upstreamClientGone // the client went away mid-body
 		case errors.Is(err, fasthttp.ErrTimeout) || errors.As(err, &ne) && ne.Timeout():
@@ -332,7 +335,7 @@ func (s *leanServer) proxy(x *exchange, d *decision, tg *target, method string, 
 				lc.lingerOnClose()
 			}
 		} else {
-			x.resp.SetConnectionClose()
+			x.drop = true // no one to answer; never an empty 200
 		}
 		end := g.cfg.Now()
 		g.metrics.recordUpstream(start, from, end, failure)
@@ -414,6 +417,15 @@ type leanBody struct {
 	r                io.Reader
 	n, max           int64
 	tooLarge, failed bool
+	err              error // what failed it
+}
+
+// connFailure reports a body error of the connection (closed, reset, cut
+// short) rather than of the body's bytes.
+func connFailure(err error) bool {
+	var ne net.Error
+	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) ||
+		errors.As(err, &ne) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 var bodyPool = sync.Pool{New: func() any { return new(leanBody) }}
@@ -436,7 +448,7 @@ func (b *leanBody) Read(p []byte) (int, error) {
 		return 0, errBodyTooLarge
 	}
 	if err != nil && err != io.EOF {
-		b.failed = true
+		b.failed, b.err = true, err
 	}
 	return n, err
 }
