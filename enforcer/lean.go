@@ -436,7 +436,10 @@ func (b *reqBody) Read(p []byte) (int, error) {
 }
 
 // skipTrailer reads a chunked body's trailer section, up to its blank
-// line; 4 KiB at most.
+// line; 4 KiB at most. Every line must be a field (a token, then a
+// colon), as net/http reads them: anything else, such as the next request
+// of a client (or a front end) that ended the body at "0\r\n", fails the
+// body rather than being swallowed as trailer fields.
 func skipTrailer(br *bufio.Reader) error {
 	total := 0
 	for {
@@ -447,10 +450,27 @@ func skipTrailer(br *bufio.Reader) error {
 		if total += len(line); total > 4<<10 {
 			return errors.New("chunked body: trailer section over 4 KiB")
 		}
-		if len(bytes.TrimRight(line, "\r\n")) == 0 {
+		line = bytes.TrimRight(line, "\r\n")
+		if len(line) == 0 {
 			return nil
 		}
+		if name, _, ok := bytes.Cut(line, []byte(":")); !ok || !isToken(name) {
+			return errMalformedTrailer
+		}
 	}
+}
+
+var errMalformedTrailer = errors.New("chunked body: malformed trailer field")
+
+// isToken reports whether b is a non-empty token (RFC 9110 §5.6.2), what
+// a field name is.
+func isToken(b []byte) bool {
+	for _, c := range b {
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+			return false
+		}
+	}
+	return len(b) > 0
 }
 
 // b2s views b as a string without copying; the string must not outlive
