@@ -257,10 +257,23 @@ func (s *leanServer) proxy(x *exchange, d *decision, tg *target, method string, 
 	oh.SetMethodBytes(in.Method())
 	p := x.uri[:0]
 	p = append(p, lr.base...)
-	p = append(p, stripPrefix(tg.rawPath, lr.prefix)...)
+	if strings.HasPrefix(tg.rawPath, lr.prefix) {
+		p = append(p, stripPrefix(tg.rawPath, lr.prefix)...)
+	} else {
+		// The stage prefix came escaped (/pr%6fd/items): the raw path
+		// cannot be cut at it. As net/http: the decoded rest, escaped.
+		p = append(p, (&url.URL{Path: stripPrefix(tg.path, lr.prefix)}).EscapedPath()...)
+	}
 	if tg.query != "" || bytes.IndexByte(in.RequestURI(), '?') >= 0 {
 		p = append(p, '?')
 		p = append(p, tg.query...)
+	}
+	if bytes.IndexByte(p, '#') >= 0 {
+		// No fragment in a request target: a '#' the client sent is a
+		// character of the path or query, which the HostClient would take
+		// for a fragment's start and cut. Escaped, it reaches the upstream
+		// meaning what the gateway matched (as net/http escapes it).
+		p = escapeHash(p)
 	}
 	req.SetRequestURIBytes(p)
 	x.uri = p
@@ -368,6 +381,19 @@ func (s *leanServer) proxy(x *exchange, d *decision, tg *target, method string, 
 		return
 	}
 	r.SetBodyStream(st, up.Header.ContentLength())
+}
+
+// escapeHash returns p with each '#' escaped as %23.
+func escapeHash(p []byte) []byte {
+	out := make([]byte, 0, len(p)+8)
+	for _, c := range p {
+		if c == '#' {
+			out = append(out, "%23"...)
+		} else {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 func containsName(names [][]byte, k []byte) bool {
