@@ -74,13 +74,28 @@ func newLeanUpstream(u *url.URL) (*leanUpstream, error) {
 		// refused what it would have changed), no added User-Agent.
 		DisablePathNormalizing:   true,
 		NoDefaultUserAgentHeader: true,
-		// A request is retried only when its connection, taken from the
-		// pool, was found closed before anything was read, and never with
-		// a body (fasthttp's rule for idempotent requests), as net/http's
-		// Transport does.
+		// A request is retried once, and only one without a body (the
+		// HostClient never retries those) whose method net/http's
+		// Transport replays, when its connection failed before any of the
+		// answer came: closed while idle in the pool, or reset under the
+		// write. Never after a timeout or an unreadable answer, which
+		// fasthttp's own rule retried (the upstream saw the request twice,
+		// and the 504 came at twice the upstream timeout).
 		MaxIdemponentCallAttempts: 2,
+		RetryIfErr:                retryIfErr,
 	}
 	return up, nil
+}
+
+func retryIfErr(req *fasthttp.Request, _ int, err error) (resetTimeout, retry bool) {
+	switch string(req.Header.Method()) {
+	case "GET", "HEAD", "OPTIONS", "TRACE":
+	default:
+		return false, false
+	}
+	// The HostClient reports any failure to read an answer's first byte
+	// as io.EOF, a timeout as ErrTimeout.
+	return false, errors.Is(err, io.EOF) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
 }
 
 func (up *leanUpstream) dial(addr string) (net.Conn, error) {

@@ -698,3 +698,28 @@ func TestAdvUpstreamLengthMismatch(t *testing.T) {
 		}
 	}
 }
+
+// What the retry is for still works: an upstream that closes each
+// keep-alive connection after one answer, without saying so, leaves a
+// closed connection in the pool; a GET that meets it is sent again on a
+// new one and answered. A POST is never sent twice.
+func TestAdvStalePooledConnection(t *testing.T) {
+	var requests atomic.Int32
+	upURL := scriptedUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		if _, err := readRequestHead(br); err != nil {
+			return
+		}
+		requests.Add(1)
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	})
+	e := newAdvEnv(t, ServerConfig{}, upURL)
+	for i := range 4 {
+		statuses, _ := rawExchange(t, e.url, "GET /v1/things HTTP/1.1\r\nHost: x\r\nx-api-key: "+other+"\r\nConnection: close\r\n\r\n")
+		if !slices.Equal(statuses, []int{200}) {
+			t.Errorf("GET %d: %v, want [200]", i, statuses)
+		}
+	}
+	if n := requests.Load(); n != 4 {
+		t.Errorf("upstream answered %d requests, want 4", n)
+	}
+}
