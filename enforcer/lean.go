@@ -266,6 +266,7 @@ func (s *leanServer) serveConn(lc *leanConn) {
 		s.wg.Done()
 	}()
 	wait := s.sc.ReadHeaderTimeout // a new connection's first request
+	first := true
 	for {
 		if br.Buffered() == 0 && bw.Buffered() > 0 {
 			// Nothing pipelined behind: the answers go out before the
@@ -284,7 +285,12 @@ func (s *leanServer) serveConn(lc *leanConn) {
 			return // claimed by Shutdown, gone, or idle too long: no answer
 		}
 		now := time.Now()
-		lc.conn.SetReadDeadline(now.Add(s.sc.ReadHeaderTimeout))
+		if !first {
+			// The first request's deadline runs from the accept, as on
+			// net/http: a late first byte does not start it over.
+			lc.conn.SetReadDeadline(now.Add(s.sc.ReadHeaderTimeout))
+		}
+		first = false
 		// Every answer is written within the exchange's bound (and the
 		// linger that lets a 504 out after it), refusals included: a
 		// client that sends requests and never reads the answers holds
