@@ -211,20 +211,53 @@ func forwarding(k []byte) bool {
 	return false
 }
 
-// connectionTokens returns the header names a Connection header lists
-// (beyond close and keep-alive); nil for none.
-func connectionTokens(h *fasthttp.RequestHeader) [][]byte {
-	var names [][]byte
+// connNames are the header names a client's Connection header lists
+// (beyond close and keep-alive), compared in any case.
+type connNames struct {
+	list [][]byte
+	// set holds the names in lower case once there are more than a few:
+	// a header block of 16 KiB can list thousands of names and carry
+	// a thousand fields, and comparing each field with each name cost a
+	// request 50 times what parsing it did.
+	set map[string]struct{}
+}
+
+// maxConnList is how many names connNames compares one by one.
+const maxConnList = 8
+
+// connectionTokens returns the names h's Connection header lists.
+func connectionTokens(h *fasthttp.RequestHeader) connNames {
+	var c connNames
 	for _, v := range h.PeekAll("Connection") {
 		for tok := range bytes.SplitSeq(v, []byte(",")) {
 			tok = bytes.TrimSpace(tok)
 			if len(tok) == 0 || bytes.EqualFold(tok, []byte("close")) || bytes.EqualFold(tok, []byte("keep-alive")) {
 				continue
 			}
-			names = append(names, bytes.Clone(tok)) // compared in any case
+			if c.set != nil {
+				c.set[string(bytes.ToLower(tok))] = struct{}{}
+				continue
+			}
+			c.list = append(c.list, bytes.Clone(tok))
+			if len(c.list) > maxConnList {
+				c.set = make(map[string]struct{}, 2*len(c.list))
+				for _, n := range c.list {
+					c.set[string(bytes.ToLower(n))] = struct{}{}
+				}
+				c.list = nil
+			}
 		}
 	}
-	return names
+	return c
+}
+
+// has reports whether the Connection header listed k.
+func (c *connNames) has(k []byte) bool {
+	if c.set != nil {
+		_, ok := c.set[strings.ToLower(b2s(k))]
+		return ok
+	}
+	return c.list != nil && containsName(c.list, k)
 }
 
 var (
@@ -261,7 +294,7 @@ func (s *leanServer) proxy(x *exchange, d *decision, tg *target, method string, 
 			}
 			continue
 		}
-		if conn != nil && containsName(conn, k) {
+		if conn.has(k) {
 			continue
 		}
 		oh.AddBytesKV(k, v)

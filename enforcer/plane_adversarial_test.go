@@ -723,3 +723,25 @@ func TestAdvStalePooledConnection(t *testing.T) {
 		t.Errorf("upstream answered %d requests, want 4", n)
 	}
 }
+
+// The fields a client's Connection header names stay with the gateway,
+// in any case, however many it names.
+func TestAdvConnectionNamesAreDropped(t *testing.T) {
+	for _, n := range []int{1, 20} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			e := newEnv(t, gwYAML)
+			var names []string
+			for i := range n {
+				names = append(names, fmt.Sprintf("x-drop-%d", i))
+			}
+			req := "GET /prod/health HTTP/1.1\r\nHost: x\r\nConnection: " + strings.Join(names, ", ") + ", close\r\nX-DROP-0: 1\r\nX-Drop-" + fmt.Sprint(n-1) + ": 1\r\nX-Kept: 1\r\n\r\n"
+			if statuses, _ := rawExchange(t, e.url, req); !slices.Equal(statuses, []int{200}) {
+				t.Fatalf("client got %v", statuses)
+			}
+			h := e.lastSeen().Header
+			if h.Get("X-Drop-0") != "" || h.Get(fmt.Sprintf("X-Drop-%d", n-1)) != "" || h.Get("X-Kept") != "1" {
+				t.Errorf("upstream headers %v, want X-Kept and no X-Drop-*", h)
+			}
+		})
+	}
+}
