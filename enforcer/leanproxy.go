@@ -425,6 +425,10 @@ func (s *leanServer) proxy(x *exchange, d *decision, tg *target, method string, 
 			r.Header.SetContentLength(n)
 		}
 		st.n = int64(len(up.Body()))
+		if cl := up.Header.ContentLength(); in.IsHead() && cl >= 0 {
+			// A HEAD answer's length is the GET's, as the upstream says.
+			r.Header.SetContentLength(cl)
+		}
 		st.finish(nil)
 		return
 	}
