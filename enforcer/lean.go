@@ -561,29 +561,42 @@ func unsafeTarget(t *target) bool {
 	return raw != p && (strings.Contains(raw, "%2f") || strings.Contains(raw, "%2F"))
 }
 
-// ambiguousChunked reports a chunked request whose raw header block also
-// names Content-Length or Trailer: 400, as on the net/http plane (see
-// inspectBlock). fasthttp has already refused HTTP/1.0 with
-// Transfer-Encoding, two Transfer-Encoding fields and codings other
-// than chunked and identity.
-func ambiguousChunked(block []byte) bool {
-	return hasField(block, "content-length") || hasField(block, "trailer")
+// rawFields is what the framing checks need of a request's raw header
+// block, which fasthttp parses more leniently than net/http on these
+// points.
+type rawFields struct {
+	// The block names Content-Length, Transfer-Encoding, Trailer.
+	contentLength, transferEncoding, trailer bool
+	// A field name has a space inside ("Transfer Encoding"), which
+	// fasthttp accepts and net/http refuses.
+	spacedName bool
 }
 
-// hasField reports whether a raw header block has a field of this name
-// (lower case).
-func hasField(block []byte, name string) bool {
+// scanFields reads a raw header block, one pass over its lines.
+func scanFields(block []byte) (f rawFields) {
 	for len(block) > 0 {
 		var line []byte
 		line, block = nextLine(block)
-		if len(line) <= len(name) || line[len(name)] != ':' || line[0]|0x20 != name[0] {
-			continue // not this field, or a folded line
+		if len(line) == 0 || line[0] == ' ' || line[0] == '\t' {
+			continue // a folded line continues the field before it
 		}
-		if fieldIs(line[:len(name)], name) {
-			return true
+		i := bytes.IndexByte(line, ':')
+		if i < 0 {
+			continue
+		}
+		name := line[:i]
+		if bytes.IndexByte(name, ' ') >= 0 {
+			f.spacedName = true
+		}
+		switch name[0] | 0x20 {
+		case 'c':
+			f.contentLength = f.contentLength || fieldIs(name, "content-length")
+		case 't':
+			f.transferEncoding = f.transferEncoding || fieldIs(name, "transfer-encoding")
+			f.trailer = f.trailer || fieldIs(name, "trailer")
 		}
 	}
-	return false
+	return f
 }
 
 // serve decides one request and answers it, or proxies it (x.resp holds
@@ -604,10 +617,19 @@ func (s *leanServer) serve(x *exchange) {
 	var rj *rejection
 	ambiguous := false
 	tg, parsed := parseTarget(h.RequestURI())
+	raw := scanFields(h.RawHeaders())
 	switch {
-	case chunked && ambiguousChunked(h.RawHeaders()):
+	case chunked && (raw.contentLength || raw.trailer):
+		// Framed two ways, or announcing trailers: 400, as on the
+		// net/http plane (see inspectBlock). fasthttp has already refused
+		// HTTP/1.0 with Transfer-Encoding, two Transfer-Encoding fields
+		// and codings other than chunked and identity.
 		d.outcome, ambiguous = schemas.DecisionBadRequest, true
-	case !chunked && hasField(h.RawHeaders(), "transfer-encoding"):
+	case raw.spacedName:
+		// Passed on, it would reach an upstream that may read the name
+		// otherwise; net/http answers 400.
+		d.outcome, ambiguous = schemas.DecisionBadRequest, true
+	case !chunked && raw.transferEncoding:
 		// "Transfer-Encoding: identity", which fasthttp accepts and drops:
 		// the request would be read by its Content-Length, or as one
 		// without a body, where a front end that honours the field reads
