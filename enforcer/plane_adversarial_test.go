@@ -756,3 +756,71 @@ func TestAdvConnectionNamesAreDropped(t *testing.T) {
 		})
 	}
 }
+
+// Odd requests get the answers below, and what follows a request that
+// keeps its connection is served in order. Where net/http answers
+// otherwise, netHTTP says what, and why that is not the fasthttp plane's
+// to copy.
+func TestAdvOddRequests(t *testing.T) {
+	const healthClose = "GET /prod/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+	for _, tt := range []struct {
+		name, payload     string
+		statuses, netHTTP []int
+	}{
+		{"two Host fields", "GET /prod/health HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n" + health, []int{400}, nil},
+		{"no Host", "GET /prod/health HTTP/1.1\r\n\r\n" + health, []int{400}, nil},
+		// net/http answers OPTIONS * itself, unmetered.
+		{"OPTIONS *", "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n" + healthClose, []int{403, 200}, []int{200, 200}},
+		{"absolute form", "GET http://x/prod/health HTTP/1.1\r\nHost: y\r\nConnection: close\r\n\r\n", []int{200}, nil},
+		{"double slash", "GET //prod/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", []int{403}, nil},
+		// net/http closes after any request line it cannot parse; the
+		// fasthttp plane keeps a connection whose refused request had no
+		// body, as it does for every such refusal.
+		{"bad escape", "GET /prod/health%zz HTTP/1.1\r\nHost: x\r\n\r\n" + healthClose, []int{400, 200}, []int{400}},
+		{"Expect without a body", "GET /prod/health HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n", []int{200}, nil},
+		{"Expect, body sent at once, refused", "POST /prod/items HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\nabcd" + health, []int{403}, nil},
+		// On net/http a pipelined HTTP/1.0 request cannot be proven its
+		// own header block (framing.go) and fails closed.
+		{"HTTP/1.0 refusal without a body keeps alive", "GET /prod/items HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /prod/health HTTP/1.0\r\n\r\n" + health, []int{403, 200}, []int{403, 400}},
+		{"folded header", "GET /prod/health HTTP/1.1\r\nHost: x\r\nX-Note: a\r\n b\r\nConnection: close\r\n\r\n", []int{200}, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, gwYAML)
+			if testPlane(t) == NetHTTP && tt.netHTTP != nil {
+				tt.statuses = tt.netHTTP
+			}
+			statuses, closed := rawExchange(t, e.url, tt.payload)
+			if !slices.Equal(statuses, tt.statuses) || !closed {
+				t.Errorf("client got %v (closed: %v), want %v and the connection closed", statuses, closed, tt.statuses)
+			}
+			if tt.name == "folded header" {
+				if got := e.lastSeen().Header.Get("X-Note"); got != "a b" {
+					t.Errorf("upstream X-Note %q, want \"a b\"", got)
+				}
+			}
+		})
+	}
+}
+
+// Headers up to MaxHeaderBytes and net/http's 4 KiB of slack are read,
+// however many fields they hold; beyond, 431 and the connection closes.
+func TestAdvHeaderLimits(t *testing.T) {
+	e := newEnv(t, gwYAML)
+	const healthClose = "GET /prod/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+	for _, tt := range []struct {
+		name, headers string
+		statuses      []int
+	}{
+		{"2,000 fields", strings.Repeat("X-A: b\r\n", 2000), []int{200, 200}},
+		{"19 KiB", "X-Pad: " + strings.Repeat("p", 19<<10) + "\r\n", []int{200, 200}},
+		{"21 KiB", "X-Pad: " + strings.Repeat("p", 21<<10) + "\r\n", []int{431}},
+		{"64 KiB", "X-Pad: " + strings.Repeat("p", 64<<10) + "\r\n", []int{431}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			statuses, closed := rawExchange(t, e.url, "GET /prod/health HTTP/1.1\r\nHost: x\r\n"+tt.headers+"\r\n"+healthClose)
+			if !slices.Equal(statuses, tt.statuses) || !closed {
+				t.Errorf("client got %v (closed: %v), want %v", statuses, closed, tt.statuses)
+			}
+		})
+	}
+}
