@@ -824,3 +824,106 @@ func TestAdvHeaderLimits(t *testing.T) {
 		})
 	}
 }
+
+// An idle connection costs the gateway its buffers and no more, and one
+// that sent a large header block once keeps a reader that holds
+// MaxHeaderBytes and the slack, not more.
+func TestAdvMemoryPerConnection(t *testing.T) {
+	e := newEnv(t, gwYAML)
+	const n = 200
+	for _, tt := range []struct {
+		name string
+		pad  int
+		max  uint64 // heap per connection
+	}{
+		{"small headers", 0, 24 << 10},
+		{"one 18 KiB header block", 18 << 10, 48 << 10},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			req := "GET /prod/health HTTP/1.1\r\nHost: x\r\nX-Pad: " + strings.Repeat("p", tt.pad) + "\r\n\r\n"
+			runtime.GC()
+			var before runtime.MemStats
+			runtime.ReadMemStats(&before)
+			conns := make([]net.Conn, 0, n)
+			defer func() {
+				for _, c := range conns {
+					c.Close()
+				}
+			}()
+			for range n {
+				c := rawConn(t, e.url)
+				conns = append(conns, c)
+				io.WriteString(c, req)
+				r, err := http.ReadResponse(bufio.NewReader(c), nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.Copy(io.Discard, r.Body)
+			}
+			runtime.GC()
+			var after runtime.MemStats
+			runtime.ReadMemStats(&after)
+			if per := (after.HeapInuse - min(before.HeapInuse, after.HeapInuse)) / n; per > tt.max {
+				t.Errorf("%d B of heap per idle connection, want at most %d", per, tt.max)
+			}
+		})
+	}
+}
+
+// An upstream that answers before it has read a large body, and closes,
+// has its answer reach the client, who gets it and sees the connection
+// close.
+func TestAdvUpstreamAnswersBeforeTheBody(t *testing.T) {
+	up := newAdvUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "close")
+		w.WriteHeader(401)
+		io.WriteString(w, "no")
+	})
+	e := newAdvEnv(t, ServerConfig{}, up.URL)
+	c := rawConn(t, e.url)
+	defer c.Close()
+	const size = 8 << 20
+	go func() {
+		io.WriteString(c, fmt.Sprintf("POST /v1/things HTTP/1.1\r\nHost: x\r\nx-api-key: %s\r\nContent-Length: %d\r\n\r\n", other, size))
+		io.Copy(c, io.LimitReader(pattern{}, size))
+	}()
+	statuses, closed := readResponses(bufio.NewReader(c))
+	if !slices.Equal(statuses, []int{401}) || !closed {
+		t.Errorf("client got %v (closed: %v), want the upstream's [401]", statuses, closed)
+	}
+	if got := e.waitMetered(t, 1); !slices.Equal(got, []int{401}) {
+		t.Errorf("metered %v, want [401]", got)
+	}
+}
+
+// What an upstream leaves unread of a body is read and dropped so that
+// the connection serves the client's next request.
+func TestAdvUnreadBodyThenPipelined(t *testing.T) {
+	up := newAdvUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == "POST" {
+			r.Body.Read(make([]byte, 10)) // a little, then answers
+		}
+		io.WriteString(w, "ok")
+	})
+	e := newAdvEnv(t, ServerConfig{}, up.URL)
+	for _, tt := range []struct {
+		size     int
+		statuses []int
+	}{
+		{64 << 10, []int{200, 200}},
+	} {
+		t.Run(fmt.Sprint(tt.size), func(t *testing.T) {
+			c := rawConn(t, e.url)
+			defer c.Close()
+			go func() {
+				io.WriteString(c, fmt.Sprintf("POST /v1/things HTTP/1.1\r\nHost: x\r\nx-api-key: %s\r\nContent-Length: %d\r\n\r\n", other, tt.size))
+				io.Copy(c, io.LimitReader(pattern{}, int64(tt.size)))
+				io.WriteString(c, "GET /v1/things HTTP/1.1\r\nHost: x\r\nx-api-key: "+other+"\r\nConnection: close\r\n\r\n")
+			}()
+			statuses, closed := readResponses(bufio.NewReader(c))
+			if !slices.Equal(statuses, tt.statuses) || !closed {
+				t.Errorf("client got %v (closed: %v), want %v", statuses, closed, tt.statuses)
+			}
+		})
+	}
+}
