@@ -249,6 +249,7 @@ func (s *leanServer) serveConn(lc *leanConn) {
 	x := exchangePool.Get().(*exchange)
 	x.lc, x.bw = lc, bw
 	pooled := br
+	big := false // x holds a large header block's buffers
 	defer func() {
 		bw.Flush()
 		lc.Close()
@@ -258,7 +259,9 @@ func (s *leanServer) serveConn(lc *leanConn) {
 		x.req.Reset()
 		x.resp.Reset()
 		x.lc, x.bw, x.body = nil, nil, reqBody{}
-		exchangePool.Put(x)
+		if !big {
+			exchangePool.Put(x)
+		}
 		pooled.Reset(nil)
 		connReaders.Put(pooled)
 		bw.Reset(nil)
@@ -306,6 +309,7 @@ func (s *leanServer) serveConn(lc *leanConn) {
 			// buffered, through a buffer that holds the limit.
 			br = bufio.NewReaderSize(br, s.sc.MaxHeaderBytes+maxHeaderSlack)
 			err = x.req.Header.Read(br)
+			big = true
 		}
 		if err != nil {
 			var ne net.Error
@@ -317,6 +321,17 @@ func (s *leanServer) serveConn(lc *leanConn) {
 		}
 		if !s.exchange(x, br) {
 			return
+		}
+		if big && br.Buffered() == 0 && pooled.Buffered() == 0 {
+			// Nothing pipelined behind the large header block: the
+			// connection waits with the pooled reader and an exchange
+			// of the usual size. The large ones (the reader, and the
+			// header's copies of the block) go to the collector, not the
+			// pools: an idle connection that once sent 20 KiB of headers
+			// would otherwise hold some 80 KiB.
+			br, big = pooled, false
+			x = exchangePool.Get().(*exchange)
+			x.lc, x.bw = lc, bw
 		}
 		wait = s.sc.IdleTimeout
 	}
