@@ -354,6 +354,14 @@ func TestAdvSlowFirstRequest(t *testing.T) {
 // Close cuts every connection at once, and Shutdown returns once its
 // context ends: neither waits for an upstream that is slow to send a
 // response whose client they just cut.
+//
+// Fails on the fasthttp plane (open): closing a client's connection does
+// not reach the HostClient's read from the upstream, which net/http's
+// plane ends through the request's context; Close, and Shutdown past its
+// context (closeAll, then an unbounded wait for the connections'
+// goroutines), wait for the exchange deadline (60 s by default) while an
+// answer streams, or the upstream timeout while its headers are awaited.
+// tollgate's own shutdown (serveUntil) inherits the wait.
 func TestAdvCloseDoesNotWaitForUpstreams(t *testing.T) {
 	for _, how := range []string{"Close", "Shutdown"} {
 		t.Run(how, func(t *testing.T) {
@@ -476,6 +484,13 @@ func TestAdvConnectionTokensCostLinear(t *testing.T) {
 // Every request is metered once, whatever failed it: the client going
 // away mid-body or while the upstream thinks, the upstream cutting its
 // answer, a body that cannot be read.
+//
+// "client gone while the upstream thinks" fails on the fasthttp plane
+// (open): nothing watches the client's connection while the upstream
+// works (net/http's background read cancels the request), so the
+// upstream's answer is written into the socket of a client that left,
+// without error, and metered 200; the upstream connection is held until
+// it answers, however long the client has been gone.
 func TestAdvEveryFailureIsMetered(t *testing.T) {
 	up := newAdvUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Query().Get("do") {
@@ -873,6 +888,11 @@ func TestAdvMemoryPerConnection(t *testing.T) {
 // An upstream that answers before it has read a large body, and closes,
 // has its answer reach the client, who gets it and sees the connection
 // close.
+//
+// Fails on the fasthttp plane (open): the HostClient writes the whole
+// request before it reads a byte of the answer, so the upstream's close
+// fails the write and the client gets 502 (metered 502) instead of the
+// upstream's 401 or 413; net/http's Transport reads while it writes.
 func TestAdvUpstreamAnswersBeforeTheBody(t *testing.T) {
 	up := newAdvUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Connection", "close")
