@@ -72,7 +72,10 @@ import (
 // meters nothing. fasthttp is stricter than net/http on two points: a
 // request with two identical Content-Length fields gets 400 (net/http
 // takes one), and so does a request target with bytes net/http lets
-// through. Each is safe to refuse.
+// through. Each is safe to refuse. Where it is more lenient, this plane
+// refuses as net/http does: "Transfer-Encoding: identity" (501), a field
+// name with a space inside (400), a chunked trailer line that is no field
+// (the body fails: 400).
 
 // maxHeaderSlack is what net/http reads beyond MaxHeaderBytes before it
 // answers 431; the fasthttp plane allows the same.
