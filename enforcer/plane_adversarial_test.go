@@ -947,3 +947,21 @@ func TestAdvUnreadBodyThenPipelined(t *testing.T) {
 		})
 	}
 }
+
+// A request whose lines end in bare LF is read as net/http reads it, also
+// when nothing follows it.
+//
+// Fails on the fasthttp plane (open, fasthttp's parser): a blank line of
+// a bare LF ends the header block only once a CRLFCRLF is somewhere in
+// the buffer (headerScanner.next), so a bare-LF request alone is never
+// answered and its connection closes at ReadHeaderTimeout. The block
+// still ends at the first blank line, so the framing is not ambiguous;
+// the framing matrix's bare-LF cases pass only because a CRLF request
+// follows them.
+func TestAdvBareLFRequestAlone(t *testing.T) {
+	e := newEnvServer(t, gwYAML, ServerConfig{ReadHeaderTimeout: time.Second})
+	statuses, closed := rawExchange(t, e.url, "GET /prod/health HTTP/1.1\nHost: x\nConnection: close\n\n")
+	if !slices.Equal(statuses, []int{200}) || !closed {
+		t.Errorf("client got %v (closed: %v), want [200]", statuses, closed)
+	}
+}
