@@ -206,11 +206,14 @@ func (s *leanServer) closeIdle() {
 
 func (s *leanServer) closeAll() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	for lc := range s.conns {
 		lc.state.Store(connClaimed)
 		lc.conn.Close()
 	}
+	s.mu.Unlock()
+	// A connection's goroutine may be in the upstream exchange, which
+	// closing the client's connection does not reach: cut those too.
+	s.g.cutUpstreams()
 }
 
 // Connection states, for Shutdown: a connection waiting for a request is

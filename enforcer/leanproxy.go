@@ -127,6 +127,29 @@ func (up *leanUpstream) extend(resp *fasthttp.Response, deadline time.Time) {
 	}
 }
 
+// cutUpstreams closes every connection of the gateway's upstream
+// clients, idle or in an exchange: a server's Close, or a Shutdown whose
+// time ran out, must not wait for upstreams.
+func (g *Gateway) cutUpstreams() {
+	g.mu.Lock()
+	ups := make([]*leanUpstream, 0, len(g.upstreams))
+	for _, up := range g.upstreams {
+		ups = append(ups, up)
+	}
+	g.mu.Unlock()
+	for _, up := range ups {
+		up.mu.Lock()
+		conns := make([]*upConn, 0, len(up.conns))
+		for _, c := range up.conns {
+			conns = append(conns, c)
+		}
+		up.mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+}
+
 // upConn is a connection to an upstream, known to its leanUpstream while
 // it is open.
 type upConn struct {
