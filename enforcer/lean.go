@@ -305,7 +305,7 @@ func (s *leanServer) serveConn(lc *leanConn) {
 		// client that sends requests and never reads the answers holds
 		// its connection no longer (net/http's plane bounds writes only
 		// once an admitted exchange's deadline passed).
-		lc.conn.SetWriteDeadline(now.Add(s.lim.exchangeTimeout + lingerTimeout))
+		lc.writeBound(now, s.lim.exchangeTimeout)
 		x.req.Reset()
 		x.resp.Reset()
 		x.resp.Header.SetNoDefaultContentType(true)
@@ -625,7 +625,9 @@ func scanFields(block []byte) (f rawFields) {
 func (s *leanServer) serve(x *exchange) {
 	g, lc := s.g, x.lc
 	start := g.cfg.Now()
-	lc.conn.SetReadDeadline(time.Time{}) // the header deadline; the body's is set when it is read
+	// The header deadline stays until the next request's wait: nothing
+	// reads the connection before then but an admitted body, whose
+	// deadline arm sets.
 	t := g.table.Load()
 	h := &x.req.Header
 	method := methodString(h.Method())
@@ -764,27 +766,32 @@ func (l leanListener) Accept() (net.Conn, error) {
 }
 
 // leanConn carries one client connection's exchange deadline (arm), the
-// cause of a failed body read, and whether closing it lingers.
+// cause of a failed body read, and whether closing it lingers. Its
+// fields but state are the connection goroutine's alone.
+//
+// The exchange deadline needs no timer here (net/http's plane has one per
+// connection, framingConn): every wait of an admitted exchange is on a
+// socket with a deadline no later than the exchange's, the client's body
+// (arm), the upstream's write and its answer (leanServer.proxy), and the
+// writes to the client (serveConn's write bound); whether the deadline
+// cut the exchange is told by the clock (disarm).
 type leanConn struct {
 	conn  net.Conn
 	state atomic.Int32 // connActive, connIdle or connClaimed (Shutdown)
 	xff   []byte       // the client's address, for X-Forwarded-For (remoteIP)
 
-	mu       sync.Mutex
-	timer    *time.Timer
-	deadline time.Time
-	armed    bool // a request is in flight under the deadline
-	expired  bool // the deadline passed while it was
-	linger   bool // Close drains what the client sent first
-
-	readTimedOut atomic.Bool // a read failed on its deadline since arm
+	deadline     time.Time // the exchange's, while armed
+	armed        bool      // a request is in flight under the deadline
+	linger       bool      // Close drains what the client sent first
+	readTimedOut bool      // a read failed on its deadline since arm
+	writeBy      time.Time // the write deadline last set (writeBound)
 }
 
 func (c *leanConn) Read(p []byte) (int, error) {
 	n, err := c.conn.Read(p)
 	if err != nil {
 		if ne, ok := err.(net.Error); ok && ne.Timeout() {
-			c.readTimedOut.Store(true)
+			c.readTimedOut = true
 		}
 	}
 	return n, err
@@ -797,24 +804,23 @@ func (c *leanConn) SetDeadline(t time.Time) error      { return c.conn.SetDeadli
 func (c *leanConn) SetReadDeadline(t time.Time) error  { return c.conn.SetReadDeadline(t) }
 func (c *leanConn) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDeadline(t) }
 
+// writeBound makes the connection's writes fail by now+d at the earliest
+// and now+d+lingerTimeout at the latest: the deadline is moved only when
+// it is more than lingerTimeout older than wanted, not at every request.
+func (c *leanConn) writeBound(now time.Time, d time.Duration) {
+	if want := now.Add(d); want.Sub(c.writeBy) > lingerTimeout {
+		c.conn.SetWriteDeadline(want.Add(lingerTimeout))
+		c.writeBy = want.Add(lingerTimeout)
+	}
+}
+
 // lingerOnClose makes Close read and discard what the client already sent
 // (for lingerTimeout at most) after the last response, so that closing
 // does not reset the connection before the client read the answer.
-func (c *leanConn) lingerOnClose() {
-	c.mu.Lock()
-	c.linger = true
-	c.mu.Unlock()
-}
+func (c *leanConn) lingerOnClose() { c.linger = true }
 
 func (c *leanConn) Close() error {
-	c.mu.Lock()
-	linger := c.linger
-	c.armed = false
-	if c.timer != nil {
-		c.timer.Stop()
-	}
-	c.mu.Unlock()
-	if linger {
+	if c.linger {
 		if tc, ok := c.conn.(interface{ CloseWrite() error }); ok && tc.CloseWrite() == nil {
 			c.conn.SetReadDeadline(time.Now().Add(lingerTimeout))
 			io.CopyN(io.Discard, c.conn, 1<<20)
@@ -823,51 +829,19 @@ func (c *leanConn) Close() error {
 	return c.conn.Close()
 }
 
-// arm starts the deadlines of an admitted request, as framingConn.arm.
+// arm starts the deadlines of an admitted request: the exchange's, and
+// the body's (BodyTimeout, or the exchange's if that comes first).
 func (c *leanConn) arm(body bool, lim *limits) {
 	now := time.Now()
+	c.deadline, c.armed, c.readTimedOut = now.Add(lim.exchangeTimeout), true, false
 	if body {
-		c.conn.SetReadDeadline(now.Add(lim.bodyTimeout))
+		c.conn.SetReadDeadline(now.Add(min(lim.bodyTimeout, lim.exchangeTimeout)))
 	}
-	c.readTimedOut.Store(false)
-	c.mu.Lock()
-	c.armed, c.expired = true, false
-	c.deadline = now.Add(lim.exchangeTimeout)
-	if c.timer == nil {
-		c.timer = time.AfterFunc(lim.exchangeTimeout, c.expire)
-	} else {
-		c.timer.Reset(lim.exchangeTimeout)
-	}
-	c.mu.Unlock()
 }
 
-func (c *leanConn) expire() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.armed || time.Now().Before(c.deadline) {
-		return // the request finished first (see framingConn.expire)
-	}
-	c.armed, c.expired = false, true
-	c.conn.SetReadDeadline(aLongTimeAgo)
-	c.conn.SetWriteDeadline(time.Now().Add(lingerTimeout))
-}
-
-// disarm ends the exchange deadline; it reports whether it had passed,
-// even where the timer has not run yet: the upstream's read deadline is
-// the same instant, and its failure may be seen first.
+// disarm ends the exchange; it reports whether its deadline had passed.
 func (c *leanConn) disarm() (expired bool) {
-	c.mu.Lock()
-	expired = c.expired || c.armed && !time.Now().Before(c.deadline)
+	expired = c.armed && !time.Now().Before(c.deadline)
 	c.armed = false
-	if c.timer != nil {
-		c.timer.Stop()
-	}
-	c.mu.Unlock()
 	return expired
-}
-
-func (c *leanConn) timedOut() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.expired
 }

@@ -398,7 +398,7 @@ func (s *leanServer) proxy(x *exchange, d *decision, tg *target, method string, 
 			rj = rejTimeout
 		case body != nil && body.tooLarge:
 			rj = rejTooLarge
-		case body != nil && body.failed && lc.readTimedOut.Load():
+		case body != nil && body.failed && lc.readTimedOut:
 			rj = rejBodyTimeout
 		case body != nil && body.failed && !connFailure(body.err):
 			rj = rejBadRequest // a body that does not parse (chunks, trailer)
