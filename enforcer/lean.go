@@ -55,8 +55,7 @@ import (
 //     MaxBodyBytes gets 413 before the body is read; a chunked body is cut
 //     where it passes it (413); BodyTimeout bounds the body's arrival
 //     (408) and ExchangeTimeout the whole exchange (504, or a cut
-//     response), with the same per-connection timer as net/http's plane
-//     (leanConn).
+//     response), on socket deadlines alone (leanConn).
 //   - Hop-by-hop headers (and those the client's Connection names),
 //     X-Forwarded-For/-Host/-Proto from the connection, X-Tollgate-Key-Id
 //     and -Plan-Id from the decision, x-api-key removed, no upgrades.
