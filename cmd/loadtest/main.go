@@ -9,6 +9,7 @@
 //
 //	loadtest upstream --listen ADDR              a small JSON upstream
 //	loadtest proxy --listen ADDR --target URL    a bare httputil.ReverseProxy
+//	loadtest fastproxy --listen ADDR --target URL  a bare fasthttp Server + HostClient
 //	loadtest reject --listen ADDR                answers 403 at once
 //
 // Each prints "listening on HOST:PORT" once it listens.
@@ -30,6 +31,7 @@ const usage = `usage:
                  [--rounds 3] [--gogc 400] [--out FILE]   compare tollgate with baselines
   loadtest upstream --listen ADDR                         JSON upstream
   loadtest proxy --listen ADDR --target URL               bare ReverseProxy baseline
+  loadtest fastproxy --listen ADDR --target URL           bare fasthttp proxy baseline
   loadtest reject --listen ADDR                           403 baseline
 run "loadtest run -h" for all run flags.
 `
@@ -48,6 +50,8 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return serveCmd(ctx, "upstream", rest, stdout, stderr, upstreamHandler)
 	case "proxy":
 		return serveCmd(ctx, "proxy", rest, stdout, stderr, proxyHandler)
+	case "fastproxy":
+		return fastProxyCmd(ctx, rest, stdout, stderr)
 	case "reject":
 		return serveCmd(ctx, "reject", rest, stdout, stderr, rejectHandler)
 	case "help":

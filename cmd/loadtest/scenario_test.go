@@ -1,6 +1,8 @@
 package main
 
 import (
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/internal/loadgen"
+	"github.com/valyala/fasthttp"
 )
 
 func TestMedian(t *testing.T) {
@@ -129,42 +132,119 @@ func TestStripStage(t *testing.T) {
 	}
 }
 
-func TestBareProxyStripsStageAndForwards(t *testing.T) {
-	var gotPath, gotXFF, gotKey string
+// TestBareProxiesStripStageAndForward holds both bare proxies, the
+// ReverseProxy and the fasthttp one, to the same behaviour.
+func TestBareProxiesStripStageAndForward(t *testing.T) {
+	type seen struct{ path, host, xff, xfh, xfp, key, keepAlive string }
+	var got seen
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		gotPath, gotXFF, gotKey = r.URL.RequestURI(), r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Api-Key")
+		got = seen{r.URL.RequestURI(), r.Host, r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Forwarded-Host"),
+			r.Header.Get("X-Forwarded-Proto"), r.Header.Get("X-Api-Key"), r.Header.Get("Keep-Alive")}
+		w.Header().Set("Content-Type", "application/json")
 		w.Write(upstreamBody)
 	}))
 	defer upstream.Close()
 	target, _ := url.Parse(upstream.URL)
-	proxy := httptest.NewServer(newBareProxy(target, "/prod"))
-	defer proxy.Close()
 
-	tests := []struct {
-		path       string
-		wantStatus int
-		wantPath   string
-	}{
-		{"/prod/items?page=2", 200, "/items?page=2"},
-		{"/prod", 200, "/"},
-		{"/production/items", 404, ""},
-		{"/items", 404, ""},
+	fp, err := newFastProxy(target, "/prod")
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, tt := range tests {
-		gotPath = ""
-		req, _ := http.NewRequest(http.MethodGet, proxy.URL+tt.path, nil)
-		req.Header.Set("X-Api-Key", "k")
-		req.Header.Set("X-Forwarded-For", "6.6.6.6") // must not be trusted
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatalf("GET %s: %v", tt.path, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fast := newFastServer(fp.serve)
+	go fast.Serve(ln)
+	defer fast.Shutdown()
+	bare := httptest.NewServer(newBareProxy(target, "/prod"))
+	defer bare.Close()
+
+	for _, proxy := range []struct{ name, url string }{{"ReverseProxy", bare.URL}, {"fasthttp", "http://" + ln.Addr().String()}} {
+		t.Run(proxy.name, func(t *testing.T) {
+			tests := []struct {
+				path       string
+				wantStatus int
+				wantPath   string
+			}{
+				{"/prod/items?page=2", 200, "/items?page=2"},
+				{"/prod/a%2Fb", 200, "/a%2Fb"},
+				{"/prod", 200, "/"},
+				{"/production/items", 404, ""},
+				{"/items", 404, ""},
+			}
+			for _, tt := range tests {
+				got = seen{}
+				req, _ := http.NewRequest(http.MethodGet, proxy.url+tt.path, nil)
+				req.Header.Set("X-Api-Key", "k")
+				req.Header.Set("X-Forwarded-For", "6.6.6.6") // must not be trusted
+				req.Header.Set("Keep-Alive", "timeout=5")    // hop-by-hop
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatalf("GET %s: %v", tt.path, err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != tt.wantStatus || got.path != tt.wantPath {
+					t.Errorf("GET %s: status %d, upstream path %q; want %d, %q", tt.path, resp.StatusCode, got.path, tt.wantStatus, tt.wantPath)
+				}
+				if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+					t.Errorf("GET %s: Content-Type %q, want application/json", tt.path, ct)
+				}
+				if tt.wantStatus != 200 {
+					continue
+				}
+				want := seen{tt.wantPath, target.Host, "127.0.0.1", strings.TrimPrefix(proxy.url, "http://"), "http", "k", ""}
+				if got != want {
+					t.Errorf("GET %s: upstream saw %+v, want %+v", tt.path, got, want)
+				}
+				if string(body) != string(upstreamBody) {
+					t.Errorf("GET %s: body %q, want %q", tt.path, body, upstreamBody)
+				}
+			}
+		})
+	}
+}
+
+func TestFastProxyTargets(t *testing.T) {
+	for _, target := range []string{"https://127.0.0.1:1", "http://127.0.0.1:1/base", "/relative"} {
+		u, _ := url.Parse(target)
+		if _, err := newFastProxy(u, "/prod"); err == nil {
+			t.Errorf("newFastProxy(%q): no error", target)
 		}
-		resp.Body.Close()
-		if resp.StatusCode != tt.wantStatus || gotPath != tt.wantPath {
-			t.Errorf("GET %s: status %d, upstream path %q; want %d, %q", tt.path, resp.StatusCode, gotPath, tt.wantStatus, tt.wantPath)
-		}
-		if tt.wantStatus == 200 && (gotXFF != "127.0.0.1" || gotKey != "k") {
-			t.Errorf("GET %s: upstream saw X-Forwarded-For %q, x-api-key %q; want 127.0.0.1, k", tt.path, gotXFF, gotKey)
+	}
+}
+
+// BenchmarkFastProxy is the fasthttp proxy's own work per request, the
+// upstream's answer included (a loopback fasthttp server). Its one
+// allocation is RequestCtx.Init's, the benchmark's: a server reuses its
+// RequestCtx.
+func BenchmarkFastProxy(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	upstream := newFastServer(func(ctx *fasthttp.RequestCtx) {
+		ctx.Response.Header.SetContentType("application/json")
+		ctx.Response.SetBodyRaw(upstreamBody)
+	})
+	go upstream.Serve(ln)
+	defer upstream.Shutdown()
+	p, err := newFastProxy(&url.URL{Scheme: "http", Host: ln.Addr().String()}, "/prod")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var req fasthttp.Request
+	req.SetRequestURI("http://gateway.test/prod/items")
+	req.Header.Set("X-Api-Key", validKey)
+	remote := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 50000}
+	var ctx fasthttp.RequestCtx
+	b.ReportAllocs()
+	for b.Loop() {
+		ctx.Init(&req, remote, nil)
+		p.serve(&ctx)
+		if ctx.Response.StatusCode() != fasthttp.StatusOK {
+			b.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
 		}
 	}
 }
