@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/tollgate/tollgate/internal/benchkit"
@@ -13,15 +14,48 @@ import (
 
 // The keys the scenarios send.
 const (
-	validKey   = "loadtest-key-0000000000000001"
-	unknownKey = "unknown-key-000000000000000000"
+	validKey     = "loadtest-key-0000000000000001"
+	throttledKey = "loadtest-key-0000000000000002"
+	unknownKey   = "unknown-key-000000000000000000"
+)
+
+// plan is a usage plan's throttle, which tollgate's config and nginx's
+// are both given.
+type plan struct {
+	name  string
+	key   string // the one key on the plan
+	rate  int    // tokens a second
+	burst int    // the bucket's size
+}
+
+var (
+	// loadPlan's limits are far beyond what a load test reaches, so the
+	// gateway does all of its enforcement work without ever refusing.
+	loadPlan = plan{name: "Load", key: validKey, rate: 1_000_000_000, burst: 1_000_000_000}
+	// tightPlan refuses all but one request a second: the throttle
+	// scenario.
+	tightPlan = plan{name: "Tight", key: throttledKey, rate: 1, burst: 1}
 )
 
 // tollgateConfig is the tollgate config the harness runs with: one API
-// with a prod stage on upstream and a key-protected GET /items, and a plan
-// whose limits are far beyond what a load test reaches, so tollgate does
-// all of its enforcement work without ever refusing.
+// with a prod stage on upstream and a key-protected GET /items, and the
+// plans loadPlan and tightPlan, each with its key.
 func tollgateConfig(upstream string) string {
+	var plans, keys strings.Builder
+	for _, p := range []plan{loadPlan, tightPlan} {
+		fmt.Fprintf(&plans, `  - name: %s
+    throttle: {rateLimit: %d, burstLimit: %d}
+    quota: {limit: 1000000000000, period: DAY}
+    apiStages:
+      - apiId: loadapi
+        stage: prod
+`, p.name, p.rate, p.burst)
+		fmt.Fprintf(&keys, `  - name: %s-key
+    value: %s
+    enabled: true
+    usagePlans: [%s]
+`, strings.ToLower(p.name), p.key, p.name)
+	}
 	return `apis:
   - id: loadapi
     name: load-api
@@ -32,18 +66,8 @@ func tollgateConfig(upstream string) string {
       - path: /items
         methods: {GET: {apiKeyRequired: true}}
 usagePlans:
-  - name: Load
-    throttle: {rateLimit: 1000000000, burstLimit: 1000000000}
-    quota: {limit: 1000000000000, period: DAY}
-    apiStages:
-      - apiId: loadapi
-        stage: prod
-apiKeys:
-  - name: load-key
-    value: ` + validKey + `
-    enabled: true
-    usagePlans: [Load]
-`
+` + plans.String() + `apiKeys:
+` + keys.String()
 }
 
 // tollgateAddrs are the addresses tollgate announced.
