@@ -204,7 +204,7 @@ func startNginxOnce(ctx context.Context, procs *benchkit.Procs, path, dir, addr,
 	}
 	// -e: messages from before the config is read go to the same log.
 	args := []string{"-p", dir + "/", "-c", conf, "-e", errorLog}
-	p, err := procs.StartProc(ctx, server("nginx", path, args, os.Environ(), nil))
+	p, err := procs.StartProc(ctx, procConfig("nginx", path, args, os.Environ(), nil))
 	if err != nil {
 		return nil, err
 	}

@@ -74,17 +74,18 @@ usagePlans:
 type tollgateAddrs struct{ gateway, admin string }
 
 // startTollgate writes the config into dir and starts the tollgate binary
-// at path with it, then waits until tollgate has announced both addresses
-// on stderr and its admin /healthz answers 200, all within timeout. The
-// process is kept by procs.
-func startTollgate(ctx context.Context, procs *benchkit.Procs, path, dir, upstreamURL string, env []string, timeout time.Duration) (tollgateAddrs, error) {
+// at path with it on the data plane plane ("fasthttp", "net/http"), then
+// waits until tollgate has announced both addresses on stderr and its
+// admin /healthz answers 200, all within timeout. The process is kept by
+// procs.
+func startTollgate(ctx context.Context, procs *benchkit.Procs, path, dir, upstreamURL, plane string, env []string, timeout time.Duration) (tollgateAddrs, *benchkit.Proc, error) {
 	configFile := filepath.Join(dir, "tollgate.yaml")
 	dataDir := filepath.Join(dir, "data")
 	if err := os.WriteFile(configFile, []byte(tollgateConfig(upstreamURL)), 0o644); err != nil {
-		return tollgateAddrs{}, fmt.Errorf("write tollgate config: %w", err)
+		return tollgateAddrs{}, nil, fmt.Errorf("write tollgate config: %w", err)
 	}
 	if err := os.Mkdir(dataDir, 0o755); err != nil {
-		return tollgateAddrs{}, fmt.Errorf("make tollgate data dir: %w", err)
+		return tollgateAddrs{}, nil, fmt.Errorf("make tollgate data dir: %w", err)
 	}
 
 	gateway, admin := make(chan string, 1), make(chan string, 1)
@@ -99,23 +100,23 @@ func startTollgate(ctx context.Context, procs *benchkit.Procs, path, dir, upstre
 		}
 	}
 	args := []string{"serve", "--config", configFile, "--listen", "127.0.0.1:0",
-		"--admin-listen", "127.0.0.1:0", "--data-dir", dataDir}
-	p, err := procs.StartProc(ctx, server("tollgate", path, args, env, onLine))
+		"--admin-listen", "127.0.0.1:0", "--data-dir", dataDir, "--data-plane", plane}
+	p, err := procs.StartProc(ctx, procConfig("tollgate "+plane, path, args, env, onLine))
 	if err != nil {
-		return tollgateAddrs{}, err
+		return tollgateAddrs{}, nil, err
 	}
 	deadline := time.Now().Add(timeout)
 	var addrs tollgateAddrs
 	if addrs.gateway, err = waitFor(ctx, p, gateway, time.Until(deadline), `"gateway listening" on stderr`); err != nil {
-		return addrs, err
+		return addrs, nil, err
 	}
 	if addrs.admin, err = waitFor(ctx, p, admin, time.Until(deadline), `"admin listening" on stderr`); err != nil {
-		return addrs, err
+		return addrs, nil, err
 	}
 	if err := waitHealthy(ctx, p, "http://"+addrs.admin+"/healthz", time.Until(deadline)); err != nil {
-		return addrs, err
+		return addrs, nil, err
 	}
-	return addrs, nil
+	return addrs, p, nil
 }
 
 // waitHealthy polls url until it answers 200, p exits, or timeout passes.
