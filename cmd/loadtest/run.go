@@ -169,9 +169,34 @@ func runHarness(ctx context.Context, cfg runConfig, stdout io.Writer) (rep *repo
 	if tmp, err = os.MkdirTemp("", "loadtest-"); err != nil {
 		return nil, fmt.Errorf("make temp dir: %w", err)
 	}
+	servers, err := startServers(ctx, cfg, &procs, self, tmp, stdout)
+	if err != nil {
+		return nil, err
+	}
+	for _, sc := range cfg.scenarios {
+		fmt.Fprintf(stdout, "\n%s\n", sc.title)
+		o, err := measure(ctx, sc, servers, cfg.load, stdout)
+		if err != nil {
+			return nil, err
+		}
+		rep.outcomes = append(rep.outcomes, o)
+	}
+	// A server that died during the runs makes the figures meaningless.
+	for _, p := range procs.List() {
+		if p.Exited() != nil {
+			return nil, fmt.Errorf("a server died during the runs\n%s", p.Failure())
+		}
+	}
+	rep.writeText(stdout)
+	return rep, nil
+}
+
+// startServers starts the servers the scenarios of cfg measure, kept by
+// procs, with their files under tmp, and returns them by side label.
+func startServers(ctx context.Context, cfg runConfig, procs *benchkit.Procs, self, tmp string, stdout io.Writer) (map[string]*server, error) {
 	env := benchkit.ChildEnv("GOGC=" + cfg.gogc) // every server collects garbage alike
 	start := func(name string, args ...string) (*server, error) {
-		addr, p, err := startServer(ctx, &procs, self, env, cfg.startup, name, args...)
+		addr, p, err := startServer(ctx, procs, self, env, cfg.startup, name, args...)
 		return &server{addr: addr, proc: p}, err
 	}
 	needed := map[string]bool{}
@@ -206,7 +231,7 @@ func runHarness(ctx context.Context, cfg runConfig, stdout io.Writer) (rep *repo
 		if err := os.Mkdir(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("make nginx dir: %w", err)
 		}
-		addr, p, err := startNginx(ctx, &procs, cfg.nginx, dir, upstream.addr, cfg.startup)
+		addr, p, err := startNginx(ctx, procs, cfg.nginx, dir, upstream.addr, cfg.startup)
 		if err != nil {
 			return nil, err
 		}
@@ -222,7 +247,7 @@ func runHarness(ctx context.Context, cfg runConfig, stdout io.Writer) (rep *repo
 			if err := os.Mkdir(dir, 0o755); err != nil {
 				return nil, fmt.Errorf("make tollgate dir: %w", err)
 			}
-			addrs, p, err := startTollgate(ctx, &procs, cfg.tollgate, dir, "http://"+upstream.addr, plane.name, env, cfg.startup)
+			addrs, p, err := startTollgate(ctx, procs, cfg.tollgate, dir, "http://"+upstream.addr, plane.name, env, cfg.startup)
 			if err != nil {
 				return nil, err
 			}
@@ -230,23 +255,7 @@ func runHarness(ctx context.Context, cfg runConfig, stdout io.Writer) (rep *repo
 			fmt.Fprintf(stdout, "%s: gateway %s, admin %s\n", plane.label, addrs.gateway, addrs.admin)
 		}
 	}
-
-	for _, sc := range cfg.scenarios {
-		fmt.Fprintf(stdout, "\n%s\n", sc.title)
-		o, err := measure(ctx, sc, servers, cfg.load, stdout)
-		if err != nil {
-			return nil, err
-		}
-		rep.outcomes = append(rep.outcomes, o)
-	}
-	// A server that died during the runs makes the figures meaningless.
-	for _, p := range procs.List() {
-		if p.Exited() != nil {
-			return nil, fmt.Errorf("a server died during the runs\n%s", p.Failure())
-		}
-	}
-	rep.writeText(stdout)
-	return rep, nil
+	return servers, nil
 }
 
 // nginxVersion is what `nginx -v` says, e.g. "nginx/1.22.1", for the
