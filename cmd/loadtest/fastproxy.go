@@ -45,6 +45,9 @@ func newFastProxy(target *url.URL, stage string) (*fastProxy, error) {
 			// The path goes upstream as the client wrote it, less the
 			// stage, as ReverseProxy sends RawPath.
 			DisablePathNormalizing: true,
+			// No User-Agent of the proxy's own where the client sent
+			// none, as ReverseProxy.
+			NoDefaultUserAgentHeader: true,
 		},
 		host:  target.Host,
 		stage: stage,

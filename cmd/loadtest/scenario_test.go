@@ -222,11 +222,11 @@ func TestStripStage(t *testing.T) {
 // TestBareProxiesStripStageAndForward holds both bare proxies, the
 // ReverseProxy and the fasthttp one, to the same behaviour.
 func TestBareProxiesStripStageAndForward(t *testing.T) {
-	type seen struct{ path, host, xff, xfh, xfp, key, keepAlive string }
+	type seen struct{ path, host, xff, xfh, xfp, key, keepAlive, userAgent string }
 	var got seen
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got = seen{r.URL.RequestURI(), r.Host, r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Forwarded-Host"),
-			r.Header.Get("X-Forwarded-Proto"), r.Header.Get("X-Api-Key"), r.Header.Get("Keep-Alive")}
+			r.Header.Get("X-Forwarded-Proto"), r.Header.Get("X-Api-Key"), r.Header.Get("Keep-Alive"), r.UserAgent()}
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(upstreamBody)
 	}))
@@ -266,6 +266,7 @@ func TestBareProxiesStripStageAndForward(t *testing.T) {
 				req.Header.Set("X-Api-Key", "k")
 				req.Header.Set("X-Forwarded-For", "6.6.6.6") // must not be trusted
 				req.Header.Set("Keep-Alive", "timeout=5")    // hop-by-hop
+				req.Header.Set("User-Agent", "")             // none
 				resp, err := http.DefaultClient.Do(req)
 				if err != nil {
 					t.Fatalf("GET %s: %v", tt.path, err)
@@ -281,7 +282,7 @@ func TestBareProxiesStripStageAndForward(t *testing.T) {
 				if tt.wantStatus != 200 {
 					continue
 				}
-				want := seen{tt.wantPath, target.Host, "127.0.0.1", strings.TrimPrefix(proxy.url, "http://"), "http", "k", ""}
+				want := seen{tt.wantPath, target.Host, "127.0.0.1", strings.TrimPrefix(proxy.url, "http://"), "http", "k", "", ""}
 				if got != want {
 					t.Errorf("GET %s: upstream saw %+v, want %+v", tt.path, got, want)
 				}
