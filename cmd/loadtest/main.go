@@ -3,7 +3,7 @@
 // tollgate misses the performance budget of ARCHITECTURE.md.
 //
 //	loadtest run --tollgate bin/tollgate [--nginx /usr/sbin/nginx --conns 64 --duration 10s --rounds 3
-//	             --paced-rate 2000 --paced-conns 4 --paced-duration 5s --gogc 400 --out FILE]
+//	             --paced-rate 1000 --paced-conns 8 --paced-duration 5s --gogc 400 --out FILE]
 //
 // On the same upstream and the same load it measures the upstream called
 // directly, nginx configured as tollgate is (nginx.go), a bare
@@ -32,7 +32,7 @@ func main() { benchkit.Main(cli) }
 
 const usage = `usage:
   loadtest [run] --tollgate PATH [--nginx PATH] [--conns 64] [--duration 10s]
-                 [--warmup 2s] [--rounds 3] [--paced-rate 2000] [--paced-conns 4]
+                 [--warmup 2s] [--rounds 3] [--paced-rate 1000] [--paced-conns 8]
                  [--paced-duration 5s] [--gogc 400] [--out FILE]
                                                           compare tollgate with baselines
   loadtest upstream --listen ADDR                         JSON upstream

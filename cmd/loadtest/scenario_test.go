@@ -362,7 +362,7 @@ func TestParseRunFlags(t *testing.T) {
 				}
 				if cfg.conns != 64 || cfg.duration != 10*time.Second || cfg.warmup != 2*time.Second ||
 					cfg.rounds != 3 || cfg.gogc != "400" || len(cfg.scenarios) != 3 ||
-					cfg.pacedRate != 2000 || cfg.pacedConns != 4 || cfg.pacedDuration != 5*time.Second {
+					cfg.pacedRate != 1000 || cfg.pacedConns != 8 || cfg.pacedDuration != 5*time.Second {
 					t.Errorf("defaults = %+v", cfg)
 				}
 				return
