@@ -410,7 +410,7 @@ func (t target) check(s, ref *side, sc scenario) check {
 		a, b := summarize(runs), summarize(refRuns)
 		extra := a.p99 - b.p99
 		c.ok = a.responses > 0 && b.responses > 0 && extra <= t.extra
-		c.got = fmtSignedDur(extra)
+		c.got = fmt.Sprintf("%s (%s vs %s)", fmtSignedDur(extra), fmtDur(a.p99), fmtDur(b.p99))
 		if a.responses == 0 || b.responses == 0 {
 			c.got = "not measured"
 		}
