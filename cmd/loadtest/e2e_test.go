@@ -340,8 +340,8 @@ func TestRunWithFakeTollgate(t *testing.T) {
 	}
 	for _, want := range []string{"- command: `", "- GOGC: 400", "- connections: 4", "- duration: 200ms",
 		"- paced runs: 200 req/s on 2 connections", "- runtime.NumCPU(): ",
-		"| side | req/s | × nginx | p50 | p90 | p99 | p99.9 | max | CPU µs/req | CPU × nginx | req/s by round |",
-		"| side | req/s | p50 | p99 | p99.9 | added p50 | added p99 | late | CPU µs/req | CPU × nginx |",
+		"| side | req/s | × nginx | p50 | p90 | p99 | p99.9 | max | CPU µs/req | CPU × nginx | others | req/s by round |",
+		"| side | req/s | p50 | p99 | p99.9 | added p50 | added p99 | late | CPU µs/req | CPU × nginx | others |",
 		"| tollgate fasthttp | ", "| tollgate net/http | ", "| bare fasthttp | ",
 		"| every tollgate fasthttp response is 403, no errors | 403×", "## Notes"} {
 		if !strings.Contains(string(md), want) {

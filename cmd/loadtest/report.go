@@ -66,7 +66,11 @@ func (r *report) settings() [][2]string {
 var notes = []string{
 	"CPU µs/req: user + system CPU time of the side's server process and its children (nginx's master and " +
 		"workers) over the measured period, from /proc in 10 ms ticks, divided by the responses of that period. " +
-		"A proxy's figure leaves out the upstream's CPU; the load generator's, on the same cores, counts for no side.",
+		"A proxy's figure leaves out the upstream's CPU; the load generator's, on the same cores, counts for no side; " +
+		"so does the kernel's softirq time, where loopback packets are mostly handled, which it charges to no process.",
+	"others: the share of the machine's CPU (user + system) that processes the harness did not start used during " +
+		"the measured period, the highest of the rounds. Anything above a few percent means another program's " +
+		"load was on the cores and the side's figures are skewed by it.",
 	"Paced runs: at 64 saturating connections on a machine whose cores the load generator shares, p99 is mostly " +
 		"queueing. The paced runs send a moderate rate on a few connections, so their latencies are the request " +
 		"path's; \"added\" is a side's paced p50/p99 minus the direct call's, medians of the rounds. Latency counts " +
@@ -92,7 +96,7 @@ type table struct {
 
 // saturatedTable is a scenario's figures at the load's connections.
 func saturatedTable(o *outcome) table {
-	t := table{header: []string{"side", "req/s", "× nginx", "p50", "p90", "p99", "p99.9", "max", "CPU µs/req", "CPU × nginx", "req/s by round"}}
+	t := table{header: []string{"side", "req/s", "× nginx", "p50", "p90", "p99", "p99.9", "max", "CPU µs/req", "CPU × nginx", "others", "req/s by round"}}
 	var ref *summary
 	if s := o.side(sideNginx); s != nil {
 		sum := summarize(s.runs)
@@ -110,14 +114,14 @@ func saturatedTable(o *outcome) table {
 			cpuRatio = fmtRatio(float64(sum.cpu), float64(ref.cpu))
 		}
 		t.rows = append(t.rows, []string{s.label, fmt.Sprintf("%.0f", sum.rps), rpsRatio, fmtDur(sum.p50), fmtDur(sum.p90),
-			fmtDur(sum.p99), fmtDur(sum.p999), fmtDur(sum.max), fmtMicros(sum.cpu), cpuRatio, strings.Join(rounds, " ")})
+			fmtDur(sum.p99), fmtDur(sum.p999), fmtDur(sum.max), fmtMicros(sum.cpu), cpuRatio, fmtShare(sum.others), strings.Join(rounds, " ")})
 	}
 	return t
 }
 
 // pacedTable is a scenario's paced figures; ok is false when it has none.
 func pacedTable(o *outcome) (t table, ok bool) {
-	t = table{header: []string{"side", "req/s", "p50", "p99", "p99.9", "added p50", "added p99", "late", "CPU µs/req", "CPU × nginx"}}
+	t = table{header: []string{"side", "req/s", "p50", "p99", "p99.9", "added p50", "added p99", "late", "CPU µs/req", "CPU × nginx", "others"}}
 	var direct, nginx *summary
 	if s := o.side(sideDirect); s != nil && len(s.paced) > 0 {
 		sum := summarize(s.paced)
@@ -140,7 +144,7 @@ func pacedTable(o *outcome) (t table, ok bool) {
 			cpuRatio = fmtRatio(float64(sum.cpu), float64(nginx.cpu))
 		}
 		t.rows = append(t.rows, []string{s.label, fmt.Sprintf("%.0f", sum.rps), fmtDur(sum.p50), fmtDur(sum.p99), fmtDur(sum.p999),
-			added50, added99, fmt.Sprint(sum.late), fmtMicros(sum.cpu), cpuRatio})
+			added50, added99, fmt.Sprint(sum.late), fmtMicros(sum.cpu), cpuRatio, fmtShare(sum.others)})
 	}
 	return t, len(t.rows) > 0
 }

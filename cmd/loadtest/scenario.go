@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -142,11 +144,14 @@ type server struct {
 	proc *benchkit.Proc
 }
 
-// sample is one run of one side: what the generator measured, and the
-// CPU time the side's server used over the measured period.
+// sample is one run of one side: what the generator measured, the CPU
+// time the side's server used over the measured period, and the share of
+// the machine's CPU that went to processes the harness did not start
+// (another program's load skews every figure of the run).
 type sample struct {
 	*loadgen.Result
-	cpu time.Duration
+	cpu    time.Duration
+	others float64
 }
 
 // cpuPerRequest is the server's CPU time per response; 0 without
@@ -207,8 +212,9 @@ func measure(ctx context.Context, sc scenario, servers map[string]*server, l loa
 				return nil, fmt.Errorf("%s, %s, round %d: %w", sc.name, s.label, round, err)
 			}
 			s.runs = append(s.runs, res)
-			fmt.Fprintf(progress, "  %s round %d/%d %-18s %9.0f req/s  p99 %s  CPU %s/req  %s\n", sc.name, round, l.rounds,
-				s.label, res.RPS(), fmtDur(res.Latency.Quantile(0.99)), fmtMicros(res.cpuPerRequest()), fmtStatus(res.Status, res.Errors))
+			fmt.Fprintf(progress, "  %s round %d/%d %-18s %9.0f req/s  p99 %s  CPU %s µs/req  others %s  %s\n", sc.name, round, l.rounds,
+				s.label, res.RPS(), fmtDur(res.Latency.Quantile(0.99)), fmtMicros(res.cpuPerRequest()), fmtShare(res.others),
+				fmtStatus(res.Status, res.Errors))
 		}
 		if !paced {
 			continue
@@ -220,23 +226,22 @@ func measure(ctx context.Context, sc scenario, servers map[string]*server, l loa
 				return nil, fmt.Errorf("%s, %s, paced, round %d: %w", sc.name, s.label, round, err)
 			}
 			s.paced = append(s.paced, res)
-			fmt.Fprintf(progress, "  %s paced %d/%d %-18s %9.0f req/s  p50 %s  p99 %s  late %d  %s\n", sc.name, round, l.rounds,
+			fmt.Fprintf(progress, "  %s paced %d/%d %-18s %9.0f req/s  p50 %s  p99 %s  late %d  others %s  %s\n", sc.name, round, l.rounds,
 				s.label, res.RPS(), fmtDur(res.Latency.Quantile(0.50)), fmtDur(res.Latency.Quantile(0.99)), res.Late,
-				fmtStatus(res.Status, res.Errors))
+				fmtShare(res.others), fmtStatus(res.Status, res.Errors))
 		}
 	}
 	return o, nil
 }
 
-// runSide runs cfg against s, reading its server's CPU time as the
-// measured period begins and ends.
+// runSide runs cfg against s, reading the CPU times as the measured
+// period begins and ends.
 func runSide(ctx context.Context, sc scenario, s *side, cfg loadgen.Config) (sample, error) {
 	cfg.Addr, cfg.Path, cfg.Header = s.srv.addr, sc.path, http.Header{"x-api-key": {sc.apiKey}}
-	var cpu [2]time.Duration
-	var cpuErr [2]error
+	var begin, end cpuReading
 	if p := s.srv.proc; p != nil {
-		cfg.OnMeasureStart = func() { cpu[0], cpuErr[0] = p.TreeCPU() }
-		cfg.OnMeasureEnd = func() { cpu[1], cpuErr[1] = p.TreeCPU() }
+		cfg.OnMeasureStart = func() { begin = readCPU(p) }
+		cfg.OnMeasureEnd = func() { end = readCPU(p) }
 	}
 	g, err := loadgen.New(cfg)
 	if err != nil {
@@ -246,12 +251,35 @@ func runSide(ctx context.Context, sc scenario, s *side, cfg loadgen.Config) (sam
 	if err != nil {
 		return sample{}, err
 	}
-	for _, err := range cpuErr {
-		if err != nil {
-			return sample{}, fmt.Errorf("read the CPU time of %s: %w", s.label, err)
-		}
+	if s.srv.proc == nil {
+		return sample{Result: res}, nil
 	}
-	return sample{Result: res, cpu: cpu[1] - cpu[0]}, nil
+	if err := errors.Join(begin.err, end.err); err != nil {
+		return sample{}, fmt.Errorf("read the CPU time of %s: %w", s.label, err)
+	}
+	others := 0.0
+	if total := end.total - begin.total; total > 0 {
+		others = max(0, float64((end.tasks-begin.tasks)-(end.ours-begin.ours))/float64(total))
+	}
+	return sample{Result: res, cpu: end.side - begin.side, others: others}, nil
+}
+
+// cpuReading is the CPU time used so far by a side's server (with its
+// child processes), by the harness and everything it started, by all
+// the machine's processes, and the machine's time in all.
+type cpuReading struct {
+	side, ours, tasks, total time.Duration
+	err                      error
+}
+
+func readCPU(side *benchkit.Proc) cpuReading {
+	trees, err := benchkit.TreeCPUs(side.PID(), os.Getpid())
+	if err != nil {
+		return cpuReading{err: err}
+	}
+	r := cpuReading{side: trees[0], ours: trees[1]}
+	r.tasks, r.total, r.err = benchkit.TasksCPU()
+	return r
 }
 
 // preflight sends one request to s and checks its status, so that a
@@ -286,6 +314,7 @@ type summary struct {
 	p50, p90, p99, p999 time.Duration
 	max                 time.Duration
 	cpu                 time.Duration // per request
+	others              float64       // the highest of the runs
 	roundRPS            []float64
 	responses           uint64
 	late                uint64
@@ -304,6 +333,7 @@ func summarize(runs []sample) summary {
 		p999 = append(p999, r.Latency.Quantile(0.999))
 		cpu = append(cpu, r.cpuPerRequest())
 		s.max = max(s.max, r.Latency.Max())
+		s.others = max(s.others, r.others)
 		s.responses += r.Responses
 		s.late += r.Late
 		for code, n := range r.Status {
@@ -471,6 +501,9 @@ func fmtSignedDur(d time.Duration) string {
 	}
 	return fmtDur(d)
 }
+
+// fmtShare prints a share as a percentage, e.g. "3%".
+func fmtShare(f float64) string { return fmt.Sprintf("%.0f%%", 100*f) }
 
 // fmtMicros prints a CPU time per request in microseconds, e.g. "23.4".
 func fmtMicros(d time.Duration) string {

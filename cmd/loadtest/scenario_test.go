@@ -187,12 +187,12 @@ func TestTables(t *testing.T) {
 		sideTollgate: {[]sample{run(900, 200, 5*time.Millisecond, 25*us)}, []sample{run(200, 200, 900*us, 30*us)}},
 	})
 	sat := saturatedTable(o)
-	want := []string{"tollgate fasthttp", "900", "0.900", "5.000ms", "5.000ms", "5.000ms", "5.000ms", "5.000ms", "25.0", "1.250", "900"}
+	want := []string{"tollgate fasthttp", "900", "0.900", "5.000ms", "5.000ms", "5.000ms", "5.000ms", "5.000ms", "25.0", "1.250", "0%", "900"}
 	if got := sat.rows[2]; !slices.Equal(got, want) {
 		t.Errorf("saturated row = %q, want %q", got, want)
 	}
 	paced, ok := pacedTable(o)
-	want = []string{"tollgate fasthttp", "200", "0.900ms", "0.900ms", "0.900ms", "+0.600ms", "+0.600ms", "0", "30.0", "1.200"}
+	want = []string{"tollgate fasthttp", "200", "0.900ms", "0.900ms", "0.900ms", "+0.600ms", "+0.600ms", "0", "30.0", "1.200", "0%"}
 	if !ok || !slices.Equal(paced.rows[2], want) {
 		t.Errorf("paced row = %q, want %q", paced.rows[2], want)
 	}

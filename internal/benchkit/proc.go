@@ -333,18 +333,6 @@ func (p *Proc) CPU() (time.Duration, error) {
 	}
 }
 
-// TreeCPU is the CPU time the process and all its descendants used
-// (see the function TreeCPU): its rusage, which counts the descendants it
-// reaped, once it has exited, else /proc.
-func (p *Proc) TreeCPU() (time.Duration, error) {
-	select {
-	case <-p.done:
-		return p.cmd.ProcessState.UserTime() + p.cmd.ProcessState.SystemTime(), nil
-	default:
-		return TreeCPU(p.cmd.Process.Pid)
-	}
-}
-
 // PID is the process's id.
 func (p *Proc) PID() int { return p.cmd.Process.Pid }
 

@@ -73,9 +73,18 @@ func parseStat(stat string) (procStat, error) {
 // way; a worker that exits and is reaped between two readings moves its
 // time into its parent's reaped time, so the sum never goes back.
 func TreeCPU(pid int) (time.Duration, error) {
-	entries, err := os.ReadDir("/proc")
+	d, err := TreeCPUs(pid)
 	if err != nil {
 		return 0, err
+	}
+	return d[0], nil
+}
+
+// TreeCPUs is TreeCPU of each of pids, read from one pass over /proc.
+func TreeCPUs(pids ...int) ([]time.Duration, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
 	}
 	stats := map[int]procStat{}
 	for _, e := range entries {
@@ -91,10 +100,14 @@ func TreeCPU(pid int) (time.Duration, error) {
 			stats[p] = s
 		}
 	}
-	if _, ok := stats[pid]; !ok {
-		return 0, fmt.Errorf("process %d: not in /proc", pid)
+	out := make([]time.Duration, len(pids))
+	for i, pid := range pids {
+		if _, ok := stats[pid]; !ok {
+			return nil, fmt.Errorf("process %d: not in /proc", pid)
+		}
+		out[i] = treeCPU(pid, stats)
 	}
-	return treeCPU(pid, stats), nil
+	return out, nil
 }
 
 // treeCPU sums the CPU time of pid and its descendants in stats.
@@ -134,6 +147,29 @@ func MachineCPU() (busy, total time.Duration, err error) {
 	idle := v[3] + v[4]
 	all := v[0] + v[1] + v[2] + v[3] + v[4] + v[5] + v[6] + v[7]
 	return ticks(all - idle), ticks(all), nil
+}
+
+// TasksCPU is the CPU time the machine's processes used, all of them:
+// user, nice and system time from the first line of /proc/stat (summed
+// over its CPUs), and the machine's time in all. Interrupt time, which
+// the kernel charges to no process (loopback packets are mostly handled
+// in softirq), is left out of the first, so that it compares with the
+// processes' own times (TreeCPU).
+func TasksCPU() (tasks, total time.Duration, err error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, 0, errors.New("/proc/stat: no cpu line")
+	}
+	var v [8]int64 // user nice system idle iowait irq softirq steal
+	for i := range v {
+		v[i], _ = strconv.ParseInt(f[i+1], 10, 64)
+	}
+	return ticks(v[0] + v[1] + v[2]), ticks(v[0] + v[1] + v[2] + v[3] + v[4] + v[5] + v[6] + v[7]), nil
 }
 
 // PIDRSS is process pid's resident set size (VmRSS of

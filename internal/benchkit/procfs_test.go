@@ -33,6 +33,9 @@ func TestOwnProcess(t *testing.T) {
 	if busy, total, err := MachineCPU(); err != nil || busy <= 0 || total < busy {
 		t.Errorf("MachineCPU: %v of %v, %v", busy, total, err)
 	}
+	if tasks, total, err := TasksCPU(); err != nil || tasks <= 0 || total < tasks {
+		t.Errorf("TasksCPU: %v of %v, %v", tasks, total, err)
+	}
 }
 
 func TestParseStat(t *testing.T) {
@@ -107,7 +110,7 @@ func TestTreeCPUOfARealTree(t *testing.T) {
 		}
 	}
 	own, err1 := p.CPU()
-	tree, err2 := p.TreeCPU()
+	tree, err2 := TreeCPU(p.PID())
 	childCPU, err3 := PIDCPU(child)
 	if err := errors.Join(err1, err2, err3); err != nil {
 		t.Fatal(err)
@@ -117,5 +120,9 @@ func TestTreeCPUOfARealTree(t *testing.T) {
 	}
 	if _, err := TreeCPU(1 << 30); err == nil {
 		t.Error("TreeCPU of no process: no error")
+	}
+	both, err := TreeCPUs(child, p.PID())
+	if err != nil || len(both) != 2 || both[0] > both[1] || both[1] < childCPU {
+		t.Errorf("TreeCPUs(child, shell) = %v, %v; want the child's time within the shell's", both, err)
 	}
 }
