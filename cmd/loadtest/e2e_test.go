@@ -280,7 +280,7 @@ func nginxArg(t *testing.T) string {
 func runArgs(t *testing.T, extra ...string) []string {
 	return append([]string{"--tollgate", os.Args[0], "--nginx", nginxArg(t), "--conns", "4", "--warmup", "50ms",
 		"--duration", "200ms", "--paced-rate", "200", "--paced-conns", "2", "--paced-duration", "200ms",
-		"--rounds", "1", "--startup-timeout", "10s"}, extra...)
+		"--rounds", "1", "--reruns", "1", "--startup-timeout", "10s"}, extra...)
 }
 
 // TestRunWithFakeTollgate runs the whole harness. With runs this short the
@@ -339,7 +339,8 @@ func TestRunWithFakeTollgate(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"- command: `", "- GOGC: 400", "- connections: 4", "- duration: 200ms",
-		"- paced runs: 200 req/s on 2 connections", "- runtime.NumCPU(): ",
+		"- paced runs: 200 req/s on 2 connections", "- runs again: when others took more than 10% of the CPU, once at most",
+		"- runtime.NumCPU(): ",
 		"| side | req/s | × nginx | p50 | p90 | p99 | p99.9 | max | CPU µs/req | CPU × nginx | others | req/s by round |",
 		"| side | req/s | p50 | p99 | p99.9 | added p50 | added p99 | late | CPU µs/req | CPU × nginx | others |",
 		"| tollgate fasthttp | ", "| tollgate net/http | ", "| bare fasthttp | ",

@@ -54,11 +54,39 @@ func (r *report) settings() [][2]string {
 		{"duration", fmt.Sprintf("%v measured per run, after %v warm-up", r.cfg.duration, r.cfg.warmup)},
 		{"paced runs", paced},
 		{"rounds", fmt.Sprintf("%d per side, interleaved; medians of rounds compared", r.cfg.rounds)},
+		{"runs again", r.rerunsSetting()},
 		{"runtime.NumCPU()", fmt.Sprint(r.numCPU)},
 		{"Go", fmt.Sprintf("%s %s/%s", runtime.Version(), runtime.GOOS, runtime.GOARCH)},
 		{"nginx", nginx},
 		{"tollgate", tollgate},
 	}
+}
+
+// rerunsSetting says when a run is run again, and, once runs were made,
+// how many were.
+func (r *report) rerunsSetting() string {
+	times := fmt.Sprintf("up to %d times", r.cfg.reruns)
+	if r.cfg.reruns == 1 {
+		times = "once at most"
+	}
+	s := fmt.Sprintf("when others took more than %s of the CPU, %s", fmtShare(r.cfg.maxOthers), times)
+	if len(r.outcomes) == 0 {
+		return s
+	}
+	var n int
+	var who []string
+	for _, o := range r.outcomes {
+		for _, sd := range o.sides {
+			if sd.reruns > 0 {
+				n += sd.reruns
+				who = append(who, fmt.Sprintf("%s %s %d", o.sc.name, sd.label, sd.reruns))
+			}
+		}
+	}
+	if n == 0 {
+		return s + "; none was"
+	}
+	return fmt.Sprintf("%s; %d were (%s)", s, n, strings.Join(who, ", "))
 }
 
 // notes say how the figures were taken and what differs between the
@@ -69,8 +97,8 @@ var notes = []string{
 		"A proxy's figure leaves out the upstream's CPU; the load generator's, on the same cores, counts for no side; " +
 		"so does the kernel's softirq time, where loopback packets are mostly handled, which it charges to no process.",
 	"others: the share of the machine's CPU (user + system) that processes the harness did not start used during " +
-		"the measured period, the highest of the rounds. Anything above a few percent means another program's " +
-		"load was on the cores and the side's figures are skewed by it.",
+		"the measured period, the highest of the rounds kept. Anything above a few percent means another program's " +
+		"load was on the cores and the side's figures are skewed by it; such a run is run again (\"runs again\" above).",
 	"Paced runs: at 64 saturating connections on a machine whose cores the load generator shares, p99 is mostly " +
 		"queueing. The paced runs send a moderate rate on a few connections, so their latencies are the request " +
 		"path's; \"added\" is a side's paced p50/p99 minus the direct call's, medians of the rounds. Latency counts " +

@@ -45,6 +45,8 @@ func parseRunFlags(args []string, stderr io.Writer) (runConfig, error) {
 	fs.Float64Var(&cfg.pacedRate, "paced-rate", 1000, "requests/s of the paced runs (the latency a proxy adds)")
 	fs.IntVar(&cfg.pacedConns, "paced-conns", 8, "connections of the paced runs")
 	fs.DurationVar(&cfg.pacedDuration, "paced-duration", 5*time.Second, "measured time per paced run; 0: no paced runs")
+	fs.Float64Var(&cfg.maxOthers, "max-others", 0.1, "a run during which processes outside the harness used more than this share of the machine's CPU is run again")
+	fs.IntVar(&cfg.reruns, "reruns", 2, "how often a run may be run again for --max-others")
 	fs.StringVar(&cfg.gogc, "gogc", "400", "GOGC for every server process, baselines and tollgate alike")
 	fs.StringVar(&cfg.out, "out", "", "also write the results as markdown to this file")
 	fs.DurationVar(&cfg.startup, "startup-timeout", 30*time.Second, "how long each server may take to start")
@@ -84,6 +86,9 @@ func parseRunFlags(args []string, stderr io.Writer) (runConfig, error) {
 	}
 	if cfg.rounds < 1 {
 		errs = append(errs, fmt.Errorf("--rounds %d must be at least 1", cfg.rounds))
+	}
+	if cfg.reruns < 0 || !(cfg.maxOthers >= 0 && cfg.maxOthers <= 1) {
+		errs = append(errs, fmt.Errorf("--reruns %d must not be negative, --max-others %v must be within 0 and 1", cfg.reruns, cfg.maxOthers))
 	}
 	if n, err := strconv.Atoi(cfg.gogc); cfg.gogc != "off" && (err != nil || n <= 0) {
 		errs = append(errs, fmt.Errorf(`--gogc %q must be a positive integer or "off"`, cfg.gogc))

@@ -179,6 +179,33 @@ func TestEvaluate(t *testing.T) {
 	}
 }
 
+func TestUntilUndisturbed(t *testing.T) {
+	tests := []struct {
+		name       string
+		others     []float64 // of the successive runs
+		reruns     int
+		wantRuns   int
+		wantOthers float64
+	}{
+		{"quiet at once", []float64{0.02}, 2, 1, 0.02},
+		{"quiet the second time", []float64{0.4, 0.05, 0.5}, 2, 2, 0.05},
+		{"never quiet", []float64{0.4, 0.3, 0.2, 0.1}, 2, 3, 0.2},
+		{"no reruns", []float64{0.4}, 0, 1, 0.4},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var runs, told int
+			res, err := untilUndisturbed(func() (sample, error) {
+				runs++
+				return sample{others: tt.others[runs-1]}, nil
+			}, 0.1, tt.reruns, func(sample) { told++ })
+			if err != nil || runs != tt.wantRuns || told != runs-1 || res.others != tt.wantOthers {
+				t.Errorf("runs %d, told %d, kept others %v, err %v; want %d runs, %v kept", runs, told, res.others, err, tt.wantRuns, tt.wantOthers)
+			}
+		})
+	}
+}
+
 func TestTables(t *testing.T) {
 	us := time.Microsecond
 	o := outcomeOf(scenarios[indexScenario("proxy")], map[string]runs{
@@ -346,6 +373,7 @@ func TestParseRunFlags(t *testing.T) {
 		{"baseline only", []string{"--baseline-only", "--nginx", ""}, ""},
 		{"missing nginx", []string{"--baseline-only", "--nginx", "/nonexistent/nginx"}, "nginx-light"},
 		{"bad pacing", []string{"--baseline-only", "--nginx", "", "--paced-rate", "0", "--paced-conns", "0"}, "--paced-rate 0"},
+		{"bad reruns", []string{"--baseline-only", "--nginx", "", "--reruns", "-1", "--max-others", "2"}, "--reruns -1"},
 		{"defaults need tollgate", nil, "--tollgate PATH is required"},
 		{"missing binary", []string{"--tollgate", "/nonexistent/tollgate"}, "--tollgate"},
 		{"bad numbers", []string{"--baseline-only", "--conns", "0", "--rounds", "0", "--gogc", "x"}, "--conns 0"},
@@ -362,7 +390,8 @@ func TestParseRunFlags(t *testing.T) {
 				}
 				if cfg.conns != 64 || cfg.duration != 10*time.Second || cfg.warmup != 2*time.Second ||
 					cfg.rounds != 3 || cfg.gogc != "400" || len(cfg.scenarios) != 3 ||
-					cfg.pacedRate != 1000 || cfg.pacedConns != 8 || cfg.pacedDuration != 5*time.Second {
+					cfg.pacedRate != 1000 || cfg.pacedConns != 8 || cfg.pacedDuration != 5*time.Second ||
+					cfg.maxOthers != 0.1 || cfg.reruns != 2 {
 					t.Errorf("defaults = %+v", cfg)
 				}
 				return
