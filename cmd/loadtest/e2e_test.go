@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -14,6 +15,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -59,16 +61,21 @@ func testChild(args []string) int {
 }
 
 // fakeTollgate stands in for `tollgate serve`: it reads the upstream and
-// key from the generated config, logs its addresses as tollgate does, and
-// proxies requests with that key, answering 403 to others.
+// keys from the generated config, logs its addresses as tollgate does,
+// proxies requests with the first key, throttles every request with the
+// second (429) and answers 403 to others.
 func fakeTollgate(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	config := fs.String("config", "", "")
 	listen := fs.String("listen", "", "")
 	adminListen := fs.String("admin-listen", "", "")
 	dataDir := fs.String("data-dir", "", "")
+	plane := fs.String("data-plane", "", "")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *plane != "fasthttp" && *plane != "net/http" {
+		return fmt.Errorf("--data-plane %q", *plane)
 	}
 	if st, err := os.Stat(*dataDir); err != nil || !st.IsDir() {
 		return fmt.Errorf("data dir %q: %v", *dataDir, err)
@@ -78,10 +85,11 @@ func fakeTollgate(ctx context.Context, args []string) error {
 		return err
 	}
 	up := regexp.MustCompile(`upstream: (\S+)`).FindSubmatch(raw)
-	key := regexp.MustCompile(`value: (\S+)`).FindSubmatch(raw)
-	if up == nil || key == nil {
-		return fmt.Errorf("config lacks upstream or key:\n%s", raw)
+	keys := regexp.MustCompile(`value: (\S+)`).FindAllSubmatch(raw, -1)
+	if up == nil || len(keys) != 2 {
+		return fmt.Errorf("config lacks upstream or its two keys:\n%s", raw)
 	}
+	valid, throttled := string(keys[0][1]), string(keys[1][1])
 	target, err := url.Parse(string(up[1]))
 	if err != nil {
 		return err
@@ -91,12 +99,16 @@ func fakeTollgate(ctx context.Context, args []string) error {
 
 	proxy := newBareProxy(target, "/prod")
 	forbidden := fixedResponse(http.StatusForbidden, forbiddenBody)
+	throttle := fixedResponse(http.StatusTooManyRequests, []byte(`{"message":"Too Many Requests"}`))
 	var gateway http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("X-Api-Key") != string(key[1]) {
+		switch r.Header.Get("X-Api-Key") {
+		case valid:
+			proxy.ServeHTTP(w, r)
+		case throttled:
+			throttle.ServeHTTP(w, r)
+		default:
 			forbidden.ServeHTTP(w, r)
-			return
 		}
-		proxy.ServeHTTP(w, r)
 	})
 	health := http.StatusOK
 	switch os.Getenv(fakeModeEnv) {
@@ -130,14 +142,22 @@ func fakeTollgate(ctx context.Context, args []string) error {
 }
 
 // asChildren makes children started by the harness in this test run as
-// testChild and record their pids; it returns a check that they are gone.
+// testChild and record their pids; it returns a check that they are gone,
+// and that no nginx process is left that was not there before.
 func asChildren(t *testing.T, fakeMode string) (assertGone func()) {
 	dir := t.TempDir()
 	t.Setenv(testChildEnv, "1")
 	t.Setenv(testPIDDir, dir)
 	t.Setenv(fakeModeEnv, fakeMode)
+	nginxBefore := nginxProcesses()
 	return func() {
 		t.Helper()
+		for _, pid := range nginxProcesses() {
+			if !slices.Contains(nginxBefore, pid) {
+				t.Errorf("nginx process %d still exists after the harness returned", pid)
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
 		entries, _ := os.ReadDir(dir)
 		if len(entries) == 0 {
 			t.Errorf("no child recorded its pid")
@@ -152,8 +172,28 @@ func asChildren(t *testing.T, fakeMode string) (assertGone func()) {
 	}
 }
 
-// TestBaselineServersUnderLoad starts upstream, proxy and reject as child
-// processes, exactly as `run` does, and drives them with loadgen.
+// nginxProcesses lists the nginx masters and workers running, by the
+// title nginx gives them ("nginx: master process ...", "nginx: worker
+// process").
+func nginxProcesses() []int {
+	entries, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err == nil && bytes.HasPrefix(cmdline, []byte("nginx: ")) && processExists(pid) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// TestBaselineServersUnderLoad starts upstream, proxy, fastproxy and
+// reject as child processes, exactly as `run` does, and drives them with
+// loadgen.
 func TestBaselineServersUnderLoad(t *testing.T) {
 	assertGone := asChildren(t, "")
 	self, err := os.Executable()
@@ -166,7 +206,7 @@ func TestBaselineServersUnderLoad(t *testing.T) {
 	defer procs.StopAll()
 	start := func(name string, args ...string) string {
 		t.Helper()
-		addr, err := startServer(ctx, &procs, self, benchkit.ChildEnv("GOGC=400"), 10*time.Second, name, args...)
+		addr, _, err := startServer(ctx, &procs, self, benchkit.ChildEnv("GOGC=400"), 10*time.Second, name, args...)
 		if err != nil {
 			t.Fatalf("start %s: %v", name, err)
 		}
@@ -174,6 +214,7 @@ func TestBaselineServersUnderLoad(t *testing.T) {
 	}
 	upstream := start("upstream")
 	proxy := start("proxy", "--target", "http://"+upstream)
+	fastproxy := start("fastproxy", "--target", "http://"+upstream)
 	reject := start("reject")
 
 	tests := []struct {
@@ -183,6 +224,8 @@ func TestBaselineServersUnderLoad(t *testing.T) {
 		{"upstream", upstream, "/items", "", 200},
 		{"proxy", proxy, "/prod/items", validKey, 200},
 		{"proxy outside stage", proxy, "/items", validKey, 404},
+		{"fastproxy", fastproxy, "/prod/items", validKey, 200},
+		{"fastproxy outside stage", fastproxy, "/items", validKey, 404},
 		{"reject", reject, "/prod/items", unknownKey, 403},
 	}
 	for _, tt := range tests {
@@ -202,24 +245,42 @@ func TestBaselineServersUnderLoad(t *testing.T) {
 		})
 	}
 
-	// The upstream's body passes through the proxy whole.
-	resp, err := http.Get("http://" + proxy + "/prod/items")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil || string(body) != string(upstreamBody) {
-		t.Errorf("body = %q (%v), want %q", body, err, upstreamBody)
-	}
-	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
-		t.Errorf("Content-Type = %q, want application/json", ct)
+	// The upstream's body passes through the proxies whole.
+	for _, addr := range []string{proxy, fastproxy} {
+		resp, err := http.Get("http://" + addr + "/prod/items")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || string(body) != string(upstreamBody) {
+			t.Errorf("%s: body = %q (%v), want %q", addr, body, err, upstreamBody)
+		}
+		if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+			t.Errorf("%s: Content-Type = %q, want application/json", addr, ct)
+		}
 	}
 }
 
-func runArgs(extra ...string) []string {
-	return append([]string{"--tollgate", os.Args[0], "--conns", "4", "--warmup", "50ms",
-		"--duration", "200ms", "--rounds", "1", "--startup-timeout", "10s"}, extra...)
+// nginxArg is the --nginx flag of a test's run: nginx where it is
+// installed, none where it is not (unless TOLLGATE_REQUIRE_NGINX=1, which
+// fails the test instead).
+func nginxArg(t *testing.T) string {
+	t.Helper()
+	if _, err := os.Stat(defaultNginx); err != nil {
+		if os.Getenv("TOLLGATE_REQUIRE_NGINX") == "1" {
+			t.Fatalf("TOLLGATE_REQUIRE_NGINX=1 but %s: %v", defaultNginx, err)
+		}
+		t.Logf("no nginx (%v): the run measures none", err)
+		return ""
+	}
+	return defaultNginx
+}
+
+func runArgs(t *testing.T, extra ...string) []string {
+	return append([]string{"--tollgate", os.Args[0], "--nginx", nginxArg(t), "--conns", "4", "--warmup", "50ms",
+		"--duration", "200ms", "--paced-rate", "200", "--paced-conns", "2", "--paced-duration", "200ms",
+		"--rounds", "1", "--reruns", "1", "--startup-timeout", "10s"}, extra...)
 }
 
 // TestRunWithFakeTollgate runs the whole harness. With runs this short the
@@ -228,20 +289,44 @@ func runArgs(extra ...string) []string {
 func TestRunWithFakeTollgate(t *testing.T) {
 	assertGone := asChildren(t, "")
 	out := filepath.Join(t.TempDir(), "results.md")
+	args := runArgs(t, "--out", out)
+	withNginx := slices.Contains(args, defaultNginx)
 	var stdout, stderr strings.Builder
-	code := cli(context.Background(), append([]string{"run"}, runArgs("--out", out)...), &stdout, &stderr)
+	code := cli(context.Background(), append([]string{"run"}, args...), &stdout, &stderr)
 	assertGone()
 	if code != 0 && code != 1 {
 		t.Fatalf("exit code %d, want 0 or 1\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
 	}
-	for _, want := range []string{
+	wants := []string{
+		"PASS  every upstream, direct response is 200",
 		"PASS  every bare ReverseProxy response is 200",
-		"PASS  every tollgate response is 200",
+		"PASS  every bare fasthttp response is 200",
+		"PASS  every tollgate fasthttp response is 200",
+		"PASS  every tollgate net/http response is 200",
 		"PASS  every Go 403 handler response is 403",
-		"PASS  every tollgate response is 403",
-		"tollgate req/s ≥ 0.85 × bare ReverseProxy req/s",
-		"tollgate p99 ≤ bare ReverseProxy p99 + 1.000ms",
-	} {
+		"PASS  every tollgate fasthttp response is 403",
+		"PASS  every tollgate net/http response is 403",
+		"PASS  every tollgate fasthttp response is 429 (or 200, at most 1%), no errors",
+		"tollgate net/http req/s ≥ 0.85 × bare ReverseProxy req/s",
+		"tollgate net/http p99 ≤ bare ReverseProxy p99 + 1.000ms",
+		"tollgate net/http req/s ≥ 0.85 × Go 403 handler req/s",
+		"tollgate fasthttp p99 added to a direct call, paced (its p99 − upstream, direct p99) ≤ 1.000ms",
+		"paced, 200 req/s on 2 connections:",
+	}
+	nginxChecks := []string{
+		"PASS  every nginx response is 200",
+		"PASS  every nginx response is 403",
+		"PASS  every nginx response is 429 (or 200, at most 1%), no errors",
+		"tollgate fasthttp CPU per request ≤ 1.30 × nginx's",
+		"tollgate fasthttp req/s ≥ 0.80 × nginx req/s",
+		"tollgate fasthttp req/s ≥ 0.90 × nginx req/s",
+	}
+	if withNginx {
+		wants = append(wants, nginxChecks...)
+	} else {
+		wants = append(wants, "not checked: tollgate fasthttp req/s ≥ 0.80 × nginx req/s (nginx not measured)")
+	}
+	for _, want := range wants {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("stdout lacks %q:\n%s\nstderr:\n%s", want, stdout.String(), stderr.String())
 		}
@@ -254,11 +339,18 @@ func TestRunWithFakeTollgate(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"- command: `", "- GOGC: 400", "- connections: 4", "- duration: 200ms",
-		"- runtime.NumCPU(): ", "| side | req/s | p50 | p90 | p99 | p99.9 | max |", "| tollgate | ",
-		"| every tollgate response is 403, no errors | 403×"} {
+		"- paced runs: 200 req/s on 2 connections", "- runs again: when others took more than 10% of the CPU, once at most",
+		"- runtime.NumCPU(): ",
+		"| side | req/s | × nginx | p50 | p90 | p99 | p99.9 | max | CPU µs/req | CPU × nginx | others | req/s by round |",
+		"| side | req/s | p50 | p99 | p99.9 | added p50 | added p99 | late | CPU µs/req | CPU × nginx | others |",
+		"| tollgate fasthttp | ", "| tollgate net/http | ", "| bare fasthttp | ",
+		"| every tollgate fasthttp response is 403, no errors | 403×", "## Notes"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
 		}
+	}
+	if withNginx && !strings.Contains(string(md), "| nginx | ") {
+		t.Errorf("markdown lacks nginx's rows:\n%s", md)
 	}
 }
 
@@ -276,7 +368,7 @@ func TestRunFailsClearly(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			assertGone := asChildren(t, tt.mode)
 			var stdout, stderr strings.Builder
-			code := cli(context.Background(), append([]string{"run"}, runArgs(tt.args...)...), &stdout, &stderr)
+			code := cli(context.Background(), append([]string{"run"}, runArgs(t, tt.args...)...), &stdout, &stderr)
 			assertGone()
 			if code != 1 {
 				t.Errorf("exit code %d, want 1", code)
@@ -295,12 +387,11 @@ func TestRunFailsClearly(t *testing.T) {
 func TestRunStopsChildrenWhenInterrupted(t *testing.T) {
 	assertGone := asChildren(t, "")
 	ctx, cancel := context.WithCancel(context.Background())
-	stdout := &watchWriter{want: "tollgate: gateway", seen: make(chan struct{})}
+	stdout := &watchWriter{want: "tollgate net/http: gateway", seen: make(chan struct{})}
 	var stderr strings.Builder
 	done := make(chan int)
-	go func() {
-		done <- cli(ctx, []string{"run", "--tollgate", os.Args[0], "--duration", "1h"}, stdout, &stderr)
-	}()
+	args := []string{"run", "--tollgate", os.Args[0], "--nginx", nginxArg(t), "--duration", "1h"}
+	go func() { done <- cli(ctx, args, stdout, &stderr) }()
 	select { // cancel once tollgate is up and the runs begin
 	case <-stdout.seen:
 	case code := <-done:

@@ -6,7 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -19,6 +22,7 @@ import (
 type runConfig struct {
 	tollgate     string // path of the tollgate binary; empty with baselineOnly
 	baselineOnly bool
+	nginx        string // path of the nginx binary; empty: nginx not measured
 	load
 	gogc      string
 	out       string
@@ -32,15 +36,21 @@ func parseRunFlags(args []string, stderr io.Writer) (runConfig, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.tollgate, "tollgate", "", "path of the built tollgate binary (required unless --baseline-only)")
 	fs.BoolVar(&cfg.baselineOnly, "baseline-only", false, "measure only the baselines, without tollgate and without targets")
+	fs.StringVar(&cfg.nginx, "nginx", defaultNginx, `path of the nginx binary; "" measures no nginx, and checks no target against it`)
 	fs.IntVar(&cfg.conns, "conns", 64, "connections, one request in flight on each")
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "measured time per run")
 	fs.DurationVar(&cfg.warmup, "warmup", 2*time.Second, "unmeasured warm-up before each run")
 	fs.IntVar(&cfg.rounds, "rounds", 3, "runs of each side per scenario, interleaved; medians are compared")
 	fs.DurationVar(&cfg.timeout, "timeout", 5*time.Second, "per-request timeout")
+	fs.Float64Var(&cfg.pacedRate, "paced-rate", 1000, "requests/s of the paced runs (the latency a proxy adds)")
+	fs.IntVar(&cfg.pacedConns, "paced-conns", 8, "connections of the paced runs")
+	fs.DurationVar(&cfg.pacedDuration, "paced-duration", 5*time.Second, "measured time per paced run; 0: no paced runs")
+	fs.Float64Var(&cfg.maxOthers, "max-others", 0.1, "a run during which processes outside the harness used more than this share of the machine's CPU is run again")
+	fs.IntVar(&cfg.reruns, "reruns", 2, "how often a run may be run again for --max-others")
 	fs.StringVar(&cfg.gogc, "gogc", "400", "GOGC for every server process, baselines and tollgate alike")
 	fs.StringVar(&cfg.out, "out", "", "also write the results as markdown to this file")
 	fs.DurationVar(&cfg.startup, "startup-timeout", 30*time.Second, "how long each server may take to start")
-	names := fs.String("scenarios", "proxy,reject", "comma-separated scenarios to run: proxy, reject")
+	names := fs.String("scenarios", "proxy,reject,throttle", "comma-separated scenarios to run: proxy, reject, throttle")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -58,14 +68,27 @@ func parseRunFlags(args []string, stderr io.Writer) (runConfig, error) {
 			errs = append(errs, fmt.Errorf("--tollgate: %w", err))
 		}
 	}
-	if cfg.conns < 1 {
-		errs = append(errs, fmt.Errorf("--conns %d must be at least 1", cfg.conns))
+	if cfg.nginx != "" {
+		abs, err := benchkit.Binary(cfg.nginx)
+		cfg.nginx = abs
+		if err != nil {
+			errs = append(errs, fmt.Errorf(`--nginx: %w (apt-get install nginx-light, or --nginx "" to measure no nginx)`, err))
+		}
 	}
-	if cfg.duration <= 0 || cfg.warmup < 0 || cfg.timeout <= 0 || cfg.startup <= 0 {
-		errs = append(errs, errors.New("--duration, --timeout and --startup-timeout must be positive, --warmup not negative"))
+	if cfg.conns < 1 || cfg.pacedConns < 1 {
+		errs = append(errs, fmt.Errorf("--conns %d and --paced-conns %d must be at least 1", cfg.conns, cfg.pacedConns))
+	}
+	if cfg.duration <= 0 || cfg.warmup < 0 || cfg.timeout <= 0 || cfg.startup <= 0 || cfg.pacedDuration < 0 {
+		errs = append(errs, errors.New("--duration, --timeout and --startup-timeout must be positive, --warmup and --paced-duration not negative"))
+	}
+	if !(cfg.pacedRate > 0) || math.IsInf(cfg.pacedRate, 0) {
+		errs = append(errs, fmt.Errorf("--paced-rate %v must be a positive number", cfg.pacedRate))
 	}
 	if cfg.rounds < 1 {
 		errs = append(errs, fmt.Errorf("--rounds %d must be at least 1", cfg.rounds))
+	}
+	if cfg.reruns < 0 || !(cfg.maxOthers >= 0 && cfg.maxOthers <= 1) {
+		errs = append(errs, fmt.Errorf("--reruns %d must not be negative, --max-others %v must be within 0 and 1", cfg.reruns, cfg.maxOthers))
 	}
 	if n, err := strconv.Atoi(cfg.gogc); cfg.gogc != "off" && (err != nil || n <= 0) {
 		errs = append(errs, fmt.Errorf(`--gogc %q must be a positive integer or "off"`, cfg.gogc))
@@ -131,6 +154,9 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // stopped before it returns, whatever happened.
 func runHarness(ctx context.Context, cfg runConfig, stdout io.Writer) (rep *report, err error) {
 	rep = &report{command: shellQuote(os.Args), date: time.Now(), cfg: cfg, numCPU: runtime.NumCPU()}
+	if cfg.nginx != "" {
+		rep.nginxVersion = nginxVersion(ctx, cfg.nginx)
+	}
 	rep.writeIntro(stdout)
 
 	var procs benchkit.Procs
@@ -145,48 +171,16 @@ func runHarness(ctx context.Context, cfg runConfig, stdout io.Writer) (rep *repo
 	if err != nil {
 		return nil, fmt.Errorf("find own binary: %w", err)
 	}
-	env := benchkit.ChildEnv("GOGC=" + cfg.gogc) // every server collects garbage alike
-	start := func(name string, args ...string) (string, error) {
-		return startServer(ctx, &procs, self, env, cfg.startup, name, args...)
+	if tmp, err = os.MkdirTemp("", "loadtest-"); err != nil {
+		return nil, fmt.Errorf("make temp dir: %w", err)
 	}
-
-	upstream, err := start("upstream")
+	servers, err := startServers(ctx, cfg, &procs, self, tmp, stdout)
 	if err != nil {
 		return nil, err
 	}
-	baselines := map[string]string{}
-	for _, sc := range cfg.scenarios {
-		switch sc.name {
-		case "proxy":
-			baselines[sc.name], err = start("proxy", "--target", "http://"+upstream)
-		case "reject":
-			baselines[sc.name], err = start("reject")
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
-	var gateway string
-	if !cfg.baselineOnly {
-		if tmp, err = os.MkdirTemp("", "loadtest-"); err != nil {
-			return nil, fmt.Errorf("make temp dir: %w", err)
-		}
-		addrs, err := startTollgate(ctx, &procs, cfg.tollgate, tmp, "http://"+upstream, env, cfg.startup)
-		if err != nil {
-			return nil, err
-		}
-		gateway = addrs.gateway
-		fmt.Fprintf(stdout, "tollgate: gateway %s, admin %s\n", addrs.gateway, addrs.admin)
-	}
-
 	for _, sc := range cfg.scenarios {
 		fmt.Fprintf(stdout, "\n%s\n", sc.title)
-		base := &side{label: sc.baseline, addr: baselines[sc.name]}
-		var tg *side
-		if gateway != "" {
-			tg = &side{label: "tollgate", addr: gateway}
-		}
-		o, err := measure(ctx, sc, base, tg, cfg.load, stdout)
+		o, err := measure(ctx, sc, servers, cfg.load, stdout)
 		if err != nil {
 			return nil, err
 		}
@@ -202,10 +196,88 @@ func runHarness(ctx context.Context, cfg runConfig, stdout io.Writer) (rep *repo
 	return rep, nil
 }
 
+// startServers starts the servers the scenarios of cfg measure, kept by
+// procs, with their files under tmp, and returns them by side label.
+func startServers(ctx context.Context, cfg runConfig, procs *benchkit.Procs, self, tmp string, stdout io.Writer) (map[string]*server, error) {
+	env := benchkit.ChildEnv("GOGC=" + cfg.gogc) // every server collects garbage alike
+	start := func(name string, args ...string) (*server, error) {
+		addr, p, err := startServer(ctx, procs, self, env, cfg.startup, name, args...)
+		return &server{addr: addr, proc: p}, err
+	}
+	needed := map[string]bool{}
+	for _, sc := range cfg.scenarios {
+		for _, label := range sc.sides {
+			needed[label] = true
+		}
+	}
+
+	upstream, err := start("upstream")
+	if err != nil {
+		return nil, err
+	}
+	servers := map[string]*server{sideDirect: upstream}
+	for _, b := range []struct {
+		label, name string
+		args        []string
+	}{
+		{sideBareRP, "proxy", []string{"--target", "http://" + upstream.addr}},
+		{sideBareFast, "fastproxy", []string{"--target", "http://" + upstream.addr}},
+		{side403, "reject", nil},
+	} {
+		if !needed[b.label] {
+			continue
+		}
+		if servers[b.label], err = start(b.name, b.args...); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.nginx != "" && needed[sideNginx] {
+		dir := filepath.Join(tmp, "nginx")
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("make nginx dir: %w", err)
+		}
+		addr, p, err := startNginx(ctx, procs, cfg.nginx, dir, upstream.addr, cfg.startup)
+		if err != nil {
+			return nil, err
+		}
+		servers[sideNginx] = &server{addr: addr, proc: p}
+		fmt.Fprintf(stdout, "nginx: %s\n", addr)
+	}
+	if !cfg.baselineOnly {
+		for _, plane := range []struct{ label, name string }{{sideTollgate, "fasthttp"}, {sideTollgateNet, "net/http"}} {
+			if !needed[plane.label] {
+				continue
+			}
+			dir := filepath.Join(tmp, "tollgate-"+strings.ReplaceAll(plane.name, "/", ""))
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				return nil, fmt.Errorf("make tollgate dir: %w", err)
+			}
+			addrs, p, err := startTollgate(ctx, procs, cfg.tollgate, dir, "http://"+upstream.addr, plane.name, env, cfg.startup)
+			if err != nil {
+				return nil, err
+			}
+			servers[plane.label] = &server{addr: addrs.gateway, proc: p}
+			fmt.Fprintf(stdout, "%s: gateway %s, admin %s\n", plane.label, addrs.gateway, addrs.admin)
+		}
+	}
+	return servers, nil
+}
+
+// nginxVersion is what `nginx -v` says, e.g. "nginx/1.22.1", for the
+// report.
+func nginxVersion(ctx context.Context, path string) string {
+	out, err := exec.CommandContext(ctx, path, "-v").CombinedOutput()
+	if err != nil {
+		return fmt.Sprintf("unknown (%v)", err)
+	}
+	v := strings.TrimSpace(string(out))
+	return strings.TrimPrefix(v, "nginx version: ")
+}
+
 // startServer starts this binary's subcommand name as a child listening
 // on a free loopback port, kept by procs, and returns the address it
-// announced.
-func startServer(ctx context.Context, procs *benchkit.Procs, self string, env []string, timeout time.Duration, name string, args ...string) (string, error) {
+// announced and the process.
+func startServer(ctx context.Context, procs *benchkit.Procs, self string, env []string, timeout time.Duration, name string, args ...string) (string, *benchkit.Proc, error) {
 	addrc := make(chan string, 1)
 	onLine := func(line string) {
 		if addr, ok := strings.CutPrefix(line, listeningPrefix); ok {
@@ -213,11 +285,12 @@ func startServer(ctx context.Context, procs *benchkit.Procs, self string, env []
 		}
 	}
 	args = append([]string{name, "--listen", "127.0.0.1:0"}, args...)
-	p, err := procs.StartProc(ctx, server(name, self, args, env, onLine))
+	p, err := procs.StartProc(ctx, procConfig(name, self, args, env, onLine))
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
-	return waitFor(ctx, p, addrc, timeout, `"`+listeningPrefix+`ADDR" on stdout`)
+	addr, err := waitFor(ctx, p, addrc, timeout, `"`+listeningPrefix+`ADDR" on stdout`)
+	return addr, p, err
 }
 
 // writeFile writes what write produces to path.

@@ -23,11 +23,21 @@ usagePlans:
     apiStages:
       - apiId: loadapi
         stage: prod
+  - name: Tight
+    throttle: {rateLimit: 1, burstLimit: 1}
+    quota: {limit: 1000000000000, period: DAY}
+    apiStages:
+      - apiId: loadapi
+        stage: prod
 apiKeys:
   - name: load-key
     value: loadtest-key-0000000000000001
     enabled: true
     usagePlans: [Load]
+  - name: tight-key
+    value: loadtest-key-0000000000000002
+    enabled: true
+    usagePlans: [Tight]
 `
 	if got != want {
 		t.Errorf("config =\n%s\nwant\n%s", got, want)

@@ -16,9 +16,9 @@ const (
 	tailLines = 40
 )
 
-// server is how the harness starts the server name: the binary at path
+// procConfig is how the harness starts the server name: the binary at path
 // with args and env, every output line to onLine (which must not block).
-func server(name, path string, args, env []string, onLine func(string)) benchkit.ProcConfig {
+func procConfig(name, path string, args, env []string, onLine func(string)) benchkit.ProcConfig {
 	return benchkit.ProcConfig{Name: name, Path: path, Args: args, Env: env, OnLine: onLine,
 		Grace: stopGrace, TailLines: tailLines}
 }

@@ -333,6 +333,9 @@ func (p *Proc) CPU() (time.Duration, error) {
 	}
 }
 
+// PID is the process's id.
+func (p *Proc) PID() int { return p.cmd.Process.Pid }
+
 // RSS is the process's resident set size, in bytes.
 func (p *Proc) RSS() (int64, error) { return PIDRSS(p.cmd.Process.Pid) }
 

@@ -3,6 +3,7 @@ package loadgen
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"slices"
 	"strconv"
@@ -50,6 +51,27 @@ type Config struct {
 	// connection is dialled again. Default 5s. Deadlines never reach past
 	// the end of the run.
 	Timeout time.Duration
+
+	// Rate, when positive, paces the run at Rate requests per second in
+	// all: each connection sends on a fixed schedule of its own, one
+	// request every Conns/Rate seconds, the connections' slots staggered
+	// evenly, and waits for its next slot once a response is in. A
+	// request whose slot passed before its connection's previous response
+	// was in is sent at once and counted in Result.Late, so the schedule
+	// catches up and the rate holds. Latency is still measured from the
+	// write, not from the slot: the generator's own timer wake-ups (the Go
+	// runtime sleeps in whole milliseconds when idle) would otherwise be
+	// counted against the server, and a Late of 0 shows that measuring
+	// from the write hid no waiting. Default 0: closed loop, each
+	// connection sending again as soon as a response is in.
+	Rate float64
+
+	// OnMeasureStart and OnMeasureEnd, when not nil, are called when the
+	// measured period begins and when it ends, each once, from a
+	// goroutine of Run's: e.g. to read a server's CPU time over exactly
+	// that period. Run returns after both have returned. Neither is
+	// called once ctx has ended. nil: nothing is called.
+	OnMeasureStart, OnMeasureEnd func()
 }
 
 // Defaults.
@@ -123,6 +145,9 @@ func (c Config) Validate() error {
 	}
 	if c.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("timeout %v must be positive", c.Timeout))
+	}
+	if c.Rate < 0 || math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0) {
+		errs = append(errs, fmt.Errorf("rate %v must be a positive number of requests per second, or 0", c.Rate))
 	}
 	return errors.Join(errs...)
 }

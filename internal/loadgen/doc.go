@@ -10,6 +10,11 @@
 // framed by Content-Length, chunked transfer-encoding, or connection close),
 // and latencies go into a fixed log-linear Histogram.
 //
+// With Config.Rate set, the run is paced instead: every connection sends
+// on a fixed schedule, so that the server sees a steady, moderate rate
+// and the latency is the server's, not the queue's that a saturating
+// closed loop builds (see Config.Rate for how a late slot is handled).
+//
 // A run has a warm-up period, whose responses are not counted, then a
 // measured period; every read and write carries a deadline that never goes
 // past the end of the run, so Run always returns on time. A connection the

@@ -22,9 +22,10 @@ const reconnectPause = 10 * time.Millisecond
 // Generator runs load as its Config says. Run may be called again, but
 // not concurrently.
 type Generator struct {
-	cfg  Config
-	req  []byte
-	head bool
+	cfg      Config
+	req      []byte
+	head     bool
+	interval time.Duration // between a connection's slots when paced; 0: closed loop
 }
 
 // New validates cfg, applies its defaults and prebuilds the request.
@@ -33,7 +34,11 @@ func New(cfg Config) (*Generator, error) {
 		return nil, fmt.Errorf("loadgen config: %w", err)
 	}
 	cfg = cfg.withDefaults()
-	return &Generator{cfg: cfg, req: cfg.buildRequest(), head: cfg.Method == http.MethodHead}, nil
+	g := &Generator{cfg: cfg, req: cfg.buildRequest(), head: cfg.Method == http.MethodHead}
+	if cfg.Rate > 0 {
+		g.interval = max(time.Duration(float64(cfg.Conns)/cfg.Rate*float64(time.Second)), 1)
+	}
+	return g, nil
 }
 
 // Run dials Conns connections and keeps one request in flight on each for
@@ -48,8 +53,13 @@ func (g *Generator) Run(ctx context.Context) (*Result, error) {
 
 	workers := make([]*worker, g.cfg.Conns)
 	var wg sync.WaitGroup
+	if g.cfg.OnMeasureStart != nil || g.cfg.OnMeasureEnd != nil {
+		wg.Go(func() { g.hooks(ctx, measureFrom, end) })
+	}
 	for i := range workers {
-		w := &worker{g: g, measureFrom: measureFrom, end: end}
+		// Paced, connection i's first slot is i/Conns of an interval in.
+		first := start.Add(g.interval * time.Duration(i) / time.Duration(g.cfg.Conns))
+		w := &worker{g: g, measureFrom: measureFrom, end: end, next: first}
 		workers[i] = w
 		wg.Go(func() { w.run(runCtx) })
 	}
@@ -69,8 +79,26 @@ func (g *Generator) Run(ctx context.Context) (*Result, error) {
 		res.Latency.Merge(&w.hist)
 		res.Errors.add(w.errs)
 		res.Reconnects += w.reconnects
+		res.Late += w.late
 	}
 	return res, nil
+}
+
+// hooks calls OnMeasureStart at measureFrom and OnMeasureEnd at end,
+// unless ctx ends first.
+func (g *Generator) hooks(ctx context.Context, measureFrom, end time.Time) {
+	for _, h := range []struct {
+		at time.Time
+		f  func()
+	}{{measureFrom, g.cfg.OnMeasureStart}, {end, g.cfg.OnMeasureEnd}} {
+		pause(ctx, time.Until(h.at))
+		if ctx.Err() != nil {
+			return
+		}
+		if h.f != nil {
+			h.f()
+		}
+	}
 }
 
 // worker drives one connection. Everything it counts is its own, merged
@@ -79,6 +107,7 @@ type worker struct {
 	g           *Generator
 	measureFrom time.Time
 	end         time.Time
+	next        time.Time // paced: the slot of the next request
 
 	br *bufio.Reader
 
@@ -91,6 +120,7 @@ type worker struct {
 	hist       Histogram
 	errs       Errors
 	reconnects uint64
+	late       uint64
 	dialled    bool
 }
 
@@ -105,6 +135,9 @@ func (w *worker) run(ctx context.Context) {
 		if w.conn == nil && !w.dial(ctx) {
 			pause(ctx, reconnectPause)
 			continue
+		}
+		if w.g.interval > 0 && !w.waitSlot(ctx) {
+			break
 		}
 		t0 := time.Now()
 		deadline := t0.Add(cfg.Timeout)
@@ -139,6 +172,23 @@ func (w *worker) run(ctx context.Context) {
 			w.closeConn()
 		}
 	}
+}
+
+// waitSlot waits for the next request's slot, or counts it late if it has
+// passed, and moves the slot on by one interval. It reports false if ctx
+// ended while it waited.
+func (w *worker) waitSlot(ctx context.Context) bool {
+	slot := w.next
+	w.next = slot.Add(w.g.interval)
+	now := time.Now()
+	if now.Before(slot) {
+		pause(ctx, slot.Sub(now))
+		return ctx.Err() == nil
+	}
+	if !now.Before(w.measureFrom) {
+		w.late++
+	}
+	return true
 }
 
 // dial opens the connection, reporting whether it succeeded.

@@ -244,6 +244,7 @@ func TestConfigValidate(t *testing.T) {
 		{"host header", Config{Addr: "a:1", Header: http.Header{"Host": {"x"}}}, "Config.Host"},
 		{"crlf in value", Config{Addr: "a:1", Header: http.Header{"X-Api-Key": {"a\r\nb"}}}, "control bytes"},
 		{"negative conns", Config{Addr: "a:1", Conns: -1}, "conns"},
+		{"negative rate", Config{Addr: "a:1", Rate: -1}, "rate"},
 		{"two problems", Config{Method: "G T"}, "addr is required\nmethod"},
 	}
 	for _, tt := range tests {
@@ -269,5 +270,56 @@ func TestBuildRequest(t *testing.T) {
 	want := "POST /x?y=1 HTTP/1.1\r\nHost: 127.0.0.1:9\r\nAccept: a\r\nAccept: b\r\nX-Api-Key: k\r\nContent-Length: 2\r\n\r\nhi"
 	if got != want {
 		t.Errorf("request =\n%q\nwant\n%q", got, want)
+	}
+}
+
+func TestRunPaced(t *testing.T) {
+	var served atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		served.Add(1)
+		fmt.Fprint(w, "ok")
+	}))
+	defer srv.Close()
+
+	cfg := short(addrOf(srv))
+	cfg.Conns, cfg.Rate = 2, 200 // a slot every 10 ms per connection
+	cfg.Warmup, cfg.Duration = 100*time.Millisecond, 500*time.Millisecond
+	start := time.Now()
+	var began, ended []time.Duration
+	cfg.OnMeasureStart = func() { began = append(began, time.Since(start)) }
+	cfg.OnMeasureEnd = func() { ended = append(ended, time.Since(start)) }
+	res := run(t, cfg)
+
+	// 200/s for 0.5 s is 100 slots; the connections' first and last
+	// slots may fall either side of the period's edges.
+	if res.Responses < 95 || res.Responses > 105 {
+		t.Errorf("responses = %d, want 100 ± 5 (paced at 200/s for 0.5s)", res.Responses)
+	}
+	if total := served.Load(); total < 115 || total > 125 {
+		t.Errorf("server served %d, want 120 ± 5 over warm-up and measured period", total)
+	}
+	if res.Late != 0 || res.Errors.Total() != 0 {
+		t.Errorf("late %d, errors %+v; want none from a fast server", res.Late, res.Errors)
+	}
+	if len(began) != 1 || len(ended) != 1 {
+		t.Fatalf("hooks called %d and %d times, want once each", len(began), len(ended))
+	}
+	if began[0] < cfg.Warmup || ended[0] < cfg.Warmup+cfg.Duration || ended[0] > cfg.Warmup+cfg.Duration+200*time.Millisecond {
+		t.Errorf("hooks at %v and %v, want at the measured period's start (%v) and end (%v)",
+			began[0], ended[0], cfg.Warmup, cfg.Warmup+cfg.Duration)
+	}
+}
+
+func TestRunPacedCountsLateRequests(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(20 * time.Millisecond) // a server slower than the schedule
+	}))
+	defer srv.Close()
+
+	cfg := short(addrOf(srv))
+	cfg.Conns, cfg.Rate = 2, 1000 // a slot every 2 ms per connection
+	res := run(t, cfg)
+	if res.Responses == 0 || res.Late+uint64(2*cfg.Conns) < res.Responses {
+		t.Errorf("late %d of %d responses, want nearly all", res.Late, res.Responses)
 	}
 }

@@ -25,6 +25,11 @@ type Result struct {
 	// Reconnects counts connections dialled again after the server closed
 	// one or a request on it failed, over the whole run.
 	Reconnects uint64
+
+	// Late counts, in a paced run (Config.Rate), the requests of the
+	// measured period sent after their slot because the previous response
+	// on their connection came in after it. 0 in a closed-loop run.
+	Late uint64
 }
 
 // RPS is the number of responses per second in the measured period.
