@@ -227,12 +227,13 @@ const (
 // exchange is one connection's request and response, reused for each
 // request on it.
 type exchange struct {
-	uri  []byte // the upstream request's target, built here
-	req  fasthttp.Request
-	resp fasthttp.Response
-	lc   *leanConn
-	bw   *bufio.Writer
-	body reqBody
+	uri   []byte                 // the upstream request's target, built here
+	small *[maxBuffered + 1]byte // a small response body, read whole (maxBuffered); nil between requests
+	req   fasthttp.Request
+	resp  fasthttp.Response
+	lc    *leanConn
+	bw    *bufio.Writer
+	body  reqBody
 	// drop: the client went away; the connection closes without an answer.
 	drop bool
 }
@@ -283,7 +284,8 @@ func (s *leanServer) serveConn(lc *leanConn) {
 				return
 			}
 		}
-		lc.conn.SetReadDeadline(time.Now().Add(wait))
+		now := time.Now()
+		lc.readBound(now.Add(wait), wait)
 		lc.state.Store(connIdle)
 		if s.closing.Load() && lc.state.CompareAndSwap(connIdle, connClaimed) {
 			return
@@ -292,11 +294,15 @@ func (s *leanServer) serveConn(lc *leanConn) {
 		if !lc.state.CompareAndSwap(connIdle, connActive) || err != nil {
 			return // claimed by Shutdown, gone, or idle too long: no answer
 		}
-		now := time.Now()
-		if !first {
-			// The first request's deadline runs from the accept, as on
-			// net/http: a late first byte does not start it over.
-			lc.conn.SetReadDeadline(now.Add(s.sc.ReadHeaderTimeout))
+		if !first && !headerBuffered(br) {
+			// The rest of the header block is still to come: it has
+			// ReadHeaderTimeout from the first byte. (The first request's
+			// deadline runs from the accept, as on net/http: a late
+			// first byte does not start it over. A block that came whole
+			// with its first byte needs no deadline of its own: nothing
+			// more is read before the next wait or the body's deadline.)
+			now = time.Now()
+			lc.readBound(now.Add(s.sc.ReadHeaderTimeout), 0)
 		}
 		first = false
 		// Every answer is written within the exchange's bound (and the
@@ -340,6 +346,13 @@ func (s *leanServer) serveConn(lc *leanConn) {
 		}
 		wait = s.sc.IdleTimeout
 	}
+}
+
+// headerBuffered reports whether br holds a whole header block: its
+// blank line (CRLF or bare LF) is buffered.
+func headerBuffered(br *bufio.Reader) bool {
+	b, _ := br.Peek(br.Buffered())
+	return bytes.Contains(b, []byte("\r\n\r\n")) || bytes.Contains(b, []byte("\n\n"))
 }
 
 func isSmallBuffer(err error) bool {
@@ -387,6 +400,10 @@ func (s *leanServer) exchange(x *exchange, br *bufio.Reader) (keep bool) {
 		err = x.resp.Write(x.bw)
 	}
 	x.resp.Reset()
+	if x.small != nil {
+		smallBodies.Put(x.small)
+		x.small = nil
+	}
 	if err != nil {
 		return false
 	}
@@ -784,6 +801,7 @@ type leanConn struct {
 	linger       bool      // Close drains what the client sent first
 	readTimedOut bool      // a read failed on its deadline since arm
 	writeBy      time.Time // the write deadline last set (writeBound)
+	readBy       time.Time // the read deadline last set (readBound, arm)
 }
 
 func (c *leanConn) Read(p []byte) (int, error) {
@@ -802,6 +820,17 @@ func (c *leanConn) RemoteAddr() net.Addr               { return c.conn.RemoteAdd
 func (c *leanConn) SetDeadline(t time.Time) error      { return c.conn.SetDeadline(t) }
 func (c *leanConn) SetReadDeadline(t time.Time) error  { return c.conn.SetReadDeadline(t) }
 func (c *leanConn) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDeadline(t) }
+
+// readBound sets the connection's read deadline to want, unless the one
+// in force is no later than want and at most d/64 earlier: a kept-alive
+// connection's wait for its next request is not moved at every request
+// (each move reads the clock and resets a runtime timer).
+func (c *leanConn) readBound(want time.Time, d time.Duration) {
+	if early := want.Sub(c.readBy); early < 0 || early > d/64 {
+		c.conn.SetReadDeadline(want)
+		c.readBy = want
+	}
+}
 
 // writeBound makes the connection's writes fail by now+d at the earliest
 // and now+d+lingerTimeout at the latest: the deadline is moved only when
@@ -834,13 +863,15 @@ func (c *leanConn) arm(body bool, lim *limits) {
 	now := time.Now()
 	c.deadline, c.armed, c.readTimedOut = now.Add(lim.exchangeTimeout), true, false
 	if body {
-		c.conn.SetReadDeadline(now.Add(min(lim.bodyTimeout, lim.exchangeTimeout)))
+		c.readBy = now.Add(min(lim.bodyTimeout, lim.exchangeTimeout))
+		c.conn.SetReadDeadline(c.readBy)
 	}
 }
 
-// disarm ends the exchange; it reports whether its deadline had passed.
-func (c *leanConn) disarm() (expired bool) {
-	expired = c.armed && !time.Now().Before(c.deadline)
+// disarm ends the exchange. For one that failed it reports whether its
+// deadline had passed (a deadline cut it); a success reads no clock.
+func (c *leanConn) disarm(failed bool) (expired bool) {
+	expired = failed && c.armed && !time.Now().Before(c.deadline)
 	c.armed = false
 	return expired
 }

@@ -378,7 +378,7 @@ func (s *leanServer) proxy(x *exchange, d *decision, tg *target, method string, 
 	}
 	lc.arm(hasBody, &s.lim)
 	from := g.cfg.Now()
-	exchange := time.Now().Add(s.lim.exchangeTimeout)
+	exchange := lc.deadline
 	err := lr.up.hc.DoDeadline(req, up, exchange) // the wait for headers: upConn.SetReadDeadline
 	bodyIn := cl
 	if body != nil {
@@ -389,7 +389,7 @@ func (s *leanServer) proxy(x *exchange, d *decision, tg *target, method string, 
 	}
 	if err != nil {
 		// No response from the upstream: answer for it.
-		expired := lc.disarm()
+		expired := lc.disarm(true)
 		failure := upstreamOK
 		var rj *rejection
 		var ne net.Error
@@ -430,11 +430,16 @@ func (s *leanServer) proxy(x *exchange, d *decision, tg *target, method string, 
 		return
 	}
 	fasthttp.ReleaseRequest(req) // written: its body, if any, was read
+	r := &x.resp
+	if n := up.Header.ContentLength(); n >= 0 && n <= maxBuffered && up.BodyStream() != nil {
+		s.answerBuffered(x, d, method, start, from, bodyIn, up, n)
+		releaseBody(body)
+		return
+	}
 	lr.up.extend(up, exchange)
 
 	// The response: the upstream's status and headers, less hop-by-hop
 	// ones, and its body streamed.
-	r := &x.resp
 	r.SetStatusCode(up.StatusCode())
 	copyResponseHeaders(&r.Header, &up.Header)
 	st := streamPool.Get().(*leanStream)
@@ -444,9 +449,6 @@ func (s *leanServer) proxy(x *exchange, d *decision, tg *target, method string, 
 		// No body to stream (HEAD, 204, 304): copy what there is, and
 		// the length a HEAD's answer declares.
 		r.SetBody(up.Body())
-		if n := up.Header.ContentLength(); n > 0 && len(up.Body()) == 0 {
-			r.Header.SetContentLength(n)
-		}
 		st.n = int64(len(up.Body()))
 		if cl := up.Header.ContentLength(); in.IsHead() && cl >= 0 {
 			// A HEAD answer's length is the GET's, as the upstream says.
@@ -457,6 +459,59 @@ func (s *leanServer) proxy(x *exchange, d *decision, tg *target, method string, 
 	}
 	r.SetBodyStream(st, up.Header.ContentLength())
 }
+
+// maxBuffered is the largest response body (by its Content-Length) the
+// fasthttp plane reads whole before it answers, in the connection's own
+// buffer, rather than streams: most API answers are small, and a
+// buffered one is written with its headers in one piece, meters at once
+// and frees its upstream connection before the client has it. Such a body
+// is read under the wait for the headers (the catalog's upstreamTimeout),
+// not the exchange's deadline.
+const maxBuffered = 16 << 10
+
+// answerBuffered reads a small response body whole (see maxBuffered) and
+// answers with it, or with 502 (504 past a deadline) if the upstream
+// failed to send it: no byte of the answer had gone out yet.
+func (s *leanServer) answerBuffered(x *exchange, d *decision, method string, start, from, in int64, up *fasthttp.Response, n int) {
+	g := s.g
+	x.small = smallBodies.Get().(*[maxBuffered + 1]byte) // back once written (leanServer.exchange)
+	buf := x.small[:n+1]
+	got, err := 0, error(nil)
+	for err == nil {
+		var m int
+		m, err = up.BodyStream().Read(buf[got:])
+		got += m
+		if got > n {
+			err = errBodyStreamTooLong
+		}
+	}
+	failed := err != io.EOF || got != n // EOF read: the upstream connection is reused
+	r := &x.resp
+	status, failure, out := int32(up.StatusCode()), upstreamOK, int64(n)
+	if expired := x.lc.disarm(failed); failed {
+		up.SetConnectionClose()
+		rj := rejBadGateway
+		if expired {
+			rj = rejTimeout
+		} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			rj = rejTimeout // the upstream timeout, reading the body
+		}
+		status, failure = int32(rj.status), failureOf(rj.status)
+		out = rj.writeFast(r, true)
+	} else {
+		r.SetStatusCode(up.StatusCode())
+		copyResponseHeaders(&r.Header, &up.Header)
+		r.SetBodyRaw(buf[:n])
+	}
+	end := g.cfg.Now()
+	g.metrics.recordUpstream(start, from, end, failure)
+	g.emit(d, method, start, end, status, in, out)
+	fasthttp.ReleaseResponse(up) // the body read to its end: the connection goes back to the pool
+}
+
+var smallBodies = sync.Pool{New: func() any { return new([maxBuffered + 1]byte) }}
+
+var errBodyStreamTooLong = errors.New("upstream body longer than its Content-Length")
 
 // escapeHash returns p with each '#' escaped as %23.
 func escapeHash(p []byte) []byte {
@@ -600,7 +655,7 @@ func (st *leanStream) finish(werr error) {
 	if werr == nil {
 		werr = st.werr
 	}
-	expired := st.lc.disarm()
+	expired := st.lc.disarm(st.readErr != nil || werr != nil)
 	status, failure := st.status, upstreamOK
 	switch {
 	case expired:

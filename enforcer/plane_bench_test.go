@@ -7,6 +7,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -36,7 +37,7 @@ func BenchmarkGatewayReject(b *testing.B) {
 }
 
 func benchGatewayProxy(b *testing.B, plane DataPlane, request string, status int) {
-	up := rawUpstream(b)
+	up, accepted := rawUpstream(b)
 	gw, err := New(Config{}, testCatalog(b, strings.Replace(benchYAML, "http://127.0.0.1:1", "http://"+up, 1)))
 	if err != nil {
 		b.Fatal(err)
@@ -75,6 +76,8 @@ func benchGatewayProxy(b *testing.B, plane DataPlane, request string, status int
 			}
 		}
 	})
+	// Kept-alive upstream connections: a handful however many requests.
+	b.ReportMetric(float64(accepted.Load()), "upstream-conns")
 }
 
 // readRawResponse reads one response with a Content-Length, checking its
@@ -106,7 +109,8 @@ func readRawResponse(br *bufio.Reader, want []byte) error {
 
 // rawUpstream answers every request (headers only, no body) with a small
 // fixed response, allocating nothing per request.
-func rawUpstream(b *testing.B) string {
+func rawUpstream(b *testing.B) (string, *atomic.Int64) {
+	var accepted atomic.Int64
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -119,6 +123,7 @@ func rawUpstream(b *testing.B) string {
 			if err != nil {
 				return
 			}
+			accepted.Add(1)
 			go func() {
 				defer c.Close()
 				br := bufio.NewReader(c)
@@ -139,5 +144,5 @@ func rawUpstream(b *testing.B) string {
 			}()
 		}
 	}()
-	return ln.Addr().String()
+	return ln.Addr().String(), &accepted
 }
