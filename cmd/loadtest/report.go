@@ -96,6 +96,9 @@ var notes = []string{
 		"workers) over the measured period, from /proc in 10 ms ticks, divided by the responses of that period. " +
 		"A proxy's figure leaves out the upstream's CPU; the load generator's, on the same cores, counts for no side; " +
 		"so does the kernel's softirq time, where loopback packets are mostly handled, which it charges to no process.",
+	"Checks of req/s and CPU per request compare each round's two figures (the sides of a round run back to " +
+		"back) and take the median of those ratios: this machine's speed drifts by a third between rounds, which " +
+		"the tables' medians, each from its own rounds, carry. The tables' \"× nginx\" columns are those medians' ratios.",
 	"others: the share of the machine's CPU (user + system) that processes the harness did not start used during " +
 		"the measured period, the highest of the rounds kept. Anything above a few percent means another program's " +
 		"load was on the cores and the side's figures are skewed by it; such a run is run again (\"runs again\" above).",

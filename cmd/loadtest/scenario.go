@@ -382,6 +382,34 @@ func summarize(runs []sample) summary {
 	return s
 }
 
+// roundRatio is the median over rounds of a side's figure (req/s or CPU
+// per request) divided by its reference's in the same round. The sides
+// of a round run back to back, so a round's ratio sees the machine as it
+// was then; this machine's speed drifts by a third between rounds (a
+// quiet round and a slow one), which a ratio of the two sides' own
+// medians, taken from different rounds, would carry into the result.
+// Sides with unequal numbers of runs fall back to the ratio of medians.
+func roundRatio(runs, ref []sample, m metric) float64 {
+	value := func(r sample) float64 {
+		if m == rps {
+			return r.RPS()
+		}
+		return float64(r.cpuPerRequest())
+	}
+	if len(runs) != len(ref) || len(runs) == 0 {
+		a, b := summarize(runs), summarize(ref)
+		if m == rps {
+			return ratio(a.rps, b.rps)
+		}
+		return ratio(float64(a.cpu), float64(b.cpu))
+	}
+	rs := make([]float64, len(runs))
+	for i := range runs {
+		rs[i] = ratio(value(runs[i]), value(ref[i]))
+	}
+	return median(rs)
+}
+
 // median is the middle value, or the mean of the middle two; 0 when empty.
 func median[T ~int64 | ~float64](xs []T) T {
 	if len(xs) == 0 {
@@ -455,13 +483,13 @@ func (t target) check(s, ref *side, sc scenario) check {
 	switch t.metric {
 	case rps, cpuPerRequest:
 		a, b := summarize(s.runs), summarize(ref.runs)
+		r := roundRatio(s.runs, ref.runs, t.metric)
 		if t.metric == rps {
-			c.ok = b.rps > 0 && a.rps >= t.ratio*b.rps
-			c.got = fmt.Sprintf("%.3f ×", ratio(a.rps, b.rps))
+			c.ok = b.rps > 0 && r >= t.ratio
+			c.got = fmt.Sprintf("%.3f × (medians %.0f vs %.0f req/s)", r, a.rps, b.rps)
 		} else {
-			c.ok = a.cpu > 0 && b.cpu > 0 && float64(a.cpu) <= t.ratio*float64(b.cpu)
-			c.got = fmt.Sprintf("%.3f × (%s vs %s µs)", ratio(float64(a.cpu), float64(b.cpu)),
-				fmtMicros(a.cpu), fmtMicros(b.cpu))
+			c.ok = a.cpu > 0 && b.cpu > 0 && r <= t.ratio
+			c.got = fmt.Sprintf("%.3f × (medians %s vs %s µs)", r, fmtMicros(a.cpu), fmtMicros(b.cpu))
 		}
 	default:
 		runs, refRuns := s.runs, ref.runs
