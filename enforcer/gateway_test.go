@@ -165,7 +165,7 @@ func newEnvServer(t testing.TB, yaml string, sc ServerConfig) *env {
 		t.Fatal(err)
 	}
 	e.gw, e.cat = gw, c
-	e.url = serveGateway(t, gw, sc)
+	e.url, _ = serveGateway(t, gw, sc)
 	return e
 }
 
@@ -180,8 +180,8 @@ func testPlane(t testing.TB) DataPlane {
 }
 
 // serveGateway serves gw on a loopback listener on the test's data plane
-// until the test ends, and returns its URL.
-func serveGateway(t testing.TB, gw *Gateway, sc ServerConfig) string {
+// until the test ends, and returns its URL and server.
+func serveGateway(t testing.TB, gw *Gateway, sc ServerConfig) (string, Server) {
 	t.Helper()
 	srv, err := NewGatewayServer(gw, testPlane(t), sc)
 	if err != nil {
@@ -199,7 +199,7 @@ func serveGateway(t testing.TB, gw *Gateway, sc ServerConfig) string {
 			t.Errorf("serve: %v", err)
 		}
 	})
-	return "http://" + ln.Addr().String()
+	return "http://" + ln.Addr().String(), srv
 }
 
 func (e *env) advance(d time.Duration) { e.clock.Add(int64(d)) }

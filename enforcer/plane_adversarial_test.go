@@ -48,17 +48,8 @@ func newAdvEnv(t *testing.T, sc ServerConfig, upstream string) *advEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := NewGatewayServer(gw, testPlane(t), sc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return &advEnv{gw: gw, url: "http://" + ln.Addr().String(), srv: srv, events: events}
+	url, srv := serveGateway(t, gw, sc)
+	return &advEnv{gw: gw, url: url, srv: srv, events: events}
 }
 
 // advUpstream is an httptest upstream that records what it received.

@@ -40,17 +40,8 @@ func planeEnv(t *testing.T, sc ServerConfig, upstream http.Handler) (gw *Gateway
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err = NewGatewayServer(gw, testPlane(t), sc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return gw, "http://" + ln.Addr().String(), srv, events
+	url, srv = serveGateway(t, gw, sc)
+	return gw, url, srv, events
 }
 
 func (l *eventLog) all() []schemas.UsageEvent {

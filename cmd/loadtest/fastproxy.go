@@ -2,11 +2,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"net/url"
 	"time"
@@ -163,30 +161,13 @@ func newFastServer(h fasthttp.RequestHandler) *fasthttp.Server {
 	}
 }
 
-// serveFast is serve for a fasthttp handler: it listens on addr,
-// announces the address and serves h until ctx ends, then shuts down,
-// giving open requests a moment to finish.
+// serveFast is serve for a fasthttp handler.
 func serveFast(ctx context.Context, addr string, h fasthttp.RequestHandler, stdout io.Writer) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	srv := newFastServer(h)
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	if _, err := fmt.Fprintf(stdout, "%s%s\n", listeningPrefix, ln.Addr()); err != nil {
-		srv.Shutdown()
-		return fmt.Errorf("announce address: %w", err)
-	}
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
-	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := srv.ShutdownWithContext(shutdownCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("shutdown: %w", err)
-	}
-	return nil
+	return serveWith(ctx, addr, fastServer{newFastServer(h)}, stdout)
 }
+
+// fastServer is a fasthttp server as serveWith runs one.
+type fastServer struct{ *fasthttp.Server }
+
+func (s fastServer) Shutdown(ctx context.Context) error { return s.Server.ShutdownWithContext(ctx) }
+func (s fastServer) Close() error                       { return s.Server.Shutdown() }

@@ -50,11 +50,24 @@ func newServer(h http.Handler) *http.Server {
 // serve listens on addr, announces the address and serves h until ctx
 // ends, then shuts down, giving open requests a moment to finish.
 func serve(ctx context.Context, addr string, h http.Handler, stdout io.Writer) error {
+	return serveWith(ctx, addr, newServer(h), stdout)
+}
+
+// runnable is what serveWith runs: an *http.Server, or a fasthttp server
+// (fastServer).
+type runnable interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
+	Close() error
+}
+
+// serveWith listens on addr, announces the address and runs srv until
+// ctx ends, then shuts it down, giving open requests a moment to finish.
+func serveWith(ctx context.Context, addr string, srv runnable, stdout io.Writer) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv := newServer(h)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	if _, err := fmt.Fprintf(stdout, "%s%s\n", listeningPrefix, ln.Addr()); err != nil {
