@@ -134,10 +134,28 @@ type keySet struct {
 	// keys in a rotation. Writers only, under mu.
 	previous map[string]*keyEntry
 	mu       sync.Mutex
+
+	// unknown remembers values that matched no key, so that a client
+	// repeating one (a revoked key, a misconfigured client, a flood of
+	// one bad key) is refused without hashing it again: slot by the
+	// value's maphash, a tag of a second, independent maphash (seed2) and
+	// the keySet's generation, which every put moves on, so that a value
+	// a change made a key is never refused from here. Fixed size, no
+	// allocation; an attacker varying values only overwrites slots.
+	seed2   maphash.Seed
+	gen     atomic.Uint64
+	unknown [unknownSlots]atomic.Uint64
 }
 
+// unknownSlots is the size of keySet.unknown (a power of two).
+const unknownSlots = 1024
+
+// unknownTag is the tag of a value in keySet.unknown: 48 bits of its
+// second hash, 16 of the generation.
+func unknownTag(h2, gen uint64) uint64 { return h2<<16 | gen&0xffff }
+
 func newKeySet(n int) *keySet {
-	ks := &keySet{seed: maphash.MakeSeed(), previous: map[string]*keyEntry{}}
+	ks := &keySet{seed: maphash.MakeSeed(), seed2: maphash.MakeSeed(), previous: map[string]*keyEntry{}}
 	ks.byHash.init(n)
 	ks.byValue.init(n)
 	ks.byID.init(n)
@@ -160,11 +178,22 @@ func (ks *keySet) lookup(v string) *keyEntry {
 			return e
 		}
 	}
+	// The generation is read before the lookup: a put that ends after
+	// this read makes what the lookup remembers stale, and one that
+	// ended before it published its entries first (put).
+	tag := unknownTag(maphash.String(ks.seed2, v), ks.gen.Load())
+	slot := &ks.unknown[h&(unknownSlots-1)]
+	if slot.Load() == tag {
+		return nil
+	}
 	var buf [128]byte
 	n := copy(buf[:], v)
 	sum := sha256.Sum256(buf[:n])
 	e := ks.byHash.get(hashPrefix(&sum), func(e *keyEntry) bool { return e.hash == sum })
-	if e != nil && len(v) <= maxRecorded {
+	switch {
+	case e == nil:
+		slot.Store(tag)
+	case len(v) <= maxRecorded:
 		ks.remember(e, v, h)
 	}
 	return e
@@ -206,6 +235,9 @@ func (ks *keySet) entry(id string) *keyEntry {
 // entry of a value takes the old entry's slots, and the value it
 // recorded.
 func (ks *keySet) put(e, pe, old, oldPrev *keyEntry) {
+	// After the entries are in: a lookup that read the generation
+	// before this moved it remembers nothing that holds (see lookup).
+	defer ks.gen.Add(1)
 	olds := [2]*keyEntry{old, oldPrev}
 	news := [2]*keyEntry{e, pe}
 	// The old entry of the same value, if any.

@@ -6,6 +6,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/tollgate/tollgate/catalog"
+	"github.com/tollgate/tollgate/schemas"
 )
 
 // TestEntryTable runs random puts, replacements and deletes on an
@@ -127,4 +130,31 @@ func TestEntryTableConcurrentReaders(t *testing.T) {
 	}
 	stop.Store(true)
 	wg.Wait()
+}
+
+// An unknown value is refused from keySet.unknown the second time, and
+// is a key at once when a change makes it one (the change moves the
+// keySet's generation on).
+func TestUnknownValuesAreRemembered(t *testing.T) {
+	e := newChangeEnv(t, gwYAML)
+	const value = "a-new-value-for-widget-0000001"
+	e.want("GET", "/prod/items", value, schemas.DecisionForbidden)
+	e.want("GET", "/prod/items", value, schemas.DecisionForbidden)
+	ks := e.gw.table.Load().keys
+	remembered := 0
+	for i := range ks.unknown {
+		if ks.unknown[i].Load() != 0 {
+			remembered++
+		}
+	}
+	if remembered != 1 {
+		t.Errorf("%d values remembered as unknown, want 1", remembered)
+	}
+	k := e.key("widget")
+	k.ValueHash = catalog.HashKey(value)
+	e.change(func(tx *catalog.Tx) { tx.PutKey(k) })
+	if e.gw.table.Load().keys != ks {
+		t.Fatal("the change built a new keySet; this test is of one that changes")
+	}
+	e.want("GET", "/prod/items", value, schemas.DecisionAllowed)
 }
