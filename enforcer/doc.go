@@ -317,7 +317,11 @@
 // (entryTable): by the SHA-256 of the value (what the catalog knows of a
 // value), by key id (signals, quota updates, changes), and by the value
 // itself once a request has shown it (the verified-value cache: the first
-// request of a key hashes its value, later ones compare it). Each slot is
+// request of a key hashes its value, later ones compare it). Values that
+// matched no key are remembered too, in 1,024 fixed slots tagged with
+// the keySet's generation, which every change of a key moves on: a
+// client repeating a bad key is refused without hashing it again, and a
+// value a change makes a key is never refused from there. Each slot is
 // an atomic pair of hash and entry; a writer (changes, serialised, and
 // requests recording a value, which only try the lock) changes one slot
 // at a time, so readers take no lock, never wait and allocate nothing. We
