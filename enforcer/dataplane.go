@@ -16,8 +16,8 @@ type DataPlane string
 
 const (
 	// FastHTTP is the default: fasthttp's server and HostClient
-	// (lean.go). A proxied request costs about half of net/http's CPU
-	// (BenchmarkGatewayProxy; make loadtest compares it with nginx:
+	// (lean.go). A proxied request costs about a third of the net/http
+	// plane's CPU in make loadtest (42 against 119 µs; nginx 29:
 	// BENCHMARKS.md, "The edge at nginx's cost").
 	FastHTTP DataPlane = "fasthttp"
 	// NetHTTP is net/http's server and httputil.ReverseProxy
