@@ -310,8 +310,11 @@ func (g *Gateway) event(ev *schemas.UsageEvent, d *decision, method string, star
 // unresolved path (/public/../items would reach /items without a key), and
 // encoded slashes, which the gateway would split and the upstream would
 // not. Both are refused with 400 rather than guessed at.
-func unsafePath(u *url.URL) bool {
-	p := u.Path
+func unsafePath(u *url.URL) bool { return unsafePathOf(u.Path, u.RawPath) }
+
+// unsafePathOf is unsafePath for a decoded path and its raw form ("" or
+// the path itself when nothing was escaped): both planes' check.
+func unsafePathOf(p, raw string) bool {
 	if strings.Contains(p, "/.") {
 		for seg := range strings.SplitSeq(p, "/") {
 			if seg == "." || seg == ".." {
@@ -319,8 +322,7 @@ func unsafePath(u *url.URL) bool {
 			}
 		}
 	}
-	raw := u.RawPath
-	return raw != "" && (strings.Contains(raw, "%2f") || strings.Contains(raw, "%2F"))
+	return raw != p && (strings.Contains(raw, "%2f") || strings.Contains(raw, "%2F"))
 }
 
 // proxy forwards an admitted request and meters it. A response cut while

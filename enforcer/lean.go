@@ -42,13 +42,13 @@ import (
 //     announces trailers, gets 400 and its connection closes; HTTP/1.0
 //     with Transfer-Encoding gets 400 (fasthttp refuses it while parsing:
 //     refuse); a Transfer-Encoding other than chunked gets 501, as on
-//     net/http (fasthttp accepts "identity" and drops it). The raw header block is the request's own here, so a
-//     pipelined chunked request is judged on its own lines, not refused
-//     for want of proof.
+//     net/http (fasthttp accepts "identity" and drops it). The raw
+//     header block is the request's own here, so a pipelined chunked
+//     request is judged on its own lines, not refused for want of proof.
 //   - Paths: the path is taken from the raw request target, decoded
 //     once, never cleaned: dot segments and encoded slashes get 400 as on
-//     net/http (unsafePath), and the upstream receives the raw path less
-//     the stage prefix.
+//     net/http (unsafePathOf), and the upstream receives the matched
+//     path less the stage prefix, escaped as net/http escapes it.
 //   - Limits: headers over ServerConfig.MaxHeaderBytes (plus net/http's
 //     4 KiB of slack) get 431; ReadHeaderTimeout and IdleTimeout bound
 //     the header read and idle connections; a Content-Length over
@@ -59,9 +59,10 @@ import (
 //   - Hop-by-hop headers (and those the client's Connection names),
 //     X-Forwarded-For/-Host/-Proto from the connection, X-Tollgate-Key-Id
 //     and -Plan-Id from the decision, x-api-key removed, no upgrades.
-//   - Streaming: request and response bodies are streamed (fasthttp's
-//     StreamRequestBody, HostClient.StreamResponseBody), never buffered
-//     whole: memory stays flat whatever the size.
+//   - Streaming: request bodies are streamed from the connection's reader
+//     (reqBody) and response bodies through HostClient.StreamResponseBody;
+//     only an answer of up to maxBuffered (16 KiB) is read whole.
+//     Memory stays flat whatever the size.
 //   - Refusals of requests with a body close the connection after a
 //     bounded linger, as net/http does (leanConn.Close).
 //
@@ -584,19 +585,6 @@ func parseTarget(raw []byte) (target, bool) {
 	return t, true
 }
 
-// unsafeTarget is unsafePath for a parsed target.
-func unsafeTarget(t *target) bool {
-	p := t.path
-	if strings.Contains(p, "/.") {
-		for seg := range strings.SplitSeq(p, "/") {
-			if seg == "." || seg == ".." {
-				return true
-			}
-		}
-	}
-	raw := t.rawPath
-	return raw != p && (strings.Contains(raw, "%2f") || strings.Contains(raw, "%2F"))
-}
 
 // rawFields is what the framing checks need of a request's raw header
 // block, which fasthttp parses more leniently than net/http on these
@@ -674,7 +662,7 @@ func (s *leanServer) serve(x *exchange) {
 		// without a body, where a front end that honours the field reads
 		// it otherwise. net/http answers 501.
 		d.outcome, rj, ambiguous = schemas.DecisionBadRequest, rejNotImplemented, true
-	case !parsed || unsafeTarget(&tg):
+	case !parsed || unsafePathOf(tg.path, tg.rawPath):
 		d.outcome = schemas.DecisionBadRequest
 	case cl > s.lim.maxBodyBytes:
 		d.outcome, rj = schemas.DecisionBadRequest, rejTooLarge

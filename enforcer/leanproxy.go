@@ -359,7 +359,7 @@ func (s *leanServer) proxy(x *exchange, d *decision, tg *target, method string, 
 	if host == "" {
 		oh.SetCanonical(bXFH, in.Host())
 	} else {
-		oh.SetCanonical(bXFH, []byte(host))
+		oh.SetCanonical(bXFH, s2b(host))
 	}
 	oh.SetCanonical(bXFP, bHTTP)
 	if d.key != nil {
@@ -381,11 +381,8 @@ func (s *leanServer) proxy(x *exchange, d *decision, tg *target, method string, 
 	exchange := lc.deadline
 	err := lr.up.hc.DoDeadline(req, up, exchange) // the wait for headers: upConn.SetReadDeadline
 	bodyIn := cl
-	if body != nil {
-		bodyIn = body.n
-		if cl > 0 {
-			bodyIn = cl
-		}
+	if cl < 0 {
+		bodyIn = body.n // chunked: as counted
 	}
 	if err != nil {
 		// No response from the upstream: answer for it.
@@ -421,9 +418,7 @@ func (s *leanServer) proxy(x *exchange, d *decision, tg *target, method string, 
 		} else {
 			x.drop = true // no one to answer; never an empty 200
 		}
-		end := g.cfg.Now()
-		g.metrics.recordUpstream(start, from, end, failure)
-		g.emit(d, method, start, end, status, bodyIn, out)
+		s.meter(d, method, start, from, status, failure, bodyIn, out)
 		releaseBody(body)
 		fasthttp.ReleaseRequest(req)
 		fasthttp.ReleaseResponse(up)
@@ -460,6 +455,14 @@ func (s *leanServer) proxy(x *exchange, d *decision, tg *target, method string, 
 	r.SetBodyStream(st, up.Header.ContentLength())
 }
 
+// meter records an admitted request once its answer is settled: the
+// upstream exchange's latency and failure (metrics) and its event.
+func (s *leanServer) meter(d *decision, method string, start, from int64, status int32, f upstreamFailure, in, out int64) {
+	end := s.g.cfg.Now()
+	s.g.metrics.recordUpstream(start, from, end, f)
+	s.g.emit(d, method, start, end, status, in, out)
+}
+
 // maxBuffered is the largest response body (by its Content-Length) the
 // fasthttp plane reads whole before it answers, in the connection's own
 // buffer, rather than streams: most API answers are small, and a
@@ -473,7 +476,6 @@ const maxBuffered = 16 << 10
 // answers with it, or with 502 (504 past a deadline) if the upstream
 // failed to send it: no byte of the answer had gone out yet.
 func (s *leanServer) answerBuffered(x *exchange, d *decision, method string, start, from, in int64, up *fasthttp.Response, n int) {
-	g := s.g
 	x.small = smallBodies.Get().(*[maxBuffered + 1]byte) // back once written (leanServer.exchange)
 	buf := x.small[:n+1]
 	got, err := 0, error(nil)
@@ -503,9 +505,7 @@ func (s *leanServer) answerBuffered(x *exchange, d *decision, method string, sta
 		copyResponseHeaders(&r.Header, &up.Header)
 		r.SetBodyRaw(buf[:n])
 	}
-	end := g.cfg.Now()
-	g.metrics.recordUpstream(start, from, end, failure)
-	g.emit(d, method, start, end, status, in, out)
+	s.meter(d, method, start, from, status, failure, in, out)
 	fasthttp.ReleaseResponse(up) // the body read to its end: the connection goes back to the pool
 }
 
@@ -668,10 +668,7 @@ func (st *leanStream) finish(werr error) {
 	if expired || st.readErr != nil || werr != nil {
 		st.up.SetConnectionClose() // the upstream connection is not reused
 	}
-	g := st.s.g
-	end := g.cfg.Now()
-	g.metrics.recordUpstream(st.start, st.from, end, failure)
-	g.emit(&st.dec, st.method, st.start, end, status, st.in, st.n)
+	st.s.meter(&st.dec, st.method, st.start, st.from, status, failure, st.in, st.n)
 	fasthttp.ReleaseResponse(st.up) // closes the upstream body: back to the pool, or closed
 	*st = leanStream{}
 	streamPool.Put(st)
