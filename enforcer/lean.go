@@ -585,7 +585,6 @@ func parseTarget(raw []byte) (target, bool) {
 	return t, true
 }
 
-
 // rawFields is what the framing checks need of a request's raw header
 // block, which fasthttp parses more leniently than net/http on these
 // points.
